@@ -40,3 +40,25 @@ impl Drop for ScratchDir {
         }
     }
 }
+
+/// The profile directory (`target/<profile>`) of the running test binary,
+/// where the workspace's binaries of the same profile are built.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current test executable");
+    // target/<profile>/deps/<test-binary>
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The `ember` host tool built with the same profile as this test
+/// (`cargo build [--release] -p ember-cli` must have run first; scripts/test does).
+pub fn ember_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("EMBER_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = profile_dir().join("ember");
+    assert!(p.exists(), "{} missing: run `cargo build -p ember-cli` with this test's profile first", p.display());
+    p
+}

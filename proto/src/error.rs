@@ -1,0 +1,98 @@
+//! The crate's one error type: a distinct variant per cause.
+
+use alloc::string::String;
+use core::fmt;
+
+use crate::msg::ErrorCode;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// A message did not decode as the expected postcard type.
+    Decode { what: &'static str },
+    /// The peer speaks a protocol version we do not.
+    UnsupportedVersion { got: u16 },
+    /// A sealed stream does not start with Ember's header.
+    SealedBadHeader,
+    /// A sealed stream's chunk size is outside the allowed range.
+    SealedBadChunkSize { size: u32 },
+    /// A sealed chunk failed authentication (tampered, reordered or swapped).
+    SealedChunkAuth { index: u64 },
+    /// The sealed stream ended before its final chunk.
+    SealedTruncated { index: u64 },
+    /// The sealed stream was used after it failed or finished.
+    SealedUnusable,
+    /// The decrypted overlay is not the one the server announced.
+    OverlayDigestMismatch,
+    /// The decrypted overlay's length differs from the announced size.
+    OverlaySizeMismatch { expected: u64, got: u64 },
+    /// The server answered with a protocol error.
+    Server {
+        step: &'static str,
+        status: u16,
+        code: ErrorCode,
+        detail: String,
+    },
+    /// The server answered with a status and body that are not a protocol error.
+    UnexpectedResponse { step: &'static str, status: u16 },
+    /// The HTTPS transport failed.
+    Transport { step: &'static str, detail: String },
+    /// A TPM operation failed.
+    Tpm { op: &'static str, detail: String },
+    /// The extractor refused the overlay.
+    Sink { detail: String },
+    /// The node's activated secret does not have the expected length.
+    BadSecretLength { len: usize },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Decode { what } => write!(f, "malformed {what} message"),
+            Error::UnsupportedVersion { got } => write!(f, "unsupported protocol version {got}"),
+            Error::SealedBadHeader => write!(f, "sealed overlay: bad header"),
+            Error::SealedBadChunkSize { size } => {
+                write!(f, "sealed overlay: chunk size {size} out of range")
+            }
+            Error::SealedChunkAuth { index } => {
+                write!(f, "sealed overlay: chunk {index} failed authentication (tampered, swapped or reordered)")
+            }
+            Error::SealedTruncated { index } => {
+                write!(f, "sealed overlay: stream truncated at chunk {index}")
+            }
+            Error::SealedUnusable => write!(f, "sealed overlay: stream already failed or finished"),
+            Error::OverlayDigestMismatch => {
+                write!(f, "overlay SHA-256 differs from the announced one")
+            }
+            Error::OverlaySizeMismatch { expected, got } => {
+                write!(
+                    f,
+                    "overlay size {got} differs from the announced {expected}"
+                )
+            }
+            Error::Server {
+                step,
+                status,
+                code,
+                detail,
+            } => {
+                write!(
+                    f,
+                    "{step}: server refused with {status} {}: {detail}",
+                    code.name()
+                )
+            }
+            Error::UnexpectedResponse { step, status } => {
+                write!(f, "{step}: unexpected HTTP status {status}")
+            }
+            Error::Transport { step, detail } => write!(f, "{step}: transport: {detail}"),
+            Error::Tpm { op, detail } => write!(f, "TPM {op}: {detail}"),
+            Error::Sink { detail } => write!(f, "extractor: {detail}"),
+            Error::BadSecretLength { len } => {
+                write!(f, "activated secret has {len} bytes, expected 32")
+            }
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for Error {}

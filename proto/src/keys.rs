@@ -1,0 +1,129 @@
+//! Everything both sides derive from the activated secret. Keeping the
+//! derivations in one place is what makes the node and the server agree.
+
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::msg::{encode, FinishRequest};
+
+type HmacSha256 = Hmac<Sha256>;
+
+const START_LABEL: &[u8] = b"ember/attest/v1/start";
+const FINISH_LABEL: &[u8] = b"ember/attest/v1/finish";
+const OVERLAY_LABEL: &[u8] = b"ember/overlay/v1";
+
+/// Hash of the Start exchange exactly as sent: binds the proof to the EK,
+/// AK, nonce and session the node saw.
+pub fn start_transcript(start_request: &[u8], start_response: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(START_LABEL);
+    h.update((start_request.len() as u64).to_be_bytes());
+    h.update(start_request);
+    h.update((start_response.len() as u64).to_be_bytes());
+    h.update(start_response);
+    h.finalize().into()
+}
+
+/// The node's proof that it holds the secret ActivateCredential released:
+/// HMAC-SHA256(secret, label || start transcript || Finish with a zero proof).
+pub fn finish_proof(
+    secret: &[u8; 32],
+    start_transcript: &[u8; 32],
+    finish: &FinishRequest,
+) -> [u8; 32] {
+    let mut unproved = finish.clone();
+    unproved.proof = [0; 32];
+    let mut mac =
+        <HmacSha256 as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable_hmac());
+    mac.update(FINISH_LABEL);
+    mac.update(start_transcript);
+    mac.update(&encode(&unproved));
+    mac.finalize().into_bytes().into()
+}
+
+// HMAC accepts keys of any length; this cannot be reached.
+fn unreachable_hmac() -> HmacSha256 {
+    unreachable!("HMAC takes keys of any length")
+}
+
+/// Checks a proof in constant time.
+pub fn verify_finish_proof(
+    secret: &[u8; 32],
+    start_transcript: &[u8; 32],
+    finish: &FinishRequest,
+) -> bool {
+    let expected = finish_proof(secret, start_transcript, finish);
+    ct_eq(&expected, &finish.proof)
+}
+
+/// The key of one overlay stream for one session: HKDF-SHA256 with the
+/// session id as salt, so the same overlay sealed for two boots uses two keys.
+pub fn overlay_key(secret: &[u8; 32], session: &[u8; 16], overlay_sha256: &[u8; 32]) -> [u8; 32] {
+    let hk = Hkdf::<Sha256>::new(Some(session), secret);
+    let mut info = [0u8; OVERLAY_LABEL.len() + 32];
+    info[..OVERLAY_LABEL.len()].copy_from_slice(OVERLAY_LABEL);
+    info[OVERLAY_LABEL.len()..].copy_from_slice(overlay_sha256);
+    let mut key = [0u8; 32];
+    // 32 bytes is far below HKDF-SHA256's 8160-byte limit.
+    let _ = hk.expand(&info, &mut key);
+    key
+}
+
+/// SHA-256 of a bearer credential: what the server stores and looks up.
+pub fn credential_hash(credential: &[u8; 32]) -> [u8; 32] {
+    Sha256::digest(credential).into()
+}
+
+/// Constant-time equality of secrets, proofs and MACs.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::PcrSelection;
+
+    fn finish() -> FinishRequest {
+        let _ = PcrSelection::sha256(1);
+        FinishRequest {
+            version: 1,
+            session: [1; 16],
+            attest: vec![2; 50],
+            signature: vec![3; 70],
+            pcr_values: vec![vec![4; 32]],
+            proof: [0; 32],
+        }
+    }
+
+    #[test]
+    fn proof_verifies_only_with_the_same_secret_and_transcript() {
+        let t = start_transcript(b"req", b"resp");
+        let mut f = finish();
+        f.proof = finish_proof(&[7; 32], &t, &f);
+        assert!(verify_finish_proof(&[7; 32], &t, &f));
+        assert!(!verify_finish_proof(&[8; 32], &t, &f));
+        assert!(!verify_finish_proof(
+            &[7; 32],
+            &start_transcript(b"req", b"other"),
+            &f
+        ));
+        f.pcr_values[0][0] ^= 1;
+        assert!(!verify_finish_proof(&[7; 32], &t, &f));
+    }
+
+    #[test]
+    fn overlay_key_differs_per_session_and_overlay() {
+        let a = overlay_key(&[1; 32], &[2; 16], &[3; 32]);
+        assert_ne!(a, overlay_key(&[1; 32], &[9; 16], &[3; 32]));
+        assert_ne!(a, overlay_key(&[1; 32], &[2; 16], &[9; 32]));
+        assert_eq!(a, overlay_key(&[1; 32], &[2; 16], &[3; 32]));
+    }
+
+    #[test]
+    fn transcript_is_length_framed() {
+        assert_ne!(start_transcript(b"ab", b"c"), start_transcript(b"a", b"bc"));
+    }
+}

@@ -1,0 +1,382 @@
+//! The protocol's messages. Every message starts with its protocol version,
+//! so a peer can refuse a version it does not speak before decoding the rest
+//! ([`peek_version`]). Encoding is postcard.
+//!
+//! TPM structures travel as the TPM's own marshalled bytes (no TPM2B size
+//! prefix): the server parses them with `ember-tpm`.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::Error;
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// HTTP paths, relative to the server's base URL.
+pub mod path {
+    pub const START: &str = "/v1/attest/start";
+    pub const FINISH: &str = "/v1/attest/finish";
+    pub const OVERLAY: &str = "/v1/overlay";
+    pub const REPORT: &str = "/v1/report";
+    /// Static boot artifacts by SHA-256: `/v1/boot/<hex>`.
+    pub const BOOT: &str = "/v1/boot";
+}
+
+/// Content type of every protocol body.
+pub const CONTENT_TYPE: &str = "application/x-ember-postcard";
+/// Response header naming the refusal reason, readable without the body.
+pub const ERROR_HEADER: &str = "ember-error";
+
+/// Longest body the client accepts for a non-streaming response.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// TPM_ALG_SHA256.
+pub const ALG_SHA256: u16 = 0x000B;
+
+/// Which PCRs of which bank the quote covers.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PcrSelection {
+    /// TPM_ALG_ID of the bank.
+    pub hash_alg: u16,
+    /// Bit i set = PCR i selected (PCRs 0..=23).
+    pub mask: u32,
+}
+
+impl PcrSelection {
+    pub const fn sha256(mask: u32) -> Self {
+        PcrSelection {
+            hash_alg: ALG_SHA256,
+            mask,
+        }
+    }
+
+    /// Selected PCR indices in ascending order (the TPM's quote order).
+    pub fn indices(&self) -> impl Iterator<Item = u8> + '_ {
+        (0u8..24).filter(move |i| self.mask & (1 << i) != 0)
+    }
+
+    pub fn count(&self) -> usize {
+        (self.mask & 0x00FF_FFFF).count_ones() as usize
+    }
+}
+
+/// Step 1, node → server.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct StartRequest {
+    pub version: u16,
+    /// The EK's TPMT_PUBLIC.
+    pub ek_public: Vec<u8>,
+    /// The EK certificate (DER) from the TPM's NV, when it has one.
+    pub ek_cert: Option<Vec<u8>>,
+    /// The freshly created AK's TPMT_PUBLIC.
+    pub ak_public: Vec<u8>,
+}
+
+/// Step 1, server → node.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct StartResponse {
+    pub version: u16,
+    pub session: [u8; 16],
+    /// Qualifying data the quote must carry.
+    pub nonce: [u8; 32],
+    /// MakeCredential output: TPM2B_ID_OBJECT contents.
+    pub credential_blob: Vec<u8>,
+    /// MakeCredential output: TPM2B_ENCRYPTED_SECRET contents.
+    pub encrypted_secret: Vec<u8>,
+    /// PCRs the quote must cover.
+    pub pcrs: PcrSelection,
+    /// Seconds until the session expires.
+    pub expires_in_s: u32,
+}
+
+/// Step 2, node → server.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct FinishRequest {
+    pub version: u16,
+    pub session: [u8; 16],
+    /// TPMS_ATTEST bytes the AK signed.
+    pub attest: Vec<u8>,
+    /// TPMT_SIGNATURE over `attest`.
+    pub signature: Vec<u8>,
+    /// The selected PCRs' values in ascending index order.
+    pub pcr_values: Vec<Vec<u8>>,
+    /// HMAC-SHA256 keyed by the activated secret over the transcript
+    /// ([`crate::keys::finish_proof`]).
+    pub proof: [u8; 32],
+}
+
+/// Metadata of the overlay the node is to fetch.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct OverlayMeta {
+    /// Monotonic version id of the overlay in the server's store.
+    pub version_id: u64,
+    /// SHA-256 of the plaintext tar(.gz): the overlay's content id.
+    pub sha256: [u8; 32],
+    /// Plaintext length in bytes.
+    pub size: u64,
+    /// Length of the sealed stream in bytes.
+    pub sealed_size: u64,
+    /// Plaintext bytes per sealed chunk.
+    pub chunk_size: u32,
+}
+
+/// Step 2, server → node.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct FinishResponse {
+    pub version: u16,
+    /// Bearer credential for the overlay and report requests.
+    pub credential: [u8; 32],
+    pub expires_in_s: u32,
+    /// `None` when no overlay is assigned to the node or its group.
+    pub overlay: Option<OverlayMeta>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The node joined the cluster with this overlay.
+    Joined,
+    /// The boot failed.
+    Failed,
+}
+
+/// Step 4, node → server (with the bearer credential).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ReportRequest {
+    pub version: u16,
+    pub outcome: Outcome,
+    pub overlay_version: Option<u64>,
+    pub reason: String,
+}
+
+/// Step 4, server → node.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ReportResponse {
+    pub version: u16,
+    /// Failed boots since the last success.
+    pub attempts: u32,
+    pub last_known_good: Option<u64>,
+}
+
+/// Every refusal's reason. Each has its own code, HTTP status and name so a
+/// node's log line says exactly why it was refused.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum ErrorCode {
+    Malformed = 1,
+    UnsupportedVersion = 2,
+    UnknownEk = 3,
+    BadEkCertificate = 4,
+    EkMismatch = 5,
+    BadAkAttributes = 6,
+    UnknownSession = 7,
+    SessionExpired = 8,
+    SessionReused = 9,
+    BadProof = 10,
+    BadSignature = 11,
+    StaleNonce = 12,
+    PcrDigestMismatch = 13,
+    PcrPolicyMismatch = 14,
+    MissingCredential = 15,
+    UnknownCredential = 16,
+    CredentialExpired = 17,
+    NoOverlay = 18,
+    NotFound = 19,
+    Internal = 20,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 20] = [
+        ErrorCode::Malformed,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::UnknownEk,
+        ErrorCode::BadEkCertificate,
+        ErrorCode::EkMismatch,
+        ErrorCode::BadAkAttributes,
+        ErrorCode::UnknownSession,
+        ErrorCode::SessionExpired,
+        ErrorCode::SessionReused,
+        ErrorCode::BadProof,
+        ErrorCode::BadSignature,
+        ErrorCode::StaleNonce,
+        ErrorCode::PcrDigestMismatch,
+        ErrorCode::PcrPolicyMismatch,
+        ErrorCode::MissingCredential,
+        ErrorCode::UnknownCredential,
+        ErrorCode::CredentialExpired,
+        ErrorCode::NoOverlay,
+        ErrorCode::NotFound,
+        ErrorCode::Internal,
+    ];
+
+    /// The stable, log-friendly name (also sent in [`ERROR_HEADER`]).
+    pub const fn name(self) -> &'static str {
+        match self {
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::UnsupportedVersion => "unsupported-version",
+            ErrorCode::UnknownEk => "unknown-ek",
+            ErrorCode::BadEkCertificate => "bad-ek-certificate",
+            ErrorCode::EkMismatch => "ek-certificate-mismatch",
+            ErrorCode::BadAkAttributes => "bad-ak-attributes",
+            ErrorCode::UnknownSession => "unknown-session",
+            ErrorCode::SessionExpired => "session-expired",
+            ErrorCode::SessionReused => "session-reused",
+            ErrorCode::BadProof => "bad-proof",
+            ErrorCode::BadSignature => "bad-signature",
+            ErrorCode::StaleNonce => "stale-nonce",
+            ErrorCode::PcrDigestMismatch => "pcr-digest-mismatch",
+            ErrorCode::PcrPolicyMismatch => "pcr-policy-mismatch",
+            ErrorCode::MissingCredential => "missing-credential",
+            ErrorCode::UnknownCredential => "unknown-credential",
+            ErrorCode::CredentialExpired => "credential-expired",
+            ErrorCode::NoOverlay => "no-overlay",
+            ErrorCode::NotFound => "not-found",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ErrorCode> {
+        Self::ALL.iter().copied().find(|c| c.name() == name)
+    }
+
+    /// The HTTP status the server answers with.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::Malformed => 400,
+            ErrorCode::UnsupportedVersion => 426,
+            ErrorCode::UnknownEk | ErrorCode::BadEkCertificate | ErrorCode::EkMismatch => 403,
+            ErrorCode::BadAkAttributes => 422,
+            ErrorCode::UnknownSession | ErrorCode::NotFound | ErrorCode::NoOverlay => 404,
+            ErrorCode::SessionExpired | ErrorCode::CredentialExpired => 410,
+            ErrorCode::SessionReused | ErrorCode::StaleNonce => 409,
+            ErrorCode::BadProof | ErrorCode::BadSignature => 401,
+            ErrorCode::PcrDigestMismatch | ErrorCode::PcrPolicyMismatch => 403,
+            ErrorCode::MissingCredential | ErrorCode::UnknownCredential => 401,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+/// The body of every refusal.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ErrorResponse {
+    pub version: u16,
+    pub code: ErrorCode,
+    pub detail: String,
+}
+
+/// Encodes a message.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    // Encoding into a Vec fails only on allocation failure, which aborts.
+    postcard::to_allocvec(msg).unwrap_or_default()
+}
+
+/// Reads the leading protocol version without decoding the rest.
+pub fn peek_version(bytes: &[u8]) -> Result<u16, Error> {
+    postcard::take_from_bytes::<u16>(bytes)
+        .map(|(v, _)| v)
+        .map_err(|_| Error::Decode { what: "version" })
+}
+
+/// Decodes a whole message of type `T`, refusing other versions and
+/// trailing bytes.
+pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, Error> {
+    let version = peek_version(bytes)?;
+    if version != PROTOCOL_VERSION {
+        return Err(Error::UnsupportedVersion { got: version });
+    }
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((msg, [])) => Ok(msg),
+        _ => Err(Error::Decode { what }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_request_round_trips() {
+        let req = StartRequest {
+            version: PROTOCOL_VERSION,
+            ek_public: vec![1, 2, 3],
+            ek_cert: None,
+            ak_public: vec![9; 40],
+        };
+        let bytes = encode(&req);
+        assert_eq!(decode::<StartRequest>("start", &bytes).unwrap(), req);
+    }
+
+    #[test]
+    fn encoding_is_stable() {
+        // Captured once: version 1, session, nonce, blob [7], secret [8], pcrs sha256 mask 0x81, 60 s.
+        let resp = StartResponse {
+            version: 1,
+            session: [0xAA; 16],
+            nonce: [0xBB; 32],
+            credential_blob: vec![7],
+            encrypted_secret: vec![8],
+            pcrs: PcrSelection::sha256(0x81),
+            expires_in_s: 60,
+        };
+        let bytes = encode(&resp);
+        let mut expected = vec![1u8];
+        expected.extend([0xAA; 16]);
+        expected.extend([0xBB; 32]);
+        expected.extend([1, 7, 1, 8, 0x0B, 0x81, 0x01, 60]);
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn other_version_is_refused_before_decoding() {
+        let mut bytes = encode(&ReportRequest {
+            version: PROTOCOL_VERSION,
+            outcome: Outcome::Joined,
+            overlay_version: Some(3),
+            reason: "ok".into(),
+        });
+        bytes[0] = 2;
+        assert_eq!(
+            decode::<ReportRequest>("report", &bytes),
+            Err(Error::UnsupportedVersion { got: 2 })
+        );
+    }
+
+    #[test]
+    fn trailing_bytes_are_malformed() {
+        let mut bytes = encode(&ReportResponse {
+            version: 1,
+            attempts: 0,
+            last_known_good: None,
+        });
+        bytes.push(0);
+        assert_eq!(
+            decode::<ReportResponse>("report", &bytes),
+            Err(Error::Decode { what: "report" })
+        );
+    }
+
+    #[test]
+    fn truncated_message_is_malformed_not_a_panic() {
+        let bytes = encode(&StartRequest {
+            version: 1,
+            ek_public: vec![1; 300],
+            ek_cert: Some(vec![2; 10]),
+            ak_public: vec![],
+        });
+        for n in 0..bytes.len() {
+            assert!(decode::<StartRequest>("start", &bytes[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn error_codes_have_distinct_names() {
+        for (i, a) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(ErrorCode::from_name(a.name()), Some(*a));
+            for b in &ErrorCode::ALL[i + 1..] {
+                assert_ne!(a.name(), b.name());
+            }
+        }
+    }
+}

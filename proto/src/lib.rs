@@ -18,3 +18,7 @@ pub mod sealed;
 
 pub use error::Error;
 pub use msg::PROTOCOL_VERSION;
+#[cfg(feature = "host")]
+pub mod host;
+#[cfg(feature = "tpm")]
+pub mod tpm;

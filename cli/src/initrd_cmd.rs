@@ -1,10 +1,92 @@
 //! `ember initrd` subcommands.
 
+use std::path::PathBuf;
+
+use anyhow::Context;
 use clap::Subcommand;
 
+use crate::initrd::{self, Compression, ExtraFile, Spec};
+
 #[derive(Subcommand)]
-pub enum InitrdCmd {}
+pub enum InitrdCmd {
+    /// Build a reproducible newc cpio initrd (gzip by default).
+    ///
+    /// Entries are sorted, owned by root, numbered deterministically and
+    /// dated SOURCE_DATE_EPOCH (0 when unset): the same inputs give the same
+    /// bytes.
+    Build {
+        /// The init binary, installed as /init.
+        #[arg(long)]
+        init: PathBuf,
+        /// A kernel's module tree: the `lib/modules/<release>` directory
+        /// (with modules.dep, as depmod writes it).
+        #[arg(long)]
+        modules_dir: Option<PathBuf>,
+        /// A kernel module to include and load at boot (with its
+        /// dependencies); repeat or comma-separate.
+        #[arg(long = "module", value_delimiter = ',')]
+        modules: Vec<String>,
+        /// An extra file as SRC:DEST (DEST absolute inside the initrd).
+        #[arg(long = "file", value_parser = parse_extra_file)]
+        files: Vec<ExtraFile>,
+        /// Carry a kernel image at /boot/vmlinuz (for last-known-good copies).
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        /// Output compression.
+        #[arg(long, value_enum, default_value_t = Compression::Gzip)]
+        compression: Compression,
+        /// Where to write the initrd (written atomically).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+}
+
+fn parse_extra_file(arg: &str) -> Result<ExtraFile, String> {
+    let (src, dest) = arg
+        .split_once(':')
+        .ok_or_else(|| format!("expected SRC:DEST, got {arg:?}"))?;
+    if !dest.starts_with('/') {
+        return Err(format!(
+            "destination {dest:?} must be an absolute path inside the initrd"
+        ));
+    }
+    Ok(ExtraFile {
+        source: PathBuf::from(src),
+        dest: dest.to_string(),
+    })
+}
 
 pub fn run(cmd: InitrdCmd) -> anyhow::Result<()> {
-    match cmd {}
+    match cmd {
+        InitrdCmd::Build {
+            init,
+            modules_dir,
+            modules,
+            files,
+            kernel,
+            compression,
+            output,
+        } => {
+            let spec = Spec {
+                init,
+                modules_dir,
+                modules,
+                files,
+                kernel,
+                compression,
+                mtime: initrd::source_date_epoch()?,
+            };
+            let report = initrd::build_to_file(&spec, &output)
+                .with_context(|| format!("building initrd {}", output.display()))?;
+            println!(
+                "{}: {} entries, {} bytes ({} uncompressed), sha256 {}",
+                output.display(),
+                report.entries,
+                report.bytes,
+                report.uncompressed_bytes,
+                report.sha256
+            );
+            Ok(())
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! `ember`: the host-side tool. Builds initrds, runs the boot server, and
 //! exposes each node subsystem (TPM, network, tar) for debugging.
 
+mod initrd;
 mod initrd_cmd;
 mod net_cmd;
 mod tar_cmd;

@@ -1,18 +1,33 @@
+//! The /init binary: program start (origin), allocator and panic policy.
+//! Everything else is in the library, starting at `boot::run`.
 #![no_std]
 #![no_main]
+
 extern crate alloc;
 extern crate origin;
 
 #[global_allocator]
 static GLOBAL: rustix_dlmalloc::GlobalDlmalloc = rustix_dlmalloc::GlobalDlmalloc;
 
+/// PID 1 must not exit, and a panic is a bug: say so on the console, give
+/// the operator time to read it, flush filesystems and reboot.
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    log::error!("internal error (bug): {info}; rebooting in 10 s");
+    ember_init::clock::sleep_ms(10_000);
+    rustix::fs::sync();
+    let _ = rustix::system::reboot(rustix::system::RebootCommand::Restart);
+    loop {
+        ember_init::clock::sleep_ms(60_000);
+    }
 }
 
 #[unsafe(no_mangle)]
 unsafe fn origin_main(_argc: usize, _argv: *mut *mut u8, _envp: *mut *mut u8) -> i32 {
-    let _ = rustix::io::write(rustix::stdio::stdout(), b"hello\n");
-    0
+    ember_init::boot::run()
 }
+
+/// The precompiled `alloc` references the unwinding personality routine
+/// even though this binary is built with panic=abort and never unwinds.
+#[unsafe(no_mangle)]
+extern "C" fn rust_eh_personality() {}

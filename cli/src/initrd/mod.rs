@@ -1,0 +1,322 @@
+//! The initrd image: a sorted tree of entries written as a newc cpio through
+//! `ember-fs`. One implementation serves `ember initrd build`, the Bazel
+//! rule and `--from-oci`.
+
+mod tree;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use ember_fs::cpio::{self, Output};
+use ember_fs::gzip_writer::GzipWriter;
+use ember_fs::modules_dep::{module_name, ModulesDep};
+use sha2::{Digest, Sha256};
+
+pub use tree::{Node, Tree};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    Gzip,
+    None,
+}
+
+#[derive(Clone, Debug)]
+pub struct ExtraFile {
+    pub source: PathBuf,
+    pub dest: String,
+}
+
+/// Everything an initrd is made from.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub init: PathBuf,
+    pub modules_dir: Option<PathBuf>,
+    pub modules: Vec<String>,
+    pub files: Vec<ExtraFile>,
+    pub kernel: Option<PathBuf>,
+    pub compression: Compression,
+    pub mtime: u32,
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub entries: usize,
+    pub bytes: u64,
+    pub uncompressed_bytes: u64,
+    pub sha256: String,
+}
+
+/// Where the init reads the names of the modules to load.
+pub const MODULE_LIST_PATH: &str = "etc/ember/modules";
+
+/// SOURCE_DATE_EPOCH as the entries' mtime; 0 when unset.
+pub fn source_date_epoch() -> anyhow::Result<u32> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a 32-bit Unix time")),
+        Err(_) => Ok(0),
+    }
+}
+
+/// Builds the tree an initrd holds: the skeleton, /init, modules, extra files.
+pub fn assemble(spec: &Spec) -> anyhow::Result<Tree> {
+    let mut tree = Tree::new();
+    for dir in [
+        "dev",
+        "proc",
+        "sys",
+        "run",
+        "tmp",
+        "etc",
+        "etc/ember",
+        "root",
+        "var",
+        "boot",
+    ] {
+        tree.dir(dir, 0o755)?;
+    }
+    tree.set_mode("tmp", 0o1777)?;
+    tree.set_mode("root", 0o700)?;
+    // The kernel opens /dev/console for PID 1's stdio before anything can
+    // mount devtmpfs, so the node must exist in the image.
+    tree.insert(
+        "dev/console",
+        Node::CharDevice {
+            major: 5,
+            minor: 1,
+            mode: 0o600,
+        },
+    )?;
+
+    let init = std::fs::read(&spec.init)
+        .with_context(|| format!("reading init binary {}", spec.init.display()))?;
+    tree.insert(
+        "init",
+        Node::File {
+            data: init,
+            mode: 0o755,
+        },
+    )?;
+
+    if let Some(kernel) = &spec.kernel {
+        let data = std::fs::read(kernel)
+            .with_context(|| format!("reading kernel {}", kernel.display()))?;
+        tree.insert("boot/vmlinuz", Node::File { data, mode: 0o644 })?;
+    }
+
+    add_modules(&mut tree, spec)?;
+
+    for extra in &spec.files {
+        let data = std::fs::read(&extra.source)
+            .with_context(|| format!("reading extra file {}", extra.source.display()))?;
+        let mode = file_mode(&extra.source)?;
+        tree.insert(
+            extra.dest.trim_start_matches('/'),
+            Node::File { data, mode },
+        )?;
+    }
+    Ok(tree)
+}
+
+fn file_mode(path: &Path) -> anyhow::Result<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).with_context(|| format!("stat {}", path.display()))?;
+    Ok(meta.permissions().mode() & 0o7777)
+}
+
+fn add_modules(tree: &mut Tree, spec: &Spec) -> anyhow::Result<()> {
+    let Some(dir) = &spec.modules_dir else {
+        if !spec.modules.is_empty() {
+            bail!("--module given without --modules-dir");
+        }
+        return Ok(());
+    };
+    let release = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} does not end in a kernel release", dir.display()))?;
+    let dep_path = dir.join("modules.dep");
+    let dep_text = std::fs::read_to_string(&dep_path)
+        .with_context(|| format!("reading {} (run depmod for this tree)", dep_path.display()))?;
+    let deps = ModulesDep::parse(&dep_text)?;
+    let builtin = std::fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
+
+    // Built-in drivers (tpm_tis on Debian) need no file; everything else
+    // must resolve, or the node would boot without it.
+    let wanted: Vec<&str> = spec
+        .modules
+        .iter()
+        .map(String::as_str)
+        .filter(|m| !ember_fs::modules_dep::is_builtin(&builtin, m))
+        .collect();
+    let order = deps.closure(&wanted)?;
+
+    let base = format!("lib/modules/{release}");
+    let mut dep_lines = String::new();
+    for path in &order {
+        let data =
+            std::fs::read(dir.join(path)).with_context(|| format!("reading module {path}"))?;
+        tree.insert(&format!("{base}/{path}"), Node::File { data, mode: 0o644 })?;
+        let entry = deps
+            .find(path)
+            .expect("closure only returns listed modules");
+        dep_lines.push_str(path);
+        dep_lines.push(':');
+        for d in &entry.deps {
+            dep_lines.push(' ');
+            dep_lines.push_str(d);
+        }
+        dep_lines.push('\n');
+    }
+    tree.insert(
+        &format!("{base}/modules.dep"),
+        Node::File {
+            data: dep_lines.into_bytes(),
+            mode: 0o644,
+        },
+    )?;
+    tree.insert(
+        &format!("{base}/modules.builtin"),
+        Node::File {
+            data: builtin.into_bytes(),
+            mode: 0o644,
+        },
+    )?;
+
+    let mut list = String::new();
+    for m in &spec.modules {
+        list.push_str(module_name(m));
+        list.push('\n');
+    }
+    tree.insert(
+        MODULE_LIST_PATH,
+        Node::File {
+            data: list.into_bytes(),
+            mode: 0o644,
+        },
+    )?;
+    Ok(())
+}
+
+/// Hashes and counts what passes through to the file.
+struct CountingFile {
+    file: std::io::BufWriter<std::fs::File>,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl Output for CountingFile {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), ember_fs::Error> {
+        self.hasher.update(bytes);
+        self.bytes += bytes.len() as u64;
+        self.file
+            .write_all(bytes)
+            .map_err(|e| ember_fs::Error::Output(e.raw_os_error().unwrap_or(0)))
+    }
+}
+
+/// Counts uncompressed bytes on their way into the compressor.
+struct Uncompressed<O: Output> {
+    inner: O,
+    bytes: u64,
+}
+
+impl<O: Output> Output for Uncompressed<O> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), ember_fs::Error> {
+        self.bytes += bytes.len() as u64;
+        self.inner.put(bytes)
+    }
+}
+
+/// Writes `tree` as a cpio to `output` atomically: a temporary file in the
+/// same directory, renamed into place only when complete.
+pub fn write_tree(
+    tree: &Tree,
+    compression: Compression,
+    mtime: u32,
+    output: &Path,
+) -> anyhow::Result<Report> {
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        output
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("initrd"),
+        std::process::id()
+    ));
+    let result = write_tree_to(tree, compression, mtime, &tmp);
+    match result {
+        Ok(report) => {
+            std::fs::rename(&tmp, output)
+                .with_context(|| format!("renaming into {}", output.display()))?;
+            Ok(report)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn write_tree_to(
+    tree: &Tree,
+    compression: Compression,
+    mtime: u32,
+    path: &Path,
+) -> anyhow::Result<Report> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let sink = CountingFile {
+        file: std::io::BufWriter::new(file),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let (sink, uncompressed_bytes) = match compression {
+        Compression::None => {
+            let sink = tree.write_cpio(cpio::Writer::new(sink), mtime)?.finish()?;
+            let n = sink.bytes;
+            (sink, n)
+        }
+        Compression::Gzip => {
+            let counted = Uncompressed {
+                inner: GzipWriter::new(sink, 9),
+                bytes: 0,
+            };
+            let counted = tree
+                .write_cpio(cpio::Writer::new(counted), mtime)?
+                .finish()?;
+            let n = counted.bytes;
+            (counted.inner.finish()?, n)
+        }
+    };
+    let CountingFile {
+        file,
+        hasher,
+        bytes,
+    } = sink;
+    let file = file.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(Report {
+        entries: tree.len(),
+        bytes,
+        uncompressed_bytes,
+        sha256: hex(&hasher.finalize()),
+    })
+}
+
+pub fn build_to_file(spec: &Spec, output: &Path) -> anyhow::Result<Report> {
+    let tree = assemble(spec)?;
+    write_tree(&tree, spec.compression, spec.mtime, output)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

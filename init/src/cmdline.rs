@@ -1,0 +1,369 @@
+//! The kernel command line, split the way the kernel splits it
+//! (`lib/cmdline.c: next_arg`), and Ember's `ember.*` keys read from it.
+//!
+//! Splitting: parameters are separated by spaces; a double quote starts or
+//! ends a quoted run in which spaces do not separate; the quotes themselves
+//! are dropped (`a="b c"` and `"a=b c"` both give `a` = `b c`). Parameters
+//! after a bare `--` belong to init's argv and carry no keys.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// One `key[=value]` parameter with quotes removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Param {
+    pub key: String,
+    pub value: Option<String>,
+}
+
+/// Splits a command line into parameters.
+pub fn split(cmdline: &str) -> Vec<Param> {
+    let mut params = Vec::new();
+    let mut chars = cmdline.trim_end_matches(['\n', '\0']).chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_ascii_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut word = String::new();
+        let mut in_quote = false;
+        let mut eq_at = None;
+        for c in chars.by_ref() {
+            match c {
+                '"' => in_quote = !in_quote,
+                c if c.is_ascii_whitespace() && !in_quote => break,
+                '=' if eq_at.is_none() => {
+                    eq_at = Some(word.len());
+                    word.push(c);
+                }
+                c => word.push(c),
+            }
+        }
+        if word == "--" && eq_at.is_none() {
+            break;
+        }
+        let param = match eq_at {
+            Some(i) => Param {
+                key: String::from(&word[..i]),
+                value: Some(String::from(&word[i + 1..])),
+            },
+            None => Param {
+                key: word,
+                value: None,
+            },
+        };
+        params.push(param);
+    }
+    params
+}
+
+/// What to do when the boot cannot go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    Reboot,
+    Poweroff,
+}
+
+/// Test hooks the integration tests drive from the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestAction {
+    /// After the skeleton's checks, power off cleanly.
+    Poweroff,
+}
+
+/// Ember's settings from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `ember.attest_url=https://…`: the boot server.
+    pub attest_url: Option<String>,
+    /// `ember.on_error=reboot|poweroff` (default reboot).
+    pub on_error: OnError,
+    /// `ember.error_delay=SECONDS` before acting on a fatal error (default 10).
+    pub error_delay_s: u32,
+    /// `ember.iface=NAME`: the primary interface, instead of the first with carrier.
+    pub iface: Option<String>,
+    /// `ember.hostname=NAME`.
+    pub hostname: Option<String>,
+    /// `ember.ready_timeout=SECONDS` for the node to join (default 600).
+    pub ready_timeout_s: u32,
+    /// `ember.modules=a,b`: modules to load besides the initrd's list.
+    pub extra_modules: Vec<String>,
+    /// `ember.test=poweroff`.
+    pub test: Option<TestAction>,
+    /// `ember.loglevel=error|warn|info|debug`.
+    pub log_level: log::LevelFilter,
+    /// Every `ember.*` key seen, for the boot log.
+    pub keys: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            attest_url: None,
+            on_error: OnError::Reboot,
+            error_delay_s: 10,
+            iface: None,
+            hostname: None,
+            ready_timeout_s: 600,
+            extra_modules: Vec::new(),
+            test: None,
+            log_level: log::LevelFilter::Info,
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// A known key whose value is unusable. The key is ignored (its default
+/// stays) and the problem is logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyError {
+    pub key: String,
+    pub reason: &'static str,
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
+impl Config {
+    /// Reads `ember.*` keys; other keys are the kernel's and are ignored, as
+    /// are unknown `ember.*` keys (a newer initrd's cmdline on an older
+    /// init must still boot). Later duplicates win, as in the kernel.
+    pub fn parse(cmdline: &str) -> (Config, Vec<KeyError>) {
+        let mut cfg = Config::default();
+        let mut errors = Vec::new();
+        for Param { key, value } in split(cmdline) {
+            let Some(name) = key.strip_prefix("ember.") else {
+                continue;
+            };
+            cfg.keys.push(key.clone());
+            let value = value.unwrap_or_default();
+            let mut fail = |reason| {
+                errors.push(KeyError {
+                    key: key.clone(),
+                    reason,
+                })
+            };
+            match name {
+                "attest_url" => match validate_https_url(&value) {
+                    Ok(()) => cfg.attest_url = Some(value),
+                    Err(reason) => fail(reason),
+                },
+                "on_error" => match value.as_str() {
+                    "reboot" => cfg.on_error = OnError::Reboot,
+                    "poweroff" => cfg.on_error = OnError::Poweroff,
+                    _ => fail("expected reboot or poweroff"),
+                },
+                "error_delay" => match value.parse::<u32>() {
+                    Ok(s) if s <= 3600 => cfg.error_delay_s = s,
+                    _ => fail("expected seconds, 0..=3600"),
+                },
+                "iface" => match valid_ifname(&value) {
+                    true => cfg.iface = Some(value),
+                    false => fail("expected an interface name of 1 to 15 printable characters"),
+                },
+                "hostname" => match valid_hostname(&value) {
+                    true => cfg.hostname = Some(value),
+                    false => fail("expected a DNS host name (letters, digits, '-', '.'; at most 63 per label)"),
+                },
+                "ready_timeout" => match value.parse::<u32>() {
+                    Ok(s) if s > 0 => cfg.ready_timeout_s = s,
+                    _ => fail("expected a positive number of seconds"),
+                },
+                "modules" => {
+                    for m in value.split(',').filter(|m| !m.is_empty()) {
+                        if m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                            cfg.extra_modules.push(String::from(m));
+                        } else {
+                            fail("expected comma-separated module names");
+                        }
+                    }
+                }
+                "test" => match value.as_str() {
+                    "poweroff" => cfg.test = Some(TestAction::Poweroff),
+                    _ => fail("expected poweroff"),
+                },
+                "loglevel" => match value.as_str() {
+                    "error" => cfg.log_level = log::LevelFilter::Error,
+                    "warn" => cfg.log_level = log::LevelFilter::Warn,
+                    "info" => cfg.log_level = log::LevelFilter::Info,
+                    "debug" => cfg.log_level = log::LevelFilter::Debug,
+                    _ => fail("expected error, warn, info or debug"),
+                },
+                _ => {}
+            }
+        }
+        (cfg, errors)
+    }
+}
+
+/// The attest URL must be https with a host; anything else would send the
+/// node's identity in the clear or nowhere.
+fn validate_https_url(url: &str) -> Result<(), &'static str> {
+    let Some(rest) = url.strip_prefix("https://") else {
+        return Err("must start with https://");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if !h.ends_with(']') || authority.starts_with('[') => {
+            if port.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+                return Err("port must be 1..=65535");
+            }
+            h
+        }
+        _ => authority,
+    };
+    if host.is_empty() {
+        return Err("has no host");
+    }
+    if authority.contains('@') {
+        return Err("must not carry user information");
+    }
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':'))
+    {
+        return Err("host has characters not allowed in a host name or address");
+    }
+    Ok(())
+}
+
+fn valid_ifname(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
+}
+
+fn valid_hostname(name: &str) -> bool {
+    (1..=253).contains(&name.len())
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(key: &str, value: Option<&str>) -> Param {
+        Param {
+            key: key.into(),
+            value: value.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn splits_like_the_kernel() {
+        let params = split("console=ttyS0 quiet  ember.a=\"x y\" \"ember.b=1 2\" foo= bar=\"\"\n");
+        assert_eq!(
+            params,
+            [
+                p("console", Some("ttyS0")),
+                p("quiet", None),
+                p("ember.a", Some("x y")),
+                p("ember.b", Some("1 2")),
+                p("foo", Some("")),
+                p("bar", Some("")),
+            ]
+        );
+    }
+
+    #[test]
+    fn stops_at_double_dash() {
+        assert_eq!(split("a=1 -- ember.test=poweroff"), [p("a", Some("1"))]);
+    }
+
+    #[test]
+    fn value_keeps_later_equals() {
+        assert_eq!(
+            split("ember.attest_url=https://h/x?a=b"),
+            [p("ember.attest_url", Some("https://h/x?a=b"))]
+        );
+    }
+
+    #[test]
+    fn unterminated_quote_runs_to_the_end() {
+        assert_eq!(split("a=\"b c"), [p("a", Some("b c"))]);
+    }
+
+    #[test]
+    fn reads_known_keys() {
+        let (cfg, errors) = Config::parse(
+            "BOOT_IMAGE=/vmlinuz console=ttyS0 ember.attest_url=https://boot.example:8443/v1 ember.on_error=poweroff \
+             ember.iface=eth0 ember.test=poweroff ember.modules=virtio_net,e1000 ember.unknown=1",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            cfg.attest_url.as_deref(),
+            Some("https://boot.example:8443/v1")
+        );
+        assert_eq!(cfg.on_error, OnError::Poweroff);
+        assert_eq!(cfg.iface.as_deref(), Some("eth0"));
+        assert_eq!(cfg.test, Some(TestAction::Poweroff));
+        assert_eq!(cfg.extra_modules, ["virtio_net", "e1000"]);
+        assert_eq!(cfg.keys.len(), 6);
+    }
+
+    #[test]
+    fn plain_http_attest_url_is_an_error() {
+        let (cfg, errors) = Config::parse("ember.attest_url=http://boot.example/");
+        assert_eq!(cfg.attest_url, None);
+        assert_eq!(
+            errors,
+            [KeyError {
+                key: "ember.attest_url".into(),
+                reason: "must start with https://"
+            }]
+        );
+    }
+
+    #[test]
+    fn malformed_values_keep_defaults() {
+        let (cfg, errors) = Config::parse(
+            "ember.attest_url=https:// ember.attest_url=https://h:99999/ ember.attest_url=https://u@h/ \
+             ember.on_error=explode ember.ready_timeout=0 ember.iface=waytoolonginterfacename ember.hostname=-bad",
+        );
+        assert_eq!(
+            cfg,
+            Config {
+                keys: cfg.keys.clone(),
+                ..Config::default()
+            }
+        );
+        let reasons: Vec<&str> = errors.iter().map(|e| e.reason).collect();
+        assert_eq!(reasons.len(), 7, "{reasons:?}");
+    }
+
+    #[test]
+    fn accepts_ip_literal_hosts() {
+        assert!(validate_https_url("https://10.0.2.2:8443/").is_ok());
+        assert!(validate_https_url("https://[fe80::1]:8443/").is_ok());
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for s in [
+            "\"",
+            "=",
+            "==",
+            "\"=\"",
+            "ember.",
+            "ember.=x",
+            "\u{0}\u{ff}",
+            "a\"b\"c=d\"e f\"",
+        ] {
+            let _ = Config::parse(s);
+        }
+    }
+}

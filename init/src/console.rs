@@ -1,0 +1,119 @@
+//! The init's `log` backend: every record goes to /dev/console (what an
+//! operator at a serial console reads) and to /dev/kmsg (so it is in
+//! `dmesg` and survives with the kernel's ring buffer), stamped with
+//! milliseconds since the kernel started: `[    2345] ember: ...`.
+
+use core::fmt::Write;
+use core::sync::atomic::{AtomicI32, Ordering};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use rustix::fd::BorrowedFd;
+
+use crate::clock;
+
+/// -1 until /dev/kmsg is open (it needs devtmpfs).
+static KMSG_FD: AtomicI32 = AtomicI32::new(-1);
+
+struct Console;
+
+static LOGGER: Console = Console;
+
+/// Installs the logger. stdout is the kernel-opened /dev/console.
+pub fn init(level: LevelFilter) {
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(level);
+}
+
+/// Opens /dev/kmsg once devtmpfs is mounted. Failure only loses the copy
+/// in the kernel's ring buffer, so it is not an error.
+pub fn attach_kmsg() {
+    use rustix::fs::{open, Mode, OFlags};
+    if KMSG_FD.load(Ordering::Relaxed) >= 0 {
+        return;
+    }
+    if let Ok(fd) = open(
+        "/dev/kmsg",
+        OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    ) {
+        KMSG_FD.store(rustix::fd::IntoRawFd::into_raw_fd(fd), Ordering::Relaxed);
+    }
+}
+
+/// A fixed-size line buffer: logging must not allocate or fail.
+struct Line {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl Write for Line {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let room = self.buf.len() - self.len;
+        let n = s.len().min(room);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        match rustix::io::write(fd, bytes) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => bytes = &bytes[n..],
+        }
+    }
+}
+
+impl Log for Console {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let mut line = Line {
+            buf: [0; 512],
+            len: 0,
+        };
+        let tag = match record.level() {
+            Level::Error => "error: ",
+            Level::Warn => "warning: ",
+            _ => "",
+        };
+        let _ = write!(
+            line,
+            "[{:>8}] ember: {}{}",
+            clock::now_ms(),
+            tag,
+            record.args()
+        );
+        if line.len == line.buf.len() {
+            line.buf[line.len - 3..].copy_from_slice(b"...");
+        }
+        let body_len = line.len;
+        let _ = line.write_str("\n");
+        // Safety: fd 1 is the console the kernel opened for PID 1 and is
+        // never closed by the init.
+        write_all(unsafe { rustix::stdio::stdout() }, &line.buf[..line.len]);
+
+        let kmsg = KMSG_FD.load(Ordering::Relaxed);
+        if kmsg >= 0 {
+            // Facility user (1), debug priority (7): kept in the ring buffer
+            // but below the console loglevel, so the console shows each
+            // line once.
+            let mut k = Line {
+                buf: [0; 512],
+                len: 0,
+            };
+            let _ = write!(k, "<15>ember: {}{}", tag, record.args());
+            let _ = body_len;
+            let fd = unsafe { BorrowedFd::borrow_raw(kmsg) };
+            let _ = rustix::io::write(fd, &k.buf[..k.len]);
+        }
+    }
+
+    fn flush(&self) {}
+}

@@ -1,0 +1,44 @@
+//! The init's one error type: each variant names what failed and where.
+
+use alloc::string::String;
+use core::fmt;
+
+use rustix::io::Errno;
+
+#[derive(Debug)]
+pub enum Error {
+    /// mount(2) of `target` failed.
+    Mount { target: &'static str, errno: Errno },
+    /// A file the boot needs could not be read.
+    Read { path: String, errno: Errno },
+    /// A file could not be written.
+    Write { path: String, errno: Errno },
+    /// modules.dep or the module list is unusable.
+    Modules(ember_fs::Error),
+    /// fork/exec of a child failed.
+    Spawn { program: String, errno: Errno },
+    /// A phase needs a cmdline key that is missing or malformed.
+    Cmdline(String),
+    /// Something else failed in a named step.
+    Step { step: &'static str, errno: Errno },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Mount { target, errno } => write!(f, "mount {target}: {errno}"),
+            Error::Read { path, errno } => write!(f, "read {path}: {errno}"),
+            Error::Write { path, errno } => write!(f, "write {path}: {errno}"),
+            Error::Modules(e) => write!(f, "kernel modules: {e}"),
+            Error::Spawn { program, errno } => write!(f, "start {program}: {errno}"),
+            Error::Cmdline(msg) => write!(f, "kernel command line: {msg}"),
+            Error::Step { step, errno } => write!(f, "{step}: {errno}"),
+        }
+    }
+}
+
+impl From<ember_fs::Error> for Error {
+    fn from(e: ember_fs::Error) -> Self {
+        Error::Modules(e)
+    }
+}

@@ -1,0 +1,89 @@
+//! Small file helpers on rustix.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use rustix::fs::{open, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::Error;
+
+/// Reads a whole (small) file: /proc, /sys and configuration files.
+pub fn read_file(path: &str) -> Result<Vec<u8>, Error> {
+    read_file_raw(path).map_err(|errno| Error::Read {
+        path: String::from(path),
+        errno,
+    })
+}
+
+pub fn read_file_raw(path: &str) -> Result<Vec<u8>, Errno> {
+    let fd = open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match rustix::io::read(&fd, &mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads a file as UTF-8 text (lossy: kernel files are ASCII).
+pub fn read_text(path: &str) -> Result<String, Error> {
+    let bytes = read_file(path)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Writes a whole file, replacing it.
+pub fn write_file(path: &str, data: &[u8], mode: u32) -> Result<(), Error> {
+    let err = |errno| Error::Write {
+        path: String::from(path),
+        errno,
+    };
+    let fd = open(
+        path,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )
+    .map_err(err)?;
+    let mut rest = data;
+    while !rest.is_empty() {
+        match rustix::io::write(&fd, rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(err(e)),
+        }
+    }
+    Ok(())
+}
+
+pub fn exists(path: &str) -> bool {
+    rustix::fs::access(path, rustix::fs::Access::EXISTS).is_ok()
+}
+
+/// Names in a directory, without `.` and `..`.
+pub fn list_dir(path: &str) -> Result<Vec<String>, Error> {
+    let err = |errno| Error::Read {
+        path: String::from(path),
+        errno,
+    };
+    let fd = open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err)?;
+    let mut dir = rustix::fs::Dir::read_from(&fd).map_err(err)?;
+    let mut names = Vec::new();
+    while let Some(entry) = dir.read() {
+        let entry = entry.map_err(err)?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(String::from_utf8_lossy(name).into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}

@@ -1,10 +1,134 @@
-//! `ember net` subcommands.
+//! `ember net` subcommands: the node's own network code, run from a host or
+//! a test namespace.
 
+use anyhow::{bail, Context};
 use clap::Subcommand;
+use ember_net::{clock, iface, netlink::Netlink, DhcpClient, DhcpConfig, Lease, LeaseEvent};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Subcommand)]
-pub enum NetCmd {}
+pub enum NetCmd {
+    /// Run the node's DHCP client on an interface, applying each lease to the
+    /// kernel (address, default route, MTU, resolv.conf) and printing one
+    /// line per lease event.
+    Dhcp {
+        /// Interface to configure (default: the first with carrier).
+        #[arg(long)]
+        iface: Option<String>,
+        /// Host name sent as option 12 (default: ember-<mac>).
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Where to write DNS servers (the node writes /etc/resolv.conf).
+        #[arg(long)]
+        resolv_conf: Option<String>,
+        /// Cap the server's lease time (to exercise renewal quickly).
+        #[arg(long)]
+        max_lease_secs: Option<u64>,
+        /// Give up if no lease arrives within this time.
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+        /// Exit after this many lease events (0: keep the lease forever).
+        #[arg(long, default_value_t = 1)]
+        events: u32,
+    },
+    /// Fetch a URL over HTTPS with the node's client and print the body.
+    Get {
+        /// PEM file with the CA certificate(s) the server must chain to.
+        #[arg(long)]
+        ca: PathBuf,
+        /// Client certificate (PEM) for mutual TLS.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// Client P-256 private key (PEM, SEC1 or PKCS#8).
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// DNS server to resolve the host (default: nameservers of /etc/resolv.conf).
+        #[arg(long)]
+        dns: Vec<std::net::Ipv4Addr>,
+        /// Connect and read timeout.
+        #[arg(long, default_value_t = 10)]
+        timeout_secs: u64,
+        url: String,
+    },
+}
 
 pub fn run(cmd: NetCmd) -> anyhow::Result<()> {
-    match cmd {}
+    match cmd {
+        NetCmd::Dhcp { iface, hostname, resolv_conf, max_lease_secs, timeout_secs, events } => {
+            dhcp(iface, hostname, resolv_conf, max_lease_secs, timeout_secs, events)
+        }
+        NetCmd::Get { ca, cert, key, dns, timeout_secs, url } => get(ca, cert, key, dns, timeout_secs, url),
+    }
+}
+
+fn ip(a: [u8; 4]) -> String {
+    std::net::Ipv4Addr::from(a).to_string()
+}
+
+fn describe(kind: &str, l: &Lease, elapsed_ms: u64) -> String {
+    let dns: Vec<String> = l.dns.iter().map(|d| ip(*d)).collect();
+    format!(
+        "{kind} address={}/{} router={} dns={} domain={} lease_time={} server_id={} mtu={} elapsed_ms={elapsed_ms}",
+        ip(l.address),
+        l.prefix_len,
+        l.router.map(ip).unwrap_or_else(|| "-".into()),
+        if dns.is_empty() { "-".into() } else { dns.join(",") },
+        l.domain.as_deref().unwrap_or("-"),
+        l.lease_time.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+        ip(l.server_id),
+        l.mtu.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+    )
+}
+
+fn dhcp(
+    iface_name: Option<String>,
+    hostname: Option<String>,
+    resolv_conf: Option<String>,
+    max_lease_secs: Option<u64>,
+    timeout_secs: u64,
+    events: u32,
+) -> anyhow::Result<()> {
+    let mut nl = Netlink::open()?;
+    let link = iface::bring_up_and_choose(&mut nl, iface_name.as_deref(), Duration::from_secs(10))?;
+    let config = DhcpConfig { hostname, resolv_conf, max_lease: max_lease_secs.map(Duration::from_secs) };
+    let start = clock::monotonic_ms();
+    let mut client = DhcpClient::new(&link, &config)?;
+    let mut seen = 0u32;
+    let mut stdout = std::io::stdout();
+    // The same loop shape as PID 1's: poll the client, sleep on its fd until
+    // its next timer.
+    loop {
+        if let Some(event) = client.poll()? {
+            let elapsed = clock::monotonic_ms() - start;
+            let line = match &event {
+                LeaseEvent::Acquired(l) => describe("acquired", l, elapsed),
+                LeaseEvent::Renewed(l) => describe("renewed", l, elapsed),
+                LeaseEvent::Lost { address } => format!("lost address={} elapsed_ms={elapsed}", ip(*address)),
+            };
+            writeln!(stdout, "{line}")?;
+            stdout.flush()?;
+            seen += 1;
+            if events != 0 && seen >= events {
+                return Ok(());
+            }
+        }
+        if client.lease().is_none() && seen == 0 && clock::monotonic_ms() - start > timeout_secs * 1000 {
+            bail!("no DHCP lease on {} after {timeout_secs} s", link.name);
+        }
+        let wait = client.next_wakeup().min(Duration::from_secs(1));
+        clock::wait_readable(client.fd(), wait).context("poll")?;
+    }
+}
+
+fn get(
+    _ca: PathBuf,
+    _cert: Option<PathBuf>,
+    _key: Option<PathBuf>,
+    _dns: Vec<std::net::Ipv4Addr>,
+    _timeout_secs: u64,
+    _url: String,
+) -> anyhow::Result<()> {
+    bail!("not yet")
 }

@@ -9,5 +9,6 @@ pub mod crc32;
 mod error;
 pub mod gzip_writer;
 pub mod modules_dep;
+pub mod tar;
 
 pub use error::Error;

@@ -1,0 +1,191 @@
+//! The tar extractor's error: what went wrong ([`ErrorKind`], one variant
+//! per cause) and where (the entry's name and the tar-stream offset of its
+//! header), so every refusal names the entry.
+
+use alloc::string::String;
+use core::fmt;
+
+/// A numeric header field, named in [`ErrorKind::BadNumber`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Mode,
+    Uid,
+    Gid,
+    Size,
+    Mtime,
+    Checksum,
+    DevMajor,
+    DevMinor,
+}
+
+/// Where in the stream the input ended too early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Header,
+    /// Inside an entry's data (or a pax/GNU long-name payload).
+    Data,
+    /// After the last entry, before the end-of-archive zero blocks.
+    EndMarker,
+    /// Inside the gzip header, deflate stream or trailer.
+    Gzip,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A header's checksum field disagrees with its bytes.
+    BadChecksum { stored: u64, computed: u64 },
+    /// A numeric field is neither octal nor valid base-256.
+    BadNumber { field: Field },
+    /// The input ended early.
+    Truncated { part: Part },
+    /// An entry has an empty name.
+    EmptyName,
+    /// A name (or link target) is longer than [`super::Limits::max_name`].
+    NameTooLong { len: u64, limit: usize },
+    /// A pax extended header is larger than [`super::Limits::max_pax`].
+    PaxTooLarge { size: u64, limit: usize },
+    /// A pax record's length, key or value is malformed.
+    PaxMalformed { reason: &'static str },
+    /// More tar bytes than [`super::Limits::max_tar_bytes`] (a zip bomb).
+    TooLarge { limit: u64 },
+    /// The gzip header is not one we can read.
+    GzipHeader { reason: &'static str },
+    /// The deflate stream is corrupt.
+    Inflate { reason: &'static str },
+    /// The gzip trailer's CRC-32 disagrees with the inflated bytes.
+    GzipCrc { stored: u32, computed: u32 },
+    /// The gzip trailer's ISIZE disagrees with the inflated length.
+    GzipSize { stored: u32, computed: u32 },
+    /// Bytes follow the gzip stream that are not another gzip member.
+    TrailingGarbage,
+    /// The name has a `..` component.
+    PathEscapes,
+    /// The name is absolute.
+    AbsolutePath,
+    /// A hard link's target is outside the root (`..`, absolute) or missing.
+    LinkOutsideRoot,
+    /// A non-directory would replace an existing directory.
+    ReplacesDirectory,
+    /// Resolving the name crossed a symlink that leaves the root.
+    SymlinkEscapes,
+    /// A system call failed.
+    Io { op: &'static str, errno: i32 },
+    /// The SHA-256 of the stream is not the one the caller expected.
+    DigestMismatch {
+        expected: [u8; 32],
+        actual: [u8; 32],
+    },
+    /// `write` or `finish` was called after the extractor failed or finished.
+    Finished,
+}
+
+/// An [`ErrorKind`] with the entry it happened at, when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub kind: ErrorKind,
+    /// The entry's name (lossy UTF-8), if the failure belongs to an entry.
+    pub entry: Option<String>,
+    /// Offset of the entry's header (or of the failure) in the tar stream.
+    pub offset: u64,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind) -> Self {
+        Error {
+            kind,
+            entry: None,
+            offset: 0,
+        }
+    }
+
+    pub(crate) fn at(mut self, entry: &[u8], offset: u64) -> Self {
+        if self.entry.is_none() {
+            self.entry = Some(String::from_utf8_lossy(entry).into_owned());
+            self.offset = offset;
+        }
+        self
+    }
+}
+
+impl From<ErrorKind> for Error {
+    fn from(kind: ErrorKind) -> Self {
+        Error::new(kind)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.entry {
+            Some(e) => write!(
+                f,
+                "entry {e:?} (header at byte {}): {}",
+                self.offset, self.kind
+            ),
+            None if self.offset > 0 => write!(f, "at tar byte {}: {}", self.offset, self.kind),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use ErrorKind::*;
+        match self {
+            BadChecksum { stored, computed } => {
+                write!(
+                    f,
+                    "header checksum mismatch (stored {stored}, computed {computed})"
+                )
+            }
+            BadNumber { field } => write!(f, "malformed numeric field {field:?}"),
+            Truncated { part } => write!(f, "archive truncated ({part:?})"),
+            EmptyName => write!(f, "empty name"),
+            NameTooLong { len, limit } => {
+                write!(f, "name of {len} bytes exceeds the limit of {limit}")
+            }
+            PaxTooLarge { size, limit } => {
+                write!(f, "pax header of {size} bytes exceeds the limit of {limit}")
+            }
+            PaxMalformed { reason } => write!(f, "malformed pax header: {reason}"),
+            TooLarge { limit } => write!(f, "archive inflates beyond the limit of {limit} bytes"),
+            GzipHeader { reason } => write!(f, "bad gzip header: {reason}"),
+            Inflate { reason } => write!(f, "corrupt deflate stream: {reason}"),
+            GzipCrc { stored, computed } => {
+                write!(
+                    f,
+                    "gzip CRC-32 mismatch (trailer {stored:08x}, data {computed:08x})"
+                )
+            }
+            GzipSize { stored, computed } => {
+                write!(
+                    f,
+                    "gzip size mismatch (trailer {stored}, data {computed} mod 2^32)"
+                )
+            }
+            TrailingGarbage => write!(f, "bytes after the gzip stream are not gzip"),
+            PathEscapes => write!(f, "refused: name has a `..` component"),
+            AbsolutePath => write!(f, "refused: absolute name"),
+            LinkOutsideRoot => write!(f, "refused: hard link target outside the root"),
+            ReplacesDirectory => write!(f, "refused: would replace an existing directory"),
+            SymlinkEscapes => write!(f, "refused: path goes through a symlink leaving the root"),
+            Io { op, errno } => write!(f, "{op} failed: errno {errno}"),
+            DigestMismatch { expected, actual } => {
+                f.write_str("SHA-256 mismatch: expected ")?;
+                hex(f, expected)?;
+                f.write_str(", got ")?;
+                hex(f, actual)
+            }
+            Finished => write!(f, "extractor already finished or failed"),
+        }
+    }
+}
+
+fn hex(f: &mut fmt::Formatter<'_>, b: &[u8]) -> fmt::Result {
+    for x in b {
+        write!(f, "{x:02x}")?;
+    }
+    Ok(())
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for Error {}

@@ -1,0 +1,696 @@
+//! The filesystem [`Sink`]: creates entries under a root directory fd with
+//! rustix. Every lookup of a parent goes through openat2 with
+//! `RESOLVE_BENEATH` (or `RESOLVE_IN_ROOT`) and `RESOLVE_NO_MAGICLINKS`, and
+//! the final component is created with `*at` calls that never follow it, so
+//! nothing is written outside the root. Existing files are replaced by
+//! writing a temporary name and renaming it over the old one; existing
+//! directories are merged. Directory modes and mtimes are applied after
+//! their contents, from a compact, size-capped list.
+
+use alloc::vec::Vec;
+use core::fmt::Write as _;
+
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{
+    self, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags,
+    UTIME_OMIT,
+};
+use rustix::io::Errno;
+use rustix::process::{Gid, Uid};
+
+use super::entry::{Entry, Kind, Time};
+use super::error::ErrorKind;
+use super::sink::Sink;
+
+/// How names are confined to the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confinement {
+    /// `RESOLVE_BENEATH`: a path that would leave the root through a symlink
+    /// (absolute, or `..` above the root) is refused with an error.
+    Beneath,
+    /// `RESOLVE_IN_ROOT`: the root acts as `/` (as after chroot), so absolute
+    /// symlinks resolve inside it. Right when extracting into the real `/`.
+    InRoot,
+}
+
+/// Bytes of deferred directory records kept before finished ones are
+/// applied early (archives list directories depth-first, so the directories
+/// still open are the ancestors of the current entry).
+const DIR_BUDGET: usize = 256 * 1024;
+
+#[derive(Clone, Copy)]
+struct DirRecord {
+    path_end: u32,
+    mode: u32,
+    mtime: Time,
+}
+
+/// Directory metadata to apply after the contents: paths in one arena.
+#[derive(Default)]
+struct Deferred {
+    paths: Vec<u8>,
+    records: Vec<DirRecord>,
+}
+
+impl Deferred {
+    fn bytes(&self) -> usize {
+        self.paths.len() + self.records.len() * core::mem::size_of::<DirRecord>()
+    }
+
+    fn path(&self, i: usize) -> &[u8] {
+        let start = if i == 0 {
+            0
+        } else {
+            self.records[i - 1].path_end as usize
+        };
+        &self.paths[start..self.records[i].path_end as usize]
+    }
+}
+
+struct OpenFile {
+    fd: OwnedFd,
+    /// The temporary name when an existing file is being replaced.
+    tmp: Option<TmpName>,
+    /// Logical end of data written (all-zero chunks become holes).
+    len: u64,
+    written_end: u64,
+}
+
+/// `.ember-tar-N`: short, so any final name's directory can hold it.
+#[derive(Clone, Copy)]
+struct TmpName {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl TmpName {
+    fn new(n: u32) -> Self {
+        let mut t = TmpName {
+            buf: [0; 32],
+            len: 0,
+        };
+        let _ = write!(t, ".ember-tar-{n}");
+        t
+    }
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl core::fmt::Write for TmpName {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let b = s.as_bytes();
+        let end = self.len + b.len();
+        if end > self.buf.len() {
+            return Err(core::fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(b);
+        self.len = end;
+        Ok(())
+    }
+}
+
+pub struct FsSink {
+    root: OwnedFd,
+    resolve: ResolveFlags,
+    /// The last parent directory looked up: most entries share it.
+    cached: Option<(Vec<u8>, OwnedFd)>,
+    file: Option<OpenFile>,
+    deferred: Deferred,
+    is_root: bool,
+    umask: u32,
+    tmp_counter: u32,
+    scratch: Vec<u8>,
+    /// Path of the open file, to remove it if extraction fails.
+    file_path: Vec<u8>,
+    /// Members not created (unsupported types); the caller may report them.
+    pub warnings: u64,
+}
+
+fn io(op: &'static str) -> impl Fn(Errno) -> ErrorKind {
+    move |e| ErrorKind::Io {
+        op,
+        errno: e.raw_os_error(),
+    }
+}
+
+fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&[], path),
+    }
+}
+
+fn timespec(t: Time) -> Timespec {
+    Timespec {
+        tv_sec: t.secs,
+        tv_nsec: t.nanos.into(),
+    }
+}
+
+fn times(t: Time) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+        last_modification: timespec(t),
+    }
+}
+
+fn is_zero(b: &[u8]) -> bool {
+    let mut chunks = b.chunks_exact(64);
+    for c in &mut chunks {
+        // Branch once per 64 bytes: the compiler vectorizes the fold.
+        if c.iter().fold(0u8, |a, &x| a | x) != 0 {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|&x| x == 0)
+}
+
+impl FsSink {
+    /// Extracts under `root` (a directory fd; `O_PATH` is enough).
+    pub fn new(root: OwnedFd, confinement: Confinement) -> Self {
+        let resolve = ResolveFlags::NO_MAGICLINKS
+            | match confinement {
+                Confinement::Beneath => ResolveFlags::BENEATH,
+                Confinement::InRoot => ResolveFlags::IN_ROOT,
+            };
+        // umask is only readable by setting it; restore it at once.
+        let umask = rustix::process::umask(Mode::empty());
+        rustix::process::umask(umask);
+        FsSink {
+            root,
+            resolve,
+            cached: None,
+            file: None,
+            deferred: Deferred::default(),
+            is_root: rustix::process::geteuid().is_root(),
+            umask: umask.bits(),
+            tmp_counter: 0,
+            scratch: Vec::new(),
+            file_path: Vec::new(),
+            warnings: 0,
+        }
+    }
+
+    /// Opens `dir` (which must exist) as the root.
+    pub fn open<P: rustix::path::Arg>(dir: P, confinement: Confinement) -> Result<Self, ErrorKind> {
+        let fd = fs::open(
+            dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io("open root"))?;
+        Ok(Self::new(fd, confinement))
+    }
+
+    fn resolve_err(op: &'static str) -> impl Fn(Errno) -> ErrorKind {
+        move |e| match e {
+            Errno::XDEV | Errno::LOOP => ErrorKind::SymlinkEscapes,
+            e => ErrorKind::Io {
+                op,
+                errno: e.raw_os_error(),
+            },
+        }
+    }
+
+    /// Opens a directory by its path under the root, confined.
+    fn open_dir(&self, path: &[u8], flags: OFlags) -> Result<OwnedFd, Errno> {
+        let path: &[u8] = if path.is_empty() { b"." } else { path };
+        fs::openat2(
+            &self.root,
+            path,
+            flags | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            self.resolve,
+        )
+    }
+
+    /// The directory that holds `path`, created (mode 0755) if missing.
+    fn parent_fd(&mut self, path: &[u8]) -> Result<BorrowedFd<'_>, ErrorKind> {
+        let (dir, _) = split_parent(path);
+        if dir.is_empty() {
+            return Ok(self.root.as_fd());
+        }
+        let hit = matches!(&self.cached, Some((p, _)) if p.as_slice() == dir);
+        if !hit {
+            let fd = match self.open_dir(dir, OFlags::PATH) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => self.mkdir_p(dir)?,
+                Err(e) => return Err(Self::resolve_err("open parent directory")(e)),
+            };
+            let mut p = self.cached.take().map(|(p, _)| p).unwrap_or_default();
+            p.clear();
+            p.extend_from_slice(dir);
+            self.cached = Some((p, fd));
+        }
+        match &self.cached {
+            Some((_, fd)) => Ok(fd.as_fd()),
+            None => Err(ErrorKind::Io {
+                op: "open parent directory",
+                errno: 0,
+            }),
+        }
+    }
+
+    /// Creates every missing directory of `dir`, each looked up from the root.
+    fn mkdir_p(&self, dir: &[u8]) -> Result<OwnedFd, ErrorKind> {
+        let mut parent: Option<OwnedFd> = None;
+        let ends = dir
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'/')
+            .map(|(i, _)| i)
+            .chain(core::iter::once(dir.len()));
+        let mut start = 0;
+        for end in ends {
+            let prefix = &dir[..end];
+            let name = &dir[start..end];
+            start = end + 1;
+            let fd = match self.open_dir(prefix, OFlags::PATH) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => {
+                    let at = parent.as_ref().map_or(self.root.as_fd(), |f| f.as_fd());
+                    match fs::mkdirat(at, name, Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(io("mkdir")(e)),
+                    }
+                    self.open_dir(prefix, OFlags::PATH)
+                        .map_err(Self::resolve_err("open directory"))?
+                }
+                Err(e) => return Err(Self::resolve_err("open parent directory")(e)),
+            };
+            parent = Some(fd);
+        }
+        parent.ok_or(ErrorKind::EmptyName)
+    }
+
+    fn next_tmp(&mut self) -> TmpName {
+        self.tmp_counter = self.tmp_counter.wrapping_add(1);
+        TmpName::new(self.tmp_counter)
+    }
+
+    /// An existing `name` in `dir`: refuse if it is a directory.
+    fn check_replaceable(dir: BorrowedFd<'_>, name: &[u8]) -> Result<(), ErrorKind> {
+        match fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                Err(ErrorKind::ReplacesDirectory)
+            }
+            Ok(_) | Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(io("stat existing entry")(e)),
+        }
+    }
+
+    /// Creates a non-regular node with `make`, at `name` if free, else at a
+    /// temporary name renamed over the existing one.
+    fn create_node(
+        &mut self,
+        path: &[u8],
+        make: &dyn Fn(BorrowedFd<'_>, &[u8]) -> Result<(), Errno>,
+        op: &'static str,
+    ) -> Result<(), ErrorKind> {
+        let tmp = self.next_tmp();
+        let (_, name) = split_parent(path);
+        let dir = self.parent_fd(path)?;
+        match make(dir, name) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EXIST) => Self::check_replaceable(dir, name)?,
+            Err(e) => return Err(io(op)(e)),
+        }
+        make(dir, tmp.as_bytes()).map_err(io(op))?;
+        let r = fs::renameat(dir, tmp.as_bytes(), dir, name);
+        // Renaming a hard link onto the same inode succeeds without removing
+        // the temporary name; drop it in every case.
+        let _ = fs::unlinkat(dir, tmp.as_bytes(), AtFlags::empty());
+        r.map_err(|e| {
+            if e == Errno::ISDIR {
+                ErrorKind::ReplacesDirectory
+            } else {
+                io("rename")(e)
+            }
+        })
+    }
+
+    fn begin_file(&mut self, path: &[u8], mode: u32) -> Result<(), ErrorKind> {
+        let tmp = self.next_tmp();
+        let (_, name) = split_parent(path);
+        let create =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let perm = Mode::from_raw_mode(mode & 0o777);
+        let dir = self.parent_fd(path)?;
+        let (fd, tmp) = match fs::openat(dir, name, create, perm) {
+            Ok(fd) => (fd, None),
+            Err(Errno::EXIST) => {
+                Self::check_replaceable(dir, name)?;
+                (
+                    fs::openat(dir, tmp.as_bytes(), create, perm)
+                        .map_err(io("create temporary file"))?,
+                    Some(tmp),
+                )
+            }
+            Err(e) => return Err(Self::resolve_err("create file")(e)),
+        };
+        self.file = Some(OpenFile {
+            fd,
+            tmp,
+            len: 0,
+            written_end: 0,
+        });
+        self.file_path.clear();
+        self.file_path.extend_from_slice(path);
+        Ok(())
+    }
+
+    fn end_file(&mut self, entry: &Entry<'_>) -> Result<(), ErrorKind> {
+        let Some(f) = self.file.take() else {
+            return Err(ErrorKind::Io {
+                op: "finish file",
+                errno: 0,
+            });
+        };
+        let r = self.finish_file(&f, entry);
+        let (_, name) = split_parent(entry.path);
+        let dir = self.parent_fd(entry.path)?;
+        let target: &[u8] = match &f.tmp {
+            Some(t) => t.as_bytes(),
+            None => name,
+        };
+        if let Err(e) = r {
+            let _ = fs::unlinkat(dir, target, AtFlags::empty());
+            return Err(e);
+        }
+        drop(f.fd);
+        if let Some(t) = f.tmp {
+            if let Err(e) = fs::renameat(dir, t.as_bytes(), dir, name) {
+                let _ = fs::unlinkat(dir, t.as_bytes(), AtFlags::empty());
+                return Err(if e == Errno::ISDIR {
+                    ErrorKind::ReplacesDirectory
+                } else {
+                    io("rename")(e)
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Size, owner, mode, xattrs, then mtime: chown clears setuid bits and
+    /// writes drop security.capability, so this order keeps them all.
+    fn finish_file(&mut self, f: &OpenFile, entry: &Entry<'_>) -> Result<(), ErrorKind> {
+        if f.len > f.written_end {
+            fs::ftruncate(&f.fd, f.len).map_err(io("ftruncate"))?;
+        }
+        let m = &entry.meta;
+        if self.is_root {
+            fs::fchown(
+                &f.fd,
+                Some(Uid::from_raw(m.uid)),
+                Some(Gid::from_raw(m.gid)),
+            )
+            .map_err(io("fchown"))?;
+        }
+        if m.mode & 0o7000 != 0 || m.mode & self.umask != 0 || self.is_root {
+            fs::fchmod(&f.fd, Mode::from_raw_mode(m.mode)).map_err(io("fchmod"))?;
+        }
+        for (name, value) in entry.xattrs() {
+            fs::fsetxattr(&f.fd, name, value, XattrFlags::empty()).map_err(io("fsetxattr"))?;
+        }
+        fs::futimens(&f.fd, &times(m.mtime)).map_err(io("futimens"))
+    }
+
+    /// Owner, mode, xattrs and mtime of a non-regular node, by name.
+    fn finish_node(&mut self, entry: &Entry<'_>) -> Result<(), ErrorKind> {
+        let m = entry.meta;
+        let (_, name) = split_parent(entry.path);
+        let is_root = self.is_root;
+        let dir = self.parent_fd(entry.path)?;
+        if is_root {
+            fs::chownat(
+                dir,
+                name,
+                Some(Uid::from_raw(m.uid)),
+                Some(Gid::from_raw(m.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(io("chown"))?;
+        }
+        if m.kind != Kind::Symlink {
+            // The node was just created by us under this name, not a symlink.
+            fs::chmodat(dir, name, Mode::from_raw_mode(m.mode), AtFlags::empty())
+                .map_err(io("chmod"))?;
+        }
+        let has_xattrs = entry.xattrs().next().is_some();
+        if has_xattrs {
+            self.set_xattrs_by_name(entry)?;
+        }
+        let dir = self.parent_fd(entry.path)?;
+        fs::utimensat(dir, name, &times(m.mtime), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(io("utimensat"))
+    }
+
+    /// Devices, FIFOs and symlinks cannot be opened for fsetxattr without side
+    /// effects; name them through the parent's /proc/self/fd link instead.
+    fn set_xattrs_by_name(&mut self, entry: &Entry<'_>) -> Result<(), ErrorKind> {
+        let (_, name) = split_parent(entry.path);
+        let mut p = core::mem::take(&mut self.scratch);
+        p.clear();
+        let dir = self.parent_fd(entry.path)?;
+        let mut t = TmpName {
+            buf: [0; 32],
+            len: 0,
+        };
+        let _ = write!(t, "/proc/self/fd/{}/", rustix::fd::AsRawFd::as_raw_fd(&dir));
+        p.extend_from_slice(t.as_bytes());
+        p.extend_from_slice(name);
+        let mut r = Ok(());
+        for (k, v) in entry.xattrs() {
+            if let Err(e) = fs::lsetxattr(p.as_slice(), k, v, XattrFlags::empty()) {
+                r = Err(io("lsetxattr")(e));
+                break;
+            }
+        }
+        self.scratch = p;
+        r
+    }
+
+    fn directory(&mut self, entry: &Entry<'_>) -> Result<(), ErrorKind> {
+        let path = entry.path;
+        if !path.is_empty() {
+            let (_, name) = split_parent(path);
+            let dir = self.parent_fd(path)?;
+            match fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
+                Ok(()) => {}
+                Err(Errno::EXIST) => match fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
+                    // An existing symlink stands in for the directory (as
+                    // /lib -> usr/lib does): keep it, leave its target alone.
+                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
+                        return Ok(())
+                    }
+                    Ok(_) => {
+                        fs::unlinkat(dir, name, AtFlags::empty()).map_err(io("unlink"))?;
+                        fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)).map_err(io("mkdir"))?;
+                    }
+                    Err(e) => return Err(io("stat existing entry")(e)),
+                },
+                Err(e) => return Err(io("mkdir")(e)),
+            }
+        }
+        let fd = self
+            .open_dir(path, OFlags::RDONLY | OFlags::NOFOLLOW)
+            .map_err(Self::resolve_err("open directory"))?;
+        let m = entry.meta;
+        if self.is_root {
+            fs::fchown(&fd, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid)))
+                .map_err(io("fchown"))?;
+        }
+        for (name, value) in entry.xattrs() {
+            fs::fsetxattr(&fd, name, value, XattrFlags::empty()).map_err(io("fsetxattr"))?;
+        }
+        // Its children usually follow: this fd is their parent.
+        if !path.is_empty() {
+            let mut p = self.cached.take().map(|(p, _)| p).unwrap_or_default();
+            p.clear();
+            p.extend_from_slice(path);
+            self.cached = Some((p, fd));
+        }
+        self.defer(path, m.mode, m.mtime)
+    }
+
+    fn defer(&mut self, path: &[u8], mode: u32, mtime: Time) -> Result<(), ErrorKind> {
+        if self.deferred.bytes() + path.len() > DIR_BUDGET {
+            self.apply_finished_dirs(path)?;
+        }
+        self.deferred.paths.extend_from_slice(path);
+        let path_end =
+            u32::try_from(self.deferred.paths.len()).map_err(|_| ErrorKind::NameTooLong {
+                len: path.len() as u64,
+                limit: DIR_BUDGET,
+            })?;
+        self.deferred.records.push(DirRecord {
+            path_end,
+            mode,
+            mtime,
+        });
+        Ok(())
+    }
+
+    /// Applies and forgets the directories that are not ancestors of `current`.
+    fn apply_finished_dirs(&mut self, current: &[u8]) -> Result<(), ErrorKind> {
+        let old = core::mem::take(&mut self.deferred);
+        let mut kept = Deferred::default();
+        for i in 0..old.records.len() {
+            let p = old.path(i);
+            let ancestor =
+                p.is_empty() || (current.starts_with(p) && current.get(p.len()) == Some(&b'/'));
+            if ancestor {
+                kept.paths.extend_from_slice(p);
+                kept.records.push(DirRecord {
+                    path_end: kept.paths.len() as u32,
+                    ..old.records[i]
+                });
+            } else {
+                self.apply_dir(p, old.records[i])?;
+            }
+        }
+        self.deferred = kept;
+        Ok(())
+    }
+
+    fn apply_dir(&self, path: &[u8], r: DirRecord) -> Result<(), ErrorKind> {
+        let fd = match self.open_dir(path, OFlags::RDONLY | OFlags::NOFOLLOW) {
+            Ok(fd) => fd,
+            // Replaced by a symlink we kept, or removed: nothing to apply.
+            Err(Errno::NOTDIR | Errno::LOOP | Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(Self::resolve_err("open directory")(e)),
+        };
+        fs::fchmod(&fd, Mode::from_raw_mode(r.mode)).map_err(io("fchmod"))?;
+        fs::futimens(&fd, &times(r.mtime)).map_err(io("futimens"))
+    }
+
+    fn hardlink(&mut self, entry: &Entry<'_>) -> Result<(), ErrorKind> {
+        let (tdir, tname) = split_parent(entry.link);
+        let target_dir = self.open_dir(tdir, OFlags::PATH).map_err(|e| match e {
+            Errno::NOENT | Errno::NOTDIR => ErrorKind::LinkOutsideRoot,
+            e => Self::resolve_err("open link target directory")(e),
+        })?;
+        let make = |dir: BorrowedFd<'_>, name: &[u8]| {
+            fs::linkat(&target_dir, tname, dir, name, AtFlags::empty())
+        };
+        self.create_node(entry.path, &make, "link")
+            .map_err(|e| match e {
+                ErrorKind::Io { errno, .. } if errno == Errno::NOENT.raw_os_error() => {
+                    ErrorKind::LinkOutsideRoot
+                }
+                e => e,
+            })
+    }
+}
+
+impl Sink for FsSink {
+    fn begin(&mut self, entry: &Entry<'_>) -> Result<(), ErrorKind> {
+        let m = entry.meta;
+        match m.kind {
+            Kind::File => self.begin_file(entry.path, m.mode),
+            Kind::Directory => self.directory(entry),
+            Kind::Symlink => {
+                let target = entry.link;
+                self.create_node(
+                    entry.path,
+                    &|dir, name| fs::symlinkat(target, dir, name),
+                    "symlink",
+                )
+            }
+            Kind::Hardlink => self.hardlink(entry),
+            Kind::CharDevice | Kind::BlockDevice | Kind::Fifo => {
+                let ft = match m.kind {
+                    Kind::CharDevice => FileType::CharacterDevice,
+                    Kind::BlockDevice => FileType::BlockDevice,
+                    _ => FileType::Fifo,
+                };
+                let dev = fs::makedev(m.dev_major, m.dev_minor);
+                let perm = Mode::from_raw_mode(m.mode & 0o777);
+                self.create_node(
+                    entry.path,
+                    &|dir, name| fs::mknodat(dir, name, ft, perm, dev),
+                    "mknod",
+                )
+            }
+        }
+    }
+
+    fn data(&mut self, bytes: &[u8]) -> Result<(), ErrorKind> {
+        let Some(f) = self.file.as_mut() else {
+            return Err(ErrorKind::Io {
+                op: "write",
+                errno: 0,
+            });
+        };
+        // All-zero runs become holes: same content, no page writes.
+        if bytes.len() >= 4096 && is_zero(bytes) {
+            f.len += bytes.len() as u64;
+            return Ok(());
+        }
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match rustix::io::pwrite(&f.fd, rest, f.len) {
+                Ok(0) => {
+                    return Err(ErrorKind::Io {
+                        op: "write",
+                        errno: Errno::NOSPC.raw_os_error(),
+                    })
+                }
+                Ok(n) => {
+                    rest = &rest[n..];
+                    f.len += n as u64;
+                }
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(io("write")(e)),
+            }
+        }
+        f.written_end = f.len;
+        Ok(())
+    }
+
+    fn end(&mut self, entry: &Entry<'_>) -> Result<(), ErrorKind> {
+        match entry.meta.kind {
+            Kind::File => self.end_file(entry),
+            // Modes and mtimes are deferred (see `directory`).
+            Kind::Directory | Kind::Hardlink => Ok(()),
+            Kind::Symlink | Kind::CharDevice | Kind::BlockDevice | Kind::Fifo => {
+                self.finish_node(entry)
+            }
+        }
+    }
+
+    fn skipped(&mut self, _name: &[u8], _typeflag: u8) {
+        self.warnings += 1;
+    }
+
+    fn finish(&mut self) -> Result<(), ErrorKind> {
+        self.cached = None;
+        let d = core::mem::take(&mut self.deferred);
+        for i in (0..d.records.len()).rev() {
+            self.apply_dir(d.path(i), d.records[i])?;
+        }
+        Ok(())
+    }
+
+    fn abort(&mut self) {
+        // The half-written file (temporary or freshly created) goes.
+        if let Some(f) = self.file.take() {
+            drop(f.fd);
+            let path = core::mem::take(&mut self.file_path);
+            let (_, name) = split_parent(&path);
+            let target: &[u8] = match &f.tmp {
+                Some(t) => t.as_bytes(),
+                None => name,
+            };
+            if let Ok(dir) = self.parent_fd(&path) {
+                let _ = fs::unlinkat(dir, target, AtFlags::empty());
+            }
+            self.file_path = path;
+        }
+    }
+}

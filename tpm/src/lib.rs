@@ -1,2 +1,50 @@
+//! TPM 2.0 for Ember, without a TSS: commands marshalled by hand into one
+//! reused buffer (framing and response codes checked with `tpm2-protocol`),
+//! sent over /dev/tpmrm0 on the node or swtpm's raw data socket on a host.
+//!
+//! * Node side (`no_std` + alloc, used by PID 1): [`Tpm`] over a
+//!   [`Transport`] ([`DeviceTransport`]; with `std` also [`SocketTransport`]),
+//!   one typed method per TPM command, [`PublicArea`] templates for EKs, AKs,
+//!   storage keys and sealed objects, TPM-style names and PCR digests, and
+//!   [`Attest`] parsing. No RSA or ECC arithmetic happens here: the TPM does it.
+//! * Host side (feature `host`): [`host::make_credential`],
+//!   [`host::verify_quote`], [`host::verify_ek_certificate`] and
+//!   [`host::ek_certificate_matches`] for the boot server.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 extern crate alloc;
+
+mod attest;
+pub mod consts;
+mod device;
+mod error;
+mod pcr;
+mod public;
+mod session;
+#[cfg(feature = "std")]
+mod socket;
+mod tpm;
+mod transport;
+mod wire;
+
+#[cfg(feature = "host")]
+pub mod host;
+
+pub use attest::{Attest, ClockInfo, QuoteAttest, Signature};
+pub use consts::HashAlg;
+pub use device::DeviceTransport;
+pub use error::{Error, ResponseCode, Result};
+pub use pcr::{pcr_composite_digest, PcrSelection, PcrValue, PcrValues};
+pub use public::{
+    ak_template, attributes, ek_template, name_of, sealed_object_template, srk_template, AkKind,
+    EkTemplate, EccPoint, PublicArea, PublicParams, Scheme, SymDef, Unique,
+};
+pub use session::{policy_pcr_digest, PolicySession, SessionKind};
+#[cfg(feature = "std")]
+pub use socket::SocketTransport;
+pub use tpm::{
+    AlgProperty, Capabilities, CreatedKey, Hierarchy, LoadedObject, NvPublic, QuoteResult,
+    SealedObject, Tpm, TpmProperty, EK_CERT_ECC_NV_INDEX, EK_CERT_ECC_P384_NV_INDEX,
+    EK_CERT_RSA_NV_INDEX, MAX_RETRIES,
+};
+pub use transport::{FakeTransport, Transport, MAX_RESPONSE_SIZE};
+pub use wire::Reader;

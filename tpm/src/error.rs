@@ -1,0 +1,211 @@
+//! One error type for the crate: transport failures, malformed responses,
+//! decoded TPM response codes, and (with `host`) verification failures.
+
+use core::fmt;
+use tpm2_protocol::data::{TpmCc, TpmRc, TpmRcBase, TpmRcIndex};
+
+pub type Result<T> = core::result::Result<T, Error>;
+
+/// A TPM response code as the TPM sent it, decoded by `tpm2-protocol`
+/// into its format (0, 1, warning), base code and the handle, session or
+/// parameter it points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseCode(pub u32);
+
+impl ResponseCode {
+    /// The decoded code, or `None` for a vendor-specific or reserved value.
+    pub fn decode(self) -> Option<TpmRc> {
+        TpmRc::try_from(self.0).ok()
+    }
+
+    /// The base code with format-one index bits removed.
+    pub fn base(self) -> Option<TpmRcBase> {
+        self.decode().map(|rc| rc.base())
+    }
+
+    /// The handle, session or parameter number a format-one code points at.
+    pub fn index(self) -> Option<TpmRcIndex> {
+        match self.decode() {
+            Some(TpmRc::Fmt1(f)) => f.index,
+            _ => None,
+        }
+    }
+
+    /// True for a warning (format zero with the warning bit).
+    pub fn is_warning(self) -> bool {
+        matches!(self.decode(), Some(TpmRc::Warn(_)))
+    }
+
+    /// Warnings after which the same command should simply be sent again.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self.decode(),
+            Some(TpmRc::Warn(TpmRcBase::Retry | TpmRcBase::Yielded | TpmRcBase::Testing))
+        )
+    }
+
+    /// True when the base code equals `base` (any format, any index).
+    pub fn is(self, base: TpmRcBase) -> bool {
+        self.base() == Some(base)
+    }
+}
+
+impl fmt::Display for ResponseCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.decode() {
+            Some(rc) => write!(f, "{rc} (0x{:08x})", self.0),
+            None => write!(f, "unknown response code 0x{:08x}", self.0),
+        }
+    }
+}
+
+/// Formats a command code by its TCG name where known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommandCode(pub u32);
+
+impl fmt::Display for CommandCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match TpmCc::try_from(self.0) {
+            Ok(cc) => write!(f, "{cc}"),
+            Err(_) => write!(f, "command 0x{:08x}", self.0),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Error {
+    /// Neither /dev/tpmrm0 nor /dev/tpm0 could be opened.
+    DeviceOpen { path: &'static str, errno: i32 },
+    /// A read or write on the TPM device failed.
+    DeviceIo { op: &'static str, errno: i32 },
+    /// A socket transport failed (connect, write, read).
+    Socket { op: &'static str, detail: alloc::string::String },
+    /// The peer closed or the read ended before the whole response arrived.
+    ShortRead { received: usize, expected: usize },
+    /// The response header claims more bytes than the response buffer holds.
+    ResponseTooLarge { declared: usize, limit: usize },
+    /// Fewer than the 10 header bytes arrived.
+    ResponseTooShort { len: usize },
+    /// The header's size field disagrees with the number of bytes that arrived.
+    ResponseSizeMismatch { declared: usize, received: usize },
+    /// The response tag is neither TPM_ST_NO_SESSIONS nor TPM_ST_SESSIONS
+    /// (or the wrong one of the two).
+    BadResponseTag { tag: u16 },
+    /// The response frame failed `tpm2-protocol`'s structural validation.
+    BadFrame { cc: CommandCode, detail: alloc::string::String },
+    /// A response parameter ran past the end of the response or held an
+    /// impossible value.
+    Malformed { what: &'static str, offset: usize },
+    /// The command would not fit in the command buffer.
+    CommandTooLarge { needed: usize, limit: usize },
+    /// The TPM answered with an error or warning code.
+    Tpm { cc: CommandCode, rc: ResponseCode },
+    /// A retryable warning came back more than [`crate::MAX_RETRIES`] times.
+    RetriesExhausted { cc: CommandCode, rc: ResponseCode },
+    /// An argument the caller passed cannot be encoded (too long, unknown).
+    InvalidArgument { what: &'static str },
+    /// An algorithm or key type this crate does not handle.
+    Unsupported { what: &'static str, value: u32 },
+    /// An NV index holds no data or is larger than an EK certificate can be.
+    NvSize { index: u32, size: usize },
+    /// Quote: the attestation structure is not a TPM-generated quote.
+    NotAQuote { magic: u32, kind: u16 },
+    /// Quote: the nonce in the quote is not the one the verifier sent.
+    NonceMismatch,
+    /// Quote: the PCR digest does not match the supplied PCR values.
+    PcrDigestMismatch,
+    /// Quote: a selected PCR has no supplied value.
+    PcrValueMissing { bank: u16, index: u8 },
+    /// Quote or certificate: the signature does not verify.
+    BadSignature { what: &'static str },
+    /// EK certificate: DER or X.509 structure is invalid.
+    Certificate { what: &'static str, detail: alloc::string::String },
+    /// EK certificate: no configured CA issued a certificate in the chain.
+    UntrustedChain { subject: alloc::string::String },
+    /// EK certificate: a certificate in the chain is outside its validity period.
+    CertificateExpired { subject: alloc::string::String },
+    /// EK certificate: its key is not the TPM's EK public key.
+    EkKeyMismatch,
+    /// Host crypto failure (RSA encryption, ECDH with an invalid point).
+    Crypto { what: &'static str },
+}
+
+impl Error {
+    /// The TPM response code when the TPM refused the command.
+    pub fn response_code(&self) -> Option<ResponseCode> {
+        match self {
+            Error::Tpm { rc, .. } | Error::RetriesExhausted { rc, .. } => Some(*rc),
+            _ => None,
+        }
+    }
+
+    /// True when the TPM refused the command with `base`.
+    pub fn is_tpm(&self, base: TpmRcBase) -> bool {
+        self.response_code().is_some_and(|rc| rc.is(base))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::DeviceOpen { path, errno } => write!(f, "cannot open {path}: errno {errno}"),
+            Error::DeviceIo { op, errno } => write!(f, "TPM device {op} failed: errno {errno}"),
+            Error::Socket { op, detail } => write!(f, "TPM socket {op} failed: {detail}"),
+            Error::ShortRead { received, expected } => {
+                write!(f, "TPM response cut short: {received} of {expected} bytes")
+            }
+            Error::ResponseTooLarge { declared, limit } => {
+                write!(f, "TPM response of {declared} bytes exceeds the {limit}-byte buffer")
+            }
+            Error::ResponseTooShort { len } => {
+                write!(f, "TPM response of {len} bytes is shorter than a header")
+            }
+            Error::ResponseSizeMismatch { declared, received } => write!(
+                f,
+                "TPM response header says {declared} bytes but {received} arrived"
+            ),
+            Error::BadResponseTag { tag } => write!(f, "TPM response has bad tag 0x{tag:04x}"),
+            Error::BadFrame { cc, detail } => write!(f, "malformed response to {cc}: {detail}"),
+            Error::Malformed { what, offset } => {
+                write!(f, "malformed TPM data: {what} at offset {offset}")
+            }
+            Error::CommandTooLarge { needed, limit } => {
+                write!(f, "command needs {needed} bytes, buffer holds {limit}")
+            }
+            Error::Tpm { cc, rc } => write!(f, "{cc} failed: {rc}"),
+            Error::RetriesExhausted { cc, rc } => {
+                write!(f, "{cc} still answered {rc} after {} retries", crate::MAX_RETRIES)
+            }
+            Error::InvalidArgument { what } => write!(f, "invalid argument: {what}"),
+            Error::Unsupported { what, value } => write!(f, "unsupported {what} 0x{value:x}"),
+            Error::NvSize { index, size } => {
+                write!(f, "NV index 0x{index:08x} has unusable size {size}")
+            }
+            Error::NotAQuote { magic, kind } => {
+                write!(f, "attestation is not a TPM quote (magic 0x{magic:08x}, type 0x{kind:04x})")
+            }
+            Error::NonceMismatch => write!(f, "quote nonce differs from the expected nonce"),
+            Error::PcrDigestMismatch => {
+                write!(f, "quote PCR digest does not match the supplied PCR values")
+            }
+            Error::PcrValueMissing { bank, index } => {
+                write!(f, "no value supplied for PCR {index} of bank 0x{bank:04x}")
+            }
+            Error::BadSignature { what } => write!(f, "{what} signature does not verify"),
+            Error::Certificate { what, detail } => write!(f, "certificate {what}: {detail}"),
+            Error::UntrustedChain { subject } => {
+                write!(f, "no configured CA vouches for certificate '{subject}'")
+            }
+            Error::CertificateExpired { subject } => {
+                write!(f, "certificate '{subject}' is outside its validity period")
+            }
+            Error::EkKeyMismatch => {
+                write!(f, "EK certificate key differs from the TPM's EK public key")
+            }
+            Error::Crypto { what } => write!(f, "crypto failure: {what}"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for Error {}

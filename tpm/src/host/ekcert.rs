@@ -1,0 +1,237 @@
+//! EK certificates: chain validation to configured manufacturer CAs and
+//! comparison of the certified key with the TPM's EK public area.
+
+use crate::consts::{ECC_NIST_P256, ECC_NIST_P384};
+use crate::error::{Error, Result};
+use crate::public::{PublicArea, PublicParams, Unique};
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use der::{Decode, Encode};
+use spki::ObjectIdentifier;
+use x509_cert::Certificate;
+
+const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
+const SHA384_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.12");
+const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+const ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
+const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+const BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
+const MAX_CHAIN: usize = 8;
+
+/// The key an EK certificate certifies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EkCertKey {
+    Rsa { modulus: Vec<u8>, exponent: u32 },
+    Ecc { curve: u16, x: Vec<u8>, y: Vec<u8> },
+}
+
+/// A parsed EK certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EkCertificate {
+    /// The certificate's DER, without NV padding.
+    pub der: Vec<u8>,
+    pub subject: String,
+    pub issuer: String,
+    pub key: EkCertKey,
+}
+
+fn cert_err(what: &'static str) -> impl Fn(der::Error) -> Error {
+    move |e| Error::Certificate { what, detail: e.to_string() }
+}
+
+/// Drops bytes after the outer DER SEQUENCE (TPM NV indices are often
+/// larger than the certificate and padded).
+fn der_trim(der: &[u8]) -> &[u8] {
+    if der.len() < 2 || der[0] != 0x30 {
+        return der;
+    }
+    let (len, hdr) = match der[1] {
+        n if n < 0x80 => (n as usize, 2),
+        0x81 if der.len() >= 3 => (der[2] as usize, 3),
+        0x82 if der.len() >= 4 => (((der[2] as usize) << 8) | der[3] as usize, 4),
+        0x83 if der.len() >= 5 => (((der[2] as usize) << 16) | ((der[3] as usize) << 8) | der[4] as usize, 5),
+        _ => return der,
+    };
+    der.get(..hdr + len).unwrap_or(der)
+}
+
+fn decode(der: &[u8]) -> Result<Certificate> {
+    Certificate::from_der(der_trim(der)).map_err(cert_err("DER"))
+}
+
+/// Splits PEM text (one or more CERTIFICATE blocks) or passes DER through.
+pub fn certificates_from_pem_or_der(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+    if bytes.first() == Some(&0x30) {
+        return Ok(alloc::vec![der_trim(bytes).to_vec()]);
+    }
+    let certs = Certificate::load_pem_chain(bytes).map_err(cert_err("PEM"))?;
+    certs.iter().map(|c| c.to_der().map_err(cert_err("DER encode"))).collect()
+}
+
+fn key_of(cert: &Certificate) -> Result<EkCertKey> {
+    let spki = &cert.tbs_certificate.subject_public_key_info;
+    let raw = spki.subject_public_key.raw_bytes();
+    if spki.algorithm.oid == RSA_ENCRYPTION {
+        use rsa::pkcs1::DecodeRsaPublicKey;
+        use rsa::traits::PublicKeyParts;
+        let k = rsa::RsaPublicKey::from_pkcs1_der(raw).map_err(|e| Error::Certificate { what: "RSA key", detail: e.to_string() })?;
+        let e = k.e().to_bytes_be();
+        if e.len() > 4 {
+            return Err(Error::Unsupported { what: "RSA exponent length", value: e.len() as u32 });
+        }
+        let exponent = e.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
+        return Ok(EkCertKey::Rsa { modulus: k.n().to_bytes_be(), exponent });
+    }
+    if spki.algorithm.oid == EC_PUBLIC_KEY {
+        let curve_oid: ObjectIdentifier = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .ok_or(Error::Certificate { what: "EC key", detail: "no curve parameter".into() })?
+            .decode_as()
+            .map_err(cert_err("EC curve"))?;
+        let (curve, len) = if curve_oid == SECP256R1 {
+            (ECC_NIST_P256, 32)
+        } else if curve_oid == SECP384R1 {
+            (ECC_NIST_P384, 48)
+        } else {
+            return Err(Error::Certificate { what: "EC curve", detail: curve_oid.to_string() });
+        };
+        if raw.len() != 1 + 2 * len || raw[0] != 4 {
+            return Err(Error::Certificate { what: "EC point", detail: "not an uncompressed point".into() });
+        }
+        return Ok(EkCertKey::Ecc { curve, x: raw[1..1 + len].to_vec(), y: raw[1 + len..].to_vec() });
+    }
+    Err(Error::Certificate { what: "key algorithm", detail: spki.algorithm.oid.to_string() })
+}
+
+/// Parses an EK certificate (no chain validation).
+pub fn parse_ek_certificate(der: &[u8]) -> Result<EkCertificate> {
+    let cert = decode(der)?;
+    Ok(EkCertificate {
+        der: der_trim(der).to_vec(),
+        subject: cert.tbs_certificate.subject.to_string(),
+        issuer: cert.tbs_certificate.issuer.to_string(),
+        key: key_of(&cert)?,
+    })
+}
+
+/// Checks that `issuer`'s key made `cert`'s signature.
+fn signed_by(cert: &Certificate, issuer: &Certificate) -> Result<()> {
+    let tbs = cert.tbs_certificate.to_der().map_err(cert_err("TBS encode"))?;
+    let sig = cert.signature.raw_bytes();
+    let alg = cert.signature_algorithm.oid;
+    let bad = Error::BadSignature { what: "certificate" };
+    match key_of(issuer)? {
+        EkCertKey::Rsa { modulus, exponent } => {
+            let key = rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(&modulus), rsa::BigUint::from(exponent))
+                .map_err(|_| Error::Crypto { what: "issuer RSA key" })?;
+            let (scheme, digest) = if alg == SHA256_WITH_RSA {
+                (rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), crate::HashAlg::Sha256.digest(&[&tbs])?)
+            } else if alg == SHA384_WITH_RSA {
+                (rsa::Pkcs1v15Sign::new::<sha2::Sha384>(), crate::HashAlg::Sha384.digest(&[&tbs])?)
+            } else {
+                return Err(Error::Certificate { what: "signature algorithm", detail: alg.to_string() });
+            };
+            key.verify(scheme, &digest, sig).map_err(|_| bad)
+        }
+        EkCertKey::Ecc { curve, x, y } => {
+            use ecdsa::signature::hazmat::PrehashVerifier;
+            let digest = if alg == ECDSA_SHA256 {
+                crate::HashAlg::Sha256.digest(&[&tbs])?
+            } else if alg == ECDSA_SHA384 {
+                crate::HashAlg::Sha384.digest(&[&tbs])?
+            } else {
+                return Err(Error::Certificate { what: "signature algorithm", detail: alg.to_string() });
+            };
+            let mut sec1 = alloc::vec![4u8];
+            sec1.extend_from_slice(&x);
+            sec1.extend_from_slice(&y);
+            match curve {
+                ECC_NIST_P256 => {
+                    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| Error::Crypto { what: "issuer EC key" })?;
+                    let s = p256::ecdsa::Signature::from_der(sig).map_err(|_| bad.clone_sig())?;
+                    vk.verify_prehash(&digest, &s).map_err(|_| bad)
+                }
+                _ => {
+                    let vk = p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| Error::Crypto { what: "issuer EC key" })?;
+                    let s = p384::ecdsa::Signature::from_der(sig).map_err(|_| bad.clone_sig())?;
+                    vk.verify_prehash(&digest, &s).map_err(|_| bad)
+                }
+            }
+        }
+    }
+}
+
+impl Error {
+    fn clone_sig(&self) -> Error {
+        Error::BadSignature { what: "certificate" }
+    }
+}
+
+fn is_ca(cert: &Certificate) -> bool {
+    use x509_cert::ext::pkix::BasicConstraints;
+    cert.tbs_certificate.extensions.iter().flatten().any(|e| {
+        e.extn_id == BASIC_CONSTRAINTS && BasicConstraints::from_der(e.extn_value.as_bytes()).map(|b| b.ca).unwrap_or(false)
+    })
+}
+
+fn check_validity(cert: &Certificate, now: core::time::Duration) -> Result<()> {
+    let v = &cert.tbs_certificate.validity;
+    if now < v.not_before.to_unix_duration() || now > v.not_after.to_unix_duration() {
+        return Err(Error::CertificateExpired { subject: cert.tbs_certificate.subject.to_string() });
+    }
+    Ok(())
+}
+
+/// Validates `cert_der` (an EK certificate as read from NV) up to a
+/// self-signed root among `ca_ders` (DER certificates: the manufacturer's
+/// roots and intermediates, e.g. swtpm's /var/lib/swtpm-localca/issuercert.pem
+/// and swtpm-localca-rootca-cert.pem). Every issuer must be a CA, every
+/// signature must verify and every certificate must be within its validity
+/// period now. Returns the parsed EK certificate.
+pub fn verify_ek_certificate(cert_der: &[u8], ca_ders: &[Vec<u8>]) -> Result<EkCertificate> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let leaf = decode(cert_der)?;
+    let cas: Vec<Certificate> = ca_ders.iter().map(|d| decode(d)).collect::<Result<_>>()?;
+    check_validity(&leaf, now)?;
+    let mut current = leaf.clone();
+    for _ in 0..MAX_CHAIN {
+        let issuer_name = current.tbs_certificate.issuer.to_der().map_err(cert_err("issuer"))?;
+        let issuer = cas.iter().find(|c| {
+            c.tbs_certificate.subject.to_der().map(|s| s == issuer_name).unwrap_or(false) && is_ca(c) && signed_by(&current, c).is_ok()
+        });
+        let Some(issuer) = issuer else {
+            return Err(Error::UntrustedChain { subject: current.tbs_certificate.subject.to_string() });
+        };
+        check_validity(issuer, now)?;
+        if issuer.tbs_certificate.subject == issuer.tbs_certificate.issuer {
+            signed_by(issuer, issuer)?;
+            return parse_ek_certificate(cert_der);
+        }
+        current = issuer.clone();
+    }
+    Err(Error::UntrustedChain { subject: leaf.tbs_certificate.subject.to_string() })
+}
+
+/// Checks that the certificate certifies exactly the TPM's EK `ek`.
+pub fn ek_certificate_matches(cert: &EkCertificate, ek: &PublicArea) -> Result<()> {
+    let strip = |v: &[u8]| -> Vec<u8> { v.iter().skip_while(|b| **b == 0).copied().collect() };
+    let same = match (&cert.key, &ek.params, &ek.unique) {
+        (EkCertKey::Rsa { modulus, exponent }, PublicParams::Rsa { .. }, Unique::Rsa(n)) => {
+            strip(modulus) == strip(n) && Some(*exponent) == ek.rsa_exponent()
+        }
+        (EkCertKey::Ecc { curve, x, y }, PublicParams::Ecc { curve: c, .. }, Unique::Ecc(p)) => {
+            curve == c && strip(x) == strip(&p.x) && strip(y) == strip(&p.y)
+        }
+        _ => false,
+    };
+    if same {
+        Ok(())
+    } else {
+        Err(Error::EkKeyMismatch)
+    }
+}

@@ -3,7 +3,6 @@
 //! for readiness and stops its own process by PID when dropped.
 
 pub mod process;
-pub mod qemu;
 
 use std::path::PathBuf;
 
@@ -63,3 +62,6 @@ pub fn ember_bin() -> PathBuf {
     assert!(p.exists(), "{} missing: run `cargo build -p ember-cli` with this test's profile first", p.display());
     p
 }
+
+// Booting initrds in QEMU through qemu/boot.
+pub mod qemu;

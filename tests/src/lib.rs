@@ -3,6 +3,7 @@
 //! for readiness and stops its own process by PID when dropped.
 
 pub mod process;
+pub mod swtpm;
 
 use std::path::PathBuf;
 

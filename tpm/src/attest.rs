@@ -53,7 +53,16 @@ impl Attest {
         let pcr_select = PcrSelection::read(&mut r)?;
         let pcr_digest = r.tpm2b("pcrDigest")?.to_vec();
         r.finish("trailing bytes after TPMS_ATTEST")?;
-        Ok(Attest { qualified_signer, extra_data, clock_info, firmware_version, quote: QuoteAttest { pcr_select, pcr_digest } })
+        Ok(Attest {
+            qualified_signer,
+            extra_data,
+            clock_info,
+            firmware_version,
+            quote: QuoteAttest {
+                pcr_select,
+                pcr_digest,
+            },
+        })
     }
 }
 
@@ -61,9 +70,17 @@ impl Attest {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Signature {
     /// RSASSA-PKCS1-v1_5 or RSA-PSS (`alg`), with the signature bytes.
-    Rsa { alg: u16, hash: HashAlg, sig: Vec<u8> },
+    Rsa {
+        alg: u16,
+        hash: HashAlg,
+        sig: Vec<u8>,
+    },
     /// ECDSA with r and s.
-    Ecdsa { hash: HashAlg, r: Vec<u8>, s: Vec<u8> },
+    Ecdsa {
+        hash: HashAlg,
+        r: Vec<u8>,
+        s: Vec<u8>,
+    },
 }
 
 impl Signature {
@@ -88,7 +105,10 @@ impl Signature {
                 let s = r.tpm2b("ECDSA s")?.to_vec();
                 Ok(Signature::Ecdsa { hash, r: rr, s })
             }
-            other => Err(Error::Unsupported { what: "signature algorithm", value: other as u32 }),
+            other => Err(Error::Unsupported {
+                what: "signature algorithm",
+                value: other as u32,
+            }),
         }
     }
 
@@ -140,7 +160,10 @@ mod tests {
         assert_eq!(a.clock_info.clock, 0x1000);
         assert_eq!(a.clock_info.reset_count, 1);
         assert!(a.clock_info.safe);
-        assert_eq!(a.quote.pcr_select, PcrSelection::parse("sha256:0,1").unwrap());
+        assert_eq!(
+            a.quote.pcr_select,
+            PcrSelection::parse("sha256:0,1").unwrap()
+        );
         assert_eq!(a.quote.pcr_digest, [0xcd; 32]);
     }
 
@@ -156,6 +179,12 @@ mod tests {
     fn non_quote_attest_is_refused() {
         let mut s = sample();
         s[5] = 0x17; // TPM_ST_ATTEST_CERTIFY
-        assert_eq!(Attest::parse(&s), Err(Error::NotAQuote { magic: GENERATED_VALUE, kind: 0x8017 }));
+        assert_eq!(
+            Attest::parse(&s),
+            Err(Error::NotAQuote {
+                magic: GENERATED_VALUE,
+                kind: 0x8017
+            })
+        );
     }
 }

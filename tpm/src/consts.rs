@@ -81,7 +81,10 @@ impl HashAlg {
             ALG_SHA256 => Ok(HashAlg::Sha256),
             ALG_SHA384 => Ok(HashAlg::Sha384),
             ALG_SHA512 => Ok(HashAlg::Sha512),
-            other => Err(Error::Unsupported { what: "hash algorithm", value: other as u32 }),
+            other => Err(Error::Unsupported {
+                what: "hash algorithm",
+                value: other as u32,
+            }),
         }
     }
 
@@ -138,7 +141,10 @@ impl HashAlg {
             HashAlg::Sha256 => Ok(run::<sha2::Sha256>(parts)),
             HashAlg::Sha384 => Ok(run::<sha2::Sha384>(parts)),
             HashAlg::Sha512 => Ok(run::<sha2::Sha512>(parts)),
-            HashAlg::Sha1 => Err(Error::Unsupported { what: "hash for digest", value: ALG_SHA1 as u32 }),
+            HashAlg::Sha1 => Err(Error::Unsupported {
+                what: "hash for digest",
+                value: ALG_SHA1 as u32,
+            }),
         }
     }
 }

@@ -24,8 +24,13 @@ impl DeviceTransport {
 
     /// Opens a TPM character device by path.
     pub fn open(path: &'static str) -> Result<Self> {
-        let fd = rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| Error::DeviceOpen { path, errno: e.raw_os_error() })?;
+        let fd =
+            rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(|e| {
+                Error::DeviceOpen {
+                    path,
+                    errno: e.raw_os_error(),
+                }
+            })?;
         Ok(DeviceTransport { fd, path })
     }
 
@@ -36,22 +41,38 @@ impl DeviceTransport {
 
 impl Transport for DeviceTransport {
     fn transact(&mut self, command: &[u8], response: &mut [u8]) -> Result<usize> {
-        let written = retry_eintr(|| rustix::io::write(&self.fd, command))
-            .map_err(|e| Error::DeviceIo { op: "write", errno: e.raw_os_error() })?;
+        let written =
+            retry_eintr(|| rustix::io::write(&self.fd, command)).map_err(|e| Error::DeviceIo {
+                op: "write",
+                errno: e.raw_os_error(),
+            })?;
         if written != command.len() {
-            return Err(Error::DeviceIo { op: "short write", errno: 0 });
+            return Err(Error::DeviceIo {
+                op: "short write",
+                errno: 0,
+            });
         }
-        let n = retry_eintr(|| rustix::io::read(&self.fd, &mut *response))
-            .map_err(|e| Error::DeviceIo { op: "read", errno: e.raw_os_error() })?;
+        let n = retry_eintr(|| rustix::io::read(&self.fd, &mut *response)).map_err(|e| {
+            Error::DeviceIo {
+                op: "read",
+                errno: e.raw_os_error(),
+            }
+        })?;
         if n >= 10 {
             let declared = crate::transport::declared_size(&response[..10]);
             // The kernel truncates to our buffer; a full buffer with a larger
             // declared size means the rest was lost.
             if declared > response.len() {
-                return Err(Error::ResponseTooLarge { declared, limit: response.len() });
+                return Err(Error::ResponseTooLarge {
+                    declared,
+                    limit: response.len(),
+                });
             }
             if declared > n {
-                return Err(Error::ShortRead { received: n, expected: declared });
+                return Err(Error::ShortRead {
+                    received: n,
+                    expected: declared,
+                });
             }
         }
         Ok(n)

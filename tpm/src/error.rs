@@ -40,7 +40,9 @@ impl ResponseCode {
     pub fn is_retryable(self) -> bool {
         matches!(
             self.decode(),
-            Some(TpmRc::Warn(TpmRcBase::Retry | TpmRcBase::Yielded | TpmRcBase::Testing))
+            Some(TpmRc::Warn(
+                TpmRcBase::Retry | TpmRcBase::Yielded | TpmRcBase::Testing
+            ))
         )
     }
 
@@ -79,7 +81,10 @@ pub enum Error {
     /// A read or write on the TPM device failed.
     DeviceIo { op: &'static str, errno: i32 },
     /// A socket transport failed (connect, write, read).
-    Socket { op: &'static str, detail: alloc::string::String },
+    Socket {
+        op: &'static str,
+        detail: alloc::string::String,
+    },
     /// The peer closed or the read ended before the whole response arrived.
     ShortRead { received: usize, expected: usize },
     /// The response header claims more bytes than the response buffer holds.
@@ -92,7 +97,10 @@ pub enum Error {
     /// (or the wrong one of the two).
     BadResponseTag { tag: u16 },
     /// The response frame failed `tpm2-protocol`'s structural validation.
-    BadFrame { cc: CommandCode, detail: alloc::string::String },
+    BadFrame {
+        cc: CommandCode,
+        detail: alloc::string::String,
+    },
     /// A response parameter ran past the end of the response or held an
     /// impossible value.
     Malformed { what: &'static str, offset: usize },
@@ -119,7 +127,10 @@ pub enum Error {
     /// Quote or certificate: the signature does not verify.
     BadSignature { what: &'static str },
     /// EK certificate: DER or X.509 structure is invalid.
-    Certificate { what: &'static str, detail: alloc::string::String },
+    Certificate {
+        what: &'static str,
+        detail: alloc::string::String,
+    },
     /// EK certificate: no configured CA issued a certificate in the chain.
     UntrustedChain { subject: alloc::string::String },
     /// EK certificate: a certificate in the chain is outside its validity period.
@@ -155,7 +166,10 @@ impl fmt::Display for Error {
                 write!(f, "TPM response cut short: {received} of {expected} bytes")
             }
             Error::ResponseTooLarge { declared, limit } => {
-                write!(f, "TPM response of {declared} bytes exceeds the {limit}-byte buffer")
+                write!(
+                    f,
+                    "TPM response of {declared} bytes exceeds the {limit}-byte buffer"
+                )
             }
             Error::ResponseTooShort { len } => {
                 write!(f, "TPM response of {len} bytes is shorter than a header")
@@ -174,7 +188,11 @@ impl fmt::Display for Error {
             }
             Error::Tpm { cc, rc } => write!(f, "{cc} failed: {rc}"),
             Error::RetriesExhausted { cc, rc } => {
-                write!(f, "{cc} still answered {rc} after {} retries", crate::MAX_RETRIES)
+                write!(
+                    f,
+                    "{cc} still answered {rc} after {} retries",
+                    crate::MAX_RETRIES
+                )
             }
             Error::InvalidArgument { what } => write!(f, "invalid argument: {what}"),
             Error::Unsupported { what, value } => write!(f, "unsupported {what} 0x{value:x}"),
@@ -182,7 +200,10 @@ impl fmt::Display for Error {
                 write!(f, "NV index 0x{index:08x} has unusable size {size}")
             }
             Error::NotAQuote { magic, kind } => {
-                write!(f, "attestation is not a TPM quote (magic 0x{magic:08x}, type 0x{kind:04x})")
+                write!(
+                    f,
+                    "attestation is not a TPM quote (magic 0x{magic:08x}, type 0x{kind:04x})"
+                )
             }
             Error::NonceMismatch => write!(f, "quote nonce differs from the expected nonce"),
             Error::PcrDigestMismatch => {

@@ -29,6 +29,11 @@ mod wire;
 #[cfg(feature = "host")]
 pub mod host;
 
+/// Response-code types from `tpm2-protocol`, for matching on [`Error::is_tpm`].
+pub mod tpm2_rc {
+    pub use tpm2_protocol::data::{TpmRc, TpmRcBase, TpmRcIndex};
+}
+
 pub use attest::{Attest, ClockInfo, QuoteAttest, Signature};
 pub use consts::HashAlg;
 pub use device::DeviceTransport;
@@ -36,13 +41,13 @@ pub use error::{Error, ResponseCode, Result};
 pub use pcr::{pcr_composite_digest, PcrSelection, PcrValue, PcrValues};
 pub use public::{
     ak_template, attributes, ek_template, name_of, sealed_object_template, srk_template, AkKind,
-    EkTemplate, EccPoint, PublicArea, PublicParams, Scheme, SymDef, Unique,
+    EccPoint, EkTemplate, PublicArea, PublicParams, Scheme, SymDef, Unique,
 };
 pub use session::{policy_pcr_digest, PolicySession, SessionKind};
 #[cfg(feature = "std")]
 pub use socket::SocketTransport;
 pub use tpm::{
-    AlgProperty, Capabilities, CreatedKey, Hierarchy, LoadedObject, NvPublic, QuoteResult,
+    AlgProperty, Auth, Capabilities, CreatedKey, Hierarchy, LoadedObject, NvPublic, QuoteResult,
     SealedObject, Tpm, TpmProperty, EK_CERT_ECC_NV_INDEX, EK_CERT_ECC_P384_NV_INDEX,
     EK_CERT_RSA_NV_INDEX, MAX_RETRIES,
 };

@@ -30,7 +30,9 @@ impl PcrSelection {
         let mut mask = 0u32;
         for &i in indices {
             if i >= MAX_PCR {
-                return Err(Error::InvalidArgument { what: "PCR index above 23" });
+                return Err(Error::InvalidArgument {
+                    what: "PCR index above 23",
+                });
             }
             mask |= 1 << i;
         }
@@ -45,11 +47,17 @@ impl PcrSelection {
     pub fn parse(spec: &str) -> Result<Self> {
         let mut s = PcrSelection::default();
         for part in spec.split('+').filter(|p| !p.is_empty()) {
-            let (bank, list) = part.split_once(':').ok_or(Error::InvalidArgument { what: "PCR spec needs BANK:LIST" })?;
-            let bank = HashAlg::from_name(bank).ok_or(Error::InvalidArgument { what: "unknown PCR bank" })?;
+            let (bank, list) = part.split_once(':').ok_or(Error::InvalidArgument {
+                what: "PCR spec needs BANK:LIST",
+            })?;
+            let bank = HashAlg::from_name(bank).ok_or(Error::InvalidArgument {
+                what: "unknown PCR bank",
+            })?;
             let mut idx = Vec::new();
             for n in list.split(',').filter(|n| !n.is_empty()) {
-                idx.push(n.trim().parse::<u8>().map_err(|_| Error::InvalidArgument { what: "PCR index is not a number" })?);
+                idx.push(n.trim().parse::<u8>().map_err(|_| Error::InvalidArgument {
+                    what: "PCR index is not a number",
+                })?);
             }
             s.add(bank, &idx)?;
         }
@@ -58,9 +66,11 @@ impl PcrSelection {
 
     /// (bank, index) pairs in TPM order.
     pub fn iter(&self) -> impl Iterator<Item = (HashAlg, u8)> + '_ {
-        self.banks
-            .iter()
-            .flat_map(|&(b, m)| (0..MAX_PCR).filter(move |i| m & (1 << i) != 0).map(move |i| (b, i)))
+        self.banks.iter().flat_map(|&(b, m)| {
+            (0..MAX_PCR)
+                .filter(move |i| m & (1 << i) != 0)
+                .map(move |i| (b, i))
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -87,7 +97,10 @@ impl PcrSelection {
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
         let count = r.u32("PCR selection count")?;
         if count > MAX_BANKS {
-            return Err(Error::Malformed { what: "PCR selection count", offset: r.position() });
+            return Err(Error::Malformed {
+                what: "PCR selection count",
+                offset: r.position(),
+            });
         }
         let mut banks = Vec::new();
         for _ in 0..count {
@@ -98,7 +111,10 @@ impl PcrSelection {
             for (i, b) in bits.iter().enumerate() {
                 if i >= 3 {
                     if *b != 0 {
-                        return Err(Error::Malformed { what: "PCR above 23 selected", offset: r.position() });
+                        return Err(Error::Malformed {
+                            what: "PCR above 23 selected",
+                            offset: r.position(),
+                        });
                     }
                     continue;
                 }
@@ -126,16 +142,26 @@ pub struct PcrValues {
 
 impl PcrValues {
     pub fn get(&self, bank: HashAlg, index: u8) -> Option<&[u8]> {
-        self.values.iter().find(|v| v.bank == bank && v.index == index).map(|v| v.digest.as_slice())
+        self.values
+            .iter()
+            .find(|v| v.bank == bank && v.index == index)
+            .map(|v| v.digest.as_slice())
     }
 }
 
 /// The digest a quote or PolicyPCR covers: H(value of each selected PCR in
 /// selection order), hashed with `hash`.
-pub fn pcr_composite_digest(hash: HashAlg, selection: &PcrSelection, values: &PcrValues) -> Result<Vec<u8>> {
+pub fn pcr_composite_digest(
+    hash: HashAlg,
+    selection: &PcrSelection,
+    values: &PcrValues,
+) -> Result<Vec<u8>> {
     let mut parts: Vec<&[u8]> = Vec::new();
     for (bank, index) in selection.iter() {
-        let v = values.get(bank, index).ok_or(Error::PcrValueMissing { bank: bank.alg_id(), index })?;
+        let v = values.get(bank, index).ok_or(Error::PcrValueMissing {
+            bank: bank.alg_id(),
+            index,
+        })?;
         parts.push(v);
     }
     hash.digest(&parts)
@@ -163,11 +189,23 @@ mod tests {
     fn composite_digest_of_zero_pcrs_matches_known_value() {
         let sel = PcrSelection::parse("sha256:0,1").unwrap();
         let values = PcrValues {
-            values: (0..2).map(|i| PcrValue { bank: HashAlg::Sha256, index: i, digest: alloc::vec![0; 32] }).collect(),
+            values: (0..2)
+                .map(|i| PcrValue {
+                    bank: HashAlg::Sha256,
+                    index: i,
+                    digest: alloc::vec![0; 32],
+                })
+                .collect(),
         };
         let d = pcr_composite_digest(HashAlg::Sha256, &sel, &values).unwrap();
         assert_eq!(d, HashAlg::Sha256.digest(&[&[0u8; 64]]).unwrap());
         let missing = PcrSelection::parse("sha256:0,5").unwrap();
-        assert_eq!(pcr_composite_digest(HashAlg::Sha256, &missing, &values), Err(Error::PcrValueMissing { bank: 0x0b, index: 5 }));
+        assert_eq!(
+            pcr_composite_digest(HashAlg::Sha256, &missing, &values),
+            Err(Error::PcrValueMissing {
+                bank: 0x0b,
+                index: 5
+            })
+        );
     }
 }

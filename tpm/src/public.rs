@@ -43,18 +43,40 @@ pub struct Scheme {
 }
 
 impl Scheme {
-    pub const NULL: Scheme = Scheme { alg: ALG_NULL, hash: 0, extra: 0 };
+    pub const NULL: Scheme = Scheme {
+        alg: ALG_NULL,
+        hash: 0,
+        extra: 0,
+    };
     pub fn with_hash(alg: u16, hash: HashAlg) -> Self {
-        Scheme { alg, hash: hash.alg_id(), extra: 0 }
+        Scheme {
+            alg,
+            hash: hash.alg_id(),
+            extra: 0,
+        }
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PublicParams {
-    Rsa { symmetric: Option<SymDef>, scheme: Scheme, key_bits: u16, exponent: u32 },
-    Ecc { symmetric: Option<SymDef>, scheme: Scheme, curve: u16, kdf: Scheme },
-    KeyedHash { scheme: Scheme },
-    SymCipher { symmetric: SymDef },
+    Rsa {
+        symmetric: Option<SymDef>,
+        scheme: Scheme,
+        key_bits: u16,
+        exponent: u32,
+    },
+    Ecc {
+        symmetric: Option<SymDef>,
+        scheme: Scheme,
+        curve: u16,
+        kdf: Scheme,
+    },
+    KeyedHash {
+        scheme: Scheme,
+    },
+    SymCipher {
+        symmetric: SymDef,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -89,7 +111,11 @@ fn read_sym(r: &mut Reader<'_>) -> Result<Option<SymDef>> {
     }
     let key_bits = r.u16("symmetric key bits")?;
     let mode = r.u16("symmetric mode")?;
-    Ok(Some(SymDef { alg, key_bits, mode }))
+    Ok(Some(SymDef {
+        alg,
+        key_bits,
+        mode,
+    }))
 }
 
 fn write_sym(w: &mut Writer<'_>, s: &Option<SymDef>) {
@@ -109,7 +135,11 @@ fn read_scheme(r: &mut Reader<'_>) -> Result<Scheme> {
         return Ok(Scheme::NULL);
     }
     let hash = r.u16("scheme hash")?;
-    let extra = if alg == ALG_ECDAA || alg == ALG_XOR { r.u16("scheme count/kdf")? } else { 0 };
+    let extra = if alg == ALG_ECDAA || alg == ALG_XOR {
+        r.u16("scheme count/kdf")?
+    } else {
+        0
+    };
     Ok(Scheme { alg, hash, extra })
 }
 
@@ -152,7 +182,15 @@ impl PublicArea {
                 let key_bits = r.u16("RSA keyBits")?;
                 let exponent = r.u32("RSA exponent")?;
                 let n = r.tpm2b("RSA modulus")?.to_vec();
-                (PublicParams::Rsa { symmetric, scheme, key_bits, exponent }, Unique::Rsa(n))
+                (
+                    PublicParams::Rsa {
+                        symmetric,
+                        scheme,
+                        key_bits,
+                        exponent,
+                    },
+                    Unique::Rsa(n),
+                )
             }
             ALG_ECC => {
                 let symmetric = read_sym(r)?;
@@ -161,7 +199,15 @@ impl PublicArea {
                 let kdf = read_scheme(r)?;
                 let x = r.tpm2b("ECC x")?.to_vec();
                 let y = r.tpm2b("ECC y")?.to_vec();
-                (PublicParams::Ecc { symmetric, scheme, curve, kdf }, Unique::Ecc(EccPoint { x, y }))
+                (
+                    PublicParams::Ecc {
+                        symmetric,
+                        scheme,
+                        curve,
+                        kdf,
+                    },
+                    Unique::Ecc(EccPoint { x, y }),
+                )
             }
             ALG_KEYEDHASH => {
                 let scheme = read_scheme(r)?;
@@ -169,13 +215,27 @@ impl PublicArea {
                 (PublicParams::KeyedHash { scheme }, Unique::Digest(d))
             }
             ALG_SYMCIPHER => {
-                let symmetric = read_sym(r)?.ok_or(Error::Malformed { what: "symcipher without cipher", offset: r.position() })?;
+                let symmetric = read_sym(r)?.ok_or(Error::Malformed {
+                    what: "symcipher without cipher",
+                    offset: r.position(),
+                })?;
                 let d = r.tpm2b("symcipher unique")?.to_vec();
                 (PublicParams::SymCipher { symmetric }, Unique::Digest(d))
             }
-            other => return Err(Error::Unsupported { what: "public area type", value: other as u32 }),
+            other => {
+                return Err(Error::Unsupported {
+                    what: "public area type",
+                    value: other as u32,
+                })
+            }
         };
-        Ok(PublicArea { name_alg, attributes, auth_policy, params, unique })
+        Ok(PublicArea {
+            name_alg,
+            attributes,
+            auth_policy,
+            params,
+            unique,
+        })
     }
 
     pub(crate) fn write(&self, w: &mut Writer<'_>) -> Result<()> {
@@ -190,13 +250,23 @@ impl PublicArea {
         w.u32(self.attributes);
         w.tpm2b(&self.auth_policy)?;
         match &self.params {
-            PublicParams::Rsa { symmetric, scheme, key_bits, exponent } => {
+            PublicParams::Rsa {
+                symmetric,
+                scheme,
+                key_bits,
+                exponent,
+            } => {
                 write_sym(w, symmetric);
                 write_scheme(w, scheme);
                 w.u16(*key_bits);
                 w.u32(*exponent);
             }
-            PublicParams::Ecc { symmetric, scheme, curve, kdf } => {
+            PublicParams::Ecc {
+                symmetric,
+                scheme,
+                curve,
+                kdf,
+            } => {
                 write_sym(w, symmetric);
                 write_scheme(w, scheme);
                 w.u16(*curve);
@@ -211,8 +281,15 @@ impl PublicArea {
                 w.tpm2b(&p.x)?;
                 w.tpm2b(&p.y)?;
             }
-            (PublicParams::KeyedHash { .. } | PublicParams::SymCipher { .. }, Unique::Digest(d)) => w.tpm2b(d)?,
-            _ => return Err(Error::InvalidArgument { what: "unique field does not match the key type" }),
+            (
+                PublicParams::KeyedHash { .. } | PublicParams::SymCipher { .. },
+                Unique::Digest(d),
+            ) => w.tpm2b(d)?,
+            _ => {
+                return Err(Error::InvalidArgument {
+                    what: "unique field does not match the key type",
+                })
+            }
         }
         Ok(())
     }
@@ -273,15 +350,15 @@ pub enum EkTemplate {
 
 /// PolicyA (SHA-256): PolicySecret(TPM_RH_ENDORSEMENT).
 const POLICY_A_SHA256: [u8; 32] = [
-    0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xB3, 0xF8, 0x1A, 0x90, 0xCC, 0x8D, 0x46, 0xA5, 0xD7, 0x24, 0xFD, 0x52, 0xD7,
-    0x6E, 0x06, 0x52, 0x0B, 0x64, 0xF2, 0xA1, 0xDA, 0x1B, 0x33, 0x14, 0x69, 0xAA,
+    0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xB3, 0xF8, 0x1A, 0x90, 0xCC, 0x8D, 0x46, 0xA5, 0xD7, 0x24,
+    0xFD, 0x52, 0xD7, 0x6E, 0x06, 0x52, 0x0B, 0x64, 0xF2, 0xA1, 0xDA, 0x1B, 0x33, 0x14, 0x69, 0xAA,
 ];
 /// PolicyB (SHA-384): PolicyOR of PolicySecret(endorsement) and an NV-based
 /// branch; used by the high-range templates.
 const POLICY_B_SHA384: [u8; 48] = [
-    0xB2, 0x6E, 0x7D, 0x28, 0xD1, 0x1A, 0x50, 0xBC, 0x53, 0xD8, 0x82, 0xBC, 0xF5, 0xFD, 0x3A, 0x1A, 0x07, 0x41, 0x48,
-    0xBB, 0x35, 0xD3, 0xB4, 0xE4, 0xCB, 0x1C, 0x0A, 0xD9, 0xBD, 0xE4, 0x19, 0xCA, 0xCB, 0x47, 0xBA, 0x09, 0x69, 0x96,
-    0x46, 0x15, 0x0F, 0x9F, 0xC0, 0x00, 0xF3, 0xF8, 0x0E, 0x12,
+    0xB2, 0x6E, 0x7D, 0x28, 0xD1, 0x1A, 0x50, 0xBC, 0x53, 0xD8, 0x82, 0xBC, 0xF5, 0xFD, 0x3A, 0x1A,
+    0x07, 0x41, 0x48, 0xBB, 0x35, 0xD3, 0xB4, 0xE4, 0xCB, 0x1C, 0x0A, 0xD9, 0xBD, 0xE4, 0x19, 0xCA,
+    0xCB, 0x47, 0xBA, 0x09, 0x69, 0x96, 0x46, 0x15, 0x0F, 0x9F, 0xC0, 0x00, 0xF3, 0xF8, 0x0E, 0x12,
 ];
 
 impl EkTemplate {
@@ -303,29 +380,55 @@ impl EkTemplate {
 
 /// The public template for an EK.
 pub fn ek_template(t: EkTemplate) -> PublicArea {
-    let low = a::FIXED_TPM | a::FIXED_PARENT | a::SENSITIVE_DATA_ORIGIN | a::ADMIN_WITH_POLICY | a::RESTRICTED | a::DECRYPT;
-    let aes128 = Some(SymDef { alg: ALG_AES, key_bits: 128, mode: ALG_CFB });
+    let low = a::FIXED_TPM
+        | a::FIXED_PARENT
+        | a::SENSITIVE_DATA_ORIGIN
+        | a::ADMIN_WITH_POLICY
+        | a::RESTRICTED
+        | a::DECRYPT;
+    let aes128 = Some(SymDef {
+        alg: ALG_AES,
+        key_bits: 128,
+        mode: ALG_CFB,
+    });
     match t {
         EkTemplate::Rsa2048 => PublicArea {
             name_alg: HashAlg::Sha256,
             attributes: low,
             auth_policy: POLICY_A_SHA256.to_vec(),
-            params: PublicParams::Rsa { symmetric: aes128, scheme: Scheme::NULL, key_bits: 2048, exponent: 0 },
+            params: PublicParams::Rsa {
+                symmetric: aes128,
+                scheme: Scheme::NULL,
+                key_bits: 2048,
+                exponent: 0,
+            },
             unique: Unique::Rsa(alloc::vec![0u8; 256]),
         },
         EkTemplate::EccP256 => PublicArea {
             name_alg: HashAlg::Sha256,
             attributes: low,
             auth_policy: POLICY_A_SHA256.to_vec(),
-            params: PublicParams::Ecc { symmetric: aes128, scheme: Scheme::NULL, curve: ECC_NIST_P256, kdf: Scheme::NULL },
-            unique: Unique::Ecc(EccPoint { x: alloc::vec![0u8; 32], y: alloc::vec![0u8; 32] }),
+            params: PublicParams::Ecc {
+                symmetric: aes128,
+                scheme: Scheme::NULL,
+                curve: ECC_NIST_P256,
+                kdf: Scheme::NULL,
+            },
+            unique: Unique::Ecc(EccPoint {
+                x: alloc::vec![0u8; 32],
+                y: alloc::vec![0u8; 32],
+            }),
         },
         EkTemplate::EccP384 => PublicArea {
             name_alg: HashAlg::Sha384,
             attributes: low | a::USER_WITH_AUTH,
             auth_policy: POLICY_B_SHA384.to_vec(),
             params: PublicParams::Ecc {
-                symmetric: Some(SymDef { alg: ALG_AES, key_bits: 256, mode: ALG_CFB }),
+                symmetric: Some(SymDef {
+                    alg: ALG_AES,
+                    key_bits: 256,
+                    mode: ALG_CFB,
+                }),
                 scheme: Scheme::NULL,
                 curve: ECC_NIST_P384,
                 kdf: Scheme::NULL,
@@ -348,7 +451,12 @@ pub enum AkKind {
 /// userWithAuth, restricted, sign; it can only sign TPM-generated data
 /// (quotes), which is what makes its quotes trustworthy.
 pub fn ak_template(kind: AkKind) -> PublicArea {
-    let attrs = a::FIXED_TPM | a::FIXED_PARENT | a::SENSITIVE_DATA_ORIGIN | a::USER_WITH_AUTH | a::RESTRICTED | a::SIGN;
+    let attrs = a::FIXED_TPM
+        | a::FIXED_PARENT
+        | a::SENSITIVE_DATA_ORIGIN
+        | a::USER_WITH_AUTH
+        | a::RESTRICTED
+        | a::SIGN;
     match kind {
         AkKind::Rsa2048 => PublicArea {
             name_alg: HashAlg::Sha256,
@@ -392,7 +500,11 @@ pub fn srk_template() -> PublicArea {
             | a::DECRYPT,
         auth_policy: Vec::new(),
         params: PublicParams::Ecc {
-            symmetric: Some(SymDef { alg: ALG_AES, key_bits: 128, mode: ALG_CFB }),
+            symmetric: Some(SymDef {
+                alg: ALG_AES,
+                key_bits: 128,
+                mode: ALG_CFB,
+            }),
             scheme: Scheme::NULL,
             curve: ECC_NIST_P256,
             kdf: Scheme::NULL,
@@ -408,7 +520,9 @@ pub fn sealed_object_template(policy: &[u8]) -> PublicArea {
         name_alg: HashAlg::Sha256,
         attributes: a::FIXED_TPM | a::FIXED_PARENT,
         auth_policy: policy.to_vec(),
-        params: PublicParams::KeyedHash { scheme: Scheme::NULL },
+        params: PublicParams::KeyedHash {
+            scheme: Scheme::NULL,
+        },
         unique: Unique::Digest(Vec::new()),
     }
 }
@@ -437,9 +551,15 @@ mod tests {
     fn rsa_ek_template_encodes_as_the_profile_lists_it() {
         let b = ek_template(EkTemplate::Rsa2048).to_bytes().unwrap();
         // type RSA, nameAlg SHA256, attributes 0x000300b2, 32-byte policy.
-        assert_eq!(&b[..10], &[0x00, 0x01, 0x00, 0x0b, 0x00, 0x03, 0x00, 0xb2, 0x00, 0x20]);
+        assert_eq!(
+            &b[..10],
+            &[0x00, 0x01, 0x00, 0x0b, 0x00, 0x03, 0x00, 0xb2, 0x00, 0x20]
+        );
         // AES 128 CFB, NULL scheme, 2048 bits, exponent 0, 256-byte unique.
-        assert_eq!(&b[42..58], &[0, 6, 0, 0x80, 0, 0x43, 0, 0x10, 0x08, 0, 0, 0, 0, 0, 1, 0]);
+        assert_eq!(
+            &b[42..58],
+            &[0, 6, 0, 0x80, 0, 0x43, 0, 0x10, 0x08, 0, 0, 0, 0, 0, 1, 0]
+        );
         assert_eq!(b.len(), 58 + 256);
     }
 
@@ -449,14 +569,20 @@ mod tests {
         let bytes = p.to_bytes().unwrap();
         let name = p.name().unwrap();
         assert_eq!(&name[..2], &[0x00, 0x0b]);
-        assert_eq!(&name[2..], HashAlg::Sha256.digest(&[&bytes]).unwrap().as_slice());
+        assert_eq!(
+            &name[2..],
+            HashAlg::Sha256.digest(&[&bytes]).unwrap().as_slice()
+        );
     }
 
     #[test]
     fn truncated_public_area_is_an_error() {
         let b = ek_template(EkTemplate::EccP256).to_bytes().unwrap();
         for n in 0..b.len() {
-            assert!(PublicArea::from_bytes(&b[..n]).is_err(), "prefix of {n} bytes parsed");
+            assert!(
+                PublicArea::from_bytes(&b[..n]).is_err(),
+                "prefix of {n} bytes parsed"
+            );
         }
     }
 }

@@ -27,5 +27,10 @@ const TPM_CC_POLICY_PCR: u32 = 0x0000_017F;
 /// (Part 3 §23.7: H(0…0 || TPM_CC_PolicyPCR || pcrs || pcrDigest)).
 pub fn policy_pcr_digest(selection: &PcrSelection, pcr_digest: &[u8]) -> Result<Vec<u8>> {
     let zero = [0u8; 32];
-    HashAlg::Sha256.digest(&[&zero, &TPM_CC_POLICY_PCR.to_be_bytes(), &selection.to_bytes(), pcr_digest])
+    HashAlg::Sha256.digest(&[
+        &zero,
+        &TPM_CC_POLICY_PCR.to_be_bytes(),
+        &selection.to_bytes(),
+        pcr_digest,
+    ])
 }

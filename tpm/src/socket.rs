@@ -20,7 +20,10 @@ pub struct SocketTransport {
 }
 
 fn sock_err(op: &'static str) -> impl Fn(std::io::Error) -> Error {
-    move |e| Error::Socket { op, detail: e.to_string() }
+    move |e| Error::Socket {
+        op,
+        detail: e.to_string(),
+    }
 }
 
 impl SocketTransport {
@@ -28,15 +31,21 @@ impl SocketTransport {
     pub fn connect_tcp(addr: &str) -> Result<Self> {
         let s = TcpStream::connect(addr).map_err(sock_err("connect"))?;
         let _ = s.set_nodelay(true);
-        s.set_read_timeout(Some(Duration::from_secs(60))).map_err(sock_err("set timeout"))?;
-        Ok(SocketTransport { stream: Stream::Tcp(s) })
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .map_err(sock_err("set timeout"))?;
+        Ok(SocketTransport {
+            stream: Stream::Tcp(s),
+        })
     }
 
     /// Connects to a Unix socket path (swtpm `--server type=unixio`).
     pub fn connect_unix(path: &std::path::Path) -> Result<Self> {
         let s = UnixStream::connect(path).map_err(sock_err("connect"))?;
-        s.set_read_timeout(Some(Duration::from_secs(60))).map_err(sock_err("set timeout"))?;
-        Ok(SocketTransport { stream: Stream::Unix(s) })
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .map_err(sock_err("set timeout"))?;
+        Ok(SocketTransport {
+            stream: Stream::Unix(s),
+        })
     }
 
     /// Parses `swtpm:HOST:PORT`, `unix:PATH` or `HOST:PORT`.
@@ -67,7 +76,12 @@ fn read_full(r: &mut dyn ReadWrite, buf: &mut [u8]) -> Result<usize> {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::Socket { op: "read", detail: e.to_string() }),
+            Err(e) => {
+                return Err(Error::Socket {
+                    op: "read",
+                    detail: e.to_string(),
+                })
+            }
         }
     }
     Ok(got)
@@ -79,22 +93,37 @@ impl Transport for SocketTransport {
         io.write_all(command).map_err(sock_err("write"))?;
         io.flush().map_err(sock_err("flush"))?;
         if response.len() < 10 {
-            return Err(Error::ResponseTooLarge { declared: 10, limit: response.len() });
+            return Err(Error::ResponseTooLarge {
+                declared: 10,
+                limit: response.len(),
+            });
         }
         let got = read_full(io, &mut response[..10])?;
         if got < 10 {
-            return Err(Error::ShortRead { received: got, expected: 10 });
+            return Err(Error::ShortRead {
+                received: got,
+                expected: 10,
+            });
         }
         let declared = declared_size(&response[..10]);
         if declared < 10 {
-            return Err(Error::ResponseSizeMismatch { declared, received: 10 });
+            return Err(Error::ResponseSizeMismatch {
+                declared,
+                received: 10,
+            });
         }
         if declared > response.len() {
-            return Err(Error::ResponseTooLarge { declared, limit: response.len() });
+            return Err(Error::ResponseTooLarge {
+                declared,
+                limit: response.len(),
+            });
         }
         let got = read_full(io, &mut response[10..declared])?;
         if got < declared - 10 {
-            return Err(Error::ShortRead { received: 10 + got, expected: declared });
+            return Err(Error::ShortRead {
+                received: 10 + got,
+                expected: declared,
+            });
         }
         Ok(declared)
     }

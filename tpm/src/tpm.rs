@@ -5,7 +5,9 @@
 use crate::consts::*;
 use crate::error::{CommandCode, Error, ResponseCode, Result};
 use crate::pcr::{PcrSelection, PcrValue, PcrValues};
-use crate::public::{ak_template, ek_template, sealed_object_template, srk_template, AkKind, EkTemplate, PublicArea};
+use crate::public::{
+    ak_template, ek_template, sealed_object_template, srk_template, AkKind, EkTemplate, PublicArea,
+};
 use crate::session::{PolicySession, SessionKind};
 use crate::transport::{Transport, MAX_RESPONSE_SIZE};
 use crate::wire::{Reader, Writer};
@@ -137,12 +139,20 @@ pub struct Tpm<T: Transport> {
 }
 
 fn tpm_err(cc: TpmCc, raw: u32) -> Error {
-    Error::Tpm { cc: CommandCode(cc.value()), rc: ResponseCode(raw) }
+    Error::Tpm {
+        cc: CommandCode(cc.value()),
+        rc: ResponseCode(raw),
+    }
 }
 
 impl<T: Transport> Tpm<T> {
     pub fn new(transport: T) -> Self {
-        Tpm { transport, cmd: Vec::with_capacity(COMMAND_BUFFER), resp: alloc::vec![0; MAX_RESPONSE_SIZE], nv_buffer_max: None }
+        Tpm {
+            transport,
+            cmd: Vec::with_capacity(COMMAND_BUFFER),
+            resp: alloc::vec![0; MAX_RESPONSE_SIZE],
+            nv_buffer_max: None,
+        }
     }
 
     pub fn transport_mut(&mut self) -> &mut T {
@@ -164,7 +174,11 @@ impl<T: Transport> Tpm<T> {
         params: impl FnOnce(&mut Writer<'_>) -> Result<()>,
     ) -> Result<Reply> {
         let mut w = Writer::new(&mut self.cmd, COMMAND_BUFFER);
-        w.u16(if auths.is_empty() { ST_NO_SESSIONS } else { ST_SESSIONS });
+        w.u16(if auths.is_empty() {
+            ST_NO_SESSIONS
+        } else {
+            ST_SESSIONS
+        });
         let size_at = w.begin_size32();
         w.u32(cc.value());
         for h in handles {
@@ -206,7 +220,10 @@ impl<T: Transport> Tpm<T> {
             if code.is_retryable() {
                 attempt += 1;
                 if attempt > MAX_RETRIES {
-                    return Err(Error::RetriesExhausted { cc: CommandCode(cc.value()), rc: code });
+                    return Err(Error::RetriesExhausted {
+                        cc: CommandCode(cc.value()),
+                        rc: code,
+                    });
                 }
                 self.transport.before_retry(attempt);
                 continue;
@@ -216,7 +233,10 @@ impl<T: Transport> Tpm<T> {
         let frame = &self.resp[..n];
         TpmResponse::cast(frame)
             .and_then(|r| r.validate(cc))
-            .map_err(|e| Error::BadFrame { cc: CommandCode(cc.value()), detail: alloc::format!("{e:?}") })?;
+            .map_err(|e| Error::BadFrame {
+                cc: CommandCode(cc.value()),
+                detail: alloc::format!("{e:?}"),
+            })?;
         let tag = u16::from_be_bytes([frame[0], frame[1]]);
         if (tag == ST_SESSIONS) != !auths.is_empty() {
             return Err(Error::BadResponseTag { tag });
@@ -230,7 +250,10 @@ impl<T: Transport> Tpm<T> {
         let params = if tag == ST_SESSIONS {
             let len = r.u32("parameterSize")? as usize;
             if len > r.remaining() {
-                return Err(Error::Malformed { what: "parameterSize beyond response", offset: start });
+                return Err(Error::Malformed {
+                    what: "parameterSize beyond response",
+                    offset: start,
+                });
             }
             start + 4..start + 4 + len
         } else {
@@ -259,7 +282,12 @@ impl<T: Transport> Tpm<T> {
 
     /// One TPM2_GetCapability call: (moreData, capability data bytes after the
     /// capability selector).
-    fn get_capability_raw(&mut self, cap: u32, property: u32, count: u32) -> Result<(bool, core::ops::Range<usize>)> {
+    fn get_capability_raw(
+        &mut self,
+        cap: u32,
+        property: u32,
+        count: u32,
+    ) -> Result<(bool, core::ops::Range<usize>)> {
         let reply = self.execute(TpmCc::GetCapability, &[], &[], 0, |w| {
             w.u32(cap);
             w.u32(property);
@@ -270,7 +298,10 @@ impl<T: Transport> Tpm<T> {
         let more = r.u8("moreData")? != 0;
         let got = r.u32("capability")?;
         if got != cap {
-            return Err(Error::Malformed { what: "capability differs from the one asked for", offset: 1 });
+            return Err(Error::Malformed {
+                what: "capability differs from the one asked for",
+                offset: 1,
+            });
         }
         Ok((more, reply.params.start + r.position()..reply.params.end))
     }
@@ -285,7 +316,10 @@ impl<T: Transport> Tpm<T> {
             let n = r.u32("property count")?;
             let mut last = None;
             for _ in 0..n {
-                let p = TpmProperty { property: r.u32("property")?, value: r.u32("property value")? };
+                let p = TpmProperty {
+                    property: r.u32("property")?,
+                    value: r.u32("property value")?,
+                };
                 last = Some(p.property);
                 if out.len() < count as usize {
                     out.push(p);
@@ -301,7 +335,11 @@ impl<T: Transport> Tpm<T> {
 
     /// One TPM property's value, or `None` if the TPM does not report it.
     pub fn get_property(&mut self, property: u32) -> Result<Option<u32>> {
-        Ok(self.get_properties(property, 1)?.into_iter().find(|p| p.property == property).map(|p| p.value))
+        Ok(self
+            .get_properties(property, 1)?
+            .into_iter()
+            .find(|p| p.property == property)
+            .map(|p| p.value))
     }
 
     /// The algorithms the TPM implements (TPM_CAP_ALGS).
@@ -311,7 +349,10 @@ impl<T: Transport> Tpm<T> {
         let n = r.u32("algorithm count")?;
         let mut out = Vec::new();
         for _ in 0..n {
-            out.push(AlgProperty { alg: r.u16("algorithm")?, attributes: r.u32("algorithm attributes")? });
+            out.push(AlgProperty {
+                alg: r.u16("algorithm")?,
+                attributes: r.u32("algorithm attributes")?,
+            });
         }
         r.finish("trailing capability data")?;
         Ok(out)
@@ -337,7 +378,9 @@ impl<T: Transport> Tpm<T> {
             }
             r.finish("trailing capability data")?;
             match last {
-                Some(l) if more && l >> 24 == range >> 24 && l >= next && out.len() < 4096 => next = l + 1,
+                Some(l) if more && l >> 24 == range >> 24 && l >= next && out.len() < 4096 => {
+                    next = l + 1
+                }
                 _ => return Ok(out),
             }
         }
@@ -369,7 +412,13 @@ impl<T: Transport> Tpm<T> {
     /// A summary for `ember tpm info`.
     pub fn capabilities(&mut self) -> Result<Capabilities> {
         let props = self.get_properties(PT_FIXED, 64)?;
-        let get = |p: u32| props.iter().find(|x| x.property == p).map(|x| x.value).unwrap_or(0);
+        let get = |p: u32| {
+            props
+                .iter()
+                .find(|x| x.property == p)
+                .map(|x| x.value)
+                .unwrap_or(0)
+        };
         let mut vendor = alloc::string::String::new();
         for p in PT_VENDOR_STRING_1..PT_VENDOR_STRING_1 + 4 {
             for b in get(p).to_be_bytes() {
@@ -404,7 +453,10 @@ impl<T: Transport> Tpm<T> {
             let mut r = self.params(&reply);
             let got = r.tpm2b("randomBytes")?;
             if got.is_empty() || got.len() > want as usize {
-                return Err(Error::Malformed { what: "GetRandom returned no or too many bytes", offset: 0 });
+                return Err(Error::Malformed {
+                    what: "GetRandom returned no or too many bytes",
+                    offset: 0,
+                });
             }
             out.extend_from_slice(got);
         }
@@ -434,7 +486,10 @@ impl<T: Transport> Tpm<T> {
                 returned.push((bank, index));
             }
             if count as usize != returned.len() {
-                return Err(Error::Malformed { what: "PCR digest count differs from selection", offset: r.position() });
+                return Err(Error::Malformed {
+                    what: "PCR digest count differs from selection",
+                    offset: r.position(),
+                });
             }
             if returned.is_empty() {
                 break;
@@ -442,14 +497,26 @@ impl<T: Transport> Tpm<T> {
             for (bank, index) in returned {
                 let d = r.tpm2b("PCR digest")?;
                 if d.len() != bank.digest_len() {
-                    return Err(Error::Malformed { what: "PCR digest length", offset: r.position() });
+                    return Err(Error::Malformed {
+                        what: "PCR digest length",
+                        offset: r.position(),
+                    });
                 }
                 let asked = pending.banks.iter_mut().find(|(b, _)| *b == bank);
                 match asked {
                     Some((_, m)) if *m & (1 << index) != 0 => *m &= !(1 << index),
-                    _ => return Err(Error::Malformed { what: "PCR returned that was not asked for", offset: r.position() }),
+                    _ => {
+                        return Err(Error::Malformed {
+                            what: "PCR returned that was not asked for",
+                            offset: r.position(),
+                        })
+                    }
                 }
-                out.values.push(PcrValue { bank, index, digest: d.to_vec() });
+                out.values.push(PcrValue {
+                    bank,
+                    index,
+                    digest: d.to_vec(),
+                });
             }
             r.finish("trailing PCR_Read data")?;
         }
@@ -460,17 +527,25 @@ impl<T: Transport> Tpm<T> {
     pub fn pcr_extend(&mut self, index: u8, digests: &[(HashAlg, &[u8])]) -> Result<()> {
         for (bank, d) in digests {
             if d.len() != bank.digest_len() {
-                return Err(Error::InvalidArgument { what: "digest length does not match its bank" });
+                return Err(Error::InvalidArgument {
+                    what: "digest length does not match its bank",
+                });
             }
         }
-        self.execute(TpmCc::PcrExtend, &[u32::from(index)], &[Auth::Password(&[])], 0, |w| {
-            w.u32(digests.len() as u32);
-            for (bank, d) in digests {
-                w.u16(bank.alg_id());
-                w.bytes(d);
-            }
-            Ok(())
-        })?;
+        self.execute(
+            TpmCc::PcrExtend,
+            &[u32::from(index)],
+            &[Auth::Password(&[])],
+            0,
+            |w| {
+                w.u32(digests.len() as u32);
+                for (bank, d) in digests {
+                    w.u16(bank.alg_id());
+                    w.bytes(d);
+                }
+                Ok(())
+            },
+        )?;
         Ok(())
     }
 
@@ -481,7 +556,11 @@ impl<T: Transport> Tpm<T> {
         let public = PublicArea::from_bytes(r.tpm2b("outPublic")?)?;
         let name = r.tpm2b("name")?.to_vec();
         r.tpm2b("qualifiedName")?;
-        Ok(LoadedObject { handle, public, name })
+        Ok(LoadedObject {
+            handle,
+            public,
+            name,
+        })
     }
 
     /// TPM2_NV_ReadPublic.
@@ -506,7 +585,10 @@ impl<T: Transport> Tpm<T> {
             return Ok(m);
         }
         // 512 is a conservative default for TPMs that omit the property.
-        let m = self.get_property(PT_NV_BUFFER_MAX)?.unwrap_or(512).clamp(64, 2048) as u16;
+        let m = self
+            .get_property(PT_NV_BUFFER_MAX)?
+            .unwrap_or(512)
+            .clamp(64, 2048) as u16;
         self.nv_buffer_max = Some(m);
         Ok(m)
     }
@@ -518,16 +600,27 @@ impl<T: Transport> Tpm<T> {
         let mut out = Vec::with_capacity(size);
         while out.len() < size {
             let want = (size - out.len()).min(chunk) as u16;
-            let offset = u16::try_from(out.len()).map_err(|_| Error::InvalidArgument { what: "NV offset above 65535" })?;
-            let reply = self.execute(TpmCc::NvRead, &[index, index], &[Auth::Password(&[])], 0, |w| {
-                w.u16(want);
-                w.u16(offset);
-                Ok(())
+            let offset = u16::try_from(out.len()).map_err(|_| Error::InvalidArgument {
+                what: "NV offset above 65535",
             })?;
+            let reply = self.execute(
+                TpmCc::NvRead,
+                &[index, index],
+                &[Auth::Password(&[])],
+                0,
+                |w| {
+                    w.u16(want);
+                    w.u16(offset);
+                    Ok(())
+                },
+            )?;
             let mut r = self.params(&reply);
             let data = r.tpm2b("NV data")?;
             if data.len() != want as usize {
-                return Err(Error::Malformed { what: "NV_Read returned a different size", offset: 0 });
+                return Err(Error::Malformed {
+                    what: "NV_Read returned a different size",
+                    offset: 0,
+                });
             }
             out.extend_from_slice(data);
         }
@@ -551,14 +644,25 @@ impl<T: Transport> Tpm<T> {
     }
 
     /// TPM2_CreatePrimary with an empty authValue for the new object.
-    pub fn create_primary(&mut self, hierarchy: Hierarchy, hierarchy_auth: &[u8], template: &PublicArea) -> Result<LoadedObject> {
-        let reply = self.execute(TpmCc::CreatePrimary, &[hierarchy.handle()], &[Auth::Password(hierarchy_auth)], 1, |w| {
-            write_sensitive_create(w, &[], &[])?;
-            write_tpm2b_public(w, template)?;
-            w.u16(0); // outsideInfo
-            w.u32(0); // creationPCR: none
-            Ok(())
-        })?;
+    pub fn create_primary(
+        &mut self,
+        hierarchy: Hierarchy,
+        hierarchy_auth: &[u8],
+        template: &PublicArea,
+    ) -> Result<LoadedObject> {
+        let reply = self.execute(
+            TpmCc::CreatePrimary,
+            &[hierarchy.handle()],
+            &[Auth::Password(hierarchy_auth)],
+            1,
+            |w| {
+                write_sensitive_create(w, &[], &[])?;
+                write_tpm2b_public(w, template)?;
+                w.u16(0); // outsideInfo
+                w.u32(0); // creationPCR: none
+                Ok(())
+            },
+        )?;
         let handle = reply.handle;
         let mut r = self.params(&reply);
         let public = PublicArea::from_bytes(r.tpm2b("outPublic")?)?;
@@ -566,7 +670,11 @@ impl<T: Transport> Tpm<T> {
         r.tpm2b("creationHash")?;
         skip_ticket(&mut r)?;
         let name = r.tpm2b("name")?.to_vec();
-        Ok(LoadedObject { handle, public, name })
+        Ok(LoadedObject {
+            handle,
+            public,
+            name,
+        })
     }
 
     /// Creates the endorsement key from a TCG template; its public key is the
@@ -582,14 +690,26 @@ impl<T: Transport> Tpm<T> {
 
     /// TPM2_Create under `parent` (authorized with `parent_auth`), with an
     /// empty authValue and `data` as sensitive data (for sealed objects).
-    pub fn create(&mut self, parent: u32, parent_auth: &[u8], template: &PublicArea, data: &[u8]) -> Result<CreatedKey> {
-        let reply = self.execute(TpmCc::Create, &[parent], &[Auth::Password(parent_auth)], 0, |w| {
-            write_sensitive_create(w, &[], data)?;
-            write_tpm2b_public(w, template)?;
-            w.u16(0);
-            w.u32(0);
-            Ok(())
-        })?;
+    pub fn create(
+        &mut self,
+        parent: u32,
+        parent_auth: &[u8],
+        template: &PublicArea,
+        data: &[u8],
+    ) -> Result<CreatedKey> {
+        let reply = self.execute(
+            TpmCc::Create,
+            &[parent],
+            &[Auth::Password(parent_auth)],
+            0,
+            |w| {
+                write_sensitive_create(w, &[], data)?;
+                write_tpm2b_public(w, template)?;
+                w.u16(0);
+                w.u32(0);
+                Ok(())
+            },
+        )?;
         let mut r = self.params(&reply);
         let private = r.tpm2b("outPrivate")?.to_vec();
         let public = PublicArea::from_bytes(r.tpm2b("outPublic")?)?;
@@ -600,15 +720,30 @@ impl<T: Transport> Tpm<T> {
     }
 
     /// TPM2_Load of a key made by [`Tpm::create`] under the same parent.
-    pub fn load(&mut self, parent: u32, parent_auth: &[u8], key: &CreatedKey) -> Result<LoadedObject> {
-        let reply = self.execute(TpmCc::Load, &[parent], &[Auth::Password(parent_auth)], 1, |w| {
-            w.tpm2b(&key.private)?;
-            write_tpm2b_public(w, &key.public)
-        })?;
+    pub fn load(
+        &mut self,
+        parent: u32,
+        parent_auth: &[u8],
+        key: &CreatedKey,
+    ) -> Result<LoadedObject> {
+        let reply = self.execute(
+            TpmCc::Load,
+            &[parent],
+            &[Auth::Password(parent_auth)],
+            1,
+            |w| {
+                w.tpm2b(&key.private)?;
+                write_tpm2b_public(w, &key.public)
+            },
+        )?;
         let handle = reply.handle;
         let mut r = self.params(&reply);
         let name = r.tpm2b("name")?.to_vec();
-        Ok(LoadedObject { handle, public: key.public.clone(), name })
+        Ok(LoadedObject {
+            handle,
+            public: key.public.clone(),
+            name,
+        })
     }
 
     /// Creates and loads an attestation key under `parent` (normally the SRK).
@@ -621,7 +756,12 @@ impl<T: Transport> Tpm<T> {
 
     /// TPM2_Quote: signs the selected PCRs' digest and `nonce` with the AK
     /// (empty authValue, the AK's own signing scheme).
-    pub fn quote(&mut self, ak: u32, nonce: &[u8], selection: &PcrSelection) -> Result<QuoteResult> {
+    pub fn quote(
+        &mut self,
+        ak: u32,
+        nonce: &[u8],
+        selection: &PcrSelection,
+    ) -> Result<QuoteResult> {
         let reply = self.execute(TpmCc::Quote, &[ak], &[Auth::Password(&[])], 0, |w| {
             w.tpm2b(nonce)?;
             w.u16(ALG_NULL);
@@ -634,7 +774,10 @@ impl<T: Transport> Tpm<T> {
         crate::attest::Signature::read(&mut r)?;
         let end = r.position();
         let sig_bytes = self.resp[reply.params.start + start..reply.params.start + end].to_vec();
-        Ok(QuoteResult { attest, signature: sig_bytes })
+        Ok(QuoteResult {
+            attest,
+            signature: sig_bytes,
+        })
     }
 
     /// TPM2_StartAuthSession: an unbound, unsalted SHA-256 policy (or trial)
@@ -662,21 +805,37 @@ impl<T: Transport> Tpm<T> {
     /// TPM2_PolicySecret: proves knowledge of `auth_handle`'s authValue
     /// (`auth`) to `session`; with TPM_RH_ENDORSEMENT this satisfies the
     /// low-range EK policy.
-    pub fn policy_secret(&mut self, session: &PolicySession, auth_handle: u32, auth: &[u8]) -> Result<()> {
-        self.execute(TpmCc::PolicySecret, &[auth_handle, session.handle], &[Auth::Password(auth)], 0, |w| {
-            w.u16(0); // nonceTPM
-            w.u16(0); // cpHashA
-            w.u16(0); // policyRef
-            w.u32(0); // expiration
-            Ok(())
-        })?;
+    pub fn policy_secret(
+        &mut self,
+        session: &PolicySession,
+        auth_handle: u32,
+        auth: &[u8],
+    ) -> Result<()> {
+        self.execute(
+            TpmCc::PolicySecret,
+            &[auth_handle, session.handle],
+            &[Auth::Password(auth)],
+            0,
+            |w| {
+                w.u16(0); // nonceTPM
+                w.u16(0); // cpHashA
+                w.u16(0); // policyRef
+                w.u32(0); // expiration
+                Ok(())
+            },
+        )?;
         Ok(())
     }
 
     /// TPM2_PolicyPCR: binds `session` to the selected PCRs. An empty
     /// `pcr_digest` means "their current values"; the later command fails
     /// with TPM_RC_POLICY_FAIL when those differ from the sealed policy.
-    pub fn policy_pcr(&mut self, session: &PolicySession, selection: &PcrSelection, pcr_digest: &[u8]) -> Result<()> {
+    pub fn policy_pcr(
+        &mut self,
+        session: &PolicySession,
+        selection: &PcrSelection,
+        pcr_digest: &[u8],
+    ) -> Result<()> {
         self.execute(TpmCc::PolicyPcr, &[session.handle], &[], 0, |w| {
             w.tpm2b(pcr_digest)?;
             selection.write(w);
@@ -687,7 +846,13 @@ impl<T: Transport> Tpm<T> {
 
     /// TPM2_PolicyGetDigest.
     pub fn policy_get_digest(&mut self, session: &PolicySession) -> Result<Vec<u8>> {
-        let reply = self.execute(TpmCc::PolicyGetDigest, &[session.handle], &[], 0, |_| Ok(()))?;
+        let reply = self.execute(
+            TpmCc::PolicyGetDigest,
+            &[session.handle],
+            &[],
+            0,
+            |_| Ok(()),
+        )?;
         let mut r = self.params(&reply);
         Ok(r.tpm2b("policyDigest")?.to_vec())
     }
@@ -702,10 +867,16 @@ impl<T: Transport> Tpm<T> {
         credential_blob: &[u8],
         encrypted_secret: &[u8],
     ) -> Result<Vec<u8>> {
-        let reply = self.execute(TpmCc::ActivateCredential, &[ak, ek], &[ak_auth, ek_auth], 0, |w| {
-            w.tpm2b(credential_blob)?;
-            w.tpm2b(encrypted_secret)
-        })?;
+        let reply = self.execute(
+            TpmCc::ActivateCredential,
+            &[ak, ek],
+            &[ak_auth, ek_auth],
+            0,
+            |w| {
+                w.tpm2b(credential_blob)?;
+                w.tpm2b(encrypted_secret)
+            },
+        )?;
         let mut r = self.params(&reply);
         Ok(r.tpm2b("certInfo")?.to_vec())
     }
@@ -715,14 +886,36 @@ impl<T: Transport> Tpm<T> {
     /// authorized by a PolicySecret(TPM_RH_ENDORSEMENT) session, flushed
     /// afterwards. `credential_blob` is the TPM2B_ID_OBJECT buffer and
     /// `encrypted_secret` the TPM2B_ENCRYPTED_SECRET buffer.
-    pub fn activate_credential(&mut self, ak: &LoadedObject, ek: &LoadedObject, credential_blob: &[u8], encrypted_secret: &[u8]) -> Result<Vec<u8>> {
+    pub fn activate_credential(
+        &mut self,
+        ak: &LoadedObject,
+        ek: &LoadedObject,
+        credential_blob: &[u8],
+        encrypted_secret: &[u8],
+    ) -> Result<Vec<u8>> {
         if ek.public.attributes & crate::public::attributes::USER_WITH_AUTH != 0 {
-            return self.activate_credential_with(ak.handle, Auth::Password(&[]), ek.handle, Auth::Password(&[]), credential_blob, encrypted_secret);
+            return self.activate_credential_with(
+                ak.handle,
+                Auth::Password(&[]),
+                ek.handle,
+                Auth::Password(&[]),
+                credential_blob,
+                encrypted_secret,
+            );
         }
         let session = self.start_policy_session(SessionKind::Policy)?;
         let result = self
             .policy_secret(&session, RH_ENDORSEMENT, &[])
-            .and_then(|_| self.activate_credential_with(ak.handle, Auth::Password(&[]), ek.handle, Auth::Policy(session), credential_blob, encrypted_secret));
+            .and_then(|_| {
+                self.activate_credential_with(
+                    ak.handle,
+                    Auth::Password(&[]),
+                    ek.handle,
+                    Auth::Policy(session),
+                    credential_blob,
+                    encrypted_secret,
+                )
+            });
         let flushed = self.flush_context(session.handle);
         let secret = result?;
         flushed?;
@@ -733,7 +926,9 @@ impl<T: Transport> Tpm<T> {
     /// `policy` (e.g. [`crate::policy_pcr_digest`]) can unseal it.
     pub fn seal(&mut self, parent: u32, data: &[u8], policy: &[u8]) -> Result<SealedObject> {
         if data.is_empty() || data.len() > 128 {
-            return Err(Error::InvalidArgument { what: "sealed data must be 1..=128 bytes" });
+            return Err(Error::InvalidArgument {
+                what: "sealed data must be 1..=128 bytes",
+            });
         }
         self.create(parent, &[], &sealed_object_template(policy), data)
     }
@@ -749,7 +944,12 @@ impl<T: Transport> Tpm<T> {
     /// current values of `selection` and unseals it. The TPM refuses with
     /// TPM_RC_POLICY_FAIL when the PCRs changed since sealing. Flushes the
     /// session and object either way.
-    pub fn unseal_with_pcr_policy(&mut self, parent: u32, sealed: &SealedObject, selection: &PcrSelection) -> Result<Vec<u8>> {
+    pub fn unseal_with_pcr_policy(
+        &mut self,
+        parent: u32,
+        sealed: &SealedObject,
+        selection: &PcrSelection,
+    ) -> Result<Vec<u8>> {
         let obj = self.load(parent, &[], sealed)?;
         let session = match self.start_policy_session(SessionKind::Policy) {
             Ok(s) => s,
@@ -758,7 +958,9 @@ impl<T: Transport> Tpm<T> {
                 return Err(e);
             }
         };
-        let result = self.policy_pcr(&session, selection, &[]).and_then(|_| self.unseal(obj.handle, Auth::Policy(session)));
+        let result = self
+            .policy_pcr(&session, selection, &[])
+            .and_then(|_| self.unseal(obj.handle, Auth::Policy(session)));
         let f1 = self.flush_context(session.handle);
         let f2 = self.flush_context(obj.handle);
         let data = result?;
@@ -785,7 +987,10 @@ fn check_header(frame: &[u8]) -> Result<u32> {
     let tag = u16::from_be_bytes([frame[0], frame[1]]);
     let declared = crate::transport::declared_size(frame);
     if declared != frame.len() {
-        return Err(Error::ResponseSizeMismatch { declared, received: frame.len() });
+        return Err(Error::ResponseSizeMismatch {
+            declared,
+            received: frame.len(),
+        });
     }
     if tag != ST_NO_SESSIONS && tag != ST_SESSIONS {
         return Err(Error::BadResponseTag { tag });

@@ -61,9 +61,15 @@ impl FakeTransport {
 impl Transport for FakeTransport {
     fn transact(&mut self, command: &[u8], response: &mut [u8]) -> Result<usize> {
         self.commands.push(command.to_vec());
-        let next = self.responses.pop_front().ok_or(Error::ShortRead { received: 0, expected: 10 })?;
+        let next = self.responses.pop_front().ok_or(Error::ShortRead {
+            received: 0,
+            expected: 10,
+        })?;
         if next.len() > response.len() {
-            return Err(Error::ResponseTooLarge { declared: next.len(), limit: response.len() });
+            return Err(Error::ResponseTooLarge {
+                declared: next.len(),
+                limit: response.len(),
+            });
         }
         response[..next.len()].copy_from_slice(&next);
         Ok(next.len())

@@ -16,12 +16,20 @@ pub(crate) struct Writer<'a> {
 impl<'a> Writer<'a> {
     pub(crate) fn new(buf: &'a mut Vec<u8>, limit: usize) -> Self {
         buf.clear();
-        Writer { buf, limit, needed: 0 }
+        Writer {
+            buf,
+            limit,
+            needed: 0,
+        }
     }
 
     /// A writer without a limit, for host-side structures and templates.
     pub(crate) fn unbounded(buf: &'a mut Vec<u8>) -> Self {
-        Writer { buf, limit: usize::MAX, needed: 0 }
+        Writer {
+            buf,
+            limit: usize::MAX,
+            needed: 0,
+        }
     }
 
     pub(crate) fn bytes(&mut self, b: &[u8]) {
@@ -45,7 +53,9 @@ impl<'a> Writer<'a> {
 
     /// A TPM2B: u16 size then the bytes.
     pub(crate) fn tpm2b(&mut self, b: &[u8]) -> Result<()> {
-        let len = u16::try_from(b.len()).map_err(|_| Error::InvalidArgument { what: "TPM2B longer than 65535 bytes" })?;
+        let len = u16::try_from(b.len()).map_err(|_| Error::InvalidArgument {
+            what: "TPM2B longer than 65535 bytes",
+        })?;
         self.u16(len);
         self.bytes(b);
         Ok(())
@@ -63,7 +73,9 @@ impl<'a> Writer<'a> {
             return Ok(()); // finish() reports the overflow
         }
         let len = self.buf.len() - at - 2;
-        let len = u16::try_from(len).map_err(|_| Error::InvalidArgument { what: "nested structure too long" })?;
+        let len = u16::try_from(len).map_err(|_| Error::InvalidArgument {
+            what: "nested structure too long",
+        })?;
         self.buf[at..at + 2].copy_from_slice(&len.to_be_bytes());
         Ok(())
     }
@@ -90,7 +102,10 @@ impl<'a> Writer<'a> {
 
     pub(crate) fn finish(self) -> Result<()> {
         if self.needed > self.limit {
-            return Err(Error::CommandTooLarge { needed: self.needed, limit: self.limit });
+            return Err(Error::CommandTooLarge {
+                needed: self.needed,
+                limit: self.limit,
+            });
         }
         Ok(())
     }
@@ -119,7 +134,10 @@ impl<'a> Reader<'a> {
 
     pub fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8]> {
         if self.remaining() < n {
-            return Err(Error::Malformed { what, offset: self.pos });
+            return Err(Error::Malformed {
+                what,
+                offset: self.pos,
+            });
         }
         let out = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -156,7 +174,10 @@ impl<'a> Reader<'a> {
     /// Fails unless every byte was consumed.
     pub fn finish(&self, what: &'static str) -> Result<()> {
         if self.remaining() != 0 {
-            return Err(Error::Malformed { what, offset: self.pos });
+            return Err(Error::Malformed {
+                what,
+                offset: self.pos,
+            });
         }
         Ok(())
     }

@@ -39,7 +39,10 @@ pub struct EkCertificate {
 }
 
 fn cert_err(what: &'static str) -> impl Fn(der::Error) -> Error {
-    move |e| Error::Certificate { what, detail: e.to_string() }
+    move |e| Error::Certificate {
+        what,
+        detail: e.to_string(),
+    }
 }
 
 /// Drops bytes after the outer DER SEQUENCE (TPM NV indices are often
@@ -52,7 +55,10 @@ fn der_trim(der: &[u8]) -> &[u8] {
         n if n < 0x80 => (n as usize, 2),
         0x81 if der.len() >= 3 => (der[2] as usize, 3),
         0x82 if der.len() >= 4 => (((der[2] as usize) << 8) | der[3] as usize, 4),
-        0x83 if der.len() >= 5 => (((der[2] as usize) << 16) | ((der[3] as usize) << 8) | der[4] as usize, 5),
+        0x83 if der.len() >= 5 => (
+            ((der[2] as usize) << 16) | ((der[3] as usize) << 8) | der[4] as usize,
+            5,
+        ),
         _ => return der,
     };
     der.get(..hdr + len).unwrap_or(der)
@@ -68,7 +74,10 @@ pub fn certificates_from_pem_or_der(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
         return Ok(alloc::vec![der_trim(bytes).to_vec()]);
     }
     let certs = Certificate::load_pem_chain(bytes).map_err(cert_err("PEM"))?;
-    certs.iter().map(|c| c.to_der().map_err(cert_err("DER encode"))).collect()
+    certs
+        .iter()
+        .map(|c| c.to_der().map_err(cert_err("DER encode")))
+        .collect()
 }
 
 fn key_of(cert: &Certificate) -> Result<EkCertKey> {
@@ -77,20 +86,32 @@ fn key_of(cert: &Certificate) -> Result<EkCertKey> {
     if spki.algorithm.oid == RSA_ENCRYPTION {
         use rsa::pkcs1::DecodeRsaPublicKey;
         use rsa::traits::PublicKeyParts;
-        let k = rsa::RsaPublicKey::from_pkcs1_der(raw).map_err(|e| Error::Certificate { what: "RSA key", detail: e.to_string() })?;
+        let k = rsa::RsaPublicKey::from_pkcs1_der(raw).map_err(|e| Error::Certificate {
+            what: "RSA key",
+            detail: e.to_string(),
+        })?;
         let e = k.e().to_bytes_be();
         if e.len() > 4 {
-            return Err(Error::Unsupported { what: "RSA exponent length", value: e.len() as u32 });
+            return Err(Error::Unsupported {
+                what: "RSA exponent length",
+                value: e.len() as u32,
+            });
         }
         let exponent = e.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
-        return Ok(EkCertKey::Rsa { modulus: k.n().to_bytes_be(), exponent });
+        return Ok(EkCertKey::Rsa {
+            modulus: k.n().to_bytes_be(),
+            exponent,
+        });
     }
     if spki.algorithm.oid == EC_PUBLIC_KEY {
         let curve_oid: ObjectIdentifier = spki
             .algorithm
             .parameters
             .as_ref()
-            .ok_or(Error::Certificate { what: "EC key", detail: "no curve parameter".into() })?
+            .ok_or(Error::Certificate {
+                what: "EC key",
+                detail: "no curve parameter".into(),
+            })?
             .decode_as()
             .map_err(cert_err("EC curve"))?;
         let (curve, len) = if curve_oid == SECP256R1 {
@@ -98,14 +119,27 @@ fn key_of(cert: &Certificate) -> Result<EkCertKey> {
         } else if curve_oid == SECP384R1 {
             (ECC_NIST_P384, 48)
         } else {
-            return Err(Error::Certificate { what: "EC curve", detail: curve_oid.to_string() });
+            return Err(Error::Certificate {
+                what: "EC curve",
+                detail: curve_oid.to_string(),
+            });
         };
         if raw.len() != 1 + 2 * len || raw[0] != 4 {
-            return Err(Error::Certificate { what: "EC point", detail: "not an uncompressed point".into() });
+            return Err(Error::Certificate {
+                what: "EC point",
+                detail: "not an uncompressed point".into(),
+            });
         }
-        return Ok(EkCertKey::Ecc { curve, x: raw[1..1 + len].to_vec(), y: raw[1 + len..].to_vec() });
+        return Ok(EkCertKey::Ecc {
+            curve,
+            x: raw[1..1 + len].to_vec(),
+            y: raw[1 + len..].to_vec(),
+        });
     }
-    Err(Error::Certificate { what: "key algorithm", detail: spki.algorithm.oid.to_string() })
+    Err(Error::Certificate {
+        what: "key algorithm",
+        detail: spki.algorithm.oid.to_string(),
+    })
 }
 
 /// Parses an EK certificate (no chain validation).
@@ -121,20 +155,39 @@ pub fn parse_ek_certificate(der: &[u8]) -> Result<EkCertificate> {
 
 /// Checks that `issuer`'s key made `cert`'s signature.
 fn signed_by(cert: &Certificate, issuer: &Certificate) -> Result<()> {
-    let tbs = cert.tbs_certificate.to_der().map_err(cert_err("TBS encode"))?;
+    let tbs = cert
+        .tbs_certificate
+        .to_der()
+        .map_err(cert_err("TBS encode"))?;
     let sig = cert.signature.raw_bytes();
     let alg = cert.signature_algorithm.oid;
-    let bad = Error::BadSignature { what: "certificate" };
+    let bad = Error::BadSignature {
+        what: "certificate",
+    };
     match key_of(issuer)? {
         EkCertKey::Rsa { modulus, exponent } => {
-            let key = rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(&modulus), rsa::BigUint::from(exponent))
-                .map_err(|_| Error::Crypto { what: "issuer RSA key" })?;
+            let key = rsa::RsaPublicKey::new(
+                rsa::BigUint::from_bytes_be(&modulus),
+                rsa::BigUint::from(exponent),
+            )
+            .map_err(|_| Error::Crypto {
+                what: "issuer RSA key",
+            })?;
             let (scheme, digest) = if alg == SHA256_WITH_RSA {
-                (rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), crate::HashAlg::Sha256.digest(&[&tbs])?)
+                (
+                    rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+                    crate::HashAlg::Sha256.digest(&[&tbs])?,
+                )
             } else if alg == SHA384_WITH_RSA {
-                (rsa::Pkcs1v15Sign::new::<sha2::Sha384>(), crate::HashAlg::Sha384.digest(&[&tbs])?)
+                (
+                    rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
+                    crate::HashAlg::Sha384.digest(&[&tbs])?,
+                )
             } else {
-                return Err(Error::Certificate { what: "signature algorithm", detail: alg.to_string() });
+                return Err(Error::Certificate {
+                    what: "signature algorithm",
+                    detail: alg.to_string(),
+                });
             };
             key.verify(scheme, &digest, sig).map_err(|_| bad)
         }
@@ -145,19 +198,30 @@ fn signed_by(cert: &Certificate, issuer: &Certificate) -> Result<()> {
             } else if alg == ECDSA_SHA384 {
                 crate::HashAlg::Sha384.digest(&[&tbs])?
             } else {
-                return Err(Error::Certificate { what: "signature algorithm", detail: alg.to_string() });
+                return Err(Error::Certificate {
+                    what: "signature algorithm",
+                    detail: alg.to_string(),
+                });
             };
             let mut sec1 = alloc::vec![4u8];
             sec1.extend_from_slice(&x);
             sec1.extend_from_slice(&y);
             match curve {
                 ECC_NIST_P256 => {
-                    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| Error::Crypto { what: "issuer EC key" })?;
+                    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| {
+                        Error::Crypto {
+                            what: "issuer EC key",
+                        }
+                    })?;
                     let s = p256::ecdsa::Signature::from_der(sig).map_err(|_| bad.clone_sig())?;
                     vk.verify_prehash(&digest, &s).map_err(|_| bad)
                 }
                 _ => {
-                    let vk = p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| Error::Crypto { what: "issuer EC key" })?;
+                    let vk = p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| {
+                        Error::Crypto {
+                            what: "issuer EC key",
+                        }
+                    })?;
                     let s = p384::ecdsa::Signature::from_der(sig).map_err(|_| bad.clone_sig())?;
                     vk.verify_prehash(&digest, &s).map_err(|_| bad)
                 }
@@ -168,21 +232,28 @@ fn signed_by(cert: &Certificate, issuer: &Certificate) -> Result<()> {
 
 impl Error {
     fn clone_sig(&self) -> Error {
-        Error::BadSignature { what: "certificate" }
+        Error::BadSignature {
+            what: "certificate",
+        }
     }
 }
 
 fn is_ca(cert: &Certificate) -> bool {
     use x509_cert::ext::pkix::BasicConstraints;
     cert.tbs_certificate.extensions.iter().flatten().any(|e| {
-        e.extn_id == BASIC_CONSTRAINTS && BasicConstraints::from_der(e.extn_value.as_bytes()).map(|b| b.ca).unwrap_or(false)
+        e.extn_id == BASIC_CONSTRAINTS
+            && BasicConstraints::from_der(e.extn_value.as_bytes())
+                .map(|b| b.ca)
+                .unwrap_or(false)
     })
 }
 
 fn check_validity(cert: &Certificate, now: core::time::Duration) -> Result<()> {
     let v = &cert.tbs_certificate.validity;
     if now < v.not_before.to_unix_duration() || now > v.not_after.to_unix_duration() {
-        return Err(Error::CertificateExpired { subject: cert.tbs_certificate.subject.to_string() });
+        return Err(Error::CertificateExpired {
+            subject: cert.tbs_certificate.subject.to_string(),
+        });
     }
     Ok(())
 }
@@ -194,18 +265,32 @@ fn check_validity(cert: &Certificate, now: core::time::Duration) -> Result<()> {
 /// signature must verify and every certificate must be within its validity
 /// period now. Returns the parsed EK certificate.
 pub fn verify_ek_certificate(cert_der: &[u8], ca_ders: &[Vec<u8>]) -> Result<EkCertificate> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let leaf = decode(cert_der)?;
     let cas: Vec<Certificate> = ca_ders.iter().map(|d| decode(d)).collect::<Result<_>>()?;
     check_validity(&leaf, now)?;
     let mut current = leaf.clone();
     for _ in 0..MAX_CHAIN {
-        let issuer_name = current.tbs_certificate.issuer.to_der().map_err(cert_err("issuer"))?;
+        let issuer_name = current
+            .tbs_certificate
+            .issuer
+            .to_der()
+            .map_err(cert_err("issuer"))?;
         let issuer = cas.iter().find(|c| {
-            c.tbs_certificate.subject.to_der().map(|s| s == issuer_name).unwrap_or(false) && is_ca(c) && signed_by(&current, c).is_ok()
+            c.tbs_certificate
+                .subject
+                .to_der()
+                .map(|s| s == issuer_name)
+                .unwrap_or(false)
+                && is_ca(c)
+                && signed_by(&current, c).is_ok()
         });
         let Some(issuer) = issuer else {
-            return Err(Error::UntrustedChain { subject: current.tbs_certificate.subject.to_string() });
+            return Err(Error::UntrustedChain {
+                subject: current.tbs_certificate.subject.to_string(),
+            });
         };
         check_validity(issuer, now)?;
         if issuer.tbs_certificate.subject == issuer.tbs_certificate.issuer {
@@ -214,7 +299,9 @@ pub fn verify_ek_certificate(cert_der: &[u8], ca_ders: &[Vec<u8>]) -> Result<EkC
         }
         current = issuer.clone();
     }
-    Err(Error::UntrustedChain { subject: leaf.tbs_certificate.subject.to_string() })
+    Err(Error::UntrustedChain {
+        subject: leaf.tbs_certificate.subject.to_string(),
+    })
 }
 
 /// Checks that the certificate certifies exactly the TPM's EK `ek`.

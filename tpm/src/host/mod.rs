@@ -8,6 +8,9 @@ mod kdf;
 mod quote;
 
 pub use credential::{make_credential, make_credential_with_seed, Credential};
-pub use ekcert::{certificates_from_pem_or_der, ek_certificate_matches, parse_ek_certificate, verify_ek_certificate, EkCertKey, EkCertificate};
+pub use ekcert::{
+    certificates_from_pem_or_der, ek_certificate_matches, parse_ek_certificate,
+    verify_ek_certificate, EkCertKey, EkCertificate,
+};
 pub use kdf::{kdf_a, kdf_e};
 pub use quote::{verify_quote, QuoteInfo};

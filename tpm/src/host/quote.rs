@@ -20,11 +20,19 @@ pub type QuoteInfo = Attest;
 ///   over the quoted selection.
 ///
 /// Returns the parsed attestation (clock, reset counts, firmware, selection).
-pub fn verify_quote(ak_public: &[u8], attest: &[u8], signature: &[u8], expected_nonce: &[u8], pcr_values: &PcrValues) -> Result<QuoteInfo> {
+pub fn verify_quote(
+    ak_public: &[u8],
+    attest: &[u8],
+    signature: &[u8],
+    expected_nonce: &[u8],
+    pcr_values: &PcrValues,
+) -> Result<QuoteInfo> {
     let ak = PublicArea::from_bytes(ak_public)?;
     let need = a::RESTRICTED | a::SIGN | a::FIXED_TPM;
     if ak.attributes & need != need {
-        return Err(Error::InvalidArgument { what: "AK is not a fixedTPM restricted signing key" });
+        return Err(Error::InvalidArgument {
+            what: "AK is not a fixedTPM restricted signing key",
+        });
     }
     let sig = Signature::from_bytes(signature)?;
     let hash = match &sig {
@@ -47,14 +55,32 @@ fn verify_signature(ak: &PublicArea, sig: &Signature, hash: HashAlg, digest: &[u
     let bad = Error::BadSignature { what: "quote" };
     match (&ak.params, &ak.unique, sig) {
         (PublicParams::Rsa { .. }, Unique::Rsa(n), Signature::Rsa { alg, sig, .. }) => {
-            let key = rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(n), rsa::BigUint::from(ak.rsa_exponent().unwrap_or(65537)))
-                .map_err(|_| Error::Crypto { what: "AK RSA public key" })?;
+            let key = rsa::RsaPublicKey::new(
+                rsa::BigUint::from_bytes_be(n),
+                rsa::BigUint::from(ak.rsa_exponent().unwrap_or(65537)),
+            )
+            .map_err(|_| Error::Crypto {
+                what: "AK RSA public key",
+            })?;
             let ok = match (*alg, hash) {
-                (ALG_RSASSA, HashAlg::Sha256) => key.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), digest, sig),
-                (ALG_RSASSA, HashAlg::Sha384) => key.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha384>(), digest, sig),
-                (ALG_RSAPSS, HashAlg::Sha256) => key.verify(rsa::Pss::new::<sha2::Sha256>(), digest, sig),
-                (ALG_RSAPSS, HashAlg::Sha384) => key.verify(rsa::Pss::new::<sha2::Sha384>(), digest, sig),
-                _ => return Err(Error::Unsupported { what: "RSA signature scheme", value: u32::from(*alg) }),
+                (ALG_RSASSA, HashAlg::Sha256) => {
+                    key.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), digest, sig)
+                }
+                (ALG_RSASSA, HashAlg::Sha384) => {
+                    key.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha384>(), digest, sig)
+                }
+                (ALG_RSAPSS, HashAlg::Sha256) => {
+                    key.verify(rsa::Pss::new::<sha2::Sha256>(), digest, sig)
+                }
+                (ALG_RSAPSS, HashAlg::Sha384) => {
+                    key.verify(rsa::Pss::new::<sha2::Sha384>(), digest, sig)
+                }
+                _ => {
+                    return Err(Error::Unsupported {
+                        what: "RSA signature scheme",
+                        value: u32::from(*alg),
+                    })
+                }
             };
             ok.map_err(|_| bad)
         }
@@ -66,19 +92,32 @@ fn verify_signature(ak: &PublicArea, sig: &Signature, hash: HashAlg, digest: &[u
                     let mut sec1 = alloc::vec![4u8];
                     sec1.extend_from_slice(&pad(&p.x)?);
                     sec1.extend_from_slice(&pad(&p.y)?);
-                    let vk = $c::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| Error::Crypto { what: "AK point is not on the curve" })?;
-                    let mut rs: Vec<u8> = pad(r).map_err(|_| Error::BadSignature { what: "quote" })?;
-                    rs.extend_from_slice(&pad(s).map_err(|_| Error::BadSignature { what: "quote" })?);
-                    let sig = $c::ecdsa::Signature::from_slice(&rs).map_err(|_| Error::BadSignature { what: "quote" })?;
+                    let vk = $c::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| {
+                        Error::Crypto {
+                            what: "AK point is not on the curve",
+                        }
+                    })?;
+                    let mut rs: Vec<u8> =
+                        pad(r).map_err(|_| Error::BadSignature { what: "quote" })?;
+                    rs.extend_from_slice(
+                        &pad(s).map_err(|_| Error::BadSignature { what: "quote" })?,
+                    );
+                    let sig = $c::ecdsa::Signature::from_slice(&rs)
+                        .map_err(|_| Error::BadSignature { what: "quote" })?;
                     vk.verify_prehash(digest, &sig).map_err(|_| bad)
                 }};
             }
             match *curve {
                 ECC_NIST_P256 => check!(p256, 32),
                 ECC_NIST_P384 => check!(p384, 48),
-                other => Err(Error::Unsupported { what: "AK curve", value: u32::from(other) }),
+                other => Err(Error::Unsupported {
+                    what: "AK curve",
+                    value: u32::from(other),
+                }),
             }
         }
-        _ => Err(Error::InvalidArgument { what: "signature type does not match the AK" }),
+        _ => Err(Error::InvalidArgument {
+            what: "signature type does not match the AK",
+        }),
     }
 }

@@ -1,0 +1,187 @@
+//! swtpm as a test peer: manufactured state (EK certificates from swtpm's
+//! local CA), a TCP instance for host-side conformance tests, and a
+//! Unix-socket instance for QEMU's `-tpmdev emulator`.
+
+use crate::process::{free_port_pair, wait_until, ChildGuard};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// swtpm's local CA, which signs the EK certificates `swtpm_setup` writes.
+pub const LOCALCA_DIR: &str = "/var/lib/swtpm-localca";
+pub const LOCALCA_ISSUER: &str = "/var/lib/swtpm-localca/issuercert.pem";
+pub const LOCALCA_ROOT: &str = "/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem";
+
+/// A running swtpm on loopback; killed by PID when dropped.
+pub struct Swtpm {
+    child: ChildGuard,
+    port: u16,
+    state_dir: PathBuf,
+}
+
+fn run(cmd: &mut Command, what: &str) -> std::io::Result<()> {
+    let out = cmd.stdin(Stdio::null()).output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "{what} failed: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+impl Swtpm {
+    /// Manufactures a TPM 2.0 in `state_dir`: EK certificates (RSA at
+    /// 0x01c00002, ECC P-384 at 0x01c00016) and a platform certificate,
+    /// signed by swtpm's local CA (created on first use).
+    pub fn setup(state_dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(state_dir)?;
+        run(
+            Command::new("swtpm_setup")
+                .args(["--tpm2", "--tpmstate"])
+                .arg(state_dir)
+                .args(["--create-ek-cert", "--create-platform-cert", "--overwrite"]),
+            "swtpm_setup",
+        )
+    }
+
+    /// Like [`Swtpm::setup`], but manufactures once per test process and
+    /// copies that state (swtpm_setup takes seconds; every copy has the same
+    /// EK, which tests that compare against certificates do not mind).
+    pub fn setup_cached(state_dir: &Path) -> std::io::Result<()> {
+        static TEMPLATE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+        let template = TEMPLATE.get_or_init(|| {
+            let dir =
+                std::env::temp_dir().join(format!("ember-swtpm-template-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            Swtpm::setup(&dir).map(|_| dir).map_err(|e| e.to_string())
+        });
+        match template {
+            Ok(dir) => copy_dir(dir, state_dir),
+            Err(e) => Err(std::io::Error::other(e.clone())),
+        }
+    }
+
+    /// Starts swtpm on a free loopback port pair (data P, control P+1),
+    /// already started (TPM2_Startup(CLEAR) done by swtpm), and waits until
+    /// the data port accepts connections.
+    pub fn start_tcp(state_dir: &Path) -> std::io::Result<Swtpm> {
+        for _ in 0..5 {
+            let port = free_port_pair();
+            let mut cmd = Command::new("swtpm");
+            cmd.args(["socket", "--tpm2", "--tpmstate"])
+                .arg(format!("dir={}", state_dir.display()))
+                .arg("--server")
+                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+                .arg("--ctrl")
+                .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+                .args(["--flags", "not-need-init,startup-clear"])
+                .arg("--log")
+                .arg(format!("file={}", state_dir.join("swtpm.log").display()))
+                .stdin(Stdio::null());
+            let mut child = ChildGuard::spawn("swtpm", &mut cmd)?;
+            let up = wait_until(Duration::from_secs(10), || {
+                child.try_wait().is_some() || TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+            if up && child.try_wait().is_none() {
+                return Ok(Swtpm {
+                    child,
+                    port,
+                    state_dir: state_dir.to_path_buf(),
+                });
+            }
+            // Lost the port race to another process: try another pair.
+        }
+        Err(std::io::Error::other(
+            "swtpm did not start on any port pair",
+        ))
+    }
+
+    /// Starts swtpm for QEMU (`-chardev socket,id=chrtpm,path=SOCK -tpmdev
+    /// emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0`) and waits
+    /// for the control socket. swtpm exits when QEMU disconnects; start a
+    /// fresh one per boot (the state stays in `state_dir`).
+    pub fn start_for_qemu(state_dir: &Path, sock_path: &Path) -> std::io::Result<ChildGuard> {
+        let _ = std::fs::remove_file(sock_path);
+        let mut cmd = Command::new("swtpm");
+        cmd.args(["socket", "--tpm2", "--tpmstate"])
+            .arg(format!("dir={}", state_dir.display()))
+            .arg("--ctrl")
+            .arg(format!("type=unixio,path={}", sock_path.display()))
+            .arg("--log")
+            .arg(format!("file={}", state_dir.join("swtpm.log").display()))
+            .stdin(Stdio::null());
+        let mut child = ChildGuard::spawn("swtpm", &mut cmd)?;
+        if !wait_until(Duration::from_secs(10), || {
+            child.try_wait().is_some() || sock_path.exists()
+        }) || child.try_wait().is_some()
+        {
+            return Err(std::io::Error::other(
+                "swtpm did not create its control socket",
+            ));
+        }
+        Ok(child)
+    }
+
+    /// The data port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:PORT`, for `SocketTransport::connect_tcp`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `swtpm:127.0.0.1:PORT`, the `ember tpm --tpm` form.
+    pub fn spec(&self) -> String {
+        format!("swtpm:127.0.0.1:{}", self.port)
+    }
+
+    /// The TCTI string tpm2-tools take with `-T`.
+    pub fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// A tpm2-tools command pointed at this swtpm.
+    pub fn tpm2(&self, tool: &str) -> Command {
+        let mut c = Command::new(tool);
+        c.env("TPM2TOOLS_TCTI", self.tcti()).stdin(Stdio::null());
+        c
+    }
+
+    /// Runs a tpm2-tools command, returning stdout or an error with stderr.
+    pub fn tpm2_run(&self, tool: &str, args: &[&str]) -> std::io::Result<Vec<u8>> {
+        let out = self.tpm2(tool).args(args).output()?;
+        if !out.status.success() {
+            return Err(std::io::Error::other(format!(
+                "{tool} {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(out.stdout)
+    }
+}

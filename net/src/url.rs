@@ -1,1 +1,92 @@
-//! todo
+//! `https://host[:port][/path]`: the only URLs the node fetches.
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    /// Path and query, starting with '/'.
+    pub path: &'a str,
+}
+
+pub fn parse(url: &str) -> Result<Url<'_>> {
+    let rest = url.strip_prefix("https://").ok_or(Error::BadUrl("only https:// URLs are fetched"))?;
+    let (authority, path) = match rest.find(['/', '?', '#']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let path = path.split('#').next().unwrap_or("/");
+    let path = if path.starts_with('/') { path } else if path.is_empty() { "/" } else { return Err(Error::BadUrl("query without path")) };
+    if authority.contains('@') {
+        return Err(Error::BadUrl("user info is not supported"));
+    }
+    if authority.starts_with('[') {
+        return Err(Error::BadUrl("IPv6 literals are not supported"));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().ok().filter(|&p| p != 0).ok_or(Error::BadUrl("bad port"))?),
+        None => (authority, 443),
+    };
+    if host.is_empty() || host.len() > 253 {
+        return Err(Error::BadUrl("bad host"));
+    }
+    if parse_ipv4(host).is_none() && !valid_dns_name(host) {
+        return Err(Error::BadUrl("bad host"));
+    }
+    if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(Error::BadUrl("path has spaces or control characters"));
+    }
+    Ok(Url { host, port, path })
+}
+
+pub fn valid_dns_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Dotted-quad IPv4 literal (no leading zeros, no shorthand forms).
+pub fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = s.split('.');
+    for slot in &mut out {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || (p.len() > 1 && p.starts_with('0')) || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *slot = p.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_host_port_path() {
+        assert_eq!(parse("https://boot.lan/x?y=1").unwrap(), Url { host: "boot.lan", port: 443, path: "/x?y=1" });
+        assert_eq!(parse("https://10.0.2.2:8443").unwrap(), Url { host: "10.0.2.2", port: 8443, path: "/" });
+        assert!(parse("http://boot.lan/").is_err());
+        assert!(parse("https://a@b/").is_err());
+        assert!(parse("https://boot.lan:0/").is_err());
+        assert!(parse("https://bad_host/").is_err());
+        assert!(parse("https://h/a b").is_err());
+    }
+
+    #[test]
+    fn ipv4_literals_are_strict() {
+        assert_eq!(parse_ipv4("127.0.0.1"), Some([127, 0, 0, 1]));
+        assert_eq!(parse_ipv4("127.0.0"), None);
+        assert_eq!(parse_ipv4("127.0.0.01"), None);
+        assert_eq!(parse_ipv4("256.0.0.1"), None);
+    }
+}

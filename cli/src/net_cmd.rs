@@ -44,9 +44,12 @@ pub enum NetCmd {
         /// Client P-256 private key (PEM, SEC1 or PKCS#8).
         #[arg(long, requires = "cert")]
         key: Option<PathBuf>,
-        /// DNS server to resolve the host (default: nameservers of /etc/resolv.conf).
+        /// DNS server to resolve the host (default: nameservers of --resolv-conf).
         #[arg(long)]
         dns: Vec<std::net::Ipv4Addr>,
+        /// resolv.conf to take DNS servers from when --dns is not given.
+        #[arg(long, default_value = "/etc/resolv.conf")]
+        resolv_conf: PathBuf,
         /// Connect and read timeout.
         #[arg(long, default_value_t = 10)]
         timeout_secs: u64,
@@ -59,7 +62,9 @@ pub fn run(cmd: NetCmd) -> anyhow::Result<()> {
         NetCmd::Dhcp { iface, hostname, resolv_conf, max_lease_secs, timeout_secs, events } => {
             dhcp(iface, hostname, resolv_conf, max_lease_secs, timeout_secs, events)
         }
-        NetCmd::Get { ca, cert, key, dns, timeout_secs, url } => get(ca, cert, key, dns, timeout_secs, url),
+        NetCmd::Get { ca, cert, key, dns, resolv_conf, timeout_secs, url } => {
+            get(ca, cert, key, dns, resolv_conf, timeout_secs, url)
+        }
     }
 }
 
@@ -123,12 +128,46 @@ fn dhcp(
 }
 
 fn get(
-    _ca: PathBuf,
-    _cert: Option<PathBuf>,
-    _key: Option<PathBuf>,
-    _dns: Vec<std::net::Ipv4Addr>,
-    _timeout_secs: u64,
-    _url: String,
+    ca: PathBuf,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    dns: Vec<std::net::Ipv4Addr>,
+    resolv_conf: PathBuf,
+    timeout_secs: u64,
+    url: String,
 ) -> anyhow::Result<()> {
-    bail!("not yet")
+    let ca_pem = std::fs::read(&ca).with_context(|| format!("read {}", ca.display()))?;
+    let cas = ember_net::pem::decode_all(&ca_pem, "CERTIFICATE")?;
+    if cas.is_empty() {
+        bail!("{}: no CERTIFICATE block", ca.display());
+    }
+    let identity = match (cert, key) {
+        (Some(c), Some(k)) => Some(ember_net::tls::ClientIdentity::from_pem(
+            &std::fs::read(&c).with_context(|| format!("read {}", c.display()))?,
+            &std::fs::read(&k).with_context(|| format!("read {}", k.display()))?,
+        )?),
+        _ => None,
+    };
+    let servers: Vec<[u8; 4]> = if dns.is_empty() {
+        resolv_conf_servers(&std::fs::read_to_string(&resolv_conf).unwrap_or_default())
+    } else {
+        dns.iter().map(|a| a.octets()).collect()
+    };
+    let mut client = ember_net::https::Client::new(&cas, &servers);
+    client.identity = identity.as_ref();
+    client.connect_timeout = Duration::from_secs(timeout_secs);
+    client.read_timeout = Duration::from_secs(timeout_secs);
+    let mut out = std::io::stdout().lock();
+    client.get(&url, &mut |chunk| out.write_all(chunk).map_err(|_| ember_net::Error::Sink))?;
+    out.flush()?;
+    Ok(())
+}
+
+/// The IPv4 `nameserver` lines of a resolv.conf.
+fn resolv_conf_servers(text: &str) -> Vec<[u8; 4]> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<std::net::Ipv4Addr>().ok())
+        .map(|a| a.octets())
+        .collect()
 }

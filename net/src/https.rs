@@ -1,1 +1,152 @@
-//! todo
+//! The HTTPS client the node fetches its boot files with: resolve, connect
+//! (kernel TCP), TLS 1.3 with verification, one GET, the body streamed to a
+//! sink. Redirects are refused; non-2xx statuses are errors.
+
+use crate::error::{Error, Result};
+use crate::http::{self, BodyDecoder};
+use crate::tls::{ClientIdentity, Provider, TcpStream, Verifier};
+use crate::{clock, dns, url};
+use alloc::format;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::time::Duration;
+use embedded_tls::alert::AlertDescription;
+use embedded_tls::blocking::{TlsConfig, TlsConnection, TlsContext};
+use embedded_tls::TlsError;
+
+/// TLS records are up to 16 KiB of plaintext plus overhead.
+const RECORD_BUF: usize = 16 * 1024 + 256;
+
+pub struct Client<'a> {
+    /// DER CA certificates; the server chain must end at one of them.
+    pub cas: &'a [Vec<u8>],
+    /// DNS servers (from the lease) for host names that are not IP literals.
+    pub dns: &'a [[u8; 4]],
+    pub identity: Option<&'a ClientIdentity>,
+    pub connect_timeout: Duration,
+    /// The longest wait for any single read or write.
+    pub read_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    /// Body bytes handed to the sink.
+    pub body_len: u64,
+}
+
+impl<'a> Client<'a> {
+    pub fn new(cas: &'a [Vec<u8>], dns: &'a [[u8; 4]]) -> Self {
+        Client {
+            cas,
+            dns,
+            identity: None,
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// GETs `url` and streams the body into `sink`.
+    pub fn get(&self, url: &str, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<Response> {
+        if self.cas.is_empty() {
+            return Err(Error::NoCa);
+        }
+        let url = url::parse(url)?;
+        let now = clock::unix_seconds().ok_or(Error::ClockUnset)?;
+        let addrs = dns::resolve(url.host, self.dns)?;
+        let mut last = Error::ConnectTimeout;
+        let mut conn = None;
+        for addr in addrs {
+            match TcpStream::connect(addr, url.port, self.connect_timeout, self.read_timeout) {
+                Ok(c) => {
+                    conn = Some(c);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let (stream, io_failure) = conn.ok_or(last)?;
+
+        let mut rx = vec![0u8; RECORD_BUF];
+        let mut tx = vec![0u8; RECORD_BUF];
+        let is_ip = url::parse_ipv4(url.host).is_some();
+        let config = if is_ip { TlsConfig::new() } else { TlsConfig::new().with_server_name(url.host) };
+        let mut provider = Provider::new(Verifier::new(self.cas, url.host, now), self.identity);
+        let mut tls: TlsConnection<'_, TcpStream, embedded_tls::Aes128GcmSha256> = TlsConnection::new(stream, &mut rx, &mut tx);
+
+        let why = |e: TlsError, provider: &mut Provider<'_>| -> Error {
+            if let Some(v) = provider.verifier.failure.take() {
+                return v;
+            }
+            if let Some(io) = io_failure.take() {
+                return io;
+            }
+            tls_error(e)
+        };
+        if let Err(e) = tls.open(TlsContext::new(&config, &mut provider)) {
+            return Err(why(e, &mut provider));
+        }
+        let request = http::request(url.host, url.port, url.path);
+        tls.write(&request).and_then(|_| tls.flush()).map_err(|e| why(e, &mut provider))?;
+
+        let mut buf = vec![0u8; 4096];
+        let mut head: Vec<u8> = Vec::new();
+        let (status, mut decoder) = loop {
+            let n = read(&mut tls, &mut buf).map_err(|e| why(e, &mut provider))?;
+            if n == 0 {
+                return Err(Error::ConnectionClosed);
+            }
+            head.extend_from_slice(&buf[..n]);
+            if let Some(len) = http::head_len(&head) {
+                let parsed = http::parse_head(&head[..len])?;
+                match parsed.status {
+                    300..=399 => return Err(Error::HttpRedirect { status: parsed.status }),
+                    200..=299 => {}
+                    status => return Err(Error::HttpStatus { status }),
+                }
+                let decoder = BodyDecoder::new(parsed.body);
+                head.drain(..len);
+                break (parsed.status, decoder);
+            }
+            if head.len() > http::MAX_HEAD {
+                return Err(Error::HttpHeadTooLarge);
+            }
+        };
+        let mut body_len = 0u64;
+        let mut counting = |d: &[u8]| {
+            body_len += d.len() as u64;
+            sink(d)
+        };
+        decoder.feed(&head, &mut counting)?;
+        while !decoder.is_done() {
+            let n = read(&mut tls, &mut buf).map_err(|e| why(e, &mut provider))?;
+            if n == 0 {
+                decoder.finish()?;
+                break;
+            }
+            decoder.feed(&buf[..n], &mut counting)?;
+        }
+        let _ = tls.close();
+        Ok(Response { status, body_len })
+    }
+}
+
+/// A read that turns the peer's close (close_notify or TCP FIN) into 0.
+fn read(tls: &mut TlsConnection<'_, TcpStream, embedded_tls::Aes128GcmSha256>, buf: &mut [u8]) -> core::result::Result<usize, TlsError> {
+    match tls.read(buf) {
+        Ok(n) => Ok(n),
+        Err(TlsError::ConnectionClosed | TlsError::MissingHandshake) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+fn tls_error(e: TlsError) -> Error {
+    match e {
+        // A server without TLS 1.3 answers our 1.3-only hello with
+        // protocol_version (or, for some stacks, handshake_failure).
+        TlsError::HandshakeAborted(_, AlertDescription::ProtocolVersion | AlertDescription::HandshakeFailure)
+        | TlsError::InvalidSupportedVersions => Error::TlsVersion,
+        TlsError::Io(embedded_io::ErrorKind::TimedOut) => Error::ReadTimeout,
+        other => Error::Tls(format!("{other:?}")),
+    }
+}

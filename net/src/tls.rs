@@ -1,1 +1,330 @@
-//! todo
+//! embedded-tls glue: the certificate verifier (chain to a bundled CA, IPv4
+//! and DNS SANs, validity at the current time, P-256 ECDSA), the crypto
+//! provider (getrandom RNG, optional P-256 client identity) and the
+//! embedded-io transport over a kernel TCP socket with timeouts.
+//!
+//! Verification has no off switch: the only way through `verify_certificate`
+//! is a chain that ends at one of the given CAs.
+
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::x509::{self, Certificate, Der};
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+use core::cell::Cell;
+use core::time::Duration;
+use embedded_tls::{
+    Aes128GcmSha256, CertificateEntryRef, CertificateRef, CertificateVerifyRef, CryptoProvider, SignatureScheme,
+    TlsError, TlsVerifier,
+};
+use p256::ecdsa::{DerSignature, SigningKey};
+use rustix::event::PollFlags;
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::net::{self, RecvFlags, SendFlags};
+use sha2::Digest;
+
+/// How deep a chain may go (leaf, intermediates) before the CA.
+const MAX_CHAIN: usize = 5;
+
+/// Checks a presented chain against `cas`; returns the leaf's DER.
+pub fn verify_chain<'c>(presented: &[&'c [u8]], cas: &[Vec<u8>], host: &str, now: u64) -> Result<&'c [u8]> {
+    let certs = presented.iter().map(|d| Certificate::parse(d)).collect::<Result<Vec<_>>>()?;
+    let anchors = cas.iter().map(|d| Certificate::parse(d)).collect::<Result<Vec<_>>>()?;
+    let leaf = certs.first().ok_or(Error::CertMalformed("empty certificate chain"))?;
+    let mut cur = leaf;
+    for _ in 0..MAX_CHAIN {
+        let mut named_by_anchor = None;
+        for ca in anchors.iter().filter(|ca| ca.subject == cur.issuer) {
+            match cur.verify_signed_by(ca) {
+                Ok(()) => {
+                    ca.check_validity(now)?;
+                    return finish(leaf, presented[0], host, now);
+                }
+                Err(e) => named_by_anchor = Some(e),
+            }
+        }
+        let next = certs[1..].iter().find(|c| c.subject == cur.issuer && c.is_ca && cur.verify_signed_by(c).is_ok());
+        match (next, named_by_anchor) {
+            (Some(next), _) => {
+                next.check_validity(now)?;
+                cur = next;
+            }
+            (None, Some(Error::CertUnsupportedAlgorithm)) => return Err(Error::CertUnsupportedAlgorithm),
+            // A CA with our anchor's name but another key is still not ours.
+            (None, _) => return Err(Error::CertUnknownIssuer),
+        }
+    }
+    Err(Error::CertUnknownIssuer)
+}
+
+fn finish<'c>(leaf: &Certificate<'_>, leaf_der: &'c [u8], host: &str, now: u64) -> Result<&'c [u8]> {
+    leaf.check_validity(now)?;
+    if !leaf.matches_host(host) {
+        return Err(Error::CertHostMismatch);
+    }
+    Ok(leaf_der)
+}
+
+/// The `TlsVerifier` embedded-tls calls during the handshake. The reason for
+/// a refusal is kept in `failure`, since embedded-tls only carries
+/// `InvalidCertificate`.
+pub struct Verifier<'a> {
+    cas: &'a [Vec<u8>],
+    host: &'a str,
+    now: u64,
+    leaf: Option<Vec<u8>>,
+    transcript: Option<[u8; 32]>,
+    pub failure: Option<Error>,
+}
+
+impl<'a> Verifier<'a> {
+    pub fn new(cas: &'a [Vec<u8>], host: &'a str, now: u64) -> Self {
+        Verifier { cas, host, now, leaf: None, transcript: None, failure: None }
+    }
+
+    fn fail(&mut self, e: Error) -> TlsError {
+        self.failure = Some(e);
+        TlsError::InvalidCertificate
+    }
+}
+
+impl TlsVerifier<Aes128GcmSha256> for Verifier<'_> {
+    fn set_hostname_verification(&mut self, _hostname: &str) -> core::result::Result<(), TlsError> {
+        // The host is fixed at construction (it may be an IP literal, which
+        // is not sent as SNI).
+        Ok(())
+    }
+
+    fn verify_certificate(&mut self, transcript: &sha2::Sha256, cert: CertificateRef) -> core::result::Result<(), TlsError> {
+        let mut ders = Vec::new();
+        for entry in cert.entries.iter() {
+            match entry {
+                CertificateEntryRef::X509(d) => ders.push(*d),
+                CertificateEntryRef::RawPublicKey(_) => return Err(self.fail(Error::CertMalformed("raw public key"))),
+            }
+        }
+        match verify_chain(&ders, self.cas, self.host, self.now) {
+            Ok(leaf) => {
+                self.leaf = Some(leaf.to_vec());
+                self.transcript = Some(transcript.clone().finalize().into());
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    fn verify_signature(&mut self, verify: CertificateVerifyRef) -> core::result::Result<(), TlsError> {
+        let (Some(leaf), Some(hash)) = (self.leaf.take(), self.transcript.take()) else {
+            return Err(self.fail(Error::CertMalformed("CertificateVerify before Certificate")));
+        };
+        if verify.signature_scheme != SignatureScheme::EcdsaSecp256r1Sha256 {
+            return Err(self.fail(Error::CertUnsupportedAlgorithm));
+        }
+        // RFC 8446 §4.4.3: 64 spaces, context string, NUL, transcript hash.
+        let mut msg = Vec::with_capacity(64 + 34 + 32);
+        msg.resize(64, 0x20);
+        msg.extend_from_slice(b"TLS 1.3, server CertificateVerify\0");
+        msg.extend_from_slice(&hash);
+        let result = Certificate::parse(&leaf).and_then(|c| x509::verify_p256(&c, &msg, verify.signature));
+        result.map_err(|e| self.fail(e))
+    }
+}
+
+/// `getrandom(2)` as a rand_core RNG.
+pub struct OsRng;
+
+impl rand_core::RngCore for OsRng {
+    fn next_u32(&mut self) -> u32 {
+        let mut b = [0u8; 4];
+        self.fill_bytes(&mut b);
+        u32::from_ne_bytes(b)
+    }
+    fn next_u64(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        self.fill_bytes(&mut b);
+        u64::from_ne_bytes(b)
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        let mut filled = 0;
+        while filled < dest.len() {
+            match rustix::rand::getrandom(&mut dest[filled..], rustix::rand::GetRandomFlags::empty()) {
+                Ok(n) => filled += n,
+                Err(rustix::io::Errno::INTR) => {}
+                // getrandom(2) does not fail once the pool is initialised;
+                // returning zeros would be worse than stopping.
+                Err(_) => panic!("getrandom failed"),
+            }
+        }
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> core::result::Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl rand_core::CryptoRng for OsRng {}
+
+/// A client certificate and its P-256 key, for mutual TLS.
+pub struct ClientIdentity {
+    pub cert_der: Vec<u8>,
+    key: SigningKey,
+}
+
+impl ClientIdentity {
+    /// `key_der` is SEC1 (`EC PRIVATE KEY`) or PKCS#8 (`PRIVATE KEY`).
+    pub fn from_der(cert_der: Vec<u8>, key_der: &[u8]) -> Result<Self> {
+        let sec1 = pkcs8_inner(key_der).unwrap_or(key_der);
+        let secret = p256::SecretKey::from_sec1_der(sec1).map_err(|_| Error::BadClientKey)?;
+        Certificate::parse(&cert_der)?;
+        Ok(ClientIdentity { cert_der, key: SigningKey::from(&secret) })
+    }
+
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self> {
+        let (_, cert) = crate::pem::decode_first(cert_pem, &["CERTIFICATE"])?;
+        let (_, key) = crate::pem::decode_first(key_pem, &["EC PRIVATE KEY", "PRIVATE KEY"])?;
+        Self::from_der(cert, &key)
+    }
+}
+
+/// PKCS#8 PrivateKeyInfo: the SEC1 key inside its OCTET STRING.
+fn pkcs8_inner(der: &[u8]) -> Option<&[u8]> {
+    let outer = Der::new(der).expect(x509::TAG_SEQUENCE, "pkcs8").ok()?;
+    let mut d = Der::new(outer.content);
+    let version = d.expect(x509::TAG_INTEGER, "version").ok()?;
+    if version.content != [0] {
+        return None;
+    }
+    let alg = d.expect(x509::TAG_SEQUENCE, "algorithm").ok()?;
+    let mut a = Der::new(alg.content);
+    if a.expect(x509::TAG_OID, "oid").ok()?.content != x509::OID_EC_PUBLIC_KEY {
+        return None;
+    }
+    Some(d.expect(x509::TAG_OCTET_STRING, "key").ok()?.content)
+}
+
+pub struct Provider<'a> {
+    rng: OsRng,
+    pub verifier: Verifier<'a>,
+    identity: Option<&'a ClientIdentity>,
+}
+
+impl<'a> Provider<'a> {
+    pub fn new(verifier: Verifier<'a>, identity: Option<&'a ClientIdentity>) -> Self {
+        Provider { rng: OsRng, verifier, identity }
+    }
+}
+
+impl CryptoProvider for Provider<'_> {
+    type CipherSuite = Aes128GcmSha256;
+    type Signature = DerSignature;
+
+    fn rng(&mut self) -> impl embedded_tls::CryptoRngCore {
+        &mut self.rng
+    }
+
+    fn verifier(&mut self) -> core::result::Result<&mut impl TlsVerifier<Aes128GcmSha256>, TlsError> {
+        Ok(&mut self.verifier)
+    }
+
+    fn signer(
+        &mut self,
+    ) -> core::result::Result<(impl p256::ecdsa::signature::SignerMut<DerSignature>, SignatureScheme), TlsError> {
+        let id = self.identity.ok_or(TlsError::InvalidPrivateKey)?;
+        Ok((id.key.clone(), SignatureScheme::EcdsaSecp256r1Sha256))
+    }
+
+    fn client_cert(&mut self) -> Option<embedded_tls::Certificate<impl AsRef<[u8]>>> {
+        self.identity.map(|id| embedded_tls::Certificate::X509(id.cert_der.as_slice()))
+    }
+}
+
+/// A connected, non-blocking kernel TCP socket whose reads and writes wait
+/// at most `timeout`. Why an I/O call failed is kept in `failure` (shared
+/// with the caller), since embedded-tls reduces it to an `ErrorKind`.
+pub struct TcpStream {
+    fd: OwnedFd,
+    timeout: Duration,
+    failure: Rc<Cell<Option<Error>>>,
+}
+
+impl TcpStream {
+    pub fn connect(addr: [u8; 4], port: u16, connect_timeout: Duration, io_timeout: Duration) -> Result<(Self, Rc<Cell<Option<Error>>>)> {
+        use core::net::{Ipv4Addr, SocketAddrV4};
+        let fd = net::socket_with(
+            net::AddressFamily::INET,
+            net::SocketType::STREAM,
+            net::SocketFlags::CLOEXEC | net::SocketFlags::NONBLOCK,
+            None,
+        )
+        .map_err(Error::sys("tcp socket"))?;
+        match net::connect(&fd, &SocketAddrV4::new(Ipv4Addr::from(addr), port)) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::INPROGRESS) => {
+                if !clock::wait_fd(fd.as_fd(), PollFlags::OUT, connect_timeout).map_err(Error::sys("poll"))? {
+                    return Err(Error::ConnectTimeout);
+                }
+                match net::sockopt::socket_error(&fd).map_err(Error::sys("SO_ERROR"))? {
+                    Ok(()) => {}
+                    Err(e) => return Err(Error::Connect(e)),
+                }
+            }
+            Err(e) => return Err(Error::Connect(e)),
+        }
+        let _ = net::sockopt::set_tcp_nodelay(&fd, true);
+        let failure = Rc::new(Cell::new(None));
+        Ok((TcpStream { fd, timeout: io_timeout, failure: failure.clone() }, failure))
+    }
+
+    fn wait(&self, events: PollFlags) -> core::result::Result<(), embedded_io::ErrorKind> {
+        match clock::wait_fd(self.fd.as_fd(), events, self.timeout) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.failure.set(Some(Error::ReadTimeout));
+                Err(embedded_io::ErrorKind::TimedOut)
+            }
+            Err(e) => {
+                self.failure.set(Some(Error::Sys { op: "poll", errno: e }));
+                Err(embedded_io::ErrorKind::Other)
+            }
+        }
+    }
+}
+
+impl embedded_io::ErrorType for TcpStream {
+    type Error = embedded_io::ErrorKind;
+}
+
+impl embedded_io::Read for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> core::result::Result<usize, Self::Error> {
+        loop {
+            match net::recv(&self.fd, &mut *buf, RecvFlags::DONTWAIT) {
+                Ok((n, _)) => return Ok(n),
+                Err(rustix::io::Errno::AGAIN) => self.wait(PollFlags::IN)?,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    self.failure.set(Some(Error::Sys { op: "recv", errno: e }));
+                    return Err(embedded_io::ErrorKind::Other);
+                }
+            }
+        }
+    }
+}
+
+impl embedded_io::Write for TcpStream {
+    fn write(&mut self, buf: &[u8]) -> core::result::Result<usize, Self::Error> {
+        loop {
+            match net::send(&self.fd, buf, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+                Ok(n) => return Ok(n),
+                Err(rustix::io::Errno::AGAIN) => self.wait(PollFlags::OUT)?,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    self.failure.set(Some(Error::Sys { op: "send", errno: e }));
+                    return Err(embedded_io::ErrorKind::Other);
+                }
+            }
+        }
+    }
+    fn flush(&mut self) -> core::result::Result<(), Self::Error> {
+        Ok(())
+    }
+}

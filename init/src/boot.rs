@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 
 use crate::cmdline::{Config, OnError, TestAction};
 use crate::supervisor::{Event, Request, Supervisor};
-use crate::{clock, console, fsutil, kmod, mounts, power, Error};
+use crate::{clock, console, fsutil, kmod, mounts, power, rootfs, Error};
 
 /// Runs one named phase and logs its outcome and duration.
 fn phase<T>(
@@ -44,6 +44,16 @@ pub fn run() -> ! {
 }
 
 fn boot(sup: &mut Supervisor, cfg: &mut Config) -> Result<(), (&'static str, Error)> {
+    let root = phase("rootfs", rootfs::ensure_tmpfs_root)?;
+    match root.moved {
+        true => log::info!(
+            "rootfs: moved {} files ({} bytes) from the initial rootfs to a tmpfs root; initrd snapshot {} bytes",
+            root.files,
+            root.bytes,
+            root.snapshot_bytes
+        ),
+        false => log::info!("rootfs: / is already a tmpfs root"),
+    }
     let report = phase("mounts", mounts::mount_early)?;
     console::attach_kmsg();
     log::info!(

@@ -16,6 +16,7 @@ pub mod fsutil;
 pub mod kmod;
 pub mod mounts;
 pub mod power;
+pub mod rootfs;
 pub mod supervisor;
 
 pub use error::Error;

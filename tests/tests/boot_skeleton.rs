@@ -32,6 +32,7 @@ fn skeleton_boots_as_pid1_mounts_loads_modules_sees_tpm_and_powers_off() {
 
     assert!(out.powered_off(), "the VM did not power off by itself (exit {:?}); console:\n{}", out.exit_code, out.log);
     assert!(out.has_line("starting as pid 1"), "/init did not run as PID 1:\n{lines}");
+    assert!(out.has_line("rootfs: moved "), "/ was not moved to a tmpfs root:\n{lines}");
     let mounted = listed(&lines, "mounts: mounted ");
     for m in ["/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/run", "/tmp", "/sys/fs/cgroup"] {
         assert!(mounted.contains(&m), "{m} not mounted:\n{lines}");
@@ -47,7 +48,7 @@ fn skeleton_boots_as_pid1_mounts_loads_modules_sees_tpm_and_powers_off() {
     assert!(out.has_line("tpm: /dev/tpmrm0 present"), "no TPM device:\n{lines}");
     assert!(out.has_line("cmdline: ember keys [ember.test ember.attest_url ember.on_error ember.iface]"), "{lines}");
     assert!(out.has_line("network interfaces: [eth0("), "{lines}");
-    for phase in ["mounts", "cmdline", "modules", "inventory"] {
+    for phase in ["rootfs", "mounts", "cmdline", "modules", "inventory"] {
         assert!(out.has_line(&format!("phase={phase} status=ok")), "phase {phase} did not complete:\n{lines}");
     }
     assert!(out.has_line("shutdown: power off"), "{lines}");

@@ -1,0 +1,331 @@
+//! Moves the initrd's contents from the kernel's initial rootfs into a fresh
+//! tmpfs and makes that the root, once, as switch_root does.
+//!
+//! Why: pivot_root(2) refuses to move the initial rootfs, and runc (under
+//! rke2's containerd) pivot_roots into every container. A tmpfs root is
+//! still RAM holding only the initrd's contents; nothing comes from a disk.
+//! Files are deleted from the old root as they are copied, so RAM use does
+//! not double.
+//!
+//! On the way the init writes `/boot/initrd.cpio`: an uncompressed newc
+//! image of exactly what the initrd held, which is what last-known-good
+//! copies to the ESP (the kernel does not keep the initrd it booted on x86).
+
+use alloc::borrow::ToOwned;
+use alloc::ffi::CString;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use ember_fs::cpio::{self, Header, Output};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+use rustix::mount::{mount, mount_move, unmount, MountFlags, UnmountFlags};
+
+use crate::{fsutil, Error};
+
+/// Where the new root is assembled before it is moved onto `/`.
+const STAGING: &str = "/.ember-root";
+/// The snapshot of the initrd, inside the new root.
+pub const INITRD_SNAPSHOT: &str = "/boot/initrd.cpio";
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub moved: bool,
+    pub files: u32,
+    pub bytes: u64,
+    pub snapshot_bytes: u64,
+}
+
+/// Makes `/` a tmpfs holding the initrd's contents. A no-op (moved=false)
+/// when `/` is already something other than the initial rootfs.
+pub fn ensure_tmpfs_root() -> Result<Report, Error> {
+    if !on_initial_rootfs()? {
+        return Ok(Report::default());
+    }
+    let step = |step: &'static str| move |errno| Error::Step { step, errno };
+    rfs::mkdir(STAGING, Mode::from_raw_mode(0o755))
+        .or_else(|e| if e == Errno::EXIST { Ok(()) } else { Err(e) })
+        .map_err(step("mkdir staging root"))?;
+    mount(
+        "tmpfs",
+        STAGING,
+        "tmpfs",
+        MountFlags::empty(),
+        Some(c"mode=0755"),
+    )
+    .map_err(step("mount tmpfs root"))?;
+
+    let old = rfs::open(
+        "/",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(step("open /"))?;
+    let new = rfs::open(
+        STAGING,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(step("open staging root"))?;
+    rfs::mkdirat(&new, "boot", Mode::from_raw_mode(0o755))
+        .or_else(|e| if e == Errno::EXIST { Ok(()) } else { Err(e) })
+        .map_err(step("mkdir /boot"))?;
+    let snap_fd = rfs::openat(
+        &new,
+        &INITRD_SNAPSHOT[1..],
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o400),
+    )
+    .map_err(step("create initrd snapshot"))?;
+
+    let mut mover = Mover {
+        snapshot: cpio::Writer::new(FdOutput {
+            fd: snap_fd,
+            bytes: 0,
+        }),
+        next_ino: 1,
+        report: Report::default(),
+        path: String::new(),
+    };
+    mover.copy_dir(old.as_fd(), new.as_fd(), 0)?;
+    let out = mover.snapshot.finish().map_err(|_| Error::Step {
+        step: "write initrd snapshot",
+        errno: Errno::IO,
+    })?;
+    let mut report = mover.report;
+    report.snapshot_bytes = out.bytes;
+    drop(out);
+
+    // The switch itself: /proc was only needed to look at the mount table.
+    let _ = unmount("/proc", UnmountFlags::DETACH);
+    rustix::process::chdir(STAGING).map_err(step("chdir new root"))?;
+    mount_move(".", "/").map_err(step("move new root onto /"))?;
+    rustix::process::chroot(".").map_err(step("chroot new root"))?;
+    rustix::process::chdir("/").map_err(step("chdir /"))?;
+    report.moved = true;
+    Ok(report)
+}
+
+/// True when `/` is the kernel's initial rootfs (fstype `rootfs` in the
+/// mount table). Mounts /proc to look if it is not there yet.
+fn on_initial_rootfs() -> Result<bool, Error> {
+    if !fsutil::exists("/proc/self/mounts") {
+        let _ = rfs::mkdir("/proc", Mode::from_raw_mode(0o555));
+        mount(
+            "proc",
+            "/proc",
+            "proc",
+            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            None,
+        )
+        .map_err(|errno| Error::Mount {
+            target: "/proc",
+            errno,
+        })?;
+    }
+    let table = fsutil::read_text("/proc/self/mounts")?;
+    Ok(table.lines().any(|l| {
+        let mut f = l.split(' ');
+        let (_, target, fstype) = (f.next(), f.next(), f.next());
+        target == Some("/") && fstype == Some("rootfs")
+    }))
+}
+
+struct FdOutput {
+    fd: OwnedFd,
+    bytes: u64,
+}
+
+impl Output for FdOutput {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), ember_fs::Error> {
+        write_all(self.fd.as_fd(), bytes).map_err(|e| ember_fs::Error::Output(e.raw_os_error()))?;
+        self.bytes += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), Errno> {
+    while !bytes.is_empty() {
+        match rustix::io::write(fd, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+struct Mover {
+    snapshot: cpio::Writer<FdOutput>,
+    next_ino: u32,
+    report: Report,
+    /// Path of the directory being copied, relative, for the snapshot.
+    path: String,
+}
+
+impl Mover {
+    fn copy_dir(
+        &mut self,
+        from: BorrowedFd<'_>,
+        to: BorrowedFd<'_>,
+        depth: u32,
+    ) -> Result<(), Error> {
+        let step = |step: &'static str| move |errno| Error::Step { step, errno };
+        if depth > 64 {
+            return Err(Error::Step {
+                step: "copy initrd: directories nested too deep",
+                errno: Errno::LOOP,
+            });
+        }
+        let mut names: Vec<CString> = Vec::new();
+        let mut dir = rfs::Dir::read_from(from).map_err(step("read initrd directory"))?;
+        while let Some(entry) = dir.read() {
+            let entry = entry.map_err(step("read initrd directory"))?;
+            let name = entry.file_name();
+            if name.to_bytes() != b"." && name.to_bytes() != b".." {
+                names.push(name.to_owned());
+            }
+        }
+        names.sort();
+        for name in names {
+            let bytes = name.to_bytes();
+            // The staging root and the API mount points are not initrd content.
+            if depth == 0 && (bytes == &STAGING.as_bytes()[1..] || bytes == b"proc") {
+                if bytes == b"proc" {
+                    let _ = rfs::mkdirat(to, "proc", Mode::from_raw_mode(0o555));
+                }
+                continue;
+            }
+            let parent_len = self.path.len();
+            if !self.path.is_empty() {
+                self.path.push('/');
+            }
+            self.path.push_str(&String::from_utf8_lossy(bytes));
+            let result = self.copy_entry(from, to, &name, depth);
+            self.path.truncate(parent_len);
+            result?;
+        }
+        Ok(())
+    }
+
+    fn copy_entry(
+        &mut self,
+        from: BorrowedFd<'_>,
+        to: BorrowedFd<'_>,
+        name: &CString,
+        depth: u32,
+    ) -> Result<(), Error> {
+        let step = |step: &'static str| move |errno| Error::Step { step, errno };
+        let st = rfs::statat(from, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(step("stat initrd entry"))?;
+        let kind = FileType::from_raw_mode(st.st_mode);
+        let perm = st.st_mode & 0o7777;
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        let path = self.path.clone();
+        let mut header = Header::new(&path, ino, st.st_mode, st.st_mtime as u32);
+        header.uid = st.st_uid;
+        header.gid = st.st_gid;
+        match kind {
+            FileType::Directory => {
+                self.snapshot_entry(&header, &[])?;
+                match rfs::mkdirat(to, name.as_c_str(), Mode::from_raw_mode(perm)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(step("create directory in new root")(e)),
+                }
+                let sub_from = rfs::openat(
+                    from,
+                    name.as_c_str(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(step("open initrd directory"))?;
+                let sub_to = rfs::openat(
+                    to,
+                    name.as_c_str(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(step("open new root directory"))?;
+                self.copy_dir(sub_from.as_fd(), sub_to.as_fd(), depth + 1)?;
+                let _ = rfs::fchmod(&sub_to, Mode::from_raw_mode(perm));
+                let _ = rfs::fchown(&sub_to, Some(uid(st.st_uid)), Some(gid(st.st_gid)));
+                let _ = rfs::unlinkat(from, name.as_c_str(), AtFlags::REMOVEDIR);
+            }
+            FileType::RegularFile => {
+                let src = rfs::openat(
+                    from,
+                    name.as_c_str(),
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(step("open initrd file"))?;
+                let mut data = Vec::new();
+                data.try_reserve_exact(st.st_size as usize)
+                    .map_err(|_| step("copy initrd file")(Errno::NOMEM))?;
+                let mut buf = [0u8; 16 * 1024];
+                loop {
+                    match rustix::io::read(&src, &mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => data.extend_from_slice(&buf[..n]),
+                        Err(Errno::INTR) => {}
+                        Err(e) => return Err(step("read initrd file")(e)),
+                    }
+                }
+                let dst = rfs::openat(
+                    to,
+                    name.as_c_str(),
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(perm),
+                )
+                .map_err(step("create file in new root"))?;
+                write_all(dst.as_fd(), &data).map_err(step("write file in new root"))?;
+                let _ = rfs::fchown(&dst, Some(uid(st.st_uid)), Some(gid(st.st_gid)));
+                let _ = rfs::fchmod(&dst, Mode::from_raw_mode(perm));
+                self.snapshot_entry(&header, &data)?;
+                self.report.files += 1;
+                self.report.bytes += data.len() as u64;
+                drop(data);
+                let _ = rfs::unlinkat(from, name.as_c_str(), AtFlags::empty());
+            }
+            FileType::Symlink => {
+                let target = rfs::readlinkat(from, name.as_c_str(), Vec::new())
+                    .map_err(step("read initrd symlink"))?;
+                rfs::symlinkat(target.as_c_str(), to, name.as_c_str())
+                    .map_err(step("create symlink in new root"))?;
+                self.snapshot_entry(&header, target.to_bytes())?;
+                let _ = rfs::unlinkat(from, name.as_c_str(), AtFlags::empty());
+            }
+            FileType::CharacterDevice
+            | FileType::BlockDevice
+            | FileType::Fifo
+            | FileType::Socket => {
+                let dev = st.st_rdev;
+                header.rdev_major = rustix::fs::major(dev);
+                header.rdev_minor = rustix::fs::minor(dev);
+                rfs::mknodat(to, name.as_c_str(), kind, Mode::from_raw_mode(perm), dev)
+                    .map_err(step("create device node in new root"))?;
+                self.snapshot_entry(&header, &[])?;
+                let _ = rfs::unlinkat(from, name.as_c_str(), AtFlags::empty());
+            }
+            FileType::Unknown => {}
+        }
+        Ok(())
+    }
+
+    fn snapshot_entry(&mut self, header: &Header<'_>, data: &[u8]) -> Result<(), Error> {
+        self.snapshot.entry(header, data).map_err(|_| Error::Step {
+            step: "write initrd snapshot",
+            errno: Errno::IO,
+        })
+    }
+}
+
+fn uid(raw: u32) -> rustix::process::Uid {
+    rustix::process::Uid::from_raw(raw)
+}
+
+fn gid(raw: u32) -> rustix::process::Gid {
+    rustix::process::Gid::from_raw(raw)
+}

@@ -2,8 +2,11 @@
 //! `ember serve`, QEMU) is started by a fixture that picks free ports, waits
 //! for readiness and stops its own process by PID when dropped.
 
+pub mod dnsmasq;
+pub mod netns;
 pub mod process;
 pub mod swtpm;
+pub mod tree;
 
 use std::path::PathBuf;
 

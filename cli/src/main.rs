@@ -3,6 +3,14 @@
 
 mod initrd;
 mod initrd_cmd;
+mod artifact_cmd;
+mod attest_cmd;
+mod enroll_cmd;
+mod nodes_cmd;
+mod overlay_cmd;
+mod policy_cmd;
+mod serve;
+mod serve_cmd;
 mod net_cmd;
 mod tar_cmd;
 mod tpm_cmd;
@@ -30,6 +38,22 @@ enum Command {
     /// Inspect and extract overlays as the node would.
     #[command(subcommand)]
     Tar(tar_cmd::TarCmd),
+    /// Run the boot server (attestation, sealed overlays, boot artifacts).
+    Serve(serve_cmd::ServeArgs),
+    /// Enroll a TPM by its EK certificate, EK public area or EK hash.
+    Enroll(enroll_cmd::EnrollArgs),
+    /// Publish and assign configuration overlays.
+    #[command(subcommand)]
+    Overlay(overlay_cmd::OverlayCmd),
+    /// Set or show PCR policies.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCmd),
+    /// List enrolled nodes and their boots.
+    Nodes(nodes_cmd::NodesArgs),
+    /// Run the node's attestation flow against a server from this machine.
+    Attest(attest_cmd::AttestArgs),
+    /// Publish a static boot artifact (kernel, initrd) by content hash.
+    Artifact(artifact_cmd::ArtifactArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +63,13 @@ fn main() -> std::process::ExitCode {
         Command::Tpm(cmd) => tpm_cmd::run(cmd),
         Command::Net(cmd) => net_cmd::run(cmd),
         Command::Tar(cmd) => tar_cmd::run(cmd),
+        Command::Serve(a) => serve_cmd::run(a),
+        Command::Enroll(a) => enroll_cmd::run(a),
+        Command::Overlay(cmd) => overlay_cmd::run(cmd),
+        Command::Policy(cmd) => policy_cmd::run(cmd),
+        Command::Nodes(a) => nodes_cmd::run(a),
+        Command::Attest(a) => attest_cmd::run(a),
+        Command::Artifact(a) => artifact_cmd::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

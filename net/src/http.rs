@@ -177,6 +177,11 @@ impl BodyDecoder {
         self.state == State::Done
     }
 
+    /// The body runs until the connection closes (no length, not chunked).
+    pub fn until_close(&self) -> bool {
+        self.state == State::UntilClose
+    }
+
     /// The connection ended: fine only if the body is complete.
     pub fn finish(&self) -> Result<()> {
         match self.state {

@@ -92,10 +92,10 @@ impl<'a> Client<'a> {
         let mut buf = vec![0u8; 4096];
         let mut head: Vec<u8> = Vec::new();
         let (status, mut decoder) = loop {
-            let n = read(&mut tls, &mut buf).map_err(|e| why(e, &mut provider))?;
-            if n == 0 {
-                return Err(Error::ConnectionClosed);
-            }
+            let n = match read(&mut tls, &mut buf, &io_failure).map_err(|e| why(e, &mut provider))? {
+                Read::Data(n) => n,
+                Read::Closed { .. } => return Err(Error::ConnectionClosed),
+            };
             head.extend_from_slice(&buf[..n]);
             if let Some(len) = http::head_len(&head) {
                 let parsed = http::parse_head(&head[..len])?;
@@ -119,25 +119,60 @@ impl<'a> Client<'a> {
         };
         decoder.feed(&head, &mut counting)?;
         while !decoder.is_done() {
-            let n = read(&mut tls, &mut buf).map_err(|e| why(e, &mut provider))?;
-            if n == 0 {
-                decoder.finish()?;
-                break;
+            let got = read(&mut tls, &mut buf, &io_failure).map_err(|e| match why(e, &mut provider) {
+                // A reset in the middle of a body is, to the caller, a body cut short.
+                Error::Sys { op: "recv", errno: rustix::io::Errno::CONNRESET } => Error::HttpTruncated,
+                other => other,
+            })?;
+            match got {
+                Read::Data(n) => {
+                    decoder.feed(&buf[..n], &mut counting)?;
+                }
+                Read::Closed { clean } => {
+                    decoder.finish()?;
+                    if !clean && decoder.until_close() {
+                        return Err(Error::HttpTruncated);
+                    }
+                    break;
+                }
             }
-            decoder.feed(&buf[..n], &mut counting)?;
         }
         let _ = tls.close();
         Ok(Response { status, body_len })
     }
 }
 
-/// A read that turns the peer's close (close_notify or TCP FIN) into 0.
-fn read(tls: &mut TlsConnection<'_, TcpStream, embedded_tls::Aes128GcmSha256>, buf: &mut [u8]) -> core::result::Result<usize, TlsError> {
+enum Read {
+    Data(usize),
+    /// The peer closed; `clean` if it sent close_notify first (a bare TCP
+    /// FIN could be an attacker truncating the stream).
+    Closed { clean: bool },
+}
+
+fn read(
+    tls: &mut TlsConnection<'_, TcpStream, embedded_tls::Aes128GcmSha256>,
+    buf: &mut [u8],
+    io_failure: &core::cell::Cell<Option<Error>>,
+) -> core::result::Result<Read, TlsError> {
     match tls.read(buf) {
-        Ok(n) => Ok(n),
-        Err(TlsError::ConnectionClosed | TlsError::MissingHandshake) => Ok(0),
+        Ok(0) => Ok(Read::Closed { clean: false }),
+        Ok(n) => Ok(Read::Data(n)),
+        Err(TlsError::ConnectionClosed | TlsError::MissingHandshake) => Ok(Read::Closed { clean: true }),
+        // EOF on the socket (no I/O failure recorded). After a close_notify
+        // embedded-tls marks the session closed, which the next read reports.
+        Err(TlsError::IoError) if !has_failure(io_failure) => match tls.read(buf) {
+            Err(TlsError::MissingHandshake) => Ok(Read::Closed { clean: true }),
+            _ => Ok(Read::Closed { clean: false }),
+        },
         Err(e) => Err(e),
     }
+}
+
+fn has_failure(cell: &core::cell::Cell<Option<Error>>) -> bool {
+    let v = cell.take();
+    let some = v.is_some();
+    cell.set(v);
+    some
 }
 
 fn tls_error(e: TlsError) -> Error {

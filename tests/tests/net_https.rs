@@ -1,0 +1,213 @@
+//! The node's HTTPS client (`ember net get`, the same code PID 1 runs)
+//! against a real TLS 1.3 server on loopback: `openssl s_server`, which
+//! sends whatever HTTP response the test writes to its stdin. Certificates
+//! are made with openssl for each test.
+
+use ember_tests::process::{free_port, wait_until, ChildGuard};
+use ember_tests::{ember_bin, ScratchDir};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("run openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A P-256 CA (`<name>.pem`, `<name>.key`).
+fn make_ca(dir: &Path, name: &str) {
+    openssl(dir, &[
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", &format!("{name}.key"), "-out", &format!("{name}.pem"), "-days", "30",
+        "-subj", "/CN=Ember Test CA",
+    ]);
+}
+
+/// A P-256 leaf `<name>.pem`/`<name>.key` signed by `ca`, with `san`
+/// ("IP:127.0.0.1,DNS:...") and `days` of validity (negative: expired).
+fn make_leaf(dir: &Path, ca: &str, name: &str, san: &str, days: i32, client: bool) {
+    openssl(dir, &[
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", &format!("/CN={name}"),
+    ]);
+    let usage = if client { "clientAuth" } else { "serverAuth" };
+    std::fs::write(
+        dir.join(format!("{name}.ext")),
+        format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage={usage}\n"),
+    )
+    .unwrap();
+    openssl(dir, &[
+        "x509", "-req", "-in", &format!("{name}.csr"), "-CA", &format!("{ca}.pem"), "-CAkey", &format!("{ca}.key"),
+        "-CAcreateserial", "-out", &format!("{name}.pem"), "-days", &days.to_string(),
+        "-extfile", &format!("{name}.ext"),
+    ]);
+}
+
+/// `openssl s_server` serving one canned response per connection.
+struct TlsServer {
+    _child: ChildGuard,
+    port: u16,
+    /// Kept open to hold the response back (the slow server).
+    _stdin: Option<std::io::PipeWriter>,
+}
+
+impl TlsServer {
+    fn start(dir: &Path, cert: &str, extra: &[&str], response: &[u8], hold_open: bool) -> Self {
+        let port = free_port();
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        writer.write_all(response).unwrap();
+        let log = dir.join(format!("s_server-{port}.log"));
+        let mut cmd = Command::new("openssl");
+        cmd.current_dir(dir)
+            .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-cert"])
+            .arg(format!("{cert}.pem"))
+            .arg("-key")
+            .arg(format!("{cert}.key"))
+            .args(extra)
+            .stdin(Stdio::from(reader))
+            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stderr(Stdio::null());
+        let child = ChildGuard::spawn("openssl s_server", &mut cmd).expect("spawn s_server");
+        let ready = wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(&log).map(|l| l.contains("ACCEPT")).unwrap_or(false)
+        });
+        assert!(ready, "s_server did not start");
+        TlsServer { _child: child, port, _stdin: hold_open.then_some(writer) }
+    }
+}
+
+struct Fixture {
+    dir: ScratchDir,
+}
+
+impl Fixture {
+    /// A CA, a server certificate for 127.0.0.1, and a second, unrelated CA.
+    fn new(tag: &str) -> Self {
+        let dir = ScratchDir::new(tag);
+        make_ca(dir.path(), "ca");
+        make_ca(dir.path(), "other-ca");
+        make_leaf(dir.path(), "ca", "server", "IP:127.0.0.1,DNS:localhost", 5, false);
+        Fixture { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn get(&self, ca: &str, port: u16, extra: &[&str]) -> Output {
+        Command::new(ember_bin())
+            .args(["net", "get", "--timeout-secs", "2", "--ca"])
+            .arg(self.path(&format!("{ca}.pem")))
+            .args(extra)
+            .arg(format!("https://127.0.0.1:{port}/boot/overlay.tar"))
+            .output()
+            .expect("run ember net get")
+    }
+}
+
+fn assert_refused(out: &Output, message: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success");
+    assert!(out.stdout.is_empty(), "no body may be printed on failure");
+    assert!(stderr.contains(message), "expected {message:?} in {stderr:?}");
+}
+
+const CONTENT_LENGTH: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 12\r\n\r\nhello, node\n";
+
+#[test]
+fn content_length_body_is_fetched_with_verification_on() {
+    let f = Fixture::new("https-ok");
+    let s = TlsServer::start(f.dir.path(), "server", &["-tls1_3"], CONTENT_LENGTH, false);
+    let out = f.get("ca", s.port, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"hello, node\n");
+}
+
+#[test]
+fn chunked_body_is_reassembled() {
+    let f = Fixture::new("https-chunked");
+    let response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello,\r\n6;ext=1\r\n node\n\r\n0\r\n\r\n";
+    let s = TlsServer::start(f.dir.path(), "server", &["-tls1_3"], response, false);
+    let out = f.get("ca", s.port, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"hello, node\n");
+}
+
+#[test]
+fn server_from_another_ca_is_refused() {
+    let f = Fixture::new("https-wrong-ca");
+    let s = TlsServer::start(f.dir.path(), "server", &["-tls1_3"], CONTENT_LENGTH, false);
+    assert_refused(&f.get("other-ca", s.port, &[]), "certificate: not issued by the trusted CA");
+}
+
+#[test]
+fn certificate_for_another_host_is_refused() {
+    let f = Fixture::new("https-wrong-host");
+    make_leaf(f.dir.path(), "ca", "elsewhere", "DNS:boot.example.org", 5, false);
+    let s = TlsServer::start(f.dir.path(), "elsewhere", &["-tls1_3"], CONTENT_LENGTH, false);
+    assert_refused(&f.get("ca", s.port, &[]), "certificate: does not match the host name");
+}
+
+#[test]
+fn expired_certificate_is_refused() {
+    let f = Fixture::new("https-expired");
+    make_leaf(f.dir.path(), "ca", "expired", "IP:127.0.0.1", -1, false);
+    let s = TlsServer::start(f.dir.path(), "expired", &["-tls1_3"], CONTENT_LENGTH, false);
+    assert_refused(&f.get("ca", s.port, &[]), "certificate: expired");
+}
+
+#[test]
+fn tls12_only_server_is_refused() {
+    let f = Fixture::new("https-tls12");
+    let s = TlsServer::start(f.dir.path(), "server", &["-tls1_2"], CONTENT_LENGTH, false);
+    assert_refused(&f.get("ca", s.port, &[]), "TLS: server does not speak TLS 1.3");
+}
+
+#[test]
+fn silent_server_hits_the_read_timeout() {
+    let f = Fixture::new("https-slow");
+    let s = TlsServer::start(f.dir.path(), "server", &["-tls1_3"], b"", true);
+    let start = Instant::now();
+    let out = f.get("ca", s.port, &[]);
+    assert_refused(&out, "read timed out");
+    assert!(start.elapsed() < Duration::from_secs(8), "took {:?}", start.elapsed());
+}
+
+#[test]
+fn redirect_is_refused() {
+    let f = Fixture::new("https-redirect");
+    let response = b"HTTP/1.1 302 Found\r\nLocation: https://evil.example/\r\nContent-Length: 0\r\n\r\n";
+    let s = TlsServer::start(f.dir.path(), "server", &["-tls1_3"], response, false);
+    assert_refused(&f.get("ca", s.port, &[]), "redirects are refused");
+}
+
+#[test]
+fn truncated_body_is_an_error() {
+    let f = Fixture::new("https-truncated");
+    let response = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this";
+    let s = TlsServer::start(f.dir.path(), "server", &["-tls1_3"], response, false);
+    let out = f.get("ca", s.port, &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP body truncated"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn client_certificate_is_presented_for_mutual_tls() {
+    let f = Fixture::new("https-mtls");
+    make_leaf(f.dir.path(), "ca", "node", "DNS:node.ember", 5, true);
+    let ca = f.path("ca.pem");
+    let server_args = ["-tls1_3", "-Verify", "1", "-CAfile", ca.to_str().unwrap()];
+    let s = TlsServer::start(f.dir.path(), "server", &server_args, CONTENT_LENGTH, false);
+    let cert = f.path("node.pem");
+    let key = f.path("node.key");
+    let out = f.get("ca", s.port, &["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"hello, node\n");
+
+    // Without the certificate the server refuses the handshake.
+    let s = TlsServer::start(f.dir.path(), "server", &server_args, CONTENT_LENGTH, false);
+    let out = f.get("ca", s.port, &[]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+}

@@ -148,3 +148,8 @@ impl HashAlg {
         }
     }
 }
+
+/// The TCG name of an algorithm identifier ("TPM_ALG_SHA256"), if known.
+pub fn alg_name(id: u16) -> Option<impl core::fmt::Display> {
+    tpm2_protocol::data::TpmAlgId::try_from(id).ok()
+}

@@ -45,7 +45,7 @@ pub use public::{
 };
 pub use session::{policy_pcr_digest, PolicySession, SessionKind};
 #[cfg(feature = "std")]
-pub use socket::SocketTransport;
+pub use socket::{open_transport, SocketTransport};
 pub use tpm::{
     AlgProperty, Auth, Capabilities, CreatedKey, Hierarchy, LoadedObject, NvPublic, QuoteResult,
     SealedObject, Tpm, TpmProperty, EK_CERT_ECC_NV_INDEX, EK_CERT_ECC_P384_NV_INDEX,

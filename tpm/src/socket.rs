@@ -132,3 +132,13 @@ impl Transport for SocketTransport {
         std::thread::sleep(Duration::from_millis(20 * u64::from(attempt)));
     }
 }
+
+/// Opens a TPM by the `--tpm` spelling of `ember tpm`: `swtpm:HOST:PORT`,
+/// `unix:PATH`, or a device path such as /dev/tpmrm0.
+pub fn open_transport(spec: &str) -> Result<Box<dyn Transport>> {
+    if spec.starts_with("swtpm:") || spec.starts_with("unix:") {
+        return Ok(Box::new(SocketTransport::connect_spec(spec)?));
+    }
+    let path: &'static str = Box::leak(spec.to_string().into_boxed_str());
+    Ok(Box::new(crate::device::DeviceTransport::open(path)?))
+}

@@ -75,3 +75,12 @@ impl Transport for FakeTransport {
         Ok(next.len())
     }
 }
+
+impl<T: Transport + ?Sized> Transport for alloc::boxed::Box<T> {
+    fn transact(&mut self, command: &[u8], response: &mut [u8]) -> Result<usize> {
+        (**self).transact(command, response)
+    }
+    fn before_retry(&mut self, attempt: u32) {
+        (**self).before_retry(attempt)
+    }
+}

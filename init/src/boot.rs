@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 
 use crate::cmdline::{Config, OnError, TestAction};
 use crate::supervisor::{Event, Request, Supervisor};
-use crate::{clock, console, fsutil, kmod, mounts, power, rootfs, Error};
+use crate::{clock, console, fsutil, kmod, mounts, network, power, rootfs, Error};
 
 /// Runs one named phase and logs its outcome and duration.
 fn phase<T>(
@@ -83,6 +83,13 @@ fn boot(sup: &mut Supervisor, cfg: &mut Config) -> Result<(), (&'static str, Err
         power::shutdown(sup, Request::Poweroff);
     }
 
+    let mut net = phase("dhcp", || network::bring_up(cfg))?;
+
+    if cfg.test == Some(TestAction::Fetch) {
+        phase("test-fetch", || test_fetch(cfg, &net))?;
+        power::shutdown(sup, Request::Poweroff);
+    }
+
     let Some(url) = cfg.attest_url.clone() else {
         return Err((
             "attest",
@@ -92,10 +99,37 @@ fn boot(sup: &mut Supervisor, cfg: &mut Config) -> Result<(), (&'static str, Err
         ));
     };
     log::info!("boot server: {url}");
+    let _ = &mut net;
     Err((
         "attest",
         Error::Cmdline(String::from("attestation is not available in this build")),
     ))
+}
+
+/// `ember.test=fetch`: one verified HTTPS GET of `ember.test_url`.
+fn test_fetch(cfg: &Config, net: &network::Network) -> Result<(), Error> {
+    use sha2::Digest;
+    let url = cfg
+        .test_url
+        .as_deref()
+        .ok_or_else(|| Error::Cmdline(String::from("ember.test=fetch needs ember.test_url")))?;
+    let cas = network::Network::https_cas()?;
+    let client = ember_net::https::Client::new(&cas, &net.lease.dns);
+    let mut hasher = sha2::Sha256::new();
+    let response = client.get(url, &mut |chunk| {
+        hasher.update(chunk);
+        Ok(())
+    })?;
+    let mut hex = String::new();
+    for b in hasher.finalize() {
+        let _ = core::fmt::Write::write_fmt(&mut hex, format_args!("{b:02x}"));
+    }
+    log::info!(
+        "test-fetch: {url} status {} body {} bytes sha256 {hex}",
+        response.status,
+        response.body_len
+    );
+    Ok(())
 }
 
 fn read_cmdline() -> Result<Config, Error> {

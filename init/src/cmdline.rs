@@ -72,6 +72,9 @@ pub enum OnError {
 pub enum TestAction {
     /// After the skeleton's checks, power off cleanly.
     Poweroff,
+    /// After DHCP, fetch `ember.test_url` over HTTPS with the bundled CA,
+    /// log the body's length and SHA-256, then power off.
+    Fetch,
 }
 
 /// Ember's settings from the command line.
@@ -87,12 +90,18 @@ pub struct Config {
     pub iface: Option<String>,
     /// `ember.hostname=NAME`.
     pub hostname: Option<String>,
+    /// `ember.carrier_timeout=SECONDS` to wait for a link (default 10).
+    pub carrier_timeout_s: u16,
+    /// `ember.dhcp_timeout=SECONDS` for the first lease (default 30).
+    pub dhcp_timeout_s: u16,
     /// `ember.ready_timeout=SECONDS` for the node to join (default 600).
     pub ready_timeout_s: u32,
     /// `ember.modules=a,b`: modules to load besides the initrd's list.
     pub extra_modules: Vec<String>,
-    /// `ember.test=poweroff`.
+    /// `ember.test=poweroff|fetch`.
     pub test: Option<TestAction>,
+    /// `ember.test_url=https://…` for `ember.test=fetch`.
+    pub test_url: Option<String>,
     /// `ember.loglevel=error|warn|info|debug`.
     pub log_level: log::LevelFilter,
     /// Every `ember.*` key seen, for the boot log.
@@ -107,9 +116,12 @@ impl Default for Config {
             error_delay_s: 10,
             iface: None,
             hostname: None,
+            carrier_timeout_s: 10,
+            dhcp_timeout_s: 30,
             ready_timeout_s: 600,
             extra_modules: Vec::new(),
             test: None,
+            test_url: None,
             log_level: log::LevelFilter::Info,
             keys: Vec::new(),
         }
@@ -171,6 +183,14 @@ impl Config {
                     true => cfg.hostname = Some(value),
                     false => fail("expected a DNS host name (letters, digits, '-', '.'; at most 63 per label)"),
                 },
+                "carrier_timeout" => match value.parse::<u16>() {
+                    Ok(s) if s > 0 => cfg.carrier_timeout_s = s,
+                    _ => fail("expected seconds, 1..=65535"),
+                },
+                "dhcp_timeout" => match value.parse::<u16>() {
+                    Ok(s) if s > 0 => cfg.dhcp_timeout_s = s,
+                    _ => fail("expected seconds, 1..=65535"),
+                },
                 "ready_timeout" => match value.parse::<u32>() {
                     Ok(s) if s > 0 => cfg.ready_timeout_s = s,
                     _ => fail("expected a positive number of seconds"),
@@ -186,7 +206,12 @@ impl Config {
                 }
                 "test" => match value.as_str() {
                     "poweroff" => cfg.test = Some(TestAction::Poweroff),
-                    _ => fail("expected poweroff"),
+                    "fetch" => cfg.test = Some(TestAction::Fetch),
+                    _ => fail("expected poweroff or fetch"),
+                },
+                "test_url" => match validate_https_url(&value) {
+                    Ok(()) => cfg.test_url = Some(value),
+                    Err(reason) => fail(reason),
                 },
                 "loglevel" => match value.as_str() {
                     "error" => cfg.log_level = log::LevelFilter::Error,

@@ -19,6 +19,8 @@ pub enum Error {
     Spawn { program: String, errno: Errno },
     /// A phase needs a cmdline key that is missing or malformed.
     Cmdline(String),
+    /// Network bring-up, DHCP, DNS or HTTPS.
+    Net(ember_net::Error),
     /// Something else failed in a named step.
     Step { step: &'static str, errno: Errno },
 }
@@ -32,6 +34,7 @@ impl fmt::Display for Error {
             Error::Modules(e) => write!(f, "kernel modules: {e}"),
             Error::Spawn { program, errno } => write!(f, "start {program}: {errno}"),
             Error::Cmdline(msg) => write!(f, "kernel command line: {msg}"),
+            Error::Net(e) => write!(f, "{e}"),
             Error::Step { step, errno } => write!(f, "{step}: {errno}"),
         }
     }
@@ -40,5 +43,11 @@ impl fmt::Display for Error {
 impl From<ember_fs::Error> for Error {
     fn from(e: ember_fs::Error) -> Self {
         Error::Modules(e)
+    }
+}
+
+impl From<ember_net::Error> for Error {
+    fn from(e: ember_net::Error) -> Self {
+        Error::Net(e)
     }
 }

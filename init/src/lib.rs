@@ -15,6 +15,7 @@ pub mod error;
 pub mod fsutil;
 pub mod kmod;
 pub mod mounts;
+pub mod network;
 pub mod power;
 pub mod rootfs;
 pub mod supervisor;

@@ -6,11 +6,23 @@ use alloc::ffi::CString;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use rustix::event::{PollFd, PollFlags};
+use rustix::fd::BorrowedFd;
 use rustix::io::Errno;
 use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
 use rustix::runtime::{How, KernelSigSet};
 
 use crate::Error;
+
+/// Longest a signal waits while PID 1 polls an fd.
+const SIGNAL_SLICE_MS: u64 = 200;
+
+fn timespec(ms: u64) -> rustix::time::Timespec {
+    rustix::time::Timespec {
+        tv_sec: (ms / 1000) as i64,
+        tv_nsec: ((ms % 1000) * 1_000_000) as i64,
+    }
+}
 
 /// The signals PID 1 acts on. SIGINT is ctrl-alt-del once CAD is off.
 const HANDLED: [Signal; 6] = [
@@ -42,6 +54,8 @@ pub enum Event {
         name: String,
         status: WaitStatus,
     },
+    /// The fd given to `wait_fd` has input.
+    Readable,
     Timeout,
 }
 
@@ -75,10 +89,29 @@ impl Supervisor {
 
     /// Waits up to `timeout_ms` for a signal; reaps whatever exited.
     pub fn wait(&mut self, timeout_ms: u64) -> Event {
-        let ts = rustix::time::Timespec {
-            tv_sec: (timeout_ms / 1000) as i64,
-            tv_nsec: ((timeout_ms % 1000) * 1_000_000) as i64,
-        };
+        self.take_signal(timeout_ms).unwrap_or(Event::Timeout)
+    }
+
+    /// Like [`wait`](Self::wait), but also returns `Readable` when `fd` has
+    /// input (the DHCP socket). Signals are checked at least every
+    /// `SIGNAL_SLICE_MS`, since poll cannot wait on blocked signals.
+    pub fn wait_fd(&mut self, fd: BorrowedFd<'_>, timeout_ms: u64) -> Event {
+        if let Some(ev) = self.take_signal(0) {
+            return ev;
+        }
+        let slice = timeout_ms.min(SIGNAL_SLICE_MS);
+        let ts = timespec(slice);
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        if let Ok(n) = rustix::event::poll(&mut fds, Some(&ts)) {
+            if n > 0 {
+                return Event::Readable;
+            }
+        }
+        self.take_signal(0).unwrap_or(Event::Timeout)
+    }
+
+    fn take_signal(&mut self, timeout_ms: u64) -> Option<Event> {
+        let ts = timespec(timeout_ms);
         // Safety: the set only holds signals we blocked above.
         let info = unsafe { rustix::runtime::kernel_sigtimedwait(&self.set, Some(&ts)) };
         let signal = match info {
@@ -86,17 +119,17 @@ impl Supervisor {
             Ok(info) => {
                 Signal::from_named_raw(unsafe { info.__bindgen_anon_1.__bindgen_anon_1.si_signo })
             }
-            Err(_) => {
-                // Timeout or EINTR: still reap, a SIGCHLD may have been merged.
-                return self.reap().unwrap_or(Event::Timeout);
-            }
+            // Timeout or EINTR: still reap, a SIGCHLD may have been merged.
+            Err(_) => return self.reap(),
         };
         match signal {
-            Some(s) if s == Signal::CHILD => self.reap().unwrap_or(Event::Timeout),
-            Some(s) if s == Signal::USR1 => Event::Shutdown(Request::Halt),
-            Some(s) if s == Signal::USR2 => Event::Shutdown(Request::Poweroff),
-            Some(s) if s == Signal::TERM || s == Signal::INT => Event::Shutdown(Request::Reboot),
-            _ => Event::Timeout,
+            Some(s) if s == Signal::CHILD => self.reap(),
+            Some(s) if s == Signal::USR1 => Some(Event::Shutdown(Request::Halt)),
+            Some(s) if s == Signal::USR2 => Some(Event::Shutdown(Request::Poweroff)),
+            Some(s) if s == Signal::TERM || s == Signal::INT => {
+                Some(Event::Shutdown(Request::Reboot))
+            }
+            _ => None,
         }
     }
 

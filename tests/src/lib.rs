@@ -63,9 +63,16 @@ pub fn ember_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let p = profile_dir().join("ember");
-    assert!(p.exists(), "{} missing: run `cargo build -p ember-cli` with this test's profile first", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build -p ember-cli` with this test's profile first",
+        p.display()
+    );
     p
 }
 
 // Booting initrds in QEMU through qemu/boot.
 pub mod qemu;
+
+// Test certificates and a static HTTPS server (openssl).
+pub mod pki;

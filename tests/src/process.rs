@@ -14,7 +14,10 @@ pub struct ChildGuard {
 impl ChildGuard {
     pub fn spawn(name: &str, cmd: &mut Command) -> std::io::Result<Self> {
         let child = cmd.spawn()?;
-        Ok(ChildGuard { name: name.to_string(), child: Some(child) })
+        Ok(ChildGuard {
+            name: name.to_string(),
+            child: Some(child),
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -23,7 +26,9 @@ impl ChildGuard {
 
     /// Returns the exit status if the process has exited.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Waits up to `timeout` for the process to exit by itself.
@@ -47,7 +52,9 @@ impl ChildGuard {
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         if child.try_wait().ok().flatten().is_some() {
             return;
         }

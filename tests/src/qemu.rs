@@ -14,7 +14,11 @@ pub fn kernel_release() -> String {
         .arg(workspace_root().join("qemu/fetch-kernel"))
         .output()
         .expect("run qemu/fetch-kernel");
-    assert!(out.status.success(), "qemu/fetch-kernel failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "qemu/fetch-kernel failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -32,7 +36,11 @@ pub fn module_list() -> Vec<String> {
 /// The /init built with this test's profile (scripts/build-init builds it).
 pub fn init_bin() -> PathBuf {
     let p = profile_dir().join("ember-init");
-    assert!(p.exists(), "{} missing: run `cargo build -p ember-init` with this test's profile first", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build -p ember-init` with this test's profile first",
+        p.display()
+    );
     p
 }
 
@@ -40,7 +48,9 @@ pub fn init_bin() -> PathBuf {
 /// `extra` files given as (source, destination) pairs.
 pub fn build_initrd(out: &Path, extra: &[(PathBuf, &str)]) -> String {
     let release = kernel_release();
-    let modules_dir = workspace_root().join(".cache/kernel/root/lib/modules").join(&release);
+    let modules_dir = workspace_root()
+        .join(".cache/kernel/root/lib/modules")
+        .join(&release);
     let mut cmd = Command::new(ember_bin());
     cmd.args(["initrd", "build", "--init"])
         .arg(init_bin())
@@ -55,7 +65,11 @@ pub fn build_initrd(out: &Path, extra: &[(PathBuf, &str)]) -> String {
         cmd.arg("--file").arg(format!("{}:{dest}", src.display()));
     }
     let output = cmd.output().expect("run ember initrd build");
-    assert!(output.status.success(), "ember initrd build failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "ember initrd build failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -84,7 +98,10 @@ impl Outcome {
 
     /// The init's own lines (`[      ms] ember: ...`), without the prefix stamp.
     pub fn ember_lines(&self) -> Vec<&str> {
-        self.log.lines().filter_map(|l| l.split_once("] ember: ").map(|(_, rest)| rest)).collect()
+        self.log
+            .lines()
+            .filter_map(|l| l.split_once("] ember: ").map(|(_, rest)| rest))
+            .collect()
     }
 
     pub fn has_line(&self, needle: &str) -> bool {
@@ -128,6 +145,9 @@ impl Boot {
         let mut guard = self.start();
         let status = guard.wait_timeout(self.timeout + Duration::from_secs(15));
         let log = std::fs::read_to_string(&self.serial_log).unwrap_or_default();
-        Outcome { exit_code: status.and_then(|s| s.code()), log }
+        Outcome {
+            exit_code: status.and_then(|s| s.code()),
+            log,
+        }
     }
 }

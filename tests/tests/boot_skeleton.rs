@@ -30,29 +30,75 @@ fn skeleton_boots_as_pid1_mounts_loads_modules_sees_tpm_and_powers_off() {
     let out = boot.run();
     let lines = out.ember_lines().join("\n");
 
-    assert!(out.powered_off(), "the VM did not power off by itself (exit {:?}); console:\n{}", out.exit_code, out.log);
-    assert!(out.has_line("starting as pid 1"), "/init did not run as PID 1:\n{lines}");
-    assert!(out.has_line("rootfs: moved "), "/ was not moved to a tmpfs root:\n{lines}");
+    assert!(
+        out.powered_off(),
+        "the VM did not power off by itself (exit {:?}); console:\n{}",
+        out.exit_code,
+        out.log
+    );
+    assert!(
+        out.has_line("starting as pid 1"),
+        "/init did not run as PID 1:\n{lines}"
+    );
+    assert!(
+        out.has_line("rootfs: moved "),
+        "/ was not moved to a tmpfs root:\n{lines}"
+    );
     let mounted = listed(&lines, "mounts: mounted ");
-    for m in ["/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/run", "/tmp", "/sys/fs/cgroup"] {
+    for m in [
+        "/proc",
+        "/sys",
+        "/dev",
+        "/dev/pts",
+        "/dev/shm",
+        "/run",
+        "/tmp",
+        "/sys/fs/cgroup",
+    ] {
         assert!(mounted.contains(&m), "{m} not mounted:\n{lines}");
     }
     let loaded = listed(&lines, "modules: loaded ");
-    for m in ["virtio_ring", "virtio_pci", "virtio_net", "virtio_blk", "fat", "vfat"] {
+    for m in [
+        "virtio_ring",
+        "virtio_pci",
+        "virtio_net",
+        "virtio_blk",
+        "fat",
+        "vfat",
+    ] {
         assert!(loaded.contains(&m), "module {m} not loaded:\n{lines}");
     }
     // Dependencies load before the modules that need them.
     let pos = |m: &str| loaded.iter().position(|x| *x == m).unwrap();
-    assert!(pos("virtio_ring") < pos("virtio") && pos("virtio") < pos("virtio_net") && pos("fat") < pos("vfat"));
+    assert!(
+        pos("virtio_ring") < pos("virtio")
+            && pos("virtio") < pos("virtio_net")
+            && pos("fat") < pos("vfat")
+    );
     assert!(lines.contains("missing []"), "modules missing:\n{lines}");
-    assert!(out.has_line("tpm: /dev/tpmrm0 present"), "no TPM device:\n{lines}");
-    assert!(out.has_line("cmdline: ember keys [ember.test ember.attest_url ember.on_error ember.iface]"), "{lines}");
+    assert!(
+        out.has_line("tpm: /dev/tpmrm0 present"),
+        "no TPM device:\n{lines}"
+    );
+    assert!(
+        out.has_line(
+            "cmdline: ember keys [ember.test ember.attest_url ember.on_error ember.iface]"
+        ),
+        "{lines}"
+    );
     assert!(out.has_line("network interfaces: [eth0("), "{lines}");
     for phase in ["rootfs", "mounts", "cmdline", "modules", "inventory"] {
-        assert!(out.has_line(&format!("phase={phase} status=ok")), "phase {phase} did not complete:\n{lines}");
+        assert!(
+            out.has_line(&format!("phase={phase} status=ok")),
+            "phase {phase} did not complete:\n{lines}"
+        );
     }
     assert!(out.has_line("shutdown: power off"), "{lines}");
-    assert!(out.log.contains("reboot: Power down"), "the kernel did not power down:\n{}", out.log);
+    assert!(
+        out.log.contains("reboot: Power down"),
+        "the kernel did not power down:\n{}",
+        out.log
+    );
 }
 
 #[test]
@@ -68,9 +114,15 @@ fn malformed_attest_url_is_a_clear_error_and_the_failure_policy_runs() {
     .run();
     let lines = out.ember_lines().join("\n");
     assert!(out.powered_off(), "exit {:?}\n{}", out.exit_code, out.log);
-    assert!(out.has_line("cmdline: ignoring ember.attest_url: must start with https://"), "{lines}");
+    assert!(
+        out.has_line("cmdline: ignoring ember.attest_url: must start with https://"),
+        "{lines}"
+    );
     assert!(out.has_line("boot failed in phase attest"), "{lines}");
-    assert!(out.has_line("powering off in 0 s (ember.on_error)"), "{lines}");
+    assert!(
+        out.has_line("powering off in 0 s (ember.on_error)"),
+        "{lines}"
+    );
 }
 
 #[test]
@@ -98,7 +150,9 @@ fn initrd_build_with_bad_input_fails_clearly_and_leaves_no_output() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/init"));
 
-    let modules_dir = workspace_root().join(".cache/kernel/root/lib/modules").join(kernel_release());
+    let modules_dir = workspace_root()
+        .join(".cache/kernel/root/lib/modules")
+        .join(kernel_release());
     let unknown = std::process::Command::new(ember_bin())
         .args(["initrd", "build", "--init"])
         .arg(init_bin())
@@ -111,5 +165,9 @@ fn initrd_build_with_bad_input_fails_clearly_and_leaves_no_output() {
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no_such_module"));
     assert!(!out.exists());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "a partial file was left behind");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "a partial file was left behind"
+    );
 }

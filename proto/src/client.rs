@@ -136,6 +136,30 @@ pub struct Credential {
 }
 
 impl Credential {
+    /// Rebuilds a credential from its parts (replaying recorded transcripts
+    /// in load tests).
+    pub fn from_parts(
+        session: [u8; 16],
+        secret: [u8; 32],
+        credential: &[u8; 32],
+        expires_in_s: u32,
+        overlay: Option<OverlayMeta>,
+    ) -> Self {
+        Credential {
+            session,
+            secret,
+            bearer: hex(credential),
+            expires_in_s,
+            overlay,
+        }
+    }
+
+    /// The activated secret, for debugging tools that record a transcript.
+    /// It keys the overlay: never log it.
+    pub fn secret(&self) -> &[u8; 32] {
+        &self.secret
+    }
+
     /// The bearer credential as sent in `Authorization`.
     pub fn bearer(&self) -> &str {
         &self.bearer

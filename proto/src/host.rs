@@ -48,6 +48,7 @@ fn io_err(e: std::io::Error) -> HostError {
     }
 }
 
+#[derive(Clone)]
 pub struct HttpsClient {
     host: String,
     port: u16,

@@ -18,6 +18,8 @@ pub mod sealed;
 
 pub use error::Error;
 pub use msg::PROTOCOL_VERSION;
+#[cfg(feature = "fs")]
+pub mod fs;
 #[cfg(feature = "host")]
 pub mod host;
 #[cfg(feature = "tpm")]

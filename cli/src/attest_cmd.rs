@@ -1,0 +1,457 @@
+//! `ember attest`: the node's attestation flow from a workstation, against a
+//! swtpm (or /dev/tpmrm0): Start → Finish → sealed overlay → extracted into
+//! a folder → Report. The overlay is extracted into a staging folder next to
+//! the target and moved in only once the whole stream authenticated, so a
+//! refused stream leaves no plaintext in the target.
+//!
+//! Hidden test switches: `--fault` corrupts the received sealed stream,
+//! `--record`/`--replay` drive the load test.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use ember_fs::tar::{Confinement, Extractor, FsSink, Limits};
+use ember_proto::client::{self, BodySink, Config, Credential, Response, Transport, Url};
+use ember_proto::host::HttpsClient;
+use ember_proto::msg::{
+    self, decode, encode, FinishRequest, FinishResponse, Outcome, StartResponse,
+};
+use ember_proto::{keys, sealed};
+use ember_tpm::Tpm;
+
+#[derive(Args)]
+pub struct AttestArgs {
+    /// TPM: swtpm:HOST:PORT, unix:PATH, or a device path (/dev/tpmrm0).
+    #[arg(long, required_unless_present = "replay")]
+    pub tpm: Option<String>,
+    /// Boot server URL (the node's ember.attest_url).
+    #[arg(long)]
+    pub url: String,
+    /// CA certificate (PEM) the server's certificate must chain to.
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// Folder to extract the overlay into (created if missing).
+    #[arg(long, required_unless_present_any = ["replay", "no_overlay"])]
+    pub into: Option<PathBuf>,
+    /// Attest only; do not download the overlay.
+    #[arg(long)]
+    pub no_overlay: bool,
+    /// Report this outcome afterwards: joined or failed.
+    #[arg(long)]
+    pub report: Option<String>,
+    /// Reason sent with --report.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// EK template: ecc-p384, rsa2048, ecc-p256 (default: the first with a certificate).
+    #[arg(long)]
+    pub ek: Option<String>,
+    /// TEST: corrupt the sealed stream: tamper:OFFSET, truncate:LEN, swap:A:B (chunk indices).
+    #[arg(long, hide = true)]
+    pub fault: Option<String>,
+    /// TEST: record transcripts into this folder for --replay (server in test mode).
+    #[arg(long, hide = true)]
+    pub record: Option<PathBuf>,
+    /// TEST: run the flow this many times (with --record).
+    #[arg(long, hide = true, default_value_t = 1)]
+    pub repeat: usize,
+    /// TEST: replay the recorded transcripts in this folder concurrently (load test).
+    #[arg(long, hide = true)]
+    pub replay: Option<PathBuf>,
+    /// TEST: simulated nodes running at once with --replay.
+    #[arg(long, hide = true, default_value_t = 200)]
+    pub concurrency: usize,
+}
+
+pub fn run(a: AttestArgs) -> Result<()> {
+    let url = Url::parse(&a.url)
+        .ok_or_else(|| anyhow!("--url {:?}: expected https://HOST[:PORT][/PATH]", a.url))?;
+    let ca = std::fs::read(&a.ca).with_context(|| format!("read CA {}", a.ca.display()))?;
+    let http = HttpsClient::new(&url, &ca).map_err(|e| anyhow!("{e}"))?;
+    if let Some(dir) = &a.replay {
+        return crate::serve::replay::run(dir, &url, http, a.concurrency);
+    }
+    let fault = a.fault.as_deref().map(Fault::parse).transpose()?;
+    let outcome = match a.report.as_deref() {
+        None => None,
+        Some("joined") => Some(Outcome::Joined),
+        Some("failed") => Some(Outcome::Failed),
+        Some(o) => bail!("--report {o:?}: expected joined or failed"),
+    };
+    let ek = match a.ek.as_deref() {
+        None => None,
+        Some("ecc-p384") => Some(ember_tpm::EkTemplate::EccP384),
+        Some("rsa2048") => Some(ember_tpm::EkTemplate::Rsa2048),
+        Some("ecc-p256") => Some(ember_tpm::EkTemplate::EccP256),
+        Some(e) => bail!("--ek {e:?}: expected ecc-p384, rsa2048 or ecc-p256"),
+    };
+    let spec = a.tpm.clone().unwrap_or_default();
+    let mut transport = Recorder {
+        inner: Faulty { inner: http, fault },
+        start: None,
+        finish: None,
+    };
+    for i in 0..a.repeat.max(1) {
+        let started = Instant::now();
+        let result = if spec.starts_with('/') {
+            let path: &'static str = Box::leak(spec.clone().into_boxed_str());
+            let dev =
+                ember_tpm::DeviceTransport::open(path).map_err(|e| anyhow!("open {spec}: {e}"))?;
+            flow(
+                &mut Tpm::new(dev),
+                ek,
+                &mut transport,
+                &url.config(),
+                &a,
+                outcome,
+            )
+        } else {
+            let sock = ember_tpm::SocketTransport::connect_spec(&spec)
+                .map_err(|e| anyhow!("connect {spec}: {e}"))?;
+            flow(
+                &mut Tpm::new(sock),
+                ek,
+                &mut transport,
+                &url.config(),
+                &a,
+                outcome,
+            )
+        };
+        let cred = result?;
+        if let Some(dir) = &a.record {
+            transport.save(dir, &cred, i)?;
+        }
+        eprintln!("ember attest: done in {} ms", started.elapsed().as_millis());
+    }
+    Ok(())
+}
+
+fn flow<T: ember_tpm::Transport>(
+    tpm: &mut Tpm<T>,
+    ek: Option<ember_tpm::EkTemplate>,
+    http: &mut impl Transport,
+    cfg: &Config,
+    a: &AttestArgs,
+    outcome: Option<Outcome>,
+) -> Result<Credential> {
+    let mut dev = match ek {
+        Some(t) => ember_proto::tpm::TpmAttestor::with_ek_template(tpm, t),
+        None => ember_proto::tpm::TpmAttestor::new(tpm),
+    };
+    let attested = client::attest(&mut dev, http, cfg);
+    let closed = dev.close();
+    let cred = attested.map_err(|e| anyhow!("attestation refused: {e}"))?;
+    closed.map_err(|e| anyhow!("flush TPM objects: {e}"))?;
+    eprintln!(
+        "ember attest: attested; credential valid {} s",
+        cred.expires_in_s
+    );
+    let mut version = None;
+    if !a.no_overlay {
+        let into = a
+            .into
+            .as_ref()
+            .ok_or_else(|| anyhow!("--into is required"))?;
+        let meta = extract_staged(http, cfg, &cred, into)?;
+        println!(
+            "overlay {} ({} bytes, sha256 {}) extracted into {}",
+            meta.version_id,
+            meta.size,
+            client::hex(&meta.sha256),
+            into.display()
+        );
+        version = Some(meta.version_id);
+    }
+    if let Some(o) = outcome {
+        let r = client::report(http, cfg, &cred, o, version, &a.reason)
+            .map_err(|e| anyhow!("report: {e}"))?;
+        println!(
+            "reported {o:?}: attempts {}, last known good {:?}",
+            r.attempts, r.last_known_good
+        );
+    }
+    Ok(cred)
+}
+
+/// Downloads and opens the overlay into a staging folder beside `into`,
+/// then moves it in. Nothing reaches `into` unless the whole stream
+/// authenticated and extracted.
+fn extract_staged(
+    http: &mut impl Transport,
+    cfg: &Config,
+    cred: &Credential,
+    into: &Path,
+) -> Result<msg::OverlayMeta> {
+    let into = absolute(into)?;
+    let parent = into
+        .parent()
+        .ok_or_else(|| anyhow!("--into must not be /"))?;
+    std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    let mut r = [0u8; 6];
+    getrandom::getrandom(&mut r)?;
+    let name = into
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let staging = parent.join(format!(".{name}.ember-staging-{}", client::hex(&r)));
+    std::fs::create_dir(&staging).with_context(|| format!("create {}", staging.display()))?;
+    let result = (|| {
+        let sink = FsSink::open(staging.as_path(), Confinement::Beneath)
+            .map_err(|e| anyhow!("open staging: {e}"))?;
+        let mut extractor = Extractor::new(sink, Limits::default());
+        let meta = client::fetch_overlay(http, cfg, cred, &mut extractor)
+            .map_err(|e| anyhow!("overlay refused: {e}"))?;
+        drop(extractor);
+        move_into(&staging, &into)?;
+        Ok(meta)
+    })();
+    if staging.exists() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
+}
+
+fn is_empty_dir(p: &Path) -> bool {
+    std::fs::read_dir(p)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false)
+}
+
+/// Moves the extracted tree into `into`: one rename when `into` is absent
+/// or empty, otherwise a merge where the overlay's entries win.
+fn move_into(staging: &Path, into: &Path) -> Result<()> {
+    if !into.exists() || is_empty_dir(into) {
+        if into.exists() {
+            std::fs::remove_dir(into)?;
+        }
+        std::fs::rename(staging, into)
+            .with_context(|| format!("move overlay into {}", into.display()))?;
+        return Ok(());
+    }
+    merge(staging, into)
+}
+
+fn merge(src: &Path, dst: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let (s, d) = (entry.path(), dst.join(entry.file_name()));
+        let s_md = std::fs::symlink_metadata(&s)?;
+        match std::fs::symlink_metadata(&d) {
+            Ok(d_md) if s_md.is_dir() && d_md.is_dir() => merge(&s, &d)?,
+            Ok(d_md) => {
+                if d_md.is_dir() {
+                    std::fs::remove_dir_all(&d)?;
+                }
+                std::fs::rename(&s, &d)?;
+            }
+            Err(_) => std::fs::rename(&s, &d)?,
+        }
+    }
+    // The overlay's directory metadata wins over the merge's side effects.
+    let md = std::fs::metadata(src)?;
+    std::fs::set_permissions(dst, md.permissions())?;
+    let times = std::fs::FileTimes::new()
+        .set_modified(md.modified()?)
+        .set_accessed(md.accessed()?);
+    std::fs::File::open(dst)?.set_times(times)?;
+    Ok(())
+}
+
+/// A corruption of the received sealed stream (tests of the AEAD framing
+/// end to end, as an attacker on the path would do it).
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Tamper(u64),
+    Truncate(u64),
+    Swap(u64, u64),
+}
+
+impl Fault {
+    fn parse(s: &str) -> Result<Fault> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let n = |i: usize| -> Result<u64> {
+            parts
+                .get(i)
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| anyhow!("--fault {s:?}"))
+        };
+        Ok(match parts[0] {
+            "tamper" => Fault::Tamper(n(1)?),
+            "truncate" => Fault::Truncate(n(1)?),
+            "swap" => Fault::Swap(n(1)?, n(2)?),
+            _ => bail!("--fault {s:?}: expected tamper:OFFSET, truncate:LEN or swap:A:B"),
+        })
+    }
+
+    fn apply(self, body: &mut Vec<u8>) {
+        match self {
+            Fault::Tamper(off) => {
+                if let Some(b) = body.get_mut(off as usize) {
+                    *b ^= 0x01;
+                }
+            }
+            Fault::Truncate(len) => body.truncate(len as usize),
+            Fault::Swap(a, b) => {
+                let Ok(h) = sealed::Header::new_checked(&body[..]) else {
+                    return;
+                };
+                let c = h.chunk_size() as usize + sealed::TAG_LEN;
+                let (a, b) = (
+                    sealed::HEADER_LEN + a as usize * c,
+                    sealed::HEADER_LEN + b as usize * c,
+                );
+                if a + c <= body.len() && b + c <= body.len() && a != b {
+                    let first = body[a..a + c].to_vec();
+                    body.copy_within(b..b + c, a);
+                    body[b..b + c].copy_from_slice(&first);
+                }
+            }
+        }
+    }
+}
+
+struct Faulty<T> {
+    inner: T,
+    fault: Option<Fault>,
+}
+
+struct Buffer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl BodySink for Buffer {
+    fn status(&mut self, status: u16) -> bool {
+        self.status = status;
+        true
+    }
+    fn data(&mut self, piece: &[u8]) -> bool {
+        self.body.extend_from_slice(piece);
+        true
+    }
+}
+
+impl<T: Transport> Transport for Faulty<T> {
+    type Error = T::Error;
+    fn post(
+        &mut self,
+        path: &str,
+        bearer: Option<&str>,
+        body: &[u8],
+    ) -> Result<Response, T::Error> {
+        self.inner.post(path, bearer, body)
+    }
+    fn get(
+        &mut self,
+        path: &str,
+        bearer: Option<&str>,
+        sink: &mut dyn BodySink,
+    ) -> Result<(), T::Error> {
+        let Some(fault) = self.fault else {
+            return self.inner.get(path, bearer, sink);
+        };
+        let mut buf = Buffer {
+            status: 0,
+            body: Vec::new(),
+        };
+        self.inner.get(path, bearer, &mut buf)?;
+        if buf.status == 200 {
+            fault.apply(&mut buf.body);
+        }
+        if sink.status(buf.status) {
+            for piece in buf.body.chunks(16 * 1024) {
+                if !sink.data(piece) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Keeps the last Start and Finish bodies for `--record`.
+struct Recorder<T> {
+    inner: T,
+    start: Option<Vec<u8>>,
+    finish: Option<Vec<u8>>,
+}
+
+impl<T: Transport> Transport for Recorder<T> {
+    type Error = T::Error;
+    fn post(
+        &mut self,
+        path: &str,
+        bearer: Option<&str>,
+        body: &[u8],
+    ) -> Result<Response, T::Error> {
+        if path.ends_with(msg::path::START) {
+            self.start = Some(body.to_vec());
+        } else if path.ends_with(msg::path::FINISH) {
+            self.finish = Some(body.to_vec());
+        }
+        self.inner.post(path, bearer, body)
+    }
+    fn get(
+        &mut self,
+        path: &str,
+        bearer: Option<&str>,
+        sink: &mut dyn BodySink,
+    ) -> Result<(), T::Error> {
+        self.inner.get(path, bearer, sink)
+    }
+}
+
+impl<T> Recorder<T> {
+    fn save(&self, dir: &Path, cred: &Credential, i: usize) -> Result<()> {
+        let (Some(start), Some(finish)) = (&self.start, &self.finish) else {
+            bail!("nothing recorded")
+        };
+        std::fs::create_dir_all(dir)?;
+        let rec = crate::serve::replay::Recording {
+            secret: *cred.secret(),
+            start: start.clone(),
+            finish: finish.clone(),
+        };
+        let path = dir.join(format!("{}-{i}.rec", client::hex(&cred.session)));
+        std::fs::write(&path, rec.to_bytes())
+            .with_context(|| format!("write {}", path.display()))?;
+        Ok(())
+    }
+}
+
+// Used by the replay module.
+pub(crate) fn finish_for_replay(
+    rec_finish: &[u8],
+    start_req: &[u8],
+    start_resp: &[u8],
+    secret: &[u8; 32],
+) -> Result<(FinishRequest, StartResponse)> {
+    let started: StartResponse =
+        decode("start response", start_resp).map_err(|e| anyhow!("{e}"))?;
+    let mut finish: FinishRequest =
+        decode("finish", rec_finish).map_err(|e| anyhow!("recorded finish: {e}"))?;
+    finish.session = started.session;
+    finish.proof = keys::finish_proof(
+        secret,
+        &keys::start_transcript(start_req, start_resp),
+        &finish,
+    );
+    Ok((finish, started))
+}
+
+pub(crate) fn decode_finish(body: &[u8]) -> Result<FinishResponse> {
+    decode("finish response", body).map_err(|e| anyhow!("{e}"))
+}
+
+pub(crate) fn encode_finish(f: &FinishRequest) -> Vec<u8> {
+    encode(f)
+}

@@ -1,0 +1,232 @@
+//! The load test's client: replays recorded attestation transcripts as N
+//! simulated nodes at once against a server in test mode, each running the
+//! whole protocol (Start, Finish with a fresh proof, sealed overlay opened
+//! and verified, Report), and reports latency percentiles.
+
+use std::path::Path;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use ember_proto::client::{self, Credential, Transport, Url};
+use ember_proto::host::HttpsClient;
+use ember_proto::msg::{decode, ErrorResponse, Outcome};
+use ember_proto::sealed::Sink;
+
+/// One recorded node: the activated secret and the Start and Finish bodies.
+pub struct Recording {
+    pub secret: [u8; 32],
+    pub start: Vec<u8>,
+    pub finish: Vec<u8>,
+}
+
+impl Recording {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = b"EMBREC01".to_vec();
+        out.extend_from_slice(&self.secret);
+        for part in [&self.start, &self.finish] {
+            out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+        out
+    }
+
+    pub fn parse(b: &[u8]) -> Result<Recording> {
+        let bad = || anyhow!("not an ember recording");
+        let rest = b.strip_prefix(b"EMBREC01").ok_or_else(bad)?;
+        let secret: [u8; 32] = rest.get(..32).ok_or_else(bad)?.try_into()?;
+        let mut rest = &rest[32..];
+        let mut take = || -> Result<Vec<u8>> {
+            let len = u32::from_be_bytes(rest.get(..4).ok_or_else(bad)?.try_into()?) as usize;
+            let part = rest.get(4..4 + len).ok_or_else(bad)?.to_vec();
+            rest = &rest[4 + len..];
+            Ok(part)
+        };
+        let start = take()?;
+        let finish = take()?;
+        Ok(Recording {
+            secret,
+            start,
+            finish,
+        })
+    }
+}
+
+struct Discard(u64);
+
+impl Sink for Discard {
+    type Error = std::convert::Infallible;
+    fn write(&mut self, p: &[u8]) -> Result<(), Self::Error> {
+        self.0 += p.len() as u64;
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Timing {
+    start: Duration,
+    finish: Duration,
+    overlay: Duration,
+    report: Duration,
+    total: Duration,
+}
+
+fn post(http: &mut HttpsClient, base: &str, path: &str, body: &[u8]) -> Result<Vec<u8>> {
+    let r = http
+        .post(&format!("{base}{path}"), None, body)
+        .map_err(|e| anyhow!("{path}: {e}"))?;
+    if r.status != 200 {
+        let why = decode::<ErrorResponse>("error", &r.body)
+            .map(|e| format!("{} {}", e.code.name(), e.detail))
+            .unwrap_or_default();
+        bail!("{path}: HTTP {} {why}", r.status);
+    }
+    Ok(r.body)
+}
+
+fn one(http: &mut HttpsClient, url: &Url, rec: &Recording) -> Result<Timing> {
+    let mut t = Timing::default();
+    let base = url.base_path.clone();
+    let t0 = Instant::now();
+    let start_resp = post(http, &base, ember_proto::msg::path::START, &rec.start)?;
+    t.start = t0.elapsed();
+    let (finish, started) =
+        crate::attest_cmd::finish_for_replay(&rec.finish, &rec.start, &start_resp, &rec.secret)?;
+    let t1 = Instant::now();
+    let fin = crate::attest_cmd::decode_finish(&post(
+        http,
+        &base,
+        ember_proto::msg::path::FINISH,
+        &crate::attest_cmd::encode_finish(&finish),
+    )?)?;
+    t.finish = t1.elapsed();
+    let cred = Credential::from_parts(
+        started.session,
+        rec.secret,
+        &fin.credential,
+        fin.expires_in_s,
+        fin.overlay.clone(),
+    );
+    let cfg = url.config();
+    let t2 = Instant::now();
+    let mut version = None;
+    if let Some(meta) = &fin.overlay {
+        let mut sink = Discard(0);
+        client::fetch_overlay(http, &cfg, &cred, &mut sink).map_err(|e| anyhow!("overlay: {e}"))?;
+        if sink.0 != meta.size {
+            bail!("overlay: {} bytes opened, {} announced", sink.0, meta.size);
+        }
+        version = Some(meta.version_id);
+    }
+    t.overlay = t2.elapsed();
+    let t3 = Instant::now();
+    client::report(http, &cfg, &cred, Outcome::Joined, version, "load test")
+        .map_err(|e| anyhow!("report: {e}"))?;
+    t.report = t3.elapsed();
+    t.total = t0.elapsed();
+    Ok(t)
+}
+
+fn pct(v: &mut [Duration], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort();
+    let i = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[i.clamp(1, v.len()) - 1].as_secs_f64() * 1000.0
+}
+
+pub fn run(dir: &Path, url: &Url, http: HttpsClient, concurrency: usize) -> Result<()> {
+    let mut recs = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("read {}", dir.display()))?
+        .collect::<std::io::Result<_>>()?;
+    names.sort_by_key(|e| e.file_name());
+    for e in names {
+        if e.path().extension().is_some_and(|x| x == "rec") {
+            recs.push(
+                Recording::parse(&std::fs::read(e.path())?)
+                    .with_context(|| e.path().display().to_string())?,
+            );
+        }
+    }
+    if recs.is_empty() {
+        bail!("no recordings (*.rec) in {}", dir.display());
+    }
+    let n = concurrency.max(1);
+    let recs = Arc::new(recs);
+    let barrier = Arc::new(Barrier::new(n));
+    let http = Arc::new(http);
+    let wall = Instant::now();
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let (recs, barrier, url) = (recs.clone(), barrier.clone(), url.clone());
+            let http = http.clone();
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    let mut client = (*http).clone();
+                    barrier.wait();
+                    // Each simulated node uses its own recording (its own AK).
+                    one(&mut client, &url, &recs[i % recs.len()])
+                })
+                .expect("spawn a load-test thread")
+        })
+        .collect();
+    let mut ok = Vec::new();
+    let mut failures = Vec::new();
+    for h in handles {
+        match h.join() {
+            Ok(Ok(t)) => ok.push(t),
+            Ok(Err(e)) => failures.push(format!("{e:#}")),
+            Err(_) => failures.push("thread panicked".into()),
+        }
+    }
+    let wall = wall.elapsed();
+    for f in failures.iter().take(5) {
+        eprintln!("load: failure: {f}");
+    }
+    let col = |f: fn(&Timing) -> Duration| ok.iter().map(f).collect::<Vec<_>>();
+    let (mut total, mut start, mut finish, mut overlay, mut report) = (
+        col(|t| t.total),
+        col(|t| t.start),
+        col(|t| t.finish),
+        col(|t| t.overlay),
+        col(|t| t.report),
+    );
+    println!(
+        "load: nodes={n} recordings={} ok={} failed={} wall_ms={:.0} throughput={:.1}/s",
+        recs.len(),
+        ok.len(),
+        failures.len(),
+        wall.as_secs_f64() * 1000.0,
+        ok.len() as f64 / wall.as_secs_f64()
+    );
+    println!(
+        "load: total_ms p50={:.1} p90={:.1} p99={:.1} max={:.1}",
+        pct(&mut total, 50.0),
+        pct(&mut total, 90.0),
+        pct(&mut total, 99.0),
+        pct(&mut total, 100.0)
+    );
+    for (name, v) in [
+        ("start", &mut start),
+        ("finish", &mut finish),
+        ("overlay", &mut overlay),
+        ("report", &mut report),
+    ] {
+        println!(
+            "load: {name}_ms p50={:.1} p99={:.1} max={:.1}",
+            pct(v, 50.0),
+            pct(v, 99.0),
+            pct(v, 100.0)
+        );
+    }
+    if !failures.is_empty() {
+        bail!("{} of {n} simulated nodes failed", failures.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,484 @@
+//! The server's persisted state: SQLite (schema + migrations) in the state
+//! folder, overlay blobs as files named by their SHA-256 next to it.
+//!
+//! Every admin command runs in one transaction, so a failed command leaves
+//! nothing half-written.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+/// Ordered schema migrations; `user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    r#"
+    CREATE TABLE groups (
+        name TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE nodes (
+        id INTEGER PRIMARY KEY,
+        ek_hash BLOB NOT NULL UNIQUE,
+        ek_cert BLOB,
+        name TEXT NOT NULL UNIQUE,
+        group_name TEXT NOT NULL REFERENCES groups(name),
+        enrolled_at INTEGER NOT NULL,
+        enrolled_by TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_known_good INTEGER REFERENCES overlays(version_id)
+    );
+    CREATE TABLE overlays (
+        version_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sha256 BLOB NOT NULL,
+        size INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE assignments (
+        target TEXT PRIMARY KEY,            -- 'node:<name>' or 'group:<name>'
+        version_id INTEGER NOT NULL REFERENCES overlays(version_id),
+        assigned_at INTEGER NOT NULL
+    );
+    CREATE TABLE pcr_policies (
+        scope TEXT PRIMARY KEY,             -- 'default', 'group:<name>', 'node:<name>'
+        hash_alg INTEGER NOT NULL,
+        mask INTEGER NOT NULL,
+        mode TEXT NOT NULL CHECK (mode IN ('values', 'record')),
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE pcr_allowed (
+        scope TEXT NOT NULL REFERENCES pcr_policies(scope) ON DELETE CASCADE,
+        pcr INTEGER NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (scope, pcr, value)
+    );
+    CREATE TABLE sessions (
+        id BLOB PRIMARY KEY,
+        node_id INTEGER NOT NULL REFERENCES nodes(id),
+        secret BLOB NOT NULL,
+        nonce BLOB NOT NULL,
+        ak_public BLOB NOT NULL,
+        transcript BLOB NOT NULL,
+        hash_alg INTEGER NOT NULL,
+        mask INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('started', 'finished', 'refused'))
+    );
+    CREATE TABLE credentials (
+        hash BLOB PRIMARY KEY,
+        session_id BLOB NOT NULL REFERENCES sessions(id),
+        node_id INTEGER NOT NULL REFERENCES nodes(id),
+        version_id INTEGER REFERENCES overlays(version_id),
+        expires_at INTEGER NOT NULL,
+        reported_at INTEGER
+    );
+    CREATE TABLE boot_reports (
+        id INTEGER PRIMARY KEY,
+        node_id INTEGER NOT NULL REFERENCES nodes(id),
+        at INTEGER NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('joined', 'failed', 'attested')),
+        version_id INTEGER,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX boot_reports_node ON boot_reports(node_id, at);
+    INSERT INTO groups(name, created_at) VALUES ('default', 0);
+    "#,
+];
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The state folder's layout.
+#[derive(Clone, Debug)]
+pub struct StateDir(PathBuf);
+
+impl StateDir {
+    pub fn new(path: &Path) -> Self {
+        StateDir(path.to_path_buf())
+    }
+    pub fn root(&self) -> &Path {
+        &self.0
+    }
+    pub fn db(&self) -> PathBuf {
+        self.0.join("ember.db")
+    }
+    pub fn blobs(&self) -> PathBuf {
+        self.0.join("blobs")
+    }
+    pub fn blob(&self, sha256_hex: &str) -> PathBuf {
+        self.blobs().join(sha256_hex)
+    }
+    pub fn tls(&self) -> PathBuf {
+        self.0.join("tls")
+    }
+    /// Static boot artifacts (kernel, initrd), named by SHA-256.
+    pub fn boot_dir(&self) -> PathBuf {
+        self.0.join("boot")
+    }
+    pub fn boot_artifact(&self, sha256_hex: &str) -> PathBuf {
+        self.boot_dir().join(sha256_hex)
+    }
+}
+
+/// Opens (creating if needed) the database and brings its schema up to date.
+pub fn open(state: &StateDir) -> Result<Connection> {
+    std::fs::create_dir_all(state.root())
+        .with_context(|| format!("create state folder {}", state.root().display()))?;
+    std::fs::create_dir_all(state.blobs())?;
+    let mut conn =
+        Connection::open(state.db()).with_context(|| format!("open {}", state.db().display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let applied: usize =
+        tx.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    if applied > MIGRATIONS.len() {
+        bail!(
+            "state database has schema version {applied}, newer than this ember ({})",
+            MIGRATIONS.len()
+        );
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        tx.execute_batch(sql)
+            .with_context(|| format!("schema migration {}", i + 1))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// A PCR policy as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub scope: String,
+    pub hash_alg: u16,
+    pub mask: u32,
+    pub record: bool,
+    /// Allowed (pcr, value) pairs; several values per PCR are allowed.
+    pub allowed: Vec<(u8, Vec<u8>)>,
+}
+
+/// The policy used when none is set: record PCRs 0-7 on the first boot.
+pub fn builtin_default_policy() -> Policy {
+    Policy {
+        scope: "default".into(),
+        hash_alg: ember_proto::msg::ALG_SHA256,
+        mask: 0xFF,
+        record: true,
+        allowed: vec![],
+    }
+}
+
+pub fn get_policy(conn: &Connection, scope: &str) -> Result<Option<Policy>> {
+    let row = conn
+        .query_row(
+            "SELECT hash_alg, mask, mode FROM pcr_policies WHERE scope = ?1",
+            [scope],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((hash_alg, mask, mode)) = row else {
+        return Ok(None);
+    };
+    let mut stmt =
+        conn.prepare("SELECT pcr, value FROM pcr_allowed WHERE scope = ?1 ORDER BY pcr, value")?;
+    let allowed = stmt
+        .query_map([scope], |r| {
+            Ok((r.get::<_, i64>(0)? as u8, r.get::<_, Vec<u8>>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Some(Policy {
+        scope: scope.into(),
+        hash_alg: hash_alg as u16,
+        mask: mask as u32,
+        record: mode == "record",
+        allowed,
+    }))
+}
+
+pub fn put_policy(tx: &Transaction, p: &Policy) -> Result<()> {
+    tx.execute("DELETE FROM pcr_policies WHERE scope = ?1", [&p.scope])?;
+    tx.execute(
+        "INSERT INTO pcr_policies(scope, hash_alg, mask, mode, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![p.scope, p.hash_alg as i64, p.mask as i64, if p.record { "record" } else { "values" }, now_ms()],
+    )?;
+    for (pcr, value) in &p.allowed {
+        tx.execute(
+            "INSERT OR IGNORE INTO pcr_allowed(scope, pcr, value) VALUES (?1, ?2, ?3)",
+            params![p.scope, *pcr as i64, value],
+        )?;
+    }
+    Ok(())
+}
+
+/// The policy that applies to a node: its own, its group's, the default.
+pub fn effective_policy(conn: &Connection, node_name: &str, group: &str) -> Result<Policy> {
+    for scope in [
+        format!("node:{node_name}"),
+        format!("group:{group}"),
+        "default".to_string(),
+    ] {
+        if let Some(p) = get_policy(conn, &scope)? {
+            return Ok(p);
+        }
+    }
+    Ok(builtin_default_policy())
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub id: i64,
+    pub name: String,
+    pub group: String,
+}
+
+pub fn node_by_ek_hash(conn: &Connection, ek_hash: &[u8; 32]) -> Result<Option<Node>> {
+    Ok(conn
+        .query_row(
+            "SELECT id, name, group_name FROM nodes WHERE ek_hash = ?1",
+            [&ek_hash[..]],
+            |r| {
+                Ok(Node {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    group: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+pub fn node_by_name(conn: &Connection, name: &str) -> Result<Option<Node>> {
+    Ok(conn
+        .query_row(
+            "SELECT id, name, group_name FROM nodes WHERE name = ?1",
+            [name],
+            |r| {
+                Ok(Node {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    group: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+pub fn ensure_group(tx: &Transaction, group: &str) -> Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO groups(name, created_at) VALUES (?1, ?2)",
+        params![group, now_ms()],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+pub fn group_exists(conn: &Connection, group: &str) -> Result<bool> {
+    Ok(conn
+        .query_row("SELECT 1 FROM groups WHERE name = ?1", [group], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+pub fn insert_node(
+    tx: &Transaction,
+    ek_hash: &[u8; 32],
+    ek_cert: Option<&[u8]>,
+    name: &str,
+    group: &str,
+    enrolled_by: &str,
+) -> Result<Node> {
+    ensure_group(tx, group)?;
+    if node_by_ek_hash(tx, ek_hash)?.is_some() {
+        bail!("this EK is already enrolled");
+    }
+    if node_by_name(tx, name)?.is_some() {
+        bail!("a node named {name:?} already exists");
+    }
+    tx.execute(
+        "INSERT INTO nodes(ek_hash, ek_cert, name, group_name, enrolled_at, enrolled_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![&ek_hash[..], ek_cert, name, group, now_ms(), enrolled_by],
+    )?;
+    Ok(Node {
+        id: tx.last_insert_rowid(),
+        name: name.into(),
+        group: group.into(),
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct Overlay {
+    pub version_id: i64,
+    pub sha256: [u8; 32],
+    pub size: u64,
+}
+
+fn overlay_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Overlay> {
+    let sha: Vec<u8> = r.get(1)?;
+    let mut sha256 = [0u8; 32];
+    if sha.len() == 32 {
+        sha256.copy_from_slice(&sha);
+    }
+    Ok(Overlay {
+        version_id: r.get(0)?,
+        sha256,
+        size: r.get::<_, i64>(2)? as u64,
+    })
+}
+
+pub fn overlay(conn: &Connection, version_id: i64) -> Result<Option<Overlay>> {
+    Ok(conn
+        .query_row(
+            "SELECT version_id, sha256, size FROM overlays WHERE version_id = ?1",
+            [version_id],
+            overlay_row,
+        )
+        .optional()?)
+}
+
+/// The overlay assigned to the node, else to its group.
+pub fn assigned_overlay(conn: &Connection, node: &Node) -> Result<Option<Overlay>> {
+    for target in [
+        format!("node:{}", node.name),
+        format!("group:{}", node.group),
+    ] {
+        let row = conn
+            .query_row(
+                "SELECT o.version_id, o.sha256, o.size FROM assignments a JOIN overlays o USING (version_id) WHERE a.target = ?1",
+                [&target],
+                overlay_row,
+            )
+            .optional()?;
+        if row.is_some() {
+            return Ok(row);
+        }
+    }
+    Ok(None)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    ember_proto::client::hex(bytes)
+}
+
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch() -> (tempdir::Dir, StateDir) {
+        let d = tempdir::Dir::new();
+        let s = StateDir::new(&d.0);
+        (d, s)
+    }
+
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Self {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static N: AtomicU32 = AtomicU32::new(0);
+                let p = std::env::temp_dir().join(format!(
+                    "ember-store-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                let _ = std::fs::remove_dir_all(&p);
+                Dir(p)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn migrations_run_once_and_reopen_is_idempotent() {
+        let (_d, s) = scratch();
+        drop(open(&s).unwrap());
+        let conn = open(&s).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v as usize, MIGRATIONS.len());
+        assert!(group_exists(&conn, "default").unwrap());
+    }
+
+    #[test]
+    fn failed_enrolment_leaves_nothing_behind() {
+        let (_d, s) = scratch();
+        let mut conn = open(&s).unwrap();
+        let tx = conn.transaction().unwrap();
+        insert_node(&tx, &[1; 32], None, "a", "rack1", "test").unwrap();
+        tx.commit().unwrap();
+        let tx = conn.transaction().unwrap();
+        // New group created, then the duplicate name fails: the group must not remain.
+        assert!(insert_node(&tx, &[2; 32], None, "a", "rack2", "test").is_err());
+        drop(tx);
+        assert!(!group_exists(&conn, "rack2").unwrap());
+        assert!(node_by_ek_hash(&conn, &[2; 32]).unwrap().is_none());
+    }
+
+    #[test]
+    fn node_policy_overrides_group_and_default() {
+        let (_d, s) = scratch();
+        let mut conn = open(&s).unwrap();
+        assert_eq!(
+            effective_policy(&conn, "n", "g").unwrap(),
+            builtin_default_policy()
+        );
+        let tx = conn.transaction().unwrap();
+        let g = Policy {
+            scope: "group:g".into(),
+            hash_alg: 11,
+            mask: 0x81,
+            record: false,
+            allowed: vec![(0, vec![0; 32])],
+        };
+        put_policy(&tx, &g).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(effective_policy(&conn, "n", "g").unwrap(), g);
+        let tx = conn.transaction().unwrap();
+        let n = Policy {
+            scope: "node:n".into(),
+            hash_alg: 11,
+            mask: 0x1,
+            record: true,
+            allowed: vec![],
+        };
+        put_policy(&tx, &n).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(effective_policy(&conn, "n", "g").unwrap(), n);
+    }
+}

@@ -20,11 +20,18 @@ pub fn unix_seconds() -> Option<u64> {
 }
 
 fn timespec(d: Duration) -> Timespec {
-    Timespec { tv_sec: d.as_secs() as _, tv_nsec: d.subsec_nanos() as _ }
+    Timespec {
+        tv_sec: d.as_secs() as _,
+        tv_nsec: d.subsec_nanos() as _,
+    }
 }
 
 /// Waits until `fd` has `events` or `timeout` passes; true when ready.
-pub fn wait_fd(fd: BorrowedFd<'_>, events: PollFlags, timeout: Duration) -> rustix::io::Result<bool> {
+pub fn wait_fd(
+    fd: BorrowedFd<'_>,
+    events: PollFlags,
+    timeout: Duration,
+) -> rustix::io::Result<bool> {
     let mut fds = [PollFd::from_borrowed_fd(fd, events)];
     loop {
         match rustix::event::poll(&mut fds, Some(&timespec(timeout))) {

@@ -32,12 +32,22 @@ impl<'a> NetConfig<'a> {
     pub fn from_cmdline(cmdline: &'a str) -> Self {
         let mut cfg = NetConfig::default();
         for word in cmdline.split_ascii_whitespace() {
-            let Some((key, value)) = word.split_once('=') else { continue };
-            let secs = || value.parse::<u16>().ok().filter(|&s| s > 0).map(|s| Duration::from_secs(s.into()));
+            let Some((key, value)) = word.split_once('=') else {
+                continue;
+            };
+            let secs = || {
+                value
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|&s| s > 0)
+                    .map(|s| Duration::from_secs(s.into()))
+            };
             match key {
                 "ember.iface" if valid_name(value, 15) => cfg.iface = Some(value),
                 "ember.hostname" if valid_name(value, 63) => cfg.hostname = Some(value),
-                "ember.carrier_timeout" => cfg.carrier_timeout = secs().unwrap_or(cfg.carrier_timeout),
+                "ember.carrier_timeout" => {
+                    cfg.carrier_timeout = secs().unwrap_or(cfg.carrier_timeout)
+                }
                 "ember.dhcp_timeout" => cfg.dhcp_timeout = secs().unwrap_or(cfg.dhcp_timeout),
                 _ => {}
             }
@@ -47,7 +57,10 @@ impl<'a> NetConfig<'a> {
 }
 
 fn valid_name(s: &str, max: usize) -> bool {
-    !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
 }
 
 #[cfg(test)]

@@ -100,8 +100,14 @@ pub fn hostname_from_mac(mac: [u8; 6]) -> String {
 impl DhcpClient {
     /// Opens the packet socket on `link` and starts discovering at once.
     pub fn new(link: &Link, config: &DhcpConfig) -> Result<Self> {
-        let mac = link.mac.ok_or_else(|| Error::NotEthernet(link.name.clone()))?;
-        let mtu = if link.mtu == 0 { 1500 } else { link.mtu as usize };
+        let mac = link
+            .mac
+            .ok_or_else(|| Error::NotEthernet(link.name.clone()))?;
+        let mtu = if link.mtu == 0 {
+            1500
+        } else {
+            link.mtu as usize
+        };
         let mut phy = PacketSocket::open(link.index, mac, mtu)?;
 
         let mut seed = [0u8; 8];
@@ -114,10 +120,15 @@ impl DhcpClient {
         // smoltcp's socket borrows its options and receive buffer for its
         // whole life; the client lives as long as the node, so these few
         // hundred bytes are leaked once rather than made self-referential.
-        let hostname = config.hostname.clone().unwrap_or_else(|| hostname_from_mac(mac));
+        let hostname = config
+            .hostname
+            .clone()
+            .unwrap_or_else(|| hostname_from_mac(mac));
         let hostname: &'static [u8] = Box::leak(hostname.into_bytes().into_boxed_slice());
-        let options: &'static [DhcpOption<'static>] =
-            Box::leak(Box::new([DhcpOption { kind: wire::OPT_HOSTNAME, data: hostname }]));
+        let options: &'static [DhcpOption<'static>] = Box::leak(Box::new([DhcpOption {
+            kind: wire::OPT_HOSTNAME,
+            data: hostname,
+        }]));
         let packet_buf: &'static mut [u8] = Box::leak(vec![0u8; 1500].into_boxed_slice());
         static REQUEST_LIST: [u8; 7] = [
             wire::OPT_SUBNET_MASK,
@@ -133,7 +144,11 @@ impl DhcpClient {
         socket.set_outgoing_options(options);
         socket.set_receive_packet_buffer(packet_buf);
         socket.set_parameter_request_list(&REQUEST_LIST);
-        socket.set_max_lease_duration(config.max_lease.map(|d| SmolDuration::from_millis(d.as_millis() as u64)));
+        socket.set_max_lease_duration(
+            config
+                .max_lease
+                .map(|d| SmolDuration::from_millis(d.as_millis() as u64)),
+        );
         // Boot speed: smoltcp waits 10 s between DISCOVERs by default.
         let mut retry = socket.get_retry_config();
         retry.discover_timeout = SmolDuration::from_secs(2);
@@ -192,7 +207,9 @@ impl DhcpClient {
         // Timers may have moved; let smoltcp send what is due right away.
         self.iface.poll(now(), &mut self.phy, &mut self.sockets);
         match lease {
-            None => self.lose().map(|a| a.map(|address| LeaseEvent::Lost { address })),
+            None => self
+                .lose()
+                .map(|a| a.map(|address| LeaseEvent::Lost { address })),
             Some(lease) => self.apply(lease).map(Some),
         }
     }
@@ -207,7 +224,8 @@ impl DhcpClient {
             // The kernel drops the route with the address anyway.
             let _ = self.netlink.del_default_route(self.link.index, gw);
         }
-        self.netlink.del_address(self.link.index, old.address, old.prefix_len)?;
+        self.netlink
+            .del_address(self.link.index, old.address, old.prefix_len)?;
         Ok(Some(old.address))
     }
 
@@ -226,7 +244,8 @@ impl DhcpClient {
                 self.link.mtu = u32::from(mtu);
             }
         }
-        self.netlink.add_address(idx, lease.address, lease.prefix_len)?;
+        self.netlink
+            .add_address(idx, lease.address, lease.prefix_len)?;
         if let Some(gw) = lease.router {
             self.netlink.replace_default_route(idx, gw)?;
         }
@@ -241,14 +260,21 @@ impl DhcpClient {
         });
         match lease.router {
             Some(gw) => {
-                let _ = self.iface.routes_mut().add_default_ipv4_route(Ipv4Address::from(gw));
+                let _ = self
+                    .iface
+                    .routes_mut()
+                    .add_default_ipv4_route(Ipv4Address::from(gw));
             }
             None => {
                 self.iface.routes_mut().remove_default_ipv4_route();
             }
         }
         self.state = State::Bound(lease.clone());
-        Ok(if renewed { LeaseEvent::Renewed(lease) } else { LeaseEvent::Acquired(lease) })
+        Ok(if renewed {
+            LeaseEvent::Renewed(lease)
+        } else {
+            LeaseEvent::Acquired(lease)
+        })
     }
 
     /// Blocks until the first lease is configured or `timeout` passes.
@@ -263,7 +289,9 @@ impl DhcpClient {
             if waited >= limit {
                 return Err(Error::DhcpTimeout { waited_ms: waited });
             }
-            let wait = self.next_wakeup().min(Duration::from_millis(limit - waited));
+            let wait = self
+                .next_wakeup()
+                .min(Duration::from_millis(limit - waited));
             clock::wait_fd(self.fd(), PollFlags::IN, wait).map_err(Error::sys("poll"))?;
         }
     }
@@ -276,7 +304,12 @@ fn lease_from(cfg: &dhcpv4::Config<'_>, mac: Option<[u8; 6]>) -> Lease {
         address: cfg.address.address().octets(),
         prefix_len: cfg.address.prefix_len(),
         router: cfg.router.map(|r| r.octets()),
-        dns: cfg.dns_servers.iter().take(wire::MAX_DNS).map(|d| d.octets()).collect(),
+        dns: cfg
+            .dns_servers
+            .iter()
+            .take(wire::MAX_DNS)
+            .map(|d| d.octets())
+            .collect(),
         domain: None,
         lease_time: None,
         server_id: cfg.server.identifier.octets(),
@@ -290,7 +323,10 @@ fn lease_from(cfg: &dhcpv4::Config<'_>, mac: Option<[u8; 6]>) -> Lease {
         .and_then(|p| wire::Repr::parse(&p).ok());
     if let Some(repr) = extra {
         // Only trust the buffer if it is the ACK smoltcp accepted.
-        if repr.message_type == wire::MSG_ACK && Some(repr.chaddr) == mac && repr.your_addr == lease.address {
+        if repr.message_type == wire::MSG_ACK
+            && Some(repr.chaddr) == mac
+            && repr.your_addr == lease.address
+        {
             lease.domain = repr.domain;
             lease.lease_time = repr.lease_time;
             lease.mtu = repr.mtu;

@@ -44,10 +44,16 @@ fn random_id() -> u16 {
 pub fn query(host: &str, server: [u8; 4], timeout: Duration) -> Result<Vec<[u8; 4]>> {
     let id = random_id();
     let q = dns::emit_query(id, host)?;
-    let fd = net::socket_with(AddressFamily::INET, SocketType::DGRAM, SocketFlags::CLOEXEC, None)
-        .map_err(Error::sys("dns socket"))?;
+    let fd = net::socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(Error::sys("dns socket"))?;
     // connect() makes the kernel drop datagrams from any other source.
-    net::connect(&fd, &SocketAddrV4::new(Ipv4Addr::from(server), 53)).map_err(Error::sys("dns connect"))?;
+    net::connect(&fd, &SocketAddrV4::new(Ipv4Addr::from(server), 53))
+        .map_err(Error::sys("dns connect"))?;
     net::send(&fd, &q, SendFlags::empty()).map_err(Error::sys("dns send"))?;
     let deadline = clock::monotonic_ms() + timeout.as_millis() as u64;
     let mut buf = alloc::vec![0u8; 1232];
@@ -56,8 +62,12 @@ pub fn query(host: &str, server: [u8; 4], timeout: Duration) -> Result<Vec<[u8; 
         if now >= deadline {
             return Err(Error::DnsTimeout);
         }
-        if !clock::wait_fd(rustix::fd::AsFd::as_fd(&fd), PollFlags::IN, Duration::from_millis(deadline - now))
-            .map_err(Error::sys("dns poll"))?
+        if !clock::wait_fd(
+            rustix::fd::AsFd::as_fd(&fd),
+            PollFlags::IN,
+            Duration::from_millis(deadline - now),
+        )
+        .map_err(Error::sys("dns poll"))?
         {
             return Err(Error::DnsTimeout);
         }

@@ -101,7 +101,9 @@ impl fmt::Display for Error {
             Error::NetlinkMalformed => f.write_str("malformed netlink reply"),
             Error::NoInterface => f.write_str("no network interface besides lo"),
             Error::InterfaceNotFound(name) => write!(f, "interface {name} not found"),
-            Error::NoCarrier { waited_ms } => write!(f, "no interface has carrier after {waited_ms} ms"),
+            Error::NoCarrier { waited_ms } => {
+                write!(f, "no interface has carrier after {waited_ms} ms")
+            }
             Error::NotEthernet(name) => write!(f, "interface {name} is not Ethernet"),
             Error::DhcpTimeout { waited_ms } => write!(f, "no DHCP lease after {waited_ms} ms"),
             Error::DhcpMalformed(why) => write!(f, "malformed DHCP packet: {why}"),
@@ -123,10 +125,14 @@ impl fmt::Display for Error {
             Error::CertNotYetValid => f.write_str("certificate: not yet valid"),
             Error::CertHostMismatch => f.write_str("certificate: does not match the host name"),
             Error::CertBadSignature => f.write_str("certificate: bad signature"),
-            Error::CertUnsupportedAlgorithm => f.write_str("certificate: unsupported algorithm (P-256 ECDSA only)"),
+            Error::CertUnsupportedAlgorithm => {
+                f.write_str("certificate: unsupported algorithm (P-256 ECDSA only)")
+            }
             Error::CertMalformed(why) => write!(f, "certificate: malformed: {why}"),
             Error::NoCa => f.write_str("no CA certificate given"),
-            Error::ClockUnset => f.write_str("system clock not set: cannot check certificate validity"),
+            Error::ClockUnset => {
+                f.write_str("system clock not set: cannot check certificate validity")
+            }
             Error::BadClientKey => f.write_str("client key is not a P-256 private key"),
             Error::HttpRedirect { status } => write!(f, "HTTP {status}: redirects are refused"),
             Error::HttpStatus { status } => write!(f, "HTTP status {status}"),

@@ -50,7 +50,9 @@ pub fn request(host: &str, port: u16, path: &str) -> Vec<u8> {
         r.push(b':');
         r.append(&mut buf);
     }
-    r.extend_from_slice(b"\r\nUser-Agent: ember\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n");
+    r.extend_from_slice(
+        b"\r\nUser-Agent: ember\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
+    );
     r
 }
 
@@ -78,18 +80,25 @@ pub fn parse_head(head: &[u8]) -> Result<Head> {
     let head = &head[..head.len() - 3];
     let mut lines = head.split(|&b| b == b'\n');
     let status_line = lines.next().unwrap_or(&[]);
-    let status_line = status_line.strip_suffix(b"\r").ok_or(Error::HttpMalformed("bare LF"))?;
+    let status_line = status_line
+        .strip_suffix(b"\r")
+        .ok_or(Error::HttpMalformed("bare LF"))?;
     let rest = status_line
         .strip_prefix(b"HTTP/1.1 ")
         .or_else(|| status_line.strip_prefix(b"HTTP/1.0 "))
         .ok_or(Error::HttpMalformed("status line"))?;
-    if rest.len() < 3 || !rest[..3].iter().all(u8::is_ascii_digit) || (rest.len() > 3 && rest[3] != b' ') {
+    if rest.len() < 3
+        || !rest[..3].iter().all(u8::is_ascii_digit)
+        || (rest.len() > 3 && rest[3] != b' ')
+    {
         return Err(Error::HttpMalformed("status code"));
     }
     if !rest[3..].iter().all(|&b| is_field_byte(b)) {
         return Err(Error::HttpMalformed("reason phrase"));
     }
-    let status = rest[..3].iter().fold(0u16, |acc, &d| acc * 10 + u16::from(d - b'0'));
+    let status = rest[..3]
+        .iter()
+        .fold(0u16, |acc, &d| acc * 10 + u16::from(d - b'0'));
     if !(100..=599).contains(&status) {
         return Err(Error::HttpMalformed("status code"));
     }
@@ -98,7 +107,9 @@ pub fn parse_head(head: &[u8]) -> Result<Head> {
     let mut count = 0;
     for line in lines {
         // Every line but the last ends in "\r" here; a bare LF is refused.
-        let line = line.strip_suffix(b"\r").ok_or(Error::HttpMalformed("bare LF"))?;
+        let line = line
+            .strip_suffix(b"\r")
+            .ok_or(Error::HttpMalformed("bare LF"))?;
         count += 1;
         if count > MAX_HEADERS {
             return Err(Error::HttpHeadTooLarge);
@@ -106,7 +117,10 @@ pub fn parse_head(head: &[u8]) -> Result<Head> {
         if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
             return Err(Error::HttpMalformed("obsolete line folding"));
         }
-        let colon = line.iter().position(|&b| b == b':').ok_or(Error::HttpMalformed("header without colon"))?;
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(Error::HttpMalformed("header without colon"))?;
         let (name, value) = (&line[..colon], &line[colon + 1..]);
         if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
             return Err(Error::HttpMalformed("header name"));
@@ -119,7 +133,9 @@ pub fn parse_head(head: &[u8]) -> Result<Head> {
             if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
                 return Err(Error::HttpMalformed("Content-Length"));
             }
-            let n = value.iter().fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
+            let n = value
+                .iter()
+                .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
             if content_length.is_some_and(|old| old != n) {
                 return Err(Error::HttpMalformed("conflicting Content-Length"));
             }
@@ -145,11 +161,20 @@ pub fn parse_head(head: &[u8]) -> Result<Head> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     Length(u64),
-    ChunkSize { size: u64, digits: usize, in_ext: bool, line: usize, cr: bool },
+    ChunkSize {
+        size: u64,
+        digits: usize,
+        in_ext: bool,
+        line: usize,
+        cr: bool,
+    },
     ChunkData(u64),
     ChunkDataCr,
     ChunkDataLf,
-    Trailer { line: usize, cr: bool },
+    Trailer {
+        line: usize,
+        cr: bool,
+    },
     UntilClose,
     Done,
 }
@@ -160,7 +185,13 @@ pub struct BodyDecoder {
     state: State,
 }
 
-const CHUNK_START: State = State::ChunkSize { size: 0, digits: 0, in_ext: false, line: 0, cr: false };
+const CHUNK_START: State = State::ChunkSize {
+    size: 0,
+    digits: 0,
+    in_ext: false,
+    line: 0,
+    cr: false,
+};
 
 impl BodyDecoder {
     pub fn new(kind: BodyKind) -> Self {
@@ -192,7 +223,11 @@ impl BodyDecoder {
 
     /// Consumes `input`; returns how many bytes were body (anything after
     /// the end of the body is left unconsumed).
-    pub fn feed(&mut self, mut input: &[u8], sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<usize> {
+    pub fn feed(
+        &mut self,
+        mut input: &[u8],
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<usize> {
         let total = input.len();
         while !input.is_empty() {
             match &mut self.state {
@@ -214,14 +249,28 @@ impl BodyDecoder {
                     }
                 }
                 State::ChunkDataCr | State::ChunkDataLf => {
-                    let want = if self.state == State::ChunkDataCr { b'\r' } else { b'\n' };
+                    let want = if self.state == State::ChunkDataCr {
+                        b'\r'
+                    } else {
+                        b'\n'
+                    };
                     if input[0] != want {
                         return Err(Error::HttpMalformed("chunk not followed by CRLF"));
                     }
                     input = &input[1..];
-                    self.state = if want == b'\r' { State::ChunkDataLf } else { CHUNK_START };
+                    self.state = if want == b'\r' {
+                        State::ChunkDataLf
+                    } else {
+                        CHUNK_START
+                    };
                 }
-                State::ChunkSize { size, digits, in_ext, line, cr } => {
+                State::ChunkSize {
+                    size,
+                    digits,
+                    in_ext,
+                    line,
+                    cr,
+                } => {
                     let b = input[0];
                     input = &input[1..];
                     *line += 1;
@@ -232,7 +281,11 @@ impl BodyDecoder {
                         if b != b'\n' {
                             return Err(Error::HttpMalformed("chunk-size line"));
                         }
-                        self.state = if *size == 0 { State::Trailer { line: 0, cr: false } } else { State::ChunkData(*size) };
+                        self.state = if *size == 0 {
+                            State::Trailer { line: 0, cr: false }
+                        } else {
+                            State::ChunkData(*size)
+                        };
                         continue;
                     }
                     match b {
@@ -244,7 +297,9 @@ impl BodyDecoder {
                         }
                         b';' if *digits > 0 => *in_ext = true,
                         _ => {
-                            let d = (b as char).to_digit(16).ok_or(Error::HttpMalformed("chunk size"))?;
+                            let d = (b as char)
+                                .to_digit(16)
+                                .ok_or(Error::HttpMalformed("chunk size"))?;
                             *digits += 1;
                             if *digits > 15 {
                                 return Err(Error::HttpMalformed("chunk size too large"));
@@ -300,7 +355,13 @@ mod tests {
     #[test]
     fn head_with_content_length_parses() {
         let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: x\r\n\r\n").unwrap();
-        assert_eq!(h, Head { status: 200, body: BodyKind::Length(5) });
+        assert_eq!(
+            h,
+            Head {
+                status: 200,
+                body: BodyKind::Length(5)
+            }
+        );
         let h = parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
         assert_eq!(h.body, BodyKind::Chunked);
     }
@@ -319,7 +380,11 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nBad Name: a\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nX: a\x00b\r\n\r\n",
         ] {
-            assert!(parse_head(head).is_err(), "{:?}", core::str::from_utf8(head));
+            assert!(
+                parse_head(head).is_err(),
+                "{:?}",
+                core::str::from_utf8(head)
+            );
         }
     }
 

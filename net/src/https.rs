@@ -70,9 +70,14 @@ impl<'a> Client<'a> {
         let mut rx = vec![0u8; RECORD_BUF];
         let mut tx = vec![0u8; RECORD_BUF];
         let is_ip = url::parse_ipv4(url.host).is_some();
-        let config = if is_ip { TlsConfig::new() } else { TlsConfig::new().with_server_name(url.host) };
+        let config = if is_ip {
+            TlsConfig::new()
+        } else {
+            TlsConfig::new().with_server_name(url.host)
+        };
         let mut provider = Provider::new(Verifier::new(self.cas, url.host, now), self.identity);
-        let mut tls: TlsConnection<'_, TcpStream, embedded_tls::Aes128GcmSha256> = TlsConnection::new(stream, &mut rx, &mut tx);
+        let mut tls: TlsConnection<'_, TcpStream, embedded_tls::Aes128GcmSha256> =
+            TlsConnection::new(stream, &mut rx, &mut tx);
 
         let why = |e: TlsError, provider: &mut Provider<'_>| -> Error {
             if let Some(v) = provider.verifier.failure.take() {
@@ -87,20 +92,27 @@ impl<'a> Client<'a> {
             return Err(why(e, &mut provider));
         }
         let request = http::request(url.host, url.port, url.path);
-        tls.write(&request).and_then(|_| tls.flush()).map_err(|e| why(e, &mut provider))?;
+        tls.write(&request)
+            .and_then(|_| tls.flush())
+            .map_err(|e| why(e, &mut provider))?;
 
         let mut buf = vec![0u8; 4096];
         let mut head: Vec<u8> = Vec::new();
         let (status, mut decoder) = loop {
-            let n = match read(&mut tls, &mut buf, &io_failure).map_err(|e| why(e, &mut provider))? {
-                Read::Data(n) => n,
-                Read::Closed { .. } => return Err(Error::ConnectionClosed),
-            };
+            let n =
+                match read(&mut tls, &mut buf, &io_failure).map_err(|e| why(e, &mut provider))? {
+                    Read::Data(n) => n,
+                    Read::Closed { .. } => return Err(Error::ConnectionClosed),
+                };
             head.extend_from_slice(&buf[..n]);
             if let Some(len) = http::head_len(&head) {
                 let parsed = http::parse_head(&head[..len])?;
                 match parsed.status {
-                    300..=399 => return Err(Error::HttpRedirect { status: parsed.status }),
+                    300..=399 => {
+                        return Err(Error::HttpRedirect {
+                            status: parsed.status,
+                        })
+                    }
                     200..=299 => {}
                     status => return Err(Error::HttpStatus { status }),
                 }
@@ -119,11 +131,15 @@ impl<'a> Client<'a> {
         };
         decoder.feed(&head, &mut counting)?;
         while !decoder.is_done() {
-            let got = read(&mut tls, &mut buf, &io_failure).map_err(|e| match why(e, &mut provider) {
-                // A reset in the middle of a body is, to the caller, a body cut short.
-                Error::Sys { op: "recv", errno: rustix::io::Errno::CONNRESET } => Error::HttpTruncated,
-                other => other,
-            })?;
+            let got =
+                read(&mut tls, &mut buf, &io_failure).map_err(|e| match why(e, &mut provider) {
+                    // A reset in the middle of a body is, to the caller, a body cut short.
+                    Error::Sys {
+                        op: "recv",
+                        errno: rustix::io::Errno::CONNRESET,
+                    } => Error::HttpTruncated,
+                    other => other,
+                })?;
             match got {
                 Read::Data(n) => {
                     decoder.feed(&buf[..n], &mut counting)?;
@@ -146,7 +162,9 @@ enum Read {
     Data(usize),
     /// The peer closed; `clean` if it sent close_notify first (a bare TCP
     /// FIN could be an attacker truncating the stream).
-    Closed { clean: bool },
+    Closed {
+        clean: bool,
+    },
 }
 
 fn read(
@@ -157,7 +175,9 @@ fn read(
     match tls.read(buf) {
         Ok(0) => Ok(Read::Closed { clean: false }),
         Ok(n) => Ok(Read::Data(n)),
-        Err(TlsError::ConnectionClosed | TlsError::MissingHandshake) => Ok(Read::Closed { clean: true }),
+        Err(TlsError::ConnectionClosed | TlsError::MissingHandshake) => {
+            Ok(Read::Closed { clean: true })
+        }
         // EOF on the socket (no I/O failure recorded). After a close_notify
         // embedded-tls marks the session closed, which the next read reports.
         Err(TlsError::IoError) if !has_failure(io_failure) => match tls.read(buf) {
@@ -179,7 +199,10 @@ fn tls_error(e: TlsError) -> Error {
     match e {
         // A server without TLS 1.3 answers our 1.3-only hello with
         // protocol_version (or, for some stacks, handshake_failure).
-        TlsError::HandshakeAborted(_, AlertDescription::ProtocolVersion | AlertDescription::HandshakeFailure)
+        TlsError::HandshakeAborted(
+            _,
+            AlertDescription::ProtocolVersion | AlertDescription::HandshakeFailure,
+        )
         | TlsError::InvalidSupportedVersions => Error::TlsVersion,
         TlsError::Io(embedded_io::ErrorKind::TimedOut) => Error::ReadTimeout,
         other => Error::Tls(format!("{other:?}")),

@@ -9,7 +9,11 @@ use core::time::Duration;
 
 /// Sets every link up (including `lo`, which the node needs too) and waits
 /// up to `carrier_timeout` for the chosen one to report carrier.
-pub fn bring_up_and_choose(nl: &mut Netlink, wanted: Option<&str>, carrier_timeout: Duration) -> Result<Link> {
+pub fn bring_up_and_choose(
+    nl: &mut Netlink,
+    wanted: Option<&str>,
+    carrier_timeout: Duration,
+) -> Result<Link> {
     let links = nl.links()?;
     if let Some(name) = wanted {
         if !links.iter().any(|l| l.name == name) {
@@ -38,7 +42,9 @@ pub fn bring_up_and_choose(nl: &mut Netlink, wanted: Option<&str>, carrier_timeo
 /// The named link once it has carrier, else the first non-loopback link
 /// with carrier, in kernel index order.
 pub fn choose<'a>(links: &'a [Link], wanted: Option<&str>) -> Option<&'a Link> {
-    let mut candidates = links.iter().filter(|l| !l.is_loopback() && l.carrier && l.mac.is_some());
+    let mut candidates = links
+        .iter()
+        .filter(|l| !l.is_loopback() && l.carrier && l.mac.is_some());
     match wanted {
         Some(name) => candidates.find(|l| l.name == name),
         None => candidates.min_by_key(|l| l.index),
@@ -51,7 +57,14 @@ mod tests {
     use crate::wire::netlink::{IFF_LOOPBACK, IFF_UP};
 
     fn link(index: u32, name: &str, carrier: bool, flags: u32) -> Link {
-        Link { index, name: name.into(), flags, carrier, mac: Some([2, 0, 0, 0, 0, index as u8]), mtu: 1500 }
+        Link {
+            index,
+            name: name.into(),
+            flags,
+            carrier,
+            mac: Some([2, 0, 0, 0, 0, index as u8]),
+            mtu: 1500,
+        }
     }
 
     #[test]
@@ -63,7 +76,10 @@ mod tests {
             link(4, "eth2", true, IFF_UP),
         ];
         assert_eq!(choose(&links, None).map(|l| l.name.as_str()), Some("eth1"));
-        assert_eq!(choose(&links, Some("eth2")).map(|l| l.name.as_str()), Some("eth2"));
+        assert_eq!(
+            choose(&links, Some("eth2")).map(|l| l.name.as_str()),
+            Some("eth2")
+        );
         assert_eq!(choose(&links, Some("eth0")), None);
         assert_eq!(choose(&links[..1], None), None);
     }

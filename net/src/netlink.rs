@@ -7,7 +7,9 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use rustix::fd::OwnedFd;
-use rustix::net::{self, netlink::SocketAddrNetlink, AddressFamily, RecvFlags, SendFlags, SocketType};
+use rustix::net::{
+    self, netlink::SocketAddrNetlink, AddressFamily, RecvFlags, SendFlags, SocketType,
+};
 
 /// One network interface as the kernel lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +76,9 @@ impl Netlink {
 
     pub fn links(&mut self) -> Result<Vec<Link>> {
         let seq = self.next_seq();
-        let msg = Builder::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, seq).link(0, 0, 0).finish();
+        let msg = Builder::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, seq)
+            .link(0, 0, 0)
+            .finish();
         net::send(&self.fd, &msg, SendFlags::empty()).map_err(Error::sys("netlink send"))?;
         let mut buf = vec![0u8; 32 * 1024];
         let mut links = Vec::new();
@@ -88,7 +92,10 @@ impl Netlink {
                 match m.msg_type() {
                     NLMSG_DONE => return Ok(links),
                     NLMSG_ERROR => {
-                        return Err(Error::Netlink { op: "getlink", errno: -m.error_code().unwrap_or(0) })
+                        return Err(Error::Netlink {
+                            op: "getlink",
+                            errno: -m.error_code().unwrap_or(0),
+                        })
                     }
                     RTM_NEWLINK => {
                         if let Some(link) = parse_link(m.payload()) {
@@ -121,12 +128,16 @@ impl Netlink {
     pub fn add_address(&mut self, index: u32, addr: [u8; 4], prefix_len: u8) -> Result<()> {
         let seq = self.next_seq();
         let bcast = broadcast(addr, prefix_len);
-        let msg = Builder::new(RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE, seq)
-            .addr(index, prefix_len)
-            .attr(IFA_LOCAL, &addr)
-            .attr(IFA_ADDRESS, &addr)
-            .attr(IFA_BROADCAST, &bcast)
-            .finish();
+        let msg = Builder::new(
+            RTM_NEWADDR,
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+            seq,
+        )
+        .addr(index, prefix_len)
+        .attr(IFA_LOCAL, &addr)
+        .attr(IFA_ADDRESS, &addr)
+        .attr(IFA_BROADCAST, &bcast)
+        .finish();
         self.request("add address", msg, seq)
     }
 
@@ -142,11 +153,15 @@ impl Netlink {
 
     pub fn replace_default_route(&mut self, index: u32, gateway: [u8; 4]) -> Result<()> {
         let seq = self.next_seq();
-        let msg = Builder::new(RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE, seq)
-            .route(0)
-            .attr(RTA_GATEWAY, &gateway)
-            .attr(RTA_OIF, &index.to_ne_bytes())
-            .finish();
+        let msg = Builder::new(
+            RTM_NEWROUTE,
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+            seq,
+        )
+        .route(0)
+        .attr(RTA_GATEWAY, &gateway)
+        .attr(RTA_OIF, &index.to_ne_bytes())
+        .finish();
         self.request("default route", msg, seq)
     }
 
@@ -182,7 +197,9 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
                 mac.copy_from_slice(data);
                 link.mac = Some(mac);
             }
-            IFLA_MTU if data.len() == 4 => link.mtu = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]),
+            IFLA_MTU if data.len() == 4 => {
+                link.mtu = u32::from_ne_bytes([data[0], data[1], data[2], data[3]])
+            }
             IFLA_CARRIER if data.len() == 1 => link.carrier = data[0] != 0,
             _ => {}
         }

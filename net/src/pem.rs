@@ -53,13 +53,19 @@ pub fn decode_all(pem: &[u8], label: &str) -> Result<Vec<Vec<u8>>> {
     let mut rest = text;
     while let Some(start) = rest.find("-----BEGIN ") {
         let after = &rest[start + 11..];
-        let label_end = after.find("-----").ok_or(Error::Pem("unterminated BEGIN line"))?;
+        let label_end = after
+            .find("-----")
+            .ok_or(Error::Pem("unterminated BEGIN line"))?;
         let this_label = &after[..label_end];
         let body_start = &after[label_end + 5..];
-        let end_marker = body_start.find("-----END ").ok_or(Error::Pem("missing END line"))?;
+        let end_marker = body_start
+            .find("-----END ")
+            .ok_or(Error::Pem("missing END line"))?;
         let body = &body_start[..end_marker];
         let tail = &body_start[end_marker + 9..];
-        let tail_end = tail.find("-----").ok_or(Error::Pem("unterminated END line"))?;
+        let tail_end = tail
+            .find("-----")
+            .ok_or(Error::Pem("unterminated END line"))?;
         if &tail[..tail_end] != this_label {
             return Err(Error::Pem("END label differs from BEGIN"));
         }
@@ -98,6 +104,9 @@ mod tests {
         let pem = b"junk\n-----BEGIN CERTIFICATE-----\nTWFu\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\nTQ==\n-----END PRIVATE KEY-----\n-----BEGIN CERTIFICATE-----\nTWE=\n-----END CERTIFICATE-----\n";
         let certs = decode_all(pem, "CERTIFICATE").unwrap();
         assert_eq!(certs, [b"Man".to_vec(), b"Ma".to_vec()]);
-        assert_eq!(decode_first(pem, &["EC PRIVATE KEY", "PRIVATE KEY"]).unwrap(), ("PRIVATE KEY", b"M".to_vec()));
+        assert_eq!(
+            decode_first(pem, &["EC PRIVATE KEY", "PRIVATE KEY"]).unwrap(),
+            ("PRIVATE KEY", b"M".to_vec())
+        );
     }
 }

@@ -31,8 +31,14 @@ struct SockaddrLl {
 // SAFETY: `SockaddrLl` is `#[repr(C)]` with the kernel's `sockaddr_ll`
 // layout, and the pointer handed to `f` lives for the whole call.
 unsafe impl SocketAddrArg for SockaddrLl {
-    unsafe fn with_sockaddr<R>(&self, f: impl FnOnce(*const SocketAddrOpaque, SocketAddrLen) -> R) -> R {
-        f((self as *const SockaddrLl).cast(), size_of::<SockaddrLl>() as SocketAddrLen)
+    unsafe fn with_sockaddr<R>(
+        &self,
+        f: impl FnOnce(*const SocketAddrOpaque, SocketAddrLen) -> R,
+    ) -> R {
+        f(
+            (self as *const SockaddrLl).cast(),
+            size_of::<SockaddrLl>() as SocketAddrLen,
+        )
     }
 }
 
@@ -74,13 +80,25 @@ struct SockFprog {
 
 /// rustix has no SO_ATTACH_FILTER; issue the setsockopt directly.
 fn attach_filter(fd: BorrowedFd<'_>) -> Result<()> {
-    let prog = SockFprog { len: DHCP_FILTER.len() as u16, filter: DHCP_FILTER.as_ptr() };
+    let prog = SockFprog {
+        len: DHCP_FILTER.len() as u16,
+        filter: DHCP_FILTER.as_ptr(),
+    };
     let raw = rustix::fd::AsRawFd::as_raw_fd(&fd) as usize;
     const SOL_SOCKET: usize = 1;
     const SO_ATTACH_FILTER: usize = 26;
-    let ret = raw_setsockopt(raw, SOL_SOCKET, SO_ATTACH_FILTER, (&prog as *const SockFprog) as usize, size_of::<SockFprog>());
+    let ret = raw_setsockopt(
+        raw,
+        SOL_SOCKET,
+        SO_ATTACH_FILTER,
+        (&prog as *const SockFprog) as usize,
+        size_of::<SockFprog>(),
+    );
     match ret {
-        Some(r) if r < 0 => Err(Error::Sys { op: "SO_ATTACH_FILTER", errno: rustix::io::Errno::from_raw_os_error(-r as i32) }),
+        Some(r) if r < 0 => Err(Error::Sys {
+            op: "SO_ATTACH_FILTER",
+            errno: rustix::io::Errno::from_raw_os_error(-r as i32),
+        }),
         // Architectures without the raw call: every frame reaches smoltcp,
         // which ignores what is not DHCP or ARP.
         _ => Ok(()),
@@ -138,7 +156,7 @@ impl PacketSocket {
         .map_err(Error::sys("packet socket"))?;
         attach_filter(fd.as_fd())?;
         let addr = SockaddrLl {
-            family: AddressFamily::PACKET.as_raw() as u16,
+            family: AddressFamily::PACKET.as_raw(),
             protocol_be: ETH_P_ALL.to_be(),
             ifindex: ifindex as i32,
             hatype: 0,
@@ -147,7 +165,13 @@ impl PacketSocket {
             addr: [0; 8],
         };
         net::bind(&fd, &addr).map_err(Error::sys("packet bind"))?;
-        Ok(PacketSocket { fd, mac, mtu: mtu.max(576), rx: vec![0; FRAME_MAX], tx: vec![0; FRAME_MAX] })
+        Ok(PacketSocket {
+            fd,
+            mac,
+            mtu: mtu.max(576),
+            rx: vec![0; FRAME_MAX],
+            tx: vec![0; FRAME_MAX],
+        })
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -194,11 +218,20 @@ impl Device for PacketSocket {
 
     fn receive(&mut self, _: Instant) -> Option<(Rx<'_>, Tx<'_>)> {
         let n = self.recv_foreign()?;
-        Some((Rx(&self.rx[..n]), Tx { fd: &self.fd, buf: &mut self.tx }))
+        Some((
+            Rx(&self.rx[..n]),
+            Tx {
+                fd: &self.fd,
+                buf: &mut self.tx,
+            },
+        ))
     }
 
     fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
-        Some(Tx { fd: &self.fd, buf: &mut self.tx })
+        Some(Tx {
+            fd: &self.fd,
+            buf: &mut self.tx,
+        })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

@@ -23,8 +23,12 @@ pub fn render(dns: &[[u8; 4]], domain: Option<&str>) -> String {
 pub fn write(path: &str, contents: &str) -> Result<()> {
     let mut tmp = String::from(path);
     tmp.push_str(".ember-tmp");
-    let fd = fs::open(tmp.as_str(), OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC, Mode::from_raw_mode(0o644))
-        .map_err(Error::sys("open resolv.conf"))?;
+    let fd = fs::open(
+        tmp.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .map_err(Error::sys("open resolv.conf"))?;
     let mut rest = contents.as_bytes();
     while !rest.is_empty() {
         let n = rustix::io::write(&fd, rest).map_err(Error::sys("write resolv.conf"))?;

@@ -14,8 +14,8 @@ use alloc::vec::Vec;
 use core::cell::Cell;
 use core::time::Duration;
 use embedded_tls::{
-    Aes128GcmSha256, CertificateEntryRef, CertificateRef, CertificateVerifyRef, CryptoProvider, SignatureScheme,
-    TlsError, TlsVerifier,
+    Aes128GcmSha256, CertificateEntryRef, CertificateRef, CertificateVerifyRef, CryptoProvider,
+    SignatureScheme, TlsError, TlsVerifier,
 };
 use p256::ecdsa::{DerSignature, SigningKey};
 use rustix::event::PollFlags;
@@ -27,10 +27,23 @@ use sha2::Digest;
 const MAX_CHAIN: usize = 5;
 
 /// Checks a presented chain against `cas`; returns the leaf's DER.
-pub fn verify_chain<'c>(presented: &[&'c [u8]], cas: &[Vec<u8>], host: &str, now: u64) -> Result<&'c [u8]> {
-    let certs = presented.iter().map(|d| Certificate::parse(d)).collect::<Result<Vec<_>>>()?;
-    let anchors = cas.iter().map(|d| Certificate::parse(d)).collect::<Result<Vec<_>>>()?;
-    let leaf = certs.first().ok_or(Error::CertMalformed("empty certificate chain"))?;
+pub fn verify_chain<'c>(
+    presented: &[&'c [u8]],
+    cas: &[Vec<u8>],
+    host: &str,
+    now: u64,
+) -> Result<&'c [u8]> {
+    let certs = presented
+        .iter()
+        .map(|d| Certificate::parse(d))
+        .collect::<Result<Vec<_>>>()?;
+    let anchors = cas
+        .iter()
+        .map(|d| Certificate::parse(d))
+        .collect::<Result<Vec<_>>>()?;
+    let leaf = certs
+        .first()
+        .ok_or(Error::CertMalformed("empty certificate chain"))?;
     let mut cur = leaf;
     for _ in 0..MAX_CHAIN {
         let mut named_by_anchor = None;
@@ -43,13 +56,17 @@ pub fn verify_chain<'c>(presented: &[&'c [u8]], cas: &[Vec<u8>], host: &str, now
                 Err(e) => named_by_anchor = Some(e),
             }
         }
-        let next = certs[1..].iter().find(|c| c.subject == cur.issuer && c.is_ca && cur.verify_signed_by(c).is_ok());
+        let next = certs[1..]
+            .iter()
+            .find(|c| c.subject == cur.issuer && c.is_ca && cur.verify_signed_by(c).is_ok());
         match (next, named_by_anchor) {
             (Some(next), _) => {
                 next.check_validity(now)?;
                 cur = next;
             }
-            (None, Some(Error::CertUnsupportedAlgorithm)) => return Err(Error::CertUnsupportedAlgorithm),
+            (None, Some(Error::CertUnsupportedAlgorithm)) => {
+                return Err(Error::CertUnsupportedAlgorithm)
+            }
             // A CA with our anchor's name but another key is still not ours.
             (None, _) => return Err(Error::CertUnknownIssuer),
         }
@@ -57,7 +74,12 @@ pub fn verify_chain<'c>(presented: &[&'c [u8]], cas: &[Vec<u8>], host: &str, now
     Err(Error::CertUnknownIssuer)
 }
 
-fn finish<'c>(leaf: &Certificate<'_>, leaf_der: &'c [u8], host: &str, now: u64) -> Result<&'c [u8]> {
+fn finish<'c>(
+    leaf: &Certificate<'_>,
+    leaf_der: &'c [u8],
+    host: &str,
+    now: u64,
+) -> Result<&'c [u8]> {
     leaf.check_validity(now)?;
     if !leaf.matches_host(host) {
         return Err(Error::CertHostMismatch);
@@ -79,7 +101,14 @@ pub struct Verifier<'a> {
 
 impl<'a> Verifier<'a> {
     pub fn new(cas: &'a [Vec<u8>], host: &'a str, now: u64) -> Self {
-        Verifier { cas, host, now, leaf: None, transcript: None, failure: None }
+        Verifier {
+            cas,
+            host,
+            now,
+            leaf: None,
+            transcript: None,
+            failure: None,
+        }
     }
 
     fn fail(&mut self, e: Error) -> TlsError {
@@ -95,12 +124,18 @@ impl TlsVerifier<Aes128GcmSha256> for Verifier<'_> {
         Ok(())
     }
 
-    fn verify_certificate(&mut self, transcript: &sha2::Sha256, cert: CertificateRef) -> core::result::Result<(), TlsError> {
+    fn verify_certificate(
+        &mut self,
+        transcript: &sha2::Sha256,
+        cert: CertificateRef,
+    ) -> core::result::Result<(), TlsError> {
         let mut ders = Vec::new();
         for entry in cert.entries.iter() {
             match entry {
                 CertificateEntryRef::X509(d) => ders.push(*d),
-                CertificateEntryRef::RawPublicKey(_) => return Err(self.fail(Error::CertMalformed("raw public key"))),
+                CertificateEntryRef::RawPublicKey(_) => {
+                    return Err(self.fail(Error::CertMalformed("raw public key")))
+                }
             }
         }
         match verify_chain(&ders, self.cas, self.host, self.now) {
@@ -113,7 +148,10 @@ impl TlsVerifier<Aes128GcmSha256> for Verifier<'_> {
         }
     }
 
-    fn verify_signature(&mut self, verify: CertificateVerifyRef) -> core::result::Result<(), TlsError> {
+    fn verify_signature(
+        &mut self,
+        verify: CertificateVerifyRef,
+    ) -> core::result::Result<(), TlsError> {
         let (Some(leaf), Some(hash)) = (self.leaf.take(), self.transcript.take()) else {
             return Err(self.fail(Error::CertMalformed("CertificateVerify before Certificate")));
         };
@@ -125,7 +163,8 @@ impl TlsVerifier<Aes128GcmSha256> for Verifier<'_> {
         msg.resize(64, 0x20);
         msg.extend_from_slice(b"TLS 1.3, server CertificateVerify\0");
         msg.extend_from_slice(&hash);
-        let result = Certificate::parse(&leaf).and_then(|c| x509::verify_p256(&c, &msg, verify.signature));
+        let result =
+            Certificate::parse(&leaf).and_then(|c| x509::verify_p256(&c, &msg, verify.signature));
         result.map_err(|e| self.fail(e))
     }
 }
@@ -147,7 +186,10 @@ impl rand_core::RngCore for OsRng {
     fn fill_bytes(&mut self, dest: &mut [u8]) {
         let mut filled = 0;
         while filled < dest.len() {
-            match rustix::rand::getrandom(&mut dest[filled..], rustix::rand::GetRandomFlags::empty()) {
+            match rustix::rand::getrandom(
+                &mut dest[filled..],
+                rustix::rand::GetRandomFlags::empty(),
+            ) {
                 Ok(n) => filled += n,
                 Err(rustix::io::Errno::INTR) => {}
                 // getrandom(2) does not fail once the pool is initialised;
@@ -176,7 +218,10 @@ impl ClientIdentity {
         let sec1 = pkcs8_inner(key_der).unwrap_or(key_der);
         let secret = p256::SecretKey::from_sec1_der(sec1).map_err(|_| Error::BadClientKey)?;
         Certificate::parse(&cert_der)?;
-        Ok(ClientIdentity { cert_der, key: SigningKey::from(&secret) })
+        Ok(ClientIdentity {
+            cert_der,
+            key: SigningKey::from(&secret),
+        })
     }
 
     pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self> {
@@ -210,7 +255,11 @@ pub struct Provider<'a> {
 
 impl<'a> Provider<'a> {
     pub fn new(verifier: Verifier<'a>, identity: Option<&'a ClientIdentity>) -> Self {
-        Provider { rng: OsRng, verifier, identity }
+        Provider {
+            rng: OsRng,
+            verifier,
+            identity,
+        }
     }
 }
 
@@ -222,19 +271,28 @@ impl CryptoProvider for Provider<'_> {
         &mut self.rng
     }
 
-    fn verifier(&mut self) -> core::result::Result<&mut impl TlsVerifier<Aes128GcmSha256>, TlsError> {
+    fn verifier(
+        &mut self,
+    ) -> core::result::Result<&mut impl TlsVerifier<Aes128GcmSha256>, TlsError> {
         Ok(&mut self.verifier)
     }
 
     fn signer(
         &mut self,
-    ) -> core::result::Result<(impl p256::ecdsa::signature::SignerMut<DerSignature>, SignatureScheme), TlsError> {
+    ) -> core::result::Result<
+        (
+            impl p256::ecdsa::signature::SignerMut<DerSignature>,
+            SignatureScheme,
+        ),
+        TlsError,
+    > {
         let id = self.identity.ok_or(TlsError::InvalidPrivateKey)?;
         Ok((id.key.clone(), SignatureScheme::EcdsaSecp256r1Sha256))
     }
 
     fn client_cert(&mut self) -> Option<embedded_tls::Certificate<impl AsRef<[u8]>>> {
-        self.identity.map(|id| embedded_tls::Certificate::X509(id.cert_der.as_slice()))
+        self.identity
+            .map(|id| embedded_tls::Certificate::X509(id.cert_der.as_slice()))
     }
 }
 
@@ -248,7 +306,12 @@ pub struct TcpStream {
 }
 
 impl TcpStream {
-    pub fn connect(addr: [u8; 4], port: u16, connect_timeout: Duration, io_timeout: Duration) -> Result<(Self, Rc<Cell<Option<Error>>>)> {
+    pub fn connect(
+        addr: [u8; 4],
+        port: u16,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+    ) -> Result<(Self, Rc<Cell<Option<Error>>>)> {
         use core::net::{Ipv4Addr, SocketAddrV4};
         let fd = net::socket_with(
             net::AddressFamily::INET,
@@ -260,7 +323,9 @@ impl TcpStream {
         match net::connect(&fd, &SocketAddrV4::new(Ipv4Addr::from(addr), port)) {
             Ok(()) => {}
             Err(rustix::io::Errno::INPROGRESS) => {
-                if !clock::wait_fd(fd.as_fd(), PollFlags::OUT, connect_timeout).map_err(Error::sys("poll"))? {
+                if !clock::wait_fd(fd.as_fd(), PollFlags::OUT, connect_timeout)
+                    .map_err(Error::sys("poll"))?
+                {
                     return Err(Error::ConnectTimeout);
                 }
                 match net::sockopt::socket_error(&fd).map_err(Error::sys("SO_ERROR"))? {
@@ -272,7 +337,14 @@ impl TcpStream {
         }
         let _ = net::sockopt::set_tcp_nodelay(&fd, true);
         let failure = Rc::new(Cell::new(None));
-        Ok((TcpStream { fd, timeout: io_timeout, failure: failure.clone() }, failure))
+        Ok((
+            TcpStream {
+                fd,
+                timeout: io_timeout,
+                failure: failure.clone(),
+            },
+            failure,
+        ))
     }
 
     fn wait(&self, events: PollFlags) -> core::result::Result<(), embedded_io::ErrorKind> {
@@ -283,7 +355,10 @@ impl TcpStream {
                 Err(embedded_io::ErrorKind::TimedOut)
             }
             Err(e) => {
-                self.failure.set(Some(Error::Sys { op: "poll", errno: e }));
+                self.failure.set(Some(Error::Sys {
+                    op: "poll",
+                    errno: e,
+                }));
                 Err(embedded_io::ErrorKind::Other)
             }
         }
@@ -302,7 +377,10 @@ impl embedded_io::Read for TcpStream {
                 Err(rustix::io::Errno::AGAIN) => self.wait(PollFlags::IN)?,
                 Err(rustix::io::Errno::INTR) => {}
                 Err(e) => {
-                    self.failure.set(Some(Error::Sys { op: "recv", errno: e }));
+                    self.failure.set(Some(Error::Sys {
+                        op: "recv",
+                        errno: e,
+                    }));
                     return Err(embedded_io::ErrorKind::Other);
                 }
             }
@@ -318,7 +396,10 @@ impl embedded_io::Write for TcpStream {
                 Err(rustix::io::Errno::AGAIN) => self.wait(PollFlags::OUT)?,
                 Err(rustix::io::Errno::INTR) => {}
                 Err(e) => {
-                    self.failure.set(Some(Error::Sys { op: "send", errno: e }));
+                    self.failure.set(Some(Error::Sys {
+                        op: "send",
+                        errno: e,
+                    }));
                     return Err(embedded_io::ErrorKind::Other);
                 }
             }

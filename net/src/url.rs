@@ -11,13 +11,21 @@ pub struct Url<'a> {
 }
 
 pub fn parse(url: &str) -> Result<Url<'_>> {
-    let rest = url.strip_prefix("https://").ok_or(Error::BadUrl("only https:// URLs are fetched"))?;
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or(Error::BadUrl("only https:// URLs are fetched"))?;
     let (authority, path) = match rest.find(['/', '?', '#']) {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let path = path.split('#').next().unwrap_or("/");
-    let path = if path.starts_with('/') { path } else if path.is_empty() { "/" } else { return Err(Error::BadUrl("query without path")) };
+    let path = if path.starts_with('/') {
+        path
+    } else if path.is_empty() {
+        "/"
+    } else {
+        return Err(Error::BadUrl("query without path"));
+    };
     if authority.contains('@') {
         return Err(Error::BadUrl("user info is not supported"));
     }
@@ -25,7 +33,13 @@ pub fn parse(url: &str) -> Result<Url<'_>> {
         return Err(Error::BadUrl("IPv6 literals are not supported"));
     }
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().ok().filter(|&p| p != 0).ok_or(Error::BadUrl("bad port"))?),
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or(Error::BadUrl("bad port"))?,
+        ),
         None => (authority, 443),
     };
     if host.is_empty() || host.len() > 253 {
@@ -49,7 +63,9 @@ pub fn valid_dns_name(host: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -59,7 +75,11 @@ pub fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
     let mut parts = s.split('.');
     for slot in &mut out {
         let p = parts.next()?;
-        if p.is_empty() || p.len() > 3 || (p.len() > 1 && p.starts_with('0')) || !p.bytes().all(|b| b.is_ascii_digit()) {
+        if p.is_empty()
+            || p.len() > 3
+            || (p.len() > 1 && p.starts_with('0'))
+            || !p.bytes().all(|b| b.is_ascii_digit())
+        {
             return None;
         }
         *slot = p.parse().ok()?;
@@ -73,8 +93,22 @@ mod tests {
 
     #[test]
     fn urls_split_into_host_port_path() {
-        assert_eq!(parse("https://boot.lan/x?y=1").unwrap(), Url { host: "boot.lan", port: 443, path: "/x?y=1" });
-        assert_eq!(parse("https://10.0.2.2:8443").unwrap(), Url { host: "10.0.2.2", port: 8443, path: "/" });
+        assert_eq!(
+            parse("https://boot.lan/x?y=1").unwrap(),
+            Url {
+                host: "boot.lan",
+                port: 443,
+                path: "/x?y=1"
+            }
+        );
+        assert_eq!(
+            parse("https://10.0.2.2:8443").unwrap(),
+            Url {
+                host: "10.0.2.2",
+                port: 8443,
+                path: "/"
+            }
+        );
         assert!(parse("http://boot.lan/").is_err());
         assert!(parse("https://a@b/").is_err());
         assert!(parse("https://boot.lan:0/").is_err());

@@ -47,11 +47,15 @@ impl<'a> Der<'a> {
 
     pub fn read(&mut self) -> Result<Tlv<'a>> {
         let buf = self.rest;
-        let (&tag, after) = buf.split_first().ok_or(Error::CertMalformed("truncated element"))?;
+        let (&tag, after) = buf
+            .split_first()
+            .ok_or(Error::CertMalformed("truncated element"))?;
         if tag & 0x1f == 0x1f {
             return Err(Error::CertMalformed("multi-byte tag"));
         }
-        let (&first, after) = after.split_first().ok_or(Error::CertMalformed("truncated length"))?;
+        let (&first, after) = after
+            .split_first()
+            .ok_or(Error::CertMalformed("truncated length"))?;
         let (len, after) = if first < 0x80 {
             (first as usize, after)
         } else {
@@ -59,14 +63,20 @@ impl<'a> Der<'a> {
             if n == 0 || n > 3 || after.len() < n {
                 return Err(Error::CertMalformed("bad length"));
             }
-            let len = after[..n].iter().fold(0usize, |acc, &b| (acc << 8) | b as usize);
+            let len = after[..n]
+                .iter()
+                .fold(0usize, |acc, &b| (acc << 8) | b as usize);
             (len, &after[n..])
         };
         if len > after.len() {
             return Err(Error::CertMalformed("element runs past its container"));
         }
         let header = buf.len() - after.len();
-        let tlv = Tlv { tag, content: &after[..len], raw: &buf[..header + len] };
+        let tlv = Tlv {
+            tag,
+            content: &after[..len],
+            raw: &buf[..header + len],
+        };
         self.rest = &after[len..];
         Ok(tlv)
     }
@@ -112,8 +122,13 @@ impl<'a> Certificate<'a> {
         let mut c = Der::new(cert.content);
         let tbs = c.expect(TAG_SEQUENCE, "tbsCertificate")?;
         let alg = c.expect(TAG_SEQUENCE, "signatureAlgorithm")?;
-        let signature_algorithm = Der::new(alg.content).expect(TAG_OID, "signature algorithm OID")?.content;
-        let signature = bit_string(&c.expect(TAG_BIT_STRING, "signatureValue")?, "signatureValue")?;
+        let signature_algorithm = Der::new(alg.content)
+            .expect(TAG_OID, "signature algorithm OID")?
+            .content;
+        let signature = bit_string(
+            &c.expect(TAG_BIT_STRING, "signatureValue")?,
+            "signatureValue",
+        )?;
 
         let mut t = Der::new(tbs.content);
         if t.peek_tag() == Some(0xa0) {
@@ -136,7 +151,10 @@ impl<'a> Certificate<'a> {
             Some(TAG_OID) => Some(ka.read()?.content),
             _ => None,
         };
-        let public_key = bit_string(&s.expect(TAG_BIT_STRING, "subjectPublicKey")?, "subjectPublicKey")?;
+        let public_key = bit_string(
+            &s.expect(TAG_BIT_STRING, "subjectPublicKey")?,
+            "subjectPublicKey",
+        )?;
 
         let mut cert = Certificate {
             tbs: tbs.raw,
@@ -209,7 +227,9 @@ impl<'a> Certificate<'a> {
         if let Some(ip) = crate::url::parse_ipv4(host) {
             return self.ip_addresses.iter().any(|a| *a == ip);
         }
-        self.dns_names.iter().any(|name| dns_name_matches(name, host.as_bytes()))
+        self.dns_names
+            .iter()
+            .any(|name| dns_name_matches(name, host.as_bytes()))
     }
 
     pub fn check_validity(&self, now: u64) -> Result<()> {
@@ -231,7 +251,8 @@ pub fn verify_p256(key_holder: &Certificate<'_>, msg: &[u8], der_signature: &[u8
     }
     let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(key_holder.public_key)
         .map_err(|_| Error::CertMalformed("public key"))?;
-    let sig = p256::ecdsa::Signature::from_der(der_signature).map_err(|_| Error::CertMalformed("signature"))?;
+    let sig = p256::ecdsa::Signature::from_der(der_signature)
+        .map_err(|_| Error::CertMalformed("signature"))?;
     key.verify(msg, &sig).map_err(|_| Error::CertBadSignature)
 }
 
@@ -239,7 +260,9 @@ pub fn verify_p256(key_holder: &Certificate<'_>, msg: &[u8], der_signature: &[u8
 pub fn dns_name_matches(pattern: &[u8], host: &[u8]) -> bool {
     let host = host.strip_suffix(b".").unwrap_or(host);
     if let Some(suffix) = pattern.strip_prefix(b"*.") {
-        let Some(dot) = host.iter().position(|&b| b == b'.') else { return false };
+        let Some(dot) = host.iter().position(|&b| b == b'.') else {
+            return false;
+        };
         // The wildcard covers exactly one non-empty label, and never a public suffix alone.
         return dot > 0 && suffix.contains(&b'.') && host[dot + 1..].eq_ignore_ascii_case(suffix);
     }
@@ -261,7 +284,10 @@ pub fn parse_time(tlv: &Tlv<'_>) -> Result<u64> {
     let (year, rest) = match (tlv.tag, tlv.content.len()) {
         (TAG_UTC_TIME, 13) => {
             let yy = digits(&tlv.content[..2])?;
-            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &tlv.content[2..])
+            (
+                if yy < 50 { 2000 + yy } else { 1900 + yy },
+                &tlv.content[2..],
+            )
         }
         (TAG_GENERALIZED_TIME, 15) => (digits(&tlv.content[..4])?, &tlv.content[4..]),
         _ => return Err(Error::CertMalformed("time format")),
@@ -274,7 +300,13 @@ pub fn parse_time(tlv: &Tlv<'_>) -> Result<u64> {
     let hour = digits(&rest[4..6])?;
     let min = digits(&rest[6..8])?;
     let sec = digits(&rest[8..10])?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 || year < 1970 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || min > 59
+        || sec > 60
+        || year < 1970
+    {
         return Err(Error::CertMalformed("time out of range"));
     }
     Ok(days_from_civil(year, month, day) * 86400 + hour * 3600 + min * 60 + sec)
@@ -297,10 +329,19 @@ mod tests {
 
     #[test]
     fn times_convert_to_unix_seconds() {
-        let t = |tag, s: &[u8]| parse_time(&Tlv { tag, content: s, raw: s });
+        let t = |tag, s: &[u8]| {
+            parse_time(&Tlv {
+                tag,
+                content: s,
+                raw: s,
+            })
+        };
         assert_eq!(t(TAG_UTC_TIME, b"700101000000Z"), Ok(0));
         assert_eq!(t(TAG_UTC_TIME, b"261125183000Z"), Ok(1_795_631_400));
-        assert_eq!(t(TAG_GENERALIZED_TIME, b"20500101000000Z"), Ok(2_524_608_000));
+        assert_eq!(
+            t(TAG_GENERALIZED_TIME, b"20500101000000Z"),
+            Ok(2_524_608_000)
+        );
         assert!(t(TAG_UTC_TIME, b"261325183000Z").is_err());
         assert!(t(TAG_UTC_TIME, b"2611251830").is_err());
     }

@@ -81,7 +81,9 @@ impl<'a> Packet<'a> {
         [b[0], b[1], b[2], b[3], b[4], b[5]]
     }
     pub fn options(&self) -> Options<'a> {
-        Options { rest: &self.buf[field::OPTIONS..] }
+        Options {
+            rest: &self.buf[field::OPTIONS..],
+        }
     }
 }
 
@@ -152,7 +154,9 @@ fn name(data: &[u8], what: &'static str) -> Result<String> {
     let data = data.strip_suffix(&[0]).unwrap_or(data);
     if data.is_empty()
         || data.len() > 253
-        || !data.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        || !data
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
     {
         return Err(Error::DhcpMalformed(what));
     }
@@ -187,11 +191,15 @@ impl Repr {
             let (code, data) = opt?;
             match code {
                 OPT_MESSAGE_TYPE => {
-                    let [t] = data else { return Err(Error::DhcpMalformed("message type length")) };
+                    let [t] = data else {
+                        return Err(Error::DhcpMalformed("message type length"));
+                    };
                     repr.message_type = *t;
                 }
                 OPT_SERVER_ID => repr.server_id = Some(ipv4(data, "server id length")?),
-                OPT_SUBNET_MASK => repr.prefix_len = Some(mask_to_prefix(ipv4(data, "subnet mask length")?)?),
+                OPT_SUBNET_MASK => {
+                    repr.prefix_len = Some(mask_to_prefix(ipv4(data, "subnet mask length")?)?)
+                }
                 OPT_ROUTER => {
                     if data.is_empty() || data.len() % 4 != 0 {
                         return Err(Error::DhcpMalformed("router length"));
@@ -202,12 +210,18 @@ impl Repr {
                     if data.is_empty() || data.len() % 4 != 0 {
                         return Err(Error::DhcpMalformed("DNS server length"));
                     }
-                    repr.dns = data.chunks_exact(4).take(MAX_DNS).map(|c| [c[0], c[1], c[2], c[3]]).collect();
+                    repr.dns = data
+                        .chunks_exact(4)
+                        .take(MAX_DNS)
+                        .map(|c| [c[0], c[1], c[2], c[3]])
+                        .collect();
                 }
                 OPT_DOMAIN => repr.domain = Some(name(data, "domain name")?),
                 OPT_HOSTNAME => repr.hostname = Some(name(data, "host name")?),
                 OPT_MTU => {
-                    let b: [u8; 2] = data.try_into().map_err(|_| Error::DhcpMalformed("MTU length"))?;
+                    let b: [u8; 2] = data
+                        .try_into()
+                        .map_err(|_| Error::DhcpMalformed("MTU length"))?;
                     let mtu = u16::from_be_bytes(b);
                     // RFC 2132: the minimum legal value is 68.
                     if mtu < 68 {
@@ -309,7 +323,10 @@ mod tests {
         let pos = buf.windows(2).position(|w| w == [26, 2]).unwrap();
         buf[pos + 2] = 0;
         buf[pos + 3] = 10;
-        assert_eq!(Repr::parse(&Packet::new_checked(&buf).unwrap()), Err(Error::DhcpMalformed("MTU below 68")));
+        assert_eq!(
+            Repr::parse(&Packet::new_checked(&buf).unwrap()),
+            Err(Error::DhcpMalformed("MTU below 68"))
+        );
     }
 
     #[test]

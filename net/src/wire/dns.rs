@@ -37,7 +37,9 @@ pub fn emit_query(id: u16, name: &str) -> Result<Vec<u8>> {
 }
 
 fn be16(b: &[u8], at: usize) -> Result<u16> {
-    b.get(at..at + 2).map(|s| u16::from_be_bytes([s[0], s[1]])).ok_or(Error::DnsMalformed("truncated"))
+    b.get(at..at + 2)
+        .map(|s| u16::from_be_bytes([s[0], s[1]]))
+        .ok_or(Error::DnsMalformed("truncated"))
 }
 
 /// Skips a (possibly compressed) name starting at `at`; returns the offset after it.
@@ -47,7 +49,8 @@ fn skip_name(msg: &[u8], mut at: usize) -> Result<usize> {
         match len {
             0 => return Ok(at + 1),
             l if l & 0xc0 == 0xc0 => {
-                msg.get(at + 1).ok_or(Error::DnsMalformed("truncated pointer"))?;
+                msg.get(at + 1)
+                    .ok_or(Error::DnsMalformed("truncated pointer"))?;
                 return Ok(at + 2);
             }
             l if l & 0xc0 == 0 => at += 1 + l as usize,
@@ -90,9 +93,13 @@ pub fn parse_answer(msg: &[u8], id: u16) -> Result<Vec<[u8; 4]>> {
         let rtype = be16(msg, at)?;
         let class = be16(msg, at + 2)?;
         let rdlen = be16(msg, at + 8)? as usize;
-        let rdata = msg.get(at + 10..at + 10 + rdlen).ok_or(Error::DnsMalformed("record runs past the message"))?;
+        let rdata = msg
+            .get(at + 10..at + 10 + rdlen)
+            .ok_or(Error::DnsMalformed("record runs past the message"))?;
         if rtype == TYPE_A && class == CLASS_IN {
-            let a: [u8; 4] = rdata.try_into().map_err(|_| Error::DnsMalformed("A record length"))?;
+            let a: [u8; 4] = rdata
+                .try_into()
+                .map_err(|_| Error::DnsMalformed("A record length"))?;
             out.push(a);
         }
         at += 10 + rdlen;
@@ -111,7 +118,9 @@ mod tests {
     fn answer() -> Vec<u8> {
         let mut m = alloc::vec![0xab, 0xcd, 0x81, 0x80, 0, 1, 0, 2, 0, 0, 0, 0];
         m.extend_from_slice(b"\x04boot\x05ember\x04test\x00\x00\x01\x00\x01");
-        m.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 5, 2, b'x', b'y', 0xc0, 17]);
+        m.extend_from_slice(&[
+            0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 5, 2, b'x', b'y', 0xc0, 17,
+        ]);
         m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, 7]);
         m
     }
@@ -127,7 +136,10 @@ mod tests {
     #[test]
     fn answer_yields_a_records_and_skips_cname() {
         assert_eq!(parse_answer(&answer(), 0xabcd).unwrap(), [[10, 0, 0, 7]]);
-        assert_eq!(parse_answer(&answer(), 1), Err(Error::DnsMalformed("answer for another query")));
+        assert_eq!(
+            parse_answer(&answer(), 1),
+            Err(Error::DnsMalformed("answer for another query"))
+        );
         for cut in 0..answer().len() {
             assert!(parse_answer(&answer()[..cut], 0xabcd).is_err());
         }

@@ -210,7 +210,8 @@ impl Builder {
 
     /// `ifaddrmsg` for an IPv4 address.
     pub fn addr(mut self, index: u32, prefix_len: u8) -> Self {
-        self.buf.extend_from_slice(&[AF_INET, prefix_len, 0, RT_SCOPE_UNIVERSE]);
+        self.buf
+            .extend_from_slice(&[AF_INET, prefix_len, 0, RT_SCOPE_UNIVERSE]);
         self.buf.extend_from_slice(&index.to_ne_bytes());
         self
     }
@@ -268,7 +269,10 @@ mod tests {
 
     #[test]
     fn truncated_messages_and_attributes_stop_iteration() {
-        let msg = Builder::new(RTM_NEWLINK, 0, 1).link(2, 0, 0).attr(IFLA_IFNAME, b"eth0\0").finish();
+        let msg = Builder::new(RTM_NEWLINK, 0, 1)
+            .link(2, 0, 0)
+            .attr(IFLA_IFNAME, b"eth0\0")
+            .finish();
         for cut in 0..msg.len() {
             let n = Messages::new(&msg[..cut]).count();
             assert_eq!(n, 0, "cut at {cut}");

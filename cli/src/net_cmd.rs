@@ -59,12 +59,30 @@ pub enum NetCmd {
 
 pub fn run(cmd: NetCmd) -> anyhow::Result<()> {
     match cmd {
-        NetCmd::Dhcp { iface, hostname, resolv_conf, max_lease_secs, timeout_secs, events } => {
-            dhcp(iface, hostname, resolv_conf, max_lease_secs, timeout_secs, events)
-        }
-        NetCmd::Get { ca, cert, key, dns, resolv_conf, timeout_secs, url } => {
-            get(ca, cert, key, dns, resolv_conf, timeout_secs, url)
-        }
+        NetCmd::Dhcp {
+            iface,
+            hostname,
+            resolv_conf,
+            max_lease_secs,
+            timeout_secs,
+            events,
+        } => dhcp(
+            iface,
+            hostname,
+            resolv_conf,
+            max_lease_secs,
+            timeout_secs,
+            events,
+        ),
+        NetCmd::Get {
+            ca,
+            cert,
+            key,
+            dns,
+            resolv_conf,
+            timeout_secs,
+            url,
+        } => get(ca, cert, key, dns, resolv_conf, timeout_secs, url),
     }
 }
 
@@ -97,7 +115,11 @@ fn dhcp(
 ) -> anyhow::Result<()> {
     let mut nl = Netlink::open()?;
     let link = iface::bring_up_and_choose(&mut nl, iface_name.as_deref(), Duration::from_secs(10))?;
-    let config = DhcpConfig { hostname, resolv_conf, max_lease: max_lease_secs.map(Duration::from_secs) };
+    let config = DhcpConfig {
+        hostname,
+        resolv_conf,
+        max_lease: max_lease_secs.map(Duration::from_secs),
+    };
     let start = clock::monotonic_ms();
     let mut client = DhcpClient::new(&link, &config)?;
     let mut seen = 0u32;
@@ -110,7 +132,9 @@ fn dhcp(
             let line = match &event {
                 LeaseEvent::Acquired(l) => describe("acquired", l, elapsed),
                 LeaseEvent::Renewed(l) => describe("renewed", l, elapsed),
-                LeaseEvent::Lost { address } => format!("lost address={} elapsed_ms={elapsed}", ip(*address)),
+                LeaseEvent::Lost { address } => {
+                    format!("lost address={} elapsed_ms={elapsed}", ip(*address))
+                }
             };
             writeln!(stdout, "{line}")?;
             stdout.flush()?;
@@ -119,7 +143,10 @@ fn dhcp(
                 return Ok(());
             }
         }
-        if client.lease().is_none() && seen == 0 && clock::monotonic_ms() - start > timeout_secs * 1000 {
+        if client.lease().is_none()
+            && seen == 0
+            && clock::monotonic_ms() - start > timeout_secs * 1000
+        {
             bail!("no DHCP lease on {} after {timeout_secs} s", link.name);
         }
         let wait = client.next_wakeup().min(Duration::from_secs(1));
@@ -158,7 +185,9 @@ fn get(
     client.connect_timeout = Duration::from_secs(timeout_secs);
     client.read_timeout = Duration::from_secs(timeout_secs);
     let mut out = std::io::stdout().lock();
-    client.get(&url, &mut |chunk| out.write_all(chunk).map_err(|_| ember_net::Error::Sink))?;
+    client.get(&url, &mut |chunk| {
+        out.write_all(chunk).map_err(|_| ember_net::Error::Sink)
+    })?;
     out.flush()?;
     Ok(())
 }

@@ -45,8 +45,14 @@ impl Dnsmasq {
             "--user=root",
         ]);
         cmd.arg(format!("--interface={}", ns.server_if));
-        cmd.arg(format!("--dhcp-range={},{},255.255.255.0,{}", cfg.range.0, cfg.range.1, cfg.lease));
-        cmd.arg(format!("--dhcp-option=option:dns-server,{}", cfg.dns_server));
+        cmd.arg(format!(
+            "--dhcp-range={},{},255.255.255.0,{}",
+            cfg.range.0, cfg.range.1, cfg.lease
+        ));
+        cmd.arg(format!(
+            "--dhcp-option=option:dns-server,{}",
+            cfg.dns_server
+        ));
         if let Some(d) = cfg.domain {
             cmd.arg(format!("--dhcp-option=option:domain-name,{d}"));
         }
@@ -66,9 +72,15 @@ impl Dnsmasq {
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         let child = ChildGuard::spawn("dnsmasq", &mut cmd).expect("spawn dnsmasq");
         let ready = wait_until(Duration::from_secs(10), || {
-            std::fs::read_to_string(&log).map(|l| l.contains("DHCP, IP range")).unwrap_or(false)
+            std::fs::read_to_string(&log)
+                .map(|l| l.contains("DHCP, IP range"))
+                .unwrap_or(false)
         });
-        assert!(ready, "dnsmasq did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(
+            ready,
+            "dnsmasq did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         Dnsmasq { _child: child, log }
     }
 

@@ -5,6 +5,8 @@
 pub mod dnsmasq;
 pub mod netns;
 pub mod process;
+// `ember serve` with a fresh state folder (attestation and overlay tests).
+pub mod server;
 pub mod swtpm;
 pub mod tree;
 

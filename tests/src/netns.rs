@@ -13,7 +13,10 @@ pub struct NetnsPair {
 }
 
 fn run(args: &[&str]) -> Output {
-    let out = Command::new(args[0]).args(&args[1..]).output().expect("run ip");
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run ip");
     assert!(
         out.status.success(),
         "{:?} failed: {}",
@@ -39,7 +42,18 @@ impl NetnsPair {
         run(&["ip", "netns", "add", &pair.server]);
         run(&["ip", "netns", "add", &pair.client]);
         run(&[
-            "ip", "link", "add", "veth-s", "netns", &pair.server, "type", "veth", "peer", "name", "veth-c", "netns",
+            "ip",
+            "link",
+            "add",
+            "veth-s",
+            "netns",
+            &pair.server,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth-c",
+            "netns",
             &pair.client,
         ]);
         let addr = format!("{subnet}.1/24");
@@ -79,7 +93,12 @@ impl NetnsPair {
     pub fn client_addresses(&self) -> Vec<String> {
         self.ip_client(&["-4", "-o", "addr", "show", "dev", self.client_if])
             .lines()
-            .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1).map(String::from))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .skip_while(|w| *w != "inet")
+                    .nth(1)
+                    .map(String::from)
+            })
             .collect()
     }
 }

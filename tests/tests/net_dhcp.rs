@@ -4,9 +4,9 @@
 
 use ember_tests::dnsmasq::{Dnsmasq, DnsmasqConfig};
 use ember_tests::netns::NetnsPair;
+use ember_tests::process::wait_until;
 use ember_tests::process::ChildGuard;
 use ember_tests::{ember_bin, ScratchDir};
-use ember_tests::process::wait_until;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -38,7 +38,11 @@ impl Client {
             .args(extra)
             .stdout(Stdio::from(std::fs::File::create(&out).unwrap()));
         let child = ChildGuard::spawn("ember net dhcp", &mut cmd).expect("spawn ember");
-        Client { _child: child, out, seen: std::cell::Cell::new(0) }
+        Client {
+            _child: child,
+            out,
+            seen: std::cell::Cell::new(0),
+        }
     }
 
     /// The next event line, waiting up to `timeout`.
@@ -46,7 +50,10 @@ impl Client {
         let mut line = None;
         wait_until(timeout, || {
             let text = std::fs::read_to_string(&self.out).unwrap_or_default();
-            let complete: Vec<&str> = text.split_inclusive('\n').filter(|l| l.ends_with('\n')).collect();
+            let complete: Vec<&str> = text
+                .split_inclusive('\n')
+                .filter(|l| l.ends_with('\n'))
+                .collect();
             if let Some(l) = complete.get(self.seen.get()) {
                 line = Some(l.trim_end().to_string());
                 true
@@ -90,14 +97,24 @@ fn lease_configures_address_route_mtu_and_resolv_conf() {
 
     assert_eq!(ns.client_addresses(), [addr.to_string()]);
     let routes = ns.ip_client(&["-4", "route", "show", "default"]);
-    assert!(routes.contains("default via 10.77.0.1 dev veth-c"), "{routes}");
+    assert!(
+        routes.contains("default via 10.77.0.1 dev veth-c"),
+        "{routes}"
+    );
     let link = ns.ip_client(&["link", "show", "veth-c"]);
     assert!(link.contains("mtu 1400") && link.contains("UP"), "{link}");
     let conf = std::fs::read_to_string(&resolv).unwrap();
-    assert!(conf.contains("search ember.test\n") && conf.contains("nameserver 10.77.0.1\n"), "{conf}");
+    assert!(
+        conf.contains("search ember.test\n") && conf.contains("nameserver 10.77.0.1\n"),
+        "{conf}"
+    );
 
     // The server saw our host name, derived from the MAC.
-    assert!(server.log_text().contains("client provides name: ember-"), "{}", server.log_text());
+    assert!(
+        server.log_text().contains("client provides name: ember-"),
+        "{}",
+        server.log_text()
+    );
 }
 
 #[test]
@@ -117,7 +134,10 @@ fn lease_is_renewed_with_the_server_before_it_runs_out() {
         assert_eq!(field(&line, "address"), addr);
     }
     assert!(server.acks() >= 3, "{}", server.log_text());
-    assert!(server.log_text().contains("DHCPREQUEST"), "renewal went to the server");
+    assert!(
+        server.log_text().contains("DHCPREQUEST"),
+        "renewal went to the server"
+    );
     assert_eq!(ns.client_addresses(), [addr]);
 }
 
@@ -135,7 +155,12 @@ fn server_nak_after_range_change_moves_the_node_to_a_new_address() {
     // The server comes back with another range: the renewal of the old
     // address is NAKed, the client drops it and discovers again.
     drop(first_server);
-    let second_server = Dnsmasq::start(&ns, dir.path(), "b", &config(("10.77.0.150", "10.77.0.199")));
+    let second_server = Dnsmasq::start(
+        &ns,
+        dir.path(),
+        "b",
+        &config(("10.77.0.150", "10.77.0.199")),
+    );
     let lost = client.next(Duration::from_secs(15));
     assert_eq!(lost.split_whitespace().next(), Some("lost"), "{lost}");
     assert_eq!(field(&lost, "address"), old.split('/').next().unwrap());
@@ -143,6 +168,14 @@ fn server_nak_after_range_change_moves_the_node_to_a_new_address() {
     assert!(again.starts_with("acquired "), "{again}");
     let new = field(&again, "address").to_string();
     assert!(host_in_range(&new, 150, 199), "{again}");
-    assert!(second_server.log_text().contains("DHCPNAK"), "{}", second_server.log_text());
-    assert_eq!(ns.client_addresses(), [new], "old address removed from the kernel");
+    assert!(
+        second_server.log_text().contains("DHCPNAK"),
+        "{}",
+        second_server.log_text()
+    );
+    assert_eq!(
+        ns.client_addresses(),
+        [new],
+        "old address removed from the kernel"
+    );
 }

@@ -3,6 +3,8 @@
 //! sends whatever HTTP response the test writes to its stdin. Certificates
 //! are made with openssl for each test.
 
+use ember_tests::dnsmasq::{Dnsmasq, DnsmasqConfig};
+use ember_tests::netns::NetnsPair;
 use ember_tests::process::{free_port, wait_until, ChildGuard};
 use ember_tests::{ember_bin, ScratchDir};
 use std::io::Write;
@@ -11,37 +13,88 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("run openssl");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A P-256 CA (`<name>.pem`, `<name>.key`).
 fn make_ca(dir: &Path, name: &str) {
-    openssl(dir, &[
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", &format!("{name}.key"), "-out", &format!("{name}.pem"), "-days", "30",
-        "-subj", "/CN=Ember Test CA",
-    ]);
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "30",
+            "-subj",
+            "/CN=Ember Test CA",
+        ],
+    );
 }
 
 /// A P-256 leaf `<name>.pem`/`<name>.key` signed by `ca`, with `san`
 /// ("IP:127.0.0.1,DNS:...") and `days` of validity (negative: expired).
 fn make_leaf(dir: &Path, ca: &str, name: &str, san: &str, days: i32, client: bool) {
-    openssl(dir, &[
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", &format!("/CN={name}"),
-    ]);
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
     let usage = if client { "clientAuth" } else { "serverAuth" };
     std::fs::write(
         dir.join(format!("{name}.ext")),
         format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage={usage}\n"),
     )
     .unwrap();
-    openssl(dir, &[
-        "x509", "-req", "-in", &format!("{name}.csr"), "-CA", &format!("{ca}.pem"), "-CAkey", &format!("{ca}.key"),
-        "-CAcreateserial", "-out", &format!("{name}.pem"), "-days", &days.to_string(),
-        "-extfile", &format!("{name}.ext"),
-    ]);
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            &days.to_string(),
+            "-extfile",
+            &format!("{name}.ext"),
+        ],
+    );
 }
 
 /// `openssl s_server` serving one canned response per connection.
@@ -54,13 +107,33 @@ struct TlsServer {
 
 impl TlsServer {
     fn start(dir: &Path, cert: &str, extra: &[&str], response: &[u8], hold_open: bool) -> Self {
+        Self::start_in(None, "127.0.0.1", dir, cert, extra, response, hold_open)
+    }
+
+    /// Runs the server inside `netns` (when given), listening on `addr`.
+    fn start_in(
+        netns: Option<&str>,
+        addr: &str,
+        dir: &Path,
+        cert: &str,
+        extra: &[&str],
+        response: &[u8],
+        hold_open: bool,
+    ) -> Self {
         let port = free_port();
         let (reader, mut writer) = std::io::pipe().unwrap();
         writer.write_all(response).unwrap();
         let log = dir.join(format!("s_server-{port}.log"));
-        let mut cmd = Command::new("openssl");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "openssl"]);
+                c
+            }
+            None => Command::new("openssl"),
+        };
         cmd.current_dir(dir)
-            .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-cert"])
+            .args(["s_server", "-accept", &format!("{addr}:{port}"), "-cert"])
             .arg(format!("{cert}.pem"))
             .arg("-key")
             .arg(format!("{cert}.key"))
@@ -70,10 +143,16 @@ impl TlsServer {
             .stderr(Stdio::null());
         let child = ChildGuard::spawn("openssl s_server", &mut cmd).expect("spawn s_server");
         let ready = wait_until(Duration::from_secs(10), || {
-            std::fs::read_to_string(&log).map(|l| l.contains("ACCEPT")).unwrap_or(false)
+            std::fs::read_to_string(&log)
+                .map(|l| l.contains("ACCEPT"))
+                .unwrap_or(false)
         });
         assert!(ready, "s_server did not start");
-        TlsServer { _child: child, port, _stdin: hold_open.then_some(writer) }
+        TlsServer {
+            _child: child,
+            port,
+            _stdin: hold_open.then_some(writer),
+        }
     }
 }
 
@@ -87,7 +166,14 @@ impl Fixture {
         let dir = ScratchDir::new(tag);
         make_ca(dir.path(), "ca");
         make_ca(dir.path(), "other-ca");
-        make_leaf(dir.path(), "ca", "server", "IP:127.0.0.1,DNS:localhost", 5, false);
+        make_leaf(
+            dir.path(),
+            "ca",
+            "server",
+            "IP:127.0.0.1,DNS:localhost",
+            5,
+            false,
+        );
         Fixture { dir }
     }
 
@@ -110,7 +196,10 @@ fn assert_refused(out: &Output, message: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "expected failure, got success");
     assert!(out.stdout.is_empty(), "no body may be printed on failure");
-    assert!(stderr.contains(message), "expected {message:?} in {stderr:?}");
+    assert!(
+        stderr.contains(message),
+        "expected {message:?} in {stderr:?}"
+    );
 }
 
 const CONTENT_LENGTH: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 12\r\n\r\nhello, node\n";
@@ -120,7 +209,11 @@ fn content_length_body_is_fetched_with_verification_on() {
     let f = Fixture::new("https-ok");
     let s = TlsServer::start(f.dir.path(), "server", &["-tls1_3"], CONTENT_LENGTH, false);
     let out = f.get("ca", s.port, &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, b"hello, node\n");
 }
 
@@ -130,7 +223,11 @@ fn chunked_body_is_reassembled() {
     let response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello,\r\n6;ext=1\r\n node\n\r\n0\r\n\r\n";
     let s = TlsServer::start(f.dir.path(), "server", &["-tls1_3"], response, false);
     let out = f.get("ca", s.port, &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, b"hello, node\n");
 }
 
@@ -138,15 +235,34 @@ fn chunked_body_is_reassembled() {
 fn server_from_another_ca_is_refused() {
     let f = Fixture::new("https-wrong-ca");
     let s = TlsServer::start(f.dir.path(), "server", &["-tls1_3"], CONTENT_LENGTH, false);
-    assert_refused(&f.get("other-ca", s.port, &[]), "certificate: not issued by the trusted CA");
+    assert_refused(
+        &f.get("other-ca", s.port, &[]),
+        "certificate: not issued by the trusted CA",
+    );
 }
 
 #[test]
 fn certificate_for_another_host_is_refused() {
     let f = Fixture::new("https-wrong-host");
-    make_leaf(f.dir.path(), "ca", "elsewhere", "DNS:boot.example.org", 5, false);
-    let s = TlsServer::start(f.dir.path(), "elsewhere", &["-tls1_3"], CONTENT_LENGTH, false);
-    assert_refused(&f.get("ca", s.port, &[]), "certificate: does not match the host name");
+    make_leaf(
+        f.dir.path(),
+        "ca",
+        "elsewhere",
+        "DNS:boot.example.org",
+        5,
+        false,
+    );
+    let s = TlsServer::start(
+        f.dir.path(),
+        "elsewhere",
+        &["-tls1_3"],
+        CONTENT_LENGTH,
+        false,
+    );
+    assert_refused(
+        &f.get("ca", s.port, &[]),
+        "certificate: does not match the host name",
+    );
 }
 
 #[test]
@@ -161,7 +277,10 @@ fn expired_certificate_is_refused() {
 fn tls12_only_server_is_refused() {
     let f = Fixture::new("https-tls12");
     let s = TlsServer::start(f.dir.path(), "server", &["-tls1_2"], CONTENT_LENGTH, false);
-    assert_refused(&f.get("ca", s.port, &[]), "TLS: server does not speak TLS 1.3");
+    assert_refused(
+        &f.get("ca", s.port, &[]),
+        "TLS: server does not speak TLS 1.3",
+    );
 }
 
 #[test]
@@ -171,13 +290,18 @@ fn silent_server_hits_the_read_timeout() {
     let start = Instant::now();
     let out = f.get("ca", s.port, &[]);
     assert_refused(&out, "read timed out");
-    assert!(start.elapsed() < Duration::from_secs(8), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
 fn redirect_is_refused() {
     let f = Fixture::new("https-redirect");
-    let response = b"HTTP/1.1 302 Found\r\nLocation: https://evil.example/\r\nContent-Length: 0\r\n\r\n";
+    let response =
+        b"HTTP/1.1 302 Found\r\nLocation: https://evil.example/\r\nContent-Length: 0\r\n\r\n";
     let s = TlsServer::start(f.dir.path(), "server", &["-tls1_3"], response, false);
     assert_refused(&f.get("ca", s.port, &[]), "redirects are refused");
 }
@@ -189,7 +313,11 @@ fn truncated_body_is_an_error() {
     let s = TlsServer::start(f.dir.path(), "server", &["-tls1_3"], response, false);
     let out = f.get("ca", s.port, &[]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP body truncated"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("HTTP body truncated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -201,8 +329,21 @@ fn client_certificate_is_presented_for_mutual_tls() {
     let s = TlsServer::start(f.dir.path(), "server", &server_args, CONTENT_LENGTH, false);
     let cert = f.path("node.pem");
     let key = f.path("node.key");
-    let out = f.get("ca", s.port, &["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = f.get(
+        "ca",
+        s.port,
+        &[
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, b"hello, node\n");
 
     // Without the certificate the server refuses the handshake.
@@ -210,4 +351,78 @@ fn client_certificate_is_presented_for_mutual_tls() {
     let out = f.get("ca", s.port, &[]);
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
+}
+
+/// The boot path in one: a lease from dnsmasq writes resolv.conf, the boot
+/// server's name resolves through the lease's DNS server (dnsmasq), and the
+/// file arrives over verified TLS; all inside namespaces the test creates.
+#[test]
+fn boot_server_name_resolves_through_the_lease_dns_and_is_fetched() {
+    let f = Fixture::new("https-netns");
+    make_leaf(f.dir.path(), "ca", "boot", "DNS:boot.ember.test", 5, false);
+    let ns = NetnsPair::new("fetch", "10.79.0");
+    let _dns = Dnsmasq::start(
+        &ns,
+        f.dir.path(),
+        "dns",
+        &DnsmasqConfig {
+            range: ("10.79.0.50", "10.79.0.99"),
+            lease: "2m",
+            dns_server: "10.79.0.1",
+            domain: Some("ember.test"),
+            mtu: None,
+            host_records: &["boot.ember.test,10.79.0.1"],
+        },
+    );
+    let resolv = f.path("resolv.conf");
+    let out = ns
+        .in_client(&ember_bin())
+        .args([
+            "net",
+            "dhcp",
+            "--iface",
+            ns.client_if,
+            "--events",
+            "1",
+            "--resolv-conf",
+        ])
+        .arg(&resolv)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read_to_string(&resolv)
+        .unwrap()
+        .contains("nameserver 10.79.0.1"));
+
+    let s = TlsServer::start_in(
+        Some(&ns.server),
+        "10.79.0.1",
+        f.dir.path(),
+        "boot",
+        &["-tls1_3"],
+        CONTENT_LENGTH,
+        false,
+    );
+    let out = ns
+        .in_client(&ember_bin())
+        .args(["net", "get", "--timeout-secs", "5", "--resolv-conf"])
+        .arg(&resolv)
+        .arg("--ca")
+        .arg(f.path("ca.pem"))
+        .arg(format!(
+            "https://boot.ember.test:{}/boot/overlay.tar",
+            s.port
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"hello, node\n");
 }

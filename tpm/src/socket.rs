@@ -134,10 +134,13 @@ impl Transport for SocketTransport {
 }
 
 /// Opens a TPM by the `--tpm` spelling of `ember tpm`: `swtpm:HOST:PORT`,
-/// `unix:PATH`, or a device path such as /dev/tpmrm0.
+/// `unix:PATH`, or a device path; /dev/tpmrm0 falls back to /dev/tpm0.
 pub fn open_transport(spec: &str) -> Result<Box<dyn Transport>> {
     if spec.starts_with("swtpm:") || spec.starts_with("unix:") {
         return Ok(Box::new(SocketTransport::connect_spec(spec)?));
+    }
+    if spec == "/dev/tpmrm0" {
+        return Ok(Box::new(crate::device::DeviceTransport::open_default()?));
     }
     let path: &'static str = Box::leak(spec.to_string().into_boxed_str());
     Ok(Box::new(crate::device::DeviceTransport::open(path)?))

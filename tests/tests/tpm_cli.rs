@@ -1,0 +1,109 @@
+//! `ember tpm` against swtpm, as someone debugging a node would use it.
+
+use ember_tests::swtpm::{Swtpm, LOCALCA_ISSUER, LOCALCA_ROOT};
+use ember_tests::{ember_bin, ScratchDir};
+use std::process::Command;
+
+fn ember_tpm(sw: &Swtpm, args: &[&str]) -> (bool, String) {
+    let out = Command::new(ember_bin())
+        .arg("tpm")
+        .args(args)
+        .args(["--tpm", &sw.spec()])
+        .output()
+        .expect("run ember");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn ember_tpm_info_pcrs_ek_and_quote_work_against_swtpm() {
+    let dir = ScratchDir::new("tpm-cli");
+    let state = dir.path().join("state");
+    Swtpm::setup_cached(&state).unwrap();
+    let sw = Swtpm::start_tcp(&state).unwrap();
+
+    let (ok, out) = ember_tpm(&sw, &["info"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("family:            2.0"), "{out}");
+    assert!(out.contains("pcr bank:          sha256 (24 PCRs)"), "{out}");
+    assert!(out.contains("0x01c00002"), "{out}");
+
+    let (ok, out) = ember_tpm(&sw, &["pcrs", "--pcrs", "sha256:0,16"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("sha256:16 {}", "00".repeat(32))),
+        "{out}"
+    );
+
+    let (ok, out) = ember_tpm(&sw, &["ek", "--ca", LOCALCA_ISSUER, "--ca", LOCALCA_ROOT]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("key:       matches the EK") && out.contains("chain:     valid"),
+        "{out}"
+    );
+    let (ok, out) = ember_tpm(&sw, &["ek", "--alg", "ecc384"]);
+    assert!(
+        ok && out.contains("ECC NIST P-384") && out.contains("matches the EK"),
+        "{out}"
+    );
+    // Only the issuer, not the root: the chain is refused.
+    let (ok, out) = ember_tpm(&sw, &["ek", "--ca", LOCALCA_ISSUER]);
+    assert!(!ok && out.contains("EK certificate chain"), "{out}");
+
+    let qdir = dir.path().join("quote");
+    let qd = qdir.display().to_string();
+    let (ok, out) = ember_tpm(
+        &sw,
+        &[
+            "quote",
+            "--nonce",
+            "0badcafe",
+            "--pcrs",
+            "sha256:0,1,2",
+            "--out-dir",
+            &qd,
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("nonce:       0badcafe") && out.contains("verified:"),
+        "{out}"
+    );
+    // The files it wrote verify with tpm2_checkquote as well.
+    let p = |f: &str| qdir.join(f).display().to_string();
+    sw.tpm2_run(
+        "tpm2_checkquote",
+        &[
+            "-u",
+            &p("ak.pub"),
+            "-m",
+            &p("quote.msg"),
+            "-s",
+            &p("quote.sig"),
+            "-f",
+            &p("pcrs.bin"),
+            "-l",
+            "sha256:0,1,2",
+            "-g",
+            "sha256",
+            "-q",
+            "0badcafe",
+        ],
+    )
+    .unwrap();
+
+    let (ok, out) = ember_tpm(&sw, &["quote", "--nonce", "xyz"]);
+    assert!(!ok && out.contains("hex"), "{out}");
+    drop(sw);
+    // No TPM at all: a clear error, not a panic.
+    let out = Command::new(ember_bin())
+        .args(["tpm", "info", "--tpm", "swtpm:127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("opening TPM"));
+}

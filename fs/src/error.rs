@@ -21,6 +21,10 @@ pub enum Error {
     UnknownModule(String),
     /// modules.dep dependencies loop back on themselves.
     ModuleDependencyCycle(String),
+    /// No "EFI PART" signature: the disk has no GPT.
+    GptNoSignature,
+    /// A GPT header or entry array that fails its checks.
+    GptBadHeader(&'static str),
 }
 
 impl fmt::Display for Error {
@@ -34,6 +38,8 @@ impl fmt::Display for Error {
             Error::ModulesDepSyntax { line } => write!(f, "modules.dep line {line}: expected `path: deps...`"),
             Error::UnknownModule(name) => write!(f, "kernel module {name} not found in modules.dep"),
             Error::ModuleDependencyCycle(path) => write!(f, "modules.dep: dependency cycle through {path}"),
+            Error::GptNoSignature => write!(f, "no GPT on this disk"),
+            Error::GptBadHeader(why) => write!(f, "GPT: {why}"),
         }
     }
 }

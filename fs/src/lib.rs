@@ -6,6 +6,7 @@ extern crate alloc;
 
 pub mod cpio;
 pub mod crc32;
+pub mod gpt;
 mod error;
 pub mod gzip_writer;
 pub mod modules_dep;

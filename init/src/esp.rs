@@ -1,0 +1,110 @@
+//! Finding and mounting the EFI System Partition: the first partition of
+//! type C12A7328-F81F-11D2-BA4B-00A0C93EC93B on any disk.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+
+use ember_fs::gpt::{self, ESP_TYPE};
+use rustix::fs::{open, Mode, OFlags};
+use rustix::io::Errno;
+use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
+
+use crate::{fsutil, Error};
+
+/// Where the init mounts the ESP while it reads or writes last-known-good.
+pub const MOUNT_POINT: &str = "/run/ember/esp";
+
+/// A partition device, e.g. `/dev/vda1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EspDevice {
+    pub disk: String,
+    pub partition: String,
+}
+
+/// Scans every whole disk's GPT for an ESP. `None` means diskless mode.
+pub fn find() -> Result<Option<EspDevice>, Error> {
+    for disk in fsutil::list_dir("/sys/class/block")? {
+        // Partitions have a `partition` attribute; whole disks do not.
+        if fsutil::exists(&format!("/sys/class/block/{disk}/partition")) || disk.starts_with("loop") || disk.starts_with("ram") {
+            continue;
+        }
+        let Some(number) = esp_partition_number(&disk) else { continue };
+        for child in fsutil::list_dir(&format!("/sys/class/block/{disk}")).unwrap_or_default() {
+            let attr = format!("/sys/class/block/{disk}/{child}/partition");
+            if fsutil::read_text(&attr).map(|s| s.trim().parse::<u32>().ok() == Some(number)).unwrap_or(false) {
+                return Ok(Some(EspDevice { disk: format!("/dev/{disk}"), partition: format!("/dev/{child}") }));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The ESP's partition number on `disk`, if its GPT has one. Disks without
+/// a GPT, or with a damaged one, are skipped (logged at debug).
+fn esp_partition_number(disk: &str) -> Option<u32> {
+    let sector = fsutil::read_text(&format!("/sys/class/block/{disk}/queue/logical_block_size"))
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .filter(|s| (512..=4096).contains(s))
+        .unwrap_or(512);
+    let fd = open(format!("/dev/{disk}").as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let mut head = vec![0u8; sector];
+    rustix::io::pread(&fd, &mut head, sector as u64).ok()?;
+    let header = match gpt::Header::parse(&head) {
+        Ok(h) => h,
+        Err(e) => {
+            log::debug!("esp: /dev/{disk}: {e}");
+            return None;
+        }
+    };
+    let mut entries = vec![0u8; header.entries_len()];
+    let mut done = 0;
+    while done < entries.len() {
+        match rustix::io::pread(&fd, &mut entries[done..], header.entries_lba * sector as u64 + done as u64) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => done += n,
+        }
+    }
+    let parts = gpt::parse_entries(&header, &entries).ok()?;
+    parts.iter().find(|p| p.type_guid == ESP_TYPE).map(|p| p.number)
+}
+
+/// The ESP mounted at [`MOUNT_POINT`]; unmounted (and so flushed) on drop.
+pub struct Mounted {
+    _private: (),
+}
+
+impl Mounted {
+    pub fn mount(dev: &EspDevice, writable: bool) -> Result<Mounted, Error> {
+        let _ = rustix::fs::mkdir("/run/ember", Mode::from_raw_mode(0o700));
+        match rustix::fs::mkdir(MOUNT_POINT, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(errno) => return Err(Error::Mount { target: MOUNT_POINT, errno }),
+        }
+        let mut flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+        if !writable {
+            flags |= MountFlags::RDONLY;
+        }
+        // flush: write back each file on close, so a power cut loses at most
+        // the file being written; the A/B scheme covers that one.
+        let data = if writable { c"umask=0077,flush" } else { c"umask=0077" };
+        mount(dev.partition.as_str(), MOUNT_POINT, "vfat", flags, Some(data))
+            .map_err(|errno| Error::Mount { target: MOUNT_POINT, errno })?;
+        Ok(Mounted { _private: () })
+    }
+
+    pub fn path(&self, rel: &str) -> String {
+        format!("{MOUNT_POINT}/{rel}")
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        rustix::fs::sync();
+        if let Err(e) = unmount(MOUNT_POINT, UnmountFlags::empty()) {
+            log::warn!("esp: unmount {MOUNT_POINT}: {e}; detaching");
+            let _ = unmount(MOUNT_POINT, UnmountFlags::DETACH);
+        }
+    }
+}

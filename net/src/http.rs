@@ -40,8 +40,23 @@ fn is_field_byte(b: u8) -> bool {
 
 /// The request line and headers for a GET.
 pub fn request(host: &str, port: u16, path: &str) -> Vec<u8> {
-    let mut r = Vec::with_capacity(128 + path.len() + host.len());
-    r.extend_from_slice(b"GET ");
+    request_with("GET", host, port, path, None, None, &[])
+}
+
+/// A whole request: method, headers (an `Authorization: Bearer` token and a
+/// body type when given) and the body with its Content-Length.
+pub fn request_with(
+    method: &str,
+    host: &str,
+    port: u16,
+    path: &str,
+    bearer: Option<&str>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut r = Vec::with_capacity(192 + path.len() + host.len() + body.len());
+    r.extend_from_slice(method.as_bytes());
+    r.push(b' ');
     r.extend_from_slice(path.as_bytes());
     r.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     r.extend_from_slice(host.as_bytes());
@@ -51,8 +66,25 @@ pub fn request(host: &str, port: u16, path: &str) -> Vec<u8> {
         r.append(&mut buf);
     }
     r.extend_from_slice(
-        b"\r\nUser-Agent: ember\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
+        b"\r\nUser-Agent: ember\r\nAccept-Encoding: identity\r\nConnection: close\r\n",
     );
+    if let Some(token) = bearer {
+        r.extend_from_slice(b"Authorization: Bearer ");
+        r.extend_from_slice(token.as_bytes());
+        r.extend_from_slice(b"\r\n");
+    }
+    if let Some(ct) = content_type {
+        r.extend_from_slice(b"Content-Type: ");
+        r.extend_from_slice(ct.as_bytes());
+        r.extend_from_slice(b"\r\n");
+    }
+    if method != "GET" || !body.is_empty() {
+        r.extend_from_slice(b"Content-Length: ");
+        r.append(&mut itoa(body.len() as u64));
+        r.extend_from_slice(b"\r\n");
+    }
+    r.extend_from_slice(b"\r\n");
+    r.extend_from_slice(body);
     r
 }
 

@@ -28,6 +28,29 @@ pub struct Client<'a> {
     pub read_timeout: Duration,
 }
 
+/// One HTTP request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'r> {
+    pub method: &'r str,
+    pub url: &'r str,
+    /// Sent as `Authorization: Bearer <token>`.
+    pub bearer: Option<&'r str>,
+    pub content_type: Option<&'r str>,
+    pub body: &'r [u8],
+}
+
+impl<'r> Request<'r> {
+    pub fn get(url: &'r str) -> Self {
+        Request {
+            method: "GET",
+            url,
+            bearer: None,
+            content_type: None,
+            body: &[],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
@@ -46,8 +69,26 @@ impl<'a> Client<'a> {
         }
     }
 
-    /// GETs `url` and streams the body into `sink`.
+    /// GETs `url` and streams the body into `sink`; a status other than
+    /// 2xx is an error.
     pub fn get(&self, url: &str, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<Response> {
+        let mut only_2xx = |status: u16| match status {
+            200..=299 => Ok(()),
+            status => Err(Error::HttpStatus { status }),
+        };
+        self.send(&Request::get(url), &mut only_2xx, sink)
+    }
+
+    /// Sends `req`; `on_status` sees the status before any of the body
+    /// (returning an error stops the exchange), `sink` gets the body of any
+    /// non-redirect status, so callers can read an error document.
+    pub fn send(
+        &self,
+        req: &Request<'_>,
+        on_status: &mut dyn FnMut(u16) -> Result<()>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<Response> {
+        let url = req.url;
         if self.cas.is_empty() {
             return Err(Error::NoCa);
         }
@@ -91,7 +132,15 @@ impl<'a> Client<'a> {
         if let Err(e) = tls.open(TlsContext::new(&config, &mut provider)) {
             return Err(why(e, &mut provider));
         }
-        let request = http::request(url.host, url.port, url.path);
+        let request = http::request_with(
+            req.method,
+            url.host,
+            url.port,
+            url.path,
+            req.bearer,
+            req.content_type,
+            req.body,
+        );
         tls.write(&request)
             .and_then(|_| tls.flush())
             .map_err(|e| why(e, &mut provider))?;
@@ -113,8 +162,7 @@ impl<'a> Client<'a> {
                             status: parsed.status,
                         })
                     }
-                    200..=299 => {}
-                    status => return Err(Error::HttpStatus { status }),
+                    status => on_status(status)?,
                 }
                 let decoder = BodyDecoder::new(parsed.body);
                 head.drain(..len);

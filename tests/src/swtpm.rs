@@ -34,15 +34,15 @@ fn run(cmd: &mut Command, what: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for e in std::fs::read_dir(from)? {
+fn read_files(dir: &Path) -> std::io::Result<Vec<(std::ffi::OsString, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
         let e = e?;
         if e.file_type()?.is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name()))?;
+            out.push((e.file_name(), std::fs::read(e.path())?));
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 impl Swtpm {
@@ -61,20 +61,28 @@ impl Swtpm {
     }
 
     /// Like [`Swtpm::setup`], but manufactures once per test process and
-    /// copies that state (swtpm_setup takes seconds; every copy has the same
-    /// EK, which tests that compare against certificates do not mind).
+    /// writes a copy of that state (swtpm_setup takes seconds; every copy has
+    /// the same EK, which tests that compare against certificates do not
+    /// mind). The manufactured state is kept in memory, not on disk.
     pub fn setup_cached(state_dir: &Path) -> std::io::Result<()> {
-        static TEMPLATE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+        type Files = Vec<(std::ffi::OsString, Vec<u8>)>;
+        static TEMPLATE: OnceLock<Result<Files, String>> = OnceLock::new();
         let template = TEMPLATE.get_or_init(|| {
             let dir =
                 std::env::temp_dir().join(format!("ember-swtpm-template-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
-            Swtpm::setup(&dir).map(|_| dir).map_err(|e| e.to_string())
+            let files = Swtpm::setup(&dir).and_then(|_| read_files(&dir));
+            let _ = std::fs::remove_dir_all(&dir);
+            files.map_err(|e| e.to_string())
         });
-        match template {
-            Ok(dir) => copy_dir(dir, state_dir),
-            Err(e) => Err(std::io::Error::other(e.clone())),
+        let files = template
+            .as_ref()
+            .map_err(|e| std::io::Error::other(e.clone()))?;
+        std::fs::create_dir_all(state_dir)?;
+        for (name, bytes) in files {
+            std::fs::write(state_dir.join(name), bytes)?;
         }
+        Ok(())
     }
 
     /// Starts swtpm on a free loopback port pair (data P, control P+1),

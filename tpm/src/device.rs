@@ -81,7 +81,10 @@ impl Transport for DeviceTransport {
     /// A TPM answering RC_RETRY or RC_TESTING needs time, not a hot loop:
     /// 10 ms, 20 ms, ... (at most 360 ms over all retries).
     fn before_retry(&mut self, attempt: u32) {
-        let ts = rustix::thread::Timespec { tv_sec: 0, tv_nsec: 10_000_000 * i64::from(attempt.min(8)) };
+        let ts = rustix::thread::Timespec {
+            tv_sec: 0,
+            tv_nsec: 10_000_000 * i64::from(attempt.min(8)),
+        };
         let _ = rustix::thread::nanosleep(&ts);
     }
 }

@@ -10,6 +10,33 @@
 //! * Host side (feature `host`): [`host::make_credential`],
 //!   [`host::verify_quote`], [`host::verify_ek_certificate`] and
 //!   [`host::ek_certificate_matches`] for the boot server.
+//!
+//! # Node side: what an attestation client does
+//!
+//! ```no_run
+//! use ember_tpm::*;
+//! # fn main() -> Result<()> {
+//! let mut tpm = Tpm::new(DeviceTransport::open_default()?); // /dev/tpmrm0, else /dev/tpm0
+//! tpm.startup(true)?; // TPM_RC_INITIALIZE (firmware already did it) is fine
+//! let ek = tpm.create_ek(EkTemplate::Rsa2048)?;
+//! let ek_cert = tpm.nv_read_ek_certificate(EkTemplate::Rsa2048)?; // DER, for the server
+//! let srk = tpm.create_srk()?;
+//! let (ak_blob, ak) = tpm.create_ak(srk.handle, AkKind::EccP256)?;
+//! // Send ek.public.to_bytes()?, ek_cert and ak.public.to_bytes()? to the server;
+//! // it answers with host::make_credential(..) output:
+//! # let (credential_blob, encrypted_secret) = (vec![], vec![]);
+//! let secret = tpm.activate_credential(&ak, &ek, &credential_blob, &encrypted_secret)?;
+//! let selection = PcrSelection::parse("sha256:0,1,2,3,4,5,6,7").unwrap();
+//! # let nonce = [0u8; 16];
+//! let quote = tpm.quote(ak.handle, &nonce, &selection)?; // .attest, .signature to the server
+//! let pcrs = tpm.pcr_read(&selection)?;
+//! for h in [ak.handle, srk.handle, ek.handle] {
+//!     tpm.flush_context(h)?;
+//! }
+//! # let _ = (ek_cert, ak_blob, secret, quote, pcrs);
+//! # Ok(())
+//! # }
+//! ```
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 extern crate alloc;
 

@@ -238,7 +238,7 @@ impl<T: Transport> Tpm<T> {
                 detail: alloc::format!("{e:?}"),
             })?;
         let tag = u16::from_be_bytes([frame[0], frame[1]]);
-        if (tag == ST_SESSIONS) != !auths.is_empty() {
+        if (tag == ST_SESSIONS) == auths.is_empty() {
             return Err(Error::BadResponseTag { tag });
         }
         let mut r = Reader::new(&frame[10..]);

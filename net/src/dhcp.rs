@@ -335,3 +335,66 @@ fn lease_from(cfg: &dhcpv4::Config<'_>, mac: Option<[u8; 6]>) -> Lease {
     }
     lease
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::dhcp::tests::dnsmasq_ack;
+    use smoltcp::wire::DhcpPacket;
+
+    fn config(packet: &[u8]) -> dhcpv4::Config<'_> {
+        let mut cfg = dhcpv4::Config {
+            server: dhcpv4::ServerInfo {
+                address: Ipv4Address::new(10, 77, 0, 1),
+                identifier: Ipv4Address::new(10, 77, 0, 1),
+            },
+            address: Ipv4Cidr::new(Ipv4Address::new(10, 77, 0, 50), 24),
+            router: Some(Ipv4Address::new(10, 77, 0, 1)),
+            dns_servers: Default::default(),
+            packet: Some(DhcpPacket::new_unchecked(packet)),
+        };
+        let _ = cfg.dns_servers.push(Ipv4Address::new(10, 77, 0, 1));
+        cfg
+    }
+
+    #[test]
+    fn lease_takes_extra_options_from_the_accepted_ack() {
+        let ack = dnsmasq_ack();
+        let lease = lease_from(&config(&ack), Some([2, 0, 0, 0, 0, 9]));
+        assert_eq!(lease.address, [10, 77, 0, 50]);
+        assert_eq!(lease.prefix_len, 24);
+        assert_eq!(lease.router, Some([10, 77, 0, 1]));
+        assert_eq!(lease.dns, [[10, 77, 0, 1]]);
+        assert_eq!(lease.server_id, [10, 77, 0, 1]);
+        assert_eq!(lease.domain.as_deref(), Some("ember.lan"));
+        assert_eq!(lease.lease_time, Some(120));
+        assert_eq!(lease.mtu, Some(1500));
+    }
+
+    #[test]
+    fn packet_for_another_mac_contributes_nothing() {
+        let ack = dnsmasq_ack();
+        let lease = lease_from(&config(&ack), Some([2, 0, 0, 0, 0, 7]));
+        assert_eq!(lease.domain, None);
+        assert_eq!(lease.lease_time, None);
+        assert_eq!(lease.address, [10, 77, 0, 50]);
+    }
+
+    #[test]
+    fn malformed_packet_buffer_leaves_the_smoltcp_fields() {
+        let mut ack = dnsmasq_ack();
+        ack.truncate(250);
+        ack[245] = 200; // an option length past the end
+        let lease = lease_from(&config(&ack), Some([2, 0, 0, 0, 0, 9]));
+        assert_eq!(lease.domain, None);
+        assert_eq!(lease.router, Some([10, 77, 0, 1]));
+    }
+
+    #[test]
+    fn hostname_is_derived_from_the_mac() {
+        assert_eq!(
+            hostname_from_mac([2, 0, 0xab, 0, 0, 1]),
+            "ember-0200ab000001"
+        );
+    }
+}

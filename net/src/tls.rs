@@ -409,3 +409,67 @@ impl embedded_io::Write for TcpStream {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // An openssl-made P-256 CA and a leaf for localhost/127.0.0.1 (5 days),
+    // shared with the x509 fuzz seeds.
+    const CA: &[u8] = include_bytes!("../fuzz/seeds/x509_cert/p256_ca.der");
+    const LEAF: &[u8] = include_bytes!("../fuzz/seeds/x509_cert/p256_leaf.der");
+
+    fn issued_at() -> u64 {
+        Certificate::parse(LEAF).unwrap().not_before
+    }
+
+    #[test]
+    fn chain_to_the_ca_with_matching_name_is_accepted() {
+        let cas = [CA.to_vec()];
+        let now = issued_at() + 3600;
+        assert_eq!(verify_chain(&[LEAF], &cas, "localhost", now), Ok(LEAF));
+        assert_eq!(verify_chain(&[LEAF], &cas, "127.0.0.1", now), Ok(LEAF));
+        // The CA sent along with the leaf changes nothing.
+        assert_eq!(verify_chain(&[LEAF, CA], &cas, "LOCALHOST", now), Ok(LEAF));
+    }
+
+    #[test]
+    fn each_failure_has_its_own_error() {
+        let cas = [CA.to_vec()];
+        let now = issued_at() + 3600;
+        assert_eq!(
+            verify_chain(&[LEAF], &cas, "boot.example.org", now),
+            Err(Error::CertHostMismatch)
+        );
+        assert_eq!(
+            verify_chain(&[LEAF], &cas, "127.0.0.2", now),
+            Err(Error::CertHostMismatch)
+        );
+        assert_eq!(
+            verify_chain(&[LEAF], &cas, "localhost", now + 10 * 86400),
+            Err(Error::CertExpired)
+        );
+        assert_eq!(
+            verify_chain(&[LEAF], &cas, "localhost", issued_at() - 86400),
+            Err(Error::CertNotYetValid)
+        );
+        assert_eq!(
+            verify_chain(&[LEAF], &[LEAF.to_vec()], "localhost", now),
+            Err(Error::CertUnknownIssuer)
+        );
+        assert_eq!(
+            verify_chain(&[], &cas, "localhost", now),
+            Err(Error::CertMalformed("empty certificate chain"))
+        );
+    }
+
+    #[test]
+    fn tampered_leaf_does_not_verify() {
+        let cas = [CA.to_vec()];
+        let mut leaf = LEAF.to_vec();
+        // Flip a byte inside the subject public key (near the end of the TBS).
+        let n = leaf.len();
+        leaf[n - 90] ^= 1;
+        assert!(verify_chain(&[&leaf], &cas, "localhost", issued_at() + 3600).is_err());
+    }
+}

@@ -243,12 +243,12 @@ impl Repr {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A DHCPACK as dnsmasq 2.89 sends it (captured over a veth pair; the
     /// sname/file fields are zero).
-    pub(crate) fn dnsmasq_ack() -> Vec<u8> {
+    pub fn dnsmasq_ack() -> Vec<u8> {
         let mut p = alloc::vec![0u8; 240];
         p[0] = 2;
         p[1] = 1;

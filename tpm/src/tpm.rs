@@ -327,7 +327,9 @@ impl<T: Transport> Tpm<T> {
             }
             r.finish("trailing capability data")?;
             match last {
-                Some(l) if more && out.len() < count as usize && l >= next => next = l + 1,
+                Some(l) if more && out.len() < count as usize && l >= next && l < u32::MAX => {
+                    next = l + 1
+                }
                 _ => return Ok(out),
             }
         }
@@ -378,7 +380,13 @@ impl<T: Transport> Tpm<T> {
             }
             r.finish("trailing capability data")?;
             match last {
-                Some(l) if more && l >> 24 == range >> 24 && l >= next && out.len() < 4096 => {
+                Some(l)
+                    if more
+                        && l >> 24 == range >> 24
+                        && l >= next
+                        && l < u32::MAX
+                        && out.len() < 4096 =>
+                {
                     next = l + 1
                 }
                 _ => return Ok(out),

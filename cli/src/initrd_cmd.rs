@@ -38,10 +38,18 @@ pub enum InitrdCmd {
         /// Where to write the initrd (written atomically).
         #[arg(long, short)]
         output: PathBuf,
+        /// Start from an OCI image layout: its layers are flattened in order
+        /// (whiteouts applied), then /init, modules and files are added.
+        #[arg(long, value_name = "LAYOUT")]
+        from_oci: Option<PathBuf>,
+        /// Which image of the layout (its org.opencontainers.image.ref.name);
+        /// needed only when index.json lists several.
+        #[arg(long, requires = "from_oci")]
+        oci_ref: Option<String>,
     },
 }
 
-fn parse_extra_file(arg: &str) -> Result<ExtraFile, String> {
+pub(crate) fn parse_extra_file(arg: &str) -> Result<ExtraFile, String> {
     let (src, dest) = arg
         .split_once(':')
         .ok_or_else(|| format!("expected SRC:DEST, got {arg:?}"))?;
@@ -66,6 +74,8 @@ pub fn run(cmd: InitrdCmd) -> anyhow::Result<()> {
             kernel,
             compression,
             output,
+            from_oci,
+            oci_ref,
         } => {
             let spec = Spec {
                 init,
@@ -76,8 +86,16 @@ pub fn run(cmd: InitrdCmd) -> anyhow::Result<()> {
                 compression,
                 mtime: initrd::source_date_epoch()?,
             };
-            let report = initrd::build_to_file(&spec, &output)
-                .with_context(|| format!("building initrd {}", output.display()))?;
+            let report = match from_oci {
+                None => initrd::build_to_file(&spec, &output),
+                Some(layout) => {
+                    let base = crate::image_cmd::flatten_layout(&layout, oci_ref.as_deref())?;
+                    initrd::assemble_onto(base, &spec).and_then(|tree| {
+                        initrd::write_tree(&tree, spec.compression, spec.mtime, &output)
+                    })
+                }
+            }
+            .with_context(|| format!("building initrd {}", output.display()))?;
             println!(
                 "{}: {} entries, {} bytes ({} uncompressed), sha256 {}",
                 output.display(),

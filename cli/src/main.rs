@@ -2,6 +2,7 @@
 //! exposes each node subsystem (TPM, network, tar) for debugging.
 
 mod initrd;
+mod image_cmd;
 mod initrd_cmd;
 mod artifact_cmd;
 mod attest_cmd;
@@ -12,6 +13,7 @@ mod policy_cmd;
 mod serve;
 mod serve_cmd;
 mod net_cmd;
+mod oci;
 mod tar_cmd;
 mod tpm_cmd;
 
@@ -29,6 +31,9 @@ enum Command {
     /// Build initrd images.
     #[command(subcommand)]
     Initrd(initrd_cmd::InitrdCmd),
+    /// Build OCI image layouts of the OS root filesystem.
+    #[command(subcommand)]
+    Image(image_cmd::ImageCmd),
     /// Talk to a TPM (swtpm socket or /dev/tpmrm0).
     #[command(subcommand)]
     Tpm(tpm_cmd::TpmCmd),
@@ -60,6 +65,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Initrd(cmd) => initrd_cmd::run(cmd),
+        Command::Image(cmd) => image_cmd::run(cmd),
         Command::Tpm(cmd) => tpm_cmd::run(cmd),
         Command::Net(cmd) => net_cmd::run(cmd),
         Command::Tar(cmd) => tar_cmd::run(cmd),

@@ -63,7 +63,12 @@ pub fn source_date_epoch() -> anyhow::Result<u32> {
 
 /// Builds the tree an initrd holds: the skeleton, /init, modules, extra files.
 pub fn assemble(spec: &Spec) -> anyhow::Result<Tree> {
-    let mut tree = Tree::new();
+    assemble_onto(Tree::new(), spec)
+}
+
+/// Adds the skeleton, /init, modules and extra files to `tree` (a flattened
+/// OCI image for `--from-oci`); what the spec adds wins over the tree.
+pub fn assemble_onto(mut tree: Tree, spec: &Spec) -> anyhow::Result<Tree> {
     for dir in [
         "dev",
         "proc",

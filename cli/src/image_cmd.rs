@@ -1,0 +1,129 @@
+//! `ember image` subcommands: the OS root filesystem as an OCI image layout
+//! (what Bazel's `//image` is), from the same inputs as `ember initrd build`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use crate::initrd::{self, Compression, ExtraFile, Spec, Tree};
+use crate::initrd_cmd::parse_extra_file;
+use crate::oci::{self, ImageSpec, Layout};
+
+#[derive(Subcommand)]
+pub enum ImageCmd {
+    /// Write an OCI image layout (oci-layout, index.json, blobs/sha256) whose
+    /// top layer is the tree `ember initrd build` would put in the initrd.
+    ///
+    /// Deterministic: root-owned entries dated SOURCE_DATE_EPOCH (0 when
+    /// unset), sorted, gzip with a fixed header.
+    Build {
+        /// The init binary, installed as /init.
+        #[arg(long)]
+        init: PathBuf,
+        /// A kernel's `lib/modules/<release>` directory (with modules.dep).
+        #[arg(long)]
+        modules_dir: Option<PathBuf>,
+        /// A kernel module to include (with its dependencies); repeat or comma-separate.
+        #[arg(long = "module", value_delimiter = ',')]
+        modules: Vec<String>,
+        /// An extra file as SRC:DEST (e.g. the CA bundle).
+        #[arg(long = "file", value_parser = parse_extra_file)]
+        files: Vec<ExtraFile>,
+        /// The kernel image, stored at /boot/vmlinuz.
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        /// A base image layout (e.g. apko's output) to stack the layer on.
+        #[arg(long, value_name = "LAYOUT")]
+        base: Option<PathBuf>,
+        /// The base layout's image name, when it holds several.
+        #[arg(long, requires = "base")]
+        base_ref: Option<String>,
+        /// The image name recorded in index.json.
+        #[arg(long, default_value = "latest")]
+        tag: String,
+        /// The layout directory to write (replaced atomically; an existing
+        /// directory that is not a layout is never replaced).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+}
+
+/// Flattens a layout's image into a tree for `ember initrd build --from-oci`.
+pub fn flatten_layout(path: &Path, reference: Option<&str>) -> anyhow::Result<Tree> {
+    let layout = Layout::open(path)?;
+    let image = layout
+        .resolve(reference)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let (tree, report) = oci::flatten(&layout, &image)?;
+    eprintln!(
+        "{} ({}): {} layers, {} members, {} whiteouts, {} opaque dirs",
+        path.display(),
+        image.manifest_digest,
+        report.layers,
+        report.members,
+        report.whiteouts,
+        report.opaque_dirs
+    );
+    if report.non_root_owned > 0 {
+        eprintln!(
+            "warning: {} members were not owned by root; the initrd makes them root-owned",
+            report.non_root_owned
+        );
+    }
+    if report.skipped > 0 {
+        eprintln!(
+            "warning: {} members of unsupported types were skipped",
+            report.skipped
+        );
+    }
+    Ok(tree)
+}
+
+pub fn run(cmd: ImageCmd) -> anyhow::Result<()> {
+    match cmd {
+        ImageCmd::Build {
+            init,
+            modules_dir,
+            modules,
+            files,
+            kernel,
+            base,
+            base_ref,
+            tag,
+            output,
+        } => {
+            let mtime = initrd::source_date_epoch()?;
+            let spec = Spec {
+                init,
+                modules_dir,
+                modules,
+                files,
+                kernel,
+                compression: Compression::Gzip,
+                mtime,
+            };
+            let tree = initrd::assemble(&spec)?;
+            let image = ImageSpec {
+                tag,
+                base,
+                base_ref,
+                mtime,
+                entrypoint: vec!["/init".to_string()],
+            };
+            let report = oci::write_layout(&tree, &image, &output)
+                .with_context(|| format!("writing OCI layout {}", output.display()))?;
+            println!(
+                "{}: manifest {}, {} layers; top layer {} ({} bytes, diff_id {}), {} entries",
+                output.display(),
+                report.manifest,
+                report.layers,
+                report.layer_digest,
+                report.layer_bytes,
+                report.diff_id,
+                tree.len()
+            );
+            Ok(())
+        }
+    }
+}

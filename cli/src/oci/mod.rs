@@ -1,0 +1,25 @@
+//! OCI image layouts (image-spec v1 "layout" directories), both ways:
+//!
+//! ```text
+//! read:  oci-layout + index.json ─► manifest ─► layers (tar | tar+gzip, digests checked)
+//!        ─► flatten in order (whiteouts, opaque dirs) ─► initrd::Tree
+//! write: initrd::Tree ─► deterministic tar ─► gzip ─► blobs/sha256 + config + manifest + index
+//! ```
+//!
+//! Layers are parsed by `ember-fs`'s tar state machine, the same code the
+//! node runs on its overlays. Ownership and extended attributes are not
+//! carried into the tree: the initrd is root-owned by construction (the
+//! flatten report counts what was dropped).
+
+mod digest;
+mod error;
+mod flatten;
+mod layout;
+mod spec;
+mod tar_writer;
+mod write;
+
+pub use error::Error;
+pub use flatten::flatten;
+pub use layout::Layout;
+pub use write::{write_layout, ImageSpec};

@@ -1,0 +1,228 @@
+//! `ember serve` as a test peer: a fresh state folder, a free loopback port,
+//! readiness from the server's "listening" line, stopped by PID on drop.
+//! Helpers run the admin commands (`enroll`, `overlay add|assign`, `policy
+//! set`, `nodes`) and `ember attest` against this server's state and CA.
+
+use crate::process::{wait_until, ChildGuard};
+use crate::swtpm::Swtpm;
+use crate::{ember_bin, ScratchDir};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// NV index of the ECC P-384 EK certificate `swtpm_setup` writes: the EK
+/// `ember attest` (and the node) use when the TPM has it.
+pub const EK_CERT_ECC_P384_NV: &str = "0x01c00016";
+
+pub struct EmberServer {
+    child: ChildGuard,
+    dir: ScratchDir,
+    addr: String,
+}
+
+/// The outcome of an `ember` command.
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Panics with the command's output unless it succeeded.
+    pub fn expect_ok(self, what: &str) -> Run {
+        assert!(self.ok, "{what} failed:\n{}{}", self.stdout, self.stderr);
+        self
+    }
+}
+
+impl EmberServer {
+    /// Starts `ember serve` with a fresh state folder on 127.0.0.1.
+    pub fn start() -> EmberServer {
+        Self::start_with(&[])
+    }
+
+    /// Like [`EmberServer::start`] with extra `ember serve` arguments
+    /// (e.g. `--manufacturer-ca FILE`, `--credential-ttl 1s`, `--name HOST`).
+    pub fn start_with(extra: &[&str]) -> EmberServer {
+        let dir = ScratchDir::new("serve");
+        let state = dir.path().join("state");
+        let out = dir.path().join("serve.out");
+        let err = dir.path().join("serve.log");
+        let mut cmd = Command::new(ember_bin());
+        cmd.arg("serve")
+            .arg("--state")
+            .arg(&state)
+            .args(["--listen", "127.0.0.1:0", "--threads", "2"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("create serve.out"))
+            .stderr(std::fs::File::create(&err).expect("create serve.log"));
+        let mut child = ChildGuard::spawn("ember serve", &mut cmd).expect("spawn ember serve");
+        let mut addr = None;
+        let up = wait_until(Duration::from_secs(30), || {
+            if child.try_wait().is_some() {
+                return true;
+            }
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            addr = text
+                .lines()
+                .find_map(|l| l.strip_prefix("ember-serve: listening on https://"))
+                .map(str::to_string);
+            addr.is_some()
+        });
+        let log = std::fs::read_to_string(&err).unwrap_or_default();
+        assert!(
+            up && child.try_wait().is_none(),
+            "ember serve did not start:\n{log}"
+        );
+        EmberServer {
+            child,
+            dir,
+            addr: addr.expect("listening line"),
+        }
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The server's state folder.
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The CA certificate to bundle into initrds / pass to `ember attest --ca`.
+    pub fn ca_path(&self) -> PathBuf {
+        self.state().join("tls/ca.pem")
+    }
+
+    /// A scratch folder that lives as long as the server.
+    pub fn scratch(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// Everything the server logged so far (one line per request).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// Waits until the log has a line containing `needle` (requests are
+    /// logged as they finish, so a client may see the answer first).
+    pub fn wait_log(&self, needle: &str) -> bool {
+        wait_until(Duration::from_secs(5), || self.log().contains(needle))
+    }
+
+    /// Runs `ember ARGS --state STATE`.
+    pub fn ember(&self, args: &[&str]) -> Run {
+        let out = Command::new(ember_bin())
+            .args(args)
+            .arg("--state")
+            .arg(self.state())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ember");
+        Run::from(out)
+    }
+
+    /// Enrolls a TPM from an EK certificate file.
+    pub fn enroll_cert(&self, name: &str, group: &str, cert: &Path) -> Run {
+        self.ember(&[
+            "enroll",
+            "--name",
+            name,
+            "--group",
+            group,
+            "--ek-cert",
+            &cert.display().to_string(),
+        ])
+    }
+
+    /// Enrolls a running swtpm by the EK certificate in its NV (the EK the
+    /// node-side client uses).
+    pub fn enroll_swtpm(&self, name: &str, group: &str, tpm: &Swtpm) -> Run {
+        let cert = self.scratch().join(format!("ek-{name}.der"));
+        let der = tpm
+            .tpm2_run("tpm2_nvread", &[EK_CERT_ECC_P384_NV])
+            .expect("read the EK certificate from swtpm");
+        std::fs::write(&cert, der).expect("write EK certificate");
+        self.enroll_cert(name, group, &cert)
+    }
+
+    /// Adds an overlay (directory, tar or tar.gz), assigned to `target`
+    /// (`group:G`, `node:N` or none); returns its version id.
+    pub fn add_overlay(&self, src: &Path, target: Option<&str>) -> u64 {
+        let src = src.display().to_string();
+        let mut args = vec!["overlay", "add", src.as_str()];
+        let t;
+        if let Some(target) = target {
+            t = target.split_once(':').expect("target is group:G or node:N");
+            args.push(if t.0 == "group" { "--group" } else { "--node" });
+            args.push(t.1);
+        }
+        let run = self.ember(&args).expect_ok("ember overlay add");
+        run.stdout
+            .strip_prefix("overlay ")
+            .and_then(|s| s.split(':').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no version in {:?}", run.stdout))
+    }
+
+    /// Assigns overlay `version` to `target` (`group:G` or `node:N`).
+    pub fn assign(&self, version: u64, target: &str) -> Run {
+        let (kind, name) = target.split_once(':').expect("target is group:G or node:N");
+        let flag = if kind == "group" { "--group" } else { "--node" };
+        self.ember(&["overlay", "assign", &version.to_string(), flag, name])
+    }
+
+    /// `ember policy set ARGS`.
+    pub fn set_policy(&self, args: &[&str]) -> Run {
+        let mut a = vec!["policy", "set"];
+        a.extend_from_slice(args);
+        self.ember(&a)
+    }
+
+    /// The `ember nodes` table.
+    pub fn nodes(&self) -> String {
+        self.ember(&["nodes"]).expect_ok("ember nodes").stdout
+    }
+
+    /// Runs `ember attest` against this server with `tpm` (`swtpm:HOST:PORT`).
+    pub fn attest(&self, tpm: &str, extra: &[&str]) -> Run {
+        let out = Command::new(ember_bin())
+            .arg("attest")
+            .args(["--tpm", tpm, "--url", &self.url()])
+            .arg("--ca")
+            .arg(self.ca_path())
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ember attest");
+        Run::from(out)
+    }
+}

@@ -1,0 +1,355 @@
+//! End to end on loopback through the CLI: `ember serve` with a fresh state,
+//! a manufactured swtpm (EK certificates from swtpm's local CA), `ember
+//! enroll`, `ember overlay add`, and `ember attest` doing the node's flow.
+
+use ember_tests::server::EmberServer;
+use ember_tests::swtpm::Swtpm;
+use ember_tests::tree::{assert_same, Compare};
+use ember_tests::ScratchDir;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// A source tree spanning several 64 KiB sealed chunks.
+fn overlay_source(dir: &Path) {
+    std::fs::create_dir_all(dir.join("etc/rancher/rke2")).unwrap();
+    std::fs::create_dir_all(dir.join("var/lib/ember")).unwrap();
+    std::fs::write(
+        dir.join("etc/rancher/rke2/config.yaml"),
+        "server: https://10.0.2.2:9345\ntoken: t0k3n\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dir.join("etc/rancher/rke2/config.yaml"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::write(dir.join("etc/hostname"), "node-a\n").unwrap();
+    // Incompressible, so the sealed stream really has several chunks.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let noise: Vec<u8> = (0..300_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(dir.join("var/lib/ember/blob.bin"), noise).unwrap();
+    std::fs::write(dir.join("var/lib/ember/run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(
+        dir.join("var/lib/ember/run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("rke2/config.yaml", dir.join("etc/rancher/config.yaml")).unwrap();
+}
+
+struct Lab {
+    server: EmberServer,
+    tpm: Swtpm,
+    src: std::path::PathBuf,
+    _tpm_dir: ScratchDir,
+}
+
+fn lab(serve_args: &[&str]) -> Lab {
+    let tpm_dir = ScratchDir::new("srv-tpm");
+    Swtpm::setup_cached(tpm_dir.path()).expect("manufacture swtpm");
+    let tpm = Swtpm::start_tcp(tpm_dir.path()).expect("start swtpm");
+    let server = EmberServer::start_with(serve_args);
+    server
+        .enroll_swtpm("node-a", "rack1", &tpm)
+        .expect_ok("enroll");
+    let src = server.scratch().join("overlay-src");
+    overlay_source(&src);
+    server.add_overlay(&src, Some("group:rack1"));
+    Lab {
+        server,
+        tpm,
+        src,
+        _tpm_dir: tpm_dir,
+    }
+}
+
+fn compare() -> Compare {
+    Compare {
+        xattrs: false,
+        mtime_nanos: false,
+        symlink_mtimes: false,
+        root: false,
+    }
+}
+
+fn staging_leftovers(parent: &Path) -> Vec<String> {
+    std::fs::read_dir(parent)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains("ember-staging"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn attested_node_extracts_its_overlay_equal_to_the_source_and_reports_joined() {
+    let lab = lab(&[]);
+    let into = lab.server.scratch().join("root");
+    let run = lab
+        .server
+        .attest(
+            &lab.tpm.spec(),
+            &[
+                "--into",
+                &into.display().to_string(),
+                "--report",
+                "joined",
+                "--reason",
+                "node Ready",
+            ],
+        )
+        .expect_ok("ember attest");
+    assert!(run.stdout.contains("extracted into"), "{}", run.stdout);
+    assert_same(&lab.src, &into, compare(), "extracted overlay");
+    let nodes = lab.server.nodes();
+    let line = nodes
+        .lines()
+        .find(|l| l.starts_with("node-a"))
+        .unwrap_or_else(|| panic!("node-a missing:\n{nodes}"));
+    assert!(line.contains("joined"), "{line}");
+    assert!(
+        line.split_whitespace().any(|w| w == "1"),
+        "last-known-good 1 expected: {line}"
+    );
+    for step in [
+        "step=start node=node-a outcome=ok",
+        "step=finish node=node-a outcome=ok",
+        "step=overlay node=node-a outcome=ok",
+        "step=report node=node-a outcome=ok",
+    ] {
+        assert!(
+            lab.server.wait_log(step),
+            "missing log line {step:?}:\n{}",
+            lab.server.log()
+        );
+    }
+}
+
+#[test]
+fn second_boot_reextracts_over_an_existing_tree() {
+    let lab = lab(&[]);
+    let into = lab.server.scratch().join("root");
+    let into_s = into.display().to_string();
+    lab.server
+        .attest(&lab.tpm.spec(), &["--into", &into_s])
+        .expect_ok("first attest");
+    std::fs::write(into.join("etc/hostname"), "changed\n").unwrap();
+    lab.server
+        .attest(&lab.tpm.spec(), &["--into", &into_s])
+        .expect_ok("second attest");
+    assert_eq!(
+        std::fs::read_to_string(into.join("etc/hostname")).unwrap(),
+        "node-a\n"
+    );
+}
+
+fn refused_stream(fault: &str, reason: &str) {
+    let lab = lab(&[]);
+    let into = lab.server.scratch().join("root");
+    let run = lab.server.attest(
+        &lab.tpm.spec(),
+        &["--into", &into.display().to_string(), "--fault", fault],
+    );
+    assert!(
+        !run.ok,
+        "a corrupted stream ({fault}) was accepted:\n{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains(reason),
+        "expected {reason:?} for {fault}, got:\n{}",
+        run.stderr
+    );
+    assert!(
+        !into.exists(),
+        "plaintext reached the target folder after {fault}"
+    );
+    assert_eq!(
+        staging_leftovers(lab.server.scratch()),
+        Vec::<String>::new()
+    );
+}
+
+// Sealed layout: 48-byte header, then chunks of 65536 + 16 bytes.
+#[test]
+fn tampered_overlay_chunk_is_refused_and_nothing_reaches_the_target() {
+    refused_stream("tamper:70000", "chunk 1 failed authentication");
+}
+
+#[test]
+fn truncated_overlay_stream_is_refused_and_nothing_reaches_the_target() {
+    refused_stream(
+        &format!("truncate:{}", 48 + 2 * 65552),
+        "stream truncated at chunk 1",
+    );
+}
+
+#[test]
+fn swapped_overlay_chunks_are_refused_and_nothing_reaches_the_target() {
+    refused_stream("swap:0:1", "chunk 0 failed authentication");
+}
+
+#[test]
+fn pcr_extended_after_enrolment_is_refused() {
+    let lab = lab(&[]);
+    lab.server
+        .set_policy(&["--pcrs", "0,1,2,3,4,5,6,7", "--record", "--group", "rack1"])
+        .expect_ok("policy");
+    lab.server
+        .attest(&lab.tpm.spec(), &["--no-overlay"])
+        .expect_ok("first boot records the PCRs");
+    lab.tpm
+        .tpm2_run(
+            "tpm2_pcrextend",
+            &["7:sha256=0101010101010101010101010101010101010101010101010101010101010101"],
+        )
+        .expect("extend PCR 7");
+    let into = lab.server.scratch().join("root");
+    let run = lab
+        .server
+        .attest(&lab.tpm.spec(), &["--into", &into.display().to_string()]);
+    assert!(!run.ok, "boot with an extended PCR 7 was accepted");
+    assert!(
+        run.stderr.contains("pcr-policy-mismatch") && run.stderr.contains("PCR 7"),
+        "{}",
+        run.stderr
+    );
+    assert!(!into.exists());
+    assert!(
+        lab.server
+            .wait_log("step=finish node=node-a outcome=pcr-policy-mismatch status=403"),
+        "{}",
+        lab.server.log()
+    );
+}
+
+#[test]
+fn node_assignment_overrides_the_group_and_failed_boots_count_attempts() {
+    let lab = lab(&[]);
+    let other = lab.server.scratch().join("other-src");
+    std::fs::create_dir_all(other.join("etc")).unwrap();
+    std::fs::write(other.join("etc/hostname"), "special\n").unwrap();
+    let v = lab.server.add_overlay(&other, None);
+    lab.server
+        .assign(v, "node:node-a")
+        .expect_ok("assign to the node");
+    let into = lab.server.scratch().join("root");
+    let into_s = into.display().to_string();
+    let run = lab.server.attest(
+        &lab.tpm.spec(),
+        &[
+            "--into",
+            &into_s,
+            "--report",
+            "failed",
+            "--reason",
+            "rke2 did not start",
+        ],
+    );
+    let run = run.expect_ok("attest");
+    assert!(run.stdout.contains("attempts 1"), "{}", run.stdout);
+    assert_same(&other, &into, compare(), "node overlay");
+    let nodes = lab.server.nodes();
+    assert!(nodes.contains("rke2 did not start"), "{nodes}");
+}
+
+#[test]
+fn admin_commands_refuse_bad_arguments_without_writing() {
+    let server = EmberServer::start();
+    let bad = server.ember(&["enroll", "--name", "x y", "--ek-hash", &"00".repeat(32)]);
+    assert!(
+        !bad.ok && bad.stderr.contains("node name"),
+        "{}",
+        bad.stderr
+    );
+    let bad = server.ember(&["enroll", "--name", "n", "--ek-hash", "abc"]);
+    assert!(!bad.ok && bad.stderr.contains("64 hex"), "{}", bad.stderr);
+    server
+        .ember(&["enroll", "--name", "n", "--ek-hash", &"11".repeat(32)])
+        .expect_ok("enroll");
+    let dup = server.ember(&[
+        "enroll",
+        "--name",
+        "m",
+        "--group",
+        "new-group",
+        "--ek-hash",
+        &"11".repeat(32),
+    ]);
+    assert!(
+        !dup.ok && dup.stderr.contains("already enrolled"),
+        "{}",
+        dup.stderr
+    );
+    let groups = server
+        .ember(&["policy", "set", "--pcrs", "0", "--record", "--group", "g"])
+        .expect_ok("policy");
+    assert!(groups.ok);
+    let bad = server.ember(&["policy", "set", "--pcrs", "0,24", "--record"]);
+    assert!(
+        !bad.ok && bad.stderr.contains("out of range"),
+        "{}",
+        bad.stderr
+    );
+    let bad = server.ember(&["policy", "set", "--pcrs", "0", "--value", "0=abcd"]);
+    assert!(!bad.ok && bad.stderr.contains("bytes"), "{}", bad.stderr);
+    let bad = server.ember(&["overlay", "assign", "99", "--group", "g"]);
+    assert!(
+        !bad.ok && bad.stderr.contains("no overlay version 99"),
+        "{}",
+        bad.stderr
+    );
+    let bad = server.ember(&["overlay", "add", "/nonexistent/overlay"]);
+    assert!(!bad.ok, "{}", bad.stderr);
+    let nodes = server.nodes();
+    assert!(
+        !nodes.contains("new-group") && nodes.lines().count() == 2,
+        "{nodes}"
+    );
+}
+
+#[test]
+fn boot_artifacts_are_served_by_content_hash_over_plain_http() {
+    use std::io::{Read, Write};
+    let port = ember_tests::process::free_port();
+    let server = EmberServer::start_with(&["--http-listen", &format!("127.0.0.1:{port}")]);
+    let file = server.scratch().join("vmlinuz");
+    std::fs::write(&file, b"not really a kernel").unwrap();
+    let run = server
+        .ember(&["artifact", "add", &file.display().to_string()])
+        .expect_ok("artifact add");
+    let path = run.stdout.split_whitespace().next().unwrap().to_string();
+    let get = |p: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "GET {p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    ember_tests::process::wait_until(std::time::Duration::from_secs(5), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let ok = get(&path);
+    assert!(
+        ok.starts_with("HTTP/1.1 200") && ok.ends_with("not really a kernel"),
+        "{ok}"
+    );
+    let missing = get(&format!("/v1/boot/{}", "0".repeat(64)));
+    assert!(
+        missing.starts_with("HTTP/1.1 404") && missing.contains("ember-error: not-found"),
+        "{missing}"
+    );
+}

@@ -120,6 +120,34 @@ impl Swtpm {
         ))
     }
 
+    /// Starts swtpm with its data channel on a Unix socket (`unixio`) and its
+    /// control channel next to it, started like [`Swtpm::start_tcp`].
+    /// Connect with `SocketTransport::connect_unix(data_sock)`.
+    pub fn start_unix(state_dir: &Path, data_sock: &Path) -> std::io::Result<ChildGuard> {
+        let ctrl = data_sock.with_extension("ctrl");
+        let _ = std::fs::remove_file(data_sock);
+        let _ = std::fs::remove_file(&ctrl);
+        let mut cmd = Command::new("swtpm");
+        cmd.args(["socket", "--tpm2", "--tpmstate"])
+            .arg(format!("dir={}", state_dir.display()))
+            .arg("--server")
+            .arg(format!("type=unixio,path={}", data_sock.display()))
+            .arg("--ctrl")
+            .arg(format!("type=unixio,path={}", ctrl.display()))
+            .args(["--flags", "not-need-init,startup-clear"])
+            .stdin(Stdio::null());
+        let mut child = ChildGuard::spawn("swtpm", &mut cmd)?;
+        if !wait_until(Duration::from_secs(10), || {
+            child.try_wait().is_some() || data_sock.exists()
+        }) || child.try_wait().is_some()
+        {
+            return Err(std::io::Error::other(
+                "swtpm did not create its data socket",
+            ));
+        }
+        Ok(child)
+    }
+
     /// Starts swtpm for QEMU (`-chardev socket,id=chrtpm,path=SOCK -tpmdev
     /// emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0`) and waits
     /// for the control socket. swtpm exits when QEMU disconnects; start a

@@ -395,3 +395,21 @@ fn capabilities_random_and_pcrs_behave_like_a_tpm() {
     tpm.flush_context(srk.handle).unwrap();
     assert!(f.swtpm.pid() > 0);
 }
+
+#[test]
+fn unix_socket_transport_reaches_swtpm() {
+    let dir = ScratchDir::new("tpm-unix");
+    let state = dir.path().join("state");
+    Swtpm::setup_cached(&state).unwrap();
+    let sock = dir.path().join("tpm.sock");
+    let _swtpm = Swtpm::start_unix(&state, &sock).unwrap();
+    let mut tpm =
+        Tpm::new(SocketTransport::connect_spec(&format!("unix:{}", sock.display())).unwrap());
+    assert_eq!(tpm.get_random(32).unwrap().len(), 32);
+    let ek = tpm.create_ek(EkTemplate::EccP384).unwrap();
+    let cert =
+        host::parse_ek_certificate(&tpm.nv_read_ek_certificate(EkTemplate::EccP384).unwrap())
+            .unwrap();
+    host::ek_certificate_matches(&cert, &ek.public).unwrap();
+    tpm.flush_context(ek.handle).unwrap();
+}

@@ -73,6 +73,11 @@ pub fn ember_bin() -> PathBuf {
     p
 }
 
+// A Kubernetes API test double (nodes) and the stand-in runtime's overlay.
+pub mod kubeapi;
+
+pub mod overlay;
+
 // Booting initrds in QEMU through qemu/boot.
 pub mod qemu;
 

@@ -351,7 +351,7 @@ pub async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>
             let result = match tls {
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout(
-                        std::time::Duration::from_secs(10),
+                        std::time::Duration::from_secs(30),
                         acceptor.accept(tcp),
                     )
                     .await;

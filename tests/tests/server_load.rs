@@ -1,0 +1,128 @@
+//! Load: a rack powering on. N simulated nodes (default 200) attest at once
+//! against one `ember serve`, each with its own AK. A pool of four swtpm
+//! instances first records one real transcript per node (the server runs in
+//! its test mode where the nonce and secret follow from the AK, so a recorded
+//! quote replays); then all N replay the whole protocol concurrently: Start
+//! (the server checks the EK and AK and runs MakeCredential), Finish (proof,
+//! quote signature, PCR policy), the sealed overlay (opened and checked) and
+//! Report. All must succeed; latency percentiles are printed.
+
+use ember_tests::server::EmberServer;
+use ember_tests::swtpm::Swtpm;
+use ember_tests::{ember_bin, ScratchDir};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+const POOL: usize = 4;
+
+#[test]
+fn rack_power_on_all_nodes_attest_concurrently() {
+    let nodes: usize = std::env::var("EMBER_LOAD_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let server = EmberServer::start_with(&["--test-replayable-sessions"]);
+    let dirs: Vec<ScratchDir> = (0..POOL).map(|_| ScratchDir::new("load-tpm")).collect();
+    let pool: Vec<Swtpm> = dirs
+        .iter()
+        .map(|d| {
+            Swtpm::setup_cached(d.path()).expect("manufacture swtpm");
+            Swtpm::start_tcp(d.path()).expect("start swtpm")
+        })
+        .collect();
+    // The cached manufacture gives every instance the same EK: one node
+    // identity, many AKs (each simulated node's own session and key).
+    server
+        .enroll_swtpm("rack", "default", &pool[0])
+        .expect_ok("enroll");
+    let src = server.scratch().join("overlay");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/config.yaml"), "token: load\n".repeat(10_000)).unwrap();
+    server.add_overlay(&src, Some("group:default"));
+
+    let rec = server.scratch().join("recordings");
+    let per = nodes.div_ceil(POOL);
+    let t = Instant::now();
+    let recorders: Vec<_> = pool
+        .iter()
+        .map(|tpm| {
+            Command::new(ember_bin())
+                .args([
+                    "attest",
+                    "--tpm",
+                    &tpm.spec(),
+                    "--url",
+                    &server.url(),
+                    "--no-overlay",
+                    "--repeat",
+                    &per.to_string(),
+                ])
+                .arg("--ca")
+                .arg(server.ca_path())
+                .arg("--record")
+                .arg(&rec)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn recorder")
+        })
+        .collect();
+    for r in recorders {
+        let out = r.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "recording failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let recorded = std::fs::read_dir(&rec).unwrap().count();
+    assert_eq!(recorded, per * POOL);
+    eprintln!(
+        "load: recorded {recorded} transcripts on {POOL} swtpm in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let out = Command::new(ember_bin())
+        .args([
+            "attest",
+            "--url",
+            &server.url(),
+            "--concurrency",
+            &nodes.to_string(),
+        ])
+        .arg("--ca")
+        .arg(server.ca_path())
+        .arg("--replay")
+        .arg(&rec)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the replay");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The figures, for the report (visible with --nocapture).
+    eprint!("{stdout}");
+    assert!(
+        out.status.success(),
+        "load test failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("nodes={nodes} "))
+            && stdout.contains(&format!("ok={nodes} failed=0")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("total_ms p50=") && stdout.contains(" p99="),
+        "{stdout}"
+    );
+    let log = server.log();
+    let finished = log
+        .lines()
+        .filter(|l| l.contains("step=finish node=rack outcome=ok"))
+        .count();
+    assert_eq!(
+        finished,
+        nodes + per * POOL,
+        "every recording and every replay finished once"
+    );
+}

@@ -14,12 +14,16 @@ pub mod console;
 pub mod error;
 pub mod esp;
 pub mod fsutil;
+pub mod json;
 pub mod kmod;
 pub mod lkg;
 pub mod mounts;
 pub mod network;
+pub mod nodeconf;
 pub mod power;
+pub mod probe;
 pub mod rootfs;
+pub mod runtime;
 pub mod supervisor;
 
 pub use error::Error;

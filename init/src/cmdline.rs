@@ -98,6 +98,9 @@ pub struct Config {
     pub ready_timeout_s: u32,
     /// `ember.modules=a,b`: modules to load besides the initrd's list.
     pub extra_modules: Vec<String>,
+    /// `ember.slot=a|b`: the last-known-good slot this boot came from
+    /// (written into loader entries by the init itself).
+    pub slot: Option<String>,
     /// `ember.test=poweroff|fetch`.
     pub test: Option<TestAction>,
     /// `ember.test_url=https://…` for `ember.test=fetch`.
@@ -120,6 +123,7 @@ impl Default for Config {
             dhcp_timeout_s: 30,
             ready_timeout_s: 600,
             extra_modules: Vec::new(),
+            slot: None,
             test: None,
             test_url: None,
             log_level: log::LevelFilter::Info,
@@ -208,6 +212,10 @@ impl Config {
                     "poweroff" => cfg.test = Some(TestAction::Poweroff),
                     "fetch" => cfg.test = Some(TestAction::Fetch),
                     _ => fail("expected poweroff or fetch"),
+                },
+                "slot" => match value.as_str() {
+                    "a" | "b" => cfg.slot = Some(value),
+                    _ => fail("expected a or b"),
                 },
                 "test_url" => match validate_https_url(&value) {
                     Ok(()) => cfg.test_url = Some(value),

@@ -21,6 +21,18 @@ pub enum Error {
     Cmdline(String),
     /// Network bring-up, DHCP, DNS or HTTPS.
     Net(ember_net::Error),
+    /// A TPM command failed.
+    Tpm(ember_tpm::Error),
+    /// The TPM answered, but not what the boot needs.
+    Trust(&'static str),
+    /// The boot server conversation failed.
+    Attest(ember_proto::Error),
+    /// The overlay could not be extracted.
+    Extract(ember_fs::tar::Error),
+    /// The node configuration in the overlay is unusable.
+    NodeConf(crate::nodeconf::ConfError),
+    /// The runtime exited or did not become Ready.
+    Runtime(String),
     /// Something else failed in a named step.
     Step { step: &'static str, errno: Errno },
 }
@@ -35,6 +47,12 @@ impl fmt::Display for Error {
             Error::Spawn { program, errno } => write!(f, "start {program}: {errno}"),
             Error::Cmdline(msg) => write!(f, "kernel command line: {msg}"),
             Error::Net(e) => write!(f, "{e}"),
+            Error::Tpm(e) => write!(f, "TPM: {e}"),
+            Error::Trust(why) => write!(f, "TPM: {why}"),
+            Error::Attest(e) => write!(f, "{e}"),
+            Error::Extract(e) => write!(f, "overlay: {e}"),
+            Error::NodeConf(e) => write!(f, "{e}"),
+            Error::Runtime(why) => write!(f, "runtime: {why}"),
             Error::Step { step, errno } => write!(f, "{step}: {errno}"),
         }
     }
@@ -49,5 +67,23 @@ impl From<ember_fs::Error> for Error {
 impl From<ember_net::Error> for Error {
     fn from(e: ember_net::Error) -> Self {
         Error::Net(e)
+    }
+}
+
+impl From<ember_tpm::Error> for Error {
+    fn from(e: ember_tpm::Error) -> Self {
+        Error::Tpm(e)
+    }
+}
+
+impl From<ember_proto::Error> for Error {
+    fn from(e: ember_proto::Error) -> Self {
+        Error::Attest(e)
+    }
+}
+
+impl From<ember_fs::tar::Error> for Error {
+    fn from(e: ember_fs::tar::Error) -> Self {
+        Error::Extract(e)
     }
 }

@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), no_std)]
 extern crate alloc;
 
+pub mod attest;
 pub mod boot;
 pub mod clock;
 pub mod cmdline;
@@ -25,5 +26,6 @@ pub mod probe;
 pub mod rootfs;
 pub mod runtime;
 pub mod supervisor;
+pub mod trust;
 
 pub use error::Error;

@@ -35,6 +35,8 @@ pub struct Report {
     pub files: u32,
     pub bytes: u64,
     pub snapshot_bytes: u64,
+    /// SHA-256 of the snapshot: the initrd's measurement.
+    pub snapshot_sha256: [u8; 32],
 }
 
 /// Makes `/` a tmpfs holding the initrd's contents. A no-op (moved=false)
@@ -83,6 +85,7 @@ pub fn ensure_tmpfs_root() -> Result<Report, Error> {
         snapshot: cpio::Writer::new(FdOutput {
             fd: snap_fd,
             bytes: 0,
+            sha256: sha2::Digest::new(),
         }),
         next_ino: 1,
         report: Report::default(),
@@ -95,7 +98,8 @@ pub fn ensure_tmpfs_root() -> Result<Report, Error> {
     })?;
     let mut report = mover.report;
     report.snapshot_bytes = out.bytes;
-    drop(out);
+    report.snapshot_sha256 = sha2::Digest::finalize(out.sha256).into();
+    let _ = rfs::fsync(&out.fd);
 
     // The switch itself: /proc was only needed to look at the mount table.
     let _ = unmount("/proc", UnmountFlags::DETACH);
@@ -135,12 +139,14 @@ fn on_initial_rootfs() -> Result<bool, Error> {
 struct FdOutput {
     fd: OwnedFd,
     bytes: u64,
+    sha256: sha2::Sha256,
 }
 
 impl Output for FdOutput {
     fn put(&mut self, bytes: &[u8]) -> Result<(), ember_fs::Error> {
         write_all(self.fd.as_fd(), bytes).map_err(|e| ember_fs::Error::Output(e.raw_os_error()))?;
         self.bytes += bytes.len() as u64;
+        sha2::Digest::update(&mut self.sha256, bytes);
         Ok(())
     }
 }

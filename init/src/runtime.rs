@@ -46,7 +46,7 @@ pub enum Readiness {
 /// a shutdown is requested, keeping the DHCP lease alive meanwhile.
 pub fn wait_ready(
     sup: &mut Supervisor,
-    net: &mut Network,
+    mut net: Option<&mut Network>,
     conf: &NodeConf,
     runtime: Pid,
     node_name: &str,
@@ -62,7 +62,8 @@ pub fn wait_ready(
             return Readiness::TimedOut;
         }
         if now >= next_probe {
-            match check(net, conf, node_name) {
+            let dns: &[[u8; 4]] = net.as_ref().map(|n| n.lease.dns.as_slice()).unwrap_or(&[]);
+            match check(dns, conf, node_name) {
                 Ok(()) => return Readiness::Ready,
                 Err(reason) => {
                     if reason != last_reason {
@@ -73,20 +74,31 @@ pub fn wait_ready(
             }
             next_probe = clock::now_ms() + PROBE_INTERVAL_MS;
         }
-        let wait = next_probe.saturating_sub(clock::now_ms()).min(net.next_wakeup_ms()).max(1);
-        match sup.wait_fd(net.dhcp.fd(), wait) {
+        let mut wait = next_probe.saturating_sub(clock::now_ms()).max(1);
+        let event = match net.as_mut() {
+            Some(n) => {
+                wait = wait.min(n.next_wakeup_ms().max(1));
+                sup.wait_fd(n.dhcp.fd(), wait)
+            }
+            None => sup.wait(wait),
+        };
+        match event {
             Event::Exited { pid, name, status } if pid == runtime => {
                 return Readiness::Exited(format!("{name} exited: {status:?}"));
             }
             Event::Exited { name, status, .. } => log::info!("{name} exited: {status:?}"),
             Event::Shutdown(req) => return Readiness::Shutdown(req),
-            Event::Readable | Event::Timeout => net.poll(),
+            Event::Readable | Event::Timeout => {
+                if let Some(n) = net.as_mut() {
+                    n.poll();
+                }
+            }
         }
     }
 }
 
 /// One probe; `Err` says why the node is not Ready yet.
-fn check(net: &Network, conf: &NodeConf, node_name: &str) -> Result<(), String> {
+fn check(dns: &[[u8; 4]], conf: &NodeConf, node_name: &str) -> Result<(), String> {
     match conf.probe {
         Probe::Healthz => {
             let (status, _) = probe::http_get(&conf.healthz_url).map_err(|e| format!("{}: {e}", conf.healthz_url))?;
@@ -104,7 +116,7 @@ fn check(net: &Network, conf: &NodeConf, node_name: &str) -> Result<(), String> 
             let ca_pem = fsutil::read_file(ca).map_err(|e| format!("{e}"))?;
             let cas = ember_net::pem::decode_all(&ca_pem, "CERTIFICATE").map_err(|e| format!("{ca}: {e}"))?;
             let url = format!("{}/api/v1/nodes/{node_name}", server.trim_end_matches('/'));
-            let (status, body) = probe::https_get(&cas, &net.lease.dns, &url, token.trim()).map_err(|e| format!("{url}: {e}"))?;
+            let (status, body) = probe::https_get(&cas, dns, &url, token.trim()).map_err(|e| format!("{url}: {e}"))?;
             match status {
                 200 => {
                     let node = json::parse(&body).ok_or_else(|| format!("{url}: answer is not JSON"))?;

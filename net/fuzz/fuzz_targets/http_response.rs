@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let cut = (split as usize).min(body.len());
     let mut dec = BodyDecoder::new(head.body);
     let mut total = 0usize;
-    let mut sink = |d: &[u8]| {
+    let mut sink = |d: &[u8]| -> ember_net::Result<()> {
         total += d.len();
         Ok(())
     };

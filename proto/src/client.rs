@@ -119,6 +119,11 @@ impl Url {
         })
     }
 
+    /// `https://host:port`, what [`crate::net::NetTransport`] prefixes paths with.
+    pub fn origin(&self) -> String {
+        format!("https://{}:{}", self.host, self.port)
+    }
+
     pub fn config(&self) -> Config {
         Config {
             base_path: self.base_path.clone(),

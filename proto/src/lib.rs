@@ -22,5 +22,7 @@ pub use msg::PROTOCOL_VERSION;
 pub mod fs;
 #[cfg(feature = "host")]
 pub mod host;
+#[cfg(feature = "net")]
+pub mod net;
 #[cfg(feature = "tpm")]
 pub mod tpm;

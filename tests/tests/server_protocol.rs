@@ -498,3 +498,44 @@ fn other_protocol_version_is_refused_with_its_own_status() {
     assert_eq!((r.status, e.code), (400, ErrorCode::Malformed));
     p.expect_logged(ErrorCode::UnsupportedVersion);
 }
+
+/// The node's own stack: ember-net's HTTPS client (embedded-tls, its own
+/// X.509 verifier) as the transport, ember-fs's streaming extractor as the
+/// sink, ember-tpm on swtpm: exactly what PID 1 links.
+#[test]
+fn node_stack_over_ember_net_extracts_the_overlay() {
+    use ember_fs::tar::{Confinement, Extractor, FsSink, Limits};
+    use ember_proto::net::NetTransport;
+    let p = peer(&[], true);
+    let cas =
+        ember_net::pem::decode_all(&std::fs::read(p.server.ca_path()).unwrap(), "CERTIFICATE")
+            .unwrap();
+    let client = ember_net::https::Client::new(&cas, &[]);
+    let url = Url::parse(&p.server.url()).unwrap();
+    let mut http = NetTransport::new(&client, &url.origin());
+    let mut tpm = p.tpm();
+    let mut dev = TpmAttestor::new(&mut tpm);
+    let cred = client::attest(&mut dev, &mut http, &url.config()).expect("attest over ember-net");
+    dev.close().unwrap();
+    let into = p.server.scratch().join("root");
+    std::fs::create_dir_all(&into).unwrap();
+    let mut extractor = Extractor::new(
+        FsSink::open(into.as_path(), Confinement::Beneath).unwrap(),
+        Limits::default(),
+    );
+    client::fetch_overlay(&mut http, &url.config(), &cred, &mut extractor)
+        .expect("overlay over ember-net");
+    assert_eq!(
+        std::fs::read(into.join("hello")).unwrap(),
+        vec![7u8; 100_000]
+    );
+    client::report(
+        &mut http,
+        &url.config(),
+        &cred,
+        Outcome::Joined,
+        cred.overlay.as_ref().map(|o| o.version_id),
+        "node stack",
+    )
+    .expect("report over ember-net");
+}

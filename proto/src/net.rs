@@ -1,0 +1,117 @@
+//! [`Transport`] over `ember-net`'s HTTPS client (feature `net`): how PID 1
+//! speaks the protocol. One TLS connection per request.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::Cell;
+
+use ember_net::https::{Client, Request};
+
+use crate::client::{BodySink, Response, Transport};
+use crate::msg::{CONTENT_TYPE, MAX_MESSAGE};
+
+pub struct NetTransport<'c, 'a> {
+    client: &'c Client<'a>,
+    /// `https://host:port` of `ember.attest_url`, without the path.
+    origin: String,
+}
+
+impl<'c, 'a> NetTransport<'c, 'a> {
+    /// `origin` is the scheme, host and port of the attest URL
+    /// (`Url::origin()` gives it).
+    pub fn new(client: &'c Client<'a>, origin: &str) -> Self {
+        NetTransport {
+            client,
+            origin: origin.trim_end_matches('/').into(),
+        }
+    }
+}
+
+impl Transport for NetTransport<'_, '_> {
+    type Error = ember_net::Error;
+
+    fn post(
+        &mut self,
+        path: &str,
+        bearer: Option<&str>,
+        body: &[u8],
+    ) -> Result<Response, Self::Error> {
+        let url = format!("{}{}", self.origin, path);
+        let req = Request {
+            method: "POST",
+            url: &url,
+            bearer,
+            content_type: Some(CONTENT_TYPE),
+            body,
+        };
+        let status = Cell::new(0u16);
+        let mut buf = Vec::new();
+        self.client.send(
+            &req,
+            &mut |s| {
+                status.set(s);
+                Ok(())
+            },
+            &mut |d| {
+                if buf.len() + d.len() > MAX_MESSAGE {
+                    return Err(ember_net::Error::Sink);
+                }
+                buf.extend_from_slice(d);
+                Ok(())
+            },
+        )?;
+        Ok(Response {
+            status: status.get(),
+            body: buf,
+        })
+    }
+
+    fn get(
+        &mut self,
+        path: &str,
+        bearer: Option<&str>,
+        sink: &mut dyn BodySink,
+    ) -> Result<(), Self::Error> {
+        let url = format!("{}{}", self.origin, path);
+        let req = Request {
+            method: "GET",
+            url: &url,
+            bearer,
+            content_type: None,
+            body: &[],
+        };
+        let status = Cell::new(0u16);
+        let delivered = Cell::new(false);
+        let stopped = Cell::new(false);
+        let result = self.client.send(
+            &req,
+            &mut |s| {
+                status.set(s);
+                Ok(())
+            },
+            &mut |d| {
+                if !delivered.replace(true) && !sink.status(status.get()) {
+                    stopped.set(true);
+                    return Err(ember_net::Error::Sink);
+                }
+                if !sink.data(d) {
+                    stopped.set(true);
+                    return Err(ember_net::Error::Sink);
+                }
+                Ok(())
+            },
+        );
+        match result {
+            // The sink stopped the download; it holds the reason.
+            Err(ember_net::Error::Sink) if stopped.get() => Ok(()),
+            Err(e) => Err(e),
+            Ok(_) => {
+                if !delivered.get() {
+                    sink.status(status.get());
+                }
+                Ok(())
+            }
+        }
+    }
+}

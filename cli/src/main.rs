@@ -15,6 +15,8 @@ mod serve_cmd;
 mod net_cmd;
 mod oci;
 mod tar_cmd;
+mod timeline;
+mod timeline_cmd;
 mod tpm_cmd;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +45,8 @@ enum Command {
     /// Inspect and extract overlays as the node would.
     #[command(subcommand)]
     Tar(tar_cmd::TarCmd),
+    /// Draw a boot's phases from its serial log as an SVG timeline.
+    Timeline(timeline_cmd::TimelineCmd),
     /// Run the boot server (attestation, sealed overlays, boot artifacts).
     Serve(serve_cmd::ServeArgs),
     /// Enroll a TPM by its EK certificate, EK public area or EK hash.
@@ -69,6 +73,7 @@ fn main() -> std::process::ExitCode {
         Command::Tpm(cmd) => tpm_cmd::run(cmd),
         Command::Net(cmd) => net_cmd::run(cmd),
         Command::Tar(cmd) => tar_cmd::run(cmd),
+        Command::Timeline(cmd) => timeline_cmd::run(cmd),
         Command::Serve(a) => serve_cmd::run(a),
         Command::Enroll(a) => enroll_cmd::run(a),
         Command::Overlay(cmd) => overlay_cmd::run(cmd),

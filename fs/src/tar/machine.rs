@@ -225,8 +225,9 @@ impl Machine {
                     &self.global_pax
                 };
                 if let Err(k) = pax::validate(buf) {
-                    let name = pax::get(buf, b"path").unwrap_or(b"<pax header>");
-                    return Err(Error::from(k).at(name, off));
+                    // The pax header block is still in `hdr`: name it.
+                    let hdr = self.hdr;
+                    return Err(Error::from(k).at(HeaderBlock::new(&hdr).name(), off));
                 }
             }
             Payload::LongName | Payload::LongLink => {

@@ -69,6 +69,9 @@ impl State {
     }
 }
 
+/// Connection threads and a second handle on each one's socket.
+type Workers = Arc<Mutex<Vec<(JoinHandle<()>, TcpStream)>>>;
+
 /// The running double; stops its threads and removes its files on drop.
 pub struct KubeApi {
     port: u16,
@@ -80,7 +83,7 @@ pub struct KubeApi {
     acceptor: Option<JoinHandle<()>>,
     /// Connection threads with a handle on their socket, so that drop can
     /// cut a slow client short instead of waiting for its timeout.
-    workers: Arc<Mutex<Vec<(JoinHandle<()>, TcpStream)>>>,
+    workers: Workers,
 }
 
 fn random_hex(bytes: usize) -> std::io::Result<String> {
@@ -159,7 +162,7 @@ impl KubeApi {
         let port = listener.local_addr()?.port();
         let state = Arc::new(Mutex::new(State::default()));
         let stop = Arc::new(AtomicBool::new(false));
-        let workers: Arc<Mutex<Vec<(JoinHandle<()>, TcpStream)>>> = Arc::default();
+        let workers: Workers = Arc::default();
 
         let ctx = Ctx {
             token: token.clone(),

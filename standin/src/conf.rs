@@ -6,13 +6,16 @@
 //! ignores keys it does not know unless they carry its prefix, so a typo in
 //! a `standin_` key is an error rather than a silently ignored setting.
 //!
-//! Syntax: one `key = value` per line; surrounding blanks are trimmed;
-//! blank lines and lines whose first non-blank character is `#` are
-//! ignored; keys are `[a-z0-9_]+`; a key may appear once; an empty value
-//! means "unset" (the default applies).
+//! Syntax (`ember_standin::nodeconf`, shared with the init): one
+//! `key = value` per line; surrounding blanks are trimmed; blank lines and
+//! lines whose first non-blank character is `#` are ignored; keys are
+//! `[a-z0-9_]+`; a key may appear once; an empty value means "unset" (the
+//! default applies).
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+use ember_standin::nodeconf;
 
 use crate::error::Error;
 use crate::url::HttpsUrl;
@@ -138,46 +141,20 @@ fn seconds(key: &'static str, value: &str) -> Result<Duration, Error> {
         })
 }
 
-/// Splits the file into `(line number, key, value)` triples, checking the
-/// syntax shared with the init.
+/// Splits the file into `(line number, key, value)` triples with the
+/// syntax shared with the init (`ember_standin::nodeconf`), refusing
+/// unknown `standin_` keys.
 pub fn pairs(text: &str) -> Result<Vec<(usize, &str, &str)>, Error> {
-    let mut out: Vec<(usize, &str, &str)> = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line_no = i + 1;
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            return Err(Error::ConfSyntax {
-                line: line_no,
-                text: raw.to_string(),
-            });
-        };
-        let (key, value) = (key.trim(), value.trim());
-        if key.is_empty()
-            || !key
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
-            return Err(Error::ConfSyntax {
-                line: line_no,
-                text: raw.to_string(),
-            });
-        }
-        if out.iter().any(|(_, k, _)| *k == key) {
-            return Err(Error::ConfDuplicate {
-                line: line_no,
-                key: key.to_string(),
-            });
-        }
-        if key.starts_with("standin_") && !STANDIN_KEYS.contains(&key) {
+    let mut out = Vec::new();
+    for entry in nodeconf::entries(text) {
+        let entry = entry.map_err(Error::Conf)?;
+        if entry.key.starts_with("standin_") && !STANDIN_KEYS.contains(&entry.key) {
             return Err(Error::ConfUnknownKey {
-                line: line_no,
-                key: key.to_string(),
+                line: entry.line,
+                key: entry.key.to_string(),
             });
         }
-        out.push((line_no, key, value));
+        out.push((entry.line, entry.key, entry.value));
     }
     Ok(out)
 }
@@ -386,15 +363,19 @@ standin_container = /var/lib/standin/bundle
 
     #[test]
     fn duplicate_keys_and_lines_without_equals_are_refused() {
+        use ember_standin::Error as Syntax;
         assert!(matches!(
             pairs("a = 1\na = 2\n"),
-            Err(Error::ConfDuplicate { line: 2, .. })
+            Err(Error::Conf(Syntax::ConfDuplicate { line: 2 }))
         ));
         assert!(matches!(
             pairs("just words\n"),
-            Err(Error::ConfSyntax { line: 1, .. })
+            Err(Error::Conf(Syntax::ConfNoEquals { line: 1 }))
         ));
-        assert!(matches!(pairs("Key = v\n"), Err(Error::ConfSyntax { .. })));
+        assert!(matches!(
+            pairs("Key = v\n"),
+            Err(Error::Conf(Syntax::ConfBadKey { line: 1 }))
+        ));
     }
 
     #[test]

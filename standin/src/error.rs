@@ -10,14 +10,8 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    ConfSyntax {
-        line: usize,
-        text: String,
-    },
-    ConfDuplicate {
-        line: usize,
-        key: String,
-    },
+    /// node.conf syntax (shared with the init).
+    Conf(ember_standin::Error),
     ConfUnknownKey {
         line: usize,
         key: String,
@@ -86,15 +80,7 @@ impl fmt::Display for Error {
             Error::ConfRead { path, source } => {
                 write!(f, "cannot read {}: {source}", path.display())
             }
-            Error::ConfSyntax { line, text } => {
-                write!(
-                    f,
-                    "node.conf line {line}: expected `key = value`, got {text:?}"
-                )
-            }
-            Error::ConfDuplicate { line, key } => {
-                write!(f, "node.conf line {line}: {key} is set twice")
-            }
+            Error::Conf(e) => write!(f, "{e}"),
             Error::ConfUnknownKey { line, key } => {
                 write!(f, "node.conf line {line}: unknown stand-in key {key}")
             }

@@ -337,6 +337,31 @@ mod tests {
     }
 
     #[test]
+    fn posted_node_reads_back_with_the_inits_parser() {
+        use ember_standin::nodestatus::{node_status, Ready};
+        let stamps = Stamps {
+            now: "t",
+            since: "t",
+        };
+        let text = node_json(&facts(), &Readiness::ready(), stamps);
+        let s = node_status(text.as_bytes()).unwrap();
+        assert_eq!(
+            (s.name, s.ready, s.reason),
+            (Some("ember-node-1"), Ready::True, Some("KubeletReady"))
+        );
+        let text = node_json(
+            &facts(),
+            &Readiness::not_ready("a \"quoted\" reason"),
+            stamps,
+        );
+        let s = node_status(text.as_bytes()).unwrap();
+        assert_eq!(
+            (s.ready, s.message),
+            (Ready::False, Some(r#"a \"quoted\" reason"#))
+        );
+    }
+
+    #[test]
     fn server_role_adds_control_plane_labels() {
         let mut f = facts();
         f.server_role = true;

@@ -419,7 +419,7 @@ impl Server {
     pub fn authorize(&self, header: Option<&str>) -> Result<Authorized, (Option<String>, Refusal)> {
         let token = header
             .and_then(|h| h.strip_prefix("Bearer "))
-            .and_then(|t| store::unhex(t))
+            .and_then(store::unhex)
             .and_then(|t| <[u8; 32]>::try_from(t).ok())
             .ok_or((
                 None,

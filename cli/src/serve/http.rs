@@ -23,6 +23,10 @@ struct Peer(SocketAddr);
 
 type App = Arc<Server>;
 
+/// A protocol step: request body in, response body and node name out, or
+/// the refusal (with the node when it was identified).
+type Step = fn(&Server, Bytes) -> Result<(Vec<u8>, String), (Option<String>, Refusal)>;
+
 /// One line per request: step, node, outcome, status, duration, peer.
 fn log_request(
     step: &str,
@@ -109,7 +113,7 @@ async fn protocol_post(
     step: &'static str,
     app: App,
     req: Request<Body>,
-    f: fn(&Server, Bytes) -> Result<(Vec<u8>, String), (Option<String>, Refusal)>,
+    f: Step,
 ) -> Response<Body> {
     let started = Instant::now();
     let peer = peer_of(req.extensions());

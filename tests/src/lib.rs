@@ -83,3 +83,6 @@ pub mod qemu;
 
 // Test certificates and a static HTTPS server (openssl).
 pub mod pki;
+
+// Reading rendered pictures (timeline tests).
+pub mod png;

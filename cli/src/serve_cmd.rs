@@ -40,7 +40,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub session_ttl: Duration,
     /// Bearer credential lifetime, e.g. 10m.
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
     pub credential_ttl: Duration,
     /// Plaintext bytes per sealed chunk.
     #[arg(long, default_value_t = ember_proto::sealed::DEFAULT_CHUNK)]

@@ -79,6 +79,26 @@ pub fn run(opts: Options) -> Result<()> {
             Some(acceptor),
             http::router(server.clone()),
         ));
+        let purger = server.clone();
+        let purge = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let s = purger.clone();
+                let purged = tokio::task::spawn_blocking(move || {
+                    let db = s.db.lock().unwrap_or_else(|p| p.into_inner());
+                    store::purge_expired(&db, store::now_ms())
+                })
+                .await;
+                match purged {
+                    Ok(Ok((0, 0))) | Err(_) => {}
+                    Ok(Ok((c, n))) => {
+                        eprintln!("ember-serve: step=purge credentials={c} sessions={n}")
+                    }
+                    Ok(Err(e)) => eprintln!("ember-serve: step=purge outcome=error detail={e:#}"),
+                }
+            }
+        });
         let plain = match opts.http_listen {
             Some(a) => {
                 let l = tokio::net::TcpListener::bind(a)
@@ -110,6 +130,7 @@ pub fn run(opts: Options) -> Result<()> {
         }
         eprintln!("ember-serve: shutting down");
         https.abort();
+        purge.abort();
         if let Some(p) = plain {
             p.abort();
         }

@@ -376,6 +376,17 @@ pub fn assigned_overlay(conn: &Connection, node: &Node) -> Result<Option<Overlay
     Ok(None)
 }
 
+/// Deletes expired credentials and the sessions (with their secrets) no
+/// credential needs any more; returns (credentials, sessions) removed.
+pub fn purge_expired(conn: &Connection, now: i64) -> Result<(usize, usize)> {
+    let creds = conn.execute("DELETE FROM credentials WHERE expires_at < ?1", [now])?;
+    let sessions = conn.execute(
+        "DELETE FROM sessions WHERE expires_at < ?1 AND id NOT IN (SELECT session_id FROM credentials)",
+        [now],
+    )?;
+    Ok((creds, sessions))
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     ember_proto::client::hex(bytes)
 }
@@ -448,6 +459,30 @@ mod tests {
         drop(tx);
         assert!(!group_exists(&conn, "rack2").unwrap());
         assert!(node_by_ek_hash(&conn, &[2; 32]).unwrap().is_none());
+    }
+
+    #[test]
+    fn purge_drops_expired_sessions_but_keeps_those_a_credential_needs() {
+        let (_d, s) = scratch();
+        let mut conn = open(&s).unwrap();
+        let tx = conn.transaction().unwrap();
+        let n = insert_node(&tx, &[1; 32], None, "a", "default", "test").unwrap();
+        tx.commit().unwrap();
+        for (id, expires) in [(1u8, 10i64), (2, 10), (3, 1000)] {
+            conn.execute(
+                "INSERT INTO sessions(id, node_id, secret, nonce, ak_public, transcript, hash_alg, mask, created_at, expires_at, state)
+                 VALUES (?1, ?2, x'00', x'00', x'00', x'00', 11, 1, 0, ?3, 'finished')",
+                params![vec![id; 16], n.id, expires],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO credentials(hash, session_id, node_id, expires_at) VALUES (x'01', ?1, ?2, 1000)",
+            params![vec![2u8; 16], n.id],
+        )
+        .unwrap();
+        assert_eq!(purge_expired(&conn, 100).unwrap(), (0, 1));
+        assert_eq!(purge_expired(&conn, 2000).unwrap(), (1, 2));
     }
 
     #[test]

@@ -27,13 +27,21 @@ pub struct Http<'a> {
 
 impl<'a> Http<'a> {
     pub fn new(cas: &'a [Vec<u8>], dns: &'a [[u8; 4]], url: &ember_proto::client::Url) -> Self {
-        Http { client: Client::new(cas, dns), origin: format!("https://{}:{}", url.host, url.port), tee: None }
+        Http {
+            client: Client::new(cas, dns),
+            origin: format!("https://{}:{}", url.host, url.port),
+            tee: None,
+        }
     }
 
     /// Starts keeping a copy of the next streamed body (the sealed overlay).
     pub fn tee_to(&mut self, path: &str) -> Result<(), rustix::io::Errno> {
         let _ = rustix::fs::mkdir("/run/ember", Mode::from_raw_mode(0o700));
-        let fd = rustix::fs::open(path, OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))?;
+        let fd = rustix::fs::open(
+            path,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
         self.tee = Some(fd);
         Ok(())
     }
@@ -42,9 +50,20 @@ impl<'a> Http<'a> {
 impl Transport for Http<'_> {
     type Error = ember_net::Error;
 
-    fn post(&mut self, path: &str, bearer: Option<&str>, body: &[u8]) -> Result<Response, Self::Error> {
+    fn post(
+        &mut self,
+        path: &str,
+        bearer: Option<&str>,
+        body: &[u8],
+    ) -> Result<Response, Self::Error> {
         let url = format!("{}{path}", self.origin);
-        let req = Request { method: "POST", url: &url, bearer, content_type: Some(CONTENT_TYPE), body };
+        let req = Request {
+            method: "POST",
+            url: &url,
+            bearer,
+            content_type: Some(CONTENT_TYPE),
+            body,
+        };
         let mut status = 0;
         let mut out = Vec::new();
         self.client.send(
@@ -55,7 +74,9 @@ impl Transport for Http<'_> {
             },
             &mut |d| {
                 if out.len() + d.len() > MAX_MESSAGE {
-                    return Err(ember_net::Error::HttpMalformed("protocol message larger than allowed"));
+                    return Err(ember_net::Error::HttpMalformed(
+                        "protocol message larger than allowed",
+                    ));
                 }
                 out.extend_from_slice(d);
                 Ok(())
@@ -64,9 +85,17 @@ impl Transport for Http<'_> {
         Ok(Response { status, body: out })
     }
 
-    fn get(&mut self, path: &str, bearer: Option<&str>, sink: &mut dyn BodySink) -> Result<(), Self::Error> {
+    fn get(
+        &mut self,
+        path: &str,
+        bearer: Option<&str>,
+        sink: &mut dyn BodySink,
+    ) -> Result<(), Self::Error> {
         let url = format!("{}{path}", self.origin);
-        let req = Request { bearer, ..Request::get(&url) };
+        let req = Request {
+            bearer,
+            ..Request::get(&url)
+        };
         // Both callbacks reach the caller's sink; the client calls them in turn.
         let ok = core::cell::Cell::new(false);
         let sink = core::cell::RefCell::new(sink);
@@ -82,11 +111,16 @@ impl Transport for Http<'_> {
             },
             &mut |d| {
                 if let (true, Some(fd)) = (ok.get(), tee) {
-                    write_all(fd, d).map_err(|errno| ember_net::Error::Sys { op: "write sealed copy", errno })?;
+                    write_all(fd, d).map_err(|errno| ember_net::Error::Sys {
+                        op: "write sealed copy",
+                        errno,
+                    })?;
                 }
                 match sink.borrow_mut().data(d) {
                     true => Ok(()),
-                    false => Err(ember_net::Error::HttpMalformed("overlay stream refused by the reader")),
+                    false => Err(ember_net::Error::HttpMalformed(
+                        "overlay stream refused by the reader",
+                    )),
                 }
             },
         )?;

@@ -44,7 +44,14 @@ pub fn run() -> ! {
         env!("CARGO_PKG_VERSION"),
         rustix::process::getpid().as_raw_nonzero()
     );
-    let mut node = Node { cfg: Config::default(), tpm: None, boot_pcr: None, net: None, cas: Vec::new(), server: None };
+    let mut node = Node {
+        cfg: Config::default(),
+        tpm: None,
+        boot_pcr: None,
+        net: None,
+        cas: Vec::new(),
+        server: None,
+    };
     match boot(&mut sup, &mut node) {
         Ok(()) => supervise(&mut sup, &mut node),
         Err((name, err)) => {
@@ -125,36 +132,49 @@ fn boot(sup: &mut Supervisor, node: &mut Node) -> Result<(), Failure> {
         let (tpm, pcr) = phase("measure", || {
             let mut tpm = trust::open()?;
             let pcr = trust::measure_initrd(&mut tpm, &root.snapshot_sha256)?;
-            log::info!("measure: initrd sha256 {} extended into PCR 11 = {}", hex(&root.snapshot_sha256), hex(&pcr));
+            log::info!(
+                "measure: initrd sha256 {} extended into PCR 11 = {}",
+                hex(&root.snapshot_sha256),
+                hex(&pcr)
+            );
             Ok((tpm, pcr))
         })?;
         node.tpm = Some(tpm);
         node.boot_pcr = Some(pcr);
     } else {
-        log::warn!("measure: / was not the initial rootfs, so there is no initrd snapshot to measure");
+        log::warn!(
+            "measure: / was not the initial rootfs, so there is no initrd snapshot to measure"
+        );
     }
 
     match phase("dhcp", || network::bring_up(&cfg)) {
         Ok(net) => node.net = Some(net),
-        Err((_, e)) if cfg.test.is_none() => log::warn!("dhcp: no lease ({e}); trying last-known-good"),
+        Err((_, e)) if cfg.test.is_none() => {
+            log::warn!("dhcp: no lease ({e}); trying last-known-good")
+        }
         Err(f) => return Err(f),
     }
 
     if cfg.test == Some(TestAction::Fetch) {
-        let net = node.net.as_ref().ok_or(("test-fetch", Error::Cmdline(String::from("no network"))))?;
+        let net = node
+            .net
+            .as_ref()
+            .ok_or(("test-fetch", Error::Cmdline(String::from("no network"))))?;
         phase("test-fetch", || test_fetch(&cfg, net))?;
         power::shutdown(sup, Request::Poweroff);
     }
 
     let source = match node.net.is_some() {
-        true => match phase("attest", || node.attest()) {
-            Ok(()) => phase("overlay", || node.fetch_overlay())?,
-            Err((_, Error::Attest(ember_proto::Error::Transport { step, detail }))) => {
-                log::warn!("attest: boot server unreachable ({step}: {detail}); trying last-known-good");
-                phase("lkg-restore", || node.restore_lkg())?
+        true => {
+            match phase("attest", || node.attest()) {
+                Ok(()) => phase("overlay", || node.fetch_overlay())?,
+                Err((_, Error::Attest(ember_proto::Error::Transport { step, detail }))) => {
+                    log::warn!("attest: boot server unreachable ({step}: {detail}); trying last-known-good");
+                    phase("lkg-restore", || node.restore_lkg())?
+                }
+                Err(f) => return Err(f),
             }
-            Err(f) => return Err(f),
-        },
+        }
         false => phase("lkg-restore", || node.restore_lkg())?,
     };
 
@@ -186,7 +206,12 @@ fn boot(sup: &mut Supervisor, node: &mut Node) -> Result<(), Failure> {
         Readiness::Ready => {}
         Readiness::Shutdown(req) => power::shutdown(sup, req),
         Readiness::Exited(why) => return Err(("ready", Error::Runtime(why))),
-        Readiness::TimedOut => return Err(("ready", Error::Runtime(alloc::format!("not Ready within {timeout} s")))),
+        Readiness::TimedOut => {
+            return Err((
+                "ready",
+                Error::Runtime(alloc::format!("not Ready within {timeout} s")),
+            ))
+        }
     }
 
     // A failure to persist does not undo a good boot: it is logged and the
@@ -200,12 +225,13 @@ fn boot(sup: &mut Supervisor, node: &mut Node) -> Result<(), Failure> {
 
 impl Node {
     fn attest(&mut self) -> Result<(), Error> {
-        let url_text = self
-            .cfg
-            .attest_url
-            .clone()
-            .ok_or_else(|| Error::Cmdline(String::from("ember.attest_url=https://… is required to boot")))?;
-        let url = Url::parse(&url_text).ok_or_else(|| Error::Cmdline(String::from("ember.attest_url does not parse")))?;
+        let url_text = self.cfg.attest_url.clone().ok_or_else(|| {
+            Error::Cmdline(String::from(
+                "ember.attest_url=https://… is required to boot",
+            ))
+        })?;
+        let url = Url::parse(&url_text)
+            .ok_or_else(|| Error::Cmdline(String::from("ember.attest_url does not parse")))?;
         self.cas = network::Network::https_cas()?;
         let tpm = self.tpm.as_mut().ok_or(Error::Trust("no TPM opened"))?;
         let net = self.net.as_ref().ok_or(Error::Trust("no network"))?;
@@ -220,20 +246,31 @@ impl Node {
             match result {
                 Ok(cred) => {
                     let overlay = cred.overlay.clone();
-                    log::info!("attest: credential valid for {} s from {url_text}", cred.expires_in_s);
+                    log::info!(
+                        "attest: credential valid for {} s from {url_text}",
+                        cred.expires_in_s
+                    );
                     self.server = Some(Server { url, cred, overlay });
                     return Ok(());
                 }
                 Err(e @ ember_proto::Error::Transport { .. }) if attempt < ATTEST_TRIES => {
                     let delay = 2_000u64 << (attempt - 1);
-                    log::warn!("attest: attempt {attempt}/{ATTEST_TRIES}: {e}; retrying in {} ms", delay);
+                    log::warn!(
+                        "attest: attempt {attempt}/{ATTEST_TRIES}: {e}; retrying in {} ms",
+                        delay
+                    );
                     clock::sleep_ms(delay);
                     last = Some(e);
                 }
                 Err(e) => return Err(Error::Attest(e)),
             }
         }
-        Err(Error::Attest(last.unwrap_or(ember_proto::Error::Transport { step: "start", detail: String::new() })))
+        Err(Error::Attest(last.unwrap_or(
+            ember_proto::Error::Transport {
+                step: "start",
+                detail: String::new(),
+            },
+        )))
     }
 
     /// Downloads, decrypts and extracts the sealed overlay into `/` in one
@@ -241,44 +278,87 @@ impl Node {
     fn fetch_overlay(&mut self) -> Result<Source, Error> {
         let server = self.server.as_ref().ok_or(Error::Trust("not attested"))?;
         let net = self.net.as_ref().ok_or(Error::Trust("no network"))?;
-        server.overlay.as_ref().ok_or(Error::Attest(ember_proto::Error::Server {
-            step: "overlay",
-            status: 404,
-            code: ember_proto::msg::ErrorCode::NoOverlay,
-            detail: String::from("no overlay assigned to this node"),
-        }))?;
+        server
+            .overlay
+            .as_ref()
+            .ok_or(Error::Attest(ember_proto::Error::Server {
+                step: "overlay",
+                status: 404,
+                code: ember_proto::msg::ErrorCode::NoOverlay,
+                detail: String::from("no overlay assigned to this node"),
+            }))?;
         let mut http = Http::new(&self.cas, &net.lease.dns, &server.url);
-        http.tee_to(attest::SEALED_COPY).map_err(|errno| Error::Write { path: String::from(attest::SEALED_COPY), errno })?;
+        http.tee_to(attest::SEALED_COPY)
+            .map_err(|errno| Error::Write {
+                path: String::from(attest::SEALED_COPY),
+                errno,
+            })?;
         let mut extractor = overlay_extractor()?;
-        let meta = client::fetch_overlay(&mut http, &server.url.config(), &server.cred, &mut extractor)?;
+        let meta = client::fetch_overlay(
+            &mut http,
+            &server.url.config(),
+            &server.cred,
+            &mut extractor,
+        )?;
         let key = server.cred.overlay_key(&meta);
-        log::info!("overlay: version {} ({} bytes, sha256 {}) extracted into /", meta.version_id, meta.size, hex(&meta.sha256));
+        log::info!(
+            "overlay: version {} ({} bytes, sha256 {}) extracted into /",
+            meta.version_id,
+            meta.size,
+            hex(&meta.sha256)
+        );
         Ok(Source::Network { meta, key })
     }
 
     /// Cold start: the overlay cached on the ESP, its key unsealed by the TPM.
     fn restore_lkg(&mut self) -> Result<Source, Error> {
-        let dev = esp::find()?.ok_or(Error::Trust("no boot server and no EFI System Partition with a last-known-good"))?;
+        let dev = esp::find()?.ok_or(Error::Trust(
+            "no boot server and no EFI System Partition with a last-known-good",
+        ))?;
         let esp = esp::Mounted::mount(&dev, false)?;
         let wanted = self.cfg.slot.as_deref().and_then(lkg::Slot::parse);
-        let candidates: Vec<(lkg::Slot, lkg::SlotRecord)> =
-            lkg::SLOTS.iter().filter_map(|s| lkg::read_record(&esp, *s).map(|r| (*s, r))).collect();
+        let candidates: Vec<(lkg::Slot, lkg::SlotRecord)> = lkg::SLOTS
+            .iter()
+            .filter_map(|s| lkg::read_record(&esp, *s).map(|r| (*s, r)))
+            .collect();
         let (slot, record) = candidates
             .iter()
             .find(|(s, _)| Some(*s) == wanted)
             .or_else(|| candidates.iter().max_by_key(|(_, r)| r.generation))
             .cloned()
             .ok_or(Error::Trust("the ESP holds no last-known-good slot"))?;
-        log::info!("lkg: slot {} generation {} overlay {} on {}", slot.name(), record.generation, record.overlay.id, dev.partition);
-        let tpm = self.tpm.as_mut().ok_or(Error::Trust("no TPM to unseal the last-known-good key"))?;
+        log::info!(
+            "lkg: slot {} generation {} overlay {} on {}",
+            slot.name(),
+            record.generation,
+            record.overlay.id,
+            dev.partition
+        );
+        let tpm = self
+            .tpm
+            .as_mut()
+            .ok_or(Error::Trust("no TPM to unseal the last-known-good key"))?;
         let key = trust::unseal_key(tpm, &record.key).map_err(|e| {
             log::error!("lkg: the TPM refused to unseal the overlay key: the boot chain (PCR 11) changed since it was sealed");
             e
         })?;
         let path = esp.path(&alloc::format!("ember/{}/overlay.sealed", slot.name()));
-        let fd = rustix::fs::open(path.as_str(), rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
-            .map_err(|errno| Error::Read { path: path.clone(), errno })?;
-        let mut opener = Opener::new(key, Expected { sha256: record.overlay.sha256, size: record.overlay.size });
+        let fd = rustix::fs::open(
+            path.as_str(),
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|errno| Error::Read {
+            path: path.clone(),
+            errno,
+        })?;
+        let mut opener = Opener::new(
+            key,
+            Expected {
+                sha256: record.overlay.sha256,
+                size: record.overlay.size,
+            },
+        );
         let mut extractor = overlay_extractor()?;
         let mut buf = alloc::vec![0u8; 64 * 1024];
         loop {
@@ -291,7 +371,11 @@ impl Node {
             opener.write(&buf[..n], &mut extractor)?;
         }
         opener.finish(&mut extractor)?;
-        log::info!("lkg: overlay {} restored from slot {}", record.overlay.id, slot.name());
+        log::info!(
+            "lkg: overlay {} restored from slot {}",
+            record.overlay.id,
+            slot.name()
+        );
         Ok(Source::LastKnownGood { slot })
     }
 
@@ -311,19 +395,35 @@ impl Node {
                 Ok(())
             }
             Source::Network { meta, key } => {
-                let tpm = self.tpm.as_mut().ok_or(Error::Trust("no TPM to seal the overlay key"))?;
-                let pcr = self.boot_pcr.as_ref().ok_or(Error::Trust("the initrd was not measured"))?;
+                let tpm = self
+                    .tpm
+                    .as_mut()
+                    .ok_or(Error::Trust("no TPM to seal the overlay key"))?;
+                let pcr = self
+                    .boot_pcr
+                    .as_ref()
+                    .ok_or(Error::Trust("the initrd was not measured"))?;
                 let sealed = trust::seal_key(tpm, key, pcr)?;
                 let art = lkg::Artifacts {
                     kernel: KERNEL_IN_INITRD,
                     initrd: rootfs::INITRD_SNAPSHOT,
                     sealed_overlay: attest::SEALED_COPY,
-                    overlay: lkg::OverlayInfo { id: alloc::format!("{}", meta.version_id), sha256: meta.sha256, size: meta.size },
+                    overlay: lkg::OverlayInfo {
+                        id: alloc::format!("{}", meta.version_id),
+                        sha256: meta.sha256,
+                        size: meta.size,
+                    },
                     key: sealed,
                     cmdline: lkg_cmdline()?,
                 };
                 let (slot, generation) = lkg::persist(&esp, &art)?;
-                log::info!("lkg: wrote slot {} generation {} (overlay {}) to {}", slot.name(), generation, meta.version_id, dev.partition);
+                log::info!(
+                    "lkg: wrote slot {} generation {} (overlay {}) to {}",
+                    slot.name(),
+                    generation,
+                    meta.version_id,
+                    dev.partition
+                );
                 Ok(())
             }
         }
@@ -348,10 +448,19 @@ impl Node {
 
     /// Tells the boot server how the boot ended, when there is a session.
     fn report(&mut self, outcome: Outcome, reason: &str) {
-        let (Some(server), Some(net)) = (self.server.as_ref(), self.net.as_ref()) else { return };
+        let (Some(server), Some(net)) = (self.server.as_ref(), self.net.as_ref()) else {
+            return;
+        };
         let mut http = Http::new(&self.cas, &net.lease.dns, &server.url);
         let version = server.overlay.as_ref().map(|o| o.version_id);
-        match client::report(&mut http, &server.url.config(), &server.cred, outcome, version, reason) {
+        match client::report(
+            &mut http,
+            &server.url.config(),
+            &server.cred,
+            outcome,
+            version,
+            reason,
+        ) {
             Ok(_) => log::info!("report: told the boot server {outcome:?}"),
             Err(e) => log::warn!("report: {e}"),
         }
@@ -363,7 +472,8 @@ const ATTEST_TRIES: u32 = 3;
 const KERNEL_IN_INITRD: &str = "/boot/vmlinuz";
 
 fn overlay_extractor() -> Result<Extractor<FsSink>, Error> {
-    let sink = FsSink::open("/", Confinement::InRoot).map_err(|kind| Error::Extract(ember_fs::tar::Error::from(kind)))?;
+    let sink = FsSink::open("/", Confinement::InRoot)
+        .map_err(|kind| Error::Extract(ember_fs::tar::Error::from(kind)))?;
     Ok(Extractor::new(sink, Limits::default()))
 }
 
@@ -372,7 +482,11 @@ fn lkg_cmdline() -> Result<String, Error> {
     let text = fsutil::read_text("/proc/cmdline")?;
     let kept: Vec<&str> = text
         .split_ascii_whitespace()
-        .filter(|w| !w.starts_with("BOOT_IMAGE=") && !w.starts_with("initrd=") && !w.starts_with("ember.slot="))
+        .filter(|w| {
+            !w.starts_with("BOOT_IMAGE=")
+                && !w.starts_with("initrd=")
+                && !w.starts_with("ember.slot=")
+        })
         .collect();
     Ok(kept.join(" "))
 }
@@ -392,7 +506,12 @@ fn supervise(sup: &mut Supervisor, node: &mut Node) -> ! {
             Event::Exited { name, status, .. } => {
                 log::error!("{name} exited after the node was Ready: {status:?}");
                 node.report(Outcome::Failed, "runtime exited");
-                fail(sup, &node.cfg, "runtime", &Error::Runtime(alloc::format!("{name} exited")));
+                fail(
+                    sup,
+                    &node.cfg,
+                    "runtime",
+                    &Error::Runtime(alloc::format!("{name} exited")),
+                );
             }
             Event::Readable | Event::Timeout => {
                 if let Some(net) = node.net.as_mut() {

@@ -26,14 +26,25 @@ pub struct EspDevice {
 pub fn find() -> Result<Option<EspDevice>, Error> {
     for disk in fsutil::list_dir("/sys/class/block")? {
         // Partitions have a `partition` attribute; whole disks do not.
-        if fsutil::exists(&format!("/sys/class/block/{disk}/partition")) || disk.starts_with("loop") || disk.starts_with("ram") {
+        if fsutil::exists(&format!("/sys/class/block/{disk}/partition"))
+            || disk.starts_with("loop")
+            || disk.starts_with("ram")
+        {
             continue;
         }
-        let Some(number) = esp_partition_number(&disk) else { continue };
+        let Some(number) = esp_partition_number(&disk) else {
+            continue;
+        };
         for child in fsutil::list_dir(&format!("/sys/class/block/{disk}")).unwrap_or_default() {
             let attr = format!("/sys/class/block/{disk}/{child}/partition");
-            if fsutil::read_text(&attr).map(|s| s.trim().parse::<u32>().ok() == Some(number)).unwrap_or(false) {
-                return Ok(Some(EspDevice { disk: format!("/dev/{disk}"), partition: format!("/dev/{child}") }));
+            if fsutil::read_text(&attr)
+                .map(|s| s.trim().parse::<u32>().ok() == Some(number))
+                .unwrap_or(false)
+            {
+                return Ok(Some(EspDevice {
+                    disk: format!("/dev/{disk}"),
+                    partition: format!("/dev/{child}"),
+                }));
             }
         }
     }
@@ -48,7 +59,12 @@ fn esp_partition_number(disk: &str) -> Option<u32> {
         .and_then(|s| s.trim().parse::<usize>().ok())
         .filter(|s| (512..=4096).contains(s))
         .unwrap_or(512);
-    let fd = open(format!("/dev/{disk}").as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let fd = open(
+        format!("/dev/{disk}").as_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
     let mut head = vec![0u8; sector];
     rustix::io::pread(&fd, &mut head, sector as u64).ok()?;
     let header = match gpt::Header::parse(&head) {
@@ -61,13 +77,20 @@ fn esp_partition_number(disk: &str) -> Option<u32> {
     let mut entries = vec![0u8; header.entries_len()];
     let mut done = 0;
     while done < entries.len() {
-        match rustix::io::pread(&fd, &mut entries[done..], header.entries_lba * sector as u64 + done as u64) {
+        match rustix::io::pread(
+            &fd,
+            &mut entries[done..],
+            header.entries_lba * sector as u64 + done as u64,
+        ) {
             Ok(0) | Err(_) => return None,
             Ok(n) => done += n,
         }
     }
     let parts = gpt::parse_entries(&header, &entries).ok()?;
-    parts.iter().find(|p| p.type_guid == ESP_TYPE).map(|p| p.number)
+    parts
+        .iter()
+        .find(|p| p.type_guid == ESP_TYPE)
+        .map(|p| p.number)
 }
 
 /// The ESP mounted at [`MOUNT_POINT`]; unmounted (and so flushed) on drop.
@@ -80,7 +103,12 @@ impl Mounted {
         let _ = rustix::fs::mkdir("/run/ember", Mode::from_raw_mode(0o700));
         match rustix::fs::mkdir(MOUNT_POINT, Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(Errno::EXIST) => {}
-            Err(errno) => return Err(Error::Mount { target: MOUNT_POINT, errno }),
+            Err(errno) => {
+                return Err(Error::Mount {
+                    target: MOUNT_POINT,
+                    errno,
+                })
+            }
         }
         let mut flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
         if !writable {
@@ -88,9 +116,22 @@ impl Mounted {
         }
         // flush: write back each file on close, so a power cut loses at most
         // the file being written; the A/B scheme covers that one.
-        let data = if writable { c"umask=0077,flush" } else { c"umask=0077" };
-        mount(dev.partition.as_str(), MOUNT_POINT, "vfat", flags, Some(data))
-            .map_err(|errno| Error::Mount { target: MOUNT_POINT, errno })?;
+        let data = if writable {
+            c"umask=0077,flush"
+        } else {
+            c"umask=0077"
+        };
+        mount(
+            dev.partition.as_str(),
+            MOUNT_POINT,
+            "vfat",
+            flags,
+            Some(data),
+        )
+        .map_err(|errno| Error::Mount {
+            target: MOUNT_POINT,
+            errno,
+        })?;
         Ok(Mounted { _private: () })
     }
 

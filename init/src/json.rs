@@ -9,7 +9,9 @@ use alloc::vec::Vec;
 pub enum Value {
     Null,
     Bool(bool),
-    Number(f64),
+    /// Kept as text: the probe never needs a number's value, and float
+    /// parsing would cost the init ~14 KB.
+    Number(String),
     String(String),
     Array(Vec<Value>),
     Object(Vec<(String, Value)>),
@@ -130,11 +132,16 @@ impl Parser<'_> {
 
     fn number(&mut self) -> Option<Value> {
         let start = self.i;
-        while self.i < self.s.len() && matches!(self.s[self.i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+        while self.i < self.s.len()
+            && matches!(
+                self.s[self.i],
+                b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'
+            )
+        {
             self.i += 1;
         }
         let text = core::str::from_utf8(&self.s[start..self.i]).ok()?;
-        text.parse::<f64>().ok().map(Value::Number)
+        valid_number(text).then(|| Value::Number(String::from(text)))
     }
 
     fn string(&mut self) -> Option<String> {
@@ -160,7 +167,8 @@ impl Parser<'_> {
                         b'u' => {
                             let hex = self.s.get(self.i..self.i + 4)?;
                             self.i += 4;
-                            let code = u32::from_str_radix(core::str::from_utf8(hex).ok()?, 16).ok()?;
+                            let code =
+                                u32::from_str_radix(core::str::from_utf8(hex).ok()?, 16).ok()?;
                             let ch = char::from_u32(code).unwrap_or('\u{fffd}');
                             let mut buf = [0u8; 4];
                             out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
@@ -172,6 +180,43 @@ impl Parser<'_> {
             }
         }
     }
+}
+
+/// JSON's number grammar: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn valid_number(t: &str) -> bool {
+    let b = t.as_bytes();
+    let mut i = 0;
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i > start
+    };
+    if b.first() == Some(&b'-') {
+        i += 1;
+    }
+    if b.get(i) == Some(&b'0') {
+        i += 1;
+    } else if !digits(&mut i) {
+        return false;
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    i == b.len()
 }
 
 /// Whether a Kubernetes Node object reports condition Ready=True.
@@ -200,12 +245,21 @@ mod tests {
     fn reads_a_ready_node() {
         let v = parse(NODE.as_bytes()).unwrap();
         assert!(node_is_ready(&v));
-        assert_eq!(v.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str), Some("node-1"));
+        assert_eq!(
+            v.get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(Value::as_str),
+            Some("node-1")
+        );
     }
 
     #[test]
     fn not_ready_and_not_found_are_not_ready() {
-        let v = parse(NODE.replace(r#""Ready","status":"True""#, r#""Ready","status":"False""#).as_bytes()).unwrap();
+        let v = parse(
+            NODE.replace(r#""Ready","status":"True""#, r#""Ready","status":"False""#)
+                .as_bytes(),
+        )
+        .unwrap();
         assert!(!node_is_ready(&v));
         let status = parse(br#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#).unwrap();
         assert!(!node_is_ready(&status));
@@ -213,7 +267,22 @@ mod tests {
 
     #[test]
     fn malformed_input_is_refused_without_panicking() {
-        for bad in ["", "{", "{\"a\":}", "[1,]", "\"\\u12\"", "tru", "{\"a\" 1}", "[[[[", "\"\\q\""] {
+        for bad in [
+            "",
+            "{",
+            "{\"a\":}",
+            "[1,]",
+            "\"\\u12\"",
+            "tru",
+            "{\"a\" 1}",
+            "[[[[",
+            "\"\\q\"",
+            "01",
+            "1.",
+            "-",
+            "1e",
+            "+1",
+        ] {
             assert_eq!(parse(bad.as_bytes()), None, "{bad}");
         }
         let deep = "[".repeat(100) + &"]".repeat(100);

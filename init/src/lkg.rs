@@ -107,7 +107,10 @@ pub struct Artifacts<'a> {
 }
 
 fn io(path: &str) -> impl Fn(Errno) -> Error + '_ {
-    move |errno| Error::Write { path: String::from(path), errno }
+    move |errno| Error::Write {
+        path: String::from(path),
+        errno,
+    }
 }
 
 /// Reads a slot's record; `None` when it is missing or unreadable.
@@ -116,7 +119,11 @@ pub fn read_record(esp: &Mounted, slot: Slot) -> Option<SlotRecord> {
     match postcard::from_bytes::<SlotRecord>(&bytes) {
         Ok(r) if r.version == RECORD_VERSION => Some(r),
         Ok(r) => {
-            log::warn!("lkg: slot {} has record version {}, expected {RECORD_VERSION}", slot.name(), r.version);
+            log::warn!(
+                "lkg: slot {} has record version {}, expected {RECORD_VERSION}",
+                slot.name(),
+                r.version
+            );
             None
         }
         Err(_) => {
@@ -128,7 +135,10 @@ pub fn read_record(esp: &Mounted, slot: Slot) -> Option<SlotRecord> {
 
 /// The slot a new write goes to, and its generation.
 pub fn next_slot(esp: &Mounted) -> (Slot, u64) {
-    let gens: Vec<Option<u64>> = SLOTS.iter().map(|s| read_record(esp, *s).map(|r| r.generation)).collect();
+    let gens: Vec<Option<u64>> = SLOTS
+        .iter()
+        .map(|s| read_record(esp, *s).map(|r| r.generation))
+        .collect();
     let max = gens.iter().flatten().copied().max().unwrap_or(0);
     let target = match (gens[0], gens[1]) {
         (None, _) => Slot::A,
@@ -151,7 +161,10 @@ pub fn persist(esp: &Mounted, art: &Artifacts<'_>) -> Result<(Slot, u64), Error>
     let dir = slot.dir();
     copy_file(art.kernel, &esp.path(&format!("{dir}/vmlinuz")))?;
     copy_file(art.initrd, &esp.path(&format!("{dir}/initrd.cpio")))?;
-    copy_file(art.sealed_overlay, &esp.path(&format!("{dir}/overlay.sealed")))?;
+    copy_file(
+        art.sealed_overlay,
+        &esp.path(&format!("{dir}/overlay.sealed")),
+    )?;
     let record = SlotRecord {
         version: RECORD_VERSION,
         generation,
@@ -159,7 +172,10 @@ pub fn persist(esp: &Mounted, art: &Artifacts<'_>) -> Result<(Slot, u64), Error>
         key: art.key.clone(),
         cmdline: art.cmdline.clone(),
     };
-    let bytes = postcard::to_allocvec(&record).map_err(|_| Error::Write { path: String::from("slot.rec"), errno: Errno::INVAL })?;
+    let bytes = postcard::to_allocvec(&record).map_err(|_| Error::Write {
+        path: String::from("slot.rec"),
+        errno: Errno::INVAL,
+    })?;
     write_atomic(&esp.path(&format!("{dir}/slot.rec")), &bytes)?;
     fsync_dir(&esp.path(&dir))?;
 
@@ -169,7 +185,13 @@ pub fn persist(esp: &Mounted, art: &Artifacts<'_>) -> Result<(Slot, u64), Error>
         id = art.overlay.id,
         cmdline = art.cmdline,
     );
-    write_atomic(&esp.path(&format!("loader/entries/ember-{}+{TRIES}.conf", slot.name())), entry.as_bytes())?;
+    write_atomic(
+        &esp.path(&format!(
+            "loader/entries/ember-{}+{TRIES}.conf",
+            slot.name()
+        )),
+        entry.as_bytes(),
+    )?;
     fsync_dir(&esp.path("loader/entries"))?;
     Ok((slot, generation))
 }
@@ -227,8 +249,12 @@ fn ensure_loader_conf(esp: &Mounted) -> Result<(), Error> {
 /// Writes `path` through a temporary name, fsynced, then renamed over it.
 pub fn write_atomic(path: &str, data: &[u8]) -> Result<(), Error> {
     let tmp = format!("{path}.tmp");
-    let fd = rfs::open(tmp.as_str(), OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))
-        .map_err(io(path))?;
+    let fd = rfs::open(
+        tmp.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(io(path))?;
     write_all(&fd, data).map_err(io(path))?;
     rfs::fsync(&fd).map_err(io(path))?;
     drop(fd);
@@ -237,18 +263,32 @@ pub fn write_atomic(path: &str, data: &[u8]) -> Result<(), Error> {
 
 /// Copies a file through a temporary name, fsynced, then renamed.
 fn copy_file(from: &str, to: &str) -> Result<(), Error> {
-    let src = rfs::open(from, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|errno| Error::Read { path: String::from(from), errno })?;
+    let src =
+        rfs::open(from, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(|errno| {
+            Error::Read {
+                path: String::from(from),
+                errno,
+            }
+        })?;
     let tmp = format!("{to}.tmp");
-    let dst = rfs::open(tmp.as_str(), OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))
-        .map_err(io(to))?;
+    let dst = rfs::open(
+        tmp.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(io(to))?;
     let mut buf = alloc::vec![0u8; 64 * 1024];
     loop {
         let n = match rustix::io::read(&src, &mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(Errno::INTR) => continue,
-            Err(errno) => return Err(Error::Read { path: String::from(from), errno }),
+            Err(errno) => {
+                return Err(Error::Read {
+                    path: String::from(from),
+                    errno,
+                })
+            }
         };
         write_all(&dst, &buf[..n]).map_err(io(to))?;
     }
@@ -269,6 +309,11 @@ fn write_all(fd: &rustix::fd::OwnedFd, mut data: &[u8]) -> Result<(), Errno> {
 }
 
 fn fsync_dir(path: &str) -> Result<(), Error> {
-    let fd = rfs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(io(path))?;
+    let fd = rfs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io(path))?;
     rfs::fsync(&fd).map_err(io(path))
 }

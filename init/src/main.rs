@@ -24,6 +24,14 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 
 #[unsafe(no_mangle)]
 unsafe fn origin_main(_argc: usize, _argv: *mut *mut u8, _envp: *mut *mut u8) -> i32 {
+    // Run by hand on a workstation, the boot sequence would mount over /tmp
+    // and /run and reconfigure the network: only the kernel may start it.
+    if !rustix::process::getpid().is_init() {
+        let msg = b"ember-init: this is a node's PID 1 and must be started by the kernel; refusing to run\n";
+        // Safety: fd 2 is whatever stderr the caller gave us; a failed write is fine.
+        let _ = rustix::io::write(unsafe { rustix::stdio::stderr() }, msg);
+        return 2;
+    }
     ember_init::boot::run()
 }
 

@@ -70,7 +70,10 @@ impl NodeConf {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let err = |reason| ConfError { line: i + 1, reason };
+            let err = |reason| ConfError {
+                line: i + 1,
+                reason,
+            };
             let (key, value) = line.split_once('=').ok_or(err("expected key = value"))?;
             let (key, value) = (key.trim(), value.trim());
             if value.is_empty() {
@@ -82,7 +85,9 @@ impl NodeConf {
                     "server" => role = "server",
                     _ => return Err(err("role must be agent or server")),
                 },
-                "runtime" => runtime = Some(value.split_ascii_whitespace().map(String::from).collect()),
+                "runtime" => {
+                    runtime = Some(value.split_ascii_whitespace().map(String::from).collect())
+                }
                 "node_name" => conf.node_name = Some(String::from(value)),
                 "ready_probe" => {
                     conf.probe = match value {
@@ -91,14 +96,27 @@ impl NodeConf {
                         _ => return Err(err("ready_probe must be api or healthz")),
                     }
                 }
-                "api_server" if value.starts_with("https://") => conf.api_server = Some(String::from(value)),
+                "api_server" if value.starts_with("https://") => {
+                    conf.api_server = Some(String::from(value))
+                }
                 "api_server" => return Err(err("api_server must be an https:// URL")),
                 "api_ca" => conf.api_ca = Some(String::from(value)),
                 "api_token_file" => conf.api_token_file = Some(String::from(value)),
-                "healthz_url" if value.starts_with("http://") => conf.healthz_url = String::from(value),
+                // The init verifies the URL's own host (DNS or IP SANs); the
+                // name is for clients that can only match DNS names.
+                "api_tls_name" => {}
+                "healthz_url" if value.starts_with("http://") => {
+                    conf.healthz_url = String::from(value)
+                }
                 "healthz_url" => return Err(err("healthz_url must be an http:// URL")),
                 "ready_timeout" => {
-                    conf.ready_timeout_s = Some(value.parse().ok().filter(|&s| s > 0).ok_or(err("ready_timeout must be positive seconds"))?)
+                    conf.ready_timeout_s = Some(
+                        value
+                            .parse()
+                            .ok()
+                            .filter(|&s| s > 0)
+                            .ok_or(err("ready_timeout must be positive seconds"))?,
+                    )
                 }
                 k if k.starts_with("standin_") => {}
                 // Keys of later features (storage, sysctls) are read by their own modules.
@@ -106,16 +124,30 @@ impl NodeConf {
                 _ => log::warn!("{PATH} line {}: unknown key {key}, ignored", i + 1),
             }
         }
-        conf.runtime = runtime.unwrap_or_else(|| alloc::vec![String::from("/usr/local/bin/rke2"), String::from(role)]);
-        if conf.probe == Probe::Api && (conf.api_server.is_none() || conf.api_ca.is_none() || conf.api_token_file.is_none()) {
-            return Err(ConfError { line: 0, reason: "ready_probe = api needs api_server, api_ca and api_token_file" });
+        conf.runtime = runtime.unwrap_or_else(|| {
+            alloc::vec![String::from("/usr/local/bin/rke2"), String::from(role)]
+        });
+        if conf.probe == Probe::Api
+            && (conf.api_server.is_none() || conf.api_ca.is_none() || conf.api_token_file.is_none())
+        {
+            return Err(ConfError {
+                line: 0,
+                reason: "ready_probe = api needs api_server, api_ca and api_token_file",
+            });
         }
         Ok(conf)
     }
 }
 
 /// Keys other modules of the init read from the same file.
-const KNOWN_ELSEWHERE: &[&str] = &["writable", "writable_size", "scratch_disk", "scratch_mount", "sysctl", "debug_console"];
+const KNOWN_ELSEWHERE: &[&str] = &[
+    "writable",
+    "writable_size",
+    "scratch_disk",
+    "scratch_mount",
+    "sysctl",
+    "debug_console",
+];
 
 #[cfg(test)]
 mod tests {
@@ -150,7 +182,13 @@ standin_behavior = ready
 
     #[test]
     fn bad_lines_name_their_line() {
-        assert_eq!(NodeConf::parse("role = server\nrole = mayor\n").unwrap_err(), ConfError { line: 2, reason: "role must be agent or server" });
+        assert_eq!(
+            NodeConf::parse("role = server\nrole = mayor\n").unwrap_err(),
+            ConfError {
+                line: 2,
+                reason: "role must be agent or server"
+            }
+        );
         assert_eq!(NodeConf::parse("garbage\n").unwrap_err().line, 1);
         assert!(NodeConf::parse("api_server = http://x\n").is_err());
         assert!(NodeConf::parse("ready_probe = api\n").is_err());

@@ -18,18 +18,28 @@ const TIMEOUT_MS: u64 = 5_000;
 
 fn capped(body: &mut Vec<u8>, d: &[u8]) -> ember_net::Result<()> {
     if body.len() + d.len() > json::MAX_INPUT {
-        return Err(ember_net::Error::HttpMalformed("body larger than a probe answer may be"));
+        return Err(ember_net::Error::HttpMalformed(
+            "body larger than a probe answer may be",
+        ));
     }
     body.extend_from_slice(d);
     Ok(())
 }
 
 /// GET over TLS with a bearer token; returns the status and the body.
-pub fn https_get(cas: &[Vec<u8>], dns: &[[u8; 4]], url: &str, token: &str) -> Result<(u16, Vec<u8>), ember_net::Error> {
+pub fn https_get(
+    cas: &[Vec<u8>],
+    dns: &[[u8; 4]],
+    url: &str,
+    token: &str,
+) -> Result<(u16, Vec<u8>), ember_net::Error> {
     let mut client = Client::new(cas, dns);
     client.connect_timeout = Duration::from_millis(TIMEOUT_MS);
     client.read_timeout = Duration::from_millis(TIMEOUT_MS);
-    let req = Request { bearer: Some(token), ..Request::get(url) };
+    let req = Request {
+        bearer: Some(token),
+        ..Request::get(url)
+    };
     let mut status = 0;
     let mut body = Vec::new();
     client.send(
@@ -55,8 +65,13 @@ pub fn http_get(url: &str) -> Result<(u16, Vec<u8>), String> {
         None => (authority, 80),
     };
     let ip = ember_net::url::parse_ipv4(host).ok_or("host must be an IPv4 address")?;
-    let fd = rustix::net::socket_with(AddressFamily::INET, SocketType::STREAM, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK, None)
-        .map_err(|e| errno("socket", e))?;
+    let fd = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )
+    .map_err(|e| errno("socket", e))?;
     let addr = SocketAddrV4::new(rustix::net::Ipv4Addr::from(ip), port);
     match rustix::net::connect(&fd, &addr) {
         Ok(()) | Err(Errno::INPROGRESS) => {}
@@ -92,7 +107,9 @@ pub fn http_get(url: &str) -> Result<(u16, Vec<u8>), String> {
             let head = http::parse_head(&raw[..len]).map_err(|e| alloc::format!("{e}"))?;
             let mut decoder = BodyDecoder::new(head.body);
             let mut body = Vec::new();
-            decoder.feed(&raw[len..], &mut |d| capped(&mut body, d)).map_err(|e| alloc::format!("{e}"))?;
+            decoder
+                .feed(&raw[len..], &mut |d| capped(&mut body, d))
+                .map_err(|e| alloc::format!("{e}"))?;
             if decoder.is_done() {
                 return Ok((head.status, body));
             }
@@ -108,7 +125,10 @@ fn wait(fd: &rustix::fd::OwnedFd, flags: PollFlags, deadline: u64) -> Result<(),
     if left == 0 {
         return Err(String::from("timed out"));
     }
-    let ts = rustix::time::Timespec { tv_sec: (left / 1000) as i64, tv_nsec: ((left % 1000) * 1_000_000) as i64 };
+    let ts = rustix::time::Timespec {
+        tv_sec: (left / 1000) as i64,
+        tv_nsec: ((left % 1000) * 1_000_000) as i64,
+    };
     let mut fds = [PollFd::new(fd, flags)];
     match rustix::event::poll(&mut fds, Some(&ts)) {
         Ok(0) => Err(String::from("timed out")),

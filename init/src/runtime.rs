@@ -28,7 +28,11 @@ pub fn start(sup: &mut Supervisor, conf: &NodeConf, node_name: &str) -> Result<P
     let mut env: Vec<&str> = ENV.to_vec();
     env.push(&node_env);
     let pid = sup.spawn(&argv, &env)?;
-    log::info!("runtime: started {} (pid {})", conf.runtime.join(" "), pid.as_raw_nonzero());
+    log::info!(
+        "runtime: started {} (pid {})",
+        conf.runtime.join(" "),
+        pid.as_raw_nonzero()
+    );
     Ok(pid)
 }
 
@@ -101,7 +105,8 @@ pub fn wait_ready(
 fn check(dns: &[[u8; 4]], conf: &NodeConf, node_name: &str) -> Result<(), String> {
     match conf.probe {
         Probe::Healthz => {
-            let (status, _) = probe::http_get(&conf.healthz_url).map_err(|e| format!("{}: {e}", conf.healthz_url))?;
+            let (status, _) = probe::http_get(&conf.healthz_url)
+                .map_err(|e| format!("{}: {e}", conf.healthz_url))?;
             if status == 200 {
                 Ok(())
             } else {
@@ -109,17 +114,22 @@ fn check(dns: &[[u8; 4]], conf: &NodeConf, node_name: &str) -> Result<(), String
             }
         }
         Probe::Api => {
-            let (Some(server), Some(ca), Some(token_file)) = (&conf.api_server, &conf.api_ca, &conf.api_token_file) else {
+            let (Some(server), Some(ca), Some(token_file)) =
+                (&conf.api_server, &conf.api_ca, &conf.api_token_file)
+            else {
                 return Err(String::from("api probe is not configured"));
             };
             let token = fsutil::read_text(token_file).map_err(|e| format!("{e}"))?;
             let ca_pem = fsutil::read_file(ca).map_err(|e| format!("{e}"))?;
-            let cas = ember_net::pem::decode_all(&ca_pem, "CERTIFICATE").map_err(|e| format!("{ca}: {e}"))?;
+            let cas = ember_net::pem::decode_all(&ca_pem, "CERTIFICATE")
+                .map_err(|e| format!("{ca}: {e}"))?;
             let url = format!("{}/api/v1/nodes/{node_name}", server.trim_end_matches('/'));
-            let (status, body) = probe::https_get(&cas, dns, &url, token.trim()).map_err(|e| format!("{url}: {e}"))?;
+            let (status, body) = probe::https_get(&cas, dns, &url, token.trim())
+                .map_err(|e| format!("{url}: {e}"))?;
             match status {
                 200 => {
-                    let node = json::parse(&body).ok_or_else(|| format!("{url}: answer is not JSON"))?;
+                    let node =
+                        json::parse(&body).ok_or_else(|| format!("{url}: answer is not JSON"))?;
                     if json::node_is_ready(&node) {
                         log::info!("ready: node {node_name} is Ready on {server}");
                         Ok(())

@@ -13,7 +13,9 @@
 
 use alloc::vec::Vec;
 
-use ember_tpm::{policy_pcr_digest, CreatedKey, DeviceTransport, HashAlg, PcrSelection, PublicArea, Tpm};
+use ember_tpm::{
+    policy_pcr_digest, CreatedKey, DeviceTransport, HashAlg, PcrSelection, PublicArea, Tpm,
+};
 use sha2::{Digest, Sha256};
 
 use crate::lkg::SealedKey;
@@ -46,7 +48,10 @@ fn read_boot_pcr(tpm: &mut NodeTpm) -> Result<Vec<u8>, Error> {
 /// Extends PCR 11 with the initrd's measurement; returns the new value,
 /// which is what a last-known-good key is sealed to.
 pub fn measure_initrd(tpm: &mut NodeTpm, snapshot_sha256: &[u8; 32]) -> Result<Vec<u8>, Error> {
-    let event = Sha256::new().chain_update(b"ember: initrd ").chain_update(snapshot_sha256).finalize();
+    let event = Sha256::new()
+        .chain_update(b"ember: initrd ")
+        .chain_update(snapshot_sha256)
+        .finalize();
     tpm.pcr_extend(BOOT_PCR, &[(HashAlg::Sha256, &event)])?;
     read_boot_pcr(tpm)
 }
@@ -77,11 +82,16 @@ pub fn seal_key(tpm: &mut NodeTpm, key: &[u8; 32], pcr_value: &[u8]) -> Result<S
 /// Unseals a last-known-good key; the TPM refuses (policy failure) when PCR
 /// 11 differs from the value it was sealed to: another initrd booted.
 pub fn unseal_key(tpm: &mut NodeTpm, sealed: &SealedKey) -> Result<[u8; 32], Error> {
-    let object = CreatedKey { private: sealed.private.clone(), public: PublicArea::from_bytes(&sealed.public)? };
+    let object = CreatedKey {
+        private: sealed.private.clone(),
+        public: PublicArea::from_bytes(&sealed.public)?,
+    };
     let srk = tpm.create_srk()?;
     let data = tpm.unseal_with_pcr_policy(srk.handle, &object, &selection()?);
     let flushed = tpm.flush_context(srk.handle);
     let data = data?;
     flushed?;
-    data.as_slice().try_into().map_err(|_| Error::Trust("unsealed key has the wrong length"))
+    data.as_slice()
+        .try_into()
+        .map_err(|_| Error::Trust("unsealed key has the wrong length"))
 }

@@ -47,6 +47,18 @@ pub fn init_bin() -> PathBuf {
 /// Builds a node initrd with `ember initrd build`: the standard modules plus
 /// `extra` files given as (source, destination) pairs.
 pub fn build_initrd(out: &Path, extra: &[(PathBuf, &str)]) -> String {
+    build_initrd_with(out, extra, false)
+}
+
+/// The kernel image qemu/fetch-kernel unpacked.
+pub fn kernel_image() -> PathBuf {
+    kernel_release();
+    workspace_root().join(".cache/kernel/vmlinuz")
+}
+
+/// Like [`build_initrd`]; `with_kernel` carries the kernel at /boot/vmlinuz
+/// (what last-known-good copies to the ESP).
+pub fn build_initrd_with(out: &Path, extra: &[(PathBuf, &str)], with_kernel: bool) -> String {
     let release = kernel_release();
     let modules_dir = workspace_root()
         .join(".cache/kernel/root/lib/modules")
@@ -61,6 +73,9 @@ pub fn build_initrd(out: &Path, extra: &[(PathBuf, &str)]) -> String {
         .arg("--output")
         .arg(out)
         .env("SOURCE_DATE_EPOCH", "0");
+    if with_kernel {
+        cmd.arg("--kernel").arg(kernel_image());
+    }
     for (src, dest) in extra {
         cmd.arg("--file").arg(format!("{}:{dest}", src.display()));
     }
@@ -81,6 +96,12 @@ pub struct Boot {
     pub serial_log: PathBuf,
     pub timeout: Duration,
     pub extra_args: Vec<String>,
+    /// OVMF variable store (UEFI boot); None boots with SeaBIOS.
+    pub uefi_vars: Option<PathBuf>,
+    pub disks: Vec<PathBuf>,
+    /// Boot the disk through the firmware instead of -kernel/-initrd.
+    pub from_disk: bool,
+    pub allow_reboot: bool,
 }
 
 /// How a boot ended.
@@ -118,6 +139,10 @@ impl Boot {
             serial_log: serial_log.to_path_buf(),
             timeout: Duration::from_secs(120),
             extra_args: Vec::new(),
+            uefi_vars: None,
+            disks: Vec::new(),
+            from_disk: false,
+            allow_reboot: false,
         }
     }
 
@@ -136,6 +161,21 @@ impl Boot {
         if let Some(state) = &self.tpm_state {
             cmd.arg("--tpm-state").arg(state);
         }
+        if let Some(vars) = &self.uefi_vars {
+            if !vars.exists() {
+                std::fs::copy("/usr/share/OVMF/OVMF_VARS.fd", vars).expect("copy OVMF_VARS.fd");
+            }
+            cmd.arg("--uefi").arg(vars);
+        }
+        for d in &self.disks {
+            cmd.arg("--disk").arg(d);
+        }
+        if self.from_disk {
+            cmd.args(["--kernel", "none"]);
+        }
+        if self.allow_reboot {
+            cmd.arg("--allow-reboot");
+        }
         cmd.args(&self.extra_args);
         ChildGuard::spawn("qemu/boot", &mut cmd).expect("start qemu/boot")
     }
@@ -149,5 +189,47 @@ impl Boot {
             exit_code: status.and_then(|s| s.code()),
             log,
         }
+    }
+}
+
+/// Makes a node disk (GPT + FAT ESP with systemd-boot) with qemu/make-disk.
+pub fn make_disk(out: &Path, size_mib: u32) {
+    let status = Command::new("bash")
+        .arg(workspace_root().join("qemu/make-disk"))
+        .arg(out)
+        .arg(size_mib.to_string())
+        .output()
+        .expect("run qemu/make-disk");
+    assert!(status.status.success(), "qemu/make-disk failed: {}", String::from_utf8_lossy(&status.stderr));
+}
+
+/// Runs an mtools command on the ESP of a disk made by [`make_disk`]
+/// (the partition starts at 1 MiB); returns stdout.
+pub fn esp_tool(disk: &Path, tool: &str, args: &[&str]) -> String {
+    let image = format!("{}@@1048576", disk.display());
+    let out = Command::new(tool)
+        .arg("-i")
+        .arg(&image)
+        .args(args)
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .expect("run mtools");
+    assert!(out.status.success(), "{tool} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until the serial log has a line containing `needle` (or the boot
+/// guard's process exits, or `timeout` passes); returns the log.
+pub fn wait_for_log(log: &Path, guard: &mut ChildGuard, needle: &str, timeout: Duration) -> (bool, String) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return (true, text);
+        }
+        if guard.try_wait().is_some() || std::time::Instant::now() >= deadline {
+            return (false, text);
+        }
+        std::thread::sleep(Duration::from_millis(250));
     }
 }

@@ -1,0 +1,154 @@
+//! The whole boot in QEMU (TCG, OVMF, swtpm, a disk with a GPT and a FAT
+//! ESP holding systemd-boot): `ember serve` on the host attests the VM's
+//! TPM and serves a sealed overlay whose runtime is the stand-in, which
+//! registers its Node on the Kubernetes API double. Nothing inside the VM
+//! is faked but the runtime. Every assertion reads the serial log, the
+//! server's records, the API double or the ESP.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ember_tests::kubeapi::KubeApi;
+use ember_tests::overlay::{Overlay, OverlayBuilder};
+use ember_tests::qemu::{build_initrd_with, esp_tool, make_disk, wait_for_log, Boot};
+use ember_tests::server::EmberServer;
+use ember_tests::swtpm::Swtpm;
+use ember_tests::ScratchDir;
+
+const NODE: &str = "node-e2e";
+
+/// One node and the services around it.
+struct Lab {
+    dir: ScratchDir,
+    api: KubeApi,
+    server: Option<EmberServer>,
+    initrd: PathBuf,
+    disk: PathBuf,
+    tpm_state: PathBuf,
+    vars: PathBuf,
+}
+
+fn overlay(api: &KubeApi, behavior: &'static str, extra: &[(&str, &str)]) -> Overlay {
+    let mut b = OverlayBuilder::new(NODE).kube_api(api, true).behavior(behavior).container(true);
+    for (k, v) in extra {
+        b = b.set(k, v);
+    }
+    b.build().expect("build the stand-in overlay")
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        let dir = ScratchDir::new(tag);
+        let api = KubeApi::start().expect("start the Kubernetes API double");
+        let server = EmberServer::start_with(&["--name", "10.0.2.2", "--name", "127.0.0.1"]);
+
+        let tpm_state = dir.path().join("tpm");
+        Swtpm::setup(&tpm_state).expect("manufacture swtpm");
+        {
+            let tpm = Swtpm::start_tcp(&tpm_state).expect("start swtpm for enrolment");
+            server.enroll_swtpm(NODE, "lab", &tpm).expect_ok("enroll");
+        }
+        let initrd = dir.path().join("initrd.cpio.gz");
+        build_initrd_with(&initrd, &[(server.ca_path(), "/etc/ember/ca.pem")], true);
+        let disk = dir.path().join("disk.img");
+        make_disk(&disk, 128);
+        let vars = dir.path().join("OVMF_VARS.fd");
+        Lab { api, server: Some(server), initrd, disk, tpm_state, vars, dir }
+    }
+
+    fn server(&self) -> &EmberServer {
+        self.server.as_ref().expect("server running")
+    }
+
+    fn publish(&self, behavior: &'static str, extra: &[(&str, &str)]) -> u64 {
+        let o = overlay(&self.api, behavior, extra);
+        let version = self.server().add_overlay(o.path(), None);
+        self.server().assign(version, "group:lab").expect_ok("assign");
+        version
+    }
+
+    fn boot(&self, name: &str, from_disk: bool) -> Boot {
+        let append = match &self.server {
+            Some(s) => format!("ember.attest_url=https://10.0.2.2:{} ember.error_delay=2", s.port()),
+            None => String::from("ember.attest_url=https://10.0.2.2:9 ember.error_delay=2"),
+        };
+        let mut boot = Boot::new(&self.initrd, &append, &self.dir.path().join(format!("{name}.log")));
+        boot.tpm_state = Some(self.tpm_state.clone());
+        boot.uefi_vars = Some(self.vars.clone());
+        boot.disks = vec![self.disk.clone()];
+        boot.from_disk = from_disk;
+        boot.timeout = Duration::from_secs(600);
+        boot
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+}
+
+fn ember_lines(log: &str) -> String {
+    log.lines().filter_map(|l| l.split_once("] ember: ").map(|(_, r)| r)).collect::<Vec<_>>().join("\n")
+}
+
+fn save_timeline(lab: &Lab, name: &str) {
+    // Keep the console of failed runs for a human (EMBER_KEEP_SCRATCH keeps all).
+    let _ = std::fs::create_dir_all("/tmp/ember-e2e-logs");
+    let _ = std::fs::copy(lab.log_path(name), format!("/tmp/ember-e2e-logs/{name}.log"));
+}
+
+fn boot_until(lab: &Lab, name: &str, from_disk: bool, needle: &str) -> String {
+    let boot = lab.boot(name, from_disk);
+    let mut guard = boot.start();
+    let (found, log) = wait_for_log(&lab.log_path(name), &mut guard, needle, Duration::from_secs(600));
+    save_timeline(lab, name);
+    assert!(found, "{name}: never saw {needle:?}; init said:\n{}\n--- console tail:\n{}", ember_lines(&log), tail(&log, 60));
+    // Give the init a moment to finish the line's phase, then power is cut.
+    std::thread::sleep(Duration::from_millis(500));
+    drop(guard);
+    std::fs::read_to_string(lab.log_path(name)).unwrap_or(log)
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn esp_entries(disk: &Path) -> String {
+    esp_tool(disk, "mdir", &["-b", "::/loader/entries"])
+}
+
+#[test]
+fn network_boot_reaches_ready_writes_last_known_good_then_cold_start_boots_it() {
+    let mut lab = Lab::new("e2e-net");
+    lab.publish("ready", &[]);
+
+    // 1. Network boot to Ready.
+    let log = boot_until(&lab, "net-boot", false, "lkg: wrote slot a generation 1");
+    let lines = ember_lines(&log);
+    for phase in ["rootfs", "mounts", "modules", "measure", "dhcp", "attest", "overlay", "seal-boot-phase", "nodeconf", "runtime", "ready", "lkg"] {
+        assert!(lines.contains(&format!("phase={phase} status=ok")), "phase {phase} missing:\n{lines}");
+    }
+    assert!(log.contains("standin: container output: ember-container-ok") || log.contains("ember-container-ok"), "the container did not run:\n{}", tail(&log, 80));
+    assert_eq!(lab.api.node_ready(NODE), Some(true), "the API double has no Ready node");
+    assert!(lines.contains("report: told the boot server Joined"), "{lines}");
+    let nodes = lab.server().nodes();
+    assert!(nodes.contains(NODE) && nodes.to_lowercase().contains("joined"), "server records: {nodes}");
+    let entries = esp_entries(&lab.disk);
+    assert!(entries.contains("ember-a+3.conf"), "ESP entries: {entries}");
+    let slot = esp_tool(&lab.disk, "mdir", &["-b", "::/ember/a"]);
+    for f in ["vmlinuz", "initrd.cpio", "overlay.sealed", "slot.rec"] {
+        assert!(slot.contains(f), "ESP slot a lacks {f}: {slot}");
+    }
+
+    // 3. Cold start with the boot server gone: firmware → systemd-boot → slot a.
+    lab.api.remove_node(NODE);
+    lab.server = None;
+    let log = boot_until(&lab, "cold-start", true, "lkg: slot a blessed");
+    let lines = ember_lines(&log);
+    assert!(lines.contains("boot server unreachable"), "{lines}");
+    assert!(lines.contains("lkg: overlay 1 restored from slot a"), "{lines}");
+    assert!(lines.contains("phase=ready status=ok"), "{lines}");
+    assert_eq!(lab.api.node_ready(NODE), Some(true));
+    let entries = esp_entries(&lab.disk);
+    assert!(entries.contains("ember-a.conf"), "slot a not blessed: {entries}");
+}

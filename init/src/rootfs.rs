@@ -230,7 +230,10 @@ impl Mover {
         let ino = self.next_ino;
         self.next_ino += 1;
         let path = self.path.clone();
-        let mut header = Header::new(&path, ino, st.st_mode, st.st_mtime as u32);
+        // mtime 0: whether the kernel's unpacker kept the cpio's times
+        // depends on its configuration, and the snapshot must be the same
+        // bytes on every boot of the same initrd (it is what PCR 11 measures).
+        let mut header = Header::new(&path, ino, st.st_mode, 0);
         header.uid = st.st_uid;
         header.gid = st.st_gid;
         match kind {

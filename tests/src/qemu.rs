@@ -200,7 +200,11 @@ pub fn make_disk(out: &Path, size_mib: u32) {
         .arg(size_mib.to_string())
         .output()
         .expect("run qemu/make-disk");
-    assert!(status.status.success(), "qemu/make-disk failed: {}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "qemu/make-disk failed: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 }
 
 /// Runs an mtools command on the ESP of a disk made by [`make_disk`]
@@ -214,13 +218,22 @@ pub fn esp_tool(disk: &Path, tool: &str, args: &[&str]) -> String {
         .env("MTOOLS_SKIP_CHECK", "1")
         .output()
         .expect("run mtools");
-    assert!(out.status.success(), "{tool} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Waits until the serial log has a line containing `needle` (or the boot
 /// guard's process exits, or `timeout` passes); returns the log.
-pub fn wait_for_log(log: &Path, guard: &mut ChildGuard, needle: &str, timeout: Duration) -> (bool, String) {
+pub fn wait_for_log(
+    log: &Path,
+    guard: &mut ChildGuard,
+    needle: &str,
+    timeout: Duration,
+) -> (bool, String) {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();

@@ -29,7 +29,10 @@ struct Lab {
 }
 
 fn overlay(api: &KubeApi, behavior: &'static str, extra: &[(&str, &str)]) -> Overlay {
-    let mut b = OverlayBuilder::new(NODE).kube_api(api, true).behavior(behavior).container(true);
+    let mut b = OverlayBuilder::new(NODE)
+        .kube_api(api, true)
+        .behavior(behavior)
+        .container(true);
     for (k, v) in extra {
         b = b.set(k, v);
     }
@@ -49,11 +52,25 @@ impl Lab {
             server.enroll_swtpm(NODE, "lab", &tpm).expect_ok("enroll");
         }
         let initrd = dir.path().join("initrd.cpio.gz");
-        build_initrd_with(&initrd, &[(server.ca_path(), "/etc/ember/ca.pem")], true);
+        // Kept beside the lab: initrds made after the server is gone need it too.
+        std::fs::copy(server.ca_path(), dir.path().join("ca.pem")).expect("copy the server CA");
+        build_initrd_with(
+            &initrd,
+            &[(dir.path().join("ca.pem"), "/etc/ember/ca.pem")],
+            true,
+        );
         let disk = dir.path().join("disk.img");
         make_disk(&disk, 128);
         let vars = dir.path().join("OVMF_VARS.fd");
-        Lab { api, server: Some(server), initrd, disk, tpm_state, vars, dir }
+        Lab {
+            api,
+            server: Some(server),
+            initrd,
+            disk,
+            tpm_state,
+            vars,
+            dir,
+        }
     }
 
     fn server(&self) -> &EmberServer {
@@ -63,16 +80,25 @@ impl Lab {
     fn publish(&self, behavior: &'static str, extra: &[(&str, &str)]) -> u64 {
         let o = overlay(&self.api, behavior, extra);
         let version = self.server().add_overlay(o.path(), None);
-        self.server().assign(version, "group:lab").expect_ok("assign");
+        self.server()
+            .assign(version, "group:lab")
+            .expect_ok("assign");
         version
     }
 
     fn boot(&self, name: &str, from_disk: bool) -> Boot {
         let append = match &self.server {
-            Some(s) => format!("ember.attest_url=https://10.0.2.2:{} ember.error_delay=2", s.port()),
+            Some(s) => format!(
+                "ember.attest_url=https://10.0.2.2:{} ember.error_delay=2",
+                s.port()
+            ),
             None => String::from("ember.attest_url=https://10.0.2.2:9 ember.error_delay=2"),
         };
-        let mut boot = Boot::new(&self.initrd, &append, &self.dir.path().join(format!("{name}.log")));
+        let mut boot = Boot::new(
+            &self.initrd,
+            &append,
+            &self.dir.path().join(format!("{name}.log")),
+        );
         boot.tpm_state = Some(self.tpm_state.clone());
         boot.uefi_vars = Some(self.vars.clone());
         boot.disks = vec![self.disk.clone()];
@@ -87,21 +113,37 @@ impl Lab {
 }
 
 fn ember_lines(log: &str) -> String {
-    log.lines().filter_map(|l| l.split_once("] ember: ").map(|(_, r)| r)).collect::<Vec<_>>().join("\n")
+    log.lines()
+        .filter_map(|l| l.split_once("] ember: ").map(|(_, r)| r))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn save_timeline(lab: &Lab, name: &str) {
     // Keep the console of failed runs for a human (EMBER_KEEP_SCRATCH keeps all).
     let _ = std::fs::create_dir_all("/tmp/ember-e2e-logs");
-    let _ = std::fs::copy(lab.log_path(name), format!("/tmp/ember-e2e-logs/{name}.log"));
+    let _ = std::fs::copy(
+        lab.log_path(name),
+        format!("/tmp/ember-e2e-logs/{name}.log"),
+    );
 }
 
 fn boot_until(lab: &Lab, name: &str, from_disk: bool, needle: &str) -> String {
     let boot = lab.boot(name, from_disk);
     let mut guard = boot.start();
-    let (found, log) = wait_for_log(&lab.log_path(name), &mut guard, needle, Duration::from_secs(600));
+    let (found, log) = wait_for_log(
+        &lab.log_path(name),
+        &mut guard,
+        needle,
+        Duration::from_secs(600),
+    );
     save_timeline(lab, name);
-    assert!(found, "{name}: never saw {needle:?}; init said:\n{}\n--- console tail:\n{}", ember_lines(&log), tail(&log, 60));
+    assert!(
+        found,
+        "{name}: never saw {needle:?}; init said:\n{}\n--- console tail:\n{}",
+        ember_lines(&log),
+        tail(&log, 60)
+    );
     // Give the init a moment to finish the line's phase, then power is cut.
     std::thread::sleep(Duration::from_millis(500));
     drop(guard);
@@ -125,14 +167,45 @@ fn network_boot_reaches_ready_writes_last_known_good_then_cold_start_boots_it() 
     // 1. Network boot to Ready.
     let log = boot_until(&lab, "net-boot", false, "lkg: wrote slot a generation 1");
     let lines = ember_lines(&log);
-    for phase in ["rootfs", "mounts", "modules", "measure", "dhcp", "attest", "overlay", "seal-boot-phase", "nodeconf", "runtime", "ready", "lkg"] {
-        assert!(lines.contains(&format!("phase={phase} status=ok")), "phase {phase} missing:\n{lines}");
+    for phase in [
+        "rootfs",
+        "mounts",
+        "modules",
+        "measure",
+        "dhcp",
+        "attest",
+        "overlay",
+        "seal-boot-phase",
+        "nodeconf",
+        "runtime",
+        "ready",
+        "lkg",
+    ] {
+        assert!(
+            lines.contains(&format!("phase={phase} status=ok")),
+            "phase {phase} missing:\n{lines}"
+        );
     }
-    assert!(log.contains("standin: container output: ember-container-ok") || log.contains("ember-container-ok"), "the container did not run:\n{}", tail(&log, 80));
-    assert_eq!(lab.api.node_ready(NODE), Some(true), "the API double has no Ready node");
-    assert!(lines.contains("report: told the boot server Joined"), "{lines}");
+    assert!(
+        log.contains("standin: container output: ember-container-ok")
+            || log.contains("ember-container-ok"),
+        "the container did not run:\n{}",
+        tail(&log, 80)
+    );
+    assert_eq!(
+        lab.api.node_ready(NODE),
+        Some(true),
+        "the API double has no Ready node"
+    );
+    assert!(
+        lines.contains("report: told the boot server Joined"),
+        "{lines}"
+    );
     let nodes = lab.server().nodes();
-    assert!(nodes.contains(NODE) && nodes.to_lowercase().contains("joined"), "server records: {nodes}");
+    assert!(
+        nodes.contains(NODE) && nodes.to_lowercase().contains("joined"),
+        "server records: {nodes}"
+    );
     let entries = esp_entries(&lab.disk);
     assert!(entries.contains("ember-a+3.conf"), "ESP entries: {entries}");
     let slot = esp_tool(&lab.disk, "mdir", &["-b", "::/ember/a"]);
@@ -146,9 +219,157 @@ fn network_boot_reaches_ready_writes_last_known_good_then_cold_start_boots_it() 
     let log = boot_until(&lab, "cold-start", true, "lkg: slot a blessed");
     let lines = ember_lines(&log);
     assert!(lines.contains("boot server unreachable"), "{lines}");
-    assert!(lines.contains("lkg: overlay 1 restored from slot a"), "{lines}");
+    assert!(
+        lines.contains("lkg: overlay 1 restored from slot a"),
+        "{lines}"
+    );
     assert!(lines.contains("phase=ready status=ok"), "{lines}");
     assert_eq!(lab.api.node_ready(NODE), Some(true));
     let entries = esp_entries(&lab.disk);
-    assert!(entries.contains("ember-a.conf"), "slot a not blessed: {entries}");
+    assert!(
+        entries.contains("ember-a.conf"),
+        "slot a not blessed: {entries}"
+    );
+}
+
+fn count(log: &str, needle: &str) -> usize {
+    log.matches(needle).count()
+}
+
+#[test]
+fn bad_configuration_reboots_and_reports_until_a_good_overlay_is_assigned() {
+    let lab = Lab::new("e2e-loop");
+    // The runtime never registers: not Ready within 25 s, every boot.
+    lab.publish("hang", &[("ready_timeout", "25")]);
+    let mut boot = lab.boot("loop", false);
+    boot.allow_reboot = true;
+    boot.timeout = Duration::from_secs(900);
+    let log_path = lab.log_path("loop");
+    let mut guard = boot.start();
+    let reported_twice = ember_tests::process::wait_until(Duration::from_secs(420), || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        count(&log, "report: told the boot server Failed") >= 2
+            && count(&log, "Ember init 0.1.0 starting as pid 1") >= 3
+    });
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    save_timeline(&lab, "loop");
+    assert!(
+        reported_twice,
+        "no reboot loop with failure reports:\n{}",
+        ember_lines(&log)
+    );
+    assert!(
+        ember_lines(&log).contains(
+            "boot failed in phase ready: runtime: not Ready within 25 s; rebooting in 2 s"
+        ),
+        "{}",
+        ember_lines(&log)
+    );
+    let nodes = lab.server().nodes();
+    assert!(
+        nodes.to_lowercase().contains("failed"),
+        "the server did not record the failures: {nodes}"
+    );
+
+    // The operator assigns a good overlay; the loop's next boot joins.
+    lab.publish("ready", &[]);
+    let (joined, log) = wait_for_log(
+        &log_path,
+        &mut guard,
+        "lkg: wrote slot a generation 1",
+        Duration::from_secs(420),
+    );
+    save_timeline(&lab, "loop");
+    assert!(
+        joined,
+        "the node never joined after a good overlay was assigned:\n{}",
+        ember_lines(&log)
+    );
+    assert!(
+        ember_lines(&log).contains("overlay: version 2"),
+        "{}",
+        ember_lines(&log)
+    );
+    drop(guard);
+    assert_eq!(lab.api.node_ready(NODE), Some(true));
+}
+
+#[test]
+fn tampered_cached_overlay_or_changed_initrd_yields_no_plaintext_and_a_clear_error() {
+    let mut lab = Lab::new("e2e-tamper");
+    lab.publish("ready", &[]);
+    boot_until(&lab, "tamper-net", false, "lkg: wrote slot a generation 1");
+    lab.server = None;
+    lab.api.remove_node(NODE);
+
+    // A flipped byte in the first sealed chunk: nothing authenticates.
+    let sealed = lab.dir.path().join("overlay.sealed");
+    esp_tool(
+        &lab.disk,
+        "mcopy",
+        &["-o", "::/ember/a/overlay.sealed", sealed.to_str().unwrap()],
+    );
+    let original = std::fs::read(&sealed).unwrap();
+    let mut bad = original.clone();
+    bad[200] ^= 0x40;
+    std::fs::write(&sealed, &bad).unwrap();
+    esp_tool(
+        &lab.disk,
+        "mcopy",
+        &["-o", sealed.to_str().unwrap(), "::/ember/a/overlay.sealed"],
+    );
+    let log = boot_until(
+        &lab,
+        "tamper-overlay",
+        true,
+        "boot failed in phase lkg-restore",
+    );
+    let lines = ember_lines(&log);
+    assert!(lines.contains("phase=lkg-restore status=failed"), "{lines}");
+    assert!(
+        lines.to_lowercase().contains("chunk"),
+        "the error does not say the chunk failed authentication:\n{lines}"
+    );
+    assert!(
+        !lines.contains("phase=nodeconf"),
+        "the boot went on after a tampered overlay:\n{lines}"
+    );
+
+    // The original overlay, but another initrd: PCR 11 differs, the TPM refuses.
+    std::fs::write(&sealed, &original).unwrap();
+    esp_tool(
+        &lab.disk,
+        "mcopy",
+        &["-o", sealed.to_str().unwrap(), "::/ember/a/overlay.sealed"],
+    );
+    let other = lab.dir.path().join("other-initrd.cpio.gz");
+    let marker = lab.dir.path().join("marker");
+    std::fs::write(&marker, "a different initrd\n").unwrap();
+    let ca = lab.dir.path().join("ca.pem");
+    build_initrd_with(
+        &other,
+        &[
+            (ca, "/etc/ember/ca.pem"),
+            (marker.clone(), "/etc/ember/marker"),
+        ],
+        true,
+    );
+    esp_tool(
+        &lab.disk,
+        "mcopy",
+        &["-o", other.to_str().unwrap(), "::/ember/a/initrd.cpio"],
+    );
+    let log = boot_until(
+        &lab,
+        "tamper-initrd",
+        true,
+        "boot failed in phase lkg-restore",
+    );
+    let lines = ember_lines(&log);
+    assert!(
+        lines.contains("the boot chain (PCR 11) changed since it was sealed"),
+        "{lines}"
+    );
+    assert!(lines.contains("TPM_RC_POLICY_FAIL"), "{lines}");
+    assert!(!lines.contains("phase=nodeconf"), "{lines}");
 }

@@ -65,15 +65,6 @@ impl Digest {
     pub fn blob_path(&self, root: &Path) -> PathBuf {
         root.join("blobs").join("sha256").join(&self.hex)
     }
-
-    pub fn raw(&self) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        for (i, o) in out.iter_mut().enumerate() {
-            // The constructor admitted only lowercase hex digits.
-            *o = u8::from_str_radix(&self.hex[2 * i..2 * i + 2], 16).unwrap_or(0);
-        }
-        out
-    }
 }
 
 impl fmt::Display for Digest {
@@ -94,7 +85,6 @@ mod tests {
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         assert_eq!(Digest::parse(&d.to_string()).unwrap(), d);
-        assert_eq!(Digest::from_raw(&d.raw()), d);
     }
 
     #[test]

@@ -48,11 +48,15 @@ pub enum Error {
     UnsupportedMediaType { media_type: String },
     /// A layer says gzip but is not (or the reverse).
     CompressionMismatch { digest: String, media_type: String },
-    /// The tar stream of a layer is malformed or hostile.
-    Layer {
+    /// The tar (or gzip) stream of a layer is malformed.
+    LayerTar {
         digest: String,
-        source: ember_fs::tar::Error,
+        source: std::io::Error,
     },
+    /// A layer inflates to more than the reader holds in memory.
+    LayerTooLarge { digest: String, limit: u64 },
+    /// A member name climbs out of the root with `..`.
+    PathEscapes { path: String },
     /// A member name is not UTF-8 (initrd paths are).
     NonUtf8Path { path: String },
     /// A hard link names a file that is not (yet) in the image.
@@ -124,7 +128,11 @@ impl fmt::Display for Error {
                 f,
                 "layer {digest}: compression does not match media type {media_type}"
             ),
-            Layer { digest, source } => write!(f, "layer {digest}: {source}"),
+            LayerTar { digest, source } => write!(f, "layer {digest}: {source}"),
+            LayerTooLarge { digest, limit } => {
+                write!(f, "layer {digest} holds more than {limit} bytes")
+            }
+            PathEscapes { path } => write!(f, "member name {path:?} leaves the root"),
             NonUtf8Path { path } => write!(f, "member name {path:?} is not UTF-8"),
             HardlinkTarget { path, target } => write!(
                 f,
@@ -145,6 +153,7 @@ impl std::error::Error for Error {
         match self {
             Error::Io { source, .. } => Some(source),
             Error::Json { source, .. } => Some(source),
+            Error::LayerTar { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -3,10 +3,15 @@
 //! its directory of what the layers below put there. A whiteout never hides
 //! entries of its own layer, so each layer's deletions are applied before
 //! its additions.
+//!
+//! Layers are read with the `tar` crate rather than ember-fs's node-side
+//! extractor: real producers (umoci, Go's archive/tar) write the root as an
+//! absolute `/` member, which the node's confined extractor rightly refuses,
+//! while here it only means "the root directory".
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 
-use ember_fs::tar::{self, Entry, ErrorKind, Extractor, Kind, Limits, Sink};
+use sha2::{Digest as _, Sha256};
 
 use super::layout::{Layout, ResolvedImage};
 use super::spec::{self, Descriptor, LayerEncoding};
@@ -17,6 +22,9 @@ const WHITEOUT: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
 /// aufs bookkeeping names (`.wh..wh.plnk`, ...) that carry no meaning here.
 const AUFS_META: &str = ".wh..wh.";
+/// Uncompressed bytes one layer may hold (a decompression-bomb guard; the
+/// whole tree is held in memory).
+const MAX_LAYER_BYTES: u64 = 8 << 30;
 
 /// What flattening did, for the caller to print.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -29,11 +37,23 @@ pub struct FlattenReport {
     /// Members whose uid/gid was not 0: the tree records no owners, so
     /// they become root-owned in the initrd.
     pub non_root_owned: usize,
-    /// Members of types the tar reader skips (sparse files, labels).
+    /// Members of types an initrd cannot hold (GNU sparse files, ...).
     pub skipped: usize,
 }
 
-/// One member of a layer, owned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    File,
+    Directory,
+    Symlink,
+    Hardlink,
+    CharDevice,
+    BlockDevice,
+    Fifo,
+}
+
+/// One member of a layer, owned, its path normalized (relative, no `.`
+/// or empty components; empty for the root itself).
 #[derive(Debug)]
 struct Member {
     path: String,
@@ -45,121 +65,184 @@ struct Member {
     owned_by_root: bool,
 }
 
-/// Collects a layer's members in archive order.
-#[derive(Default)]
-struct Collect {
-    members: Vec<Member>,
-    current: Option<Member>,
-    bad_name: Option<String>,
-    skipped: usize,
-}
-
-impl Sink for Collect {
-    fn begin(&mut self, entry: &Entry<'_>) -> Result<(), ErrorKind> {
-        let (Ok(path), Ok(link)) = (
-            std::str::from_utf8(entry.path),
-            std::str::from_utf8(entry.link),
-        ) else {
-            // Remembered and reported as our own error after the stream ends;
-            // ErrorKind has no variant for it and inventing one is not ours.
-            self.bad_name
-                .get_or_insert_with(|| String::from_utf8_lossy(entry.path).into_owned());
-            self.current = None;
-            return Ok(());
-        };
-        let m = &entry.meta;
-        self.current = Some(Member {
-            path: path.to_string(),
-            kind: m.kind,
-            mode: m.mode & 0o7777,
-            link: link.to_string(),
-            data: Vec::with_capacity(usize::try_from(m.size).unwrap_or(0).min(64 << 20)),
-            dev: (m.dev_major, m.dev_minor),
-            owned_by_root: m.uid == 0 && m.gid == 0,
-        });
-        Ok(())
-    }
-
-    fn data(&mut self, bytes: &[u8]) -> Result<(), ErrorKind> {
-        if let Some(m) = &mut self.current {
-            m.data.extend_from_slice(bytes);
-        }
-        Ok(())
-    }
-
-    fn end(&mut self, _entry: &Entry<'_>) -> Result<(), ErrorKind> {
-        if let Some(m) = self.current.take() {
-            self.members.push(m);
-        }
-        Ok(())
-    }
-
-    fn skipped(&mut self, _name: &[u8], _typeflag: u8) {
-        self.skipped += 1;
-    }
-}
-
-/// Flattens the image a layout reference names into a tree.
 /// Layers apply bottom first onto an empty tree.
 pub fn flatten(layout: &Layout, image: &ResolvedImage) -> Result<(Tree, FlattenReport), Error> {
     let mut tree = Tree::new();
     let mut report = FlattenReport::default();
     for desc in &image.manifest.layers {
-        let collected = read_layer(layout, desc)?;
+        let (members, skipped) = read_layer(layout, desc)?;
         report.layers += 1;
-        report.skipped += collected.skipped;
-        apply_layer(&mut tree, collected.members, &mut report)?;
+        report.skipped += skipped;
+        apply_layer(&mut tree, members, &mut report)?;
     }
     Ok((tree, report))
 }
 
-/// Streams one layer blob through the tar reader, checking its digest,
-/// size and that its compression matches the media type.
-fn read_layer(layout: &Layout, desc: &Descriptor) -> Result<Collect, Error> {
+/// Hashes and counts every byte read through it: the blob's digest.
+struct Hashing<R> {
+    inner: R,
+    sha: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads one layer blob: its compression must match the media type, its
+/// bytes its descriptor's size and digest (checked after the whole blob was
+/// read, before any member is used).
+fn read_layer(layout: &Layout, desc: &Descriptor) -> Result<(Vec<Member>, usize), Error> {
     let encoding =
         spec::layer_encoding(&desc.media_type).ok_or_else(|| Error::UnsupportedMediaType {
             media_type: desc.media_type.clone(),
         })?;
     let (digest, path) = layout.blob_path(desc)?;
-    let mut file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-    let mut ex = Extractor::new(Collect::default(), Limits::default());
-    let mut buf = vec![0u8; 256 * 1024];
-    let layer_err = |source: tar::Error| Error::Layer {
-        digest: desc.digest.clone(),
-        source,
-    };
-    loop {
-        let n = file.read(&mut buf).map_err(|e| Error::io(&path, e))?;
-        if n == 0 {
-            break;
-        }
-        ex.write(&buf[..n]).map_err(layer_err)?;
-    }
-    let summary = ex.finish().map_err(layer_err)?;
-    if summary.stream_bytes != desc.size {
-        return Err(Error::SizeMismatch {
-            digest: desc.digest.clone(),
-            expected: desc.size,
-            actual: summary.stream_bytes,
-        });
-    }
-    if summary.sha256 != digest.raw() {
-        return Err(Error::DigestMismatch {
-            digest: desc.digest.clone(),
-            actual: crate::initrd::hex(&summary.sha256),
-        });
-    }
-    if summary.gzip != (encoding == LayerEncoding::Gzip) {
+    let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+    let mut reader = BufReader::new(file);
+    let head = reader.fill_buf().map_err(|e| Error::io(&path, e))?;
+    let is_gzip = head.starts_with(&[0x1f, 0x8b]);
+    if is_gzip != (encoding == LayerEncoding::Gzip) {
         return Err(Error::CompressionMismatch {
             digest: desc.digest.clone(),
             media_type: desc.media_type.clone(),
         });
     }
-    let collected = ex.into_sink();
-    if let Some(path) = collected.bad_name {
-        return Err(Error::NonUtf8Path { path });
+    let mut hashing = Hashing {
+        inner: reader,
+        sha: Sha256::new(),
+        bytes: 0,
+    };
+    let tar_err = |source: std::io::Error| Error::LayerTar {
+        digest: desc.digest.clone(),
+        source,
+    };
+    let (members, skipped) = if is_gzip {
+        let mut gz = flate2::read::MultiGzDecoder::new(&mut hashing);
+        let r = read_members(&mut gz, desc)?;
+        // Whatever follows the tar end marker inside the gzip stream.
+        std::io::copy(&mut gz, &mut std::io::sink()).map_err(tar_err)?;
+        r
+    } else {
+        read_members(&mut hashing, desc)?
+    };
+    // The tar reader may stop before the blob's end (padding): hash it all.
+    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| Error::io(&path, e))?;
+    if hashing.bytes != desc.size {
+        return Err(Error::SizeMismatch {
+            digest: desc.digest.clone(),
+            expected: desc.size,
+            actual: hashing.bytes,
+        });
     }
-    Ok(collected)
+    let actual = super::digest::Digest::from_raw(&hashing.sha.finalize().into());
+    if actual != digest {
+        return Err(Error::DigestMismatch {
+            digest: desc.digest.clone(),
+            actual: actual.hex().to_string(),
+        });
+    }
+    Ok((members, skipped))
+}
+
+fn read_members<R: Read>(r: R, desc: &Descriptor) -> Result<(Vec<Member>, usize), Error> {
+    let tar_err = |source: std::io::Error| Error::LayerTar {
+        digest: desc.digest.clone(),
+        source,
+    };
+    let mut archive = tar::Archive::new(r);
+    let mut members = Vec::new();
+    let mut skipped = 0;
+    let mut total: u64 = 0;
+    for entry in archive.entries().map_err(tar_err)? {
+        let mut entry = entry.map_err(tar_err)?;
+        let header = entry.header();
+        use tar::EntryType as T;
+        let kind = match header.entry_type() {
+            T::Regular | T::Continuous => Kind::File,
+            T::Directory => Kind::Directory,
+            T::Symlink => Kind::Symlink,
+            T::Link => Kind::Hardlink,
+            T::Char => Kind::CharDevice,
+            T::Block => Kind::BlockDevice,
+            T::Fifo => Kind::Fifo,
+            _ => {
+                skipped += 1;
+                continue;
+            }
+        };
+        let mode = header.mode().map_err(tar_err)? & 0o7777;
+        let owned_by_root =
+            header.uid().map_err(tar_err)? == 0 && header.gid().map_err(tar_err)? == 0;
+        let dev = match kind {
+            Kind::CharDevice | Kind::BlockDevice => (
+                header.device_major().map_err(tar_err)?.unwrap_or(0),
+                header.device_minor().map_err(tar_err)?.unwrap_or(0),
+            ),
+            _ => (0, 0),
+        };
+        let raw_path = entry.path_bytes().into_owned();
+        let path = normalize(&raw_path)?;
+        let raw_link = entry
+            .link_name_bytes()
+            .map(|l| l.into_owned())
+            .unwrap_or_default();
+        let link = match kind {
+            Kind::Hardlink => normalize(&raw_link)?,
+            _ => utf8(&raw_link)?.to_string(),
+        };
+        let mut data = Vec::new();
+        if kind == Kind::File {
+            total = total.saturating_add(entry.size());
+            if total > MAX_LAYER_BYTES {
+                return Err(Error::LayerTooLarge {
+                    digest: desc.digest.clone(),
+                    limit: MAX_LAYER_BYTES,
+                });
+            }
+            entry.read_to_end(&mut data).map_err(tar_err)?;
+        }
+        members.push(Member {
+            path,
+            kind,
+            mode,
+            link,
+            data,
+            dev,
+            owned_by_root,
+        });
+    }
+    Ok((members, skipped))
+}
+
+fn utf8(raw: &[u8]) -> Result<&str, Error> {
+    std::str::from_utf8(raw).map_err(|_| Error::NonUtf8Path {
+        path: String::from_utf8_lossy(raw).into_owned(),
+    })
+}
+
+/// A member name as a tree path: leading `/`, `.` and empty components
+/// dropped (`/`, `./` and `` are the root); `..` refused.
+fn normalize(raw: &[u8]) -> Result<String, Error> {
+    let name = utf8(raw)?;
+    let mut parts = Vec::new();
+    for part in name.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                return Err(Error::PathEscapes {
+                    path: name.to_string(),
+                })
+            }
+            p => parts.push(p),
+        }
+    }
+    Ok(parts.join("/"))
 }
 
 /// What a member name means to the overlay.
@@ -412,6 +495,15 @@ mod tests {
             apply_layer(&mut t, vec![dangling], &mut r),
             Err(Error::HardlinkTarget { .. })
         ));
+    }
+
+    #[test]
+    fn absolute_and_dotted_names_are_relative_and_dotdot_is_refused() {
+        assert_eq!(normalize(b"/").unwrap(), "");
+        assert_eq!(normalize(b"./etc//hosts").unwrap(), "etc/hosts");
+        assert_eq!(normalize(b"/usr/bin/").unwrap(), "usr/bin");
+        assert!(matches!(normalize(b"a/../../etc"), Err(Error::PathEscapes { .. })));
+        assert!(matches!(normalize(&[0x66, 0xff]), Err(Error::NonUtf8Path { .. })));
     }
 
     #[test]

@@ -6,10 +6,10 @@
 //! write: initrd::Tree ─► deterministic tar ─► gzip ─► blobs/sha256 + config + manifest + index
 //! ```
 //!
-//! Layers are parsed by `ember-fs`'s tar state machine, the same code the
-//! node runs on its overlays. Ownership and extended attributes are not
-//! carried into the tree: the initrd is root-owned by construction (the
-//! flatten report counts what was dropped).
+//! Ownership and extended attributes are not carried into the tree: the
+//! initrd is root-owned by construction (the flatten report counts what was
+//! dropped). The writer's tar is checked against ember-fs's node-side tar
+//! reader in its tests.
 
 mod digest;
 mod error;

@@ -67,6 +67,60 @@ impl Deferred {
     }
 }
 
+/// Directory fds for each component of `path` ("a", "a/b", ...), each with
+/// the end of its prefix in `path`. Depth is capped to bound open fds.
+#[derive(Default)]
+struct DirStack {
+    path: Vec<u8>,
+    /// `None` once dropped to respect [`MAX_OPEN`] (reopened on demand).
+    fds: Vec<(usize, Option<OwnedFd>)>,
+}
+
+const MAX_OPEN: usize = 64;
+
+impl DirStack {
+    fn len(&self) -> usize {
+        self.fds.last().map_or(0, |(end, _)| *end)
+    }
+
+    /// Drops the entries that are not ancestors of (or equal to) `dir`.
+    fn keep_prefix_of(&mut self, dir: &[u8]) {
+        let keep = self
+            .fds
+            .iter()
+            .take_while(|(end, _)| {
+                dir.len() >= *end
+                    && dir[..*end] == self.path[..*end]
+                    && (dir.len() == *end || dir[*end] == b'/')
+            })
+            .count();
+        self.fds.truncate(keep);
+        let len = self.len();
+        self.path.truncate(len);
+    }
+
+    fn push(&mut self, comp: &[u8], fd: OwnedFd) {
+        if self.fds.len() >= MAX_OPEN {
+            // Deep paths: close the shallowest fd still open.
+            if let Some(slot) = self.fds.iter_mut().find(|(_, f)| f.is_some()) {
+                slot.1 = None;
+            }
+        }
+        if !self.fds.is_empty() {
+            self.path.push(b'/');
+        }
+        self.path.extend_from_slice(comp);
+        self.fds.push((self.path.len(), Some(fd)));
+    }
+
+    fn top(&self) -> Option<BorrowedFd<'_>> {
+        self.fds
+            .last()
+            .and_then(|(_, f)| f.as_ref())
+            .map(|f| f.as_fd())
+    }
+}
+
 struct OpenFile {
     fd: OwnedFd,
     /// The temporary name when an existing file is being replaced.
@@ -113,8 +167,9 @@ impl core::fmt::Write for TmpName {
 pub struct FsSink {
     root: OwnedFd,
     resolve: ResolveFlags,
-    /// The last parent directory looked up: most entries share it.
-    cached: Option<(Vec<u8>, OwnedFd)>,
+    /// Open directories along the last parent path used: most entries
+    /// share it or a prefix of it.
+    stack: DirStack,
     file: Option<OpenFile>,
     deferred: Deferred,
     is_root: bool,
@@ -183,7 +238,7 @@ impl FsSink {
         FsSink {
             root,
             resolve,
-            cached: None,
+            stack: DirStack::default(),
             file: None,
             deferred: Deferred::default(),
             is_root: rustix::process::geteuid().is_root(),
@@ -229,62 +284,59 @@ impl FsSink {
     }
 
     /// The directory that holds `path`, created (mode 0755) if missing.
+    /// Components are opened one at a time from the cached prefix with
+    /// `O_NOFOLLOW`; a component that is a symlink is resolved instead by
+    /// openat2 from the root, confined like every other lookup.
     fn parent_fd(&mut self, path: &[u8]) -> Result<BorrowedFd<'_>, ErrorKind> {
         let (dir, _) = split_parent(path);
         if dir.is_empty() {
             return Ok(self.root.as_fd());
         }
-        let hit = matches!(&self.cached, Some((p, _)) if p.as_slice() == dir);
-        if !hit {
-            let fd = match self.open_dir(dir, OFlags::PATH) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) => self.mkdir_p(dir)?,
-                Err(e) => return Err(Self::resolve_err("open parent directory")(e)),
-            };
-            let mut p = self.cached.take().map(|(p, _)| p).unwrap_or_default();
-            p.clear();
-            p.extend_from_slice(dir);
-            self.cached = Some((p, fd));
-        }
-        match &self.cached {
-            Some((_, fd)) => Ok(fd.as_fd()),
-            None => Err(ErrorKind::Io {
-                op: "open parent directory",
-                errno: 0,
-            }),
-        }
-    }
-
-    /// Creates every missing directory of `dir`, each looked up from the root.
-    fn mkdir_p(&self, dir: &[u8]) -> Result<OwnedFd, ErrorKind> {
-        let mut parent: Option<OwnedFd> = None;
-        let ends = dir
-            .iter()
-            .enumerate()
-            .filter(|(_, &b)| b == b'/')
-            .map(|(i, _)| i)
-            .chain(core::iter::once(dir.len()));
-        let mut start = 0;
-        for end in ends {
-            let prefix = &dir[..end];
-            let name = &dir[start..end];
-            start = end + 1;
-            let fd = match self.open_dir(prefix, OFlags::PATH) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) => {
-                    let at = parent.as_ref().map_or(self.root.as_fd(), |f| f.as_fd());
-                    match fs::mkdirat(at, name, Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(io("mkdir")(e)),
-                    }
-                    self.open_dir(prefix, OFlags::PATH)
-                        .map_err(Self::resolve_err("open directory"))?
+        self.stack.keep_prefix_of(dir);
+        loop {
+            // An ancestor whose fd was closed for the cap: reopen it, confined.
+            if let Some((end, None)) = self.stack.fds.last() {
+                let end = *end;
+                let fd = self
+                    .open_dir(&self.stack.path[..end], OFlags::PATH)
+                    .map_err(Self::resolve_err("open parent directory"))?;
+                if let Some(last) = self.stack.fds.last_mut() {
+                    last.1 = Some(fd);
                 }
-                Err(e) => return Err(Self::resolve_err("open parent directory")(e)),
+            }
+            if self.stack.len() >= dir.len() {
+                break;
+            }
+            let start = if self.stack.fds.is_empty() {
+                0
+            } else {
+                self.stack.len() + 1
             };
-            parent = Some(fd);
+            let end = dir[start..]
+                .iter()
+                .position(|&b| b == b'/')
+                .map_or(dir.len(), |i| start + i);
+            let comp = &dir[start..end];
+            let at = self.stack.top().unwrap_or(self.root.as_fd());
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let fd = match fs::openat(at, comp, flags, Mode::empty()) {
+                Ok(fd) => Ok(fd),
+                Err(Errno::NOENT) => match fs::mkdirat(at, comp, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(Errno::EXIST) => fs::openat(at, comp, flags, Mode::empty()),
+                    Err(e) => return Err(io("mkdir")(e)),
+                },
+                Err(e) => Err(e),
+            };
+            let fd = match fd {
+                Ok(fd) => fd,
+                // A symlink (or something odd): resolve the prefix, confined.
+                Err(_) => self
+                    .open_dir(&dir[..end], OFlags::PATH)
+                    .map_err(Self::resolve_err("open parent directory"))?,
+            };
+            self.stack.push(&dir[start..end], fd);
         }
-        parent.ok_or(ErrorKind::EmptyName)
+        Ok(self.stack.top().unwrap_or(self.root.as_fd()))
     }
 
     fn next_tmp(&mut self) -> TmpName {
@@ -410,7 +462,8 @@ impl FsSink {
             )
             .map_err(io("fchown"))?;
         }
-        if m.mode & 0o7000 != 0 || m.mode & self.umask != 0 || self.is_root {
+        // Created with `mode & 0o777`: only the umask or chown can have changed it.
+        if m.mode & 0o7000 != 0 || m.mode & self.umask != 0 {
             fs::fchmod(&f.fd, Mode::from_raw_mode(m.mode)).map_err(io("fchmod"))?;
         }
         for (name, value) in entry.xattrs() {
@@ -497,10 +550,16 @@ impl FsSink {
                 Err(e) => return Err(io("mkdir")(e)),
             }
         }
-        let fd = self
-            .open_dir(path, OFlags::RDONLY | OFlags::NOFOLLOW)
-            .map_err(Self::resolve_err("open directory"))?;
         let m = entry.meta;
+        let fd = if path.is_empty() {
+            self.open_dir(path, OFlags::RDONLY)
+                .map_err(Self::resolve_err("open directory"))?
+        } else {
+            let (_, name) = split_parent(path);
+            let dir = self.parent_fd(path)?;
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            fs::openat(dir, name, flags, Mode::empty()).map_err(io("open directory"))?
+        };
         if self.is_root {
             fs::fchown(&fd, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid)))
                 .map_err(io("fchown"))?;
@@ -510,10 +569,8 @@ impl FsSink {
         }
         // Its children usually follow: this fd is their parent.
         if !path.is_empty() {
-            let mut p = self.cached.take().map(|(p, _)| p).unwrap_or_default();
-            p.clear();
-            p.extend_from_slice(path);
-            self.cached = Some((p, fd));
+            let (_, name) = split_parent(path);
+            self.stack.push(name, fd);
         }
         self.defer(path, m.mode, m.mtime)
     }
@@ -669,7 +726,7 @@ impl Sink for FsSink {
     }
 
     fn finish(&mut self) -> Result<(), ErrorKind> {
-        self.cached = None;
+        self.stack = DirStack::default();
         let d = core::mem::take(&mut self.deferred);
         for i in (0..d.records.len()).rev() {
             self.apply_dir(d.path(i), d.records[i])?;

@@ -10,8 +10,12 @@
  * as PID 1 (the baseline execs it) its own figures would say nothing about
  * the script, which logs them itself before the exec.
  *
- * Then it powers the VM off, which ends the benchmark boot; with --stay it
- * sleeps instead (for runs where something else ends the boot).
+ * As PID 1 it then powers the VM off, which ends the baseline boot. As a
+ * child of Ember's init it plays kubelet's health endpoint
+ * (127.0.0.1:10248/healthz answers "ok"), which the init's `healthz`
+ * readiness probe polls, and powers off 3 s after its first answer (time
+ * for the init to log readiness and report it), or after 120 s without a
+ * probe. With --stay it never powers off.
  *
  * Static, no dependencies: cc -static -Os -s standin-runtime.c
  */
@@ -21,7 +25,13 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/reboot.h>
+#include <sys/socket.h>
 
 static unsigned long long now_ms(void)
 {
@@ -70,6 +80,61 @@ static long cpu_ms(const char *stat_path)
 	return (long)((ut + st + cut + cst) * 1000 / hz);
 }
 
+/* kubelet's healthz needs loopback; bring lo up if nobody has. */
+static void loopback_up(void)
+{
+	struct ifreq ifr;
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	if (fd < 0)
+		return;
+	memset(&ifr, 0, sizeof ifr);
+	strcpy(ifr.ifr_name, "lo");
+	if (ioctl(fd, SIOCGIFFLAGS, &ifr) == 0 && !(ifr.ifr_flags & IFF_UP)) {
+		ifr.ifr_flags |= IFF_UP;
+		if (ioctl(fd, SIOCSIFFLAGS, &ifr) == 0)
+			printf("[%8llu] runtime: brought lo up for healthz\n", now_ms());
+	}
+	close(fd);
+}
+
+/* Serves "ok" on 127.0.0.1:10248 until 3 s after the first answer. */
+static void serve_healthz(void)
+{
+	static const char reply[] =
+		"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(10248) };
+	unsigned long long deadline = now_ms() + 120000;
+	int one = 1, answered = 0;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) || listen(fd, 8)) {
+		perror("runtime: healthz listen");
+		return;
+	}
+	printf("[%8llu] runtime: healthz on 127.0.0.1:10248\n", now_ms());
+	fflush(stdout);
+	while (now_ms() < deadline) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		char buf[1024];
+		int c;
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		c = accept(fd, NULL, NULL);
+		if (c < 0)
+			continue;
+		(void)!read(c, buf, sizeof buf);
+		(void)!write(c, reply, sizeof reply - 1);
+		close(c);
+		if (!answered++) {
+			printf("[%8llu] runtime: first healthz answer\n", now_ms());
+			fflush(stdout);
+			deadline = now_ms() + 3000;
+		}
+	}
+	close(fd);
+}
+
 int main(int argc, char **argv)
 {
 	int stay = argc > 1 && strcmp(argv[argc - 1], "--stay") == 0;
@@ -82,6 +147,10 @@ int main(int argc, char **argv)
 	if (stay)
 		for (;;)
 			pause();
+	if (getpid() != 1) {
+		loopback_up();
+		serve_healthz();
+	}
 	sync();
 	printf("[%8llu] runtime: powering off\n", now_ms());
 	fflush(stdout);

@@ -88,6 +88,26 @@ fn now() -> Instant {
     Instant::from_millis(clock::monotonic_ms() as i64)
 }
 
+/// Random bytes that never block (GRND_INSECURE, Linux 5.6+; older
+/// kernels fall back to the blocking call).
+pub(crate) fn insecure_random_u64() -> Result<u64> {
+    let mut b = [0u8; 8];
+    match rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::INSECURE) {
+        Ok(_) => {}
+        Err(rustix::io::Errno::INVAL) => {
+            rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty())
+                .map_err(Error::sys("getrandom"))?;
+        }
+        Err(e) => {
+            return Err(Error::Sys {
+                op: "getrandom",
+                errno: e,
+            })
+        }
+    }
+    Ok(u64::from_ne_bytes(b))
+}
+
 /// `ember-0200000000ab`: stable across boots, so the boot server can key on it.
 pub fn hostname_from_mac(mac: [u8; 6]) -> String {
     let mut s = String::from("ember-");
@@ -110,11 +130,12 @@ impl DhcpClient {
         };
         let mut phy = PacketSocket::open(link.index, mac, mtu)?;
 
-        let mut seed = [0u8; 8];
-        rustix::rand::getrandom(&mut seed, rustix::rand::GetRandomFlags::empty())
-            .map_err(Error::sys("getrandom"))?;
+        // The seed only picks transaction IDs. At boot the kernel's CRNG is
+        // often not initialised yet, and a blocking getrandom stalled the
+        // first lease by seconds in QEMU: take what the pool has now.
+        let seed = insecure_random_u64()?;
         let mut iface_config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
-        iface_config.random_seed = u64::from_ne_bytes(seed);
+        iface_config.random_seed = seed;
         let iface = Interface::new(iface_config, &mut phy, now());
 
         // smoltcp's socket borrows its options and receive buffer for its

@@ -35,10 +35,12 @@ pub fn resolve(host: &str, servers: &[[u8; 4]]) -> Result<Vec<[u8; 4]>> {
     Err(last)
 }
 
+/// Query IDs must not block the boot on an unseeded CRNG (see
+/// `dhcp::insecure_random_u64`); TLS keys do wait for it.
 fn random_id() -> u16 {
-    let mut b = [0u8; 2];
-    let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
-    u16::from_ne_bytes(b)
+    crate::dhcp::insecure_random_u64()
+        .map(|r| r as u16)
+        .unwrap_or(0x4d45)
 }
 
 pub fn query(host: &str, server: [u8; 4], timeout: Duration) -> Result<Vec<[u8; 4]>> {

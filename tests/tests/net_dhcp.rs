@@ -179,3 +179,28 @@ fn server_nak_after_range_change_moves_the_node_to_a_new_address() {
         "old address removed from the kernel"
     );
 }
+
+#[test]
+fn lease_that_runs_out_without_a_server_is_removed_from_the_kernel() {
+    let dir = ScratchDir::new("net-expire");
+    let ns = NetnsPair::new("expire", "10.77.0");
+    let server = Dnsmasq::start(&ns, dir.path(), "a", &config(("10.77.0.50", "10.77.0.99")));
+    let client = Client::start(&ns, dir.path(), &["--max-lease-secs", "4", "--events", "0"]);
+    let first = client.next(Duration::from_secs(20));
+    assert!(first.starts_with("acquired "), "{first}");
+    let addr = field(&first, "address").to_string();
+    assert_eq!(ns.client_addresses(), [addr.clone()]);
+
+    // No server to renew or rebind with: at expiry the address must go, so
+    // the node never keeps using an address that may be handed to another.
+    drop(server);
+    let lost = client.next(Duration::from_secs(15));
+    assert_eq!(lost.split_whitespace().next(), Some("lost"), "{lost}");
+    assert_eq!(field(&lost, "address"), addr.split('/').next().unwrap());
+    assert!(ns.client_addresses().is_empty(), "address still configured");
+    let routes = ns.ip_client(&["-4", "route", "show", "default"]);
+    assert!(
+        routes.trim().is_empty(),
+        "default route left behind: {routes}"
+    );
+}

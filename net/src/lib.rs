@@ -7,6 +7,18 @@
 //! - [`dns::resolve`]: A records over UDP from the lease's servers.
 //! - [`https::Client`]: TLS 1.3 (embedded-tls) over the kernel's TCP, with
 //!   chain, host name and validity checks that cannot be switched off.
+//!
+//! From PID 1 (no_std, one synchronous event loop):
+//!
+//! ```ignore
+//! let cfg = ember_net::NetConfig::from_cmdline(cmdline); // or fill it from the init's own parser
+//! let (mut dhcp, lease) = ember_net::bring_up(&cfg)?;    // boot: up to carrier + DHCP timeouts
+//! // event loop: poll(2) on dhcp.fd() (readable) with timeout dhcp.next_wakeup(),
+//! // then call dhcp.poll() -> Ok(Some(LeaseEvent::{Acquired, Renewed, Lost})) as it changes.
+//! let cas = ember_net::pem::decode_all(&ca_pem, "CERTIFICATE")?;
+//! let client = ember_net::https::Client::new(&cas, &lease.dns);
+//! client.get("https://boot.example/overlay.tar", &mut |chunk| sink(chunk))?;
+//! ```
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 extern crate alloc;
 

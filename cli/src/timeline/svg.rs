@@ -240,9 +240,9 @@ fn summary(t: &Timeline) -> String {
 }
 
 fn seconds(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
-    } else if ms % 100 == 0 {
+    } else if ms.is_multiple_of(100) {
         format!("{}.{} s", ms / 1000, (ms % 1000) / 100)
     } else {
         format!("{}.{:02} s", ms / 1000, (ms % 1000) / 10)

@@ -426,3 +426,91 @@ fn boot_server_name_resolves_through_the_lease_dns_and_is_fetched() {
     );
     assert_eq!(out.stdout, b"hello, node\n");
 }
+
+/// Boot servers often present leaf + intermediate; the chain is built up
+/// to the bundled root. An intermediate that is not a CA cannot issue.
+#[test]
+fn chain_through_an_intermediate_ca_is_accepted() {
+    let f = Fixture::new("https-intermediate");
+    let dir = f.dir.path();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "inter.key",
+            "-out",
+            "inter.csr",
+            "-subj",
+            "/CN=Ember Intermediate",
+        ],
+    );
+    std::fs::write(
+        dir.join("inter.ext"),
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "inter.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "inter.pem",
+            "-days",
+            "10",
+            "-extfile",
+            "inter.ext",
+        ],
+    );
+    make_leaf(dir, "inter", "leaf", "IP:127.0.0.1", 5, false);
+    let chain = dir.join("inter.pem");
+    let s = TlsServer::start(
+        dir,
+        "leaf",
+        &["-tls1_3", "-cert_chain", chain.to_str().unwrap()],
+        CONTENT_LENGTH,
+        false,
+    );
+    let out = f.get("ca", s.port, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"hello, node\n");
+
+    // Without the intermediate the leaf does not reach the root.
+    let s = TlsServer::start(dir, "leaf", &["-tls1_3"], CONTENT_LENGTH, false);
+    assert_refused(
+        &f.get("ca", s.port, &[]),
+        "certificate: not issued by the trusted CA",
+    );
+
+    // A leaf (not a CA) cannot issue another leaf.
+    make_leaf(dir, "server", "grandchild", "IP:127.0.0.1", 5, false);
+    let server_chain = dir.join("server.pem");
+    let s = TlsServer::start(
+        dir,
+        "grandchild",
+        &["-tls1_3", "-cert_chain", server_chain.to_str().unwrap()],
+        CONTENT_LENGTH,
+        false,
+    );
+    assert_refused(
+        &f.get("ca", s.port, &[]),
+        "certificate: not issued by the trusted CA",
+    );
+}

@@ -97,7 +97,7 @@ fn hex(b: &[u8]) -> String {
 
 fn unhex(s: &str) -> anyhow::Result<Vec<u8>> {
     let s = s.strip_prefix("0x").unwrap_or(s);
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         bail!("hex string has an odd number of digits");
     }
     (0..s.len())

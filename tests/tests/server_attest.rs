@@ -353,3 +353,99 @@ fn boot_artifacts_are_served_by_content_hash_over_plain_http() {
         "{missing}"
     );
 }
+
+#[test]
+fn tpm_enrolled_from_ember_tpm_ek_output_attests() {
+    let dir = ScratchDir::new("srv-tpm-ek");
+    Swtpm::setup_cached(dir.path()).expect("manufacture swtpm");
+    let tpm = Swtpm::start_tcp(dir.path()).expect("start swtpm");
+    let server = EmberServer::start();
+    let public = server.scratch().join("ek.pub");
+    let out = std::process::Command::new(ember_tests::ember_bin())
+        .args([
+            "tpm",
+            "ek",
+            "--alg",
+            "ecc384",
+            "--tpm",
+            &tpm.spec(),
+            "--public-out",
+        ])
+        .arg(&public)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ember tpm ek: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server
+        .ember(&[
+            "enroll",
+            "--name",
+            "from-public",
+            "--ek-pub",
+            &public.display().to_string(),
+        ])
+        .expect_ok("enroll from the EK public area");
+    let run = server
+        .attest(&tpm.spec(), &["--no-overlay"])
+        .expect_ok("attest");
+    assert!(
+        server.wait_log("step=finish node=from-public outcome=ok"),
+        "{}{}",
+        run.stderr,
+        server.log()
+    );
+}
+
+#[test]
+fn operator_certificate_is_served_instead_of_a_generated_one() {
+    let issuer = EmberServer::start_with(&["--name", "localhost"]);
+    let tls = issuer.state().join("tls");
+    let (cert, key) = (
+        tls.join("server.pem").display().to_string(),
+        tls.join("server.key").display().to_string(),
+    );
+    let dir = ScratchDir::new("srv-tpm-op");
+    Swtpm::setup_cached(dir.path()).expect("manufacture swtpm");
+    let tpm = Swtpm::start_tcp(dir.path()).expect("start swtpm");
+    let server = EmberServer::start_with(&["--cert", &cert, "--key", &key]);
+    assert!(
+        !server.ca_path().exists(),
+        "no CA is generated next to an operator certificate"
+    );
+    server
+        .enroll_swtpm("node-a", "default", &tpm)
+        .expect_ok("enroll");
+    let url = format!("https://localhost:{}", server.port());
+    let attest = |ca: &std::path::Path| {
+        std::process::Command::new(ember_tests::ember_bin())
+            .args([
+                "attest",
+                "--no-overlay",
+                "--tpm",
+                &tpm.spec(),
+                "--url",
+                &url,
+            ])
+            .arg("--ca")
+            .arg(ca)
+            .output()
+            .unwrap()
+    };
+    let ok = attest(&issuer.ca_path());
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let other = EmberServer::start();
+    let refused = attest(&other.ca_path());
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("TLS"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

@@ -132,7 +132,7 @@ impl Server {
         let Some(group) = &self.settings.auto_enroll_group else {
             return Err(Refusal::new(
                 ErrorCode::UnknownEk,
-                format!("EK {} is not enrolled", hex(&ek_hash[..8])),
+                format!("EK {} is not enrolled", hex(&ek_hash)),
             ));
         };
         let Some(cert) = &req.ek_cert else {
@@ -140,7 +140,7 @@ impl Server {
                 ErrorCode::UnknownEk,
                 format!(
                     "EK {} is not enrolled and sent no certificate",
-                    hex(&ek_hash[..8])
+                    hex(&ek_hash)
                 ),
             ));
         };

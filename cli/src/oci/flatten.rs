@@ -150,15 +150,50 @@ fn read_layer(layout: &Layout, desc: &Descriptor) -> Result<(Vec<Member>, usize)
     Ok((members, skipped))
 }
 
+/// Completes a tar stream that stops right after its last member's data:
+/// umoci 0.4 writes layers without the final padding and end-of-archive
+/// blocks. At EOF it supplies the zeros up to the block boundary and the
+/// two end blocks, and remembers where the real bytes ended, so that the
+/// caller can refuse a member whose data the zeros would have made up.
+struct Complete<R> {
+    inner: R,
+    real: u64,
+    fill: Option<u64>,
+}
+
+impl<R: Read> Read for Complete<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(left) = &mut self.fill {
+            let n = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+            buf[..n].fill(0);
+            *left -= n as u64;
+            return Ok(n);
+        }
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.fill = Some((512 - self.real % 512) % 512 + 1024);
+            return self.read(buf);
+        }
+        self.real += n as u64;
+        Ok(n)
+    }
+}
+
 fn read_members<R: Read>(r: R, desc: &Descriptor) -> Result<(Vec<Member>, usize), Error> {
     let tar_err = |source: std::io::Error| Error::LayerTar {
         digest: desc.digest.clone(),
         source,
     };
-    let mut archive = tar::Archive::new(r);
+    let mut archive = tar::Archive::new(Complete {
+        inner: r,
+        real: 0,
+        fill: None,
+    });
     let mut members = Vec::new();
     let mut skipped = 0;
     let mut total: u64 = 0;
+    // Where the last member's data ends in the stream.
+    let mut data_end: u64 = 0;
     for entry in archive.entries().map_err(tar_err)? {
         let mut entry = entry.map_err(tar_err)?;
         let header = entry.header();
@@ -205,6 +240,7 @@ fn read_members<R: Read>(r: R, desc: &Descriptor) -> Result<(Vec<Member>, usize)
                     limit: MAX_LAYER_BYTES,
                 });
             }
+            data_end = data_end.max(entry.raw_file_position() + entry.size());
             entry.read_to_end(&mut data).map_err(tar_err)?;
         }
         members.push(Member {
@@ -216,6 +252,13 @@ fn read_members<R: Read>(r: R, desc: &Descriptor) -> Result<(Vec<Member>, usize)
             dev,
             owned_by_root,
         });
+    }
+    let real = archive.into_inner().real;
+    if data_end > real {
+        return Err(tar_err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("member data runs to byte {data_end}, the layer ends at {real}"),
+        )));
     }
     Ok((members, skipped))
 }
@@ -497,13 +540,60 @@ mod tests {
         ));
     }
 
+    fn desc() -> Descriptor {
+        Descriptor {
+            media_type: spec::media::LAYER_TAR.into(),
+            digest: format!("sha256:{}", "0".repeat(64)),
+            size: 0,
+            annotations: Default::default(),
+            platform: None,
+        }
+    }
+
+    /// A one-file ustar stream: header, then `data`, nothing after.
+    fn bare_tar(name: &str, data: &[u8], size: usize) -> Vec<u8> {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name).unwrap();
+        h.set_size(size as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        let mut v = h.as_bytes().to_vec();
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn layer_without_padding_or_end_blocks_is_read_as_umoci_writes_it() {
+        let (members, _) = read_members(&bare_tar("etc/motd", b"new\n", 4)[..], &desc()).unwrap();
+        assert_eq!(members.len(), 1);
+        assert_eq!(members[0].data, b"new\n");
+    }
+
+    #[test]
+    fn layer_cut_inside_member_data_is_refused() {
+        let cut = bare_tar("etc/motd", b"ne", 4);
+        assert!(matches!(
+            read_members(&cut[..], &desc()),
+            Err(Error::LayerTar { .. })
+        ));
+    }
+
     #[test]
     fn absolute_and_dotted_names_are_relative_and_dotdot_is_refused() {
         assert_eq!(normalize(b"/").unwrap(), "");
         assert_eq!(normalize(b"./etc//hosts").unwrap(), "etc/hosts");
         assert_eq!(normalize(b"/usr/bin/").unwrap(), "usr/bin");
-        assert!(matches!(normalize(b"a/../../etc"), Err(Error::PathEscapes { .. })));
-        assert!(matches!(normalize(&[0x66, 0xff]), Err(Error::NonUtf8Path { .. })));
+        assert!(matches!(
+            normalize(b"a/../../etc"),
+            Err(Error::PathEscapes { .. })
+        ));
+        assert!(matches!(
+            normalize(&[0x66, 0xff]),
+            Err(Error::NonUtf8Path { .. })
+        ));
     }
 
     #[test]

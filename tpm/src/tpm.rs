@@ -49,6 +49,7 @@ pub enum Hierarchy {
 }
 
 impl Hierarchy {
+    /// The permanent handle (TPM_RH_OWNER, ...).
     pub fn handle(self) -> u32 {
         match self {
             Hierarchy::Owner => RH_OWNER,
@@ -146,6 +147,8 @@ fn tpm_err(cc: TpmCc, raw: u32) -> Error {
 }
 
 impl<T: Transport> Tpm<T> {
+    /// Wraps a transport. Allocates the command buffer (4 KiB) and the
+    /// response buffer ([`MAX_RESPONSE_SIZE`]) once; commands reuse them.
     pub fn new(transport: T) -> Self {
         Tpm {
             transport,
@@ -155,10 +158,12 @@ impl<T: Transport> Tpm<T> {
         }
     }
 
+    /// The transport, e.g. to inspect a [`crate::FakeTransport`] in tests.
     pub fn transport_mut(&mut self) -> &mut T {
         &mut self.transport
     }
 
+    /// Gives the transport back (closing nothing on the TPM side).
     pub fn into_transport(self) -> T {
         self.transport
     }

@@ -120,18 +120,22 @@ pub struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A reader at the start of `buf`.
     pub fn new(buf: &'a [u8]) -> Self {
         Reader { buf, pos: 0 }
     }
 
+    /// Bytes consumed so far.
     pub fn position(&self) -> usize {
         self.pos
     }
 
+    /// Bytes not yet consumed.
     pub fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
 
+    /// The next `n` bytes; `what` names the field in the error.
     pub fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8]> {
         if self.remaining() < n {
             return Err(Error::Malformed {
@@ -144,20 +148,24 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// A byte.
     pub fn u8(&mut self, what: &'static str) -> Result<u8> {
         Ok(self.bytes(1, what)?[0])
     }
 
+    /// A big-endian u16.
     pub fn u16(&mut self, what: &'static str) -> Result<u16> {
         let b = self.bytes(2, what)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
+    /// A big-endian u32.
     pub fn u32(&mut self, what: &'static str) -> Result<u32> {
         let b = self.bytes(4, what)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    /// A big-endian u64.
     pub fn u64(&mut self, what: &'static str) -> Result<u64> {
         let b = self.bytes(8, what)?;
         let mut a = [0u8; 8];

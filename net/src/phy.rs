@@ -56,20 +56,25 @@ const fn insn(code: u16, jt: u8, jf: u8, k: u32) -> SockFilter {
     SockFilter { code, jt, jf, k }
 }
 
-/// Accept ARP, and unfragmented IPv4 UDP to port 68; drop the rest.
-static DHCP_FILTER: [SockFilter; 12] = [
-    insn(0x28, 0, 0, 12),     // ldh [12]            ethertype
-    insn(0x15, 8, 0, 0x0806), // jeq ARP -> accept
-    insn(0x15, 0, 8, 0x0800), // jne IPv4 -> drop
-    insn(0x30, 0, 0, 23),     // ldb [23]            IP protocol
-    insn(0x15, 0, 6, 17),     // jne UDP -> drop
-    insn(0x28, 0, 0, 20),     // ldh [20]            fragment offset
-    insn(0x45, 4, 0, 0x1fff), // jset -> drop
-    insn(0xb1, 0, 0, 14),     // ldxb 4*([14]&0xf)   IP header length
-    insn(0x48, 0, 0, 16),     // ldh [x+16]          UDP destination port
-    insn(0x15, 0, 1, 68),     // jne 68 -> drop
-    insn(0x06, 0, 0, 0xffff), // accept
-    insn(0x06, 0, 0, 0),      // drop
+/// Accept ARP replies (smoltcp resolves the server for unicast renewals;
+/// the kernel answers ARP requests for the leased address) and unfragmented
+/// IPv4 UDP to port 68; drop the rest, so broadcast chatter on a busy LAN
+/// does not wake PID 1.
+static DHCP_FILTER: [SockFilter; 14] = [
+    insn(0x28, 0, 0, 12),     // 0  ldh [12]           ethertype
+    insn(0x15, 0, 2, 0x0806), // 1  jne ARP -> 4
+    insn(0x28, 0, 0, 20),     // 2  ldh [20]           ARP opcode
+    insn(0x15, 8, 9, 2),      // 3  reply -> accept, else drop
+    insn(0x15, 0, 8, 0x0800), // 4  jne IPv4 -> drop
+    insn(0x30, 0, 0, 23),     // 5  ldb [23]           IP protocol
+    insn(0x15, 0, 6, 17),     // 6  jne UDP -> drop
+    insn(0x28, 0, 0, 20),     // 7  ldh [20]           fragment offset
+    insn(0x45, 4, 0, 0x1fff), // 8  jset -> drop
+    insn(0xb1, 0, 0, 14),     // 9  ldxb 4*([14]&0xf)  IP header length
+    insn(0x48, 0, 0, 16),     // 10 ldh [x+16]         UDP destination port
+    insn(0x15, 0, 1, 68),     // 11 jne 68 -> drop
+    insn(0x06, 0, 0, 0xffff), // 12 accept
+    insn(0x06, 0, 0, 0),      // 13 drop
 ];
 
 #[repr(C)]

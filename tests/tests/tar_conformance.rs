@@ -420,7 +420,8 @@ fn tree_comparison_notices_every_kind_of_difference() {
     make_tree(&src, "full");
     let archive = scratch.path().join("a.tar");
     gnu("pax", false, true)(&src, &archive);
-    let mutations: [(&str, fn(&Path)); 8] = [
+    type Mutation = (&'static str, fn(&Path));
+    let mutations: [Mutation; 8] = [
         ("mode", |d| {
             std::fs::set_permissions(
                 d.join("files/setuid"),

@@ -67,6 +67,9 @@ impl Deferred {
     }
 }
 
+/// Creates one node (symlink, hard link, device, FIFO) at a name in a directory.
+type MakeNode<'a> = dyn Fn(BorrowedFd<'_>, &[u8]) -> Result<(), Errno> + 'a;
+
 /// Directory fds for each component of `path` ("a", "a/b", ...), each with
 /// the end of its prefix in `path`. Depth is capped to bound open fds.
 #[derive(Default)]
@@ -360,7 +363,7 @@ impl FsSink {
     fn create_node(
         &mut self,
         path: &[u8],
-        make: &dyn Fn(BorrowedFd<'_>, &[u8]) -> Result<(), Errno>,
+        make: &MakeNode<'_>,
         op: &'static str,
     ) -> Result<(), ErrorKind> {
         let tmp = self.next_tmp();

@@ -8,6 +8,24 @@
 //! The parser, the state machine and the gzip layer are `no_std` + alloc and
 //! independent of any filesystem ([`Sink`] is the seam); [`fs_sink::FsSink`]
 //! writes to disk through rustix with openat2 confinement.
+//!
+//! How the init extracts the overlay into `/` as chunks arrive:
+//!
+//! ```no_run
+//! use ember_fs::tar::{Confinement, Extractor, FsSink, Limits};
+//! # fn next_chunk() -> Option<&'static [u8]> { None }
+//! # fn run(expected: [u8; 32]) -> Result<(), ember_fs::tar::Error> {
+//! // In `/`, absolute symlinks already there (/var/run -> /run) must resolve
+//! // inside the root: InRoot. For a scratch directory, Beneath refuses them.
+//! let sink = FsSink::open("/", Confinement::InRoot)?;
+//! let mut x = Extractor::new(sink, Limits { max_tar_bytes: 2 << 30, ..Limits::default() });
+//! while let Some(chunk) = next_chunk() {
+//!     x.write(chunk)?; // any chunk boundaries
+//! }
+//! let summary = x.finish()?; // end marker, gzip trailer, deferred dir metadata
+//! summary.check_sha256(&expected)?;
+//! # Ok(()) }
+//! ```
 
 mod crc32;
 mod entry;

@@ -42,7 +42,10 @@ impl<'a> Iterator for Records<'a> {
     }
 }
 
-fn split_record(buf: &[u8]) -> Result<(&[u8], &[u8], &[u8]), ErrorKind> {
+/// One record split off a payload: `(key, value, rest)`.
+type Split<'a> = (&'a [u8], &'a [u8], &'a [u8]);
+
+fn split_record(buf: &[u8]) -> Result<Split<'_>, ErrorKind> {
     let space = buf
         .iter()
         .take(20)

@@ -129,7 +129,7 @@ fn member(out: &mut Vec<u8>, hd: H, data: &[u8]) {
     out.extend_from_slice(&header(&hd));
     out.extend_from_slice(data);
     let pad = (BLOCK - data.len() % BLOCK) % BLOCK;
-    out.extend(core::iter::repeat(0).take(pad));
+    out.extend(core::iter::repeat_n(0, pad));
 }
 
 fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
@@ -149,7 +149,7 @@ fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
 }
 
 fn end(out: &mut Vec<u8>) {
-    out.extend(core::iter::repeat(0).take(2 * BLOCK));
+    out.extend(core::iter::repeat_n(0, 2 * BLOCK));
 }
 
 fn sample() -> Vec<u8> {

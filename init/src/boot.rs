@@ -128,23 +128,23 @@ fn boot(sup: &mut Supervisor, node: &mut Node) -> Result<(), Failure> {
         power::shutdown(sup, Request::Poweroff);
     }
 
+    // Without a TPM the node cannot attest or use last-known-good; that is
+    // reported where it matters, and the network still comes up.
     if root.moved {
-        let (tpm, pcr) = phase("measure", || {
+        match phase("measure", || {
             let mut tpm = trust::open()?;
             let pcr = trust::measure_initrd(&mut tpm, &root.snapshot_sha256)?;
-            log::info!(
-                "measure: initrd sha256 {} extended into PCR 11 = {}",
-                hex(&root.snapshot_sha256),
-                hex(&pcr)
-            );
+            log::info!("measure: initrd sha256 {} extended into PCR 11 = {}", hex(&root.snapshot_sha256), hex(&pcr));
             Ok((tpm, pcr))
-        })?;
-        node.tpm = Some(tpm);
-        node.boot_pcr = Some(pcr);
+        }) {
+            Ok((tpm, pcr)) => {
+                node.tpm = Some(tpm);
+                node.boot_pcr = Some(pcr);
+            }
+            Err((_, e)) => log::error!("measure: {e}; attestation and last-known-good need a working TPM"),
+        }
     } else {
-        log::warn!(
-            "measure: / was not the initial rootfs, so there is no initrd snapshot to measure"
-        );
+        log::warn!("measure: / was not the initial rootfs, so there is no initrd snapshot to measure");
     }
 
     match phase("dhcp", || network::bring_up(&cfg)) {

@@ -50,12 +50,14 @@ impl Drop for ScratchDir {
 /// The profile directory (`target/<profile>`) of the running test binary,
 /// where the workspace's binaries of the same profile are built.
 pub fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current test executable");
-    // target/<profile>/deps/<test-binary>
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf()
+    let exe = std::env::current_exe().expect("current executable");
+    // Tests run from target/<profile>/deps/, binaries (ember-lab) from
+    // target/<profile>/.
+    let dir = exe.parent().expect("executable has a directory");
+    match dir.file_name().and_then(|n| n.to_str()) {
+        Some("deps") => dir.parent().expect("deps has a parent").to_path_buf(),
+        _ => dir.to_path_buf(),
+    }
 }
 
 /// The `ember` host tool built with the same profile as this test
@@ -80,6 +82,9 @@ pub mod overlay;
 
 // Booting initrds in QEMU through qemu/boot.
 pub mod qemu;
+
+// A whole node lab: API double, boot server, TPM, initrd, disk.
+pub mod lab;
 
 // Test certificates and a static HTTPS server (openssl).
 pub mod pki;

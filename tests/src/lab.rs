@@ -1,0 +1,160 @@
+//! One Ember node and everything around it, as the end-to-end tests and
+//! `ember-lab` (the README's main command) use it: the Kubernetes API
+//! double, `ember serve` with the node's TPM enrolled and an overlay whose
+//! runtime is the stand-in, an initrd carrying the server's CA and the
+//! kernel, a disk with an empty ESP, and QEMU boots of all that.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::kubeapi::KubeApi;
+use crate::overlay::{Overlay, OverlayBuilder};
+use crate::qemu::{build_initrd_with, esp_tool, make_disk, wait_for_log, Boot};
+use crate::server::EmberServer;
+use crate::swtpm::Swtpm;
+use crate::ScratchDir;
+
+pub const NODE: &str = "node-e2e";
+
+/// One node and the services around it.
+pub struct Lab {
+    pub dir: ScratchDir,
+    pub api: KubeApi,
+    pub server: Option<EmberServer>,
+    pub initrd: PathBuf,
+    pub disk: PathBuf,
+    pub tpm_state: PathBuf,
+    pub vars: PathBuf,
+}
+
+pub fn overlay(api: &KubeApi, behavior: &'static str, extra: &[(&str, &str)]) -> Overlay {
+    let mut b = OverlayBuilder::new(NODE)
+        .kube_api(api, true)
+        .behavior(behavior)
+        .container(true);
+    for (k, v) in extra {
+        b = b.set(k, v);
+    }
+    b.build().expect("build the stand-in overlay")
+}
+
+impl Lab {
+    pub fn new(tag: &str) -> Lab {
+        let dir = ScratchDir::new(tag);
+        let api = KubeApi::start().expect("start the Kubernetes API double");
+        let server = EmberServer::start_with(&["--name", "10.0.2.2", "--name", "127.0.0.1"]);
+
+        let tpm_state = dir.path().join("tpm");
+        Swtpm::setup(&tpm_state).expect("manufacture swtpm");
+        {
+            let tpm = Swtpm::start_tcp(&tpm_state).expect("start swtpm for enrolment");
+            server.enroll_swtpm(NODE, "lab", &tpm).expect_ok("enroll");
+        }
+        let initrd = dir.path().join("initrd.cpio.gz");
+        // Kept beside the lab: initrds made after the server is gone need it too.
+        std::fs::copy(server.ca_path(), dir.path().join("ca.pem")).expect("copy the server CA");
+        build_initrd_with(
+            &initrd,
+            &[(dir.path().join("ca.pem"), "/etc/ember/ca.pem")],
+            true,
+        );
+        let disk = dir.path().join("disk.img");
+        make_disk(&disk, 128);
+        let vars = dir.path().join("OVMF_VARS.fd");
+        Lab {
+            api,
+            server: Some(server),
+            initrd,
+            disk,
+            tpm_state,
+            vars,
+            dir,
+        }
+    }
+
+    pub fn server(&self) -> &EmberServer {
+        self.server.as_ref().expect("server running")
+    }
+
+    pub fn publish(&self, behavior: &'static str, extra: &[(&str, &str)]) -> u64 {
+        let o = overlay(&self.api, behavior, extra);
+        let version = self.server().add_overlay(o.path(), None);
+        self.server()
+            .assign(version, "group:lab")
+            .expect_ok("assign");
+        version
+    }
+
+    pub fn boot(&self, name: &str, from_disk: bool) -> Boot {
+        let append = match &self.server {
+            Some(s) => format!(
+                "ember.attest_url=https://10.0.2.2:{} ember.error_delay=2",
+                s.port()
+            ),
+            None => String::from("ember.attest_url=https://10.0.2.2:9 ember.error_delay=2"),
+        };
+        let mut boot = Boot::new(
+            &self.initrd,
+            &append,
+            &self.dir.path().join(format!("{name}.log")),
+        );
+        boot.tpm_state = Some(self.tpm_state.clone());
+        boot.uefi_vars = Some(self.vars.clone());
+        boot.disks = vec![self.disk.clone()];
+        boot.from_disk = from_disk;
+        boot.timeout = Duration::from_secs(600);
+        boot
+    }
+
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+}
+
+pub fn ember_lines(log: &str) -> String {
+    log.lines()
+        .filter_map(|l| l.split_once("] ember: ").map(|(_, r)| r))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn save_timeline(lab: &Lab, name: &str) {
+    // Keep the console of failed runs for a human (EMBER_KEEP_SCRATCH keeps all).
+    let _ = std::fs::create_dir_all("/tmp/ember-e2e-logs");
+    let _ = std::fs::copy(
+        lab.log_path(name),
+        format!("/tmp/ember-e2e-logs/{name}.log"),
+    );
+}
+
+pub fn boot_until(lab: &Lab, name: &str, from_disk: bool, needle: &str) -> String {
+    let boot = lab.boot(name, from_disk);
+    let mut guard = boot.start();
+    let (found, log) = wait_for_log(
+        &lab.log_path(name),
+        &mut guard,
+        needle,
+        Duration::from_secs(600),
+    );
+    save_timeline(lab, name);
+    assert!(
+        found,
+        "{name}: never saw {needle:?}; init said:\n{}\n--- console tail:\n{}",
+        ember_lines(&log),
+        tail(&log, 60)
+    );
+    // Give the init a moment to finish the line's phase, then power is cut.
+    std::thread::sleep(Duration::from_millis(500));
+    drop(guard);
+    std::fs::read_to_string(lab.log_path(name)).unwrap_or(log)
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub fn esp_entries(disk: &Path) -> String {
+    esp_tool(disk, "mdir", &["-b", "::/loader/entries"])
+}
+

@@ -20,17 +20,22 @@ action's only output.
 
 def _cargo_binary_impl(ctx):
     out = ctx.actions.declare_file(ctx.label.name)
+    inputs = ctx.files.srcs + [ctx.file._manifest, ctx.file._script]
+    arguments = [
+        ctx.file._script.path,
+        ctx.file._manifest.path,
+        ctx.attr.package,
+        ctx.attr.binary,
+        out.path,
+    ]
+    if ctx.file.build_script:
+        inputs.append(ctx.file.build_script)
+        arguments.append(ctx.file.build_script.path)
     ctx.actions.run_shell(
-        inputs = ctx.files.srcs + [ctx.file._manifest, ctx.file._script],
+        inputs = inputs,
         outputs = [out],
-        command = 'bash "$1" "$2" "$3" "$4" "$5"',
-        arguments = [
-            ctx.file._script.path,
-            ctx.file._manifest.path,
-            ctx.attr.package,
-            ctx.attr.binary,
-            out.path,
-        ],
+        command = 'bash "$@"',
+        arguments = arguments,
         mnemonic = "Cargo",
         progress_message = "cargo build --release -p %s" % ctx.attr.package,
         use_default_shell_env = True,
@@ -50,6 +55,10 @@ cargo_binary = rule(
         "package": attr.string(mandatory = True),
         "binary": attr.string(mandatory = True),
         "srcs": attr.label_list(allow_files = True),
+        "build_script": attr.label(
+            allow_single_file = True,
+            doc = "A script that builds the binary instead of plain cargo (scripts/build-init).",
+        ),
         "_manifest": attr.label(default = "//:Cargo.toml", allow_single_file = True),
         "_script": attr.label(default = "//bazel:cargo_build.sh", allow_single_file = True),
     },

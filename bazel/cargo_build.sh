@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# cargo_build.sh MANIFEST PACKAGE BINARY OUT
+# cargo_build.sh MANIFEST PACKAGE BINARY OUT [BUILD_SCRIPT]
 # Runs in a Bazel action (local, unsandboxed): builds one workspace package
-# with cargo in the real source tree and copies the binary to OUT.
+# with cargo in the real source tree and copies the binary to OUT. With
+# BUILD_SCRIPT (e.g. scripts/build-init), that script builds it instead:
+# the same steps the Cargo path runs, post-processing included.
 set -euo pipefail
-manifest=$1 package=$2 binary=$3 out=$4
+manifest=$1 package=$2 binary=$3 out=$4 script=${5:-}
 # Bazel's execroot holds symlinks into the source tree: follow one back.
 root=$(dirname "$(readlink -f "$manifest")")
 target=${CARGO_TARGET_DIR:-$root/target}
@@ -18,5 +20,10 @@ if ! command -v cargo >/dev/null; then
   echo "cargo_build: cargo is not on PATH (run Bazel from a shell with the Rust toolchain)" >&2
   exit 1
 fi
-(cd "$root" && CARGO_TARGET_DIR="$target" cargo build --release --offline -q -p "$package")
+if [ -n "$script" ]; then
+  # Its own output is for people; Bazel shows an action's output, so quiet.
+  (cd "$root" && CARGO_NET_OFFLINE=true bash "$(readlink -f "$execroot/$script")" >/dev/null)
+else
+  (cd "$root" && CARGO_TARGET_DIR="$target" cargo build --release --offline -q -p "$package")
+fi
 cp "$target/release/$binary" "$execroot/$out"

@@ -6,4 +6,5 @@ set -euo pipefail
 ember=$1 list=$2
 shift 2
 modules=$(grep -v '^#' "$list" | tr '\n' ',' | sed 's/,,*/,/g; s/^,//; s/,$//')
-exec "$ember" "$@" --module "$modules"
+# ember prints a summary line; Bazel would show it (and sandbox chatter).
+exec "$ember" "$@" --module "$modules" >/dev/null

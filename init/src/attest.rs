@@ -1,54 +1,62 @@
-//! The boot server conversation (seed steps 5 and 6) over the node's HTTPS
-//! client: attestation with the TPM, the sealed overlay streamed through
-//! decryption into the extractor (and, unchanged, into a copy for
-//! last-known-good), and the boot report.
+//! The boot server conversation over the node's HTTPS client
+//! (`ember_proto::net::NetTransport`), plus the one thing the init adds: the
+//! sealed overlay is also kept, unchanged, for last-known-good.
 
-use alloc::format;
-use alloc::string::String;
-use alloc::vec::Vec;
-
-use ember_net::https::{Client, Request};
 use ember_proto::client::{BodySink, Response, Transport};
-use ember_proto::msg::{CONTENT_TYPE, MAX_MESSAGE};
 use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags};
 
 /// Where the sealed overlay is kept, as downloaded, until it goes to the ESP.
 pub const SEALED_COPY: &str = "/run/ember/overlay.sealed";
 
-/// `ember_proto::client::Transport` over `ember_net`'s verified TLS client.
-pub struct Http<'a> {
-    client: Client<'a>,
-    /// `https://host:port` of the attest URL; paths come from the protocol.
-    origin: String,
-    /// Ciphertext of a 200 GET is also written here when set.
-    tee: Option<OwnedFd>,
+/// A transport that also writes the body of a successful GET to a file.
+pub struct Tee<T: Transport> {
+    inner: T,
+    copy: Option<OwnedFd>,
 }
 
-impl<'a> Http<'a> {
-    pub fn new(cas: &'a [Vec<u8>], dns: &'a [[u8; 4]], url: &ember_proto::client::Url) -> Self {
-        Http {
-            client: Client::new(cas, dns),
-            origin: format!("https://{}:{}", url.host, url.port),
-            tee: None,
-        }
+impl<T: Transport> Tee<T> {
+    pub fn new(inner: T) -> Self {
+        Tee { inner, copy: None }
     }
 
-    /// Starts keeping a copy of the next streamed body (the sealed overlay).
-    pub fn tee_to(&mut self, path: &str) -> Result<(), rustix::io::Errno> {
+    /// Keeps a copy of the next streamed body (the sealed overlay) at `path`.
+    pub fn copy_next_body_to(&mut self, path: &str) -> Result<(), rustix::io::Errno> {
         let _ = rustix::fs::mkdir("/run/ember", Mode::from_raw_mode(0o700));
-        let fd = rustix::fs::open(
-            path,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )?;
-        self.tee = Some(fd);
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC;
+        self.copy = Some(rustix::fs::open(path, flags, Mode::from_raw_mode(0o600))?);
         Ok(())
     }
 }
 
-impl Transport for Http<'_> {
-    type Error = ember_net::Error;
+/// Forwards to the caller's sink, writing 200 bodies to the copy first.
+struct TeeBody<'s> {
+    sink: &'s mut dyn BodySink,
+    copy: &'s OwnedFd,
+    ok: bool,
+    failed: bool,
+}
+
+impl BodySink for TeeBody<'_> {
+    fn status(&mut self, status: u16) -> bool {
+        self.ok = status == 200;
+        self.sink.status(status)
+    }
+
+    fn data(&mut self, piece: &[u8]) -> bool {
+        if self.ok && !self.failed {
+            if let Err(e) = write_all(self.copy, piece) {
+                // The boot goes on; only last-known-good loses this overlay.
+                log::warn!("overlay: keeping a copy for last-known-good failed: {e}");
+                self.failed = true;
+            }
+        }
+        self.sink.data(piece)
+    }
+}
+
+impl<T: Transport> Transport for Tee<T> {
+    type Error = T::Error;
 
     fn post(
         &mut self,
@@ -56,33 +64,7 @@ impl Transport for Http<'_> {
         bearer: Option<&str>,
         body: &[u8],
     ) -> Result<Response, Self::Error> {
-        let url = format!("{}{path}", self.origin);
-        let req = Request {
-            method: "POST",
-            url: &url,
-            bearer,
-            content_type: Some(CONTENT_TYPE),
-            body,
-        };
-        let mut status = 0;
-        let mut out = Vec::new();
-        self.client.send(
-            &req,
-            &mut |s| {
-                status = s;
-                Ok(())
-            },
-            &mut |d| {
-                if out.len() + d.len() > MAX_MESSAGE {
-                    return Err(ember_net::Error::HttpMalformed(
-                        "protocol message larger than allowed",
-                    ));
-                }
-                out.extend_from_slice(d);
-                Ok(())
-            },
-        )?;
-        Ok(Response { status, body: out })
+        self.inner.post(path, bearer, body)
     }
 
     fn get(
@@ -91,41 +73,18 @@ impl Transport for Http<'_> {
         bearer: Option<&str>,
         sink: &mut dyn BodySink,
     ) -> Result<(), Self::Error> {
-        let url = format!("{}{path}", self.origin);
-        let req = Request {
-            bearer,
-            ..Request::get(&url)
-        };
-        // Both callbacks reach the caller's sink; the client calls them in turn.
-        let ok = core::cell::Cell::new(false);
-        let sink = core::cell::RefCell::new(sink);
-        let tee = &self.tee;
-        self.client.send(
-            &req,
-            &mut |s| {
-                ok.set(s == 200);
-                match sink.borrow_mut().status(s) {
-                    true => Ok(()),
-                    false => Err(ember_net::Error::HttpStatus { status: s }),
-                }
-            },
-            &mut |d| {
-                if let (true, Some(fd)) = (ok.get(), tee) {
-                    write_all(fd, d).map_err(|errno| ember_net::Error::Sys {
-                        op: "write sealed copy",
-                        errno,
-                    })?;
-                }
-                match sink.borrow_mut().data(d) {
-                    true => Ok(()),
-                    false => Err(ember_net::Error::HttpMalformed(
-                        "overlay stream refused by the reader",
-                    )),
-                }
-            },
-        )?;
-        self.tee = None;
-        Ok(())
+        match self.copy.take() {
+            None => self.inner.get(path, bearer, sink),
+            Some(fd) => {
+                let mut body = TeeBody {
+                    sink,
+                    copy: &fd,
+                    ok: false,
+                    failed: false,
+                };
+                self.inner.get(path, bearer, &mut body)
+            }
+        }
     }
 }
 

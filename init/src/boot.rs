@@ -11,13 +11,15 @@ use ember_proto::msg::{Outcome, OverlayMeta};
 use ember_proto::sealed::{Expected, Opener};
 use ember_proto::tpm::TpmAttestor;
 
-use crate::attest::{self, Http};
+use crate::attest::{self, Tee};
 use crate::cmdline::{Config, OnError, TestAction};
 use crate::nodeconf::{self, NodeConf};
 use crate::runtime::{self, Readiness};
 use crate::supervisor::{Event, Request, Supervisor};
 use crate::trust::{self, NodeTpm};
 use crate::{clock, console, esp, fsutil, kmod, lkg, mounts, network, power, rootfs, Error};
+use ember_net::https::Client;
+use ember_proto::net::NetTransport;
 
 /// Runs one named phase and logs its outcome and duration.
 fn phase<T>(
@@ -134,17 +136,25 @@ fn boot(sup: &mut Supervisor, node: &mut Node) -> Result<(), Failure> {
         match phase("measure", || {
             let mut tpm = trust::open()?;
             let pcr = trust::measure_initrd(&mut tpm, &root.snapshot_sha256)?;
-            log::info!("measure: initrd sha256 {} extended into PCR 11 = {}", hex(&root.snapshot_sha256), hex(&pcr));
+            log::info!(
+                "measure: initrd sha256 {} extended into PCR 11 = {}",
+                hex(&root.snapshot_sha256),
+                hex(&pcr)
+            );
             Ok((tpm, pcr))
         }) {
             Ok((tpm, pcr)) => {
                 node.tpm = Some(tpm);
                 node.boot_pcr = Some(pcr);
             }
-            Err((_, e)) => log::error!("measure: {e}; attestation and last-known-good need a working TPM"),
+            Err((_, e)) => {
+                log::error!("measure: {e}; attestation and last-known-good need a working TPM")
+            }
         }
     } else {
-        log::warn!("measure: / was not the initial rootfs, so there is no initrd snapshot to measure");
+        log::warn!(
+            "measure: / was not the initial rootfs, so there is no initrd snapshot to measure"
+        );
     }
 
     match phase("dhcp", || network::bring_up(&cfg)) {
@@ -235,7 +245,8 @@ impl Node {
         self.cas = network::Network::https_cas()?;
         let tpm = self.tpm.as_mut().ok_or(Error::Trust("no TPM opened"))?;
         let net = self.net.as_ref().ok_or(Error::Trust("no network"))?;
-        let mut http = Http::new(&self.cas, &net.lease.dns, &url);
+        let client = Client::new(&self.cas, &net.lease.dns);
+        let mut http = NetTransport::new(&client, &url.origin());
         let mut last = None;
         for attempt in 1..=ATTEST_TRIES {
             let mut attestor = TpmAttestor::new(tpm);
@@ -287,8 +298,9 @@ impl Node {
                 code: ember_proto::msg::ErrorCode::NoOverlay,
                 detail: String::from("no overlay assigned to this node"),
             }))?;
-        let mut http = Http::new(&self.cas, &net.lease.dns, &server.url);
-        http.tee_to(attest::SEALED_COPY)
+        let client = Client::new(&self.cas, &net.lease.dns);
+        let mut http = Tee::new(NetTransport::new(&client, &server.url.origin()));
+        http.copy_next_body_to(attest::SEALED_COPY)
             .map_err(|errno| Error::Write {
                 path: String::from(attest::SEALED_COPY),
                 errno,
@@ -451,7 +463,8 @@ impl Node {
         let (Some(server), Some(net)) = (self.server.as_ref(), self.net.as_ref()) else {
             return;
         };
-        let mut http = Http::new(&self.cas, &net.lease.dns, &server.url);
+        let client = Client::new(&self.cas, &net.lease.dns);
+        let mut http = NetTransport::new(&client, &server.url.origin());
         let version = server.overlay.as_ref().map(|o| o.version_id);
         match client::report(
             &mut http,

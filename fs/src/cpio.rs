@@ -64,8 +64,22 @@ impl<'a> Header<'a> {
     /// A header with the fields a reproducible image wants fixed: root-owned,
     /// one link, the given inode, mode and time.
     pub fn new(name: &'a str, ino: u32, mode: u32, mtime: u32) -> Self {
-        let nlink = if mode & mode::S_IFMT == mode::S_IFDIR { 2 } else { 1 };
-        Header { name, ino, mode, uid: 0, gid: 0, nlink, mtime, rdev_major: 0, rdev_minor: 0 }
+        let nlink = if mode & mode::S_IFMT == mode::S_IFDIR {
+            2
+        } else {
+            1
+        };
+        Header {
+            name,
+            ino,
+            mode,
+            uid: 0,
+            gid: 0,
+            nlink,
+            mtime,
+            rdev_major: 0,
+            rdev_minor: 0,
+        }
     }
 }
 
@@ -135,7 +149,10 @@ impl<O: Output> Writer<O> {
 
     /// Writes the trailer and returns the output.
     pub fn finish(mut self) -> Result<O, Error> {
-        let trailer = Header { nlink: 1, ..Header::new(TRAILER, 0, 0, 0) };
+        let trailer = Header {
+            nlink: 1,
+            ..Header::new(TRAILER, 0, 0, 0)
+        };
         self.entry(&trailer, &[])?;
         Ok(self.out)
     }
@@ -169,7 +186,8 @@ mod tests {
     #[test]
     fn header_layout_matches_newc() {
         let mut w = Writer::new(Vec::new());
-        w.entry(&Header::new("init", 1, mode::S_IFREG | 0o755, 0), b"hi").unwrap();
+        w.entry(&Header::new("init", 1, mode::S_IFREG | 0o755, 0), b"hi")
+            .unwrap();
         let out = w.finish().unwrap();
         let expected_head = concat!(
             "070701", "00000001", "000081ED", "00000000", "00000000", "00000001", "00000000",
@@ -186,7 +204,9 @@ mod tests {
     #[test]
     fn refuses_data_on_directories() {
         let mut w = Writer::new(Vec::new());
-        let err = w.entry(&Header::new("d", 1, mode::S_IFDIR | 0o755, 0), b"x").unwrap_err();
+        let err = w
+            .entry(&Header::new("d", 1, mode::S_IFDIR | 0o755, 0), b"x")
+            .unwrap_err();
         assert_eq!(err, Error::CpioDataOnNonFile);
     }
 
@@ -197,10 +217,26 @@ mod tests {
         };
         assert!(status.status.success());
         let mut w = Writer::new(Vec::new());
-        w.entry(&Header::new("etc", 1, mode::S_IFDIR | 0o755, 1_700_000_000), &[]).unwrap();
-        w.entry(&Header::new("etc/hello", 2, mode::S_IFREG | 0o640, 1_700_000_000), b"hello world\n").unwrap();
-        w.entry(&Header::new("etc/link", 3, mode::S_IFLNK | 0o777, 1_700_000_000), b"hello").unwrap();
-        w.entry(&Header::new("odd", 4, mode::S_IFREG | 0o600, 5), &vec![7u8; 4097]).unwrap();
+        w.entry(
+            &Header::new("etc", 1, mode::S_IFDIR | 0o755, 1_700_000_000),
+            &[],
+        )
+        .unwrap();
+        w.entry(
+            &Header::new("etc/hello", 2, mode::S_IFREG | 0o640, 1_700_000_000),
+            b"hello world\n",
+        )
+        .unwrap();
+        w.entry(
+            &Header::new("etc/link", 3, mode::S_IFLNK | 0o777, 1_700_000_000),
+            b"hello",
+        )
+        .unwrap();
+        w.entry(
+            &Header::new("odd", 4, mode::S_IFREG | 0o600, 5),
+            &vec![7u8; 4097],
+        )
+        .unwrap();
         let archive = w.finish().unwrap();
 
         let dir = std::env::temp_dir().join(format!("ember-cpio-test-{}", std::process::id()));
@@ -215,7 +251,10 @@ mod tests {
             .output()
             .unwrap();
         assert!(list.status.success());
-        assert_eq!(String::from_utf8_lossy(&list.stdout), "etc\netc/hello\netc/link\nodd\n");
+        assert_eq!(
+            String::from_utf8_lossy(&list.stdout),
+            "etc\netc/hello\netc/link\nodd\n"
+        );
 
         let root = dir.join("root");
         std::fs::create_dir_all(&root).unwrap();
@@ -227,11 +266,17 @@ mod tests {
             .unwrap();
         assert!(extract.success());
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        assert_eq!(std::fs::read(root.join("etc/hello")).unwrap(), b"hello world\n");
+        assert_eq!(
+            std::fs::read(root.join("etc/hello")).unwrap(),
+            b"hello world\n"
+        );
         let meta = std::fs::metadata(root.join("etc/hello")).unwrap();
         assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
         assert_eq!(meta.mtime(), 1_700_000_000);
-        assert_eq!(std::fs::read_link(root.join("etc/link")).unwrap().to_str(), Some("hello"));
+        assert_eq!(
+            std::fs::read_link(root.join("etc/link")).unwrap().to_str(),
+            Some("hello")
+        );
         assert_eq!(std::fs::read(root.join("odd")).unwrap(), vec![7u8; 4097]);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -30,14 +30,23 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::CpioDataOnNonFile => write!(f, "cpio: data given for an entry that is not a file or symlink"),
+            Error::CpioDataOnNonFile => write!(
+                f,
+                "cpio: data given for an entry that is not a file or symlink"
+            ),
             Error::CpioBadName => write!(f, "cpio: entry name is empty or contains NUL"),
             Error::CpioTooLarge => write!(f, "cpio: entry larger than 4 GiB"),
             Error::Deflate => write!(f, "gzip: deflate failed"),
             Error::Output(errno) => write!(f, "write failed (errno {errno})"),
-            Error::ModulesDepSyntax { line } => write!(f, "modules.dep line {line}: expected `path: deps...`"),
-            Error::UnknownModule(name) => write!(f, "kernel module {name} not found in modules.dep"),
-            Error::ModuleDependencyCycle(path) => write!(f, "modules.dep: dependency cycle through {path}"),
+            Error::ModulesDepSyntax { line } => {
+                write!(f, "modules.dep line {line}: expected `path: deps...`")
+            }
+            Error::UnknownModule(name) => {
+                write!(f, "kernel module {name} not found in modules.dep")
+            }
+            Error::ModuleDependencyCycle(path) => {
+                write!(f, "modules.dep: dependency cycle through {path}")
+            }
             Error::GptNoSignature => write!(f, "no GPT on this disk"),
             Error::GptBadHeader(why) => write!(f, "GPT: {why}"),
         }

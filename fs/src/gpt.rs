@@ -112,8 +112,13 @@ impl Header {
             entry_size: le32(&sector[field::ENTRY_SIZE]),
             entries_crc: le32(&sector[field::ENTRIES_CRC]),
         };
-        if (header.entry_size as usize) < field::MIN_ENTRY || header.entry_size % 8 != 0 || header.entry_count > 1024 {
-            return Err(Error::GptBadHeader("partition entry size or count out of range"));
+        if (header.entry_size as usize) < field::MIN_ENTRY
+            || header.entry_size % 8 != 0
+            || header.entry_count > 1024
+        {
+            return Err(Error::GptBadHeader(
+                "partition entry size or count out of range",
+            ));
         }
         Ok(header)
     }
@@ -149,7 +154,10 @@ pub fn parse_entries(header: &Header, array: &[u8]) -> Result<Vec<Partition>, Er
         return Err(Error::GptBadHeader("partition entry array CRC mismatch"));
     }
     let mut parts = Vec::new();
-    for (i, e) in array[..len].chunks_exact(header.entry_size as usize).enumerate() {
+    for (i, e) in array[..len]
+        .chunks_exact(header.entry_size as usize)
+        .enumerate()
+    {
         let mut type_guid = [0u8; 16];
         type_guid.copy_from_slice(&e[field::E_TYPE]);
         if type_guid == [0; 16] {
@@ -168,7 +176,9 @@ pub fn parse_entries(header: &Header, array: &[u8]) -> Result<Vec<Partition>, Er
             unique_guid: Guid(unique),
             first_lba: le64(&e[field::E_FIRST]),
             last_lba: le64(&e[field::E_LAST]),
-            name: char::decode_utf16(units).map(|c| c.unwrap_or('\u{fffd}')).collect(),
+            name: char::decode_utf16(units)
+                .map(|c| c.unwrap_or('\u{fffd}'))
+                .collect(),
         });
     }
     Ok(parts)
@@ -182,7 +192,10 @@ mod tests {
     fn esp_guid_has_the_on_disk_byte_order() {
         assert_eq!(
             ESP_TYPE.0,
-            [0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b]
+            [
+                0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e,
+                0xc9, 0x3b
+            ]
         );
     }
 
@@ -193,11 +206,28 @@ mod tests {
         let img = dir.join("disk.img");
         std::fs::write(&img, vec![0u8; 8 << 20]).unwrap();
         let status = std::process::Command::new("sgdisk")
-            .args(["-n", "1:2048:+4M", "-t", "1:ef00", "-c", "1:EFI System", "-n", "2:0:0", "-t", "2:8300", "-c", "2:scratch"])
+            .args([
+                "-n",
+                "1:2048:+4M",
+                "-t",
+                "1:ef00",
+                "-c",
+                "1:EFI System",
+                "-n",
+                "2:0:0",
+                "-t",
+                "2:8300",
+                "-c",
+                "2:scratch",
+            ])
             .arg(&img)
             .output()
             .expect("sgdisk (gdisk package) is required: run scripts/install-deps");
-        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
         let disk = std::fs::read(&img).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
 
@@ -216,7 +246,10 @@ mod tests {
         let mut corrupt = disk[512..1024].to_vec();
         corrupt[100] ^= 1;
         corrupt[72] ^= 1;
-        assert_eq!(Header::parse(&corrupt), Err(Error::GptBadHeader("header CRC mismatch")));
+        assert_eq!(
+            Header::parse(&corrupt),
+            Err(Error::GptBadHeader("header CRC mismatch"))
+        );
         let mut entries = disk[start..start + header.entries_len()].to_vec();
         entries[5] ^= 0xff;
         assert!(parse_entries(&header, &entries).is_err());

@@ -6,7 +6,9 @@ use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use miniz_oxide::deflate::core::{compress, create_comp_flags_from_zip_params, CompressorOxide, TDEFLFlush, TDEFLStatus};
+use miniz_oxide::deflate::core::{
+    compress, create_comp_flags_from_zip_params, CompressorOxide, TDEFLFlush, TDEFLStatus,
+};
 
 use crate::cpio::Output;
 use crate::crc32::Crc32;
@@ -45,7 +47,8 @@ impl<O: Output> GzipWriter<O> {
             self.header_written = true;
         }
         loop {
-            let (status, consumed, produced) = compress(&mut self.deflate, input, &mut self.buf, flush);
+            let (status, consumed, produced) =
+                compress(&mut self.deflate, input, &mut self.buf, flush);
             input = &input[consumed..];
             self.out.put(&self.buf[..produced])?;
             match status {
@@ -82,7 +85,9 @@ mod tests {
 
     #[test]
     fn system_gzip_decodes_our_stream() {
-        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8 ^ (i / 1000) as u8).collect();
+        let data: Vec<u8> = (0..200_000u32)
+            .map(|i| (i % 251) as u8 ^ (i / 1000) as u8)
+            .collect();
         let mut w = GzipWriter::new(Vec::new(), 9);
         for chunk in data.chunks(7777) {
             w.put(chunk).unwrap();

@@ -6,8 +6,8 @@ extern crate alloc;
 
 pub mod cpio;
 pub mod crc32;
-pub mod gpt;
 mod error;
+pub mod gpt;
 pub mod gzip_writer;
 pub mod modules_dep;
 pub mod tar;

@@ -39,7 +39,10 @@ impl<'a> ModulesDep<'a> {
             if path.is_empty() {
                 return Err(Error::ModulesDepSyntax { line: index + 1 });
             }
-            entries.push(ModuleEntry { path, deps: deps.split_whitespace().collect() });
+            entries.push(ModuleEntry {
+                path,
+                deps: deps.split_whitespace().collect(),
+            });
         }
         Ok(ModulesDep { entries })
     }
@@ -61,13 +64,20 @@ impl<'a> ModulesDep<'a> {
         let mut order: Vec<&'a str> = Vec::new();
         for name in names {
             let name = name.as_ref();
-            let entry = self.find(name).ok_or_else(|| Error::UnknownModule(String::from(name)))?;
+            let entry = self
+                .find(name)
+                .ok_or_else(|| Error::UnknownModule(String::from(name)))?;
             self.visit(entry, &mut order, 0)?;
         }
         Ok(order)
     }
 
-    fn visit(&self, entry: &ModuleEntry<'a>, order: &mut Vec<&'a str>, depth: usize) -> Result<(), Error> {
+    fn visit(
+        &self,
+        entry: &ModuleEntry<'a>,
+        order: &mut Vec<&'a str>,
+        depth: usize,
+    ) -> Result<(), Error> {
         // modules.dep is acyclic by construction; the bound only stops a
         // corrupt file from recursing forever.
         if depth > 64 {
@@ -111,7 +121,9 @@ pub fn same_module_name(a: &str, b: &str) -> bool {
 
 /// Whether `name` is listed in a `modules.builtin` text (paths, one per line).
 pub fn is_builtin(modules_builtin: &str, name: &str) -> bool {
-    modules_builtin.lines().any(|l| same_module_name(module_name(l.trim()), name))
+    modules_builtin
+        .lines()
+        .any(|l| same_module_name(module_name(l.trim()), name))
 }
 
 #[cfg(test)]
@@ -167,24 +179,36 @@ kernel/fs/fat/fat.ko:
     #[test]
     fn unknown_module_is_named() {
         let dep = ModulesDep::parse(DEP).unwrap();
-        assert_eq!(dep.closure(&["nosuch"]), Err(Error::UnknownModule("nosuch".into())));
+        assert_eq!(
+            dep.closure(&["nosuch"]),
+            Err(Error::UnknownModule("nosuch".into()))
+        );
     }
 
     #[test]
     fn dangling_dependency_is_an_error() {
         let dep = ModulesDep::parse("a.ko: b.ko\n").unwrap();
-        assert_eq!(dep.closure(&["a"]), Err(Error::UnknownModule("b.ko".into())));
+        assert_eq!(
+            dep.closure(&["a"]),
+            Err(Error::UnknownModule("b.ko".into()))
+        );
     }
 
     #[test]
     fn malformed_line_reports_its_number() {
-        assert_eq!(ModulesDep::parse("a.ko:\nbroken line\n").unwrap_err(), Error::ModulesDepSyntax { line: 2 });
+        assert_eq!(
+            ModulesDep::parse("a.ko:\nbroken line\n").unwrap_err(),
+            Error::ModulesDepSyntax { line: 2 }
+        );
     }
 
     #[test]
     fn cycles_are_bounded() {
         let dep = ModulesDep::parse("a.ko: b.ko\nb.ko: a.ko\n").unwrap();
-        assert!(matches!(dep.closure(&["a"]), Err(Error::ModuleDependencyCycle(_))));
+        assert!(matches!(
+            dep.closure(&["a"]),
+            Err(Error::ModuleDependencyCycle(_))
+        ));
     }
 
     #[test]

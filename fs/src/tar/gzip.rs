@@ -9,8 +9,8 @@ use alloc::vec;
 use miniz_oxide::inflate::core::{decompress, inflate_flags, DecompressorOxide};
 use miniz_oxide::inflate::TINFLStatus;
 
-use super::crc32::Crc32;
 use super::error::{Error, ErrorKind};
+use crate::crc32::Crc32;
 
 /// Output window; a power of two ≥ 32 KiB. Larger means fewer, larger
 /// chunks handed on (and so larger write(2)s).

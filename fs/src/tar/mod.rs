@@ -27,7 +27,6 @@
 //! # Ok(()) }
 //! ```
 
-mod crc32;
 mod entry;
 mod error;
 mod extract;

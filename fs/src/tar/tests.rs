@@ -211,7 +211,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     let mut out = vec![0x1f, 0x8b, 8, 0x08, 0, 0, 0, 0, 0, 3];
     out.extend_from_slice(b"name.tar\0");
     out.extend(miniz_oxide::deflate::compress_to_vec(data, 6));
-    let mut crc = super::crc32::Crc32::new();
+    let mut crc = crate::crc32::Crc32::new();
     crc.update(data);
     out.extend_from_slice(&crc.value().to_le_bytes());
     out.extend_from_slice(&(data.len() as u32).to_le_bytes());

@@ -15,7 +15,7 @@ use crate::attest::{self, Tee};
 use crate::cmdline::{Config, OnError, TestAction};
 use crate::nodeconf::{self, NodeConf};
 use crate::runtime::{self, Readiness};
-use crate::supervisor::{Event, Request, Supervisor};
+use crate::supervisor::{self, Event, Request, Supervisor};
 use crate::trust::{self, NodeTpm};
 use crate::{clock, console, esp, fsutil, kmod, lkg, mounts, network, power, rootfs, Error};
 use ember_net::https::Client;
@@ -208,7 +208,7 @@ fn boot(sup: &mut Supervisor, node: &mut Node) -> Result<(), Failure> {
         let took = clock::now_ms().saturating_sub(start);
         match &r {
             Readiness::Ready => log::info!("phase=ready status=ok took={took}ms"),
-            other => log::error!("phase=ready status=failed took={took}ms reason={other:?}"),
+            other => log::error!("phase=ready status=failed took={took}ms reason={other}"),
         }
         r
     };
@@ -474,7 +474,14 @@ impl Node {
             version,
             reason,
         ) {
-            Ok(_) => log::info!("report: told the boot server {outcome:?}"),
+            Ok(_) => log::info!(
+                "report: told the boot server {}",
+                if outcome == Outcome::Joined {
+                    "Joined"
+                } else {
+                    "Failed"
+                }
+            ),
             Err(e) => log::warn!("report: {e}"),
         }
     }
@@ -517,7 +524,10 @@ fn supervise(sup: &mut Supervisor, node: &mut Node) -> ! {
         match event {
             Event::Shutdown(req) => power::shutdown(sup, req),
             Event::Exited { name, status, .. } => {
-                log::error!("{name} exited after the node was Ready: {status:?}");
+                log::error!(
+                    "{name} {} after the node was Ready",
+                    supervisor::describe(status)
+                );
                 node.report(Outcome::Failed, "runtime exited");
                 fail(
                     sup,

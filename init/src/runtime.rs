@@ -9,7 +9,7 @@ use rustix::process::Pid;
 
 use crate::network::Network;
 use crate::nodeconf::{NodeConf, Probe};
-use crate::supervisor::{Event, Request, Supervisor};
+use crate::supervisor::{self, Event, Request, Supervisor};
 use crate::{clock, fsutil, json, probe, Error};
 
 /// Environment rke2 expects from a service manager.
@@ -37,7 +37,6 @@ pub fn start(sup: &mut Supervisor, conf: &NodeConf, node_name: &str) -> Result<P
 }
 
 /// How the wait for readiness ended.
-#[derive(Debug)]
 pub enum Readiness {
     Ready,
     /// The runtime exited before the node was Ready.
@@ -88,9 +87,11 @@ pub fn wait_ready(
         };
         match event {
             Event::Exited { pid, name, status } if pid == runtime => {
-                return Readiness::Exited(format!("{name} exited: {status:?}"));
+                return Readiness::Exited(format!("{name} {}", supervisor::describe(status)));
             }
-            Event::Exited { name, status, .. } => log::info!("{name} exited: {status:?}"),
+            Event::Exited { name, status, .. } => {
+                log::info!("{name} {}", supervisor::describe(status))
+            }
             Event::Shutdown(req) => return Readiness::Shutdown(req),
             Event::Readable | Event::Timeout => {
                 if let Some(n) = net.as_mut() {
@@ -140,6 +141,17 @@ fn check(dns: &[[u8; 4]], conf: &NodeConf, node_name: &str) -> Result<(), String
                 404 => Err(format!("node {node_name} is not registered yet")),
                 s => Err(format!("{url} answered {s}")),
             }
+        }
+    }
+}
+
+impl core::fmt::Display for Readiness {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Readiness::Ready => f.write_str("Ready"),
+            Readiness::Exited(why) => f.write_str(why),
+            Readiness::TimedOut => f.write_str("not Ready in time"),
+            Readiness::Shutdown(_) => f.write_str("shutdown requested"),
         }
     }
 }

@@ -144,7 +144,11 @@ impl Supervisor {
                         if ours.is_none() {
                             ours = Some(Event::Exited { pid, name, status });
                         } else {
-                            log::info!("{name} (pid {}) exited: {status:?}", pid.as_raw_nonzero());
+                            log::info!(
+                                "{name} (pid {}) {}",
+                                pid.as_raw_nonzero(),
+                                describe(status)
+                            );
                         }
                     }
                 }
@@ -197,5 +201,14 @@ impl Supervisor {
 impl Default for Supervisor {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// "exited with status 1" / "killed by signal 9", for log lines.
+pub fn describe(status: WaitStatus) -> alloc::string::String {
+    match (status.exit_status(), status.terminating_signal()) {
+        (Some(code), _) => alloc::format!("exited with status {code}"),
+        (None, Some(sig)) => alloc::format!("killed by signal {sig}"),
+        _ => alloc::string::String::from("stopped"),
     }
 }

@@ -157,4 +157,3 @@ pub fn tail(s: &str, n: usize) -> String {
 pub fn esp_entries(disk: &Path) -> String {
     esp_tool(disk, "mdir", &["-b", "::/loader/entries"])
 }
-

@@ -12,7 +12,9 @@ use ember_tests::{ember_bin, workspace_root};
 fn main() {
     let out = workspace_root().join("out/lab");
     std::fs::create_dir_all(&out).expect("create out/lab");
-    println!("ember-lab: starting the Kubernetes API double and ember serve, enrolling the node's swtpm");
+    println!(
+        "ember-lab: starting the Kubernetes API double and ember serve, enrolling the node's swtpm"
+    );
     let lab = Lab::new("lab");
     let version = lab.publish("ready", &[]);
     println!("ember-lab: overlay version {version} assigned to node {NODE}; booting (serial console: out/lab/serial.log)");
@@ -48,13 +50,21 @@ fn main() {
     println!("\nember-lab: phase timeline (ms since the kernel started)");
     print!("{}", timeline(&text));
     let svg = out.join("timeline.svg");
-    let status = Command::new(ember_bin()).arg("timeline").arg(out.join("serial.log")).arg("-o").arg(&svg).status();
+    let status = Command::new(ember_bin())
+        .arg("timeline")
+        .arg(out.join("serial.log"))
+        .arg("-o")
+        .arg(&svg)
+        .status();
     if matches!(status, Ok(s) if s.success()) {
         println!("ember-lab: timeline picture: {}", svg.display());
     }
     let nodes = lab.server().nodes();
     println!("\nember-lab: the boot server's records (ember nodes):\n{nodes}");
-    println!("ember-lab: Kubernetes API double: node {NODE} Ready = {:?}", lab.api.node_ready(NODE));
+    println!(
+        "ember-lab: Kubernetes API double: node {NODE} Ready = {:?}",
+        lab.api.node_ready(NODE)
+    );
     if joined {
         println!("ember-lab: the node joined the cluster and wrote its last-known-good to the ESP");
     } else {
@@ -65,17 +75,35 @@ fn main() {
 
 /// `phase=NAME status=ok took=Nms` lines as a table: start, end, duration.
 fn timeline(log: &str) -> String {
-    let mut table = format!("{:<18}{:>10}{:>10}{:>10}\n", "phase", "start", "end", "took");
+    let mut table = format!(
+        "{:<18}{:>10}{:>10}{:>10}\n",
+        "phase", "start", "end", "took"
+    );
     for line in log.lines() {
-        let Some((stamp, rest)) = line.split_once("] ember: phase=") else { continue };
-        let Some(end) = stamp.trim_start_matches('[').trim().parse::<u64>().ok() else { continue };
+        let Some((stamp, rest)) = line.split_once("] ember: phase=") else {
+            continue;
+        };
+        let Some(end) = stamp.trim_start_matches('[').trim().parse::<u64>().ok() else {
+            continue;
+        };
         let mut parts = rest.split(' ');
         let name = parts.next().unwrap_or("");
         let status = parts.next().unwrap_or("");
-        let took = parts.next().and_then(|t| t.strip_prefix("took=")).and_then(|t| t.strip_suffix("ms")).and_then(|t| t.parse::<u64>().ok());
+        let took = parts
+            .next()
+            .and_then(|t| t.strip_prefix("took="))
+            .and_then(|t| t.strip_suffix("ms"))
+            .and_then(|t| t.parse::<u64>().ok());
         if let (Some(took), true) = (took, status != "status=start") {
-            let mark = if status == "status=ok" { "" } else { "  (failed)" };
-            table.push_str(&format!("{name:<18}{:>10}{end:>10}{took:>10}{mark}\n", end.saturating_sub(took)));
+            let mark = if status == "status=ok" {
+                ""
+            } else {
+                "  (failed)"
+            };
+            table.push_str(&format!(
+                "{name:<18}{:>10}{end:>10}{took:>10}{mark}\n",
+                end.saturating_sub(took)
+            ));
         }
     }
     table

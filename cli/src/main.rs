@@ -1,19 +1,19 @@
 //! `ember`: the host-side tool. Builds initrds, runs the boot server, and
 //! exposes each node subsystem (TPM, network, tar) for debugging.
 
-mod initrd;
-mod image_cmd;
-mod initrd_cmd;
 mod artifact_cmd;
 mod attest_cmd;
 mod enroll_cmd;
+mod image_cmd;
+mod initrd;
+mod initrd_cmd;
+mod net_cmd;
 mod nodes_cmd;
+mod oci;
 mod overlay_cmd;
 mod policy_cmd;
 mod serve;
 mod serve_cmd;
-mod net_cmd;
-mod oci;
 mod tar_cmd;
 mod timeline;
 mod timeline_cmd;

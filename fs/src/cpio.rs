@@ -109,14 +109,23 @@ impl<O: Output> Writer<O> {
     /// Appends one entry. `data` is the file content, or the target for a
     /// symlink; it must be empty for directories and device nodes.
     pub fn entry(&mut self, header: &Header<'_>, data: &[u8]) -> Result<(), Error> {
+        self.begin(header, data.len() as u64)?;
+        self.put(data)?;
+        self.pad()
+    }
+
+    /// Starts an entry whose `size` bytes of data follow through
+    /// [`data`](Self::data), then [`end`](Self::end): large files need not
+    /// be in memory at once.
+    pub fn begin(&mut self, header: &Header<'_>, size: u64) -> Result<(), Error> {
         let kind = header.mode & mode::S_IFMT;
-        if !data.is_empty() && kind != mode::S_IFREG && kind != mode::S_IFLNK {
+        if size != 0 && kind != mode::S_IFREG && kind != mode::S_IFLNK {
             return Err(Error::CpioDataOnNonFile);
         }
         if header.name.is_empty() || header.name.as_bytes().contains(&0) {
             return Err(Error::CpioBadName);
         }
-        let size = u32::try_from(data.len()).map_err(|_| Error::CpioTooLarge)?;
+        let size = u32::try_from(size).map_err(|_| Error::CpioTooLarge)?;
         let namesize = u32::try_from(header.name.len() + 1).map_err(|_| Error::CpioBadName)?;
 
         let mut fields = [0u32; field::COUNT];
@@ -142,8 +151,16 @@ impl<O: Output> Writer<O> {
         self.put(&head)?;
         self.put(header.name.as_bytes())?;
         self.put(&[0])?;
-        self.pad()?;
-        self.put(data)?;
+        self.pad()
+    }
+
+    /// Data of the entry begun last; the caller gives exactly its size.
+    pub fn data(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.put(bytes)
+    }
+
+    /// Ends the entry begun last (pads its data).
+    pub fn end(&mut self) -> Result<(), Error> {
         self.pad()
     }
 

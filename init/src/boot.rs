@@ -157,6 +157,10 @@ fn boot(sup: &mut Supervisor, node: &mut Node) -> Result<(), Failure> {
         );
     }
 
+    let tpm_before = node
+        .tpm
+        .as_mut()
+        .map(|t| (t.transport_mut().commands, t.transport_mut().busy_ms));
     match phase("dhcp", || network::bring_up(&cfg)) {
         Ok(net) => node.net = Some(net),
         Err((_, e)) if cfg.test.is_none() => {
@@ -177,7 +181,17 @@ fn boot(sup: &mut Supervisor, node: &mut Node) -> Result<(), Failure> {
     let source = match node.net.is_some() {
         true => {
             match phase("attest", || node.attest()) {
-                Ok(()) => phase("overlay", || node.fetch_overlay())?,
+                Ok(()) => {
+                    if let (Some(tpm), Some((c0, t0))) = (node.tpm.as_mut(), tpm_before) {
+                        let m = tpm.transport_mut();
+                        log::info!(
+                            "metrics: tpm_commands={} tpm_ms={}",
+                            m.commands - c0,
+                            m.busy_ms - t0
+                        );
+                    }
+                    phase("overlay", || node.fetch_overlay())?
+                }
                 Err((_, Error::Attest(ember_proto::Error::Transport { step, detail }))) => {
                     log::warn!("attest: boot server unreachable ({step}: {detail}); trying last-known-good");
                     phase("lkg-restore", || node.restore_lkg())?
@@ -224,6 +238,9 @@ fn boot(sup: &mut Supervisor, node: &mut Node) -> Result<(), Failure> {
         }
     }
 
+    if let Some(hwm) = peak_rss_kb() {
+        log::info!("metrics: pid1_vmhwm_kb={hwm}");
+    }
     // A failure to persist does not undo a good boot: it is logged and the
     // node keeps running; the previous last-known-good stays.
     if let Err((_, e)) = phase("lkg", || node.persist_lkg(&source)) {
@@ -543,6 +560,13 @@ fn supervise(sup: &mut Supervisor, node: &mut Node) -> ! {
             }
         }
     }
+}
+
+/// PID 1's peak resident memory, from /proc/self/status (VmHWM).
+fn peak_rss_kb() -> Option<u64> {
+    let status = fsutil::read_text("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn hex(bytes: &[u8]) -> String {

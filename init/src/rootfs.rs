@@ -263,6 +263,8 @@ impl Mover {
                 let _ = rfs::unlinkat(from, name.as_c_str(), AtFlags::REMOVEDIR);
             }
             FileType::RegularFile => {
+                // Streamed in chunks: the kernel image in the initrd is 8 MB,
+                // and PID 1's peak memory should not grow with file size.
                 let src = rfs::openat(
                     from,
                     name.as_c_str(),
@@ -270,18 +272,6 @@ impl Mover {
                     Mode::empty(),
                 )
                 .map_err(step("open initrd file"))?;
-                let mut data = Vec::new();
-                data.try_reserve_exact(st.st_size as usize)
-                    .map_err(|_| step("copy initrd file")(Errno::NOMEM))?;
-                let mut buf = [0u8; 16 * 1024];
-                loop {
-                    match rustix::io::read(&src, &mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => data.extend_from_slice(&buf[..n]),
-                        Err(Errno::INTR) => {}
-                        Err(e) => return Err(step("read initrd file")(e)),
-                    }
-                }
                 let dst = rfs::openat(
                     to,
                     name.as_c_str(),
@@ -289,13 +279,38 @@ impl Mover {
                     Mode::from_raw_mode(perm),
                 )
                 .map_err(step("create file in new root"))?;
-                write_all(dst.as_fd(), &data).map_err(step("write file in new root"))?;
+                let size = st.st_size as u64;
+                self.snapshot
+                    .begin(&header, size)
+                    .map_err(|_| step("write initrd snapshot")(Errno::IO))?;
+                let mut buf = alloc::vec![0u8; 64 * 1024];
+                let mut copied = 0u64;
+                loop {
+                    let n = match rustix::io::read(&src, &mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(Errno::INTR) => continue,
+                        Err(e) => return Err(step("read initrd file")(e)),
+                    };
+                    if copied + n as u64 > size {
+                        return Err(step("initrd file grew while copied")(Errno::IO));
+                    }
+                    write_all(dst.as_fd(), &buf[..n]).map_err(step("write file in new root"))?;
+                    self.snapshot
+                        .data(&buf[..n])
+                        .map_err(|_| step("write initrd snapshot")(Errno::IO))?;
+                    copied += n as u64;
+                }
+                if copied != size {
+                    return Err(step("initrd file shrank while copied")(Errno::IO));
+                }
+                self.snapshot
+                    .end()
+                    .map_err(|_| step("write initrd snapshot")(Errno::IO))?;
                 let _ = rfs::fchown(&dst, Some(uid(st.st_uid)), Some(gid(st.st_gid)));
                 let _ = rfs::fchmod(&dst, Mode::from_raw_mode(perm));
-                self.snapshot_entry(&header, &data)?;
                 self.report.files += 1;
-                self.report.bytes += data.len() as u64;
-                drop(data);
+                self.report.bytes += size;
                 let _ = rfs::unlinkat(from, name.as_c_str(), AtFlags::empty());
             }
             FileType::Symlink => {

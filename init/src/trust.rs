@@ -24,10 +24,37 @@ use crate::Error;
 pub const BOOT_PCR: u8 = 11;
 const LEAVE_EVENT: &[u8] = b"ember: leaving initrd boot phase";
 
-pub type NodeTpm = Tpm<DeviceTransport>;
+pub type NodeTpm = Tpm<Metered>;
+
+/// The device transport, counting commands and the time spent in them so
+/// the boot log can say what the TPM cost (`metrics: tpm_commands=...`).
+pub struct Metered {
+    device: DeviceTransport,
+    pub commands: u32,
+    pub busy_ms: u64,
+}
+
+impl ember_tpm::Transport for Metered {
+    fn transact(&mut self, command: &[u8], response: &mut [u8]) -> ember_tpm::Result<usize> {
+        let start = crate::clock::now_ms();
+        let result = self.device.transact(command, response);
+        self.commands += 1;
+        self.busy_ms += crate::clock::now_ms().saturating_sub(start);
+        result
+    }
+
+    fn before_retry(&mut self, attempt: u32) {
+        self.device.before_retry(attempt)
+    }
+}
 
 pub fn open() -> Result<NodeTpm, Error> {
-    let mut tpm = Tpm::new(DeviceTransport::open_default()?);
+    let device = DeviceTransport::open_default()?;
+    let mut tpm = Tpm::new(Metered {
+        device,
+        commands: 0,
+        busy_ms: 0,
+    });
     // The firmware normally did this; a TPM that reports INITIALIZE is fine.
     tpm.startup(true)?;
     Ok(tpm)

@@ -4,28 +4,9 @@
 //! tree's sorted order, so the same tree gives the same bytes.
 
 use ember_fs::cpio::Output;
-use ember_fs::tar::header::{fill_checksum, BLOCK};
+use ember_fs::tar::header::{field, fill_checksum, BLOCK};
 
 use crate::initrd::{Node, Tree};
-
-mod field {
-    use core::ops::Range;
-    pub const NAME: Range<usize> = 0..100;
-    pub const MODE: Range<usize> = 100..108;
-    pub const UID: Range<usize> = 108..116;
-    pub const GID: Range<usize> = 116..124;
-    pub const SIZE: Range<usize> = 124..136;
-    pub const MTIME: Range<usize> = 136..148;
-    pub const TYPEFLAG: usize = 156;
-    pub const LINKNAME: Range<usize> = 157..257;
-    pub const MAGIC: Range<usize> = 257..263;
-    pub const VERSION: Range<usize> = 263..265;
-    pub const UNAME: Range<usize> = 265..297;
-    pub const GNAME: Range<usize> = 297..329;
-    pub const DEVMAJOR: Range<usize> = 329..337;
-    pub const DEVMINOR: Range<usize> = 337..345;
-    pub const PREFIX: Range<usize> = 345..500;
-}
 
 /// The largest value an 11-digit octal size field holds.
 const MAX_USTAR_SIZE: u64 = 0o77777777777;

@@ -8,7 +8,9 @@ use super::error::{ErrorKind as Error, Field};
 
 pub const BLOCK: usize = 512;
 
-mod field {
+/// Byte ranges of the header fields (POSIX ustar); the tar writer in
+/// `ember image build` uses the same table.
+pub mod field {
     use core::ops::Range;
     pub const NAME: Range<usize> = 0..100;
     pub const MODE: Range<usize> = 100..108;
@@ -20,6 +22,9 @@ mod field {
     pub const TYPEFLAG: usize = 156;
     pub const LINKNAME: Range<usize> = 157..257;
     pub const MAGIC: Range<usize> = 257..263;
+    pub const VERSION: Range<usize> = 263..265;
+    pub const UNAME: Range<usize> = 265..297;
+    pub const GNAME: Range<usize> = 297..329;
     pub const DEVMAJOR: Range<usize> = 329..337;
     pub const DEVMINOR: Range<usize> = 337..345;
     pub const PREFIX: Range<usize> = 345..500;

@@ -136,16 +136,8 @@ impl Swtpm {
             .arg(format!("type=unixio,path={}", ctrl.display()))
             .args(["--flags", "not-need-init,startup-clear"])
             .stdin(Stdio::null());
-        let mut child = ChildGuard::spawn("swtpm", &mut cmd)?;
-        if !wait_until(Duration::from_secs(10), || {
-            child.try_wait().is_some() || data_sock.exists()
-        }) || child.try_wait().is_some()
-        {
-            return Err(std::io::Error::other(
-                "swtpm did not create its data socket",
-            ));
-        }
-        Ok(child)
+        let child = ChildGuard::spawn("swtpm", &mut cmd)?;
+        wait_for_listener(child, data_sock, "data")
     }
 
     /// Starts swtpm for QEMU (`-chardev socket,id=chrtpm,path=SOCK -tpmdev
@@ -162,16 +154,8 @@ impl Swtpm {
             .arg("--log")
             .arg(format!("file={}", state_dir.join("swtpm.log").display()))
             .stdin(Stdio::null());
-        let mut child = ChildGuard::spawn("swtpm", &mut cmd)?;
-        if !wait_until(Duration::from_secs(10), || {
-            child.try_wait().is_some() || sock_path.exists()
-        }) || child.try_wait().is_some()
-        {
-            return Err(std::io::Error::other(
-                "swtpm did not create its control socket",
-            ));
-        }
-        Ok(child)
+        let child = ChildGuard::spawn("swtpm", &mut cmd)?;
+        wait_for_listener(child, sock_path, "control")
     }
 
     /// The data port.
@@ -220,4 +204,43 @@ impl Swtpm {
         }
         Ok(out.stdout)
     }
+}
+
+/// Waits until swtpm listens on `sock`. The socket file appears at bind(),
+/// before listen(): a client connecting in between is refused (seen in CI),
+/// so readiness is the listening flag in /proc/net/unix. Probing by
+/// connecting is not an option for the control socket, whose single
+/// client is QEMU.
+fn wait_for_listener(
+    mut child: ChildGuard,
+    sock: &Path,
+    what: &str,
+) -> std::io::Result<ChildGuard> {
+    let up = wait_until(Duration::from_secs(10), || {
+        child.try_wait().is_some() || unix_socket_listening(sock)
+    });
+    if !up || child.try_wait().is_some() {
+        return Err(std::io::Error::other(format!(
+            "swtpm is not listening on its {what} socket {}",
+            sock.display()
+        )));
+    }
+    Ok(child)
+}
+
+/// True when a listening Unix socket is bound at `path`.
+fn unix_socket_listening(path: &Path) -> bool {
+    // /proc/net/unix: "Num RefCount Protocol Flags Type St Inode Path";
+    // Flags has __SO_ACCEPTCON (0x10000) set on a listening socket.
+    const ACCEPTCON: u32 = 0x1_0000;
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return false;
+    };
+    let want = path.as_os_str().to_string_lossy();
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 8
+            && fields[7] == want
+            && u32::from_str_radix(fields[3], 16).is_ok_and(|f| f & ACCEPTCON != 0)
+    })
 }

@@ -3,7 +3,7 @@
 //! the CPU has it, slicing-by-8 tables otherwise. Both matter: a 500 MB
 //! overlay is half a second of byte-at-a-time table CRC.
 
-const fn tables() -> [[u32; 256]; 8] {
+fn build_tables() -> [[u32; 256]; 8] {
     let mut t = [[0u32; 256]; 8];
     let mut i = 0;
     while i < 256 {
@@ -33,7 +33,32 @@ const fn tables() -> [[u32; 256]; 8] {
     t
 }
 
-static T: [[u32; 256]; 8] = tables();
+/// The slicing-by-8 tables, built on first use rather than stored in the
+/// binary: 8 KiB of /init's 512 KiB budget for a few microseconds once.
+fn tables() -> &'static [[u32; 256]; 8] {
+    use core::sync::atomic::{AtomicPtr, Ordering};
+    static TABLES: AtomicPtr<[[u32; 256]; 8]> = AtomicPtr::new(core::ptr::null_mut());
+    let mut ptr = TABLES.load(Ordering::Acquire);
+    if ptr.is_null() {
+        let fresh = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(build_tables()));
+        ptr = match TABLES.compare_exchange(
+            core::ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => fresh,
+            Err(winner) => {
+                // SAFETY: `fresh` came from Box::into_raw above and was
+                // never published.
+                drop(unsafe { alloc::boxed::Box::from_raw(fresh) });
+                winner
+            }
+        };
+    }
+    // SAFETY: a published pointer is a leaked Box, never freed or written.
+    unsafe { &*ptr }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Crc32 {
@@ -62,22 +87,26 @@ impl Crc32 {
     }
 
     fn update_table(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let t = tables();
         let mut c = self.state;
         let mut chunks = bytes.chunks_exact(8);
         for ch in &mut chunks {
             let lo = c ^ u32::from_le_bytes([ch[0], ch[1], ch[2], ch[3]]);
             let hi = u32::from_le_bytes([ch[4], ch[5], ch[6], ch[7]]);
-            c = T[7][(lo & 0xff) as usize]
-                ^ T[6][((lo >> 8) & 0xff) as usize]
-                ^ T[5][((lo >> 16) & 0xff) as usize]
-                ^ T[4][(lo >> 24) as usize]
-                ^ T[3][(hi & 0xff) as usize]
-                ^ T[2][((hi >> 8) & 0xff) as usize]
-                ^ T[1][((hi >> 16) & 0xff) as usize]
-                ^ T[0][(hi >> 24) as usize];
+            c = t[7][(lo & 0xff) as usize]
+                ^ t[6][((lo >> 8) & 0xff) as usize]
+                ^ t[5][((lo >> 16) & 0xff) as usize]
+                ^ t[4][(lo >> 24) as usize]
+                ^ t[3][(hi & 0xff) as usize]
+                ^ t[2][((hi >> 8) & 0xff) as usize]
+                ^ t[1][((hi >> 16) & 0xff) as usize]
+                ^ t[0][(hi >> 24) as usize];
         }
         for &b in chunks.remainder() {
-            c = T[0][((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+            c = t[0][((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
         }
         self.state = c;
     }

@@ -35,6 +35,30 @@ impl Guid {
     }
 
     pub const ZERO: Guid = Guid([0; 16]);
+
+    /// Parses the textual form, refusing anything but 8-4-4-4-12 hex digits.
+    pub fn parse(s: &str) -> Option<Guid> {
+        let b = s.as_bytes();
+        let well_formed = b.len() == 36
+            && b.iter().enumerate().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => *c == b'-',
+                _ => c.is_ascii_hexdigit(),
+            });
+        well_formed.then(|| Guid::from_str_const(s))
+    }
+}
+
+impl core::fmt::Display for Guid {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        const ORDER: [usize; 16] = [3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12, 13, 14, 15];
+        for (i, &at) in ORDER.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{:02X}", self.0[at])?;
+        }
+        Ok(())
+    }
 }
 
 const fn hex(c: u8) -> u8 {
@@ -187,6 +211,24 @@ pub fn parse_entries(header: &Header, array: &[u8]) -> Result<Vec<Partition>, Er
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guid_parse_checks_the_text_form() {
+        assert_eq!(
+            Guid::parse("c12a7328-f81f-11d2-ba4b-00a0c93ec93b"),
+            Some(ESP_TYPE)
+        );
+        assert_eq!(ESP_TYPE.to_string(), "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+        for bad in [
+            "",
+            "C12A7328F81F11D2BA4B00A0C93EC93B",
+            "C12A7328-F81F-11D2-BA4B-00A0C93EC93",
+            "G12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+            "C12A7328-F81F-11D2-BA4B00-A0C93EC93B",
+        ] {
+            assert_eq!(Guid::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn esp_guid_has_the_on_disk_byte_order() {

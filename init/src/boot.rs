@@ -17,7 +17,9 @@ use crate::nodeconf::{self, NodeConf};
 use crate::runtime::{self, Readiness};
 use crate::supervisor::{self, Event, Request, Supervisor};
 use crate::trust::{self, NodeTpm};
-use crate::{clock, console, esp, fsutil, kmod, lkg, mounts, network, power, rootfs, Error};
+use crate::{
+    clock, console, esp, fsutil, kmod, lkg, mounts, network, power, rootfs, storage, Error,
+};
 use ember_net::https::Client;
 use ember_proto::net::NetTransport;
 
@@ -211,6 +213,27 @@ fn boot(sup: &mut Supervisor, node: &mut Node) -> Result<(), Failure> {
         let text = fsutil::read_text(nodeconf::PATH)?;
         NodeConf::parse(&text).map_err(Error::NodeConf)
     })?;
+    let resolv = phase("storage", || storage::apply(&conf.storage, sup))?;
+    if let Some(net) = node.net.as_mut() {
+        net.dhcp.set_resolv_conf(Some(String::from(resolv)));
+    }
+    if let Some(argv) = &conf.debug_console {
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        match sup.spawn(
+            &argv,
+            &[
+                "TERM=linux",
+                "HOME=/root",
+                "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+            ],
+        ) {
+            Ok(_) => log::warn!(
+                "debug console: {} runs on the console (node.conf debug_console)",
+                argv.join(" ")
+            ),
+            Err(e) => log::warn!("debug console: {e}"),
+        }
+    }
     let node_name = node.node_name(&conf);
     let timeout = conf.ready_timeout_s.unwrap_or(cfg.ready_timeout_s);
     let pid = phase("runtime", || runtime::start(sup, &conf, &node_name))?;

@@ -33,6 +33,8 @@ pub enum Error {
     NodeConf(crate::nodeconf::ConfError),
     /// The runtime exited or did not become Ready.
     Runtime(String),
+    /// Read-only root, writable paths, scratch disk or sysctls.
+    Storage(String),
     /// Something else failed in a named step.
     Step { step: &'static str, errno: Errno },
 }
@@ -53,6 +55,7 @@ impl fmt::Display for Error {
             Error::Extract(e) => write!(f, "overlay: {e}"),
             Error::NodeConf(e) => write!(f, "{e}"),
             Error::Runtime(why) => write!(f, "runtime: {why}"),
+            Error::Storage(why) => write!(f, "storage: {why}"),
             Error::Step { step, errno } => write!(f, "{step}: {errno}"),
         }
     }

@@ -1,11 +1,13 @@
-//! Finding and mounting the EFI System Partition: the first partition of
-//! type C12A7328-F81F-11D2-BA4B-00A0C93EC93B on any disk.
+//! Finding GPT partitions (the EFI System Partition: the first partition of
+//! type C12A7328-F81F-11D2-BA4B-00A0C93EC93B on any disk; the scratch disk
+//! by label or type) and mounting the ESP.
 
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
+use alloc::vec::Vec;
 
-use ember_fs::gpt::{self, ESP_TYPE};
+use ember_fs::gpt::{self, Guid, ESP_TYPE};
 use rustix::fs::{open, Mode, OFlags};
 use rustix::io::Errno;
 use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
@@ -17,13 +19,22 @@ pub const MOUNT_POINT: &str = "/run/ember/esp";
 
 /// A partition device, e.g. `/dev/vda1`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EspDevice {
+pub struct PartitionDevice {
     pub disk: String,
     pub partition: String,
+    pub type_guid: Guid,
 }
 
 /// Scans every whole disk's GPT for an ESP. `None` means diskless mode.
-pub fn find() -> Result<Option<EspDevice>, Error> {
+pub fn find() -> Result<Option<PartitionDevice>, Error> {
+    find_partition(|p| p.type_guid == ESP_TYPE)
+}
+
+/// The first partition, on any whole disk with a valid GPT, that `wanted`
+/// accepts.
+pub fn find_partition(
+    wanted: impl Fn(&gpt::Partition) -> bool,
+) -> Result<Option<PartitionDevice>, Error> {
     for disk in fsutil::list_dir("/sys/class/block")? {
         // Partitions have a `partition` attribute; whole disks do not.
         if fsutil::exists(&format!("/sys/class/block/{disk}/partition"))
@@ -32,18 +43,20 @@ pub fn find() -> Result<Option<EspDevice>, Error> {
         {
             continue;
         }
-        let Some(number) = esp_partition_number(&disk) else {
+        let Some(part) = partitions(&disk).into_iter().find(|p| wanted(p)) else {
             continue;
         };
+        let number = part.number;
         for child in fsutil::list_dir(&format!("/sys/class/block/{disk}")).unwrap_or_default() {
             let attr = format!("/sys/class/block/{disk}/{child}/partition");
             if fsutil::read_text(&attr)
                 .map(|s| s.trim().parse::<u32>().ok() == Some(number))
                 .unwrap_or(false)
             {
-                return Ok(Some(EspDevice {
+                return Ok(Some(PartitionDevice {
                     disk: format!("/dev/{disk}"),
                     partition: format!("/dev/{child}"),
+                    type_guid: part.type_guid,
                 }));
             }
         }
@@ -51,9 +64,13 @@ pub fn find() -> Result<Option<EspDevice>, Error> {
     Ok(None)
 }
 
-/// The ESP's partition number on `disk`, if its GPT has one. Disks without
-/// a GPT, or with a damaged one, are skipped (logged at debug).
-fn esp_partition_number(disk: &str) -> Option<u32> {
+/// The partitions of `disk`'s GPT. Disks without a GPT, or with a damaged
+/// one, have none (logged at debug).
+fn partitions(disk: &str) -> Vec<gpt::Partition> {
+    read_gpt(disk).unwrap_or_default()
+}
+
+fn read_gpt(disk: &str) -> Option<Vec<gpt::Partition>> {
     let sector = fsutil::read_text(&format!("/sys/class/block/{disk}/queue/logical_block_size"))
         .ok()
         .and_then(|s| s.trim().parse::<usize>().ok())
@@ -86,11 +103,7 @@ fn esp_partition_number(disk: &str) -> Option<u32> {
             Ok(n) => done += n,
         }
     }
-    let parts = gpt::parse_entries(&header, &entries).ok()?;
-    parts
-        .iter()
-        .find(|p| p.type_guid == ESP_TYPE)
-        .map(|p| p.number)
+    gpt::parse_entries(&header, &entries).ok()
 }
 
 /// The ESP mounted at [`MOUNT_POINT`]; unmounted (and so flushed) on drop.
@@ -99,7 +112,7 @@ pub struct Mounted {
 }
 
 impl Mounted {
-    pub fn mount(dev: &EspDevice, writable: bool) -> Result<Mounted, Error> {
+    pub fn mount(dev: &PartitionDevice, writable: bool) -> Result<Mounted, Error> {
         let _ = rustix::fs::mkdir("/run/ember", Mode::from_raw_mode(0o700));
         match rustix::fs::mkdir(MOUNT_POINT, Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(Errno::EXIST) => {}

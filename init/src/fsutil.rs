@@ -59,6 +59,34 @@ pub fn write_file(path: &str, data: &[u8], mode: u32) -> Result<(), Error> {
     Ok(())
 }
 
+/// Creates `path` and its missing parents (like `mkdir -p`).
+pub fn mkdir_all(path: &str, mode: u32) -> Result<(), Error> {
+    let mut end = 0;
+    while end < path.len() {
+        end = path[end + 1..]
+            .find('/')
+            .map_or(path.len(), |i| end + 1 + i);
+        match rustix::fs::mkdir(&path[..end], Mode::from_raw_mode(mode)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(errno) => {
+                return Err(Error::Write {
+                    path: String::from(&path[..end]),
+                    errno,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Inserts into a sorted vector. Directory listings are sorted this way
+/// rather than with `sort()`, whose generic code costs kilobytes of /init
+/// per element type.
+pub fn insert_sorted<T: Ord>(sorted: &mut Vec<T>, item: T) {
+    let at = sorted.binary_search(&item).unwrap_or_else(|at| at);
+    sorted.insert(at, item);
+}
+
 pub fn exists(path: &str) -> bool {
     rustix::fs::access(path, rustix::fs::Access::EXISTS).is_ok()
 }
@@ -81,9 +109,8 @@ pub fn list_dir(path: &str) -> Result<Vec<String>, Error> {
         let entry = entry.map_err(err)?;
         let name = entry.file_name().to_bytes();
         if name != b"." && name != b".." {
-            names.push(String::from_utf8_lossy(name).into_owned());
+            insert_sorted(&mut names, String::from_utf8_lossy(name).into_owned());
         }
     }
-    names.sort();
     Ok(names)
 }

@@ -25,6 +25,7 @@ pub mod power;
 pub mod probe;
 pub mod rootfs;
 pub mod runtime;
+pub mod storage;
 pub mod supervisor;
 pub mod trust;
 

@@ -13,9 +13,13 @@
 //! | `api_token_file` | file with a bearer token for the API | required for `api` |
 //! | `healthz_url` | `http://127.0.0.1:PORT/PATH` for `healthz` | `http://127.0.0.1:10248/healthz` |
 //! | `ready_timeout` | seconds to become Ready (overrides `ember.ready_timeout`) | cmdline |
+//! | `debug_console` | a program (e.g. a shell) started on the console | none |
+//! | `writable`, `writable_extra`, `scratch_disk`, `scratch_mount`, `mkfs`, `sysctl.*` | see [`crate::storage`] | |
 
 use alloc::string::String;
 use alloc::vec::Vec;
+
+use crate::storage::StorageConf;
 
 pub const PATH: &str = "/etc/ember/node.conf";
 
@@ -35,6 +39,9 @@ pub struct NodeConf {
     pub api_token_file: Option<String>,
     pub healthz_url: String,
     pub ready_timeout_s: Option<u32>,
+    /// No shell or getty runs unless this names one.
+    pub debug_console: Option<Vec<String>>,
+    pub storage: StorageConf,
 }
 
 /// A line that could not be used; the boot fails on these, since a node
@@ -64,6 +71,8 @@ impl NodeConf {
             api_token_file: None,
             healthz_url: String::from("http://127.0.0.1:10248/healthz"),
             ready_timeout_s: None,
+            debug_console: None,
+            storage: StorageConf::default(),
         };
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
@@ -118,10 +127,16 @@ impl NodeConf {
                             .ok_or(err("ready_timeout must be positive seconds"))?,
                     )
                 }
+                "debug_console" => {
+                    conf.debug_console =
+                        Some(value.split_ascii_whitespace().map(String::from).collect())
+                }
                 k if k.starts_with("standin_") => {}
-                // Keys of later features (storage, sysctls) are read by their own modules.
-                k if KNOWN_ELSEWHERE.contains(&k) => {}
-                _ => log::warn!("{PATH} line {}: unknown key {key}, ignored", i + 1),
+                _ => {
+                    if !conf.storage.set(key, value).map_err(err)? {
+                        log::warn!("{PATH} line {}: unknown key {key}, ignored", i + 1)
+                    }
+                }
             }
         }
         conf.runtime = runtime.unwrap_or_else(|| {
@@ -138,16 +153,6 @@ impl NodeConf {
         Ok(conf)
     }
 }
-
-/// Keys other modules of the init read from the same file.
-const KNOWN_ELSEWHERE: &[&str] = &[
-    "writable",
-    "writable_size",
-    "scratch_disk",
-    "scratch_mount",
-    "sysctl",
-    "debug_console",
-];
 
 #[cfg(test)]
 mod tests {
@@ -192,5 +197,7 @@ standin_behavior = ready
         assert_eq!(NodeConf::parse("garbage\n").unwrap_err().line, 1);
         assert!(NodeConf::parse("api_server = http://x\n").is_err());
         assert!(NodeConf::parse("ready_probe = api\n").is_err());
+        let bad_storage = "ready_probe = healthz\nwritable = /var:lots\n";
+        assert_eq!(NodeConf::parse(bad_storage).unwrap_err().line, 2);
     }
 }

@@ -45,9 +45,10 @@ pub fn shutdown(sup: &mut Supervisor, request: Request) -> ! {
         Request::Reboot => RebootCommand::Restart,
     };
     log::info!("shutdown: {}", name(request));
-    let err = rustix::system::reboot(cmd);
-    // Only reachable if the kernel refused; PID 1 must not exit.
-    log::error!("reboot(2) failed: {err:?}; halting here");
+    // Only returns if the kernel refused; PID 1 must not exit.
+    if let Err(err) = rustix::system::reboot(cmd) {
+        log::error!("reboot(2) failed: {err}; halting here");
+    }
     loop {
         clock::sleep_ms(60_000);
     }

@@ -82,17 +82,21 @@ pub fn ensure_tmpfs_root() -> Result<Report, Error> {
     .map_err(step("create initrd snapshot"))?;
 
     let mut mover = Mover {
-        snapshot: cpio::Writer::new(FdOutput {
+        snapshot: Some(cpio::Writer::new(FdOutput {
             fd: snap_fd,
             bytes: 0,
             sha256: sha2::Digest::new(),
-        }),
+        })),
         next_ino: 1,
         report: Report::default(),
         path: String::new(),
     };
     mover.copy_dir(old.as_fd(), new.as_fd(), 0)?;
-    let out = mover.snapshot.finish().map_err(|_| Error::Step {
+    let snapshot = mover.snapshot.take().ok_or(Error::Step {
+        step: "write initrd snapshot",
+        errno: Errno::IO,
+    })?;
+    let out = snapshot.finish().map_err(|_| Error::Step {
         step: "write initrd snapshot",
         errno: Errno::IO,
     })?;
@@ -162,8 +166,24 @@ fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Moves the contents of directory `from` into directory `to` (files,
+/// directories, symlinks, device nodes, with modes and owners), deleting
+/// each source entry once copied so that RAM use does not double. Returns
+/// the number of regular files and their bytes.
+pub fn move_tree(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> Result<(u32, u64), Error> {
+    let mut mover = Mover {
+        snapshot: None,
+        next_ino: 1,
+        report: Report::default(),
+        path: String::new(),
+    };
+    mover.copy_dir(from, to, 0)?;
+    Ok((mover.report.files, mover.report.bytes))
+}
+
 struct Mover {
-    snapshot: cpio::Writer<FdOutput>,
+    /// Set while moving the initrd itself: the snapshot being written.
+    snapshot: Option<cpio::Writer<FdOutput>>,
     next_ino: u32,
     report: Report,
     /// Path of the directory being copied, relative, for the snapshot.
@@ -180,24 +200,24 @@ impl Mover {
         let step = |step: &'static str| move |errno| Error::Step { step, errno };
         if depth > 64 {
             return Err(Error::Step {
-                step: "copy initrd: directories nested too deep",
+                step: "copy tree: directories nested too deep",
                 errno: Errno::LOOP,
             });
         }
         let mut names: Vec<CString> = Vec::new();
-        let mut dir = rfs::Dir::read_from(from).map_err(step("read initrd directory"))?;
+        let mut dir = rfs::Dir::read_from(from).map_err(step("read source directory"))?;
         while let Some(entry) = dir.read() {
-            let entry = entry.map_err(step("read initrd directory"))?;
+            let entry = entry.map_err(step("read source directory"))?;
             let name = entry.file_name();
             if name.to_bytes() != b"." && name.to_bytes() != b".." {
-                names.push(name.to_owned());
+                fsutil::insert_sorted(&mut names, name.to_owned());
             }
         }
-        names.sort();
         for name in names {
             let bytes = name.to_bytes();
             // The staging root and the API mount points are not initrd content.
-            if depth == 0 && (bytes == &STAGING.as_bytes()[1..] || bytes == b"proc") {
+            let initrd_root = depth == 0 && self.snapshot.is_some();
+            if initrd_root && (bytes == &STAGING.as_bytes()[1..] || bytes == b"proc") {
                 if bytes == b"proc" {
                     let _ = rfs::mkdirat(to, "proc", Mode::from_raw_mode(0o555));
                 }
@@ -224,7 +244,7 @@ impl Mover {
     ) -> Result<(), Error> {
         let step = |step: &'static str| move |errno| Error::Step { step, errno };
         let st = rfs::statat(from, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(step("stat initrd entry"))?;
+            .map_err(step("stat source entry"))?;
         let kind = FileType::from_raw_mode(st.st_mode);
         let perm = st.st_mode & 0o7777;
         let ino = self.next_ino;
@@ -241,7 +261,7 @@ impl Mover {
                 self.snapshot_entry(&header, &[])?;
                 match rfs::mkdirat(to, name.as_c_str(), Mode::from_raw_mode(perm)) {
                     Ok(()) | Err(Errno::EXIST) => {}
-                    Err(e) => return Err(step("create directory in new root")(e)),
+                    Err(e) => return Err(step("create directory in target")(e)),
                 }
                 let sub_from = rfs::openat(
                     from,
@@ -249,14 +269,14 @@ impl Mover {
                     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
                 )
-                .map_err(step("open initrd directory"))?;
+                .map_err(step("open source directory"))?;
                 let sub_to = rfs::openat(
                     to,
                     name.as_c_str(),
                     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
                 )
-                .map_err(step("open new root directory"))?;
+                .map_err(step("open target directory"))?;
                 self.copy_dir(sub_from.as_fd(), sub_to.as_fd(), depth + 1)?;
                 let _ = rfs::fchmod(&sub_to, Mode::from_raw_mode(perm));
                 let _ = rfs::fchown(&sub_to, Some(uid(st.st_uid)), Some(gid(st.st_gid)));
@@ -271,18 +291,20 @@ impl Mover {
                     OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
                 )
-                .map_err(step("open initrd file"))?;
+                .map_err(step("open source file"))?;
                 let dst = rfs::openat(
                     to,
                     name.as_c_str(),
                     OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
                     Mode::from_raw_mode(perm),
                 )
-                .map_err(step("create file in new root"))?;
+                .map_err(step("create file in target"))?;
                 let size = st.st_size as u64;
-                self.snapshot
-                    .begin(&header, size)
-                    .map_err(|_| step("write initrd snapshot")(Errno::IO))?;
+                if let Some(snapshot) = self.snapshot.as_mut() {
+                    snapshot
+                        .begin(&header, size)
+                        .map_err(|_| step("write initrd snapshot")(Errno::IO))?;
+                }
                 let mut buf = alloc::vec![0u8; 64 * 1024];
                 let mut copied = 0u64;
                 loop {
@@ -290,23 +312,27 @@ impl Mover {
                         Ok(0) => break,
                         Ok(n) => n,
                         Err(Errno::INTR) => continue,
-                        Err(e) => return Err(step("read initrd file")(e)),
+                        Err(e) => return Err(step("read source file")(e)),
                     };
                     if copied + n as u64 > size {
-                        return Err(step("initrd file grew while copied")(Errno::IO));
+                        return Err(step("source file grew while copied")(Errno::IO));
                     }
-                    write_all(dst.as_fd(), &buf[..n]).map_err(step("write file in new root"))?;
-                    self.snapshot
-                        .data(&buf[..n])
-                        .map_err(|_| step("write initrd snapshot")(Errno::IO))?;
+                    write_all(dst.as_fd(), &buf[..n]).map_err(step("write file in target"))?;
+                    if let Some(snapshot) = self.snapshot.as_mut() {
+                        snapshot
+                            .data(&buf[..n])
+                            .map_err(|_| step("write initrd snapshot")(Errno::IO))?;
+                    }
                     copied += n as u64;
                 }
                 if copied != size {
-                    return Err(step("initrd file shrank while copied")(Errno::IO));
+                    return Err(step("source file shrank while copied")(Errno::IO));
                 }
-                self.snapshot
-                    .end()
-                    .map_err(|_| step("write initrd snapshot")(Errno::IO))?;
+                if let Some(snapshot) = self.snapshot.as_mut() {
+                    snapshot
+                        .end()
+                        .map_err(|_| step("write initrd snapshot")(Errno::IO))?;
+                }
                 let _ = rfs::fchown(&dst, Some(uid(st.st_uid)), Some(gid(st.st_gid)));
                 let _ = rfs::fchmod(&dst, Mode::from_raw_mode(perm));
                 self.report.files += 1;
@@ -315,9 +341,9 @@ impl Mover {
             }
             FileType::Symlink => {
                 let target = rfs::readlinkat(from, name.as_c_str(), Vec::new())
-                    .map_err(step("read initrd symlink"))?;
+                    .map_err(step("read source symlink"))?;
                 rfs::symlinkat(target.as_c_str(), to, name.as_c_str())
-                    .map_err(step("create symlink in new root"))?;
+                    .map_err(step("create symlink in target"))?;
                 self.snapshot_entry(&header, target.to_bytes())?;
                 let _ = rfs::unlinkat(from, name.as_c_str(), AtFlags::empty());
             }
@@ -329,7 +355,7 @@ impl Mover {
                 header.rdev_major = rustix::fs::major(dev);
                 header.rdev_minor = rustix::fs::minor(dev);
                 rfs::mknodat(to, name.as_c_str(), kind, Mode::from_raw_mode(perm), dev)
-                    .map_err(step("create device node in new root"))?;
+                    .map_err(step("create device node in target"))?;
                 self.snapshot_entry(&header, &[])?;
                 let _ = rfs::unlinkat(from, name.as_c_str(), AtFlags::empty());
             }
@@ -339,7 +365,10 @@ impl Mover {
     }
 
     fn snapshot_entry(&mut self, header: &Header<'_>, data: &[u8]) -> Result<(), Error> {
-        self.snapshot.entry(header, data).map_err(|_| Error::Step {
+        let Some(snapshot) = self.snapshot.as_mut() else {
+            return Ok(());
+        };
+        snapshot.entry(header, data).map_err(|_| Error::Step {
             step: "write initrd snapshot",
             errno: Errno::IO,
         })

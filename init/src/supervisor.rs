@@ -185,6 +185,12 @@ impl Supervisor {
                 let _ =
                     rustix::runtime::kernel_sigprocmask(How::SETMASK, Some(&KernelSigSet::empty()));
                 let _ = rustix::process::setsid();
+                // Nothing PID 1 holds (netlink, packet socket, the TPM, the
+                // ESP) leaks into the runtime, CLOEXEC or not.
+                // PID 1 runs with the kernel's default limit of 1024 files.
+                for fd in 3..1024 {
+                    rustix::io::close(fd);
+                }
                 let errno = rustix::runtime::execve(path, argv_ptrs.as_ptr(), env_ptrs.as_ptr());
                 let msg = b"ember: exec failed\n";
                 let _ = rustix::io::write(rustix::stdio::stderr(), msg);

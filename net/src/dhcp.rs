@@ -118,6 +118,12 @@ pub fn hostname_from_mac(mac: [u8; 6]) -> String {
 }
 
 impl DhcpClient {
+    /// Moves where lease renewals write the DNS servers (the init points
+    /// it under /run once / is read-only).
+    pub fn set_resolv_conf(&mut self, path: Option<String>) {
+        self.resolv_conf = path;
+    }
+
     /// Opens the packet socket on `link` and starts discovering at once.
     pub fn new(link: &Link, config: &DhcpConfig) -> Result<Self> {
         let mac = link

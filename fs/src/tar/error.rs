@@ -116,15 +116,30 @@ impl From<ErrorKind> for Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.entry {
-            Some(e) => write!(
-                f,
-                "entry {e:?} (header at byte {}): {}",
-                self.offset, self.kind
-            ),
+            Some(e) => {
+                f.write_str("entry ")?;
+                write_quoted(f, e)?;
+                write!(f, " (header at byte {}): {}", self.offset, self.kind)
+            }
             None if self.offset > 0 => write!(f, "at tar byte {}: {}", self.offset, self.kind),
             None => write!(f, "{}", self.kind),
         }
     }
+}
+
+/// `name` quoted with control characters escaped, as `{:?}` would, so a
+/// hostile name cannot forge log lines (without `Debug`'s escaping tables,
+/// which cost /init over a kilobyte).
+fn write_quoted(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
+    f.write_str("\"")?;
+    for c in name.chars() {
+        match c {
+            '"' | '\\' => write!(f, "\\{c}")?,
+            c if c.is_control() => write!(f, "\\u{{{:x}}}", c as u32)?,
+            c => write!(f, "{c}")?,
+        }
+    }
+    f.write_str("\"")
 }
 
 impl fmt::Display for ErrorKind {

@@ -65,7 +65,7 @@ impl fmt::Display for Error {
             Error::ConfBadKey { line } => {
                 write!(
                     f,
-                    "node.conf line {line}: keys are lowercase letters, digits and '_'"
+                    "node.conf line {line}: keys are lowercase letters, digits and '_' (or sysctl.NAME)"
                 )
             }
             Error::ConfDuplicate { line } => write!(f, "node.conf line {line}: key set twice"),

@@ -18,11 +18,19 @@ pub struct Entry<'a> {
     pub value: &'a str,
 }
 
+/// Keys as the init reads them: `sysctl.*` keys carry the sysctl's dotted
+/// name, which may hold `-` and uppercase (interface names).
 fn valid_key(key: &str) -> bool {
-    !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    let plain = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_';
+    match key.strip_prefix("sysctl.") {
+        Some(name) => {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        }
+        None => !key.is_empty() && key.bytes().all(plain),
+    }
 }
 
 /// Parses one line: `Ok(None)` for blank and comment lines.
@@ -140,6 +148,8 @@ mod tests {
         );
         assert_eq!(lookup("Bad = 1\n", "a"), Err(Error::ConfBadKey { line: 1 }));
         assert_eq!(lookup(" = 1\n", "a"), Err(Error::ConfBadKey { line: 1 }));
+        assert_eq!(lookup("sysctl. = 1\n", "a"), Err(Error::ConfBadKey { line: 1 }));
+        assert_eq!(lookup("sysctl.vm.max_map_count = 1\n", "a"), Ok(None));
         assert_eq!(
             lookup("a = 1\n# x\na = 2\n", "a"),
             Err(Error::ConfDuplicate { line: 3 })

@@ -76,6 +76,9 @@ pub fn build_initrd_with(out: &Path, extra: &[(PathBuf, &str)], with_kernel: boo
     if with_kernel {
         cmd.arg("--kernel").arg(kernel_image());
     }
+    for line in image_files() {
+        cmd.arg("--file").arg(line);
+    }
     for (src, dest) in extra {
         cmd.arg("--file").arg(format!("{}:{dest}", src.display()));
     }
@@ -86,6 +89,24 @@ pub fn build_initrd_with(out: &Path, extra: &[(PathBuf, &str)], with_kernel: boo
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The programs every image carries (qemu/image-files: mkfs.ext4 and its
+/// libraries), as `SRC:DEST` arguments for `--file`.
+pub fn image_files() -> Vec<String> {
+    let out = Command::new("bash")
+        .arg(workspace_root().join("qemu/image-files"))
+        .output()
+        .expect("run qemu/image-files");
+    assert!(
+        out.status.success(),
+        "qemu/image-files failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 /// One QEMU boot: arguments for qemu/boot.

@@ -91,6 +91,11 @@ fn cargo_path_initrd(out: &Path, extra: &[&str]) {
         .arg("--modules-dir")
         .arg(kernel_modules_dir())
         .args(["--module", &module_arg()])
+        .args(
+            ember_tests::qemu::image_files()
+                .iter()
+                .flat_map(|f| ["--file", f.as_str()]),
+        )
         .args(extra)
         .arg("--output")
         .arg(out)

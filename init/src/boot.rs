@@ -1,5 +1,5 @@
 //! The boot sequence, one phase per step, each logged with its duration:
-//! `phase=<name> status=ok took=<ms>ms`. A newcomer looking for "where does
+//! `phase=<name> status=ok took=<ms>ms cpu=<ms>ms`. A newcomer looking for "where does
 //! X happen" starts here.
 
 use alloc::string::String;
@@ -23,20 +23,48 @@ use crate::{
 use ember_net::https::Client;
 use ember_proto::net::NetTransport;
 
-/// Runs one named phase and logs its outcome and duration.
+/// Runs one named phase and logs its outcome, duration and CPU time.
 fn phase<T>(
     name: &'static str,
     f: impl FnOnce() -> Result<T, Error>,
 ) -> Result<T, (&'static str, Error)> {
-    let start = clock::now_ms();
-    log::info!("phase={name} status=start");
+    let started = PhaseClock::start(name);
     let result = f();
-    let took = clock::now_ms().saturating_sub(start);
-    match &result {
-        Ok(_) => log::info!("phase={name} status=ok took={took}ms"),
-        Err(e) => log::error!("phase={name} status=failed took={took}ms reason={e}"),
-    }
+    started.finish(result.as_ref().err().map(|e| e as &dyn core::fmt::Display));
     result.map_err(|e| (name, e))
+}
+
+/// The clocks of a running phase. Kept out of the generic [`phase`], which
+/// is instantiated once per call site, so its logging is emitted once.
+struct PhaseClock {
+    name: &'static str,
+    start_ms: u64,
+    cpu_start_ms: u64,
+}
+
+impl PhaseClock {
+    #[inline(never)]
+    fn start(name: &'static str) -> PhaseClock {
+        log::info!("phase={name} status=start");
+        PhaseClock {
+            name,
+            start_ms: clock::now_ms(),
+            cpu_start_ms: clock::cpu_ms(),
+        }
+    }
+
+    #[inline(never)]
+    fn finish(self, failure: Option<&dyn core::fmt::Display>) {
+        let name = self.name;
+        let took = clock::now_ms().saturating_sub(self.start_ms);
+        let cpu = clock::cpu_ms().saturating_sub(self.cpu_start_ms);
+        match failure {
+            None => log::info!("phase={name} status=ok took={took}ms cpu={cpu}ms"),
+            Some(e) => {
+                log::error!("phase={name} status=failed took={took}ms cpu={cpu}ms reason={e}")
+            }
+        }
+    }
 }
 
 /// PID 1's entry: never returns.
@@ -239,13 +267,11 @@ fn boot(sup: &mut Supervisor, node: &mut Node) -> Result<(), Failure> {
     let pid = phase("runtime", || runtime::start(sup, &conf, &node_name))?;
 
     let readiness = {
-        let start = clock::now_ms();
-        log::info!("phase=ready status=start");
+        let started = PhaseClock::start("ready");
         let r = runtime::wait_ready(sup, node.net.as_mut(), &conf, pid, &node_name, timeout);
-        let took = clock::now_ms().saturating_sub(start);
         match &r {
-            Readiness::Ready => log::info!("phase=ready status=ok took={took}ms"),
-            other => log::error!("phase=ready status=failed took={took}ms reason={other}"),
+            Readiness::Ready => started.finish(None),
+            other => started.finish(Some(other)),
         }
         r
     };

@@ -9,6 +9,14 @@ pub fn now_ms() -> u64 {
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
+/// CPU time PID 1 itself has used (all its threads, not its children), in
+/// milliseconds: the init's own work, as opposed to waiting on the network,
+/// the TPM or a child.
+pub fn cpu_ms() -> u64 {
+    let ts = clock_gettime(ClockId::ProcessCPUTime);
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
 /// Sleeps, retrying if a signal interrupts.
 pub fn sleep_ms(ms: u64) {
     let mut req = rustix::time::Timespec {

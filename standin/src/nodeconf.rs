@@ -148,7 +148,10 @@ mod tests {
         );
         assert_eq!(lookup("Bad = 1\n", "a"), Err(Error::ConfBadKey { line: 1 }));
         assert_eq!(lookup(" = 1\n", "a"), Err(Error::ConfBadKey { line: 1 }));
-        assert_eq!(lookup("sysctl. = 1\n", "a"), Err(Error::ConfBadKey { line: 1 }));
+        assert_eq!(
+            lookup("sysctl. = 1\n", "a"),
+            Err(Error::ConfBadKey { line: 1 })
+        );
         assert_eq!(lookup("sysctl.vm.max_map_count = 1\n", "a"), Ok(None));
         assert_eq!(
             lookup("a = 1\n# x\na = 2\n", "a"),

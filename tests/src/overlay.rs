@@ -13,8 +13,9 @@ use crate::kubeapi::{KubeApi, TLS_NAME};
 use crate::process::ChildGuard;
 use crate::{profile_dir, workspace_root, ScratchDir};
 
-/// The stand-in binary of this test's profile, built on first use if the
-/// workspace build did not make it (e.g. `cargo test -p ember-tests`).
+/// The stand-in binary of this test's profile, (re)built on first use:
+/// cargo is a no-op when it is fresh, and a stale binary from an older
+/// checkout would test old code (e.g. after `cargo test -p ember-tests`).
 /// `EMBER_STANDIN` overrides the path.
 pub fn standin_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -24,7 +25,7 @@ pub fn standin_bin() -> PathBuf {
         }
         let dir = profile_dir();
         let bin = dir.join("ember-standin");
-        if !bin.exists() {
+        {
             let target = dir
                 .parent()
                 .expect("profile dir has a parent")

@@ -563,16 +563,21 @@ fn overlay_extractor() -> Result<Extractor<FsSink>, Error> {
     Ok(Extractor::new(sink, Limits::default()))
 }
 
-/// This boot's command line, minus what the loader adds, for the LKG entry.
+/// This boot's command line, minus what the loader adds, for the LKG entry:
+/// GRUB's `BOOT_IMAGE=`, `initrd=` for the EFI stub, our slot, and the image
+/// name iPXE puts first (`ember artifact ipxe` names it `vmlinuz`).
 fn lkg_cmdline() -> Result<String, Error> {
     let text = fsutil::read_text("/proc/cmdline")?;
     let kept: Vec<&str> = text
         .split_ascii_whitespace()
-        .filter(|w| {
+        .enumerate()
+        .filter(|&(i, w)| {
             !w.starts_with("BOOT_IMAGE=")
                 && !w.starts_with("initrd=")
                 && !w.starts_with("ember.slot=")
+                && !(i == 0 && w == "vmlinuz")
         })
+        .map(|(_, w)| w)
         .collect();
     Ok(kept.join(" "))
 }

@@ -42,7 +42,14 @@ impl Lab {
     pub fn new(tag: &str) -> Lab {
         let dir = ScratchDir::new(tag);
         let api = KubeApi::start().expect("start the Kubernetes API double");
-        let server = EmberServer::start_with(&["--name", "10.0.2.2", "--name", "127.0.0.1"]);
+        let server = EmberServer::start_with(&[
+            "--name",
+            "10.0.2.2",
+            "--name",
+            "127.0.0.1",
+            "--http-listen",
+            "127.0.0.1:0",
+        ]);
 
         let tpm_state = dir.path().join("tpm");
         Swtpm::setup(&tpm_state).expect("manufacture swtpm");
@@ -128,7 +135,12 @@ pub fn save_timeline(lab: &Lab, name: &str) {
 }
 
 pub fn boot_until(lab: &Lab, name: &str, from_disk: bool, needle: &str) -> String {
-    let boot = lab.boot(name, from_disk);
+    run_until(lab, name, lab.boot(name, from_disk), needle)
+}
+
+/// Runs `boot` until its serial log has `needle` (or fails the test with
+/// the init's lines), then cuts the power; returns the log.
+pub fn run_until(lab: &Lab, name: &str, boot: Boot, needle: &str) -> String {
     let mut guard = boot.start();
     let (found, log) = wait_for_log(
         &lab.log_path(name),

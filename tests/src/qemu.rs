@@ -123,6 +123,8 @@ pub struct Boot {
     /// Boot the disk through the firmware instead of -kernel/-initrd.
     pub from_disk: bool,
     pub allow_reboot: bool,
+    /// Firmware network boot from this URL (an iPXE script), the disks after.
+    pub netboot: Option<String>,
 }
 
 /// How a boot ended.
@@ -164,6 +166,7 @@ impl Boot {
             disks: Vec::new(),
             from_disk: false,
             allow_reboot: false,
+            netboot: None,
         }
     }
 
@@ -196,6 +199,9 @@ impl Boot {
         }
         if self.allow_reboot {
             cmd.arg("--allow-reboot");
+        }
+        if let Some(url) = &self.netboot {
+            cmd.args(["--kernel", "none", "--netboot", url]);
         }
         cmd.args(&self.extra_args);
         ChildGuard::spawn("qemu/boot", &mut cmd).expect("start qemu/boot")

@@ -18,6 +18,7 @@ pub struct EmberServer {
     child: ChildGuard,
     dir: ScratchDir,
     addr: String,
+    http_addr: Option<String>,
 }
 
 /// The outcome of an `ember` command.
@@ -67,16 +68,21 @@ impl EmberServer {
             .stderr(std::fs::File::create(&err).expect("create serve.log"));
         let mut child = ChildGuard::spawn("ember serve", &mut cmd).expect("spawn ember serve");
         let mut addr = None;
+        let mut http_addr = None;
+        let wants_http = extra.contains(&"--http-listen");
         let up = wait_until(Duration::from_secs(30), || {
             if child.try_wait().is_some() {
                 return true;
             }
             let text = std::fs::read_to_string(&out).unwrap_or_default();
-            addr = text
-                .lines()
-                .find_map(|l| l.strip_prefix("ember-serve: listening on https://"))
-                .map(str::to_string);
-            addr.is_some()
+            let line = |prefix: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(prefix))
+                    .map(str::to_string)
+            };
+            addr = line("ember-serve: listening on https://");
+            http_addr = line("ember-serve: boot artifacts on http://");
+            addr.is_some() && (http_addr.is_some() || !wants_http)
         });
         let log = std::fs::read_to_string(&err).unwrap_or_default();
         assert!(
@@ -87,7 +93,16 @@ impl EmberServer {
             child,
             dir,
             addr: addr.expect("listening line"),
+            http_addr,
         }
+    }
+
+    /// The plain-HTTP boot artifact listener's port (`--http-listen`).
+    pub fn http_port(&self) -> Option<u16> {
+        self.http_addr
+            .as_deref()
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
     }
 
     /// `https://127.0.0.1:PORT`.

@@ -7,8 +7,10 @@
 
 use std::time::Duration;
 
-use ember_tests::lab::{boot_until, ember_lines, esp_entries, save_timeline, tail, Lab, NODE};
-use ember_tests::qemu::{build_initrd_with, esp_tool, wait_for_log};
+use ember_tests::lab::{
+    boot_until, ember_lines, esp_entries, run_until, save_timeline, tail, Lab, NODE,
+};
+use ember_tests::qemu::{build_initrd_with, esp_tool, kernel_image, wait_for_log};
 
 #[test]
 fn network_boot_reaches_ready_writes_last_known_good_then_cold_start_boots_it() {
@@ -278,5 +280,80 @@ fn power_cut_during_the_esp_write_leaves_the_previous_slot_bootable() {
         "{}",
         ember_lines(&log)
     );
+    assert_eq!(lab.api.node_ready(NODE), Some(true));
+}
+
+/// Test 5: the firmware boots from the network. OVMF runs QEMU's iPXE EFI
+/// ROM, QEMU's DHCP hands it the URL of an iPXE script published with
+/// `ember artifact ipxe`, and iPXE loads the kernel and the initrd from
+/// `ember serve --http-listen` by SHA-256. With the server gone, iPXE fails,
+/// the firmware goes on to the disk, and systemd-boot boots last-known-good.
+#[test]
+fn firmware_network_boot_from_the_boot_server_falls_back_to_the_disk() {
+    let mut lab = Lab::new("e2e-fwnet");
+    lab.publish("ready", &[]);
+    let server = lab.server();
+    let append = format!(
+        "console=ttyS0 panic=-1 ember.attest_url=https://10.0.2.2:{} ember.error_delay=2",
+        server.port()
+    );
+    let kernel = kernel_image().display().to_string();
+    let initrd = lab.initrd.display().to_string();
+    let published = server
+        .ember(&[
+            "artifact", "ipxe", "--kernel", &kernel, "--initrd", &initrd, "--append", &append,
+        ])
+        .expect_ok("ember artifact ipxe");
+    let path = published.stdout.trim().to_string();
+    assert!(path.starts_with("/v1/boot/"), "{path}");
+    let http = server.http_port().expect("--http-listen port");
+    let url = format!("http://10.0.2.2:{http}{path}");
+
+    // 1. Network boot by the firmware, to Ready and a last-known-good slot.
+    let mut boot = lab.boot("fw-net", true);
+    boot.netboot = Some(url.clone());
+    let log = run_until(&lab, "fw-net", boot, "lkg: wrote slot a generation 1");
+    assert!(
+        log.contains("ember: iPXE loading the kernel and initrd from the boot server"),
+        "iPXE did not run the boot script:\n{}",
+        tail(&log, 60)
+    );
+    let lines = ember_lines(&log);
+    for phase in ["dhcp", "attest", "overlay", "ready", "lkg"] {
+        assert!(
+            lines.contains(&format!("phase={phase} status=ok")),
+            "phase {phase} missing:\n{lines}"
+        );
+    }
+    let served = lab.server().log();
+    assert!(
+        served.matches("step=boot node=- outcome=ok").count() >= 3,
+        "the server did not serve the script, kernel and initrd:\n{served}"
+    );
+    let entries = esp_entries(&lab.disk);
+    assert!(entries.contains("ember-a+3.conf"), "ESP entries: {entries}");
+    let entry = esp_tool(&lab.disk, "mtype", &["::/loader/entries/ember-a+3.conf"]);
+    assert!(
+        entry.contains("options console=ttyS0") && !entry.contains("vmlinuz initrd="),
+        "the loader entry carries iPXE's additions: {entry}"
+    );
+
+    // 2. The boot server is down: the firmware falls back to the disk.
+    lab.api.remove_node(NODE);
+    lab.server = None;
+    let mut boot = lab.boot("fw-fallback", true);
+    boot.netboot = Some(url);
+    let log = run_until(&lab, "fw-fallback", boot, "lkg: slot a blessed");
+    let lines = ember_lines(&log);
+    assert!(
+        !log.contains("ember: iPXE loading the kernel"),
+        "iPXE booted without a server?\n{}",
+        tail(&log, 60)
+    );
+    assert!(
+        lines.contains("lkg: overlay 1 restored from slot a"),
+        "{lines}"
+    );
+    assert!(lines.contains("phase=ready status=ok"), "{lines}");
     assert_eq!(lab.api.node_ready(NODE), Some(true));
 }

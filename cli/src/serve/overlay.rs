@@ -108,6 +108,14 @@ pub fn store_boot_artifact(state: &StateDir, src: &Path) -> Result<Blob> {
     })
 }
 
+/// Stores bytes made here (an iPXE script) as a boot artifact.
+pub fn store_boot_bytes(state: &StateDir, bytes: &[u8]) -> Result<Blob> {
+    store_blob(&state.boot_dir(), |w| {
+        w.write_all(bytes)?;
+        Ok(())
+    })
+}
+
 fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {

@@ -42,6 +42,12 @@ pub fn render(t: &Timeline) -> String {
             p.status(),
             p.start_ms
         );
+        match p.cpu_ms {
+            Some(cpu) => {
+                let _ = write!(s, ",\"cpu_ms\":{cpu}");
+            }
+            None => s.push_str(",\"cpu_ms\":null"),
+        }
         if let PhaseState::Failed { reason, .. } = &p.state {
             let _ = write!(s, ",\"reason\":{}", string(reason));
         }
@@ -94,16 +100,17 @@ mod tests {
     #[test]
     fn running_phases_have_null_ends_and_reasons_are_escaped() {
         let log = "[ 10] ember: phase=a status=start\n[ 20] ember: phase=b status=start\n\
-                   [ 30] ember: phase=b status=failed took=10ms reason=say \"no\"\\\n";
+                   [ 30] ember: phase=b status=failed took=10ms cpu=4ms reason=say \"no\"\\\n";
         let t = Timeline::from_log(log, Which::Last).unwrap();
         let j = render(&t);
         assert!(
             j.contains(
-                r#"{"name":"a","status":"running","start_ms":10,"end_ms":null,"took_ms":null}"#
+                r#"{"name":"a","status":"running","start_ms":10,"end_ms":null,"took_ms":null,"cpu_ms":null}"#
             ),
             "{j}"
         );
         assert!(j.contains(r#""reason":"say \"no\"\\""#), "{j}");
+        assert!(j.contains(r#""took_ms":10,"cpu_ms":4,"#), "{j}");
         assert!(
             j.contains(r#""marks":[{"name":"init started","at_ms":10}]"#),
             "{j}"

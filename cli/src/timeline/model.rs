@@ -29,6 +29,9 @@ pub struct Phase {
     pub name: String,
     pub start_ms: u64,
     pub state: PhaseState,
+    /// CPU time the writer itself spent in the phase (`cpu=`), when logged:
+    /// the init's own work, apart from waiting on the network or the TPM.
+    pub cpu_ms: Option<u64>,
 }
 
 impl Phase {
@@ -259,6 +262,7 @@ fn user_line(t: &mut Timeline, open: &mut Vec<usize>, ms: u64, message: &str) {
                 name: name.to_string(),
                 start_ms: ms,
                 state: PhaseState::Running,
+                cpu_ms: None,
             });
             open.push(t.phases.len() - 1);
         }
@@ -273,11 +277,13 @@ fn user_line(t: &mut Timeline, open: &mut Vec<usize>, ms: u64, message: &str) {
                         name: name.to_string(),
                         start_ms: ms.saturating_sub(took.unwrap_or(0)),
                         state: PhaseState::Running,
+                        cpu_ms: None,
                     });
                     t.phases.len() - 1
                 }
             };
             let took_ms = ended(t.phases[index].start_ms);
+            t.phases[index].cpu_ms = get("cpu").and_then(millis);
             t.phases[index].state = if status == "ok" {
                 PhaseState::Ok {
                     end_ms: ms,

@@ -23,7 +23,8 @@ pub enum InitrdCmd {
         #[arg(long)]
         modules_dir: Option<PathBuf>,
         /// A kernel module to include and load at boot (with its
-        /// dependencies); repeat or comma-separate.
+        /// dependencies); repeat or comma-separate. `NAME?` includes it
+        /// without loading it at boot (the init loads it when needed).
         #[arg(long = "module", value_delimiter = ',')]
         modules: Vec<String>,
         /// An extra file as SRC:DEST (DEST absolute inside the initrd).

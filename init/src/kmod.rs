@@ -29,11 +29,6 @@ pub struct Report {
 /// dependencies. A missing or refused module is reported, not fatal: the
 /// phase that needs it (network, ESP) will say what is missing.
 pub fn load(extra: &[String]) -> Result<Report, Error> {
-    let release = rustix::system::uname()
-        .release()
-        .to_string_lossy()
-        .into_owned();
-    let base = format!("/lib/modules/{release}");
     let mut names: Vec<String> = match fsutil::read_text(MODULE_LIST) {
         Ok(text) => text
             .lines()
@@ -44,7 +39,17 @@ pub fn load(extra: &[String]) -> Result<Report, Error> {
         Err(_) => Vec::new(),
     };
     names.extend(extra.iter().cloned());
+    load_names(&names)
+}
 
+/// Loads `names` (carried in the initrd, e.g. as `NAME?` on-demand
+/// modules), each after its dependencies.
+pub fn load_names(names: &[String]) -> Result<Report, Error> {
+    let release = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    let base = format!("/lib/modules/{release}");
     let mut report = Report::default();
     if names.is_empty() {
         return Ok(report);
@@ -54,7 +59,7 @@ pub fn load(extra: &[String]) -> Result<Report, Error> {
     let deps = ModulesDep::parse(&dep_text)?;
 
     let mut done: Vec<&str> = Vec::new();
-    for name in &names {
+    for name in names {
         if is_builtin(&builtin, name) {
             report.builtin.push(name.clone());
             continue;

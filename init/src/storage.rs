@@ -27,7 +27,7 @@ use rustix::io::Errno;
 use rustix::mount::{mount, mount_remount, MountFlags};
 
 use crate::supervisor::{self, Event, Supervisor};
-use crate::{clock, esp, fsutil, mounts, rootfs, Error};
+use crate::{clock, esp, fsutil, kmod, mounts, rootfs, Error};
 
 /// What rke2 writes to on a node, with tmpfs size limits (`25%` is of RAM).
 /// The paths are rke2's data-dir (/var/lib/rancher/rke2), its config
@@ -382,6 +382,15 @@ fn prepare_scratch(selector: &Selector, mkfs: &str, sup: &mut Supervisor) -> Res
         )));
     }
     let dev = device.partition;
+    // Carried in the initrd but loaded only now (modules.list `ext4?`):
+    // diskless nodes do not pay for them at boot.
+    let fs_modules = [String::from("crc32c_generic"), String::from("ext4")];
+    let report = kmod::load_names(&fs_modules)?;
+    if !report.missing.is_empty() || !report.failed.is_empty() {
+        return Err(Error::Storage(format!(
+            "scratch disk {dev}: the ext4 modules are not in the initrd or the kernel refused them"
+        )));
+    }
     // No journal: the disk is wiped on every boot, so crash recovery buys
     // nothing; lazy init keeps mkfs to seconds on large disks.
     let argv = [

@@ -154,7 +154,7 @@ fn add_modules(tree: &mut Tree, spec: &Spec) -> anyhow::Result<()> {
     let wanted: Vec<&str> = spec
         .modules
         .iter()
-        .map(String::as_str)
+        .map(|m| on_demand(m).unwrap_or(m))
         .filter(|m| !ember_fs::modules_dep::is_builtin(&builtin, m))
         .collect();
     let order = deps.closure(&wanted)?;
@@ -192,7 +192,7 @@ fn add_modules(tree: &mut Tree, spec: &Spec) -> anyhow::Result<()> {
     )?;
 
     let mut list = String::new();
-    for m in &spec.modules {
+    for m in spec.modules.iter().filter(|m| on_demand(m).is_none()) {
         list.push_str(module_name(m));
         list.push('\n');
     }
@@ -204,6 +204,13 @@ fn add_modules(tree: &mut Tree, spec: &Spec) -> anyhow::Result<()> {
         },
     )?;
     Ok(())
+}
+
+/// `NAME?` is a module carried in the initrd (with its dependencies) but
+/// not loaded at boot: the init loads it when a feature needs it (ext4 for
+/// a scratch disk), so nodes without that feature do not pay for it.
+fn on_demand(module: &str) -> Option<&str> {
+    module.strip_suffix('?')
 }
 
 /// Hashes and counts what passes through to the file.

@@ -103,8 +103,11 @@ impl Swtpm {
                 .arg(format!("file={}", state_dir.join("swtpm.log").display()))
                 .stdin(Stdio::null());
             let mut child = ChildGuard::spawn("swtpm", &mut cmd)?;
+            // Both channels: tpm2-tools' swtpm TCTI uses the control port too.
             let up = wait_until(Duration::from_secs(10), || {
-                child.try_wait().is_some() || TcpStream::connect(("127.0.0.1", port)).is_ok()
+                child.try_wait().is_some()
+                    || (TcpStream::connect(("127.0.0.1", port)).is_ok()
+                        && TcpStream::connect(("127.0.0.1", port + 1)).is_ok())
             });
             if up && child.try_wait().is_none() {
                 return Ok(Swtpm {

@@ -45,7 +45,7 @@ impl BodySink for TeeBody<'_> {
 
     fn data(&mut self, piece: &[u8]) -> bool {
         if self.ok && !self.failed {
-            if let Err(e) = write_all(self.copy, piece) {
+            if let Err(e) = crate::fsutil::write_all(self.copy, piece) {
                 // The boot goes on; only last-known-good loses this overlay.
                 log::warn!("overlay: keeping a copy for last-known-good failed: {e}");
                 self.failed = true;
@@ -86,15 +86,4 @@ impl<T: Transport> Transport for Tee<T> {
             }
         }
     }
-}
-
-fn write_all(fd: &OwnedFd, mut d: &[u8]) -> Result<(), rustix::io::Errno> {
-    while !d.is_empty() {
-        match rustix::io::write(fd, d) {
-            Ok(n) => d = &d[n..],
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

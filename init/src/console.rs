@@ -56,15 +56,6 @@ impl Write for Line {
     }
 }
 
-fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        match rustix::io::write(fd, bytes) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => bytes = &bytes[n..],
-        }
-    }
-}
-
 impl Log for Console {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
         metadata.level() <= log::max_level()
@@ -101,7 +92,8 @@ impl Log for Console {
         // feature in, as in host unit tests.)
         #[allow(unused_unsafe)]
         let stdout = unsafe { rustix::stdio::stdout() };
-        write_all(stdout, &line.buf[..line.len]);
+        // A console that fails takes the line with it; PID 1 goes on.
+        let _ = crate::fsutil::write_all(stdout, &line.buf[..line.len]);
 
         let kmsg = KMSG_FD.load(Ordering::Relaxed);
         if kmsg >= 0 {

@@ -30,20 +30,27 @@ pub fn find() -> Result<Option<PartitionDevice>, Error> {
     find_partition(|p| p.type_guid == ESP_TYPE)
 }
 
+/// The whole disks' names in /sys/class/block (`vda`, `nvme0n1`), sorted,
+/// without loop and RAM disks.
+pub fn whole_disks() -> Result<Vec<String>, Error> {
+    let mut disks = fsutil::list_dir("/sys/class/block")?;
+    // Partitions have a `partition` attribute; whole disks do not.
+    disks.retain(|disk| {
+        !fsutil::exists(&format!("/sys/class/block/{disk}/partition"))
+            && !disk.starts_with("loop")
+            && !disk.starts_with("ram")
+    });
+    Ok(disks)
+}
+
 /// The first partition, on any whole disk with a valid GPT, that `wanted`
 /// accepts.
 pub fn find_partition(
     wanted: impl Fn(&gpt::Partition) -> bool,
 ) -> Result<Option<PartitionDevice>, Error> {
-    for disk in fsutil::list_dir("/sys/class/block")? {
-        // Partitions have a `partition` attribute; whole disks do not.
-        if fsutil::exists(&format!("/sys/class/block/{disk}/partition"))
-            || disk.starts_with("loop")
-            || disk.starts_with("ram")
-        {
-            continue;
-        }
-        let Some(part) = partitions(&disk).into_iter().find(|p| wanted(p)) else {
+    for disk in whole_disks()? {
+        let partitions = read_gpt(&disk).unwrap_or_default();
+        let Some(part) = partitions.into_iter().find(|p| wanted(p)) else {
             continue;
         };
         let number = part.number;
@@ -64,12 +71,8 @@ pub fn find_partition(
     Ok(None)
 }
 
-/// The partitions of `disk`'s GPT. Disks without a GPT, or with a damaged
-/// one, have none (logged at debug).
-fn partitions(disk: &str) -> Vec<gpt::Partition> {
-    read_gpt(disk).unwrap_or_default()
-}
-
+/// The partitions of `disk`'s GPT; `None` for disks without a GPT, or with
+/// a damaged one (logged at debug).
 fn read_gpt(disk: &str) -> Option<Vec<gpt::Partition>> {
     let sector = fsutil::read_text(&format!("/sys/class/block/{disk}/queue/logical_block_size"))
         .ok()

@@ -48,12 +48,18 @@ pub fn write_file(path: &str, data: &[u8], mode: u32) -> Result<(), Error> {
         Mode::from_raw_mode(mode),
     )
     .map_err(err)?;
-    let mut rest = data;
-    while !rest.is_empty() {
-        match rustix::io::write(&fd, rest) {
-            Ok(n) => rest = &rest[n..],
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(err(e)),
+    write_all(&fd, data).map_err(err)
+}
+
+/// Writes all of `bytes` to `fd`, retrying after signals. A write that
+/// makes no progress is an I/O error rather than a spin.
+pub fn write_all(fd: impl rustix::fd::AsFd, mut bytes: &[u8]) -> Result<(), Errno> {
+    while !bytes.is_empty() {
+        match rustix::io::write(fd.as_fd(), bytes) {
+            Ok(0) => return Err(Errno::IO),
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())

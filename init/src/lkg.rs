@@ -255,7 +255,7 @@ pub fn write_atomic(path: &str, data: &[u8]) -> Result<(), Error> {
         Mode::from_raw_mode(0o600),
     )
     .map_err(io(path))?;
-    write_all(&fd, data).map_err(io(path))?;
+    fsutil::write_all(&fd, data).map_err(io(path))?;
     rfs::fsync(&fd).map_err(io(path))?;
     drop(fd);
     rfs::rename(tmp.as_str(), path).map_err(io(path))
@@ -290,22 +290,11 @@ fn copy_file(from: &str, to: &str) -> Result<(), Error> {
                 })
             }
         };
-        write_all(&dst, &buf[..n]).map_err(io(to))?;
+        fsutil::write_all(&dst, &buf[..n]).map_err(io(to))?;
     }
     rfs::fsync(&dst).map_err(io(to))?;
     drop(dst);
     rfs::rename(tmp.as_str(), to).map_err(io(to))
-}
-
-fn write_all(fd: &rustix::fd::OwnedFd, mut data: &[u8]) -> Result<(), Errno> {
-    while !data.is_empty() {
-        match rustix::io::write(fd, data) {
-            Ok(n) => data = &data[n..],
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 fn fsync_dir(path: &str) -> Result<(), Error> {

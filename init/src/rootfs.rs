@@ -148,22 +148,12 @@ struct FdOutput {
 
 impl Output for FdOutput {
     fn put(&mut self, bytes: &[u8]) -> Result<(), ember_fs::Error> {
-        write_all(self.fd.as_fd(), bytes).map_err(|e| ember_fs::Error::Output(e.raw_os_error()))?;
+        fsutil::write_all(&self.fd, bytes)
+            .map_err(|e| ember_fs::Error::Output(e.raw_os_error()))?;
         self.bytes += bytes.len() as u64;
         sha2::Digest::update(&mut self.sha256, bytes);
         Ok(())
     }
-}
-
-fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), Errno> {
-    while !bytes.is_empty() {
-        match rustix::io::write(fd, bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Moves the contents of directory `from` into directory `to` (files,
@@ -317,7 +307,7 @@ impl Mover {
                     if copied + n as u64 > size {
                         return Err(step("source file grew while copied")(Errno::IO));
                     }
-                    write_all(dst.as_fd(), &buf[..n]).map_err(step("write file in target"))?;
+                    fsutil::write_all(&dst, &buf[..n]).map_err(step("write file in target"))?;
                     if let Some(snapshot) = self.snapshot.as_mut() {
                         snapshot
                             .data(&buf[..n])

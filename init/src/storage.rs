@@ -449,14 +449,13 @@ fn run(sup: &mut Supervisor, argv: &[&str]) -> Result<i32, Error> {
 /// zeros (no partition table, LVM, RAID or filesystem signature there), or
 /// that already carries Ember's scratch filesystem.
 fn first_empty_disk() -> Result<Option<String>, Error> {
-    for disk in fsutil::list_dir("/sys/class/block")? {
+    for disk in esp::whole_disks()? {
         let sys = format!("/sys/class/block/{disk}");
         let attr = |name: &str| fsutil::read_text(&format!("{sys}/{name}")).unwrap_or_default();
-        let virtual_dev = ["loop", "ram", "zram", "sr", "nbd", "dm-", "md"]
+        let virtual_dev = ["zram", "sr", "nbd", "dm-", "md"]
             .iter()
             .any(|p| disk.starts_with(p));
         if virtual_dev
-            || fsutil::exists(&format!("{sys}/partition"))
             || attr("ro").trim() != "0"
             || attr("size").trim() == "0"
             || fsutil::list_dir(&sys)

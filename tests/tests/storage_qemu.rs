@@ -9,10 +9,8 @@
 //! same disks) and the scratch disk is empty again.
 
 use std::path::Path;
-use std::time::Duration;
 
-use ember_tests::lab::{ember_lines, save_timeline, tail, Lab};
-use ember_tests::qemu::wait_for_log;
+use ember_tests::lab::{ember_lines, run_until, tail, Lab};
 
 /// The writable paths the check writes to: the init's defaults, plus the
 /// small one this test adds.
@@ -105,27 +103,12 @@ fn write_exec(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
-/// Boots the lab's node with `scratch` as a second disk until the check
-/// script is done and the node is Ready; returns the console log.
+/// Boots the lab's node with `scratch` as a second disk until it is Ready;
+/// returns the console log.
 fn boot_with_scratch(lab: &Lab, name: &str, scratch: &Path) -> String {
     let mut boot = lab.boot(name, false);
     boot.disks.push(scratch.to_path_buf());
-    let mut guard = boot.start();
-    let (found, log) = wait_for_log(
-        &lab.log_path(name),
-        &mut guard,
-        "phase=ready status=ok",
-        Duration::from_secs(600),
-    );
-    save_timeline(lab, name);
-    drop(guard);
-    assert!(
-        found,
-        "{name}: the node did not become Ready; init said:\n{}\n--- console tail:\n{}",
-        ember_lines(&log),
-        tail(&log, 80)
-    );
-    log
+    run_until(lab, name, boot, "phase=ready status=ok")
 }
 
 fn check_lines(log: &str) -> Vec<&str> {
@@ -224,18 +207,13 @@ fn read_only_root_writable_paths_size_limits_and_an_ephemeral_scratch_disk() {
 fn a_configured_scratch_disk_that_is_missing_fails_the_boot_clearly() {
     let lab = Lab::new("storage-missing");
     lab.publish("ready", &[("scratch_disk", "partlabel:no-such-disk")]);
-    let boot = lab.boot("storage-missing", false);
-    let mut guard = boot.start();
-    let (found, log) = wait_for_log(
-        &lab.log_path("storage-missing"),
-        &mut guard,
+    let log = run_until(
+        &lab,
+        "storage-missing",
+        lab.boot("storage-missing", false),
         "phase=storage status=failed",
-        Duration::from_secs(600),
     );
-    save_timeline(&lab, "storage-missing");
-    drop(guard);
     let init = ember_lines(&log);
-    assert!(found, "no storage failure:\n{init}\n{}", tail(&log, 40));
     assert!(
         init.contains("scratch disk partlabel:no-such-disk: no such disk or partition"),
         "{init}"

@@ -44,12 +44,15 @@ pub enum NetCmd {
         /// Client P-256 private key (PEM, SEC1 or PKCS#8).
         #[arg(long, requires = "cert")]
         key: Option<PathBuf>,
-        /// DNS server to resolve the host (default: nameservers of --resolv-conf).
+        /// Ask this DNS server directly, as the node asks its lease's servers.
+        /// Without --dns or --resolv-conf, names resolve as in every host
+        /// program: /etc/hosts first, `localhost` to loopback, then DNS.
         #[arg(long)]
         dns: Vec<std::net::Ipv4Addr>,
-        /// resolv.conf to take DNS servers from when --dns is not given.
-        #[arg(long, default_value = "/etc/resolv.conf")]
-        resolv_conf: PathBuf,
+        /// Ask the nameservers of this resolv.conf directly (the file a
+        /// node's lease writes), skipping /etc/hosts.
+        #[arg(long, conflicts_with = "dns")]
+        resolv_conf: Option<PathBuf>,
         /// Connect and read timeout.
         #[arg(long, default_value_t = 10)]
         timeout_secs: u64,
@@ -159,7 +162,7 @@ fn get(
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     dns: Vec<std::net::Ipv4Addr>,
-    resolv_conf: PathBuf,
+    resolv_conf: Option<PathBuf>,
     timeout_secs: u64,
     url: String,
 ) -> anyhow::Result<()> {
@@ -175,12 +178,18 @@ fn get(
         )?),
         _ => None,
     };
-    let servers: Vec<[u8; 4]> = if dns.is_empty() {
-        resolv_conf_servers(&std::fs::read_to_string(&resolv_conf).unwrap_or_default())
-    } else {
-        dns.iter().map(|a| a.octets()).collect()
+    let servers: Vec<[u8; 4]> = match &resolv_conf {
+        Some(path) => resolv_conf_servers(
+            &std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?,
+        ),
+        None => dns.iter().map(|a| a.octets()).collect(),
     };
-    let mut client = ember_net::https::Client::new(&cas, &servers);
+    let resolver = if servers.is_empty() && resolv_conf.is_none() {
+        ember_net::dns::Resolver::System
+    } else {
+        ember_net::dns::Resolver::Servers(&servers)
+    };
+    let mut client = ember_net::https::Client::with_resolver(&cas, resolver);
     client.identity = identity.as_ref();
     client.connect_timeout = Duration::from_secs(timeout_secs);
     client.read_timeout = Duration::from_secs(timeout_secs);

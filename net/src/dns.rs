@@ -1,5 +1,8 @@
-//! A small A-record resolver over UDP: each server in turn, bounded tries,
-//! a timeout per try. IP literals skip DNS.
+//! Host names to IPv4 addresses. On the node: a small A-record resolver over
+//! UDP to the lease's servers (each in turn, bounded tries, a timeout per
+//! try). In a host program (`std`): the C library's resolver, so /etc/hosts
+//! and nsswitch apply as they do for every other program. Either way IP
+//! literals skip lookup and `localhost` is loopback (RFC 6761).
 
 use crate::clock;
 use crate::error::{Error, Result};
@@ -13,9 +16,69 @@ use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketFlags, Socket
 pub const TRIES: usize = 2;
 pub const TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How a client turns a host name into addresses.
+#[derive(Debug, Clone, Copy)]
+pub enum Resolver<'a> {
+    /// PID 1: DNS over UDP to these servers (the DHCP lease's). The initrd
+    /// has no /etc/hosts worth reading; the lease is the node's truth.
+    Servers(&'a [[u8; 4]]),
+    /// A host program: getaddrinfo(3), i.e. /etc/hosts first, then DNS, as
+    /// /etc/nsswitch.conf says.
+    #[cfg(feature = "std")]
+    System,
+}
+
+impl Resolver<'_> {
+    /// The IPv4 addresses of `host`, in the order to try them.
+    pub fn resolve(&self, host: &str) -> Result<Vec<[u8; 4]>> {
+        if let Some(ip) = literal_or_localhost(host) {
+            return Ok(alloc::vec![ip]);
+        }
+        match self {
+            Resolver::Servers(servers) => resolve(host, servers),
+            #[cfg(feature = "std")]
+            Resolver::System => system(host),
+        }
+    }
+}
+
+/// An IPv4 literal, or 127.0.0.1 for `localhost` and names under it, which
+/// RFC 6761 reserves for loopback: no resolver is asked about them.
+fn literal_or_localhost(host: &str) -> Option<[u8; 4]> {
+    if let Some(ip) = crate::url::parse_ipv4(host) {
+        return Some(ip);
+    }
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let is_localhost = host.eq_ignore_ascii_case("localhost")
+        || (host.len() > 10
+            && host.is_char_boundary(host.len() - 10)
+            && host[host.len() - 10..].eq_ignore_ascii_case(".localhost"));
+    is_localhost.then_some([127, 0, 0, 1])
+}
+
+#[cfg(feature = "std")]
+fn system(host: &str) -> Result<Vec<[u8; 4]>> {
+    use std::net::{SocketAddr, ToSocketAddrs};
+    let found = (host, 0u16)
+        .to_socket_addrs()
+        .map_err(|e| Error::HostLookup(alloc::format!("{host}: {e}")))?;
+    let mut addrs: Vec<[u8; 4]> = Vec::new();
+    for a in found {
+        if let SocketAddr::V4(v4) = a {
+            if !addrs.contains(&v4.ip().octets()) {
+                addrs.push(v4.ip().octets());
+            }
+        }
+    }
+    if addrs.is_empty() {
+        return Err(Error::DnsNoAddress);
+    }
+    Ok(addrs)
+}
+
 /// Addresses of `host`: the literal itself, or the A records from `servers`.
 pub fn resolve(host: &str, servers: &[[u8; 4]]) -> Result<Vec<[u8; 4]>> {
-    if let Some(ip) = crate::url::parse_ipv4(host) {
+    if let Some(ip) = literal_or_localhost(host) {
         return Ok(alloc::vec![ip]);
     }
     if servers.is_empty() {
@@ -84,5 +147,31 @@ pub fn query(host: &str, server: [u8; 4], timeout: Duration) -> Result<Vec<[u8; 
             Err(Error::DnsMalformed("answer for another query")) => continue,
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod resolver_tests {
+    use super::*;
+
+    #[test]
+    fn localhost_is_loopback_without_asking_anyone() {
+        // No servers: anything that reached DNS would fail with NoDnsServer.
+        let r = Resolver::Servers(&[]);
+        assert_eq!(r.resolve("localhost").unwrap(), [[127, 0, 0, 1]]);
+        assert_eq!(r.resolve("LocalHost.").unwrap(), [[127, 0, 0, 1]]);
+        assert_eq!(r.resolve("boot.localhost").unwrap(), [[127, 0, 0, 1]]);
+        assert_eq!(r.resolve("10.0.2.2").unwrap(), [[10, 0, 2, 2]]);
+        assert_eq!(r.resolve("notlocalhost"), Err(Error::NoDnsServer));
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn system_resolver_reads_etc_hosts() {
+        // Every Debian machine lists localhost in /etc/hosts; the literal
+        // shortcut aside, getaddrinfo must find a loopback address for the
+        // machine's own name or `localhost.localdomain`-style entries too.
+        let addrs = system("localhost").unwrap();
+        assert!(addrs.iter().any(|a| a[0] == 127), "{addrs:?}");
     }
 }

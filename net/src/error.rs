@@ -37,6 +37,8 @@ pub enum Error {
     DnsNoAddress,
     /// A DNS answer could not be parsed.
     DnsMalformed(&'static str),
+    /// The host's C resolver (getaddrinfo) could not resolve the name.
+    HostLookup(String),
     /// The URL is not `https://host[:port]/path`.
     BadUrl(&'static str),
     /// TCP connect did not complete within the timeout.
@@ -113,6 +115,7 @@ impl fmt::Display for Error {
             Error::DnsRcode(rc) => write!(f, "DNS: server answered rcode {rc}"),
             Error::DnsNoAddress => f.write_str("DNS: no A record"),
             Error::DnsMalformed(why) => write!(f, "DNS: malformed answer: {why}"),
+            Error::HostLookup(why) => write!(f, "host lookup failed: {why}"),
             Error::BadUrl(why) => write!(f, "bad URL: {why}"),
             Error::ConnectTimeout => f.write_str("TCP connect timed out"),
             Error::Connect(errno) => write!(f, "TCP connect failed: {errno}"),

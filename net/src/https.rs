@@ -5,7 +5,8 @@
 use crate::error::{Error, Result};
 use crate::http::{self, BodyDecoder};
 use crate::tls::{ClientIdentity, Provider, TcpStream, Verifier};
-use crate::{clock, dns, url};
+use crate::dns::Resolver;
+use crate::{clock, url};
 use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -20,8 +21,8 @@ const RECORD_BUF: usize = 16 * 1024 + 256;
 pub struct Client<'a> {
     /// DER CA certificates; the server chain must end at one of them.
     pub cas: &'a [Vec<u8>],
-    /// DNS servers (from the lease) for host names that are not IP literals.
-    pub dns: &'a [[u8; 4]],
+    /// How host names that are not IP literals become addresses.
+    pub resolver: Resolver<'a>,
     pub identity: Option<&'a ClientIdentity>,
     pub connect_timeout: Duration,
     /// The longest wait for any single read or write.
@@ -59,10 +60,15 @@ pub struct Response {
 }
 
 impl<'a> Client<'a> {
+    /// A client that resolves names with DNS over UDP to `dns` (PID 1).
     pub fn new(cas: &'a [Vec<u8>], dns: &'a [[u8; 4]]) -> Self {
+        Self::with_resolver(cas, Resolver::Servers(dns))
+    }
+
+    pub fn with_resolver(cas: &'a [Vec<u8>], resolver: Resolver<'a>) -> Self {
         Client {
             cas,
-            dns,
+            resolver,
             identity: None,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
@@ -94,7 +100,7 @@ impl<'a> Client<'a> {
         }
         let url = url::parse(url)?;
         let now = clock::unix_seconds().ok_or(Error::ClockUnset)?;
-        let addrs = dns::resolve(url.host, self.dns)?;
+        let addrs = self.resolver.resolve(url.host)?;
         let mut last = Error::ConnectTimeout;
         let mut conn = None;
         for addr in addrs {

@@ -217,6 +217,54 @@ fn content_length_body_is_fetched_with_verification_on() {
     assert_eq!(out.stdout, b"hello, node\n");
 }
 
+/// A newcomer's first try: the host tool resolves `localhost` as every
+/// host program does, not by asking resolv.conf's DNS servers.
+#[test]
+fn host_tool_fetches_from_localhost_by_name() {
+    let f = Fixture::new("https-localhost");
+    let s = TlsServer::start(f.dir.path(), "server", &["-tls1_3"], CONTENT_LENGTH, false);
+    let out = Command::new(ember_bin())
+        .args(["net", "get", "--timeout-secs", "2", "--ca"])
+        .arg(f.path("ca.pem"))
+        .arg(format!("https://localhost:{}/boot/overlay.tar", s.port))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"hello, node\n");
+}
+
+/// /etc/hosts comes before DNS on the host: a name only /etc/hosts knows
+/// (bind-mounted over it in a private mount namespace) is fetched.
+#[test]
+fn host_tool_reads_etc_hosts_before_dns() {
+    let f = Fixture::new("https-etc-hosts");
+    make_leaf(f.dir.path(), "ca", "named", "DNS:boot.hosts-only.test", 5, false);
+    let hosts = f.path("hosts");
+    std::fs::write(&hosts, "127.0.0.1 boot.hosts-only.test\n").unwrap();
+    let s = TlsServer::start(f.dir.path(), "named", &["-tls1_3"], CONTENT_LENGTH, false);
+    let script = format!(
+        "mount --bind {} /etc/hosts && exec {} net get --timeout-secs 2 --ca {} https://boot.hosts-only.test:{}/boot/overlay.tar",
+        hosts.display(),
+        ember_bin().display(),
+        f.path("ca.pem").display(),
+        s.port
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"hello, node\n");
+}
+
 #[test]
 fn chunked_body_is_reassembled() {
     let f = Fixture::new("https-chunked");

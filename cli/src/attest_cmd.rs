@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use ember_fs::tar::{Confinement, Extractor, FsSink, Limits};
-use ember_proto::client::{self, BodySink, Config, Credential, Response, Transport, Url};
+use ember_proto::client::{self, BodySink, Credential, Response, Transport, Url};
 use ember_proto::host::HttpsClient;
 use ember_proto::msg::{
     self, decode, encode, FinishRequest, FinishResponse, Outcome, StartResponse,
@@ -65,8 +65,12 @@ pub struct AttestArgs {
 }
 
 pub fn run(a: AttestArgs) -> Result<()> {
-    let url = Url::parse(&a.url)
-        .ok_or_else(|| anyhow!("--url {:?}: expected https://HOST[:PORT][/PATH]", a.url))?;
+    let url = Url::parse(&a.url).map_err(|e| {
+        anyhow!(
+            "--url {:?}: {e}; expected https://HOST[:PORT][/PATH]",
+            a.url
+        )
+    })?;
     let ca = std::fs::read(&a.ca).with_context(|| format!("read CA {}", a.ca.display()))?;
     let http = HttpsClient::new(&url, &ca).map_err(|e| anyhow!("{e}"))?;
     if let Some(dir) = &a.replay {
@@ -98,25 +102,11 @@ pub fn run(a: AttestArgs) -> Result<()> {
             let path: &'static str = Box::leak(spec.clone().into_boxed_str());
             let dev =
                 ember_tpm::DeviceTransport::open(path).map_err(|e| anyhow!("open {spec}: {e}"))?;
-            flow(
-                &mut Tpm::new(dev),
-                ek,
-                &mut transport,
-                &url.config(),
-                &a,
-                outcome,
-            )
+            flow(&mut Tpm::new(dev), ek, &mut transport, &url, &a, outcome)
         } else {
             let sock = ember_tpm::SocketTransport::connect_spec(&spec)
                 .map_err(|e| anyhow!("connect {spec}: {e}"))?;
-            flow(
-                &mut Tpm::new(sock),
-                ek,
-                &mut transport,
-                &url.config(),
-                &a,
-                outcome,
-            )
+            flow(&mut Tpm::new(sock), ek, &mut transport, &url, &a, outcome)
         };
         let cred = result?;
         if let Some(dir) = &a.record {
@@ -131,7 +121,7 @@ fn flow<T: ember_tpm::Transport>(
     tpm: &mut Tpm<T>,
     ek: Option<ember_tpm::EkTemplate>,
     http: &mut impl Transport,
-    cfg: &Config,
+    cfg: &Url,
     a: &AttestArgs,
     outcome: Option<Outcome>,
 ) -> Result<Credential> {
@@ -158,7 +148,7 @@ fn flow<T: ember_tpm::Transport>(
             "overlay {} ({} bytes, sha256 {}) extracted into {}",
             meta.version_id,
             meta.size,
-            client::hex(&meta.sha256),
+            ember_fs::hex::hex(&meta.sha256),
             into.display()
         );
         version = Some(meta.version_id);
@@ -179,7 +169,7 @@ fn flow<T: ember_tpm::Transport>(
 /// authenticated and extracted.
 fn extract_staged(
     http: &mut impl Transport,
-    cfg: &Config,
+    cfg: &Url,
     cred: &Credential,
     into: &Path,
 ) -> Result<msg::OverlayMeta> {
@@ -194,7 +184,7 @@ fn extract_staged(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let staging = parent.join(format!(".{name}.ember-staging-{}", client::hex(&r)));
+    let staging = parent.join(format!(".{name}.ember-staging-{}", ember_fs::hex::hex(&r)));
     std::fs::create_dir(&staging).with_context(|| format!("create {}", staging.display()))?;
     let result = (|| {
         let sink = FsSink::open(staging.as_path(), Confinement::Beneath)
@@ -421,7 +411,7 @@ impl<T> Recorder<T> {
             start: start.clone(),
             finish: finish.clone(),
         };
-        let path = dir.join(format!("{}-{i}.rec", client::hex(&cred.session)));
+        let path = dir.join(format!("{}-{i}.rec", ember_fs::hex::hex(&cred.session)));
         std::fs::write(&path, rec.to_bytes())
             .with_context(|| format!("write {}", path.display()))?;
         Ok(())

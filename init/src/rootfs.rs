@@ -39,6 +39,21 @@ pub struct Report {
     pub snapshot_sha256: [u8; 32],
 }
 
+impl Report {
+    /// The boot log's line for the `rootfs` phase.
+    pub fn log(&self) {
+        match self.moved {
+            true => log::info!(
+                "rootfs: moved {} files ({} bytes) from the initial rootfs to a tmpfs root; initrd snapshot {} bytes",
+                self.files,
+                self.bytes,
+                self.snapshot_bytes
+            ),
+            false => log::info!("rootfs: / is already a tmpfs root"),
+        }
+    }
+}
+
 /// Makes `/` a tmpfs holding the initrd's contents. A no-op (moved=false)
 /// when `/` is already something other than the initial rootfs.
 pub fn ensure_tmpfs_root() -> Result<Report, Error> {

@@ -110,12 +110,11 @@ fn one(http: &mut HttpsClient, url: &Url, rec: &Recording) -> Result<Timing> {
         fin.expires_in_s,
         fin.overlay.clone(),
     );
-    let cfg = url.config();
     let t2 = Instant::now();
     let mut version = None;
     if let Some(meta) = &fin.overlay {
         let mut sink = Discard(0);
-        client::fetch_overlay(http, &cfg, &cred, &mut sink).map_err(|e| anyhow!("overlay: {e}"))?;
+        client::fetch_overlay(http, url, &cred, &mut sink).map_err(|e| anyhow!("overlay: {e}"))?;
         if sink.0 != meta.size {
             bail!("overlay: {} bytes opened, {} announced", sink.0, meta.size);
         }
@@ -123,7 +122,7 @@ fn one(http: &mut HttpsClient, url: &Url, rec: &Recording) -> Result<Timing> {
     }
     t.overlay = t2.elapsed();
     let t3 = Instant::now();
-    client::report(http, &cfg, &cred, Outcome::Joined, version, "load test")
+    client::report(http, url, &cred, Outcome::Joined, version, "load test")
         .map_err(|e| anyhow!("report: {e}"))?;
     t.report = t3.elapsed();
     t.total = t0.elapsed();

@@ -69,7 +69,7 @@ pub trait BodySink {
 /// absolute (`server.base_path` + protocol path); `bearer` goes into an
 /// `Authorization: Bearer` header; POST bodies are [`msg::CONTENT_TYPE`].
 pub trait Transport {
-    type Error: fmt::Display;
+    type Error: TransportError;
     fn post(
         &mut self,
         path: &str,
@@ -82,6 +82,21 @@ pub trait Transport {
         bearer: Option<&str>,
         sink: &mut dyn BodySink,
     ) -> Result<(), Self::Error>;
+}
+
+/// A transport's failure, as the protocol needs to judge it.
+pub trait TransportError: fmt::Display {
+    /// Whether the server could not be reached at all (no DNS answer, no
+    /// route, connection refused or timed out, closed before any answer):
+    /// the one failure in which a node may boot its last-known-good. A TLS
+    /// or certificate failure is not: a man in the middle could cause it.
+    fn unreachable(&self) -> bool;
+}
+
+impl TransportError for core::convert::Infallible {
+    fn unreachable(&self) -> bool {
+        match *self {}
+    }
 }
 
 /// The boot server's base URL (`ember.attest_url=`), parsed by ember-net.
@@ -156,6 +171,14 @@ fn tpm<T, E: fmt::Display>(op: &'static str, r: Result<T, E>) -> Result<T, Error
     })
 }
 
+fn transport_failure(step: &'static str, e: &impl TransportError) -> Error {
+    Error::Transport {
+        step,
+        detail: format!("{e}"),
+        unreachable: e.unreachable(),
+    }
+}
+
 fn refusal(step: &'static str, status: u16, body: &[u8]) -> Error {
     match decode::<ErrorResponse>("error", body) {
         Ok(e) => Error::Server {
@@ -179,10 +202,7 @@ fn post<H: Transport>(
     let url = format!("{}{}", server.base_path, p);
     let resp = http
         .post(&url, bearer, body)
-        .map_err(|e| Error::Transport {
-            step,
-            detail: format!("{e}"),
-        })?;
+        .map_err(|e| transport_failure(step, &e))?;
     if resp.status != 200 {
         let err = refusal(step, resp.status, &resp.body);
         log::warn!("attest: {step} refused: {err}");
@@ -317,10 +337,7 @@ pub fn fetch_sealed<H: Transport>(
     if let Some(e) = body.error.take() {
         return Err(e);
     }
-    transport.map_err(|e| Error::Transport {
-        step,
-        detail: format!("{e}"),
-    })?;
+    transport.map_err(|e| transport_failure(step, &e))?;
     if body.status != 200 {
         return Err(refusal(step, body.status, &body.error_body));
     }

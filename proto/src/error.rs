@@ -34,8 +34,15 @@ pub enum Error {
     },
     /// The server answered with a status and body that are not a protocol error.
     UnexpectedResponse { step: &'static str, status: u16 },
-    /// The HTTPS transport failed.
-    Transport { step: &'static str, detail: String },
+    /// The HTTPS transport failed. `unreachable`: no exchange with the
+    /// server happened at all (no route, refused, timed out), as opposed to
+    /// a TLS or certificate failure, which a man in the middle could cause
+    /// and which must not send a node to its cached overlay.
+    Transport {
+        step: &'static str,
+        detail: String,
+        unreachable: bool,
+    },
     /// A TPM operation failed.
     Tpm { op: &'static str, detail: String },
     /// The extractor refused the overlay.
@@ -84,7 +91,7 @@ impl fmt::Display for Error {
             Error::UnexpectedResponse { step, status } => {
                 write!(f, "{step}: unexpected HTTP status {status}")
             }
-            Error::Transport { step, detail } => write!(f, "{step}: transport: {detail}"),
+            Error::Transport { step, detail, .. } => write!(f, "{step}: transport: {detail}"),
             Error::Tpm { op, detail } => write!(f, "TPM {op}: {detail}"),
             Error::Sink { detail } => write!(f, "extractor: {detail}"),
             Error::BadSecretLength { len } => {

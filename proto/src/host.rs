@@ -11,7 +11,7 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
-use crate::client::{BodySink, Response, Transport, Url};
+use crate::client::{BodySink, Response, Transport, TransportError, Url};
 use crate::msg::{CONTENT_TYPE, MAX_MESSAGE};
 
 #[derive(Debug)]
@@ -245,6 +245,12 @@ impl BodySink for Collect {
         }
         self.body.extend_from_slice(piece);
         true
+    }
+}
+
+impl TransportError for HostError {
+    fn unreachable(&self) -> bool {
+        matches!(self, HostError::Connect(_))
     }
 }
 

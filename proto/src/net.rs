@@ -6,7 +6,7 @@ use core::cell::Cell;
 
 use ember_net::https::{Client, Request};
 
-use crate::client::{BodySink, Response, Transport, Url};
+use crate::client::{BodySink, Response, Transport, TransportError, Url};
 use crate::msg::{CONTENT_TYPE, MAX_MESSAGE};
 
 pub struct NetTransport<'c, 'a> {
@@ -113,5 +113,23 @@ impl Transport for NetTransport<'_, '_> {
                 Ok(())
             }
         }
+    }
+}
+
+impl TransportError for ember_net::Error {
+    fn unreachable(&self) -> bool {
+        use ember_net::Error as E;
+        matches!(
+            self,
+            E::NoDnsServer
+                | E::DnsTimeout
+                | E::DnsRcode(_)
+                | E::DnsNoAddress
+                | E::HostLookup(_)
+                | E::ConnectTimeout
+                | E::Connect(_)
+                | E::ReadTimeout
+                | E::ConnectionClosed
+        )
     }
 }

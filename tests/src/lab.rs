@@ -92,14 +92,20 @@ impl Lab {
         version
     }
 
+    /// The lab server's URL as the VM reaches it (port 9, where nothing
+    /// listens, once the server is gone).
+    pub fn attest_url(&self) -> String {
+        let port = self.server.as_ref().map_or(9, |s| s.port());
+        format!("https://10.0.2.2:{port}")
+    }
+
     pub fn boot(&self, name: &str, from_disk: bool) -> Boot {
-        let append = match &self.server {
-            Some(s) => format!(
-                "ember.attest_url=https://10.0.2.2:{} ember.error_delay=2",
-                s.port()
-            ),
-            None => String::from("ember.attest_url=https://10.0.2.2:9 ember.error_delay=2"),
-        };
+        self.boot_with(name, from_disk, &self.attest_url())
+    }
+
+    /// A boot with `ember.attest_url=attest_urls` (one URL or a list).
+    pub fn boot_with(&self, name: &str, from_disk: bool, attest_urls: &str) -> Boot {
+        let append = format!("ember.attest_url={attest_urls} ember.error_delay=2");
         let mut boot = Boot::new(
             &self.initrd,
             &append,

@@ -85,6 +85,29 @@ fn network_boot_reaches_ready_writes_last_known_good_then_cold_start_boots_it() 
     );
 }
 
+/// Failover: with the first listed boot server down (nothing listens on
+/// port 9), the node passes it over and attests with the next one, and the
+/// log says which answered.
+#[test]
+fn first_listed_boot_server_down_the_node_attests_with_the_next() {
+    let lab = Lab::new("e2e-failover");
+    lab.publish("ready", &[]);
+    let live = lab.attest_url();
+    let urls = format!("https://10.0.2.2:9,{live}");
+    let boot = lab.boot_with("failover", false, &urls);
+    let log = run_until(&lab, "failover", boot, "phase=overlay status=ok");
+    let lines = ember_lines(&log);
+    assert!(
+        lines.contains("attest: https://10.0.2.2:9 round 1/3"),
+        "the dead server was not tried first:\n{lines}"
+    );
+    assert!(
+        lines.contains(&format!("from {live}")),
+        "the log does not name the server that answered:\n{lines}"
+    );
+    assert!(!lines.contains("last-known-good"), "{lines}");
+}
+
 fn count(log: &str, needle: &str) -> usize {
     log.matches(needle).count()
 }

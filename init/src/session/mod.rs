@@ -49,8 +49,9 @@ impl Session {
 }
 
 /// Attests with the first of `servers` that answers. A server that cannot
-/// be reached (no TCP, TLS or HTTP exchange) is passed over for the next;
-/// a refusal is final, since replicas share one decision.
+/// be reached at all is passed over for the next; anything else (a TLS or
+/// certificate failure, a refusal) is final: replicas share one decision,
+/// and a man in the middle must not be able to pick the outcome.
 pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result<Session, Error> {
     if servers.is_empty() {
         return Err(Error::Cmdline(String::from(
@@ -83,7 +84,11 @@ pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result
                         dns: net.lease.dns.clone(),
                     });
                 }
-                Err(e @ ember_proto::Error::Transport { .. }) => {
+                Err(
+                    e @ ember_proto::Error::Transport {
+                        unreachable: true, ..
+                    },
+                ) => {
                     log::warn!("attest: {server} round {round}/{ROUNDS}: {e}");
                     last = Some(e);
                 }
@@ -100,12 +105,20 @@ pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result
         ember_proto::Error::Transport {
             step: "start",
             detail: String::new(),
+            unreachable: true,
         },
     )))
 }
 
 /// Whether an attest failure means "no boot server could be reached",
-/// the one case in which last-known-good may be used instead.
+/// the one case in which last-known-good may be used instead. A TLS or
+/// certificate failure is not: it fails the boot with its reason.
 pub fn unreachable(e: &Error) -> bool {
-    matches!(e, Error::Attest(ember_proto::Error::Transport { .. }))
+    matches!(
+        e,
+        Error::Attest(ember_proto::Error::Transport {
+            unreachable: true,
+            ..
+        })
+    )
 }

@@ -20,9 +20,9 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use api::ApiClient;
-use conf::{Behavior, NodeConf};
+use conf::{Behavior, ContainerConf, NodeConf};
 use error::Error;
-use healthz::Health;
+use healthz::{Health, HealthFlag};
 use node::{NodeFacts, Readiness, Stamps};
 use root::Root;
 
@@ -126,6 +126,30 @@ fn main() {
 
 /// Returns only when the stand-in must exit, with its exit status.
 fn run(args: &Args, conf: &NodeConf) -> i32 {
+    say_plan(conf);
+    let Some(health) = serve_healthz(conf) else {
+        return 1;
+    };
+    schedule_exit(conf);
+    let (readiness, runtime_version) = runtime_state(conf, &args.root);
+    stay_unregistered_if_told(conf);
+    let Some(client) = api_client(conf, &args.root) else {
+        return EXIT_CONFIG;
+    };
+    let facts = NodeFacts::collect(
+        &conf.node_name,
+        args.server_role,
+        client.local_ip(),
+        runtime_version,
+    );
+    let since = now();
+    register(&client, &facts, &readiness, &since);
+    publish_readiness(&health, &facts, &readiness);
+    heartbeat(&client, &facts, &readiness, &since, conf.heartbeat)
+}
+
+/// Says which node this is, how it will behave and which API it talks to.
+fn say_plan(conf: &NodeConf) {
     say(&format!(
         "node {}, behavior {}, api {}",
         conf.node_name,
@@ -140,31 +164,46 @@ fn run(args: &Args, conf: &NodeConf) -> i32 {
             ))
             .unwrap_or_else(|| "unused".into())
     ));
-    let health = match healthz::serve(conf.healthz) {
-        Ok(h) => h,
+}
+
+/// Starts kubelet's healthz endpoint; `None` (said) if it cannot listen.
+fn serve_healthz(conf: &NodeConf) -> Option<HealthFlag> {
+    match healthz::serve(conf.healthz) {
+        Ok(h) => {
+            say(&format!(
+                "healthz listening on http://{}/healthz",
+                conf.healthz
+            ));
+            Some(h)
+        }
         Err(e) => {
             say(&format!("error: {e}"));
-            return 1;
+            None
         }
-    };
-    say(&format!(
-        "healthz listening on http://{}/healthz",
-        conf.healthz
-    ));
-
-    if let Some(after) = conf.exit_after {
-        let code = conf.exit_code;
-        say(&format!(
-            "will exit with status {code} in {} s (standin_exit_after)",
-            after.as_secs()
-        ));
-        std::thread::spawn(move || {
-            std::thread::sleep(after);
-            say(&format!("exiting with status {code} as configured"));
-            std::process::exit(code);
-        });
     }
+}
 
+/// With `standin_exit_after`, exits the process with the configured status
+/// once that time has passed, whatever the stand-in is doing then.
+fn schedule_exit(conf: &NodeConf) {
+    let Some(after) = conf.exit_after else {
+        return;
+    };
+    let code = conf.exit_code;
+    say(&format!(
+        "will exit with status {code} in {} s (standin_exit_after)",
+        after.as_secs()
+    ));
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        say(&format!("exiting with status {code} as configured"));
+        std::process::exit(code);
+    });
+}
+
+/// The readiness and runtime version the Node will report: as the behavior
+/// says, unless the configured test container shows the runtime is down.
+fn runtime_state(conf: &NodeConf, root: &Root) -> (Readiness, String) {
     let mut readiness = match conf.behavior {
         Behavior::Fail => {
             Readiness::not_ready("standin_behavior = fail: this runtime never gets ready")
@@ -173,68 +212,65 @@ fn run(args: &Args, conf: &NodeConf) -> i32 {
     };
     let mut runtime_version = format!("ember-standin://{}", env!("CARGO_PKG_VERSION"));
     if let Some(c) = &conf.container {
-        if let Some(v) = container::runtime_version(c, &args.root) {
+        if let Some(v) = container::runtime_version(c, root) {
             runtime_version = v;
         }
-        let id = format!("standin-{}", std::process::id());
-        say(&format!(
-            "container {id}: runc run --bundle {} ({runtime_version})",
-            c.bundle.display()
-        ));
-        match container::run(c, &args.root, &id) {
-            Ok(out) => {
-                say(&format!("container {id} exited: {}", out.status));
-                if !out.success() {
-                    readiness = Readiness::not_ready(format!(
-                        "container runtime is down: test container {}",
-                        out.status
-                    ));
-                }
-            }
-            Err(e) => {
-                say(&format!("container {id} failed: {e}"));
-                readiness = Readiness::not_ready(format!("container runtime is down: {e}"));
-            }
+        if let Some(down) = run_test_container(c, root, &runtime_version) {
+            readiness = Readiness::not_ready(down);
         }
     }
+    (readiness, runtime_version)
+}
 
-    match conf.behavior {
-        Behavior::Hang => {
-            say(&format!(
-                "behavior hang: node {} will never register",
-                conf.node_name
-            ));
-            sleep_forever();
+/// Runs the test container once; `Some(message)` if the runtime is down.
+fn run_test_container(c: &ContainerConf, root: &Root, runtime_version: &str) -> Option<String> {
+    let id = format!("standin-{}", std::process::id());
+    say(&format!(
+        "container {id}: runc run --bundle {} ({runtime_version})",
+        c.bundle.display()
+    ));
+    match container::run(c, root, &id) {
+        Ok(out) => {
+            say(&format!("container {id} exited: {}", out.status));
+            (!out.success())
+                .then(|| format!("container runtime is down: test container {}", out.status))
         }
-        Behavior::Exit => {
-            say(&format!(
-                "behavior exit: node {} will not register",
-                conf.node_name
-            ));
-            sleep_forever();
+        Err(e) => {
+            say(&format!("container {id} failed: {e}"));
+            Some(format!("container runtime is down: {e}"))
         }
-        Behavior::Ready | Behavior::Fail => {}
     }
+}
+
+/// The `hang` and `exit` behaviors never register the Node: this is where
+/// they stop (an `exit` ends through [`schedule_exit`]).
+fn stay_unregistered_if_told(conf: &NodeConf) {
+    let (what, will) = match conf.behavior {
+        Behavior::Hang => ("hang", "will never register"),
+        Behavior::Exit => ("exit", "will not register"),
+        Behavior::Ready | Behavior::Fail => return,
+    };
+    say(&format!("behavior {what}: node {} {will}", conf.node_name));
+    sleep_forever();
+}
+/// The client for the configured API; `None` (said) if it cannot be built.
+fn api_client(conf: &NodeConf, root: &Root) -> Option<ApiClient> {
     let Some(api_conf) = &conf.api else {
         // NodeConf::parse requires the API for registering behaviors.
         say("error: no API settings");
-        return EXIT_CONFIG;
+        return None;
     };
-    let client = match ApiClient::new(api_conf, &args.root) {
-        Ok(c) => c,
+    match ApiClient::new(api_conf, root) {
+        Ok(c) => Some(c),
         Err(e) => {
             say(&format!("error: {e}"));
-            return EXIT_CONFIG;
+            None
         }
-    };
-    let facts = NodeFacts::collect(
-        &conf.node_name,
-        args.server_role,
-        client.local_ip(),
-        runtime_version,
-    );
-    let since = now();
-    register(&client, &facts, &readiness, &since);
+    }
+}
+
+/// Sets healthz to what the Node was registered as, and says it.
+fn publish_readiness(health: &HealthFlag, facts: &NodeFacts, readiness: &Readiness) {
     health.set(if readiness.ready {
         Health::Ready
     } else {
@@ -248,7 +284,6 @@ fn run(args: &Args, conf: &NodeConf) -> i32 {
             facts.name, readiness.message
         ));
     }
-    heartbeat(&client, &facts, &readiness, &since, conf.heartbeat)
 }
 
 fn excerpt(body: &str) -> String {

@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use super::model::{PhaseState, Timeline};
+use super::model::{Mark, PhaseState, Timeline};
 
 pub const KERNEL_COLOUR: &str = "#5b7db1";
 pub const OK_COLOUR: &str = "#3fa34d";
@@ -41,145 +41,207 @@ struct Row {
 
 pub fn render(t: &Timeline, title: &str) -> String {
     let rows = rows(t);
-    let last = rows
-        .iter()
-        .map(|r| r.end)
-        .chain(t.marks.iter().map(|m| m.at_ms))
-        .chain([t.end_ms, 1])
-        .max()
-        .unwrap_or(1);
-    let step = STEPS
-        .iter()
-        .copied()
-        .find(|s| last.div_ceil(*s) <= 12)
-        .unwrap_or(600_000);
-    let axis_end = last.div_ceil(step) * step;
-    let x = |ms: u64| LABEL_W + ((ms as f64) * (PLOT_W as f64) / (axis_end as f64)).round() as i64;
-
-    let marks_top = TOP + rows.len() as i64 * ROW_H + 8;
-    let legend_top = marks_top + t.marks.len() as i64 * ROW_H + 12;
-    let height = legend_top + 40;
-    let width = LABEL_W + PLOT_W + RIGHT_W;
-
+    let plot = Plot::new(t, &rows);
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="DejaVu Sans, Verdana, sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<rect x="0" y="0" width="{width}" height="{height}" fill="white"/>"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="10" y="22" font-size="16" font-weight="bold" fill="{TEXT_COLOUR}">{}</text>"#,
-        esc(title)
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="10" y="40" fill="{TEXT_COLOUR}">{}</text>"#,
-        esc(&summary(t))
-    );
-
+    plot.header(&mut s, t, title);
     // Row stripes, then the grid, then marks, then bars on top of them.
-    for i in 0..rows.len() as i64 {
-        if i % 2 == 1 {
+    plot.stripes(&mut s);
+    plot.grid(&mut s);
+    plot.marks(&mut s, &t.marks);
+    plot.bars(&mut s, &rows);
+    plot.legend(&mut s);
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The picture's geometry: the time axis' scale and where each band (rows,
+/// marks, legend) starts. Every element's position comes from here.
+struct Plot {
+    /// The axis' last tick, in ms: the right edge of the plot area.
+    axis_end: u64,
+    /// Spacing of the axis' ticks, in ms.
+    step: u64,
+    rows: i64,
+    marks_top: i64,
+    /// The bottom of the last mark's row, where the grid lines stop.
+    grid_bottom: i64,
+    legend_top: i64,
+    width: i64,
+    height: i64,
+}
+
+impl Plot {
+    fn new(t: &Timeline, rows: &[Row]) -> Self {
+        let last = rows
+            .iter()
+            .map(|r| r.end)
+            .chain(t.marks.iter().map(|m| m.at_ms))
+            .chain([t.end_ms, 1])
+            .max()
+            .unwrap_or(1);
+        let step = STEPS
+            .iter()
+            .copied()
+            .find(|s| last.div_ceil(*s) <= 12)
+            .unwrap_or(600_000);
+        let marks_top = TOP + rows.len() as i64 * ROW_H + 8;
+        let grid_bottom = marks_top + t.marks.len() as i64 * ROW_H;
+        let legend_top = grid_bottom + 12;
+        Plot {
+            axis_end: last.div_ceil(step) * step,
+            step,
+            rows: rows.len() as i64,
+            marks_top,
+            grid_bottom,
+            legend_top,
+            width: LABEL_W + PLOT_W + RIGHT_W,
+            height: legend_top + 40,
+        }
+    }
+
+    /// The pixel column of an instant.
+    fn x(&self, ms: u64) -> i64 {
+        LABEL_W + ((ms as f64) * (PLOT_W as f64) / (self.axis_end as f64)).round() as i64
+    }
+
+    /// The `<svg>` element, its white background, the title and the summary.
+    fn header(&self, s: &mut String, t: &Timeline, title: &str) {
+        let Plot { width, height, .. } = *self;
+        let _ = writeln!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="DejaVu Sans, Verdana, sans-serif" font-size="12">"#
+        );
+        let _ = writeln!(
+            s,
+            r#"<rect x="0" y="0" width="{width}" height="{height}" fill="white"/>"#
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="10" y="22" font-size="16" font-weight="bold" fill="{TEXT_COLOUR}">{}</text>"#,
+            esc(title)
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="10" y="40" fill="{TEXT_COLOUR}">{}</text>"#,
+            esc(&summary(t))
+        );
+    }
+
+    /// A light band behind every second row.
+    fn stripes(&self, s: &mut String) {
+        for i in (1..self.rows).step_by(2) {
             let _ = writeln!(
                 s,
-                r#"<rect x="0" y="{}" width="{width}" height="{ROW_H}" fill="{STRIPE_COLOUR}"/>"#,
-                TOP + i * ROW_H
+                r#"<rect x="0" y="{}" width="{}" height="{ROW_H}" fill="{STRIPE_COLOUR}"/>"#,
+                TOP + i * ROW_H,
+                self.width
             );
         }
     }
-    let grid_bottom = marks_top + t.marks.len() as i64 * ROW_H;
-    let mut tick = 0;
-    while tick <= axis_end {
-        let gx = x(tick);
-        let _ = writeln!(
-            s,
-            r#"<line x1="{gx}" y1="{}" x2="{gx}" y2="{grid_bottom}" stroke="{GRID_COLOUR}" stroke-width="1" shape-rendering="crispEdges"/>"#,
-            TOP - 6
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{gx}" y="{}" text-anchor="middle" fill="{TEXT_COLOUR}">{}</text>"#,
-            TOP - 10,
-            seconds(tick)
-        );
-        tick += step;
+
+    /// A vertical line and a label in seconds at every tick of the axis.
+    fn grid(&self, s: &mut String) {
+        let mut tick = 0;
+        while tick <= self.axis_end {
+            let gx = self.x(tick);
+            let _ = writeln!(
+                s,
+                r#"<line x1="{gx}" y1="{}" x2="{gx}" y2="{}" stroke="{GRID_COLOUR}" stroke-width="1" shape-rendering="crispEdges"/>"#,
+                TOP - 6,
+                self.grid_bottom
+            );
+            let _ = writeln!(
+                s,
+                r#"<text x="{gx}" y="{}" text-anchor="middle" fill="{TEXT_COLOUR}">{}</text>"#,
+                TOP - 10,
+                seconds(tick)
+            );
+            tick += self.step;
+        }
     }
-    for (i, m) in t.marks.iter().enumerate() {
-        let mx = x(m.at_ms);
-        let y = marks_top + i as i64 * ROW_H;
+
+    /// Each named instant: a dashed line down to its own row below the
+    /// phases, its name on the left and its time beside the line.
+    fn marks(&self, s: &mut String, marks: &[Mark]) {
+        for (i, m) in marks.iter().enumerate() {
+            let mx = self.x(m.at_ms);
+            let y = self.marks_top + i as i64 * ROW_H;
+            let _ = writeln!(
+                s,
+                r#"<line x1="{mx}" y1="{TOP}" x2="{mx}" y2="{}" stroke="{MARK_COLOUR}" stroke-width="1" stroke-dasharray="4 3" shape-rendering="crispEdges"/>"#,
+                y + ROW_H / 2
+            );
+            label(s, y, &m.name);
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{}" fill="{TEXT_COLOUR}">{} ms</text>"#,
+                mx + 6,
+                y + ROW_H / 2 + 4,
+                m.at_ms
+            );
+        }
+    }
+
+    /// Each row: its name on the left, its bar (at least 2 px wide, with
+    /// its span as a tooltip) and its note right of the bar.
+    fn bars(&self, s: &mut String, rows: &[Row]) {
+        for (i, r) in rows.iter().enumerate() {
+            let y = TOP + i as i64 * ROW_H;
+            let x0 = self.x(r.start);
+            let w = (self.x(r.end) - x0).max(2);
+            label(s, y, &r.label);
+            let _ = writeln!(
+                s,
+                r#"<rect x="{x0}" y="{}" width="{w}" height="{BAR_H}" fill="{}" shape-rendering="crispEdges"><title>{}</title></rect>"#,
+                y + (ROW_H - BAR_H) / 2,
+                r.colour,
+                esc(&format!("{} {}–{} ms", r.label, r.start, r.end))
+            );
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{}" fill="{TEXT_COLOUR}">{}</text>"#,
+                x0 + w + 6,
+                y + ROW_H / 2 + 4,
+                esc(&r.note)
+            );
+        }
+    }
+
+    /// A swatch per colour with its meaning, then how to read the axis.
+    fn legend(&self, s: &mut String) {
+        let top = self.legend_top;
+        let mut lx = 10;
+        for (name, colour) in [
+            ("kernel", KERNEL_COLOUR),
+            ("phase ok", OK_COLOUR),
+            ("phase failed", FAILED_COLOUR),
+            ("phase never ended", RUNNING_COLOUR),
+        ] {
+            let _ = writeln!(
+                s,
+                r#"<rect x="{lx}" y="{top}" width="10" height="10" fill="{colour}" shape-rendering="crispEdges"/><text x="{}" y="{}" fill="{TEXT_COLOUR}">{name}</text>"#,
+                lx + 14,
+                top + 10
+            );
+            lx += 30 + 8 * name.len() as i64;
+        }
         let _ = writeln!(
             s,
-            r#"<line x1="{mx}" y1="{TOP}" x2="{mx}" y2="{}" stroke="{MARK_COLOUR}" stroke-width="1" stroke-dasharray="4 3" shape-rendering="crispEdges"/>"#,
-            y + ROW_H / 2
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{}" text-anchor="end" fill="{TEXT_COLOUR}">{}</text>"#,
-            LABEL_W - 8,
-            y + ROW_H / 2 + 4,
-            esc(&m.name)
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{}" fill="{TEXT_COLOUR}">{} ms</text>"#,
-            mx + 6,
-            y + ROW_H / 2 + 4,
-            m.at_ms
+            r#"<text x="{lx}" y="{}" fill="{MARK_COLOUR}">time since the kernel started; dashed: named instants</text>"#,
+            top + 10
         );
     }
-    for (i, r) in rows.iter().enumerate() {
-        let y = TOP + i as i64 * ROW_H;
-        let x0 = x(r.start);
-        let w = (x(r.end) - x0).max(2);
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{}" text-anchor="end" fill="{TEXT_COLOUR}">{}</text>"#,
-            LABEL_W - 8,
-            y + ROW_H / 2 + 4,
-            esc(&r.label)
-        );
-        let _ = writeln!(
-            s,
-            r#"<rect x="{x0}" y="{}" width="{w}" height="{BAR_H}" fill="{}" shape-rendering="crispEdges"><title>{}</title></rect>"#,
-            y + (ROW_H - BAR_H) / 2,
-            r.colour,
-            esc(&format!("{} {}–{} ms", r.label, r.start, r.end))
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{}" fill="{TEXT_COLOUR}">{}</text>"#,
-            x0 + w + 6,
-            y + ROW_H / 2 + 4,
-            esc(&r.note)
-        );
-    }
-    let mut lx = 10;
-    for (name, colour) in [
-        ("kernel", KERNEL_COLOUR),
-        ("phase ok", OK_COLOUR),
-        ("phase failed", FAILED_COLOUR),
-        ("phase never ended", RUNNING_COLOUR),
-    ] {
-        let _ = writeln!(
-            s,
-            r#"<rect x="{lx}" y="{}" width="10" height="10" fill="{colour}" shape-rendering="crispEdges"/><text x="{}" y="{}" fill="{TEXT_COLOUR}">{name}</text>"#,
-            legend_top,
-            lx + 14,
-            legend_top + 10
-        );
-        lx += 30 + 8 * name.len() as i64;
-    }
+}
+
+/// A row's name, right-aligned in the label column left of the plot.
+fn label(s: &mut String, row_y: i64, name: &str) {
     let _ = writeln!(
         s,
-        r#"<text x="{lx}" y="{}" fill="{MARK_COLOUR}">time since the kernel started; dashed: named instants</text>"#,
-        legend_top + 10
+        r#"<text x="{}" y="{}" text-anchor="end" fill="{TEXT_COLOUR}">{}</text>"#,
+        LABEL_W - 8,
+        row_y + ROW_H / 2 + 4,
+        esc(name)
     );
-    s.push_str("</svg>\n");
-    s
 }
 
 fn rows(t: &Timeline) -> Vec<Row> {

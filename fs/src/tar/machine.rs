@@ -448,108 +448,17 @@ impl Machine {
     /// Decodes the member's metadata into `self.path`/`self.link`;
     /// `None` for member types that are skipped.
     fn parse_entry(&mut self, h: &HeaderBlock<'_>) -> Result<Option<Meta>, ErrorKind> {
-        let typeflag = h.typeflag();
-        let raw_len = self.raw_name(h).len() + h.prefix().len();
-        if raw_len > self.limits.max_name {
-            return Err(ErrorKind::NameTooLong {
-                len: raw_len as u64,
-                limit: self.limits.max_name,
-            });
-        }
-        let trailing_slash = self.raw_name(h).last() == Some(&b'/');
-        let kind = match typeflag {
-            b'0' | b'\0' | b'7' if trailing_slash => Kind::Directory,
-            b'0' | b'\0' | b'7' => Kind::File,
-            b'1' => Kind::Hardlink,
-            b'2' => Kind::Symlink,
-            b'3' => Kind::CharDevice,
-            b'4' => Kind::BlockDevice,
-            b'5' | b'D' => Kind::Directory,
-            b'6' => Kind::Fifo,
-            _ => return Ok(None),
-        };
-        if pax::get(&self.local_pax, b"GNU.sparse.major").is_some()
-            || pax::get(&self.local_pax, b"GNU.sparse.size").is_some()
-        {
+        self.check_name_len(h)?;
+        let Some(kind) = self.member_kind(h) else {
             return Ok(None);
-        }
-        let mut path = core::mem::take(&mut self.path);
-        path.clear();
-        let res = self.normalize_name(h, &mut path);
-        self.path = path;
-        res?;
-        if self.path.is_empty() && kind != Kind::Directory {
-            return Err(ErrorKind::EmptyName);
-        }
-
-        let mut link = core::mem::take(&mut self.link);
-        link.clear();
-        let raw_link: &[u8] = if let Some(l) = pax::get(&self.local_pax, b"linkpath") {
-            l
-        } else if let Some(l) = &self.long_link {
-            l
-        } else {
-            h.linkname()
         };
-        if raw_link.len() > self.limits.max_name {
-            self.link = link;
-            return Err(ErrorKind::NameTooLong {
-                len: raw_link.len() as u64,
-                limit: self.limits.max_name,
-            });
-        }
-        let res = match kind {
-            Kind::Hardlink => match normalize_into(&mut link, raw_link) {
-                Ok(()) if link.is_empty() => Err(ErrorKind::LinkOutsideRoot),
-                Ok(()) => Ok(()),
-                Err(_) => Err(ErrorKind::LinkOutsideRoot),
-            },
-            Kind::Symlink if raw_link.is_empty() || raw_link.contains(&0) => {
-                Err(ErrorKind::EmptyName)
-            }
-            Kind::Symlink => {
-                link.extend_from_slice(raw_link);
-                Ok(())
-            }
-            _ => Ok(()),
-        };
-        self.link = link;
-        res?;
-
+        self.decode_path(h, kind)?;
+        self.decode_link(h, kind)?;
         let mode = (h.mode()? & 0o7777) as u32;
         let uid = self.pax_id(b"uid", || h.uid(), Field::Uid)?;
         let gid = self.pax_id(b"gid", || h.gid(), Field::Gid)?;
-        let mtime = match self.pax_value(b"mtime") {
-            Some(v) => {
-                let (secs, nanos) = pax::parse_time(v)?;
-                Time { secs, nanos }
-            }
-            None => Time {
-                secs: h.mtime()?,
-                nanos: 0,
-            },
-        };
-        let (dev_major, dev_minor) = match kind {
-            Kind::CharDevice | Kind::BlockDevice => {
-                let major = match pax::get(&self.local_pax, b"SCHILY.devmajor") {
-                    Some(v) => pax::parse_u64(v, "bad devmajor value")?,
-                    None => h.devmajor()?,
-                };
-                let minor = match pax::get(&self.local_pax, b"SCHILY.devminor") {
-                    Some(v) => pax::parse_u64(v, "bad devminor value")?,
-                    None => h.devminor()?,
-                };
-                (
-                    u32::try_from(major).map_err(|_| ErrorKind::BadNumber {
-                        field: Field::DevMajor,
-                    })?,
-                    u32::try_from(minor).map_err(|_| ErrorKind::BadNumber {
-                        field: Field::DevMinor,
-                    })?,
-                )
-            }
-            _ => (0, 0),
-        };
+        let mtime = self.mtime(h)?;
+        let (dev_major, dev_minor) = self.device_numbers(h, kind)?;
         let size = if kind == Kind::File {
             self.header_or_pax_size(h)?
         } else {
@@ -565,6 +474,143 @@ impl Machine {
             dev_major,
             dev_minor,
         }))
+    }
+
+    /// Refuses a name longer than the limit before any work on it.
+    fn check_name_len(&self, h: &HeaderBlock<'_>) -> Result<(), ErrorKind> {
+        let raw_len = self.raw_name(h).len() + h.prefix().len();
+        if raw_len > self.limits.max_name {
+            return Err(ErrorKind::NameTooLong {
+                len: raw_len as u64,
+                limit: self.limits.max_name,
+            });
+        }
+        Ok(())
+    }
+
+    /// The member's kind from its typeflag (old-style files named with a
+    /// trailing slash are directories); `None` for types that are skipped,
+    /// GNU sparse files included.
+    fn member_kind(&self, h: &HeaderBlock<'_>) -> Option<Kind> {
+        let trailing_slash = self.raw_name(h).last() == Some(&b'/');
+        let kind = match h.typeflag() {
+            b'0' | b'\0' | b'7' if trailing_slash => Kind::Directory,
+            b'0' | b'\0' | b'7' => Kind::File,
+            b'1' => Kind::Hardlink,
+            b'2' => Kind::Symlink,
+            b'3' => Kind::CharDevice,
+            b'4' => Kind::BlockDevice,
+            b'5' | b'D' => Kind::Directory,
+            b'6' => Kind::Fifo,
+            _ => return None,
+        };
+        let sparse = pax::get(&self.local_pax, b"GNU.sparse.major").is_some()
+            || pax::get(&self.local_pax, b"GNU.sparse.size").is_some();
+        (!sparse).then_some(kind)
+    }
+
+    /// Normalizes the member's name into `self.path` (reusing its
+    /// allocation); only a directory may name the root itself.
+    fn decode_path(&mut self, h: &HeaderBlock<'_>, kind: Kind) -> Result<(), ErrorKind> {
+        let mut path = core::mem::take(&mut self.path);
+        path.clear();
+        let res = self.normalize_name(h, &mut path);
+        self.path = path;
+        res?;
+        if self.path.is_empty() && kind != Kind::Directory {
+            return Err(ErrorKind::EmptyName);
+        }
+        Ok(())
+    }
+
+    /// Decodes the member's link target into `self.link` (reusing its
+    /// allocation); empty for kinds that are not links.
+    fn decode_link(&mut self, h: &HeaderBlock<'_>, kind: Kind) -> Result<(), ErrorKind> {
+        let mut link = core::mem::take(&mut self.link);
+        link.clear();
+        let res = self.link_into(h, kind, &mut link);
+        self.link = link;
+        res
+    }
+
+    /// A hard link's target is a path inside the root, normalized like a
+    /// name; a symlink's is kept as written (it resolves at use).
+    fn link_into(
+        &self,
+        h: &HeaderBlock<'_>,
+        kind: Kind,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ErrorKind> {
+        let raw_link = self.raw_link(h);
+        if raw_link.len() > self.limits.max_name {
+            return Err(ErrorKind::NameTooLong {
+                len: raw_link.len() as u64,
+                limit: self.limits.max_name,
+            });
+        }
+        match kind {
+            Kind::Hardlink => match normalize_into(out, raw_link) {
+                Ok(()) if out.is_empty() => Err(ErrorKind::LinkOutsideRoot),
+                Ok(()) => Ok(()),
+                Err(_) => Err(ErrorKind::LinkOutsideRoot),
+            },
+            Kind::Symlink if raw_link.is_empty() || raw_link.contains(&0) => {
+                Err(ErrorKind::EmptyName)
+            }
+            Kind::Symlink => {
+                out.extend_from_slice(raw_link);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The link target as the archive gives it: pax, GNU long link, header.
+    fn raw_link<'a>(&'a self, h: &HeaderBlock<'a>) -> &'a [u8] {
+        if let Some(l) = pax::get(&self.local_pax, b"linkpath") {
+            l
+        } else if let Some(l) = &self.long_link {
+            l
+        } else {
+            h.linkname()
+        }
+    }
+
+    /// The modification time: pax (with nanoseconds), else the header's.
+    fn mtime(&self, h: &HeaderBlock<'_>) -> Result<Time, ErrorKind> {
+        Ok(match self.pax_value(b"mtime") {
+            Some(v) => {
+                let (secs, nanos) = pax::parse_time(v)?;
+                Time { secs, nanos }
+            }
+            None => Time {
+                secs: h.mtime()?,
+                nanos: 0,
+            },
+        })
+    }
+
+    /// A device node's major and minor numbers; (0, 0) for other kinds.
+    fn device_numbers(&self, h: &HeaderBlock<'_>, kind: Kind) -> Result<(u32, u32), ErrorKind> {
+        if !matches!(kind, Kind::CharDevice | Kind::BlockDevice) {
+            return Ok((0, 0));
+        }
+        let major = match pax::get(&self.local_pax, b"SCHILY.devmajor") {
+            Some(v) => pax::parse_u64(v, "bad devmajor value")?,
+            None => h.devmajor()?,
+        };
+        let minor = match pax::get(&self.local_pax, b"SCHILY.devminor") {
+            Some(v) => pax::parse_u64(v, "bad devminor value")?,
+            None => h.devminor()?,
+        };
+        Ok((
+            u32::try_from(major).map_err(|_| ErrorKind::BadNumber {
+                field: Field::DevMajor,
+            })?,
+            u32::try_from(minor).map_err(|_| ErrorKind::BadNumber {
+                field: Field::DevMinor,
+            })?,
+        ))
     }
 
     fn normalize_name(&self, h: &HeaderBlock<'_>, out: &mut Vec<u8>) -> Result<(), ErrorKind> {

@@ -103,10 +103,13 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
         log::info!("lkg: no EFI System Partition: diskless mode, nothing persisted");
         return Ok(());
     };
+    // The ESP is unmounted (and so flushed) before a result is logged.
     let esp = esp::Mounted::mount(&dev, true)?;
     let fetched = match from {
         Persist::Bless(slot) => {
-            if write::bless(&esp, slot)? {
+            let blessed = write::bless(&esp, slot)?;
+            drop(esp);
+            if blessed {
                 log::info!("lkg: slot {} blessed (booted to Ready)", slot.name());
             }
             return Ok(());
@@ -128,7 +131,9 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
         cmdline: slot_cmdline()?,
     };
     let (slot, generation) = slots::for_write(record::generations(&record::read_both(&esp)));
+    log::info!("lkg: writing slot {} generation {generation}", slot.name());
     write::slot(&esp, slot, generation, &art)?;
+    drop(esp);
     log::info!(
         "lkg: wrote slot {} generation {} (overlay {}) to {}",
         slot.name(),

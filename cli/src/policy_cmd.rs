@@ -1,10 +1,12 @@
-//! `ember policy set|show`: which PCRs a node must quote and what values
-//! they may have.
+//! `ember policy set|show|predict`: which PCRs a node must quote and what
+//! values they may have; `predict` computes them from a UKI.
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+
+use crate::uki::measure::{predict_pcr11, PCR_KERNEL_IMAGE};
 
 use crate::serve::store::{self, hex, unhex, Policy, StateDir};
 
@@ -14,6 +16,25 @@ pub enum PolicyCmd {
     Set(SetArgs),
     /// Shows the policies.
     Show(ShowArgs),
+    /// Prints the PCR 11 value systemd-stub (252) produces booting a UKI.
+    Predict(PredictArgs),
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// The unified kernel image (`ember uki build`).
+    #[arg(long)]
+    pub uki: PathBuf,
+    /// PCR banks to compute (sha256, sha384, sha512); repeat or comma-separate.
+    #[arg(long, value_delimiter = ',', default_value = "sha256")]
+    pub bank: Vec<String>,
+    /// Boot-phase words extended after the stub's measurements, as
+    /// systemd-pcrphase does (e.g. enter-initrd); repeat in order.
+    #[arg(long)]
+    pub phase: Vec<String>,
+    /// Also print each event (label and digest) in extend order.
+    #[arg(long)]
+    pub events: bool,
 }
 
 #[derive(Args)]
@@ -21,7 +42,7 @@ pub struct SetArgs {
     #[arg(long, env = "EMBER_STATE", default_value = "/var/lib/ember")]
     pub state: PathBuf,
     /// PCR indices to quote, e.g. 0,2,4,7.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required_unless_present = "uki")]
     pub pcrs: Vec<u8>,
     /// PCR bank.
     #[arg(long, default_value = "sha256")]
@@ -32,6 +53,13 @@ pub struct SetArgs {
     /// Allowed value PCR=HEX (repeatable; several values per PCR allowed).
     #[arg(long)]
     pub value: Vec<String>,
+    /// Allow the PCR 11 value booting this UKI gives (`ember policy
+    /// predict`); adds PCR 11 to --pcrs. Repeat to allow several UKIs.
+    #[arg(long, conflicts_with = "record")]
+    pub uki: Vec<PathBuf>,
+    /// Boot-phase words the prediction for --uki includes (see predict).
+    #[arg(long, requires = "uki")]
+    pub phase: Vec<String>,
     /// Policy for this node.
     #[arg(long, conflicts_with = "group")]
     pub node: Option<String>,
@@ -50,14 +78,44 @@ pub fn run(cmd: PolicyCmd) -> Result<()> {
     match cmd {
         PolicyCmd::Set(a) => set(a),
         PolicyCmd::Show(a) => show(a),
+        PolicyCmd::Predict(a) => predict(a),
     }
+}
+
+fn bank_by_name(name: &str) -> Result<ember_tpm::HashAlg> {
+    match ember_tpm::HashAlg::from_name(name) {
+        // SHA-1 is a PCR bank Ember reads but never computes.
+        Some(ember_tpm::HashAlg::Sha1) => bail!("the sha1 bank cannot be predicted"),
+        Some(b) => Ok(b),
+        None => bail!("unknown PCR bank {name:?}"),
+    }
+}
+
+fn predict(a: PredictArgs) -> Result<()> {
+    let file = crate::uki::read_input("UKI", &a.uki)?;
+    for name in &a.bank {
+        let bank = bank_by_name(name)?;
+        let p = predict_pcr11(&file, bank, &a.phase)
+            .with_context(|| format!("predicting PCR 11 for {}", a.uki.display()))?;
+        println!("PCR {} {} {}", p.pcr, bank.name(), hex(&p.value));
+        if a.events {
+            for (i, e) in p.events.iter().enumerate() {
+                println!("  event {i:>2} {} {}", hex(&e.digest), e.label);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn set(a: SetArgs) -> Result<()> {
     let bank = ember_tpm::HashAlg::from_name(&a.bank)
         .ok_or_else(|| anyhow::anyhow!("unknown PCR bank {:?}", a.bank))?;
+    let mut pcrs = a.pcrs.clone();
+    if !a.uki.is_empty() && !pcrs.contains(&PCR_KERNEL_IMAGE) {
+        pcrs.push(PCR_KERNEL_IMAGE);
+    }
     let mut mask = 0u32;
-    for &p in &a.pcrs {
+    for &p in &pcrs {
         if p > 23 {
             bail!("PCR {p} out of range (0-23)");
         }
@@ -88,8 +146,17 @@ fn set(a: SetArgs) -> Result<()> {
         }
         allowed.push((pcr, value));
     }
+    for uki in &a.uki {
+        if bank == ember_tpm::HashAlg::Sha1 {
+            bail!("--uki: the sha1 bank cannot be predicted");
+        }
+        let file = crate::uki::read_input("UKI", uki)?;
+        let p = predict_pcr11(&file, bank, &a.phase)
+            .with_context(|| format!("predicting PCR 11 for {}", uki.display()))?;
+        allowed.push((p.pcr, p.value));
+    }
     if !a.record {
-        for p in &a.pcrs {
+        for p in &pcrs {
             if !allowed.iter().any(|(q, _)| q == p) {
                 bail!("PCR {p} has no allowed --value (or use --record)");
             }
@@ -128,7 +195,7 @@ fn set(a: SetArgs) -> Result<()> {
     println!(
         "policy {scope}: {} PCRs {:?} {}",
         a.bank,
-        a.pcrs,
+        pcrs,
         if a.record {
             "recorded on first boot"
         } else {

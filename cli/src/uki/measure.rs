@@ -1,0 +1,184 @@
+//! The PCR 11 value systemd-stub (systemd 252) leaves when it boots a UKI.
+//!
+//! The stub walks its section table for the "unified" sections in a fixed
+//! order and, for each one present with a non-zero VirtualSize, extends
+//! PCR 11 twice: with the digest of the section name including its NUL
+//! ("`.linux\0`"), then with the digest of the section's VirtualSize bytes
+//! as mapped in memory. `.pcrsig` is never measured (it holds signatures
+//! of this very PCR). systemd-measure(1) computes the same value; CI checks
+//! the two agree (tests/tests/uki_measure.rs).
+//!
+//! Userspace boot phases (systemd-pcrphase) then extend PCR 11 with the
+//! digest of the phase word ("enter-initrd", "leave-initrd", ...).
+
+use anyhow::{anyhow, Result};
+use ember_tpm::HashAlg;
+
+use super::pe::PeImage;
+
+/// The sections systemd-stub 252 measures into PCR 11, in its order.
+pub const MEASURED_SECTIONS: [&str; 7] = [
+    ".linux", ".osrel", ".cmdline", ".initrd", ".splash", ".dtb", ".pcrpkey",
+];
+
+/// The PCR that systemd-stub extends the UKI's sections into.
+pub const PCR_KERNEL_IMAGE: u8 = 11;
+
+/// One extend of PCR 11, in the order the stub makes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// What was measured: ".initrd (name)" or ".initrd".
+    pub label: String,
+    pub digest: Vec<u8>,
+}
+
+/// A PCR's predicted final value and the events that lead to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prediction {
+    pub bank: HashAlg,
+    pub pcr: u8,
+    pub value: Vec<u8>,
+    pub events: Vec<Event>,
+}
+
+fn digest(bank: HashAlg, data: &[u8]) -> Result<Vec<u8>> {
+    bank.digest(&[data])
+        .map_err(|e| anyhow!("{} digest: {e:?}", bank.name()))
+}
+
+/// PCR extend: new = H(old ‖ digest).
+pub fn extend(bank: HashAlg, pcr: &[u8], digest: &[u8]) -> Result<Vec<u8>> {
+    bank.digest(&[pcr, digest])
+        .map_err(|e| anyhow!("{} extend: {e:?}", bank.name()))
+}
+
+/// Predicts PCR 11 for booting the UKI `file` (a PE image), starting from
+/// a reset PCR (all zeros), then extended with each of `phases` as
+/// systemd-pcrphase does.
+pub fn predict_pcr11(file: &[u8], bank: HashAlg, phases: &[String]) -> Result<Prediction> {
+    let img = PeImage::parse(file)?;
+    let sections: Vec<(&str, Vec<u8>)> = MEASURED_SECTIONS
+        .iter()
+        .filter_map(|name| {
+            img.section(name)
+                .map(|s| (*name, img.section_bytes(file, s)))
+        })
+        .collect();
+    if !sections.iter().any(|(n, _)| *n == ".linux") {
+        return Err(anyhow!("not a UKI: no .linux section"));
+    }
+    let sections: Vec<(&str, &[u8])> = sections.iter().map(|(n, d)| (*n, &d[..])).collect();
+    predict_from_sections(&sections, bank, phases)
+}
+
+/// Like [`predict_pcr11`], from section contents (name, bytes); sections
+/// not in [`MEASURED_SECTIONS`] are ignored and the stub's order applies
+/// whatever the order given.
+pub fn predict_from_sections(
+    sections: &[(&str, &[u8])],
+    bank: HashAlg,
+    phases: &[String],
+) -> Result<Prediction> {
+    let mut events = Vec::new();
+    for name in MEASURED_SECTIONS {
+        let Some((_, data)) = sections.iter().find(|(n, _)| *n == name) else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let mut name_nul = name.as_bytes().to_vec();
+        name_nul.push(0);
+        events.push(Event {
+            label: format!("{name} (name)"),
+            digest: digest(bank, &name_nul)?,
+        });
+        events.push(Event {
+            label: name.to_string(),
+            digest: digest(bank, data)?,
+        });
+    }
+    for phase in phases {
+        events.push(Event {
+            label: format!("phase {phase}"),
+            digest: digest(bank, phase.as_bytes())?,
+        });
+    }
+    let mut value = vec![0u8; bank.digest_len()];
+    for e in &events {
+        value = extend(bank, &value, &e.digest)?;
+    }
+    Ok(Prediction {
+        bank,
+        pcr: PCR_KERNEL_IMAGE,
+        value,
+        events,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::store::hex;
+
+    #[test]
+    fn matches_systemd_measure_on_a_small_uki() {
+        // `systemd-measure calculate --linux=l --osrel=o --phase= --bank=sha256`
+        // with l = "abc", o = "x" (systemd 252, Debian 12).
+        let p = predict_from_sections(
+            &[(".osrel", b"x"), (".linux", b"abc")],
+            HashAlg::Sha256,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            hex(&p.value),
+            "8134f0e8323fb14dd42a6e168790e52319d01948d1ba63c76e59a5ddb25f627f"
+        );
+        assert_eq!(p.events.len(), 4);
+        assert_eq!(p.events[0].label, ".linux (name)");
+        // --phase=enter-initrd
+        let p = predict_from_sections(
+            &[(".osrel", b"x"), (".linux", b"abc")],
+            HashAlg::Sha256,
+            &["enter-initrd".to_string()],
+        )
+        .unwrap();
+        assert_eq!(
+            hex(&p.value),
+            "6cc97cafb7c0f20cb1dbbb534b40b01e7dc48f1b12ddde85fc83f99d2a2e2f44"
+        );
+    }
+
+    #[test]
+    fn one_changed_initrd_byte_changes_pcr11_and_names_the_event() {
+        let a = predict_from_sections(
+            &[(".linux", b"k"), (".initrd", b"initrd-0")],
+            HashAlg::Sha256,
+            &[],
+        )
+        .unwrap();
+        let b = predict_from_sections(
+            &[(".linux", b"k"), (".initrd", b"initrd-1")],
+            HashAlg::Sha256,
+            &[],
+        )
+        .unwrap();
+        assert_ne!(a.value, b.value);
+        let differ: Vec<_> = a
+            .events
+            .iter()
+            .zip(&b.events)
+            .filter(|(x, y)| x != y)
+            .map(|(x, _)| x.label.as_str())
+            .collect();
+        assert_eq!(differ, [".initrd"]);
+    }
+
+    #[test]
+    fn a_file_without_linux_is_not_a_uki() {
+        let stub = crate::uki::pe::tests::tiny_stub();
+        let err = predict_pcr11(&stub, HashAlg::Sha256, &[]).unwrap_err();
+        assert!(err.to_string().contains("no .linux"), "{err}");
+    }
+}

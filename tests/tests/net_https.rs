@@ -242,14 +242,7 @@ fn host_tool_fetches_from_localhost_by_name() {
 #[test]
 fn host_tool_reads_etc_hosts_before_dns() {
     let f = Fixture::new("https-etc-hosts");
-    make_leaf(
-        f.dir.path(),
-        "ca",
-        "named",
-        "DNS:boot.hosts-only.test",
-        5,
-        false,
-    );
+    make_leaf(f.dir.path(), "ca", "named", "DNS:boot.hosts-only.test", 5, false);
     let hosts = f.path("hosts");
     std::fs::write(&hosts, "127.0.0.1 boot.hosts-only.test\n").unwrap();
     let s = TlsServer::start(f.dir.path(), "named", &["-tls1_3"], CONTENT_LENGTH, false);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use crate::uki::measure::{predict_pcr11, PCR_KERNEL_IMAGE};
+use crate::uki::measure::{predict_pcr11, predict_pcr4, PCR_BOOT_LOADER_CODE, PCR_KERNEL_IMAGE};
 
 use crate::serve::store::{self, hex, unhex, Policy, StateDir};
 
@@ -16,7 +16,8 @@ pub enum PolicyCmd {
     Set(SetArgs),
     /// Shows the policies.
     Show(ShowArgs),
-    /// Prints the PCR 11 value systemd-stub (252) produces booting a UKI.
+    /// Prints the PCR 11 value systemd-stub (252) produces booting a UKI,
+    /// and the PCR 4 value UEFI firmware produces loading it.
     Predict(PredictArgs),
 }
 
@@ -35,6 +36,10 @@ pub struct PredictArgs {
     /// Also print each event (label and digest) in extend order.
     #[arg(long)]
     pub events: bool,
+    /// PE images the firmware loads before the UKI (a boot manager), in
+    /// order, for PCR 4.
+    #[arg(long)]
+    pub loader: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -60,6 +65,9 @@ pub struct SetArgs {
     /// Boot-phase words the prediction for --uki includes (see predict).
     #[arg(long, requires = "uki")]
     pub phase: Vec<String>,
+    /// Boot loaders before the UKI, for the PCR 4 prediction (see predict).
+    #[arg(long, requires = "uki")]
+    pub loader: Vec<PathBuf>,
     /// Policy for this node.
     #[arg(long, conflicts_with = "group")]
     pub node: Option<String>,
@@ -91,16 +99,29 @@ fn bank_by_name(name: &str) -> Result<ember_tpm::HashAlg> {
     }
 }
 
+fn read_loaders(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
+    paths
+        .iter()
+        .map(|p| crate::uki::read_input("boot loader", p))
+        .collect()
+}
+
 fn predict(a: PredictArgs) -> Result<()> {
     let file = crate::uki::read_input("UKI", &a.uki)?;
+    let loaders = read_loaders(&a.loader)?;
+    let loaders: Vec<&[u8]> = loaders.iter().map(Vec::as_slice).collect();
     for name in &a.bank {
         let bank = bank_by_name(name)?;
-        let p = predict_pcr11(&file, bank, &a.phase)
+        let p11 = predict_pcr11(&file, bank, &a.phase)
             .with_context(|| format!("predicting PCR 11 for {}", a.uki.display()))?;
-        println!("PCR {} {} {}", p.pcr, bank.name(), hex(&p.value));
-        if a.events {
-            for (i, e) in p.events.iter().enumerate() {
-                println!("  event {i:>2} {} {}", hex(&e.digest), e.label);
+        let p4 = predict_pcr4(&loaders, &file, bank)
+            .with_context(|| format!("predicting PCR 4 for {}", a.uki.display()))?;
+        for p in [p11, p4] {
+            println!("PCR {} {} {}", p.pcr, bank.name(), hex(&p.value));
+            if a.events {
+                for (i, e) in p.events.iter().enumerate() {
+                    println!("  event {i:>2} {} {}", hex(&e.digest), e.label);
+                }
             }
         }
     }
@@ -146,6 +167,11 @@ fn set(a: SetArgs) -> Result<()> {
         }
         allowed.push((pcr, value));
     }
+    // PCR 4 comes from the UKIs too when --pcrs selects it without values.
+    let predict_4 = mask & (1 << PCR_BOOT_LOADER_CODE) != 0
+        && !allowed.iter().any(|(p, _)| *p == PCR_BOOT_LOADER_CODE);
+    let loaders = read_loaders(&a.loader)?;
+    let loaders: Vec<&[u8]> = loaders.iter().map(Vec::as_slice).collect();
     for uki in &a.uki {
         if bank == ember_tpm::HashAlg::Sha1 {
             bail!("--uki: the sha1 bank cannot be predicted");
@@ -154,6 +180,11 @@ fn set(a: SetArgs) -> Result<()> {
         let p = predict_pcr11(&file, bank, &a.phase)
             .with_context(|| format!("predicting PCR 11 for {}", uki.display()))?;
         allowed.push((p.pcr, p.value));
+        if predict_4 {
+            let p = predict_pcr4(&loaders, &file, bank)
+                .with_context(|| format!("predicting PCR 4 for {}", uki.display()))?;
+            allowed.push((p.pcr, p.value));
+        }
     }
     if !a.record {
         for p in &pcrs {

@@ -44,20 +44,19 @@ fn uki_fixture(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 
 /// `ember policy predict` output: the PCR 11 value of one bank.
 fn predicted(uki: &Path, bank: &str, extra: &[&str]) -> String {
-    let mut args = vec![
-        "policy",
-        "predict",
-        "--uki",
-        uki.to_str().unwrap(),
-        "--bank",
-        bank,
-    ];
+    predicted_pcr(uki, 11, bank, extra)
+}
+
+/// `ember policy predict` output: the value of `pcr` in `bank`.
+fn predicted_pcr(uki: &Path, pcr: u32, bank: &str, extra: &[&str]) -> String {
+    let uki = uki.to_str().unwrap();
+    let mut args = vec!["policy", "predict", "--uki", uki, "--bank", bank];
     args.extend_from_slice(extra);
     let out = ember(&args);
-    let line = out.lines().next().unwrap_or_default();
-    let prefix = format!("PCR 11 {bank} ");
-    line.strip_prefix(&prefix)
-        .unwrap_or_else(|| panic!("unexpected predict output {out:?}"))
+    let prefix = format!("PCR {pcr} {bank} ");
+    out.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no PCR {pcr} in predict output {out:?}"))
         .to_string()
 }
 
@@ -224,6 +223,8 @@ fn one_changed_initrd_byte_changes_pcr11_and_predict_names_the_initrd_event() {
         ])
         .lines()
         .skip(1)
+        // The PCR 11 events: up to the "PCR 4" line.
+        .take_while(|l| !l.starts_with("PCR "))
         .map(String::from)
         .collect::<Vec<_>>()
     };
@@ -257,6 +258,24 @@ fn policy_set_takes_the_predicted_pcr11_and_refuses_a_non_uki() {
     let show = ember(&["policy", "show", "--state", state]);
     assert!(show.contains(&format!("PCR 11 = {value}")), "{show}");
 
+    // --pcrs 4 without a value: the PCR 4 value the firmware gives this UKI.
+    let pcr4 = predicted_pcr(&uki, 4, "sha256", &[]);
+    let out = ember(&[
+        "policy",
+        "set",
+        "--state",
+        state,
+        "--group",
+        "uki",
+        "--pcrs",
+        "4",
+        "--uki",
+        uki.to_str().unwrap(),
+    ]);
+    assert!(out.contains("PCRs [4, 11]"), "{out}");
+    let show = ember(&["policy", "show", "--state", state]);
+    assert!(show.contains(&format!("PCR  4 = {pcr4}")), "{show}");
+
     let bad = Command::new(ember_bin())
         .args(["policy", "set", "--state", state, "--uki"])
         .arg(&initrd)
@@ -265,4 +284,89 @@ fn policy_set_takes_the_predicted_pcr11_and_refuses_a_non_uki() {
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("not a PE image"), "{err}");
+}
+
+/// A UKI whose initrd is busybox and a script that prints the firmware's
+/// event log (hex) to the console and powers off: what a real OVMF + swtpm
+/// boot measured, to hold the predictions against.
+fn event_log_uki(dir: &Path) -> PathBuf {
+    let init = dir.join("init");
+    std::fs::write(
+        &init,
+        "#!/bin/busybox sh\n\
+         /bin/busybox mkdir -p /proc /sys\n\
+         /bin/busybox mount -t sysfs sysfs /sys\n\
+         /bin/busybox mount -t securityfs securityfs /sys/kernel/security\n\
+         echo EVENTLOG-BEGIN\n\
+         /bin/busybox od -An -v -tx1 /sys/kernel/security/tpm0/binary_bios_measurements\n\
+         echo EVENTLOG-END\n\
+         /bin/busybox poweroff -f\n",
+    )
+    .unwrap();
+    let initrd = dir.join("eventlog.cpio.gz");
+    let out = Command::new(ember_bin())
+        .args(["initrd", "build", "--init"])
+        .arg(&init)
+        .args(["--file", "/bin/busybox:/bin/busybox", "--output"])
+        .arg(&initrd)
+        .env("SOURCE_DATE_EPOCH", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let uki = dir.join("eventlog.efi");
+    build_uki(&uki, &initrd, "console=ttyS0 panic=-1 quiet", &[]);
+    uki
+}
+
+/// The bytes between the EVENTLOG markers (od's hex) of a serial log.
+fn event_log_from_console(log: &str) -> Vec<u8> {
+    let body = log
+        .split("EVENTLOG-BEGIN")
+        .nth(1)
+        .and_then(|rest| rest.split("EVENTLOG-END").next())
+        .unwrap_or_else(|| panic!("no event log on the console:\n{log}"));
+    body.split_whitespace()
+        .map(|h| u8::from_str_radix(h, 16).unwrap_or_else(|_| panic!("bad hex {h:?}")))
+        .collect()
+}
+
+#[test]
+fn a_real_ovmf_boot_measures_the_predicted_pcr11_and_pcr4() {
+    use ember_tpm::eventlog::{replay, EventLog};
+    use ember_tpm::HashAlg;
+
+    let dir = ScratchDir::new("uki-eventlog");
+    let uki = event_log_uki(dir.path());
+    let disk = dir.path().join("disk.img");
+    make_uki_disk(&disk, &uki);
+    let mut boot = Boot::new(&uki, "", &dir.path().join("serial.log"));
+    boot.uefi_vars = Some(dir.path().join("OVMF_VARS.fd"));
+    boot.disks = vec![disk];
+    boot.from_disk = true;
+    boot.tpm_state = Some(dir.path().join("tpm"));
+    let out = boot.run();
+    assert!(out.powered_off(), "exit {:?}:\n{}", out.exit_code, out.log);
+
+    let bytes = event_log_from_console(&out.log);
+    let log = EventLog::parse(&bytes).expect("the firmware's event log parses");
+    let pcrs = replay(&log, HashAlg::Sha256).expect("the event log replays");
+    let hex = |v: &[u8]| v.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_eq!(
+        hex(pcrs[11]
+            .as_deref()
+            .expect("systemd-stub measured into PCR 11")),
+        predicted_pcr(&uki, 11, "sha256", &[]),
+        "PCR 11 of the real boot differs from ember policy predict"
+    );
+    assert_eq!(
+        hex(pcrs[4]
+            .as_deref()
+            .expect("the firmware measured into PCR 4")),
+        predicted_pcr(&uki, 4, "sha256", &[]),
+        "PCR 4 of the real boot differs from ember policy predict"
+    );
 }

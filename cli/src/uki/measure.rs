@@ -10,6 +10,13 @@
 //!
 //! Userspace boot phases (systemd-pcrphase) then extend PCR 11 with the
 //! digest of the phase word ("enter-initrd", "leave-initrd", ...).
+//!
+//! PCR 4 (UEFI boot manager code) is the firmware's: OVMF extends the
+//! digest of "Calling EFI Application from Boot Option" (EV_EFI_ACTION),
+//! then the EV_SEPARATOR (digest of four zero bytes) that closes the
+//! pre-OS phase, then the Authenticode digest of each PE image loaded: the
+//! boot loader if any, the UKI, and the kernel the stub loads from .linux.
+//! Checked against a real OVMF + swtpm boot's event log in tests/tests/uki.rs.
 
 use anyhow::{anyhow, Result};
 use ember_tpm::HashAlg;
@@ -23,6 +30,10 @@ pub const MEASURED_SECTIONS: [&str; 7] = [
 
 /// The PCR that systemd-stub extends the UKI's sections into.
 pub const PCR_KERNEL_IMAGE: u8 = 11;
+/// The PCR UEFI firmware extends loaded boot applications into.
+pub const PCR_BOOT_LOADER_CODE: u8 = 4;
+/// OVMF's EV_EFI_ACTION before it starts a Boot#### option.
+const CALLING_EFI_APPLICATION: &[u8] = b"Calling EFI Application from Boot Option";
 
 /// One extend of PCR 11, in the order the stub makes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +122,52 @@ pub fn predict_from_sections(
     Ok(Prediction {
         bank,
         pcr: PCR_KERNEL_IMAGE,
+        value,
+        events,
+    })
+}
+
+/// Predicts PCR 4 for firmware booting `loaders` (PE images, in order,
+/// e.g. a boot manager) and then the UKI `uki` from a boot option.
+pub fn predict_pcr4(loaders: &[&[u8]], uki: &[u8], bank: HashAlg) -> Result<Prediction> {
+    let mut events = vec![
+        Event {
+            label: "EV_EFI_ACTION Calling EFI Application from Boot Option".into(),
+            digest: digest(bank, CALLING_EFI_APPLICATION)?,
+        },
+        Event {
+            label: "EV_SEPARATOR".into(),
+            digest: digest(bank, &[0u8; 4])?,
+        },
+    ];
+    for (i, l) in loaders.iter().enumerate() {
+        let img = PeImage::parse(l).map_err(|e| anyhow!("loader {}: {e}", i + 1))?;
+        events.push(Event {
+            label: format!("EV_EFI_BOOT_SERVICES_APPLICATION loader {}", i + 1),
+            digest: img.authenticode(l, bank)?,
+        });
+    }
+    let img = PeImage::parse(uki)?;
+    events.push(Event {
+        label: "EV_EFI_BOOT_SERVICES_APPLICATION UKI".into(),
+        digest: img.authenticode(uki, bank)?,
+    });
+    let linux = img
+        .section(".linux")
+        .map(|s| img.section_bytes(uki, s))
+        .ok_or_else(|| anyhow!("not a UKI: no .linux section"))?;
+    let kernel = PeImage::parse(&linux).map_err(|e| anyhow!(".linux: {e}"))?;
+    events.push(Event {
+        label: "EV_EFI_BOOT_SERVICES_APPLICATION .linux".into(),
+        digest: kernel.authenticode(&linux, bank)?,
+    });
+    let mut value = vec![0u8; bank.digest_len()];
+    for e in &events {
+        value = extend(bank, &value, &e.digest)?;
+    }
+    Ok(Prediction {
+        bank,
+        pcr: PCR_BOOT_LOADER_CODE,
         value,
         events,
     })

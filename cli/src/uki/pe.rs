@@ -17,6 +17,8 @@
 
 use std::fmt;
 
+use ember_tpm::HashAlg;
+
 /// COFF header fields, relative to the COFF header (after "PE\0\0").
 mod coff {
     use std::ops::Range;
@@ -95,6 +97,8 @@ pub enum PeError {
     BadSectionName(String),
     /// An image larger than PE's 32-bit fields allow.
     TooLarge,
+    /// A hash bank Ember does not compute (sha1).
+    UnsupportedHash(&'static str),
 }
 
 impl fmt::Display for PeError {
@@ -128,6 +132,7 @@ impl fmt::Display for PeError {
                 write!(f, "section name {n:?} must be 1-8 bytes and start with '.'")
             }
             PeError::TooLarge => write!(f, "image larger than 4 GiB"),
+            PeError::UnsupportedHash(b) => write!(f, "the {b} bank cannot be computed"),
         }
     }
 }
@@ -305,6 +310,48 @@ impl PeImage {
     /// Authenticode).
     pub fn checksum_offset(&self) -> usize {
         self.opt + opt::CHECKSUM.start
+    }
+
+    /// The Authenticode digest of the image (what UEFI firmware extends
+    /// into PCR 4 for an image it loads, EV_EFI_BOOT_SERVICES_APPLICATION):
+    /// the headers without the CheckSum field and the certificate table's
+    /// directory entry, the sections' raw data in file order, then any
+    /// data after them except the certificate table.
+    pub fn authenticode(&self, file: &[u8], bank: HashAlg) -> Result<Vec<u8>, PeError> {
+        let sum_at = self.checksum_offset();
+        let cert_entry = self.opt + opt::DATA_DIRECTORIES + 8 * opt::CERTIFICATE_TABLE;
+        let headers_end = (self.size_of_headers as usize).min(file.len());
+        if cert_entry + 8 > headers_end {
+            return Err(PeError::Truncated {
+                what: "headers (certificate table entry)",
+                need: cert_entry + 8,
+                have: headers_end,
+            });
+        }
+        let mut parts: Vec<&[u8]> = vec![
+            &file[..sum_at],
+            &file[sum_at + 4..cert_entry],
+            &file[cert_entry + 8..headers_end],
+        ];
+        let mut sections: Vec<&Section> = self
+            .sections
+            .iter()
+            .filter(|s| s.size_of_raw_data > 0)
+            .collect();
+        sections.sort_by_key(|s| s.pointer_to_raw_data);
+        let mut hashed = headers_end;
+        for s in sections {
+            let start = s.pointer_to_raw_data as usize;
+            parts.push(&file[start..start + s.size_of_raw_data as usize]);
+            hashed += s.size_of_raw_data as usize;
+        }
+        let cert_size = self.certificate_table.1 as usize;
+        let extra_end = file.len().saturating_sub(cert_size);
+        if extra_end > hashed {
+            parts.push(&file[hashed..extra_end]);
+        }
+        bank.digest(&parts)
+            .map_err(|_| PeError::UnsupportedHash(bank.name()))
     }
 }
 
@@ -509,6 +556,25 @@ pub(crate) mod tests {
         let img = PeImage::parse(&stub).unwrap();
         let at = img.checksum_offset();
         assert_eq!(checksum(&stub, at), u32_at(&stub, at));
+    }
+
+    #[test]
+    fn authenticode_skips_the_checksum_and_certificate_entry_only() {
+        let uki = append_sections(&tiny_stub(), &[(".linux", b"kernel")]).unwrap();
+        let img = PeImage::parse(&uki).unwrap();
+        let digest = |b: &[u8]| img.authenticode(b, HashAlg::Sha256).unwrap();
+        let genuine = digest(&uki);
+        let mut other_sum = uki.clone();
+        other_sum[img.checksum_offset()] ^= 0xff;
+        assert_eq!(digest(&other_sum), genuine);
+        let mut patched = uki.clone();
+        let linux = img.section(".linux").unwrap();
+        patched[linux.pointer_to_raw_data as usize] ^= 1;
+        assert_ne!(digest(&patched), genuine);
+        let mut appended = uki.clone();
+        appended.extend_from_slice(b"trailing data is hashed too");
+        assert_ne!(digest(&appended), genuine);
+        assert!(img.authenticode(&uki, HashAlg::Sha1).is_err());
     }
 
     #[test]

@@ -306,3 +306,18 @@ pub fn make_uki_disk(out: &Path, uki: &Path) {
     let uki = uki.to_str().expect("UTF-8 path");
     esp_tool(out, "mcopy", &["-o", uki, "::/EFI/BOOT/BOOTX64.EFI"]);
 }
+
+/// Boots `uki` the way a node boots from its disk: OVMF (fresh variables in
+/// `dir`), swtpm (state in `dir/tpm`), a [`make_uki_disk`] ESP; waits for
+/// the guest to power off or time out.
+pub fn boot_uki_from_esp(uki: &Path, dir: &Path) -> Outcome {
+    let disk = dir.join("disk.img");
+    make_uki_disk(&disk, uki);
+    // The initrd path is not used: the firmware boots \EFI\BOOT\BOOTX64.EFI.
+    let mut boot = Boot::new(uki, "", &dir.join("serial.log"));
+    boot.uefi_vars = Some(dir.join("OVMF_VARS.fd"));
+    boot.disks = vec![disk];
+    boot.from_disk = true;
+    boot.tpm_state = Some(dir.join("tpm"));
+    boot.run()
+}

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ember_tests::qemu::{build_initrd, build_uki, make_uki_disk, Boot};
+use ember_tests::qemu::{boot_uki_from_esp, build_initrd, build_uki};
 use ember_tests::{ember_bin, ScratchDir};
 
 const SYSTEMD_MEASURE: &str = "/usr/lib/systemd/systemd-measure";
@@ -125,17 +125,8 @@ fn uki_build_is_reproducible_and_its_sections_are_page_aligned() {
 #[test]
 fn ovmf_boots_the_uki_from_the_esp_with_its_embedded_command_line() {
     let dir = ScratchDir::new("uki-boot");
-    let (uki, initrd, _) = uki_fixture(dir.path());
-    let disk = dir.path().join("disk.img");
-    make_uki_disk(&disk, &uki);
-
-    // The initrd path is not used: the firmware boots \EFI\BOOT\BOOTX64.EFI.
-    let mut boot = Boot::new(&initrd, "", &dir.path().join("serial.log"));
-    boot.uefi_vars = Some(dir.path().join("OVMF_VARS.fd"));
-    boot.disks = vec![disk];
-    boot.from_disk = true;
-    boot.tpm_state = Some(dir.path().join("tpm"));
-    let out = boot.run();
+    let (uki, _, _) = uki_fixture(dir.path());
+    let out = boot_uki_from_esp(&uki, dir.path());
     let lines = out.ember_lines().join("\n");
     assert!(
         out.powered_off(),
@@ -304,19 +295,11 @@ fn event_log_uki(dir: &Path) -> PathBuf {
     )
     .unwrap();
     let initrd = dir.join("eventlog.cpio.gz");
-    let out = Command::new(ember_bin())
-        .args(["initrd", "build", "--init"])
-        .arg(&init)
-        .args(["--file", "/bin/busybox:/bin/busybox", "--output"])
-        .arg(&initrd)
-        .env("SOURCE_DATE_EPOCH", "0")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (init, out) = (init.to_str().unwrap(), initrd.to_str().unwrap());
+    let busybox = "/bin/busybox:/bin/busybox";
+    ember(&[
+        "initrd", "build", "--init", init, "--file", busybox, "--output", out,
+    ]);
     let uki = dir.join("eventlog.efi");
     build_uki(&uki, &initrd, "console=ttyS0 panic=-1 quiet", &[]);
     uki
@@ -341,14 +324,7 @@ fn a_real_ovmf_boot_measures_the_predicted_pcr11_and_pcr4() {
 
     let dir = ScratchDir::new("uki-eventlog");
     let uki = event_log_uki(dir.path());
-    let disk = dir.path().join("disk.img");
-    make_uki_disk(&disk, &uki);
-    let mut boot = Boot::new(&uki, "", &dir.path().join("serial.log"));
-    boot.uefi_vars = Some(dir.path().join("OVMF_VARS.fd"));
-    boot.disks = vec![disk];
-    boot.from_disk = true;
-    boot.tpm_state = Some(dir.path().join("tpm"));
-    let out = boot.run();
+    let out = boot_uki_from_esp(&uki, dir.path());
     assert!(out.powered_off(), "exit {:?}:\n{}", out.exit_code, out.log);
 
     let bytes = event_log_from_console(&out.log);

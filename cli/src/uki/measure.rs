@@ -52,6 +52,22 @@ pub struct Prediction {
     pub events: Vec<Event>,
 }
 
+impl Prediction {
+    /// The value `events` leave in a reset (all-zero) `pcr`.
+    fn replay(bank: HashAlg, pcr: u8, events: Vec<Event>) -> Result<Prediction> {
+        let mut value = vec![0u8; bank.digest_len()];
+        for e in &events {
+            value = extend(bank, &value, &e.digest)?;
+        }
+        Ok(Prediction {
+            bank,
+            pcr,
+            value,
+            events,
+        })
+    }
+}
+
 fn digest(bank: HashAlg, data: &[u8]) -> Result<Vec<u8>> {
     bank.digest(&[data])
         .map_err(|e| anyhow!("{} digest: {e:?}", bank.name()))
@@ -115,16 +131,7 @@ pub fn predict_from_sections(
             digest: digest(bank, phase.as_bytes())?,
         });
     }
-    let mut value = vec![0u8; bank.digest_len()];
-    for e in &events {
-        value = extend(bank, &value, &e.digest)?;
-    }
-    Ok(Prediction {
-        bank,
-        pcr: PCR_KERNEL_IMAGE,
-        value,
-        events,
-    })
+    Prediction::replay(bank, PCR_KERNEL_IMAGE, events)
 }
 
 /// Predicts PCR 4 for firmware booting `loaders` (PE images, in order,
@@ -161,16 +168,7 @@ pub fn predict_pcr4(loaders: &[&[u8]], uki: &[u8], bank: HashAlg) -> Result<Pred
         label: "EV_EFI_BOOT_SERVICES_APPLICATION .linux".into(),
         digest: kernel.authenticode(&linux, bank)?,
     });
-    let mut value = vec![0u8; bank.digest_len()];
-    for e in &events {
-        value = extend(bank, &value, &e.digest)?;
-    }
-    Ok(Prediction {
-        bank,
-        pcr: PCR_BOOT_LOADER_CODE,
-        value,
-        events,
-    })
+    Prediction::replay(bank, PCR_BOOT_LOADER_CODE, events)
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ember_tests::qemu::{boot_uki_from_esp, build_initrd, build_uki};
+use ember_tests::qemu::{boot_uki_from_esp, build_initrd, build_uki, Boot};
+use ember_tests::server::EmberServer;
 use ember_tests::{ember_bin, ScratchDir};
 
 const SYSTEMD_MEASURE: &str = "/usr/lib/systemd/systemd-measure";
@@ -344,5 +345,51 @@ fn a_real_ovmf_boot_measures_the_predicted_pcr11_and_pcr4() {
             .expect("the firmware measured into PCR 4")),
         predicted_pcr(&uki, 4, "sha256", &[]),
         "PCR 4 of the real boot differs from ember policy predict"
+    );
+}
+
+/// Firmware network boot of the UKI: OVMF runs QEMU's iPXE EFI ROM, which
+/// fetches the script `ember artifact ipxe --uki` published and chains the
+/// UKI from `ember serve --http-listen`; the node boots with the UKI's
+/// command line (iPXE's load options repeat it, see artifact_cmd.rs).
+#[test]
+fn firmware_network_boot_chains_the_uki_from_ember_serve() {
+    let dir = ScratchDir::new("uki-netboot");
+    let (uki, initrd, _) = uki_fixture(dir.path());
+    let server = EmberServer::start_with(&["--http-listen", "127.0.0.1:0"]);
+    let published = server
+        .ember(&["artifact", "ipxe", "--uki", uki.to_str().unwrap()])
+        .expect_ok("ember artifact ipxe --uki");
+    let path = published.stdout.trim().to_string();
+    let http = server.http_port().expect("--http-listen port");
+
+    let mut boot = Boot::new(&initrd, "", &dir.path().join("serial.log"));
+    boot.uefi_vars = Some(dir.path().join("OVMF_VARS.fd"));
+    boot.tpm_state = Some(dir.path().join("tpm"));
+    boot.netboot = Some(format!("http://10.0.2.2:{http}{path}"));
+    let out = boot.run();
+    assert!(
+        out.powered_off(),
+        "the network boot did not power off (exit {:?}):\n{}",
+        out.exit_code,
+        out.log
+    );
+    assert!(
+        out.log
+            .contains("ember: iPXE chaining the UKI from the boot server"),
+        "iPXE did not run the UKI script:\n{}",
+        out.log
+    );
+    let kernel_cmdline = out
+        .log
+        .lines()
+        .find_map(|l| l.split_once("Command line: ").map(|(_, c)| c.trim()))
+        .unwrap_or_else(|| panic!("the kernel printed no command line:\n{}", out.log));
+    assert_eq!(kernel_cmdline, format!("uki.efi {CMDLINE}"));
+    assert!(out.has_line("starting as pid 1"), "{}", out.log);
+    assert!(
+        out.has_line("cmdline: ember keys [ember.test ember.on_error ember.iface]"),
+        "{}",
+        out.log
     );
 }

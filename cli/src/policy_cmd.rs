@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use crate::uki::measure::{predict_pcr11, predict_pcr4, PCR_BOOT_LOADER_CODE, PCR_KERNEL_IMAGE};
+use crate::uki::measure::{
+    check_log, predict_pcr11, predict_pcr4, PCR_BOOT_LOADER_CODE, PCR_KERNEL_IMAGE,
+};
 
 use crate::serve::store::{self, hex, unhex, Policy, StateDir};
 
@@ -40,6 +42,10 @@ pub struct PredictArgs {
     /// order, for PCR 4.
     #[arg(long)]
     pub loader: Vec<PathBuf>,
+    /// A TCG event log (a node's binary_bios_measurements) to hold the
+    /// predictions against: fails naming the first event that differs.
+    #[arg(long, value_name = "LOG")]
+    pub check_log: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -110,6 +116,16 @@ fn predict(a: PredictArgs) -> Result<()> {
     let file = crate::uki::read_input("UKI", &a.uki)?;
     let loaders = read_loaders(&a.loader)?;
     let loaders: Vec<&[u8]> = loaders.iter().map(Vec::as_slice).collect();
+    let log_bytes = match &a.check_log {
+        Some(p) => Some(crate::uki::read_input("event log", p)?),
+        None => None,
+    };
+    let log = log_bytes
+        .as_deref()
+        .map(ember_tpm::eventlog::EventLog::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("event log: {e:?}"))?;
+    let mut mismatches = Vec::new();
     for name in &a.bank {
         let bank = bank_by_name(name)?;
         let p11 = predict_pcr11(&file, bank, &a.phase)
@@ -123,7 +139,20 @@ fn predict(a: PredictArgs) -> Result<()> {
                     println!("  event {i:>2} {} {}", hex(&e.digest), e.label);
                 }
             }
+            if let Some(log) = &log {
+                match check_log(&p, log)? {
+                    Ok(()) => println!("  matches the event log ({} events)", p.events.len()),
+                    Err(m) => mismatches.push(m),
+                }
+            }
         }
+    }
+    if !mismatches.is_empty() {
+        let text: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
+        bail!(
+            "the event log differs from the prediction: {}",
+            text.join("; ")
+        );
     }
     Ok(())
 }

@@ -346,6 +346,47 @@ fn a_real_ovmf_boot_measures_the_predicted_pcr11_and_pcr4() {
         predicted_pcr(&uki, 4, "sha256", &[]),
         "PCR 4 of the real boot differs from ember policy predict"
     );
+
+    // The same log against a UKI whose initrd differs by one byte: the
+    // refusal names the PCR, the event and the section.
+    let log_file = dir.path().join("binary_bios_measurements");
+    std::fs::write(&log_file, &bytes).unwrap();
+    let log_arg = log_file.to_str().unwrap();
+    let ok = ember(&[
+        "policy",
+        "predict",
+        "--uki",
+        uki.to_str().unwrap(),
+        "--check-log",
+        log_arg,
+    ]);
+    assert_eq!(ok.matches("matches the event log").count(), 2, "{ok}");
+    let initrd = dir.path().join("eventlog.cpio.gz");
+    let mut patched = std::fs::read(&initrd).unwrap();
+    patched.push(0);
+    let patched_initrd = dir.path().join("patched.cpio.gz");
+    std::fs::write(&patched_initrd, &patched).unwrap();
+    let evil = dir.path().join("evil.efi");
+    build_uki(&evil, &patched_initrd, "console=ttyS0 panic=-1 quiet", &[]);
+    let out = Command::new(ember_bin())
+        .args([
+            "policy",
+            "predict",
+            "--uki",
+            evil.to_str().unwrap(),
+            "--check-log",
+            log_arg,
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a patched initrd matched the log");
+    assert!(err.contains("PCR 11 sha256 event "), "{err}");
+    assert!(err.contains(" (.initrd) differs: expected "), "{err}");
+    assert!(
+        err.contains("(EV_EFI_BOOT_SERVICES_APPLICATION UKI) differs"),
+        "{err}"
+    );
 }
 
 /// Firmware network boot of the UKI: OVMF runs QEMU's iPXE EFI ROM, which

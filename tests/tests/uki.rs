@@ -85,6 +85,13 @@ fn systemd_measure(sections: &[(&str, &Path)], bank: &str, phase: &str) -> Strin
     entry["hash"].as_str().unwrap().to_string()
 }
 
+/// The command line the kernel printed ("Command line: ...").
+fn kernel_cmdline(log: &str) -> &str {
+    log.lines()
+        .find_map(|l| l.split_once("Command line: ").map(|(_, c)| c.trim()))
+        .unwrap_or_else(|| panic!("the kernel printed no command line:\n{log}"))
+}
+
 #[test]
 fn uki_build_is_reproducible_and_its_sections_are_page_aligned() {
     let dir = ScratchDir::new("uki-repro");
@@ -135,11 +142,7 @@ fn ovmf_boots_the_uki_from_the_esp_with_its_embedded_command_line() {
         out.exit_code,
         out.log
     );
-    let kernel_cmdline = out
-        .log
-        .lines()
-        .find_map(|l| l.split_once("Command line: ").map(|(_, c)| c.trim()))
-        .unwrap_or_else(|| panic!("the kernel printed no command line:\n{}", out.log));
+    let kernel_cmdline = kernel_cmdline(&out.log);
     assert_eq!(
         kernel_cmdline, CMDLINE,
         "the kernel did not get the UKI's embedded command line"
@@ -421,11 +424,7 @@ fn firmware_network_boot_chains_the_uki_from_ember_serve() {
         "iPXE did not run the UKI script:\n{}",
         out.log
     );
-    let kernel_cmdline = out
-        .log
-        .lines()
-        .find_map(|l| l.split_once("Command line: ").map(|(_, c)| c.trim()))
-        .unwrap_or_else(|| panic!("the kernel printed no command line:\n{}", out.log));
+    let kernel_cmdline = kernel_cmdline(&out.log);
     assert_eq!(kernel_cmdline, format!("uki.efi {CMDLINE}"));
     assert!(out.has_line("starting as pid 1"), "{}", out.log);
     assert!(

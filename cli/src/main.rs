@@ -18,6 +18,8 @@ mod tar_cmd;
 mod timeline;
 mod timeline_cmd;
 mod tpm_cmd;
+mod uki;
+mod uki_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -63,6 +65,9 @@ enum Command {
     Attest(attest_cmd::AttestArgs),
     /// Publish a static boot artifact (kernel, initrd) by content hash.
     Artifact(artifact_cmd::ArtifactArgs),
+    /// Build unified kernel images (kernel + initrd + command line on systemd-stub).
+    #[command(subcommand)]
+    Uki(uki_cmd::UkiCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -81,6 +86,7 @@ fn main() -> std::process::ExitCode {
         Command::Nodes(a) => nodes_cmd::run(a),
         Command::Attest(a) => attest_cmd::run(a),
         Command::Artifact(a) => artifact_cmd::run(a),
+        Command::Uki(cmd) => uki_cmd::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

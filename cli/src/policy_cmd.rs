@@ -1,10 +1,14 @@
-//! `ember policy set|show`: which PCRs a node must quote and what values
-//! they may have.
+//! `ember policy set|show|predict`: which PCRs a node must quote and what
+//! values they may have; `predict` computes them from a UKI.
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+
+use crate::uki::measure::{
+    check_log, predict_pcr11, predict_pcr4, PCR_BOOT_LOADER_CODE, PCR_KERNEL_IMAGE,
+};
 
 use crate::serve::store::{self, hex, unhex, Policy, StateDir};
 
@@ -14,6 +18,34 @@ pub enum PolicyCmd {
     Set(SetArgs),
     /// Shows the policies.
     Show(ShowArgs),
+    /// Prints the PCR 11 value systemd-stub (252) produces booting a UKI,
+    /// and the PCR 4 value UEFI firmware produces loading it.
+    Predict(PredictArgs),
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// The unified kernel image (`ember uki build`).
+    #[arg(long)]
+    pub uki: PathBuf,
+    /// PCR banks to compute (sha256, sha384, sha512); repeat or comma-separate.
+    #[arg(long, value_delimiter = ',', default_value = "sha256")]
+    pub bank: Vec<String>,
+    /// Boot-phase words extended after the stub's measurements, as
+    /// systemd-pcrphase does (e.g. enter-initrd); repeat in order.
+    #[arg(long)]
+    pub phase: Vec<String>,
+    /// Also print each event (label and digest) in extend order.
+    #[arg(long)]
+    pub events: bool,
+    /// PE images the firmware loads before the UKI (a boot manager), in
+    /// order, for PCR 4.
+    #[arg(long)]
+    pub loader: Vec<PathBuf>,
+    /// A TCG event log (a node's binary_bios_measurements) to hold the
+    /// predictions against: fails naming the first event that differs.
+    #[arg(long, value_name = "LOG")]
+    pub check_log: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -21,7 +53,7 @@ pub struct SetArgs {
     #[arg(long, env = "EMBER_STATE", default_value = "/var/lib/ember")]
     pub state: PathBuf,
     /// PCR indices to quote, e.g. 0,2,4,7.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required_unless_present = "uki")]
     pub pcrs: Vec<u8>,
     /// PCR bank.
     #[arg(long, default_value = "sha256")]
@@ -32,6 +64,16 @@ pub struct SetArgs {
     /// Allowed value PCR=HEX (repeatable; several values per PCR allowed).
     #[arg(long)]
     pub value: Vec<String>,
+    /// Allow the PCR 11 value booting this UKI gives (`ember policy
+    /// predict`); adds PCR 11 to --pcrs. Repeat to allow several UKIs.
+    #[arg(long, conflicts_with = "record")]
+    pub uki: Vec<PathBuf>,
+    /// Boot-phase words the prediction for --uki includes (see predict).
+    #[arg(long, requires = "uki")]
+    pub phase: Vec<String>,
+    /// Boot loaders before the UKI, for the PCR 4 prediction (see predict).
+    #[arg(long, requires = "uki")]
+    pub loader: Vec<PathBuf>,
     /// Policy for this node.
     #[arg(long, conflicts_with = "group")]
     pub node: Option<String>,
@@ -50,14 +92,80 @@ pub fn run(cmd: PolicyCmd) -> Result<()> {
     match cmd {
         PolicyCmd::Set(a) => set(a),
         PolicyCmd::Show(a) => show(a),
+        PolicyCmd::Predict(a) => predict(a),
     }
+}
+
+fn bank_by_name(name: &str) -> Result<ember_tpm::HashAlg> {
+    match ember_tpm::HashAlg::from_name(name) {
+        // SHA-1 is a PCR bank Ember reads but never computes.
+        Some(ember_tpm::HashAlg::Sha1) => bail!("the sha1 bank cannot be predicted"),
+        Some(b) => Ok(b),
+        None => bail!("unknown PCR bank {name:?}"),
+    }
+}
+
+fn read_loaders(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
+    paths
+        .iter()
+        .map(|p| crate::uki::read_input("boot loader", p))
+        .collect()
+}
+
+fn predict(a: PredictArgs) -> Result<()> {
+    let file = crate::uki::read_input("UKI", &a.uki)?;
+    let loaders = read_loaders(&a.loader)?;
+    let loaders: Vec<&[u8]> = loaders.iter().map(Vec::as_slice).collect();
+    let log_bytes = match &a.check_log {
+        Some(p) => Some(crate::uki::read_input("event log", p)?),
+        None => None,
+    };
+    let log = log_bytes
+        .as_deref()
+        .map(ember_tpm::eventlog::EventLog::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("event log: {e:?}"))?;
+    let mut mismatches = Vec::new();
+    for name in &a.bank {
+        let bank = bank_by_name(name)?;
+        let p11 = predict_pcr11(&file, bank, &a.phase)
+            .with_context(|| format!("predicting PCR 11 for {}", a.uki.display()))?;
+        let p4 = predict_pcr4(&loaders, &file, bank)
+            .with_context(|| format!("predicting PCR 4 for {}", a.uki.display()))?;
+        for p in [p11, p4] {
+            println!("PCR {} {} {}", p.pcr, bank.name(), hex(&p.value));
+            if a.events {
+                for (i, e) in p.events.iter().enumerate() {
+                    println!("  event {i:>2} {} {}", hex(&e.digest), e.label);
+                }
+            }
+            if let Some(log) = &log {
+                match check_log(&p, log)? {
+                    Ok(()) => println!("  matches the event log ({} events)", p.events.len()),
+                    Err(m) => mismatches.push(m),
+                }
+            }
+        }
+    }
+    if !mismatches.is_empty() {
+        let text: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
+        bail!(
+            "the event log differs from the prediction: {}",
+            text.join("; ")
+        );
+    }
+    Ok(())
 }
 
 fn set(a: SetArgs) -> Result<()> {
     let bank = ember_tpm::HashAlg::from_name(&a.bank)
         .ok_or_else(|| anyhow::anyhow!("unknown PCR bank {:?}", a.bank))?;
+    let mut pcrs = a.pcrs.clone();
+    if !a.uki.is_empty() && !pcrs.contains(&PCR_KERNEL_IMAGE) {
+        pcrs.push(PCR_KERNEL_IMAGE);
+    }
     let mut mask = 0u32;
-    for &p in &a.pcrs {
+    for &p in &pcrs {
         if p > 23 {
             bail!("PCR {p} out of range (0-23)");
         }
@@ -88,8 +196,27 @@ fn set(a: SetArgs) -> Result<()> {
         }
         allowed.push((pcr, value));
     }
+    // PCR 4 comes from the UKIs too when --pcrs selects it without values.
+    let predict_4 = mask & (1 << PCR_BOOT_LOADER_CODE) != 0
+        && !allowed.iter().any(|(p, _)| *p == PCR_BOOT_LOADER_CODE);
+    let loaders = read_loaders(&a.loader)?;
+    let loaders: Vec<&[u8]> = loaders.iter().map(Vec::as_slice).collect();
+    for uki in &a.uki {
+        if bank == ember_tpm::HashAlg::Sha1 {
+            bail!("--uki: the sha1 bank cannot be predicted");
+        }
+        let file = crate::uki::read_input("UKI", uki)?;
+        let p = predict_pcr11(&file, bank, &a.phase)
+            .with_context(|| format!("predicting PCR 11 for {}", uki.display()))?;
+        allowed.push((p.pcr, p.value));
+        if predict_4 {
+            let p = predict_pcr4(&loaders, &file, bank)
+                .with_context(|| format!("predicting PCR 4 for {}", uki.display()))?;
+            allowed.push((p.pcr, p.value));
+        }
+    }
     if !a.record {
-        for p in &a.pcrs {
+        for p in &pcrs {
             if !allowed.iter().any(|(q, _)| q == p) {
                 bail!("PCR {p} has no allowed --value (or use --record)");
             }
@@ -128,7 +255,7 @@ fn set(a: SetArgs) -> Result<()> {
     println!(
         "policy {scope}: {} PCRs {:?} {}",
         a.bank,
-        a.pcrs,
+        pcrs,
         if a.record {
             "recorded on first boot"
         } else {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
 use ember_fs::tar::{
-    Confinement, Entry, ErrorKind, Extractor, FsSink, Kind, Limits, Sink, Summary,
+    Confinement, Entry, ErrorKind, Extractor, FsSink, Kind, Limits, Protection, Sink, Summary,
 };
 
 #[derive(Subcommand)]
@@ -26,6 +26,11 @@ pub enum TarCmd {
         /// Cap on inflated tar bytes (zip-bomb guard).
         #[arg(long, value_name = "BYTES")]
         max_bytes: Option<u64>,
+        /// Refuse what the node refuses in `/`: entries under proc, sys,
+        /// dev, boot or run/ember of DIR, links into them, and any
+        /// directory on another mount than DIR.
+        #[arg(long)]
+        protect_system: bool,
         /// Input file; `-` (the default) is stdin.
         #[arg(default_value = "-")]
         file: String,
@@ -55,6 +60,7 @@ pub fn run(cmd: TarCmd) -> anyhow::Result<()> {
             into,
             confine,
             max_bytes,
+            protect_system,
             file,
         } => {
             let expected = expect_sha256.as_deref().map(parse_hex).transpose()?;
@@ -62,8 +68,13 @@ pub fn run(cmd: TarCmd) -> anyhow::Result<()> {
                 Confine::Beneath => Confinement::Beneath,
                 Confine::InRoot => Confinement::InRoot,
             };
-            let sink = FsSink::open(into.as_path(), confinement)
+            let mut sink = FsSink::open(into.as_path(), confinement)
                 .map_err(|k| anyhow::anyhow!("{}: {k}", into.display()))?;
+            if protect_system {
+                sink = sink
+                    .protect(Protection::SYSTEM)
+                    .map_err(|k| anyhow::anyhow!("{}: {k}", into.display()))?;
+            }
             let mut limits = Limits::default();
             if let Some(m) = max_bytes {
                 limits.max_tar_bytes = m;

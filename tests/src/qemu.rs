@@ -273,3 +273,51 @@ pub fn wait_for_log(
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// Builds a unified kernel image with `ember uki build` from the kernel
+/// qemu/fetch-kernel unpacked, `initrd` and the command line `cmdline`
+/// (`extra` are further arguments, e.g. `--os-release FILE`); returns its
+/// summary line.
+pub fn build_uki(out: &Path, initrd: &Path, cmdline: &str, extra: &[&str]) -> String {
+    let output = Command::new(ember_bin())
+        .args(["uki", "build", "--kernel"])
+        .arg(kernel_image())
+        .arg("--initrd")
+        .arg(initrd)
+        .arg("--cmdline")
+        .arg(cmdline)
+        .args(extra)
+        .arg("--output")
+        .arg(out)
+        .output()
+        .expect("run ember uki build");
+    assert!(
+        output.status.success(),
+        "ember uki build failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A node disk ([`make_disk`]) whose ESP boots `uki` directly: it replaces
+/// systemd-boot as the removable-media loader \EFI\BOOT\BOOTX64.EFI.
+pub fn make_uki_disk(out: &Path, uki: &Path) {
+    make_disk(out, 256);
+    let uki = uki.to_str().expect("UTF-8 path");
+    esp_tool(out, "mcopy", &["-o", uki, "::/EFI/BOOT/BOOTX64.EFI"]);
+}
+
+/// Boots `uki` the way a node boots from its disk: OVMF (fresh variables in
+/// `dir`), swtpm (state in `dir/tpm`), a [`make_uki_disk`] ESP; waits for
+/// the guest to power off or time out.
+pub fn boot_uki_from_esp(uki: &Path, dir: &Path) -> Outcome {
+    let disk = dir.join("disk.img");
+    make_uki_disk(&disk, uki);
+    // The initrd path is not used: the firmware boots \EFI\BOOT\BOOTX64.EFI.
+    let mut boot = Boot::new(uki, "", &dir.join("serial.log"));
+    boot.uefi_vars = Some(dir.join("OVMF_VARS.fd"));
+    boot.disks = vec![disk];
+    boot.from_disk = true;
+    boot.tpm_state = Some(dir.join("tpm"));
+    boot.run()
+}

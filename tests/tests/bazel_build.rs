@@ -1,7 +1,8 @@
 //! The Bazel build path (Debian's bazel-bootstrap, Bazel 4.2.3, offline,
 //! WORKSPACE mode) against the Cargo path: `//os:initrd` is byte-identical
 //! to `ember initrd build` on the same inputs, stays identical after
-//! `bazel clean`, and `//image` is an OCI layout real tools accept.
+//! `bazel clean`, `//os:uki` to `ember uki build` (qemu/build-uki), and
+//! `//image` is an OCI layout real tools accept.
 //!
 //! Bazel takes this test's own `ember`/`ember-init` (prebuilt mode,
 //! EMBER_PREBUILT_DIR; see bazel/cargo.bzl), so both paths run the same
@@ -125,6 +126,28 @@ fn bazel_initrd_is_byte_identical_to_the_cargo_path_and_to_itself_after_clean() 
     let second = sha256(&bazel_bin().join("os/initrd"));
     assert_eq!(first, second, "//os:initrd changed across `bazel clean`");
     eprintln!("//os:initrd sha256 {first}");
+}
+
+#[test]
+fn bazel_uki_is_byte_identical_to_the_cargo_path() {
+    let _lock = BAZEL.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = ScratchDir::new("bazel-uki");
+
+    bazel(&["build", "//os:uki"]);
+    let from_bazel = sha256(&bazel_bin().join("os/uki.efi"));
+
+    // qemu/build-uki's steps: the initrd, then `ember uki build` with the
+    // default command line of //os:uki.
+    let initrd = scratch.path().join("initrd.cpio.gz");
+    cargo_path_initrd(&initrd, &[]);
+    let uki = scratch.path().join("ember.efi");
+    ember_tests::qemu::build_uki(&uki, &initrd, "console=ttyS0 panic=-1", &[]);
+    assert_eq!(
+        from_bazel,
+        sha256(&uki),
+        "//os:uki differs from `ember uki build`"
+    );
+    eprintln!("//os:uki sha256 {from_bazel}");
 }
 
 #[test]

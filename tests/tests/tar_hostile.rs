@@ -372,3 +372,175 @@ fn sha256_mismatch_fails_the_extraction() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A root laid out like the node's `/`: the files the init keeps in its
+/// system areas, which an overlay must not reach.
+fn system_root(a: &Arena) {
+    for d in [
+        "proc",
+        "sys/kernel",
+        "dev",
+        "boot",
+        "run/ember",
+        "etc",
+        "mnt",
+    ] {
+        std::fs::create_dir_all(a.root.join(d)).unwrap();
+    }
+    std::fs::write(a.root.join("boot/initrd.cpio.gz"), b"genuine initrd").unwrap();
+    std::fs::write(a.root.join("run/ember/overlay.sealed"), b"genuine slot").unwrap();
+    std::fs::write(a.root.join("sys/kernel/uevent_helper"), b"").unwrap();
+}
+
+/// Every file under the root's system areas, with content.
+fn system_snapshot(a: &Arena) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v = Vec::new();
+    let mut stack: Vec<PathBuf> = ["proc", "sys", "dev", "boot", "run", "mnt"]
+        .iter()
+        .map(|d| a.root.join(d))
+        .collect();
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            if md.is_dir() {
+                stack.push(p.clone());
+            }
+            let content = if md.is_file() {
+                std::fs::read(&p).unwrap()
+            } else {
+                Vec::new()
+            };
+            v.push((p, content));
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn overlay_entries_in_system_areas_are_refused_and_nothing_is_written_there() {
+    let a = Arena::new("tar-system");
+    system_root(&a);
+    let before = system_snapshot(&a);
+    let protect = ["--confine", "in-root", "--protect-system"];
+    let cases: [(&str, &str, &str, &str); 8] = [
+        (
+            "file",
+            "proc/sysrq-trigger",
+            "b",
+            "/proc is a protected system path",
+        ),
+        (
+            "file",
+            "sys/kernel/uevent_helper",
+            "/tmp/x",
+            "/sys is a protected system path",
+        ),
+        ("file", "dev/sda", "x", "/dev is a protected system path"),
+        (
+            "file",
+            "boot/initrd.cpio.gz",
+            "patched",
+            "/boot is a protected system path",
+        ),
+        (
+            "file",
+            "run/ember/overlay.sealed",
+            "planted",
+            "/run/ember is a protected system path",
+        ),
+        ("dir", "boot/", "", "/boot is a protected system path"),
+        (
+            "symlink",
+            "etc/kernel",
+            "/boot",
+            "link points into protected system path /boot",
+        ),
+        (
+            "hardlink",
+            "etc/slot",
+            "run/ember/overlay.sealed",
+            "link points into protected system path /run/ember",
+        ),
+    ];
+    for (kind, name, arg, why) in cases {
+        let ar = a.archive("pax", &[("file", "etc/hostname", "ok"), (kind, name, arg)]);
+        a.refused_with(
+            &ar,
+            &protect,
+            &format!("{:?}", name.trim_end_matches('/')),
+            why,
+        );
+        assert_eq!(before, system_snapshot(&a), "{name}: a system area changed");
+    }
+    // A symlink the archive makes to an innocent place, then a path that
+    // goes up from it into /boot: refused by where it really leads.
+    let ar = a.archive(
+        "pax",
+        &[
+            ("symlink", "etc/up", ".."),
+            ("file", "etc/up/boot/initrd.cpio.gz", "patched"),
+        ],
+    );
+    a.refused_with(
+        &ar,
+        &protect,
+        "etc/up/boot/initrd.cpio.gz",
+        "/boot is a protected system path",
+    );
+    assert_eq!(before, system_snapshot(&a));
+    assert!(!a.root.join("etc/kernel").exists() && !a.root.join("etc/slot").exists());
+
+    // Without --protect-system the same archive writes into /boot: the
+    // protection is what stops it.
+    let ar = a.archive("pax", &[("file", "boot/initrd.cpio.gz", "patched")]);
+    let out = a.extract(&ar, &["--confine", "in-root"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(a.root.join("boot/initrd.cpio.gz")).unwrap(),
+        b"patched"
+    );
+}
+
+#[test]
+fn overlay_entries_crossing_a_mount_point_are_refused() {
+    let a = Arena::new("tar-mount");
+    system_root(&a);
+    // A tmpfs on root/mnt in a private mount namespace (gone with the
+    // process): the extractor runs inside it.
+    let ar = a.archive("pax", &[("file", "mnt/planted", "x")]);
+    let via_link = a.archive(
+        "pax",
+        &[("symlink", "etc/m", "/mnt"), ("file", "etc/m/planted", "x")],
+    );
+    for (archive, entry) in [(&ar, "mnt/planted"), (&via_link, "etc/m/planted")] {
+        let script = format!(
+            "mount -t tmpfs ember-test {mnt} && {ember} tar extract --confine in-root --protect-system --into {root} {ar}; \
+             rc=$?; ls -A {mnt}; exit $rc",
+            mnt = a.root.join("mnt").display(),
+            ember = ember_bin().display(),
+            root = a.root.display(),
+            ar = archive.display(),
+        );
+        let out = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(entry), "{stderr}");
+        assert!(stderr.contains("crosses a mount point"), "{stderr}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "",
+            "something was written on the mounted filesystem"
+        );
+    }
+    // Outside the namespace the mount never existed; root/mnt is untouched.
+    assert_eq!(std::fs::read_dir(a.root.join("mnt")).unwrap().count(), 0);
+}

@@ -44,6 +44,7 @@ mod attest;
 pub mod consts;
 mod device;
 mod error;
+pub mod eventlog;
 mod pcr;
 mod public;
 mod session;

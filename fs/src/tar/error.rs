@@ -68,6 +68,13 @@ pub enum ErrorKind {
     ReplacesDirectory,
     /// Resolving the name crossed a symlink that leaves the root.
     SymlinkEscapes,
+    /// The entry is at or under a protected system path (its name, or the
+    /// real location a symlink led it to).
+    Protected { area: &'static str },
+    /// A symlink or hard link entry points at or under a protected path.
+    LinkIntoProtected { area: &'static str },
+    /// Resolving the name reached a directory on another mount than the root.
+    CrossesMount,
     /// A system call failed.
     Io { op: &'static str, errno: i32 },
     /// The SHA-256 of the stream is not the one the caller expected.
@@ -183,6 +190,11 @@ impl fmt::Display for ErrorKind {
             LinkOutsideRoot => write!(f, "refused: hard link target outside the root"),
             ReplacesDirectory => write!(f, "refused: would replace an existing directory"),
             SymlinkEscapes => write!(f, "refused: path goes through a symlink leaving the root"),
+            Protected { area } => write!(f, "refused: /{area} is a protected system path"),
+            LinkIntoProtected { area } => {
+                write!(f, "refused: link points into protected system path /{area}")
+            }
+            CrossesMount => write!(f, "refused: path crosses a mount point"),
             Io { op, errno } => write!(f, "{op} failed: errno {errno}"),
             DigestMismatch { expected, actual } => {
                 f.write_str("SHA-256 mismatch: expected ")?;

@@ -5,7 +5,9 @@
 //! nothing is written outside the root. Existing files are replaced by
 //! writing a temporary name and renaming it over the old one; existing
 //! directories are merged. Directory modes and mtimes are applied after
-//! their contents, from a compact, size-capped list.
+//! their contents, from a compact, size-capped list. With a [`Protection`]
+//! ([`FsSink::protect`]) entries stay out of the system areas it names and
+//! on the root's mount.
 
 use alloc::vec::Vec;
 use core::fmt::Write as _;
@@ -20,6 +22,7 @@ use rustix::process::{Gid, Uid};
 
 use super::entry::{Entry, Kind, Time};
 use super::error::ErrorKind;
+use super::protect::{symlink_destination, Protection};
 use super::sink::Sink;
 
 /// How names are confined to the root.
@@ -183,6 +186,50 @@ pub struct FsSink {
     file_path: Vec<u8>,
     /// Members not created (unsupported types); the caller may report them.
     pub warnings: u64,
+    guard: Option<Guard>,
+}
+
+/// A [`Protection`] in force, with what the real-location check compares
+/// every directory against.
+struct Guard {
+    policy: Protection,
+    /// The root's mount (statx mount id, or device when the kernel has none).
+    root_mount: MountKey,
+    /// The root's path as /proc/self/fd shows it ("/" in the init).
+    root_path: Vec<u8>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MountKey {
+    Id(u64),
+    Dev(u32, u32),
+}
+
+fn mount_key(fd: BorrowedFd<'_>) -> Result<MountKey, ErrorKind> {
+    let st = fs::statx(fd, "", AtFlags::EMPTY_PATH, fs::StatxFlags::MNT_ID)
+        .map_err(io("statx directory"))?;
+    Ok(if st.stx_mask & fs::StatxFlags::MNT_ID.bits() != 0 {
+        MountKey::Id(st.stx_mnt_id)
+    } else {
+        MountKey::Dev(st.stx_dev_major, st.stx_dev_minor)
+    })
+}
+
+/// The path of an open fd, from /proc/self/fd (needs /proc mounted).
+fn fd_path(fd: BorrowedFd<'_>, out: &mut Vec<u8>) -> Result<(), ErrorKind> {
+    let mut link = TmpName {
+        buf: [0; 32],
+        len: 0,
+    };
+    let _ = write!(
+        link,
+        "/proc/self/fd/{}",
+        rustix::fd::AsRawFd::as_raw_fd(&fd)
+    );
+    let target = fs::readlink(link.as_bytes(), core::mem::take(out))
+        .map_err(io("readlink /proc/self/fd (is /proc mounted?)"))?;
+    *out = target.into_bytes();
+    Ok(())
 }
 
 fn io(op: &'static str) -> impl Fn(Errno) -> ErrorKind {
@@ -250,6 +297,88 @@ impl FsSink {
             scratch: Vec::new(),
             file_path: Vec::new(),
             warnings: 0,
+            guard: None,
+        }
+    }
+
+    /// Enforces `policy` from now on: no entry at or under its paths, no
+    /// symlink or hard link into them, and (with `same_mount`) no directory
+    /// on another mount than the root. Refusals name the entry. Reads the
+    /// root's location from /proc/self/fd, so /proc must be mounted.
+    ///
+    /// The init extracts the overlay with
+    /// `FsSink::open("/", Confinement::InRoot)?.protect(Protection::SYSTEM)?`.
+    pub fn protect(mut self, policy: Protection) -> Result<Self, ErrorKind> {
+        let root_mount = mount_key(self.root.as_fd())?;
+        let mut root_path = Vec::new();
+        fd_path(self.root.as_fd(), &mut root_path)?;
+        if policy.same_mount {
+            self.resolve |= ResolveFlags::NO_XDEV;
+        }
+        self.guard = Some(Guard {
+            policy,
+            root_mount,
+            root_path,
+        });
+        Ok(self)
+    }
+
+    /// The lexical check: the entry's own name and where its link points.
+    fn check_entry(&mut self, entry: &Entry<'_>) -> Result<(), ErrorKind> {
+        let Some(guard) = &self.guard else {
+            return Ok(());
+        };
+        if let Some(area) = guard.policy.covering(entry.path) {
+            return Err(ErrorKind::Protected { area });
+        }
+        let link_dest = match entry.meta.kind {
+            Kind::Hardlink => entry.link,
+            Kind::Symlink => {
+                symlink_destination(entry.path, entry.link, &mut self.scratch);
+                &self.scratch
+            }
+            _ => return Ok(()),
+        };
+        match guard.policy.covering(link_dest) {
+            Some(area) => Err(ErrorKind::LinkIntoProtected { area }),
+            None => Ok(()),
+        }
+    }
+
+    /// The real-location check on a directory the sink is about to use:
+    /// on the root's mount, and not at or under a protected path whatever
+    /// name led to it.
+    fn check_dir(&mut self, fd: BorrowedFd<'_>) -> Result<(), ErrorKind> {
+        let Some(guard) = &self.guard else {
+            return Ok(());
+        };
+        if guard.policy.same_mount && mount_key(fd)? != guard.root_mount {
+            return Err(ErrorKind::CrossesMount);
+        }
+        let mut path = core::mem::take(&mut self.scratch);
+        let r = fd_path(fd, &mut path).map(|()| {
+            let rel = if guard.root_path == b"/" {
+                path.strip_prefix(b"/")
+            } else {
+                path.strip_prefix(guard.root_path.as_slice()).and_then(|r| {
+                    if r.is_empty() {
+                        Some(r)
+                    } else {
+                        r.strip_prefix(b"/")
+                    }
+                })
+            };
+            // Outside the root entirely (cannot happen under openat2's
+            // confinement): treat as protected rather than guess.
+            match rel {
+                Some(rel) => guard.policy.covering(rel),
+                None => Some(guard.policy.paths.first().copied().unwrap_or("")),
+            }
+        });
+        self.scratch = path;
+        match r? {
+            Some(area) => Err(ErrorKind::Protected { area }),
+            None => Ok(()),
         }
     }
 
@@ -264,8 +393,14 @@ impl FsSink {
         Ok(Self::new(fd, confinement))
     }
 
-    fn resolve_err(op: &'static str) -> impl Fn(Errno) -> ErrorKind {
+    /// Maps a failed confined lookup to its cause. With a same-mount
+    /// [`Protection`] under `InRoot`, EXDEV can only mean a mount crossing
+    /// (`RESOLVE_NO_XDEV`); otherwise it means leaving the root.
+    fn resolve_err(&self, op: &'static str) -> impl Fn(Errno) -> ErrorKind {
+        let xdev_is_mount = self.resolve.contains(ResolveFlags::NO_XDEV)
+            && self.resolve.contains(ResolveFlags::IN_ROOT);
         move |e| match e {
+            Errno::XDEV if xdev_is_mount => ErrorKind::CrossesMount,
             Errno::XDEV | Errno::LOOP => ErrorKind::SymlinkEscapes,
             e => ErrorKind::Io {
                 op,
@@ -302,7 +437,7 @@ impl FsSink {
                 let end = *end;
                 let fd = self
                     .open_dir(&self.stack.path[..end], OFlags::PATH)
-                    .map_err(Self::resolve_err("open parent directory"))?;
+                    .map_err(self.resolve_err("open parent directory"))?;
                 if let Some(last) = self.stack.fds.last_mut() {
                     last.1 = Some(fd);
                 }
@@ -335,8 +470,9 @@ impl FsSink {
                 // A symlink (or something odd): resolve the prefix, confined.
                 Err(_) => self
                     .open_dir(&dir[..end], OFlags::PATH)
-                    .map_err(Self::resolve_err("open parent directory"))?,
+                    .map_err(self.resolve_err("open parent directory"))?,
             };
+            self.check_dir(fd.as_fd())?;
             self.stack.push(&dir[start..end], fd);
         }
         Ok(self.stack.top().unwrap_or(self.root.as_fd()))
@@ -405,7 +541,7 @@ impl FsSink {
                     Some(tmp),
                 )
             }
-            Err(e) => return Err(Self::resolve_err("create file")(e)),
+            Err(e) => return Err(self.resolve_err("create file")(e)),
         };
         self.file = Some(OpenFile {
             fd,
@@ -556,13 +692,16 @@ impl FsSink {
         let m = entry.meta;
         let fd = if path.is_empty() {
             self.open_dir(path, OFlags::RDONLY)
-                .map_err(Self::resolve_err("open directory"))?
+                .map_err(self.resolve_err("open directory"))?
         } else {
             let (_, name) = split_parent(path);
             let dir = self.parent_fd(path)?;
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             fs::openat(dir, name, flags, Mode::empty()).map_err(io("open directory"))?
         };
+        if !path.is_empty() {
+            self.check_dir(fd.as_fd())?;
+        }
         if self.is_root {
             fs::fchown(&fd, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid)))
                 .map_err(io("fchown"))?;
@@ -623,7 +762,7 @@ impl FsSink {
             Ok(fd) => fd,
             // Replaced by a symlink we kept, or removed: nothing to apply.
             Err(Errno::NOTDIR | Errno::LOOP | Errno::NOENT) => return Ok(()),
-            Err(e) => return Err(Self::resolve_err("open directory")(e)),
+            Err(e) => return Err(self.resolve_err("open directory")(e)),
         };
         fs::fchmod(&fd, Mode::from_raw_mode(r.mode)).map_err(io("fchmod"))?;
         fs::futimens(&fd, &times(r.mtime)).map_err(io("futimens"))
@@ -633,8 +772,9 @@ impl FsSink {
         let (tdir, tname) = split_parent(entry.link);
         let target_dir = self.open_dir(tdir, OFlags::PATH).map_err(|e| match e {
             Errno::NOENT | Errno::NOTDIR => ErrorKind::LinkOutsideRoot,
-            e => Self::resolve_err("open link target directory")(e),
+            e => self.resolve_err("open link target directory")(e),
         })?;
+        self.check_dir(target_dir.as_fd())?;
         let make = |dir: BorrowedFd<'_>, name: &[u8]| {
             fs::linkat(&target_dir, tname, dir, name, AtFlags::empty())
         };
@@ -650,6 +790,7 @@ impl FsSink {
 
 impl Sink for FsSink {
     fn begin(&mut self, entry: &Entry<'_>) -> Result<(), ErrorKind> {
+        self.check_entry(entry)?;
         let m = entry.meta;
         match m.kind {
             Kind::File => self.begin_file(entry.path, m.mode),

@@ -12,12 +12,14 @@
 //! How the init extracts the overlay into `/` as chunks arrive:
 //!
 //! ```no_run
-//! use ember_fs::tar::{Confinement, Extractor, FsSink, Limits};
+//! use ember_fs::tar::{Confinement, Extractor, FsSink, Limits, Protection};
 //! # fn next_chunk() -> Option<&'static [u8]> { None }
 //! # fn run(expected: [u8; 32]) -> Result<(), ember_fs::tar::Error> {
 //! // In `/`, absolute symlinks already there (/var/run -> /run) must resolve
 //! // inside the root: InRoot. For a scratch directory, Beneath refuses them.
-//! let sink = FsSink::open("/", Confinement::InRoot)?;
+//! // Protection::SYSTEM keeps the overlay out of /proc, /sys, /dev, /boot,
+//! // /run/ember and off every other mount.
+//! let sink = FsSink::open("/", Confinement::InRoot)?.protect(Protection::SYSTEM)?;
 //! let mut x = Extractor::new(sink, Limits { max_tar_bytes: 2 << 30, ..Limits::default() });
 //! while let Some(chunk) = next_chunk() {
 //!     x.write(chunk)?; // any chunk boundaries
@@ -35,6 +37,7 @@ mod gzip;
 pub mod header;
 mod machine;
 pub mod pax;
+pub mod protect;
 mod sink;
 #[cfg(test)]
 mod tests;
@@ -43,6 +46,7 @@ pub use entry::{Entry, Kind, Meta, Time};
 pub use error::{Error, ErrorKind, Field, Part};
 pub use extract::{Extractor, Summary};
 pub use fs_sink::{Confinement, FsSink};
+pub use protect::Protection;
 pub use sink::Sink;
 
 /// Caps that keep hostile archives from exhausting memory or the disk.

@@ -488,3 +488,142 @@ fn v7_directory_by_trailing_slash() {
     r.unwrap();
     assert!(rec.log[0].starts_with("Directory old "), "{:?}", rec.log);
 }
+
+/// A scratch extraction root for [`FsSink`] tests, removed on drop.
+struct TmpRoot(std::path::PathBuf);
+
+impl TmpRoot {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(alloc::format!("ember-fs-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(p.join("boot")).unwrap();
+        std::fs::create_dir_all(p.join("run/ember")).unwrap();
+        std::fs::create_dir_all(p.join("etc")).unwrap();
+        std::fs::write(p.join("boot/initrd.cpio.gz"), b"genuine").unwrap();
+        TmpRoot(p)
+    }
+
+    /// Extracts `tar` with [`Protection::SYSTEM`] in force.
+    fn extract(&self, tar: &[u8]) -> Result<Summary, Error> {
+        let sink = FsSink::open(self.0.to_str().unwrap(), Confinement::InRoot)
+            .unwrap()
+            .protect(Protection::SYSTEM)
+            .unwrap();
+        let mut x = Extractor::new(sink, Limits::default());
+        x.write(tar)?;
+        x.finish()
+    }
+
+    /// Names under boot/ and run/ember/ (what a refusal must leave alone).
+    fn protected_listing(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for d in ["boot", "run/ember"] {
+            for e in std::fs::read_dir(self.0.join(d)).unwrap() {
+                v.push(e.unwrap().file_name().to_string_lossy().into_owned());
+            }
+        }
+        v.sort();
+        v
+    }
+}
+
+impl Drop for TmpRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn link(name: &str, typeflag: u8, target: &str) -> H {
+    let mut hd = h(name, typeflag, 0);
+    hd.link = target.into();
+    hd
+}
+
+#[test]
+fn protection_refuses_system_paths_by_name_and_writes_nothing() {
+    let root = TmpRoot::new("protect-names");
+    let cases: [(H, &str, ErrorKind); 6] = [
+        (
+            h("boot/initrd.cpio.gz", b'0', 4),
+            "boot/initrd.cpio.gz",
+            ErrorKind::Protected { area: "boot" },
+        ),
+        (
+            h("run/ember/overlay.sealed", b'0', 4),
+            "run/ember/overlay.sealed",
+            ErrorKind::Protected { area: "run/ember" },
+        ),
+        (
+            h("proc/sys/kernel/x", b'0', 4),
+            "proc/sys/kernel/x",
+            ErrorKind::Protected { area: "proc" },
+        ),
+        (
+            h("dev/", b'5', 0),
+            "dev",
+            ErrorKind::Protected { area: "dev" },
+        ),
+        (
+            link("etc/evil", b'2', "../boot"),
+            "etc/evil",
+            ErrorKind::LinkIntoProtected { area: "boot" },
+        ),
+        (
+            link("etc/h", b'1', "boot/initrd.cpio.gz"),
+            "etc/h",
+            ErrorKind::LinkIntoProtected { area: "boot" },
+        ),
+    ];
+    for (hd, name, kind) in cases {
+        let data: &[u8] = if hd.size > 0 { b"evil" } else { b"" };
+        let mut a = Vec::new();
+        member(&mut a, hd, data);
+        end(&mut a);
+        let err = root.extract(&a).unwrap_err();
+        assert_eq!(err.kind, kind, "{name}");
+        assert_eq!(err.entry.as_deref(), Some(name));
+        assert!(alloc::format!("{err}").contains(name));
+    }
+    assert_eq!(root.protected_listing(), ["initrd.cpio.gz"]);
+    assert_eq!(
+        std::fs::read(root.0.join("boot/initrd.cpio.gz")).unwrap(),
+        b"genuine"
+    );
+    assert!(!root.0.join("etc/evil").exists() && !root.0.join("etc/h").exists());
+}
+
+#[test]
+fn protection_follows_symlinks_already_in_the_root() {
+    let root = TmpRoot::new("protect-real");
+    // Put there by the system, not the archive: the lexical check cannot
+    // see where etc/kernel leads, the real-location check does.
+    std::os::unix::fs::symlink("/boot", root.0.join("etc/kernel")).unwrap();
+    let mut a = Vec::new();
+    member(&mut a, h("etc/kernel/initrd.cpio.gz", b'0', 4), b"evil");
+    end(&mut a);
+    let err = root.extract(&a).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Protected { area: "boot" });
+    assert_eq!(err.entry.as_deref(), Some("etc/kernel/initrd.cpio.gz"));
+    assert_eq!(
+        std::fs::read(root.0.join("boot/initrd.cpio.gz")).unwrap(),
+        b"genuine"
+    );
+}
+
+#[test]
+fn protection_lets_ordinary_entries_through() {
+    let root = TmpRoot::new("protect-ok");
+    let mut a = Vec::new();
+    member(&mut a, h("etc/", b'5', 0), &[]);
+    member(&mut a, h("etc/hostname", b'0', 5), b"node1");
+    member(&mut a, h("run/embers", b'0', 1), b"x");
+    member(&mut a, link("etc/boot", b'2', "bootstrap"), &[]);
+    member(&mut a, link("var/run", b'2', "../run"), &[]);
+    end(&mut a);
+    let s = root.extract(&a).unwrap();
+    assert_eq!(s.entries, 5);
+    assert_eq!(
+        std::fs::read(root.0.join("etc/hostname")).unwrap(),
+        b"node1"
+    );
+}

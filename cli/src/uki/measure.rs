@@ -1,0 +1,314 @@
+//! The PCR 11 value systemd-stub (systemd 252) leaves when it boots a UKI.
+//!
+//! The stub walks its section table for the "unified" sections in a fixed
+//! order and, for each one present with a non-zero VirtualSize, extends
+//! PCR 11 twice: with the digest of the section name including its NUL
+//! ("`.linux\0`"), then with the digest of the section's VirtualSize bytes
+//! as mapped in memory. `.pcrsig` is never measured (it holds signatures
+//! of this very PCR). systemd-measure(1) computes the same value; CI checks
+//! the two agree (tests/tests/uki_measure.rs).
+//!
+//! Userspace boot phases (systemd-pcrphase) then extend PCR 11 with the
+//! digest of the phase word ("enter-initrd", "leave-initrd", ...).
+//!
+//! PCR 4 (UEFI boot manager code) is the firmware's: OVMF extends the
+//! digest of "Calling EFI Application from Boot Option" (EV_EFI_ACTION),
+//! then the EV_SEPARATOR (digest of four zero bytes) that closes the
+//! pre-OS phase, then the Authenticode digest of each PE image loaded: the
+//! boot loader if any, the UKI, and the kernel the stub loads from .linux.
+//! Checked against a real OVMF + swtpm boot's event log in tests/tests/uki.rs.
+
+use anyhow::{anyhow, Result};
+use ember_tpm::HashAlg;
+
+use super::pe::PeImage;
+
+/// The sections systemd-stub 252 measures into PCR 11, in its order.
+pub const MEASURED_SECTIONS: [&str; 7] = [
+    ".linux", ".osrel", ".cmdline", ".initrd", ".splash", ".dtb", ".pcrpkey",
+];
+
+/// The PCR that systemd-stub extends the UKI's sections into.
+pub const PCR_KERNEL_IMAGE: u8 = 11;
+/// The PCR UEFI firmware extends loaded boot applications into.
+pub const PCR_BOOT_LOADER_CODE: u8 = 4;
+/// OVMF's EV_EFI_ACTION before it starts a Boot#### option.
+const CALLING_EFI_APPLICATION: &[u8] = b"Calling EFI Application from Boot Option";
+
+/// One extend of PCR 11, in the order the stub makes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// What was measured: ".initrd (name)" or ".initrd".
+    pub label: String,
+    pub digest: Vec<u8>,
+}
+
+/// A PCR's predicted final value and the events that lead to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prediction {
+    pub bank: HashAlg,
+    pub pcr: u8,
+    pub value: Vec<u8>,
+    pub events: Vec<Event>,
+}
+
+impl Prediction {
+    /// The value `events` leave in a reset (all-zero) `pcr`.
+    fn replay(bank: HashAlg, pcr: u8, events: Vec<Event>) -> Result<Prediction> {
+        let mut value = vec![0u8; bank.digest_len()];
+        for e in &events {
+            value = extend(bank, &value, &e.digest)?;
+        }
+        Ok(Prediction {
+            bank,
+            pcr,
+            value,
+            events,
+        })
+    }
+}
+
+fn digest(bank: HashAlg, data: &[u8]) -> Result<Vec<u8>> {
+    bank.digest(&[data])
+        .map_err(|e| anyhow!("{} digest: {e:?}", bank.name()))
+}
+
+/// PCR extend: new = H(old ‖ digest).
+pub fn extend(bank: HashAlg, pcr: &[u8], digest: &[u8]) -> Result<Vec<u8>> {
+    bank.digest(&[pcr, digest])
+        .map_err(|e| anyhow!("{} extend: {e:?}", bank.name()))
+}
+
+/// Predicts PCR 11 for booting the UKI `file` (a PE image), starting from
+/// a reset PCR (all zeros), then extended with each of `phases` as
+/// systemd-pcrphase does.
+pub fn predict_pcr11(file: &[u8], bank: HashAlg, phases: &[String]) -> Result<Prediction> {
+    let img = PeImage::parse(file)?;
+    let sections: Vec<(&str, Vec<u8>)> = MEASURED_SECTIONS
+        .iter()
+        .filter_map(|name| {
+            img.section(name)
+                .map(|s| (*name, img.section_bytes(file, s)))
+        })
+        .collect();
+    if !sections.iter().any(|(n, _)| *n == ".linux") {
+        return Err(anyhow!("not a UKI: no .linux section"));
+    }
+    let sections: Vec<(&str, &[u8])> = sections.iter().map(|(n, d)| (*n, &d[..])).collect();
+    predict_from_sections(&sections, bank, phases)
+}
+
+/// Like [`predict_pcr11`], from section contents (name, bytes); sections
+/// not in [`MEASURED_SECTIONS`] are ignored and the stub's order applies
+/// whatever the order given.
+pub fn predict_from_sections(
+    sections: &[(&str, &[u8])],
+    bank: HashAlg,
+    phases: &[String],
+) -> Result<Prediction> {
+    let mut events = Vec::new();
+    for name in MEASURED_SECTIONS {
+        let Some((_, data)) = sections.iter().find(|(n, _)| *n == name) else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let mut name_nul = name.as_bytes().to_vec();
+        name_nul.push(0);
+        events.push(Event {
+            label: format!("{name} (name)"),
+            digest: digest(bank, &name_nul)?,
+        });
+        events.push(Event {
+            label: name.to_string(),
+            digest: digest(bank, data)?,
+        });
+    }
+    for phase in phases {
+        events.push(Event {
+            label: format!("phase {phase}"),
+            digest: digest(bank, phase.as_bytes())?,
+        });
+    }
+    Prediction::replay(bank, PCR_KERNEL_IMAGE, events)
+}
+
+/// Predicts PCR 4 for firmware booting `loaders` (PE images, in order,
+/// e.g. a boot manager) and then the UKI `uki` from a boot option.
+pub fn predict_pcr4(loaders: &[&[u8]], uki: &[u8], bank: HashAlg) -> Result<Prediction> {
+    let mut events = vec![
+        Event {
+            label: "EV_EFI_ACTION Calling EFI Application from Boot Option".into(),
+            digest: digest(bank, CALLING_EFI_APPLICATION)?,
+        },
+        Event {
+            label: "EV_SEPARATOR".into(),
+            digest: digest(bank, &[0u8; 4])?,
+        },
+    ];
+    for (i, l) in loaders.iter().enumerate() {
+        let img = PeImage::parse(l).map_err(|e| anyhow!("loader {}: {e}", i + 1))?;
+        events.push(Event {
+            label: format!("EV_EFI_BOOT_SERVICES_APPLICATION loader {}", i + 1),
+            digest: img.authenticode(l, bank)?,
+        });
+    }
+    let img = PeImage::parse(uki)?;
+    events.push(Event {
+        label: "EV_EFI_BOOT_SERVICES_APPLICATION UKI".into(),
+        digest: img.authenticode(uki, bank)?,
+    });
+    let linux = img
+        .section(".linux")
+        .map(|s| img.section_bytes(uki, s))
+        .ok_or_else(|| anyhow!("not a UKI: no .linux section"))?;
+    let kernel = PeImage::parse(&linux).map_err(|e| anyhow!(".linux: {e}"))?;
+    events.push(Event {
+        label: "EV_EFI_BOOT_SERVICES_APPLICATION .linux".into(),
+        digest: kernel.authenticode(&linux, bank)?,
+    });
+    Prediction::replay(bank, PCR_BOOT_LOADER_CODE, events)
+}
+
+/// The first place where a firmware event log disagrees with a
+/// prediction, named as an operator needs it: PCR, bank, event number in
+/// the log, what the prediction expected there, and both digests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub pcr: u8,
+    pub bank: HashAlg,
+    /// The log's event number (the header event is 0), if the log has one there.
+    pub event: Option<usize>,
+    /// The predicted event's label (".initrd"), or "none" for an extra logged event.
+    pub label: String,
+    pub expected: Option<Vec<u8>>,
+    pub logged: Option<Vec<u8>>,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hex = |d: &Option<Vec<u8>>| match d {
+            Some(d) => d.iter().map(|b| format!("{b:02x}")).collect(),
+            None => "nothing".to_string(),
+        };
+        write!(f, "PCR {} {} ", self.pcr, self.bank.name())?;
+        match self.event {
+            Some(n) => write!(f, "event {n}")?,
+            None => write!(f, "after the last logged event")?,
+        }
+        write!(
+            f,
+            " ({}) differs: expected {}, logged {}",
+            self.label,
+            hex(&self.expected),
+            hex(&self.logged)
+        )
+    }
+}
+
+/// Compares the events `log` records for the prediction's PCR (their
+/// digests, in order; EV_NO_ACTION events extended nothing and are
+/// skipped) with the predicted events. Event types are not trusted.
+pub fn check_log(
+    p: &Prediction,
+    log: &ember_tpm::eventlog::EventLog<'_>,
+) -> Result<std::result::Result<(), Mismatch>> {
+    use ember_tpm::eventlog::EV_NO_ACTION;
+    let mut logged = Vec::new();
+    for e in log.events() {
+        let e = e.map_err(|e| anyhow!("event log: {e:?}"))?;
+        if e.pcr == u32::from(p.pcr) && e.event_type != EV_NO_ACTION {
+            let d = e.digest(p.bank).ok_or_else(|| {
+                anyhow!(
+                    "event log: event {} has no {} digest",
+                    e.number,
+                    p.bank.name()
+                )
+            })?;
+            logged.push((e.number, d.to_vec()));
+        }
+    }
+    for i in 0..p.events.len().max(logged.len()) {
+        let expected = p.events.get(i);
+        let got = logged.get(i);
+        if expected.map(|e| &e.digest) != got.map(|(_, d)| d) {
+            return Ok(Err(Mismatch {
+                pcr: p.pcr,
+                bank: p.bank,
+                event: got.map(|(n, _)| *n),
+                label: expected.map_or_else(|| "none".to_string(), |e| e.label.clone()),
+                expected: expected.map(|e| e.digest.clone()),
+                logged: got.map(|(_, d)| d.clone()),
+            }));
+        }
+    }
+    Ok(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::store::hex;
+
+    #[test]
+    fn matches_systemd_measure_on_a_small_uki() {
+        // `systemd-measure calculate --linux=l --osrel=o --phase= --bank=sha256`
+        // with l = "abc", o = "x" (systemd 252, Debian 12).
+        let p = predict_from_sections(
+            &[(".osrel", b"x"), (".linux", b"abc")],
+            HashAlg::Sha256,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            hex(&p.value),
+            "8134f0e8323fb14dd42a6e168790e52319d01948d1ba63c76e59a5ddb25f627f"
+        );
+        assert_eq!(p.events.len(), 4);
+        assert_eq!(p.events[0].label, ".linux (name)");
+        // --phase=enter-initrd
+        let p = predict_from_sections(
+            &[(".osrel", b"x"), (".linux", b"abc")],
+            HashAlg::Sha256,
+            &["enter-initrd".to_string()],
+        )
+        .unwrap();
+        assert_eq!(
+            hex(&p.value),
+            "6cc97cafb7c0f20cb1dbbb534b40b01e7dc48f1b12ddde85fc83f99d2a2e2f44"
+        );
+    }
+
+    #[test]
+    fn one_changed_initrd_byte_changes_pcr11_and_names_the_event() {
+        let a = predict_from_sections(
+            &[(".linux", b"k"), (".initrd", b"initrd-0")],
+            HashAlg::Sha256,
+            &[],
+        )
+        .unwrap();
+        let b = predict_from_sections(
+            &[(".linux", b"k"), (".initrd", b"initrd-1")],
+            HashAlg::Sha256,
+            &[],
+        )
+        .unwrap();
+        assert_ne!(a.value, b.value);
+        let differ: Vec<_> = a
+            .events
+            .iter()
+            .zip(&b.events)
+            .filter(|(x, y)| x != y)
+            .map(|(x, _)| x.label.as_str())
+            .collect();
+        assert_eq!(differ, [".initrd"]);
+    }
+
+    #[test]
+    fn a_file_without_linux_is_not_a_uki() {
+        let stub = crate::uki::pe::tests::tiny_stub();
+        let err = predict_pcr11(&stub, HashAlg::Sha256, &[]).unwrap_err();
+        assert!(err.to_string().contains("no .linux"), "{err}");
+    }
+}

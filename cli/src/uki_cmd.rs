@@ -1,0 +1,103 @@
+//! `ember uki build`: a unified kernel image (kernel + initrd + command
+//! line + os-release on systemd-stub), reproducibly.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use sha2::{Digest, Sha256};
+
+use crate::uki::{self, Parts};
+
+#[derive(Subcommand)]
+pub enum UkiCmd {
+    /// Build a UKI. The same inputs give the same bytes; sections are
+    /// page aligned after the stub's own, as UEFI loaders require.
+    Build(BuildArgs),
+}
+
+#[derive(clap::Args)]
+pub struct BuildArgs {
+    /// The kernel image (.linux).
+    #[arg(long)]
+    pub kernel: PathBuf,
+    /// The initrd (.initrd).
+    #[arg(long)]
+    pub initrd: PathBuf,
+    /// The kernel command line (.cmdline), measured into PCR 11 with the
+    /// rest. Without Secure Boot, systemd-stub 252 lets a boot loader's
+    /// load options replace it (and measures those into PCR 12 instead).
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+    /// os-release file (.osrel); a fixed Ember os-release when absent.
+    #[arg(long)]
+    pub os_release: Option<PathBuf>,
+    /// PEM public key the stub passes on as /.extra/tpm2-pcr-public-key.pem
+    /// (.pcrpkey, measured).
+    #[arg(long)]
+    pub pcrpkey: Option<PathBuf>,
+    /// The systemd-stub to build on.
+    #[arg(long, default_value = uki::DEBIAN_STUB)]
+    pub stub: PathBuf,
+    /// Where to write the UKI (written atomically).
+    #[arg(long, short)]
+    pub output: PathBuf,
+}
+
+pub fn run(cmd: UkiCmd) -> Result<()> {
+    match cmd {
+        UkiCmd::Build(a) => build(a),
+    }
+}
+
+fn build(a: BuildArgs) -> Result<()> {
+    let stub = uki::read_input("stub", &a.stub)?;
+    let linux = uki::read_input("kernel", &a.kernel)?;
+    let initrd = uki::read_input("initrd", &a.initrd)?;
+    let osrel = match &a.os_release {
+        Some(p) => uki::read_input("os-release", p)?,
+        None => uki::default_os_release().into_bytes(),
+    };
+    let pcrpkey = match &a.pcrpkey {
+        Some(p) => uki::read_input("PCR public key", p)?,
+        None => Vec::new(),
+    };
+    let image = uki::assemble(
+        &stub,
+        &Parts {
+            linux: &linux,
+            initrd: &initrd,
+            cmdline: a.cmdline.as_bytes(),
+            osrel: &osrel,
+            pcrpkey: &pcrpkey,
+        },
+    )
+    .with_context(|| format!("building a UKI on {}", a.stub.display()))?;
+    write_atomically(&a.output, &image)?;
+    println!(
+        "{}: {} bytes, sha256 {}",
+        a.output.display(),
+        image.len(),
+        crate::serve::store::hex(&Sha256::digest(&image))
+    );
+    Ok(())
+}
+
+/// Writes `bytes` to a temporary name beside `path` and renames it over
+/// `path`: a reader never sees half a UKI.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}

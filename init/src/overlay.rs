@@ -5,7 +5,7 @@
 //! streaming tar extractor. Nothing is written before its chunk
 //! authenticated.
 
-use ember_fs::tar::{Confinement, Extractor, FsSink, Limits};
+use ember_fs::tar::{Confinement, Extractor, FsSink, Limits, Protection};
 use ember_proto::sealed::{Expected, Opener};
 
 use crate::Error;
@@ -18,7 +18,10 @@ pub fn open_into_root(
     expected: Expected,
     feed: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<(), ember_proto::Error>) -> Result<(), Error>,
 ) -> Result<(), Error> {
+    // Confined: nothing under /proc, /sys, /dev, /boot or /run/ember, and
+    // no crossing into another mount (every API filesystem is one by now).
     let sink = FsSink::open("/", Confinement::InRoot)
+        .and_then(|s| s.protect(Protection::SYSTEM))
         .map_err(|kind| Error::Extract(ember_fs::tar::Error::from(kind)))?;
     let mut extractor = Extractor::new(sink, Limits::default());
     let mut opener = Opener::new(key, expected);

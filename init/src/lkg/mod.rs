@@ -155,7 +155,7 @@ pub enum Persist<'a> {
 /// This boot's command line, minus what the loader adds, for the slot's
 /// loader entry: GRUB's `BOOT_IMAGE=`, `initrd=` for the EFI stub, our
 /// slot, and the image name iPXE puts first (`ember artifact ipxe` names
-/// it `vmlinuz`).
+/// it `vmlinuz`, or `uki.efi` when it chains a unified kernel image).
 fn slot_cmdline() -> Result<String, Error> {
     let text = fsutil::read_text("/proc/cmdline")?;
     let kept: Vec<&str> = text
@@ -165,7 +165,7 @@ fn slot_cmdline() -> Result<String, Error> {
             !w.starts_with("BOOT_IMAGE=")
                 && !w.starts_with("initrd=")
                 && !w.starts_with("ember.slot=")
-                && !(i == 0 && w == "vmlinuz")
+                && !(i == 0 && (w == "vmlinuz" || w == "uki.efi"))
         })
         .map(|(_, w)| w)
         .collect();

@@ -325,6 +325,22 @@ def markdown(report):
     w(f"| TPM commands during attestation | {fmt(t['commands'])} | n/a | {t['note']} |")
     w(f"| TPM time during attestation (ms) | {fmt(t['time_ms'])} | n/a | |")
     w("")
+    # The overlay phase by stage, from /init's `metrics: overlay_*` line.
+    stages = (("overlay_receive_ms", "receive: socket + TLS"),
+              ("overlay_keep_ms", "keep: ciphertext copy for LKG"),
+              ("overlay_open_ms", "open: ChaCha20-Poly1305 + SHA-256"),
+              ("overlay_unpack_ms", "unpack: inflate + CRC + tar"),
+              ("overlay_write_ms", "write: files into tmpfs"))
+    em = agg["ember"]["metrics"]
+    if any(em.get(k) for k, _ in stages):
+        w("**Where the overlay phase's CPU goes** (median ms; `metrics: overlay_*` from /init)")
+        w("")
+        w(f"| Stage | Ember, {report['config']['overlay_mb']} MB overlay |" + (f" Ember, {big['fill_mb']} MB overlay |" if big else ""))
+        w("|---|---:|" + ("---:|" if big else ""))
+        for key, label in stages:
+            big_cell = f" {fmt(big['metrics'].get(key))} |" if big else ""
+            w(f"| {label} | {cell(em.get(key))} |{big_cell}")
+        w("")
     for note in report["notes"]:
         w(f"- {note}")
     w("")

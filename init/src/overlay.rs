@@ -4,28 +4,175 @@
 //! against what the server or the slot record promised) straight into the
 //! streaming tar extractor. Nothing is written before its chunk
 //! authenticated.
+//!
+//! Each stage's CPU time is counted, so the boot log says where the
+//! overlay phase went (`metrics: overlay_receive_ms=... ...`):
+//!
+//! | stage | what |
+//! |---|---|
+//! | `receive` | everything before a piece reaches the opener: socket reads and TLS (network), or file reads (LKG) |
+//! | `keep` | the ciphertext copy kept for last-known-good (network only) |
+//! | `open` | ChaCha20-Poly1305 and SHA-256 of the sealed chunks |
+//! | `unpack` | gzip inflate, its CRC, tar parsing |
+//! | `write` | creating the files and writing their data |
 
-use ember_fs::tar::{Confinement, Extractor, FsSink, Limits, Protection};
+use core::cell::Cell;
+
+use ember_fs::tar::{self, Confinement, Entry, ErrorKind, Extractor, FsSink, Limits, Protection};
 use ember_proto::sealed::{Expected, Opener};
+use rustix::time::{clock_gettime, ClockId};
 
 use crate::Error;
 
+/// CPU nanoseconds and bytes of each stage of one overlay's opening.
+#[derive(Default)]
+pub struct Stages {
+    receive_ns: u64,
+    keep_ns: u64,
+    open_ns: u64,
+    unpack_ns: u64,
+    write_ns: Cell<u64>,
+    sealed_bytes: u64,
+    plain_bytes: u64,
+}
+
+/// PID 1's CPU time in nanoseconds (it is single-threaded).
+pub fn cpu_ns() -> u64 {
+    let ts = clock_gettime(ClockId::ProcessCPUTime);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Stages {
+    /// Moves `ns` of what was counted as `receive` to `keep`.
+    pub fn keep(&mut self, ns: u64) {
+        self.receive_ns = self.receive_ns.saturating_sub(ns);
+        self.keep_ns += ns;
+    }
+
+    /// One metrics line an operator (and `qemu/bench`) can read.
+    pub fn log(&self) {
+        let ms = |ns: u64| ns / 1_000_000;
+        log::info!(
+            "metrics: overlay_sealed_bytes={} overlay_plain_bytes={} overlay_receive_ms={} overlay_keep_ms={} overlay_open_ms={} overlay_unpack_ms={} overlay_write_ms={}",
+            self.sealed_bytes,
+            self.plain_bytes,
+            ms(self.receive_ns),
+            ms(self.keep_ns),
+            ms(self.open_ns),
+            ms(self.unpack_ns),
+            ms(self.write_ns.get())
+        );
+    }
+}
+
 /// Opens the sealed stream that `feed` produces into `/`. `feed` gets the
 /// writer to hand each piece of ciphertext to, in order, and returns once
-/// the stream ended (or failed).
+/// the stream ended (or failed). Time outside the writer counts as
+/// `receive`; a caller that does more there books it with [`Stages::keep`].
 pub fn open_into_root(
     key: [u8; 32],
     expected: Expected,
+    stages: &mut Stages,
     feed: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<(), ember_proto::Error>) -> Result<(), Error>,
 ) -> Result<(), Error> {
     // Confined: nothing under /proc, /sys, /dev, /boot or /run/ember, and
     // no crossing into another mount (every API filesystem is one by now).
     let sink = FsSink::open("/", Confinement::InRoot)
         .and_then(|s| s.protect(Protection::SYSTEM))
-        .map_err(|kind| Error::Extract(ember_fs::tar::Error::from(kind)))?;
-    let mut extractor = Extractor::new(sink, Limits::default());
+        .map_err(|kind| Error::Extract(tar::Error::from(kind)))?;
+    let write_ns = Cell::new(0);
+    let timed = TimedSink {
+        inner: sink,
+        spent: &write_ns,
+    };
+    let mut extractor = Extractor::new(timed, Limits::default());
     let mut opener = Opener::new(key, expected);
-    feed(&mut |piece| opener.write(piece, &mut extractor))?;
-    opener.finish(&mut extractor)?;
+    let mut open_and_unpack_ns = 0u64;
+    let mut extractor_ns = 0u64;
+    let mut last = cpu_ns();
+    let result = feed(&mut |piece| {
+        let entered = cpu_ns();
+        stages.receive_ns += entered.saturating_sub(last);
+        stages.sealed_bytes += piece.len() as u64;
+        let before = opener.written();
+        let mut sink = Counted {
+            inner: &mut extractor,
+            spent: &mut extractor_ns,
+        };
+        let r = opener.write(piece, &mut sink);
+        stages.plain_bytes += opener.written() - before;
+        last = cpu_ns();
+        open_and_unpack_ns += last.saturating_sub(entered);
+        r
+    });
+    result?;
+    opener.finish(&mut Counted {
+        inner: &mut extractor,
+        spent: &mut extractor_ns,
+    })?;
+    stages.open_ns = open_and_unpack_ns.saturating_sub(extractor_ns);
+    stages.unpack_ns = extractor_ns.saturating_sub(write_ns.get());
+    stages.write_ns = write_ns;
     Ok(())
+}
+
+/// The extractor, timed as a whole (unpack + write).
+struct Counted<'a, 'b> {
+    inner: &'a mut Extractor<TimedSink<'b>>,
+    spent: &'a mut u64,
+}
+
+impl ember_proto::sealed::Sink for Counted<'_, '_> {
+    type Error = tar::Error;
+
+    fn write(&mut self, plaintext: &[u8]) -> Result<(), tar::Error> {
+        let start = cpu_ns();
+        let r = self.inner.write(plaintext);
+        *self.spent += cpu_ns().saturating_sub(start);
+        r
+    }
+
+    fn finish(&mut self) -> Result<(), tar::Error> {
+        let start = cpu_ns();
+        let r = self.inner.finish().map(|_| ());
+        *self.spent += cpu_ns().saturating_sub(start);
+        r
+    }
+}
+
+/// The filesystem sink, timed: what creating and writing files costs.
+struct TimedSink<'a> {
+    inner: FsSink,
+    spent: &'a Cell<u64>,
+}
+
+impl TimedSink<'_> {
+    fn timed<T>(&mut self, f: impl FnOnce(&mut FsSink) -> T) -> T {
+        let start = cpu_ns();
+        let r = f(&mut self.inner);
+        self.spent
+            .set(self.spent.get() + cpu_ns().saturating_sub(start));
+        r
+    }
+}
+
+impl tar::Sink for TimedSink<'_> {
+    fn begin(&mut self, entry: &Entry<'_>) -> Result<(), ErrorKind> {
+        self.timed(|s| s.begin(entry))
+    }
+    fn data(&mut self, bytes: &[u8]) -> Result<(), ErrorKind> {
+        self.timed(|s| s.data(bytes))
+    }
+    fn end(&mut self, entry: &Entry<'_>) -> Result<(), ErrorKind> {
+        self.timed(|s| s.end(entry))
+    }
+    fn skipped(&mut self, name: &[u8], typeflag: u8) {
+        self.inner.skipped(name, typeflag)
+    }
+    fn finish(&mut self) -> Result<(), ErrorKind> {
+        self.timed(|s| s.finish())
+    }
+    fn abort(&mut self) {
+        self.inner.abort()
+    }
 }

@@ -80,13 +80,15 @@ pub fn restore(tpm: Option<&mut Measured>, booted_from: Option<Slot>) -> Result<
         sha256: record.overlay.sha256,
         size: record.overlay.size,
     };
-    overlay::open_into_root(key, expected, |open| {
+    let mut stages = overlay::Stages::default();
+    overlay::open_into_root(key, expected, &mut stages, |open| {
         let mut buf = alloc::vec![0u8; 64 * 1024];
         fsutil::read_each(&fd, &mut buf, open).map_err(|e| match e {
             Stop::Read(errno) => read_err(errno),
             Stop::Each(e) => Error::Attest(e),
         })
     })?;
+    stages.log();
     log::info!(
         "lkg: overlay {} restored from slot {}",
         record.overlay.id,

@@ -12,7 +12,8 @@ use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags};
 
 use super::Session;
-use crate::{fsutil, overlay, Error};
+use crate::overlay::{self, Stages};
+use crate::{fsutil, Error};
 use ember_fs::hex::hex;
 
 /// Where the sealed overlay is kept, as downloaded, until it goes to the ESP.
@@ -31,13 +32,19 @@ impl Session {
         let client = self.client();
         let mut http = NetTransport::new(&client, &self.server);
         let mut copy = KeptCopy::create()?;
-        overlay::open_into_root(key, Expected::of(&meta), |open| {
+        let mut stages = Stages::default();
+        let mut keep_ns = 0;
+        overlay::open_into_root(key, Expected::of(&meta), &mut stages, |open| {
             client::fetch_sealed(&mut http, &self.server, &self.cred, &mut |piece| {
+                let start = overlay::cpu_ns();
                 copy.write(piece);
+                keep_ns += overlay::cpu_ns().saturating_sub(start);
                 open(piece)
             })
             .map_err(Error::Attest)
         })?;
+        stages.keep(keep_ns);
+        stages.log();
         log::info!(
             "overlay: version {} ({} bytes, sha256 {}) extracted into /",
             meta.version_id,

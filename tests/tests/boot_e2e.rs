@@ -11,6 +11,7 @@ use ember_tests::lab::{
     boot_until, ember_lines, esp_entries, run_until, save_timeline, tail, Lab, NODE,
 };
 use ember_tests::qemu::{build_initrd_with, esp_tool, kernel_image, wait_for_log};
+use ember_tests::server::EmberServer;
 
 #[test]
 fn network_boot_reaches_ready_writes_last_known_good_then_cold_start_boots_it() {
@@ -106,6 +107,28 @@ fn first_listed_boot_server_down_the_node_attests_with_the_next() {
         "the log does not name the server that answered:\n{lines}"
     );
     assert!(!lines.contains("last-known-good"), "{lines}");
+}
+
+/// A man in the middle answering with a certificate from another CA does
+/// not get the node onto its cached overlay: the boot fails in `attest`
+/// with the certificate error, and last-known-good is not tried.
+#[test]
+fn boot_server_with_a_wrong_certificate_fails_the_boot_without_lkg_fallback() {
+    let lab = Lab::new("e2e-mitm");
+    lab.publish("ready", &[]);
+    boot_until(&lab, "good", false, "lkg: wrote slot a generation 1");
+    // Another `ember serve`, with its own CA, where the node expects its server.
+    let impostor = EmberServer::start_with(&["--name", "10.0.2.2", "--name", "127.0.0.1"]);
+    let url = format!("https://10.0.2.2:{}", impostor.port());
+    let boot = lab.boot_with("mitm", false, &url);
+    let log = run_until(&lab, "mitm", boot, "boot failed in phase attest");
+    let lines = ember_lines(&log);
+    assert!(
+        lines.contains("certificate: not issued by the trusted CA"),
+        "the refusal does not name the certificate:\n{lines}"
+    );
+    assert!(!lines.contains("lkg-restore"), "fell back to LKG:\n{lines}");
+    assert!(!lines.contains("phase=overlay"), "{lines}");
 }
 
 fn count(log: &str, needle: &str) -> usize {

@@ -48,6 +48,9 @@ pub fn slot(esp: &Mounted, slot: Slot, generation: u64, art: &Artifacts<'_>) -> 
 
     let dir = slot.dir();
     copy_file(art.kernel, &esp.path(&format!("{dir}/vmlinuz")))?;
+    // Progress for the console (the copies take seconds); the power-cut
+    // test cuts here, with the slot half written and its entry absent.
+    log::info!("lkg: slot {}: kernel written", slot.name());
     copy_file(art.initrd, &esp.path(&format!("{dir}/initrd.cpio")))?;
     copy_file(
         art.sealed_overlay,

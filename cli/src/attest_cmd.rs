@@ -70,7 +70,7 @@ pub fn run(a: AttestArgs) -> Result<()> {
     let ca = std::fs::read(&a.ca).with_context(|| format!("read CA {}", a.ca.display()))?;
     let http = HttpsClient::new(&url, &ca).map_err(|e| anyhow!("{e}"))?;
     if let Some(dir) = &a.replay {
-        return crate::serve::replay::run(dir, &url, http, a.concurrency);
+        return crate::replay::run(dir, &url, http, a.concurrency);
     }
     let fault = a.fault.as_deref().map(Fault::parse).transpose()?;
     let outcome = match a.report.as_deref() {
@@ -416,7 +416,7 @@ impl<T> Recorder<T> {
             bail!("nothing recorded")
         };
         std::fs::create_dir_all(dir)?;
-        let rec = crate::serve::replay::Recording {
+        let rec = crate::replay::Recording {
             secret: *cred.secret(),
             start: start.clone(),
             finish: finish.clone(),

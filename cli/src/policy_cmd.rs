@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 
-use crate::serve::store::{self, hex, unhex, Policy, StateDir};
+use ember_server::store::{self, hex, unhex, Policy, StateDir};
 
 #[derive(Subcommand)]
 pub enum PolicyCmd {

@@ -53,11 +53,23 @@ impl EmberServer {
     /// Like [`EmberServer::start`] with extra `ember serve` arguments
     /// (e.g. `--manufacturer-ca FILE`, `--credential-ttl 1s`, `--name HOST`).
     pub fn start_with(extra: &[&str]) -> EmberServer {
+        Self::start_bin(&ember_bin(), extra)
+    }
+
+    /// Starts the `test-hooks` build of `ember serve` in its test mode
+    /// (`--test-replayable-sessions`: recorded transcripts replay).
+    pub fn start_replayable(extra: &[&str]) -> EmberServer {
+        let mut args = vec!["--test-replayable-sessions"];
+        args.extend_from_slice(extra);
+        Self::start_bin(&crate::ember_test_hooks_bin(), &args)
+    }
+
+    fn start_bin(bin: &Path, extra: &[&str]) -> EmberServer {
         let dir = ScratchDir::new("serve");
         let state = dir.path().join("state");
         let out = dir.path().join("serve.out");
         let err = dir.path().join("serve.log");
-        let mut cmd = Command::new(ember_bin());
+        let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .arg("--state")
             .arg(&state)

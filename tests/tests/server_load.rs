@@ -21,7 +21,13 @@ fn rack_power_on_all_nodes_attest_concurrently() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    let server = EmberServer::start_with(&["--test-replayable-sessions"]);
+    // One EK, many AKs, all at once from one address: the caps are lifted.
+    let server = EmberServer::start_replayable(&[
+        "--max-sessions-per-ek",
+        "100000",
+        "--max-sessions-per-peer",
+        "100000",
+    ]);
     let dirs: Vec<ScratchDir> = (0..POOL).map(|_| ScratchDir::new("load-tpm")).collect();
     let pool: Vec<Swtpm> = dirs
         .iter()

@@ -65,7 +65,8 @@ impl From<VerifyError> for Refusal {
             VerifyError::EkMismatch => (ErrorCode::EkMismatch, "ek-certificate-mismatch"),
             VerifyError::BadAkAttributes { reason, .. } => (ErrorCode::BadAkAttributes, *reason),
             VerifyError::BadSignature(_) => (ErrorCode::BadSignature, "quote-signature"),
-            VerifyError::Sha1(what) => (ErrorCode::BadSignature, *what),
+            VerifyError::Sha1AkName => (ErrorCode::BadAkAttributes, "ak-name-sha1"),
+            VerifyError::Sha1Quote => (ErrorCode::BadSignature, "quote-signed-with-sha1"),
             VerifyError::StaleNonce => (ErrorCode::StaleNonce, "stale-nonce"),
             VerifyError::PcrDigestMismatch(_) => {
                 (ErrorCode::PcrDigestMismatch, "pcr-digest-mismatch")

@@ -187,6 +187,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// A connection must have been silent this long to be evicted for a new one.
 const EVICT_MIN_SILENCE: Duration = Duration::from_millis(500);
+/// How often a full server looks again for a connection to evict.
+const EVICT_RETRY: Duration = Duration::from_millis(100);
 /// Back-off bounds after a failed accept (EMFILE and the like).
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
@@ -225,12 +227,18 @@ pub async fn serve(
         let permit = match conns.slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                // Full: make room by closing the most silent connection, or
-                // wait for one to finish while the rest queue in the backlog.
-                conns.evict_most_silent(EVICT_MIN_SILENCE);
-                match conns.slots.clone().acquire_owned().await {
-                    Ok(p) => p,
-                    Err(_) => return,
+                // Full: make room by closing the most silent connection (or,
+                // while none has been silent long enough, wait and look
+                // again); the rest queue in the kernel's backlog meanwhile.
+                loop {
+                    conns.evict_most_silent(EVICT_MIN_SILENCE);
+                    tokio::select! {
+                        p = conns.slots.clone().acquire_owned() => match p {
+                            Ok(p) => break p,
+                            Err(_) => return,
+                        },
+                        _ = tokio::time::sleep(EVICT_RETRY) => {}
+                    }
                 }
             }
         };

@@ -25,8 +25,10 @@ pub enum VerifyError {
         detail: String,
     },
     BadSignature(String),
-    /// SHA-1 where a collision-resistant hash is required (`what` names where).
-    Sha1(&'static str),
+    /// The AK's Name is a SHA-1 digest (a second key could share it).
+    Sha1AkName,
+    /// The quote is signed over a SHA-1 digest.
+    Sha1Quote,
     StaleNonce,
     PcrDigestMismatch(String),
     Internal(String),
@@ -43,7 +45,8 @@ impl std::fmt::Display for VerifyError {
             VerifyError::BadAkAttributes { reason, detail } => {
                 write!(f, "AK refused ({reason}): {detail}")
             }
-            VerifyError::Sha1(what) => write!(f, "SHA-1 refused: {what}"),
+            VerifyError::Sha1AkName => write!(f, "AK refused: its Name algorithm is SHA-1"),
+            VerifyError::Sha1Quote => write!(f, "quote refused: signed over a SHA-1 digest"),
             VerifyError::BadSignature(d) => write!(f, "quote signature does not verify: {d}"),
             VerifyError::StaleNonce => write!(f, "quote does not carry this session's nonce"),
             VerifyError::PcrDigestMismatch(d) => {
@@ -195,7 +198,7 @@ impl Verifier {
         // The AK's Name binds it in MakeCredential: a SHA-1 Name could be
         // matched by a second key.
         if ak.name_alg == HashAlg::Sha1 {
-            return Err(VerifyError::Sha1("ak-name-sha1"));
+            return Err(VerifyError::Sha1AkName);
         }
         let missing = AK_REQUIRED & !ak.attributes;
         if missing != 0 {
@@ -252,7 +255,7 @@ impl Verifier {
         values: &[Vec<u8>],
     ) -> Result<QuoteInfo, VerifyError> {
         if signature_hash(signature) == Some(HashAlg::Sha1.alg_id()) {
-            return Err(VerifyError::Sha1("quote-signed-with-sha1"));
+            return Err(VerifyError::Sha1Quote);
         }
         let bank = HashAlg::from_alg_id(pcrs.hash_alg)
             .map_err(|e| VerifyError::Internal(format!("session bank: {e}")))?;

@@ -466,11 +466,20 @@ fn scrape(addr: &str) -> String {
 #[test]
 fn metrics_count_attestations_refusals_connections_and_overlay_bytes() {
     let lab = lab(&["--metrics-listen", "127.0.0.1:0", "--replica-id", "boot-1"]);
-    let metrics = lab.server.metrics_addr().expect("metrics address").to_string();
+    let metrics = lab
+        .server
+        .metrics_addr()
+        .expect("metrics address")
+        .to_string();
     let target = lab.server.scratch().join("root");
     let run = lab.server.attest(
         &lab.tpm.spec(),
-        &["--into", &target.display().to_string(), "--report", "joined"],
+        &[
+            "--into",
+            &target.display().to_string(),
+            "--report",
+            "joined",
+        ],
     );
     assert!(run.ok, "{}{}", run.stdout, run.stderr);
     // One refusal: a Start that is not a protocol message.
@@ -510,4 +519,72 @@ fn metrics_count_attestations_refusals_connections_and_overlay_bytes() {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     assert!(!out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
+#[test]
+fn attest_fails_over_past_an_unreachable_server_but_a_refusal_is_final() {
+    let lab = lab(&[]);
+    // A port nothing listens on: the first server of the list is down.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("https://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let target = lab.server.scratch().join("root");
+    let urls = format!("{dead_url},{}", lab.server.url());
+    let out = std::process::Command::new(ember_tests::ember_bin())
+        .args([
+            "attest",
+            "--tpm",
+            &lab.tpm.spec(),
+            "--url",
+            &urls,
+            "--timeout",
+            "2s",
+        ])
+        .arg("--ca")
+        .arg(lab.server.ca_path())
+        .arg("--into")
+        .arg(&target)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("server 1 of 2") && stderr.contains("unavailable"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("server 2 of 2 answered"), "{stderr}");
+    assert_same(
+        &lab.src,
+        &target,
+        compare(),
+        "overlay through the second server",
+    );
+
+    // A server that refuses (this TPM is not enrolled there) is the answer:
+    // the next server is not asked.
+    let stranger = EmberServer::start();
+    let both_cas = lab.server.scratch().join("both-cas.pem");
+    let mut pem = std::fs::read(stranger.ca_path()).unwrap();
+    pem.extend(std::fs::read(lab.server.ca_path()).unwrap());
+    std::fs::write(&both_cas, pem).unwrap();
+    let urls = format!("{},{}", stranger.url(), lab.server.url());
+    let out = std::process::Command::new(ember_tests::ember_bin())
+        .args([
+            "attest",
+            "--tpm",
+            &lab.tpm.spec(),
+            "--url",
+            &urls,
+            "--no-overlay",
+        ])
+        .arg("--ca")
+        .arg(&both_cas)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("unknown-ek") && !stderr.contains("server 2 of 2"),
+        "{stderr}"
+    );
 }

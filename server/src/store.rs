@@ -544,6 +544,35 @@ mod tests {
     }
 
     #[test]
+    fn migration_2_keeps_sessions_and_credentials_of_a_version_1_database() {
+        let (_d, s) = scratch();
+        std::fs::create_dir_all(s.root()).unwrap();
+        {
+            let conn = Connection::open(s.db()).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO nodes(id, ek_hash, name, group_name, enrolled_at, enrolled_by) VALUES (7, x'aa', 'a', 'default', 0, 't');
+                 INSERT INTO sessions VALUES (x'01', 7, x'00', x'00', x'00', x'00', 11, 1, 0, 99, 'finished');
+                 INSERT INTO credentials(hash, session_id, node_id, expires_at) VALUES (x'02', x'01', 7, 99);",
+            )
+            .unwrap();
+        }
+        let conn = open(&s).unwrap();
+        let (node, ek, peer): (i64, Vec<u8>, String) = conn
+            .query_row("SELECT node_id, ek_hash, peer FROM sessions WHERE id = x'01'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!((node, ek, peer), (7, vec![0xaa], String::new()));
+        let fk: i64 = conn
+            .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 0, "credentials still reference their sessions");
+        assert_eq!(open_sessions_of_ek(&conn, &[0; 32], 0).unwrap(), 0);
+    }
+
+    #[test]
     fn failed_enrolment_leaves_nothing_behind() {
         let (_d, s) = scratch();
         let mut conn = open(&s).unwrap();

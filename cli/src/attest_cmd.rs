@@ -151,7 +151,7 @@ pub fn run(a: AttestArgs) -> Result<()> {
             let mut transport = Recorder {
                 inner: Faulty {
                     inner: http.clone(),
-                    fault: fault.clone(),
+                    fault,
                 },
                 start: None,
                 finish: None,

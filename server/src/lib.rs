@@ -54,7 +54,7 @@ fn connection_budget(requested: usize) -> usize {
     if let (Some(cur), Some(max)) = (lim.current, lim.maximum) {
         if cur < max {
             lim.current = Some(max);
-            let _ = setrlimit(Resource::Nofile, lim.clone());
+            let _ = setrlimit(Resource::Nofile, lim);
         }
     }
     let files = getrlimit(Resource::Nofile).current.unwrap_or(1 << 20);

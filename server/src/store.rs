@@ -560,13 +560,17 @@ mod tests {
         }
         let conn = open(&s).unwrap();
         let (node, ek, peer): (i64, Vec<u8>, String) = conn
-            .query_row("SELECT node_id, ek_hash, peer FROM sessions WHERE id = x'01'", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
+            .query_row(
+                "SELECT node_id, ek_hash, peer FROM sessions WHERE id = x'01'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .unwrap();
         assert_eq!((node, ek, peer), (7, vec![0xaa], String::new()));
         let fk: i64 = conn
-            .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| r.get(0))
+            .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(fk, 0, "credentials still reference their sessions");
         assert_eq!(open_sessions_of_ek(&conn, &[0; 32], 0).unwrap(), 0);

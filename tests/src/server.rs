@@ -163,8 +163,9 @@ impl EmberServer {
         rcvbuf: Option<usize>,
     ) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
         use std::sync::{Arc, OnceLock};
-        static CONFIGS: OnceLock<std::sync::Mutex<Vec<(PathBuf, Arc<rustls::ClientConfig>)>>> =
-            OnceLock::new();
+        /// One client configuration per CA file (a handshake flood reuses it).
+        type Configs = std::sync::Mutex<Vec<(PathBuf, Arc<rustls::ClientConfig>)>>;
+        static CONFIGS: OnceLock<Configs> = OnceLock::new();
         let ca = self.ca_path();
         let config = {
             let mut cache = CONFIGS.get_or_init(Default::default).lock().unwrap();

@@ -272,10 +272,7 @@ fn is_ca(cert: &Certificate) -> bool {
     })
 }
 
-fn extension<'c>(
-    cert: &'c Certificate,
-    oid: ObjectIdentifier,
-) -> Option<&'c x509_cert::ext::Extension> {
+fn extension(cert: &Certificate, oid: ObjectIdentifier) -> Option<&x509_cert::ext::Extension> {
     cert.tbs_certificate
         .extensions
         .iter()

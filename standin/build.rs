@@ -24,12 +24,8 @@ const REDIRECTS: [(&str, &str); 7] = [
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    // Only the program links statically; the no_std library's users (the
-    // init, fuzzers) must not inherit these search paths, which cargo
-    // passes on to every crate that depends on this one.
-    if env::var_os("CARGO_FEATURE_RUNTIME").is_none() {
-        return;
-    }
+    // This package is only the program (what the init shares with it lives
+    // in ember-nodeapi), so nothing inherits these search paths.
     let target = env::var("TARGET").unwrap_or_default();
     if !target.ends_with("-linux-gnu") {
         // musl targets link statically by default.

@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use ember_fs::tar::{Confinement, Extractor, FsSink, Limits};
-use ember_proto::client::{self, BodySink, Config, Credential, Response, Transport, Url};
+use ember_proto::client::{self, BodySink, Credential, Response, Transport, Url};
 use ember_proto::host::HttpsClient;
 use ember_proto::msg::{
     self, decode, encode, FinishRequest, FinishResponse, Outcome, StartResponse,
@@ -76,7 +76,7 @@ pub fn parse_urls(list: &str) -> Result<Vec<Url>> {
         .map(str::trim)
         .filter(|u| !u.is_empty())
         .map(|u| {
-            Url::parse(u).ok_or_else(|| anyhow!("--url {u:?}: expected https://HOST[:PORT][/PATH]"))
+            Url::parse(u).map_err(|e| anyhow!("--url {u:?}: {e}; expected https://HOST[:PORT][/PATH]"))
         })
         .collect::<Result<Vec<_>>>()?;
     if urls.is_empty() {
@@ -205,7 +205,7 @@ fn attest_once(
         let path: &'static str = Box::leak(spec.to_string().into_boxed_str());
         let dev =
             ember_tpm::DeviceTransport::open(path).map_err(|e| anyhow!("open {spec}: {e}"))?;
-        flow(&mut Tpm::new(dev), ek, transport, &url.config(), a, outcome)
+        flow(&mut Tpm::new(dev), ek, transport, url, a, outcome)
     } else {
         let sock = ember_tpm::SocketTransport::connect_spec(spec)
             .map_err(|e| anyhow!("connect {spec}: {e}"))?;
@@ -213,7 +213,7 @@ fn attest_once(
             &mut Tpm::new(sock),
             ek,
             transport,
-            &url.config(),
+            url,
             a,
             outcome,
         )
@@ -224,7 +224,7 @@ fn flow<T: ember_tpm::Transport>(
     tpm: &mut Tpm<T>,
     ek: Option<ember_tpm::EkTemplate>,
     http: &mut impl Transport,
-    cfg: &Config,
+    cfg: &Url,
     a: &AttestArgs,
     outcome: Option<Outcome>,
 ) -> Result<Credential> {
@@ -251,7 +251,7 @@ fn flow<T: ember_tpm::Transport>(
             "overlay {} ({} bytes, sha256 {}) extracted into {}",
             meta.version_id,
             meta.size,
-            client::hex(&meta.sha256),
+            ember_fs::hex::hex(&meta.sha256),
             into.display()
         );
         version = Some(meta.version_id);
@@ -272,7 +272,7 @@ fn flow<T: ember_tpm::Transport>(
 /// authenticated and extracted.
 fn extract_staged(
     http: &mut impl Transport,
-    cfg: &Config,
+    cfg: &Url,
     cred: &Credential,
     into: &Path,
 ) -> Result<msg::OverlayMeta> {
@@ -287,7 +287,7 @@ fn extract_staged(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let staging = parent.join(format!(".{name}.ember-staging-{}", client::hex(&r)));
+    let staging = parent.join(format!(".{name}.ember-staging-{}", ember_fs::hex::hex(&r)));
     std::fs::create_dir(&staging).with_context(|| format!("create {}", staging.display()))?;
     let result = (|| {
         let sink = FsSink::open(staging.as_path(), Confinement::Beneath)
@@ -514,7 +514,7 @@ impl<T> Recorder<T> {
             start: start.clone(),
             finish: finish.clone(),
         };
-        let path = dir.join(format!("{}-{i}.rec", client::hex(&cred.session)));
+        let path = dir.join(format!("{}-{i}.rec", ember_fs::hex::hex(&cred.session)));
         std::fs::write(&path, rec.to_bytes())
             .with_context(|| format!("write {}", path.display()))?;
         Ok(())

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Subcommand;
 
-use crate::initrd::{self, Compression, ExtraFile, Spec, Tree};
-use crate::initrd_cmd::parse_extra_file;
+use crate::initrd::{self, Compression, Tree};
+use crate::initrd_cmd::TreeArgs;
 use crate::oci::{self, ImageSpec, Layout};
 
 #[derive(Subcommand)]
@@ -18,21 +18,8 @@ pub enum ImageCmd {
     /// Deterministic: root-owned entries dated SOURCE_DATE_EPOCH (0 when
     /// unset), sorted, gzip with a fixed header.
     Build {
-        /// The init binary, installed as /init.
-        #[arg(long)]
-        init: PathBuf,
-        /// A kernel's `lib/modules/<release>` directory (with modules.dep).
-        #[arg(long)]
-        modules_dir: Option<PathBuf>,
-        /// A kernel module to include (with its dependencies); repeat or comma-separate.
-        #[arg(long = "module", value_delimiter = ',')]
-        modules: Vec<String>,
-        /// An extra file as SRC:DEST (e.g. the CA bundle).
-        #[arg(long = "file", value_parser = parse_extra_file)]
-        files: Vec<ExtraFile>,
-        /// The kernel image, stored at /boot/vmlinuz.
-        #[arg(long)]
-        kernel: Option<PathBuf>,
+        #[command(flatten)]
+        tree: TreeArgs,
         /// A base image layout (e.g. apko's output) to stack the layer on.
         #[arg(long, value_name = "LAYOUT")]
         base: Option<PathBuf>,
@@ -83,26 +70,14 @@ pub fn flatten_layout(path: &Path, reference: Option<&str>) -> anyhow::Result<Tr
 pub fn run(cmd: ImageCmd) -> anyhow::Result<()> {
     match cmd {
         ImageCmd::Build {
-            init,
-            modules_dir,
-            modules,
-            files,
-            kernel,
+            tree,
             base,
             base_ref,
             tag,
             output,
         } => {
-            let mtime = initrd::source_date_epoch()?;
-            let spec = Spec {
-                init,
-                modules_dir,
-                modules,
-                files,
-                kernel,
-                compression: Compression::Gzip,
-                mtime,
-            };
+            let spec = tree.spec(Compression::Gzip)?;
+            let mtime = spec.mtime;
             let tree = initrd::assemble(&spec)?;
             let image = ImageSpec {
                 tag,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use crate::initrd::{self, Compression, ExtraFile, Spec};
 
@@ -15,24 +15,8 @@ pub enum InitrdCmd {
     /// dated SOURCE_DATE_EPOCH (0 when unset): the same inputs give the same
     /// bytes.
     Build {
-        /// The init binary, installed as /init.
-        #[arg(long)]
-        init: PathBuf,
-        /// A kernel's module tree: the `lib/modules/<release>` directory
-        /// (with modules.dep, as depmod writes it).
-        #[arg(long)]
-        modules_dir: Option<PathBuf>,
-        /// A kernel module to include and load at boot (with its
-        /// dependencies); repeat or comma-separate. `NAME?` includes it
-        /// without loading it at boot (the init loads it when needed).
-        #[arg(long = "module", value_delimiter = ',')]
-        modules: Vec<String>,
-        /// An extra file as SRC:DEST (DEST absolute inside the initrd).
-        #[arg(long = "file", value_parser = parse_extra_file)]
-        files: Vec<ExtraFile>,
-        /// Carry a kernel image at /boot/vmlinuz (for last-known-good copies).
-        #[arg(long)]
-        kernel: Option<PathBuf>,
+        #[command(flatten)]
+        tree: TreeArgs,
         /// Output compression.
         #[arg(long, value_enum, default_value_t = Compression::Gzip)]
         compression: Compression,
@@ -50,7 +34,46 @@ pub enum InitrdCmd {
     },
 }
 
-pub(crate) fn parse_extra_file(arg: &str) -> Result<ExtraFile, String> {
+/// What goes into the node's tree: shared by `ember initrd build` and
+/// `ember image build`, which package the same tree two ways.
+#[derive(Args)]
+pub struct TreeArgs {
+    /// The init binary, installed as /init.
+    #[arg(long)]
+    init: PathBuf,
+    /// A kernel's module tree: the `lib/modules/<release>` directory
+    /// (with modules.dep, as depmod writes it).
+    #[arg(long)]
+    modules_dir: Option<PathBuf>,
+    /// A kernel module to include and load at boot (with its
+    /// dependencies); repeat or comma-separate. `NAME?` includes it
+    /// without loading it at boot (the init loads it when needed).
+    #[arg(long = "module", value_delimiter = ',')]
+    modules: Vec<String>,
+    /// An extra file as SRC:DEST (DEST absolute inside the initrd).
+    #[arg(long = "file", value_parser = parse_extra_file)]
+    files: Vec<ExtraFile>,
+    /// Carry a kernel image at /boot/vmlinuz (for last-known-good copies).
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+}
+
+impl TreeArgs {
+    /// The build spec, dated SOURCE_DATE_EPOCH.
+    pub fn spec(self, compression: Compression) -> anyhow::Result<Spec> {
+        Ok(Spec {
+            init: self.init,
+            modules_dir: self.modules_dir,
+            modules: self.modules,
+            files: self.files,
+            kernel: self.kernel,
+            compression,
+            mtime: initrd::source_date_epoch()?,
+        })
+    }
+}
+
+fn parse_extra_file(arg: &str) -> Result<ExtraFile, String> {
     let (src, dest) = arg
         .split_once(':')
         .ok_or_else(|| format!("expected SRC:DEST, got {arg:?}"))?;
@@ -68,25 +91,13 @@ pub(crate) fn parse_extra_file(arg: &str) -> Result<ExtraFile, String> {
 pub fn run(cmd: InitrdCmd) -> anyhow::Result<()> {
     match cmd {
         InitrdCmd::Build {
-            init,
-            modules_dir,
-            modules,
-            files,
-            kernel,
+            tree,
             compression,
             output,
             from_oci,
             oci_ref,
         } => {
-            let spec = Spec {
-                init,
-                modules_dir,
-                modules,
-                files,
-                kernel,
-                compression,
-                mtime: initrd::source_date_epoch()?,
-            };
+            let spec = tree.spec(compression)?;
             let report = match from_oci {
                 None => initrd::build_to_file(&spec, &output),
                 Some(layout) => {

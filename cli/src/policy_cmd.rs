@@ -75,7 +75,7 @@ fn set(a: SetArgs) -> Result<()> {
         if mask & (1 << pcr) == 0 {
             bail!("--value for PCR {pcr}, which --pcrs does not select");
         }
-        let Some(value) = unhex(value) else {
+        let Some(value) = unhex(value.trim()) else {
             bail!("--value {v:?}: bad hex")
         };
         if value.len() != bank.digest_len() {

@@ -119,12 +119,11 @@ fn one(http: &mut HttpsClient, url: &Url, rec: &Recording) -> Result<Timing> {
         fin.expires_in_s,
         fin.overlay.clone(),
     );
-    let cfg = url.config();
     let t2 = Instant::now();
     let mut version = None;
     if let Some(meta) = &fin.overlay {
         let mut sink = Discard(0);
-        client::fetch_overlay(http, &cfg, &cred, &mut sink).map_err(|e| match e {
+        client::fetch_overlay(http, url, &cred, &mut sink).map_err(|e| match e {
             ember_proto::Error::Transport { .. } => unavailable(format!("overlay: {e}")),
             e => anyhow!("overlay: {e}"),
         })?;
@@ -135,12 +134,10 @@ fn one(http: &mut HttpsClient, url: &Url, rec: &Recording) -> Result<Timing> {
     }
     t.overlay = t2.elapsed();
     let t3 = Instant::now();
-    client::report(http, &cfg, &cred, Outcome::Joined, version, "load test").map_err(
-        |e| match e {
-            ember_proto::Error::Transport { .. } => unavailable(format!("report: {e}")),
-            e => anyhow!("report: {e}"),
-        },
-    )?;
+    client::report(http, url, &cred, Outcome::Joined, version, "load test").map_err(|e| match e {
+        ember_proto::Error::Transport { .. } => unavailable(format!("report: {e}")),
+        e => anyhow!("report: {e}"),
+    })?;
     t.report = t3.elapsed();
     t.total = t0.elapsed();
     Ok(t)

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
 use ember_fs::tar::{
     Confinement, Entry, ErrorKind, Extractor, FsSink, Kind, Limits, Sink, Summary,
@@ -116,20 +116,12 @@ fn report(s: &Summary) {
     );
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use ember_fs::hex::hex;
 
 fn parse_hex(s: &str) -> anyhow::Result<[u8; 32]> {
-    let s = s.trim();
-    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("--expect-sha256 wants 64 hex digits");
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)?;
-    }
-    Ok(out)
+    ember_fs::hex::unhex(s.trim())
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| anyhow::anyhow!("--expect-sha256 wants 64 hex digits"))
 }
 
 /// Passes everything to the filesystem sink and prints skip warnings.

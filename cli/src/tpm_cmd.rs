@@ -91,19 +91,10 @@ fn open(target: &Target) -> anyhow::Result<Tpm<Box<dyn Transport>>> {
     Ok(tpm)
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use ember_fs::hex::hex;
 
 fn unhex(s: &str) -> anyhow::Result<Vec<u8>> {
-    let s = s.strip_prefix("0x").unwrap_or(s);
-    if !s.len().is_multiple_of(2) {
-        bail!("hex string has an odd number of digits");
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).context("not a hex string"))
-        .collect()
+    ember_fs::hex::unhex(s).ok_or_else(|| anyhow::anyhow!("{s:?} is not a hex string"))
 }
 
 fn fourcc(v: u32) -> String {

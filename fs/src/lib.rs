@@ -9,6 +9,7 @@ pub mod crc32;
 mod error;
 pub mod gpt;
 pub mod gzip_writer;
+pub mod hex;
 pub mod modules_dep;
 pub mod tar;
 

@@ -10,6 +10,14 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
+use ember_net::url::ServerUrl;
+
+use crate::{fsutil, Error};
+
+/// Most boot servers `ember.attest_url=` may list: each costs its connect
+/// timeout when down, and the boot's wait must stay bounded.
+pub const MAX_SERVERS: usize = 8;
+
 /// One `key[=value]` parameter with quotes removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Param {
@@ -80,8 +88,9 @@ pub enum TestAction {
 /// Ember's settings from the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// `ember.attest_url=https://…`: the boot server.
-    pub attest_url: Option<String>,
+    /// `ember.attest_url=https://a[,https://b...]`: the boot servers, tried
+    /// in turn (a name with several addresses is tried address by address).
+    pub attest_urls: Vec<ServerUrl>,
     /// `ember.on_error=reboot|poweroff` (default reboot).
     pub on_error: OnError,
     /// `ember.error_delay=SECONDS` before acting on a fatal error (default 10).
@@ -114,7 +123,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            attest_url: None,
+            attest_urls: Vec::new(),
             on_error: OnError::Reboot,
             error_delay_s: 10,
             iface: None,
@@ -166,8 +175,8 @@ impl Config {
                 })
             };
             match name {
-                "attest_url" => match validate_https_url(&value) {
-                    Ok(()) => cfg.attest_url = Some(value),
+                "attest_url" => match parse_servers(&value) {
+                    Ok(urls) => cfg.attest_urls = urls,
                     Err(reason) => fail(reason),
                 },
                 "on_error" => match value.as_str() {
@@ -217,9 +226,9 @@ impl Config {
                     "a" | "b" => cfg.slot = Some(value),
                     _ => fail("expected a or b"),
                 },
-                "test_url" => match validate_https_url(&value) {
-                    Ok(()) => cfg.test_url = Some(value),
-                    Err(reason) => fail(reason),
+                "test_url" => match ember_net::url::parse(&value) {
+                    Ok(_) => cfg.test_url = Some(value),
+                    Err(e) => fail(url_reason(e)),
                 },
                 "loglevel" => match value.as_str() {
                     "error" => cfg.log_level = log::LevelFilter::Error,
@@ -235,35 +244,40 @@ impl Config {
     }
 }
 
-/// The attest URL must be https with a host; anything else would send the
-/// node's identity in the clear or nowhere.
-fn validate_https_url(url: &str) -> Result<(), &'static str> {
-    let Some(rest) = url.strip_prefix("https://") else {
-        return Err("must start with https://");
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = match authority.rsplit_once(':') {
-        Some((h, port)) if !h.ends_with(']') || authority.starts_with('[') => {
-            if port.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-                return Err("port must be 1..=65535");
-            }
-            h
+/// Reads `/proc/cmdline`, logging each unusable key (its default stays).
+pub fn read() -> Result<Config, Error> {
+    let text = fsutil::read_text("/proc/cmdline")?;
+    let (cfg, errors) = Config::parse(&text);
+    for e in &errors {
+        log::error!("cmdline: ignoring {e}");
+    }
+    log::info!("cmdline: ember keys [{}]", cfg.keys.join(" "));
+    log::set_max_level(cfg.log_level);
+    Ok(cfg)
+}
+
+/// Comma-separated boot server URLs, each parsed by ember-net's one URL
+/// parser (https only, a host, no user information, no IPv6 literal), so a
+/// URL the node could never connect to is refused here, by name.
+fn parse_servers(value: &str) -> Result<Vec<ServerUrl>, &'static str> {
+    let mut urls = Vec::new();
+    for part in value.split(',').filter(|p| !p.is_empty()) {
+        if urls.len() == MAX_SERVERS {
+            return Err("lists more than 8 boot servers");
         }
-        _ => authority,
-    };
-    if host.is_empty() {
-        return Err("has no host");
+        urls.push(ServerUrl::parse(part).map_err(url_reason)?);
     }
-    if authority.contains('@') {
-        return Err("must not carry user information");
+    if urls.is_empty() {
+        return Err("names no boot server");
     }
-    if !host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':'))
-    {
-        return Err("host has characters not allowed in a host name or address");
+    Ok(urls)
+}
+
+fn url_reason(e: ember_net::Error) -> &'static str {
+    match e {
+        ember_net::Error::BadUrl(why) => why,
+        _ => "is not a usable https:// URL",
     }
-    Ok(())
 }
 
 fn valid_ifname(name: &str) -> bool {
@@ -338,8 +352,8 @@ mod tests {
         );
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(
-            cfg.attest_url.as_deref(),
-            Some("https://boot.example:8443/v1")
+            cfg.attest_urls,
+            [ServerUrl::parse("https://boot.example:8443/v1").unwrap()]
         );
         assert_eq!(cfg.on_error, OnError::Poweroff);
         assert_eq!(cfg.iface.as_deref(), Some("eth0"));
@@ -351,12 +365,12 @@ mod tests {
     #[test]
     fn plain_http_attest_url_is_an_error() {
         let (cfg, errors) = Config::parse("ember.attest_url=http://boot.example/");
-        assert_eq!(cfg.attest_url, None);
+        assert!(cfg.attest_urls.is_empty());
         assert_eq!(
             errors,
             [KeyError {
                 key: "ember.attest_url".into(),
-                reason: "must start with https://"
+                reason: "only https:// URLs are fetched"
             }]
         );
     }
@@ -379,9 +393,32 @@ mod tests {
     }
 
     #[test]
-    fn accepts_ip_literal_hosts() {
-        assert!(validate_https_url("https://10.0.2.2:8443/").is_ok());
-        assert!(validate_https_url("https://[fe80::1]:8443/").is_ok());
+    fn accepts_ipv4_literal_hosts_and_refuses_ipv6_by_name() {
+        assert!(parse_servers("https://10.0.2.2:8443/").is_ok());
+        // The HTTPS client cannot reach an IPv6 literal: said here, not
+        // later as an "unreachable" server that falls back to LKG.
+        assert_eq!(
+            parse_servers("https://[fe80::1]:8443/"),
+            Err("IPv6 literals are not supported")
+        );
+    }
+
+    #[test]
+    fn several_boot_servers_are_kept_in_order() {
+        let (cfg, errors) =
+            Config::parse("ember.attest_url=https://a.example:8443,https://10.0.2.2:9443/x");
+        assert!(errors.is_empty(), "{errors:?}");
+        let hosts: Vec<&str> = cfg.attest_urls.iter().map(|u| u.host.as_str()).collect();
+        assert_eq!(hosts, ["a.example", "10.0.2.2"]);
+        assert_eq!(cfg.attest_urls[1].base_path, "/x");
+        // One bad entry refuses the list: a half-understood list would
+        // silently skip a server the operator meant.
+        let (cfg, errors) = Config::parse("ember.attest_url=https://a.example,http://b");
+        assert!(cfg.attest_urls.is_empty());
+        assert_eq!(errors.len(), 1);
+        let many = ["https://h"; 9].join(",");
+        let (_, errors) = Config::parse(&alloc::format!("ember.attest_url={many}"));
+        assert_eq!(errors[0].reason, "lists more than 8 boot servers");
     }
 
     #[test]

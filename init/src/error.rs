@@ -24,7 +24,12 @@ pub enum Error {
     /// A TPM command failed.
     Tpm(ember_tpm::Error),
     /// The TPM answered, but not what the boot needs.
-    Trust(&'static str),
+    TpmAnswer(&'static str),
+    /// A phase needs something an earlier one did not provide (a TPM, the
+    /// network, an EFI System Partition): names what is missing.
+    Missing(&'static str),
+    /// Last-known-good exists but cannot be used (no slot, a bad key).
+    Lkg(&'static str),
     /// The boot server conversation failed.
     Attest(ember_proto::Error),
     /// The overlay could not be extracted.
@@ -50,7 +55,9 @@ impl fmt::Display for Error {
             Error::Cmdline(msg) => write!(f, "kernel command line: {msg}"),
             Error::Net(e) => write!(f, "{e}"),
             Error::Tpm(e) => write!(f, "TPM: {e}"),
-            Error::Trust(why) => write!(f, "TPM: {why}"),
+            Error::TpmAnswer(why) => write!(f, "TPM: {why}"),
+            Error::Missing(what) => write!(f, "no {what}"),
+            Error::Lkg(why) => write!(f, "last-known-good: {why}"),
             Error::Attest(e) => write!(f, "{e}"),
             Error::Extract(e) => write!(f, "overlay: {e}"),
             Error::NodeConf(e) => write!(f, "{e}"),

@@ -20,12 +20,38 @@ pub fn read_file_raw(path: &str) -> Result<Vec<u8>, Errno> {
     let fd = open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
+    read_each(&fd, &mut buf, |piece| {
+        out.extend_from_slice(piece);
+        Ok::<(), Errno>(())
+    })
+    .map_err(|e| match e {
+        Stop::Read(errno) | Stop::Each(errno) => errno,
+    })?;
+    Ok(out)
+}
+
+/// Why [`read_each`] stopped before the end of the file.
+#[derive(Debug)]
+pub enum Stop<E> {
+    /// read(2) failed.
+    Read(Errno),
+    /// The consumer refused a piece.
+    Each(E),
+}
+
+/// Reads `fd` to its end through `buf`, handing each piece to `each`: the
+/// init's one read loop (a signal retries the read).
+pub fn read_each<E>(
+    fd: impl rustix::fd::AsFd,
+    buf: &mut [u8],
+    mut each: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), Stop<E>> {
     loop {
-        match rustix::io::read(&fd, &mut buf) {
-            Ok(0) => return Ok(out),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(e),
+        match rustix::io::read(fd.as_fd(), &mut *buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => each(&buf[..n]).map_err(Stop::Each)?,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(Stop::Read(e)),
         }
     }
 }

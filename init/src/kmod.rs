@@ -25,6 +25,20 @@ pub struct Report {
     pub failed: Vec<(String, Errno)>,
 }
 
+impl Report {
+    /// The boot log's line for the `modules` phase.
+    pub fn log(&self) {
+        log::info!(
+            "modules: loaded [{}]; already loaded [{}]; built in [{}]; missing [{}]; refused [{}]",
+            self.loaded.join(" "),
+            self.already_loaded.join(" "),
+            self.builtin.join(" "),
+            self.missing.join(" "),
+            self.failed.len()
+        );
+    }
+}
+
 /// Loads the modules listed in the initrd plus `extra`, each after its
 /// dependencies. A missing or refused module is reported, not fatal: the
 /// phase that needs it (network, ESP) will say what is missing.

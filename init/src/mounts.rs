@@ -110,6 +110,18 @@ pub struct Report {
     pub skipped: Vec<&'static str>,
 }
 
+impl Report {
+    /// The boot log's line for the `mounts` phase.
+    pub fn log(&self) {
+        log::info!(
+            "mounts: mounted [{}]; already mounted [{}]; not available [{}]",
+            self.mounted.join(" "),
+            self.already.join(" "),
+            self.skipped.join(" ")
+        );
+    }
+}
+
 /// Mounts proc, sysfs, devtmpfs, devpts, /dev/shm, /run, /tmp, cgroup2 and,
 /// where the kernel has them, securityfs and efivarfs.
 pub fn mount_early() -> Result<Report, Error> {

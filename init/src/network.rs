@@ -78,13 +78,12 @@ impl Network {
     pub fn next_wakeup_ms(&mut self) -> u64 {
         self.dhcp.next_wakeup().as_millis() as u64
     }
+}
 
-    /// An HTTPS client trusting the initrd's CA bundle, resolving through
-    /// the lease's DNS servers.
-    pub fn https_cas() -> Result<Vec<Vec<u8>>, Error> {
-        let pem = fsutil::read_file(CA_BUNDLE)?;
-        Ok(ember_net::pem::decode_all(&pem, "CERTIFICATE")?)
-    }
+/// The initrd's CA bundle for the boot server, as DER certificates.
+pub fn https_cas() -> Result<Vec<Vec<u8>>, Error> {
+    let pem = fsutil::read_file(CA_BUNDLE)?;
+    Ok(ember_net::pem::decode_all(&pem, "CERTIFICATE")?)
 }
 
 pub fn ip(a: [u8; 4]) -> alloc::string::String {

@@ -1,6 +1,8 @@
 //! The node configuration the overlay carries at /etc/ember/node.conf:
-//! `key = value` lines, `#` comments. Keys prefixed `standin_` belong to
-//! the test runtime and are ignored here; other unknown keys are logged.
+//! `key = value` lines, `#` comments, read with the syntax the runtime
+//! shares ([`ember_nodeapi::nodeconf`]: a key set twice is an error, an
+//! empty value means unset). Keys prefixed `standin_` belong to the test
+//! runtime and are ignored here; other unknown keys are logged.
 //!
 //! | key | meaning | default |
 //! |---|---|---|
@@ -47,15 +49,41 @@ pub struct NodeConf {
 /// A line that could not be used; the boot fails on these, since a node
 /// running a half-understood configuration is worse than one that says why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfError {
-    pub line: usize,
-    pub reason: &'static str,
+pub enum ConfError {
+    /// The shared syntax refused a line (no `=`, a bad key, a key set twice).
+    Syntax(ember_nodeapi::Error),
+    /// A known key with a value the init cannot use.
+    Value { line: usize, reason: &'static str },
 }
 
 impl core::fmt::Display for ConfError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{PATH} line {}: {}", self.line, self.reason)
+        match self {
+            ConfError::Syntax(e) => write!(f, "{PATH}: {e}"),
+            ConfError::Value { line, reason } => write!(f, "{PATH} line {line}: {reason}"),
+        }
     }
+}
+
+impl ConfError {
+    /// The 1-based line at fault (0: the file as a whole).
+    pub fn line(&self) -> usize {
+        match self {
+            ConfError::Syntax(
+                ember_nodeapi::Error::ConfNoEquals { line }
+                | ember_nodeapi::Error::ConfBadKey { line }
+                | ember_nodeapi::Error::ConfDuplicate { line },
+            ) => *line,
+            ConfError::Syntax(_) => 0,
+            ConfError::Value { line, .. } => *line,
+        }
+    }
+}
+
+/// The `nodeconf` phase: reads and checks /etc/ember/node.conf.
+pub fn read() -> Result<NodeConf, crate::Error> {
+    let text = crate::fsutil::read_text(PATH)?;
+    NodeConf::parse(&text).map_err(crate::Error::NodeConf)
 }
 
 impl NodeConf {
@@ -74,19 +102,12 @@ impl NodeConf {
             debug_console: None,
             storage: StorageConf::default(),
         };
-        for (i, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let err = |reason| ConfError {
-                line: i + 1,
-                reason,
-            };
-            let (key, value) = line.split_once('=').ok_or(err("expected key = value"))?;
-            let (key, value) = (key.trim(), value.trim());
+        for entry in ember_nodeapi::nodeconf::entries(text) {
+            let entry = entry.map_err(ConfError::Syntax)?;
+            let (line, key, value) = (entry.line, entry.key, entry.value);
+            let err = |reason| ConfError::Value { line, reason };
             if value.is_empty() {
-                return Err(err("empty value"));
+                continue; // unset: the default stays
             }
             match key {
                 "role" => match value {
@@ -134,7 +155,7 @@ impl NodeConf {
                 k if k.starts_with("standin_") => {}
                 _ => {
                     if !conf.storage.set(key, value).map_err(err)? {
-                        log::warn!("{PATH} line {}: unknown key {key}, ignored", i + 1)
+                        log::warn!("{PATH} line {line}: unknown key {key}, ignored")
                     }
                 }
             }
@@ -145,7 +166,7 @@ impl NodeConf {
         if conf.probe == Probe::Api
             && (conf.api_server.is_none() || conf.api_ca.is_none() || conf.api_token_file.is_none())
         {
-            return Err(ConfError {
+            return Err(ConfError::Value {
                 line: 0,
                 reason: "ready_probe = api needs api_server, api_ca and api_token_file",
             });
@@ -188,16 +209,29 @@ standin_behavior = ready
     #[test]
     fn bad_lines_name_their_line() {
         assert_eq!(
-            NodeConf::parse("role = server\nrole = mayor\n").unwrap_err(),
-            ConfError {
+            NodeConf::parse("node_name = n\nrole = mayor\n").unwrap_err(),
+            ConfError::Value {
                 line: 2,
                 reason: "role must be agent or server"
             }
         );
-        assert_eq!(NodeConf::parse("garbage\n").unwrap_err().line, 1);
+        assert_eq!(NodeConf::parse("garbage\n").unwrap_err().line(), 1);
         assert!(NodeConf::parse("api_server = http://x\n").is_err());
         assert!(NodeConf::parse("ready_probe = api\n").is_err());
         let bad_storage = "ready_probe = healthz\nwritable = /var:lots\n";
-        assert_eq!(NodeConf::parse(bad_storage).unwrap_err().line, 2);
+        assert_eq!(NodeConf::parse(bad_storage).unwrap_err().line(), 2);
+    }
+
+    /// The init and the runtime read one syntax: a key set twice is refused
+    /// (which value would the other reader take?), an empty value is unset.
+    #[test]
+    fn repeated_keys_are_refused_and_empty_values_are_unset() {
+        assert_eq!(
+            NodeConf::parse("role = server\nrole = agent\n").unwrap_err(),
+            ConfError::Syntax(ember_nodeapi::Error::ConfDuplicate { line: 2 })
+        );
+        let c = NodeConf::parse("ready_probe = healthz\nrole =\nnode_name = \n").unwrap();
+        assert_eq!(c.runtime, ["/usr/local/bin/rke2", "agent"]);
+        assert_eq!(c.node_name, None);
     }
 }

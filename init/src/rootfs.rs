@@ -22,7 +22,8 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use rustix::mount::{mount, mount_move, unmount, MountFlags, UnmountFlags};
 
-use crate::{fsutil, Error};
+use crate::fsutil::{self, Stop};
+use crate::Error;
 
 /// Where the new root is assembled before it is moved onto `/`.
 const STAGING: &str = "/.ember-root";
@@ -39,13 +40,27 @@ pub struct Report {
     pub snapshot_sha256: [u8; 32],
 }
 
+impl Report {
+    /// The boot log's line for the `rootfs` phase.
+    pub fn log(&self) {
+        match self.moved {
+            true => log::info!(
+                "rootfs: moved {} files ({} bytes) from the initial rootfs to a tmpfs root; initrd snapshot {} bytes",
+                self.files,
+                self.bytes,
+                self.snapshot_bytes
+            ),
+            false => log::info!("rootfs: / is already a tmpfs root"),
+        }
+    }
+}
+
 /// Makes `/` a tmpfs holding the initrd's contents. A no-op (moved=false)
 /// when `/` is already something other than the initial rootfs.
 pub fn ensure_tmpfs_root() -> Result<Report, Error> {
     if !on_initial_rootfs()? {
         return Ok(Report::default());
     }
-    let step = |step: &'static str| move |errno| Error::Step { step, errno };
     rfs::mkdir(STAGING, Mode::from_raw_mode(0o755))
         .or_else(|e| if e == Errno::EXIST { Ok(()) } else { Err(e) })
         .map_err(step("mkdir staging root"))?;
@@ -187,7 +202,6 @@ impl Mover {
         to: BorrowedFd<'_>,
         depth: u32,
     ) -> Result<(), Error> {
-        let step = |step: &'static str| move |errno| Error::Step { step, errno };
         if depth > 64 {
             return Err(Error::Step {
                 step: "copy tree: directories nested too deep",
@@ -225,6 +239,9 @@ impl Mover {
         Ok(())
     }
 
+    /// Copies one entry of `from` into `to` (recursing into directories),
+    /// adds it to the snapshot, and removes the source, so the initial
+    /// rootfs shrinks as the tmpfs root fills.
     fn copy_entry(
         &mut self,
         from: BorrowedFd<'_>,
@@ -232,11 +249,9 @@ impl Mover {
         name: &CString,
         depth: u32,
     ) -> Result<(), Error> {
-        let step = |step: &'static str| move |errno| Error::Step { step, errno };
         let st = rfs::statat(from, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(step("stat source entry"))?;
         let kind = FileType::from_raw_mode(st.st_mode);
-        let perm = st.st_mode & 0o7777;
         let ino = self.next_ino;
         self.next_ino += 1;
         let path = self.path.clone();
@@ -246,112 +261,130 @@ impl Mover {
         let mut header = Header::new(&path, ino, st.st_mode, 0);
         header.uid = st.st_uid;
         header.gid = st.st_gid;
-        match kind {
+        let at = At {
+            from,
+            to,
+            name: name.as_c_str(),
+            st: &st,
+        };
+        let remove = match kind {
             FileType::Directory => {
-                self.snapshot_entry(&header, &[])?;
-                match rfs::mkdirat(to, name.as_c_str(), Mode::from_raw_mode(perm)) {
-                    Ok(()) | Err(Errno::EXIST) => {}
-                    Err(e) => return Err(step("create directory in target")(e)),
-                }
-                let sub_from = rfs::openat(
-                    from,
-                    name.as_c_str(),
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(step("open source directory"))?;
-                let sub_to = rfs::openat(
-                    to,
-                    name.as_c_str(),
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(step("open target directory"))?;
-                self.copy_dir(sub_from.as_fd(), sub_to.as_fd(), depth + 1)?;
-                let _ = rfs::fchmod(&sub_to, Mode::from_raw_mode(perm));
-                let _ = rfs::fchown(&sub_to, Some(uid(st.st_uid)), Some(gid(st.st_gid)));
-                let _ = rfs::unlinkat(from, name.as_c_str(), AtFlags::REMOVEDIR);
+                self.copy_subdir(&at, &header, depth)?;
+                AtFlags::REMOVEDIR
             }
             FileType::RegularFile => {
-                // Streamed in chunks: the kernel image in the initrd is 8 MB,
-                // and PID 1's peak memory should not grow with file size.
-                let src = rfs::openat(
-                    from,
-                    name.as_c_str(),
-                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(step("open source file"))?;
-                let dst = rfs::openat(
-                    to,
-                    name.as_c_str(),
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(perm),
-                )
-                .map_err(step("create file in target"))?;
-                let size = st.st_size as u64;
-                if let Some(snapshot) = self.snapshot.as_mut() {
-                    snapshot
-                        .begin(&header, size)
-                        .map_err(|_| step("write initrd snapshot")(Errno::IO))?;
-                }
-                let mut buf = alloc::vec![0u8; 64 * 1024];
-                let mut copied = 0u64;
-                loop {
-                    let n = match rustix::io::read(&src, &mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(Errno::INTR) => continue,
-                        Err(e) => return Err(step("read source file")(e)),
-                    };
-                    if copied + n as u64 > size {
-                        return Err(step("source file grew while copied")(Errno::IO));
-                    }
-                    fsutil::write_all(&dst, &buf[..n]).map_err(step("write file in target"))?;
-                    if let Some(snapshot) = self.snapshot.as_mut() {
-                        snapshot
-                            .data(&buf[..n])
-                            .map_err(|_| step("write initrd snapshot")(Errno::IO))?;
-                    }
-                    copied += n as u64;
-                }
-                if copied != size {
-                    return Err(step("source file shrank while copied")(Errno::IO));
-                }
-                if let Some(snapshot) = self.snapshot.as_mut() {
-                    snapshot
-                        .end()
-                        .map_err(|_| step("write initrd snapshot")(Errno::IO))?;
-                }
-                let _ = rfs::fchown(&dst, Some(uid(st.st_uid)), Some(gid(st.st_gid)));
-                let _ = rfs::fchmod(&dst, Mode::from_raw_mode(perm));
-                self.report.files += 1;
-                self.report.bytes += size;
-                let _ = rfs::unlinkat(from, name.as_c_str(), AtFlags::empty());
+                self.copy_file(&at, &header)?;
+                AtFlags::empty()
             }
             FileType::Symlink => {
-                let target = rfs::readlinkat(from, name.as_c_str(), Vec::new())
-                    .map_err(step("read source symlink"))?;
-                rfs::symlinkat(target.as_c_str(), to, name.as_c_str())
-                    .map_err(step("create symlink in target"))?;
-                self.snapshot_entry(&header, target.to_bytes())?;
-                let _ = rfs::unlinkat(from, name.as_c_str(), AtFlags::empty());
+                self.copy_symlink(&at, &header)?;
+                AtFlags::empty()
             }
             FileType::CharacterDevice
             | FileType::BlockDevice
             | FileType::Fifo
             | FileType::Socket => {
-                let dev = st.st_rdev;
-                header.rdev_major = rustix::fs::major(dev);
-                header.rdev_minor = rustix::fs::minor(dev);
-                rfs::mknodat(to, name.as_c_str(), kind, Mode::from_raw_mode(perm), dev)
-                    .map_err(step("create device node in target"))?;
-                self.snapshot_entry(&header, &[])?;
-                let _ = rfs::unlinkat(from, name.as_c_str(), AtFlags::empty());
+                self.copy_node(&at, &mut header, kind)?;
+                AtFlags::empty()
             }
-            FileType::Unknown => {}
-        }
+            FileType::Unknown => return Ok(()),
+        };
+        let _ = rfs::unlinkat(from, name.as_c_str(), remove);
         Ok(())
+    }
+
+    fn copy_subdir(&mut self, at: &At<'_>, header: &Header<'_>, depth: u32) -> Result<(), Error> {
+        let perm = at.st.st_mode & 0o7777;
+        self.snapshot_entry(header, &[])?;
+        match rfs::mkdirat(at.to, at.name, Mode::from_raw_mode(perm)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(step("create directory in target")(e)),
+        }
+        let dir = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let sub_from = rfs::openat(at.from, at.name, dir, Mode::empty())
+            .map_err(step("open source directory"))?;
+        let sub_to = rfs::openat(at.to, at.name, dir, Mode::empty())
+            .map_err(step("open target directory"))?;
+        self.copy_dir(sub_from.as_fd(), sub_to.as_fd(), depth + 1)?;
+        let _ = rfs::fchmod(&sub_to, Mode::from_raw_mode(perm));
+        let _ = rfs::fchown(&sub_to, Some(uid(at.st.st_uid)), Some(gid(at.st.st_gid)));
+        Ok(())
+    }
+
+    /// Streamed in chunks: the kernel image in the initrd is 8 MB, and
+    /// PID 1's peak memory should not grow with file size.
+    fn copy_file(&mut self, at: &At<'_>, header: &Header<'_>) -> Result<(), Error> {
+        let perm = at.st.st_mode & 0o7777;
+        let src = rfs::openat(
+            at.from,
+            at.name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(step("open source file"))?;
+        let dst = rfs::openat(
+            at.to,
+            at.name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
+            Mode::from_raw_mode(perm),
+        )
+        .map_err(step("create file in target"))?;
+        let size = at.st.st_size as u64;
+        let snapshot_failed = |_| step("write initrd snapshot")(Errno::IO);
+        if let Some(snapshot) = self.snapshot.as_mut() {
+            snapshot.begin(header, size).map_err(snapshot_failed)?;
+        }
+        let mut buf = alloc::vec![0u8; 64 * 1024];
+        let mut copied = 0u64;
+        fsutil::read_each(&src, &mut buf, |piece| {
+            if copied + piece.len() as u64 > size {
+                return Err(step("source file grew while copied")(Errno::IO));
+            }
+            fsutil::write_all(&dst, piece).map_err(step("write file in target"))?;
+            if let Some(snapshot) = self.snapshot.as_mut() {
+                snapshot.data(piece).map_err(snapshot_failed)?;
+            }
+            copied += piece.len() as u64;
+            Ok(())
+        })
+        .map_err(|e| match e {
+            Stop::Read(errno) => step("read source file")(errno),
+            Stop::Each(e) => e,
+        })?;
+        if copied != size {
+            return Err(step("source file shrank while copied")(Errno::IO));
+        }
+        if let Some(snapshot) = self.snapshot.as_mut() {
+            snapshot.end().map_err(snapshot_failed)?;
+        }
+        let _ = rfs::fchown(&dst, Some(uid(at.st.st_uid)), Some(gid(at.st.st_gid)));
+        let _ = rfs::fchmod(&dst, Mode::from_raw_mode(perm));
+        self.report.files += 1;
+        self.report.bytes += size;
+        Ok(())
+    }
+
+    fn copy_symlink(&mut self, at: &At<'_>, header: &Header<'_>) -> Result<(), Error> {
+        let target =
+            rfs::readlinkat(at.from, at.name, Vec::new()).map_err(step("read source symlink"))?;
+        rfs::symlinkat(target.as_c_str(), at.to, at.name)
+            .map_err(step("create symlink in target"))?;
+        self.snapshot_entry(header, target.to_bytes())
+    }
+
+    fn copy_node(
+        &mut self,
+        at: &At<'_>,
+        header: &mut Header<'_>,
+        kind: FileType,
+    ) -> Result<(), Error> {
+        let dev = at.st.st_rdev;
+        header.rdev_major = rustix::fs::major(dev);
+        header.rdev_minor = rustix::fs::minor(dev);
+        let perm = Mode::from_raw_mode(at.st.st_mode & 0o7777);
+        rfs::mknodat(at.to, at.name, kind, perm, dev)
+            .map_err(step("create device node in target"))?;
+        self.snapshot_entry(header, &[])
     }
 
     fn snapshot_entry(&mut self, header: &Header<'_>, data: &[u8]) -> Result<(), Error> {
@@ -363,6 +396,19 @@ impl Mover {
             errno: Errno::IO,
         })
     }
+}
+
+/// One entry being moved: its directory on each side, its name, its stat.
+struct At<'a> {
+    from: BorrowedFd<'a>,
+    to: BorrowedFd<'a>,
+    name: &'a core::ffi::CStr,
+    st: &'a rfs::Stat,
+}
+
+/// An errno from the named step of the move.
+fn step(step: &'static str) -> impl Fn(Errno) -> Error {
+    move |errno| Error::Step { step, errno }
 }
 
 fn uid(raw: u32) -> rustix::process::Uid {

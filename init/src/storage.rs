@@ -27,7 +27,7 @@ use rustix::io::Errno;
 use rustix::mount::{mount, mount_remount, MountFlags};
 
 use crate::supervisor::{self, Event, Supervisor};
-use crate::{clock, esp, fsutil, kmod, mounts, rootfs, Error};
+use crate::{clock, disks, fsutil, kmod, mounts, rootfs, Error};
 
 /// What rke2 writes to on a node, with tmpfs size limits (`25%` is of RAM).
 /// The paths are rke2's data-dir (/var/lib/rancher/rke2), its config
@@ -362,9 +362,9 @@ fn make_writable(table: &str, w: &Writable, device: Option<&str>) -> Result<(), 
 /// Finds and formats the scratch disk; returns its device path.
 fn prepare_scratch(selector: &Selector, mkfs: &str, sup: &mut Supervisor) -> Result<String, Error> {
     let device = match selector {
-        Selector::Label(label) => esp::find_partition(|p| p.name == *label)?,
-        Selector::Type(guid) => esp::find_partition(|p| p.type_guid == *guid)?,
-        Selector::FirstEmpty => first_empty_disk()?.map(|disk| esp::PartitionDevice {
+        Selector::Label(label) => disks::find_partition(|p| p.name == *label)?,
+        Selector::Type(guid) => disks::find_partition(|p| p.type_guid == *guid)?,
+        Selector::FirstEmpty => first_empty_disk()?.map(|disk| disks::PartitionDevice {
             partition: disk.clone(),
             disk,
             type_guid: Guid::ZERO,
@@ -449,7 +449,7 @@ fn run(sup: &mut Supervisor, argv: &[&str]) -> Result<i32, Error> {
 /// zeros (no partition table, LVM, RAID or filesystem signature there), or
 /// that already carries Ember's scratch filesystem.
 fn first_empty_disk() -> Result<Option<String>, Error> {
-    for disk in esp::whole_disks()? {
+    for disk in disks::whole_disks()? {
         let sys = format!("/sys/class/block/{disk}");
         let attr = |name: &str| fsutil::read_text(&format!("{sys}/{name}")).unwrap_or_default();
         let virtual_dev = ["zram", "sr", "nbd", "dm-", "md"]

@@ -11,7 +11,7 @@
 //! From PID 1 (no_std, one synchronous event loop):
 //!
 //! ```ignore
-//! let cfg = ember_net::NetConfig::from_cmdline(cmdline); // or fill it from the init's own parser
+//! let cfg = ember_net::NetConfig { iface: Some("eth0"), ..Default::default() }; // the init fills it from its cmdline
 //! let (mut dhcp, lease) = ember_net::bring_up(&cfg)?;    // boot: up to carrier + DHCP timeouts
 //! // event loop: poll(2) on dhcp.fd() (readable) with timeout dhcp.next_wakeup(),
 //! // then call dhcp.poll() -> Ok(Some(LeaseEvent::{Acquired, Renewed, Lost})) as it changes.
@@ -23,7 +23,7 @@
 extern crate alloc;
 
 pub mod clock;
-pub mod cmdline;
+pub mod config;
 pub mod dhcp;
 pub mod dns;
 pub mod error;
@@ -39,7 +39,7 @@ pub mod url;
 pub mod wire;
 pub mod x509;
 
-pub use cmdline::NetConfig;
+pub use config::NetConfig;
 pub use dhcp::{DhcpClient, DhcpConfig, Lease, LeaseEvent};
 pub use error::{Error, Result};
 

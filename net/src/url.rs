@@ -1,8 +1,14 @@
-//! `https://host[:port][/path]`: the only URLs the node fetches.
+//! `https://host[:port][/path]`: the only URLs the node fetches, and
+//! [`ServerUrl`], a boot server's base URL, parsed once with the same rules
+//! (the init's `ember.attest_url=`, `ember attest --url`, the protocol
+//! client all take the typed value).
+
+use alloc::format;
+use alloc::string::String;
 
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Url<'a> {
     pub host: &'a str,
     pub port: u16,
@@ -69,6 +75,40 @@ pub fn valid_dns_name(host: &str) -> bool {
         })
 }
 
+/// A boot server: `https://host[:port][/prefix]`, no query or fragment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUrl {
+    pub host: String,
+    pub port: u16,
+    /// Path prefix of every protocol path: "" or "/prefix", no trailing '/'.
+    pub base_path: String,
+}
+
+impl ServerUrl {
+    pub fn parse(text: &str) -> Result<ServerUrl> {
+        let url = parse(text)?;
+        if url.path.contains(['?', '#']) {
+            return Err(Error::BadUrl("a boot server URL has no query"));
+        }
+        Ok(ServerUrl {
+            host: String::from(url.host),
+            port: url.port,
+            base_path: String::from(url.path.trim_end_matches('/')),
+        })
+    }
+
+    /// `https://host:port`, what protocol paths are appended to.
+    pub fn origin(&self) -> String {
+        format!("https://{}:{}", self.host, self.port)
+    }
+}
+
+impl core::fmt::Display for ServerUrl {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "https://{}:{}{}", self.host, self.port, self.base_path)
+    }
+}
+
 /// Dotted-quad IPv4 literal (no leading zeros, no shorthand forms).
 pub fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
     let mut out = [0u8; 4];
@@ -114,6 +154,35 @@ mod tests {
         assert!(parse("https://boot.lan:0/").is_err());
         assert!(parse("https://bad_host/").is_err());
         assert!(parse("https://h/a b").is_err());
+    }
+
+    #[test]
+    fn server_urls_keep_their_prefix_without_trailing_slash() {
+        assert_eq!(
+            ServerUrl::parse("https://boot.example:8443/ember/").unwrap(),
+            ServerUrl {
+                host: "boot.example".into(),
+                port: 8443,
+                base_path: "/ember".into()
+            }
+        );
+        let plain = ServerUrl::parse("https://10.0.2.2").unwrap();
+        assert_eq!((plain.port, plain.base_path.as_str()), (443, ""));
+        assert_eq!(plain.origin(), "https://10.0.2.2:443");
+        assert!(ServerUrl::parse("http://x").is_err());
+        assert!(ServerUrl::parse("https://:9").is_err());
+        assert!(ServerUrl::parse("https://h:notaport").is_err());
+        assert!(ServerUrl::parse("https://h/x?y=1").is_err());
+    }
+
+    /// One rule for every reader: an IPv6 literal is refused when the
+    /// command line is read, not later as an "unreachable" server.
+    #[test]
+    fn ipv6_literals_are_refused_with_a_reason() {
+        assert_eq!(
+            ServerUrl::parse("https://[fd00::1]:8443/"),
+            Err(Error::BadUrl("IPv6 literals are not supported"))
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::msg::{
 };
 use crate::sealed::{Expected, Opener, Sink};
 use crate::Error;
+use ember_fs::hex::hex;
 
 /// A quote and the PCR values it covers.
 pub struct Quote {
@@ -65,7 +66,7 @@ pub trait BodySink {
 }
 
 /// The HTTPS client (the node's `ember-net`, or a host TLS client). Paths are
-/// absolute (`cfg.base_path` + protocol path); `bearer` goes into an
+/// absolute (`server.base_path` + protocol path); `bearer` goes into an
 /// `Authorization: Bearer` header; POST bodies are [`msg::CONTENT_TYPE`].
 pub trait Transport {
     type Error: fmt::Display;
@@ -83,53 +84,8 @@ pub trait Transport {
     ) -> Result<(), Self::Error>;
 }
 
-/// Where the server lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    /// Path prefix of the server's URL ("" or "/prefix", no trailing slash).
-    pub base_path: String,
-}
-
-/// The parts of `ember.attest_url=https://host[:port][/prefix]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Url {
-    pub host: String,
-    pub port: u16,
-    pub base_path: String,
-}
-
-impl Url {
-    pub fn parse(url: &str) -> Option<Url> {
-        let rest = url.strip_prefix("https://")?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-            None => (rest, ""),
-        };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p.parse().ok()?),
-            _ => (authority, 443),
-        };
-        if host.is_empty() {
-            return None;
-        }
-        Some(Url {
-            host: host.to_string(),
-            port,
-            base_path: path.to_string(),
-        })
-    }
-
-    /// `https://host:port`, what [`crate::net::NetTransport`] prefixes paths with.
-    pub fn origin(&self) -> String {
-        format!("https://{}:{}", self.host, self.port)
-    }
-
-    pub fn config(&self) -> Config {
-        Config {
-            base_path: self.base_path.clone(),
-        }
-    }
-}
+/// The boot server's base URL (`ember.attest_url=`), parsed by ember-net.
+pub use ember_net::url::ServerUrl as Url;
 
 /// What a successful attestation yields. The secret never leaves the node.
 pub struct Credential {
@@ -143,6 +99,7 @@ pub struct Credential {
 impl Credential {
     /// Rebuilds a credential from its parts (replaying recorded transcripts
     /// in load tests).
+    #[cfg(feature = "test-hooks")]
     pub fn from_parts(
         session: [u8; 16],
         secret: [u8; 32],
@@ -161,6 +118,7 @@ impl Credential {
 
     /// The activated secret, for debugging tools that record a transcript.
     /// It keys the overlay: never log it.
+    #[cfg(feature = "test-hooks")]
     pub fn secret(&self) -> &[u8; 32] {
         &self.secret
     }
@@ -191,15 +149,6 @@ impl fmt::Debug for Credential {
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(b"0123456789abcdef"[(b >> 4) as usize]));
-        s.push(char::from(b"0123456789abcdef"[(b & 15) as usize]));
-    }
-    s
-}
-
 fn tpm<T, E: fmt::Display>(op: &'static str, r: Result<T, E>) -> Result<T, Error> {
     r.map_err(|e| Error::Tpm {
         op,
@@ -221,13 +170,13 @@ fn refusal(step: &'static str, status: u16, body: &[u8]) -> Error {
 
 fn post<H: Transport>(
     http: &mut H,
-    cfg: &Config,
+    server: &Url,
     step: &'static str,
     p: &str,
     bearer: Option<&str>,
     body: &[u8],
 ) -> Result<Vec<u8>, Error> {
-    let url = format!("{}{}", cfg.base_path, p);
+    let url = format!("{}{}", server.base_path, p);
     let resp = http
         .post(&url, bearer, body)
         .map_err(|e| Error::Transport {
@@ -247,7 +196,7 @@ fn post<H: Transport>(
 pub fn attest<T: AttestTpm, H: Transport>(
     tpm_dev: &mut T,
     http: &mut H,
-    cfg: &Config,
+    server: &Url,
 ) -> Result<Credential, Error> {
     let ek_public = tpm("read EK", tpm_dev.ek_public())?;
     let ek_cert = tpm("read EK certificate", tpm_dev.ek_certificate())?;
@@ -258,7 +207,7 @@ pub fn attest<T: AttestTpm, H: Transport>(
         ek_cert,
         ak_public,
     });
-    let start_resp_bytes = post(http, cfg, "start", path::START, None, &start)?;
+    let start_resp_bytes = post(http, server, "start", path::START, None, &start)?;
     let started: StartResponse = decode("start response", &start_resp_bytes)?;
     log::info!(
         "attest: session {} started, quoting PCR mask {:#x}",
@@ -287,7 +236,7 @@ pub fn attest<T: AttestTpm, H: Transport>(
     finish.proof = keys::finish_proof(&secret, &transcript, &finish);
     let finished: FinishResponse = decode(
         "finish response",
-        &post(http, cfg, "finish", path::FINISH, None, &encode(&finish))?,
+        &post(http, server, "finish", path::FINISH, None, &encode(&finish))?,
     )?;
     log::info!(
         "attest: credential for {} s, overlay {:?}",
@@ -303,15 +252,16 @@ pub fn attest<T: AttestTpm, H: Transport>(
     })
 }
 
-struct OverlayBody<'a, S: Sink> {
-    opener: Opener,
-    sink: &'a mut S,
+/// Forwards a 200 body to the caller; keeps an error body (bounded) for
+/// the refusal.
+struct SealedBody<'a> {
+    each: &'a mut dyn FnMut(&[u8]) -> Result<(), Error>,
     status: u16,
     error_body: Vec<u8>,
     error: Option<Error>,
 }
 
-impl<S: Sink> BodySink for OverlayBody<'_, S> {
+impl BodySink for SealedBody<'_> {
     fn status(&mut self, status: u16) -> bool {
         self.status = status;
         true
@@ -324,7 +274,7 @@ impl<S: Sink> BodySink for OverlayBody<'_, S> {
                 .extend_from_slice(&piece[..piece.len().min(room)]);
             return room > 0;
         }
-        match self.opener.write(piece, self.sink) {
+        match (self.each)(piece) {
             Ok(()) => true,
             Err(e) => {
                 self.error = Some(e);
@@ -334,36 +284,35 @@ impl<S: Sink> BodySink for OverlayBody<'_, S> {
     }
 }
 
-/// Step 3: streams the sealed overlay, opening it chunk by chunk into `sink`
-/// (the extractor). Returns the overlay it wrote. Fails with
-/// [`ErrorCode::NoOverlay`] when none is assigned.
-pub fn fetch_overlay<H: Transport, S: Sink>(
+/// The overlay assigned to this session; [`ErrorCode::NoOverlay`] when the
+/// server assigned none.
+pub fn assigned_overlay(cred: &Credential) -> Result<&OverlayMeta, Error> {
+    cred.overlay.as_ref().ok_or(Error::Server {
+        step: "overlay",
+        status: 404,
+        code: ErrorCode::NoOverlay,
+        detail: String::new(),
+    })
+}
+
+/// Step 3, raw: streams the sealed overlay, as the server sent it, into
+/// `each`. The caller opens it (a [`crate::sealed::Opener`]), and may keep
+/// the ciphertext too (the init does, for last-known-good).
+pub fn fetch_sealed<H: Transport>(
     http: &mut H,
-    cfg: &Config,
+    server: &Url,
     cred: &Credential,
-    sink: &mut S,
-) -> Result<OverlayMeta, Error> {
+    each: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
+) -> Result<(), Error> {
     let step = "overlay";
-    let Some(meta) = cred.overlay.clone() else {
-        return Err(Error::Server {
-            step,
-            status: 404,
-            code: ErrorCode::NoOverlay,
-            detail: String::new(),
-        });
-    };
-    let expected = Expected {
-        sha256: meta.sha256,
-        size: meta.size,
-    };
-    let mut body = OverlayBody {
-        opener: Opener::new(cred.overlay_key(&meta), expected),
-        sink,
+    assigned_overlay(cred)?;
+    let mut body = SealedBody {
+        each,
         status: 0,
         error_body: Vec::new(),
         error: None,
     };
-    let url = format!("{}{}", cfg.base_path, path::OVERLAY);
+    let url = format!("{}{}", server.base_path, path::OVERLAY);
     let transport = http.get(&url, Some(cred.bearer()), &mut body);
     if let Some(e) = body.error.take() {
         return Err(e);
@@ -375,7 +324,22 @@ pub fn fetch_overlay<H: Transport, S: Sink>(
     if body.status != 200 {
         return Err(refusal(step, body.status, &body.error_body));
     }
-    body.opener.finish(body.sink)?;
+    Ok(())
+}
+
+/// Step 3: streams the sealed overlay, opening it chunk by chunk into `sink`
+/// (the extractor). Returns the overlay it wrote. Fails with
+/// [`ErrorCode::NoOverlay`] when none is assigned.
+pub fn fetch_overlay<H: Transport, S: Sink>(
+    http: &mut H,
+    server: &Url,
+    cred: &Credential,
+    sink: &mut S,
+) -> Result<OverlayMeta, Error> {
+    let meta = assigned_overlay(cred)?.clone();
+    let mut opener = Opener::new(cred.overlay_key(&meta), Expected::of(&meta));
+    fetch_sealed(http, server, cred, &mut |piece| opener.write(piece, sink))?;
+    opener.finish(sink)?;
     log::info!(
         "attest: overlay {} opened, {} bytes",
         meta.version_id,
@@ -387,7 +351,7 @@ pub fn fetch_overlay<H: Transport, S: Sink>(
 /// Step 4: tells the server how the boot ended.
 pub fn report<H: Transport>(
     http: &mut H,
-    cfg: &Config,
+    server: &Url,
     cred: &Credential,
     outcome: Outcome,
     overlay_version: Option<u64>,
@@ -401,39 +365,11 @@ pub fn report<H: Transport>(
     };
     let body = post(
         http,
-        cfg,
+        server,
         "report",
         path::REPORT,
         Some(cred.bearer()),
         &encode(&req),
     )?;
     decode("report response", &body)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn url_parts() {
-        assert_eq!(
-            Url::parse("https://boot.example:8443/ember/"),
-            Some(Url {
-                host: "boot.example".into(),
-                port: 8443,
-                base_path: "/ember".into()
-            })
-        );
-        assert_eq!(
-            Url::parse("https://10.0.2.2"),
-            Some(Url {
-                host: "10.0.2.2".into(),
-                port: 443,
-                base_path: "".into()
-            })
-        );
-        assert_eq!(Url::parse("http://x"), None);
-        assert_eq!(Url::parse("https://:9"), None);
-        assert_eq!(Url::parse("https://h:notaport"), None);
-    }
 }

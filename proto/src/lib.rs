@@ -12,17 +12,17 @@
 //! PID 1's sequence (`no_std` + alloc; features `tpm`, `net`, `fs`):
 //!
 //! ```ignore
-//! let url = client::Url::parse(attest_url).ok_or(..)?;           // ember.attest_url
+//! let url = client::Url::parse(attest_url)?;                       // ember.attest_url
 //! let https = ember_net::https::Client::new(&cas, &lease_dns);     // bundled CA (DER)
-//! let mut http = net::NetTransport::new(&https, &url.origin());
+//! let mut http = net::NetTransport::new(&https, &url);
 //! let mut tpm = ember_tpm::Tpm::new(ember_tpm::DeviceTransport::open_default()?);
 //! let mut dev = tpm::TpmAttestor::new(&mut tpm);
-//! let cred = client::attest(&mut dev, &mut http, &url.config())?; // steps 1-2
+//! let cred = client::attest(&mut dev, &mut http, &url)?; // steps 1-2
 //! dev.close()?;                                                    // flush EK/AK
 //! let mut x = ember_fs::tar::Extractor::new(sink, Limits::default());
-//! let meta = client::fetch_overlay(&mut http, &url.config(), &cred, &mut x)?; // step 3
+//! let meta = client::fetch_overlay(&mut http, &url, &cred, &mut x)?; // step 3
 //! // ... start rke2, wait for the node ...
-//! client::report(&mut http, &url.config(), &cred, msg::Outcome::Joined, Some(meta.version_id), "")?; // step 4
+//! client::report(&mut http, &url, &cred, msg::Outcome::Joined, Some(meta.version_id), "")?; // step 4
 //! ```
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 extern crate alloc;

@@ -1,29 +1,31 @@
 //! [`Transport`] over `ember-net`'s HTTPS client (feature `net`): how PID 1
 //! speaks the protocol. One TLS connection per request.
 
-use alloc::format;
-use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::Cell;
 
 use ember_net::https::{Client, Request};
 
-use crate::client::{BodySink, Response, Transport};
+use crate::client::{BodySink, Response, Transport, Url};
 use crate::msg::{CONTENT_TYPE, MAX_MESSAGE};
 
 pub struct NetTransport<'c, 'a> {
     client: &'c Client<'a>,
-    /// `https://host:port` of `ember.attest_url`, without the path.
-    origin: String,
+    /// The boot server; protocol paths arrive with its prefix already on.
+    server: &'c Url,
 }
 
 impl<'c, 'a> NetTransport<'c, 'a> {
-    /// `origin` is the scheme, host and port of the attest URL
-    /// (`Url::origin()` gives it).
-    pub fn new(client: &'c Client<'a>, origin: &str) -> Self {
-        NetTransport {
-            client,
-            origin: origin.trim_end_matches('/').into(),
+    pub fn new(client: &'c Client<'a>, server: &'c Url) -> Self {
+        NetTransport { client, server }
+    }
+
+    /// The request URL for `path`, from parts parsed once.
+    fn url<'p>(&'p self, path: &'p str) -> ember_net::url::Url<'p> {
+        ember_net::url::Url {
+            host: &self.server.host,
+            port: self.server.port,
+            path,
         }
     }
 }
@@ -37,10 +39,9 @@ impl Transport for NetTransport<'_, '_> {
         bearer: Option<&str>,
         body: &[u8],
     ) -> Result<Response, Self::Error> {
-        let url = format!("{}{}", self.origin, path);
         let req = Request {
             method: "POST",
-            url: &url,
+            url: self.url(path),
             bearer,
             content_type: Some(CONTENT_TYPE),
             body,
@@ -73,10 +74,9 @@ impl Transport for NetTransport<'_, '_> {
         bearer: Option<&str>,
         sink: &mut dyn BodySink,
     ) -> Result<(), Self::Error> {
-        let url = format!("{}{}", self.origin, path);
         let req = Request {
             method: "GET",
-            url: &url,
+            url: self.url(path),
             bearer,
             content_type: None,
             body: &[],

@@ -176,6 +176,15 @@ pub struct Expected {
     pub size: u64,
 }
 
+impl Expected {
+    pub fn of(meta: &crate::msg::OverlayMeta) -> Expected {
+        Expected {
+            sha256: meta.sha256,
+            size: meta.size,
+        }
+    }
+}
+
 enum State {
     Header,
     Chunks {

@@ -484,20 +484,7 @@ pub fn purge_expired(conn: &Connection, now: i64) -> Result<(usize, usize)> {
     Ok((creds, sessions))
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    ember_proto::client::hex(bytes)
-}
-
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim();
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
+pub use ember_fs::hex::{hex, unhex};
 
 #[cfg(test)]
 mod tests {

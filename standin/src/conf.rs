@@ -6,7 +6,7 @@
 //! ignores keys it does not know unless they carry its prefix, so a typo in
 //! a `standin_` key is an error rather than a silently ignored setting.
 //!
-//! Syntax (`ember_standin::nodeconf`, shared with the init): one
+//! Syntax (`ember_nodeapi::nodeconf`, shared with the init): one
 //! `key = value` per line; surrounding blanks are trimmed; blank lines and
 //! lines whose first non-blank character is `#` are ignored; keys are
 //! `[a-z0-9_]+`; a key may appear once; an empty value means "unset" (the
@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ember_standin::nodeconf;
+use ember_nodeapi::nodeconf;
 
 use crate::error::Error;
 use crate::url::HttpsUrl;
@@ -142,7 +142,7 @@ fn seconds(key: &'static str, value: &str) -> Result<Duration, Error> {
 }
 
 /// Splits the file into `(line number, key, value)` triples with the
-/// syntax shared with the init (`ember_standin::nodeconf`), refusing
+/// syntax shared with the init (`ember_nodeapi::nodeconf`), refusing
 /// unknown `standin_` keys.
 pub fn pairs(text: &str) -> Result<Vec<(usize, &str, &str)>, Error> {
     let mut out = Vec::new();
@@ -363,7 +363,7 @@ standin_container = /var/lib/standin/bundle
 
     #[test]
     fn duplicate_keys_and_lines_without_equals_are_refused() {
-        use ember_standin::Error as Syntax;
+        use ember_nodeapi::Error as Syntax;
         assert!(matches!(
             pairs("a = 1\na = 2\n"),
             Err(Error::Conf(Syntax::ConfDuplicate { line: 2 }))

@@ -11,7 +11,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// node.conf syntax (shared with the init).
-    Conf(ember_standin::Error),
+    Conf(ember_nodeapi::Error),
     ConfUnknownKey {
         line: usize,
         key: String,

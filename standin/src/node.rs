@@ -338,7 +338,7 @@ mod tests {
 
     #[test]
     fn posted_node_reads_back_with_the_inits_parser() {
-        use ember_standin::nodestatus::{node_status, Ready};
+        use ember_nodeapi::nodestatus::{node_status, Ready};
         let stamps = Stamps {
             now: "t",
             since: "t",

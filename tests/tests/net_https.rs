@@ -192,6 +192,17 @@ impl Fixture {
     }
 }
 
+/// The fetch succeeded and printed the canned body.
+#[track_caller]
+fn assert_fetched(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"hello, node\n");
+}
+
 fn assert_refused(out: &Output, message: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "expected failure, got success");
@@ -209,12 +220,7 @@ fn content_length_body_is_fetched_with_verification_on() {
     let f = Fixture::new("https-ok");
     let s = TlsServer::start(f.dir.path(), "server", &["-tls1_3"], CONTENT_LENGTH, false);
     let out = f.get("ca", s.port, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.stdout, b"hello, node\n");
+    assert_fetched(&out);
 }
 
 /// A newcomer's first try: the host tool resolves `localhost` as every
@@ -229,12 +235,7 @@ fn host_tool_fetches_from_localhost_by_name() {
         .arg(format!("https://localhost:{}/boot/overlay.tar", s.port))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.stdout, b"hello, node\n");
+    assert_fetched(&out);
 }
 
 /// /etc/hosts comes before DNS on the host: a name only /etc/hosts knows
@@ -242,7 +243,14 @@ fn host_tool_fetches_from_localhost_by_name() {
 #[test]
 fn host_tool_reads_etc_hosts_before_dns() {
     let f = Fixture::new("https-etc-hosts");
-    make_leaf(f.dir.path(), "ca", "named", "DNS:boot.hosts-only.test", 5, false);
+    make_leaf(
+        f.dir.path(),
+        "ca",
+        "named",
+        "DNS:boot.hosts-only.test",
+        5,
+        false,
+    );
     let hosts = f.path("hosts");
     std::fs::write(&hosts, "127.0.0.1 boot.hosts-only.test\n").unwrap();
     let s = TlsServer::start(f.dir.path(), "named", &["-tls1_3"], CONTENT_LENGTH, false);
@@ -257,12 +265,7 @@ fn host_tool_reads_etc_hosts_before_dns() {
         .args(["--mount", "--propagation", "private", "sh", "-c", &script])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.stdout, b"hello, node\n");
+    assert_fetched(&out);
 }
 
 #[test]
@@ -271,12 +274,7 @@ fn chunked_body_is_reassembled() {
     let response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello,\r\n6;ext=1\r\n node\n\r\n0\r\n\r\n";
     let s = TlsServer::start(f.dir.path(), "server", &["-tls1_3"], response, false);
     let out = f.get("ca", s.port, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.stdout, b"hello, node\n");
+    assert_fetched(&out);
 }
 
 #[test]
@@ -387,12 +385,7 @@ fn client_certificate_is_presented_for_mutual_tls() {
             key.to_str().unwrap(),
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.stdout, b"hello, node\n");
+    assert_fetched(&out);
 
     // Without the certificate the server refuses the handshake.
     let s = TlsServer::start(f.dir.path(), "server", &server_args, CONTENT_LENGTH, false);
@@ -467,12 +460,7 @@ fn boot_server_name_resolves_through_the_lease_dns_and_is_fetched() {
         ))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.stdout, b"hello, node\n");
+    assert_fetched(&out);
 }
 
 /// Boot servers often present leaf + intermediate; the chain is built up
@@ -533,12 +521,7 @@ fn chain_through_an_intermediate_ca_is_accepted() {
         false,
     );
     let out = f.get("ca", s.port, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.stdout, b"hello, node\n");
+    assert_fetched(&out);
 
     // Without the intermediate the leaf does not reach the root.
     let s = TlsServer::start(dir, "leaf", &["-tls1_3"], CONTENT_LENGTH, false);

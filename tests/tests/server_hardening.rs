@@ -3,7 +3,7 @@
 //! overlay readers, forged EK certificates, SHA-1, a stolen EK certificate
 //! without its TPM, world-readable state and the test-only switch.
 
-use ember_proto::client::{self, AttestTpm, Config, Quote, Transport, Url};
+use ember_proto::client::{self, AttestTpm, Quote, Transport, Url};
 use ember_proto::host::HttpsClient;
 use ember_proto::msg::{
     self, decode, encode, ErrorCode, ErrorResponse, PcrSelection, StartRequest,
@@ -19,10 +19,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn cfg() -> Config {
-    Config {
-        base_path: String::new(),
-    }
+/// The protocol paths' base (the HTTPS client carries host and port).
+fn cfg() -> Url {
+    Url::parse("https://boot.test").unwrap()
 }
 
 struct Node {

@@ -3,7 +3,7 @@
 //! with one step of the node's behaviour made hostile at a time. Every
 //! refusal must carry its own code, and the server must log it.
 
-use ember_proto::client::{self, AttestTpm, BodySink, Config, Quote, Response, Transport, Url};
+use ember_proto::client::{self, AttestTpm, BodySink, Quote, Response, Transport, Url};
 use ember_proto::host::HttpsClient;
 use ember_proto::msg::{
     self, decode, encode, ErrorCode, ErrorResponse, FinishRequest, Outcome, PcrSelection,
@@ -66,10 +66,10 @@ impl Peer {
     }
 }
 
-fn cfg() -> Config {
-    Config {
-        base_path: String::new(),
-    }
+/// The protocol functions take the server's URL for its path prefix (none
+/// here); the transport under test already carries the origin.
+fn cfg() -> Url {
+    Url::parse("https://boot.test").unwrap()
 }
 
 #[track_caller]
@@ -512,10 +512,10 @@ fn node_stack_over_ember_net_extracts_the_overlay() {
             .unwrap();
     let client = ember_net::https::Client::new(&cas, &[]);
     let url = Url::parse(&p.server.url()).unwrap();
-    let mut http = NetTransport::new(&client, &url.origin());
+    let mut http = NetTransport::new(&client, &url);
     let mut tpm = p.tpm();
     let mut dev = TpmAttestor::new(&mut tpm);
-    let cred = client::attest(&mut dev, &mut http, &url.config()).expect("attest over ember-net");
+    let cred = client::attest(&mut dev, &mut http, &url).expect("attest over ember-net");
     dev.close().unwrap();
     let into = p.server.scratch().join("root");
     std::fs::create_dir_all(&into).unwrap();
@@ -523,15 +523,14 @@ fn node_stack_over_ember_net_extracts_the_overlay() {
         FsSink::open(into.as_path(), Confinement::Beneath).unwrap(),
         Limits::default(),
     );
-    client::fetch_overlay(&mut http, &url.config(), &cred, &mut extractor)
-        .expect("overlay over ember-net");
+    client::fetch_overlay(&mut http, &url, &cred, &mut extractor).expect("overlay over ember-net");
     assert_eq!(
         std::fs::read(into.join("hello")).unwrap(),
         vec![7u8; 100_000]
     );
     client::report(
         &mut http,
-        &url.config(),
+        &url,
         &cred,
         Outcome::Joined,
         cred.overlay.as_ref().map(|o| o.version_id),

@@ -61,9 +61,7 @@ fn tpm2b(bytes: &[u8]) -> Vec<u8> {
     v
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use ember_fs::hex::hex;
 
 /// tpm2-tools' credential file: magic 0xBADCC0DE, version 1,
 /// TPM2B_ID_OBJECT, TPM2B_ENCRYPTED_SECRET.

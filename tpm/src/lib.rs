@@ -78,5 +78,7 @@ pub use tpm::{
     SealedObject, Tpm, TpmProperty, EK_CERT_ECC_NV_INDEX, EK_CERT_ECC_P384_NV_INDEX,
     EK_CERT_RSA_NV_INDEX, MAX_RETRIES,
 };
-pub use transport::{FakeTransport, Transport, MAX_RESPONSE_SIZE};
+#[cfg(any(test, feature = "test-hooks"))]
+pub use transport::FakeTransport;
+pub use transport::{Transport, MAX_RESPONSE_SIZE};
 pub use wire::Reader;

@@ -1,9 +1,9 @@
 //! How command bytes reach a TPM. Each transport moves one complete command
 //! and one complete response; [`crate::Tpm`] checks the response framing.
 
-use crate::error::{Error, Result};
-use alloc::collections::VecDeque;
-use alloc::vec::Vec;
+use crate::error::Result;
+#[cfg(any(test, feature = "test-hooks"))]
+use {crate::error::Error, alloc::collections::VecDeque, alloc::vec::Vec};
 
 /// The largest response Ember accepts. The TCG PC Client profile caps
 /// responses at 4096 bytes; TPM_PT_MAX_RESPONSE_SIZE on swtpm is 4096.
@@ -41,12 +41,14 @@ pub(crate) fn declared_size(header: &[u8]) -> usize {
 /// sent: for tests of response handling and for fuzzing. A response longer
 /// than the caller's buffer is reported as [`Error::ResponseTooLarge`], as a
 /// real device would.
+#[cfg(any(test, feature = "test-hooks"))]
 #[derive(Default)]
 pub struct FakeTransport {
     pub responses: VecDeque<Vec<u8>>,
     pub commands: Vec<Vec<u8>>,
 }
 
+#[cfg(any(test, feature = "test-hooks"))]
 impl FakeTransport {
     pub fn new() -> Self {
         Self::default()
@@ -58,6 +60,7 @@ impl FakeTransport {
     }
 }
 
+#[cfg(any(test, feature = "test-hooks"))]
 impl Transport for FakeTransport {
     fn transact(&mut self, command: &[u8], response: &mut [u8]) -> Result<usize> {
         self.commands.push(command.to_vec());

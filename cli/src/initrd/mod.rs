@@ -320,15 +320,11 @@ fn write_tree_to(
         entries: tree.len(),
         bytes,
         uncompressed_bytes,
-        sha256: hex(&hasher.finalize()),
+        sha256: ember_fs::hex::hex(&hasher.finalize()),
     })
 }
 
 pub fn build_to_file(spec: &Spec, output: &Path) -> anyhow::Result<Report> {
     let tree = assemble(spec)?;
     write_tree(&tree, spec.compression, spec.mtime, output)
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -53,7 +53,7 @@ impl Digest {
 
     pub fn from_raw(raw: &[u8; 32]) -> Self {
         Digest {
-            hex: crate::initrd::hex(raw),
+            hex: ember_fs::hex::hex(raw),
         }
     }
 

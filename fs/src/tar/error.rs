@@ -186,20 +186,13 @@ impl fmt::Display for ErrorKind {
             Io { op, errno } => write!(f, "{op} failed: errno {errno}"),
             DigestMismatch { expected, actual } => {
                 f.write_str("SHA-256 mismatch: expected ")?;
-                hex(f, expected)?;
+                write!(f, "{}", crate::hex::Hex(expected))?;
                 f.write_str(", got ")?;
-                hex(f, actual)
+                write!(f, "{}", crate::hex::Hex(actual))
             }
             Finished => write!(f, "extractor already finished or failed"),
         }
     }
-}
-
-fn hex(f: &mut fmt::Formatter<'_>, b: &[u8]) -> fmt::Result {
-    for x in b {
-        write!(f, "{x:02x}")?;
-    }
-    Ok(())
 }
 
 #[cfg(feature = "std")]

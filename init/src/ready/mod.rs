@@ -1,73 +1,61 @@
-//! The Kubernetes runtime (rke2, or the test stand-in) as a supervised
-//! child, and the wait for the node to become Ready.
+//! The `runtime` and `ready` phases: the runtime started as a supervised
+//! child ([`runtime`]), then the wait until the Kubernetes API reports the
+//! Node Ready (or kubelet's healthz answers), through [`probe`], with
+//! Node readiness read by the parser the runtime shares
+//! ([`ember_nodeapi::nodestatus`]).
+
+pub mod probe;
+pub mod runtime;
 
 use alloc::format;
 use alloc::string::String;
-use alloc::vec::Vec;
 
+use ember_nodeapi::nodestatus::{node_status, Ready};
 use rustix::process::Pid;
 
 use crate::network::Network;
 use crate::nodeconf::{NodeConf, Probe};
-use crate::supervisor::{self, Event, Request, Supervisor};
-use crate::{clock, fsutil, json, probe, Error};
+use crate::supervisor::{self, Event, Supervisor};
+use crate::{clock, fsutil, power, Error};
 
-/// Environment rke2 expects from a service manager.
-const ENV: &[&str] = &[
-    "PATH=/var/lib/rancher/rke2/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "HOME=/root",
-    "TERM=linux",
-];
-
-/// Seconds between readiness probes.
+/// Milliseconds between readiness probes.
 const PROBE_INTERVAL_MS: u64 = 2_000;
 
-pub fn start(sup: &mut Supervisor, conf: &NodeConf, node_name: &str) -> Result<Pid, Error> {
-    let argv: Vec<&str> = conf.runtime.iter().map(String::as_str).collect();
-    let node_env = format!("NODE_NAME={node_name}");
-    let mut env: Vec<&str> = ENV.to_vec();
-    env.push(&node_env);
-    let pid = sup.spawn(&argv, &env)?;
-    log::info!(
-        "runtime: started {} (pid {})",
-        conf.runtime.join(" "),
-        pid.as_raw_nonzero()
-    );
-    Ok(pid)
+/// What the runtime is, and for how long it may take to become Ready.
+pub struct Watch<'a> {
+    pub conf: &'a NodeConf,
+    pub runtime: Pid,
+    pub node_name: &'a str,
+    pub timeout_s: u32,
 }
 
-/// How the wait for readiness ended.
-pub enum Readiness {
-    Ready,
-    /// The runtime exited before the node was Ready.
-    Exited(String),
-    TimedOut,
-    Shutdown(Request),
-}
-
-/// Probes until the node is Ready, the runtime exits, the timeout passes or
-/// a shutdown is requested, keeping the DHCP lease alive meanwhile.
-pub fn wait_ready(
+/// Probes until the node is Ready, the runtime exits, or the timeout
+/// passes, keeping the DHCP lease alive meanwhile. A shutdown request
+/// (SIGTERM/SIGINT/SIGUSR2 to PID 1) is honoured at once.
+pub fn wait(
     sup: &mut Supervisor,
     mut net: Option<&mut Network>,
-    conf: &NodeConf,
-    runtime: Pid,
-    node_name: &str,
-    timeout_s: u32,
-) -> Readiness {
-    let deadline = clock::now_ms() + u64::from(timeout_s) * 1000;
+    w: &Watch<'_>,
+) -> Result<(), Error> {
+    let deadline = clock::now_ms() + u64::from(w.timeout_s) * 1000;
     let mut next_probe = clock::now_ms() + PROBE_INTERVAL_MS / 2;
     let mut last_reason = String::new();
     loop {
         let now = clock::now_ms();
         if now >= deadline {
-            log::warn!("ready: not Ready after {timeout_s} s (last probe: {last_reason})");
-            return Readiness::TimedOut;
+            log::warn!(
+                "ready: not Ready after {} s (last probe: {last_reason})",
+                w.timeout_s
+            );
+            return Err(Error::Runtime(format!(
+                "not Ready within {} s",
+                w.timeout_s
+            )));
         }
         if now >= next_probe {
             let dns: &[[u8; 4]] = net.as_ref().map(|n| n.lease.dns.as_slice()).unwrap_or(&[]);
-            match check(dns, conf, node_name) {
-                Ok(()) => return Readiness::Ready,
+            match check(dns, w.conf, w.node_name) {
+                Ok(()) => return Ok(()),
                 Err(reason) => {
                     if reason != last_reason {
                         log::info!("ready: not yet: {reason}");
@@ -86,13 +74,16 @@ pub fn wait_ready(
             None => sup.wait(wait),
         };
         match event {
-            Event::Exited { pid, name, status } if pid == runtime => {
-                return Readiness::Exited(format!("{name} {}", supervisor::describe(status)));
+            Event::Exited { pid, name, status } if pid == w.runtime => {
+                return Err(Error::Runtime(format!(
+                    "{name} {}",
+                    supervisor::describe(status)
+                )));
             }
             Event::Exited { name, status, .. } => {
                 log::info!("{name} {}", supervisor::describe(status))
             }
-            Event::Shutdown(req) => return Readiness::Shutdown(req),
+            Event::Shutdown(req) => power::shutdown(sup, req),
             Event::Readable | Event::Timeout => {
                 if let Some(n) = net.as_mut() {
                     n.poll();
@@ -128,30 +119,16 @@ fn check(dns: &[[u8; 4]], conf: &NodeConf, node_name: &str) -> Result<(), String
             let (status, body) = probe::https_get(&cas, dns, &url, token.trim())
                 .map_err(|e| format!("{url}: {e}"))?;
             match status {
-                200 => {
-                    let node =
-                        json::parse(&body).ok_or_else(|| format!("{url}: answer is not JSON"))?;
-                    if json::node_is_ready(&node) {
+                200 => match node_status(&body).map_err(|e| format!("{url}: {e}"))?.ready {
+                    Ready::True => {
                         log::info!("ready: node {node_name} is Ready on {server}");
                         Ok(())
-                    } else {
-                        Err(format!("node {node_name} exists but is not Ready"))
                     }
-                }
+                    _ => Err(format!("node {node_name} exists but is not Ready")),
+                },
                 404 => Err(format!("node {node_name} is not registered yet")),
                 s => Err(format!("{url} answered {s}")),
             }
-        }
-    }
-}
-
-impl core::fmt::Display for Readiness {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Readiness::Ready => f.write_str("Ready"),
-            Readiness::Exited(why) => f.write_str(why),
-            Readiness::TimedOut => f.write_str("not Ready in time"),
-            Readiness::Shutdown(_) => f.write_str("shutdown requested"),
         }
     }
 }

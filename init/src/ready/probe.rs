@@ -1,6 +1,6 @@
 //! The readiness probes' HTTP: a plain GET to a local health endpoint and
 //! an authenticated HTTPS GET to the Kubernetes API. Answers are capped at
-//! [`json::MAX_INPUT`]: a probe never buffers more than that.
+//! [`MAX_ANSWER`]: a probe never buffers more than that.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -12,12 +12,14 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketAddrV4, SocketFlags, SocketType};
 
-use crate::{clock, json};
+use crate::clock;
 
 const TIMEOUT_MS: u64 = 5_000;
+/// The largest answer a probe reads: a Node object is a few KB.
+pub const MAX_ANSWER: usize = 1 << 20;
 
 fn capped(body: &mut Vec<u8>, d: &[u8]) -> ember_net::Result<()> {
-    if body.len() + d.len() > json::MAX_INPUT {
+    if body.len() + d.len() > MAX_ANSWER {
         return Err(ember_net::Error::HttpMalformed(
             "body larger than a probe answer may be",
         ));
@@ -38,7 +40,7 @@ pub fn https_get(
     client.read_timeout = Duration::from_millis(TIMEOUT_MS);
     let req = Request {
         bearer: Some(token),
-        ..Request::get(url)
+        ..Request::get(ember_net::url::parse(url)?)
     };
     let mut status = 0;
     let mut body = Vec::new();
@@ -98,7 +100,7 @@ pub fn http_get(url: &str) -> Result<(u16, Vec<u8>), String> {
         wait(&fd, PollFlags::IN, deadline)?;
         match rustix::io::read(&fd, &mut buf) {
             Ok(0) => break,
-            Ok(n) if raw.len() + n <= json::MAX_INPUT => raw.extend_from_slice(&buf[..n]),
+            Ok(n) if raw.len() + n <= MAX_ANSWER => raw.extend_from_slice(&buf[..n]),
             Ok(_) => return Err(String::from("answer too large")),
             Err(Errno::AGAIN | Errno::INTR) => {}
             Err(e) => return Err(errno("recv", e)),

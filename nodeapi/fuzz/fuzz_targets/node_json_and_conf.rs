@@ -2,8 +2,8 @@
 //! Node readiness scanner and the node.conf parser must refuse or parse any
 //! bytes, never panic.
 #![no_main]
-use ember_standin::nodeconf;
-use ember_standin::nodestatus::{node_status, Ready};
+use ember_nodeapi::nodeconf;
+use ember_nodeapi::nodestatus::{node_status, Ready};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,9 +1,8 @@
-//! What Ember's /init and the stand-in runtime share, without std or
-//! allocation: the node configuration syntax (/etc/ember/node.conf) and the
-//! readiness of a Node object as the Kubernetes API returns it.
-//!
-//! The init depends on this crate with `default-features = false`; the
-//! default `runtime` feature builds the `ember-standin` program itself.
+//! What Ember's /init and the node's runtime both read, without std or
+//! allocation, so the two can never disagree: the node configuration
+//! syntax (/etc/ember/node.conf) and the readiness of a Node object as the
+//! Kubernetes API returns it. The init (`init/`) and the test runtime
+//! (`standin/`) both depend on it; each gives the keys its own meaning.
 #![no_std]
 
 #[cfg(test)]

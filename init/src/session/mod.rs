@@ -1,0 +1,111 @@
+//! The attested session with the boot server: `attest` (steps 1-2 of the
+//! protocol, with bounded retries and failover across the servers
+//! `ember.attest_url=` lists), `fetch` (step 3: the sealed overlay) and
+//! `report` (step 4: how the boot ended).
+
+mod fetch;
+mod report;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use ember_net::https::Client;
+use ember_net::url::ServerUrl;
+use ember_proto::client::{self, Credential};
+use ember_proto::net::NetTransport;
+use ember_proto::tpm::TpmAttestor;
+
+pub use fetch::{Fetched, SEALED_COPY};
+
+use crate::network::{self, Network};
+use crate::tpm::{Meter, NodeTpm};
+use crate::{clock, Error};
+
+/// Rounds over every listed server; between rounds the wait doubles
+/// (2 s, 4 s), so an unreachable fleet costs a bounded ~6 s plus timeouts
+/// before last-known-good is tried.
+const ROUNDS: u32 = 3;
+
+/// A credential from one boot server, and what it takes to talk to it again.
+pub struct Session {
+    /// The server that answered (the first of the list that did).
+    pub server: ServerUrl,
+    cred: Credential,
+    /// The initrd's CA bundle (DER) and the lease's DNS servers at attest
+    /// time: enough to fetch and report without the network phase's state.
+    cas: Vec<Vec<u8>>,
+    dns: Vec<[u8; 4]>,
+}
+
+impl Session {
+    fn client(&self) -> Client<'_> {
+        Client::new(&self.cas, &self.dns)
+    }
+
+    /// The overlay version this session was assigned, if any.
+    pub fn overlay_version(&self) -> Option<u64> {
+        self.cred.overlay.as_ref().map(|o| o.version_id)
+    }
+}
+
+/// Attests with the first of `servers` that answers. A server that cannot
+/// be reached (no TCP, TLS or HTTP exchange) is passed over for the next;
+/// a refusal is final, since replicas share one decision.
+pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result<Session, Error> {
+    if servers.is_empty() {
+        return Err(Error::Cmdline(String::from(
+            "ember.attest_url=https://… is required to boot",
+        )));
+    }
+    let cas = network::https_cas()?;
+    let client = Client::new(&cas, &net.lease.dns);
+    let meter = Meter::start(tpm);
+    let mut last = None;
+    for round in 1..=ROUNDS {
+        for server in servers {
+            let mut http = NetTransport::new(&client, server);
+            let mut attestor = TpmAttestor::new(tpm);
+            let result = client::attest(&mut attestor, &mut http, server);
+            if let Err(e) = attestor.close() {
+                log::warn!("attest: flushing transient TPM objects: {e}");
+            }
+            match result {
+                Ok(cred) => {
+                    log::info!(
+                        "attest: credential valid for {} s from {server}",
+                        cred.expires_in_s
+                    );
+                    meter.log(tpm);
+                    return Ok(Session {
+                        server: server.clone(),
+                        cred,
+                        cas: cas.clone(),
+                        dns: net.lease.dns.clone(),
+                    });
+                }
+                Err(e @ ember_proto::Error::Transport { .. }) => {
+                    log::warn!("attest: {server} round {round}/{ROUNDS}: {e}");
+                    last = Some(e);
+                }
+                Err(e) => return Err(Error::Attest(e)),
+            }
+        }
+        if round < ROUNDS {
+            let delay = 2_000u64 << (round - 1);
+            log::warn!("attest: no boot server answered; retrying in {delay} ms");
+            clock::sleep_ms(delay);
+        }
+    }
+    Err(Error::Attest(last.unwrap_or(
+        ember_proto::Error::Transport {
+            step: "start",
+            detail: String::new(),
+        },
+    )))
+}
+
+/// Whether an attest failure means "no boot server could be reached",
+/// the one case in which last-known-good may be used instead.
+pub fn unreachable(e: &Error) -> bool {
+    matches!(e, Error::Attest(ember_proto::Error::Transport { .. }))
+}

@@ -76,7 +76,8 @@ pub fn parse_urls(list: &str) -> Result<Vec<Url>> {
         .map(str::trim)
         .filter(|u| !u.is_empty())
         .map(|u| {
-            Url::parse(u).map_err(|e| anyhow!("--url {u:?}: {e}; expected https://HOST[:PORT][/PATH]"))
+            Url::parse(u)
+                .map_err(|e| anyhow!("--url {u:?}: {e}; expected https://HOST[:PORT][/PATH]"))
         })
         .collect::<Result<Vec<_>>>()?;
     if urls.is_empty() {
@@ -209,14 +210,7 @@ fn attest_once(
     } else {
         let sock = ember_tpm::SocketTransport::connect_spec(spec)
             .map_err(|e| anyhow!("connect {spec}: {e}"))?;
-        flow(
-            &mut Tpm::new(sock),
-            ek,
-            transport,
-            url,
-            a,
-            outcome,
-        )
+        flow(&mut Tpm::new(sock), ek, transport, url, a, outcome)
     }
 }
 

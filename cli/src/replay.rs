@@ -134,10 +134,12 @@ fn one(http: &mut HttpsClient, url: &Url, rec: &Recording) -> Result<Timing> {
     }
     t.overlay = t2.elapsed();
     let t3 = Instant::now();
-    client::report(http, url, &cred, Outcome::Joined, version, "load test").map_err(|e| match e {
-        ember_proto::Error::Transport { .. } => unavailable(format!("report: {e}")),
-        e => anyhow!("report: {e}"),
-    })?;
+    client::report(http, url, &cred, Outcome::Joined, version, "load test").map_err(
+        |e| match e {
+            ember_proto::Error::Transport { .. } => unavailable(format!("report: {e}")),
+            e => anyhow!("report: {e}"),
+        },
+    )?;
     t.report = t3.elapsed();
     t.total = t0.elapsed();
     Ok(t)

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 
-use crate::serve::overlay::{store_boot_artifact, store_boot_bytes};
-use crate::serve::store::{hex, StateDir};
+use ember_server::overlay::{store_boot_artifact, store_boot_bytes};
+use ember_server::store::{hex, StateDir};
 
 #[derive(Args)]
 pub struct ArtifactArgs {

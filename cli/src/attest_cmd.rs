@@ -26,9 +26,14 @@ pub struct AttestArgs {
     /// TPM: swtpm:HOST:PORT, unix:PATH, or a device path (/dev/tpmrm0).
     #[arg(long, required_unless_present = "replay")]
     pub tpm: Option<String>,
-    /// Boot server URL (the node's ember.attest_url).
+    /// Boot server URL(s), comma-separated (the node's ember.attest_url):
+    /// tried in turn, each once, when one cannot be reached or fails
+    /// internally; a refusal is final.
     #[arg(long)]
     pub url: String,
+    /// Per-request network timeout (connect, read, write), e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = crate::serve_cmd::parse_duration)]
+    pub timeout: std::time::Duration,
     /// CA certificate (PEM) the server's certificate must chain to.
     #[arg(long)]
     pub ca: PathBuf,
@@ -64,17 +69,66 @@ pub struct AttestArgs {
     pub concurrency: usize,
 }
 
+/// The servers of `--url`, in the order they are tried.
+pub fn parse_urls(list: &str) -> Result<Vec<Url>> {
+    let urls = list
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            Url::parse(u)
+                .map_err(|e| anyhow!("--url {u:?}: {e}; expected https://HOST[:PORT][/PATH]"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if urls.is_empty() {
+        bail!("--url: no server given");
+    }
+    Ok(urls)
+}
+
+/// A failure another server may not have: this one could not be reached,
+/// or failed internally (its database is down, it is restarting). The next
+/// server is tried; any other refusal is the fleet's answer.
+#[derive(Debug)]
+pub struct ServerUnavailable(pub String);
+
+impl std::fmt::Display for ServerUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ServerUnavailable {}
+
+/// Wraps a protocol error, marking those another server may not have.
+fn classify(what: &str, e: ember_proto::Error) -> anyhow::Error {
+    use ember_proto::Error as E;
+    let unavailable = match &e {
+        E::Transport { .. } => true,
+        E::UnexpectedResponse { status, .. } => *status >= 500,
+        E::Server { code, .. } => *code == msg::ErrorCode::Internal,
+        _ => false,
+    };
+    if unavailable {
+        anyhow::Error::new(ServerUnavailable(format!("{what}: {e}")))
+    } else {
+        anyhow!("{what}: {e}")
+    }
+}
+
 pub fn run(a: AttestArgs) -> Result<()> {
-    let url = Url::parse(&a.url).map_err(|e| {
-        anyhow!(
-            "--url {:?}: {e}; expected https://HOST[:PORT][/PATH]",
-            a.url
-        )
-    })?;
+    let urls = parse_urls(&a.url)?;
     let ca = std::fs::read(&a.ca).with_context(|| format!("read CA {}", a.ca.display()))?;
-    let http = HttpsClient::new(&url, &ca).map_err(|e| anyhow!("{e}"))?;
+    let clients = urls
+        .iter()
+        .map(|u| {
+            HttpsClient::new(u, &ca)
+                .map(|c| c.with_timeout(a.timeout))
+                .map_err(|e| anyhow!("{e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     if let Some(dir) = &a.replay {
-        return crate::serve::replay::run(dir, &url, http, a.concurrency);
+        return crate::replay::run(dir, &urls, clients, a.concurrency);
     }
     let fault = a.fault.as_deref().map(Fault::parse).transpose()?;
     let outcome = match a.report.as_deref() {
@@ -91,30 +145,73 @@ pub fn run(a: AttestArgs) -> Result<()> {
         Some(e) => bail!("--ek {e:?}: expected ecc-p384, rsa2048 or ecc-p256"),
     };
     let spec = a.tpm.clone().unwrap_or_default();
-    let mut transport = Recorder {
-        inner: Faulty { inner: http, fault },
-        start: None,
-        finish: None,
-    };
     for i in 0..a.repeat.max(1) {
         let started = Instant::now();
-        let result = if spec.starts_with('/') {
-            let path: &'static str = Box::leak(spec.clone().into_boxed_str());
-            let dev =
-                ember_tpm::DeviceTransport::open(path).map_err(|e| anyhow!("open {spec}: {e}"))?;
-            flow(&mut Tpm::new(dev), ek, &mut transport, &url, &a, outcome)
-        } else {
-            let sock = ember_tpm::SocketTransport::connect_spec(&spec)
-                .map_err(|e| anyhow!("connect {spec}: {e}"))?;
-            flow(&mut Tpm::new(sock), ek, &mut transport, &url, &a, outcome)
-        };
-        let cred = result?;
-        if let Some(dir) = &a.record {
-            transport.save(dir, &cred, i)?;
+        let mut last = None;
+        for (n, (url, http)) in urls.iter().zip(&clients).enumerate() {
+            let mut transport = Recorder {
+                inner: Faulty {
+                    inner: http.clone(),
+                    fault,
+                },
+                start: None,
+                finish: None,
+            };
+            match attest_once(&spec, ek, &mut transport, url, &a, outcome) {
+                Ok(cred) => {
+                    if urls.len() > 1 {
+                        eprintln!(
+                            "ember attest: server {} of {} answered: {}",
+                            n + 1,
+                            urls.len(),
+                            url.origin()
+                        );
+                    }
+                    if let Some(dir) = &a.record {
+                        transport.save(dir, &cred, i)?;
+                    }
+                    last = None;
+                    break;
+                }
+                Err(e) if e.downcast_ref::<ServerUnavailable>().is_some() => {
+                    eprintln!(
+                        "ember attest: server {} of {} ({}) unavailable: {e:#}",
+                        n + 1,
+                        urls.len(),
+                        url.origin()
+                    );
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(e) = last {
+            return Err(e.context(format!("all {} servers unavailable", urls.len())));
         }
         eprintln!("ember attest: done in {} ms", started.elapsed().as_millis());
     }
     Ok(())
+}
+
+/// The whole flow against one server.
+fn attest_once(
+    spec: &str,
+    ek: Option<ember_tpm::EkTemplate>,
+    transport: &mut impl Transport,
+    url: &Url,
+    a: &AttestArgs,
+    outcome: Option<Outcome>,
+) -> Result<Credential> {
+    if spec.starts_with('/') {
+        let path: &'static str = Box::leak(spec.to_string().into_boxed_str());
+        let dev =
+            ember_tpm::DeviceTransport::open(path).map_err(|e| anyhow!("open {spec}: {e}"))?;
+        flow(&mut Tpm::new(dev), ek, transport, url, a, outcome)
+    } else {
+        let sock = ember_tpm::SocketTransport::connect_spec(spec)
+            .map_err(|e| anyhow!("connect {spec}: {e}"))?;
+        flow(&mut Tpm::new(sock), ek, transport, url, a, outcome)
+    }
 }
 
 fn flow<T: ember_tpm::Transport>(
@@ -131,7 +228,7 @@ fn flow<T: ember_tpm::Transport>(
     };
     let attested = client::attest(&mut dev, http, cfg);
     let closed = dev.close();
-    let cred = attested.map_err(|e| anyhow!("attestation refused: {e}"))?;
+    let cred = attested.map_err(|e| classify("attestation refused", e))?;
     closed.map_err(|e| anyhow!("flush TPM objects: {e}"))?;
     eprintln!(
         "ember attest: attested; credential valid {} s",
@@ -155,7 +252,7 @@ fn flow<T: ember_tpm::Transport>(
     }
     if let Some(o) = outcome {
         let r = client::report(http, cfg, &cred, o, version, &a.reason)
-            .map_err(|e| anyhow!("report: {e}"))?;
+            .map_err(|e| classify("report", e))?;
         println!(
             "reported {o:?}: attempts {}, last known good {:?}",
             r.attempts, r.last_known_good
@@ -191,7 +288,7 @@ fn extract_staged(
             .map_err(|e| anyhow!("open staging: {e}"))?;
         let mut extractor = Extractor::new(sink, Limits::default());
         let meta = client::fetch_overlay(http, cfg, cred, &mut extractor)
-            .map_err(|e| anyhow!("overlay refused: {e}"))?;
+            .map_err(|e| classify("overlay refused", e))?;
         drop(extractor);
         move_into(&staging, &into)?;
         Ok(meta)
@@ -406,7 +503,7 @@ impl<T> Recorder<T> {
             bail!("nothing recorded")
         };
         std::fs::create_dir_all(dir)?;
-        let rec = crate::serve::replay::Recording {
+        let rec = crate::replay::Recording {
             secret: *cred.secret(),
             start: start.clone(),
             finish: finish.clone(),

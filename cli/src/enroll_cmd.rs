@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::serve::store::{self, hex, StateDir};
-use crate::serve::verify;
+use ember_server::store::{self, hex, StateDir};
+use ember_server::verify;
 
 #[derive(Args)]
 pub struct EnrollArgs {

@@ -12,7 +12,7 @@ mod nodes_cmd;
 mod oci;
 mod overlay_cmd;
 mod policy_cmd;
-mod serve;
+mod replay;
 mod serve_cmd;
 mod tar_cmd;
 mod timeline;

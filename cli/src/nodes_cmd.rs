@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use crate::serve::store::{self, hex, StateDir};
+use ember_server::store::{self, hex, StateDir};
 
 #[derive(Args)]
 pub struct NodesArgs {
@@ -57,8 +57,38 @@ pub fn run(args: NodesArgs) -> Result<()> {
             age(at),
             outcome.unwrap_or_else(|| "-".into()),
             lkg.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
-            reason.unwrap_or_default()
+            for_terminal(&reason.unwrap_or_default())
         );
     }
     Ok(())
+}
+
+/// A node's report reason is the node's own text: control characters
+/// (terminal escapes, newlines that forge rows) are shown as `\u{..}`.
+fn for_terminal(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_unicode().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::for_terminal;
+
+    #[test]
+    fn escapes_and_newlines_cannot_reach_the_terminal() {
+        assert_eq!(for_terminal("rke2 did not start"), "rke2 did not start");
+        let shown = for_terminal("x\x1b]0;pwned\x07\nnode-b  default");
+        assert!(!shown.chars().any(|c| c.is_control()), "{shown}");
+        assert!(
+            shown.contains("\\u{1b}") && shown.contains("\\u{a}"),
+            "{shown}"
+        );
+    }
 }

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use rusqlite::params;
 
-use crate::serve::store::{self, hex, now_ms, StateDir};
+use ember_server::store::{self, hex, now_ms, StateDir};
 
 #[derive(Subcommand)]
 pub enum OverlayCmd {
@@ -94,7 +94,7 @@ pub fn run(cmd: OverlayCmd) -> Result<()> {
             let target = target_key(&conn, &a.target)?;
             let source = std::fs::canonicalize(&a.source)
                 .with_context(|| format!("overlay source {}", a.source.display()))?;
-            let blob = crate::serve::overlay::store_overlay(&state, &source)?;
+            let blob = ember_server::overlay::store_overlay(&state, &source)?;
             let tx = conn.transaction()?;
             tx.execute(
                 "INSERT INTO overlays(sha256, size, source, created_at) VALUES (?1, ?2, ?3, ?4)",

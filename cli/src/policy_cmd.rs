@@ -9,8 +9,7 @@ use clap::{Args, Subcommand};
 use crate::uki::measure::{
     check_log, predict_pcr11, predict_pcr4, PCR_BOOT_LOADER_CODE, PCR_KERNEL_IMAGE,
 };
-
-use crate::serve::store::{self, hex, unhex, Policy, StateDir};
+use ember_server::store::{self, hex, unhex, Policy, StateDir};
 
 #[derive(Subcommand)]
 pub enum PolicyCmd {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::serve::{self, attest::Settings};
+use ember_server::{self as serve, attest::Settings, conn::ConnLimits};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -48,8 +48,37 @@ pub struct ServeArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
+    /// Serve Prometheus metrics on http://ADDR/metrics (an operator's
+    /// network only: it is not authenticated).
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// This replica's name in metrics and logs (default: the host name).
+    #[arg(long)]
+    pub replica_id: Option<String>,
+    /// Open client connections at once over both listeners (lowered to what
+    /// the open-files limit allows). When full, the connection silent
+    /// longest is closed for a new one.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Time a client has to send a request's header.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+    /// A connection that moves no byte for this long is closed.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Open (started, unfinished) sessions one EK may hold.
+    #[arg(long, default_value_t = 4)]
+    pub max_sessions_per_ek: u64,
+    /// Open sessions one client address may hold (a rack behind NAT shares one).
+    #[arg(long, default_value_t = 256)]
+    pub max_sessions_per_peer: u64,
     /// TEST ONLY: derive nonces and secrets from the AK so recorded
-    /// transcripts replay (load tests). Never in production.
+    /// transcripts replay (load tests). Only in binaries built with the
+    /// `test-hooks` feature, which release builds never enable.
+    #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true)]
     pub test_replayable_sessions: bool,
 }
@@ -79,12 +108,23 @@ pub fn run(a: ServeArgs) -> Result<()> {
     if a.session_ttl.is_zero() || a.credential_ttl.is_zero() {
         bail!("lifetimes must be positive");
     }
+    if [a.header_timeout, a.body_timeout, a.idle_timeout]
+        .iter()
+        .any(|t| t.is_zero())
+    {
+        bail!("timeouts must be positive");
+    }
+    if a.max_connections == 0 || a.max_sessions_per_ek == 0 || a.max_sessions_per_peer == 0 {
+        bail!("--max-connections and the session caps must be at least 1");
+    }
     crate::enroll_cmd::check_group(&a.auto_enroll_group)?;
     let auto = !a.manufacturer_ca.is_empty();
     serve::run(serve::Options {
         state: a.state,
         listen: a.listen,
         http_listen: a.http_listen,
+        metrics_listen: a.metrics_listen,
+        replica_id: a.replica_id,
         names: a.names,
         cert: a.cert.zip(a.key),
         manufacturer_cas: a.manufacturer_ca,
@@ -93,8 +133,18 @@ pub fn run(a: ServeArgs) -> Result<()> {
             credential_ttl_ms: a.credential_ttl.as_millis() as i64,
             chunk_size: a.chunk_size,
             auto_enroll_group: auto.then_some(a.auto_enroll_group),
+            max_sessions_per_ek: a.max_sessions_per_ek,
+            max_sessions_per_peer: a.max_sessions_per_peer,
+            #[cfg(feature = "test-hooks")]
             replayable_sessions: a.test_replayable_sessions,
         },
+        limits: ConnLimits {
+            handshake_timeout: a.header_timeout,
+            header_timeout: a.header_timeout,
+            idle_timeout: a.idle_timeout,
+            max_connections: a.max_connections,
+        },
+        body_timeout: a.body_timeout,
         threads: a.threads,
     })
 }

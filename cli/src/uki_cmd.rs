@@ -79,7 +79,7 @@ fn build(a: BuildArgs) -> Result<()> {
         "{}: {} bytes, sha256 {}",
         a.output.display(),
         image.len(),
-        crate::serve::store::hex(&Sha256::digest(&image))
+        ember_fs::hex::hex(&Sha256::digest(&image))
     );
     Ok(())
 }

@@ -98,11 +98,25 @@ impl HttpsClient {
                 .to_string(),
         )
         .map_err(|_| HostError::ServerName(self.host.clone()))?;
-        let tcp = TcpStream::connect((
+        // Bounded connect too: a server that drops SYNs must not hold a
+        // client (trying the next server) for the kernel's minutes.
+        let mut last = std::io::Error::other("no address");
+        let mut tcp = None;
+        let addrs = std::net::ToSocketAddrs::to_socket_addrs(&(
             self.host.trim_start_matches('[').trim_end_matches(']'),
             self.port,
         ))
         .map_err(HostError::Connect)?;
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, self.timeout) {
+                Ok(t) => {
+                    tcp = Some(t);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let tcp = tcp.ok_or(HostError::Connect(last))?;
         let _ = tcp.set_nodelay(true);
         tcp.set_read_timeout(Some(self.timeout))
             .map_err(HostError::Io)?;

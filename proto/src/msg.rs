@@ -184,10 +184,13 @@ pub enum ErrorCode {
     NoOverlay = 18,
     NotFound = 19,
     Internal = 20,
+    /// The EK or the peer already has as many open sessions as the server
+    /// allows: finish or let them expire, then start again.
+    TooManySessions = 21,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownEk,
@@ -208,6 +211,7 @@ impl ErrorCode {
         ErrorCode::NoOverlay,
         ErrorCode::NotFound,
         ErrorCode::Internal,
+        ErrorCode::TooManySessions,
     ];
 
     /// The stable, log-friendly name (also sent in [`ERROR_HEADER`]).
@@ -233,6 +237,7 @@ impl ErrorCode {
             ErrorCode::NoOverlay => "no-overlay",
             ErrorCode::NotFound => "not-found",
             ErrorCode::Internal => "internal",
+            ErrorCode::TooManySessions => "too-many-sessions",
         }
     }
 
@@ -254,6 +259,7 @@ impl ErrorCode {
             ErrorCode::PcrDigestMismatch | ErrorCode::PcrPolicyMismatch => 403,
             ErrorCode::MissingCredential | ErrorCode::UnknownCredential => 401,
             ErrorCode::Internal => 500,
+            ErrorCode::TooManySessions => 429,
         }
     }
 }

@@ -75,6 +75,26 @@ pub fn ember_bin() -> PathBuf {
     p
 }
 
+/// The `ember` host tool built with the `test-hooks` feature (the load
+/// test's `--test-replayable-sessions`), kept apart from the release binary
+/// in its own cargo profile: `bash scripts/build-test-hooks` builds it into
+/// `target/test-hooks/ember` (scripts/test and scripts/bench-server do).
+pub fn ember_test_hooks_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("EMBER_TEST_HOOKS_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = profile_dir()
+        .parent()
+        .expect("profile dir has a parent")
+        .join("test-hooks/ember");
+    assert!(
+        p.exists(),
+        "{} missing: run `bash scripts/build-test-hooks` first",
+        p.display()
+    );
+    p
+}
+
 // A Kubernetes API test double (nodes) and the stand-in runtime's overlay.
 pub mod kubeapi;
 

@@ -19,6 +19,7 @@ pub struct EmberServer {
     dir: ScratchDir,
     addr: String,
     http_addr: Option<String>,
+    metrics_addr: Option<String>,
 }
 
 /// The outcome of an `ember` command.
@@ -53,11 +54,41 @@ impl EmberServer {
     /// Like [`EmberServer::start`] with extra `ember serve` arguments
     /// (e.g. `--manufacturer-ca FILE`, `--credential-ttl 1s`, `--name HOST`).
     pub fn start_with(extra: &[&str]) -> EmberServer {
+        Self::start_bin(&ember_bin(), extra)
+    }
+
+    /// Like [`EmberServer::start_with`], the server started through
+    /// `wrapper` (a command that execs the rest, keeping the PID):
+    /// `["prlimit", "--nofile=256:256", "--"]` to limit its open files.
+    pub fn start_wrapped(wrapper: &[&str], extra: &[&str]) -> EmberServer {
+        Self::launch(wrapper, &ember_bin(), extra)
+    }
+
+    /// Starts the `test-hooks` build of `ember serve` in its test mode
+    /// (`--test-replayable-sessions`: recorded transcripts replay).
+    pub fn start_replayable(extra: &[&str]) -> EmberServer {
+        let mut args = vec!["--test-replayable-sessions"];
+        args.extend_from_slice(extra);
+        Self::start_bin(&crate::ember_test_hooks_bin(), &args)
+    }
+
+    fn start_bin(bin: &Path, extra: &[&str]) -> EmberServer {
+        Self::launch(&[], bin, extra)
+    }
+
+    fn launch(wrapper: &[&str], bin: &Path, extra: &[&str]) -> EmberServer {
         let dir = ScratchDir::new("serve");
         let state = dir.path().join("state");
         let out = dir.path().join("serve.out");
         let err = dir.path().join("serve.log");
-        let mut cmd = Command::new(ember_bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("serve")
             .arg("--state")
             .arg(&state)
@@ -69,7 +100,9 @@ impl EmberServer {
         let mut child = ChildGuard::spawn("ember serve", &mut cmd).expect("spawn ember serve");
         let mut addr = None;
         let mut http_addr = None;
+        let mut metrics_addr = None;
         let wants_http = extra.contains(&"--http-listen");
+        let wants_metrics = extra.contains(&"--metrics-listen");
         let up = wait_until(Duration::from_secs(30), || {
             if child.try_wait().is_some() {
                 return true;
@@ -82,7 +115,11 @@ impl EmberServer {
             };
             addr = line("ember-serve: listening on https://");
             http_addr = line("ember-serve: boot artifacts on http://");
-            addr.is_some() && (http_addr.is_some() || !wants_http)
+            metrics_addr = line("ember-serve: metrics on http://")
+                .map(|a| a.trim_end_matches("/metrics").to_string());
+            addr.is_some()
+                && (http_addr.is_some() || !wants_http)
+                && (metrics_addr.is_some() || !wants_metrics)
         });
         let log = std::fs::read_to_string(&err).unwrap_or_default();
         assert!(
@@ -94,6 +131,7 @@ impl EmberServer {
             dir,
             addr: addr.expect("listening line"),
             http_addr,
+            metrics_addr,
         }
     }
 
@@ -103,6 +141,79 @@ impl EmberServer {
             .as_deref()
             .and_then(|a| a.rsplit(':').next())
             .and_then(|p| p.parse().ok())
+    }
+
+    /// The metrics listener's `127.0.0.1:PORT` (`--metrics-listen`).
+    pub fn metrics_addr(&self) -> Option<&str> {
+        self.metrics_addr.as_deref()
+    }
+
+    /// A TLS connection to the server, handshake done, trusting its CA: a
+    /// raw client for tests that misbehave below the protocol.
+    pub fn tls_connect(
+        &self,
+    ) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+        self.tls_connect_with_window(None)
+    }
+
+    /// [`EmberServer::tls_connect`] with the socket's receive buffer set
+    /// before connecting (a small TCP window: a slow reader).
+    pub fn tls_connect_with_window(
+        &self,
+        rcvbuf: Option<usize>,
+    ) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+        use std::sync::{Arc, OnceLock};
+        /// One client configuration per CA file (a handshake flood reuses it).
+        type Configs = std::sync::Mutex<Vec<(PathBuf, Arc<rustls::ClientConfig>)>>;
+        static CONFIGS: OnceLock<Configs> = OnceLock::new();
+        let ca = self.ca_path();
+        let config = {
+            let mut cache = CONFIGS.get_or_init(Default::default).lock().unwrap();
+            match cache.iter().find(|(p, _)| *p == ca) {
+                Some((_, c)) => c.clone(),
+                None => {
+                    let mut roots = rustls::RootCertStore::empty();
+                    let pem = std::fs::read(&ca)?;
+                    for c in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+                        roots
+                            .add(c.map_err(std::io::Error::other)?)
+                            .map_err(std::io::Error::other)?;
+                    }
+                    let provider = Arc::new(rustls::crypto::ring::default_provider());
+                    let c = Arc::new(
+                        rustls::ClientConfig::builder_with_provider(provider)
+                            .with_safe_default_protocol_versions()
+                            .map_err(std::io::Error::other)?
+                            .with_root_certificates(roots)
+                            .with_no_client_auth(),
+                    );
+                    cache.push((ca.clone(), c.clone()));
+                    c
+                }
+            }
+        };
+        let tcp = match rcvbuf {
+            None => std::net::TcpStream::connect(&self.addr)?,
+            Some(size) => {
+                use rustix::net::{AddressFamily, SocketType};
+                let addr: std::net::SocketAddr =
+                    self.addr.parse().map_err(std::io::Error::other)?;
+                let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None)?;
+                rustix::net::sockopt::set_socket_recv_buffer_size(&fd, size)?;
+                rustix::net::connect(&fd, &addr)?;
+                std::net::TcpStream::from(fd)
+            }
+        };
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+        tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
+        let name =
+            rustls::pki_types::ServerName::try_from("localhost").map_err(std::io::Error::other)?;
+        let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock)?;
+        }
+        Ok(stream)
     }
 
     /// `https://127.0.0.1:PORT`.

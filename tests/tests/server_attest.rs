@@ -2,6 +2,7 @@
 //! a manufactured swtpm (EK certificates from swtpm's local CA), `ember
 //! enroll`, `ember overlay add`, and `ember attest` doing the node's flow.
 
+use ember_proto::client::Transport;
 use ember_tests::server::EmberServer;
 use ember_tests::swtpm::Swtpm;
 use ember_tests::tree::{assert_same, Compare};
@@ -447,5 +448,143 @@ fn operator_certificate_is_served_instead_of_a_generated_one() {
         String::from_utf8_lossy(&refused.stderr).contains("TLS"),
         "{}",
         String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+/// GET http://ADDR/metrics over plain TCP.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics listener");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+#[test]
+fn metrics_count_attestations_refusals_connections_and_overlay_bytes() {
+    let lab = lab(&["--metrics-listen", "127.0.0.1:0", "--replica-id", "boot-1"]);
+    let metrics = lab
+        .server
+        .metrics_addr()
+        .expect("metrics address")
+        .to_string();
+    let target = lab.server.scratch().join("root");
+    let run = lab.server.attest(
+        &lab.tpm.spec(),
+        &[
+            "--into",
+            &target.display().to_string(),
+            "--report",
+            "joined",
+        ],
+    );
+    assert!(run.ok, "{}{}", run.stdout, run.stderr);
+    // One refusal: a Start that is not a protocol message.
+    let url = ember_proto::client::Url::parse(&lab.server.url()).unwrap();
+    let ca = std::fs::read(lab.server.ca_path()).unwrap();
+    let junk = ember_proto::host::HttpsClient::new(&url, &ca)
+        .unwrap()
+        .post(ember_proto::msg::path::START, None, b"")
+        .expect("post junk");
+    assert_eq!(junk.status, 400);
+    assert!(lab.server.wait_log("step=start node=- outcome=malformed"));
+    let text = scrape(&metrics);
+    eprintln!("{text}");
+    for want in [
+        "ember_replica_info{replica=\"boot-1\"",
+        "ember_attestations_total{replica=\"boot-1\",outcome=\"ok\"} 1",
+        "ember_requests_total{replica=\"boot-1\",step=\"start\",outcome=\"malformed\"} 1",
+        "ember_requests_total{replica=\"boot-1\",step=\"report\",outcome=\"ok\"} 1",
+        "ember_attestation_seconds_count{replica=\"boot-1\"} 1",
+        "ember_attestation_seconds_bucket{replica=\"boot-1\",le=\"+Inf\"} 1",
+        "ember_sessions_open{replica=\"boot-1\"} 0",
+        "# TYPE ember_connections_open gauge",
+    ] {
+        assert!(text.contains(want), "no {want:?} in:\n{text}");
+    }
+    let overlay_bytes: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ember_overlay_bytes_total{replica=\"boot-1\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("overlay bytes counter");
+    assert!(overlay_bytes > 300_000, "{overlay_bytes}");
+    // The metrics listener is not the nodes' listener: no protocol there.
+    let mut s = std::net::TcpStream::connect(&metrics).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"POST /v1/attest/start HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(!out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
+#[test]
+fn attest_fails_over_past_an_unreachable_server_but_a_refusal_is_final() {
+    let lab = lab(&[]);
+    // A port nothing listens on: the first server of the list is down.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("https://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let target = lab.server.scratch().join("root");
+    let urls = format!("{dead_url},{}", lab.server.url());
+    let out = std::process::Command::new(ember_tests::ember_bin())
+        .args([
+            "attest",
+            "--tpm",
+            &lab.tpm.spec(),
+            "--url",
+            &urls,
+            "--timeout",
+            "2s",
+        ])
+        .arg("--ca")
+        .arg(lab.server.ca_path())
+        .arg("--into")
+        .arg(&target)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("server 1 of 2") && stderr.contains("unavailable"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("server 2 of 2 answered"), "{stderr}");
+    assert_same(
+        &lab.src,
+        &target,
+        compare(),
+        "overlay through the second server",
+    );
+
+    // A server that refuses (this TPM is not enrolled there) is the answer:
+    // the next server is not asked.
+    let stranger = EmberServer::start();
+    let both_cas = lab.server.scratch().join("both-cas.pem");
+    let mut pem = std::fs::read(stranger.ca_path()).unwrap();
+    pem.extend(std::fs::read(lab.server.ca_path()).unwrap());
+    std::fs::write(&both_cas, pem).unwrap();
+    let urls = format!("{},{}", stranger.url(), lab.server.url());
+    let out = std::process::Command::new(ember_tests::ember_bin())
+        .args([
+            "attest",
+            "--tpm",
+            &lab.tpm.spec(),
+            "--url",
+            &urls,
+            "--no-overlay",
+        ])
+        .arg("--ca")
+        .arg(&both_cas)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("unknown-ek") && !stderr.contains("server 2 of 2"),
+        "{stderr}"
     );
 }

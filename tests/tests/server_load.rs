@@ -5,7 +5,9 @@
 //! quote replays); then all N replay the whole protocol concurrently: Start
 //! (the server checks the EK and AK and runs MakeCredential), Finish (proof,
 //! quote signature, PCR policy), the sealed overlay (opened and checked) and
-//! Report. All must succeed; latency percentiles are printed.
+//! Report. All must succeed; latency percentiles are printed. Then 50 more
+//! replay against two servers, the first one down: the 25 that start there
+//! fail over to the second and all succeed.
 
 use ember_tests::server::EmberServer;
 use ember_tests::swtpm::Swtpm;
@@ -21,7 +23,13 @@ fn rack_power_on_all_nodes_attest_concurrently() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    let server = EmberServer::start_with(&["--test-replayable-sessions"]);
+    // One EK, many AKs, all at once from one address: the caps are lifted.
+    let server = EmberServer::start_replayable(&[
+        "--max-sessions-per-ek",
+        "100000",
+        "--max-sessions-per-peer",
+        "100000",
+    ]);
     let dirs: Vec<ScratchDir> = (0..POOL).map(|_| ScratchDir::new("load-tpm")).collect();
     let pool: Vec<Swtpm> = dirs
         .iter()
@@ -124,5 +132,35 @@ fn rack_power_on_all_nodes_attest_concurrently() {
         finished,
         nodes + per * POOL,
         "every recording and every replay finished once"
+    );
+
+    // Client-side failover: half the simulated nodes start at a server
+    // that is down (nothing listens on its port) and move to the next.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let urls = format!("https://{},{}", dead.local_addr().unwrap(), server.url());
+    drop(dead);
+    let out = Command::new(ember_bin())
+        .args([
+            "attest",
+            "--url",
+            &urls,
+            "--concurrency",
+            "50",
+            "--timeout",
+            "5s",
+        ])
+        .arg("--ca")
+        .arg(server.ca_path())
+        .arg("--replay")
+        .arg(&rec)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the failover replay");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprint!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("servers=2 ok=50 failed=0 failed_over=25 "),
+        "failover replay:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -249,7 +249,7 @@ pub fn check_log(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serve::store::hex;
+    use ember_fs::hex::hex;
 
     #[test]
     fn matches_systemd_measure_on_a_small_uki() {

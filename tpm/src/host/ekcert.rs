@@ -19,7 +19,31 @@ const ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.100
 const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 const BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
+const KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
+const EXT_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
+/// tcg-kp-EKCertificate: the extended key usage of an EK certificate.
+const TCG_KP_EK_CERTIFICATE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.23.133.8.1");
+/// Extensions a chain may mark critical: those checked here and the ones
+/// TCG EK profiles mark critical (subjectAltName holds the TPM's
+/// manufacturer, model and version when the subject is empty).
+const UNDERSTOOD_CRITICAL: [ObjectIdentifier; 6] = [
+    BASIC_CONSTRAINTS,
+    KEY_USAGE,
+    EXT_KEY_USAGE,
+    ObjectIdentifier::new_unwrap("2.5.29.17"), // subjectAltName
+    ObjectIdentifier::new_unwrap("2.5.29.32"), // certificatePolicies
+    ObjectIdentifier::new_unwrap("2.5.29.9"),  // subjectDirectoryAttributes
+];
+const MIN_RSA_BITS: usize = 2048;
 const MAX_CHAIN: usize = 8;
+
+/// `what` of the [`Error::Certificate`] each chain check returns, so a
+/// verifier can tell the client which check failed.
+pub const EKU_CHECK: &str = "extended key usage";
+pub const CA_KEY_USAGE_CHECK: &str = "CA key usage";
+pub const PATH_LEN_CHECK: &str = "path length";
+pub const CRITICAL_EXTENSION_CHECK: &str = "critical extension";
+pub const RSA_SIZE_CHECK: &str = "RSA key size";
 
 /// The key an EK certificate certifies.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -248,6 +272,110 @@ fn is_ca(cert: &Certificate) -> bool {
     })
 }
 
+fn extension(cert: &Certificate, oid: ObjectIdentifier) -> Option<&x509_cert::ext::Extension> {
+    cert.tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .find(|e| e.extn_id == oid)
+}
+
+fn subject(cert: &Certificate) -> String {
+    cert.tbs_certificate.subject.to_string()
+}
+
+/// No critical extension this verifier does not understand (RFC 5280 4.2).
+fn check_critical(cert: &Certificate) -> Result<()> {
+    match cert
+        .tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .find(|e| e.critical && !UNDERSTOOD_CRITICAL.contains(&e.extn_id))
+    {
+        Some(e) => Err(Error::Certificate {
+            what: CRITICAL_EXTENSION_CHECK,
+            detail: alloc::format!(
+                "{}: unknown critical extension {}",
+                subject(cert),
+                e.extn_id
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// RSA keys of at least 2048 bits anywhere in the chain.
+fn check_key_size(cert: &Certificate) -> Result<()> {
+    if let EkCertKey::Rsa { modulus, .. } = key_of(cert)? {
+        let bits = modulus
+            .iter()
+            .position(|b| *b != 0)
+            .map(|i| (modulus.len() - i) * 8 - modulus[i].leading_zeros() as usize)
+            .unwrap_or(0);
+        if bits < MIN_RSA_BITS {
+            return Err(Error::Certificate {
+                what: RSA_SIZE_CHECK,
+                detail: alloc::format!(
+                    "{}: RSA key of {bits} bits (at least {MIN_RSA_BITS})",
+                    subject(cert)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The EK certificate's extended key usage must name tcg-kp-EKCertificate.
+fn check_ek_usage(cert: &Certificate) -> Result<()> {
+    use x509_cert::ext::pkix::ExtendedKeyUsage;
+    let ok = extension(cert, EXT_KEY_USAGE)
+        .and_then(|e| ExtendedKeyUsage::from_der(e.extn_value.as_bytes()).ok())
+        .is_some_and(|eku| eku.0.contains(&TCG_KP_EK_CERTIFICATE));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Certificate {
+            what: EKU_CHECK,
+            detail: alloc::format!(
+                "{}: extended key usage lacks tcg-kp-EKCertificate (2.23.133.8.1)",
+                subject(cert)
+            ),
+        })
+    }
+}
+
+/// An issuer must be allowed to sign certificates (keyUsage keyCertSign)
+/// and its path length constraint must allow the `below` CA certificates
+/// between it and the EK certificate.
+fn check_issuer(ca: &Certificate, below: usize) -> Result<()> {
+    use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
+    let sign = extension(ca, KEY_USAGE)
+        .and_then(|e| KeyUsage::from_der(e.extn_value.as_bytes()).ok())
+        .is_some_and(|ku| ku.0.contains(KeyUsages::KeyCertSign));
+    if !sign {
+        return Err(Error::Certificate {
+            what: CA_KEY_USAGE_CHECK,
+            detail: alloc::format!("{}: CA without keyUsage keyCertSign", subject(ca)),
+        });
+    }
+    let path_len = extension(ca, BASIC_CONSTRAINTS)
+        .and_then(|e| BasicConstraints::from_der(e.extn_value.as_bytes()).ok())
+        .and_then(|b| b.path_len_constraint);
+    if let Some(max) = path_len {
+        if below > max as usize {
+            return Err(Error::Certificate {
+                what: PATH_LEN_CHECK,
+                detail: alloc::format!(
+                    "{}: pathLenConstraint {max}, {below} CA certificates below it",
+                    subject(ca)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn check_validity(cert: &Certificate, now: core::time::Duration) -> Result<()> {
     let v = &cert.tbs_certificate.validity;
     if now < v.not_before.to_unix_duration() || now > v.not_after.to_unix_duration() {
@@ -261,9 +389,12 @@ fn check_validity(cert: &Certificate, now: core::time::Duration) -> Result<()> {
 /// Validates `cert_der` (an EK certificate as read from NV) up to a
 /// self-signed root among `ca_ders` (DER certificates: the manufacturer's
 /// roots and intermediates, e.g. swtpm's /var/lib/swtpm-localca/issuercert.pem
-/// and swtpm-localca-rootca-cert.pem). Every issuer must be a CA, every
-/// signature must verify and every certificate must be within its validity
-/// period now. Returns the parsed EK certificate.
+/// and swtpm-localca-rootca-cert.pem). Every issuer must be a CA allowed to
+/// sign certificates within its path length, every signature must verify,
+/// every certificate must be within its validity period now, have no
+/// critical extension this code does not understand and no RSA key under
+/// 2048 bits; the EK certificate's extended key usage must be
+/// tcg-kp-EKCertificate. Returns the parsed EK certificate.
 pub fn verify_ek_certificate(cert_der: &[u8], ca_ders: &[Vec<u8>]) -> Result<EkCertificate> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -271,8 +402,11 @@ pub fn verify_ek_certificate(cert_der: &[u8], ca_ders: &[Vec<u8>]) -> Result<EkC
     let leaf = decode(cert_der)?;
     let cas: Vec<Certificate> = ca_ders.iter().map(|d| decode(d)).collect::<Result<_>>()?;
     check_validity(&leaf, now)?;
+    check_critical(&leaf)?;
+    check_key_size(&leaf)?;
+    check_ek_usage(&leaf)?;
     let mut current = leaf.clone();
-    for _ in 0..MAX_CHAIN {
+    for below in 0..MAX_CHAIN {
         let issuer_name = current
             .tbs_certificate
             .issuer
@@ -293,6 +427,9 @@ pub fn verify_ek_certificate(cert_der: &[u8], ca_ders: &[Vec<u8>]) -> Result<EkC
             });
         };
         check_validity(issuer, now)?;
+        check_critical(issuer)?;
+        check_key_size(issuer)?;
+        check_issuer(issuer, below)?;
         if issuer.tbs_certificate.subject == issuer.tbs_certificate.issuer {
             signed_by(issuer, issuer)?;
             return parse_ek_certificate(cert_der);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use super::store::{hex, StateDir};
+use crate::store::{hex, StateDir};
 
 /// Writes through while hashing and counting.
 struct Hashing<W: Write> {
@@ -44,10 +44,25 @@ fn temp_in(dir: &Path) -> PathBuf {
 
 /// Stores what `fill` writes as a content-addressed blob in `dir`.
 fn store_blob(dir: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<Blob> {
-    std::fs::create_dir_all(dir)?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
     let tmp = temp_in(dir);
     let result = (|| {
-        let file = File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+        // Owner-only whatever the umask: overlays carry plaintext configuration.
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+        }
+        .with_context(|| format!("create {}", tmp.display()))?;
         let mut w = Hashing {
             inner: io::BufWriter::new(file),
             sha: Sha256::new(),

@@ -2,6 +2,8 @@
 //! as synchronous functions over the store (the HTTP layer runs them on the
 //! blocking pool). Every refusal is a [`Refusal`] with its own code.
 
+use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use ember_proto::keys;
@@ -10,26 +12,36 @@ use ember_proto::msg::{
     ReportRequest, ReportResponse, StartRequest, StartResponse, PROTOCOL_VERSION,
 };
 use ember_proto::sealed::sealed_len;
-use hmac::{Hmac, Mac};
 use rusqlite::{params, Connection, OptionalExtension};
-use sha2::Sha256;
 
-use super::store::{self, hex, now_ms, Node, Policy, StateDir};
-use super::verify::{Verifier, VerifyError};
+use crate::store::{self, hex, now_ms, Node, Policy, StateDir};
+use crate::verify::{Verifier, VerifyError};
 
-/// Why a request was refused: the code the node sees and a detail for logs.
+/// Why a request was refused: the code and a short reason the client sees
+/// (fixed words, never secrets, PCR values or database errors), and the
+/// detail that only the server log gets.
 #[derive(Debug)]
 pub struct Refusal {
     pub code: ErrorCode,
+    pub reason: Cow<'static, str>,
     pub detail: String,
 }
 
 impl Refusal {
+    /// A refusal whose reason is the code's name.
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
         Refusal {
             code,
+            reason: Cow::Borrowed(code.name()),
             detail: detail.into(),
         }
+    }
+
+    /// Names the cause more precisely than the code (e.g. which EK
+    /// certificate check failed).
+    pub fn because(mut self, reason: impl Into<Cow<'static, str>>) -> Self {
+        self.reason = reason.into();
+        self
     }
 }
 
@@ -41,23 +53,27 @@ impl From<anyhow::Error> for Refusal {
 
 impl From<rusqlite::Error> for Refusal {
     fn from(e: rusqlite::Error) -> Self {
-        Refusal::new(ErrorCode::Internal, format!("database: {e}"))
+        Refusal::new(ErrorCode::Internal, format!("database: {e}")).because("database")
     }
 }
 
 impl From<VerifyError> for Refusal {
     fn from(e: VerifyError) -> Self {
-        let code = match &e {
-            VerifyError::Malformed(_) => ErrorCode::Malformed,
-            VerifyError::BadEkCertificate(_) => ErrorCode::BadEkCertificate,
-            VerifyError::EkMismatch => ErrorCode::EkMismatch,
-            VerifyError::BadAkAttributes(_) => ErrorCode::BadAkAttributes,
-            VerifyError::BadSignature(_) => ErrorCode::BadSignature,
-            VerifyError::StaleNonce => ErrorCode::StaleNonce,
-            VerifyError::PcrDigestMismatch(_) => ErrorCode::PcrDigestMismatch,
-            VerifyError::Internal(_) => ErrorCode::Internal,
+        let (code, reason) = match &e {
+            VerifyError::Malformed(_) => (ErrorCode::Malformed, "malformed-tpm-structure"),
+            VerifyError::BadEkCertificate { reason, .. } => (ErrorCode::BadEkCertificate, *reason),
+            VerifyError::EkMismatch => (ErrorCode::EkMismatch, "ek-certificate-mismatch"),
+            VerifyError::BadAkAttributes { reason, .. } => (ErrorCode::BadAkAttributes, *reason),
+            VerifyError::BadSignature(_) => (ErrorCode::BadSignature, "quote-signature"),
+            VerifyError::Sha1AkName => (ErrorCode::BadAkAttributes, "ak-name-sha1"),
+            VerifyError::Sha1Quote => (ErrorCode::BadSignature, "quote-signed-with-sha1"),
+            VerifyError::StaleNonce => (ErrorCode::StaleNonce, "stale-nonce"),
+            VerifyError::PcrDigestMismatch(_) => {
+                (ErrorCode::PcrDigestMismatch, "pcr-digest-mismatch")
+            }
+            VerifyError::Internal(_) => (ErrorCode::Internal, "internal"),
         };
-        Refusal::new(code, e.to_string())
+        Refusal::new(code, e.to_string()).because(reason)
     }
 }
 
@@ -82,8 +98,13 @@ pub struct Settings {
     pub chunk_size: u32,
     /// Group for nodes admitted by a manufacturer certificate chain.
     pub auto_enroll_group: Option<String>,
+    /// Open (started, unfinished, unexpired) sessions one EK may hold.
+    pub max_sessions_per_ek: u64,
+    /// Open sessions one client address may hold.
+    pub max_sessions_per_peer: u64,
     /// Test mode: nonce and secret derived from the AK, so recorded
-    /// transcripts replay (load tests only; never in production).
+    /// transcripts replay (load tests only; never in production builds).
+    #[cfg(feature = "test-hooks")]
     pub replayable_sessions: bool,
 }
 
@@ -92,6 +113,9 @@ pub struct Server {
     pub db: Mutex<Connection>,
     pub verifier: Verifier,
     pub settings: Settings,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// How long a client may take to send a request body.
+    pub body_timeout: std::time::Duration,
 }
 
 fn random<const N: usize>() -> Result<[u8; N], Refusal> {
@@ -102,7 +126,10 @@ fn random<const N: usize>() -> Result<[u8; N], Refusal> {
 }
 
 /// Test mode only: a value fixed by the AK so a recorded quote stays valid.
+#[cfg(feature = "test-hooks")]
 fn replayable(label: &str, ak_public: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"ember test mode: replayable sessions")
         .expect("any key length");
     mac.update(label.as_bytes());
@@ -122,17 +149,18 @@ impl Server {
         self.db.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Finds the node behind an EK: enrolled by key hash, or admitted by a
-    /// certificate chain to a manufacturer CA when auto-enrolment is on.
-    fn identify(&self, req: &StartRequest) -> Result<Node, Refusal> {
-        let ek_hash = self.verifier.ek_hash_from_public(&req.ek_public)?;
-        if let Some(node) = store::node_by_ek_hash(&self.db(), &ek_hash)? {
-            return Ok(node);
+    /// Finds who is behind an EK: an enrolled node by key hash, or (when
+    /// auto-enrolment is on) a node to be admitted by its certificate chain.
+    /// Such a node gets its row at Finish, once ActivateCredential proved
+    /// the TPM holds this EK.
+    fn identify(&self, req: &StartRequest, ek_hash: &[u8; 32]) -> Result<Who, Refusal> {
+        if let Some(node) = store::node_by_ek_hash(&self.db(), ek_hash)? {
+            return Ok(Who::Enrolled(node));
         }
         let Some(group) = &self.settings.auto_enroll_group else {
             return Err(Refusal::new(
                 ErrorCode::UnknownEk,
-                format!("EK {} is not enrolled", hex(&ek_hash)),
+                format!("EK {} is not enrolled", hex(ek_hash)),
             ));
         };
         let Some(cert) = &req.ek_cert else {
@@ -140,52 +168,95 @@ impl Server {
                 ErrorCode::UnknownEk,
                 format!(
                     "EK {} is not enrolled and sent no certificate",
-                    hex(&ek_hash)
+                    hex(ek_hash)
                 ),
             ));
         };
         self.verifier.verify_ek_certificate(cert, &req.ek_public)?;
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        // Another request for the same EK may have enrolled it meanwhile.
-        if let Some(node) = store::node_by_ek_hash(&tx, &ek_hash)? {
-            return Ok(node);
+        Ok(Who::Admitted {
+            name: admitted_name(ek_hash),
+            group: group.clone(),
+            cert: cert.clone(),
+        })
+    }
+
+    /// Refuses when the EK or the peer already holds its share of open
+    /// sessions (one indexed count each, before any expensive work).
+    fn check_caps(&self, db: &Connection, ek_hash: &[u8; 32], peer: &str) -> Result<(), Refusal> {
+        let now = now_ms();
+        let per_ek = store::open_sessions_of_ek(db, ek_hash, now)?;
+        if per_ek >= self.settings.max_sessions_per_ek {
+            return Err(Refusal::new(
+                ErrorCode::TooManySessions,
+                format!("EK {} holds {per_ek} open sessions", hex(ek_hash)),
+            )
+            .because("too-many-sessions-for-this-ek"));
         }
-        let name = format!("ek-{}", hex(&ek_hash[..6]));
-        let node = store::insert_node(&tx, &ek_hash, Some(cert), &name, group, "manufacturer-ca")?;
-        tx.commit()?;
-        eprintln!(
-            "ember-serve: auto-enrolled node {name} in group {group} by its EK certificate chain"
-        );
-        Ok(node)
+        let per_peer = store::open_sessions_of_peer(db, peer, now)?;
+        if per_peer >= self.settings.max_sessions_per_peer {
+            return Err(Refusal::new(
+                ErrorCode::TooManySessions,
+                format!("peer {peer} holds {per_peer} open sessions"),
+            )
+            .because("too-many-sessions-for-this-peer"));
+        }
+        Ok(())
     }
 
-    pub fn start(&self, body: &[u8]) -> Result<Started, (Option<String>, Refusal)> {
+    /// The session's nonce and secret: random, or (test builds in test
+    /// mode) fixed by the AK so recorded transcripts replay.
+    fn session_values(&self, _ak_public: &[u8]) -> Result<([u8; 32], [u8; 32]), Refusal> {
+        #[cfg(feature = "test-hooks")]
+        if self.settings.replayable_sessions {
+            return Ok((
+                replayable("nonce", _ak_public),
+                replayable("secret", _ak_public),
+            ));
+        }
+        Ok((random()?, random()?))
+    }
+
+    /// Start: the cheap checks (decoding, key parsing, AK attributes, the
+    /// session caps) come before the expensive work (a certificate chain,
+    /// MakeCredential's RSA/ECDH, the database insert).
+    pub fn start(&self, body: &[u8], peer: IpAddr) -> Result<Started, (Option<String>, Refusal)> {
         let req: StartRequest = decode_msg("start", body).map_err(|r| (None, r))?;
-        let node = self.identify(&req).map_err(|r| (None, r))?;
-        let name = Some(node.name.clone());
-        self.start_for(&node, &req, body).map_err(|r| (name, r))
+        let peer = peer.to_string();
+        let ek_hash = self
+            .verifier
+            .ek_hash_from_public(&req.ek_public)
+            .map_err(|e| (None, e.into()))?;
+        let ak_name = self
+            .verifier
+            .check_ak(&req.ak_public)
+            .map_err(|e| (None, e.into()))?;
+        self.check_caps(&self.db(), &ek_hash, &peer)
+            .map_err(|r| (None, r))?;
+        let who = self.identify(&req, &ek_hash).map_err(|r| (None, r))?;
+        let name = Some(who.name().to_string());
+        self.start_for(&who, &ek_hash, &ak_name, &peer, &req, body)
+            .map_err(|r| (name, r))
     }
 
-    fn start_for(&self, node: &Node, req: &StartRequest, body: &[u8]) -> Result<Started, Refusal> {
-        let ak_name = self.verifier.check_ak(&req.ak_public)?;
-        let policy = store::effective_policy(&self.db(), &node.name, &node.group)?;
+    fn start_for(
+        &self,
+        who: &Who,
+        ek_hash: &[u8; 32],
+        ak_name: &[u8],
+        peer: &str,
+        req: &StartRequest,
+        body: &[u8],
+    ) -> Result<Started, Refusal> {
+        let policy = store::effective_policy(&self.db(), who.name(), who.group())?;
         let pcrs = PcrSelection {
             hash_alg: policy.hash_alg,
             mask: policy.mask,
         };
         let session: [u8; 16] = random()?;
-        let (nonce, secret) = if self.settings.replayable_sessions {
-            (
-                replayable("nonce", &req.ak_public),
-                replayable("secret", &req.ak_public),
-            )
-        } else {
-            (random()?, random()?)
-        };
+        let (nonce, secret) = self.session_values(&req.ak_public)?;
         let (credential_blob, encrypted_secret) =
             self.verifier
-                .make_credential(&req.ek_public, &ak_name, &secret)?;
+                .make_credential(&req.ek_public, ak_name, &secret)?;
         let ttl = self.settings.session_ttl_ms;
         let resp = StartResponse {
             version: PROTOCOL_VERSION,
@@ -199,12 +270,24 @@ impl Server {
         let resp_bytes = encode(&resp);
         let transcript = keys::start_transcript(body, &resp_bytes);
         let now = now_ms();
-        self.db().execute(
-            "INSERT INTO sessions(id, node_id, secret, nonce, ak_public, transcript, hash_alg, mask, created_at, expires_at, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'started')",
+        let (node_id, cert) = match who {
+            Who::Enrolled(n) => (Some(n.id), None),
+            Who::Admitted { cert, .. } => (None, Some(cert.as_slice())),
+        };
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        // Counted again with the insert, under the lock: concurrent Starts
+        // cannot overshoot the caps.
+        self.check_caps(&tx, ek_hash, peer)?;
+        tx.execute(
+            "INSERT INTO sessions(id, node_id, ek_hash, ek_cert, peer, secret, nonce, ak_public, transcript, hash_alg, mask, created_at, expires_at, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'started')",
             params![
                 &session[..],
-                node.id,
+                node_id,
+                &ek_hash[..],
+                cert,
+                peer,
                 &secret[..],
                 &nonce[..],
                 &req.ak_public,
@@ -215,16 +298,17 @@ impl Server {
                 now + ttl
             ],
         )?;
+        tx.commit()?;
         Ok(Started {
             body: resp_bytes,
-            node: node.name.clone(),
+            node: who.name().to_string(),
         })
     }
 
     pub fn finish(&self, body: &[u8]) -> Result<Started, (Option<String>, Refusal)> {
         let req: FinishRequest = decode_msg("finish", body).map_err(|r| (None, r))?;
         let session = self.claim_session(&req.session).map_err(|r| (None, r))?;
-        let name = Some(session.node.name.clone());
+        let name = Some(session.who.name().to_string());
         self.finish_session(&req, session).map_err(|r| (name, r))
     }
 
@@ -235,26 +319,43 @@ impl Server {
         let tx = db.transaction()?;
         let row = tx
             .query_row(
-                "SELECT s.node_id, n.name, n.group_name, s.secret, s.nonce, s.ak_public, s.transcript, s.hash_alg, s.mask, s.expires_at, s.state
-                 FROM sessions s JOIN nodes n ON n.id = s.node_id WHERE s.id = ?1",
+                "SELECT n.id, n.name, n.group_name, s.ek_hash, s.ek_cert, s.secret, s.nonce, s.ak_public, s.transcript, s.hash_alg, s.mask, s.expires_at, s.state
+                 FROM sessions s LEFT JOIN nodes n ON n.id = s.node_id WHERE s.id = ?1",
                 [&id[..]],
                 |r| {
+                    let node = match r.get::<_, Option<i64>>(0)? {
+                        Some(id) => Some(Node { id, name: r.get(1)?, group: r.get(2)? }),
+                        None => None,
+                    };
                     Ok((
-                        Node { id: r.get(0)?, name: r.get(1)?, group: r.get(2)? },
+                        node,
                         r.get::<_, Vec<u8>>(3)?,
-                        r.get::<_, Vec<u8>>(4)?,
+                        r.get::<_, Option<Vec<u8>>>(4)?,
                         r.get::<_, Vec<u8>>(5)?,
                         r.get::<_, Vec<u8>>(6)?,
-                        r.get::<_, i64>(7)?,
-                        r.get::<_, i64>(8)?,
+                        r.get::<_, Vec<u8>>(7)?,
+                        r.get::<_, Vec<u8>>(8)?,
                         r.get::<_, i64>(9)?,
-                        r.get::<_, String>(10)?,
+                        r.get::<_, i64>(10)?,
+                        r.get::<_, i64>(11)?,
+                        r.get::<_, String>(12)?,
                     ))
                 },
             )
             .optional()?;
-        let Some((node, secret, nonce, ak_public, transcript, hash_alg, mask, expires_at, state)) =
-            row
+        let Some((
+            node,
+            ek_hash,
+            cert,
+            secret,
+            nonce,
+            ak_public,
+            transcript,
+            hash_alg,
+            mask,
+            expires_at,
+            state,
+        )) = row
         else {
             return Err(Refusal::new(
                 ErrorCode::UnknownSession,
@@ -286,9 +387,25 @@ impl Server {
                 )
             })
         };
+        let ek_hash = fixed(ek_hash, "EK hash")?;
+        let who = match (node, cert, &self.settings.auto_enroll_group) {
+            (Some(node), _, _) => Who::Enrolled(node),
+            (None, Some(cert), Some(group)) => Who::Admitted {
+                name: admitted_name(&ek_hash),
+                group: group.clone(),
+                cert,
+            },
+            _ => {
+                return Err(Refusal::new(
+                    ErrorCode::UnknownEk,
+                    format!("session {} has no node and auto-enrolment is off", hex(id)),
+                ))
+            }
+        };
         Ok(Session {
             id: *id,
-            node,
+            who,
+            ek_hash,
             secret: fixed(secret, "secret")?,
             nonce: fixed(nonce, "nonce")?,
             ak_public,
@@ -329,19 +446,41 @@ impl Server {
         let credential: [u8; 32] = random()?;
         let mut db = self.db();
         let tx = db.transaction()?;
-        let overlay = store::assigned_overlay(&tx, &s.node)?;
+        let node = match &s.who {
+            Who::Enrolled(node) => node.clone(),
+            // The proof above shows the TPM activated the credential made
+            // for this EK: only now does the admitted node get its row.
+            Who::Admitted { name, group, cert } => match store::node_by_ek_hash(&tx, &s.ek_hash)? {
+                Some(node) => node,
+                None => {
+                    let node = store::insert_node(
+                        &tx,
+                        &s.ek_hash,
+                        Some(cert),
+                        name,
+                        group,
+                        "manufacturer-ca",
+                    )?;
+                    eprintln!(
+                        "ember-serve: auto-enrolled node {name} in group {group} by its EK certificate chain"
+                    );
+                    node
+                }
+            },
+        };
+        let overlay = store::assigned_overlay(&tx, &node)?;
         let expires_at = now_ms() + self.settings.credential_ttl_ms;
         tx.execute(
             "INSERT INTO credentials(hash, session_id, node_id, version_id, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![&keys::credential_hash(&credential)[..], &s.id[..], s.node.id, overlay.as_ref().map(|o| o.version_id), expires_at],
+            params![&keys::credential_hash(&credential)[..], &s.id[..], node.id, overlay.as_ref().map(|o| o.version_id), expires_at],
         )?;
         tx.execute(
-            "UPDATE sessions SET state = 'finished' WHERE id = ?1",
-            [&s.id[..]],
+            "UPDATE sessions SET state = 'finished', node_id = ?2 WHERE id = ?1",
+            params![&s.id[..], node.id],
         )?;
         tx.execute(
             "INSERT INTO boot_reports(node_id, at, outcome, version_id, reason) VALUES (?1, ?2, 'attested', ?3, '')",
-            params![s.node.id, now_ms(), overlay.as_ref().map(|o| o.version_id)],
+            params![node.id, now_ms(), overlay.as_ref().map(|o| o.version_id)],
         )?;
         tx.commit()?;
         let resp = FinishResponse {
@@ -358,7 +497,7 @@ impl Server {
         };
         Ok(Started {
             body: encode(&resp),
-            node: s.node.name,
+            node: node.name,
         })
     }
 
@@ -367,11 +506,11 @@ impl Server {
     fn check_policy(&self, s: &Session, values: &[Vec<u8>]) -> Result<(), Refusal> {
         let mut db = self.db();
         let tx = db.transaction()?;
-        let policy = store::effective_policy(&tx, &s.node.name, &s.node.group)?;
+        let policy = store::effective_policy(&tx, s.who.name(), s.who.group())?;
         let quoted: Vec<(u8, &Vec<u8>)> = s.pcrs.indices().zip(values).collect();
         if policy.record {
             let recorded = Policy {
-                scope: format!("node:{}", s.node.name),
+                scope: format!("node:{}", s.who.name()),
                 hash_alg: s.pcrs.hash_alg,
                 mask: s.pcrs.mask,
                 record: false,
@@ -381,7 +520,8 @@ impl Server {
             tx.commit()?;
             eprintln!(
                 "ember-serve: recorded PCR policy for node {} (mask {:#x})",
-                s.node.name, s.pcrs.mask
+                s.who.name(),
+                s.pcrs.mask
             );
             return Ok(());
         }
@@ -394,6 +534,7 @@ impl Server {
                 .iter()
                 .any(|(p, v)| p == pcr && keys::ct_eq(v, value));
             if !allowed {
+                // The node learns which PCR, never the values or the policy.
                 return Err(Refusal::new(
                     ErrorCode::PcrPolicyMismatch,
                     format!(
@@ -401,7 +542,8 @@ impl Server {
                         hex(value),
                         policy.scope
                     ),
-                ));
+                )
+                .because(format!("PCR {pcr} not allowed by policy")));
             }
         }
         for pcr in (0u8..24).filter(|i| policy.mask & (1 << i) != 0) {
@@ -409,10 +551,17 @@ impl Server {
                 return Err(Refusal::new(
                     ErrorCode::PcrPolicyMismatch,
                     format!("policy requires PCR {pcr}, not quoted"),
-                ));
+                )
+                .because(format!("PCR {pcr} required by policy, not quoted")));
             }
         }
         Ok(())
+    }
+
+    /// Open sessions over all replicas (the metrics gauge); None when the
+    /// database does not answer.
+    pub fn open_sessions(&self) -> Option<u64> {
+        store::open_sessions(&self.db(), now_ms()).ok()
     }
 
     /// Checks `Authorization: Bearer <hex>`.
@@ -552,9 +701,42 @@ impl Server {
     }
 }
 
+/// Who a session is for.
+enum Who {
+    Enrolled(Node),
+    /// Not enrolled, admitted by its EK certificate chain: becomes a node
+    /// at Finish.
+    Admitted {
+        name: String,
+        group: String,
+        cert: Vec<u8>,
+    },
+}
+
+impl Who {
+    fn name(&self) -> &str {
+        match self {
+            Who::Enrolled(n) => &n.name,
+            Who::Admitted { name, .. } => name,
+        }
+    }
+    fn group(&self) -> &str {
+        match self {
+            Who::Enrolled(n) => &n.group,
+            Who::Admitted { group, .. } => group,
+        }
+    }
+}
+
+/// The name a node admitted by its EK certificate gets.
+fn admitted_name(ek_hash: &[u8; 32]) -> String {
+    format!("ek-{}", hex(&ek_hash[..6]))
+}
+
 struct Session {
     id: [u8; 16],
-    node: Node,
+    who: Who,
+    ek_hash: [u8; 32],
     secret: [u8; 32],
     nonce: [u8; 32],
     ak_public: Vec<u8>,

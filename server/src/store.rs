@@ -86,6 +86,36 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX boot_reports_node ON boot_reports(node_id, at);
     INSERT INTO groups(name, created_at) VALUES ('default', 0);
     "#,
+    // 2: sessions name their EK and peer (caps per EK and per peer are
+    // counted before any expensive work) and may have no node yet: a node
+    // admitted by its EK certificate chain gets its row only at Finish,
+    // after ActivateCredential proved the TPM holds that EK.
+    r#"
+    CREATE TABLE sessions_v2 (
+        id BLOB PRIMARY KEY,
+        node_id INTEGER REFERENCES nodes(id),
+        ek_hash BLOB NOT NULL,
+        ek_cert BLOB,
+        peer TEXT NOT NULL,
+        secret BLOB NOT NULL,
+        nonce BLOB NOT NULL,
+        ak_public BLOB NOT NULL,
+        transcript BLOB NOT NULL,
+        hash_alg INTEGER NOT NULL,
+        mask INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('started', 'finished', 'refused'))
+    );
+    INSERT INTO sessions_v2
+        SELECT s.id, s.node_id, n.ek_hash, NULL, '', s.secret, s.nonce, s.ak_public, s.transcript,
+               s.hash_alg, s.mask, s.created_at, s.expires_at, s.state
+        FROM sessions s JOIN nodes n ON n.id = s.node_id;
+    DROP TABLE sessions;
+    ALTER TABLE sessions_v2 RENAME TO sessions;
+    CREATE INDEX sessions_open_by_ek ON sessions(ek_hash, state, expires_at);
+    CREATE INDEX sessions_open_by_peer ON sessions(peer, state, expires_at);
+    "#,
 ];
 
 pub fn now_ms() -> i64 {
@@ -127,22 +157,62 @@ impl StateDir {
     }
 }
 
+/// Makes everything this process creates owner-only, whatever umask it
+/// was started with, and tightens a state folder made by an older ember:
+/// the database holds session secrets (overlay keys derive from them), the
+/// blobs plaintext configuration, tls/ the server's keys.
+pub fn lock_down(state: &StateDir) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let root = state.root();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+        .with_context(|| format!("create state folder {}", root.display()))?;
+    fn walk(dir: &Path) -> Result<()> {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("chmod {}", dir.display()))?;
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                walk(&e.path())?;
+            } else if ft.is_file() {
+                let mode = e.metadata()?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o600))
+                        .with_context(|| format!("chmod {}", e.path().display()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+    walk(root)
+}
+
 /// Opens (creating if needed) the database and brings its schema up to date.
 pub fn open(state: &StateDir) -> Result<Connection> {
-    std::fs::create_dir_all(state.root())
-        .with_context(|| format!("create state folder {}", state.root().display()))?;
+    lock_down(state)?;
     std::fs::create_dir_all(state.blobs())?;
     let mut conn =
         Connection::open(state.db()).with_context(|| format!("open {}", state.db().display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
     migrate(&mut conn)?;
     Ok(conn)
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
+    // Table rebuilds (migration 2) need foreign keys off while they run.
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let result = migrate_all(conn);
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    result
+}
+
+fn migrate_all(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let applied: usize =
         tx.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
@@ -376,6 +446,33 @@ pub fn assigned_overlay(conn: &Connection, node: &Node) -> Result<Option<Overlay
     Ok(None)
 }
 
+/// Started, unfinished, unexpired sessions of one EK.
+pub fn open_sessions_of_ek(conn: &Connection, ek_hash: &[u8; 32], now: i64) -> Result<u64> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM sessions WHERE ek_hash = ?1 AND state = 'started' AND expires_at > ?2",
+        params![&ek_hash[..], now],
+        |r| r.get::<_, i64>(0),
+    )? as u64)
+}
+
+/// Started, unfinished, unexpired sessions one client address opened.
+pub fn open_sessions_of_peer(conn: &Connection, peer: &str, now: i64) -> Result<u64> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM sessions WHERE peer = ?1 AND state = 'started' AND expires_at > ?2",
+        params![peer, now],
+        |r| r.get::<_, i64>(0),
+    )? as u64)
+}
+
+/// Started, unfinished, unexpired sessions (the metrics gauge).
+pub fn open_sessions(conn: &Connection, now: i64) -> Result<u64> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM sessions WHERE state = 'started' AND expires_at > ?1",
+        [now],
+        |r| r.get::<_, i64>(0),
+    )? as u64)
+}
+
 /// Deletes expired credentials and the sessions (with their secrets) no
 /// credential needs any more; returns (credentials, sessions) removed.
 pub fn purge_expired(conn: &Connection, now: i64) -> Result<(usize, usize)> {
@@ -434,6 +531,39 @@ mod tests {
     }
 
     #[test]
+    fn migration_2_keeps_sessions_and_credentials_of_a_version_1_database() {
+        let (_d, s) = scratch();
+        std::fs::create_dir_all(s.root()).unwrap();
+        {
+            let conn = Connection::open(s.db()).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO nodes(id, ek_hash, name, group_name, enrolled_at, enrolled_by) VALUES (7, x'aa', 'a', 'default', 0, 't');
+                 INSERT INTO sessions VALUES (x'01', 7, x'00', x'00', x'00', x'00', 11, 1, 0, 99, 'finished');
+                 INSERT INTO credentials(hash, session_id, node_id, expires_at) VALUES (x'02', x'01', 7, 99);",
+            )
+            .unwrap();
+        }
+        let conn = open(&s).unwrap();
+        let (node, ek, peer): (i64, Vec<u8>, String) = conn
+            .query_row(
+                "SELECT node_id, ek_hash, peer FROM sessions WHERE id = x'01'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((node, ek, peer), (7, vec![0xaa], String::new()));
+        let fk: i64 = conn
+            .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(fk, 0, "credentials still reference their sessions");
+        assert_eq!(open_sessions_of_ek(&conn, &[0; 32], 0).unwrap(), 0);
+    }
+
+    #[test]
     fn failed_enrolment_leaves_nothing_behind() {
         let (_d, s) = scratch();
         let mut conn = open(&s).unwrap();
@@ -457,8 +587,8 @@ mod tests {
         tx.commit().unwrap();
         for (id, expires) in [(1u8, 10i64), (2, 10), (3, 1000)] {
             conn.execute(
-                "INSERT INTO sessions(id, node_id, secret, nonce, ak_public, transcript, hash_alg, mask, created_at, expires_at, state)
-                 VALUES (?1, ?2, x'00', x'00', x'00', x'00', 11, 1, 0, ?3, 'finished')",
+                "INSERT INTO sessions(id, node_id, ek_hash, peer, secret, nonce, ak_public, transcript, hash_alg, mask, created_at, expires_at, state)
+                 VALUES (?1, ?2, x'01', '127.0.0.1', x'00', x'00', x'00', x'00', 11, 1, 0, ?3, 'finished')",
                 params![vec![id; 16], n.id, expires],
             )
             .unwrap();

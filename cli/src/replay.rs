@@ -13,6 +13,8 @@ use ember_proto::host::HttpsClient;
 use ember_proto::msg::{decode, ErrorResponse, Outcome};
 use ember_proto::sealed::Sink;
 
+use crate::attest_cmd::ServerUnavailable;
+
 /// One recorded node: the activated secret and the Start and Finish bodies.
 pub struct Recording {
     pub secret: [u8; 32],
@@ -74,10 +76,17 @@ struct Timing {
     total: Duration,
 }
 
+fn unavailable(what: String) -> anyhow::Error {
+    anyhow::Error::new(ServerUnavailable(what))
+}
+
 fn post(http: &mut HttpsClient, base: &str, path: &str, body: &[u8]) -> Result<Vec<u8>> {
     let r = http
         .post(&format!("{base}{path}"), None, body)
-        .map_err(|e| anyhow!("{path}: {e}"))?;
+        .map_err(|e| unavailable(format!("{path}: {e}")))?;
+    if r.status >= 500 {
+        return Err(unavailable(format!("{path}: HTTP {}", r.status)));
+    }
     if r.status != 200 {
         let why = decode::<ErrorResponse>("error", &r.body)
             .map(|e| format!("{} {}", e.code.name(), e.detail))
@@ -114,7 +123,10 @@ fn one(http: &mut HttpsClient, url: &Url, rec: &Recording) -> Result<Timing> {
     let mut version = None;
     if let Some(meta) = &fin.overlay {
         let mut sink = Discard(0);
-        client::fetch_overlay(http, url, &cred, &mut sink).map_err(|e| anyhow!("overlay: {e}"))?;
+        client::fetch_overlay(http, url, &cred, &mut sink).map_err(|e| match e {
+            ember_proto::Error::Transport { .. } => unavailable(format!("overlay: {e}")),
+            e => anyhow!("overlay: {e}"),
+        })?;
         if sink.0 != meta.size {
             bail!("overlay: {} bytes opened, {} announced", sink.0, meta.size);
         }
@@ -122,8 +134,12 @@ fn one(http: &mut HttpsClient, url: &Url, rec: &Recording) -> Result<Timing> {
     }
     t.overlay = t2.elapsed();
     let t3 = Instant::now();
-    client::report(http, url, &cred, Outcome::Joined, version, "load test")
-        .map_err(|e| anyhow!("report: {e}"))?;
+    client::report(http, url, &cred, Outcome::Joined, version, "load test").map_err(
+        |e| match e {
+            ember_proto::Error::Transport { .. } => unavailable(format!("report: {e}")),
+            e => anyhow!("report: {e}"),
+        },
+    )?;
     t.report = t3.elapsed();
     t.total = t0.elapsed();
     Ok(t)
@@ -138,7 +154,31 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
     v[i.clamp(1, v.len()) - 1].as_secs_f64() * 1000.0
 }
 
-pub fn run(dir: &Path, url: &Url, http: HttpsClient, concurrency: usize) -> Result<()> {
+/// One simulated node with failover: it starts at server `first` (nodes
+/// are spread over the servers) and moves to the next one, each tried
+/// once, while a server is unavailable.
+fn one_with_failover(
+    clients: &[HttpsClient],
+    urls: &[Url],
+    first: usize,
+    rec: &Recording,
+) -> Result<(Timing, usize)> {
+    let mut last = None;
+    for k in 0..urls.len() {
+        let i = (first + k) % urls.len();
+        let mut client = clients[i].clone();
+        match one(&mut client, &urls[i], rec) {
+            Ok(t) => return Ok((t, k)),
+            Err(e) if e.downcast_ref::<ServerUnavailable>().is_some() => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last
+        .unwrap_or_else(|| anyhow!("no server"))
+        .context(format!("all {} servers unavailable", urls.len())))
+}
+
+pub fn run(dir: &Path, urls: &[Url], clients: Vec<HttpsClient>, concurrency: usize) -> Result<()> {
     let mut recs = Vec::new();
     let mut names: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("read {}", dir.display()))?
@@ -158,28 +198,32 @@ pub fn run(dir: &Path, url: &Url, http: HttpsClient, concurrency: usize) -> Resu
     let n = concurrency.max(1);
     let recs = Arc::new(recs);
     let barrier = Arc::new(Barrier::new(n));
-    let http = Arc::new(http);
+    let clients = Arc::new(clients);
+    let urls = Arc::new(urls.to_vec());
     let wall = Instant::now();
     let handles: Vec<_> = (0..n)
         .map(|i| {
-            let (recs, barrier, url) = (recs.clone(), barrier.clone(), url.clone());
-            let http = http.clone();
+            let (recs, barrier, urls, clients) =
+                (recs.clone(), barrier.clone(), urls.clone(), clients.clone());
             std::thread::Builder::new()
                 .stack_size(256 * 1024)
                 .spawn(move || {
-                    let mut client = (*http).clone();
                     barrier.wait();
                     // Each simulated node uses its own recording (its own AK).
-                    one(&mut client, &url, &recs[i % recs.len()])
+                    one_with_failover(&clients, &urls, i % urls.len(), &recs[i % recs.len()])
                 })
                 .expect("spawn a load-test thread")
         })
         .collect();
     let mut ok = Vec::new();
     let mut failures = Vec::new();
+    let mut failed_over = 0;
     for h in handles {
         match h.join() {
-            Ok(Ok(t)) => ok.push(t),
+            Ok(Ok((t, hops))) => {
+                ok.push(t);
+                failed_over += (hops > 0) as usize;
+            }
             Ok(Err(e)) => failures.push(format!("{e:#}")),
             Err(_) => failures.push("thread panicked".into()),
         }
@@ -197,8 +241,9 @@ pub fn run(dir: &Path, url: &Url, http: HttpsClient, concurrency: usize) -> Resu
         col(|t| t.report),
     );
     println!(
-        "load: nodes={n} recordings={} ok={} failed={} wall_ms={:.0} throughput={:.1}/s",
+        "load: nodes={n} recordings={} servers={} ok={} failed={} failed_over={failed_over} wall_ms={:.0} throughput={:.1}/s",
         recs.len(),
+        urls.len(),
         ok.len(),
         failures.len(),
         wall.as_secs_f64() * 1000.0,

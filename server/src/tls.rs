@@ -12,7 +12,7 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::store::StateDir;
+use crate::store::StateDir;
 
 pub struct Identity {
     pub cert_chain: PathBuf,

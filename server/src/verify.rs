@@ -14,10 +14,21 @@ use sha2::{Digest, Sha256};
 #[derive(Debug)]
 pub enum VerifyError {
     Malformed(String),
-    BadEkCertificate(String),
+    /// `reason` names the failed check (the client sees it).
+    BadEkCertificate {
+        reason: &'static str,
+        detail: String,
+    },
     EkMismatch,
-    BadAkAttributes(String),
+    BadAkAttributes {
+        reason: &'static str,
+        detail: String,
+    },
     BadSignature(String),
+    /// The AK's Name is a SHA-1 digest (a second key could share it).
+    Sha1AkName,
+    /// The quote is signed over a SHA-1 digest.
+    Sha1Quote,
     StaleNonce,
     PcrDigestMismatch(String),
     Internal(String),
@@ -27,9 +38,15 @@ impl std::fmt::Display for VerifyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             VerifyError::Malformed(d) => write!(f, "malformed TPM structure: {d}"),
-            VerifyError::BadEkCertificate(d) => write!(f, "EK certificate not trusted: {d}"),
+            VerifyError::BadEkCertificate { reason, detail } => {
+                write!(f, "EK certificate not trusted ({reason}): {detail}")
+            }
             VerifyError::EkMismatch => write!(f, "EK certificate does not certify this EK"),
-            VerifyError::BadAkAttributes(d) => write!(f, "AK refused: {d}"),
+            VerifyError::BadAkAttributes { reason, detail } => {
+                write!(f, "AK refused ({reason}): {detail}")
+            }
+            VerifyError::Sha1AkName => write!(f, "AK refused: its Name algorithm is SHA-1"),
+            VerifyError::Sha1Quote => write!(f, "quote refused: signed over a SHA-1 digest"),
             VerifyError::BadSignature(d) => write!(f, "quote signature does not verify: {d}"),
             VerifyError::StaleNonce => write!(f, "quote does not carry this session's nonce"),
             VerifyError::PcrDigestMismatch(d) => {
@@ -92,8 +109,7 @@ pub fn ek_hash_of_public(ek: &PublicArea) -> Result<[u8; 32], VerifyError> {
 }
 
 pub fn ek_hash_of_cert(der: &[u8]) -> Result<[u8; 32], VerifyError> {
-    let cert = host::parse_ek_certificate(der)
-        .map_err(|e| VerifyError::BadEkCertificate(e.to_string()))?;
+    let cert = host::parse_ek_certificate(der).map_err(ek_cert_error)?;
     Ok(match &cert.key {
         host::EkCertKey::Rsa { modulus, exponent } => key_hash_rsa(modulus, *exponent),
         host::EkCertKey::Ecc { curve, x, y } => key_hash_ecc(*curve, x, y),
@@ -119,6 +135,35 @@ pub fn load_cas(files: &[impl AsRef<Path>]) -> Result<Vec<Vec<u8>>> {
     Ok(cas)
 }
 
+/// The hash algorithm a TPMT_SIGNATURE names (sigAlg, then hashAlg for the
+/// RSASSA, RSAPSS and ECDSA schemes).
+fn signature_hash(sig: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes(sig.get(2..4)?.try_into().ok()?))
+}
+
+/// Maps the TPM library's certificate error onto the check that failed.
+fn ek_cert_error(e: ember_tpm::Error) -> VerifyError {
+    let reason = match &e {
+        ember_tpm::Error::Certificate { what, .. } => match *what {
+            host::EKU_CHECK => "ek-cert-eku",
+            host::CA_KEY_USAGE_CHECK => "ek-cert-ca-key-usage",
+            host::PATH_LEN_CHECK => "ek-cert-path-len",
+            host::CRITICAL_EXTENSION_CHECK => "ek-cert-critical-extension",
+            host::RSA_SIZE_CHECK => "ek-cert-rsa-too-small",
+            "signature algorithm" => "ek-cert-signature-algorithm",
+            _ => "ek-cert-malformed",
+        },
+        ember_tpm::Error::CertificateExpired { .. } => "ek-cert-expired",
+        ember_tpm::Error::UntrustedChain { .. } => "ek-cert-untrusted",
+        ember_tpm::Error::BadSignature { .. } => "ek-cert-signature",
+        _ => "ek-cert-malformed",
+    };
+    VerifyError::BadEkCertificate {
+        reason,
+        detail: e.to_string(),
+    }
+}
+
 /// What a verified quote says.
 pub struct QuoteInfo {
     pub pcrs: PcrSelection,
@@ -136,12 +181,13 @@ impl Verifier {
     /// The EK certificate chains to a manufacturer CA and certifies this EK.
     pub fn verify_ek_certificate(&self, cert: &[u8], ek_public: &[u8]) -> Result<(), VerifyError> {
         if self.manufacturer_cas.is_empty() {
-            return Err(VerifyError::BadEkCertificate(
-                "no manufacturer CA configured".into(),
-            ));
+            return Err(VerifyError::BadEkCertificate {
+                reason: "ek-cert-no-manufacturer-ca",
+                detail: "no manufacturer CA configured".into(),
+            });
         }
-        let cert = host::verify_ek_certificate(cert, &self.manufacturer_cas)
-            .map_err(|e| VerifyError::BadEkCertificate(e.to_string()))?;
+        let cert =
+            host::verify_ek_certificate(cert, &self.manufacturer_cas).map_err(ek_cert_error)?;
         let ek = parse_public("EK", ek_public)?;
         host::ek_certificate_matches(&cert, &ek).map_err(|_| VerifyError::EkMismatch)
     }
@@ -149,17 +195,26 @@ impl Verifier {
     /// Checks the AK's attributes; returns its Name for MakeCredential.
     pub fn check_ak(&self, ak_public: &[u8]) -> Result<Vec<u8>, VerifyError> {
         let ak = parse_public("AK", ak_public)?;
+        // The AK's Name binds it in MakeCredential: a SHA-1 Name could be
+        // matched by a second key.
+        if ak.name_alg == HashAlg::Sha1 {
+            return Err(VerifyError::Sha1AkName);
+        }
         let missing = AK_REQUIRED & !ak.attributes;
         if missing != 0 {
-            return Err(VerifyError::BadAkAttributes(format!(
-                "attributes {:#010x} lack {:#010x} (need restricted, sign, fixedTPM, fixedParent, sensitiveDataOrigin, stClear)",
-                ak.attributes, missing
-            )));
+            return Err(VerifyError::BadAkAttributes {
+                reason: "ak-attributes",
+                detail: format!(
+                    "attributes {:#010x} lack {:#010x} (need restricted, sign, fixedTPM, fixedParent, sensitiveDataOrigin, stClear)",
+                    ak.attributes, missing
+                ),
+            });
         }
         if ak.attributes & a::DECRYPT != 0 {
-            return Err(VerifyError::BadAkAttributes(
-                "AK must not be a decryption key".into(),
-            ));
+            return Err(VerifyError::BadAkAttributes {
+                reason: "ak-decrypt",
+                detail: "AK must not be a decryption key".into(),
+            });
         }
         ak.name()
             .map_err(|e| VerifyError::Malformed(format!("AK name: {e}")))
@@ -199,6 +254,9 @@ impl Verifier {
         pcrs: &PcrSelection,
         values: &[Vec<u8>],
     ) -> Result<QuoteInfo, VerifyError> {
+        if signature_hash(signature) == Some(HashAlg::Sha1.alg_id()) {
+            return Err(VerifyError::Sha1Quote);
+        }
         let bank = HashAlg::from_alg_id(pcrs.hash_alg)
             .map_err(|e| VerifyError::Internal(format!("session bank: {e}")))?;
         if values.len() != pcrs.count() {

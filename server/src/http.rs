@@ -1,9 +1,9 @@
-//! HTTP routes over the protocol functions, the TLS accept loop, and one
-//! structured log line per request.
+//! HTTP routes over the protocol functions, and one structured log line
+//! per request. The listeners' connection handling is in [`crate::conn`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -12,48 +12,57 @@ use axum::routing::{get, post};
 use axum::Router;
 use ember_proto::msg::{self, encode, path, ErrorCode, ErrorResponse, PROTOCOL_VERSION};
 use ember_proto::sealed::{chunk_count, Sealer};
-use tokio::net::TcpListener;
-use tower_service::Service;
+use futures_util::StreamExt;
+use tokio::io::AsyncReadExt;
 
-use super::attest::{Refusal, Server};
-use super::store::hex;
-
-#[derive(Clone, Copy)]
-struct Peer(SocketAddr);
+use crate::attest::{Refusal, Server};
+use crate::conn::Peer;
+use crate::store::hex;
 
 type App = Arc<Server>;
 
-/// A protocol step: request body in, response body and node name out, or
-/// the refusal (with the node when it was identified).
-type Step = fn(&Server, Bytes) -> Result<(Vec<u8>, String), (Option<String>, Refusal)>;
+/// A protocol step: request body and peer address in, response body and
+/// node name out, or the refusal (with the node when it was identified).
+type Step = fn(&Server, Bytes, IpAddr) -> Result<(Vec<u8>, String), (Option<String>, Refusal)>;
 
-/// One line per request: step, node, outcome, status, duration, peer.
+/// One line per request: step, node, outcome, status, duration, peer, and
+/// for refusals the reason the client got and the detail it did not.
 fn log_request(
-    step: &str,
+    app: &Server,
+    step: &'static str,
     node: Option<&str>,
     peer: Option<SocketAddr>,
     outcome: Result<(), &Refusal>,
     started: Instant,
 ) {
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let secs = started.elapsed().as_secs_f64();
+    let ms = secs * 1000.0;
     let peer = peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
     let node = node.unwrap_or("-");
+    app.metrics.request(
+        step,
+        outcome.map(|_| "ok").unwrap_or_else(|r| r.code.name()),
+        secs,
+    );
     match outcome {
         Ok(()) => eprintln!("ember-serve: step={step} node={node} outcome=ok status=200 ms={ms:.1} peer={peer}"),
         Err(r) => eprintln!(
-            "ember-serve: step={step} node={node} outcome={} status={} ms={ms:.1} peer={peer} detail={:?}",
+            "ember-serve: step={step} node={node} outcome={} status={} ms={ms:.1} peer={peer} reason={:?} detail={:?}",
             r.code.name(),
             r.code.http_status(),
+            r.reason,
             r.detail
         ),
     }
 }
 
+/// The client gets the code and the short reason; the detail stays in the
+/// server's log.
 fn refusal_response(r: &Refusal) -> Response<Body> {
     let body = encode(&ErrorResponse {
         version: PROTOCOL_VERSION,
         code: r.code,
-        detail: r.detail.clone(),
+        detail: r.reason.to_string(),
     });
     Response::builder()
         .status(
@@ -88,23 +97,35 @@ fn peer_of(headers: &axum::http::Extensions) -> Option<SocketAddr> {
 }
 
 async fn start(State(app): State<App>, req: Request<Body>) -> Response<Body> {
-    protocol_post("start", app, req, |app, body| {
-        app.start(&body).map(|s| (s.body, s.node))
+    protocol_post("start", app, req, |app, body, peer| {
+        app.start(&body, peer).map(|s| (s.body, s.node))
     })
     .await
 }
 
 async fn finish(State(app): State<App>, req: Request<Body>) -> Response<Body> {
-    protocol_post("finish", app, req, |app, body| {
+    protocol_post("finish", app, req, |app, body, _| {
         app.finish(&body).map(|s| (s.body, s.node))
     })
     .await
 }
 
-async fn read_body(req: Request<Body>) -> Result<(axum::http::request::Parts, Bytes), Refusal> {
+/// Reads a request body of at most [`msg::MAX_MESSAGE`] bytes within the
+/// body timeout: a client trickling its body is cut off.
+async fn read_body(
+    req: Request<Body>,
+    timeout: Duration,
+) -> Result<(axum::http::request::Parts, Bytes), Refusal> {
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, msg::MAX_MESSAGE)
+    let bytes = tokio::time::timeout(timeout, axum::body::to_bytes(body, msg::MAX_MESSAGE))
         .await
+        .map_err(|_| {
+            Refusal::new(
+                ErrorCode::Malformed,
+                format!("body not received within {timeout:?}"),
+            )
+            .because("body-timeout")
+        })?
         .map_err(|_| Refusal::new(ErrorCode::Malformed, "body too large or unreadable"))?;
     Ok((parts, bytes))
 }
@@ -117,20 +138,24 @@ async fn protocol_post(
 ) -> Response<Body> {
     let started = Instant::now();
     let peer = peer_of(req.extensions());
-    let body = match read_body(req).await {
+    let body = match read_body(req, app.body_timeout).await {
         Ok((_, b)) => b,
         Err(r) => {
-            log_request(step, None, peer, Err(&r), started);
+            log_request(&app, step, None, peer, Err(&r), started);
             return refusal_response(&r);
         }
     };
-    match blocking(move || f(&app, body)).await {
+    let ip = peer
+        .map(|p| p.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let app2 = app.clone();
+    match blocking(move || f(&app2, body, ip)).await {
         Ok((resp, node)) => {
-            log_request(step, Some(&node), peer, Ok(()), started);
+            log_request(&app, step, Some(&node), peer, Ok(()), started);
             ok_response(resp)
         }
         Err((node, r)) => {
-            log_request(step, node.as_deref(), peer, Err(&r), started);
+            log_request(&app, step, node.as_deref(), peer, Err(&r), started);
             refusal_response(&r)
         }
     }
@@ -147,15 +172,17 @@ async fn report_handler(State(app): State<App>, req: Request<Body>) -> Response<
     let step = "report";
     let started = Instant::now();
     let peer = peer_of(req.extensions());
-    let (parts, body) = match read_body(req).await {
+    let (parts, body) = match read_body(req, app.body_timeout).await {
         Ok(x) => x,
         Err(r) => {
-            log_request(step, None, peer, Err(&r), started);
+            log_request(&app, step, None, peer, Err(&r), started);
             return refusal_response(&r);
         }
     };
     let auth_header = bearer(&parts.headers);
+    let app2 = app.clone();
     let result = blocking(move || {
+        let app = app2;
         let auth = app.authorize(auth_header.as_deref())?;
         let node = auth.node.name.clone();
         app.report(&auth, &body)
@@ -165,18 +192,19 @@ async fn report_handler(State(app): State<App>, req: Request<Body>) -> Response<
     .await;
     match result {
         Ok((resp, node)) => {
-            log_request(step, Some(&node), peer, Ok(()), started);
+            log_request(&app, step, Some(&node), peer, Ok(()), started);
             ok_response(resp)
         }
         Err((node, r)) => {
-            log_request(step, node.as_deref(), peer, Err(&r), started);
+            log_request(&app, step, node.as_deref(), peer, Err(&r), started);
             refusal_response(&r)
         }
     }
 }
 
-/// Streams the sealed overlay: the blob is read and sealed chunk by chunk
-/// on the blocking pool, so memory stays at a few chunks per download.
+/// Streams the sealed overlay: read and sealed chunk by chunk on the
+/// connection's own task as the client reads (no thread held per client, a
+/// few chunks of memory per download).
 async fn overlay(State(app): State<App>, req: Request<Body>) -> Response<Body> {
     let step = "overlay";
     let started = Instant::now();
@@ -189,73 +217,100 @@ async fn overlay(State(app): State<App>, req: Request<Body>) -> Response<Body> {
         let (overlay, key) = app2
             .overlay_for(&auth)
             .map_err(|r| (Some(node.clone()), r))?;
-        let file = std::fs::File::open(app2.state.blob(&hex(&overlay.sha256))).map_err(|e| {
-            (
-                Some(node.clone()),
-                Refusal::new(
-                    ErrorCode::Internal,
-                    format!("overlay blob {}: {e}", hex(&overlay.sha256)),
-                ),
-            )
-        })?;
-        Ok((node, overlay, key, file))
+        Ok((node, overlay, key))
     })
     .await;
-    let (node, overlay, key, file) = match prepared {
+    let (node, overlay, key) = match prepared {
         Ok(x) => x,
         Err((node, r)) => {
-            log_request(step, node.as_deref(), peer, Err(&r), started);
+            log_request(&app, step, node.as_deref(), peer, Err(&r), started);
+            return refusal_response(&r);
+        }
+    };
+    let blob = app.state.blob(&hex(&overlay.sha256));
+    let file = match tokio::fs::File::open(&blob).await {
+        Ok(f) => f,
+        Err(e) => {
+            let r = Refusal::new(
+                ErrorCode::Internal,
+                format!("overlay blob {}: {e}", blob.display()),
+            )
+            .because("overlay-unavailable");
+            log_request(&app, step, Some(&node), peer, Err(&r), started);
             return refusal_response(&r);
         }
     };
     let chunk = app.settings.chunk_size;
     let sealed_size = ember_proto::sealed::sealed_len(overlay.size, chunk);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let send = |item| tx.blocking_send(item).is_ok();
-        let mut sealer = match Sealer::new(&key, chunk, &overlay.sha256) {
-            Ok(s) => s,
-            Err(e) => {
-                send(Err(std::io::Error::other(e.to_string())));
-                return;
-            }
-        };
-        if !send(Ok(Bytes::copy_from_slice(&sealer.header()))) {
-            return;
+    let sealer = match Sealer::new(&key, chunk, &overlay.sha256) {
+        Ok(s) => s,
+        Err(e) => {
+            let r = Refusal::new(ErrorCode::Internal, format!("sealer: {e}"));
+            log_request(&app, step, Some(&node), peer, Err(&r), started);
+            return refusal_response(&r);
         }
-        let mut file = std::io::BufReader::with_capacity(chunk as usize, file);
-        let n = chunk_count(overlay.size, chunk);
-        let mut left = overlay.size;
-        for i in 0..n {
-            let len = left.min(chunk as u64) as usize;
-            let mut buf = vec![0u8; len];
-            if let Err(e) = file.read_exact(&mut buf) {
-                // The blob changed under us: cut the stream; the node sees a
-                // truncated stream and refuses it.
-                send(Err(e));
-                return;
-            }
-            left -= len as u64;
-            if let Err(e) = sealer.seal_chunk(&mut buf, i + 1 == n) {
-                send(Err(std::io::Error::other(e.to_string())));
-                return;
-            }
-            if !send(Ok(Bytes::from(buf))) {
-                return;
-            }
-        }
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    log_request(step, Some(&node), peer, Ok(()), started);
+    };
+    let header = Bytes::copy_from_slice(&sealer.header());
+    let stream = SealedStream {
+        file,
+        sealer,
+        chunk,
+        next: 0,
+        count: chunk_count(overlay.size, chunk),
+        left: overlay.size,
+        metrics: app.clone(),
+    };
+    let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(header) }).chain(
+        futures_util::stream::unfold(stream, |mut s| async move {
+            s.next_chunk().await.map(|item| (item, s))
+        }),
+    );
+    app.metrics
+        .overlay_bytes(ember_proto::sealed::HEADER_LEN as u64);
+    log_request(&app, step, Some(&node), peer, Ok(()), started);
     Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ember-sealed")
         .header(header::CONTENT_LENGTH, sealed_size)
         .header("ember-overlay-version", overlay.version_id)
-        .body(Body::from_stream(stream))
+        .body(Body::from_stream(body))
         .unwrap_or_default()
+}
+
+/// One overlay download: the blob, sealed chunk by chunk when the client
+/// asks for more.
+struct SealedStream {
+    file: tokio::fs::File,
+    sealer: Sealer,
+    chunk: u32,
+    next: u64,
+    count: u64,
+    left: u64,
+    metrics: App,
+}
+
+impl SealedStream {
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        if self.next >= self.count {
+            return None;
+        }
+        let len = self.left.min(self.chunk as u64) as usize;
+        let mut buf = vec![0u8; len];
+        if let Err(e) = self.file.read_exact(&mut buf).await {
+            // The blob changed under us: cut the stream; the node sees a
+            // truncated stream and refuses it.
+            self.next = self.count;
+            return Some(Err(e));
+        }
+        self.left -= len as u64;
+        let last = self.next + 1 == self.count;
+        self.next += 1;
+        if let Err(e) = self.sealer.seal_chunk(&mut buf, last) {
+            self.next = self.count;
+            return Some(Err(std::io::Error::other(e.to_string())));
+        }
+        self.metrics.metrics.overlay_bytes(buf.len() as u64);
+        Some(Ok(Bytes::from(buf)))
+    }
 }
 
 /// Static boot artifacts (kernel, initrd) by SHA-256, for firmware network
@@ -274,11 +329,11 @@ async fn boot_artifact(State(app): State<App>, Path(sha): Path<String>) -> Respo
     };
     let Some(file) = file else {
         let r = Refusal::new(ErrorCode::NotFound, format!("no boot artifact {sha}"));
-        log_request("boot", None, None, Err(&r), started);
+        log_request(&app, "boot", None, None, Err(&r), started);
         return refusal_response(&r);
     };
     let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-    log_request("boot", None, None, Ok(()), started);
+    log_request(&app, "boot", None, None, Ok(()), started);
     Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, len)
@@ -295,12 +350,13 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn fallback(req: Request<Body>) -> Response<Body> {
+async fn fallback(State(app): State<App>, req: Request<Body>) -> Response<Body> {
     let r = Refusal::new(
         ErrorCode::NotFound,
         format!("no route {} {}", req.method(), req.uri().path()),
     );
     log_request(
+        &app,
         "route",
         None,
         peer_of(req.extensions()),
@@ -330,66 +386,22 @@ pub fn boot_router(app: App) -> Router {
         .with_state(app)
 }
 
-/// Serves `router` on `listener`, over TLS when `tls` is given.
-pub async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, router: Router) {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of descriptors and the like: wait instead of spinning.
-                eprintln!("ember-serve: accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let router = router.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(Peer(peer));
-                let mut router = router.clone();
-                async move { router.call(req.map(Body::new)).await }
-            });
-            let builder = hyper::server::conn::http1::Builder::new();
-            let result = match tls {
-                Some(acceptor) => {
-                    let handshake = tokio::time::timeout(
-                        std::time::Duration::from_secs(30),
-                        acceptor.accept(tcp),
-                    )
-                    .await;
-                    match handshake {
-                        Ok(Ok(stream)) => {
-                            builder
-                                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                                .await
-                        }
-                        Ok(Err(e)) => {
-                            eprintln!("ember-serve: step=tls outcome=handshake-failed peer={peer} detail={e:?}");
-                            return;
-                        }
-                        Err(_) => {
-                            eprintln!(
-                                "ember-serve: step=tls outcome=handshake-timeout peer={peer}"
-                            );
-                            return;
-                        }
-                    }
-                }
-                None => {
-                    builder
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                        .await
-                }
-            };
-            if let Err(e) = result {
-                if !e.is_incomplete_message() {
-                    eprintln!(
-                        "ember-serve: step=http outcome=connection-error peer={peer} detail={e}"
-                    );
-                }
-            }
-        });
-    }
+/// The admin listener: Prometheus metrics and health, never exposed to nodes.
+pub fn admin_router(app: App) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(app)
+}
+
+async fn metrics(State(app): State<App>) -> Response<Body> {
+    let app2 = app.clone();
+    let sessions = tokio::task::spawn_blocking(move || app2.open_sessions())
+        .await
+        .ok()
+        .flatten();
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        .body(Body::from(app.metrics.render(sessions)))
+        .unwrap_or_default()
 }

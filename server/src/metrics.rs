@@ -1,0 +1,228 @@
+//! The server's counters, rendered in Prometheus' text exposition format on
+//! the admin listener (`--metrics-listen`): attestations by outcome, their
+//! latency, open connections and sessions, overlay bytes served, and which
+//! replica answered.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Upper bounds (seconds) of the attestation latency histogram's buckets.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    /// Identifies this replica in every scrape (`--replica-id`, else the host name).
+    replica: String,
+    connections_open: AtomicU64,
+    connections_total: AtomicU64,
+    connections_evicted: AtomicU64,
+    overlay_bytes: AtomicU64,
+    /// Requests by protocol step and outcome code name.
+    outcomes: Mutex<Vec<((&'static str, &'static str), u64)>>,
+    /// Finish latency (a whole attestation's server side ends there).
+    latency: Mutex<Histogram>,
+}
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Metrics {
+    pub fn new(replica: String) -> Self {
+        Metrics {
+            replica,
+            ..Default::default()
+        }
+    }
+
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_evicted(&self) {
+        self.connections_evicted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn overlay_bytes(&self, n: u64) {
+        self.overlay_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// One protocol request's outcome (`ok` or a refusal code's name).
+    pub fn request(&self, step: &'static str, outcome: &'static str, seconds: f64) {
+        {
+            let mut o = self.outcomes.lock().unwrap_or_else(|p| p.into_inner());
+            match o.iter_mut().find(|(k, _)| *k == (step, outcome)) {
+                Some((_, n)) => *n += 1,
+                None => o.push(((step, outcome), 1)),
+            }
+        }
+        if step == "finish" {
+            let mut h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+                if seconds <= *le {
+                    h.counts[i] += 1;
+                }
+            }
+            h.count += 1;
+            h.sum += seconds;
+        }
+    }
+
+    /// The text exposition; `sessions_open` comes from the database.
+    pub fn render(&self, sessions_open: Option<u64>) -> String {
+        let mut out = String::new();
+        let r = escape(&self.replica);
+        let _ = writeln!(out, "# HELP ember_replica_info This replica's identity.");
+        let _ = writeln!(out, "# TYPE ember_replica_info gauge");
+        let _ = writeln!(
+            out,
+            "ember_replica_info{{replica=\"{r}\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        let _ = writeln!(out, "# HELP ember_requests_total Protocol requests by step and outcome (ok or the refusal code).");
+        let _ = writeln!(out, "# TYPE ember_requests_total counter");
+        let mut outcomes = self
+            .outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        outcomes.sort();
+        for ((step, outcome), n) in &outcomes {
+            let _ = writeln!(
+                out,
+                "ember_requests_total{{replica=\"{r}\",step=\"{step}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ember_attestations_total Finished attestations (Finish requests) by outcome."
+        );
+        let _ = writeln!(out, "# TYPE ember_attestations_total counter");
+        for ((step, outcome), n) in &outcomes {
+            if *step == "finish" {
+                let _ = writeln!(
+                    out,
+                    "ember_attestations_total{{replica=\"{r}\",outcome=\"{outcome}\"}} {n}"
+                );
+            }
+        }
+        {
+            let h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = writeln!(
+                out,
+                "# HELP ember_attestation_seconds Server-side time of Finish requests."
+            );
+            let _ = writeln!(out, "# TYPE ember_attestation_seconds histogram");
+            for (le, n) in LATENCY_BUCKETS.iter().zip(h.counts) {
+                let _ = writeln!(
+                    out,
+                    "ember_attestation_seconds_bucket{{replica=\"{r}\",le=\"{le}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "ember_attestation_seconds_bucket{{replica=\"{r}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "ember_attestation_seconds_sum{{replica=\"{r}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "ember_attestation_seconds_count{{replica=\"{r}\"}} {}",
+                h.count
+            );
+        }
+        let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name}{{replica=\"{r}\"}} {v}");
+        };
+        gauge(
+            &mut out,
+            "ember_connections_open",
+            "Open client connections (both listeners).",
+            "gauge",
+            self.connections_open.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "ember_connections_total",
+            "Accepted client connections.",
+            "counter",
+            self.connections_total.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "ember_connections_evicted_total",
+            "Silent connections closed to make room for new ones.",
+            "counter",
+            self.connections_evicted.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "ember_overlay_bytes_total",
+            "Sealed overlay bytes sent.",
+            "counter",
+            self.overlay_bytes.load(Ordering::Relaxed),
+        );
+        if let Some(s) = sessions_open {
+            gauge(
+                &mut out,
+                "ember_sessions_open",
+                "Started, unfinished, unexpired sessions (all replicas).",
+                "gauge",
+                s,
+            );
+        }
+        out
+    }
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrape_has_counters_histogram_and_replica() {
+        let m = Metrics::new("r\"1".into());
+        m.request("finish", "ok", 0.02);
+        m.request("finish", "bad-proof", 3.0);
+        m.request("start", "ok", 0.001);
+        m.overlay_bytes(10);
+        m.connection_opened();
+        let s = m.render(Some(2));
+        assert!(s.contains("ember_replica_info{replica=\"r\\\"1\""), "{s}");
+        assert!(s.contains("ember_attestations_total{replica=\"r\\\"1\",outcome=\"ok\"} 1"));
+        assert!(s.contains("ember_attestation_seconds_bucket{replica=\"r\\\"1\",le=\"0.025\"} 1"));
+        assert!(s.contains("ember_attestation_seconds_bucket{replica=\"r\\\"1\",le=\"5\"} 2"));
+        assert!(s.contains("ember_attestation_seconds_count{replica=\"r\\\"1\"} 2"));
+        assert!(s.contains("ember_overlay_bytes_total{replica=\"r\\\"1\"} 10"));
+        assert!(s.contains("ember_connections_open{replica=\"r\\\"1\"} 1"));
+        assert!(s.contains("ember_sessions_open{replica=\"r\\\"1\"} 2"));
+    }
+}

@@ -33,8 +33,9 @@ pub enum InitrdCmd {
         /// Carry a kernel image at /boot/vmlinuz (for last-known-good copies).
         #[arg(long)]
         kernel: Option<PathBuf>,
-        /// Output compression.
-        #[arg(long, value_enum, default_value_t = Compression::Gzip)]
+        /// Output compression: gzip (in-process), xz, zstd, lz4 (Debian's
+        /// CLIs, settings the kernel decompresses) or none.
+        #[arg(long = "compress", alias = "compression", value_enum, default_value_t = Compression::Gzip)]
         compression: Compression,
         /// Where to write the initrd (written atomically).
         #[arg(long, short)]

@@ -82,11 +82,12 @@ def crate_of(name):
     for prefix in ("mut ", "const ", "dyn "):
         if n.startswith(prefix):
             n = n[len(prefix):]
-    m = re.match(r"([A-Za-z_][A-Za-z0-9_]*)(::|\[|$)", n)
+    m = re.match(r"([A-Za-z_][A-Za-z0-9_]*)", n)
     if not m:
         return "[other]"
     c = m.group(1)
-    # Primitive types in impl position (`<u8 as ..>`, `<[T]>::..`): the trait's crate.
+    # Primitive types in impl position (`<u8 as ..>`, `<[u8]>::..`, `<str>::..`):
+    # the trait's crate, else core (where primitives' inherent methods live).
     if c in {"u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128",
              "isize", "bool", "char", "str", "f32", "f64", "T", "_"}:
         m2 = re.search(r" as ([A-Za-z_][A-Za-z0-9_]*)::", name)

@@ -14,6 +14,8 @@ Attribution rules, so the figures can be checked:
 - panics: core::panicking, slice/str index failures, unwrap/expect failures,
   the allocation-failure paths, and the source-path strings panic locations
   point to (in .rodata).
+- folded code: a body that identical code folding gave several names counts
+  once, for the first name.
 - generic instances: functions whose demangled name differs only in type
   arguments (`::<..>`), grouped; a group with more than one instance costs
   every byte beyond its largest instance ("extra").
@@ -176,7 +178,13 @@ def main():
 
     secs, spans = sections(a.binary)
     syms = symbols(a.binary)
-    funcs = [(size, name) for kind, size, _, name in syms if kind in ("t", "w") and size]
+    # Identical code folding (lld --icf=all) leaves several names on one
+    # body: count each address once, under the first name nm lists.
+    funcs, seen = [], set()
+    for kind, size, addr, name in syms:
+        if kind in ("t", "w") and size and addr not in seen:
+            seen.add(addr)
+            funcs.append((size, name))
     data = [(size, name) for kind, size, _, name in syms if kind in ("r", "d", "b") and size]
     text_total = secs.get(".text", 0)
 

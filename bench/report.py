@@ -3,7 +3,7 @@
 the median boot of each kind with `ember timeline`. Inputs are the files
 qemu/bench left under OUT: logs/<kind>-<n>.json (the parsed timelines),
 logs/<kind>-<n>.run.json (exit status, wall time), build/*.txt (initrd
-reports), build/bloat.json (cargo bloat --crates)."""
+reports), size/size-report.json (scripts/size-report)."""
 import argparse
 import datetime
 import json
@@ -14,7 +14,9 @@ import statistics
 import subprocess
 
 KINDS = ("ember", "baseline")
-BUDGET = 512 * 1024
+# The ceiling scripts/build-init enforces (keep the two in step).
+BUDGET = int(next(l for l in open(os.path.join(os.path.dirname(__file__), "..", "scripts", "init-ceiling"))
+                  if l.strip() and not l.startswith("#")))
 
 
 def sh(*cmd):
@@ -119,26 +121,25 @@ def sizes(a, out):
         "issue_busybox_static_bytes": 1982256,
         "issue_glibc_std_hello_bytes": 1120512,
     }
-    bloat = load(f"{out}/build/bloat.json")
-    if bloat:
-        crates = sorted(bloat.get("crates", []), key=lambda c: -c["size"])
-        text = bloat.get("text-section-size") or 1
-        attributed = sum(c["size"] for c in crates)
-        s["init_text_section_bytes"] = text
-        s["init_unstripped_file_bytes"] = bloat.get("file-size")
+    rep = load(f"{out}/size/size-report.json")
+    if rep:
+        fb = rep["function_bytes"] or 1
+        s["init_text_section_bytes"] = rep["text_bytes"]
+        s["init_function_bytes"] = rep["function_bytes"]
         s["init_crates"] = [
-            {"crate": c["name"], "text_bytes": c["size"], "share_of_text": round(c["size"] / text, 4)}
-            for c in crates
+            {"crate": c["crate"], "text_bytes": c["bytes"], "share_of_text": round(c["bytes"] / fb, 4)}
+            for c in rep["crates"]
         ]
-        s["init_crates_unattributed_text_bytes"] = max(0, text - attributed)
+        s["init_costs"] = rep["costs"]
+        s["init_top_functions"] = rep["top_functions"][:10]
         s["init_crates_note"] = (
-            "cargo bloat --release -p ember-init --crates on an unstripped build (same profile, "
-            "strip=false): .text bytes per crate from symbol names; with LTO and opt-level=z, "
-            "generic code inlined into a caller counts for the caller's crate; 'std' is core+alloc"
+            "scripts/size-report on an unstripped twin (same profile, symbols kept, v0 mangling): "
+            "function bytes per crate from demangled symbol names; with LTO and opt-level=z, code "
+            "inlined into a caller counts for the caller's crate (see out/size/size-report.md)"
         )
     else:
         s["init_crates"] = None
-        s["init_crates_note"] = "cargo bloat did not run (see build/bloat.err)"
+        s["init_crates_note"] = "scripts/size-report did not run (see build/size-report.err)"
     return s
 
 
@@ -240,7 +241,7 @@ def markdown(report):
     w("| Artifact | Bytes | Note |")
     w("|---|---:|---|")
     init = s["init_stripped_bytes"]
-    w(f"| Ember /init (static, no libc, stripped) | {init:,} | {100 * init / BUDGET:.1f}% of the 512 KiB budget |")
+    w(f"| Ember /init (static, no libc, stripped) | {init:,} | {100 * init / BUDGET:.1f}% of the {BUDGET:,}-byte ceiling |")
     for key, label in (("ember_initrd", "Ember minimal initrd (init, modules, CA)"),
                        ("baseline_initrd", "Baseline initrd (busybox, script, same modules)")):
         r = s.get(key)
@@ -253,22 +254,28 @@ def markdown(report):
     w(f"| no_std origin + rustix hello (anchor) | {a['no_std_origin_rustix_hello_bytes']:,} | quoted from the issue |")
     w("")
     if s.get("init_crates"):
-        w(f"**What /init is made of** (`cargo bloat --crates`, .text {s['init_text_section_bytes']:,} bytes unstripped)")
+        w(f"**What /init is made of** (`scripts/size-report`, function bytes "
+          f"{s['init_function_bytes']:,} of .text {s['init_text_section_bytes']:,})")
         w("")
-        w("| Crate | .text bytes | Share |")
+        w("| Crate | Function bytes | Share |")
         w("|---|---:|---:|")
-        shown = 0
         rest = 0
-        for c in s["init_crates"]:
-            if shown < 12:
+        for i, c in enumerate(s["init_crates"]):
+            if i < 12:
                 w(f"| {c['crate']} | {c['text_bytes']:,} | {100 * c['share_of_text']:.1f}% |")
-                shown += 1
             else:
                 rest += c["text_bytes"]
         if rest:
-            w(f"| {len(s['init_crates']) - 12} more crates | {rest:,} | {100 * rest / s['init_text_section_bytes']:.1f}% |")
-        un = s["init_crates_unattributed_text_bytes"]
-        w(f"| (not attributed to a crate) | {un:,} | {100 * un / s['init_text_section_bytes']:.1f}% |")
+            w(f"| {len(s['init_crates']) - 12} more crates | {rest:,} | {100 * rest / s['init_function_bytes']:.1f}% |")
+        w("")
+        c = s["init_costs"]
+        w("| Cost inside /init | Bytes |")
+        w("|---|---:|")
+        w(f"| core::fmt ({c['core_fmt']['functions']} functions incl. Debug/Display impls) | {c['core_fmt']['bytes']:,} |")
+        w(f"| panic, bounds-check and unwrap paths | {c['panic_paths']['bytes']:,} |")
+        w(f"| panic locations' source paths (.rodata) | {c['panic_location_paths']['bytes']:,} |")
+        w(f"| generic instances beyond the largest of each ({c['generic_instances']['groups']} functions) | {c['generic_instances']['extra']:,} |")
+        w(f"| log format strings | {c['log_strings']['bytes']:,} |")
         w("")
     e, b = agg["ember"], agg["baseline"]
     w("**Boot time**, ms since the kernel started: median (min–max)")

@@ -17,8 +17,9 @@ pub enum InitrdCmd {
     Build {
         #[command(flatten)]
         tree: TreeArgs,
-        /// Output compression.
-        #[arg(long, value_enum, default_value_t = Compression::Gzip)]
+        /// Output compression: gzip (in-process), xz, zstd, lz4 (Debian's
+        /// CLIs, settings the kernel decompresses) or none.
+        #[arg(long = "compress", alias = "compression", value_enum, default_value_t = Compression::Gzip)]
         compression: Compression,
         /// Where to write the initrd (written atomically).
         #[arg(long, short)]

@@ -51,6 +51,9 @@ pub enum Error {
     ConnectionClosed,
     /// The server only speaks an older TLS version (it alerted protocol_version).
     TlsVersion,
+    /// The server refused the hello (alert handshake_failure): it shares no
+    /// cipher suite or group with us (we offer only TLS_CHACHA20_POLY1305_SHA256).
+    TlsHandshakeRefused,
     /// The TLS handshake failed for another reason (alert or protocol error).
     Tls(String),
     /// The server certificate does not chain to the bundled CA.
@@ -122,6 +125,9 @@ impl fmt::Display for Error {
             Error::ReadTimeout => f.write_str("read timed out"),
             Error::ConnectionClosed => f.write_str("connection closed by peer"),
             Error::TlsVersion => f.write_str("TLS: server does not speak TLS 1.3"),
+            Error::TlsHandshakeRefused => f.write_str(
+                "TLS: server refused the handshake: it must offer TLS_CHACHA20_POLY1305_SHA256 and P-256",
+            ),
             Error::Tls(e) => write!(f, "TLS failed: {e}"),
             Error::CertUnknownIssuer => f.write_str("certificate: not issued by the trusted CA"),
             Error::CertExpired => f.write_str("certificate: expired"),

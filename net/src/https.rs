@@ -5,7 +5,7 @@
 use crate::dns::Resolver;
 use crate::error::{Error, Result};
 use crate::http::{self, BodyDecoder};
-use crate::tls::{ClientIdentity, Provider, TcpStream, Verifier};
+use crate::tls::{Chacha20Poly1305Sha256, ClientIdentity, Provider, TcpStream, Verifier};
 use crate::{clock, url};
 use alloc::format;
 use alloc::vec;
@@ -122,7 +122,7 @@ impl<'a> Client<'a> {
             TlsConfig::new().with_server_name(url.host)
         };
         let mut provider = Provider::new(Verifier::new(self.cas, url.host, now), self.identity);
-        let mut tls: TlsConnection<'_, TcpStream, embedded_tls::Aes128GcmSha256> =
+        let mut tls: TlsConnection<'_, TcpStream, Chacha20Poly1305Sha256> =
             TlsConnection::new(stream, &mut rx, &mut tx);
 
         let why = |e: TlsError, provider: &mut Provider<'_>| -> Error {
@@ -221,7 +221,7 @@ enum Read {
 }
 
 fn read(
-    tls: &mut TlsConnection<'_, TcpStream, embedded_tls::Aes128GcmSha256>,
+    tls: &mut TlsConnection<'_, TcpStream, Chacha20Poly1305Sha256>,
     buf: &mut [u8],
     io_failure: &core::cell::Cell<Option<Error>>,
 ) -> core::result::Result<Read, TlsError> {
@@ -251,12 +251,12 @@ fn has_failure(cell: &core::cell::Cell<Option<Error>>) -> bool {
 fn tls_error(e: TlsError) -> Error {
     match e {
         // A server without TLS 1.3 answers our 1.3-only hello with
-        // protocol_version (or, for some stacks, handshake_failure).
-        TlsError::HandshakeAborted(
-            _,
-            AlertDescription::ProtocolVersion | AlertDescription::HandshakeFailure,
-        )
+        // protocol_version; one without our suite or group, handshake_failure.
+        TlsError::HandshakeAborted(_, AlertDescription::ProtocolVersion)
         | TlsError::InvalidSupportedVersions => Error::TlsVersion,
+        TlsError::HandshakeAborted(_, AlertDescription::HandshakeFailure) => {
+            Error::TlsHandshakeRefused
+        }
         TlsError::Io(embedded_io::ErrorKind::TimedOut) => Error::ReadTimeout,
         other => Error::Tls(format!("{other:?}")),
     }

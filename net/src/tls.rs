@@ -1,7 +1,8 @@
 //! embedded-tls glue: the certificate verifier (chain to a bundled CA, IPv4
 //! and DNS SANs, validity at the current time, P-256 ECDSA), the crypto
-//! provider (getrandom RNG, optional P-256 client identity) and the
-//! embedded-io transport over a kernel TCP socket with timeouts.
+//! provider (getrandom RNG, optional P-256 client identity), the one cipher
+//! suite the node offers (TLS_CHACHA20_POLY1305_SHA256) and the embedded-io
+//! transport over a kernel TCP socket with timeouts.
 //!
 //! Verification has no off switch: the only way through `verify_certificate`
 //! is a chain that ends at one of the given CAs.
@@ -11,17 +12,37 @@ use crate::error::{Error, Result};
 use crate::x509::{self, Certificate, Der};
 use alloc::rc::Rc;
 use alloc::vec::Vec;
+use chacha20poly1305::consts::{U12, U32, U54};
 use core::cell::Cell;
 use core::time::Duration;
 use embedded_tls::{
-    Aes128GcmSha256, CertificateEntryRef, CertificateRef, CertificateVerifyRef, CryptoProvider,
-    SignatureScheme, TlsError, TlsVerifier,
+    CertificateEntryRef, CertificateRef, CertificateVerifyRef, CryptoProvider, SignatureScheme,
+    TlsCipherSuite, TlsError, TlsVerifier,
 };
-use p256::ecdsa::{DerSignature, SigningKey};
+use p256::ecdsa::signature::Signer;
+use p256::ecdsa::{Signature, SigningKey};
 use rustix::event::PollFlags;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::net::{self, RecvFlags, SendFlags};
 use sha2::Digest;
+
+/// TLS_CHACHA20_POLY1305_SHA256 (RFC 8446 B.4, 0x1303), the only suite the
+/// node offers. The overlay is sealed with ChaCha20-Poly1305 too, so /init
+/// carries one AEAD: no AES or GHASH code (about 14 KB of /init), and in
+/// software (no AES-NI, as under TCG) ChaCha20-Poly1305 is about twice as
+/// fast as AES-128-GCM. rustls and OpenSSL servers enable it by default.
+pub struct Chacha20Poly1305Sha256;
+
+impl TlsCipherSuite for Chacha20Poly1305Sha256 {
+    const CODE_POINT: u16 = 0x1303;
+    type Cipher = chacha20poly1305::ChaCha20Poly1305;
+    type KeyLen = U32;
+    type IvLen = U12;
+    type Hash = sha2::Sha256;
+    /// embedded-tls's HKDF label buffer: hash length + longest label (12) +
+    /// label overhead (10) = 32 + 22.
+    type LabelBufferSize = U54;
+}
 
 /// How deep a chain may go (leaf, intermediates) before the CA.
 const MAX_CHAIN: usize = 5;
@@ -117,7 +138,7 @@ impl<'a> Verifier<'a> {
     }
 }
 
-impl TlsVerifier<Aes128GcmSha256> for Verifier<'_> {
+impl TlsVerifier<Chacha20Poly1305Sha256> for Verifier<'_> {
     fn set_hostname_verification(&mut self, _hostname: &str) -> core::result::Result<(), TlsError> {
         // The host is fixed at construction (it may be an IP literal, which
         // is not sent as SNI).
@@ -216,7 +237,7 @@ impl ClientIdentity {
     /// `key_der` is SEC1 (`EC PRIVATE KEY`) or PKCS#8 (`PRIVATE KEY`).
     pub fn from_der(cert_der: Vec<u8>, key_der: &[u8]) -> Result<Self> {
         let sec1 = pkcs8_inner(key_der).unwrap_or(key_der);
-        let secret = p256::SecretKey::from_sec1_der(sec1).map_err(|_| Error::BadClientKey)?;
+        let secret = sec1_private_key(sec1).ok_or(Error::BadClientKey)?;
         Certificate::parse(&cert_der)?;
         Ok(ClientIdentity {
             cert_der,
@@ -247,6 +268,60 @@ fn pkcs8_inner(der: &[u8]) -> Option<&[u8]> {
     Some(d.expect(x509::TAG_OCTET_STRING, "key").ok()?.content)
 }
 
+/// SEC1 ECPrivateKey (RFC 5915): `SEQUENCE { version 1, privateKey OCTET
+/// STRING (32 bytes), [0] parameters (P-256 if present), [1] publicKey }`.
+fn sec1_private_key(der: &[u8]) -> Option<p256::SecretKey> {
+    let mut outer = Der::new(der);
+    let seq = outer.expect(x509::TAG_SEQUENCE, "ECPrivateKey").ok()?;
+    let mut d = Der::new(seq.content);
+    if d.expect(x509::TAG_INTEGER, "version").ok()?.content != [1] {
+        return None;
+    }
+    let key = d.expect(x509::TAG_OCTET_STRING, "privateKey").ok()?.content;
+    if d.peek_tag() == Some(0xa0) {
+        let params = d.read().ok()?;
+        let mut p = Der::new(params.content);
+        if p.expect(x509::TAG_OID, "curve").ok()?.content != x509::OID_P256 || !p.is_empty() {
+            return None;
+        }
+    }
+    if d.peek_tag() == Some(0xa1) {
+        d.read().ok()?;
+    }
+    if !d.is_empty() || !outer.is_empty() || key.len() != 32 {
+        return None;
+    }
+    p256::SecretKey::from_slice(key).ok()
+}
+
+/// A DER-encoded ECDSA signature (TLS CertificateVerify wants DER).
+pub struct DerEcdsaSignature {
+    bytes: [u8; 72],
+    len: usize,
+}
+
+impl AsRef<[u8]> for DerEcdsaSignature {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Signs CertificateVerify with the client key and encodes the signature
+/// with x509's DER code (so /init has no second DER implementation).
+struct DerSigner<'a>(&'a SigningKey);
+
+impl Signer<DerEcdsaSignature> for DerSigner<'_> {
+    fn try_sign(
+        &self,
+        msg: &[u8],
+    ) -> core::result::Result<DerEcdsaSignature, p256::ecdsa::signature::Error> {
+        let sig: Signature = self.0.try_sign(msg)?;
+        let mut bytes = [0u8; 72];
+        let len = x509::ecdsa_signature_to_der(&sig, &mut bytes);
+        Ok(DerEcdsaSignature { bytes, len })
+    }
+}
+
 pub struct Provider<'a> {
     rng: OsRng,
     pub verifier: Verifier<'a>,
@@ -264,8 +339,8 @@ impl<'a> Provider<'a> {
 }
 
 impl CryptoProvider for Provider<'_> {
-    type CipherSuite = Aes128GcmSha256;
-    type Signature = DerSignature;
+    type CipherSuite = Chacha20Poly1305Sha256;
+    type Signature = DerEcdsaSignature;
 
     fn rng(&mut self) -> impl embedded_tls::CryptoRngCore {
         &mut self.rng
@@ -273,7 +348,7 @@ impl CryptoProvider for Provider<'_> {
 
     fn verifier(
         &mut self,
-    ) -> core::result::Result<&mut impl TlsVerifier<Aes128GcmSha256>, TlsError> {
+    ) -> core::result::Result<&mut impl TlsVerifier<Chacha20Poly1305Sha256>, TlsError> {
         Ok(&mut self.verifier)
     }
 
@@ -281,13 +356,13 @@ impl CryptoProvider for Provider<'_> {
         &mut self,
     ) -> core::result::Result<
         (
-            impl p256::ecdsa::signature::SignerMut<DerSignature>,
+            impl p256::ecdsa::signature::SignerMut<DerEcdsaSignature>,
             SignatureScheme,
         ),
         TlsError,
     > {
         let id = self.identity.ok_or(TlsError::InvalidPrivateKey)?;
-        Ok((id.key.clone(), SignatureScheme::EcdsaSecp256r1Sha256))
+        Ok((DerSigner(&id.key), SignatureScheme::EcdsaSecp256r1Sha256))
     }
 
     fn client_cert(&mut self) -> Option<embedded_tls::Certificate<impl AsRef<[u8]>>> {
@@ -461,6 +536,65 @@ mod tests {
             verify_chain(&[], &cas, "localhost", now),
             Err(Error::CertMalformed("empty certificate chain"))
         );
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    // `openssl ecparam -name prime256v1 -genkey`, as `openssl ec -outform DER`
+    // with and without the public key.
+    const SEC1: &str = "30770201010420c1b15ff7719096873487007f0e91b0b2de6a3c5fbdc39190d182a5628a2fb4b3a00a06082a8648ce3d030107a144034200048c5bb192b7489308f03a747125bca2cedead1fb4fa3c7f3c02e26d507d58407173d6c50a449d7edeb79574f7e76f9a7d5a7101cde3b9f1b123540483b8ede757";
+    const SEC1_NO_PUBLIC: &str = "30310201010420c1b15ff7719096873487007f0e91b0b2de6a3c5fbdc39190d182a5628a2fb4b3a00a06082a8648ce3d030107";
+    // The same key with explicit curve parameters (`-param_enc explicit`).
+    const SEC1_EXPLICIT: &str = "308201680201010420c1b15ff7719096873487007f0e91b0b2de6a3c5fbdc39190d182a5628a2fb4b3a081fa3081f7020101302c06072a8648ce3d0101022100ffffffff00000001000000000000000000000000ffffffffffffffffffffffff305b0420ffffffff00000001000000000000000000000000fffffffffffffffffffffffc04205ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b031500c49d360886e704936a6678e1139d26b7819f7e900441046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c2964fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5022100ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551020101a144034200048c5bb192b7489308f03a747125bca2cedead1fb4fa3c7f3c02e26d507d58407173d6c50a449d7edeb79574f7e76f9a7d5a7101cde3b9f1b123540483b8ede757";
+
+    #[test]
+    fn sec1_keys_parse_like_the_sec1_crate() {
+        for hex in [SEC1, SEC1_NO_PUBLIC] {
+            let der = unhex(hex);
+            let ours = sec1_private_key(&der).expect("our parser");
+            let theirs = p256::SecretKey::from_sec1_der(&der).expect("sec1 crate");
+            assert_eq!(ours.to_bytes(), theirs.to_bytes());
+        }
+    }
+
+    #[test]
+    fn malformed_sec1_keys_are_refused() {
+        let good = unhex(SEC1);
+        assert!(sec1_private_key(&unhex(SEC1_EXPLICIT)).is_none());
+        for cut in 0..good.len() {
+            assert!(sec1_private_key(&good[..cut]).is_none(), "cut at {cut}");
+        }
+        let mut v2 = good.clone();
+        v2[4] = 2; // version
+        assert!(sec1_private_key(&v2).is_none());
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(sec1_private_key(&trailing).is_none());
+        let mut other_curve = unhex(SEC1_NO_PUBLIC);
+        *other_curve.last_mut().unwrap() = 0x08;
+        assert!(sec1_private_key(&other_curve).is_none());
+        let mut zero = unhex(SEC1_NO_PUBLIC);
+        zero[7..39].fill(0);
+        assert!(sec1_private_key(&zero).is_none());
+    }
+
+    #[test]
+    fn client_signatures_are_der_that_verifies() {
+        use p256::ecdsa::signature::Verifier as _;
+        let key = SigningKey::from(&sec1_private_key(&unhex(SEC1)).unwrap());
+        for i in 0..64u32 {
+            let msg = i.to_be_bytes();
+            let ours = DerSigner(&key).try_sign(&msg).unwrap();
+            let sig: Signature = key.sign(&msg);
+            assert_eq!(ours.as_ref(), sig.to_der().as_bytes());
+            let parsed = Signature::from_der(ours.as_ref()).unwrap();
+            key.verifying_key().verify(&msg, &parsed).unwrap();
+        }
     }
 
     #[test]

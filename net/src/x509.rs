@@ -251,9 +251,61 @@ pub fn verify_p256(key_holder: &Certificate<'_>, msg: &[u8], der_signature: &[u8
     }
     let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(key_holder.public_key)
         .map_err(|_| Error::CertMalformed("public key"))?;
-    let sig = p256::ecdsa::Signature::from_der(der_signature)
-        .map_err(|_| Error::CertMalformed("signature"))?;
+    let sig = ecdsa_signature_from_der(der_signature)?;
     key.verify(msg, &sig).map_err(|_| Error::CertBadSignature)
+}
+
+/// ECDSA-Sig-Value (RFC 3279 2.2.3): `SEQUENCE { r INTEGER, s INTEGER }` in
+/// strict DER (minimal, non-negative integers, nothing trailing), as the
+/// `der` crate would parse it; r and s must be in 1..n. Done with this
+/// module's reader so that /init carries one DER parser, not two.
+pub fn ecdsa_signature_from_der(der: &[u8]) -> Result<p256::ecdsa::Signature> {
+    const BAD: Error = Error::CertMalformed("signature");
+    let mut outer = Der::new(der);
+    let seq = outer.expect(TAG_SEQUENCE, "signature")?;
+    let mut inner = Der::new(seq.content);
+    let r = scalar_bytes(inner.expect(TAG_INTEGER, "signature r")?.content).ok_or(BAD)?;
+    let s = scalar_bytes(inner.expect(TAG_INTEGER, "signature s")?.content).ok_or(BAD)?;
+    if !outer.is_empty() || !inner.is_empty() || seq.raw.len() != der.len() {
+        return Err(BAD);
+    }
+    p256::ecdsa::Signature::from_scalars(r, s).map_err(|_| BAD)
+}
+
+/// A positive, minimally encoded DER INTEGER of at most 32 bytes, left-padded.
+fn scalar_bytes(content: &[u8]) -> Option<[u8; 32]> {
+    let digits = match content {
+        [] => return None,
+        [b, ..] if b & 0x80 != 0 => return None,
+        [0, next, ..] if next & 0x80 != 0 => &content[1..],
+        [0, _, ..] => return None,
+        _ => content,
+    };
+    let mut out = [0u8; 32];
+    out.get_mut(32usize.checked_sub(digits.len())?..)?
+        .copy_from_slice(digits);
+    Some(out)
+}
+
+/// Encodes an ECDSA signature as DER ECDSA-Sig-Value (at most 72 bytes).
+pub fn ecdsa_signature_to_der(sig: &p256::ecdsa::Signature, out: &mut [u8; 72]) -> usize {
+    let (r, s) = sig.split_bytes();
+    let mut body = [0u8; 70];
+    let mut n = 0;
+    for int in [&r[..], &s[..]] {
+        let skip = int.iter().take_while(|&&b| b == 0).count().min(31);
+        let digits = &int[skip..];
+        let pad = usize::from(digits[0] & 0x80 != 0);
+        body[n] = TAG_INTEGER;
+        body[n + 1] = (digits.len() + pad) as u8;
+        body[n + 2] = 0;
+        body[n + 2 + pad..n + 2 + pad + digits.len()].copy_from_slice(digits);
+        n += 2 + pad + digits.len();
+    }
+    out[0] = TAG_SEQUENCE;
+    out[1] = n as u8;
+    out[2..2 + n].copy_from_slice(&body[..n]);
+    2 + n
 }
 
 /// Case-insensitive match with a single leftmost `*.` wildcard label.
@@ -326,6 +378,64 @@ fn days_from_civil(y: u64, m: u64, d: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn signatures() -> Vec<p256::ecdsa::Signature> {
+        use p256::ecdsa::signature::Signer;
+        let key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
+        (0..200u32).map(|i| key.sign(&i.to_be_bytes())).collect()
+    }
+
+    #[test]
+    fn ecdsa_der_matches_the_der_crate_both_ways() {
+        let mut short = 0;
+        for sig in signatures() {
+            let mut buf = [0u8; 72];
+            let n = ecdsa_signature_to_der(&sig, &mut buf);
+            assert_eq!(&buf[..n], sig.to_der().as_bytes());
+            assert_eq!(ecdsa_signature_from_der(&buf[..n]), Ok(sig));
+            short += usize::from(n < 72);
+        }
+        // Some integers had no leading 0x00 pad (high bit clear).
+        assert!(short > 0);
+    }
+
+    #[test]
+    fn loose_ecdsa_der_is_refused_like_the_der_crate() {
+        let sig = signatures()[0];
+        let good = sig.to_der().as_bytes().to_vec();
+        let refused = |der: &[u8]| {
+            assert!(ecdsa_signature_from_der(der).is_err(), "{der:02x?}");
+            assert!(p256::ecdsa::Signature::from_der(der).is_err(), "{der:02x?}");
+        };
+        for cut in 0..good.len() {
+            refused(&good[..cut]);
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        refused(&trailing);
+        // r = 0, r negative, r with a needless leading zero, r of 33 bytes.
+        refused(&[0x30, 0x06, 0x02, 0x01, 0x00, 0x02, 0x01, 0x01]);
+        refused(&[0x30, 0x06, 0x02, 0x01, 0x81, 0x02, 0x01, 0x01]);
+        refused(&[0x30, 0x07, 0x02, 0x02, 0x00, 0x01, 0x02, 0x01, 0x01]);
+        let mut long = vec![0x30, 0x26, 0x02, 0x21];
+        long.extend_from_slice(&[0x01; 33]);
+        long.extend_from_slice(&[0x02, 0x01, 0x01]);
+        refused(&long);
+        // r = n (the group order) is out of range.
+        let n = [
+            0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2,
+            0xfc, 0x63, 0x25, 0x51,
+        ];
+        let mut at_n = vec![0x30, 0x26, 0x02, 0x21, 0x00];
+        at_n.extend_from_slice(&n);
+        at_n.extend_from_slice(&[0x02, 0x01, 0x01]);
+        refused(&at_n);
+        // The smallest valid values parse.
+        assert!(
+            ecdsa_signature_from_der(&[0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01]).is_ok()
+        );
+    }
 
     #[test]
     fn times_convert_to_unix_seconds() {

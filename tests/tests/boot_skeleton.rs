@@ -171,3 +171,51 @@ fn initrd_build_with_bad_input_fails_clearly_and_leaves_no_output() {
         "a partial file was left behind"
     );
 }
+
+#[test]
+fn every_initrd_compression_holds_the_same_cpio_in_the_kernels_format() {
+    let dir = ScratchDir::new("compress");
+    let build = |compress: &str| {
+        let out = dir.path().join(format!("initrd.{compress}"));
+        let status = std::process::Command::new(ember_bin())
+            .args(["initrd", "build", "--compress", compress, "--init"])
+            .arg(init_bin())
+            .arg("--output")
+            .arg(&out)
+            .env("SOURCE_DATE_EPOCH", "0")
+            .status()
+            .unwrap();
+        assert!(status.success(), "--compress {compress}");
+        std::fs::read(out).unwrap()
+    };
+    let plain = build("none");
+    assert!(plain.starts_with(b"070701"));
+    for (compress, magic, unpack) in [
+        ("gzip", &[0x1f, 0x8b][..], "gzip"),
+        // xz stream header: magic, then flags 00 01 = CRC32 (the kernel's
+        // decoder has no CRC64).
+        ("xz", &[0xfd, b'7', b'z', b'X', b'Z', 0, 0, 1][..], "xz"),
+        ("zstd", &[0x28, 0xb5, 0x2f, 0xfd][..], "zstd"),
+        // lz4's legacy frame: the only one the kernel reads.
+        ("lz4", &[0x02, 0x21, 0x4c, 0x18][..], "lz4"),
+    ] {
+        let packed = build(compress);
+        assert!(
+            packed.starts_with(magic),
+            "{compress} magic: {:02x?}",
+            &packed[..8]
+        );
+        assert_eq!(packed, build(compress), "{compress} is not reproducible");
+        let path = dir.path().join(format!("initrd.{compress}"));
+        let out = std::process::Command::new(unpack)
+            .arg("-dc")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{unpack} -dc");
+        assert!(
+            out.stdout == plain,
+            "{compress} does not unpack to the plain cpio"
+        );
+    }
+}

@@ -133,7 +133,10 @@ impl TlsServer {
             None => Command::new("openssl"),
         };
         cmd.current_dir(dir)
-            .args(["s_server", "-accept", &format!("{addr}:{port}"), "-cert"])
+            .args(["s_server", "-accept", &format!("{addr}:{port}")])
+            // The node offers TLS_CHACHA20_POLY1305_SHA256 only: a server
+            // that speaks nothing else proves that is what it negotiates.
+            .args(["-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256", "-cert"])
             .arg(format!("{cert}.pem"))
             .arg("-key")
             .arg(format!("{cert}.key"))
@@ -326,6 +329,28 @@ fn tls12_only_server_is_refused() {
     assert_refused(
         &f.get("ca", s.port, &[]),
         "TLS: server does not speak TLS 1.3",
+    );
+}
+
+#[test]
+fn server_without_chacha20_poly1305_is_refused() {
+    // A TLS 1.3 server offering only AES-GCM: the node has no AES (one AEAD,
+    // ChaCha20-Poly1305, for TLS and the sealed overlay) and must say so.
+    let f = Fixture::new("https-aes-only");
+    let s = TlsServer::start(
+        f.dir.path(),
+        "server",
+        &[
+            "-tls1_3",
+            "-ciphersuites",
+            "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384",
+        ],
+        CONTENT_LENGTH,
+        false,
+    );
+    assert_refused(
+        &f.get("ca", s.port, &[]),
+        "TLS: server refused the handshake: it must offer TLS_CHACHA20_POLY1305_SHA256",
     );
 }
 

@@ -65,11 +65,36 @@ impl fmt::Display for ResponseCode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CommandCode(pub u32);
 
+/// The TCG names of the commands this crate sends: a `CommandCode` is only
+/// ever made from one of them. Kept here rather than using tpm2-protocol's
+/// Display for all ~120 commands, which costs PID 1 about 5.5 KB.
+const COMMAND_NAMES: [(TpmCc, &str); 19] = [
+    (TpmCc::ActivateCredential, "TPM_CC_ActivateCredential"),
+    (TpmCc::Create, "TPM_CC_Create"),
+    (TpmCc::CreatePrimary, "TPM_CC_CreatePrimary"),
+    (TpmCc::FlushContext, "TPM_CC_FlushContext"),
+    (TpmCc::GetCapability, "TPM_CC_GetCapability"),
+    (TpmCc::GetRandom, "TPM_CC_GetRandom"),
+    (TpmCc::Load, "TPM_CC_Load"),
+    (TpmCc::NvRead, "TPM_CC_NV_Read"),
+    (TpmCc::NvReadPublic, "TPM_CC_NV_ReadPublic"),
+    (TpmCc::PcrExtend, "TPM_CC_PCR_Extend"),
+    (TpmCc::PcrRead, "TPM_CC_PCR_Read"),
+    (TpmCc::PolicyGetDigest, "TPM_CC_PolicyGetDigest"),
+    (TpmCc::PolicyPcr, "TPM_CC_PolicyPCR"),
+    (TpmCc::PolicySecret, "TPM_CC_PolicySecret"),
+    (TpmCc::Quote, "TPM_CC_Quote"),
+    (TpmCc::ReadPublic, "TPM_CC_ReadPublic"),
+    (TpmCc::StartAuthSession, "TPM_CC_StartAuthSession"),
+    (TpmCc::Startup, "TPM_CC_Startup"),
+    (TpmCc::Unseal, "TPM_CC_Unseal"),
+];
+
 impl fmt::Display for CommandCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match TpmCc::try_from(self.0) {
-            Ok(cc) => write!(f, "{cc}"),
-            Err(_) => write!(f, "command 0x{:08x}", self.0),
+        match COMMAND_NAMES.iter().find(|(cc, _)| cc.value() == self.0) {
+            Some((_, name)) => f.write_str(name),
+            None => write!(f, "command 0x{:08x}", self.0),
         }
     }
 }
@@ -230,3 +255,44 @@ impl fmt::Display for Error {
 
 #[cfg(feature = "std")]
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::format;
+
+    #[test]
+    fn command_names_are_the_tcg_names() {
+        for (cc, name) in COMMAND_NAMES {
+            assert_eq!(format!("{cc}"), name);
+            assert_eq!(format!("{}", CommandCode(cc.value())), name);
+        }
+    }
+
+    #[test]
+    fn a_command_this_crate_never_sends_shows_its_code() {
+        let clear = TpmCc::Clear.value();
+        assert_eq!(
+            format!("{}", CommandCode(clear)),
+            format!("command 0x{clear:08x}")
+        );
+    }
+
+    #[test]
+    fn every_command_the_crate_sends_has_a_name() {
+        let source = include_str!("tpm.rs");
+        for sent in source.split("TpmCc::").skip(1) {
+            let variant: alloc::string::String = sent
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            let cc = COMMAND_NAMES
+                .iter()
+                .find(|(cc, _)| format!("{cc:?}") == variant);
+            assert!(
+                cc.is_some(),
+                "TpmCc::{variant} is sent but has no name in COMMAND_NAMES"
+            );
+        }
+    }
+}

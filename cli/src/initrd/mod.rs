@@ -15,10 +15,32 @@ use sha2::{Digest, Sha256};
 
 pub use tree::{Node, Tree};
 
+/// How the cpio is compressed. Debian's kernel (6.1) unpacks all of these
+/// (CONFIG_RD_GZIP/XZ/LZ4/ZSTD=y). gzip is miniz_oxide in-process; xz, zstd
+/// and lz4 run Debian's CLIs (xz-utils, zstd, lz4) with fixed settings, so
+/// the output stays byte-for-byte reproducible.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Compression {
     Gzip,
+    Xz,
+    Zstd,
+    Lz4,
     None,
+}
+
+impl Compression {
+    /// The external compressor and its arguments (stdin to stdout).
+    fn command(self) -> Option<(&'static str, &'static [&'static str])> {
+        match self {
+            Compression::Gzip | Compression::None => None,
+            // The kernel's XZ decoder checks CRC32 only (not the default
+            // CRC64); -T1 keeps the single-threaded, reproducible format.
+            Compression::Xz => Some(("xz", &["--check=crc32", "-9", "-T1", "-c", "-q"])),
+            Compression::Zstd => Some(("zstd", &["-19", "-T1", "-c", "-q"])),
+            // The kernel reads lz4's legacy frame format only.
+            Compression::Lz4 => Some(("lz4", &["-l", "-9", "-c", "-q"])),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -213,6 +235,58 @@ fn on_demand(module: &str) -> Option<&str> {
     module.strip_suffix('?')
 }
 
+/// Runs `program args` with `input` on its stdin and its stdout into `out`.
+fn pipe_through(
+    program: &str,
+    args: &[&str],
+    input: &[u8],
+    out: &mut CountingFile,
+) -> anyhow::Result<()> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {program} (Debian: scripts/install-deps installs it)"))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let copied = std::thread::scope(|s| {
+        // Fed from another thread: the compressor writes while it reads.
+        let feeder = s.spawn(move || stdin.write_all(input));
+        let mut buf = vec![0u8; 1 << 16];
+        let read: anyhow::Result<()> = loop {
+            match stdout.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    if let Err(e) = out.put(&buf[..n]) {
+                        break Err(anyhow::anyhow!("writing the initrd: {e}"));
+                    }
+                }
+                Err(e) => break Err(e.into()),
+            }
+        };
+        // Closing our end stops a compressor we no longer read from.
+        drop(stdout);
+        let fed = feeder.join().expect("stdin feeder thread");
+        read.and(fed.map_err(anyhow::Error::from))
+    });
+    let status = child
+        .wait_with_output()
+        .context("waiting for the compressor")?;
+    copied.with_context(|| format!("piping through {program}"))?;
+    if !status.status.success() {
+        bail!(
+            "{program} failed ({}): {}",
+            status.status,
+            String::from_utf8_lossy(&status.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// Hashes and counts what passes through to the file.
 struct CountingFile {
     file: std::io::BufWriter<std::fs::File>,
@@ -307,6 +381,15 @@ fn write_tree_to(
                 .finish()?;
             let n = counted.bytes;
             (counted.inner.finish()?, n)
+        }
+        external => {
+            let plain = tree
+                .write_cpio(cpio::Writer::new(Vec::new()), mtime)?
+                .finish()?;
+            let (program, args) = external.command().expect("external compressor");
+            let mut sink = sink;
+            pipe_through(program, args, &plain, &mut sink)?;
+            (sink, plain.len() as u64)
         }
     };
     let CountingFile {

@@ -370,7 +370,7 @@ mod tests {
             errors,
             [KeyError {
                 key: "ember.attest_url".into(),
-                reason: "only https:// URLs are fetched"
+                reason: "must start with https://"
             }]
         );
     }

@@ -19,7 +19,7 @@ pub struct Url<'a> {
 pub fn parse(url: &str) -> Result<Url<'_>> {
     let rest = url
         .strip_prefix("https://")
-        .ok_or(Error::BadUrl("only https:// URLs are fetched"))?;
+        .ok_or(Error::BadUrl("must start with https://"))?;
     let (authority, path) = match rest.find(['/', '?', '#']) {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),

@@ -13,11 +13,12 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use ember_fs::tar::{Confinement, Extractor, FsSink, Limits};
-use ember_proto::client::{self, BodySink, Credential, Response, Transport, Url};
+use ember_proto::client::{self, Credential, Transport, Url};
 use ember_proto::host::HttpsClient;
 use ember_proto::msg::{
     self, decode, encode, FinishRequest, FinishResponse, Outcome, StartResponse,
 };
+use ember_proto::tap::{Tap, Tapped};
 use ember_proto::{keys, sealed};
 use ember_tpm::Tpm;
 
@@ -149,13 +150,12 @@ pub fn run(a: AttestArgs) -> Result<()> {
         let started = Instant::now();
         let mut last = None;
         for (n, (url, http)) in urls.iter().zip(&clients).enumerate() {
-            let mut transport = Recorder {
-                inner: Faulty {
-                    inner: http.clone(),
-                    fault,
+            let mut transport = Tapped {
+                inner: http.clone(),
+                tap: Watch {
+                    fault: Faulty(fault),
+                    record: Recorder::default(),
                 },
-                start: None,
-                finish: None,
             };
             match attest_once(&spec, ek, &mut transport, url, &a, outcome) {
                 Ok(cred) => {
@@ -168,7 +168,7 @@ pub fn run(a: AttestArgs) -> Result<()> {
                         );
                     }
                     if let Some(dir) = &a.record {
-                        transport.save(dir, &cred, i)?;
+                        transport.tap.record.save(dir, &cred, i)?;
                     }
                     last = None;
                     break;
@@ -406,98 +406,43 @@ impl Fault {
     }
 }
 
-struct Faulty<T> {
-    inner: T,
-    fault: Option<Fault>,
-}
+/// `--fault`: damages the sealed overlay as it arrives.
+struct Faulty(Option<Fault>);
 
-struct Buffer {
-    status: u16,
-    body: Vec<u8>,
-}
-
-impl BodySink for Buffer {
-    fn status(&mut self, status: u16) -> bool {
-        self.status = status;
-        true
-    }
-    fn data(&mut self, piece: &[u8]) -> bool {
-        self.body.extend_from_slice(piece);
-        true
-    }
-}
-
-impl<T: Transport> Transport for Faulty<T> {
-    type Error = T::Error;
-    fn post(
-        &mut self,
-        path: &str,
-        bearer: Option<&str>,
-        body: &[u8],
-    ) -> Result<Response, T::Error> {
-        self.inner.post(path, bearer, body)
-    }
-    fn get(
-        &mut self,
-        path: &str,
-        bearer: Option<&str>,
-        sink: &mut dyn BodySink,
-    ) -> Result<(), T::Error> {
-        let Some(fault) = self.fault else {
-            return self.inner.get(path, bearer, sink);
-        };
-        let mut buf = Buffer {
-            status: 0,
-            body: Vec::new(),
-        };
-        self.inner.get(path, bearer, &mut buf)?;
-        if buf.status == 200 {
-            fault.apply(&mut buf.body);
-        }
-        if sink.status(buf.status) {
-            for piece in buf.body.chunks(16 * 1024) {
-                if !sink.data(piece) {
-                    break;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Keeps the last Start and Finish bodies for `--record`.
-struct Recorder<T> {
-    inner: T,
+/// `--record`: keeps the last Start and Finish bodies.
+#[derive(Default)]
+struct Recorder {
     start: Option<Vec<u8>>,
     finish: Option<Vec<u8>>,
 }
 
-impl<T: Transport> Transport for Recorder<T> {
-    type Error = T::Error;
-    fn post(
-        &mut self,
-        path: &str,
-        bearer: Option<&str>,
-        body: &[u8],
-    ) -> Result<Response, T::Error> {
+/// What `ember attest` watches: the recorder and the fault, on one tap.
+struct Watch {
+    fault: Faulty,
+    record: Recorder,
+}
+
+impl Tap for Watch {
+    fn post(&mut self, path: &str, body: &mut Vec<u8>) {
         if path.ends_with(msg::path::START) {
-            self.start = Some(body.to_vec());
+            self.record.start = Some(body.clone());
         } else if path.ends_with(msg::path::FINISH) {
-            self.finish = Some(body.to_vec());
+            self.record.finish = Some(body.clone());
         }
-        self.inner.post(path, bearer, body)
     }
-    fn get(
-        &mut self,
-        path: &str,
-        bearer: Option<&str>,
-        sink: &mut dyn BodySink,
-    ) -> Result<(), T::Error> {
-        self.inner.get(path, bearer, sink)
+
+    fn wants_get_body(&self, path: &str) -> bool {
+        self.fault.0.is_some() && path.ends_with(msg::path::OVERLAY)
+    }
+
+    fn get_body(&mut self, _path: &str, body: &mut Vec<u8>) {
+        if let Some(fault) = self.fault.0 {
+            fault.apply(body);
+        }
     }
 }
 
-impl<T> Recorder<T> {
+impl Recorder {
     fn save(&self, dir: &Path, cred: &Credential, i: usize) -> Result<()> {
         let (Some(start), Some(finish)) = (&self.start, &self.finish) else {
             bail!("nothing recorded")

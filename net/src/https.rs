@@ -8,8 +8,10 @@ use crate::http::{self, BodyDecoder};
 use crate::tls::{Chacha20Poly1305Sha256, ClientIdentity, Provider, TcpStream, Verifier};
 use crate::{clock, url};
 use alloc::format;
+use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::cell::Cell;
 use core::time::Duration;
 use embedded_tls::alert::AlertDescription;
 use embedded_tls::blocking::{TlsConfig, TlsConnection, TlsContext};
@@ -99,44 +101,71 @@ impl<'a> Client<'a> {
             return Err(Error::NoCa);
         }
         let now = clock::unix_seconds().ok_or(Error::ClockUnset)?;
-        let addrs = self.resolver.resolve(url.host)?;
+        let (stream, io_failure) = self.connect(&url)?;
+        let mut rx = vec![0u8; RECORD_BUF];
+        let mut tx = vec![0u8; RECORD_BUF];
+        let mut conn = Conn {
+            tls: TlsConnection::new(stream, &mut rx, &mut tx),
+            provider: Provider::new(Verifier::new(self.cas, url.host, now), self.identity),
+            io_failure,
+            buf: vec![0u8; 4096],
+        };
+        conn.handshake(url.host)?;
+        conn.write_request(req)?;
+        let (status, decoder, rest) = conn.read_head(on_status)?;
+        let body_len = conn.read_body(decoder, &rest, sink)?;
+        let _ = conn.tls.close();
+        Ok(Response { status, body_len })
+    }
+
+    /// TCP to the first of the host's addresses that accepts.
+    fn connect(&self, url: &url::Url<'_>) -> Result<(TcpStream, Rc<Cell<Option<Error>>>)> {
         let mut last = Error::ConnectTimeout;
-        let mut conn = None;
-        for addr in addrs {
+        for addr in self.resolver.resolve(url.host)? {
             match TcpStream::connect(addr, url.port, self.connect_timeout, self.read_timeout) {
-                Ok(c) => {
-                    conn = Some(c);
-                    break;
-                }
+                Ok(c) => return Ok(c),
                 Err(e) => last = e,
             }
         }
-        let (stream, io_failure) = conn.ok_or(last)?;
+        Err(last)
+    }
+}
 
-        let mut rx = vec![0u8; RECORD_BUF];
-        let mut tx = vec![0u8; RECORD_BUF];
-        let is_ip = url::parse_ipv4(url.host).is_some();
-        let config = if is_ip {
+/// One TLS connection and what explains its failures: the verifier's
+/// verdict, or the socket error behind an embedded-tls I/O error.
+struct Conn<'a, 'b> {
+    tls: TlsConnection<'b, TcpStream, Chacha20Poly1305Sha256>,
+    provider: Provider<'a>,
+    io_failure: Rc<Cell<Option<Error>>>,
+    buf: Vec<u8>,
+}
+
+impl Conn<'_, '_> {
+    /// The most specific reason for an embedded-tls error.
+    fn why(&mut self, e: TlsError) -> Error {
+        if let Some(v) = self.provider.verifier.failure.take() {
+            return v;
+        }
+        if let Some(io) = self.io_failure.take() {
+            return io;
+        }
+        tls_error(e)
+    }
+
+    fn handshake(&mut self, host: &str) -> Result<()> {
+        let config = if url::parse_ipv4(host).is_some() {
             TlsConfig::new()
         } else {
-            TlsConfig::new().with_server_name(url.host)
+            TlsConfig::new().with_server_name(host)
         };
-        let mut provider = Provider::new(Verifier::new(self.cas, url.host, now), self.identity);
-        let mut tls: TlsConnection<'_, TcpStream, Chacha20Poly1305Sha256> =
-            TlsConnection::new(stream, &mut rx, &mut tx);
-
-        let why = |e: TlsError, provider: &mut Provider<'_>| -> Error {
-            if let Some(v) = provider.verifier.failure.take() {
-                return v;
-            }
-            if let Some(io) = io_failure.take() {
-                return io;
-            }
-            tls_error(e)
-        };
-        if let Err(e) = tls.open(TlsContext::new(&config, &mut provider)) {
-            return Err(why(e, &mut provider));
+        match self.tls.open(TlsContext::new(&config, &mut self.provider)) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.why(e)),
         }
+    }
+
+    fn write_request(&mut self, req: &Request<'_>) -> Result<()> {
+        let url = req.url;
         let request = http::request_with(
             req.method,
             url.host,
@@ -146,19 +175,33 @@ impl<'a> Client<'a> {
             req.content_type,
             req.body,
         );
-        tls.write(&request)
-            .and_then(|_| tls.flush())
-            .map_err(|e| why(e, &mut provider))?;
+        match self.tls.write(&request).and_then(|_| self.tls.flush()) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.why(e)),
+        }
+    }
 
-        let mut buf = vec![0u8; 4096];
+    fn read(&mut self) -> Result<Read> {
+        match read(&mut self.tls, &mut self.buf, &self.io_failure) {
+            Ok(r) => Ok(r),
+            Err(e) => Err(self.why(e)),
+        }
+    }
+
+    /// Reads up to the end of the response head: its status (redirects
+    /// refused, `on_status` consulted), the body's decoder, and the body
+    /// bytes that came with the head.
+    fn read_head(
+        &mut self,
+        on_status: &mut dyn FnMut(u16) -> Result<()>,
+    ) -> Result<(u16, BodyDecoder, Vec<u8>)> {
         let mut head: Vec<u8> = Vec::new();
-        let (status, mut decoder) = loop {
-            let n =
-                match read(&mut tls, &mut buf, &io_failure).map_err(|e| why(e, &mut provider))? {
-                    Read::Data(n) => n,
-                    Read::Closed { .. } => return Err(Error::ConnectionClosed),
-                };
-            head.extend_from_slice(&buf[..n]);
+        loop {
+            let n = match self.read()? {
+                Read::Data(n) => n,
+                Read::Closed { .. } => return Err(Error::ConnectionClosed),
+            };
+            head.extend_from_slice(&self.buf[..n]);
             if let Some(len) = http::head_len(&head) {
                 let parsed = http::parse_head(&head[..len])?;
                 match parsed.status {
@@ -171,31 +214,40 @@ impl<'a> Client<'a> {
                 }
                 let decoder = BodyDecoder::new(parsed.body);
                 head.drain(..len);
-                break (parsed.status, decoder);
+                return Ok((parsed.status, decoder, head));
             }
             if head.len() > http::MAX_HEAD {
                 return Err(Error::HttpHeadTooLarge);
             }
-        };
+        }
+    }
+
+    /// Streams the body to `sink` until the decoder says it is complete;
+    /// returns its length.
+    fn read_body(
+        &mut self,
+        mut decoder: BodyDecoder,
+        already: &[u8],
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<u64> {
         let mut body_len = 0u64;
         let mut counting = |d: &[u8]| {
             body_len += d.len() as u64;
             sink(d)
         };
-        decoder.feed(&head, &mut counting)?;
+        decoder.feed(already, &mut counting)?;
         while !decoder.is_done() {
-            let got =
-                read(&mut tls, &mut buf, &io_failure).map_err(|e| match why(e, &mut provider) {
-                    // A reset in the middle of a body is, to the caller, a body cut short.
-                    Error::Sys {
-                        op: "recv",
-                        errno: rustix::io::Errno::CONNRESET,
-                    } => Error::HttpTruncated,
-                    other => other,
-                })?;
+            let got = self.read().map_err(|e| match e {
+                // A reset in the middle of a body is, to the caller, a body cut short.
+                Error::Sys {
+                    op: "recv",
+                    errno: rustix::io::Errno::CONNRESET,
+                } => Error::HttpTruncated,
+                other => other,
+            })?;
             match got {
                 Read::Data(n) => {
-                    decoder.feed(&buf[..n], &mut counting)?;
+                    decoder.feed(&self.buf[..n], &mut counting)?;
                 }
                 Read::Closed { clean } => {
                     decoder.finish()?;
@@ -206,8 +258,7 @@ impl<'a> Client<'a> {
                 }
             }
         }
-        let _ = tls.close();
-        Ok(Response { status, body_len })
+        Ok(body_len)
     }
 }
 
@@ -223,7 +274,7 @@ enum Read {
 fn read(
     tls: &mut TlsConnection<'_, TcpStream, Chacha20Poly1305Sha256>,
     buf: &mut [u8],
-    io_failure: &core::cell::Cell<Option<Error>>,
+    io_failure: &Cell<Option<Error>>,
 ) -> core::result::Result<Read, TlsError> {
     match tls.read(buf) {
         Ok(0) => Ok(Read::Closed { clean: false }),
@@ -241,7 +292,7 @@ fn read(
     }
 }
 
-fn has_failure(cell: &core::cell::Cell<Option<Error>>) -> bool {
+fn has_failure(cell: &Cell<Option<Error>>) -> bool {
     let v = cell.take();
     let some = v.is_some();
     cell.set(v);

@@ -41,5 +41,7 @@ pub mod fs;
 pub mod host;
 #[cfg(feature = "net")]
 pub mod net;
+#[cfg(feature = "test-hooks")]
+pub mod tap;
 #[cfg(feature = "tpm")]
 pub mod tpm;

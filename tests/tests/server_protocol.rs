@@ -3,13 +3,14 @@
 //! with one step of the node's behaviour made hostile at a time. Every
 //! refusal must carry its own code, and the server must log it.
 
-use ember_proto::client::{self, AttestTpm, BodySink, Quote, Response, Transport, Url};
+use ember_proto::client::{self, AttestTpm, BodySink, Quote, Transport, Url};
 use ember_proto::host::HttpsClient;
 use ember_proto::msg::{
     self, decode, encode, ErrorCode, ErrorResponse, FinishRequest, Outcome, PcrSelection,
     StartRequest,
 };
 use ember_proto::sealed::Sink;
+use ember_proto::tap::{Tap, Tapped};
 use ember_proto::tpm::TpmAttestor;
 use ember_proto::Error;
 use ember_tests::server::EmberServer;
@@ -134,52 +135,31 @@ impl AttestTpm for Hostile<'_, '_> {
     }
 }
 
-/// A transport that can rewrite the Finish body, delay it, or keep it.
+/// Rewrites the Finish body, delays it, or keeps it (and the Report).
 #[derive(Default)]
-struct Tap {
+struct FinishTap {
     bad_proof: bool,
     delay_finish: Option<Duration>,
     finish: Option<Vec<u8>>,
     report: Option<Vec<u8>>,
 }
 
-struct Tapped<'t> {
-    inner: HttpsClient,
-    tap: &'t mut Tap,
-}
-
-impl Transport for Tapped<'_> {
-    type Error = ember_proto::host::HostError;
-    fn post(
-        &mut self,
-        path: &str,
-        bearer: Option<&str>,
-        body: &[u8],
-    ) -> Result<Response, Self::Error> {
-        let mut body = body.to_vec();
+impl Tap for FinishTap {
+    fn post(&mut self, path: &str, body: &mut Vec<u8>) {
         if path == msg::path::FINISH {
-            if self.tap.bad_proof {
-                let mut f: FinishRequest = decode("finish", &body).unwrap();
+            if self.bad_proof {
+                let mut f: FinishRequest = decode("finish", body).unwrap();
                 f.proof[0] ^= 1;
-                body = encode(&f);
+                *body = encode(&f);
             }
-            if let Some(d) = self.tap.delay_finish {
+            if let Some(d) = self.delay_finish {
                 std::thread::sleep(d);
             }
-            self.tap.finish = Some(body.clone());
+            self.finish = Some(body.clone());
         }
         if path == msg::path::REPORT {
-            self.tap.report = Some(body.clone());
+            self.report = Some(body.clone());
         }
-        self.inner.post(path, bearer, &body)
-    }
-    fn get(
-        &mut self,
-        path: &str,
-        bearer: Option<&str>,
-        sink: &mut dyn BodySink,
-    ) -> Result<(), Self::Error> {
-        self.inner.get(path, bearer, sink)
     }
 }
 
@@ -350,9 +330,9 @@ fn finish_without_the_activated_secret_is_refused() {
     let p = peer(&[], true);
     let mut tpm = p.tpm();
     let mut dev = TpmAttestor::new(&mut tpm);
-    let mut tap = Tap {
+    let mut tap = FinishTap {
         bad_proof: true,
-        ..Tap::default()
+        ..FinishTap::default()
     };
     let mut http = Tapped {
         inner: p.http(),
@@ -370,7 +350,7 @@ fn replayed_finish_is_refused() {
     let p = peer(&[], true);
     let mut tpm = p.tpm();
     let mut dev = TpmAttestor::new(&mut tpm);
-    let mut tap = Tap::default();
+    let mut tap = FinishTap::default();
     let cred = client::attest(
         &mut dev,
         &mut Tapped {
@@ -395,9 +375,9 @@ fn finish_after_the_session_expired_is_refused() {
     let p = peer(&["--session-ttl", "1s"], true);
     let mut tpm = p.tpm();
     let mut dev = TpmAttestor::new(&mut tpm);
-    let mut tap = Tap {
+    let mut tap = FinishTap {
         delay_finish: Some(Duration::from_millis(1600)),
-        ..Tap::default()
+        ..FinishTap::default()
     };
     let mut http = Tapped {
         inner: p.http(),
@@ -461,7 +441,7 @@ fn replayed_report_is_refused() {
     let mut tpm = p.tpm();
     let mut dev = TpmAttestor::new(&mut tpm);
     let cred = client::attest(&mut dev, &mut p.http(), &cfg()).expect("attest");
-    let mut tap = Tap::default();
+    let mut tap = FinishTap::default();
     let mut http = Tapped {
         inner: p.http(),
         tap: &mut tap,

@@ -65,6 +65,9 @@ fn main() {
         "ember-lab: Kubernetes API double: node {NODE} Ready = {:?}",
         lab.api.node_ready(NODE)
     );
+    // The lab (its `ember serve`, API double and swtpm) is stopped before
+    // the exit status is set: process::exit would skip its cleanup.
+    drop(lab);
     if joined {
         println!("ember-lab: the node joined the cluster and wrote its last-known-good to the ESP");
     } else {

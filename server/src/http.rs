@@ -149,13 +149,25 @@ async fn protocol_post(
         .map(|p| p.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let app2 = app.clone();
-    match blocking(move || f(&app2, body, ip)).await {
+    let result = blocking(move || f(&app2, body, ip)).await;
+    respond(&app, step, peer, started, result)
+}
+
+/// Logs a protocol step's outcome and turns it into the HTTP response.
+fn respond(
+    app: &Server,
+    step: &'static str,
+    peer: Option<SocketAddr>,
+    started: Instant,
+    result: Result<(Vec<u8>, String), (Option<String>, Refusal)>,
+) -> Response<Body> {
+    match result {
         Ok((resp, node)) => {
-            log_request(&app, step, Some(&node), peer, Ok(()), started);
+            log_request(app, step, Some(&node), peer, Ok(()), started);
             ok_response(resp)
         }
         Err((node, r)) => {
-            log_request(&app, step, node.as_deref(), peer, Err(&r), started);
+            log_request(app, step, node.as_deref(), peer, Err(&r), started);
             refusal_response(&r)
         }
     }
@@ -190,16 +202,7 @@ async fn report_handler(State(app): State<App>, req: Request<Body>) -> Response<
             .map_err(|r| (Some(node), r))
     })
     .await;
-    match result {
-        Ok((resp, node)) => {
-            log_request(&app, step, Some(&node), peer, Ok(()), started);
-            ok_response(resp)
-        }
-        Err((node, r)) => {
-            log_request(&app, step, node.as_deref(), peer, Err(&r), started);
-            refusal_response(&r)
-        }
-    }
+    respond(&app, step, peer, started, result)
 }
 
 /// Streams the sealed overlay: read and sealed chunk by chunk on the

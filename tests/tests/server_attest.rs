@@ -530,19 +530,8 @@ fn attest_fails_over_past_an_unreachable_server_but_a_refusal_is_final() {
     drop(dead);
     let target = lab.server.scratch().join("root");
     let urls = format!("{dead_url},{}", lab.server.url());
-    let out = std::process::Command::new(ember_tests::ember_bin())
-        .args([
-            "attest",
-            "--tpm",
-            &lab.tpm.spec(),
-            "--url",
-            &urls,
-            "--timeout",
-            "2s",
-        ])
-        .arg("--ca")
-        .arg(lab.server.ca_path())
-        .arg("--into")
+    let out = attest_with_failover(&lab.tpm.spec(), &urls, &lab.server.ca_path())
+        .args(["--timeout", "2s", "--into"])
         .arg(&target)
         .output()
         .unwrap();
@@ -568,17 +557,8 @@ fn attest_fails_over_past_an_unreachable_server_but_a_refusal_is_final() {
     pem.extend(std::fs::read(lab.server.ca_path()).unwrap());
     std::fs::write(&both_cas, pem).unwrap();
     let urls = format!("{},{}", stranger.url(), lab.server.url());
-    let out = std::process::Command::new(ember_tests::ember_bin())
-        .args([
-            "attest",
-            "--tpm",
-            &lab.tpm.spec(),
-            "--url",
-            &urls,
-            "--no-overlay",
-        ])
-        .arg("--ca")
-        .arg(&both_cas)
+    let out = attest_with_failover(&lab.tpm.spec(), &urls, &both_cas)
+        .arg("--no-overlay")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -587,4 +567,12 @@ fn attest_fails_over_past_an_unreachable_server_but_a_refusal_is_final() {
         stderr.contains("unknown-ek") && !stderr.contains("server 2 of 2"),
         "{stderr}"
     );
+}
+
+/// `ember attest --tpm SPEC --url URLS --ca CA`, for the failover cases.
+fn attest_with_failover(tpm: &str, urls: &str, ca: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(ember_tests::ember_bin());
+    cmd.args(["attest", "--tpm", tpm, "--url", urls, "--ca"])
+        .arg(ca);
+    cmd
 }

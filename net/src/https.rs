@@ -19,6 +19,8 @@ use embedded_tls::TlsError;
 
 /// TLS records are up to 16 KiB of plaintext plus overhead.
 const RECORD_BUF: usize = 16 * 1024 + 256;
+/// Receive buffer of a plain connection: large reads, few system calls.
+const PLAIN_BUF: usize = 64 * 1024;
 
 pub struct Client<'a> {
     /// DER CA certificates; the server chain must end at one of them.
@@ -118,6 +120,37 @@ impl<'a> Client<'a> {
         Ok(Response { status, body_len })
     }
 
+    /// Sends `req` over plain TCP, without TLS: only for content the caller
+    /// authenticates itself (a sealed overlay blob, bound to a signed
+    /// manifest). Same head and body handling as [`Client::send`].
+    pub fn send_plain(
+        &self,
+        req: &Request<'_>,
+        on_status: &mut dyn FnMut(u16) -> Result<()>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<Response> {
+        let url = req.url;
+        let (stream, io_failure) = self.connect(&url)?;
+        let mut conn = PlainConn {
+            stream,
+            io_failure,
+            buf: vec![0u8; PLAIN_BUF],
+        };
+        let request = http::request_with(
+            req.method,
+            url.host,
+            url.port,
+            url.path,
+            req.bearer,
+            req.content_type,
+            req.body,
+        );
+        embedded_io::Write::write_all(&mut conn.stream, &request).map_err(|e| conn.why(e))?;
+        let (status, decoder, rest) = conn.read_head(on_status)?;
+        let body_len = conn.read_body(decoder, &rest, sink)?;
+        Ok(Response { status, body_len })
+    }
+
     /// TCP to the first of the host's addresses that accepts.
     fn connect(&self, url: &url::Url<'_>) -> Result<(TcpStream, Rc<Cell<Option<Error>>>)> {
         let mut last = Error::ConnectTimeout;
@@ -187,6 +220,55 @@ impl Conn<'_, '_> {
             Err(e) => Err(self.why(e)),
         }
     }
+}
+
+impl Exchange for Conn<'_, '_> {
+    fn read(&mut self) -> Result<Read> {
+        Conn::read(self)
+    }
+    fn buf(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// A plain TCP connection (no TLS), for [`Client::send_plain`].
+struct PlainConn {
+    stream: TcpStream,
+    io_failure: Rc<Cell<Option<Error>>>,
+    buf: Vec<u8>,
+}
+
+impl PlainConn {
+    fn why(&self, e: embedded_io::ErrorKind) -> Error {
+        match self.io_failure.take() {
+            Some(io) => io,
+            None if e == embedded_io::ErrorKind::TimedOut => Error::ReadTimeout,
+            None => Error::ConnectionClosed,
+        }
+    }
+}
+
+impl Exchange for PlainConn {
+    /// Without TLS there is no close_notify: a close is "clean" to the
+    /// HTTP framing only, and the caller's own authentication must catch a
+    /// cut body.
+    fn read(&mut self) -> Result<Read> {
+        match embedded_io::Read::read(&mut self.stream, &mut self.buf) {
+            Ok(0) => Ok(Read::Closed { clean: true }),
+            Ok(n) => Ok(Read::Data(n)),
+            Err(e) => Err(self.why(e)),
+        }
+    }
+    fn buf(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// Reading a response, whatever carries it.
+trait Exchange {
+    fn read(&mut self) -> Result<Read>;
+    /// The buffer [`Exchange::read`] filled.
+    fn buf(&self) -> &[u8];
 
     /// Reads up to the end of the response head: its status (redirects
     /// refused, `on_status` consulted), the body's decoder, and the body
@@ -201,7 +283,7 @@ impl Conn<'_, '_> {
                 Read::Data(n) => n,
                 Read::Closed { .. } => return Err(Error::ConnectionClosed),
             };
-            head.extend_from_slice(&self.buf[..n]);
+            head.extend_from_slice(&self.buf()[..n]);
             if let Some(len) = http::head_len(&head) {
                 let parsed = http::parse_head(&head[..len])?;
                 match parsed.status {
@@ -247,7 +329,7 @@ impl Conn<'_, '_> {
             })?;
             match got {
                 Read::Data(n) => {
-                    decoder.feed(&self.buf[..n], &mut counting)?;
+                    decoder.feed(&self.buf()[..n], &mut counting)?;
                 }
                 Read::Closed { clean } => {
                     decoder.finish()?;

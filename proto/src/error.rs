@@ -21,8 +21,22 @@ pub enum Error {
     SealedTruncated { index: u64 },
     /// The sealed stream was used after it failed or finished.
     SealedUnusable,
-    /// The decrypted overlay is not the one the server announced.
-    OverlayDigestMismatch,
+    /// The blob is sealed under another key than the manifest's (another
+    /// overlay's ciphertext, swapped in).
+    BlobOtherOverlay,
+    /// `manifest.pub` is not a P-256 public key.
+    ManifestKey,
+    /// The manifest's signature does not verify with the initrd's key
+    /// (forged, edited, or signed by another server).
+    ManifestSignature,
+    /// The manifest is signed but in a format this init does not read.
+    ManifestFormat { got: u16 },
+    /// The data key is not the one the signed manifest commits to.
+    KeyCommitmentMismatch,
+    /// The wrapped data key does not open with this session's secret.
+    KeyUnwrap,
+    /// The manifest's epoch is older than one this node already blessed.
+    ManifestRollback { epoch: u64, blessed: u64 },
     /// The decrypted overlay's length differs from the announced size.
     OverlaySizeMismatch { expected: u64, got: u64 },
     /// The server answered with a protocol error.
@@ -67,9 +81,25 @@ impl fmt::Display for Error {
                 write!(f, "sealed overlay: stream truncated at chunk {index}")
             }
             Error::SealedUnusable => write!(f, "sealed overlay: stream already failed or finished"),
-            Error::OverlayDigestMismatch => {
-                write!(f, "overlay SHA-256 differs from the announced one")
-            }
+            Error::BlobOtherOverlay => write!(
+                f,
+                "sealed overlay: the blob is sealed under another key than the manifest's (another overlay's blob)"
+            ),
+            Error::ManifestKey => write!(f, "manifest public key is not a P-256 SubjectPublicKeyInfo"),
+            Error::ManifestSignature => write!(
+                f,
+                "overlay manifest signature does not verify with the initrd's manifest.pub (forged or another server's)"
+            ),
+            Error::ManifestFormat { got } => write!(f, "overlay manifest format {got} is not supported"),
+            Error::KeyCommitmentMismatch => write!(
+                f,
+                "overlay data key does not match the manifest's key commitment"
+            ),
+            Error::KeyUnwrap => write!(f, "overlay data key does not unwrap with this session's secret"),
+            Error::ManifestRollback { epoch, blessed } => write!(
+                f,
+                "overlay manifest epoch {epoch} is older than the blessed epoch {blessed} (rollback refused)"
+            ),
             Error::OverlaySizeMismatch { expected, got } => {
                 write!(
                     f,

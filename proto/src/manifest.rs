@@ -101,6 +101,25 @@ pub struct SignedManifest {
     pub signature: Vec<u8>,
 }
 
+impl SignedManifest {
+    /// The stored and carried form (postcard).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Parses the carried form; the signature is checked by
+    /// [`PublicKey::verify`], never here.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() > MAX_SIGNED {
+            return Err(Error::Decode { what: "signed manifest" });
+        }
+        match postcard::take_from_bytes::<SignedManifest>(bytes) {
+            Ok((m, [])) => Ok(m),
+            _ => Err(Error::Decode { what: "signed manifest" }),
+        }
+    }
+}
+
 /// SHA-256 over a domain-separated data key: what a manifest commits to.
 pub fn key_commitment(data_key: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -117,6 +136,7 @@ fn signed_message(body: &[u8]) -> Vec<u8> {
 }
 
 /// The verifying half, from the initrd's `manifest.pub`.
+#[derive(Clone, Debug)]
 pub struct PublicKey(VerifyingKey);
 
 /// DER prefix of a P-256 SubjectPublicKeyInfo with an uncompressed point.

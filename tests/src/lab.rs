@@ -38,6 +38,15 @@ pub fn overlay(api: &KubeApi, behavior: &'static str, extra: &[(&str, &str)]) ->
     b.build().expect("build the stand-in overlay")
 }
 
+/// What every lab initrd carries beside the init: the server's CA and its
+/// manifest public key, as copied into the lab's folder.
+pub fn trust_files(dir: &Path) -> Vec<(PathBuf, &'static str)> {
+    vec![
+        (dir.join("ca.pem"), "/etc/ember/ca.pem"),
+        (dir.join("manifest.pub"), ember_proto::manifest::PUBLIC_KEY_PATH),
+    ]
+}
+
 impl Lab {
     pub fn new(tag: &str) -> Lab {
         let dir = ScratchDir::new(tag);
@@ -58,13 +67,11 @@ impl Lab {
             server.enroll_swtpm(NODE, "lab", &tpm).expect_ok("enroll");
         }
         let initrd = dir.path().join("initrd.cpio.gz");
-        // Kept beside the lab: initrds made after the server is gone need it too.
+        // Kept beside the lab: initrds made after the server is gone need them too.
         std::fs::copy(server.ca_path(), dir.path().join("ca.pem")).expect("copy the server CA");
-        build_initrd_with(
-            &initrd,
-            &[(dir.path().join("ca.pem"), "/etc/ember/ca.pem")],
-            true,
-        );
+        std::fs::copy(server.manifest_pub_path(), dir.path().join("manifest.pub"))
+            .expect("copy the manifest public key");
+        build_initrd_with(&initrd, &trust_files(dir.path()), true);
         let disk = dir.path().join("disk.img");
         make_disk(&disk, 128);
         let vars = dir.path().join("OVMF_VARS.fd");

@@ -124,7 +124,7 @@ fn attested_node_extracts_its_overlay_equal_to_the_source_and_reports_joined() {
     for step in [
         "step=start node=node-a outcome=ok",
         "step=finish node=node-a outcome=ok",
-        "step=overlay node=node-a outcome=ok",
+        "step=blob node=- outcome=ok",
         "step=report node=node-a outcome=ok",
     ] {
         assert!(
@@ -154,7 +154,10 @@ fn second_boot_reextracts_over_an_existing_tree() {
 }
 
 fn refused_stream(fault: &str, reason: &str) {
-    let lab = lab(&[]);
+    refused_stream_in(&lab(&[]), fault, reason)
+}
+
+fn refused_stream_in(lab: &Lab, fault: &str, reason: &str) {
     let into = lab.server.scratch().join("root");
     let run = lab.server.attest(
         &lab.tpm.spec(),
@@ -197,6 +200,54 @@ fn truncated_overlay_stream_is_refused_and_nothing_reaches_the_target() {
 #[test]
 fn swapped_overlay_chunks_are_refused_and_nothing_reaches_the_target() {
     refused_stream("swap:0:1", "chunk 0 failed authentication");
+}
+
+#[test]
+fn forged_manifest_is_refused_and_nothing_reaches_the_target() {
+    let lab = lab(&[]);
+    let into = lab.server.scratch().join("root");
+    // Another server's manifest key: the genuine manifest does not verify.
+    let other = EmberServer::start();
+    let run = lab.server.attest(
+        &lab.tpm.spec(),
+        &[
+            "--into",
+            &into.display().to_string(),
+            "--manifest-key",
+            &other.manifest_pub_path().display().to_string(),
+        ],
+    );
+    assert!(!run.ok, "a manifest under another key was accepted");
+    assert!(
+        run.stderr.contains("signature does not verify"),
+        "{}",
+        run.stderr
+    );
+    assert!(!into.exists(), "plaintext reached the target folder");
+}
+
+#[test]
+fn another_overlays_blob_is_refused_and_nothing_reaches_the_target() {
+    let lab = lab(&[]);
+    let sealed = lab.server.state().join("sealed");
+    let before: Vec<_> = std::fs::read_dir(&sealed)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let src = lab.server.scratch().join("other-src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("other"), b"another overlay\n").unwrap();
+    lab.server.add_overlay(&src, None);
+    let other = std::fs::read_dir(&sealed)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|f| !before.contains(f))
+        .expect("the second overlay's blob");
+    refused_stream_in(
+        &lab,
+        &format!("replace:{}", other.display()),
+        "another overlay's blob",
+    );
 }
 
 #[test]

@@ -81,24 +81,21 @@ impl fmt::Display for Error {
                 write!(f, "sealed overlay: stream truncated at chunk {index}")
             }
             Error::SealedUnusable => write!(f, "sealed overlay: stream already failed or finished"),
-            Error::BlobOtherOverlay => write!(
-                f,
-                "sealed overlay: the blob is sealed under another key than the manifest's (another overlay's blob)"
-            ),
-            Error::ManifestKey => write!(f, "manifest public key is not a P-256 SubjectPublicKeyInfo"),
-            Error::ManifestSignature => write!(
-                f,
-                "overlay manifest signature does not verify with the initrd's manifest.pub (forged or another server's)"
-            ),
-            Error::ManifestFormat { got } => write!(f, "overlay manifest format {got} is not supported"),
-            Error::KeyCommitmentMismatch => write!(
-                f,
-                "overlay data key does not match the manifest's key commitment"
-            ),
-            Error::KeyUnwrap => write!(f, "overlay data key does not unwrap with this session's secret"),
+            Error::BlobOtherOverlay => {
+                write!(f, "sealed overlay: another overlay's blob (key differs)")
+            }
+            Error::ManifestKey => write!(f, "manifest.pub is not a P-256 public key"),
+            Error::ManifestSignature => {
+                write!(f, "manifest signature does not verify (forged)")
+            }
+            Error::ManifestFormat { got } => write!(f, "manifest format {got} unsupported"),
+            Error::KeyCommitmentMismatch => {
+                write!(f, "data key differs from the manifest's commitment")
+            }
+            Error::KeyUnwrap => write!(f, "data key does not unwrap for this session"),
             Error::ManifestRollback { epoch, blessed } => write!(
                 f,
-                "overlay manifest epoch {epoch} is older than the blessed epoch {blessed} (rollback refused)"
+                "manifest epoch {epoch} is older than the blessed epoch {blessed} (rollback)"
             ),
             Error::OverlaySizeMismatch { expected, got } => {
                 write!(

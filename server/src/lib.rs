@@ -173,7 +173,9 @@ pub fn run(opts: Options) -> Result<()> {
                 .with_context(|| format!("listen on {a}"))?;
             let bound = l.local_addr()?;
             let _ = server.http_port.set(bound.port());
-            println!("ember-serve: boot artifacts and sealed overlay blobs on http://{bound}");
+            // Tests and scripts read the address from this line.
+            println!("ember-serve: boot artifacts on http://{bound}");
+            println!("ember-serve: sealed overlay blobs on http://{bound}{}", ember_proto::msg::path::BLOB);
             tasks.push(tokio::spawn(conn::serve(
                 l,
                 None,

@@ -581,7 +581,8 @@ fn attest_fails_over_past_an_unreachable_server_but_a_refusal_is_final() {
     drop(dead);
     let target = lab.server.scratch().join("root");
     let urls = format!("{dead_url},{}", lab.server.url());
-    let out = attest_with_failover(&lab.tpm.spec(), &urls, &lab.server.ca_path())
+    let key = lab.server.manifest_pub_path();
+    let out = attest_with_failover(&lab.tpm.spec(), &urls, &lab.server.ca_path(), &key)
         .args(["--timeout", "2s", "--into"])
         .arg(&target)
         .output()
@@ -608,7 +609,7 @@ fn attest_fails_over_past_an_unreachable_server_but_a_refusal_is_final() {
     pem.extend(std::fs::read(lab.server.ca_path()).unwrap());
     std::fs::write(&both_cas, pem).unwrap();
     let urls = format!("{},{}", stranger.url(), lab.server.url());
-    let out = attest_with_failover(&lab.tpm.spec(), &urls, &both_cas)
+    let out = attest_with_failover(&lab.tpm.spec(), &urls, &both_cas, &key)
         .arg("--no-overlay")
         .output()
         .unwrap();
@@ -620,10 +621,18 @@ fn attest_fails_over_past_an_unreachable_server_but_a_refusal_is_final() {
     );
 }
 
-/// `ember attest --tpm SPEC --url URLS --ca CA`, for the failover cases.
-fn attest_with_failover(tpm: &str, urls: &str, ca: &std::path::Path) -> std::process::Command {
+/// `ember attest --tpm SPEC --url URLS --ca CA --manifest-key KEY`, for
+/// the failover cases.
+fn attest_with_failover(
+    tpm: &str,
+    urls: &str,
+    ca: &std::path::Path,
+    manifest_key: &std::path::Path,
+) -> std::process::Command {
     let mut cmd = std::process::Command::new(ember_tests::ember_bin());
     cmd.args(["attest", "--tpm", tpm, "--url", urls, "--ca"])
-        .arg(ca);
+        .arg(ca)
+        .arg("--manifest-key")
+        .arg(manifest_key);
     cmd
 }

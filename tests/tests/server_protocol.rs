@@ -597,6 +597,20 @@ fn another_overlays_blob_swapped_in_is_refused_before_any_chunk() {
 #[test]
 fn truncated_blob_is_refused_and_never_finishes() {
     let p = peer(&[], true);
+    // Incompressible, so the blob has several 64 KiB chunks.
+    let src = p.server.scratch().join("noise");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut x = 0x2545f4914f6cdd1du64;
+    let noise: Vec<u8> = (0..200_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(src.join("noise"), noise).unwrap();
+    p.server.add_overlay(&src, Some("group:default"));
     let trust = p.server.manifest_key();
     // Inside the first chunk: nothing authenticates, nothing is written.
     let (r, sink) = fetch_through(
@@ -606,14 +620,16 @@ fn truncated_blob_is_refused_and_never_finishes() {
     );
     assert_eq!(r.err(), Some(Error::SealedTruncated { index: 0 }));
     assert!(sink.0.is_empty() && !sink.1);
-    // At a chunk boundary: the first chunk authenticated (and was handed
-    // on), but the stream never ends, so the extractor never finishes.
+    // At a chunk boundary: a chunk is handed on only once more data shows
+    // it is not the last, so after two whole chunks only the first reached
+    // the extractor, and the stream never ends: the extractor never finishes.
     let (r, sink) = fetch_through(
         &p,
         |c| c.open_grant(&trust),
-        BlobTap(Box::new(|body| body.truncate(48 + 65536 + 16))),
+        BlobTap(Box::new(|body| body.truncate(48 + 2 * (65536 + 16)))),
     );
     assert_eq!(r.err(), Some(Error::SealedTruncated { index: 1 }));
+    assert_eq!(sink.0.len(), 65536);
     assert!(!sink.1, "a truncated overlay finished");
 }
 

@@ -3,7 +3,7 @@
 //! - [`msg`]: the versioned postcard messages (Start, Finish, Report) and the
 //!   error body every refusal carries.
 //! - [`keys`]: the session transcript, the proof of the activated secret and
-//!   the overlay key, all derived the same way on both sides.
+//!   the wrapped overlay data key, all derived the same way on both sides.
 //! - [`manifest`]: the signed overlay manifest (one format for the network
 //!   path and last-known-good).
 //! - [`sealed`]: the streaming AEAD format of a sealed overlay blob.

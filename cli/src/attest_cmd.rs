@@ -15,10 +15,10 @@ use clap::Args;
 use ember_fs::tar::{Confinement, Extractor, FsSink, Limits};
 use ember_proto::client::{self, Credential, Transport, Url};
 use ember_proto::host::HttpsClient;
+use ember_proto::manifest::{Envelope, PublicKey};
 use ember_proto::msg::{
     self, decode, encode, FinishRequest, FinishResponse, Outcome, StartResponse,
 };
-use ember_proto::manifest::{Envelope, PublicKey};
 use ember_proto::tap::{Tap, Tapped};
 use ember_proto::{keys, sealed};
 use ember_tpm::Tpm;

@@ -83,12 +83,7 @@ fn target_key(conn: &rusqlite::Connection, t: &Target) -> Result<Option<String>>
     }
 }
 
-fn assign(
-    tx: &rusqlite::Transaction,
-    state: &StateDir,
-    target: &str,
-    version: i64,
-) -> Result<u64> {
+fn assign(tx: &rusqlite::Transaction, state: &StateDir, target: &str, version: i64) -> Result<u64> {
     if let Some(g) = target.strip_prefix("group:") {
         store::ensure_group(tx, g)?;
     }
@@ -114,11 +109,8 @@ pub fn run(cmd: OverlayCmd) -> Result<()> {
                 );
             }
             let blob = ember_server::overlay::store_overlay(&state, &source)?;
-            let sealed = manifest::seal_overlay(
-                &state,
-                &state.blob(&hex(&blob.sha256)),
-                a.chunk_size,
-            )?;
+            let sealed =
+                manifest::seal_overlay(&state, &state.blob(&hex(&blob.sha256)), a.chunk_size)?;
             let tx = conn.transaction()?;
             tx.execute(
                 "INSERT INTO overlays(sha256, size, source, created_at, blob_sha256, blob_size, chunk_size, compression, data_key)

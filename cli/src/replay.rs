@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use ember_proto::client::{self, Credential, Transport, Url};
 use ember_proto::host::HttpsClient;
-use ember_proto::msg::{decode, ErrorResponse, Outcome};
 use ember_proto::manifest::PublicKey;
+use ember_proto::msg::{decode, ErrorResponse, Outcome};
 use ember_proto::sealed::Sink;
 
 use crate::attest_cmd::ServerUnavailable;
@@ -139,7 +139,11 @@ fn one(
         })?;
         let m = &envelope.manifest;
         if sink.0 != m.plain_size {
-            bail!("overlay: {} bytes opened, {} announced", sink.0, m.plain_size);
+            bail!(
+                "overlay: {} bytes opened, {} announced",
+                sink.0,
+                m.plain_size
+            );
         }
         version = Some(m.version_id);
     }

@@ -163,10 +163,11 @@ fn overlay_source(
     };
     match attested {
         Ok(session) => {
-            let fetched = phase("overlay", || session.fetch_overlay(cfg.overlay_transport)).map_err(|f| {
-                session.report(Outcome::Failed, &format!("phase {}: {}", f.0, f.1));
-                f
-            })?;
+            let fetched = phase("overlay", || session.fetch_overlay(cfg.overlay_transport))
+                .map_err(|f| {
+                    session.report(Outcome::Failed, &format!("phase {}: {}", f.0, f.1));
+                    f
+                })?;
             Ok(Source::Network { session, fetched })
         }
         Err((_, e)) if net.is_none() || session::unreachable(&e) => {

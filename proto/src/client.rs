@@ -370,7 +370,9 @@ pub fn fetch_overlay<H: Transport, S: Sink>(
     sink: &mut S,
 ) -> Result<(), Error> {
     let mut opener = Opener::for_manifest(envelope);
-    fetch_blob(http, server, envelope, &mut |piece| opener.write(piece, sink))?;
+    fetch_blob(http, server, envelope, &mut |piece| {
+        opener.write(piece, sink)
+    })?;
     opener.finish(sink)?;
     log::info!(
         "attest: overlay {} (epoch {}) opened, {} bytes",

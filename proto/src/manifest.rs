@@ -111,11 +111,15 @@ impl SignedManifest {
     /// [`PublicKey::verify`], never here.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         if bytes.len() > MAX_SIGNED {
-            return Err(Error::Decode { what: "signed manifest" });
+            return Err(Error::Decode {
+                what: "signed manifest",
+            });
         }
         match postcard::take_from_bytes::<SignedManifest>(bytes) {
             Ok((m, [])) => Ok(m),
-            _ => Err(Error::Decode { what: "signed manifest" }),
+            _ => Err(Error::Decode {
+                what: "signed manifest",
+            }),
         }
     }
 }

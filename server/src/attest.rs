@@ -515,13 +515,21 @@ impl Server {
             .because("overlay-unavailable"));
         };
         let manifest = SignedManifest::from_bytes(&manifest).map_err(|e| {
-            Refusal::new(ErrorCode::Internal, format!("stored manifest of overlay {}: {e}", o.version_id))
+            Refusal::new(
+                ErrorCode::Internal,
+                format!("stored manifest of overlay {}: {e}", o.version_id),
+            )
         })?;
         let data_key: [u8; 32] = data_key.try_into().map_err(|_| {
-            Refusal::new(ErrorCode::Internal, format!("stored data key of overlay {} has the wrong length", o.version_id))
+            Refusal::new(
+                ErrorCode::Internal,
+                format!(
+                    "stored data key of overlay {} has the wrong length",
+                    o.version_id
+                ),
+            )
         })?;
-        let wrapped_key =
-            keys::wrap_data_key(&s.secret, &s.id, &manifest.body, &data_key).to_vec();
+        let wrapped_key = keys::wrap_data_key(&s.secret, &s.id, &manifest.body, &data_key).to_vec();
         Ok(OverlayGrant {
             manifest,
             wrapped_key,

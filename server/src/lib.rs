@@ -175,7 +175,10 @@ pub fn run(opts: Options) -> Result<()> {
             let _ = server.http_port.set(bound.port());
             // Tests and scripts read the address from this line.
             println!("ember-serve: boot artifacts on http://{bound}");
-            println!("ember-serve: sealed overlay blobs on http://{bound}{}", ember_proto::msg::path::BLOB);
+            println!(
+                "ember-serve: sealed overlay blobs on http://{bound}{}",
+                ember_proto::msg::path::BLOB
+            );
             tasks.push(tokio::spawn(conn::serve(
                 l,
                 None,

@@ -98,7 +98,9 @@ fn base64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= c.len() {
                 out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
@@ -148,7 +150,11 @@ pub fn seal_overlay(state: &StateDir, plain: &Path, chunk_size: u32) -> Result<S
         Ok(())
     })?;
     if blob.size != sealed::sealed_len(size, chunk_size) {
-        bail!("sealed blob has {} bytes, expected {}", blob.size, sealed::sealed_len(size, chunk_size));
+        bail!(
+            "sealed blob has {} bytes, expected {}",
+            blob.size,
+            sealed::sealed_len(size, chunk_size)
+        );
     }
     Ok(SealedOverlay {
         blob,
@@ -182,10 +188,21 @@ pub fn assign(tx: &Transaction, key: &SigningSecret, target: &str, version: i64)
             },
         )
         .optional()?;
-    let Some((size, Some(blob_sha), Some(blob_size), Some(chunk), Some(compression), Some(data_key))) = row else {
+    let Some((
+        size,
+        Some(blob_sha),
+        Some(blob_size),
+        Some(chunk),
+        Some(compression),
+        Some(data_key),
+    )) = row
+    else {
         bail!("overlay {version} does not exist or predates sealed blobs: add it again with `ember overlay add`");
     };
-    let (Ok(blob_sha256), Ok(data_key)) = (<[u8; 32]>::try_from(blob_sha), <[u8; 32]>::try_from(data_key)) else {
+    let (Ok(blob_sha256), Ok(data_key)) = (
+        <[u8; 32]>::try_from(blob_sha),
+        <[u8; 32]>::try_from(data_key),
+    ) else {
         bail!("overlay {version}: stored blob digest or data key has the wrong length");
     };
     let compression = match compression.as_str() {
@@ -219,7 +236,6 @@ pub fn assign(tx: &Transaction, key: &SigningSecret, target: &str, version: i64)
     )?;
     Ok(epoch as u64)
 }
-
 
 #[cfg(test)]
 mod tests {

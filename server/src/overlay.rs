@@ -43,7 +43,10 @@ fn temp_in(dir: &Path) -> PathBuf {
 }
 
 /// Stores what `fill` writes as a content-addressed blob in `dir`.
-pub(crate) fn store_blob(dir: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<Blob> {
+pub(crate) fn store_blob(
+    dir: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<Blob> {
     {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()

@@ -43,7 +43,10 @@ pub fn overlay(api: &KubeApi, behavior: &'static str, extra: &[(&str, &str)]) ->
 pub fn trust_files(dir: &Path) -> Vec<(PathBuf, &'static str)> {
     vec![
         (dir.join("ca.pem"), "/etc/ember/ca.pem"),
-        (dir.join("manifest.pub"), ember_proto::manifest::PUBLIC_KEY_PATH),
+        (
+            dir.join("manifest.pub"),
+            ember_proto::manifest::PUBLIC_KEY_PATH,
+        ),
     ]
 }
 

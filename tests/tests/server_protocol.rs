@@ -5,13 +5,13 @@
 
 use ember_proto::client::{self, AttestTpm, BodySink, Quote, Transport, Url};
 use ember_proto::host::HttpsClient;
+use ember_proto::keys;
 use ember_proto::msg::{
     self, decode, encode, ErrorCode, ErrorResponse, FinishRequest, Outcome, PcrSelection,
     StartRequest,
 };
 use ember_proto::sealed::Sink;
 use ember_proto::tap::{Tap, Tapped};
-use ember_proto::keys;
 use ember_proto::tpm::TpmAttestor;
 use ember_proto::Error;
 use ember_tests::server::EmberServer;
@@ -435,7 +435,10 @@ fn blobs_are_static_ciphertext_served_by_digest_only() {
         .get(&client::blob_path(&cfg(), &m.blob_sha256), None, &mut got)
         .unwrap();
     assert_eq!(got.0, 200);
-    assert_eq!(got.1, std::fs::read(p.server.sealed_blob(&m.blob_sha256)).unwrap());
+    assert_eq!(
+        got.1,
+        std::fs::read(p.server.sealed_blob(&m.blob_sha256)).unwrap()
+    );
     assert_eq!(got.1.len() as u64, m.blob_size);
     assert!(!got.1.windows(64).any(|w| w.iter().all(|&b| b == 7)));
     // A second boot gets the very same blob: nothing is sealed per boot.
@@ -518,10 +521,9 @@ fn genuinely_signed_manifest_committing_to_another_key_is_refused() {
     // The attacker holds the server's signing key (the worst case) and
     // hands the node a manifest for another key, with the genuine data key
     // wrapped correctly for its session.
-    let signer = SigningSecret::from_bytes(
-        &std::fs::read(p.server.state().join("manifest.key")).unwrap(),
-    )
-    .unwrap();
+    let signer =
+        SigningSecret::from_bytes(&std::fs::read(p.server.state().join("manifest.key")).unwrap())
+            .unwrap();
     let trust = p.server.manifest_key();
     let (r, sink) = fetch_through(
         &p,

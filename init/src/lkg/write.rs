@@ -14,10 +14,10 @@ use rustix::io::Errno;
 
 use super::esp::Mounted;
 use super::record::{SealedKey, SlotRecord, RECORD_VERSION};
-use ember_proto::manifest::SignedManifest;
 use super::slots::Slot;
 use crate::fsutil::{self, Stop};
 use crate::Error;
+use ember_proto::manifest::SignedManifest;
 
 /// Tries systemd-boot gives a new slot before falling back.
 pub const TRIES: u32 = 3;

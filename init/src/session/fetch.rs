@@ -33,7 +33,11 @@ impl Session {
     pub fn fetch_overlay(&self, transport: OverlayTransport) -> Result<Fetched, Error> {
         let trust = overlay::trusted_key()?;
         let envelope = self.cred.open_grant(&trust)?;
-        let grant = self.cred.overlay.as_ref().ok_or(Error::Missing("overlay grant"))?;
+        let grant = self
+            .cred
+            .overlay
+            .as_ref()
+            .ok_or(Error::Missing("overlay grant"))?;
         let signed = grant.manifest.clone();
         let m = &envelope.manifest;
         self.overlay_version.set(Some(m.version_id));

@@ -115,7 +115,10 @@ impl Lab {
 
     /// A boot with `ember.attest_url=attest_urls` (one URL or a list).
     pub fn boot_with(&self, name: &str, from_disk: bool, attest_urls: &str) -> Boot {
-        let append = format!("ember.attest_url={attest_urls} ember.error_delay=2");
+        // EMBER_LAB_APPEND adds keys for a measurement (e.g.
+        // ember.overlay_transport=https), as EMBER_BENCH_APPEND does for qemu/bench.
+        let extra = std::env::var("EMBER_LAB_APPEND").unwrap_or_default();
+        let append = format!("ember.attest_url={attest_urls} ember.error_delay=2 {extra}");
         let mut boot = Boot::new(
             &self.initrd,
             &append,

@@ -128,7 +128,6 @@ pub fn seal_overlay(state: &StateDir, plain: &Path, chunk_size: u32) -> Result<S
     let mut sealer = Sealer::new(&data_key, chunk_size)?;
     let mut src = File::open(plain).with_context(|| format!("open {}", plain.display()))?;
     let size = src.metadata()?.len();
-    let mut head = [0u8; 2];
     let mut compression = Compression::None;
     let blob = store_blob(&state.sealed_dir(), |w| {
         w.write_all(&sealer.header())?;
@@ -139,9 +138,8 @@ pub fn seal_overlay(state: &StateDir, plain: &Path, chunk_size: u32) -> Result<S
             let mut buf = vec![0u8; len];
             src.read_exact(&mut buf)
                 .with_context(|| format!("{} changed while it was sealed", plain.display()))?;
-            if i == 0 && len >= 2 {
-                head.copy_from_slice(&buf[..2]);
-                compression = Compression::sniff(&head);
+            if i == 0 {
+                compression = Compression::sniff(&buf);
             }
             left -= len as u64;
             sealer.seal_chunk(&mut buf, i + 1 == chunks)?;

@@ -6,6 +6,7 @@
 pub mod attest;
 pub mod conn;
 pub mod http;
+pub mod measured;
 pub mod metrics;
 pub mod overlay;
 pub mod store;

@@ -43,16 +43,29 @@ pub fn judge(policy: &Policy, quoted: &[(u8, &[u8])], log: &[u8]) -> Result<(), 
         )
     })?;
     let log = replayed_log(policy, bank, &selected, log)?;
-    for (pcr, value) in &selected {
-        let allowed = policy
-            .allowed
-            .iter()
-            .any(|(p, v)| p == pcr && keys::ct_eq(v, value));
-        if !allowed {
-            return Err(not_allowed(policy, bank, *pcr, value, log.as_ref()));
+    // Every PCR that differs is named (a changed initrd changes the UKI's
+    // image digest in PCR 4 and its .initrd extend in PCR 11).
+    let refusals: Vec<Refusal> = selected
+        .iter()
+        .filter(|(pcr, value)| {
+            !policy
+                .allowed
+                .iter()
+                .any(|(p, v)| p == pcr && keys::ct_eq(v, value))
+        })
+        .map(|(pcr, value)| not_allowed(policy, bank, *pcr, value, log.as_ref()))
+        .collect();
+    match refusals.len() {
+        0 => Ok(()),
+        _ => {
+            let reason: Vec<&str> = refusals.iter().map(|r| r.reason.as_ref()).collect();
+            let detail: Vec<&str> = refusals.iter().map(|r| r.detail.as_str()).collect();
+            Err(
+                Refusal::new(ErrorCode::PcrPolicyMismatch, detail.join("; "))
+                    .because(reason.join("; ")),
+            )
         }
     }
-    Ok(())
 }
 
 /// The node's log, checked to replay to the quoted values; `None` when it
@@ -248,6 +261,7 @@ mod tests {
         let evil = with_digest(INITRD_EVENT, &[0xEE; 32]);
         let r = judge_with(&policy(), &quote_of(&evil), &evil).unwrap_err();
         assert_eq!(r.code, ErrorCode::PcrPolicyMismatch);
+        // Only the .initrd extend differs in this log: PCR 4 is genuine.
         assert_eq!(r.reason, "PCR 11 event 31 (.initrd) differs");
         assert!(
             r.detail.starts_with("PCR 11 sha256 event 31 (.initrd) differs: expected "),

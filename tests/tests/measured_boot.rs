@@ -77,13 +77,15 @@ fn bench() -> Bench {
 
 /// What the firmware (PCR 4) and systemd-stub (PCR 11) extend booting
 /// `uki`, from `ember policy predict --events`, typed as they log them.
-fn measurements(server: &EmberServer, uki: &Path) -> Vec<LogEvent> {
-    let out = server
-        .ember(&["policy", "predict", "--uki", uki.to_str().unwrap(), "--events"])
-        .expect_ok("policy predict");
+fn measurements(uki: &Path) -> Vec<LogEvent> {
+    let out = std::process::Command::new(ember_tests::ember_bin())
+        .args(["policy", "predict", "--uki", uki.to_str().unwrap(), "--events"])
+        .output()
+        .expect("run ember policy predict");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut pcr = 0;
     let mut events = Vec::new();
-    for line in out.stdout.lines() {
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
         if let Some(rest) = line.strip_prefix("PCR ") {
             pcr = rest.split_whitespace().next().unwrap().parse().unwrap();
             continue;
@@ -130,6 +132,7 @@ fn leave_initrd() -> LogEvent {
 impl Bench {
     /// A reboot: a fresh swtpm on the node's state (PCRs reset), then
     /// `extends` as the firmware and whatever runs after it make them.
+    /// The previous boot's swtpm must be dropped first (one per state).
     fn reboot(&self, extends: &[LogEvent]) -> Swtpm {
         let tpm = Swtpm::start_tcp(self.tpm_dir.path()).expect("start swtpm");
         eventlog::extend(&tpm, extends);
@@ -174,7 +177,7 @@ impl Bench {
 #[test]
 fn the_genuine_firmware_and_stub_measurements_get_the_overlay() {
     let b = bench();
-    let genuine = measurements(&b.server, &b.genuine);
+    let genuine = measurements(&b.genuine);
     let tpm = b.reboot(&genuine);
     let (run, into) = b.attest(&tpm, &eventlog::write(&genuine), "genuine");
     assert!(run.ok, "{}", run.stderr);
@@ -187,7 +190,7 @@ fn the_genuine_firmware_and_stub_measurements_get_the_overlay() {
 #[test]
 fn a_uki_whose_initrd_differs_by_one_byte_is_refused_naming_the_initrd_event() {
     let b = bench();
-    let evil = measurements(&b.server, &b.evil);
+    let evil = measurements(&b.evil);
     let tpm = b.reboot(&evil);
     // Its honest log: the server names the extend that differs.
     let log = eventlog::write(&evil);
@@ -206,6 +209,7 @@ fn a_uki_whose_initrd_differs_by_one_byte_is_refused_naming_the_initrd_event() {
     let mut retyped = log.clone();
     let at = eventlog::type_offset(&evil, initrd_event);
     retyped[at..at + 4].copy_from_slice(&EV_NO_ACTION.to_le_bytes());
+    drop(tpm);
     let tpm = b.reboot(&evil);
     b.assert_refused(
         b.attest(&tpm, &retyped, "retyped"),
@@ -217,7 +221,7 @@ fn a_uki_whose_initrd_differs_by_one_byte_is_refused_naming_the_initrd_event() {
 #[test]
 fn replaying_a_genuine_boot_into_pcr11_without_the_firmware_measuring_the_genuine_image_is_refused() {
     let b = bench();
-    let genuine = measurements(&b.server, &b.genuine);
+    let genuine = measurements(&b.genuine);
     let genuine_pcr11: Vec<LogEvent> = genuine.iter().filter(|e| e.pcr == 11).cloned().collect();
     // What a genuine boot shows in PCR 11, for the comparison below.
     let tpm = b.reboot(&genuine);
@@ -228,7 +232,7 @@ fn replaying_a_genuine_boot_into_pcr11_without_the_firmware_measuring_the_genuin
     // UKI, booted past its stub) into PCR 4; the attacker's code then
     // replays every genuine PCR 11 extend and, for good measure, the
     // genuine PCR 4 extends too.
-    let evil_pcr4: Vec<LogEvent> = measurements(&b.server, &b.evil)
+    let evil_pcr4: Vec<LogEvent> = measurements(&b.evil)
         .into_iter()
         .filter(|e| e.pcr == 4)
         .collect();
@@ -267,6 +271,7 @@ fn replaying_a_genuine_boot_into_pcr11_without_the_firmware_measuring_the_genuin
         "PCR 4 sha256 event",
     );
     // And with the init's leave-initrd extend replayed as well.
+    drop(tpm);
     let tpm = b.reboot(&extends);
     eventlog::extend(&tpm, &[leave_initrd()]);
     b.assert_refused(
@@ -279,7 +284,7 @@ fn replaying_a_genuine_boot_into_pcr11_without_the_firmware_measuring_the_genuin
 #[test]
 fn after_leave_initrd_the_runtime_cannot_attest_as_the_booting_node() {
     let b = bench();
-    let genuine = measurements(&b.server, &b.genuine);
+    let genuine = measurements(&b.genuine);
     // The genuine chain, then the init's leave-initrd before the runtime
     // starts: the runtime quoting now has PCR 11 past the policy's value,
     // whatever log it sends.

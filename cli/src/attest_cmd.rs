@@ -227,7 +227,9 @@ const KERNEL_EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measuremen
 fn event_log(a: &AttestArgs) -> Result<Vec<u8>> {
     match (&a.event_log, &a.tpm) {
         (Some(p), _) => std::fs::read(p).with_context(|| format!("read {}", p.display())),
-        (None, Some(t)) if t.starts_with('/') => Ok(std::fs::read(KERNEL_EVENT_LOG).unwrap_or_default()),
+        (None, Some(t)) if t.starts_with('/') => {
+            Ok(std::fs::read(KERNEL_EVENT_LOG).unwrap_or_default())
+        }
         _ => Ok(Vec::new()),
     }
 }

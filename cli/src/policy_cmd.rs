@@ -231,7 +231,9 @@ fn set(a: SetArgs) -> Result<()> {
     if !a.record {
         for p in &pcrs {
             if !allowed.iter().any(|(q, _)| q == p) {
-                bail!("PCR {p} has no allowed --value (or --uki; --lab-record-first-boot in a lab)");
+                bail!(
+                    "PCR {p} has no allowed --value (or --uki; --lab-record-first-boot in a lab)"
+                );
             }
         }
     }
@@ -299,7 +301,11 @@ fn show(a: ShowArgs) -> Result<()> {
                 p.hash_alg,
                 p.mask,
                 if p.record { "record (lab)" } else { "values" },
-                if p.require_log { ", event log required" } else { "" }
+                if p.require_log {
+                    ", event log required"
+                } else {
+                    ""
+                }
             );
             for (pcr, v) in p.allowed {
                 let extends = p

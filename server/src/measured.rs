@@ -39,7 +39,10 @@ pub fn judge(policy: &Policy, quoted: &[(u8, &[u8])], log: &[u8]) -> Result<(), 
     let bank = HashAlg::from_alg_id(policy.hash_alg).map_err(|_| {
         Refusal::new(
             ErrorCode::Internal,
-            format!("policy {} names unknown bank {:#x}", policy.scope, policy.hash_alg),
+            format!(
+                "policy {} names unknown bank {:#x}",
+                policy.scope, policy.hash_alg
+            ),
         )
     })?;
     let log = replayed_log(policy, bank, &selected, log)?;
@@ -82,7 +85,10 @@ fn replayed_log<'a>(
     if bytes.is_empty() {
         if policy.require_log {
             return Err(refuse(
-                format!("the node sent no event log; policy {} requires one", policy.scope),
+                format!(
+                    "the node sent no event log; policy {} requires one",
+                    policy.scope
+                ),
                 "event log required by policy".into(),
             ));
         }
@@ -264,11 +270,16 @@ mod tests {
         // Only the .initrd extend differs in this log: PCR 4 is genuine.
         assert_eq!(r.reason, "PCR 11 event 31 (.initrd) differs");
         assert!(
-            r.detail.starts_with("PCR 11 sha256 event 31 (.initrd) differs: expected "),
+            r.detail
+                .starts_with("PCR 11 sha256 event 31 (.initrd) differs: expected "),
             "{}",
             r.detail
         );
-        assert!(r.detail.contains(&format!("measured {}", hex(&[0xEE; 32]))), "{}", r.detail);
+        assert!(
+            r.detail.contains(&format!("measured {}", hex(&[0xEE; 32]))),
+            "{}",
+            r.detail
+        );
     }
 
     #[test]

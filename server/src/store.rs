@@ -374,11 +374,7 @@ pub fn put_policy(tx: &Transaction, p: &Policy) -> Result<()> {
 
 /// The policy that applies to a node: its own, its group's, the default;
 /// `None` when none is set.
-pub fn effective_policy(
-    conn: &Connection,
-    node_name: &str,
-    group: &str,
-) -> Result<Option<Policy>> {
+pub fn effective_policy(conn: &Connection, node_name: &str, group: &str) -> Result<Option<Policy>> {
     for scope in [
         format!("node:{node_name}"),
         format!("group:{group}"),

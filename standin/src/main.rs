@@ -210,7 +210,10 @@ fn run_exec(conf: &NodeConf) {
     };
     say(&format!("exec: {}", argv.join(" ")));
     std::thread::spawn(move || {
-        match std::process::Command::new(&argv[0]).args(&argv[1..]).output() {
+        match std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .output()
+        {
             Ok(out) => {
                 for line in String::from_utf8_lossy(&out.stdout)
                     .lines()

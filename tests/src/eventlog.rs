@@ -85,6 +85,10 @@ pub fn pcr_value(tpm: &Swtpm, pcr: u32) -> String {
         .expect("tpm2_pcrread");
     let text = String::from_utf8_lossy(&out);
     text.lines()
-        .find_map(|l| l.trim().split_once(": 0x").map(|(_, v)| v.to_ascii_lowercase()))
+        .find_map(|l| {
+            l.trim()
+                .split_once(": 0x")
+                .map(|(_, v)| v.to_ascii_lowercase())
+        })
         .unwrap_or_else(|| panic!("no PCR {pcr} in {text}"))
 }

@@ -155,7 +155,9 @@ impl Lab {
         for u in ukis.iter() {
             args.extend(["--uki", u.to_str().expect("UTF-8 path")]);
         }
-        self.server().set_policy(&args).expect_ok("policy set --uki");
+        self.server()
+            .set_policy(&args)
+            .expect_ok("policy set --uki");
     }
 
     /// A FAT disk without a partition table whose removable-media loader
@@ -180,7 +182,12 @@ impl Lab {
             ("mmd", vec!["-i", image, "::/EFI", "::/EFI/BOOT"]),
             (
                 "mcopy",
-                vec!["-i", image, uki.to_str().expect("UTF-8 path"), "::/EFI/BOOT/BOOTX64.EFI"],
+                vec![
+                    "-i",
+                    image,
+                    uki.to_str().expect("UTF-8 path"),
+                    "::/EFI/BOOT/BOOTX64.EFI",
+                ],
             ),
         ] {
             let out = std::process::Command::new(tool)

@@ -79,10 +79,20 @@ fn bench() -> Bench {
 /// `uki`, from `ember policy predict --events`, typed as they log them.
 fn measurements(uki: &Path) -> Vec<LogEvent> {
     let out = std::process::Command::new(ember_tests::ember_bin())
-        .args(["policy", "predict", "--uki", uki.to_str().unwrap(), "--events"])
+        .args([
+            "policy",
+            "predict",
+            "--uki",
+            uki.to_str().unwrap(),
+            "--events",
+        ])
         .output()
         .expect("run ember policy predict");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut pcr = 0;
     let mut events = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -164,13 +174,17 @@ impl Bench {
         assert!(!into.exists(), "the refused node got an overlay");
         let log = self.server.log();
         assert!(
-            self.server
-                .wait_log(&format!("step=finish node=node-a outcome={code} status=403")),
+            self.server.wait_log(&format!(
+                "step=finish node=node-a outcome={code} status=403"
+            )),
             "{log}"
         );
         assert!(log.contains(detail), "server log lacks {detail:?}:\n{log}");
         let nodes = self.server.nodes();
-        assert!(nodes.contains(detail), "ember nodes lacks {detail:?}:\n{nodes}");
+        assert!(
+            nodes.contains(detail),
+            "ember nodes lacks {detail:?}:\n{nodes}"
+        );
     }
 }
 
@@ -219,7 +233,8 @@ fn a_uki_whose_initrd_differs_by_one_byte_is_refused_naming_the_initrd_event() {
 }
 
 #[test]
-fn replaying_a_genuine_boot_into_pcr11_without_the_firmware_measuring_the_genuine_image_is_refused() {
+fn replaying_a_genuine_boot_into_pcr11_without_the_firmware_measuring_the_genuine_image_is_refused()
+{
     let b = bench();
     let genuine = measurements(&b.genuine);
     let genuine_pcr11: Vec<LogEvent> = genuine.iter().filter(|e| e.pcr == 11).cloned().collect();
@@ -307,9 +322,7 @@ fn after_leave_initrd_the_runtime_cannot_attest_as_the_booting_node() {
 #[test]
 fn without_a_policy_a_strict_server_refuses_and_says_how_to_set_one() {
     let b = bench();
-    b.server
-        .ember(&["policy", "show"])
-        .expect_ok("policy show");
+    b.server.ember(&["policy", "show"]).expect_ok("policy show");
     // Another group, no policy of its own and no default.
     let tpm_dir = ScratchDir::new("measured-tpm2");
     Swtpm::setup(tpm_dir.path()).expect("manufacture swtpm");

@@ -17,7 +17,10 @@ fn carry(root: &Path, bin: &Path, at: &str) {
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let lib = match line.split_once("=> ") {
             Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next().filter(|l| l.starts_with('/')),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|l| l.starts_with('/')),
         };
         let Some(lib) = lib.filter(|l| l.starts_with('/')) else {
             continue;
@@ -93,7 +96,8 @@ fn the_runtime_cannot_attest_as_the_booting_node_after_leave_initrd() {
     let log = run_until(&lab, "runtime", boot, "standin: exec exited");
     let lines = ember_lines(&log);
     assert!(
-        lines.contains("phase=attest status=ok") && lines.contains("phase=seal-boot-phase status=ok"),
+        lines.contains("phase=attest status=ok")
+            && lines.contains("phase=seal-boot-phase status=ok"),
         "the node itself did not attest:\n{lines}"
     );
     let exec: Vec<&str> = log
@@ -101,11 +105,16 @@ fn the_runtime_cannot_attest_as_the_booting_node_after_leave_initrd() {
         .filter(|l| l.contains("standin: exec"))
         .collect();
     let exec = exec.join("\n");
-    assert!(exec.contains("exec exited: ") && !exec.contains("exit status: 0"), "{exec}");
+    assert!(
+        exec.contains("exec exited: ") && !exec.contains("exit status: 0"),
+        "{exec}"
+    );
     assert!(exec.contains("event-log-mismatch"), "{exec}");
     let served = lab.server().log();
     assert!(
-        served.contains(&format!("step=finish node={NODE} outcome=event-log-mismatch")),
+        served.contains(&format!(
+            "step=finish node={NODE} outcome=event-log-mismatch"
+        )),
         "{served}"
     );
     assert!(

@@ -203,7 +203,13 @@ fn swapped_overlay_chunks_are_refused_and_nothing_reaches_the_target() {
 fn pcr_extended_after_enrolment_is_refused() {
     let lab = lab(&[]);
     lab.server
-        .set_policy(&["--pcrs", "0,1,2,3,4,5,6,7", "--lab-record-first-boot", "--group", "rack1"])
+        .set_policy(&[
+            "--pcrs",
+            "0,1,2,3,4,5,6,7",
+            "--lab-record-first-boot",
+            "--group",
+            "rack1",
+        ])
         .expect_ok("policy");
     lab.server
         .attest(&lab.tpm.spec(), &["--no-overlay"])
@@ -292,7 +298,15 @@ fn admin_commands_refuse_bad_arguments_without_writing() {
         dup.stderr
     );
     let groups = server
-        .ember(&["policy", "set", "--pcrs", "0", "--lab-record-first-boot", "--group", "g"])
+        .ember(&[
+            "policy",
+            "set",
+            "--pcrs",
+            "0",
+            "--lab-record-first-boot",
+            "--group",
+            "g",
+        ])
         .expect_ok("policy");
     assert!(groups.ok);
     let bad = server.ember(&["policy", "set", "--pcrs", "0,24", "--lab-record-first-boot"]);

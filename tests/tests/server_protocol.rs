@@ -227,8 +227,8 @@ fn ek_certificate_chaining_to_the_manufacturer_ca_admits_the_node() {
     );
     let mut tpm = p.tpm();
     let mut dev = TpmAttestor::new(&mut tpm);
-    let cred =
-        client::attest(&mut dev, &mut p.http(), &cfg(), &[]).expect("admitted by its EK certificate");
+    let cred = client::attest(&mut dev, &mut p.http(), &cfg(), &[])
+        .expect("admitted by its EK certificate");
     assert!(cred.overlay.is_none());
     let nodes = p.server.nodes();
     assert!(

@@ -408,3 +408,15 @@ pub fn report<H: Transport>(
     )?;
     decode("report response", &body)
 }
+
+#[cfg(test)]
+mod event_log_tests {
+    use super::*;
+
+    #[test]
+    fn an_event_log_over_the_bound_is_left_out_not_cut() {
+        let fits = alloc::vec![7u8; msg::MAX_EVENT_LOG];
+        assert_eq!(bounded_event_log(&fits), fits);
+        assert!(bounded_event_log(&alloc::vec![7u8; msg::MAX_EVENT_LOG + 1]).is_empty());
+    }
+}

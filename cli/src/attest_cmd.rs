@@ -58,6 +58,11 @@ pub struct AttestArgs {
     /// EK template: ecc-p384, rsa2048, ecc-p256 (default: the first with a certificate).
     #[arg(long)]
     pub ek: Option<String>,
+    /// The firmware's TCG event log sent with the quote (default: the
+    /// kernel's binary_bios_measurements when --tpm is a device, none for
+    /// a swtpm).
+    #[arg(long, value_name = "FILE")]
+    pub event_log: Option<PathBuf>,
     /// TEST: corrupt the sealed blob: tamper:OFFSET, truncate:LEN, swap:A:B (chunk indices), replace:FILE (another blob).
     #[arg(long, hide = true)]
     pub fault: Option<String>,
@@ -228,6 +233,21 @@ fn attest_once(
     }
 }
 
+/// The kernel's copy of the firmware's event log.
+const KERNEL_EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
+
+/// The event log to send: --event-log, the kernel's for a device TPM
+/// (none if it has none), or none.
+fn event_log(a: &AttestArgs) -> Result<Vec<u8>> {
+    match (&a.event_log, &a.tpm) {
+        (Some(p), _) => std::fs::read(p).with_context(|| format!("read {}", p.display())),
+        (None, Some(t)) if t.starts_with('/') => {
+            Ok(std::fs::read(KERNEL_EVENT_LOG).unwrap_or_default())
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
 fn flow<T: ember_tpm::Transport>(
     tpm: &mut Tpm<T>,
     ek: Option<ember_tpm::EkTemplate>,
@@ -241,7 +261,8 @@ fn flow<T: ember_tpm::Transport>(
         Some(t) => ember_proto::tpm::TpmAttestor::with_ek_template(tpm, t),
         None => ember_proto::tpm::TpmAttestor::new(tpm),
     };
-    let attested = client::attest(&mut dev, http, cfg);
+    let log = event_log(a)?;
+    let attested = client::attest(&mut dev, http, cfg, &log);
     let closed = dev.close();
     let cred = attested.map_err(|e| classify("attestation refused", e))?;
     closed.map_err(|e| anyhow!("flush TPM objects: {e}"))?;

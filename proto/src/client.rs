@@ -231,11 +231,13 @@ fn post<H: Transport>(
 }
 
 /// Steps 1 and 2: proves the TPM's identity and state, returns the
-/// credential and the overlay metadata.
+/// credential and the overlay metadata. `event_log` (the firmware's TCG
+/// log, possibly empty) rides with the quote, cut at [`msg::MAX_EVENT_LOG`].
 pub fn attest<T: AttestTpm, H: Transport>(
     tpm_dev: &mut T,
     http: &mut H,
     server: &Url,
+    event_log: &[u8],
 ) -> Result<Credential, Error> {
     let ek_public = tpm("read EK", tpm_dev.ek_public())?;
     let ek_cert = tpm("read EK certificate", tpm_dev.ek_certificate())?;
@@ -270,6 +272,7 @@ pub fn attest<T: AttestTpm, H: Transport>(
         signature: quote.signature,
         pcr_values: quote.pcr_values,
         proof: [0; 32],
+        event_log: bounded_event_log(event_log),
     };
     let transcript = keys::start_transcript(&start, &start_resp_bytes);
     finish.proof = keys::finish_proof(&secret, &transcript, &finish);
@@ -293,6 +296,21 @@ pub fn attest<T: AttestTpm, H: Transport>(
         expires_in_s: finished.expires_in_s,
         overlay: finished.overlay,
     })
+}
+
+/// The event log as sent: a log over [`msg::MAX_EVENT_LOG`] is not cut
+/// (a cut log replays to nothing useful) but left out, and the server
+/// judges by PCR values alone where its policy allows that.
+fn bounded_event_log(log: &[u8]) -> Vec<u8> {
+    if log.len() > msg::MAX_EVENT_LOG {
+        log::warn!(
+            "attest: the event log has {} bytes, over the {} the protocol carries; sending none",
+            log.len(),
+            msg::MAX_EVENT_LOG
+        );
+        return Vec::new();
+    }
+    log.to_vec()
 }
 
 /// Forwards a 200 body to the caller; keeps an error body (bounded) for
@@ -407,4 +425,16 @@ pub fn report<H: Transport>(
         &encode(&req),
     )?;
     decode("report response", &body)
+}
+
+#[cfg(test)]
+mod event_log_tests {
+    use super::*;
+
+    #[test]
+    fn an_event_log_over_the_bound_is_left_out_not_cut() {
+        let fits = alloc::vec![7u8; msg::MAX_EVENT_LOG];
+        assert_eq!(bounded_event_log(&fits), fits);
+        assert!(bounded_event_log(&alloc::vec![7u8; msg::MAX_EVENT_LOG + 1]).is_empty());
+    }
 }

@@ -145,6 +145,7 @@ mod tests {
             signature: vec![3; 70],
             pcr_values: vec![vec![4; 32]],
             proof: [0; 32],
+            event_log: vec![5; 10],
         }
     }
 

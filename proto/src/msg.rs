@@ -36,6 +36,11 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 /// TPM_ALG_SHA256.
 pub const ALG_SHA256: u16 = 0x000B;
 
+/// Longest TCG event log a node sends with its quote (OVMF booting a UKI
+/// writes about 3 KiB; firmware with Secure Boot databases tens of KiB).
+/// Leaves room in a [`MAX_MESSAGE`] Finish for the quote itself.
+pub const MAX_EVENT_LOG: usize = 48 * 1024;
+
 /// Which PCRs of which bank the quote covers.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PcrSelection {
@@ -106,6 +111,10 @@ pub struct FinishRequest {
     /// HMAC-SHA256 keyed by the activated secret over the transcript
     /// ([`crate::keys::finish_proof`]).
     pub proof: [u8; 32],
+    /// The firmware's TCG event log (binary_bios_measurements), at most
+    /// [`MAX_EVENT_LOG`] bytes; empty when the node has none. The server
+    /// replays it against the quoted PCRs to name what differs.
+    pub event_log: Vec<u8>,
 }
 
 /// The overlay assigned to the node: its signed manifest, its data key
@@ -185,10 +194,13 @@ pub enum ErrorCode {
     /// The EK or the peer already has as many open sessions as the server
     /// allows: finish or let them expire, then start again.
     TooManySessions = 21,
+    /// The event log sent with the quote does not replay to the quoted
+    /// PCR values (or is malformed, or missing where the policy needs it).
+    EventLogMismatch = 22,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownEk,
@@ -210,6 +222,7 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::Internal,
         ErrorCode::TooManySessions,
+        ErrorCode::EventLogMismatch,
     ];
 
     /// The stable, log-friendly name (also sent in [`ERROR_HEADER`]).
@@ -236,6 +249,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not-found",
             ErrorCode::Internal => "internal",
             ErrorCode::TooManySessions => "too-many-sessions",
+            ErrorCode::EventLogMismatch => "event-log-mismatch",
         }
     }
 
@@ -254,7 +268,9 @@ impl ErrorCode {
             ErrorCode::SessionExpired | ErrorCode::CredentialExpired => 410,
             ErrorCode::SessionReused | ErrorCode::StaleNonce => 409,
             ErrorCode::BadProof | ErrorCode::BadSignature => 401,
-            ErrorCode::PcrDigestMismatch | ErrorCode::PcrPolicyMismatch => 403,
+            ErrorCode::PcrDigestMismatch
+            | ErrorCode::PcrPolicyMismatch
+            | ErrorCode::EventLogMismatch => 403,
             ErrorCode::MissingCredential | ErrorCode::UnknownCredential => 401,
             ErrorCode::Internal => 500,
             ErrorCode::TooManySessions => 429,

@@ -101,6 +101,10 @@ pub struct Settings {
     pub max_sessions_per_ek: u64,
     /// Open sessions one client address may hold.
     pub max_sessions_per_peer: u64,
+    /// Lab mode (`ember serve --lab-record-first-boot`): a node with no
+    /// PCR policy gets its first boot's PCRs 0-7 recorded as its policy.
+    /// Off, such a node is refused.
+    pub lab_record_first_boot: bool,
     /// Test mode: nonce and secret derived from the AK, so recorded
     /// transcripts replay (load tests only; never in production builds).
     #[cfg(feature = "test-hooks")]
@@ -249,7 +253,7 @@ impl Server {
         req: &StartRequest,
         body: &[u8],
     ) -> Result<Started, Refusal> {
-        let policy = store::effective_policy(&self.db(), who.name(), who.group())?;
+        let policy = self.policy_for(&self.db(), who)?;
         let pcrs = PcrSelection {
             hash_alg: policy.hash_alg,
             mask: policy.mask,
@@ -443,7 +447,7 @@ impl Server {
                 ),
             ));
         }
-        self.check_policy(&s, &req.pcr_values)?;
+        self.check_policy(&s, req)?;
 
         let credential: [u8; 32] = random()?;
         let mut db = self.db();
@@ -537,20 +541,61 @@ impl Server {
         })
     }
 
-    /// Checks the quoted PCR values against the node's policy; in record
-    /// mode the first boot's values become the node's own policy.
-    fn check_policy(&self, s: &Session, values: &[Vec<u8>]) -> Result<(), Refusal> {
+    /// The policy that applies to `who`: its own, its group's, the
+    /// default, or (lab mode only) record-on-first-boot; none is a refusal.
+    fn policy_for(&self, db: &Connection, who: &Who) -> Result<Policy, Refusal> {
+        match store::effective_policy(db, who.name(), who.group())? {
+            Some(p) => Ok(p),
+            None if self.settings.lab_record_first_boot => Ok(store::lab_record_policy()),
+            None => Err(Refusal::new(
+                ErrorCode::PcrPolicyMismatch,
+                format!(
+                    "no PCR policy for node {} (group {}): set one with `ember policy set --uki`; `ember serve --lab-record-first-boot` records first boots (lab only)",
+                    who.name(),
+                    who.group()
+                ),
+            )
+            .because("no PCR policy set for this node")),
+        }
+    }
+
+    /// Checks the quoted PCR values (and the event log) against the node's
+    /// policy; in record mode the first boot's values become the node's
+    /// own policy. A refusal of an enrolled node is kept in its boot
+    /// reports, so `ember nodes` says why.
+    fn check_policy(&self, s: &Session, req: &FinishRequest) -> Result<(), Refusal> {
+        let judged = self.judge(s, req);
+        if let (Err(r), Who::Enrolled(node)) = (&judged, &s.who) {
+            let reason: String = format!("attestation refused: {}", r.detail)
+                .chars()
+                .take(500)
+                .collect();
+            self.db().execute(
+                "INSERT INTO boot_reports(node_id, at, outcome, version_id, reason) VALUES (?1, ?2, 'failed', NULL, ?3)",
+                params![node.id, now_ms(), reason],
+            )?;
+        }
+        judged
+    }
+
+    fn judge(&self, s: &Session, req: &FinishRequest) -> Result<(), Refusal> {
         let mut db = self.db();
         let tx = db.transaction()?;
-        let policy = store::effective_policy(&tx, s.who.name(), s.who.group())?;
-        let quoted: Vec<(u8, &Vec<u8>)> = s.pcrs.indices().zip(values).collect();
+        let policy = self.policy_for(&tx, &s.who)?;
+        let quoted: Vec<(u8, &[u8])> = s
+            .pcrs
+            .indices()
+            .zip(req.pcr_values.iter().map(Vec::as_slice))
+            .collect();
         if policy.record {
             let recorded = Policy {
                 scope: format!("node:{}", s.who.name()),
                 hash_alg: s.pcrs.hash_alg,
                 mask: s.pcrs.mask,
                 record: false,
-                allowed: quoted.iter().map(|(i, v)| (*i, (*v).clone())).collect(),
+                allowed: quoted.iter().map(|(i, v)| (*i, v.to_vec())).collect(),
+                events: vec![],
+                require_log: false,
             };
             store::put_policy(&tx, &recorded)?;
             tx.commit()?;
@@ -561,37 +606,8 @@ impl Server {
             );
             return Ok(());
         }
-        for (pcr, value) in &quoted {
-            if policy.mask & (1 << pcr) == 0 {
-                continue;
-            }
-            let allowed = policy
-                .allowed
-                .iter()
-                .any(|(p, v)| p == pcr && keys::ct_eq(v, value));
-            if !allowed {
-                // The node learns which PCR, never the values or the policy.
-                return Err(Refusal::new(
-                    ErrorCode::PcrPolicyMismatch,
-                    format!(
-                        "PCR {pcr} = {} is not allowed by policy {}",
-                        hex(value),
-                        policy.scope
-                    ),
-                )
-                .because(format!("PCR {pcr} not allowed by policy")));
-            }
-        }
-        for pcr in (0u8..24).filter(|i| policy.mask & (1 << i) != 0) {
-            if !quoted.iter().any(|(p, _)| *p == pcr) {
-                return Err(Refusal::new(
-                    ErrorCode::PcrPolicyMismatch,
-                    format!("policy requires PCR {pcr}, not quoted"),
-                )
-                .because(format!("PCR {pcr} required by policy, not quoted")));
-            }
-        }
-        Ok(())
+        drop(tx);
+        crate::measured::judge(&policy, &quoted, &req.event_log)
     }
 
     /// Open sessions over all replicas (the metrics gauge); None when the

@@ -8,6 +8,7 @@ pub mod attest;
 pub mod conn;
 pub mod http;
 pub mod manifest;
+pub mod measured;
 pub mod metrics;
 pub mod overlay;
 pub mod store;

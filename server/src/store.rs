@@ -131,6 +131,22 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE manifest_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL);
     INSERT INTO manifest_epoch(id, epoch) VALUES (1, 0);
     "#,
+    // 4: measured-boot policies keep the extends each allowed value is
+    // made of (`ember policy set --uki`), so a refusal names the event
+    // that differs, and say whether a node must send its event log.
+    r#"
+    ALTER TABLE pcr_policies ADD COLUMN event_log TEXT NOT NULL DEFAULT 'optional'
+        CHECK (event_log IN ('optional', 'required'));
+    CREATE TABLE pcr_events (
+        scope TEXT NOT NULL REFERENCES pcr_policies(scope) ON DELETE CASCADE,
+        pcr INTEGER NOT NULL,
+        value BLOB NOT NULL,                -- the allowed value these extends make
+        seq INTEGER NOT NULL,
+        label TEXT NOT NULL,
+        digest BLOB NOT NULL,
+        PRIMARY KEY (scope, pcr, value, seq)
+    );
+    "#,
 ];
 
 pub fn now_ms() -> i64 {
@@ -260,34 +276,52 @@ pub struct Policy {
     pub record: bool,
     /// Allowed (pcr, value) pairs; several values per PCR are allowed.
     pub allowed: Vec<(u8, Vec<u8>)>,
+    /// The extends that make allowed values (from `policy set --uki`).
+    pub events: Vec<AllowedEvents>,
+    /// A node must send its firmware event log; without one it is refused
+    /// rather than judged by PCR values alone.
+    pub require_log: bool,
 }
 
-/// The policy used when none is set: record PCRs 0-7 on the first boot.
-pub fn builtin_default_policy() -> Policy {
+/// The extends, in order, that leave `pcr` at the allowed `value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedEvents {
+    pub pcr: u8,
+    pub value: Vec<u8>,
+    pub events: Vec<ember_tpm::eventlog::Expected>,
+}
+
+/// The lab's policy when none is set and `ember serve
+/// --lab-record-first-boot` is on: record PCRs 0-7 on the first boot.
+/// Without that flag a node with no policy is refused.
+pub fn lab_record_policy() -> Policy {
     Policy {
-        scope: "default".into(),
+        scope: "default (lab: record first boot)".into(),
         hash_alg: ember_proto::msg::ALG_SHA256,
         mask: 0xFF,
         record: true,
         allowed: vec![],
+        events: vec![],
+        require_log: false,
     }
 }
 
 pub fn get_policy(conn: &Connection, scope: &str) -> Result<Option<Policy>> {
     let row = conn
         .query_row(
-            "SELECT hash_alg, mask, mode FROM pcr_policies WHERE scope = ?1",
+            "SELECT hash_alg, mask, mode, event_log FROM pcr_policies WHERE scope = ?1",
             [scope],
             |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, i64>(1)?,
                     r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
                 ))
             },
         )
         .optional()?;
-    let Some((hash_alg, mask, mode)) = row else {
+    let Some((hash_alg, mask, mode, event_log)) = row else {
         return Ok(None);
     };
     let mut stmt =
@@ -297,21 +331,58 @@ pub fn get_policy(conn: &Connection, scope: &str) -> Result<Option<Policy>> {
             Ok((r.get::<_, i64>(0)? as u8, r.get::<_, Vec<u8>>(1)?))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT pcr, value, label, digest FROM pcr_events WHERE scope = ?1 ORDER BY pcr, value, seq",
+    )?;
+    let rows = stmt
+        .query_map([scope], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u8,
+                r.get::<_, Vec<u8>>(1)?,
+                ember_tpm::eventlog::Expected {
+                    label: r.get(2)?,
+                    digest: r.get(3)?,
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut events: Vec<AllowedEvents> = Vec::new();
+    for (pcr, value, e) in rows {
+        match events.last_mut() {
+            Some(a) if a.pcr == pcr && a.value == value => a.events.push(e),
+            _ => events.push(AllowedEvents {
+                pcr,
+                value,
+                events: vec![e],
+            }),
+        }
+    }
     Ok(Some(Policy {
         scope: scope.into(),
         hash_alg: hash_alg as u16,
         mask: mask as u32,
         record: mode == "record",
         allowed,
+        events,
+        require_log: event_log == "required",
     }))
 }
 
 pub fn put_policy(tx: &Transaction, p: &Policy) -> Result<()> {
     tx.execute("DELETE FROM pcr_policies WHERE scope = ?1", [&p.scope])?;
     tx.execute(
-        "INSERT INTO pcr_policies(scope, hash_alg, mask, mode, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![p.scope, p.hash_alg as i64, p.mask as i64, if p.record { "record" } else { "values" }, now_ms()],
+        "INSERT INTO pcr_policies(scope, hash_alg, mask, mode, updated_at, event_log) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![p.scope, p.hash_alg as i64, p.mask as i64, if p.record { "record" } else { "values" }, now_ms(),
+            if p.require_log { "required" } else { "optional" }],
     )?;
+    for a in &p.events {
+        for (seq, e) in a.events.iter().enumerate() {
+            tx.execute(
+                "INSERT OR REPLACE INTO pcr_events(scope, pcr, value, seq, label, digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![p.scope, a.pcr as i64, a.value, seq as i64, e.label, e.digest],
+            )?;
+        }
+    }
     for (pcr, value) in &p.allowed {
         tx.execute(
             "INSERT OR IGNORE INTO pcr_allowed(scope, pcr, value) VALUES (?1, ?2, ?3)",
@@ -321,18 +392,19 @@ pub fn put_policy(tx: &Transaction, p: &Policy) -> Result<()> {
     Ok(())
 }
 
-/// The policy that applies to a node: its own, its group's, the default.
-pub fn effective_policy(conn: &Connection, node_name: &str, group: &str) -> Result<Policy> {
+/// The policy that applies to a node: its own, its group's, the default;
+/// `None` when none is set.
+pub fn effective_policy(conn: &Connection, node_name: &str, group: &str) -> Result<Option<Policy>> {
     for scope in [
         format!("node:{node_name}"),
         format!("group:{group}"),
         "default".to_string(),
     ] {
         if let Some(p) = get_policy(conn, &scope)? {
-            return Ok(p);
+            return Ok(Some(p));
         }
     }
-    Ok(builtin_default_policy())
+    Ok(None)
 }
 
 #[derive(Debug, Clone)]
@@ -641,10 +713,7 @@ mod tests {
     fn node_policy_overrides_group_and_default() {
         let (_d, s) = scratch();
         let mut conn = open(&s).unwrap();
-        assert_eq!(
-            effective_policy(&conn, "n", "g").unwrap(),
-            builtin_default_policy()
-        );
+        assert_eq!(effective_policy(&conn, "n", "g").unwrap(), None);
         let tx = conn.transaction().unwrap();
         let g = Policy {
             scope: "group:g".into(),
@@ -652,10 +721,25 @@ mod tests {
             mask: 0x81,
             record: false,
             allowed: vec![(0, vec![0; 32])],
+            events: vec![AllowedEvents {
+                pcr: 0,
+                value: vec![0; 32],
+                events: vec![
+                    ember_tpm::eventlog::Expected {
+                        label: ".linux".into(),
+                        digest: vec![1; 32],
+                    },
+                    ember_tpm::eventlog::Expected {
+                        label: ".initrd".into(),
+                        digest: vec![2; 32],
+                    },
+                ],
+            }],
+            require_log: true,
         };
         put_policy(&tx, &g).unwrap();
         tx.commit().unwrap();
-        assert_eq!(effective_policy(&conn, "n", "g").unwrap(), g);
+        assert_eq!(effective_policy(&conn, "n", "g").unwrap(), Some(g));
         let tx = conn.transaction().unwrap();
         let n = Policy {
             scope: "node:n".into(),
@@ -663,9 +747,11 @@ mod tests {
             mask: 0x1,
             record: true,
             allowed: vec![],
+            events: vec![],
+            require_log: false,
         };
         put_policy(&tx, &n).unwrap();
         tx.commit().unwrap();
-        assert_eq!(effective_policy(&conn, "n", "g").unwrap(), n);
+        assert_eq!(effective_policy(&conn, "n", "g").unwrap(), Some(n));
     }
 }

@@ -53,8 +53,17 @@ impl EmberServer {
 
     /// Like [`EmberServer::start`] with extra `ember serve` arguments
     /// (e.g. `--manufacturer-ca FILE`, `--credential-ttl 1s`, `--name HOST`).
+    /// Test servers run in the lab mode (`--lab-record-first-boot`): a
+    /// node without a PCR policy has its first boot recorded, which the
+    /// protocol tests assume; a policy a test sets is judged strictly.
     pub fn start_with(extra: &[&str]) -> EmberServer {
         Self::start_bin(&ember_bin(), extra)
+    }
+
+    /// `ember serve` as in production: no lab mode, so a node without a
+    /// PCR policy is refused.
+    pub fn start_strict(extra: &[&str]) -> EmberServer {
+        Self::launch_mode(&[], &ember_bin(), extra, false)
     }
 
     /// Like [`EmberServer::start_with`], the server started through
@@ -77,6 +86,10 @@ impl EmberServer {
     }
 
     fn launch(wrapper: &[&str], bin: &Path, extra: &[&str]) -> EmberServer {
+        Self::launch_mode(wrapper, bin, extra, true)
+    }
+
+    fn launch_mode(wrapper: &[&str], bin: &Path, extra: &[&str], lab: bool) -> EmberServer {
         let dir = ScratchDir::new("serve");
         let state = dir.path().join("state");
         let out = dir.path().join("serve.out");
@@ -93,6 +106,7 @@ impl EmberServer {
             .arg("--state")
             .arg(&state)
             .args(["--listen", "127.0.0.1:0", "--threads", "2"])
+            .args(lab.then_some("--lab-record-first-boot"))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).expect("create serve.out"))

@@ -254,7 +254,13 @@ fn another_overlays_blob_is_refused_and_nothing_reaches_the_target() {
 fn pcr_extended_after_enrolment_is_refused() {
     let lab = lab(&[]);
     lab.server
-        .set_policy(&["--pcrs", "0,1,2,3,4,5,6,7", "--record", "--group", "rack1"])
+        .set_policy(&[
+            "--pcrs",
+            "0,1,2,3,4,5,6,7",
+            "--lab-record-first-boot",
+            "--group",
+            "rack1",
+        ])
         .expect_ok("policy");
     lab.server
         .attest(&lab.tpm.spec(), &["--no-overlay"])
@@ -343,10 +349,18 @@ fn admin_commands_refuse_bad_arguments_without_writing() {
         dup.stderr
     );
     let groups = server
-        .ember(&["policy", "set", "--pcrs", "0", "--record", "--group", "g"])
+        .ember(&[
+            "policy",
+            "set",
+            "--pcrs",
+            "0",
+            "--lab-record-first-boot",
+            "--group",
+            "g",
+        ])
         .expect_ok("policy");
     assert!(groups.ok);
-    let bad = server.ember(&["policy", "set", "--pcrs", "0,24", "--record"]);
+    let bad = server.ember(&["policy", "set", "--pcrs", "0,24", "--lab-record-first-boot"]);
     assert!(
         !bad.ok && bad.stderr.contains("out of range"),
         "{}",

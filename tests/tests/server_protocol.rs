@@ -184,7 +184,7 @@ fn full_flow_through_the_client_library_opens_the_overlay_and_reports() {
     let mut tpm = p.tpm();
     let mut http = p.http();
     let mut dev = TpmAttestor::new(&mut tpm);
-    let cred = client::attest(&mut dev, &mut http, &cfg()).expect("attest");
+    let cred = client::attest(&mut dev, &mut http, &cfg(), &[]).expect("attest");
     dev.close().unwrap();
     let mut sink = Collect::default();
     let envelope = cred.open_grant(&p.server.manifest_key()).expect("grant");
@@ -209,7 +209,7 @@ fn unknown_ek_is_refused() {
     let mut tpm = p.tpm();
     let mut dev = TpmAttestor::new(&mut tpm);
     assert_refused(
-        client::attest(&mut dev, &mut p.http(), &cfg()),
+        client::attest(&mut dev, &mut p.http(), &cfg(), &[]),
         ErrorCode::UnknownEk,
     );
     p.expect_logged(ErrorCode::UnknownEk);
@@ -230,8 +230,8 @@ fn ek_certificate_chaining_to_the_manufacturer_ca_admits_the_node() {
     );
     let mut tpm = p.tpm();
     let mut dev = TpmAttestor::new(&mut tpm);
-    let cred =
-        client::attest(&mut dev, &mut p.http(), &cfg()).expect("admitted by its EK certificate");
+    let cred = client::attest(&mut dev, &mut p.http(), &cfg(), &[])
+        .expect("admitted by its EK certificate");
     assert!(cred.overlay.is_none());
     let nodes = p.server.nodes();
     assert!(
@@ -250,7 +250,7 @@ fn ek_certificate_from_an_untrusted_ca_is_refused() {
     let mut tpm = p.tpm();
     let mut dev = TpmAttestor::new(&mut tpm);
     assert_refused(
-        client::attest(&mut dev, &mut p.http(), &cfg()),
+        client::attest(&mut dev, &mut p.http(), &cfg(), &[]),
         ErrorCode::BadEkCertificate,
     );
     p.expect_logged(ErrorCode::BadEkCertificate);
@@ -296,7 +296,7 @@ fn quote_from_another_tpm_is_refused() {
     let mut dev = Hostile::new(TpmAttestor::new(&mut tpm_a));
     dev.other = Some(TpmAttestor::new(&mut tpm_b));
     assert_refused(
-        client::attest(&mut dev, &mut p.http(), &cfg()),
+        client::attest(&mut dev, &mut p.http(), &cfg(), &[]),
         ErrorCode::BadSignature,
     );
     p.expect_logged(ErrorCode::BadSignature);
@@ -309,7 +309,7 @@ fn quote_over_a_stale_nonce_is_refused() {
     let mut dev = Hostile::new(TpmAttestor::new(&mut tpm));
     dev.stale_nonce = true;
     assert_refused(
-        client::attest(&mut dev, &mut p.http(), &cfg()),
+        client::attest(&mut dev, &mut p.http(), &cfg(), &[]),
         ErrorCode::StaleNonce,
     );
     p.expect_logged(ErrorCode::StaleNonce);
@@ -322,7 +322,7 @@ fn pcr_values_that_do_not_match_the_quote_are_refused() {
     let mut dev = Hostile::new(TpmAttestor::new(&mut tpm));
     dev.wrong_pcr_value = true;
     assert_refused(
-        client::attest(&mut dev, &mut p.http(), &cfg()),
+        client::attest(&mut dev, &mut p.http(), &cfg(), &[]),
         ErrorCode::PcrDigestMismatch,
     );
     p.expect_logged(ErrorCode::PcrDigestMismatch);
@@ -342,7 +342,7 @@ fn finish_without_the_activated_secret_is_refused() {
         tap: &mut tap,
     };
     assert_refused(
-        client::attest(&mut dev, &mut http, &cfg()),
+        client::attest(&mut dev, &mut http, &cfg(), &[]),
         ErrorCode::BadProof,
     );
     p.expect_logged(ErrorCode::BadProof);
@@ -361,6 +361,7 @@ fn replayed_finish_is_refused() {
             tap: &mut tap,
         },
         &cfg(),
+        &[],
     )
     .expect("attest");
     drop(cred);
@@ -387,7 +388,7 @@ fn finish_after_the_session_expired_is_refused() {
         tap: &mut tap,
     };
     assert_refused(
-        client::attest(&mut dev, &mut http, &cfg()),
+        client::attest(&mut dev, &mut http, &cfg(), &[]),
         ErrorCode::SessionExpired,
     );
     p.expect_logged(ErrorCode::SessionExpired);
@@ -398,7 +399,7 @@ fn expired_credential_cannot_report() {
     let p = peer(&["--credential-ttl", "1s"], true);
     let mut tpm = p.tpm();
     let mut dev = TpmAttestor::new(&mut tpm);
-    let cred = client::attest(&mut dev, &mut p.http(), &cfg()).expect("attest");
+    let cred = client::attest(&mut dev, &mut p.http(), &cfg(), &[]).expect("attest");
     std::thread::sleep(Duration::from_millis(1600));
     assert_refused(
         client::report(&mut p.http(), &cfg(), &cred, Outcome::Joined, None, "late"),
@@ -640,7 +641,7 @@ fn replayed_report_is_refused() {
     let p = peer(&[], true);
     let mut tpm = p.tpm();
     let mut dev = TpmAttestor::new(&mut tpm);
-    let cred = client::attest(&mut dev, &mut p.http(), &cfg()).expect("attest");
+    let cred = client::attest(&mut dev, &mut p.http(), &cfg(), &[]).expect("attest");
     let mut tap = FinishTap::default();
     let mut http = Tapped {
         inner: p.http(),
@@ -695,7 +696,7 @@ fn node_stack_over_ember_net_extracts_the_overlay() {
     let mut http = NetTransport::new(&client, &url);
     let mut tpm = p.tpm();
     let mut dev = TpmAttestor::new(&mut tpm);
-    let cred = client::attest(&mut dev, &mut http, &url).expect("attest over ember-net");
+    let cred = client::attest(&mut dev, &mut http, &url, &[]).expect("attest over ember-net");
     dev.close().unwrap();
     let envelope = cred.open_grant(&p.server.manifest_key()).expect("grant");
     let grant = cred.overlay.as_ref().unwrap();

@@ -41,7 +41,7 @@ use ember_proto::manifest::Envelope;
 use rustix::fs::{Mode, OFlags};
 
 use crate::fsutil::{self, Stop};
-use crate::measure::Measured;
+use crate::measure::{Measured, Root};
 use crate::session::{Fetched, SEALED_COPY};
 use crate::{overlay, rootfs, Error};
 use slots::Slot;
@@ -146,7 +146,12 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
         Persist::Write(fetched) => fetched,
     };
     let tpm = tpm.ok_or(Error::Missing("TPM to seal the overlay key"))?;
-    let sealed = seal::seal_key(&mut tpm.tpm, fetched.envelope.data_key(), &tpm.boot_pcr)?;
+    // The slot boots kernel + initrd (no stub), so its PCR 11 is the
+    // initrd's self-measured value, whatever this boot's root was.
+    if tpm.root == Root::Stub {
+        log::warn!("lkg: the slot is kernel + initrd: its key is sealed to the self-measured PCR 11 of this initrd, not to the UKI's firmware-rooted measurements");
+    }
+    let sealed = seal::seal_key(&mut tpm.tpm, fetched.envelope.data_key(), &tpm.slot_pcr)?;
     let m = &fetched.envelope.manifest;
     let art = write::Artifacts {
         kernel: KERNEL_IN_INITRD,

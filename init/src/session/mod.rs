@@ -65,12 +65,13 @@ pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result
     let cas = network::https_cas()?;
     let client = Client::new(&cas, &net.lease.dns);
     let meter = Meter::start(tpm);
+    let event_log = crate::measure::event_log();
     let mut last = None;
     for round in 1..=ROUNDS {
         for server in servers {
             let mut http = NetTransport::new(&client, server);
             let mut attestor = TpmAttestor::new(tpm);
-            let result = client::attest(&mut attestor, &mut http, server);
+            let result = client::attest(&mut attestor, &mut http, server, &event_log);
             if let Err(e) = attestor.close() {
                 log::warn!("attest: flushing transient TPM objects: {e}");
             }

@@ -239,7 +239,6 @@ impl Snapshot {
         }
     }
 
-    /// Streamed in chunks: PID 1's peak memory does not grow with file size.
     fn file(
         &mut self,
         dir: BorrowedFd<'_>,
@@ -257,27 +256,41 @@ impl Snapshot {
         self.cpio
             .begin(header, size)
             .map_err(|_| snapshot_failed())?;
-        let mut buf = alloc::vec![0u8; 64 * 1024];
-        let mut read = 0u64;
-        fsutil::read_each(&src, &mut buf, |piece| {
-            if read + piece.len() as u64 > size {
-                return Err(step("initrd file grew while read")(Errno::IO));
-            }
-            self.cpio.data(piece).map_err(|_| snapshot_failed())?;
-            read += piece.len() as u64;
-            Ok(())
-        })
-        .map_err(|e| match e {
-            Stop::Read(errno) => step("read initrd file")(errno),
-            Stop::Each(e) => e,
+        read_exactly(&src, size, |piece| {
+            self.cpio.data(piece).map_err(|_| snapshot_failed())
         })?;
-        if read != size {
-            return Err(step("initrd file shrank while read")(Errno::IO));
-        }
         self.cpio.end().map_err(|_| snapshot_failed())?;
         self.report.files += 1;
         self.report.bytes += size;
         Ok(())
+    }
+}
+
+/// Reads `src`, which stat said holds `size` bytes, handing each piece to
+/// `each`, in chunks: PID 1's peak memory does not grow with file size. A
+/// file that is not `size` bytes long after all is an error.
+fn read_exactly(
+    src: &OwnedFd,
+    size: u64,
+    mut each: impl FnMut(&[u8]) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut buf = alloc::vec![0u8; 64 * 1024];
+    let mut read = 0u64;
+    fsutil::read_each(src, &mut buf, |piece| {
+        if read + piece.len() as u64 > size {
+            return Err(step("file grew while read")(Errno::IO));
+        }
+        each(piece)?;
+        read += piece.len() as u64;
+        Ok(())
+    })
+    .map_err(|e| match e {
+        Stop::Read(errno) => step("read file")(errno),
+        Stop::Each(e) => e,
+    })?;
+    match read == size {
+        true => Ok(()),
+        false => Err(step("file shrank while read")(Errno::IO)),
     }
 }
 
@@ -396,7 +409,6 @@ impl Mover {
         Ok(())
     }
 
-    /// Streamed in chunks: PID 1's peak memory does not grow with file size.
     fn copy_file(&mut self, at: &At<'_>) -> Result<(), Error> {
         let perm = at.st.st_mode & 0o7777;
         let src = rfs::openat(
@@ -414,23 +426,9 @@ impl Mover {
         )
         .map_err(step("create file in target"))?;
         let size = at.st.st_size as u64;
-        let mut buf = alloc::vec![0u8; 64 * 1024];
-        let mut copied = 0u64;
-        fsutil::read_each(&src, &mut buf, |piece| {
-            if copied + piece.len() as u64 > size {
-                return Err(step("source file grew while copied")(Errno::IO));
-            }
-            fsutil::write_all(&dst, piece).map_err(step("write file in target"))?;
-            copied += piece.len() as u64;
-            Ok(())
-        })
-        .map_err(|e| match e {
-            Stop::Read(errno) => step("read source file")(errno),
-            Stop::Each(e) => e,
+        read_exactly(&src, size, |piece| {
+            fsutil::write_all(&dst, piece).map_err(step("write file in target"))
         })?;
-        if copied != size {
-            return Err(step("source file shrank while copied")(Errno::IO));
-        }
         let _ = rfs::fchown(&dst, Some(uid(at.st.st_uid)), Some(gid(at.st.st_gid)));
         let _ = rfs::fchmod(&dst, Mode::from_raw_mode(perm));
         self.files += 1;

@@ -397,7 +397,7 @@ def production_markdown(w, prod):
         w(f"| {label} | {fmt(e.get(key))} | {fmt(b.get(key))} | |")
     rows = [("kernel_initrd_unpack_ms", "kernel's initramfs unpacking (ms)"),
             ("kernel → /init", "kernel start → /init (ms)"),
-            ("rootfs_took_ms", "`rootfs` phase: initrd → tmpfs root (ms)"),
+            ("rootfs_took_ms", "`rootfs` phase (ms): Ember snapshot + SHA-256 + bind mount; baseline cp -a to tmpfs + switch_root"),
             ("rootfs_cpu_ms", "`rootfs` phase, PID 1 CPU (ms)")]
     rows += [(m, f"kernel start → {m} (ms)") for m in PROD_MARKS]
     rows += [("mem_used_kb", "RAM in use after boot, MemTotal − MemAvailable (KiB)")]

@@ -392,7 +392,7 @@ def production_markdown(w, prod):
     w("")
     w("| Figure | Ember | Baseline | Ember/baseline |")
     w("|---|---:|---:|---:|")
-    for key, label in (("initrd_gzip_bytes", "initrd, gzip (bytes)"),
+    for key, label in (("initrd_gzip_bytes", f"initrd, {prod['compress']} (bytes)"),
                        ("initrd_unpacked_bytes", "initrd, unpacked (bytes)")):
         w(f"| {label} | {fmt(e.get(key))} | {fmt(b.get(key))} | |")
     rows = [("kernel_initrd_unpack_ms", "kernel's initramfs unpacking (ms)"),
@@ -414,7 +414,7 @@ def production_markdown(w, prod):
 def production(agg, sz, a):
     """The production-shaped workload's figures per side: medians of the
     instants, the rootfs phase, RAM in use, and RAM against the initrd."""
-    result = {"boots": a.prod_boots, "rke2_mb": a.rke2_mb, "guest_mem_mib": 2048}
+    result = {"boots": a.prod_boots, "rke2_mb": a.rke2_mb, "compress": a.prod_compress, "guest_mem_mib": 2048}
     for kind, side in (("prod-ember", "ember"), ("prod-baseline", "baseline")):
         g = agg.get(kind)
         if not g:
@@ -447,6 +447,7 @@ def main():
     ap.add_argument("--boots", type=int, required=True)
     ap.add_argument("--prod-boots", type=int, default=0)
     ap.add_argument("--rke2-mb", type=int, default=0)
+    ap.add_argument("--prod-compress", default="gzip")
     ap.add_argument("--prod-ember-append", default="")
     ap.add_argument("--prod-baseline-append", default="")
     ap.add_argument("--big-overlay-mb", type=int, default=0)

@@ -19,7 +19,7 @@
 //! let mut http = net::NetTransport::new(&https, &url);
 //! let mut tpm = ember_tpm::Tpm::new(ember_tpm::DeviceTransport::open_default()?);
 //! let mut dev = tpm::TpmAttestor::new(&mut tpm);
-//! let cred = client::attest(&mut dev, &mut http, &url)?; // steps 1-2
+//! let cred = client::attest(&mut dev, &mut http, &url, &event_log)?; // steps 1-2
 //! dev.close()?;                                                    // flush EK/AK
 //! let trust = manifest::PublicKey::from_pem(&manifest_pub)?;        // /etc/ember/manifest.pub
 //! let envelope = cred.open_grant(&trust)?;                         // signature, key, commitment

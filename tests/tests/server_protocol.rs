@@ -426,7 +426,7 @@ fn blobs_are_static_ciphertext_served_by_digest_only() {
     let p = peer(&[], true);
     let mut tpm = p.tpm();
     let mut dev = TpmAttestor::new(&mut tpm);
-    let cred = client::attest(&mut dev, &mut p.http(), &cfg()).expect("attest");
+    let cred = client::attest(&mut dev, &mut p.http(), &cfg(), &[]).expect("attest");
     let envelope = cred.open_grant(&p.server.manifest_key()).expect("grant");
     let m = &envelope.manifest;
     // No credential needed: the blob is the stored file, byte for byte,
@@ -443,7 +443,7 @@ fn blobs_are_static_ciphertext_served_by_digest_only() {
     assert_eq!(got.1.len() as u64, m.blob_size);
     assert!(!got.1.windows(64).any(|w| w.iter().all(|&b| b == 7)));
     // A second boot gets the very same blob: nothing is sealed per boot.
-    let cred2 = client::attest(&mut dev, &mut p.http(), &cfg()).expect("attest again");
+    let cred2 = client::attest(&mut dev, &mut p.http(), &cfg(), &[]).expect("attest again");
     dev.close().unwrap();
     let again = cred2.open_grant(&p.server.manifest_key()).expect("grant");
     assert_eq!(again.manifest, envelope.manifest);
@@ -487,7 +487,7 @@ fn fetch_through(
 ) -> (Result<(), Error>, Collect) {
     let mut tpm = p.tpm();
     let mut dev = TpmAttestor::new(&mut tpm);
-    let cred = client::attest(&mut dev, &mut p.http(), &cfg()).expect("attest");
+    let cred = client::attest(&mut dev, &mut p.http(), &cfg(), &[]).expect("attest");
     dev.close().unwrap();
     let mut sink = Collect::default();
     let r = grant(&cred).and_then(|envelope| {

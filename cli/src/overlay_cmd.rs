@@ -6,10 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use rusqlite::params;
 
 use ember_server::manifest;
-use ember_server::store::{self, hex, now_ms, StateDir};
+use ember_server::store::{self, hex, StateDir};
 
 #[derive(Subcommand)]
 pub enum OverlayCmd {
@@ -112,22 +111,8 @@ pub fn run(cmd: OverlayCmd) -> Result<()> {
             let sealed =
                 manifest::seal_overlay(&state, &state.blob(&hex(&blob.sha256)), a.chunk_size)?;
             let tx = conn.transaction()?;
-            tx.execute(
-                "INSERT INTO overlays(sha256, size, source, created_at, blob_sha256, blob_size, chunk_size, compression, data_key)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    &blob.sha256[..],
-                    blob.size as i64,
-                    source.display().to_string(),
-                    now_ms(),
-                    &sealed.blob.sha256[..],
-                    sealed.blob.size as i64,
-                    sealed.chunk_size,
-                    sealed.compression.name(),
-                    &sealed.data_key[..],
-                ],
-            )?;
-            let version = tx.last_insert_rowid();
+            let version =
+                manifest::insert_overlay(&tx, &blob, &source.display().to_string(), &sealed)?;
             let epoch = match &target {
                 Some(t) => Some(assign(&tx, &state, t, version)?),
                 None => None,

@@ -162,6 +162,32 @@ pub fn seal_overlay(state: &StateDir, plain: &Path, chunk_size: u32) -> Result<S
     })
 }
 
+/// Records a new overlay version: its plaintext's digest and size (for
+/// listings), and its sealed blob and data key. Returns the version id.
+pub fn insert_overlay(
+    tx: &Transaction,
+    plain: &Blob,
+    source: &str,
+    sealed: &SealedOverlay,
+) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO overlays(sha256, size, source, created_at, blob_sha256, blob_size, chunk_size, compression, data_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            &plain.sha256[..],
+            plain.size as i64,
+            source,
+            crate::store::now_ms(),
+            &sealed.blob.sha256[..],
+            sealed.blob.size as i64,
+            sealed.chunk_size,
+            sealed.compression.name(),
+            &sealed.data_key[..],
+        ],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
 /// Assigns overlay `version` to `target` (`node:<name>` or `group:<name>`)
 /// and signs its manifest under the next epoch, in `tx`.
 pub fn assign(tx: &Transaction, key: &SigningSecret, target: &str, version: i64) -> Result<u64> {
@@ -246,6 +272,76 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn sealed_once_then_signed_per_assignment_under_rising_epochs() {
+        use ember_proto::manifest::Envelope;
+        use ember_proto::sealed::{Opener, Sink};
+        struct Collect(Vec<u8>, bool);
+        impl Sink for Collect {
+            type Error = &'static str;
+            fn write(&mut self, p: &[u8]) -> Result<(), Self::Error> {
+                self.0.extend_from_slice(p);
+                Ok(())
+            }
+            fn finish(&mut self) -> Result<(), Self::Error> {
+                self.1 = true;
+                Ok(())
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("ember-manifest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let state = StateDir::new(&dir);
+        let mut conn = crate::store::open(&state).unwrap();
+        let plain: Vec<u8> = (0..1000u32).map(|i| (i * 13) as u8).collect();
+        let plain_blob = store_blob(&state.blobs(), |w| Ok(w.write_all(&plain)?)).unwrap();
+        let sealed = seal_overlay(
+            &state,
+            &state.blob(&crate::store::hex(&plain_blob.sha256)),
+            64,
+        )
+        .unwrap();
+        assert_eq!(sealed.compression, Compression::None);
+        let (key, created) = ensure_signing_key(&state).unwrap();
+        assert!(created);
+        let (again, created) = ensure_signing_key(&state).unwrap();
+        assert!(!created);
+        assert_eq!(again.public().to_spki_der(), key.public().to_spki_der());
+
+        let tx = conn.transaction().unwrap();
+        let v = insert_overlay(&tx, &plain_blob, "test", &sealed).unwrap();
+        let e1 = assign(&tx, &key, "group:lab", v).unwrap();
+        let e2 = assign(&tx, &key, "node:n1", v).unwrap();
+        let e3 = assign(&tx, &key, "group:lab", v).unwrap();
+        assert_eq!((e2, e3), (e1 + 1, e1 + 2), "one epoch per signed manifest");
+        let stored: Vec<u8> = tx
+            .query_row(
+                "SELECT manifest FROM assignments WHERE target = 'group:lab'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        tx.commit().unwrap();
+        let signed = ember_proto::manifest::SignedManifest::from_bytes(&stored).unwrap();
+        let m = key.public().verify(&signed).unwrap();
+        assert_eq!(m.epoch, e3);
+        assert_eq!(m.target, Target::Group("lab".into()));
+        assert_eq!(m.blob_sha256, sealed.blob.sha256);
+        assert_eq!(m.plain_size, 1000);
+
+        // The stored blob opens under the data key the manifest commits to.
+        let blob =
+            std::fs::read(state.sealed_dir().join(crate::store::hex(&m.blob_sha256))).unwrap();
+        let envelope = Envelope::new(m, sealed.data_key).unwrap();
+        let mut sink = Collect(Vec::new(), false);
+        let mut opener = Opener::for_manifest(&envelope);
+        opener.write(&blob, &mut sink).unwrap();
+        opener.finish(&mut sink).unwrap();
+        assert_eq!(sink.0, plain);
+        assert!(sink.1);
+        assert!(assign(&conn.transaction().unwrap(), &key, "rack:1", v).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

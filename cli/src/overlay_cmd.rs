@@ -1,4 +1,6 @@
-//! `ember overlay add|assign|list`: publishes configuration overlays.
+//! `ember overlay add|assign|list|key`: publishes configuration overlays.
+//! `add` seals each version once into a static blob; `add --group/--node`
+//! and `assign` sign its manifest under the next epoch.
 
 use std::path::PathBuf;
 
@@ -6,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use rusqlite::params;
 
+use ember_server::manifest;
 use ember_server::store::{self, hex, now_ms, StateDir};
 
 #[derive(Subcommand)]
@@ -17,6 +20,9 @@ pub enum OverlayCmd {
     Assign(AssignArgs),
     /// Lists overlays and assignments.
     List(StateArg),
+    /// Prints the manifest public key (PEM) nodes verify manifests with:
+    /// bundle it into initrds as /etc/ember/manifest.pub.
+    Key(StateArg),
 }
 
 #[derive(Args)]
@@ -44,6 +50,9 @@ pub struct AddArgs {
     pub source: PathBuf,
     #[command(flatten)]
     pub target: Target,
+    /// Plaintext bytes per sealed chunk.
+    #[arg(long, default_value_t = ember_proto::sealed::DEFAULT_CHUNK)]
+    pub chunk_size: u32,
 }
 
 #[derive(Args)]
@@ -74,16 +83,12 @@ fn target_key(conn: &rusqlite::Connection, t: &Target) -> Result<Option<String>>
     }
 }
 
-fn assign(tx: &rusqlite::Transaction, target: &str, version: i64) -> Result<()> {
+fn assign(tx: &rusqlite::Transaction, state: &StateDir, target: &str, version: i64) -> Result<u64> {
     if let Some(g) = target.strip_prefix("group:") {
         store::ensure_group(tx, g)?;
     }
-    tx.execute(
-        "INSERT INTO assignments(target, version_id, assigned_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT(target) DO UPDATE SET version_id = excluded.version_id, assigned_at = excluded.assigned_at",
-        params![target, version, now_ms()],
-    )?;
-    Ok(())
+    let (key, _) = manifest::ensure_signing_key(state)?;
+    manifest::assign(tx, &key, target, version)
 }
 
 pub fn run(cmd: OverlayCmd) -> Result<()> {
@@ -94,29 +99,50 @@ pub fn run(cmd: OverlayCmd) -> Result<()> {
             let target = target_key(&conn, &a.target)?;
             let source = std::fs::canonicalize(&a.source)
                 .with_context(|| format!("overlay source {}", a.source.display()))?;
+            if !(ember_proto::sealed::MIN_CHUNK..=ember_proto::sealed::MAX_CHUNK)
+                .contains(&a.chunk_size)
+            {
+                bail!(
+                    "--chunk-size must be {}..={}",
+                    ember_proto::sealed::MIN_CHUNK,
+                    ember_proto::sealed::MAX_CHUNK
+                );
+            }
             let blob = ember_server::overlay::store_overlay(&state, &source)?;
+            let sealed =
+                manifest::seal_overlay(&state, &state.blob(&hex(&blob.sha256)), a.chunk_size)?;
             let tx = conn.transaction()?;
             tx.execute(
-                "INSERT INTO overlays(sha256, size, source, created_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO overlays(sha256, size, source, created_at, blob_sha256, blob_size, chunk_size, compression, data_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     &blob.sha256[..],
                     blob.size as i64,
                     source.display().to_string(),
-                    now_ms()
+                    now_ms(),
+                    &sealed.blob.sha256[..],
+                    sealed.blob.size as i64,
+                    sealed.chunk_size,
+                    sealed.compression.name(),
+                    &sealed.data_key[..],
                 ],
             )?;
             let version = tx.last_insert_rowid();
-            if let Some(t) = &target {
-                assign(&tx, t, version)?;
-            }
+            let epoch = match &target {
+                Some(t) => Some(assign(&tx, &state, t, version)?),
+                None => None,
+            };
             tx.commit()?;
             println!(
-                "overlay {version}: {} bytes, sha256 {}",
+                "overlay {version}: {} bytes, sha256 {}, sealed blob {} ({} bytes, {})",
                 blob.size,
-                hex(&blob.sha256)
+                hex(&blob.sha256),
+                hex(&sealed.blob.sha256),
+                sealed.blob.size,
+                sealed.compression.name()
             );
-            if let Some(t) = target {
-                println!("assigned overlay {version} to {t}");
+            if let (Some(t), Some(epoch)) = (target, epoch) {
+                println!("assigned overlay {version} to {t} (manifest epoch {epoch})");
             }
             Ok(())
         }
@@ -128,10 +154,21 @@ pub fn run(cmd: OverlayCmd) -> Result<()> {
             if store::overlay(&conn, a.version)?.is_none() {
                 bail!("no overlay version {}", a.version);
             }
+            let state = StateDir::new(&a.state.state);
             let tx = conn.transaction()?;
-            assign(&tx, &target, a.version)?;
+            let epoch = assign(&tx, &state, &target, a.version)?;
             tx.commit()?;
-            println!("assigned overlay {} to {target}", a.version);
+            println!(
+                "assigned overlay {} to {target} (manifest epoch {epoch})",
+                a.version
+            );
+            Ok(())
+        }
+        OverlayCmd::Key(s) => {
+            let state = StateDir::new(&s.state);
+            store::lock_down(&state)?;
+            let (key, _) = manifest::ensure_signing_key(&state)?;
+            print!("{}", manifest::public_pem(&key.public()));
             Ok(())
         }
         OverlayCmd::List(s) => {

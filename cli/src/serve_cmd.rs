@@ -42,9 +42,6 @@ pub struct ServeArgs {
     /// Bearer credential lifetime, e.g. 10m.
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
     pub credential_ttl: Duration,
-    /// Plaintext bytes per sealed chunk.
-    #[arg(long, default_value_t = ember_proto::sealed::DEFAULT_CHUNK)]
-    pub chunk_size: u32,
     /// Worker threads.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
@@ -103,13 +100,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
-    if !(ember_proto::sealed::MIN_CHUNK..=ember_proto::sealed::MAX_CHUNK).contains(&a.chunk_size) {
-        bail!(
-            "--chunk-size must be {}..={}",
-            ember_proto::sealed::MIN_CHUNK,
-            ember_proto::sealed::MAX_CHUNK
-        );
-    }
     if a.session_ttl.is_zero() || a.credential_ttl.is_zero() {
         bail!("lifetimes must be positive");
     }
@@ -139,7 +129,6 @@ pub fn run(a: ServeArgs) -> Result<()> {
         settings: Settings {
             session_ttl_ms: a.session_ttl.as_millis() as i64,
             credential_ttl_ms: a.credential_ttl.as_millis() as i64,
-            chunk_size: a.chunk_size,
             auto_enroll_group: auto.then_some(a.auto_enroll_group),
             max_sessions_per_ek: a.max_sessions_per_ek,
             max_sessions_per_peer: a.max_sessions_per_peer,

@@ -18,7 +18,8 @@ pub const PROTOCOL_VERSION: u16 = 1;
 pub mod path {
     pub const START: &str = "/v1/attest/start";
     pub const FINISH: &str = "/v1/attest/finish";
-    pub const OVERLAY: &str = "/v1/overlay";
+    /// Sealed overlay blobs by SHA-256: `/v1/blob/<hex>`, on both listeners.
+    pub const BLOB: &str = "/v1/blob";
     pub const REPORT: &str = "/v1/report";
     /// Static boot artifacts by SHA-256: `/v1/boot/<hex>`.
     pub const BOOT: &str = "/v1/boot";
@@ -116,19 +117,16 @@ pub struct FinishRequest {
     pub event_log: Vec<u8>,
 }
 
-/// Metadata of the overlay the node is to fetch.
+/// The overlay assigned to the node: its signed manifest, its data key
+/// wrapped for this session ([`crate::keys::wrap_data_key`]), and where the
+/// blob is served without TLS.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct OverlayMeta {
-    /// Monotonic version id of the overlay in the server's store.
-    pub version_id: u64,
-    /// SHA-256 of the plaintext tar(.gz): the overlay's content id.
-    pub sha256: [u8; 32],
-    /// Plaintext length in bytes.
-    pub size: u64,
-    /// Length of the sealed stream in bytes.
-    pub sealed_size: u64,
-    /// Plaintext bytes per sealed chunk.
-    pub chunk_size: u32,
+pub struct OverlayGrant {
+    pub manifest: crate::manifest::SignedManifest,
+    pub wrapped_key: Vec<u8>,
+    /// The server's plain-HTTP port (`ember serve --http-listen`), if any:
+    /// the blob is ciphertext bound to the manifest, so it needs no TLS.
+    pub http_port: Option<u16>,
 }
 
 /// Step 2, server → node.
@@ -139,7 +137,7 @@ pub struct FinishResponse {
     pub credential: [u8; 32],
     pub expires_in_s: u32,
     /// `None` when no overlay is assigned to the node or its group.
-    pub overlay: Option<OverlayMeta>,
+    pub overlay: Option<OverlayGrant>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,11 +7,11 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 
 use ember_proto::keys;
+use ember_proto::manifest::SignedManifest;
 use ember_proto::msg::{
-    decode, encode, ErrorCode, FinishRequest, FinishResponse, Outcome, OverlayMeta, PcrSelection,
+    decode, encode, ErrorCode, FinishRequest, FinishResponse, Outcome, OverlayGrant, PcrSelection,
     ReportRequest, ReportResponse, StartRequest, StartResponse, PROTOCOL_VERSION,
 };
-use ember_proto::sealed::sealed_len;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::store::{self, hex, now_ms, Node, Policy, StateDir};
@@ -95,7 +95,6 @@ fn decode_msg<T: serde::de::DeserializeOwned>(
 pub struct Settings {
     pub session_ttl_ms: i64,
     pub credential_ttl_ms: i64,
-    pub chunk_size: u32,
     /// Group for nodes admitted by a manufacturer certificate chain.
     pub auto_enroll_group: Option<String>,
     /// Open (started, unfinished, unexpired) sessions one EK may hold.
@@ -120,6 +119,9 @@ pub struct Server {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// How long a client may take to send a request body.
     pub body_timeout: std::time::Duration,
+    /// The plain-HTTP listener's port, told to nodes in Finish so they
+    /// fetch the sealed blob without TLS (set once it is bound).
+    pub http_port: std::sync::OnceLock<u16>,
 }
 
 fn random<const N: usize>() -> Result<[u8; N], Refusal> {
@@ -473,6 +475,9 @@ impl Server {
             },
         };
         let overlay = store::assigned_overlay(&tx, &node)?;
+        // Before anything is committed: a grant that cannot be made leaves
+        // no credential behind.
+        let grant = overlay.clone().map(|o| self.grant(&s, o)).transpose()?;
         let expires_at = now_ms() + self.settings.credential_ttl_ms;
         tx.execute(
             "INSERT INTO credentials(hash, session_id, node_id, version_id, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -491,17 +496,48 @@ impl Server {
             version: PROTOCOL_VERSION,
             credential,
             expires_in_s: (self.settings.credential_ttl_ms / 1000).max(1) as u32,
-            overlay: overlay.map(|o| OverlayMeta {
-                version_id: o.version_id as u64,
-                sha256: o.sha256,
-                size: o.size,
-                sealed_size: sealed_len(o.size, self.settings.chunk_size),
-                chunk_size: self.settings.chunk_size,
-            }),
+            overlay: grant,
         };
         Ok(Started {
             body: encode(&resp),
             node: node.name,
+        })
+    }
+
+    /// The assigned overlay for this session: its stored signed manifest
+    /// and its data key wrapped under a key only this session's secret
+    /// derives. Nothing is sealed here.
+    fn grant(&self, s: &Session, o: store::Assigned) -> Result<OverlayGrant, Refusal> {
+        let (Some(manifest), Some(data_key)) = (o.manifest, o.data_key) else {
+            return Err(Refusal::new(
+                ErrorCode::Internal,
+                format!(
+                    "overlay {} predates sealed blobs: add it again with `ember overlay add` and assign it",
+                    o.version_id
+                ),
+            )
+            .because("overlay-unavailable"));
+        };
+        let manifest = SignedManifest::from_bytes(&manifest).map_err(|e| {
+            Refusal::new(
+                ErrorCode::Internal,
+                format!("stored manifest of overlay {}: {e}", o.version_id),
+            )
+        })?;
+        let data_key: [u8; 32] = data_key.try_into().map_err(|_| {
+            Refusal::new(
+                ErrorCode::Internal,
+                format!(
+                    "stored data key of overlay {} has the wrong length",
+                    o.version_id
+                ),
+            )
+        })?;
+        let wrapped_key = keys::wrap_data_key(&s.secret, &s.id, &manifest.body, &data_key).to_vec();
+        Ok(OverlayGrant {
+            manifest,
+            wrapped_key,
+            http_port: self.http_port.get().copied(),
         })
     }
 
@@ -645,24 +681,6 @@ impl Server {
             version_id,
             node,
         })
-    }
-
-    /// The overlay the credential was issued for, and its stream key.
-    pub fn overlay_for(&self, auth: &Authorized) -> Result<(store::Overlay, [u8; 32]), Refusal> {
-        let Some(version_id) = auth.version_id else {
-            return Err(Refusal::new(
-                ErrorCode::NoOverlay,
-                format!("no overlay assigned to {}", auth.node.name),
-            ));
-        };
-        let overlay = store::overlay(&self.db(), version_id)?.ok_or_else(|| {
-            Refusal::new(
-                ErrorCode::NoOverlay,
-                format!("overlay {version_id} was removed"),
-            )
-        })?;
-        let key = keys::overlay_key(&auth.secret, &auth.session, &overlay.sha256);
-        Ok((overlay, key))
     }
 
     pub fn report(&self, auth: &Authorized, body: &[u8]) -> Result<Vec<u8>, Refusal> {

@@ -116,7 +116,22 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX sessions_open_by_ek ON sessions(ek_hash, state, expires_at);
     CREATE INDEX sessions_open_by_peer ON sessions(peer, state, expires_at);
     "#,
-    // 3: measured-boot policies keep the extends each allowed value is
+    // 3: envelope-sealed overlays. Each version is sealed once under its
+    // own data key into a blob named by the sealed bytes' SHA-256; each
+    // assignment carries its signed manifest and a server-wide, monotonic
+    // epoch. Overlays added before this have no blob: add them again.
+    r#"
+    ALTER TABLE overlays ADD COLUMN blob_sha256 BLOB;
+    ALTER TABLE overlays ADD COLUMN blob_size INTEGER;
+    ALTER TABLE overlays ADD COLUMN chunk_size INTEGER;
+    ALTER TABLE overlays ADD COLUMN compression TEXT;
+    ALTER TABLE overlays ADD COLUMN data_key BLOB;
+    ALTER TABLE assignments ADD COLUMN epoch INTEGER;
+    ALTER TABLE assignments ADD COLUMN manifest BLOB;
+    CREATE TABLE manifest_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL);
+    INSERT INTO manifest_epoch(id, epoch) VALUES (1, 0);
+    "#,
+    // 4: measured-boot policies keep the extends each allowed value is
     // made of (`ember policy set --uki`), so a refusal names the event
     // that differs, and say whether a node must send its event log.
     r#"
@@ -160,6 +175,11 @@ impl StateDir {
     }
     pub fn blob(&self, sha256_hex: &str) -> PathBuf {
         self.blobs().join(sha256_hex)
+    }
+    /// Sealed overlay blobs, named by the SHA-256 of their sealed bytes:
+    /// ciphertext, served to anyone on both listeners.
+    pub fn sealed_dir(&self) -> PathBuf {
+        self.0.join("sealed")
     }
     pub fn tls(&self) -> PathBuf {
         self.0.join("tls")
@@ -498,17 +518,32 @@ pub fn overlay(conn: &Connection, version_id: i64) -> Result<Option<Overlay>> {
         .optional()?)
 }
 
+/// An assignment as Finish needs it: the overlay version, its signed
+/// manifest and its data key (`None` for overlays from before sealed blobs).
+#[derive(Debug, Clone)]
+pub struct Assigned {
+    pub version_id: i64,
+    pub manifest: Option<Vec<u8>>,
+    pub data_key: Option<Vec<u8>>,
+}
+
 /// The overlay assigned to the node, else to its group.
-pub fn assigned_overlay(conn: &Connection, node: &Node) -> Result<Option<Overlay>> {
+pub fn assigned_overlay(conn: &Connection, node: &Node) -> Result<Option<Assigned>> {
     for target in [
         format!("node:{}", node.name),
         format!("group:{}", node.group),
     ] {
         let row = conn
             .query_row(
-                "SELECT o.version_id, o.sha256, o.size FROM assignments a JOIN overlays o USING (version_id) WHERE a.target = ?1",
+                "SELECT o.version_id, a.manifest, o.data_key FROM assignments a JOIN overlays o USING (version_id) WHERE a.target = ?1",
                 [&target],
-                overlay_row,
+                |r| {
+                    Ok(Assigned {
+                        version_id: r.get(0)?,
+                        manifest: r.get(1)?,
+                        data_key: r.get(2)?,
+                    })
+                },
             )
             .optional()?;
         if row.is_some() {

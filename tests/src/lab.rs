@@ -50,6 +50,18 @@ pub fn overlay(api: &KubeApi, behavior: &'static str, extra: &[(&str, &str)]) ->
     b.build().expect("build the stand-in overlay")
 }
 
+/// What every lab initrd carries beside the init: the server's CA and its
+/// manifest public key, as copied into the lab's folder.
+pub fn trust_files(dir: &Path) -> Vec<(PathBuf, &'static str)> {
+    vec![
+        (dir.join("ca.pem"), "/etc/ember/ca.pem"),
+        (
+            dir.join("manifest.pub"),
+            ember_proto::manifest::PUBLIC_KEY_PATH,
+        ),
+    ]
+}
+
 impl Lab {
     pub fn new(tag: &str) -> Lab {
         let dir = ScratchDir::new(tag);
@@ -70,13 +82,11 @@ impl Lab {
             server.enroll_swtpm(NODE, "lab", &tpm).expect_ok("enroll");
         }
         let initrd = dir.path().join("initrd.cpio.gz");
-        // Kept beside the lab: initrds made after the server is gone need it too.
+        // Kept beside the lab: initrds made after the server is gone need them too.
         std::fs::copy(server.ca_path(), dir.path().join("ca.pem")).expect("copy the server CA");
-        build_initrd_with(
-            &initrd,
-            &[(dir.path().join("ca.pem"), "/etc/ember/ca.pem")],
-            true,
-        );
+        std::fs::copy(server.manifest_pub_path(), dir.path().join("manifest.pub"))
+            .expect("copy the manifest public key");
+        build_initrd_with(&initrd, &trust_files(dir.path()), true);
         let disk = dir.path().join("disk.img");
         make_disk(&disk, 128);
         let vars = dir.path().join("OVMF_VARS.fd");
@@ -120,7 +130,10 @@ impl Lab {
     /// from the node's disk, or (`from_disk` false) the lab's UKI of
     /// `self.initrd` with that command line, which the policy then allows.
     pub fn boot_with(&self, name: &str, from_disk: bool, attest_urls: &str) -> Boot {
-        let append = format!("ember.attest_url={attest_urls} ember.error_delay=2");
+        // EMBER_LAB_APPEND adds keys for a measurement (e.g.
+        // ember.overlay_transport=https), as EMBER_BENCH_APPEND does for qemu/bench.
+        let extra = std::env::var("EMBER_LAB_APPEND").unwrap_or_default();
+        let append = format!("ember.attest_url={attest_urls} ember.error_delay=2 {extra}");
         let mut boot = Boot::new(
             &self.initrd,
             &append,

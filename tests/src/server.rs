@@ -258,6 +258,25 @@ impl EmberServer {
         self.state().join("tls/ca.pem")
     }
 
+    /// The manifest public key to bundle into initrds as
+    /// /etc/ember/manifest.pub / pass to `ember attest --manifest-key`.
+    pub fn manifest_pub_path(&self) -> PathBuf {
+        self.state().join("manifest.pub")
+    }
+
+    /// The manifest public key, parsed as the node parses it.
+    pub fn manifest_key(&self) -> ember_proto::manifest::PublicKey {
+        let pem = std::fs::read(self.manifest_pub_path()).expect("read manifest.pub");
+        ember_proto::manifest::PublicKey::from_pem(&pem).expect("parse manifest.pub")
+    }
+
+    /// The sealed overlay blob named `blob_sha256` in the state folder.
+    pub fn sealed_blob(&self, blob_sha256: &[u8; 32]) -> PathBuf {
+        self.state()
+            .join("sealed")
+            .join(ember_fs::hex::hex(blob_sha256))
+    }
+
     /// A scratch folder that lives as long as the server.
     pub fn scratch(&self) -> &Path {
         self.dir.path()
@@ -352,13 +371,18 @@ impl EmberServer {
         self.ember(&["nodes"]).expect_ok("ember nodes").stdout
     }
 
-    /// Runs `ember attest` against this server with `tpm` (`swtpm:HOST:PORT`).
+    /// Runs `ember attest` against this server with `tpm` (`swtpm:HOST:PORT`),
+    /// trusting this server's manifest key unless `extra` names another.
     pub fn attest(&self, tpm: &str, extra: &[&str]) -> Run {
-        let out = Command::new(ember_bin())
-            .arg("attest")
+        let mut cmd = Command::new(ember_bin());
+        cmd.arg("attest")
             .args(["--tpm", tpm, "--url", &self.url()])
             .arg("--ca")
-            .arg(self.ca_path())
+            .arg(self.ca_path());
+        if !extra.contains(&"--manifest-key") {
+            cmd.arg("--manifest-key").arg(self.manifest_pub_path());
+        }
+        let out = cmd
             .args(extra)
             .stdin(Stdio::null())
             .output()

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use ember_tests::lab::{
-    boot_until, ember_lines, esp_entries, run_until, save_timeline, tail, Lab, NODE,
+    boot_until, ember_lines, esp_entries, run_until, save_timeline, tail, trust_files, Lab, NODE,
 };
 use ember_tests::qemu::{build_initrd_with, esp_tool, wait_for_log};
 use ember_tests::server::EmberServer;
@@ -244,15 +244,9 @@ fn tampered_cached_overlay_or_changed_initrd_yields_no_plaintext_and_a_clear_err
     let other = lab.dir.path().join("other-initrd.cpio.gz");
     let marker = lab.dir.path().join("marker");
     std::fs::write(&marker, "a different initrd\n").unwrap();
-    let ca = lab.dir.path().join("ca.pem");
-    build_initrd_with(
-        &other,
-        &[
-            (ca, "/etc/ember/ca.pem"),
-            (marker.clone(), "/etc/ember/marker"),
-        ],
-        true,
-    );
+    let mut files = trust_files(lab.dir.path());
+    files.push((marker.clone(), "/etc/ember/marker"));
+    build_initrd_with(&other, &files, true);
     esp_tool(
         &lab.disk,
         "mcopy",
@@ -270,6 +264,35 @@ fn tampered_cached_overlay_or_changed_initrd_yields_no_plaintext_and_a_clear_err
         "{lines}"
     );
     assert!(lines.contains("TPM_RC_POLICY_FAIL"), "{lines}");
+    assert!(!lines.contains("phase=nodeconf"), "{lines}");
+}
+
+#[test]
+fn older_slot_brought_back_on_cold_start_is_refused_as_a_rollback() {
+    let mut lab = Lab::new("e2e-rollback");
+    lab.publish("ready", &[]); // manifest epoch 1
+    boot_until(&lab, "rb-first", false, "lkg: wrote slot a generation 1");
+    lab.publish("ready", &[]); // a new overlay version: manifest epoch 2
+    boot_until(&lab, "rb-second", false, "lkg: wrote slot b generation 2");
+
+    // An attacker with the disk points the loader back at slot a, whose
+    // genuinely signed manifest is older than the epoch already blessed.
+    let entries = esp_entries(&lab.disk);
+    let newer = entries
+        .split_whitespace()
+        .find(|e| e.contains("ember-b"))
+        .unwrap_or_else(|| panic!("no entry for slot b: {entries}"))
+        .to_string();
+    // `mdir -b` lists full paths (::/loader/entries/ember-b+3.conf).
+    esp_tool(&lab.disk, "mdel", &[&newer]);
+    lab.server = None;
+    lab.api.remove_node(NODE);
+    let log = boot_until(&lab, "rb-cold", true, "boot failed in phase lkg-restore");
+    let lines = ember_lines(&log);
+    assert!(
+        lines.contains("epoch 1 is older than the blessed epoch 2"),
+        "{lines}"
+    );
     assert!(!lines.contains("phase=nodeconf"), "{lines}");
 }
 

@@ -359,10 +359,10 @@ fn slow_overlay_readers_do_not_hold_up_a_fresh_start() {
         dev.close().unwrap();
         cred
     };
+    let envelope = cred.open_grant(&server.manifest_key()).expect("grant");
     let request = format!(
-        "GET {} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\r\n",
-        msg::path::OVERLAY,
-        cred.bearer()
+        "GET {} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        client::blob_path(&cfg(), &envelope.manifest.blob_sha256),
     );
     let mut readers = Vec::new();
     for _ in 0..READERS {

@@ -120,7 +120,7 @@ impl Event<'_> {
     pub fn describe(&self) -> String {
         let printable = |c: char| c == ' ' || c.is_ascii_graphic();
         let trimmed = self.data.strip_suffix(&[0, 0]).unwrap_or(self.data);
-        if !trimmed.is_empty() && trimmed.len() % 2 == 0 {
+        if !trimmed.is_empty() && trimmed.len().is_multiple_of(2) {
             let units: Vec<u16> = trimmed
                 .chunks_exact(2)
                 .map(|c| u16::from_le_bytes([c[0], c[1]]))

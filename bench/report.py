@@ -362,7 +362,7 @@ def markdown(report):
     # The overlay phase by stage, from /init's `metrics: overlay_*` line.
     stages = (("overlay_receive_ms", "receive: socket + TLS"),
               ("overlay_keep_ms", "keep: ciphertext copy for LKG"),
-              ("overlay_open_ms", "open: ChaCha20-Poly1305 + SHA-256"),
+              ("overlay_open_ms", "open: ChaCha20-Poly1305 (one pass, no SHA-256)"),
               ("overlay_unpack_ms", "unpack: inflate + CRC + tar"),
               ("overlay_write_ms", "write: files into tmpfs"))
     em = agg["ember"]["metrics"]

@@ -45,6 +45,20 @@ pub struct Request<'r> {
 }
 
 impl<'r> Request<'r> {
+    /// The request's bytes on the wire (the same over TLS and plain TCP).
+    fn encode(&self) -> Vec<u8> {
+        let url = self.url;
+        http::request_with(
+            self.method,
+            url.host,
+            url.port,
+            url.path,
+            self.bearer,
+            self.content_type,
+            self.body,
+        )
+    }
+
     pub fn get(url: url::Url<'r>) -> Self {
         Request {
             method: "GET",
@@ -129,22 +143,13 @@ impl<'a> Client<'a> {
         on_status: &mut dyn FnMut(u16) -> Result<()>,
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<Response> {
-        let url = req.url;
-        let (stream, io_failure) = self.connect(&url)?;
+        let (stream, io_failure) = self.connect(&req.url)?;
         let mut conn = PlainConn {
             stream,
             io_failure,
             buf: vec![0u8; PLAIN_BUF],
         };
-        let request = http::request_with(
-            req.method,
-            url.host,
-            url.port,
-            url.path,
-            req.bearer,
-            req.content_type,
-            req.body,
-        );
+        let request = req.encode();
         embedded_io::Write::write_all(&mut conn.stream, &request).map_err(|e| conn.why(e))?;
         let (status, decoder, rest) = read_head(&mut conn, on_status)?;
         let body_len = read_body(&mut conn, decoder, &rest, sink)?;
@@ -198,16 +203,7 @@ impl Conn<'_, '_> {
     }
 
     fn write_request(&mut self, req: &Request<'_>) -> Result<()> {
-        let url = req.url;
-        let request = http::request_with(
-            req.method,
-            url.host,
-            url.port,
-            url.path,
-            req.bearer,
-            req.content_type,
-            req.body,
-        );
+        let request = req.encode();
         match self.tls.write(&request).and_then(|_| self.tls.flush()) {
             Ok(()) => Ok(()),
             Err(e) => Err(self.why(e)),

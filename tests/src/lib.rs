@@ -113,3 +113,17 @@ pub mod pki;
 
 // Reading rendered pictures (timeline tests).
 pub mod png;
+
+/// `len` incompressible bytes (xorshift64 from `seed`): a payload that
+/// still spans several sealed chunks after compression.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

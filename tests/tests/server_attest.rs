@@ -26,15 +26,7 @@ fn overlay_source(dir: &Path) {
     .unwrap();
     std::fs::write(dir.join("etc/hostname"), "node-a\n").unwrap();
     // Incompressible, so the sealed stream really has several chunks.
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let noise: Vec<u8> = (0..300_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let noise = ember_tests::noise(300_000, 0x9E37_79B9_7F4A_7C15);
     std::fs::write(dir.join("var/lib/ember/blob.bin"), noise).unwrap();
     std::fs::write(dir.join("var/lib/ember/run.sh"), "#!/bin/sh\necho hi\n").unwrap();
     std::fs::set_permissions(

@@ -603,15 +603,7 @@ fn truncated_blob_is_refused_and_never_finishes() {
     // Incompressible, so the blob has several 64 KiB chunks.
     let src = p.server.scratch().join("noise");
     std::fs::create_dir_all(&src).unwrap();
-    let mut x = 0x2545f4914f6cdd1du64;
-    let noise: Vec<u8> = (0..200_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let noise = ember_tests::noise(200_000, 0x2545f4914f6cdd1d);
     std::fs::write(src.join("noise"), noise).unwrap();
     p.server.add_overlay(&src, Some("group:default"));
     let trust = p.server.manifest_key();

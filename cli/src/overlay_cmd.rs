@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use rusqlite::params;
+use ember_server::store::{self, hex, Sql};
 
-use ember_server::store::{self, hex, now_ms, StateDir};
+use crate::state_args::StateArgs;
 
 #[derive(Subcommand)]
 pub enum OverlayCmd {
@@ -16,14 +16,7 @@ pub enum OverlayCmd {
     /// Assigns an overlay version to a group or a node.
     Assign(AssignArgs),
     /// Lists overlays and assignments.
-    List(StateArg),
-}
-
-#[derive(Args)]
-pub struct StateArg {
-    /// State folder of the boot server.
-    #[arg(long, env = "EMBER_STATE", default_value = "/var/lib/ember")]
-    pub state: PathBuf,
+    List(StateArgs),
 }
 
 #[derive(Args)]
@@ -39,7 +32,7 @@ pub struct Target {
 #[derive(Args)]
 pub struct AddArgs {
     #[command(flatten)]
-    pub state: StateArg,
+    pub state: StateArgs,
     /// Directory, tar or tar.gz.
     pub source: PathBuf,
     #[command(flatten)]
@@ -49,7 +42,7 @@ pub struct AddArgs {
 #[derive(Args)]
 pub struct AssignArgs {
     #[command(flatten)]
-    pub state: StateArg,
+    pub state: StateArgs,
     /// Overlay version id (from `ember overlay add` or `list`).
     pub version: i64,
     #[command(flatten)]
@@ -57,14 +50,14 @@ pub struct AssignArgs {
 }
 
 /// Resolves the assignment target, checking that it exists.
-fn target_key(conn: &rusqlite::Connection, t: &Target) -> Result<Option<String>> {
+fn target_key(db: &mut dyn Sql, t: &Target) -> Result<Option<String>> {
     match (&t.group, &t.node) {
         (Some(g), None) => {
             crate::enroll_cmd::check_group(g)?;
             Ok(Some(format!("group:{g}")))
         }
         (None, Some(n)) => {
-            if store::node_by_name(conn, n)?.is_none() {
+            if store::node_by_name(db, n)?.is_none() {
                 bail!("no node named {n:?} (enroll it first)");
             }
             Ok(Some(format!("node:{n}")))
@@ -74,40 +67,24 @@ fn target_key(conn: &rusqlite::Connection, t: &Target) -> Result<Option<String>>
     }
 }
 
-fn assign(tx: &rusqlite::Transaction, target: &str, version: i64) -> Result<()> {
-    if let Some(g) = target.strip_prefix("group:") {
-        store::ensure_group(tx, g)?;
-    }
-    tx.execute(
-        "INSERT INTO assignments(target, version_id, assigned_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT(target) DO UPDATE SET version_id = excluded.version_id, assigned_at = excluded.assigned_at",
-        params![target, version, now_ms()],
-    )?;
-    Ok(())
-}
-
 pub fn run(cmd: OverlayCmd) -> Result<()> {
     match cmd {
         OverlayCmd::Add(a) => {
-            let state = StateDir::new(&a.state.state);
-            let mut conn = store::open(&state)?;
-            let target = target_key(&conn, &a.target)?;
+            let state = a.state.dir();
+            let mut db = a.state.open()?;
+            let target = target_key(&mut db, &a.target)?;
             let source = std::fs::canonicalize(&a.source)
                 .with_context(|| format!("overlay source {}", a.source.display()))?;
             let blob = ember_server::overlay::store_overlay(&state, &source)?;
-            let tx = conn.transaction()?;
-            tx.execute(
-                "INSERT INTO overlays(sha256, size, source, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    &blob.sha256[..],
-                    blob.size as i64,
-                    source.display().to_string(),
-                    now_ms()
-                ],
+            let mut tx = db.transaction()?;
+            let version = store::insert_overlay(
+                &mut tx,
+                &blob.sha256,
+                blob.size,
+                &source.display().to_string(),
             )?;
-            let version = tx.last_insert_rowid();
             if let Some(t) = &target {
-                assign(&tx, t, version)?;
+                store::assign(&mut tx, t, version)?;
             }
             tx.commit()?;
             println!(
@@ -121,45 +98,33 @@ pub fn run(cmd: OverlayCmd) -> Result<()> {
             Ok(())
         }
         OverlayCmd::Assign(a) => {
-            let mut conn = store::open(&StateDir::new(&a.state.state))?;
-            let Some(target) = target_key(&conn, &a.target)? else {
+            let mut db = a.state.open()?;
+            let Some(target) = target_key(&mut db, &a.target)? else {
                 bail!("give --group or --node")
             };
-            if store::overlay(&conn, a.version)?.is_none() {
+            if store::overlay(&mut db, a.version)?.is_none() {
                 bail!("no overlay version {}", a.version);
             }
-            let tx = conn.transaction()?;
-            assign(&tx, &target, a.version)?;
+            let mut tx = db.transaction()?;
+            store::assign(&mut tx, &target, a.version)?;
             tx.commit()?;
             println!("assigned overlay {} to {target}", a.version);
             Ok(())
         }
         OverlayCmd::List(s) => {
-            let conn = store::open(&StateDir::new(&s.state))?;
-            let mut stmt = conn.prepare(
-                "SELECT o.version_id, o.size, o.sha256, o.source,
-                        (SELECT group_concat(target, ' ') FROM assignments a WHERE a.version_id = o.version_id)
-                 FROM overlays o ORDER BY o.version_id",
-            )?;
+            let overlays = store::list_overlays(&mut s.open()?)?;
             println!(
                 "{:<8} {:>10}  {:<16}  {:<30} ASSIGNED",
                 "VERSION", "SIZE", "SHA256", "SOURCE"
             );
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                ))
-            })?;
-            for row in rows {
-                let (v, size, sha, src, targets) = row?;
+            for o in overlays {
                 println!(
-                    "{v:<8} {size:>10}  {:<16}  {src:<30} {}",
-                    hex(&sha[..8.min(sha.len())]),
-                    targets.unwrap_or_default()
+                    "{:<8} {:>10}  {:<16}  {:<30} {}",
+                    o.overlay.version_id,
+                    o.overlay.size,
+                    hex(&o.overlay.sha256[..8]),
+                    o.source,
+                    o.targets.join(" ")
                 );
             }
             Ok(())

@@ -88,7 +88,14 @@ pub fn run(args: EnrollArgs) -> Result<()> {
     };
     let mut db = args.state.open()?;
     let mut tx = db.transaction()?;
-    let node = store::insert_node(&mut tx, &ek_hash, cert.as_deref(), &args.name, &args.group, how)?;
+    let node = store::insert_node(
+        &mut tx,
+        &ek_hash,
+        cert.as_deref(),
+        &args.name,
+        &args.group,
+        how,
+    )?;
     tx.commit()?;
     println!(
         "enrolled {} in group {} (EK {})",

@@ -2,17 +2,17 @@
 //! as synchronous functions over the store (the HTTP layer runs them on the
 //! blocking pool). Every refusal is a [`Refusal`] with its own code.
 
-use std::borrow::Cow;
-use std::net::IpAddr;
+use crate::params;
+use crate::store::{self, hex, now_ms, Node, Policy, Sql, StateDir};
+use crate::verify::{Verifier, VerifyError};
 use ember_proto::keys;
 use ember_proto::msg::{
     decode, encode, ErrorCode, FinishRequest, FinishResponse, Outcome, OverlayMeta, PcrSelection,
     ReportRequest, ReportResponse, StartRequest, StartResponse, PROTOCOL_VERSION,
 };
 use ember_proto::sealed::sealed_len;
-use crate::params;
-use crate::store::{self, hex, now_ms, Node, Policy, Sql, StateDir};
-use crate::verify::{Verifier, VerifyError};
+use std::borrow::Cow;
+use std::net::IpAddr;
 
 /// Why a request was refused: the code and a short reason the client sees
 /// (fixed words, never secrets, PCR values or database errors), and the
@@ -450,23 +450,25 @@ impl Server {
             Who::Enrolled(node) => node.clone(),
             // The proof above shows the TPM activated the credential made
             // for this EK: only now does the admitted node get its row.
-            Who::Admitted { name, group, cert } => match store::node_by_ek_hash(&mut tx, &s.ek_hash)? {
-                Some(node) => node,
-                None => {
-                    let node = store::insert_node(
-                        &mut tx,
-                        &s.ek_hash,
-                        Some(cert),
-                        name,
-                        group,
-                        "manufacturer-ca",
-                    )?;
-                    eprintln!(
+            Who::Admitted { name, group, cert } => {
+                match store::node_by_ek_hash(&mut tx, &s.ek_hash)? {
+                    Some(node) => node,
+                    None => {
+                        let node = store::insert_node(
+                            &mut tx,
+                            &s.ek_hash,
+                            Some(cert),
+                            name,
+                            group,
+                            "manufacturer-ca",
+                        )?;
+                        eprintln!(
                         "ember-serve: auto-enrolled node {name} in group {group} by its EK certificate chain"
                     );
-                    node
+                        node
+                    }
                 }
-            },
+            }
         };
         let overlay = store::assigned_overlay(&mut tx, &node)?;
         let expires_at = now_ms() + self.settings.credential_ttl_ms;

@@ -130,7 +130,6 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -204,7 +203,6 @@ pub fn lock_down(state: &StateDir) -> anyhow::Result<()> {
     }
     walk(root)
 }
-
 
 /// PostgreSQL's text for the migrations SQLite's cannot share, by number.
 const POSTGRES_MIGRATIONS: &[(usize, &str)] = &[
@@ -293,7 +291,9 @@ fn migrate(db: &mut Db) -> Result<()> {
 fn migrate_all(db: &mut Db) -> Result<()> {
     let dialect = db.dialect();
     let mut tx = match db {
-        Db::Sqlite(c) => Tx::Sqlite(c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?),
+        Db::Sqlite(c) => {
+            Tx::Sqlite(c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
+        }
         Db::Postgres(_) => db.transaction()?,
     };
     let applied = schema_version(&mut tx)?;
@@ -386,7 +386,10 @@ pub fn get_policy(db: &mut dyn Sql, scope: &str) -> Result<Option<Policy>> {
 }
 
 pub fn put_policy(tx: &mut dyn Sql, p: &Policy) -> Result<()> {
-    tx.exec("DELETE FROM pcr_policies WHERE scope = $1", params![&p.scope])?;
+    tx.exec(
+        "DELETE FROM pcr_policies WHERE scope = $1",
+        params![&p.scope],
+    )?;
     tx.exec(
         "INSERT INTO pcr_policies(scope, hash_alg, mask, mode, updated_at) VALUES ($1, $2, $3, $4, $5)",
         params![
@@ -492,7 +495,9 @@ pub fn insert_node(
         return Err(Error::Conflict("this EK is already enrolled".into()));
     }
     if node_by_name(tx, name)?.is_some() {
-        return Err(Error::Conflict(format!("a node named {name:?} already exists")));
+        return Err(Error::Conflict(format!(
+            "a node named {name:?} already exists"
+        )));
     }
     let row = tx.one(
         "INSERT INTO nodes(ek_hash, ek_cert, name, group_name, enrolled_at, enrolled_by) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -681,7 +686,10 @@ pub fn open_sessions(db: &mut dyn Sql, now: i64) -> Result<u64> {
 /// Deletes expired credentials and the sessions (with their secrets) no
 /// credential needs any more; returns (credentials, sessions) removed.
 pub fn purge_expired(db: &mut dyn Sql, now: i64) -> Result<(u64, u64)> {
-    let creds = db.exec("DELETE FROM credentials WHERE expires_at < $1", params![now])?;
+    let creds = db.exec(
+        "DELETE FROM credentials WHERE expires_at < $1",
+        params![now],
+    )?;
     let sessions = db.exec(
         "DELETE FROM sessions WHERE expires_at < $1 AND id NOT IN (SELECT session_id FROM credentials)",
         params![now],
@@ -728,8 +736,12 @@ mod tests {
         let (_d, s) = scratch();
         drop(open(&s, None).unwrap());
         let mut db = open(&s, None).unwrap();
-        let Db::Sqlite(c) = &db else { panic!("SQLite by default") };
-        let v: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let Db::Sqlite(c) = &db else {
+            panic!("SQLite by default")
+        };
+        let v: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
         assert_eq!(v as usize, MIGRATIONS.len());
         assert!(group_exists(&mut db, "default").unwrap());
     }
@@ -767,16 +779,27 @@ mod tests {
         }
         let mut db = open(&s, None).unwrap();
         let r = db
-            .one("SELECT node_id, ek_hash, peer FROM sessions WHERE id = x'01'", &[])
+            .one(
+                "SELECT node_id, ek_hash, peer FROM sessions WHERE id = x'01'",
+                &[],
+            )
             .unwrap();
         assert_eq!(
-            (r.get::<i64>(0).unwrap(), r.get::<Vec<u8>>(1).unwrap(), r.get::<String>(2).unwrap()),
+            (
+                r.get::<i64>(0).unwrap(),
+                r.get::<Vec<u8>>(1).unwrap(),
+                r.get::<String>(2).unwrap()
+            ),
             (7, vec![0xaa], String::new())
         );
         let fk = db
             .one("SELECT COUNT(*) FROM pragma_foreign_key_check", &[])
             .unwrap();
-        assert_eq!(fk.get::<i64>(0).unwrap(), 0, "credentials still reference their sessions");
+        assert_eq!(
+            fk.get::<i64>(0).unwrap(),
+            0,
+            "credentials still reference their sessions"
+        );
         assert_eq!(open_sessions_of_ek(&mut db, &[0; 32], 0).unwrap(), 0);
     }
 

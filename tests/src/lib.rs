@@ -4,6 +4,7 @@
 
 pub mod dnsmasq;
 pub mod netns;
+pub mod postgres;
 pub mod process;
 // `ember serve` with a fresh state folder (attestation and overlay tests).
 pub mod server;

@@ -30,9 +30,15 @@ pub enum Error {
     /// reconnects on the next request.
     Unavailable(String),
     /// The database was migrated by a newer ember.
-    SchemaTooNew { found: i64, known: usize },
+    SchemaTooNew {
+        found: i64,
+        known: usize,
+    },
     /// A migration failed (the transaction rolled back).
-    Migration { number: usize, source: Box<Error> },
+    Migration {
+        number: usize,
+        source: Box<Error>,
+    },
     /// A column held a type or shape this code does not expect.
     Shape(String),
     /// An admin command's precondition (a duplicate name or EK).
@@ -73,12 +79,14 @@ impl From<rusqlite::Error> for Error {
 
 impl From<postgres::Error> for Error {
     fn from(e: postgres::Error) -> Self {
-        // A statement error carries the server's answer; anything else
+        // A statement error carries the server's answer, unless it says
+        // the server is going away (SQLSTATE class 57: shutdown, crash
+        // recovery) or the connection broke (class 08); anything else
         // (closed socket, I/O, timeout) means PostgreSQL is not there.
-        if e.as_db_error().is_some() {
-            Error::Postgres(e)
-        } else {
-            Error::Unavailable(e.to_string())
+        match e.as_db_error().map(|d| d.code().code()) {
+            Some(code) if !code.starts_with("57") && !code.starts_with("08") => Error::Postgres(e),
+            Some(_) => Error::Unavailable(Error::Postgres(e).to_string()),
+            None => Error::Unavailable(e.to_string()),
         }
     }
 }
@@ -243,7 +251,14 @@ impl PgToSql for Val<'_> {
         }
     }
     fn accepts(ty: &Type) -> bool {
-        [Type::INT8, Type::INT4, Type::TEXT, Type::VARCHAR, Type::BYTEA].contains(ty)
+        [
+            Type::INT8,
+            Type::INT4,
+            Type::TEXT,
+            Type::VARCHAR,
+            Type::BYTEA,
+        ]
+        .contains(ty)
     }
     postgres::types::to_sql_checked!();
 }
@@ -334,11 +349,14 @@ fn postgres_row(r: &postgres::Row) -> Result<Row> {
         let v = if *ty == Type::INT8 {
             r.try_get::<_, Option<i64>>(i)?.map(Value::Int)
         } else if *ty == Type::INT4 {
-            r.try_get::<_, Option<i32>>(i)?.map(|v| Value::Int(v.into()))
+            r.try_get::<_, Option<i32>>(i)?
+                .map(|v| Value::Int(v.into()))
         } else if *ty == Type::INT2 {
-            r.try_get::<_, Option<i16>>(i)?.map(|v| Value::Int(v.into()))
+            r.try_get::<_, Option<i16>>(i)?
+                .map(|v| Value::Int(v.into()))
         } else if *ty == Type::BOOL {
-            r.try_get::<_, Option<bool>>(i)?.map(|v| Value::Int(v.into()))
+            r.try_get::<_, Option<bool>>(i)?
+                .map(|v| Value::Int(v.into()))
         } else if *ty == Type::BYTEA {
             r.try_get::<_, Option<Vec<u8>>>(i)?.map(Value::Bytes)
         } else if [Type::TEXT, Type::VARCHAR, Type::NAME].contains(ty) {
@@ -441,7 +459,11 @@ impl Sql for Db {
     fn rows(&mut self, sql: &str, params: &[Val<'_>]) -> Result<Vec<Row>> {
         match self {
             Db::Sqlite(c) => sqlite_rows(c, sql, params),
-            Db::Postgres(c) => c.query(sql, &pg_params(params))?.iter().map(postgres_row).collect(),
+            Db::Postgres(c) => c
+                .query(sql, &pg_params(params))?
+                .iter()
+                .map(postgres_row)
+                .collect(),
         }
     }
     fn batch(&mut self, sql: &str) -> Result<()> {
@@ -499,7 +521,11 @@ impl Sql for Tx<'_> {
     fn rows(&mut self, sql: &str, params: &[Val<'_>]) -> Result<Vec<Row>> {
         match self {
             Tx::Sqlite(t) => sqlite_rows(t, sql, params),
-            Tx::Postgres(t) => t.query(sql, &pg_params(params))?.iter().map(postgres_row).collect(),
+            Tx::Postgres(t) => t
+                .query(sql, &pg_params(params))?
+                .iter()
+                .map(postgres_row)
+                .collect(),
         }
     }
     fn batch(&mut self, sql: &str) -> Result<()> {
@@ -521,7 +547,8 @@ mod tests {
             "UPDATE t SET a = ?2 WHERE b = ?1"
         );
         let mut db = Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
-        db.batch("CREATE TABLE t (a INTEGER, b TEXT, c BLOB)").unwrap();
+        db.batch("CREATE TABLE t (a INTEGER, b TEXT, c BLOB)")
+            .unwrap();
         db.exec(
             "INSERT INTO t VALUES ($2, $1, $3)",
             crate::params!["x", 7i64, None::<&[u8]>],
@@ -538,7 +565,10 @@ mod tests {
     fn database_urls() {
         let db = Path::new("/s/ember.db");
         assert!(matches!(Database::parse(None, db), Ok(Database::Sqlite(_))));
-        assert!(matches!(Database::parse(Some(" "), db), Ok(Database::Sqlite(_))));
+        assert!(matches!(
+            Database::parse(Some(" "), db),
+            Ok(Database::Sqlite(_))
+        ));
         let Ok(Database::Postgres(c)) =
             Database::parse(Some("postgres://ember@%2Ftmp%2Fpg/ember"), db)
         else {
@@ -554,7 +584,10 @@ mod tests {
         else {
             panic!("host= form")
         };
-        assert_eq!(c.get_hosts(), &[postgres::config::Host::Unix("/run/pg".into())]);
+        assert_eq!(
+            c.get_hosts(),
+            &[postgres::config::Host::Unix("/run/pg".into())]
+        );
         assert!(matches!(
             Database::parse(Some("mysql://x:secret@h/db"), db),
             Err(Error::BadUrl(m)) if !m.contains("secret")

@@ -82,13 +82,17 @@ pub struct Pooled<'a> {
 impl std::ops::Deref for Pooled<'_> {
     type Target = Db;
     fn deref(&self) -> &Db {
-        self.db.as_ref().expect("a pooled connection is present until drop")
+        self.db
+            .as_ref()
+            .expect("a pooled connection is present until drop")
     }
 }
 
 impl std::ops::DerefMut for Pooled<'_> {
     fn deref_mut(&mut self) -> &mut Db {
-        self.db.as_mut().expect("a pooled connection is present until drop")
+        self.db
+            .as_mut()
+            .expect("a pooled connection is present until drop")
     }
 }
 

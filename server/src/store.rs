@@ -386,12 +386,12 @@ pub fn get_policy(db: &mut dyn Sql, scope: &str) -> Result<Option<Policy>> {
 }
 
 pub fn put_policy(tx: &mut dyn Sql, p: &Policy) -> Result<()> {
+    // An upsert, not delete-then-insert: replicas recording the same
+    // node's first boot at once wait on the row instead of colliding.
     tx.exec(
-        "DELETE FROM pcr_policies WHERE scope = $1",
-        params![&p.scope],
-    )?;
-    tx.exec(
-        "INSERT INTO pcr_policies(scope, hash_alg, mask, mode, updated_at) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO pcr_policies(scope, hash_alg, mask, mode, updated_at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT(scope) DO UPDATE SET hash_alg = excluded.hash_alg, mask = excluded.mask,
+             mode = excluded.mode, updated_at = excluded.updated_at",
         params![
             &p.scope,
             p.hash_alg as i64,
@@ -399,6 +399,10 @@ pub fn put_policy(tx: &mut dyn Sql, p: &Policy) -> Result<()> {
             if p.record { "record" } else { "values" },
             now_ms()
         ],
+    )?;
+    tx.exec(
+        "DELETE FROM pcr_allowed WHERE scope = $1",
+        params![&p.scope],
     )?;
     for (pcr, value) in &p.allowed {
         tx.exec(
@@ -894,5 +898,14 @@ mod tests {
         tx.commit().unwrap();
         assert_eq!(effective_policy(&mut db, "n", "g").unwrap(), n);
         assert_eq!(policy_scopes(&mut db).unwrap(), ["group:g", "node:n"]);
+        // Setting a scope again replaces its allowed values, not adds to them.
+        let mut tx = db.transaction().unwrap();
+        let g2 = Policy {
+            allowed: vec![(7, vec![1; 32])],
+            ..g
+        };
+        put_policy(&mut tx, &g2).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(get_policy(&mut db, "group:g").unwrap(), Some(g2));
     }
 }

@@ -3,6 +3,7 @@
 //! for readiness and stops its own process by PID when dropped.
 
 pub mod dnsmasq;
+pub mod load;
 pub mod netns;
 pub mod postgres;
 pub mod process;

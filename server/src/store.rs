@@ -251,7 +251,7 @@ const MIGRATE_LOCK: i64 = 0x454d_4252_4d49_4752;
 fn schema_version(tx: &mut Tx<'_>) -> Result<i64> {
     match tx {
         Tx::Sqlite(t) => Ok(t.pragma_query_value(None, "user_version", |r| r.get(0))?),
-        Tx::Postgres(_) => {
+        Tx::Postgres(..) => {
             tx.exec("SELECT pg_advisory_xact_lock($1)", params![MIGRATE_LOCK])?;
             tx.batch("CREATE TABLE IF NOT EXISTS ember_schema (version BIGINT NOT NULL)")?;
             match tx.row("SELECT version FROM ember_schema", &[])? {
@@ -268,7 +268,7 @@ fn schema_version(tx: &mut Tx<'_>) -> Result<i64> {
 fn set_schema_version(tx: &mut Tx<'_>, v: i64) -> Result<()> {
     match tx {
         Tx::Sqlite(t) => Ok(t.pragma_update(None, "user_version", v)?),
-        Tx::Postgres(_) => {
+        Tx::Postgres(..) => {
             tx.exec("UPDATE ember_schema SET version = $1", params![v])?;
             Ok(())
         }

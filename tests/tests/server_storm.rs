@@ -1,10 +1,10 @@
 //! Storm: a data centre powering on. 1,000 simulated nodes (recorded swtpm
 //! transcripts, as `server_load` replays them; EMBER_STORM_NODES to change)
 //! attest at once, first against one `ember serve` on SQLite, then against
-//! three replicas sharing one PostgreSQL, nodes spread over the three. Mid-
-//! storm one replica is killed (SIGKILL, by PID): every node must still
-//! succeed, those it dropped by failing over to the next URL. The figures
-//! (p50/p90/p99, throughput) of both runs are printed as one table and
+//! three replicas sharing one PostgreSQL, nodes spread over the three, then
+//! again while one replica is killed mid-storm (SIGKILL, by PID): every
+//! node must succeed, those it dropped by failing over to the next URL. The
+//! figures (p50/p90/p99, throughput) of the runs are printed as one table and
 //! written as JSON (EMBER_STORM_REPORT, default target/<profile>/storm.json).
 //! Slow is reported, never failed; a node that fails, fails the test.
 
@@ -84,18 +84,22 @@ fn thousand_nodes_on_three_replicas_survive_losing_one() {
         .map(|r| r.url())
         .collect::<Vec<_>>()
         .join(",");
-    let before: Vec<usize> = replicas.iter().map(finished).collect();
-    let mut storm = load::replay(
-        &urls,
-        &replicas[0].ca_path(),
-        &rec,
+    let ca = replicas[0].ca_path();
+    // The replicas' cost alone, all three up.
+    let steady = check(
+        load::replay(&urls, &ca, &rec, nodes, &[])
+            .output()
+            .expect("run the PostgreSQL storm"),
         nodes,
-        &["--timeout", "10s"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("start the PostgreSQL storm");
+        "postgres, 3 replicas",
+    );
+
+    let before: Vec<usize> = replicas.iter().map(finished).collect();
+    let mut storm = load::replay(&urls, &ca, &rec, nodes, &["--timeout", "10s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the PostgreSQL storm");
     // Kill the second replica once it is busy: it has finished some
     // attestations (so others are in flight there) and the storm is not over.
     let victim = &replicas[1];
@@ -126,6 +130,7 @@ fn thousand_nodes_on_three_replicas_survive_losing_one() {
 
     let rows = [
         ("sqlite, 1 process", &baseline),
+        ("postgres, 3 replicas", &steady),
         ("postgres, 3 replicas, 1 killed mid-storm", &replicated),
     ];
     let json = format!(

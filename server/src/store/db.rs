@@ -164,10 +164,12 @@ impl Database {
                 conn.pragma_update(None, "foreign_keys", "ON")?;
                 Ok(Db::Sqlite(conn))
             }
-            Database::Postgres(c) => Ok(Db::Postgres(Box::new(
-                c.connect(postgres::NoTls)
+            Database::Postgres(c) => Ok(Db::Postgres(Box::new(PgConn {
+                client: c
+                    .connect(postgres::NoTls)
                     .map_err(|e| Error::Unavailable(e.to_string()))?,
-            ))),
+                statements: Statements::new(),
+            }))),
         }
     }
 }
@@ -420,17 +422,67 @@ fn sqlite_rows(c: &rusqlite::Connection, sql: &str, params: &[Val<'_>]) -> Resul
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// A connection's prepared statements by SQL text (the store's SQL is a
+/// fixed set of constants, so this stays small). Without it every
+/// statement costs PostgreSQL a parse and a round trip more.
+type Statements = std::collections::HashMap<String, postgres::Statement>;
+
+/// One PostgreSQL connection and the statements prepared on it.
+pub struct PgConn {
+    client: postgres::Client,
+    statements: Statements,
+}
+
+fn pg_exec(
+    c: &mut impl postgres::GenericClient,
+    statements: &mut Statements,
+    sql: &str,
+    params: &[Val<'_>],
+) -> Result<u64> {
+    let stmt = pg_prepared(c, statements, sql)?;
+    Ok(c.execute(&stmt, &pg_params(params))?)
+}
+
+fn pg_rows(
+    c: &mut impl postgres::GenericClient,
+    statements: &mut Statements,
+    sql: &str,
+    params: &[Val<'_>],
+) -> Result<Vec<Row>> {
+    let stmt = pg_prepared(c, statements, sql)?;
+    c.query(&stmt, &pg_params(params))?
+        .iter()
+        .map(postgres_row)
+        .collect()
+}
+
+fn pg_prepared(
+    c: &mut impl postgres::GenericClient,
+    statements: &mut Statements,
+    sql: &str,
+) -> Result<postgres::Statement> {
+    if let Some(s) = statements.get(sql) {
+        return Ok(s.clone());
+    }
+    let s = c.prepare(sql)?;
+    statements.insert(sql.to_string(), s.clone());
+    Ok(s)
+}
+
 /// One connection.
 pub enum Db {
     Sqlite(rusqlite::Connection),
-    Postgres(Box<postgres::Client>),
+    Postgres(Box<PgConn>),
 }
 
 impl Db {
     pub fn transaction(&mut self) -> Result<Tx<'_>> {
         Ok(match self {
             Db::Sqlite(c) => Tx::Sqlite(c.transaction()?),
-            Db::Postgres(c) => Tx::Postgres(c.transaction()?),
+            Db::Postgres(c) => {
+                let PgConn { client, statements } = &mut **c;
+                Tx::Postgres(client.transaction()?, statements)
+            }
         })
     }
 
@@ -438,7 +490,7 @@ impl Db {
     pub fn is_usable(&self) -> bool {
         match self {
             Db::Sqlite(_) => true,
-            Db::Postgres(c) => !c.is_closed(),
+            Db::Postgres(c) => !c.client.is_closed(),
         }
     }
 }
@@ -453,23 +505,19 @@ impl Sql for Db {
     fn exec(&mut self, sql: &str, params: &[Val<'_>]) -> Result<u64> {
         match self {
             Db::Sqlite(c) => sqlite_exec(c, sql, params),
-            Db::Postgres(c) => Ok(c.execute(sql, &pg_params(params))?),
+            Db::Postgres(c) => pg_exec(&mut c.client, &mut c.statements, sql, params),
         }
     }
     fn rows(&mut self, sql: &str, params: &[Val<'_>]) -> Result<Vec<Row>> {
         match self {
             Db::Sqlite(c) => sqlite_rows(c, sql, params),
-            Db::Postgres(c) => c
-                .query(sql, &pg_params(params))?
-                .iter()
-                .map(postgres_row)
-                .collect(),
+            Db::Postgres(c) => pg_rows(&mut c.client, &mut c.statements, sql, params),
         }
     }
     fn batch(&mut self, sql: &str) -> Result<()> {
         match self {
             Db::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Db::Postgres(c) => Ok(c.batch_execute(sql)?),
+            Db::Postgres(c) => Ok(c.client.batch_execute(sql)?),
         }
     }
 }
@@ -477,14 +525,14 @@ impl Sql for Db {
 /// One transaction: rolls back when dropped without [`Tx::commit`].
 pub enum Tx<'a> {
     Sqlite(rusqlite::Transaction<'a>),
-    Postgres(postgres::Transaction<'a>),
+    Postgres(postgres::Transaction<'a>, &'a mut Statements),
 }
 
 impl Tx<'_> {
     pub fn commit(self) -> Result<()> {
         match self {
             Tx::Sqlite(t) => Ok(t.commit()?),
-            Tx::Postgres(t) => Ok(t.commit()?),
+            Tx::Postgres(t, _) => Ok(t.commit()?),
         }
     }
 
@@ -494,8 +542,11 @@ impl Tx<'_> {
     pub fn lock_sessions(&mut self) -> Result<()> {
         match self {
             Tx::Sqlite(_) => Ok(()),
-            Tx::Postgres(t) => {
-                t.execute("SELECT pg_advisory_xact_lock($1)", &[&SESSIONS_LOCK])?;
+            Tx::Postgres(..) => {
+                self.exec(
+                    "SELECT pg_advisory_xact_lock($1)",
+                    &[Val::Int(SESSIONS_LOCK)],
+                )?;
                 Ok(())
             }
         }
@@ -509,29 +560,25 @@ impl Sql for Tx<'_> {
     fn dialect(&self) -> Dialect {
         match self {
             Tx::Sqlite(_) => Dialect::Sqlite,
-            Tx::Postgres(_) => Dialect::Postgres,
+            Tx::Postgres(..) => Dialect::Postgres,
         }
     }
     fn exec(&mut self, sql: &str, params: &[Val<'_>]) -> Result<u64> {
         match self {
             Tx::Sqlite(t) => sqlite_exec(t, sql, params),
-            Tx::Postgres(t) => Ok(t.execute(sql, &pg_params(params))?),
+            Tx::Postgres(t, statements) => pg_exec(t, statements, sql, params),
         }
     }
     fn rows(&mut self, sql: &str, params: &[Val<'_>]) -> Result<Vec<Row>> {
         match self {
             Tx::Sqlite(t) => sqlite_rows(t, sql, params),
-            Tx::Postgres(t) => t
-                .query(sql, &pg_params(params))?
-                .iter()
-                .map(postgres_row)
-                .collect(),
+            Tx::Postgres(t, statements) => pg_rows(t, statements, sql, params),
         }
     }
     fn batch(&mut self, sql: &str) -> Result<()> {
         match self {
             Tx::Sqlite(t) => Ok(t.execute_batch(sql)?),
-            Tx::Postgres(t) => Ok(t.batch_execute(sql)?),
+            Tx::Postgres(t, _) => Ok(t.batch_execute(sql)?),
         }
     }
 }

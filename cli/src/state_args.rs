@@ -17,7 +17,8 @@ pub struct StateArgs {
     /// Database: leave out for SQLite in the state folder, or a
     /// postgres:// URL that several `ember serve` replicas share
     /// (a Unix socket: postgres://USER@%2Frun%2Fpostgresql/DB).
-    #[arg(long, env = "EMBER_DATABASE")]
+    /// The URL may hold a password: --help never shows the variable's value.
+    #[arg(long, env = "EMBER_DATABASE", hide_env_values = true)]
     pub database: Option<String>,
 }
 

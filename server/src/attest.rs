@@ -352,27 +352,7 @@ impl Server {
             Some(_) => Some(Node::from_row(&r, 0)?),
             None => None,
         };
-        let (ek_hash, cert, secret, nonce, ak_public, transcript, hash_alg, mask, expires_at): (
-            Vec<u8>,
-            Option<Vec<u8>>,
-            Vec<u8>,
-            Vec<u8>,
-            Vec<u8>,
-            Vec<u8>,
-            i64,
-            i64,
-            i64,
-        ) = (
-            r.get(3)?,
-            r.get(4)?,
-            r.get(5)?,
-            r.get(6)?,
-            r.get(7)?,
-            r.get(8)?,
-            r.get(9)?,
-            r.get(10)?,
-            r.get(11)?,
-        );
+        let expires_at: i64 = r.get(11)?;
         if now_ms() > expires_at {
             return Err(Refusal::new(
                 ErrorCode::SessionExpired,
@@ -387,8 +367,8 @@ impl Server {
                 )
             })
         };
-        let ek_hash = fixed(ek_hash, "EK hash")?;
-        let who = match (node, cert, &self.settings.auto_enroll_group) {
+        let ek_hash = fixed(r.get(3)?, "EK hash")?;
+        let who = match (node, r.get(4)?, &self.settings.auto_enroll_group) {
             (Some(node), _, _) => Who::Enrolled(node),
             (None, Some(cert), Some(group)) => Who::Admitted {
                 name: admitted_name(&ek_hash),
@@ -406,13 +386,13 @@ impl Server {
             id: *id,
             who,
             ek_hash,
-            secret: fixed(secret, "secret")?,
-            nonce: fixed(nonce, "nonce")?,
-            ak_public,
-            transcript: fixed(transcript, "transcript")?,
+            secret: fixed(r.get(5)?, "secret")?,
+            nonce: fixed(r.get(6)?, "nonce")?,
+            ak_public: r.get(7)?,
+            transcript: fixed(r.get(8)?, "transcript")?,
             pcrs: PcrSelection {
-                hash_alg: hash_alg as u16,
-                mask: mask as u32,
+                hash_alg: r.get::<i64>(9)? as u16,
+                mask: r.get::<i64>(10)? as u32,
             },
         })
     }

@@ -2,17 +2,19 @@
 //! as synchronous functions over the store (the HTTP layer runs them on the
 //! blocking pool). Every refusal is a [`Refusal`] with its own code.
 
-use crate::params;
-use crate::store::{self, hex, now_ms, Node, Policy, Sql, StateDir};
-use crate::verify::{Verifier, VerifyError};
+use std::borrow::Cow;
+use std::net::IpAddr;
+
 use ember_proto::keys;
 use ember_proto::msg::{
     decode, encode, ErrorCode, FinishRequest, FinishResponse, Outcome, OverlayMeta, PcrSelection,
     ReportRequest, ReportResponse, StartRequest, StartResponse, PROTOCOL_VERSION,
 };
 use ember_proto::sealed::sealed_len;
-use std::borrow::Cow;
-use std::net::IpAddr;
+
+use crate::params;
+use crate::store::{self, hex, now_ms, Node, Policy, Sql, StateDir};
+use crate::verify::{Verifier, VerifyError};
 
 /// Why a request was refused: the code and a short reason the client sees
 /// (fixed words, never secrets, PCR values or database errors), and the

@@ -14,6 +14,10 @@ import statistics
 import subprocess
 
 KINDS = ("ember", "baseline")
+# The production-shaped workload's boots (qemu/bench --prod-boots).
+PROD_KINDS = ("prod-ember", "prod-baseline")
+# Its instants, in boot order: the stand-in runtime's marks.
+PROD_MARKS = ("runtime-started", "containerd-ready", "image-imported", "container-running")
 # The ceiling scripts/build-init enforces (keep the two in step).
 BUDGET = int(next(l for l in open(os.path.join(os.path.dirname(__file__), "..", "scripts", "init-ceiling"))
                   if l.strip() and not l.startswith("#")))
@@ -72,6 +76,25 @@ def initrd_report(path):
     return {"entries": int(m[1]), "gzip_bytes": int(m[2]), "uncompressed_bytes": int(m[3])}
 
 
+def serial_facts(path):
+    """What the timeline does not carry, read from one serial log: the
+    kernel's initramfs unpacking (from "Trying to unpack" to "Freeing
+    initrd memory") and the size of Ember's in-RAM initrd snapshot."""
+    facts = {}
+    try:
+        text = open(path, errors="replace").read()
+    except OSError:
+        return facts
+    start = re.search(r"\[\s*(\d+\.\d+)\] Trying to unpack rootfs image", text)
+    end = re.search(r"\[\s*(\d+\.\d+)\] Freeing initrd memory", text)
+    if start and end:
+        facts["kernel_initrd_unpack_ms"] = round((float(end[1]) - float(start[1])) * 1000)
+    snap = re.search(r"initrd snapshot (\d+) bytes", text)
+    if snap:
+        facts["initrd_snapshot_bytes"] = int(snap[1])
+    return facts
+
+
 def environment(a):
     cpu = ""
     try:
@@ -112,6 +135,8 @@ def sizes(a, out):
     s = {"init_stripped_bytes": os.path.getsize(a.init), "init_budget_bytes": BUDGET}
     s["ember_initrd"] = initrd_report(f"{out}/build/ember-initrd.txt")
     s["baseline_initrd"] = initrd_report(f"{out}/build/baseline-initrd.txt")
+    for kind in PROD_KINDS:
+        s[kind.replace("-", "_") + "_initrd"] = initrd_report(f"{out}/build/{kind}-initrd.txt")
     hello = f"{out}/build/hello-glibc-std"
     s["anchors"] = {
         "busybox_static_bytes": os.path.getsize("/bin/busybox") if os.path.exists("/bin/busybox") else None,
@@ -143,9 +168,9 @@ def sizes(a, out):
     return s
 
 
-def boots(out, n):
+def boots(out, counts):
     result = {}
-    for kind in KINDS:
+    for kind, n in counts.items():
         runs = []
         for i in range(1, n + 1):
             run = load(f"{out}/logs/{kind}-{i}.run.json", {}) or {}
@@ -156,6 +181,7 @@ def boots(out, n):
                 "wall_ms": run.get("wall_ms"),
                 "timeline": t,
                 "milestones": milestones(t) if t else {},
+                "serial": serial_facts(f"{out}/logs/{kind}-{i}.log"),
             })
         result[kind] = runs
     return result
@@ -184,7 +210,7 @@ def aggregate(runs):
     }
     metrics = {}
     for r in runs:
-        for k, v in r["timeline"].get("metrics", {}).items():
+        for k, v in list(r["timeline"].get("metrics", {}).items()) + list(r.get("serial", {}).items()):
             metrics.setdefault(k, []).append(v)
     return {
         "powered_off": sum(1 for r in runs if r["exit"] == 0),
@@ -319,7 +345,8 @@ def markdown(report):
     w(f"| Figure | Ember, {report['config']['overlay_mb']} MB overlay |{big_head} Baseline | Note |")
     w("|---|---:|" + ("---:|" if big else "") + "---:|---|")
     for key, label in (("pid1_vmhwm_kb", "peak RSS of PID 1 (VmHWM, KiB)"),
-                       ("pid1_cpu_ms", "CPU time of PID 1 + reaped children (ms)")):
+                       ("pid1_cpu_ms", "CPU time of PID 1 + reaped children (ms)"),
+                       ("mem_used_kb", "node RAM in use after boot (MemTotal − MemAvailable, KiB)")):
         big_cell = f" {fmt(big['metrics'].get(key))} |" if big else ""
         w(f"| {label} | {cell(r['ember'].get(key))} |{big_cell} {cell(r['baseline'].get(key))} | {r['notes'][key]} |")
     if big:
@@ -348,10 +375,67 @@ def markdown(report):
             big_cell = f" {fmt(big['metrics'].get(key))} |" if big else ""
             w(f"| {label} | {cell(em.get(key))} |{big_cell}")
         w("")
+    prod = report.get("production")
+    if prod:
+        production_markdown(w, prod)
     for note in report["notes"]:
         w(f"- {note}")
     w("")
     return "\n".join(lines)
+
+
+def production_markdown(w, prod):
+    e, b = prod["ember"], prod["baseline"]
+    w(f"**Production-shaped workload** (median of {prod['boots']}; "
+      f"initrd with Debian's containerd, runc and CNI plugins, an OCI image archive and a "
+      f"{prod['rke2_mb']} MB rke2-sized file; 64 KB configuration overlay; {prod['guest_mem_mib']} MiB guest)")
+    w("")
+    w("| Figure | Ember | Baseline | Ember/baseline |")
+    w("|---|---:|---:|---:|")
+    for key, label in (("initrd_gzip_bytes", f"initrd, {prod['compress']} (bytes)"),
+                       ("initrd_unpacked_bytes", "initrd, unpacked (bytes)")):
+        w(f"| {label} | {fmt(e.get(key))} | {fmt(b.get(key))} | |")
+    rows = [("kernel_initrd_unpack_ms", "kernel's initramfs unpacking (ms)"),
+            ("kernel → /init", "kernel start → /init (ms)"),
+            ("rootfs_took_ms", "`rootfs` phase (ms): Ember snapshot + SHA-256 + bind mount; baseline cp -a to tmpfs + switch_root"),
+            ("rootfs_cpu_ms", "`rootfs` phase, PID 1 CPU (ms)")]
+    rows += [(m, f"kernel start → {m} (ms)") for m in PROD_MARKS]
+    rows += [("mem_used_kb", "RAM in use after boot, MemTotal − MemAvailable (KiB)")]
+    for key, label in rows:
+        em, bm = e["figures"].get(key), b["figures"].get(key)
+        w(f"| {label} | {cell(em)} | {cell(bm)} | {ratio(em, bm)} |")
+    w(f"| RAM in use after boot ÷ initrd unpacked | {e.get('ram_per_initrd') or '—'} | "
+      f"{b.get('ram_per_initrd') or '—'} | |")
+    w(f"| Ember's in-RAM initrd snapshot (/boot/initrd.cpio, bytes) | "
+      f"{cell(e['figures'].get('initrd_snapshot_bytes'))} | n/a | |")
+    w("")
+
+
+def production(agg, sz, a):
+    """The production-shaped workload's figures per side: medians of the
+    instants, the rootfs phase, RAM in use, and RAM against the initrd."""
+    result = {"boots": a.prod_boots, "rke2_mb": a.rke2_mb, "compress": a.prod_compress, "guest_mem_mib": 2048}
+    for kind, side in (("prod-ember", "ember"), ("prod-baseline", "baseline")):
+        g = agg.get(kind)
+        if not g:
+            return None
+        figures = {k: g["milestones"].get(k) for k in ("kernel → /init",) + PROD_MARKS}
+        rootfs = g["phases"].get("rootfs") or {}
+        figures["rootfs_took_ms"] = rootfs if rootfs.get("n") else None
+        figures["rootfs_cpu_ms"] = rootfs.get("cpu_ms")
+        for k in ("mem_used_kb", "kernel_initrd_unpack_ms", "initrd_snapshot_bytes"):
+            figures[k] = g["metrics"].get(k)
+        initrd = sz.get(kind.replace("-", "_") + "_initrd") or {}
+        entry = {
+            "figures": figures,
+            "initrd_gzip_bytes": initrd.get("gzip_bytes"),
+            "initrd_unpacked_bytes": initrd.get("uncompressed_bytes"),
+        }
+        mem = figures["mem_used_kb"]
+        if mem and initrd.get("uncompressed_bytes"):
+            entry["ram_per_initrd"] = round(mem["median"] * 1024 / initrd["uncompressed_bytes"], 2)
+        result[side] = entry
+    return result
 
 
 def main():
@@ -361,6 +445,11 @@ def main():
     ap.add_argument("--init", required=True)
     ap.add_argument("--kernel-release", required=True)
     ap.add_argument("--boots", type=int, required=True)
+    ap.add_argument("--prod-boots", type=int, default=0)
+    ap.add_argument("--rke2-mb", type=int, default=0)
+    ap.add_argument("--prod-compress", default="gzip")
+    ap.add_argument("--prod-ember-append", default="")
+    ap.add_argument("--prod-baseline-append", default="")
     ap.add_argument("--big-overlay-mb", type=int, default=0)
     ap.add_argument("--overlay-mb", type=float, default=20)
     ap.add_argument("--ember-append", default="")
@@ -369,7 +458,9 @@ def main():
     a = ap.parse_args()
     out = a.out
 
-    runs = boots(out, a.boots)
+    counts = {k: a.boots for k in KINDS}
+    counts.update({k: a.prod_boots for k in PROD_KINDS if a.prod_boots})
+    runs = boots(out, counts)
     agg = {k: aggregate(v) for k, v in runs.items()}
     overlay = f"{out}/www/overlay.tar.gz"
     report = {
@@ -380,6 +471,10 @@ def main():
             "overlay_mb": a.overlay_mb,
             "ember_append": a.ember_append,
             "baseline_append": a.baseline_append,
+            "prod_boots": a.prod_boots,
+            "rke2_mb": a.rke2_mb,
+            "prod_ember_append": a.prod_ember_append,
+            "prod_baseline_append": a.prod_baseline_append,
         },
         "size": sizes(a, out),
         "boot": agg,
@@ -399,8 +494,8 @@ def main():
         }
     em, bm = agg["ember"]["metrics"], agg["baseline"]["metrics"]
     report["resources"] = {
-        "ember": {k: em.get(k) for k in ("pid1_vmhwm_kb", "pid1_cpu_ms")},
-        "baseline": {k: bm.get(k) for k in ("pid1_vmhwm_kb", "pid1_cpu_ms")},
+        "ember": {k: em.get(k) for k in ("pid1_vmhwm_kb", "pid1_cpu_ms", "mem_used_kb")},
+        "baseline": {k: bm.get(k) for k in ("pid1_vmhwm_kb", "pid1_cpu_ms", "mem_used_kb")},
         "notes": {
             "pid1_vmhwm_kb": (
                 "Ember: read by the stand-in runtime from /proc/1/status when the init starts it "
@@ -410,6 +505,7 @@ def main():
                 "does not log VmHWM (it would with a `metrics: pid1_vmhwm_kb=N` line)"
             ) + "; baseline: the script reads /proc/$$/status before exec",
             "pid1_cpu_ms": "utime+stime+cutime+cstime of PID 1 from /proc/1/stat, at runtime start",
+            "mem_used_kb": "/proc/meminfo read by the stand-in runtime just before it powers off",
         },
     }
     tpm_cmds = em.get("tpm_commands")
@@ -438,18 +534,28 @@ def main():
         "Kernel stamps ([s.micros], printk clock) and userspace stamps (CLOCK_BOOTTIME; /proc/uptime "
         "with 10 ms resolution for the baseline) can differ by tens of ms under TCG.",
     ]
-    for kind in KINDS:
+    for kind in runs:
         bad = [r["n"] for r in runs[kind] if r["exit"] != 0]
         if bad:
             notes.append(f"{kind}: boots {bad} did not power off cleanly (timeout or error); their "
                          "timelines are still counted for the phases they reached.")
+    if a.prod_boots:
+        report["production"] = production(agg, report["size"], a)
+        notes.append(
+            "Production-shaped: the stand-in runtime (in the initrd, as rke2 would be) starts Debian's "
+            "containerd, `ctr image import`s the OCI archive and `ctr run`s a busybox container; "
+            "`container-running` is when it reads the container's first line. The baseline copies the "
+            "initrd into a tmpfs and switch_roots (`rootfs`), then DHCP, wget | tar -xz of the 64 KB "
+            "overlay, exec the stand-in. RAM in use is read just before power-off: after the container "
+            "runs (and, for Ember, after Ready was reported).")
     report["notes"] = notes
 
-    for kind in KINDS:
+    for kind in runs:
         m = median_boot(runs[kind])
         if not m:
             continue
-        title = (f"{'Ember' if kind == 'ember' else 'Busybox baseline'} boot (median of "
+        title = (f"{'Ember' if kind.endswith('ember') else 'Busybox baseline'}"
+                 f"{', production-shaped' if kind.startswith('prod') else ''} boot (median of "
                  f"{len(runs[kind])}: boot {m['n']}), {report['environment']['accel'].upper()}, "
                  f"kernel {a.kernel_release}")
         subprocess.run([a.ember, "timeline", f"{out}/logs/{kind}-{m['n']}.log",

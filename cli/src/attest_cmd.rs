@@ -15,6 +15,7 @@ use clap::Args;
 use ember_fs::tar::{Confinement, Extractor, FsSink, Limits};
 use ember_proto::client::{self, Credential, Transport, Url};
 use ember_proto::host::HttpsClient;
+use ember_proto::manifest::{Envelope, PublicKey};
 use ember_proto::msg::{
     self, decode, encode, FinishRequest, FinishResponse, Outcome, StartResponse,
 };
@@ -38,6 +39,10 @@ pub struct AttestArgs {
     /// CA certificate (PEM) the server's certificate must chain to.
     #[arg(long)]
     pub ca: PathBuf,
+    /// The server's manifest public key (PEM; `ember overlay key`), which
+    /// the overlay's signed manifest must verify with.
+    #[arg(long, required_unless_present_any = ["replay", "no_overlay"])]
+    pub manifest_key: Option<PathBuf>,
     /// Folder to extract the overlay into (created if missing).
     #[arg(long, required_unless_present_any = ["replay", "no_overlay"])]
     pub into: Option<PathBuf>,
@@ -53,7 +58,12 @@ pub struct AttestArgs {
     /// EK template: ecc-p384, rsa2048, ecc-p256 (default: the first with a certificate).
     #[arg(long)]
     pub ek: Option<String>,
-    /// TEST: corrupt the sealed stream: tamper:OFFSET, truncate:LEN, swap:A:B (chunk indices).
+    /// The firmware's TCG event log sent with the quote (default: the
+    /// kernel's binary_bios_measurements when --tpm is a device, none for
+    /// a swtpm).
+    #[arg(long, value_name = "FILE")]
+    pub event_log: Option<PathBuf>,
+    /// TEST: corrupt the sealed blob: tamper:OFFSET, truncate:LEN, swap:A:B (chunk indices), replace:FILE (another blob).
     #[arg(long, hide = true)]
     pub fault: Option<String>,
     /// TEST: record transcripts into this folder for --replay (server in test mode).
@@ -128,8 +138,16 @@ pub fn run(a: AttestArgs) -> Result<()> {
                 .map_err(|e| anyhow!("{e}"))
         })
         .collect::<Result<Vec<_>>>()?;
+    let trust = a
+        .manifest_key
+        .as_ref()
+        .map(|p| -> Result<PublicKey> {
+            let pem = std::fs::read(p).with_context(|| format!("read {}", p.display()))?;
+            PublicKey::from_pem(&pem).map_err(|e| anyhow!("{}: {e}", p.display()))
+        })
+        .transpose()?;
     if let Some(dir) = &a.replay {
-        return crate::replay::run(dir, &urls, clients, a.concurrency);
+        return crate::replay::run(dir, &urls, clients, a.concurrency, trust);
     }
     let fault = a.fault.as_deref().map(Fault::parse).transpose()?;
     let outcome = match a.report.as_deref() {
@@ -153,11 +171,11 @@ pub fn run(a: AttestArgs) -> Result<()> {
             let mut transport = Tapped {
                 inner: http.clone(),
                 tap: Watch {
-                    fault: Faulty(fault),
+                    fault: Faulty(fault.clone()),
                     record: Recorder::default(),
                 },
             };
-            match attest_once(&spec, ek, &mut transport, url, &a, outcome) {
+            match attest_once(&spec, ek, &mut transport, url, &a, trust.as_ref(), outcome) {
                 Ok(cred) => {
                     if urls.len() > 1 {
                         eprintln!(
@@ -200,17 +218,33 @@ fn attest_once(
     transport: &mut impl Transport,
     url: &Url,
     a: &AttestArgs,
+    trust: Option<&PublicKey>,
     outcome: Option<Outcome>,
 ) -> Result<Credential> {
     if spec.starts_with('/') {
         let path: &'static str = Box::leak(spec.to_string().into_boxed_str());
         let dev =
             ember_tpm::DeviceTransport::open(path).map_err(|e| anyhow!("open {spec}: {e}"))?;
-        flow(&mut Tpm::new(dev), ek, transport, url, a, outcome)
+        flow(&mut Tpm::new(dev), ek, transport, url, a, trust, outcome)
     } else {
         let sock = ember_tpm::SocketTransport::connect_spec(spec)
             .map_err(|e| anyhow!("connect {spec}: {e}"))?;
-        flow(&mut Tpm::new(sock), ek, transport, url, a, outcome)
+        flow(&mut Tpm::new(sock), ek, transport, url, a, trust, outcome)
+    }
+}
+
+/// The kernel's copy of the firmware's event log.
+const KERNEL_EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
+
+/// The event log to send: --event-log, the kernel's for a device TPM
+/// (none if it has none), or none.
+fn event_log(a: &AttestArgs) -> Result<Vec<u8>> {
+    match (&a.event_log, &a.tpm) {
+        (Some(p), _) => std::fs::read(p).with_context(|| format!("read {}", p.display())),
+        (None, Some(t)) if t.starts_with('/') => {
+            Ok(std::fs::read(KERNEL_EVENT_LOG).unwrap_or_default())
+        }
+        _ => Ok(Vec::new()),
     }
 }
 
@@ -220,13 +254,15 @@ fn flow<T: ember_tpm::Transport>(
     http: &mut impl Transport,
     cfg: &Url,
     a: &AttestArgs,
+    trust: Option<&PublicKey>,
     outcome: Option<Outcome>,
 ) -> Result<Credential> {
     let mut dev = match ek {
         Some(t) => ember_proto::tpm::TpmAttestor::with_ek_template(tpm, t),
         None => ember_proto::tpm::TpmAttestor::new(tpm),
     };
-    let attested = client::attest(&mut dev, http, cfg);
+    let log = event_log(a)?;
+    let attested = client::attest(&mut dev, http, cfg, &log);
     let closed = dev.close();
     let cred = attested.map_err(|e| classify("attestation refused", e))?;
     closed.map_err(|e| anyhow!("flush TPM objects: {e}"))?;
@@ -240,15 +276,21 @@ fn flow<T: ember_tpm::Transport>(
             .into
             .as_ref()
             .ok_or_else(|| anyhow!("--into is required"))?;
-        let meta = extract_staged(http, cfg, &cred, into)?;
+        let trust = trust.ok_or_else(|| anyhow!("--manifest-key is required"))?;
+        let envelope = cred
+            .open_grant(trust)
+            .map_err(|e| classify("overlay refused", e))?;
+        extract_staged(http, cfg, &envelope, into)?;
+        let m = &envelope.manifest;
         println!(
-            "overlay {} ({} bytes, sha256 {}) extracted into {}",
-            meta.version_id,
-            meta.size,
-            ember_fs::hex::hex(&meta.sha256),
+            "overlay {} (epoch {}, {} bytes, blob {}) extracted into {}",
+            m.version_id,
+            m.epoch,
+            m.plain_size,
+            ember_fs::hex::hex(&m.blob_sha256),
             into.display()
         );
-        version = Some(meta.version_id);
+        version = Some(m.version_id);
     }
     if let Some(o) = outcome {
         let r = client::report(http, cfg, &cred, o, version, &a.reason)
@@ -267,9 +309,9 @@ fn flow<T: ember_tpm::Transport>(
 fn extract_staged(
     http: &mut impl Transport,
     cfg: &Url,
-    cred: &Credential,
+    envelope: &Envelope,
     into: &Path,
-) -> Result<msg::OverlayMeta> {
+) -> Result<()> {
     let into = absolute(into)?;
     let parent = into
         .parent()
@@ -286,12 +328,11 @@ fn extract_staged(
     let result = (|| {
         let sink = FsSink::open(staging.as_path(), Confinement::Beneath)
             .map_err(|e| anyhow!("open staging: {e}"))?;
-        let mut extractor = Extractor::new(sink, Limits::default());
-        let meta = client::fetch_overlay(http, cfg, cred, &mut extractor)
+        let mut extractor = Extractor::authenticated(sink, Limits::default());
+        client::fetch_overlay(http, cfg, envelope, &mut extractor)
             .map_err(|e| classify("overlay refused", e))?;
         drop(extractor);
-        move_into(&staging, &into)?;
-        Ok(meta)
+        move_into(&staging, &into)
     })();
     if staging.exists() {
         let _ = std::fs::remove_dir_all(&staging);
@@ -355,11 +396,13 @@ fn merge(src: &Path, dst: &Path) -> Result<()> {
 
 /// A corruption of the received sealed stream (tests of the AEAD framing
 /// end to end, as an attacker on the path would do it).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Fault {
     Tamper(u64),
     Truncate(u64),
     Swap(u64, u64),
+    /// Serve this file instead (another overlay's blob).
+    Replace(PathBuf),
 }
 
 impl Fault {
@@ -375,18 +418,25 @@ impl Fault {
             "tamper" => Fault::Tamper(n(1)?),
             "truncate" => Fault::Truncate(n(1)?),
             "swap" => Fault::Swap(n(1)?, n(2)?),
-            _ => bail!("--fault {s:?}: expected tamper:OFFSET, truncate:LEN or swap:A:B"),
+            "replace" if parts.len() == 2 => Fault::Replace(PathBuf::from(parts[1])),
+            _ => bail!(
+                "--fault {s:?}: expected tamper:OFFSET, truncate:LEN, swap:A:B or replace:FILE"
+            ),
         })
     }
 
-    fn apply(self, body: &mut Vec<u8>) {
-        match self {
+    fn apply(&self, body: &mut Vec<u8>) {
+        match *self {
             Fault::Tamper(off) => {
                 if let Some(b) = body.get_mut(off as usize) {
                     *b ^= 0x01;
                 }
             }
             Fault::Truncate(len) => body.truncate(len as usize),
+            Fault::Replace(ref file) => match std::fs::read(file) {
+                Ok(other) => *body = other,
+                Err(e) => eprintln!("ember attest: --fault replace: {}: {e}", file.display()),
+            },
             Fault::Swap(a, b) => {
                 let Ok(h) = sealed::Header::new_checked(&body[..]) else {
                     return;
@@ -432,11 +482,11 @@ impl Tap for Watch {
     }
 
     fn wants_get_body(&self, path: &str) -> bool {
-        self.fault.0.is_some() && path.ends_with(msg::path::OVERLAY)
+        self.fault.0.is_some() && path.contains(msg::path::BLOB)
     }
 
     fn get_body(&mut self, _path: &str, body: &mut Vec<u8>) {
-        if let Some(fault) = self.fault.0 {
+        if let Some(fault) = &self.fault.0 {
             fault.apply(body);
         }
     }

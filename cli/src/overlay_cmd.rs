@@ -1,10 +1,13 @@
-//! `ember overlay add|assign|list`: publishes configuration overlays.
+//! `ember overlay add|assign|list|key`: publishes configuration overlays.
+//! `add` seals each version once into a static blob; `add --group/--node`
+//! and `assign` sign its manifest under the next epoch.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use ember_server::store::{self, hex, Sql};
+use ember_server::manifest;
+use ember_server::store::{self, hex, Sql, StateDir};
 
 use crate::state_args::StateArgs;
 
@@ -17,6 +20,9 @@ pub enum OverlayCmd {
     Assign(AssignArgs),
     /// Lists overlays and assignments.
     List(StateArgs),
+    /// Prints the manifest public key (PEM) nodes verify manifests with:
+    /// bundle it into initrds as /etc/ember/manifest.pub.
+    Key(StateArgs),
 }
 
 #[derive(Args)]
@@ -37,6 +43,9 @@ pub struct AddArgs {
     pub source: PathBuf,
     #[command(flatten)]
     pub target: Target,
+    /// Plaintext bytes per sealed chunk.
+    #[arg(long, default_value_t = ember_proto::sealed::DEFAULT_CHUNK)]
+    pub chunk_size: u32,
 }
 
 #[derive(Args)]
@@ -67,6 +76,13 @@ fn target_key(db: &mut dyn Sql, t: &Target) -> Result<Option<String>> {
     }
 }
 
+/// Signs `version`'s manifest for `target` under the state folder's
+/// manifest key (created on first use) and stores the assignment.
+fn assign(tx: &mut dyn Sql, state: &StateDir, target: &str, version: i64) -> Result<u64> {
+    let (key, _) = manifest::ensure_signing_key(state)?;
+    manifest::assign(tx, &key, target, version)
+}
+
 pub fn run(cmd: OverlayCmd) -> Result<()> {
     match cmd {
         OverlayCmd::Add(a) => {
@@ -75,25 +91,47 @@ pub fn run(cmd: OverlayCmd) -> Result<()> {
             let target = target_key(&mut db, &a.target)?;
             let source = std::fs::canonicalize(&a.source)
                 .with_context(|| format!("overlay source {}", a.source.display()))?;
+            if !(ember_proto::sealed::MIN_CHUNK..=ember_proto::sealed::MAX_CHUNK)
+                .contains(&a.chunk_size)
+            {
+                bail!(
+                    "--chunk-size must be {}..={}",
+                    ember_proto::sealed::MIN_CHUNK,
+                    ember_proto::sealed::MAX_CHUNK
+                );
+            }
             let blob = ember_server::overlay::store_overlay(&state, &source)?;
+            let sealed =
+                manifest::seal_overlay(&state, &state.blob(&hex(&blob.sha256)), a.chunk_size)?;
             let mut tx = db.transaction()?;
             let version = store::insert_overlay(
                 &mut tx,
                 &blob.sha256,
                 blob.size,
                 &source.display().to_string(),
+                &store::SealedBlob {
+                    sha256: sealed.blob.sha256,
+                    size: sealed.blob.size,
+                    chunk_size: sealed.chunk_size,
+                    compression: sealed.compression.name(),
+                    data_key: sealed.data_key,
+                },
             )?;
-            if let Some(t) = &target {
-                store::assign(&mut tx, t, version)?;
-            }
+            let epoch = match &target {
+                Some(t) => Some(assign(&mut tx, &state, t, version)?),
+                None => None,
+            };
             tx.commit()?;
             println!(
-                "overlay {version}: {} bytes, sha256 {}",
+                "overlay {version}: {} bytes, sha256 {}, sealed blob {} ({} bytes, {})",
                 blob.size,
-                hex(&blob.sha256)
+                hex(&blob.sha256),
+                hex(&sealed.blob.sha256),
+                sealed.blob.size,
+                sealed.compression.name()
             );
-            if let Some(t) = target {
-                println!("assigned overlay {version} to {t}");
+            if let (Some(t), Some(epoch)) = (target, epoch) {
+                println!("assigned overlay {version} to {t} (manifest epoch {epoch})");
             }
             Ok(())
         }
@@ -105,10 +143,21 @@ pub fn run(cmd: OverlayCmd) -> Result<()> {
             if store::overlay(&mut db, a.version)?.is_none() {
                 bail!("no overlay version {}", a.version);
             }
+            let state = a.state.dir();
             let mut tx = db.transaction()?;
-            store::assign(&mut tx, &target, a.version)?;
+            let epoch = assign(&mut tx, &state, &target, a.version)?;
             tx.commit()?;
-            println!("assigned overlay {} to {target}", a.version);
+            println!(
+                "assigned overlay {} to {target} (manifest epoch {epoch})",
+                a.version
+            );
+            Ok(())
+        }
+        OverlayCmd::Key(s) => {
+            let state = s.dir();
+            store::lock_down(&state)?;
+            let (key, _) = manifest::ensure_signing_key(&state)?;
+            print!("{}", manifest::public_pem(&key.public()));
             Ok(())
         }
         OverlayCmd::List(s) => {

@@ -59,8 +59,9 @@ pub struct SetArgs {
     /// PCR bank.
     #[arg(long, default_value = "sha256")]
     pub bank: String,
-    /// Record the values a node quotes on its first boot as its policy (lab enrolment).
-    #[arg(long, conflicts_with = "value")]
+    /// LAB MODE: record the values a node quotes on its first boot as its
+    /// policy (trusts whatever boots first; never in production).
+    #[arg(long = "lab-record-first-boot", conflicts_with = "value")]
     pub record: bool,
     /// Allowed value PCR=HEX (repeatable; several values per PCR allowed).
     #[arg(long)]
@@ -69,6 +70,10 @@ pub struct SetArgs {
     /// predict`); adds PCR 11 to --pcrs. Repeat to allow several UKIs.
     #[arg(long, conflicts_with = "record")]
     pub uki: Vec<PathBuf>,
+    /// With --uki: judge a node that sends no firmware event log by its PCR
+    /// values alone (by default it is refused; the log names what differs).
+    #[arg(long, requires = "uki")]
+    pub allow_without_event_log: bool,
     /// Boot-phase words the prediction for --uki includes (see predict).
     #[arg(long, requires = "uki")]
     pub phase: Vec<String>,
@@ -173,6 +178,7 @@ fn set(a: SetArgs) -> Result<()> {
         mask |= 1 << p;
     }
     let mut allowed = Vec::new();
+    let mut events = Vec::new();
     for v in &a.value {
         let Some((pcr, value)) = v.split_once('=') else {
             bail!("--value {v:?}: expected PCR=HEX")
@@ -207,19 +213,29 @@ fn set(a: SetArgs) -> Result<()> {
             bail!("--uki: the sha1 bank cannot be predicted");
         }
         let file = crate::uki::read_input("UKI", uki)?;
-        let p = predict_pcr11(&file, bank, &a.phase)
-            .with_context(|| format!("predicting PCR 11 for {}", uki.display()))?;
-        allowed.push((p.pcr, p.value));
+        let mut predictions = vec![predict_pcr11(&file, bank, &a.phase)
+            .with_context(|| format!("predicting PCR 11 for {}", uki.display()))?];
         if predict_4 {
-            let p = predict_pcr4(&loaders, &file, bank)
-                .with_context(|| format!("predicting PCR 4 for {}", uki.display()))?;
+            predictions.push(
+                predict_pcr4(&loaders, &file, bank)
+                    .with_context(|| format!("predicting PCR 4 for {}", uki.display()))?,
+            );
+        }
+        for p in predictions {
+            events.push(store::AllowedEvents {
+                pcr: p.pcr,
+                value: p.value.clone(),
+                events: p.expected(),
+            });
             allowed.push((p.pcr, p.value));
         }
     }
     if !a.record {
         for p in &pcrs {
             if !allowed.iter().any(|(q, _)| q == p) {
-                bail!("PCR {p} has no allowed --value (or use --record)");
+                bail!(
+                    "PCR {p} has no allowed --value (or --uki; --lab-record-first-boot in a lab)"
+                );
             }
         }
     }
@@ -250,6 +266,8 @@ fn set(a: SetArgs) -> Result<()> {
             mask,
             record: a.record,
             allowed,
+            events,
+            require_log: !a.uki.is_empty() && !a.allow_without_event_log,
         },
     )?;
     tx.commit()?;
@@ -258,9 +276,11 @@ fn set(a: SetArgs) -> Result<()> {
         a.bank,
         pcrs,
         if a.record {
-            "recorded on first boot"
-        } else {
+            "recorded on first boot (LAB MODE)"
+        } else if a.uki.is_empty() || a.allow_without_event_log {
             "with allowed values"
+        } else {
+            "with allowed values and their events; nodes must send their event log"
         }
     );
     Ok(())
@@ -270,23 +290,29 @@ fn show(a: ShowArgs) -> Result<()> {
     let mut db = a.state.open()?;
     let scopes = store::policy_scopes(&mut db)?;
     if scopes.is_empty() {
-        let d = store::builtin_default_policy();
-        println!(
-            "default (built in): sha256 mask {:#x}, record on first boot",
-            d.mask
-        );
+        println!("no policy set: nodes are refused (unless `ember serve --lab-record-first-boot`)");
     }
     for s in scopes {
         if let Some(p) = store::get_policy(&mut db, &s)? {
             println!(
-                "{}: alg {:#06x} mask {:#x} {}",
+                "{}: alg {:#06x} mask {:#x} {}{}",
                 p.scope,
                 p.hash_alg,
                 p.mask,
-                if p.record { "record" } else { "values" }
+                if p.record { "record (lab)" } else { "values" },
+                if p.require_log {
+                    ", event log required"
+                } else {
+                    ""
+                }
             );
             for (pcr, v) in p.allowed {
-                println!("  PCR {pcr:>2} = {}", hex(&v));
+                let extends = p
+                    .events
+                    .iter()
+                    .find(|e| e.pcr == pcr && e.value == v)
+                    .map_or(0, |e| e.events.len());
+                println!("  PCR {pcr:>2} = {} ({extends} events)", hex(&v));
             }
         }
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use ember_proto::client::{self, Credential, Transport, Url};
 use ember_proto::host::HttpsClient;
+use ember_proto::manifest::PublicKey;
 use ember_proto::msg::{decode, ErrorResponse, Outcome};
 use ember_proto::sealed::Sink;
 
@@ -96,7 +97,12 @@ fn post(http: &mut HttpsClient, base: &str, path: &str, body: &[u8]) -> Result<V
     Ok(r.body)
 }
 
-fn one(http: &mut HttpsClient, url: &Url, rec: &Recording) -> Result<Timing> {
+fn one(
+    http: &mut HttpsClient,
+    url: &Url,
+    rec: &Recording,
+    trust: Option<&PublicKey>,
+) -> Result<Timing> {
     let mut t = Timing::default();
     let base = url.base_path.clone();
     let t0 = Instant::now();
@@ -121,16 +127,25 @@ fn one(http: &mut HttpsClient, url: &Url, rec: &Recording) -> Result<Timing> {
     );
     let t2 = Instant::now();
     let mut version = None;
-    if let Some(meta) = &fin.overlay {
+    if fin.overlay.is_some() {
+        let trust = trust.ok_or_else(|| anyhow!("overlay: --manifest-key is required"))?;
+        let envelope = cred
+            .open_grant(trust)
+            .map_err(|e| anyhow!("overlay: {e}"))?;
         let mut sink = Discard(0);
-        client::fetch_overlay(http, url, &cred, &mut sink).map_err(|e| match e {
+        client::fetch_overlay(http, url, &envelope, &mut sink).map_err(|e| match e {
             ember_proto::Error::Transport { .. } => unavailable(format!("overlay: {e}")),
             e => anyhow!("overlay: {e}"),
         })?;
-        if sink.0 != meta.size {
-            bail!("overlay: {} bytes opened, {} announced", sink.0, meta.size);
+        let m = &envelope.manifest;
+        if sink.0 != m.plain_size {
+            bail!(
+                "overlay: {} bytes opened, {} announced",
+                sink.0,
+                m.plain_size
+            );
         }
-        version = Some(meta.version_id);
+        version = Some(m.version_id);
     }
     t.overlay = t2.elapsed();
     let t3 = Instant::now();
@@ -162,12 +177,13 @@ fn one_with_failover(
     urls: &[Url],
     first: usize,
     rec: &Recording,
+    trust: Option<&PublicKey>,
 ) -> Result<(Timing, usize)> {
     let mut last = None;
     for k in 0..urls.len() {
         let i = (first + k) % urls.len();
         let mut client = clients[i].clone();
-        match one(&mut client, &urls[i], rec) {
+        match one(&mut client, &urls[i], rec, trust) {
             Ok(t) => return Ok((t, k)),
             Err(e) if e.downcast_ref::<ServerUnavailable>().is_some() => last = Some(e),
             Err(e) => return Err(e),
@@ -178,7 +194,13 @@ fn one_with_failover(
         .context(format!("all {} servers unavailable", urls.len())))
 }
 
-pub fn run(dir: &Path, urls: &[Url], clients: Vec<HttpsClient>, concurrency: usize) -> Result<()> {
+pub fn run(
+    dir: &Path,
+    urls: &[Url],
+    clients: Vec<HttpsClient>,
+    concurrency: usize,
+    trust: Option<PublicKey>,
+) -> Result<()> {
     let mut recs = Vec::new();
     let mut names: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("read {}", dir.display()))?
@@ -200,17 +222,29 @@ pub fn run(dir: &Path, urls: &[Url], clients: Vec<HttpsClient>, concurrency: usi
     let barrier = Arc::new(Barrier::new(n));
     let clients = Arc::new(clients);
     let urls = Arc::new(urls.to_vec());
+    let trust = Arc::new(trust);
     let wall = Instant::now();
     let handles: Vec<_> = (0..n)
         .map(|i| {
-            let (recs, barrier, urls, clients) =
-                (recs.clone(), barrier.clone(), urls.clone(), clients.clone());
+            let (recs, barrier, urls, clients, trust) = (
+                recs.clone(),
+                barrier.clone(),
+                urls.clone(),
+                clients.clone(),
+                trust.clone(),
+            );
             std::thread::Builder::new()
                 .stack_size(256 * 1024)
                 .spawn(move || {
                     barrier.wait();
                     // Each simulated node uses its own recording (its own AK).
-                    one_with_failover(&clients, &urls, i % urls.len(), &recs[i % recs.len()])
+                    one_with_failover(
+                        &clients,
+                        &urls,
+                        i % urls.len(),
+                        &recs[i % recs.len()],
+                        trust.as_ref().as_ref(),
+                    )
                 })
                 .expect("spawn a load-test thread")
         })

@@ -44,9 +44,6 @@ pub struct ServeArgs {
     /// Bearer credential lifetime, e.g. 10m.
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
     pub credential_ttl: Duration,
-    /// Plaintext bytes per sealed chunk.
-    #[arg(long, default_value_t = ember_proto::sealed::DEFAULT_CHUNK)]
-    pub chunk_size: u32,
     /// Worker threads.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
@@ -77,6 +74,11 @@ pub struct ServeArgs {
     /// Open sessions one client address may hold (a rack behind NAT shares one).
     #[arg(long, default_value_t = 256)]
     pub max_sessions_per_peer: u64,
+    /// LAB MODE, never in production: a node with no PCR policy (its own,
+    /// its group's or the default) has its first boot's PCRs 0-7 recorded
+    /// as its policy instead of being refused. Trusts whatever boots first.
+    #[arg(long)]
+    pub lab_record_first_boot: bool,
     /// TEST ONLY: derive nonces and secrets from the AK so recorded
     /// transcripts replay (load tests). Only in binaries built with the
     /// `test-hooks` feature, which release builds never enable.
@@ -100,13 +102,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
-    if !(ember_proto::sealed::MIN_CHUNK..=ember_proto::sealed::MAX_CHUNK).contains(&a.chunk_size) {
-        bail!(
-            "--chunk-size must be {}..={}",
-            ember_proto::sealed::MIN_CHUNK,
-            ember_proto::sealed::MAX_CHUNK
-        );
-    }
     if a.session_ttl.is_zero() || a.credential_ttl.is_zero() {
         bail!("lifetimes must be positive");
     }
@@ -120,6 +115,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
         bail!("--max-connections and the session caps must be at least 1");
     }
     crate::enroll_cmd::check_group(&a.auto_enroll_group)?;
+    if a.lab_record_first_boot {
+        eprintln!("ember serve: LAB MODE (--lab-record-first-boot): a node without a PCR policy is trusted on its first boot and its PCRs recorded; never run this in production");
+    }
     let auto = !a.manufacturer_ca.is_empty();
     serve::run(serve::Options {
         state: a.state.state,
@@ -134,10 +132,10 @@ pub fn run(a: ServeArgs) -> Result<()> {
         settings: Settings {
             session_ttl_ms: a.session_ttl.as_millis() as i64,
             credential_ttl_ms: a.credential_ttl.as_millis() as i64,
-            chunk_size: a.chunk_size,
             auto_enroll_group: auto.then_some(a.auto_enroll_group),
             max_sessions_per_ek: a.max_sessions_per_ek,
             max_sessions_per_peer: a.max_sessions_per_peer,
+            lab_record_first_boot: a.lab_record_first_boot,
             #[cfg(feature = "test-hooks")]
             replayable_sessions: a.test_replayable_sessions,
         },

@@ -26,7 +26,7 @@ pub enum Source {
     /// The boot server, through an attested session (kept for reports).
     Network { session: Session, fetched: Fetched },
     /// A last-known-good slot on the ESP (no boot server reachable).
-    LastKnownGood { slot: Slot },
+    LastKnownGood { restored: lkg::Restored },
 }
 
 impl Source {
@@ -104,7 +104,7 @@ fn boot(sup: &mut Supervisor, cfg: &mut Config) -> Result<Running, Failure> {
     inventory::log_peak_rss();
     let persist = match &source {
         Source::Network { fetched, .. } => Persist::Write(fetched),
-        Source::LastKnownGood { slot } => Persist::Bless(*slot),
+        Source::LastKnownGood { restored } => Persist::Bless(*restored),
     };
     // A failure to persist does not undo a good boot: it is logged and the
     // node keeps running; the previous last-known-good stays.
@@ -163,10 +163,11 @@ fn overlay_source(
     };
     match attested {
         Ok(session) => {
-            let fetched = phase("overlay", || session.fetch_overlay()).map_err(|f| {
-                session.report(Outcome::Failed, &format!("phase {}: {}", f.0, f.1));
-                f
-            })?;
+            let fetched = phase("overlay", || session.fetch_overlay(cfg.overlay_transport))
+                .map_err(|f| {
+                    session.report(Outcome::Failed, &format!("phase {}: {}", f.0, f.1));
+                    f
+                })?;
             Ok(Source::Network { session, fetched })
         }
         Err((_, e)) if net.is_none() || session::unreachable(&e) => {
@@ -174,8 +175,8 @@ fn overlay_source(
                 log::warn!("attest: boot server unreachable ({e}); trying last-known-good");
             }
             let booted_from = cfg.slot.as_deref().and_then(Slot::parse);
-            let slot = phase("lkg-restore", || lkg::restore(tpm, booted_from))?;
-            Ok(Source::LastKnownGood { slot })
+            let restored = phase("lkg-restore", || lkg::restore(tpm, booted_from))?;
+            Ok(Source::LastKnownGood { restored })
         }
         Err(f) => Err(f),
     }

@@ -85,6 +85,17 @@ pub enum TestAction {
     Fetch,
 }
 
+/// How the sealed overlay blob is fetched (`ember.overlay_transport=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverlayTransport {
+    /// Plain HTTP on the port Finish names (the default): the blob is
+    /// ciphertext bound to the signed manifest, TLS would only add an AEAD
+    /// pass. Falls back to HTTPS when the server has no plain listener.
+    Http,
+    /// HTTPS to the boot server that attested the node.
+    Https,
+}
+
 /// Ember's settings from the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -110,6 +121,8 @@ pub struct Config {
     /// `ember.slot=a|b`: the last-known-good slot this boot came from
     /// (written into loader entries by the init itself).
     pub slot: Option<String>,
+    /// `ember.overlay_transport=http|https` (default http).
+    pub overlay_transport: OverlayTransport,
     /// `ember.test=poweroff|fetch`.
     pub test: Option<TestAction>,
     /// `ember.test_url=https://…` for `ember.test=fetch`.
@@ -133,6 +146,7 @@ impl Default for Config {
             ready_timeout_s: 600,
             extra_modules: Vec::new(),
             slot: None,
+            overlay_transport: OverlayTransport::Http,
             test: None,
             test_url: None,
             log_level: log::LevelFilter::Info,
@@ -221,6 +235,11 @@ impl Config {
                     "poweroff" => cfg.test = Some(TestAction::Poweroff),
                     "fetch" => cfg.test = Some(TestAction::Fetch),
                     _ => fail("expected poweroff or fetch"),
+                },
+                "overlay_transport" => match value.as_str() {
+                    "http" => cfg.overlay_transport = OverlayTransport::Http,
+                    "https" => cfg.overlay_transport = OverlayTransport::Https,
+                    _ => fail("expected http or https"),
                 },
                 "slot" => match value.as_str() {
                     "a" | "b" => cfg.slot = Some(value),
@@ -348,7 +367,8 @@ mod tests {
     fn reads_known_keys() {
         let (cfg, errors) = Config::parse(
             "BOOT_IMAGE=/vmlinuz console=ttyS0 ember.attest_url=https://boot.example:8443/v1 ember.on_error=poweroff \
-             ember.iface=eth0 ember.test=poweroff ember.modules=virtio_net,e1000 ember.unknown=1",
+             ember.iface=eth0 ember.test=poweroff ember.modules=virtio_net,e1000 ember.unknown=1 \
+             ember.overlay_transport=https",
         );
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(
@@ -359,7 +379,8 @@ mod tests {
         assert_eq!(cfg.iface.as_deref(), Some("eth0"));
         assert_eq!(cfg.test, Some(TestAction::Poweroff));
         assert_eq!(cfg.extra_modules, ["virtio_net", "e1000"]);
-        assert_eq!(cfg.keys.len(), 6);
+        assert_eq!(cfg.overlay_transport, OverlayTransport::Https);
+        assert_eq!(cfg.keys.len(), 7);
     }
 
     #[test]
@@ -379,7 +400,8 @@ mod tests {
     fn malformed_values_keep_defaults() {
         let (cfg, errors) = Config::parse(
             "ember.attest_url=https:// ember.attest_url=https://h:99999/ ember.attest_url=https://u@h/ \
-             ember.on_error=explode ember.ready_timeout=0 ember.iface=waytoolonginterfacename ember.hostname=-bad",
+             ember.on_error=explode ember.ready_timeout=0 ember.iface=waytoolonginterfacename ember.hostname=-bad \
+             ember.overlay_transport=ftp",
         );
         assert_eq!(
             cfg,
@@ -389,7 +411,7 @@ mod tests {
             }
         );
         let reasons: Vec<&str> = errors.iter().map(|e| e.reason).collect();
-        assert_eq!(reasons.len(), 7, "{reasons:?}");
+        assert_eq!(reasons.len(), 8, "{reasons:?}");
     }
 
     #[test]

@@ -1,12 +1,19 @@
-//! The boot PCR: the init extends PCR 11 with the SHA-256 of its initrd
-//! snapshot (`measure` phase) and, before the runtime starts, with a fixed
-//! "leaving initrd" event (`seal-boot-phase`), so nothing the runtime runs
-//! can unseal the cached key or quote as a node in its boot phase.
+//! The boot PCR (11) and the firmware's event log.
 //!
-//! PCR 11 starts at zero (neither the firmware nor systemd-boot's Type #1
-//! entries extend it), so this is the init measuring itself: with a
-//! measured-boot chain such as systemd-stub the firmware-side measurement
-//! would be stronger; see the README's trust section.
+//! Booted from a unified kernel image, systemd-stub has measured the UKI's
+//! sections (kernel, os-release, command line, initrd) into PCR 11 before
+//! the kernel ran, and the firmware measured the UKI itself into PCR 4:
+//! that chain starts in firmware, and the init adds nothing to it before
+//! it quotes. Booted any other way (QEMU -kernel/-initrd, a Type #1 loader
+//! entry), PCR 11 is still zero when the init starts: the init then says
+//! so, and extends PCR 11 with its own initrd's hash only so that a
+//! last-known-good slot (kernel + initrd on the ESP) finds the value it was
+//! sealed to. That value is self-measured, never firmware-rooted; a server
+//! policy made by `ember policy predict --uki` refuses it.
+//!
+//! Either way, before the runtime starts the init extends a fixed "leave
+//! initrd" event (`seal-boot-phase`, as systemd-pcrphase does), so nothing
+//! the runtime runs can quote or unseal as a node in its boot phase.
 
 use alloc::vec::Vec;
 
@@ -18,37 +25,82 @@ use crate::Error;
 
 pub const BOOT_PCR: u8 = 11;
 const LEAVE_EVENT: &[u8] = b"ember: leaving initrd boot phase";
+/// The firmware's TCG event log, as the kernel exposes it (securityfs).
+const EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
 
-/// The TPM after the initrd was measured, and PCR 11's value then: what a
-/// last-known-good key is sealed to.
+/// How PCR 11 got its boot-phase value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Root {
+    /// systemd-stub measured the UKI's sections (firmware-rooted).
+    Stub,
+    /// PCR 11 was zero: the init measured its own initrd (not rooted).
+    SelfMeasured,
+}
+
+/// The TPM after the `measure` phase and how PCR 11 got its value.
 pub struct Measured {
     pub tpm: NodeTpm,
-    pub boot_pcr: Vec<u8>,
+    pub root: Root,
+    /// The self-measured PCR 11 value of this initrd (what a boot of a
+    /// last-known-good slot, kernel + initrd, reaches).
+    pub slot_pcr: Vec<u8>,
 }
 
 pub fn boot_pcr_selection() -> Result<PcrSelection, Error> {
     Ok(PcrSelection::new(HashAlg::Sha256, &[BOOT_PCR])?)
 }
 
-/// Opens the TPM and extends PCR 11 with the initrd's measurement.
-pub fn initrd(snapshot_sha256: &[u8; 32]) -> Result<Measured, Error> {
-    let mut tpm = crate::tpm::open()?;
-    let event = Sha256::new()
-        .chain_update(b"ember: initrd ")
-        .chain_update(snapshot_sha256)
-        .finalize();
-    tpm.pcr_extend(BOOT_PCR, &[(HashAlg::Sha256, &event)])?;
+fn read_boot_pcr(tpm: &mut NodeTpm) -> Result<Vec<u8>, Error> {
     let values = tpm.pcr_read(&boot_pcr_selection()?)?;
-    let boot_pcr = values
+    values
         .get(HashAlg::Sha256, BOOT_PCR)
         .map(<[u8]>::to_vec)
-        .ok_or(Error::TpmAnswer("the TPM has no sha256 bank for PCR 11"))?;
-    log::info!(
-        "measure: initrd sha256 {} extended into PCR 11 = {}",
+        .ok_or(Error::TpmAnswer("the TPM has no sha256 bank for PCR 11"))
+}
+
+/// The event the init extends for its own initrd when no stub measured it.
+fn initrd_event(snapshot_sha256: &[u8; 32]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(b"ember: initrd ")
+        .chain_update(snapshot_sha256)
+        .finalize()
+        .into()
+}
+
+/// Opens the TPM and reads PCR 11: non-zero means systemd-stub measured
+/// this boot; zero means nothing did, and the init measures its initrd.
+pub fn initrd(snapshot_sha256: &[u8; 32]) -> Result<Measured, Error> {
+    let mut tpm = crate::tpm::open()?;
+    let event = initrd_event(snapshot_sha256);
+    let slot_pcr = Sha256::new()
+        .chain_update([0u8; 32])
+        .chain_update(event)
+        .finalize()
+        .to_vec();
+    let at_start = read_boot_pcr(&mut tpm)?;
+    if at_start.iter().any(|&b| b != 0) {
+        log::info!(
+            "measure: PCR 11 = {} set by systemd-stub (unified kernel image): boot measured from firmware",
+            ember_fs::hex::hex(&at_start)
+        );
+        return Ok(Measured {
+            tpm,
+            root: Root::Stub,
+            slot_pcr,
+        });
+    }
+    tpm.pcr_extend(BOOT_PCR, &[(HashAlg::Sha256, &event)])?;
+    let boot_pcr = read_boot_pcr(&mut tpm)?;
+    log::warn!(
+        "measure: PCR 11 was zero: not booted from a unified kernel image, so nothing before the kernel measured this initrd; NOT firmware-rooted (a UKI policy refuses it). Self-measured initrd sha256 {} into PCR 11 = {}",
         ember_fs::hex::hex(snapshot_sha256),
         ember_fs::hex::hex(&boot_pcr)
     );
-    Ok(Measured { tpm, boot_pcr })
+    Ok(Measured {
+        tpm,
+        root: Root::SelfMeasured,
+        slot_pcr,
+    })
 }
 
 /// Ends the boot phase in PCR 11 (nothing to do without a TPM).
@@ -57,4 +109,29 @@ pub fn leave_initrd(tpm: Option<&mut Measured>) -> Result<(), Error> {
     let event = Sha256::digest(LEAVE_EVENT);
     m.tpm.pcr_extend(BOOT_PCR, &[(HashAlg::Sha256, &event)])?;
     Ok(())
+}
+
+/// The firmware's event log for the quote: empty when the kernel exposes
+/// none (no TPM driver log, a non-UEFI boot) or it is larger than the
+/// protocol carries; the server then judges by PCR values alone, where
+/// its policy allows that.
+pub fn event_log() -> Vec<u8> {
+    match crate::fsutil::read_file_raw(EVENT_LOG) {
+        Ok(log) if log.len() <= ember_proto::msg::MAX_EVENT_LOG => {
+            log::info!("measure: firmware event log {} bytes", log.len());
+            log
+        }
+        Ok(log) => {
+            log::warn!(
+                "measure: firmware event log of {} bytes exceeds {}; not sent",
+                log.len(),
+                ember_proto::msg::MAX_EVENT_LOG
+            );
+            Vec::new()
+        }
+        Err(errno) => {
+            log::warn!("measure: no firmware event log at {EVENT_LOG} ({errno}); not sent");
+            Vec::new()
+        }
+    }
 }

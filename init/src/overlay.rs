@@ -1,9 +1,10 @@
 //! The one way a sealed overlay reaches `/`, whichever path it came by (the
-//! boot server's stream, or a last-known-good slot on the ESP): opened
-//! chunk by chunk (ChaCha20-Poly1305, then its size and SHA-256 checked
-//! against what the server or the slot record promised) straight into the
-//! streaming tar extractor. Nothing is written before its chunk
-//! authenticated.
+//! blob fetched by digest, or a last-known-good slot on the ESP): an
+//! [`Envelope`] (a manifest whose signature verified with the initrd's
+//! `manifest.pub`, and the data key it commits to) opens the blob chunk by
+//! chunk (ChaCha20-Poly1305) straight into the streaming tar extractor, in
+//! one pass: no SHA-256 or CRC over bytes the AEAD already authenticated.
+//! Nothing is written before its chunk authenticated.
 //!
 //! Each stage's CPU time is counted, so the boot log says where the
 //! overlay phase went (`metrics: overlay_receive_ms=... ...`):
@@ -12,17 +13,28 @@
 //! |---|---|
 //! | `receive` | everything before a piece reaches the opener: socket reads and TLS (network), or file reads (LKG) |
 //! | `keep` | the ciphertext copy kept for last-known-good (network only) |
-//! | `open` | ChaCha20-Poly1305 and SHA-256 of the sealed chunks |
-//! | `unpack` | gzip inflate, its CRC, tar parsing |
+//! | `open` | ChaCha20-Poly1305 of the sealed chunks |
+//! | `unpack` | gzip inflate, tar parsing |
 //! | `write` | creating the files and writing their data |
 
 use core::cell::Cell;
 
 use ember_fs::tar::{self, Confinement, Entry, ErrorKind, Extractor, FsSink, Limits, Protection};
-use ember_proto::sealed::{Expected, Opener};
+use ember_proto::manifest::{Envelope, PublicKey, PUBLIC_KEY_PATH};
+use ember_proto::sealed::Opener;
 use rustix::time::{clock_gettime, ClockId};
 
-use crate::Error;
+use crate::{fsutil, Error};
+
+/// The manifest key the initrd carries: every overlay, from the network or
+/// from last-known-good, must have a manifest it signed.
+pub fn trusted_key() -> Result<PublicKey, Error> {
+    let pem = fsutil::read_file_raw(PUBLIC_KEY_PATH).map_err(|e| {
+        log::error!("overlay: {PUBLIC_KEY_PATH}: {e}; build the initrd with --file STATE/manifest.pub:{PUBLIC_KEY_PATH}");
+        Error::Missing("manifest public key (/etc/ember/manifest.pub) in the initrd")
+    })?;
+    PublicKey::from_pem(&pem).map_err(Error::Attest)
+}
 
 /// CPU nanoseconds and bytes of each stage of one overlay's opening.
 #[derive(Default)]
@@ -70,8 +82,7 @@ impl Stages {
 /// the stream ended (or failed). Time outside the writer counts as
 /// `receive`; a caller that does more there books it with [`Stages::keep`].
 pub fn open_into_root(
-    key: [u8; 32],
-    expected: Expected,
+    envelope: &Envelope,
     stages: &mut Stages,
     feed: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<(), ember_proto::Error>) -> Result<(), Error>,
 ) -> Result<(), Error> {
@@ -85,8 +96,9 @@ pub fn open_into_root(
         inner: sink,
         spent: &write_ns,
     };
-    let mut extractor = Extractor::new(timed, Limits::default());
-    let mut opener = Opener::new(key, expected);
+    // Every byte the extractor sees was authenticated by the AEAD.
+    let mut extractor = Extractor::authenticated(timed, Limits::default());
+    let mut opener = Opener::for_manifest(envelope);
     let mut open_and_unpack_ns = 0u64;
     let mut extractor_ns = 0u64;
     let mut last = cpu_ns();

@@ -1,15 +1,20 @@
-//! Moves the initrd's contents from the kernel's initial rootfs into a fresh
-//! tmpfs and makes that the root, once, as switch_root does.
+//! Makes the initrd's contents a root that runc can pivot_root out of,
+//! once, and writes the initrd's snapshot on the way.
 //!
-//! Why: pivot_root(2) refuses to move the initial rootfs, and runc (under
-//! rke2's containerd) pivot_roots into every container. A tmpfs root is
-//! still RAM holding only the initrd's contents; nothing comes from a disk.
-//! Files are deleted from the old root as they are copied, so RAM use does
-//! not double.
+//! Why: pivot_root(2) refuses a root mount that has no parent, which the
+//! kernel's initial rootfs is, and runc (under rke2's containerd)
+//! pivot_roots into every container. A bind mount of the initial rootfs,
+//! moved onto `/`, is a mount with a parent (the rootfs under it): the
+//! same files, in the same RAM, with nothing copied. (The init used to copy
+//! every file into a fresh tmpfs, as switch_root does; that was the
+//! `rootfs` phase's largest cost on a production-sized initrd.)
 //!
 //! On the way the init writes `/boot/initrd.cpio`: an uncompressed newc
-//! image of exactly what the initrd held, which is what last-known-good
-//! copies to the ESP (the kernel does not keep the initrd it booted on x86).
+//! image of exactly what the initrd held, hashed as it is written (the
+//! initrd's measurement), which is what last-known-good copies to the ESP
+//! (the kernel does not keep the initrd it booted on x86). It is a second
+//! copy of the initrd in RAM for the node's life: removing it needs
+//! last-known-good to produce the image when it writes the ESP.
 
 use alloc::borrow::ToOwned;
 use alloc::ffi::CString;
@@ -20,14 +25,18 @@ use ember_fs::cpio::{self, Header, Output};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
-use rustix::mount::{mount, mount_move, unmount, MountFlags, UnmountFlags};
+use rustix::mount::{mount, mount_bind, mount_move, unmount, MountFlags, UnmountFlags};
 
 use crate::fsutil::{self, Stop};
 use crate::Error;
 
-/// Where the new root is assembled before it is moved onto `/`.
+/// Where the bind mount of the initial rootfs is made before it is moved
+/// onto `/`. Not initrd content: left out of the snapshot.
 const STAGING: &str = "/.ember-root";
-/// The snapshot of the initrd, inside the new root.
+/// The snapshot while it is written: at the top, where the walk skips it,
+/// and renamed to [`INITRD_SNAPSHOT`] once complete.
+const SNAPSHOT_PARTIAL: &str = "/.ember-initrd.cpio";
+/// The snapshot of the initrd.
 pub const INITRD_SNAPSHOT: &str = "/boot/initrd.cpio";
 
 #[derive(Debug, Default)]
@@ -45,18 +54,19 @@ impl Report {
     pub fn log(&self) {
         match self.moved {
             true => log::info!(
-                "rootfs: moved {} files ({} bytes) from the initial rootfs to a tmpfs root; initrd snapshot {} bytes",
+                "rootfs: / is a bind mount of the initial rootfs ({} files, {} bytes, none copied); initrd snapshot {} bytes",
                 self.files,
                 self.bytes,
                 self.snapshot_bytes
             ),
-            false => log::info!("rootfs: / is already a tmpfs root"),
+            false => log::info!("rootfs: / is already a root runc can pivot_root from"),
         }
     }
 }
 
-/// Makes `/` a tmpfs holding the initrd's contents. A no-op (moved=false)
-/// when `/` is already something other than the initial rootfs.
+/// Writes the initrd's snapshot and moves a bind mount of the initial
+/// rootfs onto `/`. A no-op (moved=false) when `/` is already something
+/// other than the initial rootfs.
 pub fn ensure_tmpfs_root() -> Result<Report, Error> {
     if !on_initial_rootfs()? {
         return Ok(Report::default());
@@ -64,64 +74,42 @@ pub fn ensure_tmpfs_root() -> Result<Report, Error> {
     rfs::mkdir(STAGING, Mode::from_raw_mode(0o755))
         .or_else(|e| if e == Errno::EXIST { Ok(()) } else { Err(e) })
         .map_err(step("mkdir staging root"))?;
-    mount(
-        "tmpfs",
-        STAGING,
-        "tmpfs",
-        MountFlags::empty(),
-        Some(c"mode=0755"),
-    )
-    .map_err(step("mount tmpfs root"))?;
-
-    let old = rfs::open(
+    let root = rfs::open(
         "/",
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .map_err(step("open /"))?;
-    let new = rfs::open(
-        STAGING,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(step("open staging root"))?;
-    rfs::mkdirat(&new, "boot", Mode::from_raw_mode(0o755))
-        .or_else(|e| if e == Errno::EXIST { Ok(()) } else { Err(e) })
-        .map_err(step("mkdir /boot"))?;
-    let snap_fd = rfs::openat(
-        &new,
-        &INITRD_SNAPSHOT[1..],
+    let snap_fd = rfs::open(
+        SNAPSHOT_PARTIAL,
         OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o400),
     )
     .map_err(step("create initrd snapshot"))?;
-
-    let mut mover = Mover {
-        snapshot: Some(cpio::Writer::new(FdOutput {
+    let mut snapshot = Snapshot {
+        cpio: cpio::Writer::new(FdOutput {
             fd: snap_fd,
             bytes: 0,
             sha256: sha2::Digest::new(),
-        })),
+        }),
         next_ino: 1,
         report: Report::default(),
         path: String::new(),
     };
-    mover.copy_dir(old.as_fd(), new.as_fd(), 0)?;
-    let snapshot = mover.snapshot.take().ok_or(Error::Step {
-        step: "write initrd snapshot",
-        errno: Errno::IO,
-    })?;
-    let out = snapshot.finish().map_err(|_| Error::Step {
-        step: "write initrd snapshot",
-        errno: Errno::IO,
-    })?;
-    let mut report = mover.report;
+    snapshot.walk_dir(root.as_fd(), 0)?;
+    let mut report = snapshot.report;
+    let out = snapshot.cpio.finish().map_err(|_| snapshot_failed())?;
     report.snapshot_bytes = out.bytes;
     report.snapshot_sha256 = sha2::Digest::finalize(out.sha256).into();
     let _ = rfs::fsync(&out.fd);
+    rfs::mkdir("/boot", Mode::from_raw_mode(0o755))
+        .or_else(|e| if e == Errno::EXIST { Ok(()) } else { Err(e) })
+        .map_err(step("mkdir /boot"))?;
+    rfs::rename(SNAPSHOT_PARTIAL, INITRD_SNAPSHOT).map_err(step("rename initrd snapshot"))?;
 
     // The switch itself: /proc was only needed to look at the mount table.
     let _ = unmount("/proc", UnmountFlags::DETACH);
+    mount_bind("/", STAGING).map_err(step("bind-mount the initial rootfs"))?;
     rustix::process::chdir(STAGING).map_err(step("chdir new root"))?;
     mount_move(".", "/").map_err(step("move new root onto /"))?;
     rustix::process::chroot(".").map_err(step("chroot new root"))?;
@@ -171,28 +159,175 @@ impl Output for FdOutput {
     }
 }
 
+fn snapshot_failed() -> Error {
+    step("write initrd snapshot")(Errno::IO)
+}
+
+/// Writes the initrd's tree, as the kernel unpacked it, into a newc cpio:
+/// directories in name order, inode numbers in walk order, mtime 0, so the
+/// same initrd gives the same bytes on every boot (PCR 11 measures them).
+struct Snapshot {
+    cpio: cpio::Writer<FdOutput>,
+    next_ino: u32,
+    report: Report,
+    /// Path of the directory being walked, relative.
+    path: String,
+}
+
+impl Snapshot {
+    fn walk_dir(&mut self, dir: BorrowedFd<'_>, depth: u32) -> Result<(), Error> {
+        for name in sorted_names(dir, depth)? {
+            let bytes = name.to_bytes();
+            // The staging mount point, the partial snapshot and the API
+            // mount point are not initrd content.
+            if depth == 0
+                && (bytes == &STAGING.as_bytes()[1..]
+                    || bytes == &SNAPSHOT_PARTIAL.as_bytes()[1..]
+                    || bytes == b"proc")
+            {
+                continue;
+            }
+            let parent_len = self.path.len();
+            if !self.path.is_empty() {
+                self.path.push('/');
+            }
+            self.path.push_str(&String::from_utf8_lossy(bytes));
+            let result = self.entry(dir, &name, depth);
+            self.path.truncate(parent_len);
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Adds one entry of `dir` to the snapshot (recursing into directories).
+    fn entry(&mut self, dir: BorrowedFd<'_>, name: &CString, depth: u32) -> Result<(), Error> {
+        let st = rfs::statat(dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(step("stat initrd entry"))?;
+        let kind = FileType::from_raw_mode(st.st_mode);
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        let path = self.path.clone();
+        let mut header = Header::new(&path, ino, st.st_mode, 0);
+        header.uid = st.st_uid;
+        header.gid = st.st_gid;
+        let entry = |cpio: &mut cpio::Writer<FdOutput>, header: &Header<'_>, data: &[u8]| {
+            cpio.entry(header, data).map_err(|_| snapshot_failed())
+        };
+        match kind {
+            FileType::Directory => {
+                entry(&mut self.cpio, &header, &[])?;
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let sub = rfs::openat(dir, name.as_c_str(), flags, Mode::empty())
+                    .map_err(step("open initrd directory"))?;
+                self.walk_dir(sub.as_fd(), depth + 1)
+            }
+            FileType::RegularFile => self.file(dir, name, &header, st.st_size as u64),
+            FileType::Symlink => {
+                let target = rfs::readlinkat(dir, name.as_c_str(), Vec::new())
+                    .map_err(step("read initrd symlink"))?;
+                entry(&mut self.cpio, &header, target.to_bytes())
+            }
+            FileType::CharacterDevice
+            | FileType::BlockDevice
+            | FileType::Fifo
+            | FileType::Socket => {
+                header.rdev_major = rustix::fs::major(st.st_rdev);
+                header.rdev_minor = rustix::fs::minor(st.st_rdev);
+                entry(&mut self.cpio, &header, &[])
+            }
+            FileType::Unknown => Ok(()),
+        }
+    }
+
+    fn file(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &CString,
+        header: &Header<'_>,
+        size: u64,
+    ) -> Result<(), Error> {
+        let src = rfs::openat(
+            dir,
+            name.as_c_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(step("open initrd file"))?;
+        self.cpio
+            .begin(header, size)
+            .map_err(|_| snapshot_failed())?;
+        read_exactly(&src, size, |piece| {
+            self.cpio.data(piece).map_err(|_| snapshot_failed())
+        })?;
+        self.cpio.end().map_err(|_| snapshot_failed())?;
+        self.report.files += 1;
+        self.report.bytes += size;
+        Ok(())
+    }
+}
+
+/// Reads `src`, which stat said holds `size` bytes, handing each piece to
+/// `each`, in chunks: PID 1's peak memory does not grow with file size. A
+/// file that is not `size` bytes long after all is an error.
+fn read_exactly(
+    src: &OwnedFd,
+    size: u64,
+    mut each: impl FnMut(&[u8]) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut buf = alloc::vec![0u8; 64 * 1024];
+    let mut read = 0u64;
+    fsutil::read_each(src, &mut buf, |piece| {
+        if read + piece.len() as u64 > size {
+            return Err(step("file grew while read")(Errno::IO));
+        }
+        each(piece)?;
+        read += piece.len() as u64;
+        Ok(())
+    })
+    .map_err(|e| match e {
+        Stop::Read(errno) => step("read file")(errno),
+        Stop::Each(e) => e,
+    })?;
+    match read == size {
+        true => Ok(()),
+        false => Err(step("file shrank while read")(Errno::IO)),
+    }
+}
+
+/// The names in `dir` but `.` and `..`, sorted (the snapshot's order).
+fn sorted_names(dir: BorrowedFd<'_>, depth: u32) -> Result<Vec<CString>, Error> {
+    if depth > 64 {
+        return Err(Error::Step {
+            step: "walk tree: directories nested too deep",
+            errno: Errno::LOOP,
+        });
+    }
+    let mut names: Vec<CString> = Vec::new();
+    let mut entries = rfs::Dir::read_from(dir).map_err(step("read directory"))?;
+    while let Some(entry) = entries.read() {
+        let entry = entry.map_err(step("read directory"))?;
+        let name = entry.file_name();
+        if name.to_bytes() != b"." && name.to_bytes() != b".." {
+            fsutil::insert_sorted(&mut names, name.to_owned());
+        }
+    }
+    Ok(names)
+}
+
 /// Moves the contents of directory `from` into directory `to` (files,
 /// directories, symlinks, device nodes, with modes and owners), deleting
 /// each source entry once copied so that RAM use does not double. Returns
-/// the number of regular files and their bytes.
+/// the number of regular files and their bytes. (The storage phase moves
+/// what the image holds under a writable path onto its new mount.)
 pub fn move_tree(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> Result<(u32, u64), Error> {
-    let mut mover = Mover {
-        snapshot: None,
-        next_ino: 1,
-        report: Report::default(),
-        path: String::new(),
-    };
+    let mut mover = Mover { files: 0, bytes: 0 };
     mover.copy_dir(from, to, 0)?;
-    Ok((mover.report.files, mover.report.bytes))
+    Ok((mover.files, mover.bytes))
 }
 
 struct Mover {
-    /// Set while moving the initrd itself: the snapshot being written.
-    snapshot: Option<cpio::Writer<FdOutput>>,
-    next_ino: u32,
-    report: Report,
-    /// Path of the directory being copied, relative, for the snapshot.
-    path: String,
+    files: u32,
+    bytes: u64,
 }
 
 impl Mover {
@@ -202,46 +337,14 @@ impl Mover {
         to: BorrowedFd<'_>,
         depth: u32,
     ) -> Result<(), Error> {
-        if depth > 64 {
-            return Err(Error::Step {
-                step: "copy tree: directories nested too deep",
-                errno: Errno::LOOP,
-            });
-        }
-        let mut names: Vec<CString> = Vec::new();
-        let mut dir = rfs::Dir::read_from(from).map_err(step("read source directory"))?;
-        while let Some(entry) = dir.read() {
-            let entry = entry.map_err(step("read source directory"))?;
-            let name = entry.file_name();
-            if name.to_bytes() != b"." && name.to_bytes() != b".." {
-                fsutil::insert_sorted(&mut names, name.to_owned());
-            }
-        }
-        for name in names {
-            let bytes = name.to_bytes();
-            // The staging root and the API mount points are not initrd content.
-            let initrd_root = depth == 0 && self.snapshot.is_some();
-            if initrd_root && (bytes == &STAGING.as_bytes()[1..] || bytes == b"proc") {
-                if bytes == b"proc" {
-                    let _ = rfs::mkdirat(to, "proc", Mode::from_raw_mode(0o555));
-                }
-                continue;
-            }
-            let parent_len = self.path.len();
-            if !self.path.is_empty() {
-                self.path.push('/');
-            }
-            self.path.push_str(&String::from_utf8_lossy(bytes));
-            let result = self.copy_entry(from, to, &name, depth);
-            self.path.truncate(parent_len);
-            result?;
+        for name in sorted_names(from, depth)? {
+            self.copy_entry(from, to, &name, depth)?;
         }
         Ok(())
     }
 
-    /// Copies one entry of `from` into `to` (recursing into directories),
-    /// adds it to the snapshot, and removes the source, so the initial
-    /// rootfs shrinks as the tmpfs root fills.
+    /// Copies one entry of `from` into `to` (recursing into directories)
+    /// and removes the source, so the source shrinks as the target fills.
     fn copy_entry(
         &mut self,
         from: BorrowedFd<'_>,
@@ -252,15 +355,6 @@ impl Mover {
         let st = rfs::statat(from, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(step("stat source entry"))?;
         let kind = FileType::from_raw_mode(st.st_mode);
-        let ino = self.next_ino;
-        self.next_ino += 1;
-        let path = self.path.clone();
-        // mtime 0: whether the kernel's unpacker kept the cpio's times
-        // depends on its configuration, and the snapshot must be the same
-        // bytes on every boot of the same initrd (it is what PCR 11 measures).
-        let mut header = Header::new(&path, ino, st.st_mode, 0);
-        header.uid = st.st_uid;
-        header.gid = st.st_gid;
         let at = At {
             from,
             to,
@@ -269,22 +363,27 @@ impl Mover {
         };
         let remove = match kind {
             FileType::Directory => {
-                self.copy_subdir(&at, &header, depth)?;
+                self.copy_subdir(&at, depth)?;
                 AtFlags::REMOVEDIR
             }
             FileType::RegularFile => {
-                self.copy_file(&at, &header)?;
+                self.copy_file(&at)?;
                 AtFlags::empty()
             }
             FileType::Symlink => {
-                self.copy_symlink(&at, &header)?;
+                let target = rfs::readlinkat(from, name.as_c_str(), Vec::new())
+                    .map_err(step("read source symlink"))?;
+                rfs::symlinkat(target.as_c_str(), to, name.as_c_str())
+                    .map_err(step("create symlink in target"))?;
                 AtFlags::empty()
             }
             FileType::CharacterDevice
             | FileType::BlockDevice
             | FileType::Fifo
             | FileType::Socket => {
-                self.copy_node(&at, &mut header, kind)?;
+                let perm = Mode::from_raw_mode(st.st_mode & 0o7777);
+                rfs::mknodat(to, name.as_c_str(), kind, perm, st.st_rdev)
+                    .map_err(step("create device node in target"))?;
                 AtFlags::empty()
             }
             FileType::Unknown => return Ok(()),
@@ -293,9 +392,8 @@ impl Mover {
         Ok(())
     }
 
-    fn copy_subdir(&mut self, at: &At<'_>, header: &Header<'_>, depth: u32) -> Result<(), Error> {
+    fn copy_subdir(&mut self, at: &At<'_>, depth: u32) -> Result<(), Error> {
         let perm = at.st.st_mode & 0o7777;
-        self.snapshot_entry(header, &[])?;
         match rfs::mkdirat(at.to, at.name, Mode::from_raw_mode(perm)) {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(e) => return Err(step("create directory in target")(e)),
@@ -311,9 +409,7 @@ impl Mover {
         Ok(())
     }
 
-    /// Streamed in chunks: the kernel image in the initrd is 8 MB, and
-    /// PID 1's peak memory should not grow with file size.
-    fn copy_file(&mut self, at: &At<'_>, header: &Header<'_>) -> Result<(), Error> {
+    fn copy_file(&mut self, at: &At<'_>) -> Result<(), Error> {
         let perm = at.st.st_mode & 0o7777;
         let src = rfs::openat(
             at.from,
@@ -330,71 +426,14 @@ impl Mover {
         )
         .map_err(step("create file in target"))?;
         let size = at.st.st_size as u64;
-        let snapshot_failed = |_| step("write initrd snapshot")(Errno::IO);
-        if let Some(snapshot) = self.snapshot.as_mut() {
-            snapshot.begin(header, size).map_err(snapshot_failed)?;
-        }
-        let mut buf = alloc::vec![0u8; 64 * 1024];
-        let mut copied = 0u64;
-        fsutil::read_each(&src, &mut buf, |piece| {
-            if copied + piece.len() as u64 > size {
-                return Err(step("source file grew while copied")(Errno::IO));
-            }
-            fsutil::write_all(&dst, piece).map_err(step("write file in target"))?;
-            if let Some(snapshot) = self.snapshot.as_mut() {
-                snapshot.data(piece).map_err(snapshot_failed)?;
-            }
-            copied += piece.len() as u64;
-            Ok(())
-        })
-        .map_err(|e| match e {
-            Stop::Read(errno) => step("read source file")(errno),
-            Stop::Each(e) => e,
+        read_exactly(&src, size, |piece| {
+            fsutil::write_all(&dst, piece).map_err(step("write file in target"))
         })?;
-        if copied != size {
-            return Err(step("source file shrank while copied")(Errno::IO));
-        }
-        if let Some(snapshot) = self.snapshot.as_mut() {
-            snapshot.end().map_err(snapshot_failed)?;
-        }
         let _ = rfs::fchown(&dst, Some(uid(at.st.st_uid)), Some(gid(at.st.st_gid)));
         let _ = rfs::fchmod(&dst, Mode::from_raw_mode(perm));
-        self.report.files += 1;
-        self.report.bytes += size;
+        self.files += 1;
+        self.bytes += size;
         Ok(())
-    }
-
-    fn copy_symlink(&mut self, at: &At<'_>, header: &Header<'_>) -> Result<(), Error> {
-        let target =
-            rfs::readlinkat(at.from, at.name, Vec::new()).map_err(step("read source symlink"))?;
-        rfs::symlinkat(target.as_c_str(), at.to, at.name)
-            .map_err(step("create symlink in target"))?;
-        self.snapshot_entry(header, target.to_bytes())
-    }
-
-    fn copy_node(
-        &mut self,
-        at: &At<'_>,
-        header: &mut Header<'_>,
-        kind: FileType,
-    ) -> Result<(), Error> {
-        let dev = at.st.st_rdev;
-        header.rdev_major = rustix::fs::major(dev);
-        header.rdev_minor = rustix::fs::minor(dev);
-        let perm = Mode::from_raw_mode(at.st.st_mode & 0o7777);
-        rfs::mknodat(at.to, at.name, kind, perm, dev)
-            .map_err(step("create device node in target"))?;
-        self.snapshot_entry(header, &[])
-    }
-
-    fn snapshot_entry(&mut self, header: &Header<'_>, data: &[u8]) -> Result<(), Error> {
-        let Some(snapshot) = self.snapshot.as_mut() else {
-            return Ok(());
-        };
-        snapshot.entry(header, data).map_err(|_| Error::Step {
-            step: "write initrd snapshot",
-            errno: Errno::IO,
-        })
     }
 }
 

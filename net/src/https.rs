@@ -19,6 +19,8 @@ use embedded_tls::TlsError;
 
 /// TLS records are up to 16 KiB of plaintext plus overhead.
 const RECORD_BUF: usize = 16 * 1024 + 256;
+/// Receive buffer of a plain connection: large reads, few system calls.
+const PLAIN_BUF: usize = 64 * 1024;
 
 pub struct Client<'a> {
     /// DER CA certificates; the server chain must end at one of them.
@@ -112,9 +114,40 @@ impl<'a> Client<'a> {
         };
         conn.handshake(url.host)?;
         conn.write_request(req)?;
-        let (status, decoder, rest) = conn.read_head(on_status)?;
-        let body_len = conn.read_body(decoder, &rest, sink)?;
+        let (status, decoder, rest) = read_head(&mut conn, on_status)?;
+        let body_len = read_body(&mut conn, decoder, &rest, sink)?;
         let _ = conn.tls.close();
+        Ok(Response { status, body_len })
+    }
+
+    /// Sends `req` over plain TCP, without TLS: only for content the caller
+    /// authenticates itself (a sealed overlay blob, bound to a signed
+    /// manifest). Same head and body handling as [`Client::send`].
+    pub fn send_plain(
+        &self,
+        req: &Request<'_>,
+        on_status: &mut dyn FnMut(u16) -> Result<()>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<Response> {
+        let url = req.url;
+        let (stream, io_failure) = self.connect(&url)?;
+        let mut conn = PlainConn {
+            stream,
+            io_failure,
+            buf: vec![0u8; PLAIN_BUF],
+        };
+        let request = http::request_with(
+            req.method,
+            url.host,
+            url.port,
+            url.path,
+            req.bearer,
+            req.content_type,
+            req.body,
+        );
+        embedded_io::Write::write_all(&mut conn.stream, &request).map_err(|e| conn.why(e))?;
+        let (status, decoder, rest) = read_head(&mut conn, on_status)?;
+        let body_len = read_body(&mut conn, decoder, &rest, sink)?;
         Ok(Response { status, body_len })
     }
 
@@ -187,79 +220,129 @@ impl Conn<'_, '_> {
             Err(e) => Err(self.why(e)),
         }
     }
+}
 
-    /// Reads up to the end of the response head: its status (redirects
-    /// refused, `on_status` consulted), the body's decoder, and the body
-    /// bytes that came with the head.
-    fn read_head(
-        &mut self,
-        on_status: &mut dyn FnMut(u16) -> Result<()>,
-    ) -> Result<(u16, BodyDecoder, Vec<u8>)> {
-        let mut head: Vec<u8> = Vec::new();
-        loop {
-            let n = match self.read()? {
-                Read::Data(n) => n,
-                Read::Closed { .. } => return Err(Error::ConnectionClosed),
-            };
-            head.extend_from_slice(&self.buf[..n]);
-            if let Some(len) = http::head_len(&head) {
-                let parsed = http::parse_head(&head[..len])?;
-                match parsed.status {
-                    300..=399 => {
-                        return Err(Error::HttpRedirect {
-                            status: parsed.status,
-                        })
-                    }
-                    status => on_status(status)?,
-                }
-                let decoder = BodyDecoder::new(parsed.body);
-                head.drain(..len);
-                return Ok((parsed.status, decoder, head));
-            }
-            if head.len() > http::MAX_HEAD {
-                return Err(Error::HttpHeadTooLarge);
-            }
+impl Exchange for Conn<'_, '_> {
+    fn read(&mut self) -> Result<Read> {
+        Conn::read(self)
+    }
+    fn buf(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// A plain TCP connection (no TLS), for [`Client::send_plain`].
+struct PlainConn {
+    stream: TcpStream,
+    io_failure: Rc<Cell<Option<Error>>>,
+    buf: Vec<u8>,
+}
+
+impl PlainConn {
+    fn why(&self, e: embedded_io::ErrorKind) -> Error {
+        match self.io_failure.take() {
+            Some(io) => io,
+            None if e == embedded_io::ErrorKind::TimedOut => Error::ReadTimeout,
+            None => Error::ConnectionClosed,
         }
     }
+}
 
-    /// Streams the body to `sink` until the decoder says it is complete;
-    /// returns its length.
-    fn read_body(
-        &mut self,
-        mut decoder: BodyDecoder,
-        already: &[u8],
-        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
-    ) -> Result<u64> {
-        let mut body_len = 0u64;
-        let mut counting = |d: &[u8]| {
-            body_len += d.len() as u64;
-            sink(d)
+impl Exchange for PlainConn {
+    /// Without TLS there is no close_notify: a close is "clean" to the
+    /// HTTP framing only, and the caller's own authentication must catch a
+    /// cut body.
+    fn read(&mut self) -> Result<Read> {
+        match embedded_io::Read::read(&mut self.stream, &mut self.buf) {
+            Ok(0) => Ok(Read::Closed { clean: true }),
+            Ok(n) => Ok(Read::Data(n)),
+            Err(e) => Err(self.why(e)),
+        }
+    }
+    fn buf(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// Reading a response, whatever carries it (TLS or plain TCP). The head
+/// and body readers below take it as `dyn`, so they exist once in /init.
+trait Exchange {
+    fn read(&mut self) -> Result<Read>;
+    /// The buffer [`Exchange::read`] filled.
+    fn buf(&self) -> &[u8];
+}
+
+/// Reads up to the end of the response head: its status (redirects
+/// refused, `on_status` consulted), the body's decoder, and the body
+/// bytes that came with the head.
+fn read_head(
+    conn: &mut dyn Exchange,
+    on_status: &mut dyn FnMut(u16) -> Result<()>,
+) -> Result<(u16, BodyDecoder, Vec<u8>)> {
+    let mut head: Vec<u8> = Vec::new();
+    loop {
+        let n = match conn.read()? {
+            Read::Data(n) => n,
+            Read::Closed { .. } => return Err(Error::ConnectionClosed),
         };
-        decoder.feed(already, &mut counting)?;
-        while !decoder.is_done() {
-            let got = self.read().map_err(|e| match e {
-                // A reset in the middle of a body is, to the caller, a body cut short.
-                Error::Sys {
-                    op: "recv",
-                    errno: rustix::io::Errno::CONNRESET,
-                } => Error::HttpTruncated,
-                other => other,
-            })?;
-            match got {
-                Read::Data(n) => {
-                    decoder.feed(&self.buf[..n], &mut counting)?;
+        head.extend_from_slice(&conn.buf()[..n]);
+        if let Some(len) = http::head_len(&head) {
+            let parsed = http::parse_head(&head[..len])?;
+            match parsed.status {
+                300..=399 => {
+                    return Err(Error::HttpRedirect {
+                        status: parsed.status,
+                    })
                 }
-                Read::Closed { clean } => {
-                    decoder.finish()?;
-                    if !clean && decoder.until_close() {
-                        return Err(Error::HttpTruncated);
-                    }
-                    break;
+                status => on_status(status)?,
+            }
+            let decoder = BodyDecoder::new(parsed.body);
+            head.drain(..len);
+            return Ok((parsed.status, decoder, head));
+        }
+        if head.len() > http::MAX_HEAD {
+            return Err(Error::HttpHeadTooLarge);
+        }
+    }
+}
+
+/// Streams the body to `sink` until the decoder says it is complete;
+/// returns its length.
+fn read_body(
+    conn: &mut dyn Exchange,
+    mut decoder: BodyDecoder,
+    already: &[u8],
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<u64> {
+    let mut body_len = 0u64;
+    let mut counting = |d: &[u8]| {
+        body_len += d.len() as u64;
+        sink(d)
+    };
+    decoder.feed(already, &mut counting)?;
+    while !decoder.is_done() {
+        let got = conn.read().map_err(|e| match e {
+            // A reset in the middle of a body is, to the caller, a body cut short.
+            Error::Sys {
+                op: "recv",
+                errno: rustix::io::Errno::CONNRESET,
+            } => Error::HttpTruncated,
+            other => other,
+        })?;
+        match got {
+            Read::Data(n) => {
+                decoder.feed(&conn.buf()[..n], &mut counting)?;
+            }
+            Read::Closed { clean } => {
+                decoder.finish()?;
+                if !clean && decoder.until_close() {
+                    return Err(Error::HttpTruncated);
                 }
+                break;
             }
         }
-        Ok(body_len)
     }
+    Ok(body_len)
 }
 
 enum Read {

@@ -11,12 +11,13 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::keys;
+use crate::manifest::{Envelope, PublicKey};
 use crate::msg::{
     self, decode, encode, path, ErrorCode, ErrorResponse, FinishRequest, FinishResponse, Outcome,
-    OverlayMeta, PcrSelection, ReportRequest, ReportResponse, StartRequest, StartResponse,
+    OverlayGrant, PcrSelection, ReportRequest, ReportResponse, StartRequest, StartResponse,
     PROTOCOL_VERSION,
 };
-use crate::sealed::{Expected, Opener, Sink};
+use crate::sealed::{Opener, Sink};
 use crate::Error;
 use ember_fs::hex::hex;
 
@@ -108,7 +109,7 @@ pub struct Credential {
     secret: [u8; 32],
     bearer: String,
     pub expires_in_s: u32,
-    pub overlay: Option<OverlayMeta>,
+    pub overlay: Option<OverlayGrant>,
 }
 
 impl Credential {
@@ -120,7 +121,7 @@ impl Credential {
         secret: [u8; 32],
         credential: &[u8; 32],
         expires_in_s: u32,
-        overlay: Option<OverlayMeta>,
+        overlay: Option<OverlayGrant>,
     ) -> Self {
         Credential {
             session,
@@ -143,9 +144,27 @@ impl Credential {
         &self.bearer
     }
 
-    /// The overlay stream key for this session.
-    pub fn overlay_key(&self, overlay: &OverlayMeta) -> [u8; 32] {
-        keys::overlay_key(&self.secret, &self.session, &overlay.sha256)
+    /// The granted overlay, checked before one byte of it is fetched: the
+    /// manifest's signature against `trust` (the initrd's `manifest.pub`),
+    /// the data key unwrapped with this session's secret, and the key
+    /// against the manifest's commitment. Fails with
+    /// [`ErrorCode::NoOverlay`] when none was granted.
+    pub fn open_grant(&self, trust: &PublicKey) -> Result<Envelope, Error> {
+        let grant = self.overlay.as_ref().ok_or(Error::Server {
+            step: "overlay",
+            status: 404,
+            code: ErrorCode::NoOverlay,
+            detail: String::new(),
+        })?;
+        let manifest = trust.verify(&grant.manifest)?;
+        let key = keys::unwrap_data_key(
+            &self.secret,
+            &self.session,
+            &grant.manifest.body,
+            &grant.wrapped_key,
+        )
+        .ok_or(Error::KeyUnwrap)?;
+        Envelope::new(manifest, key)
     }
 }
 
@@ -212,11 +231,13 @@ fn post<H: Transport>(
 }
 
 /// Steps 1 and 2: proves the TPM's identity and state, returns the
-/// credential and the overlay metadata.
+/// credential and the overlay metadata. `event_log` (the firmware's TCG
+/// log, possibly empty) rides with the quote, cut at [`msg::MAX_EVENT_LOG`].
 pub fn attest<T: AttestTpm, H: Transport>(
     tpm_dev: &mut T,
     http: &mut H,
     server: &Url,
+    event_log: &[u8],
 ) -> Result<Credential, Error> {
     let ek_public = tpm("read EK", tpm_dev.ek_public())?;
     let ek_cert = tpm("read EK certificate", tpm_dev.ek_certificate())?;
@@ -251,6 +272,7 @@ pub fn attest<T: AttestTpm, H: Transport>(
         signature: quote.signature,
         pcr_values: quote.pcr_values,
         proof: [0; 32],
+        event_log: bounded_event_log(event_log),
     };
     let transcript = keys::start_transcript(&start, &start_resp_bytes);
     finish.proof = keys::finish_proof(&secret, &transcript, &finish);
@@ -259,9 +281,13 @@ pub fn attest<T: AttestTpm, H: Transport>(
         &post(http, server, "finish", path::FINISH, None, &encode(&finish))?,
     )?;
     log::info!(
-        "attest: credential for {} s, overlay {:?}",
+        "attest: credential for {} s, overlay {}",
         finished.expires_in_s,
-        finished.overlay.as_ref().map(|o| o.version_id)
+        if finished.overlay.is_some() {
+            "granted"
+        } else {
+            "none"
+        }
     );
     Ok(Credential {
         session: started.session,
@@ -270,6 +296,21 @@ pub fn attest<T: AttestTpm, H: Transport>(
         expires_in_s: finished.expires_in_s,
         overlay: finished.overlay,
     })
+}
+
+/// The event log as sent: a log over [`msg::MAX_EVENT_LOG`] is not cut
+/// (a cut log replays to nothing useful) but left out, and the server
+/// judges by PCR values alone where its policy allows that.
+fn bounded_event_log(log: &[u8]) -> Vec<u8> {
+    if log.len() > msg::MAX_EVENT_LOG {
+        log::warn!(
+            "attest: the event log has {} bytes, over the {} the protocol carries; sending none",
+            log.len(),
+            msg::MAX_EVENT_LOG
+        );
+        return Vec::new();
+    }
+    log.to_vec()
 }
 
 /// Forwards a 200 body to the caller; keeps an error body (bounded) for
@@ -304,36 +345,30 @@ impl BodySink for SealedBody<'_> {
     }
 }
 
-/// The overlay assigned to this session; [`ErrorCode::NoOverlay`] when the
-/// server assigned none.
-pub fn assigned_overlay(cred: &Credential) -> Result<&OverlayMeta, Error> {
-    cred.overlay.as_ref().ok_or(Error::Server {
-        step: "overlay",
-        status: 404,
-        code: ErrorCode::NoOverlay,
-        detail: String::new(),
-    })
+/// Where a sealed blob is served: `<base>/v1/blob/<sha256 hex>`.
+pub fn blob_path(server: &Url, blob_sha256: &[u8; 32]) -> String {
+    format!("{}{}/{}", server.base_path, path::BLOB, hex(blob_sha256))
 }
 
-/// Step 3, raw: streams the sealed overlay, as the server sent it, into
-/// `each`. The caller opens it (a [`crate::sealed::Opener`]), and may keep
-/// the ciphertext too (the init does, for last-known-good).
-pub fn fetch_sealed<H: Transport>(
+/// Step 3, raw: streams the sealed blob the manifest names, as served,
+/// into `each` (no credential: the blob is ciphertext). The caller opens
+/// it (a [`crate::sealed::Opener`]) and may keep the ciphertext too (the
+/// init does, for last-known-good).
+pub fn fetch_blob<H: Transport>(
     http: &mut H,
     server: &Url,
-    cred: &Credential,
+    envelope: &Envelope,
     each: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let step = "overlay";
-    assigned_overlay(cred)?;
     let mut body = SealedBody {
         each,
         status: 0,
         error_body: Vec::new(),
         error: None,
     };
-    let url = format!("{}{}", server.base_path, path::OVERLAY);
-    let transport = http.get(&url, Some(cred.bearer()), &mut body);
+    let url = blob_path(server, &envelope.manifest.blob_sha256);
+    let transport = http.get(&url, None, &mut body);
     if let Some(e) = body.error.take() {
         return Err(e);
     }
@@ -344,25 +379,26 @@ pub fn fetch_sealed<H: Transport>(
     Ok(())
 }
 
-/// Step 3: streams the sealed overlay, opening it chunk by chunk into `sink`
-/// (the extractor). Returns the overlay it wrote. Fails with
-/// [`ErrorCode::NoOverlay`] when none is assigned.
+/// Step 3: streams the blob `envelope` names, opening it chunk by chunk
+/// into `sink` (the extractor).
 pub fn fetch_overlay<H: Transport, S: Sink>(
     http: &mut H,
     server: &Url,
-    cred: &Credential,
+    envelope: &Envelope,
     sink: &mut S,
-) -> Result<OverlayMeta, Error> {
-    let meta = assigned_overlay(cred)?.clone();
-    let mut opener = Opener::new(cred.overlay_key(&meta), Expected::of(&meta));
-    fetch_sealed(http, server, cred, &mut |piece| opener.write(piece, sink))?;
+) -> Result<(), Error> {
+    let mut opener = Opener::for_manifest(envelope);
+    fetch_blob(http, server, envelope, &mut |piece| {
+        opener.write(piece, sink)
+    })?;
     opener.finish(sink)?;
     log::info!(
-        "attest: overlay {} opened, {} bytes",
-        meta.version_id,
-        meta.size
+        "attest: overlay {} (epoch {}) opened, {} bytes",
+        envelope.manifest.version_id,
+        envelope.manifest.epoch,
+        envelope.manifest.plain_size
     );
-    Ok(meta)
+    Ok(())
 }
 
 /// Step 4: tells the server how the boot ended.
@@ -389,4 +425,16 @@ pub fn report<H: Transport>(
         &encode(&req),
     )?;
     decode("report response", &body)
+}
+
+#[cfg(test)]
+mod event_log_tests {
+    use super::*;
+
+    #[test]
+    fn an_event_log_over_the_bound_is_left_out_not_cut() {
+        let fits = alloc::vec![7u8; msg::MAX_EVENT_LOG];
+        assert_eq!(bounded_event_log(&fits), fits);
+        assert!(bounded_event_log(&alloc::vec![7u8; msg::MAX_EVENT_LOG + 1]).is_empty());
+    }
 }

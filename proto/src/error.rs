@@ -21,8 +21,22 @@ pub enum Error {
     SealedTruncated { index: u64 },
     /// The sealed stream was used after it failed or finished.
     SealedUnusable,
-    /// The decrypted overlay is not the one the server announced.
-    OverlayDigestMismatch,
+    /// The blob is sealed under another key than the manifest's (another
+    /// overlay's ciphertext, swapped in).
+    BlobOtherOverlay,
+    /// `manifest.pub` is not a P-256 public key.
+    ManifestKey,
+    /// The manifest's signature does not verify with the initrd's key
+    /// (forged, edited, or signed by another server).
+    ManifestSignature,
+    /// The manifest is signed but in a format this init does not read.
+    ManifestFormat { got: u16 },
+    /// The data key is not the one the signed manifest commits to.
+    KeyCommitmentMismatch,
+    /// The wrapped data key does not open with this session's secret.
+    KeyUnwrap,
+    /// The manifest's epoch is older than one this node already blessed.
+    ManifestRollback { epoch: u64, blessed: u64 },
     /// The decrypted overlay's length differs from the announced size.
     OverlaySizeMismatch { expected: u64, got: u64 },
     /// The server answered with a protocol error.
@@ -67,9 +81,22 @@ impl fmt::Display for Error {
                 write!(f, "sealed overlay: stream truncated at chunk {index}")
             }
             Error::SealedUnusable => write!(f, "sealed overlay: stream already failed or finished"),
-            Error::OverlayDigestMismatch => {
-                write!(f, "overlay SHA-256 differs from the announced one")
+            Error::BlobOtherOverlay => {
+                write!(f, "sealed overlay: another overlay's blob (key differs)")
             }
+            Error::ManifestKey => write!(f, "manifest.pub is not a P-256 public key"),
+            Error::ManifestSignature => {
+                write!(f, "manifest signature does not verify (forged)")
+            }
+            Error::ManifestFormat { got } => write!(f, "manifest format {got} unsupported"),
+            Error::KeyCommitmentMismatch => {
+                write!(f, "data key differs from the manifest's commitment")
+            }
+            Error::KeyUnwrap => write!(f, "data key does not unwrap for this session"),
+            Error::ManifestRollback { epoch, blessed } => write!(
+                f,
+                "manifest epoch {epoch} is older than the blessed epoch {blessed} (rollback)"
+            ),
             Error::OverlaySizeMismatch { expected, got } => {
                 write!(
                     f,

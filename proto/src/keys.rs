@@ -1,6 +1,8 @@
 //! Everything both sides derive from the activated secret. Keeping the
 //! derivations in one place is what makes the node and the server agree.
 
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -12,7 +14,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 const START_LABEL: &[u8] = b"ember/attest/v1/start";
 const FINISH_LABEL: &[u8] = b"ember/attest/v1/finish";
-const OVERLAY_LABEL: &[u8] = b"ember/overlay/v1";
+const WRAP_LABEL: &[u8] = b"ember/overlay-key-wrap/v1";
 
 /// Hash of the Start exchange exactly as sent: binds the proof to the EK,
 /// AK, nonce and session the node saw.
@@ -58,17 +60,65 @@ pub fn verify_finish_proof(
     ct_eq(&expected, &finish.proof)
 }
 
-/// The key of one overlay stream for one session: HKDF-SHA256 with the
-/// session id as salt, so the same overlay sealed for two boots uses two keys.
-pub fn overlay_key(secret: &[u8; 32], session: &[u8; 16], overlay_sha256: &[u8; 32]) -> [u8; 32] {
+/// Length of a wrapped data key: the key and its Poly1305 tag.
+pub const WRAPPED_KEY_LEN: usize = 32 + 16;
+
+/// The key that wraps an overlay's data key for one session: HKDF-SHA256
+/// of the activated secret, the session id as salt, bound to the signed
+/// manifest's bytes, so only the attested node unwraps it, and only for
+/// the manifest it came with.
+fn wrap_key(secret: &[u8; 32], session: &[u8; 16], signed_manifest: &[u8]) -> ChaCha20Poly1305 {
     let hk = Hkdf::<Sha256>::new(Some(session), secret);
-    let mut info = [0u8; OVERLAY_LABEL.len() + 32];
-    info[..OVERLAY_LABEL.len()].copy_from_slice(OVERLAY_LABEL);
-    info[OVERLAY_LABEL.len()..].copy_from_slice(overlay_sha256);
+    let mut info = [0u8; WRAP_LABEL.len() + 32];
+    info[..WRAP_LABEL.len()].copy_from_slice(WRAP_LABEL);
+    info[WRAP_LABEL.len()..].copy_from_slice(&Sha256::digest(signed_manifest));
     let mut key = [0u8; 32];
     // 32 bytes is far below HKDF-SHA256's 8160-byte limit.
     let _ = hk.expand(&info, &mut key);
-    key
+    let cipher = ChaCha20Poly1305::new(Key::from_slice(&key));
+    key.iter_mut().for_each(|b| *b = 0);
+    cipher
+}
+
+/// The server's side: the data key, encrypted for this session. The wrap
+/// key is used once (one session, one manifest), so the nonce is zero.
+pub fn wrap_data_key(
+    secret: &[u8; 32],
+    session: &[u8; 16],
+    signed_manifest: &[u8],
+    data_key: &[u8; 32],
+) -> [u8; WRAPPED_KEY_LEN] {
+    let mut out = [0u8; WRAPPED_KEY_LEN];
+    out[..32].copy_from_slice(data_key);
+    let (body, tag) = out.split_at_mut(32);
+    if let Ok(t) = wrap_key(secret, session, signed_manifest).encrypt_in_place_detached(
+        &Nonce::default(),
+        WRAP_LABEL,
+        body,
+    ) {
+        tag.copy_from_slice(&t);
+    }
+    out
+}
+
+/// The node's side; `None` when the wrapped key was not made for this
+/// session and manifest.
+pub fn unwrap_data_key(
+    secret: &[u8; 32],
+    session: &[u8; 16],
+    signed_manifest: &[u8],
+    wrapped: &[u8],
+) -> Option<[u8; 32]> {
+    if wrapped.len() != WRAPPED_KEY_LEN {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&wrapped[..32]);
+    let tag = Tag::clone_from_slice(&wrapped[32..]);
+    wrap_key(secret, session, signed_manifest)
+        .decrypt_in_place_detached(&Nonce::default(), WRAP_LABEL, &mut key, &tag)
+        .ok()?;
+    Some(key)
 }
 
 /// SHA-256 of a bearer credential: what the server stores and looks up.
@@ -95,6 +145,7 @@ mod tests {
             signature: vec![3; 70],
             pcr_values: vec![vec![4; 32]],
             proof: [0; 32],
+            event_log: vec![5; 10],
         }
     }
 
@@ -115,11 +166,23 @@ mod tests {
     }
 
     #[test]
-    fn overlay_key_differs_per_session_and_overlay() {
-        let a = overlay_key(&[1; 32], &[2; 16], &[3; 32]);
-        assert_ne!(a, overlay_key(&[1; 32], &[9; 16], &[3; 32]));
-        assert_ne!(a, overlay_key(&[1; 32], &[2; 16], &[9; 32]));
-        assert_eq!(a, overlay_key(&[1; 32], &[2; 16], &[3; 32]));
+    fn wrapped_key_opens_only_for_its_session_secret_and_manifest() {
+        let w = wrap_data_key(&[1; 32], &[2; 16], b"manifest", &[3; 32]);
+        assert_ne!(&w[..32], &[3; 32][..], "the key travels encrypted");
+        assert_eq!(
+            unwrap_data_key(&[1; 32], &[2; 16], b"manifest", &w),
+            Some([3; 32])
+        );
+        assert_eq!(unwrap_data_key(&[9; 32], &[2; 16], b"manifest", &w), None);
+        assert_eq!(unwrap_data_key(&[1; 32], &[9; 16], b"manifest", &w), None);
+        assert_eq!(unwrap_data_key(&[1; 32], &[2; 16], b"other", &w), None);
+        let mut bad = w;
+        bad[5] ^= 1;
+        assert_eq!(unwrap_data_key(&[1; 32], &[2; 16], b"manifest", &bad), None);
+        assert_eq!(
+            unwrap_data_key(&[1; 32], &[2; 16], b"manifest", &w[..47]),
+            None
+        );
     }
 
     #[test]

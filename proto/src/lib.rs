@@ -3,8 +3,10 @@
 //! - [`msg`]: the versioned postcard messages (Start, Finish, Report) and the
 //!   error body every refusal carries.
 //! - [`keys`]: the session transcript, the proof of the activated secret and
-//!   the overlay key, all derived the same way on both sides.
-//! - [`sealed`]: the streaming AEAD format of a sealed overlay.
+//!   the wrapped overlay data key, all derived the same way on both sides.
+//! - [`manifest`]: the signed overlay manifest (one format for the network
+//!   path and last-known-good).
+//! - [`sealed`]: the streaming AEAD format of a sealed overlay blob.
 //! - [`client`]: the node's side of the protocol, over small traits for the
 //!   TPM, the HTTPS transport and the extractor; features `tpm`, `net` and
 //!   `fs` implement them over `ember-tpm`, `ember-net` and `ember-fs`.
@@ -19,10 +21,12 @@
 //! let mut dev = tpm::TpmAttestor::new(&mut tpm);
 //! let cred = client::attest(&mut dev, &mut http, &url)?; // steps 1-2
 //! dev.close()?;                                                    // flush EK/AK
-//! let mut x = ember_fs::tar::Extractor::new(sink, Limits::default());
-//! let meta = client::fetch_overlay(&mut http, &url, &cred, &mut x)?; // step 3
+//! let trust = manifest::PublicKey::from_pem(&manifest_pub)?;        // /etc/ember/manifest.pub
+//! let envelope = cred.open_grant(&trust)?;                         // signature, key, commitment
+//! let mut x = ember_fs::tar::Extractor::authenticated(sink, Limits::default());
+//! client::fetch_overlay(&mut http, &url, &envelope, &mut x)?;     // step 3
 //! // ... start rke2, wait for the node ...
-//! client::report(&mut http, &url, &cred, msg::Outcome::Joined, Some(meta.version_id), "")?; // step 4
+//! client::report(&mut http, &url, &cred, msg::Outcome::Joined, Some(envelope.manifest.version_id), "")?; // step 4
 //! ```
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 extern crate alloc;
@@ -30,6 +34,7 @@ extern crate alloc;
 pub mod client;
 pub mod error;
 pub mod keys;
+pub mod manifest;
 pub mod msg;
 pub mod sealed;
 

@@ -18,7 +18,8 @@ pub const PROTOCOL_VERSION: u16 = 1;
 pub mod path {
     pub const START: &str = "/v1/attest/start";
     pub const FINISH: &str = "/v1/attest/finish";
-    pub const OVERLAY: &str = "/v1/overlay";
+    /// Sealed overlay blobs by SHA-256: `/v1/blob/<hex>`, on both listeners.
+    pub const BLOB: &str = "/v1/blob";
     pub const REPORT: &str = "/v1/report";
     /// Static boot artifacts by SHA-256: `/v1/boot/<hex>`.
     pub const BOOT: &str = "/v1/boot";
@@ -34,6 +35,11 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 
 /// TPM_ALG_SHA256.
 pub const ALG_SHA256: u16 = 0x000B;
+
+/// Longest TCG event log a node sends with its quote (OVMF booting a UKI
+/// writes about 3 KiB; firmware with Secure Boot databases tens of KiB).
+/// Leaves room in a [`MAX_MESSAGE`] Finish for the quote itself.
+pub const MAX_EVENT_LOG: usize = 48 * 1024;
 
 /// Which PCRs of which bank the quote covers.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,21 +111,22 @@ pub struct FinishRequest {
     /// HMAC-SHA256 keyed by the activated secret over the transcript
     /// ([`crate::keys::finish_proof`]).
     pub proof: [u8; 32],
+    /// The firmware's TCG event log (binary_bios_measurements), at most
+    /// [`MAX_EVENT_LOG`] bytes; empty when the node has none. The server
+    /// replays it against the quoted PCRs to name what differs.
+    pub event_log: Vec<u8>,
 }
 
-/// Metadata of the overlay the node is to fetch.
+/// The overlay assigned to the node: its signed manifest, its data key
+/// wrapped for this session ([`crate::keys::wrap_data_key`]), and where the
+/// blob is served without TLS.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct OverlayMeta {
-    /// Monotonic version id of the overlay in the server's store.
-    pub version_id: u64,
-    /// SHA-256 of the plaintext tar(.gz): the overlay's content id.
-    pub sha256: [u8; 32],
-    /// Plaintext length in bytes.
-    pub size: u64,
-    /// Length of the sealed stream in bytes.
-    pub sealed_size: u64,
-    /// Plaintext bytes per sealed chunk.
-    pub chunk_size: u32,
+pub struct OverlayGrant {
+    pub manifest: crate::manifest::SignedManifest,
+    pub wrapped_key: Vec<u8>,
+    /// The server's plain-HTTP port (`ember serve --http-listen`), if any:
+    /// the blob is ciphertext bound to the manifest, so it needs no TLS.
+    pub http_port: Option<u16>,
 }
 
 /// Step 2, server → node.
@@ -130,7 +137,7 @@ pub struct FinishResponse {
     pub credential: [u8; 32],
     pub expires_in_s: u32,
     /// `None` when no overlay is assigned to the node or its group.
-    pub overlay: Option<OverlayMeta>,
+    pub overlay: Option<OverlayGrant>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,10 +194,13 @@ pub enum ErrorCode {
     /// The EK or the peer already has as many open sessions as the server
     /// allows: finish or let them expire, then start again.
     TooManySessions = 21,
+    /// The event log sent with the quote does not replay to the quoted
+    /// PCR values (or is malformed, or missing where the policy needs it).
+    EventLogMismatch = 22,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownEk,
@@ -212,6 +222,7 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::Internal,
         ErrorCode::TooManySessions,
+        ErrorCode::EventLogMismatch,
     ];
 
     /// The stable, log-friendly name (also sent in [`ERROR_HEADER`]).
@@ -238,6 +249,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not-found",
             ErrorCode::Internal => "internal",
             ErrorCode::TooManySessions => "too-many-sessions",
+            ErrorCode::EventLogMismatch => "event-log-mismatch",
         }
     }
 
@@ -256,7 +268,9 @@ impl ErrorCode {
             ErrorCode::SessionExpired | ErrorCode::CredentialExpired => 410,
             ErrorCode::SessionReused | ErrorCode::StaleNonce => 409,
             ErrorCode::BadProof | ErrorCode::BadSignature => 401,
-            ErrorCode::PcrDigestMismatch | ErrorCode::PcrPolicyMismatch => 403,
+            ErrorCode::PcrDigestMismatch
+            | ErrorCode::PcrPolicyMismatch
+            | ErrorCode::EventLogMismatch => 403,
             ErrorCode::MissingCredential | ErrorCode::UnknownCredential => 401,
             ErrorCode::Internal => 500,
             ErrorCode::TooManySessions => 429,

@@ -1,5 +1,6 @@
 //! [`Transport`] over `ember-net`'s HTTPS client (feature `net`): how PID 1
-//! speaks the protocol. One TLS connection per request.
+//! speaks the protocol. One TLS connection per request; a plain-HTTP
+//! transport only fetches sealed overlay blobs.
 
 use alloc::vec::Vec;
 use core::cell::Cell;
@@ -13,19 +14,47 @@ pub struct NetTransport<'c, 'a> {
     client: &'c Client<'a>,
     /// The boot server; protocol paths arrive with its prefix already on.
     server: &'c Url,
+    /// `Some(port)`: plain HTTP to the server's host on that port.
+    plain_port: Option<u16>,
 }
 
 impl<'c, 'a> NetTransport<'c, 'a> {
     pub fn new(client: &'c Client<'a>, server: &'c Url) -> Self {
-        NetTransport { client, server }
+        NetTransport {
+            client,
+            server,
+            plain_port: None,
+        }
+    }
+
+    /// Plain HTTP to the same host on `port`: for sealed blobs only, whose
+    /// integrity the signed manifest and the AEAD give.
+    pub fn plain(client: &'c Client<'a>, server: &'c Url, port: u16) -> Self {
+        NetTransport {
+            client,
+            server,
+            plain_port: Some(port),
+        }
     }
 
     /// The request URL for `path`, from parts parsed once.
     fn url<'p>(&'p self, path: &'p str) -> ember_net::url::Url<'p> {
         ember_net::url::Url {
             host: &self.server.host,
-            port: self.server.port,
+            port: self.plain_port.unwrap_or(self.server.port),
             path,
+        }
+    }
+
+    fn send(
+        &self,
+        req: &Request<'_>,
+        on_status: &mut dyn FnMut(u16) -> ember_net::Result<()>,
+        sink: &mut dyn FnMut(&[u8]) -> ember_net::Result<()>,
+    ) -> ember_net::Result<ember_net::https::Response> {
+        match self.plain_port {
+            Some(_) => self.client.send_plain(req, on_status, sink),
+            None => self.client.send(req, on_status, sink),
         }
     }
 }
@@ -48,7 +77,7 @@ impl Transport for NetTransport<'_, '_> {
         };
         let status = Cell::new(0u16);
         let mut buf = Vec::new();
-        self.client.send(
+        self.send(
             &req,
             &mut |s| {
                 status.set(s);
@@ -84,7 +113,7 @@ impl Transport for NetTransport<'_, '_> {
         let status = Cell::new(0u16);
         let delivered = Cell::new(false);
         let stopped = Cell::new(false);
-        let result = self.client.send(
+        let result = self.send(
             &req,
             &mut |s| {
                 status.set(s);

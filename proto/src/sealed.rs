@@ -2,7 +2,7 @@
 //! ChaCha20-Poly1305.
 //!
 //! ```text
-//! header (48 bytes): magic "EMBSEAL1" | chunk_size u32 BE | 0u32 | overlay SHA-256
+//! header (48 bytes): magic "EMBSEAL2" | chunk_size u32 BE | 0u32 | key commitment
 //! chunk i:           ChaCha20-Poly1305(key, nonce_i, aad = header, plaintext_i) || tag (16)
 //! nonce_i:           i as u64 BE | 0 0 0 | last (1 for the final chunk, else 0)
 //! ```
@@ -13,18 +13,25 @@
 //! a chunk boundary fails (no chunk carries the final flag), and a header
 //! edit fails every chunk (the header is the AAD). The opener hands
 //! plaintext to its sink only after the chunk's tag verified.
+//!
+//! A blob is sealed once, under a data key drawn at random for it alone
+//! ([`crate::manifest`] commits to that key; the header repeats the
+//! commitment so another overlay's blob is named as such before any chunk
+//! is tried). One key seals one plaintext, so a stream that opens under
+//! the key, in order, up to the final flag, is that plaintext: the opener
+//! needs no digest of its own (README, "Overlay format").
 
 use alloc::format;
 use alloc::vec::Vec;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
 use core::fmt;
-use sha2::{Digest, Sha256};
 
 use crate::keys::ct_eq;
+use crate::manifest::{key_commitment, Envelope};
 use crate::Error;
 
-pub const MAGIC: [u8; 8] = *b"EMBSEAL1";
+pub const MAGIC: [u8; 8] = *b"EMBSEAL2";
 pub const HEADER_LEN: usize = 48;
 pub const TAG_LEN: usize = 16;
 pub const DEFAULT_CHUNK: u32 = 64 * 1024;
@@ -46,7 +53,7 @@ mod field {
     pub const MAGIC: Range<usize> = 0..8;
     pub const CHUNK: Range<usize> = 8..12;
     pub const RESERVED: Range<usize> = 12..16;
-    pub const OVERLAY: Range<usize> = 16..48;
+    pub const COMMITMENT: Range<usize> = 16..48;
 }
 
 impl<T: AsRef<[u8]>> Header<T> {
@@ -69,18 +76,19 @@ impl<T: AsRef<[u8]>> Header<T> {
         u32::from_be_bytes([b[8], b[9], b[10], b[11]])
     }
 
-    pub fn overlay_sha256(&self) -> [u8; 32] {
+    /// [`crate::manifest::key_commitment`] of the key the blob is sealed under.
+    pub fn key_commitment(&self) -> [u8; 32] {
         let mut id = [0; 32];
-        id.copy_from_slice(&self.0.as_ref()[field::OVERLAY]);
+        id.copy_from_slice(&self.0.as_ref()[field::COMMITMENT]);
         id
     }
 }
 
-pub fn emit_header(chunk_size: u32, overlay_sha256: &[u8; 32]) -> [u8; HEADER_LEN] {
+pub fn emit_header(chunk_size: u32, key_commitment: &[u8; 32]) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[field::MAGIC].copy_from_slice(&MAGIC);
     h[field::CHUNK].copy_from_slice(&chunk_size.to_be_bytes());
-    h[field::OVERLAY].copy_from_slice(overlay_sha256);
+    h[field::COMMITMENT].copy_from_slice(key_commitment);
     h
 }
 
@@ -106,7 +114,8 @@ pub fn sealed_len(size: u64, chunk_size: u32) -> u64 {
     HEADER_LEN as u64 + size + chunk_count(size, chunk_size) * TAG_LEN as u64
 }
 
-/// The server's side: seals chunk after chunk.
+/// The server's side (`ember overlay add`, once per overlay version):
+/// seals chunk after chunk.
 pub struct Sealer {
     cipher: ChaCha20Poly1305,
     header: [u8; HEADER_LEN],
@@ -116,13 +125,13 @@ pub struct Sealer {
 }
 
 impl Sealer {
-    pub fn new(key: &[u8; 32], chunk_size: u32, overlay_sha256: &[u8; 32]) -> Result<Self, Error> {
+    pub fn new(key: &[u8; 32], chunk_size: u32) -> Result<Self, Error> {
         if !(MIN_CHUNK..=MAX_CHUNK).contains(&chunk_size) {
             return Err(Error::SealedBadChunkSize { size: chunk_size });
         }
         Ok(Sealer {
             cipher: ChaCha20Poly1305::new(Key::from_slice(key)),
-            header: emit_header(chunk_size, overlay_sha256),
+            header: emit_header(chunk_size, &key_commitment(key)),
             chunk_size,
             index: 0,
             finished: false,
@@ -154,8 +163,7 @@ impl Sealer {
 
     /// Seals a whole buffer at once (tests, small overlays).
     pub fn seal_all(key: &[u8; 32], chunk_size: u32, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
-        let id: [u8; 32] = Sha256::digest(plaintext).into();
-        let mut s = Sealer::new(key, chunk_size, &id)?;
+        let mut s = Sealer::new(key, chunk_size)?;
         let mut out = Vec::with_capacity(sealed_len(plaintext.len() as u64, chunk_size) as usize);
         out.extend_from_slice(&s.header);
         let n = chunk_count(plaintext.len() as u64, chunk_size) as usize;
@@ -169,20 +177,12 @@ impl Sealer {
     }
 }
 
-/// What the opened plaintext must be, from the server's overlay metadata.
+/// What the blob must be, from a verified manifest.
 #[derive(Debug, Clone, Copy)]
-pub struct Expected {
-    pub sha256: [u8; 32],
-    pub size: u64,
-}
-
-impl Expected {
-    pub fn of(meta: &crate::msg::OverlayMeta) -> Expected {
-        Expected {
-            sha256: meta.sha256,
-            size: meta.size,
-        }
-    }
+struct Expected {
+    key_commitment: [u8; 32],
+    chunk_size: u32,
+    plain_size: u64,
 }
 
 enum State {
@@ -204,19 +204,23 @@ pub struct Opener {
     state: State,
     header: [u8; HEADER_LEN],
     buf: Vec<u8>,
-    hasher: Sha256,
     written: u64,
 }
 
 impl Opener {
-    pub fn new(key: [u8; 32], expected: Expected) -> Self {
+    /// An opener for the blob `envelope` describes, under its data key.
+    pub fn for_manifest(envelope: &Envelope) -> Self {
+        let m = &envelope.manifest;
         Opener {
-            key,
-            expected,
+            key: *envelope.data_key(),
+            expected: Expected {
+                key_commitment: m.key_commitment,
+                chunk_size: m.chunk_size,
+                plain_size: m.plain_size,
+            },
             state: State::Header,
             header: [0; HEADER_LEN],
             buf: Vec::new(),
-            hasher: Sha256::new(),
             written: 0,
         }
     }
@@ -303,8 +307,15 @@ impl Opener {
 
     fn open_header(&mut self) -> Result<(), Error> {
         let header = Header::new_checked(&self.buf[..])?;
-        if !ct_eq(&header.overlay_sha256(), &self.expected.sha256) {
-            return Err(Error::OverlayDigestMismatch);
+        // Another overlay's blob (or one for a key this node was not
+        // given): named before any chunk is tried.
+        if !ct_eq(&header.key_commitment(), &self.expected.key_commitment) {
+            return Err(Error::BlobOtherOverlay);
+        }
+        if header.chunk_size() != self.expected.chunk_size {
+            return Err(Error::SealedBadChunkSize {
+                size: header.chunk_size(),
+            });
         }
         let chunk_size = header.chunk_size() as usize;
         self.header.copy_from_slice(&self.buf);
@@ -330,13 +341,12 @@ impl Opener {
             .map_err(|_| Error::SealedChunkAuth { index: *index })?;
         *index += 1;
         self.written += body.len() as u64;
-        if self.written > self.expected.size {
+        if self.written > self.expected.plain_size {
             return Err(Error::OverlaySizeMismatch {
-                expected: self.expected.size,
+                expected: self.expected.plain_size,
                 got: self.written,
             });
         }
-        self.hasher.update(&*body);
         sink.write(body).map_err(|e| Error::Sink {
             detail: format!("{e}"),
         })?;
@@ -344,16 +354,14 @@ impl Opener {
         Ok(())
     }
 
+    /// The final chunk opened: its plaintext must be as long as the
+    /// manifest says (the only check the AEAD does not already make).
     fn check_expected(&mut self) -> Result<(), Error> {
-        if self.written != self.expected.size {
+        if self.written != self.expected.plain_size {
             return Err(Error::OverlaySizeMismatch {
-                expected: self.expected.size,
+                expected: self.expected.plain_size,
                 got: self.written,
             });
-        }
-        let digest: [u8; 32] = core::mem::take(&mut self.hasher).finalize().into();
-        if !ct_eq(&digest, &self.expected.sha256) {
-            return Err(Error::OverlayDigestMismatch);
         }
         Ok(())
     }
@@ -387,16 +395,21 @@ mod tests {
         (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
     }
 
-    fn expected(p: &[u8]) -> Expected {
-        Expected {
-            sha256: Sha256::digest(p).into(),
-            size: p.len() as u64,
-        }
+    /// The envelope a node would hold for `p` sealed under `key`.
+    fn expected_with(key: [u8; 32], p: &[u8]) -> Envelope {
+        let mut m = crate::manifest::tests::manifest(&key);
+        m.chunk_size = CHUNK;
+        m.plain_size = p.len() as u64;
+        Envelope::new(m, key).unwrap()
     }
 
-    fn open(sealed: &[u8], exp: Expected, piece: usize) -> (Result<(), Error>, Collect) {
+    fn expected(p: &[u8]) -> Envelope {
+        expected_with(KEY, p)
+    }
+
+    fn open(sealed: &[u8], exp: Envelope, piece: usize) -> (Result<(), Error>, Collect) {
         let mut sink = Collect::default();
-        let mut o = Opener::new(KEY, exp);
+        let mut o = Opener::for_manifest(&exp);
         for p in sealed.chunks(piece.max(1)) {
             if let Err(e) = o.write(p, &mut sink) {
                 return (Err(e), sink);
@@ -472,29 +485,58 @@ mod tests {
     }
 
     #[test]
-    fn wrong_key_or_header_edit_opens_nothing() {
+    fn another_overlays_blob_is_named_before_any_chunk_is_tried() {
         let p = plaintext(100);
         let s = Sealer::seal_all(&[1; 32], CHUNK, &p).unwrap();
+        let (r, sink) = open(&s, expected(&p), 1000);
+        assert_eq!(r, Err(Error::BlobOtherOverlay));
+        assert!(sink.data.is_empty());
+    }
+
+    #[test]
+    fn wrong_key_or_header_edit_opens_nothing() {
+        let p = plaintext(100);
+        // The header names our key, the chunks are another key's.
+        let mut s = Sealer::seal_all(&[1; 32], CHUNK, &p).unwrap();
+        s[16..48].copy_from_slice(&key_commitment(&KEY));
         let (r, sink) = open(&s, expected(&p), 1000);
         assert_eq!(r, Err(Error::SealedChunkAuth { index: 0 }));
         assert!(sink.data.is_empty());
 
         let mut s = Sealer::seal_all(&KEY, CHUNK, &p).unwrap();
-        s[11] = 32; // chunk size 64 -> 32: header is the AAD
+        s[12] = 1; // reserved bits
         let (r, sink) = open(&s, expected(&p), 1000);
-        assert!(r.is_err());
+        assert_eq!(r, Err(Error::SealedBadHeader));
+        assert!(sink.data.is_empty());
+        let mut s = Sealer::seal_all(&KEY, CHUNK, &p).unwrap();
+        s[11] = 32; // chunk size 64 -> 32: not the manifest's
+        let (r, sink) = open(&s, expected(&p), 1000);
+        assert_eq!(r, Err(Error::SealedBadChunkSize { size: 32 }));
         assert!(sink.data.is_empty());
     }
 
     #[test]
-    fn overlay_other_than_announced_is_refused() {
+    fn plaintext_longer_or_shorter_than_the_manifest_says_is_refused() {
         let p = plaintext(100);
         let s = Sealer::seal_all(&KEY, CHUNK, &p).unwrap();
-        let mut exp = expected(&p);
-        exp.sha256[0] ^= 1;
-        let (r, sink) = open(&s, exp, 1000);
-        assert_eq!(r, Err(Error::OverlayDigestMismatch));
-        assert!(sink.data.is_empty());
+        let (r, sink) = open(&s, expected(&p[..99]), 1000);
+        assert_eq!(
+            r,
+            Err(Error::OverlaySizeMismatch {
+                expected: 99,
+                got: 100
+            })
+        );
+        assert!(!sink.finished);
+        let (r, sink) = open(&s, expected(&plaintext(101)), 1000);
+        assert_eq!(
+            r,
+            Err(Error::OverlaySizeMismatch {
+                expected: 101,
+                got: 100
+            })
+        );
+        assert!(!sink.finished);
     }
 
     #[test]
@@ -503,7 +545,7 @@ mod tests {
         let mut s = Sealer::seal_all(&KEY, CHUNK, &p).unwrap();
         s[HEADER_LEN] ^= 1;
         let mut sink = Collect::default();
-        let mut o = Opener::new(KEY, expected(&p));
+        let mut o = Opener::for_manifest(&expected(&p));
         assert!(o.write(&s, &mut sink).is_err());
         assert_eq!(o.write(&s, &mut sink), Err(Error::SealedUnusable));
         assert_eq!(o.finish(&mut sink), Err(Error::SealedUnusable));
@@ -523,6 +565,6 @@ mod tests {
         let h = emit_header(65536, &[5; 32]);
         let v = Header::new_checked(&h[..]).unwrap();
         assert_eq!(v.chunk_size(), 65536);
-        assert_eq!(v.overlay_sha256(), [5; 32]);
+        assert_eq!(v.key_commitment(), [5; 32]);
     }
 }

@@ -6,11 +6,11 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 
 use ember_proto::keys;
+use ember_proto::manifest::SignedManifest;
 use ember_proto::msg::{
-    decode, encode, ErrorCode, FinishRequest, FinishResponse, Outcome, OverlayMeta, PcrSelection,
+    decode, encode, ErrorCode, FinishRequest, FinishResponse, Outcome, OverlayGrant, PcrSelection,
     ReportRequest, ReportResponse, StartRequest, StartResponse, PROTOCOL_VERSION,
 };
-use ember_proto::sealed::sealed_len;
 
 use crate::params;
 use crate::store::{self, hex, now_ms, Node, Policy, Sql, StateDir};
@@ -100,13 +100,16 @@ fn decode_msg<T: serde::de::DeserializeOwned>(
 pub struct Settings {
     pub session_ttl_ms: i64,
     pub credential_ttl_ms: i64,
-    pub chunk_size: u32,
     /// Group for nodes admitted by a manufacturer certificate chain.
     pub auto_enroll_group: Option<String>,
     /// Open (started, unfinished, unexpired) sessions one EK may hold.
     pub max_sessions_per_ek: u64,
     /// Open sessions one client address may hold.
     pub max_sessions_per_peer: u64,
+    /// Lab mode (`ember serve --lab-record-first-boot`): a node with no
+    /// PCR policy gets its first boot's PCRs 0-7 recorded as its policy.
+    /// Off, such a node is refused.
+    pub lab_record_first_boot: bool,
     /// Test mode: nonce and secret derived from the AK, so recorded
     /// transcripts replay (load tests only; never in production builds).
     #[cfg(feature = "test-hooks")]
@@ -122,6 +125,9 @@ pub struct Server {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// How long a client may take to send a request body.
     pub body_timeout: std::time::Duration,
+    /// The plain-HTTP listener's port, told to nodes in Finish so they
+    /// fetch the sealed blob without TLS (set once it is bound).
+    pub http_port: std::sync::OnceLock<u16>,
 }
 
 fn random<const N: usize>() -> Result<[u8; N], Refusal> {
@@ -253,7 +259,7 @@ impl Server {
         req: &StartRequest,
         body: &[u8],
     ) -> Result<Started, Refusal> {
-        let policy = store::effective_policy(&mut self.db()?, who.name(), who.group())?;
+        let policy = self.policy_for(&mut self.db()?, who)?;
         let pcrs = PcrSelection {
             hash_alg: policy.hash_alg,
             mask: policy.mask,
@@ -423,7 +429,7 @@ impl Server {
                 ),
             ));
         }
-        self.check_policy(&s, &req.pcr_values)?;
+        self.check_policy(&s, req)?;
 
         let credential: [u8; 32] = random()?;
         let mut db = self.db()?;
@@ -453,6 +459,9 @@ impl Server {
             }
         };
         let overlay = store::assigned_overlay(&mut tx, &node)?;
+        // Before anything is committed: a grant that cannot be made leaves
+        // no credential behind.
+        let grant = overlay.clone().map(|o| self.grant(&s, o)).transpose()?;
         let expires_at = now_ms() + self.settings.credential_ttl_ms;
         tx.exec(
             "INSERT INTO credentials(hash, session_id, node_id, version_id, expires_at) VALUES ($1, $2, $3, $4, $5)",
@@ -471,13 +480,7 @@ impl Server {
             version: PROTOCOL_VERSION,
             credential,
             expires_in_s: (self.settings.credential_ttl_ms / 1000).max(1) as u32,
-            overlay: overlay.map(|o| OverlayMeta {
-                version_id: o.version_id as u64,
-                sha256: o.sha256,
-                size: o.size,
-                sealed_size: sealed_len(o.size, self.settings.chunk_size),
-                chunk_size: self.settings.chunk_size,
-            }),
+            overlay: grant,
         };
         Ok(Started {
             body: encode(&resp),
@@ -485,20 +488,98 @@ impl Server {
         })
     }
 
-    /// Checks the quoted PCR values against the node's policy; in record
-    /// mode the first boot's values become the node's own policy.
-    fn check_policy(&self, s: &Session, values: &[Vec<u8>]) -> Result<(), Refusal> {
+    /// The assigned overlay for this session: its stored signed manifest
+    /// and its data key wrapped under a key only this session's secret
+    /// derives. Nothing is sealed here.
+    fn grant(&self, s: &Session, o: store::Assigned) -> Result<OverlayGrant, Refusal> {
+        let (Some(manifest), Some(data_key)) = (o.manifest, o.data_key) else {
+            return Err(Refusal::new(
+                ErrorCode::Internal,
+                format!(
+                    "overlay {} predates sealed blobs: add it again with `ember overlay add` and assign it",
+                    o.version_id
+                ),
+            )
+            .because("overlay-unavailable"));
+        };
+        let manifest = SignedManifest::from_bytes(&manifest).map_err(|e| {
+            Refusal::new(
+                ErrorCode::Internal,
+                format!("stored manifest of overlay {}: {e}", o.version_id),
+            )
+        })?;
+        let data_key: [u8; 32] = data_key.try_into().map_err(|_| {
+            Refusal::new(
+                ErrorCode::Internal,
+                format!(
+                    "stored data key of overlay {} has the wrong length",
+                    o.version_id
+                ),
+            )
+        })?;
+        let wrapped_key = keys::wrap_data_key(&s.secret, &s.id, &manifest.body, &data_key).to_vec();
+        Ok(OverlayGrant {
+            manifest,
+            wrapped_key,
+            http_port: self.http_port.get().copied(),
+        })
+    }
+
+    /// The policy that applies to `who`: its own, its group's, the
+    /// default, or (lab mode only) record-on-first-boot; none is a refusal.
+    fn policy_for(&self, db: &mut dyn Sql, who: &Who) -> Result<Policy, Refusal> {
+        match store::effective_policy(db, who.name(), who.group())? {
+            Some(p) => Ok(p),
+            None if self.settings.lab_record_first_boot => Ok(store::lab_record_policy()),
+            None => Err(Refusal::new(
+                ErrorCode::PcrPolicyMismatch,
+                format!(
+                    "no PCR policy for node {} (group {}): set one with `ember policy set --uki`; `ember serve --lab-record-first-boot` records first boots (lab only)",
+                    who.name(),
+                    who.group()
+                ),
+            )
+            .because("no PCR policy set for this node")),
+        }
+    }
+
+    /// Checks the quoted PCR values (and the event log) against the node's
+    /// policy; in record mode the first boot's values become the node's
+    /// own policy. A refusal of an enrolled node is kept in its boot
+    /// reports, so `ember nodes` says why.
+    fn check_policy(&self, s: &Session, req: &FinishRequest) -> Result<(), Refusal> {
+        let judged = self.judge(s, req);
+        if let (Err(r), Who::Enrolled(node)) = (&judged, &s.who) {
+            let reason: String = format!("attestation refused: {}", r.detail)
+                .chars()
+                .take(500)
+                .collect();
+            self.db()?.exec(
+                "INSERT INTO boot_reports(node_id, at, outcome, version_id, reason) VALUES ($1, $2, 'failed', NULL, $3)",
+                params![node.id, now_ms(), &reason],
+            )?;
+        }
+        judged
+    }
+
+    fn judge(&self, s: &Session, req: &FinishRequest) -> Result<(), Refusal> {
         let mut db = self.db()?;
         let mut tx = db.transaction()?;
-        let policy = store::effective_policy(&mut tx, s.who.name(), s.who.group())?;
-        let quoted: Vec<(u8, &Vec<u8>)> = s.pcrs.indices().zip(values).collect();
+        let policy = self.policy_for(&mut tx, &s.who)?;
+        let quoted: Vec<(u8, &[u8])> = s
+            .pcrs
+            .indices()
+            .zip(req.pcr_values.iter().map(Vec::as_slice))
+            .collect();
         if policy.record {
             let recorded = Policy {
                 scope: format!("node:{}", s.who.name()),
                 hash_alg: s.pcrs.hash_alg,
                 mask: s.pcrs.mask,
                 record: false,
-                allowed: quoted.iter().map(|(i, v)| (*i, (*v).clone())).collect(),
+                allowed: quoted.iter().map(|(i, v)| (*i, v.to_vec())).collect(),
+                events: vec![],
+                require_log: false,
             };
             store::put_policy(&mut tx, &recorded)?;
             tx.commit()?;
@@ -509,37 +590,8 @@ impl Server {
             );
             return Ok(());
         }
-        for (pcr, value) in &quoted {
-            if policy.mask & (1 << pcr) == 0 {
-                continue;
-            }
-            let allowed = policy
-                .allowed
-                .iter()
-                .any(|(p, v)| p == pcr && keys::ct_eq(v, value));
-            if !allowed {
-                // The node learns which PCR, never the values or the policy.
-                return Err(Refusal::new(
-                    ErrorCode::PcrPolicyMismatch,
-                    format!(
-                        "PCR {pcr} = {} is not allowed by policy {}",
-                        hex(value),
-                        policy.scope
-                    ),
-                )
-                .because(format!("PCR {pcr} not allowed by policy")));
-            }
-        }
-        for pcr in (0u8..24).filter(|i| policy.mask & (1 << i) != 0) {
-            if !quoted.iter().any(|(p, _)| *p == pcr) {
-                return Err(Refusal::new(
-                    ErrorCode::PcrPolicyMismatch,
-                    format!("policy requires PCR {pcr}, not quoted"),
-                )
-                .because(format!("PCR {pcr} required by policy, not quoted")));
-            }
-        }
-        Ok(())
+        drop(tx);
+        crate::measured::judge(&policy, &quoted, &req.event_log)
     }
 
     /// Open sessions over all replicas (the metrics gauge); None when the
@@ -616,24 +668,6 @@ impl Server {
             version_id,
             node,
         })
-    }
-
-    /// The overlay the credential was issued for, and its stream key.
-    pub fn overlay_for(&self, auth: &Authorized) -> Result<(store::Overlay, [u8; 32]), Refusal> {
-        let Some(version_id) = auth.version_id else {
-            return Err(Refusal::new(
-                ErrorCode::NoOverlay,
-                format!("no overlay assigned to {}", auth.node.name),
-            ));
-        };
-        let overlay = store::overlay(&mut self.db()?, version_id)?.ok_or_else(|| {
-            Refusal::new(
-                ErrorCode::NoOverlay,
-                format!("overlay {version_id} was removed"),
-            )
-        })?;
-        let key = keys::overlay_key(&auth.secret, &auth.session, &overlay.sha256);
-        Ok((overlay, key))
     }
 
     pub fn report(&self, auth: &Authorized, body: &[u8]) -> Result<Vec<u8>, Refusal> {

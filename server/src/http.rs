@@ -11,13 +11,10 @@ use axum::http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
 use ember_proto::msg::{self, encode, path, ErrorCode, ErrorResponse, PROTOCOL_VERSION};
-use ember_proto::sealed::{chunk_count, Sealer};
 use futures_util::StreamExt;
-use tokio::io::AsyncReadExt;
 
 use crate::attest::{Refusal, Server};
 use crate::conn::Peer;
-use crate::store::hex;
 
 type App = Arc<Server>;
 
@@ -205,147 +202,64 @@ async fn report_handler(State(app): State<App>, req: Request<Body>) -> Response<
     respond(&app, step, peer, started, result)
 }
 
-/// Streams the sealed overlay: read and sealed chunk by chunk on the
-/// connection's own task as the client reads (no thread held per client, a
-/// few chunks of memory per download).
-async fn overlay(State(app): State<App>, req: Request<Body>) -> Response<Body> {
-    let step = "overlay";
-    let started = Instant::now();
-    let peer = peer_of(req.extensions());
-    let auth_header = bearer(req.headers());
-    let app2 = app.clone();
-    let prepared = blocking(move || {
-        let auth = app2.authorize(auth_header.as_deref())?;
-        let node = auth.node.name.clone();
-        let (overlay, key) = app2
-            .overlay_for(&auth)
-            .map_err(|r| (Some(node.clone()), r))?;
-        Ok((node, overlay, key))
-    })
-    .await;
-    let (node, overlay, key) = match prepared {
-        Ok(x) => x,
-        Err((node, r)) => {
-            log_request(&app, step, node.as_deref(), peer, Err(&r), started);
-            return refusal_response(&r);
-        }
-    };
-    let blob = app.state.blob(&hex(&overlay.sha256));
-    let file = match tokio::fs::File::open(&blob).await {
-        Ok(f) => f,
-        Err(e) => {
-            let r = Refusal::new(
-                ErrorCode::Internal,
-                format!("overlay blob {}: {e}", blob.display()),
-            )
-            .because("overlay-unavailable");
-            log_request(&app, step, Some(&node), peer, Err(&r), started);
-            return refusal_response(&r);
-        }
-    };
-    let chunk = app.settings.chunk_size;
-    let sealed_size = ember_proto::sealed::sealed_len(overlay.size, chunk);
-    let sealer = match Sealer::new(&key, chunk, &overlay.sha256) {
-        Ok(s) => s,
-        Err(e) => {
-            let r = Refusal::new(ErrorCode::Internal, format!("sealer: {e}"));
-            log_request(&app, step, Some(&node), peer, Err(&r), started);
-            return refusal_response(&r);
-        }
-    };
-    let header = Bytes::copy_from_slice(&sealer.header());
-    let stream = SealedStream {
-        file,
-        sealer,
-        chunk,
-        next: 0,
-        count: chunk_count(overlay.size, chunk),
-        left: overlay.size,
-        metrics: app.clone(),
-    };
-    let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(header) }).chain(
-        futures_util::stream::unfold(stream, |mut s| async move {
-            s.next_chunk().await.map(|item| (item, s))
-        }),
-    );
-    app.metrics
-        .overlay_bytes(ember_proto::sealed::HEADER_LEN as u64);
-    log_request(&app, step, Some(&node), peer, Ok(()), started);
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/x-ember-sealed")
-        .header(header::CONTENT_LENGTH, sealed_size)
-        .header("ember-overlay-version", overlay.version_id)
-        .body(Body::from_stream(body))
-        .unwrap_or_default()
-}
-
-/// One overlay download: the blob, sealed chunk by chunk when the client
-/// asks for more.
-struct SealedStream {
-    file: tokio::fs::File,
-    sealer: Sealer,
-    chunk: u32,
-    next: u64,
-    count: u64,
-    left: u64,
-    metrics: App,
-}
-
-impl SealedStream {
-    async fn next_chunk(&mut self) -> Option<Result<Bytes, std::io::Error>> {
-        if self.next >= self.count {
-            return None;
-        }
-        let len = self.left.min(self.chunk as u64) as usize;
-        let mut buf = vec![0u8; len];
-        if let Err(e) = self.file.read_exact(&mut buf).await {
-            // The blob changed under us: cut the stream; the node sees a
-            // truncated stream and refuses it.
-            self.next = self.count;
-            return Some(Err(e));
-        }
-        self.left -= len as u64;
-        let last = self.next + 1 == self.count;
-        self.next += 1;
-        if let Err(e) = self.sealer.seal_chunk(&mut buf, last) {
-            self.next = self.count;
-            return Some(Err(std::io::Error::other(e.to_string())));
-        }
-        self.metrics.metrics.overlay_bytes(buf.len() as u64);
-        Some(Ok(Bytes::from(buf)))
-    }
-}
-
 /// Static boot artifacts (kernel, initrd) by SHA-256, for firmware network
 /// boot: integrity comes from the content address, so plain HTTP is enough.
 async fn boot_artifact(State(app): State<App>, Path(sha): Path<String>) -> Response<Body> {
+    let dir = app.state.boot_dir();
+    content_addressed(&app, "boot", &dir, &sha, "application/octet-stream").await
+}
+
+/// Sealed overlay blobs by the SHA-256 of their sealed bytes, on both
+/// listeners: ciphertext that only a node holding the signed manifest and
+/// the data key wrapped for its session can open. Streamed from the file
+/// as the client reads, on the connection's task (no thread per reader).
+async fn sealed_blob(State(app): State<App>, Path(sha): Path<String>) -> Response<Body> {
+    let dir = app.state.sealed_dir();
+    content_addressed(&app, "blob", &dir, &sha, "application/x-ember-sealed").await
+}
+
+/// Serves `dir/<sha>` (64 lowercase hex digits, nothing else reaches the
+/// file system), streamed.
+async fn content_addressed(
+    app: &App,
+    step: &'static str,
+    dir: &std::path::Path,
+    sha: &str,
+    content_type: &'static str,
+) -> Response<Body> {
     let started = Instant::now();
     let valid = sha.len() == 64
         && sha
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    let path = app.state.boot_artifact(&sha);
     let file = if valid {
-        tokio::fs::File::open(&path).await.ok()
+        tokio::fs::File::open(dir.join(sha)).await.ok()
     } else {
         None
     };
     let Some(file) = file else {
-        let r = Refusal::new(ErrorCode::NotFound, format!("no boot artifact {sha}"));
-        log_request(&app, "boot", None, None, Err(&r), started);
+        let r = Refusal::new(ErrorCode::NotFound, format!("no {step} {sha}"));
+        log_request(app, step, None, None, Err(&r), started);
         return refusal_response(&r);
     };
     let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-    log_request(&app, "boot", None, None, Ok(()), started);
+    log_request(app, step, None, None, Ok(()), started);
+    let metrics = app.clone();
+    let counted = step == "blob";
+    let body = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024).inspect(move |piece| {
+        if let (true, Ok(p)) = (counted, piece) {
+            metrics.metrics.overlay_bytes(p.len() as u64);
+        }
+    });
     Response::builder()
-        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_TYPE, content_type)
         .header(header::CONTENT_LENGTH, len)
         .header(
             header::ETAG,
             HeaderValue::from_str(&format!("\"{sha}\""))
                 .unwrap_or(HeaderValue::from_static("\"\"")),
         )
-        .body(Body::from_stream(tokio_util::io::ReaderStream::new(file)))
+        .body(Body::from_stream(body))
         .unwrap_or_default()
 }
 
@@ -374,17 +288,19 @@ pub fn router(app: App) -> Router {
         .route(path::START, post(start))
         .route(path::FINISH, post(finish))
         .route(path::REPORT, post(report_handler))
-        .route(path::OVERLAY, get(overlay))
+        .route(&format!("{}/{{sha256}}", path::BLOB), get(sealed_blob))
         .route(&format!("{}/{{sha256}}", path::BOOT), get(boot_artifact))
         .route("/healthz", get(healthz))
         .fallback(fallback)
         .with_state(app)
 }
 
-/// Only the boot artifacts, for the plain-HTTP listener.
+/// Only the content-addressed files (boot artifacts, sealed overlay
+/// blobs), for the plain-HTTP listener.
 pub fn boot_router(app: App) -> Router {
     Router::new()
         .route(&format!("{}/{{sha256}}", path::BOOT), get(boot_artifact))
+        .route(&format!("{}/{{sha256}}", path::BLOB), get(sealed_blob))
         .route("/healthz", get(healthz))
         .with_state(app)
 }

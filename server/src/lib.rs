@@ -1,11 +1,14 @@
 //! The Ember boot server behind `ember serve`: HTTPS (hyper + rustls on
 //! tokio) in front of the attestation protocol ([`attest`]), the state
-//! ([`store`]) its admin commands edit, and sealed overlay streams. The
+//! ([`store`]) its admin commands edit, and the envelope-sealed overlay
+//! blobs and signed manifests ([`manifest`]). The
 //! `ember` host tool owns the command line and calls [`run`].
 
 pub mod attest;
 pub mod conn;
 pub mod http;
+pub mod manifest;
+pub mod measured;
 pub mod metrics;
 pub mod overlay;
 pub mod store;
@@ -81,6 +84,11 @@ pub fn run(opts: Options) -> Result<()> {
     let state = StateDir::new(&opts.state);
     let pool = store::open_pool(&state, opts.database.as_deref())?;
     std::fs::create_dir_all(state.boot_dir())?;
+    std::fs::create_dir_all(state.sealed_dir())?;
+    let (_, created) = manifest::ensure_signing_key(&state)?;
+    if created {
+        eprintln!("ember-serve: created the overlay manifest signing key");
+    }
     let identity = match &opts.cert {
         Some((cert, key)) => tls::Identity {
             cert_chain: cert.clone(),
@@ -112,6 +120,7 @@ pub fn run(opts: Options) -> Result<()> {
         settings: opts.settings.clone(),
         metrics: metrics.clone(),
         body_timeout: opts.body_timeout,
+        http_port: std::sync::OnceLock::new(),
     });
     let mut limits = opts.limits.clone();
     limits.max_connections = connection_budget(limits.max_connections);
@@ -166,7 +175,14 @@ pub fn run(opts: Options) -> Result<()> {
             let l = tokio::net::TcpListener::bind(a)
                 .await
                 .with_context(|| format!("listen on {a}"))?;
-            println!("ember-serve: boot artifacts on http://{}", l.local_addr()?);
+            let bound = l.local_addr()?;
+            let _ = server.http_port.set(bound.port());
+            // Tests and scripts read the address from this line.
+            println!("ember-serve: boot artifacts on http://{bound}");
+            println!(
+                "ember-serve: sealed overlay blobs on http://{bound}{}",
+                ember_proto::msg::path::BLOB
+            );
             tasks.push(tokio::spawn(conn::serve(
                 l,
                 None,
@@ -201,6 +217,11 @@ pub fn run(opts: Options) -> Result<()> {
                 ca.display()
             );
         }
+        println!(
+            "ember-serve: manifest public key (bundle into initrds as {}): {}",
+            ember_proto::manifest::PUBLIC_KEY_PATH,
+            manifest::public_path(&state).display()
+        );
         // Tests and scripts wait for this line.
         println!("ember-serve: listening on https://{addr}");
         use std::io::Write;

@@ -43,7 +43,10 @@ fn temp_in(dir: &Path) -> PathBuf {
 }
 
 /// Stores what `fill` writes as a content-addressed blob in `dir`.
-fn store_blob(dir: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<Blob> {
+pub(crate) fn store_blob(
+    dir: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<Blob> {
     {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -53,7 +56,7 @@ fn store_blob(dir: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Re
     }
     let tmp = temp_in(dir);
     let result = (|| {
-        // Owner-only whatever the umask: overlays carry plaintext configuration.
+        // Owner-only whatever the umask: plaintext overlays carry configuration.
         let file = {
             use std::os::unix::fs::OpenOptionsExt;
             std::fs::OpenOptions::new()

@@ -128,6 +128,37 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX sessions_open_by_ek ON sessions(ek_hash, state, expires_at);
     CREATE INDEX sessions_open_by_peer ON sessions(peer, state, expires_at);
     "#,
+    // 3: envelope-sealed overlays. Each version is sealed once under its
+    // own data key into a blob named by the sealed bytes' SHA-256; each
+    // assignment carries its signed manifest and a server-wide, monotonic
+    // epoch. Overlays added before this have no blob: add them again.
+    r#"
+    ALTER TABLE overlays ADD COLUMN blob_sha256 BLOB;
+    ALTER TABLE overlays ADD COLUMN blob_size INTEGER;
+    ALTER TABLE overlays ADD COLUMN chunk_size INTEGER;
+    ALTER TABLE overlays ADD COLUMN compression TEXT;
+    ALTER TABLE overlays ADD COLUMN data_key BLOB;
+    ALTER TABLE assignments ADD COLUMN epoch INTEGER;
+    ALTER TABLE assignments ADD COLUMN manifest BLOB;
+    CREATE TABLE manifest_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL);
+    INSERT INTO manifest_epoch(id, epoch) VALUES (1, 0);
+    "#,
+    // 4: measured-boot policies keep the extends each allowed value is
+    // made of (`ember policy set --uki`), so a refusal names the event
+    // that differs, and say whether a node must send its event log.
+    r#"
+    ALTER TABLE pcr_policies ADD COLUMN event_log TEXT NOT NULL DEFAULT 'optional'
+        CHECK (event_log IN ('optional', 'required'));
+    CREATE TABLE pcr_events (
+        scope TEXT NOT NULL REFERENCES pcr_policies(scope) ON DELETE CASCADE,
+        pcr INTEGER NOT NULL,
+        value BLOB NOT NULL,                -- the allowed value these extends make
+        seq INTEGER NOT NULL,
+        label TEXT NOT NULL,
+        digest BLOB NOT NULL,
+        PRIMARY KEY (scope, pcr, value, seq)
+    );
+    "#,
 ];
 
 pub fn now_ms() -> i64 {
@@ -156,6 +187,11 @@ impl StateDir {
     }
     pub fn blob(&self, sha256_hex: &str) -> PathBuf {
         self.blobs().join(sha256_hex)
+    }
+    /// Sealed overlay blobs, named by the SHA-256 of their sealed bytes:
+    /// ciphertext, served to anyone on both listeners.
+    pub fn sealed_dir(&self) -> PathBuf {
+        self.0.join("sealed")
     }
     pub fn tls(&self) -> PathBuf {
         self.0.join("tls")
@@ -347,22 +383,39 @@ pub struct Policy {
     pub record: bool,
     /// Allowed (pcr, value) pairs; several values per PCR are allowed.
     pub allowed: Vec<(u8, Vec<u8>)>,
+    /// The extends that make allowed values (from `policy set --uki`).
+    pub events: Vec<AllowedEvents>,
+    /// A node must send its firmware event log; without one it is refused
+    /// rather than judged by PCR values alone.
+    pub require_log: bool,
 }
 
-/// The policy used when none is set: record PCRs 0-7 on the first boot.
-pub fn builtin_default_policy() -> Policy {
+/// The extends, in order, that leave `pcr` at the allowed `value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedEvents {
+    pub pcr: u8,
+    pub value: Vec<u8>,
+    pub events: Vec<ember_tpm::eventlog::Expected>,
+}
+
+/// The lab's policy when none is set and `ember serve
+/// --lab-record-first-boot` is on: record PCRs 0-7 on the first boot.
+/// Without that flag a node with no policy is refused.
+pub fn lab_record_policy() -> Policy {
     Policy {
-        scope: "default".into(),
+        scope: "default (lab: record first boot)".into(),
         hash_alg: ember_proto::msg::ALG_SHA256,
         mask: 0xFF,
         record: true,
         allowed: vec![],
+        events: vec![],
+        require_log: false,
     }
 }
 
 pub fn get_policy(db: &mut dyn Sql, scope: &str) -> Result<Option<Policy>> {
     let Some(row) = db.row(
-        "SELECT hash_alg, mask, mode FROM pcr_policies WHERE scope = $1",
+        "SELECT hash_alg, mask, mode, event_log FROM pcr_policies WHERE scope = $1",
         params![scope],
     )?
     else {
@@ -376,12 +429,33 @@ pub fn get_policy(db: &mut dyn Sql, scope: &str) -> Result<Option<Policy>> {
         .iter()
         .map(|r| Ok((r.get::<i64>(0)? as u8, r.get::<Vec<u8>>(1)?)))
         .collect::<Result<Vec<_>>>()?;
+    let mut events: Vec<AllowedEvents> = Vec::new();
+    for r in db.rows(
+        "SELECT pcr, value, label, digest FROM pcr_events WHERE scope = $1 ORDER BY pcr, value, seq",
+        params![scope],
+    )? {
+        let (pcr, value) = (r.get::<i64>(0)? as u8, r.get::<Vec<u8>>(1)?);
+        let e = ember_tpm::eventlog::Expected {
+            label: r.get(2)?,
+            digest: r.get(3)?,
+        };
+        match events.last_mut() {
+            Some(a) if a.pcr == pcr && a.value == value => a.events.push(e),
+            _ => events.push(AllowedEvents {
+                pcr,
+                value,
+                events: vec![e],
+            }),
+        }
+    }
     Ok(Some(Policy {
         scope: scope.into(),
         hash_alg: row.get::<i64>(0)? as u16,
         mask: row.get::<i64>(1)? as u32,
         record: row.get::<String>(2)? == "record",
         allowed,
+        events,
+        require_log: row.get::<String>(3)? == "required",
     }))
 }
 
@@ -389,21 +463,36 @@ pub fn put_policy(tx: &mut dyn Sql, p: &Policy) -> Result<()> {
     // An upsert, not delete-then-insert: replicas recording the same
     // node's first boot at once wait on the row instead of colliding.
     tx.exec(
-        "INSERT INTO pcr_policies(scope, hash_alg, mask, mode, updated_at) VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO pcr_policies(scope, hash_alg, mask, mode, updated_at, event_log) VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT(scope) DO UPDATE SET hash_alg = excluded.hash_alg, mask = excluded.mask,
-             mode = excluded.mode, updated_at = excluded.updated_at",
+             mode = excluded.mode, updated_at = excluded.updated_at, event_log = excluded.event_log",
         params![
             &p.scope,
             p.hash_alg as i64,
             p.mask as i64,
             if p.record { "record" } else { "values" },
-            now_ms()
+            now_ms(),
+            if p.require_log { "required" } else { "optional" }
         ],
     )?;
+    // Setting a scope again replaces its allowed values and their events.
     tx.exec(
         "DELETE FROM pcr_allowed WHERE scope = $1",
         params![&p.scope],
     )?;
+    tx.exec(
+        "DELETE FROM pcr_events WHERE scope = $1",
+        params![&p.scope],
+    )?;
+    for a in &p.events {
+        for (seq, e) in a.events.iter().enumerate() {
+            tx.exec(
+                "INSERT INTO pcr_events(scope, pcr, value, seq, label, digest) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT(scope, pcr, value, seq) DO UPDATE SET label = excluded.label, digest = excluded.digest",
+                params![&p.scope, a.pcr as i64, &a.value, seq as i64, &e.label, &e.digest],
+            )?;
+        }
+    }
     for (pcr, value) in &p.allowed {
         tx.exec(
             "INSERT INTO pcr_allowed(scope, pcr, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -421,18 +510,19 @@ pub fn policy_scopes(db: &mut dyn Sql) -> Result<Vec<String>> {
         .collect()
 }
 
-/// The policy that applies to a node: its own, its group's, the default.
-pub fn effective_policy(db: &mut dyn Sql, node_name: &str, group: &str) -> Result<Policy> {
+/// The policy that applies to a node: its own, its group's, the default;
+/// `None` when none is set.
+pub fn effective_policy(db: &mut dyn Sql, node_name: &str, group: &str) -> Result<Option<Policy>> {
     for scope in [
         format!("node:{node_name}"),
         format!("group:{group}"),
         "default".to_string(),
     ] {
         if let Some(p) = get_policy(db, &scope)? {
-            return Ok(p);
+            return Ok(Some(p));
         }
     }
-    Ok(builtin_default_policy())
+    Ok(None)
 }
 
 #[derive(Debug, Clone)]
@@ -580,25 +670,62 @@ pub fn overlay(db: &mut dyn Sql, version_id: i64) -> Result<Option<Overlay>> {
     .transpose()
 }
 
-/// Records an added overlay blob; returns its version id.
-pub fn insert_overlay(tx: &mut dyn Sql, sha256: &[u8; 32], size: u64, source: &str) -> Result<i64> {
+/// An overlay version's sealed blob as stored beside it: the blob's
+/// digest and size, how it was sealed, and its data key.
+#[derive(Debug, Clone)]
+pub struct SealedBlob<'a> {
+    pub sha256: [u8; 32],
+    pub size: u64,
+    pub chunk_size: u32,
+    pub compression: &'a str,
+    pub data_key: [u8; 32],
+}
+
+/// Records an added overlay (its plaintext blob and its sealed blob);
+/// returns its version id.
+pub fn insert_overlay(
+    tx: &mut dyn Sql,
+    sha256: &[u8; 32],
+    size: u64,
+    source: &str,
+    sealed: &SealedBlob<'_>,
+) -> Result<i64> {
     tx.one(
-        "INSERT INTO overlays(sha256, size, source, created_at) VALUES ($1, $2, $3, $4) RETURNING version_id",
-        params![&sha256[..], size as i64, source, now_ms()],
+        "INSERT INTO overlays(sha256, size, source, created_at, blob_sha256, blob_size, chunk_size, compression, data_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING version_id",
+        params![
+            &sha256[..],
+            size as i64,
+            source,
+            now_ms(),
+            &sealed.sha256[..],
+            sealed.size as i64,
+            sealed.chunk_size as i64,
+            sealed.compression,
+            &sealed.data_key[..]
+        ],
     )?
     .get(0)
 }
 
 /// Assigns overlay `version` to `target` (`group:G`, created if missing,
-/// or `node:N`), replacing its previous assignment.
-pub fn assign(tx: &mut dyn Sql, target: &str, version: i64) -> Result<()> {
+/// or `node:N`) with its signed `manifest` of `epoch`, replacing the
+/// target's previous assignment ([`crate::manifest::assign`] signs).
+pub fn assign(
+    tx: &mut dyn Sql,
+    target: &str,
+    version: i64,
+    epoch: i64,
+    manifest: &[u8],
+) -> Result<()> {
     if let Some(g) = target.strip_prefix("group:") {
         ensure_group(tx, g)?;
     }
     tx.exec(
-        "INSERT INTO assignments(target, version_id, assigned_at) VALUES ($1, $2, $3)
-         ON CONFLICT(target) DO UPDATE SET version_id = excluded.version_id, assigned_at = excluded.assigned_at",
-        params![target, version, now_ms()],
+        "INSERT INTO assignments(target, version_id, assigned_at, epoch, manifest) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT(target) DO UPDATE SET version_id = excluded.version_id, assigned_at = excluded.assigned_at,
+             epoch = excluded.epoch, manifest = excluded.manifest",
+        params![target, version, now_ms(), epoch, manifest],
     )?;
     Ok(())
 }
@@ -639,18 +766,31 @@ pub fn list_overlays(db: &mut dyn Sql) -> Result<Vec<OverlayListing>> {
     .collect()
 }
 
+/// An assignment as Finish needs it: the overlay version, its signed
+/// manifest and its data key (`None` for overlays from before sealed blobs).
+#[derive(Debug, Clone)]
+pub struct Assigned {
+    pub version_id: i64,
+    pub manifest: Option<Vec<u8>>,
+    pub data_key: Option<Vec<u8>>,
+}
+
 /// The overlay assigned to the node, else to its group.
-pub fn assigned_overlay(db: &mut dyn Sql, node: &Node) -> Result<Option<Overlay>> {
+pub fn assigned_overlay(db: &mut dyn Sql, node: &Node) -> Result<Option<Assigned>> {
     for target in [
         format!("node:{}", node.name),
         format!("group:{}", node.group),
     ] {
         let row = db.row(
-            "SELECT o.version_id, o.sha256, o.size FROM assignments a JOIN overlays o ON o.version_id = a.version_id WHERE a.target = $1",
+            "SELECT o.version_id, a.manifest, o.data_key FROM assignments a JOIN overlays o ON o.version_id = a.version_id WHERE a.target = $1",
             params![&target],
         )?;
         if let Some(r) = row {
-            return Ok(Some(overlay_row(&r)?));
+            return Ok(Some(Assigned {
+                version_id: r.get(0)?,
+                manifest: r.get(1)?,
+                data_key: r.get(2)?,
+            }));
         }
     }
     Ok(None)
@@ -854,11 +994,18 @@ mod tests {
         let (_d, s) = scratch();
         let mut db = open(&s, None).unwrap();
         let mut tx = db.transaction().unwrap();
-        let v1 = insert_overlay(&mut tx, &[1; 32], 10, "/a").unwrap();
-        let v2 = insert_overlay(&mut tx, &[2; 32], 20, "/b").unwrap();
-        assign(&mut tx, "group:g", v1).unwrap();
-        assign(&mut tx, "group:h", v1).unwrap();
-        assign(&mut tx, "group:g", v2).unwrap();
+        let sealed = SealedBlob {
+            sha256: [3; 32],
+            size: 30,
+            chunk_size: 65536,
+            compression: "gzip",
+            data_key: [4; 32],
+        };
+        let v1 = insert_overlay(&mut tx, &[1; 32], 10, "/a", &sealed).unwrap();
+        let v2 = insert_overlay(&mut tx, &[2; 32], 20, "/b", &sealed).unwrap();
+        assign(&mut tx, "group:g", v1, 1, b"m1").unwrap();
+        assign(&mut tx, "group:h", v1, 2, b"m2").unwrap();
+        assign(&mut tx, "group:g", v2, 3, b"m3").unwrap();
         tx.commit().unwrap();
         let l = list_overlays(&mut db).unwrap();
         assert_eq!(l.len(), 2);
@@ -871,10 +1018,7 @@ mod tests {
     fn node_policy_overrides_group_and_default() {
         let (_d, s) = scratch();
         let mut db = open(&s, None).unwrap();
-        assert_eq!(
-            effective_policy(&mut db, "n", "g").unwrap(),
-            builtin_default_policy()
-        );
+        assert_eq!(effective_policy(&mut db, "n", "g").unwrap(), None);
         let mut tx = db.transaction().unwrap();
         let g = Policy {
             scope: "group:g".into(),
@@ -882,10 +1026,25 @@ mod tests {
             mask: 0x81,
             record: false,
             allowed: vec![(0, vec![0; 32])],
+            events: vec![AllowedEvents {
+                pcr: 0,
+                value: vec![0; 32],
+                events: vec![
+                    ember_tpm::eventlog::Expected {
+                        label: ".linux".into(),
+                        digest: vec![1; 32],
+                    },
+                    ember_tpm::eventlog::Expected {
+                        label: ".initrd".into(),
+                        digest: vec![2; 32],
+                    },
+                ],
+            }],
+            require_log: true,
         };
         put_policy(&mut tx, &g).unwrap();
         tx.commit().unwrap();
-        assert_eq!(effective_policy(&mut db, "n", "g").unwrap(), g);
+        assert_eq!(effective_policy(&mut db, "n", "g").unwrap(), Some(g.clone()));
         let mut tx = db.transaction().unwrap();
         let n = Policy {
             scope: "node:n".into(),
@@ -893,15 +1052,19 @@ mod tests {
             mask: 0x1,
             record: true,
             allowed: vec![],
+            events: vec![],
+            require_log: false,
         };
         put_policy(&mut tx, &n).unwrap();
         tx.commit().unwrap();
-        assert_eq!(effective_policy(&mut db, "n", "g").unwrap(), n);
+        assert_eq!(effective_policy(&mut db, "n", "g").unwrap(), Some(n));
         assert_eq!(policy_scopes(&mut db).unwrap(), ["group:g", "node:n"]);
-        // Setting a scope again replaces its allowed values, not adds to them.
+        // Setting a scope again replaces its allowed values and events,
+        // not adds to them.
         let mut tx = db.transaction().unwrap();
         let g2 = Policy {
             allowed: vec![(7, vec![1; 32])],
+            events: vec![],
             ..g
         };
         put_policy(&mut tx, &g2).unwrap();

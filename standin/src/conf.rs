@@ -29,7 +29,7 @@ pub const DEFAULT_EXIT_CODE: i32 = 1;
 pub const DEFAULT_HEARTBEAT_S: u64 = 10;
 pub const DEFAULT_CONTAINER_TIMEOUT_S: u64 = 120;
 
-const STANDIN_KEYS: [&str; 9] = [
+const STANDIN_KEYS: [&str; 10] = [
     "standin_behavior",
     "standin_exit_after",
     "standin_exit_code",
@@ -39,6 +39,7 @@ const STANDIN_KEYS: [&str; 9] = [
     "standin_container_timeout",
     "standin_runc",
     "standin_runc_root",
+    "standin_exec",
 ];
 
 /// What the stand-in does once started (`standin_behavior`).
@@ -114,6 +115,10 @@ pub struct NodeConf {
     /// Zero disables heartbeats.
     pub heartbeat: Duration,
     pub container: Option<ContainerConf>,
+    /// `standin_exec`: a command (absolute path, then arguments, split at
+    /// blanks) the runtime runs once at start, its output logged: what a
+    /// workload on the node might try (tests: attesting from the runtime).
+    pub exec: Option<Vec<String>>,
 }
 
 fn find<'a>(pairs: &'a [(usize, &'a str, &'a str)], key: &str) -> Option<&'a str> {
@@ -238,6 +243,14 @@ impl NodeConf {
                 },
             }),
         };
+        let exec = match find(&pairs, "standin_exec") {
+            None => None,
+            Some(line) => {
+                let argv: Vec<String> = line.split_whitespace().map(String::from).collect();
+                absolute("standin_exec", &argv[0])?;
+                Some(argv)
+            }
+        };
         Ok(NodeConf {
             node_name,
             behavior,
@@ -247,6 +260,7 @@ impl NodeConf {
             exit_code,
             heartbeat,
             container,
+            exec,
         })
     }
 }

@@ -131,6 +131,7 @@ fn run(args: &Args, conf: &NodeConf) -> i32 {
         return 1;
     };
     schedule_exit(conf);
+    run_exec(conf);
     let (readiness, runtime_version) = runtime_state(conf, &args.root);
     stay_unregistered_if_told(conf);
     let Some(client) = api_client(conf, &args.root) else {
@@ -198,6 +199,32 @@ fn schedule_exit(conf: &NodeConf) {
         std::thread::sleep(after);
         say(&format!("exiting with status {code} as configured"));
         std::process::exit(code);
+    });
+}
+
+/// With `standin_exec`, runs that command once in the background and
+/// logs each line it prints and how it ended.
+fn run_exec(conf: &NodeConf) {
+    let Some(argv) = conf.exec.clone() else {
+        return;
+    };
+    say(&format!("exec: {}", argv.join(" ")));
+    std::thread::spawn(move || {
+        match std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .output()
+        {
+            Ok(out) => {
+                for line in String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .chain(String::from_utf8_lossy(&out.stderr).lines())
+                {
+                    say(&format!("exec output: {line}"));
+                }
+                say(&format!("exec exited: {}", out.status));
+            }
+            Err(e) => say(&format!("exec {} failed to start: {e}", argv[0])),
+        }
     });
 }
 

@@ -3,13 +3,23 @@
 //! double, `ember serve` with the node's TPM enrolled and an overlay whose
 //! runtime is the stand-in, an initrd carrying the server's CA and the
 //! kernel, a disk with an empty ESP, and QEMU boots of all that.
+//!
+//! A network boot is OVMF booting a unified kernel image (`ember uki
+//! build`, the boot's command line embedded) from a small FAT disk of its
+//! own, ahead of the node's disk: the firmware measures the UKI into PCR 4
+//! and systemd-stub its sections into PCR 11, and the server's policy for
+//! the lab group is `ember policy set --pcrs 4 --uki` of every UKI the
+//! lab built. (The FAT disk has no partition table, so the init never
+//! takes it for the node's ESP.) A cold start boots the node's disk:
+//! systemd-boot and a last-known-good slot (kernel + initrd).
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::kubeapi::KubeApi;
 use crate::overlay::{Overlay, OverlayBuilder};
-use crate::qemu::{build_initrd_with, esp_tool, make_disk, wait_for_log, Boot};
+use crate::qemu::{build_initrd_with, build_uki, esp_tool, make_disk, wait_for_log, Boot};
 use crate::server::EmberServer;
 use crate::swtpm::Swtpm;
 use crate::ScratchDir;
@@ -25,6 +35,8 @@ pub struct Lab {
     pub disk: PathBuf,
     pub tpm_state: PathBuf,
     pub vars: PathBuf,
+    /// Every UKI this lab built, in order: the lab group's policy allows each.
+    pub ukis: RefCell<Vec<PathBuf>>,
 }
 
 pub fn overlay(api: &KubeApi, behavior: &'static str, extra: &[(&str, &str)]) -> Overlay {
@@ -36,6 +48,18 @@ pub fn overlay(api: &KubeApi, behavior: &'static str, extra: &[(&str, &str)]) ->
         b = b.set(k, v);
     }
     b.build().expect("build the stand-in overlay")
+}
+
+/// What every lab initrd carries beside the init: the server's CA and its
+/// manifest public key, as copied into the lab's folder.
+pub fn trust_files(dir: &Path) -> Vec<(PathBuf, &'static str)> {
+    vec![
+        (dir.join("ca.pem"), "/etc/ember/ca.pem"),
+        (
+            dir.join("manifest.pub"),
+            ember_proto::manifest::PUBLIC_KEY_PATH,
+        ),
+    ]
 }
 
 impl Lab {
@@ -58,13 +82,11 @@ impl Lab {
             server.enroll_swtpm(NODE, "lab", &tpm).expect_ok("enroll");
         }
         let initrd = dir.path().join("initrd.cpio.gz");
-        // Kept beside the lab: initrds made after the server is gone need it too.
+        // Kept beside the lab: initrds made after the server is gone need them too.
         std::fs::copy(server.ca_path(), dir.path().join("ca.pem")).expect("copy the server CA");
-        build_initrd_with(
-            &initrd,
-            &[(dir.path().join("ca.pem"), "/etc/ember/ca.pem")],
-            true,
-        );
+        std::fs::copy(server.manifest_pub_path(), dir.path().join("manifest.pub"))
+            .expect("copy the manifest public key");
+        build_initrd_with(&initrd, &trust_files(dir.path()), true);
         let disk = dir.path().join("disk.img");
         make_disk(&disk, 128);
         let vars = dir.path().join("OVMF_VARS.fd");
@@ -76,6 +98,7 @@ impl Lab {
             tpm_state,
             vars,
             dir,
+            ukis: RefCell::new(Vec::new()),
         }
     }
 
@@ -103,9 +126,14 @@ impl Lab {
         self.boot_with(name, from_disk, &self.attest_url())
     }
 
-    /// A boot with `ember.attest_url=attest_urls` (one URL or a list).
+    /// A boot with `ember.attest_url=attest_urls` (one URL or a list):
+    /// from the node's disk, or (`from_disk` false) the lab's UKI of
+    /// `self.initrd` with that command line, which the policy then allows.
     pub fn boot_with(&self, name: &str, from_disk: bool, attest_urls: &str) -> Boot {
-        let append = format!("ember.attest_url={attest_urls} ember.error_delay=2");
+        // EMBER_LAB_APPEND adds keys for a measurement (e.g.
+        // ember.overlay_transport=https), as EMBER_BENCH_APPEND does for qemu/bench.
+        let extra = std::env::var("EMBER_LAB_APPEND").unwrap_or_default();
+        let append = format!("ember.attest_url={attest_urls} ember.error_delay=2 {extra}");
         let mut boot = Boot::new(
             &self.initrd,
             &append,
@@ -114,9 +142,79 @@ impl Lab {
         boot.tpm_state = Some(self.tpm_state.clone());
         boot.uefi_vars = Some(self.vars.clone());
         boot.disks = vec![self.disk.clone()];
-        boot.from_disk = from_disk;
+        boot.from_disk = true;
+        if !from_disk {
+            let uki = self.uki(name, &self.initrd, &boot.append);
+            self.allow(&uki);
+            boot.disks.insert(0, self.uki_disk(name, &uki));
+        }
         boot.timeout = Duration::from_secs(600);
         boot
+    }
+
+    /// Builds `<name>.efi`: the UKI of `initrd` with `cmdline`.
+    pub fn uki(&self, name: &str, initrd: &Path, cmdline: &str) -> PathBuf {
+        let uki = self.dir.path().join(format!("{name}.efi"));
+        build_uki(&uki, initrd, cmdline, &[]);
+        uki
+    }
+
+    /// Adds `uki` to the UKIs the lab group's policy allows (PCR 4 and 11
+    /// as `ember policy predict --uki` gives them, event log required).
+    pub fn allow(&self, uki: &Path) {
+        let mut ukis = self.ukis.borrow_mut();
+        ukis.push(uki.to_path_buf());
+        let mut args = vec!["--group", "lab", "--pcrs", "4"];
+        for u in ukis.iter() {
+            args.extend(["--uki", u.to_str().expect("UTF-8 path")]);
+        }
+        self.server()
+            .set_policy(&args)
+            .expect_ok("policy set --uki");
+    }
+
+    /// A FAT disk without a partition table whose removable-media loader
+    /// (\EFI\BOOT\BOOTX64.EFI) is `uki`: OVMF boots it and measures it.
+    pub fn uki_disk(&self, name: &str, uki: &Path) -> PathBuf {
+        let img = self.dir.path().join(format!("{name}-uki.img"));
+        let size_kib = std::fs::metadata(uki).expect("UKI").len() / 1024 + 8 * 1024;
+        let _ = std::fs::remove_file(&img);
+        let out = std::process::Command::new("mkfs.fat")
+            .args(["-C", "-n", "EMBERUKI"])
+            .arg(&img)
+            .arg(size_kib.to_string())
+            .output()
+            .expect("run mkfs.fat (dosfstools)");
+        assert!(
+            out.status.success(),
+            "mkfs.fat failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let image = img.to_str().expect("UTF-8 path");
+        for (tool, args) in [
+            ("mmd", vec!["-i", image, "::/EFI", "::/EFI/BOOT"]),
+            (
+                "mcopy",
+                vec![
+                    "-i",
+                    image,
+                    uki.to_str().expect("UTF-8 path"),
+                    "::/EFI/BOOT/BOOTX64.EFI",
+                ],
+            ),
+        ] {
+            let out = std::process::Command::new(tool)
+                .args(&args)
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .output()
+                .expect("run mtools");
+            assert!(
+                out.status.success(),
+                "{tool} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        img
     }
 
     pub fn log_path(&self, name: &str) -> PathBuf {

@@ -3,6 +3,8 @@
 //! for readiness and stops its own process by PID when dropped.
 
 pub mod dnsmasq;
+// A TCG event log writer: host tests that play the firmware on swtpm.
+pub mod eventlog;
 pub mod load;
 pub mod netns;
 pub mod postgres;

@@ -104,13 +104,23 @@ impl Default for Rack {
 }
 
 /// `ember attest --replay REC --concurrency N` against `urls` (comma-separated:
-/// nodes are spread over them and fail over in turn).
-pub fn replay(urls: &str, ca: &Path, rec: &Path, nodes: usize, extra: &[&str]) -> Command {
+/// nodes are spread over them and fail over in turn); overlays' manifests
+/// are checked against `manifest_key`.
+pub fn replay(
+    urls: &str,
+    ca: &Path,
+    manifest_key: &Path,
+    rec: &Path,
+    nodes: usize,
+    extra: &[&str],
+) -> Command {
     let mut c = Command::new(ember_bin());
     c.args(["attest", "--url", urls, "--concurrency", &nodes.to_string()])
         .args(extra)
         .arg("--ca")
         .arg(ca)
+        .arg("--manifest-key")
+        .arg(manifest_key)
         .arg("--replay")
         .arg(rec)
         .stdin(Stdio::null());

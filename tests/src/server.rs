@@ -57,8 +57,17 @@ impl EmberServer {
 
     /// Like [`EmberServer::start`] with extra `ember serve` arguments
     /// (e.g. `--manufacturer-ca FILE`, `--credential-ttl 1s`, `--name HOST`).
+    /// Test servers run in the lab mode (`--lab-record-first-boot`): a
+    /// node without a PCR policy has its first boot recorded, which the
+    /// protocol tests assume; a policy a test sets is judged strictly.
     pub fn start_with(extra: &[&str]) -> EmberServer {
         Self::start_bin(&ember_bin(), extra)
+    }
+
+    /// `ember serve` as in production: no lab mode, so a node without a
+    /// PCR policy is refused.
+    pub fn start_strict(extra: &[&str]) -> EmberServer {
+        Self::launch_mode(&[], &ember_bin(), extra, None, false)
     }
 
     /// Like [`EmberServer::start_with`], the server started through
@@ -106,6 +115,16 @@ impl EmberServer {
         extra: &[&str],
         shared: Option<(&Path, &str)>,
     ) -> EmberServer {
+        Self::launch_mode(wrapper, bin, extra, shared, true)
+    }
+
+    fn launch_mode(
+        wrapper: &[&str],
+        bin: &Path,
+        extra: &[&str],
+        shared: Option<(&Path, &str)>,
+        lab: bool,
+    ) -> EmberServer {
         let dir = ScratchDir::new("serve");
         let state = match shared {
             Some((state, _)) => state.to_path_buf(),
@@ -125,6 +144,7 @@ impl EmberServer {
             .arg("--state")
             .arg(&state)
             .args(["--listen", "127.0.0.1:0", "--threads", "2"])
+            .args(lab.then_some("--lab-record-first-boot"))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).expect("create serve.out"))
@@ -290,6 +310,25 @@ impl EmberServer {
         self.state().join("tls/ca.pem")
     }
 
+    /// The manifest public key to bundle into initrds as
+    /// /etc/ember/manifest.pub / pass to `ember attest --manifest-key`.
+    pub fn manifest_pub_path(&self) -> PathBuf {
+        self.state().join("manifest.pub")
+    }
+
+    /// The manifest public key, parsed as the node parses it.
+    pub fn manifest_key(&self) -> ember_proto::manifest::PublicKey {
+        let pem = std::fs::read(self.manifest_pub_path()).expect("read manifest.pub");
+        ember_proto::manifest::PublicKey::from_pem(&pem).expect("parse manifest.pub")
+    }
+
+    /// The sealed overlay blob named `blob_sha256` in the state folder.
+    pub fn sealed_blob(&self, blob_sha256: &[u8; 32]) -> PathBuf {
+        self.state()
+            .join("sealed")
+            .join(ember_fs::hex::hex(blob_sha256))
+    }
+
     /// A scratch folder that lives as long as the server.
     pub fn scratch(&self) -> &Path {
         self.dir.path()
@@ -389,13 +428,18 @@ impl EmberServer {
         self.ember(&["nodes"]).expect_ok("ember nodes").stdout
     }
 
-    /// Runs `ember attest` against this server with `tpm` (`swtpm:HOST:PORT`).
+    /// Runs `ember attest` against this server with `tpm` (`swtpm:HOST:PORT`),
+    /// trusting this server's manifest key unless `extra` names another.
     pub fn attest(&self, tpm: &str, extra: &[&str]) -> Run {
-        let out = Command::new(ember_bin())
-            .arg("attest")
+        let mut cmd = Command::new(ember_bin());
+        cmd.arg("attest")
             .args(["--tpm", tpm, "--url", &self.url()])
             .arg("--ca")
-            .arg(self.ca_path())
+            .arg(self.ca_path());
+        if !extra.contains(&"--manifest-key") {
+            cmd.arg("--manifest-key").arg(self.manifest_pub_path());
+        }
+        let out = cmd
             .args(extra)
             .stdin(Stdio::null())
             .output()

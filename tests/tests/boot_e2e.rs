@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use ember_tests::lab::{
-    boot_until, ember_lines, esp_entries, run_until, save_timeline, tail, Lab, NODE,
+    boot_until, ember_lines, esp_entries, run_until, save_timeline, tail, trust_files, Lab, NODE,
 };
-use ember_tests::qemu::{build_initrd_with, esp_tool, kernel_image, wait_for_log};
+use ember_tests::qemu::{build_initrd_with, esp_tool, wait_for_log};
 use ember_tests::server::EmberServer;
 
 #[test]
@@ -244,15 +244,9 @@ fn tampered_cached_overlay_or_changed_initrd_yields_no_plaintext_and_a_clear_err
     let other = lab.dir.path().join("other-initrd.cpio.gz");
     let marker = lab.dir.path().join("marker");
     std::fs::write(&marker, "a different initrd\n").unwrap();
-    let ca = lab.dir.path().join("ca.pem");
-    build_initrd_with(
-        &other,
-        &[
-            (ca, "/etc/ember/ca.pem"),
-            (marker.clone(), "/etc/ember/marker"),
-        ],
-        true,
-    );
+    let mut files = trust_files(lab.dir.path());
+    files.push((marker.clone(), "/etc/ember/marker"));
+    build_initrd_with(&other, &files, true);
     esp_tool(
         &lab.disk,
         "mcopy",
@@ -270,6 +264,35 @@ fn tampered_cached_overlay_or_changed_initrd_yields_no_plaintext_and_a_clear_err
         "{lines}"
     );
     assert!(lines.contains("TPM_RC_POLICY_FAIL"), "{lines}");
+    assert!(!lines.contains("phase=nodeconf"), "{lines}");
+}
+
+#[test]
+fn older_slot_brought_back_on_cold_start_is_refused_as_a_rollback() {
+    let mut lab = Lab::new("e2e-rollback");
+    lab.publish("ready", &[]); // manifest epoch 1
+    boot_until(&lab, "rb-first", false, "lkg: wrote slot a generation 1");
+    lab.publish("ready", &[]); // a new overlay version: manifest epoch 2
+    boot_until(&lab, "rb-second", false, "lkg: wrote slot b generation 2");
+
+    // An attacker with the disk points the loader back at slot a, whose
+    // genuinely signed manifest is older than the epoch already blessed.
+    let entries = esp_entries(&lab.disk);
+    let newer = entries
+        .split_whitespace()
+        .find(|e| e.contains("ember-b"))
+        .unwrap_or_else(|| panic!("no entry for slot b: {entries}"))
+        .to_string();
+    // `mdir -b` lists full paths (::/loader/entries/ember-b+3.conf).
+    esp_tool(&lab.disk, "mdel", &[&newer]);
+    lab.server = None;
+    lab.api.remove_node(NODE);
+    let log = boot_until(&lab, "rb-cold", true, "boot failed in phase lkg-restore");
+    let lines = ember_lines(&log);
+    assert!(
+        lines.contains("epoch 1 is older than the blessed epoch 2"),
+        "{lines}"
+    );
     assert!(!lines.contains("phase=nodeconf"), "{lines}");
 }
 
@@ -329,24 +352,28 @@ fn power_cut_during_the_esp_write_leaves_the_previous_slot_bootable() {
 
 /// Test 5: the firmware boots from the network. OVMF runs QEMU's iPXE EFI
 /// ROM, QEMU's DHCP hands it the URL of an iPXE script published with
-/// `ember artifact ipxe`, and iPXE loads the kernel and the initrd from
-/// `ember serve --http-listen` by SHA-256. With the server gone, iPXE fails,
-/// the firmware goes on to the disk, and systemd-boot boots last-known-good.
+/// `ember artifact ipxe --uki`, and iPXE chains the lab's UKI from `ember
+/// serve --http-listen` by SHA-256; systemd-stub measures it into PCR 11,
+/// which the policy pins (PCR 4 holds iPXE's chain here, not the ESP
+/// boot's that `ember policy predict` computes, so this policy leaves it
+/// out). With the server gone, iPXE fails, the firmware goes on to the
+/// disk, and systemd-boot boots last-known-good.
 #[test]
 fn firmware_network_boot_from_the_boot_server_falls_back_to_the_disk() {
     let mut lab = Lab::new("e2e-fwnet");
     lab.publish("ready", &[]);
     let server = lab.server();
-    let append = format!(
+    let cmdline = format!(
         "console=ttyS0 panic=-1 ember.attest_url=https://10.0.2.2:{} ember.error_delay=2",
         server.port()
     );
-    let kernel = kernel_image().display().to_string();
-    let initrd = lab.initrd.display().to_string();
+    let uki = lab.uki("fw-net", &lab.initrd, &cmdline);
+    let uki = uki.display().to_string();
+    server
+        .set_policy(&["--group", "lab", "--uki", &uki])
+        .expect_ok("policy set --uki");
     let published = server
-        .ember(&[
-            "artifact", "ipxe", "--kernel", &kernel, "--initrd", &initrd, "--append", &append,
-        ])
+        .ember(&["artifact", "ipxe", "--uki", &uki])
         .expect_ok("ember artifact ipxe");
     let path = published.stdout.trim().to_string();
     assert!(path.starts_with("/v1/boot/"), "{path}");
@@ -358,11 +385,15 @@ fn firmware_network_boot_from_the_boot_server_falls_back_to_the_disk() {
     boot.netboot = Some(url.clone());
     let log = run_until(&lab, "fw-net", boot, "lkg: wrote slot a generation 1");
     assert!(
-        log.contains("ember: iPXE loading the kernel and initrd from the boot server"),
+        log.contains("ember: iPXE chaining the UKI from the boot server"),
         "iPXE did not run the boot script:\n{}",
         tail(&log, 60)
     );
     let lines = ember_lines(&log);
+    assert!(
+        lines.contains("set by systemd-stub (unified kernel image)"),
+        "{lines}"
+    );
     for phase in ["dhcp", "attest", "overlay", "ready", "lkg"] {
         assert!(
             lines.contains(&format!("phase={phase} status=ok")),
@@ -371,14 +402,14 @@ fn firmware_network_boot_from_the_boot_server_falls_back_to_the_disk() {
     }
     let served = lab.server().log();
     assert!(
-        served.matches("step=boot node=- outcome=ok").count() >= 3,
-        "the server did not serve the script, kernel and initrd:\n{served}"
+        served.matches("step=boot node=- outcome=ok").count() >= 2,
+        "the server did not serve the script and the UKI:\n{served}"
     );
     let entries = esp_entries(&lab.disk);
     assert!(entries.contains("ember-a+3.conf"), "ESP entries: {entries}");
     let entry = esp_tool(&lab.disk, "mtype", &["::/loader/entries/ember-a+3.conf"]);
     assert!(
-        entry.contains("options console=ttyS0") && !entry.contains("vmlinuz initrd="),
+        entry.contains("options console=ttyS0") && !entry.contains("uki.efi"),
         "the loader entry carries iPXE's additions: {entry}"
     );
 
@@ -390,7 +421,7 @@ fn firmware_network_boot_from_the_boot_server_falls_back_to_the_disk() {
     let log = run_until(&lab, "fw-fallback", boot, "lkg: slot a blessed");
     let lines = ember_lines(&log);
     assert!(
-        !log.contains("ember: iPXE loading the kernel"),
+        !log.contains("ember: iPXE chaining the UKI"),
         "iPXE booted without a server?\n{}",
         tail(&log, 60)
     );

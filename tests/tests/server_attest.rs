@@ -124,7 +124,7 @@ fn attested_node_extracts_its_overlay_equal_to_the_source_and_reports_joined() {
     for step in [
         "step=start node=node-a outcome=ok",
         "step=finish node=node-a outcome=ok",
-        "step=overlay node=node-a outcome=ok",
+        "step=blob node=- outcome=ok",
         "step=report node=node-a outcome=ok",
     ] {
         assert!(
@@ -154,7 +154,10 @@ fn second_boot_reextracts_over_an_existing_tree() {
 }
 
 fn refused_stream(fault: &str, reason: &str) {
-    let lab = lab(&[]);
+    refused_stream_in(&lab(&[]), fault, reason)
+}
+
+fn refused_stream_in(lab: &Lab, fault: &str, reason: &str) {
     let into = lab.server.scratch().join("root");
     let run = lab.server.attest(
         &lab.tpm.spec(),
@@ -200,10 +203,64 @@ fn swapped_overlay_chunks_are_refused_and_nothing_reaches_the_target() {
 }
 
 #[test]
+fn forged_manifest_is_refused_and_nothing_reaches_the_target() {
+    let lab = lab(&[]);
+    let into = lab.server.scratch().join("root");
+    // Another server's manifest key: the genuine manifest does not verify.
+    let other = EmberServer::start();
+    let run = lab.server.attest(
+        &lab.tpm.spec(),
+        &[
+            "--into",
+            &into.display().to_string(),
+            "--manifest-key",
+            &other.manifest_pub_path().display().to_string(),
+        ],
+    );
+    assert!(!run.ok, "a manifest under another key was accepted");
+    assert!(
+        run.stderr.contains("signature does not verify"),
+        "{}",
+        run.stderr
+    );
+    assert!(!into.exists(), "plaintext reached the target folder");
+}
+
+#[test]
+fn another_overlays_blob_is_refused_and_nothing_reaches_the_target() {
+    let lab = lab(&[]);
+    let sealed = lab.server.state().join("sealed");
+    let before: Vec<_> = std::fs::read_dir(&sealed)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let src = lab.server.scratch().join("other-src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("other"), b"another overlay\n").unwrap();
+    lab.server.add_overlay(&src, None);
+    let other = std::fs::read_dir(&sealed)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|f| !before.contains(f))
+        .expect("the second overlay's blob");
+    refused_stream_in(
+        &lab,
+        &format!("replace:{}", other.display()),
+        "another overlay's blob",
+    );
+}
+
+#[test]
 fn pcr_extended_after_enrolment_is_refused() {
     let lab = lab(&[]);
     lab.server
-        .set_policy(&["--pcrs", "0,1,2,3,4,5,6,7", "--record", "--group", "rack1"])
+        .set_policy(&[
+            "--pcrs",
+            "0,1,2,3,4,5,6,7",
+            "--lab-record-first-boot",
+            "--group",
+            "rack1",
+        ])
         .expect_ok("policy");
     lab.server
         .attest(&lab.tpm.spec(), &["--no-overlay"])
@@ -292,10 +349,18 @@ fn admin_commands_refuse_bad_arguments_without_writing() {
         dup.stderr
     );
     let groups = server
-        .ember(&["policy", "set", "--pcrs", "0", "--record", "--group", "g"])
+        .ember(&[
+            "policy",
+            "set",
+            "--pcrs",
+            "0",
+            "--lab-record-first-boot",
+            "--group",
+            "g",
+        ])
         .expect_ok("policy");
     assert!(groups.ok);
-    let bad = server.ember(&["policy", "set", "--pcrs", "0,24", "--record"]);
+    let bad = server.ember(&["policy", "set", "--pcrs", "0,24", "--lab-record-first-boot"]);
     assert!(
         !bad.ok && bad.stderr.contains("out of range"),
         "{}",
@@ -530,7 +595,8 @@ fn attest_fails_over_past_an_unreachable_server_but_a_refusal_is_final() {
     drop(dead);
     let target = lab.server.scratch().join("root");
     let urls = format!("{dead_url},{}", lab.server.url());
-    let out = attest_with_failover(&lab.tpm.spec(), &urls, &lab.server.ca_path())
+    let key = lab.server.manifest_pub_path();
+    let out = attest_with_failover(&lab.tpm.spec(), &urls, &lab.server.ca_path(), &key)
         .args(["--timeout", "2s", "--into"])
         .arg(&target)
         .output()
@@ -557,7 +623,7 @@ fn attest_fails_over_past_an_unreachable_server_but_a_refusal_is_final() {
     pem.extend(std::fs::read(lab.server.ca_path()).unwrap());
     std::fs::write(&both_cas, pem).unwrap();
     let urls = format!("{},{}", stranger.url(), lab.server.url());
-    let out = attest_with_failover(&lab.tpm.spec(), &urls, &both_cas)
+    let out = attest_with_failover(&lab.tpm.spec(), &urls, &both_cas, &key)
         .arg("--no-overlay")
         .output()
         .unwrap();
@@ -569,10 +635,18 @@ fn attest_fails_over_past_an_unreachable_server_but_a_refusal_is_final() {
     );
 }
 
-/// `ember attest --tpm SPEC --url URLS --ca CA`, for the failover cases.
-fn attest_with_failover(tpm: &str, urls: &str, ca: &std::path::Path) -> std::process::Command {
+/// `ember attest --tpm SPEC --url URLS --ca CA --manifest-key KEY`, for
+/// the failover cases.
+fn attest_with_failover(
+    tpm: &str,
+    urls: &str,
+    ca: &std::path::Path,
+    manifest_key: &std::path::Path,
+) -> std::process::Command {
     let mut cmd = std::process::Command::new(ember_tests::ember_bin());
     cmd.args(["attest", "--tpm", tpm, "--url", urls, "--ca"])
-        .arg(ca);
+        .arg(ca)
+        .arg("--manifest-key")
+        .arg(manifest_key);
     cmd
 }

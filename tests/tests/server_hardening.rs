@@ -355,14 +355,14 @@ fn slow_overlay_readers_do_not_hold_up_a_fresh_start() {
         // swtpm serves one connection at a time: this one closes here.
         let mut tpm = n.tpm();
         let mut dev = TpmAttestor::new(&mut tpm);
-        let cred = client::attest(&mut dev, &mut http(&server), &cfg()).expect("attest");
+        let cred = client::attest(&mut dev, &mut http(&server), &cfg(), &[]).expect("attest");
         dev.close().unwrap();
         cred
     };
+    let envelope = cred.open_grant(&server.manifest_key()).expect("grant");
     let request = format!(
-        "GET {} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\r\n",
-        msg::path::OVERLAY,
-        cred.bearer()
+        "GET {} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        client::blob_path(&cfg(), &envelope.manifest.blob_sha256),
     );
     let mut readers = Vec::new();
     for _ in 0..READERS {
@@ -634,7 +634,7 @@ fn sha1_in_a_quote_or_an_ak_name_is_refused_with_its_own_reason() {
     {
         let mut tpm = n.tpm();
         let mut dev = Sha1Quote(TpmAttestor::new(&mut tpm));
-        match client::attest(&mut dev, &mut http(&server), &cfg()) {
+        match client::attest(&mut dev, &mut http(&server), &cfg(), &[]) {
             Err(Error::Server { code, detail, .. }) => {
                 assert_eq!(
                     (code, detail.as_str()),
@@ -681,7 +681,7 @@ fn a_stolen_ek_certificate_without_its_tpm_creates_no_node() {
     // The TPM's owner attests: now the node exists.
     let mut tpm = n.tpm();
     let mut dev = TpmAttestor::new(&mut tpm);
-    client::attest(&mut dev, &mut http(&server), &cfg()).expect("the real TPM is admitted");
+    client::attest(&mut dev, &mut http(&server), &cfg(), &[]).expect("the real TPM is admitted");
     dev.close().unwrap();
     assert_eq!(
         server

@@ -23,7 +23,11 @@ fn rack_power_on_all_nodes_attest_concurrently() {
     rack.enroll(&server);
     let (rec, recorded) = rack.record(&server, nodes);
 
-    let out = load::replay(&server.url(), &server.ca_path(), &rec, nodes, &[])
+    let out = load::replay(
+        &server.url(),
+        &server.ca_path(),
+        &server.manifest_pub_path(),
+        &rec, nodes, &[])
         .output()
         .expect("run the replay");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -59,7 +63,11 @@ fn rack_power_on_all_nodes_attest_concurrently() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let urls = format!("https://{},{}", dead.local_addr().unwrap(), server.url());
     drop(dead);
-    let out = load::replay(&urls, &server.ca_path(), &rec, 50, &["--timeout", "5s"])
+    let out = load::replay(
+        &urls,
+        &server.ca_path(),
+        &server.manifest_pub_path(),
+        &rec, 50, &["--timeout", "5s"])
         .output()
         .expect("run the failover replay");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -5,6 +5,7 @@
 
 use ember_proto::client::{self, AttestTpm, BodySink, Quote, Transport, Url};
 use ember_proto::host::HttpsClient;
+use ember_proto::keys;
 use ember_proto::msg::{
     self, decode, encode, ErrorCode, ErrorResponse, FinishRequest, Outcome, PcrSelection,
     StartRequest,
@@ -183,11 +184,13 @@ fn full_flow_through_the_client_library_opens_the_overlay_and_reports() {
     let mut tpm = p.tpm();
     let mut http = p.http();
     let mut dev = TpmAttestor::new(&mut tpm);
-    let cred = client::attest(&mut dev, &mut http, &cfg()).expect("attest");
+    let cred = client::attest(&mut dev, &mut http, &cfg(), &[]).expect("attest");
     dev.close().unwrap();
     let mut sink = Collect::default();
-    let meta = client::fetch_overlay(&mut http, &cfg(), &cred, &mut sink).expect("overlay");
-    assert!(sink.1 && sink.0.len() as u64 == meta.size && meta.size > 0);
+    let envelope = cred.open_grant(&p.server.manifest_key()).expect("grant");
+    client::fetch_overlay(&mut http, &cfg(), &envelope, &mut sink).expect("overlay");
+    let meta = &envelope.manifest;
+    assert!(sink.1 && sink.0.len() as u64 == meta.plain_size && meta.plain_size > 0);
     let r = client::report(
         &mut http,
         &cfg(),
@@ -206,7 +209,7 @@ fn unknown_ek_is_refused() {
     let mut tpm = p.tpm();
     let mut dev = TpmAttestor::new(&mut tpm);
     assert_refused(
-        client::attest(&mut dev, &mut p.http(), &cfg()),
+        client::attest(&mut dev, &mut p.http(), &cfg(), &[]),
         ErrorCode::UnknownEk,
     );
     p.expect_logged(ErrorCode::UnknownEk);
@@ -227,8 +230,8 @@ fn ek_certificate_chaining_to_the_manufacturer_ca_admits_the_node() {
     );
     let mut tpm = p.tpm();
     let mut dev = TpmAttestor::new(&mut tpm);
-    let cred =
-        client::attest(&mut dev, &mut p.http(), &cfg()).expect("admitted by its EK certificate");
+    let cred = client::attest(&mut dev, &mut p.http(), &cfg(), &[])
+        .expect("admitted by its EK certificate");
     assert!(cred.overlay.is_none());
     let nodes = p.server.nodes();
     assert!(
@@ -247,7 +250,7 @@ fn ek_certificate_from_an_untrusted_ca_is_refused() {
     let mut tpm = p.tpm();
     let mut dev = TpmAttestor::new(&mut tpm);
     assert_refused(
-        client::attest(&mut dev, &mut p.http(), &cfg()),
+        client::attest(&mut dev, &mut p.http(), &cfg(), &[]),
         ErrorCode::BadEkCertificate,
     );
     p.expect_logged(ErrorCode::BadEkCertificate);
@@ -293,7 +296,7 @@ fn quote_from_another_tpm_is_refused() {
     let mut dev = Hostile::new(TpmAttestor::new(&mut tpm_a));
     dev.other = Some(TpmAttestor::new(&mut tpm_b));
     assert_refused(
-        client::attest(&mut dev, &mut p.http(), &cfg()),
+        client::attest(&mut dev, &mut p.http(), &cfg(), &[]),
         ErrorCode::BadSignature,
     );
     p.expect_logged(ErrorCode::BadSignature);
@@ -306,7 +309,7 @@ fn quote_over_a_stale_nonce_is_refused() {
     let mut dev = Hostile::new(TpmAttestor::new(&mut tpm));
     dev.stale_nonce = true;
     assert_refused(
-        client::attest(&mut dev, &mut p.http(), &cfg()),
+        client::attest(&mut dev, &mut p.http(), &cfg(), &[]),
         ErrorCode::StaleNonce,
     );
     p.expect_logged(ErrorCode::StaleNonce);
@@ -319,7 +322,7 @@ fn pcr_values_that_do_not_match_the_quote_are_refused() {
     let mut dev = Hostile::new(TpmAttestor::new(&mut tpm));
     dev.wrong_pcr_value = true;
     assert_refused(
-        client::attest(&mut dev, &mut p.http(), &cfg()),
+        client::attest(&mut dev, &mut p.http(), &cfg(), &[]),
         ErrorCode::PcrDigestMismatch,
     );
     p.expect_logged(ErrorCode::PcrDigestMismatch);
@@ -339,7 +342,7 @@ fn finish_without_the_activated_secret_is_refused() {
         tap: &mut tap,
     };
     assert_refused(
-        client::attest(&mut dev, &mut http, &cfg()),
+        client::attest(&mut dev, &mut http, &cfg(), &[]),
         ErrorCode::BadProof,
     );
     p.expect_logged(ErrorCode::BadProof);
@@ -358,6 +361,7 @@ fn replayed_finish_is_refused() {
             tap: &mut tap,
         },
         &cfg(),
+        &[],
     )
     .expect("attest");
     drop(cred);
@@ -384,55 +388,252 @@ fn finish_after_the_session_expired_is_refused() {
         tap: &mut tap,
     };
     assert_refused(
-        client::attest(&mut dev, &mut http, &cfg()),
+        client::attest(&mut dev, &mut http, &cfg(), &[]),
         ErrorCode::SessionExpired,
     );
     p.expect_logged(ErrorCode::SessionExpired);
 }
 
 #[test]
-fn expired_credential_opens_nothing() {
+fn expired_credential_cannot_report() {
     let p = peer(&["--credential-ttl", "1s"], true);
     let mut tpm = p.tpm();
     let mut dev = TpmAttestor::new(&mut tpm);
-    let cred = client::attest(&mut dev, &mut p.http(), &cfg()).expect("attest");
+    let cred = client::attest(&mut dev, &mut p.http(), &cfg(), &[]).expect("attest");
     std::thread::sleep(Duration::from_millis(1600));
-    let mut sink = Collect::default();
     assert_refused(
-        client::fetch_overlay(&mut p.http(), &cfg(), &cred, &mut sink),
+        client::report(&mut p.http(), &cfg(), &cred, Outcome::Joined, None, "late"),
         ErrorCode::CredentialExpired,
     );
-    assert!(sink.0.is_empty() && !sink.1, "plaintext reached the sink");
     p.expect_logged(ErrorCode::CredentialExpired);
 }
 
-#[test]
-fn overlay_without_a_credential_is_refused() {
-    let p = peer(&[], true);
-    let mut c = Collect::default();
-    struct S<'a>(&'a mut Collect, u16);
-    impl BodySink for S<'_> {
-        fn status(&mut self, s: u16) -> bool {
-            self.1 = s;
-            true
-        }
-        fn data(&mut self, d: &[u8]) -> bool {
-            self.0 .0.extend_from_slice(d);
-            true
-        }
+/// Collects a GET's status and body.
+struct Got(u16, Vec<u8>);
+impl BodySink for Got {
+    fn status(&mut self, s: u16) -> bool {
+        self.0 = s;
+        true
     }
-    let mut s = S(&mut c, 0);
+    fn data(&mut self, d: &[u8]) -> bool {
+        self.1.extend_from_slice(d);
+        true
+    }
+}
+
+#[test]
+fn blobs_are_static_ciphertext_served_by_digest_only() {
+    let p = peer(&[], true);
+    let mut tpm = p.tpm();
+    let mut dev = TpmAttestor::new(&mut tpm);
+    let cred = client::attest(&mut dev, &mut p.http(), &cfg(), &[]).expect("attest");
+    let envelope = cred.open_grant(&p.server.manifest_key()).expect("grant");
+    let m = &envelope.manifest;
+    // No credential needed: the blob is the stored file, byte for byte,
+    // and none of the plaintext (100 000 bytes of 7) shows through.
+    let mut got = Got(0, Vec::new());
     p.http()
-        .get(msg::path::OVERLAY, Some(&"00".repeat(32)), &mut s)
+        .get(&client::blob_path(&cfg(), &m.blob_sha256), None, &mut got)
         .unwrap();
-    assert_eq!(s.1, 401);
-    let e: ErrorResponse = decode("error", &c.0).unwrap();
-    assert_eq!(e.code, ErrorCode::UnknownCredential);
-    let mut c = Collect::default();
-    let mut s = S(&mut c, 0);
-    p.http().get(msg::path::OVERLAY, None, &mut s).unwrap();
-    assert_eq!(s.1, 401);
-    p.expect_logged(ErrorCode::MissingCredential);
+    assert_eq!(got.0, 200);
+    assert_eq!(
+        got.1,
+        std::fs::read(p.server.sealed_blob(&m.blob_sha256)).unwrap()
+    );
+    assert_eq!(got.1.len() as u64, m.blob_size);
+    assert!(!got.1.windows(64).any(|w| w.iter().all(|&b| b == 7)));
+    // A second boot gets the very same blob: nothing is sealed per boot.
+    let cred2 = client::attest(&mut dev, &mut p.http(), &cfg(), &[]).expect("attest again");
+    dev.close().unwrap();
+    let again = cred2.open_grant(&p.server.manifest_key()).expect("grant");
+    assert_eq!(again.manifest, envelope.manifest);
+    assert_ne!(
+        cred.overlay.as_ref().unwrap().wrapped_key,
+        cred2.overlay.as_ref().unwrap().wrapped_key,
+        "the data key is wrapped per session"
+    );
+    // Unknown digests and anything that is not a digest: not found.
+    for path in [
+        format!("{}/{}", msg::path::BLOB, "00".repeat(32)),
+        format!("{}/{}", msg::path::BLOB, "..%2Fember.db"),
+        format!("{}/{}", msg::path::BLOB, "AB".repeat(32)),
+    ] {
+        let mut got = Got(0, Vec::new());
+        p.http().get(&path, None, &mut got).unwrap();
+        assert_eq!(got.0, 404, "{path}");
+        let e: ErrorResponse = decode("error", &got.1).unwrap();
+        assert_eq!(e.code, ErrorCode::NotFound);
+    }
+    p.expect_logged(ErrorCode::NotFound);
+}
+
+/// A transport whose GET bodies an attacker on the path rewrites.
+struct BlobTap(Box<dyn FnMut(&mut Vec<u8>)>);
+impl Tap for BlobTap {
+    fn wants_get_body(&self, path: &str) -> bool {
+        path.contains(msg::path::BLOB)
+    }
+    fn get_body(&mut self, _path: &str, body: &mut Vec<u8>) {
+        (self.0)(body)
+    }
+}
+
+/// Attests, then fetches the granted overlay through `tap`, trusting
+/// `trust`; returns what the sink saw.
+fn fetch_through(
+    p: &Peer,
+    grant: impl FnOnce(&client::Credential) -> Result<ember_proto::manifest::Envelope, Error>,
+    tap: BlobTap,
+) -> (Result<(), Error>, Collect) {
+    let mut tpm = p.tpm();
+    let mut dev = TpmAttestor::new(&mut tpm);
+    let cred = client::attest(&mut dev, &mut p.http(), &cfg(), &[]).expect("attest");
+    dev.close().unwrap();
+    let mut sink = Collect::default();
+    let r = grant(&cred).and_then(|envelope| {
+        let mut http = Tapped {
+            inner: p.http(),
+            tap,
+        };
+        client::fetch_overlay(&mut http, &cfg(), &envelope, &mut sink)
+    });
+    (r, sink)
+}
+
+fn untouched() -> BlobTap {
+    BlobTap(Box::new(|_| {}))
+}
+
+#[test]
+fn manifest_signed_by_another_key_is_forged_and_nothing_is_fetched() {
+    let p = peer(&[], true);
+    let other = ember_proto::manifest::SigningSecret::from_bytes(&[0x5a; 32])
+        .unwrap()
+        .public();
+    let (r, sink) = fetch_through(&p, |c| c.open_grant(&other), untouched());
+    assert_eq!(r.err(), Some(Error::ManifestSignature));
+    assert!(sink.0.is_empty() && !sink.1, "plaintext reached the sink");
+}
+
+#[test]
+fn genuinely_signed_manifest_committing_to_another_key_is_refused() {
+    use ember_proto::manifest::{key_commitment, SigningSecret};
+    let p = peer(&[], true);
+    // The attacker holds the server's signing key (the worst case) and
+    // hands the node a manifest for another key, with the genuine data key
+    // wrapped correctly for its session.
+    let signer =
+        SigningSecret::from_bytes(&std::fs::read(p.server.state().join("manifest.key")).unwrap())
+            .unwrap();
+    let trust = p.server.manifest_key();
+    let (r, sink) = fetch_through(
+        &p,
+        |c| {
+            let grant = c.overlay.as_ref().unwrap();
+            let mut m = trust.verify(&grant.manifest).unwrap();
+            let data_key = keys::unwrap_data_key(
+                c.secret(),
+                &c.session,
+                &grant.manifest.body,
+                &grant.wrapped_key,
+            )
+            .unwrap();
+            m.key_commitment = key_commitment(&[0x77; 32]);
+            let forged = signer.sign(&m);
+            let wrapped = keys::wrap_data_key(c.secret(), &c.session, &forged.body, &data_key);
+            let mut g = grant.clone();
+            g.manifest = forged;
+            g.wrapped_key = wrapped.to_vec();
+            client::Credential::from_parts(c.session, *c.secret(), &[0; 32], 60, Some(g))
+                .open_grant(&trust)
+        },
+        untouched(),
+    );
+    assert_eq!(r.err(), Some(Error::KeyCommitmentMismatch));
+    assert!(sink.0.is_empty() && !sink.1, "plaintext reached the sink");
+}
+
+#[test]
+fn data_key_wrapped_for_another_session_does_not_unwrap() {
+    let p = peer(&[], true);
+    let (r, sink) = fetch_through(
+        &p,
+        |c| {
+            let mut g = c.overlay.clone().unwrap();
+            g.wrapped_key[3] ^= 1;
+            client::Credential::from_parts(c.session, *c.secret(), &[0; 32], 60, Some(g))
+                .open_grant(&p.server.manifest_key())
+        },
+        untouched(),
+    );
+    assert_eq!(r.err(), Some(Error::KeyUnwrap));
+    assert!(sink.0.is_empty() && !sink.1);
+}
+
+#[test]
+fn another_overlays_blob_swapped_in_is_refused_before_any_chunk() {
+    let p = peer(&[], true);
+    let before: Vec<_> = std::fs::read_dir(p.server.state().join("sealed"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let src = p.server.scratch().join("other");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("hello"), b"another overlay").unwrap();
+    p.server.add_overlay(&src, None);
+    let other = std::fs::read_dir(p.server.state().join("sealed"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|f| !before.contains(f))
+        .expect("the second overlay's blob");
+    let other = std::fs::read(other).unwrap();
+    let trust = p.server.manifest_key();
+    let (r, sink) = fetch_through(
+        &p,
+        |c| c.open_grant(&trust),
+        BlobTap(Box::new(move |body| *body = other.clone())),
+    );
+    assert_eq!(r.err(), Some(Error::BlobOtherOverlay));
+    assert!(sink.0.is_empty() && !sink.1, "plaintext reached the sink");
+}
+
+#[test]
+fn truncated_blob_is_refused_and_never_finishes() {
+    let p = peer(&[], true);
+    // Incompressible, so the blob has several 64 KiB chunks.
+    let src = p.server.scratch().join("noise");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut x = 0x2545f4914f6cdd1du64;
+    let noise: Vec<u8> = (0..200_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(src.join("noise"), noise).unwrap();
+    p.server.add_overlay(&src, Some("group:default"));
+    let trust = p.server.manifest_key();
+    // Inside the first chunk: nothing authenticates, nothing is written.
+    let (r, sink) = fetch_through(
+        &p,
+        |c| c.open_grant(&trust),
+        BlobTap(Box::new(|body| body.truncate(48 + 1000))),
+    );
+    assert_eq!(r.err(), Some(Error::SealedTruncated { index: 0 }));
+    assert!(sink.0.is_empty() && !sink.1);
+    // At a chunk boundary: a chunk is handed on only once more data shows
+    // it is not the last, so after two whole chunks only the first reached
+    // the extractor, and the stream never ends: the extractor never finishes.
+    let (r, sink) = fetch_through(
+        &p,
+        |c| c.open_grant(&trust),
+        BlobTap(Box::new(|body| body.truncate(48 + 2 * (65536 + 16)))),
+    );
+    assert_eq!(r.err(), Some(Error::SealedTruncated { index: 1 }));
+    assert_eq!(sink.0.len(), 65536);
+    assert!(!sink.1, "a truncated overlay finished");
 }
 
 #[test]
@@ -440,7 +641,7 @@ fn replayed_report_is_refused() {
     let p = peer(&[], true);
     let mut tpm = p.tpm();
     let mut dev = TpmAttestor::new(&mut tpm);
-    let cred = client::attest(&mut dev, &mut p.http(), &cfg()).expect("attest");
+    let cred = client::attest(&mut dev, &mut p.http(), &cfg(), &[]).expect("attest");
     let mut tap = FinishTap::default();
     let mut http = Tapped {
         inner: p.http(),
@@ -486,7 +687,7 @@ fn other_protocol_version_is_refused_with_its_own_status() {
 fn node_stack_over_ember_net_extracts_the_overlay() {
     use ember_fs::tar::{Confinement, Extractor, FsSink, Limits};
     use ember_proto::net::NetTransport;
-    let p = peer(&[], true);
+    let p = peer(&["--http-listen", "127.0.0.1:0"], true);
     let cas =
         ember_net::pem::decode_all(&std::fs::read(p.server.ca_path()).unwrap(), "CERTIFICATE")
             .unwrap();
@@ -495,25 +696,36 @@ fn node_stack_over_ember_net_extracts_the_overlay() {
     let mut http = NetTransport::new(&client, &url);
     let mut tpm = p.tpm();
     let mut dev = TpmAttestor::new(&mut tpm);
-    let cred = client::attest(&mut dev, &mut http, &url).expect("attest over ember-net");
+    let cred = client::attest(&mut dev, &mut http, &url, &[]).expect("attest over ember-net");
     dev.close().unwrap();
-    let into = p.server.scratch().join("root");
-    std::fs::create_dir_all(&into).unwrap();
-    let mut extractor = Extractor::new(
-        FsSink::open(into.as_path(), Confinement::Beneath).unwrap(),
-        Limits::default(),
-    );
-    client::fetch_overlay(&mut http, &url, &cred, &mut extractor).expect("overlay over ember-net");
-    assert_eq!(
-        std::fs::read(into.join("hello")).unwrap(),
-        vec![7u8; 100_000]
-    );
+    let envelope = cred.open_grant(&p.server.manifest_key()).expect("grant");
+    let grant = cred.overlay.as_ref().unwrap();
+    let port = grant.http_port.expect("Finish names the plain-HTTP port");
+    assert_eq!(Some(port), p.server.http_port());
+    // Both transports: plain HTTP (the default) and HTTPS.
+    for (name, mut blob_http) in [
+        ("http", NetTransport::plain(&client, &url, port)),
+        ("https", NetTransport::new(&client, &url)),
+    ] {
+        let into = p.server.scratch().join(format!("root-{name}"));
+        std::fs::create_dir_all(&into).unwrap();
+        let mut extractor = Extractor::authenticated(
+            FsSink::open(into.as_path(), Confinement::Beneath).unwrap(),
+            Limits::default(),
+        );
+        client::fetch_overlay(&mut blob_http, &url, &envelope, &mut extractor)
+            .unwrap_or_else(|e| panic!("overlay over ember-net {name}: {e}"));
+        assert_eq!(
+            std::fs::read(into.join("hello")).unwrap(),
+            vec![7u8; 100_000]
+        );
+    }
     client::report(
         &mut http,
         &url,
         &cred,
         Outcome::Joined,
-        cred.overlay.as_ref().map(|o| o.version_id),
+        Some(envelope.manifest.version_id),
         "node stack",
     )
     .expect("report over ember-net");

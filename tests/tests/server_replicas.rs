@@ -123,11 +123,17 @@ fn start_on_one_replica_finish_on_another() {
         tap: &mut keep,
     };
     let cfg = Url::parse("https://boot.test").unwrap();
-    let cred = client::attest(&mut dev, &mut split, &cfg).expect("Start on a, Finish on b");
+    let cred = client::attest(&mut dev, &mut split, &cfg, &[]).expect("Start on a, Finish on b");
     dev.close().unwrap();
+    // b signed the manifest with the one key in the shared state folder,
+    // and a serves the sealed blob `overlay add` wrote there.
+    let envelope = cred
+        .open_grant(&a.manifest_key())
+        .expect("manifest signed with the shared key");
     let mut sink = Count(0);
-    let meta = client::fetch_overlay(&mut split, &cfg, &cred, &mut sink).expect("overlay from b");
-    assert_eq!((meta.version_id, sink.0), (version, meta.size));
+    client::fetch_overlay(&mut https(&a), &cfg, &envelope, &mut sink).expect("overlay from a");
+    let m = &envelope.manifest;
+    assert_eq!((m.version_id, sink.0), (version, m.plain_size));
     // The credential b issued opens the Report on a.
     let r = client::report(
         &mut https(&a),

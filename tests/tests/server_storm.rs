@@ -71,7 +71,11 @@ fn thousand_nodes_on_three_replicas_survive_losing_one() {
     let single = EmberServer::start_replayable(&UNCAPPED);
     rack.enroll(&single);
     let baseline = check(
-        load::replay(&single.url(), &single.ca_path(), &rec, nodes, &[])
+        load::replay(
+            &single.url(),
+            &single.ca_path(),
+            &single.manifest_pub_path(),
+            &rec, nodes, &[])
             .output()
             .expect("run the SQLite storm"),
         nodes,
@@ -85,9 +89,11 @@ fn thousand_nodes_on_three_replicas_survive_losing_one() {
         .collect::<Vec<_>>()
         .join(",");
     let ca = replicas[0].ca_path();
+    // One manifest key for all: it lives in the shared state folder.
+    let manifest_key = replicas[0].manifest_pub_path();
     // The replicas' cost alone, all three up.
     let steady = check(
-        load::replay(&urls, &ca, &rec, nodes, &[])
+        load::replay(&urls, &ca, &manifest_key, &rec, nodes, &[])
             .output()
             .expect("run the PostgreSQL storm"),
         nodes,
@@ -95,7 +101,7 @@ fn thousand_nodes_on_three_replicas_survive_losing_one() {
     );
 
     let before: Vec<usize> = replicas.iter().map(finished).collect();
-    let mut storm = load::replay(&urls, &ca, &rec, nodes, &["--timeout", "10s"])
+    let mut storm = load::replay(&urls, &ca, &manifest_key, &rec, nodes, &["--timeout", "10s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -19,7 +19,9 @@
 //! what the TPM extended. The only type that matters is EV_NO_ACTION, which
 //! by definition extended nothing.
 
+use alloc::string::String;
 use alloc::vec::Vec;
+use core::fmt;
 
 use crate::consts::HashAlg;
 use crate::error::{Error, Result};
@@ -111,6 +113,32 @@ pub struct Event<'a> {
 }
 
 impl Event<'_> {
+    /// What the event says it measured, for people: its data as a UTF-16
+    /// or ASCII string when it is one (systemd-stub's ".initrd", OVMF's
+    /// "Calling EFI Application from Boot Option"), else its type's name.
+    /// Never used to judge: the data and type are outside the digest.
+    pub fn describe(&self) -> String {
+        let printable = |c: char| c == ' ' || c.is_ascii_graphic();
+        let trimmed = self.data.strip_suffix(&[0, 0]).unwrap_or(self.data);
+        if !trimmed.is_empty() && trimmed.len() % 2 == 0 {
+            let units: Vec<u16> = trimmed
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            if let Ok(text) = String::from_utf16(&units) {
+                if text.chars().all(printable) && text.len() <= 64 {
+                    return text;
+                }
+            }
+        }
+        if let Ok(text) = core::str::from_utf8(self.data.strip_suffix(&[0]).unwrap_or(self.data)) {
+            if !text.is_empty() && text.len() <= 64 && text.chars().all(printable) {
+                return String::from(text);
+            }
+        }
+        String::from(type_name(self.event_type))
+    }
+
     /// The digest logged for `bank`, if the event carries one.
     pub fn digest(&self, bank: HashAlg) -> Option<&[u8]> {
         self.digests
@@ -289,6 +317,104 @@ pub fn replay(log: &EventLog<'_>, bank: HashAlg) -> Result<[Option<Vec<u8>>; NUM
         *slot = Some(bank.digest(&[&old, digest])?);
     }
     Ok(pcrs)
+}
+
+/// The name of an event type, for messages.
+pub fn type_name(t: u32) -> &'static str {
+    match t {
+        EV_NO_ACTION => "EV_NO_ACTION",
+        EV_SEPARATOR => "EV_SEPARATOR",
+        EV_EFI_ACTION => "EV_EFI_ACTION",
+        EV_EFI_BOOT_SERVICES_APPLICATION => "EV_EFI_BOOT_SERVICES_APPLICATION",
+        EV_IPL => "EV_IPL",
+        0x8000_0001 => "EV_EFI_VARIABLE_DRIVER_CONFIG",
+        0x8000_0002 => "EV_EFI_VARIABLE_BOOT",
+        0x8000_00e0 => "EV_EFI_VARIABLE_AUTHORITY",
+        _ => "event",
+    }
+}
+
+/// One extend a policy expects: what it measures and its digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    /// What the prediction says this extend measures (".initrd").
+    pub label: String,
+    pub digest: Vec<u8>,
+}
+
+/// The first place where a log's events for one PCR disagree with the
+/// expected extends: the PCR, bank, event number in the log, what it
+/// measured, and both digests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub pcr: u8,
+    pub bank: HashAlg,
+    /// The log's event number (the header event is 0), if the log has one there.
+    pub event: Option<usize>,
+    /// The expected extend's label, or what the extra logged event says it is.
+    pub label: String,
+    pub expected: Option<Vec<u8>>,
+    pub measured: Option<Vec<u8>>,
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hex = |f: &mut fmt::Formatter<'_>, d: &Option<Vec<u8>>| match d {
+            Some(d) => d.iter().try_for_each(|b| write!(f, "{b:02x}")),
+            None => f.write_str("nothing"),
+        };
+        write!(f, "PCR {} {} ", self.pcr, self.bank.name())?;
+        match self.event {
+            Some(n) => write!(f, "event {n}")?,
+            None => f.write_str("after the last logged event")?,
+        }
+        write!(f, " ({}) differs: expected ", self.label)?;
+        hex(f, &self.expected)?;
+        f.write_str(", measured ")?;
+        hex(f, &self.measured)
+    }
+}
+
+/// Compares the digests `log` records for `pcr` in `bank` (in order;
+/// EV_NO_ACTION extended nothing and is skipped) with `expected`. Event
+/// types and data are never compared: only what the TPM extended counts.
+pub fn compare(
+    log: &EventLog<'_>,
+    pcr: u8,
+    bank: HashAlg,
+    expected: &[Expected],
+) -> Result<core::result::Result<(), Mismatch>> {
+    let mut logged = Vec::new();
+    for e in log.events() {
+        let e = e?;
+        if e.pcr == u32::from(pcr) && e.event_type != EV_NO_ACTION {
+            let d = e.digest(bank).ok_or(Error::PcrValueMissing {
+                bank: bank.alg_id(),
+                index: pcr,
+            })?;
+            logged.push((e.number, d.to_vec(), e.describe()));
+        }
+    }
+    for i in 0..expected.len().max(logged.len()) {
+        let want = expected.get(i);
+        let got = logged.get(i);
+        if want.map(|e| &e.digest) != got.map(|(_, d, _)| d) {
+            let label = match (want, got) {
+                (Some(w), _) => w.label.clone(),
+                (None, Some((_, _, said))) => alloc::format!("not in the policy; logged as {said}"),
+                (None, None) => String::new(),
+            };
+            return Ok(Err(Mismatch {
+                pcr,
+                bank,
+                event: got.map(|(n, _, _)| *n),
+                label,
+                expected: want.map(|e| e.digest.clone()),
+                measured: got.map(|(_, d, _)| d.clone()),
+            }));
+        }
+    }
+    Ok(Ok(()))
 }
 
 #[cfg(test)]

@@ -52,7 +52,20 @@ pub struct Prediction {
     pub events: Vec<Event>,
 }
 
+pub use ember_tpm::eventlog::Mismatch;
+
 impl Prediction {
+    /// The events as a policy stores them.
+    pub fn expected(&self) -> Vec<ember_tpm::eventlog::Expected> {
+        self.events
+            .iter()
+            .map(|e| ember_tpm::eventlog::Expected {
+                label: e.label.clone(),
+                digest: e.digest.clone(),
+            })
+            .collect()
+    }
+
     /// The value `events` leave in a reset (all-zero) `pcr`.
     fn replay(bank: HashAlg, pcr: u8, events: Vec<Event>) -> Result<Prediction> {
         let mut value = vec![0u8; bank.digest_len()];
@@ -171,79 +184,14 @@ pub fn predict_pcr4(loaders: &[&[u8]], uki: &[u8], bank: HashAlg) -> Result<Pred
     Prediction::replay(bank, PCR_BOOT_LOADER_CODE, events)
 }
 
-/// The first place where a firmware event log disagrees with a
-/// prediction, named as an operator needs it: PCR, bank, event number in
-/// the log, what the prediction expected there, and both digests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mismatch {
-    pub pcr: u8,
-    pub bank: HashAlg,
-    /// The log's event number (the header event is 0), if the log has one there.
-    pub event: Option<usize>,
-    /// The predicted event's label (".initrd"), or "none" for an extra logged event.
-    pub label: String,
-    pub expected: Option<Vec<u8>>,
-    pub logged: Option<Vec<u8>>,
-}
-
-impl std::fmt::Display for Mismatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let hex = |d: &Option<Vec<u8>>| match d {
-            Some(d) => d.iter().map(|b| format!("{b:02x}")).collect(),
-            None => "nothing".to_string(),
-        };
-        write!(f, "PCR {} {} ", self.pcr, self.bank.name())?;
-        match self.event {
-            Some(n) => write!(f, "event {n}")?,
-            None => write!(f, "after the last logged event")?,
-        }
-        write!(
-            f,
-            " ({}) differs: expected {}, logged {}",
-            self.label,
-            hex(&self.expected),
-            hex(&self.logged)
-        )
-    }
-}
-
-/// Compares the events `log` records for the prediction's PCR (their
-/// digests, in order; EV_NO_ACTION events extended nothing and are
-/// skipped) with the predicted events. Event types are not trusted.
+/// Compares the events `log` records for the prediction's PCR with the
+/// predicted events (digests only; see [`ember_tpm::eventlog::compare`]).
 pub fn check_log(
     p: &Prediction,
     log: &ember_tpm::eventlog::EventLog<'_>,
 ) -> Result<std::result::Result<(), Mismatch>> {
-    use ember_tpm::eventlog::EV_NO_ACTION;
-    let mut logged = Vec::new();
-    for e in log.events() {
-        let e = e.map_err(|e| anyhow!("event log: {e:?}"))?;
-        if e.pcr == u32::from(p.pcr) && e.event_type != EV_NO_ACTION {
-            let d = e.digest(p.bank).ok_or_else(|| {
-                anyhow!(
-                    "event log: event {} has no {} digest",
-                    e.number,
-                    p.bank.name()
-                )
-            })?;
-            logged.push((e.number, d.to_vec()));
-        }
-    }
-    for i in 0..p.events.len().max(logged.len()) {
-        let expected = p.events.get(i);
-        let got = logged.get(i);
-        if expected.map(|e| &e.digest) != got.map(|(_, d)| d) {
-            return Ok(Err(Mismatch {
-                pcr: p.pcr,
-                bank: p.bank,
-                event: got.map(|(n, _)| *n),
-                label: expected.map_or_else(|| "none".to_string(), |e| e.label.clone()),
-                expected: expected.map(|e| e.digest.clone()),
-                logged: got.map(|(_, d)| d.clone()),
-            }));
-        }
-    }
-    Ok(Ok(()))
+    ember_tpm::eventlog::compare(log, p.pcr, p.bank, &p.expected())
+        .map_err(|e| anyhow!("event log: {e:?}"))
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! The one-pass pipeline: hash the stream as it arrives, inflate it if it is
-//! gzip (detected by magic), and feed the tar state machine.
+//! gzip (detected by magic), and feed the tar state machine. An
+//! [`Extractor::authenticated`] one hashes nothing and skips gzip's CRC:
+//! its caller authenticated every byte already (the sealed overlay's AEAD).
 
 use alloc::boxed::Box;
 use sha2::{Digest, Sha256};
@@ -13,7 +15,8 @@ use super::Limits;
 /// What an extraction saw, for the caller to check and log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
-    /// SHA-256 of the bytes given to `write` (the compressed stream).
+    /// SHA-256 of the bytes given to `write` (the compressed stream); all
+    /// zero from an [`Extractor::authenticated`], which hashes nothing.
     pub sha256: [u8; 32],
     /// Bytes given to `write`.
     pub stream_bytes: u64,
@@ -57,7 +60,8 @@ enum Format {
 pub struct Extractor<S: Sink> {
     sink: S,
     limits: Limits,
-    sha: Sha256,
+    /// `None` for an authenticated stream: nothing to hash.
+    sha: Option<Sha256>,
     format: Format,
     tar: Machine,
     stream_bytes: u64,
@@ -70,7 +74,7 @@ impl<S: Sink> Extractor<S> {
         Extractor {
             sink,
             limits,
-            sha: Sha256::new(),
+            sha: Some(Sha256::new()),
             format: Format::Undecided {
                 first: [0; 2],
                 n: 0,
@@ -79,6 +83,17 @@ impl<S: Sink> Extractor<S> {
             stream_bytes: 0,
             tar_bytes: 0,
             failed: false,
+        }
+    }
+
+    /// An extractor for a stream whose every byte the caller authenticated
+    /// (an AEAD, chunk by chunk, in order, to its final chunk): no SHA-256
+    /// of the stream and no gzip CRC-32, which could only repeat the AEAD's
+    /// verdict. The tar and gzip structure are still checked.
+    pub fn authenticated(sink: S, limits: Limits) -> Self {
+        Extractor {
+            sha: None,
+            ..Self::new(sink, limits)
         }
     }
 
@@ -99,7 +114,9 @@ impl<S: Sink> Extractor<S> {
         if self.failed {
             return Err(ErrorKind::Finished.into());
         }
-        self.sha.update(chunk);
+        if let Some(sha) = &mut self.sha {
+            sha.update(chunk);
+        }
         self.stream_bytes += chunk.len() as u64;
         let r = self.route(chunk);
         if r.is_err() {
@@ -148,9 +165,9 @@ impl<S: Sink> Extractor<S> {
         };
         self.failed = true; // a second finish is an error
         let counts = self.tar.finish(&mut self.sink)?;
-        let sha = core::mem::take(&mut self.sha).finalize();
+        let sha = self.sha.take().map(|h| h.finalize().into());
         Ok(Summary {
-            sha256: sha.into(),
+            sha256: sha.unwrap_or([0; 32]),
             stream_bytes: self.stream_bytes,
             tar_bytes: self.tar_bytes,
             gzip,
@@ -169,6 +186,7 @@ impl<S: Sink> Extractor<S> {
             format,
             tar,
             tar_bytes,
+            sha,
             ..
         } = self;
         let mut feed = |bytes: &[u8]| -> Result<(), Error> {
@@ -198,7 +216,11 @@ impl<S: Sink> Extractor<S> {
                 let head = &head[..*n];
                 let rest = &chunk[take..];
                 if head == Gunzip::MAGIC {
-                    let mut g = Box::new(Gunzip::new());
+                    let mut g = Box::new(if sha.is_some() {
+                        Gunzip::new()
+                    } else {
+                        Gunzip::authenticated()
+                    });
                     g.write(head, &mut feed)?;
                     g.write(rest, &mut feed)?;
                     *format = Format::Gzip(g);

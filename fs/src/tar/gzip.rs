@@ -2,6 +2,8 @@
 //! parsed byte by byte, the deflate output goes through one fixed wrapping
 //! buffer (which is also the 32 KiB history window), and the trailer's
 //! CRC-32 and ISIZE are checked. Concatenated members are accepted.
+//! [`Gunzip::authenticated`] skips the CRC-32 (its ISIZE is still
+//! checked): for a stream whose every byte an AEAD already authenticated.
 
 use alloc::boxed::Box;
 use alloc::vec;
@@ -55,7 +57,8 @@ pub struct Gunzip {
     inflater: Box<DecompressorOxide>,
     window: Box<[u8]>,
     pos: usize,
-    crc: Crc32,
+    /// `None` when the caller authenticated the stream (no CRC-32).
+    crc: Option<Crc32>,
     size: u32,
 }
 
@@ -74,8 +77,17 @@ impl Gunzip {
             inflater: Box::default(),
             window: vec![0u8; WINDOW].into_boxed_slice(),
             pos: 0,
-            crc: Crc32::new(),
+            crc: Some(Crc32::new()),
             size: 0,
+        }
+    }
+
+    /// A gunzip that does not compute the CRC-32: the caller authenticated
+    /// every input byte (an AEAD), so a CRC could only repeat that verdict.
+    pub fn authenticated() -> Self {
+        Gunzip {
+            crc: None,
+            ..Self::new()
         }
     }
 
@@ -188,7 +200,9 @@ impl Gunzip {
     fn start_body(&mut self) -> State {
         *self.inflater = DecompressorOxide::new();
         self.pos = 0;
-        self.crc = Crc32::new();
+        if let Some(crc) = &mut self.crc {
+            *crc = Crc32::new();
+        }
         self.size = 0;
         State::Body
     }
@@ -206,13 +220,15 @@ impl Gunzip {
             self.trailer[6],
             self.trailer[7],
         ]);
-        let crc = self.crc.value();
-        if stored_crc != crc {
-            return Err(ErrorKind::GzipCrc {
-                stored: stored_crc,
-                computed: crc,
+        if let Some(crc) = &self.crc {
+            let crc = crc.value();
+            if stored_crc != crc {
+                return Err(ErrorKind::GzipCrc {
+                    stored: stored_crc,
+                    computed: crc,
+                }
+                .into());
             }
-            .into());
         }
         if stored_size != self.size {
             return Err(ErrorKind::GzipSize {
@@ -238,7 +254,9 @@ impl Gunzip {
             input = &input[used..];
             if written > 0 {
                 let chunk = &self.window[self.pos..self.pos + written];
-                self.crc.update(chunk);
+                if let Some(crc) = &mut self.crc {
+                    crc.update(chunk);
+                }
                 self.size = self.size.wrapping_add(written as u32);
                 out(chunk)?;
                 self.pos = (self.pos + written) & (WINDOW - 1);

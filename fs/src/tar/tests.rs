@@ -320,6 +320,26 @@ fn gzip_crc_mismatch_is_an_error() {
 }
 
 #[test]
+fn authenticated_stream_skips_the_crc_and_the_digest_but_not_the_size() {
+    // The caller's AEAD vouches for every byte: a CRC (here wrong on
+    // purpose) is not computed, nor is the stream hashed.
+    let mut gz = gzip(&sample());
+    let n = gz.len();
+    gz[n - 8] ^= 1;
+    let mut x = Extractor::authenticated(Record::default(), Limits::default());
+    x.write(&gz).unwrap();
+    let summary = x.finish().unwrap();
+    assert_eq!(summary.sha256, [0; 32]);
+    assert_eq!(x.into_sink().data, b"helloabcz");
+    // ISIZE is still checked (it costs nothing).
+    let mut gz = gzip(&sample());
+    gz[n - 4] ^= 1;
+    let mut x = Extractor::authenticated(Record::default(), Limits::default());
+    let r = x.write(&gz).and_then(|()| x.finish().map(|_| ()));
+    assert!(matches!(r.unwrap_err().kind, ErrorKind::GzipSize { .. }));
+}
+
+#[test]
 fn gzip_truncated_in_trailer_is_an_error() {
     let gz = gzip(&sample());
     let (r, _) = run(&[&gz[..gz.len() - 3]], Limits::default());

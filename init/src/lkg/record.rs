@@ -5,23 +5,18 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use ember_proto::manifest::SignedManifest;
 use serde::{Deserialize, Serialize};
 
 use super::esp::Mounted;
 use super::slots::{Slot, SLOTS};
 use crate::fsutil;
 
-pub const RECORD_VERSION: u32 = 1;
+/// 2: the overlay is the server's signed manifest and its data key (1 held
+/// an unauthenticated description and a per-boot stream key).
+pub const RECORD_VERSION: u32 = 2;
 
-/// The overlay a slot holds, as the boot server described it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OverlayInfo {
-    pub id: String,
-    pub sha256: [u8; 32],
-    pub size: u64,
-}
-
-/// The overlay key sealed by the TPM to the boot-phase PCR value.
+/// The overlay's data key sealed by the TPM to the boot-phase PCR value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealedKey {
     /// TPM2B_PUBLIC and TPM2B_PRIVATE of the sealed data object.
@@ -36,7 +31,9 @@ pub struct SealedKey {
 pub struct SlotRecord {
     pub version: u32,
     pub generation: u64,
-    pub overlay: OverlayInfo,
+    /// The overlay's manifest exactly as the boot server signed it:
+    /// verified with the initrd's key on every cold start.
+    pub manifest: SignedManifest,
     pub key: SealedKey,
     /// The kernel command line the slot boots with.
     pub cmdline: String,

@@ -13,10 +13,11 @@ use rustix::fs::{self as rfs, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::esp::Mounted;
-use super::record::{OverlayInfo, SealedKey, SlotRecord, RECORD_VERSION};
+use super::record::{SealedKey, SlotRecord, RECORD_VERSION};
 use super::slots::Slot;
 use crate::fsutil::{self, Stop};
 use crate::Error;
+use ember_proto::manifest::SignedManifest;
 
 /// Tries systemd-boot gives a new slot before falling back.
 pub const TRIES: u32 = 3;
@@ -26,7 +27,9 @@ pub struct Artifacts<'a> {
     pub kernel: &'a str,
     pub initrd: &'a str,
     pub sealed_overlay: &'a str,
-    pub overlay: OverlayInfo,
+    pub manifest: SignedManifest,
+    /// The manifest's overlay version, for the loader entry's title.
+    pub version_id: u64,
     pub key: SealedKey,
     pub cmdline: String,
 }
@@ -59,7 +62,7 @@ pub fn slot(esp: &Mounted, slot: Slot, generation: u64, art: &Artifacts<'_>) -> 
     let record = SlotRecord {
         version: RECORD_VERSION,
         generation,
-        overlay: art.overlay.clone(),
+        manifest: art.manifest.clone(),
         key: art.key.clone(),
         cmdline: art.cmdline.clone(),
     };
@@ -73,7 +76,7 @@ pub fn slot(esp: &Mounted, slot: Slot, generation: u64, art: &Artifacts<'_>) -> 
     let entry = format!(
         "title Ember (slot {s}, generation {generation}, overlay {id})\nversion {generation}\nsort-key ember\nlinux /{dir}/vmlinuz\ninitrd /{dir}/initrd.cpio\noptions {cmdline} ember.slot={s}\n",
         s = slot.name(),
-        id = art.overlay.id,
+        id = art.version_id,
         cmdline = art.cmdline,
     );
     write_atomic(

@@ -1,17 +1,20 @@
-//! Step 3: the sealed overlay, streamed from the boot server through
-//! [`crate::overlay::open_into_root`] into `/`, its ciphertext kept, as
-//! downloaded, for last-known-good.
+//! Step 3: the granted overlay. Its signed manifest is verified with the
+//! initrd's key and its data key unwrapped and checked against the
+//! manifest's commitment before one byte is fetched; the blob is then
+//! fetched by digest (plain HTTP by default, `ember.overlay_transport=https`
+//! for TLS) through [`crate::overlay::open_into_root`] into `/`, its
+//! ciphertext kept, as downloaded, for last-known-good.
 
 use alloc::string::String;
 
 use ember_proto::client;
-use ember_proto::msg::OverlayMeta;
+use ember_proto::manifest::{Envelope, SignedManifest};
 use ember_proto::net::NetTransport;
-use ember_proto::sealed::Expected;
 use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags};
 
 use super::Session;
+use crate::cmdline::OverlayTransport;
 use crate::overlay::{self, Stages};
 use crate::{fsutil, Error};
 use ember_fs::hex::hex;
@@ -19,23 +22,51 @@ use ember_fs::hex::hex;
 /// Where the sealed overlay is kept, as downloaded, until it goes to the ESP.
 pub const SEALED_COPY: &str = "/run/ember/overlay.sealed";
 
-/// What the network gave this boot: the overlay and its stream key.
+/// What the network gave this boot: the verified envelope and the signed
+/// manifest as the server sent it (last-known-good keeps both).
 pub struct Fetched {
-    pub meta: OverlayMeta,
-    pub key: [u8; 32],
+    pub envelope: Envelope,
+    pub signed: SignedManifest,
 }
 
 impl Session {
-    pub fn fetch_overlay(&self) -> Result<Fetched, Error> {
-        let meta = client::assigned_overlay(&self.cred)?.clone();
-        let key = self.cred.overlay_key(&meta);
+    pub fn fetch_overlay(&self, transport: OverlayTransport) -> Result<Fetched, Error> {
+        let trust = overlay::trusted_key()?;
+        let envelope = self.cred.open_grant(&trust)?;
+        let grant = self
+            .cred
+            .overlay
+            .as_ref()
+            .ok_or(Error::Missing("overlay grant"))?;
+        let signed = grant.manifest.clone();
+        let m = &envelope.manifest;
+        self.overlay_version.set(Some(m.version_id));
+        log::info!(
+            "overlay: manifest verified: version {} epoch {} for {:?}, blob {} ({} bytes, {})",
+            m.version_id,
+            m.epoch,
+            m.target,
+            hex(&m.blob_sha256),
+            m.blob_size,
+            m.compression.name()
+        );
         let client = self.client();
-        let mut http = NetTransport::new(&client, &self.server);
+        let mut http = match (transport, grant.http_port) {
+            (OverlayTransport::Http, Some(port)) => {
+                log::info!("overlay: fetching the blob over plain HTTP, port {port}");
+                NetTransport::plain(&client, &self.server, port)
+            }
+            (OverlayTransport::Http, None) => {
+                log::info!("overlay: the server has no plain-HTTP listener; fetching over HTTPS");
+                NetTransport::new(&client, &self.server)
+            }
+            (OverlayTransport::Https, _) => NetTransport::new(&client, &self.server),
+        };
         let mut copy = KeptCopy::create()?;
         let mut stages = Stages::default();
         let mut keep_ns = 0;
-        overlay::open_into_root(key, Expected::of(&meta), &mut stages, |open| {
-            client::fetch_sealed(&mut http, &self.server, &self.cred, &mut |piece| {
+        overlay::open_into_root(&envelope, &mut stages, |open| {
+            client::fetch_blob(&mut http, &self.server, &envelope, &mut |piece| {
                 let start = overlay::cpu_ns();
                 copy.write(piece);
                 keep_ns += overlay::cpu_ns().saturating_sub(start);
@@ -46,12 +77,11 @@ impl Session {
         stages.keep(keep_ns);
         stages.log();
         log::info!(
-            "overlay: version {} ({} bytes, sha256 {}) extracted into /",
-            meta.version_id,
-            meta.size,
-            hex(&meta.sha256)
+            "overlay: version {} ({} bytes) extracted into /",
+            m.version_id,
+            m.plain_size
         );
-        Ok(Fetched { meta, key })
+        Ok(Fetched { envelope, signed })
     }
 }
 

@@ -8,6 +8,7 @@ mod report;
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::cell::Cell;
 
 use ember_net::https::Client;
 use ember_net::url::ServerUrl;
@@ -35,6 +36,8 @@ pub struct Session {
     /// time: enough to fetch and report without the network phase's state.
     cas: Vec<Vec<u8>>,
     dns: Vec<[u8; 4]>,
+    /// The overlay version, once its manifest verified (for the report).
+    overlay_version: Cell<Option<u64>>,
 }
 
 impl Session {
@@ -42,9 +45,10 @@ impl Session {
         Client::new(&self.cas, &self.dns)
     }
 
-    /// The overlay version this session was assigned, if any.
+    /// The overlay version this session was granted, once its manifest
+    /// verified.
     pub fn overlay_version(&self) -> Option<u64> {
-        self.cred.overlay.as_ref().map(|o| o.version_id)
+        self.overlay_version.get()
     }
 }
 
@@ -61,12 +65,13 @@ pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result
     let cas = network::https_cas()?;
     let client = Client::new(&cas, &net.lease.dns);
     let meter = Meter::start(tpm);
+    let event_log = crate::measure::event_log();
     let mut last = None;
     for round in 1..=ROUNDS {
         for server in servers {
             let mut http = NetTransport::new(&client, server);
             let mut attestor = TpmAttestor::new(tpm);
-            let result = client::attest(&mut attestor, &mut http, server);
+            let result = client::attest(&mut attestor, &mut http, server, &event_log);
             if let Err(e) = attestor.close() {
                 log::warn!("attest: flushing transient TPM objects: {e}");
             }
@@ -82,6 +87,7 @@ pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result
                         cred,
                         cas: cas.clone(),
                         dns: net.lease.dns.clone(),
+                        overlay_version: Cell::new(None),
                     });
                 }
                 Err(

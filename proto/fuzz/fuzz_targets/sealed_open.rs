@@ -3,9 +3,9 @@
 //! Opening must never panic, and must either fail or yield exactly the
 //! original plaintext: nothing else may ever authenticate.
 #![no_main]
-use ember_proto::sealed::{Expected, Opener, Sealer, Sink};
+use ember_proto::manifest::{key_commitment, Compression, Envelope, Manifest, Target};
+use ember_proto::sealed::{Opener, Sealer, Sink};
 use libfuzzer_sys::fuzz_target;
-use sha2::{Digest, Sha256};
 
 struct Collect(Vec<u8>);
 impl Sink for Collect {
@@ -44,9 +44,21 @@ fuzz_target!(|data: &[u8]| {
             mutated = true;
         }
     }
-    let expected = Expected { sha256: Sha256::digest(&plain).into(), size: plain.len() as u64 };
+    let manifest = Manifest {
+        format: ember_proto::manifest::MANIFEST_FORMAT,
+        version_id: 1,
+        epoch: 1,
+        target: Target::Group("fuzz".into()),
+        blob_sha256: [0; 32],
+        blob_size: 0,
+        plain_size: plain.len() as u64,
+        chunk_size: 64,
+        compression: Compression::None,
+        key_commitment: key_commitment(&KEY),
+    };
+    let envelope = Envelope::new(manifest, KEY).expect("committed key");
     let mut sink = Collect(Vec::new());
-    let mut opener = Opener::new(KEY, expected);
+    let mut opener = Opener::for_manifest(&envelope);
     let mut ok = true;
     for p in sealed.chunks(piece) {
         if opener.write(p, &mut sink).is_err() {

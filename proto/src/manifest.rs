@@ -1,0 +1,364 @@
+//! The signed overlay manifest: what an overlay blob is, who it is for and
+//! which data key opens it, signed by the boot server. One format for the
+//! network path (inside Finish) and for last-known-good (beside the cached
+//! blob on the ESP), parsed here only.
+//!
+//! ```text
+//! SignedManifest = postcard { body: bytes (postcard Manifest), signature: [u8; 64] }
+//! signature      = ECDSA P-256 / SHA-256 over SIGNING_LABEL || body  (r || s, 32 bytes each)
+//! ```
+//!
+//! The signature covers the body's exact bytes, so the body is decoded only
+//! after it verified: a forged manifest never reaches the postcard decoder.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use p256::ecdsa::signature::{Signer, Verifier};
+use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::keys::ct_eq;
+use crate::Error;
+
+/// The manifest format this crate writes and reads.
+pub const MANIFEST_FORMAT: u16 = 1;
+/// Domain separation: an Ember manifest signature never verifies as
+/// anything else the key might sign, and vice versa.
+const SIGNING_LABEL: &[u8] = b"ember/overlay-manifest/v1\0";
+const COMMITMENT_LABEL: &[u8] = b"ember/overlay-data-key/v1\0";
+/// Longest signed manifest accepted (a body is about 150 bytes).
+pub const MAX_SIGNED: usize = 4096;
+/// Where the initrd carries the public half of the signing key.
+pub const PUBLIC_KEY_PATH: &str = "/etc/ember/manifest.pub";
+/// The PEM label of that file (SubjectPublicKeyInfo, as `openssl pkey -pubout`).
+pub const PEM_LABEL: &str = "PUBLIC KEY";
+
+/// How the sealed plaintext is compressed.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// A plain tar.
+    None,
+    /// A tar.gz (one or more gzip members).
+    Gzip,
+}
+
+impl Compression {
+    /// What a tar(.gz) stream starting with `head` is.
+    pub fn sniff(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else {
+            Compression::None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+        }
+    }
+}
+
+/// Whom an overlay assignment is for.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Node(String),
+    Group(String),
+}
+
+/// What the server promises about one overlay assignment.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// [`MANIFEST_FORMAT`].
+    pub format: u16,
+    /// The overlay version in the server's store.
+    pub version_id: u64,
+    /// Monotonic over every manifest the server signs: a node refuses an
+    /// epoch lower than the highest it has blessed (rollback).
+    pub epoch: u64,
+    pub target: Target,
+    /// SHA-256 of the sealed blob: its name (`/v1/blob/<hex>`).
+    pub blob_sha256: [u8; 32],
+    /// Length of the sealed blob.
+    pub blob_size: u64,
+    /// Length of the plaintext tar(.gz).
+    pub plain_size: u64,
+    /// Plaintext bytes per sealed chunk.
+    pub chunk_size: u32,
+    pub compression: Compression,
+    /// [`key_commitment`] of the blob's data key.
+    pub key_commitment: [u8; 32],
+}
+
+/// A manifest body and the server's signature over it, as carried.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SignedManifest {
+    /// The postcard-encoded [`Manifest`], exactly as signed.
+    pub body: Vec<u8>,
+    /// ECDSA P-256 r || s.
+    pub signature: Vec<u8>,
+}
+
+impl SignedManifest {
+    /// The stored and carried form (postcard).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Parses the carried form; the signature is checked by
+    /// [`PublicKey::verify`], never here.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() > MAX_SIGNED {
+            return Err(Error::Decode {
+                what: "signed manifest",
+            });
+        }
+        match postcard::take_from_bytes::<SignedManifest>(bytes) {
+            Ok((m, [])) => Ok(m),
+            _ => Err(Error::Decode {
+                what: "signed manifest",
+            }),
+        }
+    }
+}
+
+/// SHA-256 over a domain-separated data key: what a manifest commits to.
+pub fn key_commitment(data_key: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(COMMITMENT_LABEL);
+    h.update(data_key);
+    h.finalize().into()
+}
+
+fn signed_message(body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(SIGNING_LABEL.len() + body.len());
+    m.extend_from_slice(SIGNING_LABEL);
+    m.extend_from_slice(body);
+    m
+}
+
+/// The verifying half, from the initrd's `manifest.pub`.
+#[derive(Clone, Debug)]
+pub struct PublicKey(VerifyingKey);
+
+/// DER prefix of a P-256 SubjectPublicKeyInfo with an uncompressed point.
+const SPKI_P256_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+impl PublicKey {
+    /// From a DER SubjectPublicKeyInfo (P-256 only).
+    pub fn from_spki_der(der: &[u8]) -> Result<Self, Error> {
+        if der.len() != SPKI_P256_PREFIX.len() + 65 || der[..26] != SPKI_P256_PREFIX {
+            return Err(Error::ManifestKey);
+        }
+        VerifyingKey::from_sec1_bytes(&der[26..])
+            .map(PublicKey)
+            .map_err(|_| Error::ManifestKey)
+    }
+
+    /// From the PEM text of `manifest.pub`.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, Error> {
+        let ders = ember_net::pem::decode_all(pem, PEM_LABEL).map_err(|_| Error::ManifestKey)?;
+        match ders.as_slice() {
+            [der] => Self::from_spki_der(der),
+            _ => Err(Error::ManifestKey),
+        }
+    }
+
+    pub fn to_spki_der(&self) -> Vec<u8> {
+        let point = self.0.to_encoded_point(false);
+        let mut der = SPKI_P256_PREFIX.to_vec();
+        der.extend_from_slice(point.as_bytes());
+        der
+    }
+
+    /// Checks the signature, then decodes the body it covers. The format
+    /// is checked after the signature: an unknown format from the genuine
+    /// server is a version problem, not a forgery.
+    pub fn verify(&self, signed: &SignedManifest) -> Result<Manifest, Error> {
+        let sig = Signature::from_slice(&signed.signature).map_err(|_| Error::ManifestSignature)?;
+        self.0
+            .verify(&signed_message(&signed.body), &sig)
+            .map_err(|_| Error::ManifestSignature)?;
+        let format = postcard::take_from_bytes::<u16>(&signed.body)
+            .map(|(v, _)| v)
+            .map_err(|_| Error::Decode { what: "manifest" })?;
+        if format != MANIFEST_FORMAT {
+            return Err(Error::ManifestFormat { got: format });
+        }
+        match postcard::take_from_bytes::<Manifest>(&signed.body) {
+            Ok((m, [])) => Ok(m),
+            _ => Err(Error::Decode { what: "manifest" }),
+        }
+    }
+}
+
+/// The server's signing half (kept in its state folder).
+pub struct SigningSecret(SigningKey);
+
+impl SigningSecret {
+    /// From the 32-byte scalar; fails for zero or out-of-range values.
+    pub fn from_bytes(secret: &[u8]) -> Result<Self, Error> {
+        SigningKey::from_slice(secret)
+            .map(SigningSecret)
+            .map_err(|_| Error::ManifestKey)
+    }
+
+    pub fn public(&self) -> PublicKey {
+        PublicKey(*self.0.verifying_key())
+    }
+
+    pub fn sign(&self, manifest: &Manifest) -> SignedManifest {
+        let body = postcard::to_allocvec(manifest).unwrap_or_default();
+        let sig: Signature = self.0.sign(&signed_message(&body));
+        SignedManifest {
+            body,
+            signature: sig.to_bytes().to_vec(),
+        }
+    }
+}
+
+/// A manifest whose signature verified, with the data key it commits to:
+/// the only way to open a blob ([`crate::sealed::Opener::for_manifest`]).
+pub struct Envelope {
+    pub manifest: Manifest,
+    data_key: [u8; 32],
+}
+
+impl Envelope {
+    /// Pairs a verified manifest with a data key, refusing a key the
+    /// manifest does not commit to.
+    pub fn new(manifest: Manifest, data_key: [u8; 32]) -> Result<Self, Error> {
+        if !ct_eq(&key_commitment(&data_key), &manifest.key_commitment) {
+            return Err(Error::KeyCommitmentMismatch);
+        }
+        Ok(Envelope { manifest, data_key })
+    }
+
+    pub fn data_key(&self) -> &[u8; 32] {
+        &self.data_key
+    }
+}
+
+impl Drop for Envelope {
+    fn drop(&mut self) {
+        self.data_key = [0; 32];
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn manifest(data_key: &[u8; 32]) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            version_id: 3,
+            epoch: 7,
+            target: Target::Group("lab".into()),
+            blob_sha256: [0xB1; 32],
+            blob_size: 1000,
+            plain_size: 900,
+            chunk_size: 64,
+            compression: Compression::Gzip,
+            key_commitment: key_commitment(data_key),
+        }
+    }
+
+    pub fn server_key() -> SigningSecret {
+        SigningSecret::from_bytes(&[0x11; 32]).unwrap()
+    }
+
+    #[test]
+    fn signed_manifest_verifies_and_round_trips() {
+        let m = manifest(&[5; 32]);
+        let signed = server_key().sign(&m);
+        assert_eq!(server_key().public().verify(&signed).unwrap(), m);
+    }
+
+    #[test]
+    fn manifest_signed_by_another_key_is_forged() {
+        let signed = SigningSecret::from_bytes(&[0x22; 32])
+            .unwrap()
+            .sign(&manifest(&[5; 32]));
+        assert_eq!(
+            server_key().public().verify(&signed),
+            Err(Error::ManifestSignature)
+        );
+    }
+
+    #[test]
+    fn any_edit_of_body_or_signature_is_forged() {
+        let signed = server_key().sign(&manifest(&[5; 32]));
+        for i in 0..signed.body.len() {
+            let mut s = signed.clone();
+            s.body[i] ^= 1;
+            assert_eq!(
+                server_key().public().verify(&s),
+                Err(Error::ManifestSignature),
+                "body byte {i}"
+            );
+        }
+        let mut s = signed.clone();
+        s.signature[40] ^= 1;
+        assert_eq!(
+            server_key().public().verify(&s),
+            Err(Error::ManifestSignature)
+        );
+        let mut s = signed;
+        s.signature.truncate(63);
+        assert_eq!(
+            server_key().public().verify(&s),
+            Err(Error::ManifestSignature)
+        );
+    }
+
+    #[test]
+    fn key_other_than_the_committed_one_is_refused() {
+        let m = manifest(&[5; 32]);
+        assert!(Envelope::new(m.clone(), [5; 32]).is_ok());
+        assert_eq!(
+            Envelope::new(m, [6; 32]).err(),
+            Some(Error::KeyCommitmentMismatch)
+        );
+    }
+
+    #[test]
+    fn unknown_format_is_a_version_error_after_the_signature() {
+        let mut m = manifest(&[5; 32]);
+        m.format = 2;
+        let signed = server_key().sign(&m);
+        assert_eq!(
+            server_key().public().verify(&signed),
+            Err(Error::ManifestFormat { got: 2 })
+        );
+    }
+
+    #[test]
+    fn public_key_round_trips_through_spki_and_refuses_other_curves() {
+        let public = server_key().public();
+        let der = public.to_spki_der();
+        assert_eq!(der.len(), 91);
+        let back = PublicKey::from_spki_der(&der).unwrap();
+        let signed = server_key().sign(&manifest(&[5; 32]));
+        assert!(back.verify(&signed).is_ok());
+        let mut other = der.clone();
+        other[20] ^= 1; // another curve OID
+        assert_eq!(
+            PublicKey::from_spki_der(&other).err(),
+            Some(Error::ManifestKey)
+        );
+        assert_eq!(
+            PublicKey::from_spki_der(&der[..90]).err(),
+            Some(Error::ManifestKey)
+        );
+        assert_eq!(
+            PublicKey::from_pem(b"not pem").err(),
+            Some(Error::ManifestKey)
+        );
+    }
+}

@@ -1,0 +1,257 @@
+//! Envelope-sealed overlays on the server: each overlay version sealed
+//! once, under a random data key, into a static blob named by the SHA-256
+//! of its sealed bytes; each assignment signed as a manifest (monotonic
+//! epoch, target, blob digest, key commitment) with the server's P-256
+//! manifest key. Finish hands the node the stored manifest and the data
+//! key wrapped for its session: nothing is sealed per boot.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use ember_proto::manifest::{
+    key_commitment, Compression, Manifest, PublicKey, SigningSecret, Target, MANIFEST_FORMAT,
+};
+use ember_proto::sealed::{self, Sealer};
+
+use crate::overlay::{store_blob, Blob};
+use crate::params;
+use crate::store::{Sql, StateDir};
+
+/// The signing key's file in the state folder (32-byte scalar, 0600).
+const KEY_FILE: &str = "manifest.key";
+/// Its public half (PEM SubjectPublicKeyInfo), for `ember initrd build
+/// --file STATE/manifest.pub:/etc/ember/manifest.pub`.
+pub const PUBLIC_FILE: &str = "manifest.pub";
+
+pub fn public_path(state: &StateDir) -> PathBuf {
+    state.root().join(PUBLIC_FILE)
+}
+
+/// The server's manifest signing key: created on first use (`ember serve`
+/// or `ember overlay add/assign`, whichever runs first), its public half
+/// written beside it. Returns whether it was created.
+pub fn ensure_signing_key(state: &StateDir) -> Result<(SigningSecret, bool)> {
+    let path = state.root().join(KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let key = SigningSecret::from_bytes(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            if !public_path(state).exists() {
+                write_public(state, &key.public())?;
+            }
+            Ok((key, false))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let key = loop {
+                let mut scalar = [0u8; 32];
+                getrandom::getrandom(&mut scalar)?;
+                // A scalar of zero or beyond the group order is refused:
+                // draw again (probability about 2^-32).
+                if let Ok(k) = SigningSecret::from_bytes(&scalar) {
+                    write_private(&path, &scalar)?;
+                    break k;
+                }
+            };
+            write_public(state, &key.public())?;
+            Ok((key, true))
+        }
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
+}
+
+fn write_private(path: &Path, scalar: &[u8; 32]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    f.write_all(scalar)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// The PEM text of a manifest public key.
+pub fn public_pem(key: &PublicKey) -> String {
+    let b64 = base64(&key.to_spki_der());
+    let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+    // PEM lines are 64 characters (RFC 7468).
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PUBLIC KEY-----\n");
+    pem
+}
+
+fn write_public(state: &StateDir, key: &PublicKey) -> Result<()> {
+    let path = public_path(state);
+    let tmp = path.with_extension("pub.tmp");
+    std::fs::write(&tmp, public_pem(key))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("write {}", path.display()))
+}
+
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// An overlay version sealed into its blob.
+pub struct SealedOverlay {
+    pub blob: Blob,
+    pub data_key: [u8; 32],
+    pub chunk_size: u32,
+    pub compression: Compression,
+}
+
+/// Seals the plaintext overlay at `plain` once, under a fresh random data
+/// key, into `STATE/sealed/<sha256 of the sealed bytes>`.
+pub fn seal_overlay(state: &StateDir, plain: &Path, chunk_size: u32) -> Result<SealedOverlay> {
+    let mut data_key = [0u8; 32];
+    getrandom::getrandom(&mut data_key)?;
+    let mut sealer = Sealer::new(&data_key, chunk_size)?;
+    let mut src = File::open(plain).with_context(|| format!("open {}", plain.display()))?;
+    let size = src.metadata()?.len();
+    let mut compression = Compression::None;
+    let blob = store_blob(&state.sealed_dir(), |w| {
+        w.write_all(&sealer.header())?;
+        let chunks = sealed::chunk_count(size, chunk_size);
+        let mut left = size;
+        for i in 0..chunks {
+            let len = left.min(chunk_size as u64) as usize;
+            let mut buf = vec![0u8; len];
+            src.read_exact(&mut buf)
+                .with_context(|| format!("{} changed while it was sealed", plain.display()))?;
+            if i == 0 {
+                compression = Compression::sniff(&buf);
+            }
+            left -= len as u64;
+            sealer.seal_chunk(&mut buf, i + 1 == chunks)?;
+            w.write_all(&buf)?;
+        }
+        Ok(())
+    })?;
+    if blob.size != sealed::sealed_len(size, chunk_size) {
+        bail!(
+            "sealed blob has {} bytes, expected {}",
+            blob.size,
+            sealed::sealed_len(size, chunk_size)
+        );
+    }
+    Ok(SealedOverlay {
+        blob,
+        data_key,
+        chunk_size,
+        compression,
+    })
+}
+
+/// Assigns overlay `version` to `target` (`node:<name>` or `group:<name>`)
+/// (a group is created if missing) and signs its manifest under the
+/// next epoch, in `tx`.
+pub fn assign(tx: &mut dyn Sql, key: &SigningSecret, target: &str, version: i64) -> Result<u64> {
+    let manifest_target = match target.split_once(':') {
+        Some(("node", n)) => Target::Node(n.into()),
+        Some(("group", g)) => Target::Group(g.into()),
+        _ => bail!("assignment target {target:?} is neither node:<name> nor group:<name>"),
+    };
+    let row = tx
+        .row(
+            "SELECT size, blob_sha256, blob_size, chunk_size, compression, data_key FROM overlays WHERE version_id = $1",
+            params![version],
+        )?
+        .map(|r| -> crate::store::Result<_> {
+            Ok((
+                r.get::<i64>(0)?,
+                r.get::<Option<Vec<u8>>>(1)?,
+                r.get::<Option<i64>>(2)?,
+                r.get::<Option<i64>>(3)?,
+                r.get::<Option<String>>(4)?,
+                r.get::<Option<Vec<u8>>>(5)?,
+            ))
+        })
+        .transpose()?;
+    let Some((
+        size,
+        Some(blob_sha),
+        Some(blob_size),
+        Some(chunk),
+        Some(compression),
+        Some(data_key),
+    )) = row
+    else {
+        bail!("overlay {version} does not exist or predates sealed blobs: add it again with `ember overlay add`");
+    };
+    let (Ok(blob_sha256), Ok(data_key)) = (
+        <[u8; 32]>::try_from(blob_sha),
+        <[u8; 32]>::try_from(data_key),
+    ) else {
+        bail!("overlay {version}: stored blob digest or data key has the wrong length");
+    };
+    let compression = match compression.as_str() {
+        "gzip" => Compression::Gzip,
+        "none" => Compression::None,
+        other => bail!("overlay {version}: unknown compression {other:?}"),
+    };
+    // The row lock orders replicas' and admin commands' assignments: each
+    // gets its own epoch, on SQLite and PostgreSQL alike.
+    let epoch: i64 = tx
+        .one(
+            "UPDATE manifest_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch",
+            &[],
+        )?
+        .get(0)?;
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        version_id: version as u64,
+        epoch: epoch as u64,
+        target: manifest_target,
+        blob_sha256,
+        blob_size: blob_size as u64,
+        plain_size: size as u64,
+        chunk_size: chunk as u32,
+        compression,
+        key_commitment: key_commitment(&data_key),
+    };
+    let signed = key.sign(&manifest);
+    crate::store::assign(tx, target, version, epoch, &signed.to_bytes())?;
+    Ok(epoch as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_reference_alphabet_and_padding() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn public_pem_parses_back_on_the_node_side() {
+        let key = SigningSecret::from_bytes(&[3; 32]).unwrap();
+        let pem = public_pem(&key.public());
+        let back = PublicKey::from_pem(pem.as_bytes()).unwrap();
+        assert_eq!(back.to_spki_der(), key.public().to_spki_der());
+    }
+}

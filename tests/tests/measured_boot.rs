@@ -1,0 +1,338 @@
+//! Measured boot as an attacker meets it, on a host-side swtpm playing the
+//! firmware: the server's policy is `ember policy set --pcrs 4 --uki` of a
+//! genuine UKI; each test resets the TPM (a fresh swtpm start is a reboot),
+//! extends what the firmware and systemd-stub would measure for some image,
+//! then runs the node's attestation (`ember attest`) with an event log.
+//! Only the genuine chain gets the overlay; every refusal names its cause
+//! in the server's log and `ember nodes`, and nothing is extracted.
+
+use std::path::{Path, PathBuf};
+
+use ember_tests::eventlog::{
+    self, LogEvent, EV_EFI_ACTION, EV_EFI_BOOT_SERVICES_APPLICATION, EV_IPL, EV_NO_ACTION,
+    EV_SEPARATOR,
+};
+use ember_tests::qemu::{build_initrd, build_uki};
+use ember_tests::server::{EmberServer, Run};
+use ember_tests::swtpm::Swtpm;
+use ember_tests::ScratchDir;
+use sha2::{Digest, Sha256};
+
+const CMDLINE: &str = "console=ttyS0 panic=-1 ember.iface=eth0";
+/// The init's boot-phase end (init/src/measure.rs), as systemd-pcrphase's
+/// leave-initrd.
+const LEAVE_INITRD: &[u8] = b"ember: leaving initrd boot phase";
+
+struct Bench {
+    server: EmberServer,
+    tpm_dir: ScratchDir,
+    dir: ScratchDir,
+    genuine: PathBuf,
+    /// The genuine UKI with one initrd byte changed.
+    evil: PathBuf,
+}
+
+/// A genuine UKI and a one-byte-different one, a strict server (no lab
+/// mode) whose rack1 policy pins PCRs 4 and 11 to the genuine UKI, an
+/// enrolled swtpm and an overlay for rack1.
+fn bench() -> Bench {
+    let dir = ScratchDir::new("measured");
+    let initrd = dir.path().join("initrd.cpio.gz");
+    build_initrd(&initrd, &[]);
+    let genuine = dir.path().join("genuine.efi");
+    build_uki(&genuine, &initrd, CMDLINE, &[]);
+    let mut bytes = std::fs::read(&initrd).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let patched = dir.path().join("patched.cpio.gz");
+    std::fs::write(&patched, &bytes).unwrap();
+    let evil = dir.path().join("evil.efi");
+    build_uki(&evil, &patched, CMDLINE, &[]);
+
+    let tpm_dir = ScratchDir::new("measured-tpm");
+    Swtpm::setup_cached(tpm_dir.path()).expect("manufacture swtpm");
+    let server = EmberServer::start_strict(&[]);
+    {
+        let tpm = Swtpm::start_tcp(tpm_dir.path()).expect("start swtpm");
+        server
+            .enroll_swtpm("node-a", "rack1", &tpm)
+            .expect_ok("enroll");
+    }
+    let src = dir.path().join("overlay-src/etc");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("token"), "cluster-secret\n").unwrap();
+    server.add_overlay(&dir.path().join("overlay-src"), Some("group:rack1"));
+    let uki = genuine.to_str().unwrap();
+    server
+        .set_policy(&["--group", "rack1", "--pcrs", "4", "--uki", uki])
+        .expect_ok("policy set --uki");
+    Bench {
+        server,
+        tpm_dir,
+        dir,
+        genuine,
+        evil,
+    }
+}
+
+/// What the firmware (PCR 4) and systemd-stub (PCR 11) extend booting
+/// `uki`, from `ember policy predict --events`, typed as they log them.
+fn measurements(uki: &Path) -> Vec<LogEvent> {
+    let out = std::process::Command::new(ember_tests::ember_bin())
+        .args([
+            "policy",
+            "predict",
+            "--uki",
+            uki.to_str().unwrap(),
+            "--events",
+        ])
+        .output()
+        .expect("run ember policy predict");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut pcr = 0;
+    let mut events = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(rest) = line.strip_prefix("PCR ") {
+            pcr = rest.split_whitespace().next().unwrap().parse().unwrap();
+            continue;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.first() != Some(&"event") {
+            continue;
+        }
+        let digest: Vec<u8> = (0..32)
+            .map(|i| u8::from_str_radix(&f[2][2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        let label = f[3..].join(" ");
+        let event_type = match (pcr, label.as_str()) {
+            (11, _) => EV_IPL,
+            (_, l) if l.starts_with("EV_EFI_ACTION") => EV_EFI_ACTION,
+            (_, "EV_SEPARATOR") => EV_SEPARATOR,
+            _ => EV_EFI_BOOT_SERVICES_APPLICATION,
+        };
+        let description = match pcr {
+            11 => label.trim_end_matches(" (name)").to_string(),
+            _ => label.clone(),
+        };
+        events.push(LogEvent {
+            pcr,
+            event_type,
+            digest: digest.try_into().unwrap(),
+            description,
+        });
+    }
+    // The firmware measures PCR 4 before the stub runs.
+    events.sort_by_key(|e| e.pcr != 4);
+    events
+}
+
+fn leave_initrd() -> LogEvent {
+    LogEvent {
+        pcr: 11,
+        event_type: EV_IPL,
+        digest: Sha256::digest(LEAVE_INITRD).into(),
+        description: "leave-initrd".into(),
+    }
+}
+
+impl Bench {
+    /// A reboot: a fresh swtpm on the node's state (PCRs reset), then
+    /// `extends` as the firmware and whatever runs after it make them.
+    /// The previous boot's swtpm must be dropped first (one per state).
+    fn reboot(&self, extends: &[LogEvent]) -> Swtpm {
+        let tpm = Swtpm::start_tcp(self.tpm_dir.path()).expect("start swtpm");
+        eventlog::extend(&tpm, extends);
+        tpm
+    }
+
+    /// `ember attest` sending `log`; extracts into a fresh folder.
+    fn attest(&self, tpm: &Swtpm, log: &[u8], name: &str) -> (Run, PathBuf) {
+        let log_path = self.dir.path().join(format!("{name}.log"));
+        std::fs::write(&log_path, log).unwrap();
+        let into = self.dir.path().join(format!("{name}-root"));
+        let run = self.server.attest(
+            &tpm.spec(),
+            &[
+                "--into",
+                into.to_str().unwrap(),
+                "--event-log",
+                log_path.to_str().unwrap(),
+            ],
+        );
+        (run, into)
+    }
+
+    /// Asserts a refusal with `code` whose server log line and `ember
+    /// nodes` reason contain `detail`, and that nothing was extracted.
+    fn assert_refused(&self, (run, into): (Run, PathBuf), code: &str, detail: &str) {
+        assert!(!run.ok, "attested:\n{}", run.stderr);
+        assert!(run.stderr.contains(code), "{}", run.stderr);
+        assert!(!into.exists(), "the refused node got an overlay");
+        let log = self.server.log();
+        assert!(
+            self.server.wait_log(&format!(
+                "step=finish node=node-a outcome={code} status=403"
+            )),
+            "{log}"
+        );
+        assert!(log.contains(detail), "server log lacks {detail:?}:\n{log}");
+        let nodes = self.server.nodes();
+        assert!(
+            nodes.contains(detail),
+            "ember nodes lacks {detail:?}:\n{nodes}"
+        );
+    }
+}
+
+#[test]
+fn the_genuine_firmware_and_stub_measurements_get_the_overlay() {
+    let b = bench();
+    let genuine = measurements(&b.genuine);
+    let tpm = b.reboot(&genuine);
+    let (run, into) = b.attest(&tpm, &eventlog::write(&genuine), "genuine");
+    assert!(run.ok, "{}", run.stderr);
+    assert_eq!(
+        std::fs::read_to_string(into.join("etc/token")).unwrap(),
+        "cluster-secret\n"
+    );
+}
+
+#[test]
+fn a_uki_whose_initrd_differs_by_one_byte_is_refused_naming_the_initrd_event() {
+    let b = bench();
+    let evil = measurements(&b.evil);
+    let tpm = b.reboot(&evil);
+    // Its honest log: the server names the extend that differs.
+    let log = eventlog::write(&evil);
+    // The .initrd data event (after its name event); the header is event 0.
+    let initrd_event = 1 + evil
+        .iter()
+        .rposition(|e| e.pcr == 11 && e.description == ".initrd")
+        .unwrap();
+    b.assert_refused(
+        b.attest(&tpm, &log, "evil"),
+        "pcr-policy-mismatch",
+        &format!("PCR 11 sha256 event {initrd_event} (.initrd) differs: expected "),
+    );
+    // The same, its .initrd event retyped EV_NO_ACTION (as if it extended
+    // nothing): judged by digests, the log no longer replays to the quote.
+    let mut retyped = log.clone();
+    let at = eventlog::type_offset(&evil, initrd_event);
+    retyped[at..at + 4].copy_from_slice(&EV_NO_ACTION.to_le_bytes());
+    drop(tpm);
+    let tpm = b.reboot(&evil);
+    b.assert_refused(
+        b.attest(&tpm, &retyped, "retyped"),
+        "event-log-mismatch",
+        "event log replays to",
+    );
+}
+
+#[test]
+fn replaying_a_genuine_boot_into_pcr11_without_the_firmware_measuring_the_genuine_image_is_refused()
+{
+    let b = bench();
+    let genuine = measurements(&b.genuine);
+    let genuine_pcr11: Vec<LogEvent> = genuine.iter().filter(|e| e.pcr == 11).cloned().collect();
+    // What a genuine boot shows in PCR 11, for the comparison below.
+    let tpm = b.reboot(&genuine);
+    let genuine_value = eventlog::pcr_value(&tpm, 11);
+    drop(tpm);
+
+    // The firmware measured the attacker's image (here the one-byte
+    // UKI, booted past its stub) into PCR 4; the attacker's code then
+    // replays every genuine PCR 11 extend and, for good measure, the
+    // genuine PCR 4 extends too.
+    let evil_pcr4: Vec<LogEvent> = measurements(&b.evil)
+        .into_iter()
+        .filter(|e| e.pcr == 4)
+        .collect();
+    let mut extends = evil_pcr4.clone();
+    extends.extend(genuine_pcr11.iter().cloned());
+    let tpm = b.reboot(&extends);
+    assert_eq!(
+        eventlog::pcr_value(&tpm, 11),
+        genuine_value,
+        "the replay did not reproduce the genuine PCR 11"
+    );
+    // Sending the genuine boot's log: PCR 4's replay is not the quote.
+    b.assert_refused(
+        b.attest(&tpm, &eventlog::write(&genuine), "replay-genuine-log"),
+        "event-log-mismatch",
+        "PCR 4 sha256: the event log replays to",
+    );
+    // Sending its own honest log: PCR 4 names the image the firmware loaded.
+    let mut honest = evil_pcr4.clone();
+    honest.extend(genuine_pcr11.iter().cloned());
+    b.assert_refused(
+        b.attest(&tpm, &eventlog::write(&honest), "replay-honest-log"),
+        "pcr-policy-mismatch",
+        "(EV_EFI_BOOT_SERVICES_APPLICATION UKI) differs",
+    );
+    // Extending the genuine PCR 4 events on top changes nothing: an
+    // extend cannot take back the firmware's.
+    let genuine_pcr4: Vec<LogEvent> = genuine.iter().filter(|e| e.pcr == 4).cloned().collect();
+    eventlog::extend(&tpm, &genuine_pcr4);
+    let mut both = evil_pcr4;
+    both.extend(genuine_pcr4);
+    both.extend(genuine_pcr11.iter().cloned());
+    b.assert_refused(
+        b.attest(&tpm, &eventlog::write(&both), "replay-pcr4-too"),
+        "pcr-policy-mismatch",
+        "PCR 4 sha256 event",
+    );
+    // And with the init's leave-initrd extend replayed as well.
+    drop(tpm);
+    let tpm = b.reboot(&extends);
+    eventlog::extend(&tpm, &[leave_initrd()]);
+    b.assert_refused(
+        b.attest(&tpm, &eventlog::write(&genuine), "replay-leave"),
+        "event-log-mismatch",
+        "the event log replays to",
+    );
+}
+
+#[test]
+fn after_leave_initrd_the_runtime_cannot_attest_as_the_booting_node() {
+    let b = bench();
+    let genuine = measurements(&b.genuine);
+    // The genuine chain, then the init's leave-initrd before the runtime
+    // starts: the runtime quoting now has PCR 11 past the policy's value,
+    // whatever log it sends.
+    let mut extends = genuine.clone();
+    extends.push(leave_initrd());
+    let tpm = b.reboot(&extends);
+    b.assert_refused(
+        b.attest(&tpm, &eventlog::write(&genuine), "runtime"),
+        "event-log-mismatch",
+        "PCR 11 sha256: the event log replays to",
+    );
+    // Owning up to the extend in its log does not help either.
+    b.assert_refused(
+        b.attest(&tpm, &eventlog::write(&extends), "runtime-honest"),
+        "pcr-policy-mismatch",
+        "(not in the policy; logged as leave-initrd) differs",
+    );
+}
+
+#[test]
+fn without_a_policy_a_strict_server_refuses_and_says_how_to_set_one() {
+    let b = bench();
+    b.server.ember(&["policy", "show"]).expect_ok("policy show");
+    // Another group, no policy of its own and no default.
+    let tpm_dir = ScratchDir::new("measured-tpm2");
+    Swtpm::setup(tpm_dir.path()).expect("manufacture swtpm");
+    let tpm = Swtpm::start_tcp(tpm_dir.path()).expect("start swtpm");
+    b.server
+        .enroll_swtpm("node-b", "rack2", &tpm)
+        .expect_ok("enroll");
+    let run = b.server.attest(&tpm.spec(), &["--no-overlay"]);
+    assert!(!run.ok);
+    assert!(run.stderr.contains("no PCR policy set"), "{}", run.stderr);
+    let log = b.server.log();
+    assert!(log.contains("ember serve --lab-record-first-boot"), "{log}");
+}

@@ -480,10 +480,7 @@ pub fn put_policy(tx: &mut dyn Sql, p: &Policy) -> Result<()> {
         "DELETE FROM pcr_allowed WHERE scope = $1",
         params![&p.scope],
     )?;
-    tx.exec(
-        "DELETE FROM pcr_events WHERE scope = $1",
-        params![&p.scope],
-    )?;
+    tx.exec("DELETE FROM pcr_events WHERE scope = $1", params![&p.scope])?;
     for a in &p.events {
         for (seq, e) in a.events.iter().enumerate() {
             tx.exec(
@@ -1044,7 +1041,10 @@ mod tests {
         };
         put_policy(&mut tx, &g).unwrap();
         tx.commit().unwrap();
-        assert_eq!(effective_policy(&mut db, "n", "g").unwrap(), Some(g.clone()));
+        assert_eq!(
+            effective_policy(&mut db, "n", "g").unwrap(),
+            Some(g.clone())
+        );
         let mut tx = db.transaction().unwrap();
         let n = Policy {
             scope: "node:n".into(),

@@ -27,9 +27,12 @@ fn rack_power_on_all_nodes_attest_concurrently() {
         &server.url(),
         &server.ca_path(),
         &server.manifest_pub_path(),
-        &rec, nodes, &[])
-        .output()
-        .expect("run the replay");
+        &rec,
+        nodes,
+        &[],
+    )
+    .output()
+    .expect("run the replay");
     let stdout = String::from_utf8_lossy(&out.stdout);
     // The figures, for the report (visible with --nocapture).
     eprint!("{stdout}");
@@ -67,9 +70,12 @@ fn rack_power_on_all_nodes_attest_concurrently() {
         &urls,
         &server.ca_path(),
         &server.manifest_pub_path(),
-        &rec, 50, &["--timeout", "5s"])
-        .output()
-        .expect("run the failover replay");
+        &rec,
+        50,
+        &["--timeout", "5s"],
+    )
+    .output()
+    .expect("run the failover replay");
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprint!("{stdout}");
     assert!(

@@ -75,9 +75,12 @@ fn thousand_nodes_on_three_replicas_survive_losing_one() {
             &single.url(),
             &single.ca_path(),
             &single.manifest_pub_path(),
-            &rec, nodes, &[])
-            .output()
-            .expect("run the SQLite storm"),
+            &rec,
+            nodes,
+            &[],
+        )
+        .output()
+        .expect("run the SQLite storm"),
         nodes,
         "sqlite, 1 process",
     );
@@ -101,11 +104,18 @@ fn thousand_nodes_on_three_replicas_survive_losing_one() {
     );
 
     let before: Vec<usize> = replicas.iter().map(finished).collect();
-    let mut storm = load::replay(&urls, &ca, &manifest_key, &rec, nodes, &["--timeout", "10s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the PostgreSQL storm");
+    let mut storm = load::replay(
+        &urls,
+        &ca,
+        &manifest_key,
+        &rec,
+        nodes,
+        &["--timeout", "10s"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start the PostgreSQL storm");
     // Kill the second replica once it is busy: it has finished some
     // attestations (so others are in flight there) and the storm is not over.
     let victim = &replicas[1];

@@ -898,6 +898,12 @@ mod tests {
         assert!(m1.find("CREATE TABLE overlays") < m1.find("CREATE TABLE nodes"));
         assert!(migration(Dialect::Postgres, 2).contains("ALTER TABLE sessions"));
         assert_eq!(migration(Dialect::Sqlite, 2), MIGRATIONS[1]);
+        for n in 1..=MIGRATIONS.len() {
+            let m = migration(Dialect::Postgres, n);
+            assert!(!m.contains("BLOB") && !m.contains("INTEGER"), "{n}: {m}");
+        }
+        // The single-row epoch keeps its CHECK as an identity column.
+        assert!(migration(Dialect::Postgres, 3).contains("AS IDENTITY PRIMARY KEY CHECK (id = 1)"));
         for (n, _) in POSTGRES_MIGRATIONS {
             assert!(*n >= 1 && *n <= MIGRATIONS.len());
         }

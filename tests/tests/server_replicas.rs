@@ -2,7 +2,8 @@
 //! started per test on a Unix socket): a node's Start on one replica and
 //! its Finish, overlay and Report on another all work, because sessions and
 //! credentials live in the database; a Finish replayed at the other replica
-//! is refused; the admin commands edit the same state through --database.
+//! is refused, and one sent to two replicas at once is accepted once; the
+//! admin commands edit the same state through --database.
 //! When PostgreSQL is down a replica refuses with `internal` (reason
 //! `database-unavailable`, which sends a node on to its next server) and
 //! serves again once PostgreSQL is back, without a restart.
@@ -231,4 +232,65 @@ fn postgres_down_is_refused_with_a_code_and_the_replica_recovers() {
         "no recovery after PostgreSQL came back: {}{}",
         run.stdout, run.stderr
     );
+}
+
+/// Keeps the real Finish body and sends one for another session instead,
+/// so the kept body's session stays unclaimed.
+#[derive(Default)]
+struct DivertFinish(Option<Vec<u8>>);
+impl Tap for DivertFinish {
+    fn post(&mut self, path: &str, body: &mut Vec<u8>) {
+        if path == msg::path::FINISH {
+            self.0 = Some(body.clone());
+            let mut f: msg::FinishRequest = decode("finish", body).unwrap();
+            f.session[0] ^= 1;
+            *body = msg::encode(&f);
+        }
+    }
+}
+
+#[test]
+fn one_finish_sent_to_two_replicas_at_once_is_accepted_once() {
+    let pg = Postgres::start();
+    let shared = ScratchDir::new("replica-state");
+    let state = shared.path().join("state");
+    let a = EmberServer::start_replica(&pg.url(), &state, false, &[]);
+    let b = EmberServer::start_replica(&pg.url(), &state, false, &[]);
+    let (_tpm_dir, tpm) = swtpm();
+    a.enroll_swtpm("node-a", "default", &tpm)
+        .expect_ok("enroll");
+    let cfg = Url::parse("https://boot.test").unwrap();
+    let mut t = Tpm::new(SocketTransport::connect_tcp(&tpm.addr()).unwrap());
+    let mut dev = TpmAttestor::new(&mut t);
+    let mut divert = DivertFinish::default();
+    let diverted = client::attest(
+        &mut dev,
+        &mut Tapped {
+            inner: https(&a),
+            tap: &mut divert,
+        },
+        &cfg,
+    );
+    assert!(diverted.is_err(), "the diverted Finish named no session");
+    dev.close().unwrap();
+    let finish = divert.0.expect("a Finish was sent");
+    let barrier = std::sync::Barrier::new(2);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let racers: Vec<_> = [&a, &b]
+            .map(|server| {
+                let (barrier, finish) = (&barrier, &finish);
+                s.spawn(move || {
+                    let mut http = https(server);
+                    barrier.wait();
+                    http.post(msg::path::FINISH, None, finish).unwrap().status
+                })
+            })
+            .into_iter()
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let mut sorted = statuses.clone();
+    sorted.sort();
+    assert_eq!(sorted, [200, 409], "both replicas answered {statuses:?}");
+    assert_eq!(pg.psql("SELECT count(*) FROM credentials"), "1");
 }

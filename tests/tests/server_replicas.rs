@@ -270,6 +270,7 @@ fn one_finish_sent_to_two_replicas_at_once_is_accepted_once() {
             tap: &mut divert,
         },
         &cfg,
+        &[],
     );
     assert!(diverted.is_err(), "the diverted Finish named no session");
     dev.close().unwrap();

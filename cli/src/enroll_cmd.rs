@@ -5,14 +5,15 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use ember_server::store::{self, hex, StateDir};
+use ember_server::store::{self, hex};
+
+use crate::state_args::StateArgs;
 use ember_server::verify;
 
 #[derive(Args)]
 pub struct EnrollArgs {
-    /// State folder of the boot server.
-    #[arg(long, env = "EMBER_STATE", default_value = "/var/lib/ember")]
-    pub state: PathBuf,
+    #[command(flatten)]
+    pub state: StateArgs,
     /// Name of the node (unique).
     #[arg(long)]
     pub name: String,
@@ -85,9 +86,16 @@ pub fn run(args: EnrollArgs) -> Result<()> {
     } else {
         bail!("give one of --ek-cert, --ek-pub or --ek-hash");
     };
-    let mut conn = store::open(&StateDir::new(&args.state))?;
-    let tx = conn.transaction()?;
-    let node = store::insert_node(&tx, &ek_hash, cert.as_deref(), &args.name, &args.group, how)?;
+    let mut db = args.state.open()?;
+    let mut tx = db.transaction()?;
+    let node = store::insert_node(
+        &mut tx,
+        &ek_hash,
+        cert.as_deref(),
+        &args.name,
+        &args.group,
+        how,
+    )?;
     tx.commit()?;
     println!(
         "enrolled {} in group {} (EK {})",

@@ -14,6 +14,7 @@ mod overlay_cmd;
 mod policy_cmd;
 mod replay;
 mod serve_cmd;
+mod state_args;
 mod tar_cmd;
 mod timeline;
 mod timeline_cmd;

@@ -1,16 +1,16 @@
 //! `ember nodes`: the enrolled nodes and how their last boots went.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use clap::Args;
 
-use ember_server::store::{self, hex, StateDir};
+use ember_server::store::{self, hex};
+
+use crate::state_args::StateArgs;
 
 #[derive(Args)]
 pub struct NodesArgs {
-    #[arg(long, env = "EMBER_STATE", default_value = "/var/lib/ember")]
-    pub state: PathBuf,
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 fn age(ms: Option<i64>) -> String {
@@ -25,39 +25,24 @@ fn age(ms: Option<i64>) -> String {
 }
 
 pub fn run(args: NodesArgs) -> Result<()> {
-    let conn = store::open(&StateDir::new(&args.state))?;
-    let mut stmt = conn.prepare(
-        "SELECT n.name, n.group_name, n.ek_hash, n.attempts, n.last_known_good,
-                (SELECT at FROM boot_reports b WHERE b.node_id = n.id ORDER BY at DESC, id DESC LIMIT 1),
-                (SELECT outcome FROM boot_reports b WHERE b.node_id = n.id ORDER BY at DESC, id DESC LIMIT 1),
-                (SELECT reason FROM boot_reports b WHERE b.node_id = n.id AND outcome != 'attested' ORDER BY at DESC, id DESC LIMIT 1)
-         FROM nodes n ORDER BY n.name",
-    )?;
+    let nodes = store::list_nodes(&mut args.state.open()?)?;
     println!(
         "{:<20} {:<12} {:<16} {:<10} {:<9} {:>8} {:>15}  REASON",
         "NODE", "GROUP", "EK", "LAST-BOOT", "OUTCOME", "ATTEMPTS", "LAST-KNOWN-GOOD"
     );
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, Vec<u8>>(2)?,
-            r.get::<_, i64>(3)?,
-            r.get::<_, Option<i64>>(4)?,
-            r.get::<_, Option<i64>>(5)?,
-            r.get::<_, Option<String>>(6)?,
-            r.get::<_, Option<String>>(7)?,
-        ))
-    })?;
-    for row in rows {
-        let (name, group, ek, attempts, lkg, at, outcome, reason) = row?;
+    for n in nodes {
         println!(
-            "{name:<20} {group:<12} {:<16} {:<10} {:<9} {attempts:>8} {:>15}  {}",
-            hex(&ek[..8.min(ek.len())]),
-            age(at),
-            outcome.unwrap_or_else(|| "-".into()),
-            lkg.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
-            for_terminal(&reason.unwrap_or_default())
+            "{:<20} {:<12} {:<16} {:<10} {:<9} {:>8} {:>15}  {}",
+            n.name,
+            n.group,
+            hex(&n.ek_hash[..8.min(n.ek_hash.len())]),
+            age(n.last_report_at),
+            n.last_outcome.unwrap_or_else(|| "-".into()),
+            n.attempts,
+            n.last_known_good
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into()),
+            for_terminal(&n.last_reason.unwrap_or_default())
         );
     }
     Ok(())

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-
 use ember_server::manifest;
-use ember_server::store::{self, hex, StateDir};
+use ember_server::store::{self, hex, Sql, StateDir};
+
+use crate::state_args::StateArgs;
 
 #[derive(Subcommand)]
 pub enum OverlayCmd {
@@ -18,17 +19,10 @@ pub enum OverlayCmd {
     /// Assigns an overlay version to a group or a node.
     Assign(AssignArgs),
     /// Lists overlays and assignments.
-    List(StateArg),
+    List(StateArgs),
     /// Prints the manifest public key (PEM) nodes verify manifests with:
     /// bundle it into initrds as /etc/ember/manifest.pub.
-    Key(StateArg),
-}
-
-#[derive(Args)]
-pub struct StateArg {
-    /// State folder of the boot server.
-    #[arg(long, env = "EMBER_STATE", default_value = "/var/lib/ember")]
-    pub state: PathBuf,
+    Key(StateArgs),
 }
 
 #[derive(Args)]
@@ -44,7 +38,7 @@ pub struct Target {
 #[derive(Args)]
 pub struct AddArgs {
     #[command(flatten)]
-    pub state: StateArg,
+    pub state: StateArgs,
     /// Directory, tar or tar.gz.
     pub source: PathBuf,
     #[command(flatten)]
@@ -57,7 +51,7 @@ pub struct AddArgs {
 #[derive(Args)]
 pub struct AssignArgs {
     #[command(flatten)]
-    pub state: StateArg,
+    pub state: StateArgs,
     /// Overlay version id (from `ember overlay add` or `list`).
     pub version: i64,
     #[command(flatten)]
@@ -65,14 +59,14 @@ pub struct AssignArgs {
 }
 
 /// Resolves the assignment target, checking that it exists.
-fn target_key(conn: &rusqlite::Connection, t: &Target) -> Result<Option<String>> {
+fn target_key(db: &mut dyn Sql, t: &Target) -> Result<Option<String>> {
     match (&t.group, &t.node) {
         (Some(g), None) => {
             crate::enroll_cmd::check_group(g)?;
             Ok(Some(format!("group:{g}")))
         }
         (None, Some(n)) => {
-            if store::node_by_name(conn, n)?.is_none() {
+            if store::node_by_name(db, n)?.is_none() {
                 bail!("no node named {n:?} (enroll it first)");
             }
             Ok(Some(format!("node:{n}")))
@@ -82,10 +76,9 @@ fn target_key(conn: &rusqlite::Connection, t: &Target) -> Result<Option<String>>
     }
 }
 
-fn assign(tx: &rusqlite::Transaction, state: &StateDir, target: &str, version: i64) -> Result<u64> {
-    if let Some(g) = target.strip_prefix("group:") {
-        store::ensure_group(tx, g)?;
-    }
+/// Signs `version`'s manifest for `target` under the state folder's
+/// manifest key (created on first use) and stores the assignment.
+fn assign(tx: &mut dyn Sql, state: &StateDir, target: &str, version: i64) -> Result<u64> {
     let (key, _) = manifest::ensure_signing_key(state)?;
     manifest::assign(tx, &key, target, version)
 }
@@ -93,9 +86,9 @@ fn assign(tx: &rusqlite::Transaction, state: &StateDir, target: &str, version: i
 pub fn run(cmd: OverlayCmd) -> Result<()> {
     match cmd {
         OverlayCmd::Add(a) => {
-            let state = StateDir::new(&a.state.state);
-            let mut conn = store::open(&state)?;
-            let target = target_key(&conn, &a.target)?;
+            let state = a.state.dir();
+            let mut db = a.state.open()?;
+            let target = target_key(&mut db, &a.target)?;
             let source = std::fs::canonicalize(&a.source)
                 .with_context(|| format!("overlay source {}", a.source.display()))?;
             if !(ember_proto::sealed::MIN_CHUNK..=ember_proto::sealed::MAX_CHUNK)
@@ -110,11 +103,11 @@ pub fn run(cmd: OverlayCmd) -> Result<()> {
             let blob = ember_server::overlay::store_overlay(&state, &source)?;
             let sealed =
                 manifest::seal_overlay(&state, &state.blob(&hex(&blob.sha256)), a.chunk_size)?;
-            let tx = conn.transaction()?;
+            let mut tx = db.transaction()?;
             let version =
-                manifest::insert_overlay(&tx, &blob, &source.display().to_string(), &sealed)?;
+                manifest::insert_overlay(&mut tx, &blob, &source.display().to_string(), &sealed)?;
             let epoch = match &target {
-                Some(t) => Some(assign(&tx, &state, t, version)?),
+                Some(t) => Some(assign(&mut tx, &state, t, version)?),
                 None => None,
             };
             tx.commit()?;
@@ -132,16 +125,16 @@ pub fn run(cmd: OverlayCmd) -> Result<()> {
             Ok(())
         }
         OverlayCmd::Assign(a) => {
-            let mut conn = store::open(&StateDir::new(&a.state.state))?;
-            let Some(target) = target_key(&conn, &a.target)? else {
+            let mut db = a.state.open()?;
+            let Some(target) = target_key(&mut db, &a.target)? else {
                 bail!("give --group or --node")
             };
-            if store::overlay(&conn, a.version)?.is_none() {
+            if store::overlay(&mut db, a.version)?.is_none() {
                 bail!("no overlay version {}", a.version);
             }
-            let state = StateDir::new(&a.state.state);
-            let tx = conn.transaction()?;
-            let epoch = assign(&tx, &state, &target, a.version)?;
+            let state = a.state.dir();
+            let mut tx = db.transaction()?;
+            let epoch = assign(&mut tx, &state, &target, a.version)?;
             tx.commit()?;
             println!(
                 "assigned overlay {} to {target} (manifest epoch {epoch})",
@@ -150,38 +143,26 @@ pub fn run(cmd: OverlayCmd) -> Result<()> {
             Ok(())
         }
         OverlayCmd::Key(s) => {
-            let state = StateDir::new(&s.state);
+            let state = s.dir();
             store::lock_down(&state)?;
             let (key, _) = manifest::ensure_signing_key(&state)?;
             print!("{}", manifest::public_pem(&key.public()));
             Ok(())
         }
         OverlayCmd::List(s) => {
-            let conn = store::open(&StateDir::new(&s.state))?;
-            let mut stmt = conn.prepare(
-                "SELECT o.version_id, o.size, o.sha256, o.source,
-                        (SELECT group_concat(target, ' ') FROM assignments a WHERE a.version_id = o.version_id)
-                 FROM overlays o ORDER BY o.version_id",
-            )?;
+            let overlays = store::list_overlays(&mut s.open()?)?;
             println!(
                 "{:<8} {:>10}  {:<16}  {:<30} ASSIGNED",
                 "VERSION", "SIZE", "SHA256", "SOURCE"
             );
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                ))
-            })?;
-            for row in rows {
-                let (v, size, sha, src, targets) = row?;
+            for o in overlays {
                 println!(
-                    "{v:<8} {size:>10}  {:<16}  {src:<30} {}",
-                    hex(&sha[..8.min(sha.len())]),
-                    targets.unwrap_or_default()
+                    "{:<8} {:>10}  {:<16}  {:<30} {}",
+                    o.overlay.version_id,
+                    o.overlay.size,
+                    hex(&o.overlay.sha256[..8]),
+                    o.source,
+                    o.targets.join(" ")
                 );
             }
             Ok(())

@@ -9,7 +9,9 @@ use clap::{Args, Subcommand};
 use crate::uki::measure::{
     check_log, predict_pcr11, predict_pcr4, PCR_BOOT_LOADER_CODE, PCR_KERNEL_IMAGE,
 };
-use ember_server::store::{self, hex, unhex, Policy, StateDir};
+use ember_server::store::{self, hex, unhex, Policy};
+
+use crate::state_args::StateArgs;
 
 #[derive(Subcommand)]
 pub enum PolicyCmd {
@@ -49,8 +51,8 @@ pub struct PredictArgs {
 
 #[derive(Args)]
 pub struct SetArgs {
-    #[arg(long, env = "EMBER_STATE", default_value = "/var/lib/ember")]
-    pub state: PathBuf,
+    #[command(flatten)]
+    pub state: StateArgs,
     /// PCR indices to quote, e.g. 0,2,4,7.
     #[arg(long, value_delimiter = ',', required_unless_present = "uki")]
     pub pcrs: Vec<u8>,
@@ -88,8 +90,8 @@ pub struct SetArgs {
 
 #[derive(Args)]
 pub struct ShowArgs {
-    #[arg(long, env = "EMBER_STATE", default_value = "/var/lib/ember")]
-    pub state: PathBuf,
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 pub fn run(cmd: PolicyCmd) -> Result<()> {
@@ -237,10 +239,10 @@ fn set(a: SetArgs) -> Result<()> {
             }
         }
     }
-    let mut conn = store::open(&StateDir::new(&a.state))?;
+    let mut db = a.state.open()?;
     let scope = match (&a.node, &a.group) {
         (Some(n), None) => {
-            if store::node_by_name(&conn, n)?.is_none() {
+            if store::node_by_name(&mut db, n)?.is_none() {
                 bail!("no node named {n:?}");
             }
             format!("node:{n}")
@@ -252,12 +254,12 @@ fn set(a: SetArgs) -> Result<()> {
         (None, None) => "default".to_string(),
         _ => bail!("give --node or --group, not both"),
     };
-    let tx = conn.transaction()?;
+    let mut tx = db.transaction()?;
     if let Some(g) = &a.group {
-        store::ensure_group(&tx, g)?;
+        store::ensure_group(&mut tx, g)?;
     }
     store::put_policy(
-        &tx,
+        &mut tx,
         &Policy {
             scope: scope.clone(),
             hash_alg: bank.alg_id(),
@@ -285,16 +287,13 @@ fn set(a: SetArgs) -> Result<()> {
 }
 
 fn show(a: ShowArgs) -> Result<()> {
-    let conn = store::open(&StateDir::new(&a.state))?;
-    let mut stmt = conn.prepare("SELECT scope FROM pcr_policies ORDER BY scope")?;
-    let scopes: Vec<String> = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+    let mut db = a.state.open()?;
+    let scopes = store::policy_scopes(&mut db)?;
     if scopes.is_empty() {
         println!("no policy set: nodes are refused (unless `ember serve --lab-record-first-boot`)");
     }
     for s in scopes {
-        if let Some(p) = store::get_policy(&conn, &s)? {
+        if let Some(p) = store::get_policy(&mut db, &s)? {
             println!(
                 "{}: alg {:#06x} mask {:#x} {}{}",
                 p.scope,

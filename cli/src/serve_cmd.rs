@@ -11,9 +11,11 @@ use ember_server::{self as serve, attest::Settings, conn::ConnLimits};
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// State folder (created on first start with a CA and server certificate).
-    #[arg(long, env = "EMBER_STATE", default_value = "/var/lib/ember")]
-    pub state: PathBuf,
+    /// State folder (created on first start with a CA and server
+    /// certificate) and database; replicas on one PostgreSQL share the
+    /// folder's tls/ and blobs/ (README: "Running several boot servers").
+    #[command(flatten)]
+    pub state: crate::state_args::StateArgs,
     /// HTTPS listen address (port 0 picks a free port; the chosen address is printed).
     #[arg(long, default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
@@ -118,7 +120,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
     }
     let auto = !a.manufacturer_ca.is_empty();
     serve::run(serve::Options {
-        state: a.state,
+        state: a.state.state,
+        database: a.state.database,
         listen: a.listen,
         http_listen: a.http_listen,
         metrics_listen: a.metrics_listen,

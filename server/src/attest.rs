@@ -4,7 +4,6 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
-use std::sync::Mutex;
 
 use ember_proto::keys;
 use ember_proto::manifest::SignedManifest;
@@ -12,9 +11,9 @@ use ember_proto::msg::{
     decode, encode, ErrorCode, FinishRequest, FinishResponse, Outcome, OverlayGrant, PcrSelection,
     ReportRequest, ReportResponse, StartRequest, StartResponse, PROTOCOL_VERSION,
 };
-use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::store::{self, hex, now_ms, Node, Policy, StateDir};
+use crate::params;
+use crate::store::{self, hex, now_ms, Node, Policy, Sql, StateDir};
 use crate::verify::{Verifier, VerifyError};
 
 /// Why a request was refused: the code and a short reason the client sees
@@ -51,9 +50,15 @@ impl From<anyhow::Error> for Refusal {
     }
 }
 
-impl From<rusqlite::Error> for Refusal {
-    fn from(e: rusqlite::Error) -> Self {
-        Refusal::new(ErrorCode::Internal, format!("database: {e}")).because("database")
+impl From<store::Error> for Refusal {
+    fn from(e: store::Error) -> Self {
+        // `internal` makes a node try its next server: a replica whose
+        // database is down sends nodes on to one whose database answers.
+        let reason = match e {
+            store::Error::Unavailable(_) => "database-unavailable",
+            _ => "database",
+        };
+        Refusal::new(ErrorCode::Internal, format!("{e}")).because(reason)
     }
 }
 
@@ -113,7 +118,8 @@ pub struct Settings {
 
 pub struct Server {
     pub state: StateDir,
-    pub db: Mutex<Connection>,
+    /// SQLite's one connection or a few to PostgreSQL.
+    pub db: store::Pool,
     pub verifier: Verifier,
     pub settings: Settings,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
@@ -149,10 +155,9 @@ pub struct Started {
 }
 
 impl Server {
-    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite inconsistent
-        // (transactions roll back), so a poisoned lock is still usable.
-        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    /// A connection for one step; never hold two at once (SQLite has one).
+    fn db(&self) -> Result<store::Pooled<'_>, Refusal> {
+        Ok(self.db.get()?)
     }
 
     /// Finds who is behind an EK: an enrolled node by key hash, or (when
@@ -160,7 +165,7 @@ impl Server {
     /// Such a node gets its row at Finish, once ActivateCredential proved
     /// the TPM holds this EK.
     fn identify(&self, req: &StartRequest, ek_hash: &[u8; 32]) -> Result<Who, Refusal> {
-        if let Some(node) = store::node_by_ek_hash(&self.db(), ek_hash)? {
+        if let Some(node) = store::node_by_ek_hash(&mut self.db()?, ek_hash)? {
             return Ok(Who::Enrolled(node));
         }
         let Some(group) = &self.settings.auto_enroll_group else {
@@ -188,7 +193,7 @@ impl Server {
 
     /// Refuses when the EK or the peer already holds its share of open
     /// sessions (one indexed count each, before any expensive work).
-    fn check_caps(&self, db: &Connection, ek_hash: &[u8; 32], peer: &str) -> Result<(), Refusal> {
+    fn check_caps(&self, db: &mut dyn Sql, ek_hash: &[u8; 32], peer: &str) -> Result<(), Refusal> {
         let now = now_ms();
         let per_ek = store::open_sessions_of_ek(db, ek_hash, now)?;
         if per_ek >= self.settings.max_sessions_per_ek {
@@ -236,7 +241,8 @@ impl Server {
             .verifier
             .check_ak(&req.ak_public)
             .map_err(|e| (None, e.into()))?;
-        self.check_caps(&self.db(), &ek_hash, &peer)
+        self.db()
+            .and_then(|mut db| self.check_caps(&mut db, &ek_hash, &peer))
             .map_err(|r| (None, r))?;
         let who = self.identify(&req, &ek_hash).map_err(|r| (None, r))?;
         let name = Some(who.name().to_string());
@@ -253,7 +259,7 @@ impl Server {
         req: &StartRequest,
         body: &[u8],
     ) -> Result<Started, Refusal> {
-        let policy = self.policy_for(&self.db(), who)?;
+        let policy = self.policy_for(&mut self.db()?, who)?;
         let pcrs = PcrSelection {
             hash_alg: policy.hash_alg,
             mask: policy.mask,
@@ -280,14 +286,15 @@ impl Server {
             Who::Enrolled(n) => (Some(n.id), None),
             Who::Admitted { cert, .. } => (None, Some(cert.as_slice())),
         };
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        // Counted again with the insert, under the lock: concurrent Starts
-        // cannot overshoot the caps.
-        self.check_caps(&tx, ek_hash, peer)?;
-        tx.execute(
+        let mut db = self.db()?;
+        let mut tx = db.transaction()?;
+        // Counted again with the insert, under a lock every replica takes:
+        // concurrent Starts cannot overshoot the caps.
+        tx.lock_sessions()?;
+        self.check_caps(&mut tx, ek_hash, peer)?;
+        tx.exec(
             "INSERT INTO sessions(id, node_id, ek_hash, ek_cert, peer, secret, nonce, ak_public, transcript, hash_alg, mask, created_at, expires_at, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'started')",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'started')",
             params![
                 &session[..],
                 node_id,
@@ -321,64 +328,39 @@ impl Server {
     /// Takes a session for this Finish: single use, so a replayed or second
     /// Finish fails even if the first one was refused.
     fn claim_session(&self, id: &[u8; 16]) -> Result<Session, Refusal> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        let row = tx
-            .query_row(
-                "SELECT n.id, n.name, n.group_name, s.ek_hash, s.ek_cert, s.secret, s.nonce, s.ak_public, s.transcript, s.hash_alg, s.mask, s.expires_at, s.state
-                 FROM sessions s LEFT JOIN nodes n ON n.id = s.node_id WHERE s.id = ?1",
-                [&id[..]],
-                |r| {
-                    let node = match r.get::<_, Option<i64>>(0)? {
-                        Some(id) => Some(Node { id, name: r.get(1)?, group: r.get(2)? }),
-                        None => None,
-                    };
-                    Ok((
-                        node,
-                        r.get::<_, Vec<u8>>(3)?,
-                        r.get::<_, Option<Vec<u8>>>(4)?,
-                        r.get::<_, Vec<u8>>(5)?,
-                        r.get::<_, Vec<u8>>(6)?,
-                        r.get::<_, Vec<u8>>(7)?,
-                        r.get::<_, Vec<u8>>(8)?,
-                        r.get::<_, i64>(9)?,
-                        r.get::<_, i64>(10)?,
-                        r.get::<_, i64>(11)?,
-                        r.get::<_, String>(12)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((
-            node,
-            ek_hash,
-            cert,
-            secret,
-            nonce,
-            ak_public,
-            transcript,
-            hash_alg,
-            mask,
-            expires_at,
-            state,
-        )) = row
-        else {
+        let mut db = self.db()?;
+        let mut tx = db.transaction()?;
+        // Claimed before it is read: of two Finishes racing on two
+        // replicas exactly one changes the row (PostgreSQL re-checks the
+        // WHERE once the first one's row lock is released).
+        let claimed = tx.exec(
+            "UPDATE sessions SET state = 'refused' WHERE id = $1 AND state = 'started'",
+            params![&id[..]],
+        )?;
+        let row = tx.row(
+            "SELECT n.id, n.name, n.group_name, s.ek_hash, s.ek_cert, s.secret, s.nonce, s.ak_public, s.transcript, s.hash_alg, s.mask, s.expires_at, s.state
+             FROM sessions s LEFT JOIN nodes n ON n.id = s.node_id WHERE s.id = $1",
+            params![&id[..]],
+        )?;
+        tx.commit()?;
+        let Some(r) = row else {
             return Err(Refusal::new(
                 ErrorCode::UnknownSession,
                 format!("session {} unknown", hex(id)),
             ));
         };
-        if state != "started" {
+        if claimed == 0 {
+            let state: String = r.get(12)?;
             return Err(Refusal::new(
                 ErrorCode::SessionReused,
                 format!("session {} already used ({state})", hex(id)),
             ));
         }
-        tx.execute(
-            "UPDATE sessions SET state = 'refused' WHERE id = ?1",
-            [&id[..]],
-        )?;
-        tx.commit()?;
+        let node = match r.get::<Option<i64>>(0)? {
+            Some(_) => Some(Node::from_row(&r, 0)?),
+            None => None,
+        };
+        let expires_at: i64 = r.get(11)?;
         if now_ms() > expires_at {
             return Err(Refusal::new(
                 ErrorCode::SessionExpired,
@@ -393,8 +375,8 @@ impl Server {
                 )
             })
         };
-        let ek_hash = fixed(ek_hash, "EK hash")?;
-        let who = match (node, cert, &self.settings.auto_enroll_group) {
+        let ek_hash = fixed(r.get(3)?, "EK hash")?;
+        let who = match (node, r.get(4)?, &self.settings.auto_enroll_group) {
             (Some(node), _, _) => Who::Enrolled(node),
             (None, Some(cert), Some(group)) => Who::Admitted {
                 name: admitted_name(&ek_hash),
@@ -412,13 +394,13 @@ impl Server {
             id: *id,
             who,
             ek_hash,
-            secret: fixed(secret, "secret")?,
-            nonce: fixed(nonce, "nonce")?,
-            ak_public,
-            transcript: fixed(transcript, "transcript")?,
+            secret: fixed(r.get(5)?, "secret")?,
+            nonce: fixed(r.get(6)?, "nonce")?,
+            ak_public: r.get(7)?,
+            transcript: fixed(r.get(8)?, "transcript")?,
             pcrs: PcrSelection {
-                hash_alg: hash_alg as u16,
-                mask: mask as u32,
+                hash_alg: r.get::<i64>(9)? as u16,
+                mask: r.get::<i64>(10)? as u32,
             },
         })
     }
@@ -450,45 +432,47 @@ impl Server {
         self.check_policy(&s, req)?;
 
         let credential: [u8; 32] = random()?;
-        let mut db = self.db();
-        let tx = db.transaction()?;
+        let mut db = self.db()?;
+        let mut tx = db.transaction()?;
         let node = match &s.who {
             Who::Enrolled(node) => node.clone(),
             // The proof above shows the TPM activated the credential made
             // for this EK: only now does the admitted node get its row.
-            Who::Admitted { name, group, cert } => match store::node_by_ek_hash(&tx, &s.ek_hash)? {
-                Some(node) => node,
-                None => {
-                    let node = store::insert_node(
-                        &tx,
-                        &s.ek_hash,
-                        Some(cert),
-                        name,
-                        group,
-                        "manufacturer-ca",
-                    )?;
-                    eprintln!(
+            Who::Admitted { name, group, cert } => {
+                match store::node_by_ek_hash(&mut tx, &s.ek_hash)? {
+                    Some(node) => node,
+                    None => {
+                        let node = store::insert_node(
+                            &mut tx,
+                            &s.ek_hash,
+                            Some(cert),
+                            name,
+                            group,
+                            "manufacturer-ca",
+                        )?;
+                        eprintln!(
                         "ember-serve: auto-enrolled node {name} in group {group} by its EK certificate chain"
                     );
-                    node
+                        node
+                    }
                 }
-            },
+            }
         };
-        let overlay = store::assigned_overlay(&tx, &node)?;
+        let overlay = store::assigned_overlay(&mut tx, &node)?;
         // Before anything is committed: a grant that cannot be made leaves
         // no credential behind.
         let grant = overlay.clone().map(|o| self.grant(&s, o)).transpose()?;
         let expires_at = now_ms() + self.settings.credential_ttl_ms;
-        tx.execute(
-            "INSERT INTO credentials(hash, session_id, node_id, version_id, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        tx.exec(
+            "INSERT INTO credentials(hash, session_id, node_id, version_id, expires_at) VALUES ($1, $2, $3, $4, $5)",
             params![&keys::credential_hash(&credential)[..], &s.id[..], node.id, overlay.as_ref().map(|o| o.version_id), expires_at],
         )?;
-        tx.execute(
-            "UPDATE sessions SET state = 'finished', node_id = ?2 WHERE id = ?1",
+        tx.exec(
+            "UPDATE sessions SET state = 'finished', node_id = $2 WHERE id = $1",
             params![&s.id[..], node.id],
         )?;
-        tx.execute(
-            "INSERT INTO boot_reports(node_id, at, outcome, version_id, reason) VALUES (?1, ?2, 'attested', ?3, '')",
+        tx.exec(
+            "INSERT INTO boot_reports(node_id, at, outcome, version_id, reason) VALUES ($1, $2, 'attested', $3, '')",
             params![node.id, now_ms(), overlay.as_ref().map(|o| o.version_id)],
         )?;
         tx.commit()?;
@@ -543,7 +527,7 @@ impl Server {
 
     /// The policy that applies to `who`: its own, its group's, the
     /// default, or (lab mode only) record-on-first-boot; none is a refusal.
-    fn policy_for(&self, db: &Connection, who: &Who) -> Result<Policy, Refusal> {
+    fn policy_for(&self, db: &mut dyn Sql, who: &Who) -> Result<Policy, Refusal> {
         match store::effective_policy(db, who.name(), who.group())? {
             Some(p) => Ok(p),
             None if self.settings.lab_record_first_boot => Ok(store::lab_record_policy()),
@@ -570,18 +554,18 @@ impl Server {
                 .chars()
                 .take(500)
                 .collect();
-            self.db().execute(
-                "INSERT INTO boot_reports(node_id, at, outcome, version_id, reason) VALUES (?1, ?2, 'failed', NULL, ?3)",
-                params![node.id, now_ms(), reason],
+            self.db()?.exec(
+                "INSERT INTO boot_reports(node_id, at, outcome, version_id, reason) VALUES ($1, $2, 'failed', NULL, $3)",
+                params![node.id, now_ms(), &reason],
             )?;
         }
         judged
     }
 
     fn judge(&self, s: &Session, req: &FinishRequest) -> Result<(), Refusal> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        let policy = self.policy_for(&tx, &s.who)?;
+        let mut db = self.db()?;
+        let mut tx = db.transaction()?;
+        let policy = self.policy_for(&mut tx, &s.who)?;
         let quoted: Vec<(u8, &[u8])> = s
             .pcrs
             .indices()
@@ -597,7 +581,7 @@ impl Server {
                 events: vec![],
                 require_log: false,
             };
-            store::put_policy(&tx, &recorded)?;
+            store::put_policy(&mut tx, &recorded)?;
             tx.commit()?;
             eprintln!(
                 "ember-serve: recorded PCR policy for node {} (mask {:#x})",
@@ -613,7 +597,8 @@ impl Server {
     /// Open sessions over all replicas (the metrics gauge); None when the
     /// database does not answer.
     pub fn open_sessions(&self) -> Option<u64> {
-        store::open_sessions(&self.db(), now_ms()).ok()
+        let mut db = self.db().ok()?;
+        store::open_sessions(&mut db, now_ms()).ok()
     }
 
     /// Checks `Authorization: Bearer <hex>`.
@@ -629,24 +614,26 @@ impl Server {
         let hash = keys::credential_hash(&token);
         let row = self
             .db()
-            .query_row(
-                "SELECT c.hash, c.session_id, c.version_id, c.expires_at, s.secret, n.id, n.name, n.group_name
-                 FROM credentials c JOIN sessions s ON s.id = c.session_id JOIN nodes n ON n.id = c.node_id
-                 WHERE c.hash = ?1",
-                [&hash[..]],
-                |r| {
-                    Ok((
-                        r.get::<_, Vec<u8>>(0)?,
-                        r.get::<_, Vec<u8>>(1)?,
-                        r.get::<_, Option<i64>>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, Vec<u8>>(4)?,
-                        Node { id: r.get(5)?, name: r.get(6)?, group: r.get(7)? },
-                    ))
-                },
-            )
-            .optional()
-            .map_err(|e| (None, e.into()))?;
+            .and_then(|mut db| {
+                Ok(db.row(
+                    "SELECT c.hash, c.session_id, c.version_id, c.expires_at, s.secret, n.id, n.name, n.group_name
+                     FROM credentials c JOIN sessions s ON s.id = c.session_id JOIN nodes n ON n.id = c.node_id
+                     WHERE c.hash = $1",
+                    params![&hash[..]],
+                )?)
+            })
+            .and_then(|row| {
+                let Some(r) = row else { return Ok(None) };
+                Ok(Some((
+                    r.get::<Vec<u8>>(0)?,
+                    r.get::<Vec<u8>>(1)?,
+                    r.get::<Option<i64>>(2)?,
+                    r.get::<i64>(3)?,
+                    r.get::<Vec<u8>>(4)?,
+                    Node::from_row(&r, 5)?,
+                )))
+            })
+            .map_err(|e| (None, e))?;
         let Some((stored, session, version_id, expires_at, secret, node)) = row else {
             return Err((
                 None,
@@ -685,11 +672,11 @@ impl Server {
 
     pub fn report(&self, auth: &Authorized, body: &[u8]) -> Result<Vec<u8>, Refusal> {
         let req: ReportRequest = decode_msg("report", body)?;
-        let mut db = self.db();
-        let tx = db.transaction()?;
+        let mut db = self.db()?;
+        let mut tx = db.transaction()?;
         // One report per credential: a replayed report must not count twice.
-        let first = tx.execute(
-            "UPDATE credentials SET reported_at = ?2 WHERE hash = ?1 AND reported_at IS NULL",
+        let first = tx.exec(
+            "UPDATE credentials SET reported_at = $2 WHERE hash = $1 AND reported_at IS NULL",
             params![&auth.hash[..], now_ms()],
         )?;
         if first == 0 {
@@ -704,28 +691,28 @@ impl Server {
         };
         let reason: String = req.reason.chars().take(500).collect();
         let version = req.overlay_version.map(|v| v as i64);
-        tx.execute(
-            "INSERT INTO boot_reports(node_id, at, outcome, version_id, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![auth.node.id, now_ms(), outcome, version, reason],
+        tx.exec(
+            "INSERT INTO boot_reports(node_id, at, outcome, version_id, reason) VALUES ($1, $2, $3, $4, $5)",
+            params![auth.node.id, now_ms(), outcome, version, &reason],
         )?;
         match req.outcome {
             Outcome::Joined => {
                 let known = match version {
-                    Some(v) => store::overlay(&tx, v)?.map(|o| o.version_id),
+                    Some(v) => store::overlay(&mut tx, v)?.map(|o| o.version_id),
                     None => None,
                 };
-                tx.execute("UPDATE nodes SET attempts = 0, last_known_good = COALESCE(?2, last_known_good) WHERE id = ?1", params![auth.node.id, known])?
+                tx.exec("UPDATE nodes SET attempts = 0, last_known_good = COALESCE($2, last_known_good) WHERE id = $1", params![auth.node.id, known])?
             }
-            Outcome::Failed => tx.execute(
-                "UPDATE nodes SET attempts = attempts + 1 WHERE id = ?1",
-                [auth.node.id],
+            Outcome::Failed => tx.exec(
+                "UPDATE nodes SET attempts = attempts + 1 WHERE id = $1",
+                params![auth.node.id],
             )?,
         };
-        let (attempts, lkg): (i64, Option<i64>) = tx.query_row(
-            "SELECT attempts, last_known_good FROM nodes WHERE id = ?1",
-            [auth.node.id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+        let r = tx.one(
+            "SELECT attempts, last_known_good FROM nodes WHERE id = $1",
+            params![auth.node.id],
         )?;
+        let (attempts, lkg): (i64, Option<i64>) = (r.get(0)?, r.get(1)?);
         tx.commit()?;
         Ok(encode(&ReportResponse {
             version: PROTOCOL_VERSION,

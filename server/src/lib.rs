@@ -17,7 +17,7 @@ pub mod verify;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -29,6 +29,9 @@ use store::StateDir;
 
 pub struct Options {
     pub state: PathBuf,
+    /// `--database`: None for SQLite in the state folder, or a
+    /// `postgres://` URL several replicas share.
+    pub database: Option<String>,
     pub listen: SocketAddr,
     pub http_listen: Option<SocketAddr>,
     /// Prometheus metrics (and health) for operators, never for nodes.
@@ -79,7 +82,7 @@ fn replica_name(given: Option<String>) -> String {
 
 pub fn run(opts: Options) -> Result<()> {
     let state = StateDir::new(&opts.state);
-    let conn = store::open(&state)?;
+    let pool = store::open_pool(&state, opts.database.as_deref())?;
     std::fs::create_dir_all(state.boot_dir())?;
     std::fs::create_dir_all(state.sealed_dir())?;
     let (_, created) = manifest::ensure_signing_key(&state)?;
@@ -112,7 +115,7 @@ pub fn run(opts: Options) -> Result<()> {
     let metrics = Arc::new(Metrics::new(replica_name(opts.replica_id.clone())));
     let server = Arc::new(Server {
         state: state.clone(),
-        db: Mutex::new(conn),
+        db: pool,
         verifier: verify::Verifier::new(cas),
         settings: opts.settings.clone(),
         metrics: metrics.clone(),
@@ -122,8 +125,9 @@ pub fn run(opts: Options) -> Result<()> {
     let mut limits = opts.limits.clone();
     limits.max_connections = connection_budget(limits.max_connections);
     eprintln!(
-        "ember-serve: replica={} max_connections={} header_timeout={:?} idle_timeout={:?} body_timeout={:?}",
+        "ember-serve: replica={} database={:?} max_connections={} header_timeout={:?} idle_timeout={:?} body_timeout={:?}",
         metrics.replica(),
+        server.db.database(),
         limits.max_connections,
         limits.header_timeout,
         limits.idle_timeout,
@@ -155,8 +159,7 @@ pub fn run(opts: Options) -> Result<()> {
                 tick.tick().await;
                 let s = purger.clone();
                 let purged = tokio::task::spawn_blocking(move || {
-                    let db = s.db.lock().unwrap_or_else(|p| p.into_inner());
-                    store::purge_expired(&db, store::now_ms())
+                    store::purge_expired(&mut s.db.get()?, store::now_ms())
                 })
                 .await;
                 match purged {

@@ -14,10 +14,10 @@ use ember_proto::manifest::{
     key_commitment, Compression, Manifest, PublicKey, SigningSecret, Target, MANIFEST_FORMAT,
 };
 use ember_proto::sealed::{self, Sealer};
-use rusqlite::{params, OptionalExtension, Transaction};
 
 use crate::overlay::{store_blob, Blob};
-use crate::store::StateDir;
+use crate::params;
+use crate::store::{Sql, StateDir};
 
 /// The signing key's file in the state folder (32-byte scalar, 0600).
 const KEY_FILE: &str = "manifest.key";
@@ -165,53 +165,51 @@ pub fn seal_overlay(state: &StateDir, plain: &Path, chunk_size: u32) -> Result<S
 /// Records a new overlay version: its plaintext's digest and size (for
 /// listings), and its sealed blob and data key. Returns the version id.
 pub fn insert_overlay(
-    tx: &Transaction,
+    tx: &mut dyn Sql,
     plain: &Blob,
     source: &str,
     sealed: &SealedOverlay,
 ) -> Result<i64> {
-    tx.execute(
-        "INSERT INTO overlays(sha256, size, source, created_at, blob_sha256, blob_size, chunk_size, compression, data_key)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            &plain.sha256[..],
-            plain.size as i64,
-            source,
-            crate::store::now_ms(),
-            &sealed.blob.sha256[..],
-            sealed.blob.size as i64,
-            sealed.chunk_size,
-            sealed.compression.name(),
-            &sealed.data_key[..],
-        ],
-    )?;
-    Ok(tx.last_insert_rowid())
+    Ok(crate::store::insert_overlay(
+        tx,
+        &plain.sha256,
+        plain.size,
+        source,
+        &crate::store::SealedBlob {
+            sha256: sealed.blob.sha256,
+            size: sealed.blob.size,
+            chunk_size: sealed.chunk_size,
+            compression: sealed.compression.name(),
+            data_key: sealed.data_key,
+        },
+    )?)
 }
 
 /// Assigns overlay `version` to `target` (`node:<name>` or `group:<name>`)
-/// and signs its manifest under the next epoch, in `tx`.
-pub fn assign(tx: &Transaction, key: &SigningSecret, target: &str, version: i64) -> Result<u64> {
+/// (a group is created if missing) and signs its manifest under the
+/// next epoch, in `tx`.
+pub fn assign(tx: &mut dyn Sql, key: &SigningSecret, target: &str, version: i64) -> Result<u64> {
     let manifest_target = match target.split_once(':') {
         Some(("node", n)) => Target::Node(n.into()),
         Some(("group", g)) => Target::Group(g.into()),
         _ => bail!("assignment target {target:?} is neither node:<name> nor group:<name>"),
     };
     let row = tx
-        .query_row(
-            "SELECT size, blob_sha256, blob_size, chunk_size, compression, data_key FROM overlays WHERE version_id = ?1",
-            [version],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Option<Vec<u8>>>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Option<Vec<u8>>>(5)?,
-                ))
-            },
-        )
-        .optional()?;
+        .row(
+            "SELECT size, blob_sha256, blob_size, chunk_size, compression, data_key FROM overlays WHERE version_id = $1",
+            params![version],
+        )?
+        .map(|r| -> crate::store::Result<_> {
+            Ok((
+                r.get::<i64>(0)?,
+                r.get::<Option<Vec<u8>>>(1)?,
+                r.get::<Option<i64>>(2)?,
+                r.get::<Option<i64>>(3)?,
+                r.get::<Option<String>>(4)?,
+                r.get::<Option<Vec<u8>>>(5)?,
+            ))
+        })
+        .transpose()?;
     let Some((
         size,
         Some(blob_sha),
@@ -234,11 +232,14 @@ pub fn assign(tx: &Transaction, key: &SigningSecret, target: &str, version: i64)
         "none" => Compression::None,
         other => bail!("overlay {version}: unknown compression {other:?}"),
     };
-    let epoch: i64 = tx.query_row(
-        "UPDATE manifest_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch",
-        [],
-        |r| r.get(0),
-    )?;
+    // The row lock orders replicas' and admin commands' assignments: each
+    // gets its own epoch, on SQLite and PostgreSQL alike.
+    let epoch: i64 = tx
+        .one(
+            "UPDATE manifest_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch",
+            &[],
+        )?
+        .get(0)?;
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         version_id: version as u64,
@@ -252,12 +253,7 @@ pub fn assign(tx: &Transaction, key: &SigningSecret, target: &str, version: i64)
         key_commitment: key_commitment(&data_key),
     };
     let signed = key.sign(&manifest);
-    tx.execute(
-        "INSERT INTO assignments(target, version_id, assigned_at, epoch, manifest) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(target) DO UPDATE SET version_id = excluded.version_id, assigned_at = excluded.assigned_at,
-             epoch = excluded.epoch, manifest = excluded.manifest",
-        params![target, version, crate::store::now_ms(), epoch, signed.to_bytes()],
-    )?;
+    crate::store::assign(tx, target, version, epoch, &signed.to_bytes())?;
     Ok(epoch as u64)
 }
 
@@ -293,7 +289,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ember-manifest-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let state = StateDir::new(&dir);
-        let mut conn = crate::store::open(&state).unwrap();
+        let mut conn = crate::store::open(&state, None).unwrap();
         let plain: Vec<u8> = (0..1000u32).map(|i| (i * 13) as u8).collect();
         let plain_blob = store_blob(&state.blobs(), |w| Ok(w.write_all(&plain)?)).unwrap();
         let sealed = seal_overlay(
@@ -309,18 +305,15 @@ mod tests {
         assert!(!created);
         assert_eq!(again.public().to_spki_der(), key.public().to_spki_der());
 
-        let tx = conn.transaction().unwrap();
-        let v = insert_overlay(&tx, &plain_blob, "test", &sealed).unwrap();
-        let e1 = assign(&tx, &key, "group:lab", v).unwrap();
-        let e2 = assign(&tx, &key, "node:n1", v).unwrap();
-        let e3 = assign(&tx, &key, "group:lab", v).unwrap();
+        let mut tx = conn.transaction().unwrap();
+        let v = insert_overlay(&mut tx, &plain_blob, "test", &sealed).unwrap();
+        let e1 = assign(&mut tx, &key, "group:lab", v).unwrap();
+        let e2 = assign(&mut tx, &key, "node:n1", v).unwrap();
+        let e3 = assign(&mut tx, &key, "group:lab", v).unwrap();
         assert_eq!((e2, e3), (e1 + 1, e1 + 2), "one epoch per signed manifest");
         let stored: Vec<u8> = tx
-            .query_row(
-                "SELECT manifest FROM assignments WHERE target = 'group:lab'",
-                [],
-                |r| r.get(0),
-            )
+            .one("SELECT manifest FROM assignments WHERE target = 'group:lab'", &[])
+            .and_then(|r| r.get(0))
             .unwrap();
         tx.commit().unwrap();
         let signed = ember_proto::manifest::SignedManifest::from_bytes(&stored).unwrap();
@@ -340,7 +333,7 @@ mod tests {
         opener.finish(&mut sink).unwrap();
         assert_eq!(sink.0, plain);
         assert!(sink.1);
-        assert!(assign(&conn.transaction().unwrap(), &key, "rack:1", v).is_err());
+        assert!(assign(&mut conn.transaction().unwrap(), &key, "rack:1", v).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -5,7 +5,9 @@
 pub mod dnsmasq;
 // A TCG event log writer: host tests that play the firmware on swtpm.
 pub mod eventlog;
+pub mod load;
 pub mod netns;
+pub mod postgres;
 pub mod process;
 // `ember serve` with a fresh state folder (attestation and overlay tests).
 pub mod server;

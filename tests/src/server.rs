@@ -17,6 +17,10 @@ pub const EK_CERT_ECC_P384_NV: &str = "0x01c00016";
 pub struct EmberServer {
     child: ChildGuard,
     dir: ScratchDir,
+    /// The state folder (the scratch folder's `state`, or one replicas share).
+    state: PathBuf,
+    /// `--database` (PostgreSQL), passed to the admin commands too.
+    database: Option<String>,
     addr: String,
     http_addr: Option<String>,
     metrics_addr: Option<String>,
@@ -63,14 +67,14 @@ impl EmberServer {
     /// `ember serve` as in production: no lab mode, so a node without a
     /// PCR policy is refused.
     pub fn start_strict(extra: &[&str]) -> EmberServer {
-        Self::launch_mode(&[], &ember_bin(), extra, false)
+        Self::launch_mode(&[], &ember_bin(), extra, None, false)
     }
 
     /// Like [`EmberServer::start_with`], the server started through
     /// `wrapper` (a command that execs the rest, keeping the PID):
     /// `["prlimit", "--nofile=256:256", "--"]` to limit its open files.
     pub fn start_wrapped(wrapper: &[&str], extra: &[&str]) -> EmberServer {
-        Self::launch(wrapper, &ember_bin(), extra)
+        Self::launch(wrapper, &ember_bin(), extra, None)
     }
 
     /// Starts the `test-hooks` build of `ember serve` in its test mode
@@ -82,16 +86,50 @@ impl EmberServer {
     }
 
     fn start_bin(bin: &Path, extra: &[&str]) -> EmberServer {
-        Self::launch(&[], bin, extra)
+        Self::launch(&[], bin, extra, None)
     }
 
-    fn launch(wrapper: &[&str], bin: &Path, extra: &[&str]) -> EmberServer {
-        Self::launch_mode(wrapper, bin, extra, true)
+    /// A replica: `ember serve` on the PostgreSQL at `database`, with the
+    /// state folder (TLS identity, overlay blobs) that every replica shares.
+    /// `replayable`: the `test-hooks` build in its test mode (load tests).
+    pub fn start_replica(
+        database: &str,
+        state: &Path,
+        replayable: bool,
+        extra: &[&str],
+    ) -> EmberServer {
+        let mut args = vec!["--database", database];
+        let bin = if replayable {
+            args.push("--test-replayable-sessions");
+            crate::ember_test_hooks_bin()
+        } else {
+            ember_bin()
+        };
+        args.extend_from_slice(extra);
+        Self::launch(&[], &bin, &args, Some((state, database)))
     }
 
-    fn launch_mode(wrapper: &[&str], bin: &Path, extra: &[&str], lab: bool) -> EmberServer {
+    fn launch(
+        wrapper: &[&str],
+        bin: &Path,
+        extra: &[&str],
+        shared: Option<(&Path, &str)>,
+    ) -> EmberServer {
+        Self::launch_mode(wrapper, bin, extra, shared, true)
+    }
+
+    fn launch_mode(
+        wrapper: &[&str],
+        bin: &Path,
+        extra: &[&str],
+        shared: Option<(&Path, &str)>,
+        lab: bool,
+    ) -> EmberServer {
         let dir = ScratchDir::new("serve");
-        let state = dir.path().join("state");
+        let state = match shared {
+            Some((state, _)) => state.to_path_buf(),
+            None => dir.path().join("state"),
+        };
         let out = dir.path().join("serve.out");
         let err = dir.path().join("serve.log");
         let mut cmd = match wrapper.split_first() {
@@ -143,6 +181,8 @@ impl EmberServer {
         EmberServer {
             child,
             dir,
+            state,
+            database: shared.map(|(_, db)| db.to_string()),
             addr: addr.expect("listening line"),
             http_addr,
             metrics_addr,
@@ -248,9 +288,21 @@ impl EmberServer {
             .unwrap_or(0)
     }
 
+    /// A `GET /metrics` scrape of the metrics listener (`--metrics-listen`).
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let addr = self.metrics_addr().expect("started with --metrics-listen");
+        let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics listener");
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+            .expect("send the scrape");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read the scrape");
+        text
+    }
+
     /// The server's state folder.
     pub fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
+        self.state.clone()
     }
 
     /// The CA certificate to bundle into initrds / pass to `ember attest --ca`.
@@ -297,12 +349,17 @@ impl EmberServer {
         wait_until(Duration::from_secs(5), || self.log().contains(needle))
     }
 
-    /// Runs `ember ARGS --state STATE`.
+    /// Runs `ember ARGS --state STATE [--database URL]`.
     pub fn ember(&self, args: &[&str]) -> Run {
         let out = Command::new(ember_bin())
             .args(args)
             .arg("--state")
             .arg(self.state())
+            .args(
+                self.database
+                    .iter()
+                    .flat_map(|d| ["--database", d.as_str()]),
+            )
             .stdin(Stdio::null())
             .output()
             .expect("run ember");

@@ -9,13 +9,8 @@
 //! replay against two servers, the first one down: the 25 that start there
 //! fail over to the second and all succeed.
 
+use ember_tests::load::{self, Rack, UNCAPPED};
 use ember_tests::server::EmberServer;
-use ember_tests::swtpm::Swtpm;
-use ember_tests::{ember_bin, ScratchDir};
-use std::process::{Command, Stdio};
-use std::time::Instant;
-
-const POOL: usize = 4;
 
 #[test]
 fn rack_power_on_all_nodes_attest_concurrently() {
@@ -23,91 +18,21 @@ fn rack_power_on_all_nodes_attest_concurrently() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    // One EK, many AKs, all at once from one address: the caps are lifted.
-    let server = EmberServer::start_replayable(&[
-        "--max-sessions-per-ek",
-        "100000",
-        "--max-sessions-per-peer",
-        "100000",
-    ]);
-    let dirs: Vec<ScratchDir> = (0..POOL).map(|_| ScratchDir::new("load-tpm")).collect();
-    let pool: Vec<Swtpm> = dirs
-        .iter()
-        .map(|d| {
-            Swtpm::setup_cached(d.path()).expect("manufacture swtpm");
-            Swtpm::start_tcp(d.path()).expect("start swtpm")
-        })
-        .collect();
-    // The cached manufacture gives every instance the same EK: one node
-    // identity, many AKs (each simulated node's own session and key).
-    server
-        .enroll_swtpm("rack", "default", &pool[0])
-        .expect_ok("enroll");
-    let src = server.scratch().join("overlay");
-    std::fs::create_dir_all(src.join("etc")).unwrap();
-    std::fs::write(src.join("etc/config.yaml"), "token: load\n".repeat(10_000)).unwrap();
-    server.add_overlay(&src, Some("group:default"));
+    let server = EmberServer::start_replayable(&UNCAPPED);
+    let rack = Rack::new();
+    rack.enroll(&server);
+    let (rec, recorded) = rack.record(&server, nodes);
 
-    let rec = server.scratch().join("recordings");
-    let per = nodes.div_ceil(POOL);
-    let t = Instant::now();
-    let recorders: Vec<_> = pool
-        .iter()
-        .map(|tpm| {
-            Command::new(ember_bin())
-                .args([
-                    "attest",
-                    "--tpm",
-                    &tpm.spec(),
-                    "--url",
-                    &server.url(),
-                    "--no-overlay",
-                    "--repeat",
-                    &per.to_string(),
-                ])
-                .arg("--ca")
-                .arg(server.ca_path())
-                .arg("--record")
-                .arg(&rec)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn recorder")
-        })
-        .collect();
-    for r in recorders {
-        let out = r.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "recording failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let recorded = std::fs::read_dir(&rec).unwrap().count();
-    assert_eq!(recorded, per * POOL);
-    eprintln!(
-        "load: recorded {recorded} transcripts on {POOL} swtpm in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
-
-    let out = Command::new(ember_bin())
-        .args([
-            "attest",
-            "--url",
-            &server.url(),
-            "--concurrency",
-            &nodes.to_string(),
-        ])
-        .arg("--ca")
-        .arg(server.ca_path())
-        .arg("--manifest-key")
-        .arg(server.manifest_pub_path())
-        .arg("--replay")
-        .arg(&rec)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the replay");
+    let out = load::replay(
+        &server.url(),
+        &server.ca_path(),
+        &server.manifest_pub_path(),
+        &rec,
+        nodes,
+        &[],
+    )
+    .output()
+    .expect("run the replay");
     let stdout = String::from_utf8_lossy(&out.stdout);
     // The figures, for the report (visible with --nocapture).
     eprint!("{stdout}");
@@ -132,7 +57,7 @@ fn rack_power_on_all_nodes_attest_concurrently() {
         .count();
     assert_eq!(
         finished,
-        nodes + per * POOL,
+        nodes + recorded,
         "every recording and every replay finished once"
     );
 
@@ -141,25 +66,16 @@ fn rack_power_on_all_nodes_attest_concurrently() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let urls = format!("https://{},{}", dead.local_addr().unwrap(), server.url());
     drop(dead);
-    let out = Command::new(ember_bin())
-        .args([
-            "attest",
-            "--url",
-            &urls,
-            "--concurrency",
-            "50",
-            "--timeout",
-            "5s",
-        ])
-        .arg("--ca")
-        .arg(server.ca_path())
-        .arg("--manifest-key")
-        .arg(server.manifest_pub_path())
-        .arg("--replay")
-        .arg(&rec)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the failover replay");
+    let out = load::replay(
+        &urls,
+        &server.ca_path(),
+        &server.manifest_pub_path(),
+        &rec,
+        50,
+        &["--timeout", "5s"],
+    )
+    .output()
+    .expect("run the failover replay");
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprint!("{stdout}");
     assert!(

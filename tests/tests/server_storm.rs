@@ -1,0 +1,174 @@
+//! Storm: a data centre powering on. 1,000 simulated nodes (recorded swtpm
+//! transcripts, as `server_load` replays them; EMBER_STORM_NODES to change)
+//! attest at once, first against one `ember serve` on SQLite, then against
+//! three replicas sharing one PostgreSQL, nodes spread over the three, then
+//! again while one replica is killed mid-storm (SIGKILL, by PID): every
+//! node must succeed, those it dropped by failing over to the next URL. The
+//! figures (p50/p90/p99, throughput) of the runs are printed as one table and
+//! written as JSON (EMBER_STORM_REPORT, default target/<profile>/storm.json).
+//! Slow is reported, never failed; a node that fails, fails the test.
+
+use ember_tests::load::{self, Figures, Rack, UNCAPPED};
+use ember_tests::postgres::Postgres;
+use ember_tests::process::wait_until;
+use ember_tests::server::EmberServer;
+use ember_tests::ScratchDir;
+use std::process::Stdio;
+use std::time::Duration;
+
+const REPLICAS: usize = 3;
+
+fn finished(server: &EmberServer) -> usize {
+    server
+        .log()
+        .lines()
+        .filter(|l| l.contains("step=finish node=rack outcome=ok"))
+        .count()
+}
+
+/// Runs the replay to its end; panics with its output unless every node
+/// succeeded.
+fn check(out: std::process::Output, nodes: usize, what: &str) -> Figures {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprint!("{what}:\n{stdout}");
+    assert!(
+        out.status.success(),
+        "{what}: not every node attested:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f = Figures::parse(&stdout).unwrap_or_else(|| panic!("{what}: no figures in {stdout}"));
+    assert_eq!(
+        (f.nodes, f.ok, f.failed),
+        (nodes as u64, nodes as u64, 0),
+        "{what}"
+    );
+    f
+}
+
+#[test]
+fn thousand_nodes_on_three_replicas_survive_losing_one() {
+    let nodes: usize = std::env::var("EMBER_STORM_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let pg = Postgres::start();
+    let shared = ScratchDir::new("storm-state");
+    let state = shared.path().join("state");
+    let replica = |i: usize| {
+        let id = format!("r{i}");
+        let mut args = vec!["--replica-id", id.as_str()];
+        args.extend_from_slice(&UNCAPPED);
+        EmberServer::start_replica(&pg.url(), &state, true, &args)
+    };
+    // The first replica makes the shared TLS identity; the others read it.
+    let mut replicas = vec![replica(1)];
+    replicas.extend((2..=REPLICAS).map(replica));
+    let rack = Rack::new();
+    rack.enroll(&replicas[0]);
+    let (rec, _) = rack.record(&replicas[0], nodes);
+
+    // The baseline: one process on SQLite, the same recordings.
+    let single = EmberServer::start_replayable(&UNCAPPED);
+    rack.enroll(&single);
+    let baseline = check(
+        load::replay(
+            &single.url(),
+            &single.ca_path(),
+            &single.manifest_pub_path(),
+            &rec,
+            nodes,
+            &[],
+        )
+        .output()
+        .expect("run the SQLite storm"),
+        nodes,
+        "sqlite, 1 process",
+    );
+    drop(single);
+
+    let urls = replicas
+        .iter()
+        .map(|r| r.url())
+        .collect::<Vec<_>>()
+        .join(",");
+    let ca = replicas[0].ca_path();
+    // One manifest key for all: it lives in the shared state folder.
+    let manifest_key = replicas[0].manifest_pub_path();
+    // The replicas' cost alone, all three up.
+    let steady = check(
+        load::replay(&urls, &ca, &manifest_key, &rec, nodes, &[])
+            .output()
+            .expect("run the PostgreSQL storm"),
+        nodes,
+        "postgres, 3 replicas",
+    );
+
+    let before: Vec<usize> = replicas.iter().map(finished).collect();
+    let mut storm = load::replay(
+        &urls,
+        &ca,
+        &manifest_key,
+        &rec,
+        nodes,
+        &["--timeout", "10s"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start the PostgreSQL storm");
+    // Kill the second replica once it is busy: it has finished some
+    // attestations (so others are in flight there) and the storm is not over.
+    let victim = &replicas[1];
+    let busy = wait_until(Duration::from_secs(120), || {
+        finished(victim) >= before[1] + nodes / (REPLICAS * 10)
+    });
+    let storm_running = storm.try_wait().expect("poll the storm").is_none();
+    let pid = rustix::process::Pid::from_raw(victim.pid() as i32).expect("replica pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill the replica");
+    let killed_at = finished(victim) - before[1];
+    let out = storm.wait_with_output().expect("wait for the storm");
+    let replicated = check(out, nodes, "postgres, 3 replicas, 1 killed mid-storm");
+    assert!(
+        busy && storm_running,
+        "the replica was not killed mid-storm"
+    );
+    assert!(
+        replicated.failed_over > 0,
+        "no node failed over from the killed replica: {replicated:?}"
+    );
+    let served: Vec<usize> = replicas
+        .iter()
+        .zip(&before)
+        .map(|(r, b)| finished(r) - b)
+        .collect();
+    eprintln!("storm: attestations finished per replica {served:?}; r2 killed after {killed_at}");
+    assert!(served.iter().sum::<usize>() >= nodes, "{served:?}");
+
+    let rows = [
+        ("sqlite, 1 process", &baseline),
+        ("postgres, 3 replicas", &steady),
+        ("postgres, 3 replicas, 1 killed mid-storm", &replicated),
+    ];
+    let json = format!(
+        "{{\"nodes\":{nodes},\"runs\":[{}]}}\n",
+        rows.iter()
+            .map(|(setup, f)| f.to_json(setup))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let path = std::env::var_os("EMBER_STORM_REPORT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| ember_tests::profile_dir().join("storm.json"));
+    std::fs::write(&path, &json).expect("write the storm report");
+    eprintln!("\nstorm: {nodes} nodes (report: {})", path.display());
+    eprintln!(
+        "| {:<42} | {:>9} | {:>8} | {:>8} | {:>8} | {:>11} |",
+        "setup", "nodes/s", "p50 ms", "p90 ms", "p99 ms", "failed over"
+    );
+    for (setup, f) in rows {
+        eprintln!(
+            "| {setup:<42} | {:>9.1} | {:>8.0} | {:>8.0} | {:>8.0} | {:>11} |",
+            f.throughput, f.p50_ms, f.p90_ms, f.p99_ms, f.failed_over
+        );
+    }
+}

@@ -44,20 +44,41 @@ pub fn ensure_signing_key(state: &StateDir) -> Result<(SigningSecret, bool)> {
             Ok((key, false))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let key = loop {
+            let (key, scalar) = loop {
                 let mut scalar = [0u8; 32];
                 getrandom::getrandom(&mut scalar)?;
                 // A scalar of zero or beyond the group order is refused:
                 // draw again (probability about 2^-32).
                 if let Ok(k) = SigningSecret::from_bytes(&scalar) {
-                    write_private(&path, &scalar)?;
-                    break k;
+                    break (k, scalar);
                 }
             };
+            if !publish_private(&path, &scalar)? {
+                // Another replica sharing the state folder created the
+                // key first: every replica must sign with that one.
+                return ensure_signing_key(state);
+            }
             write_public(state, &key.public())?;
             Ok((key, true))
         }
         Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
+}
+
+/// Writes the key beside its final name, then links it into place, so a
+/// replica reading the state folder never sees a half-written key. False
+/// when a key is already there (another replica won the race).
+fn publish_private(path: &Path, scalar: &[u8; 32]) -> Result<bool> {
+    let mut nonce = [0u8; 8];
+    getrandom::getrandom(&mut nonce)?;
+    let tmp = path.with_extension(format!("tmp.{}", crate::store::hex(&nonce)));
+    write_private(&tmp, scalar)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("create {}", path.display())),
     }
 }
 
@@ -271,6 +292,32 @@ mod tests {
     }
 
     #[test]
+    fn replicas_racing_to_create_the_signing_key_agree_on_one() {
+        let dir = std::env::temp_dir().join(format!("ember-key-race-{}", std::process::id()));
+        for round in 0..20 {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let state = StateDir::new(&dir);
+            let keys: Vec<Vec<u8>> = std::thread::scope(|s| {
+                let racers: Vec<_> = (0..4)
+                    .map(|_| {
+                        s.spawn(|| ensure_signing_key(&state).unwrap().0.public().to_spki_der())
+                    })
+                    .collect();
+                racers.into_iter().map(|r| r.join().unwrap()).collect()
+            });
+            assert!(
+                keys.windows(2).all(|w| w[0] == w[1]),
+                "round {round}: racers signed with different keys"
+            );
+            let (on_disk, created) = ensure_signing_key(&state).unwrap();
+            assert!(!created);
+            assert_eq!(on_disk.public().to_spki_der(), keys[0]);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn sealed_once_then_signed_per_assignment_under_rising_epochs() {
         use ember_proto::manifest::Envelope;
         use ember_proto::sealed::{Opener, Sink};
@@ -312,7 +359,10 @@ mod tests {
         let e3 = assign(&mut tx, &key, "group:lab", v).unwrap();
         assert_eq!((e2, e3), (e1 + 1, e1 + 2), "one epoch per signed manifest");
         let stored: Vec<u8> = tx
-            .one("SELECT manifest FROM assignments WHERE target = 'group:lab'", &[])
+            .one(
+                "SELECT manifest FROM assignments WHERE target = 'group:lab'",
+                &[],
+            )
             .and_then(|r| r.get(0))
             .unwrap();
         tx.commit().unwrap();

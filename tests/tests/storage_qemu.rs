@@ -108,8 +108,18 @@ fn write_exec(path: &Path, text: &str) {
 fn boot_with_scratch(lab: &Lab, name: &str, scratch: &Path) -> String {
     let mut boot = lab.boot(name, false);
     boot.disks.push(scratch.to_path_buf());
+    assert_eq!(
+        boot.disks.len() - 1,
+        SCRATCH_INDEX,
+        "the lab's disks moved: the scratch disk is no longer {SCRATCH_DEV}"
+    );
     run_until(lab, name, boot, "phase=ready status=ok")
 }
+
+/// The scratch disk is the third virtio disk: the lab's UKI disk (what
+/// OVMF boots) and the node's ESP disk come first.
+const SCRATCH_INDEX: usize = 2;
+const SCRATCH_DEV: &str = "/dev/vdc";
 
 fn check_lines(log: &str) -> Vec<&str> {
     log.lines()
@@ -152,7 +162,7 @@ fn assert_promises_hold(name: &str, log: &str) {
         .find(|l| l.starts_with("mount "))
         .unwrap_or_else(|| panic!("{name}: no mount line:\n{all}"));
     assert!(
-        mount.starts_with("mount /dev/vdb /var/lib/rancher ext4 "),
+        mount.starts_with(&format!("mount {SCRATCH_DEV} /var/lib/rancher ext4 ")),
         "{name}: the runtime's data path is not on the scratch disk: {mount}"
     );
     assert!(
@@ -179,7 +189,7 @@ fn assert_promises_hold(name: &str, log: &str) {
     );
     let init = ember_lines(log);
     assert!(
-        init.contains("storage: scratch disk /dev/vdb wiped and formatted"),
+        init.contains(&format!("storage: scratch disk {SCRATCH_DEV} wiped and formatted")),
         "{name}:\n{init}"
     );
     assert!(init.contains("storage: / is read-only"), "{name}:\n{init}");

@@ -189,7 +189,9 @@ fn assert_promises_hold(name: &str, log: &str) {
     );
     let init = ember_lines(log);
     assert!(
-        init.contains(&format!("storage: scratch disk {SCRATCH_DEV} wiped and formatted")),
+        init.contains(&format!(
+            "storage: scratch disk {SCRATCH_DEV} wiped and formatted"
+        )),
         "{name}:\n{init}"
     );
     assert!(init.contains("storage: / is read-only"), "{name}:\n{init}");

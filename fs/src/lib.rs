@@ -11,6 +11,7 @@ pub mod gpt;
 pub mod gzip_writer;
 pub mod hex;
 pub mod modules_dep;
+pub mod quoted;
 pub mod tar;
 
 pub use error::Error;

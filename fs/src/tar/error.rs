@@ -5,6 +5,8 @@
 use alloc::string::String;
 use core::fmt;
 
+use crate::quoted::Quoted;
+
 /// A numeric header field, named in [`ErrorKind::BadNumber`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
@@ -124,29 +126,18 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.entry {
             Some(e) => {
-                f.write_str("entry ")?;
-                write_quoted(f, e)?;
-                write!(f, " (header at byte {}): {}", self.offset, self.kind)
+                write!(
+                    f,
+                    "entry {} (header at byte {}): {}",
+                    Quoted(e),
+                    self.offset,
+                    self.kind
+                )
             }
             None if self.offset > 0 => write!(f, "at tar byte {}: {}", self.offset, self.kind),
             None => write!(f, "{}", self.kind),
         }
     }
-}
-
-/// `name` quoted with control characters escaped, as `{:?}` would, so a
-/// hostile name cannot forge log lines (without `Debug`'s escaping tables,
-/// which cost /init over a kilobyte).
-fn write_quoted(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
-    f.write_str("\"")?;
-    for c in name.chars() {
-        match c {
-            '"' | '\\' => write!(f, "\\{c}")?,
-            c if c.is_control() => write!(f, "\\u{{{:x}}}", c as u32)?,
-            c => write!(f, "{c}")?,
-        }
-    }
-    f.write_str("\"")
 }
 
 impl fmt::Display for ErrorKind {

@@ -8,7 +8,7 @@
 use alloc::string::String;
 
 use ember_proto::client;
-use ember_proto::manifest::{Envelope, SignedManifest};
+use ember_proto::manifest::{Envelope, SignedManifest, Target};
 use ember_proto::net::NetTransport;
 use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags};
@@ -17,7 +17,8 @@ use super::Session;
 use crate::cmdline::OverlayTransport;
 use crate::overlay::{self, Stages};
 use crate::{fsutil, Error};
-use ember_fs::hex::hex;
+use ember_fs::hex::Hex;
+use ember_fs::quoted::Quoted;
 
 /// Where the sealed overlay is kept, as downloaded, until it goes to the ESP.
 pub const SEALED_COPY: &str = "/run/ember/overlay.sealed";
@@ -41,12 +42,16 @@ impl Session {
         let signed = grant.manifest.clone();
         let m = &envelope.manifest;
         self.overlay_version.set(Some(m.version_id));
+        let (kind, name) = match &m.target {
+            Target::Node(name) => ("node", name),
+            Target::Group(name) => ("group", name),
+        };
         log::info!(
-            "overlay: manifest verified: version {} epoch {} for {:?}, blob {} ({} bytes, {})",
+            "overlay: manifest verified: version {} epoch {} for {kind} {}, blob {} ({} bytes, {})",
             m.version_id,
             m.epoch,
-            m.target,
-            hex(&m.blob_sha256),
+            Quoted(name),
+            Hex(&m.blob_sha256),
             m.blob_size,
             m.compression.name()
         );

@@ -8,6 +8,7 @@ use crate::http::{self, BodyDecoder};
 use crate::tls::{Chacha20Poly1305Sha256, ClientIdentity, Provider, TcpStream, Verifier};
 use crate::{clock, url};
 use alloc::format;
+use alloc::string::String;
 use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -388,6 +389,38 @@ fn tls_error(e: TlsError) -> Error {
             Error::TlsHandshakeRefused
         }
         TlsError::Io(embedded_io::ErrorKind::TimedOut) => Error::ReadTimeout,
-        other => Error::Tls(format!("{other:?}")),
+        other => Error::Tls(tls_failure(&other)),
     }
+}
+
+/// What went wrong in embedded-tls, as an operator can act on it, without
+/// its derived `Debug` (with its alert and parse-error enums, about 1.5 KB
+/// of /init): alerts by their RFC 8446 number, everything else by what it
+/// says about the server.
+fn tls_failure(e: &TlsError) -> String {
+    let what = match e {
+        TlsError::HandshakeAborted(_, alert) => {
+            return format!("the server sent alert {}", *alert as u8)
+        }
+        TlsError::AbortHandshake(_, alert) => {
+            return format!("handshake aborted with alert {}", *alert as u8)
+        }
+        TlsError::InvalidCertificate
+        | TlsError::InvalidCertificateEntry
+        | TlsError::InvalidCertificateRequest => "the server's certificate is invalid",
+        TlsError::InvalidSignature | TlsError::InvalidSignatureScheme => {
+            "the server's handshake signature is invalid"
+        }
+        TlsError::InvalidCipherSuite | TlsError::InvalidKeyShare => {
+            "the server chose a cipher suite or key share this node did not offer"
+        }
+        TlsError::ConnectionClosed => "the connection closed",
+        TlsError::Io(_) | TlsError::IoError => "I/O error",
+        TlsError::InsufficientSpace | TlsError::OutOfMemory => {
+            "a record is larger than the node's buffer"
+        }
+        TlsError::CryptoError => "record decryption failed",
+        _ => "malformed or unexpected TLS message from the server",
+    };
+    what.into()
 }

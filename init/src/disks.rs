@@ -37,6 +37,15 @@ pub fn whole_disks() -> Result<Vec<String>, Error> {
 pub fn find_partition(
     wanted: impl Fn(&gpt::Partition) -> bool,
 ) -> Result<Option<PartitionDevice>, Error> {
+    find_partition_dyn(&wanted)
+}
+
+/// [`find_partition`]'s body, emitted once rather than per caller's
+/// predicate (about 1.4 KB of /init each).
+#[inline(never)]
+fn find_partition_dyn(
+    wanted: &dyn Fn(&gpt::Partition) -> bool,
+) -> Result<Option<PartitionDevice>, Error> {
     for disk in whole_disks()? {
         let partitions = read_gpt(&disk).unwrap_or_default();
         let Some(part) = partitions.into_iter().find(|p| wanted(p)) else {

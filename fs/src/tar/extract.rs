@@ -37,8 +37,8 @@ impl Summary {
             Ok(())
         } else {
             Err(ErrorKind::DigestMismatch {
-                expected: *expected,
-                actual: self.sha256,
+                expected: Box::new(*expected),
+                actual: Box::new(self.sha256),
             }
             .into())
         }

@@ -9,7 +9,9 @@
 
 use crate::clock;
 use crate::error::{Error, Result};
-use crate::x509::{self, Certificate, Der};
+#[cfg(feature = "client-cert")]
+use crate::x509::Der;
+use crate::x509::{self, Certificate};
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use chacha20poly1305::consts::{U12, U32, U54};
@@ -227,12 +229,43 @@ impl rand_core::RngCore for OsRng {
 
 impl rand_core::CryptoRng for OsRng {}
 
-/// A client certificate and its P-256 key, for mutual TLS.
+/// A client certificate and its P-256 key, for mutual TLS (feature
+/// `client-cert`: the host tool's probes present one, /init never does).
+#[cfg(feature = "client-cert")]
 pub struct ClientIdentity {
     pub cert_der: Vec<u8>,
     key: SigningKey,
 }
 
+/// Without the `client-cert` feature no client identity exists, so the
+/// handshake can never sign a CertificateVerify: ECDSA signing (with
+/// RFC 6979 nonces) stays out of /init (about 5.4 KB).
+#[cfg(not(feature = "client-cert"))]
+pub enum ClientIdentity {}
+
+#[cfg(not(feature = "client-cert"))]
+impl ClientIdentity {
+    fn key(&self) -> &SigningKey {
+        match *self {}
+    }
+
+    fn cert_der(&self) -> &[u8] {
+        match *self {}
+    }
+}
+
+#[cfg(feature = "client-cert")]
+impl ClientIdentity {
+    fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+}
+
+#[cfg(feature = "client-cert")]
 impl ClientIdentity {
     /// `key_der` is SEC1 (`EC PRIVATE KEY`) or PKCS#8 (`PRIVATE KEY`).
     pub fn from_der(cert_der: Vec<u8>, key_der: &[u8]) -> Result<Self> {
@@ -253,6 +286,7 @@ impl ClientIdentity {
 }
 
 /// PKCS#8 PrivateKeyInfo: the SEC1 key inside its OCTET STRING.
+#[cfg(feature = "client-cert")]
 fn pkcs8_inner(der: &[u8]) -> Option<&[u8]> {
     let outer = Der::new(der).expect(x509::TAG_SEQUENCE, "pkcs8").ok()?;
     let mut d = Der::new(outer.content);
@@ -270,6 +304,7 @@ fn pkcs8_inner(der: &[u8]) -> Option<&[u8]> {
 
 /// SEC1 ECPrivateKey (RFC 5915): `SEQUENCE { version 1, privateKey OCTET
 /// STRING (32 bytes), [0] parameters (P-256 if present), [1] publicKey }`.
+#[cfg(feature = "client-cert")]
 fn sec1_private_key(der: &[u8]) -> Option<p256::SecretKey> {
     let mut outer = Der::new(der);
     let seq = outer.expect(x509::TAG_SEQUENCE, "ECPrivateKey").ok()?;
@@ -362,12 +397,12 @@ impl CryptoProvider for Provider<'_> {
         TlsError,
     > {
         let id = self.identity.ok_or(TlsError::InvalidPrivateKey)?;
-        Ok((DerSigner(&id.key), SignatureScheme::EcdsaSecp256r1Sha256))
+        Ok((DerSigner(id.key()), SignatureScheme::EcdsaSecp256r1Sha256))
     }
 
     fn client_cert(&mut self) -> Option<embedded_tls::Certificate<impl AsRef<[u8]>>> {
         self.identity
-            .map(|id| embedded_tls::Certificate::X509(id.cert_der.as_slice()))
+            .map(|id| embedded_tls::Certificate::X509(id.cert_der()))
     }
 }
 
@@ -552,6 +587,7 @@ mod tests {
     // The same key with explicit curve parameters (`-param_enc explicit`).
     const SEC1_EXPLICIT: &str = "308201680201010420c1b15ff7719096873487007f0e91b0b2de6a3c5fbdc39190d182a5628a2fb4b3a081fa3081f7020101302c06072a8648ce3d0101022100ffffffff00000001000000000000000000000000ffffffffffffffffffffffff305b0420ffffffff00000001000000000000000000000000fffffffffffffffffffffffc04205ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b031500c49d360886e704936a6678e1139d26b7819f7e900441046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c2964fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5022100ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551020101a144034200048c5bb192b7489308f03a747125bca2cedead1fb4fa3c7f3c02e26d507d58407173d6c50a449d7edeb79574f7e76f9a7d5a7101cde3b9f1b123540483b8ede757";
 
+    #[cfg(feature = "client-cert")]
     #[test]
     fn sec1_keys_parse_like_the_sec1_crate() {
         for hex in [SEC1, SEC1_NO_PUBLIC] {
@@ -562,6 +598,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "client-cert")]
     #[test]
     fn malformed_sec1_keys_are_refused() {
         let good = unhex(SEC1);

@@ -68,7 +68,7 @@ pub struct CommandCode(pub u32);
 /// The TCG names of the commands this crate sends: a `CommandCode` is only
 /// ever made from one of them. Kept here rather than using tpm2-protocol's
 /// Display for all ~120 commands, which costs PID 1 about 5.5 KB.
-const COMMAND_NAMES: [(TpmCc, &str); 19] = [
+const COMMAND_NAMES: [(TpmCc, &str); 24] = [
     (TpmCc::ActivateCredential, "TPM_CC_ActivateCredential"),
     (TpmCc::Create, "TPM_CC_Create"),
     (TpmCc::CreatePrimary, "TPM_CC_CreatePrimary"),
@@ -76,11 +76,16 @@ const COMMAND_NAMES: [(TpmCc, &str); 19] = [
     (TpmCc::GetCapability, "TPM_CC_GetCapability"),
     (TpmCc::GetRandom, "TPM_CC_GetRandom"),
     (TpmCc::Load, "TPM_CC_Load"),
+    (TpmCc::NvDefineSpace, "TPM_CC_NV_DefineSpace"),
+    (TpmCc::NvIncrement, "TPM_CC_NV_Increment"),
     (TpmCc::NvRead, "TPM_CC_NV_Read"),
     (TpmCc::NvReadPublic, "TPM_CC_NV_ReadPublic"),
+    (TpmCc::NvUndefineSpace, "TPM_CC_NV_UndefineSpace"),
     (TpmCc::PcrExtend, "TPM_CC_PCR_Extend"),
     (TpmCc::PcrRead, "TPM_CC_PCR_Read"),
+    (TpmCc::PolicyCommandCode, "TPM_CC_PolicyCommandCode"),
     (TpmCc::PolicyGetDigest, "TPM_CC_PolicyGetDigest"),
+    (TpmCc::PolicyNv, "TPM_CC_PolicyNV"),
     (TpmCc::PolicyPcr, "TPM_CC_PolicyPCR"),
     (TpmCc::PolicySecret, "TPM_CC_PolicySecret"),
     (TpmCc::Quote, "TPM_CC_Quote"),

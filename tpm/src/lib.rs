@@ -45,6 +45,7 @@ pub mod consts;
 mod device;
 mod error;
 pub mod eventlog;
+mod nv;
 mod pcr;
 mod public;
 mod session;
@@ -66,12 +67,13 @@ pub use attest::{Attest, ClockInfo, QuoteAttest, Signature};
 pub use consts::HashAlg;
 pub use device::DeviceTransport;
 pub use error::{Error, ResponseCode, Result};
+pub use nv::attributes as nv_attributes;
 pub use pcr::{pcr_composite_digest, PcrSelection, PcrValue, PcrValues};
 pub use public::{
     ak_template, attributes, ek_template, name_of, sealed_object_template, srk_template, AkKind,
     EccPoint, EkTemplate, PublicArea, PublicParams, Scheme, SymDef, Unique,
 };
-pub use session::{policy_pcr_digest, PolicySession, SessionKind};
+pub use session::{policy_pcr_digest, NvCompare, PolicyDigest, PolicySession, SessionKind};
 #[cfg(feature = "std")]
 pub use socket::{open_transport, SocketTransport};
 pub use tpm::{

@@ -146,6 +146,13 @@ pub enum Error {
     Unsupported { what: &'static str, value: u32 },
     /// An NV index holds no data or is larger than an EK certificate can be.
     NvSize { index: u32, size: usize },
+    /// An NV index Ember owns holds something it did not define (another
+    /// attributes value, authPolicy or size): someone defined it first.
+    ForeignNvIndex {
+        index: u32,
+        attributes: u32,
+        what: &'static str,
+    },
     /// Quote: the attestation structure is not a TPM-generated quote.
     NotAQuote { magic: u32, kind: u16 },
     /// Quote: the nonce in the quote is not the one the verifier sent.
@@ -229,6 +236,14 @@ impl fmt::Display for Error {
             Error::NvSize { index, size } => {
                 write!(f, "NV index 0x{index:08x} has unusable size {size}")
             }
+            Error::ForeignNvIndex {
+                index,
+                attributes,
+                what,
+            } => write!(
+                f,
+                "NV index 0x{index:08x} (attributes 0x{attributes:08x}) is not Ember's rollback counter: {what}"
+            ),
             Error::NotAQuote { magic, kind } => {
                 write!(
                     f,

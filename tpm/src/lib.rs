@@ -42,6 +42,7 @@ extern crate alloc;
 
 mod attest;
 pub mod consts;
+pub mod counter;
 mod device;
 mod error;
 pub mod eventlog;

@@ -1,0 +1,188 @@
+//! Ember's rollback counter: one monotonic TPM NV counter at a fixed index
+//! that holds the last-known-good floor, and the policy terms built on it.
+//! The definition lives here, once, so the node (which defines, reads and
+//! increments it) and the tests (which check it against tpm2-tools and
+//! attack it) use the same bytes.
+//!
+//! * Only a boot phase can increment it: its authPolicy is
+//!   PolicyCommandCode(NV_Increment) ∧ PolicyPCR(sha256:15 = zero). PCR 15
+//!   is zero after a TPM reset and the init extends it at "leave initrd",
+//!   so nothing running after that (the runtime, anything it starts) can
+//!   satisfy the policy until the next reboot.
+//! * A sealed key made [`not_past`] `n` unseals only while the counter is
+//!   at most `n`: once the counter moves on, the TPM itself refuses it.
+//! * A counter only goes up, one step per NV_Increment. Deleting the index
+//!   (the owner can) and defining it again does not lower it: a TPM starts
+//!   a re-defined counter at the highest count any counter reached. An
+//!   index with other attributes or another authPolicy has another Name, so
+//!   no policy made with [`not_past`] is satisfied through it.
+
+use crate::consts::{HashAlg, CC_NV_INCREMENT};
+use crate::error::{Error, Result};
+use crate::nv::attributes as a;
+use crate::pcr::PcrSelection;
+use crate::session::{NvCompare, PolicyDigest, PolicySession, SessionKind};
+use crate::tpm::{Auth, NvPublic, Tpm};
+use crate::transport::Transport;
+use alloc::vec::Vec;
+
+/// The index, in the owner range (0x01800000–0x01BFFFFF).
+pub const INDEX: u32 = 0x0180_0e70;
+
+/// The PCR the init extends when it leaves the initrd; zero before that.
+pub const BOOT_PHASE_PCR: u8 = 15;
+
+/// Why each attribute:
+/// * `TYPE_COUNTER`: the TPM allows only +1 steps, never a lower value.
+/// * `POLICYWRITE` (no AUTHWRITE/OWNERWRITE): NV_Increment needs the
+///   boot-phase policy; the index's authValue or the owner's do not do.
+/// * `AUTHREAD` with an empty authValue: anyone may read the floor (it is
+///   not a secret), and PolicyNV authorizes its read of the index this way.
+/// * `NO_DA`: the empty authValue needs no dictionary-attack protection,
+///   and the runtime cannot push the TPM into lockout through this index.
+/// * not `ORDERLY`: an orderly counter may jump ahead after an unclean
+///   shutdown, which would revoke the newest slot as well.
+/// * not `POLICY_DELETE`/`PLATFORMCREATE`: the owner can delete it, which
+///   is a denial of last-known-good, never a rollback (see the module doc).
+/// * no `WRITEDEFINE`/`WRITE_STCLEAR`: nothing can write-lock it.
+pub const ATTRIBUTES: u32 = a::TYPE_COUNTER | a::POLICYWRITE | a::AUTHREAD | a::NO_DA;
+
+fn boot_phase_selection() -> Result<PcrSelection> {
+    PcrSelection::new(HashAlg::Sha256, &[BOOT_PHASE_PCR])
+}
+
+/// The authPolicy: PolicyCommandCode(NV_Increment), then PolicyPCR(PCR 15
+/// all zero). The command code pins the session to NV_Increment, so the
+/// same policy cannot authorize anything else on the index.
+pub fn write_policy() -> Result<PolicyDigest> {
+    let zero = HashAlg::Sha256.digest(&[&[0u8; 32]])?;
+    PolicyDigest::new()
+        .command_code(CC_NV_INCREMENT)?
+        .pcr(&boot_phase_selection()?, &zero)
+}
+
+/// The definition the node creates (an 8-byte counter).
+pub fn definition() -> Result<NvPublic> {
+    Ok(NvPublic::define(
+        INDEX,
+        ATTRIBUTES,
+        write_policy()?.as_bytes(),
+        8,
+    ))
+}
+
+/// The Name PolicyNV binds to: the definition once written (the TPM sets
+/// TPMA_NV_WRITTEN on the first increment, and the Name covers it).
+pub fn name() -> Result<Vec<u8>> {
+    let mut d = definition()?;
+    d.attributes |= a::WRITTEN;
+    d.compute_name()
+}
+
+/// Extends a sealing policy with PolicyNV(counter ≤ `limit`).
+pub fn not_past(policy: PolicyDigest, limit: u64) -> Result<PolicyDigest> {
+    policy.nv(&name()?, &limit.to_be_bytes(), 0, NvCompare::UnsignedLe)
+}
+
+/// What [`Tpm::rollback_counter`] found at [`INDEX`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Ember's counter, written, at this value.
+    Counter(u64),
+    /// Ember's counter, defined but never incremented (no value yet).
+    Unwritten,
+    /// Nothing: the index is free.
+    Absent,
+}
+
+impl<T: Transport> Tpm<T> {
+    /// Reads [`INDEX`] and checks it is Ember's counter: the same nameAlg,
+    /// attributes (TPMA_NV_WRITTEN aside), authPolicy and size. Anything
+    /// else there is [`Error::ForeignNvIndex`], naming what differs.
+    pub fn rollback_counter(&mut self) -> Result<Found> {
+        let public = match self.nv_read_public(INDEX) {
+            Ok(p) => p,
+            Err(e) if e.is_tpm(tpm2_protocol::data::TpmRcBase::Handle) => return Ok(Found::Absent),
+            Err(e) => return Err(e),
+        };
+        let want = definition()?;
+        let foreign = |what| Error::ForeignNvIndex {
+            index: INDEX,
+            attributes: public.attributes,
+            what,
+        };
+        if public.attributes & !a::WRITTEN != want.attributes {
+            return Err(foreign("its attributes differ"));
+        }
+        if public.auth_policy != want.auth_policy || public.name_alg != want.name_alg {
+            return Err(foreign("its authPolicy differs"));
+        }
+        if public.data_size != want.data_size {
+            return Err(foreign("its size differs"));
+        }
+        if public.attributes & a::WRITTEN == 0 {
+            return Ok(Found::Unwritten);
+        }
+        Ok(Found::Counter(self.nv_read_counter(INDEX)?))
+    }
+
+    /// Defines the counter in the owner hierarchy (`owner_auth`, empty on
+    /// most machines), with an empty authValue.
+    pub fn define_rollback_counter(&mut self, owner_auth: &[u8]) -> Result<()> {
+        self.nv_define_space(owner_auth, &[], &definition()?)
+    }
+
+    /// Runs the counter's write policy in `session`.
+    pub fn policy_rollback_write(&mut self, session: &PolicySession) -> Result<()> {
+        self.policy_command_code(session, CC_NV_INCREMENT)?;
+        self.policy_pcr(session, &boot_phase_selection()?, &[])
+    }
+
+    /// NV_Increment under the boot-phase policy. After "leave initrd"
+    /// (PCR 15 extended) the TPM refuses it with TPM_RC_POLICY_FAIL.
+    pub fn increment_rollback_counter(&mut self) -> Result<()> {
+        let session = self.start_policy_session(SessionKind::Policy)?;
+        let result = self
+            .policy_rollback_write(&session)
+            .and_then(|_| self.nv_increment(INDEX, Auth::Policy(session)));
+        let flushed = self.flush_context(session.handle);
+        result?;
+        flushed
+    }
+
+    /// PolicyNV(counter ≤ `limit`) in `session`, the term [`not_past`]
+    /// adds; fails with TPM_RC_POLICY once the counter is past `limit`.
+    pub fn policy_rollback_not_past(&mut self, session: &PolicySession, limit: u64) -> Result<()> {
+        self.policy_nv(
+            session,
+            INDEX,
+            &limit.to_be_bytes(),
+            0,
+            NvCompare::UnsignedLe,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(b: &[u8]) -> alloc::string::String {
+        b.iter().map(|x| alloc::format!("{x:02x}")).collect()
+    }
+
+    // tpm2_policycommandcode + tpm2_policypcr -l sha256:15 (trial), then
+    // tpm2_nvdefine 0x01800e70 -a "nt=counter|policywrite|authread|no_da"
+    // and one tpm2_nvincrement, on swtpm: tpm2_nvreadpublic's Name.
+    #[test]
+    fn the_write_policy_and_name_are_the_ones_tpm2_tools_computed() {
+        assert_eq!(
+            hex(write_policy().unwrap().as_bytes()),
+            "7754fcac28ec620e9435d8c1ead02e58903b9b053e322d668aae8bbe02289c60"
+        );
+        assert_eq!(
+            hex(&name().unwrap()),
+            "000ba9f493fd4864aaf797d2e270d88683245c967a3ab240fbec9d62773f388fba21"
+        );
+    }
+}

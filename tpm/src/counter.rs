@@ -17,7 +17,7 @@
 //!   index with other attributes or another authPolicy has another Name, so
 //!   no policy made with [`not_past`] is satisfied through it.
 
-use crate::consts::{HashAlg, CC_NV_INCREMENT};
+use crate::consts::{HashAlg, ALG_SHA256, CC_NV_INCREMENT};
 use crate::error::{Error, Result};
 use crate::nv::attributes as a;
 use crate::pcr::PcrSelection;
@@ -25,6 +25,7 @@ use crate::session::{NvCompare, PolicyDigest, PolicySession, SessionKind};
 use crate::tpm::{Auth, NvPublic, Tpm};
 use crate::transport::Transport;
 use alloc::vec::Vec;
+use sha2::{Digest, Sha256};
 
 /// The index, in the owner range (0x01800000–0x01BFFFFF).
 pub const INDEX: u32 = 0x0180_0e70;
@@ -53,35 +54,46 @@ fn boot_phase_selection() -> Result<PcrSelection> {
 
 /// The authPolicy: PolicyCommandCode(NV_Increment), then PolicyPCR(PCR 15
 /// all zero). The command code pins the session to NV_Increment, so the
-/// same policy cannot authorize anything else on the index.
+/// same policy cannot authorize anything else on the index. A constant
+/// (PID 1 need not compute it); [`write_policy`] computes it and the tests
+/// check both against tpm2-tools.
+pub const WRITE_POLICY: [u8; 32] = [
+    0x77, 0x54, 0xfc, 0xac, 0x28, 0xec, 0x62, 0x0e, 0x94, 0x35, 0xd8, 0xc1, 0xea, 0xd0, 0x2e, 0x58,
+    0x90, 0x3b, 0x9b, 0x05, 0x3e, 0x32, 0x2d, 0x66, 0x8a, 0xae, 0x8b, 0xbe, 0x02, 0x28, 0x9c, 0x60,
+];
+
+/// The Name PolicyNV binds to: nameAlg || SHA-256 of the definition once
+/// written (the TPM sets TPMA_NV_WRITTEN on the first increment, and the
+/// Name covers it). A constant, as [`WRITE_POLICY`]; [`name`] computes it.
+pub const NAME: [u8; 34] = [
+    0x00, 0x0b, 0xa9, 0xf4, 0x93, 0xfd, 0x48, 0x64, 0xaa, 0xf7, 0x97, 0xd2, 0xe2, 0x70, 0xd8, 0x86,
+    0x83, 0x24, 0x5c, 0x96, 0x7a, 0x3a, 0xb2, 0x40, 0xfb, 0xec, 0x9d, 0x62, 0x77, 0x3f, 0x38, 0x8f,
+    0xba, 0x21,
+];
+
+/// [`WRITE_POLICY`], computed step by step.
 pub fn write_policy() -> Result<PolicyDigest> {
-    let zero = HashAlg::Sha256.digest(&[&[0u8; 32]])?;
+    let zero: [u8; 32] = Sha256::digest([0u8; 32]).into();
     PolicyDigest::new()
         .command_code(CC_NV_INCREMENT)?
         .pcr(&boot_phase_selection()?, &zero)
 }
 
 /// The definition the node creates (an 8-byte counter).
-pub fn definition() -> Result<NvPublic> {
-    Ok(NvPublic::define(
-        INDEX,
-        ATTRIBUTES,
-        write_policy()?.as_bytes(),
-        8,
-    ))
+pub fn definition() -> NvPublic {
+    NvPublic::define(INDEX, ATTRIBUTES, &WRITE_POLICY, 8)
 }
 
-/// The Name PolicyNV binds to: the definition once written (the TPM sets
-/// TPMA_NV_WRITTEN on the first increment, and the Name covers it).
+/// [`NAME`], computed from [`definition`].
 pub fn name() -> Result<Vec<u8>> {
-    let mut d = definition()?;
+    let mut d = definition();
     d.attributes |= a::WRITTEN;
     d.compute_name()
 }
 
 /// Extends a sealing policy with PolicyNV(counter ≤ `limit`).
 pub fn not_past(policy: PolicyDigest, limit: u64) -> Result<PolicyDigest> {
-    policy.nv(&name()?, &limit.to_be_bytes(), 0, NvCompare::UnsignedLe)
+    policy.nv(&NAME, &limit.to_be_bytes(), 0, NvCompare::UnsignedLe)
 }
 
 /// What [`Tpm::rollback_counter`] found at [`INDEX`].
@@ -105,19 +117,18 @@ impl<T: Transport> Tpm<T> {
             Err(e) if e.is_tpm(tpm2_protocol::data::TpmRcBase::Handle) => return Ok(Found::Absent),
             Err(e) => return Err(e),
         };
-        let want = definition()?;
         let foreign = |what| Error::ForeignNvIndex {
             index: INDEX,
             attributes: public.attributes,
             what,
         };
-        if public.attributes & !a::WRITTEN != want.attributes {
+        if public.attributes & !a::WRITTEN != ATTRIBUTES {
             return Err(foreign("its attributes differ"));
         }
-        if public.auth_policy != want.auth_policy || public.name_alg != want.name_alg {
+        if public.auth_policy != WRITE_POLICY || public.name_alg != ALG_SHA256 {
             return Err(foreign("its authPolicy differs"));
         }
-        if public.data_size != want.data_size {
+        if public.data_size != 8 {
             return Err(foreign("its size differs"));
         }
         if public.attributes & a::WRITTEN == 0 {
@@ -129,7 +140,7 @@ impl<T: Transport> Tpm<T> {
     /// Defines the counter in the owner hierarchy (`owner_auth`, empty on
     /// most machines), with an empty authValue.
     pub fn define_rollback_counter(&mut self, owner_auth: &[u8]) -> Result<()> {
-        self.nv_define_space(owner_auth, &[], &definition()?)
+        self.nv_define_space(owner_auth, &[], &definition())
     }
 
     /// Runs the counter's write policy in `session`.
@@ -174,6 +185,13 @@ mod tests {
     // tpm2_policycommandcode + tpm2_policypcr -l sha256:15 (trial), then
     // tpm2_nvdefine 0x01800e70 -a "nt=counter|policywrite|authread|no_da"
     // and one tpm2_nvincrement, on swtpm: tpm2_nvreadpublic's Name.
+    #[test]
+    fn the_constants_are_what_the_definition_computes() {
+        assert_eq!(write_policy().unwrap().as_bytes(), WRITE_POLICY);
+        assert_eq!(name().unwrap(), NAME);
+        assert_eq!(definition().compute_name().unwrap()[..2], NAME[..2]);
+    }
+
     #[test]
     fn the_write_policy_and_name_are_the_ones_tpm2_tools_computed() {
         assert_eq!(

@@ -3,11 +3,12 @@
 //! which covers the index's attributes and authPolicy, so a look-alike
 //! index defined by someone else has another Name.
 
-use crate::consts::{HashAlg, ALG_SHA256};
-use crate::error::Result;
+use crate::consts::ALG_SHA256;
+use crate::error::{Error, Result};
 use crate::tpm::NvPublic;
 use crate::wire::Writer;
 use alloc::vec::Vec;
+use sha2::{Digest, Sha256};
 
 /// TPMA_NV bits (Part 2 §13.4).
 pub mod attributes {
@@ -61,11 +62,17 @@ impl NvPublic {
         Ok(())
     }
 
-    /// The index's Name: nameAlg || H_nameAlg(TPMS_NV_PUBLIC). It changes
-    /// when the TPM sets TPMA_NV_WRITTEN.
+    /// The index's Name: nameAlg || SHA-256(TPMS_NV_PUBLIC). It changes
+    /// when the TPM sets TPMA_NV_WRITTEN. Only SHA-256 names: a hash chosen
+    /// at run time would link SHA-384/512 into PID 1 (~25 KB).
     pub fn compute_name(&self) -> Result<Vec<u8>> {
-        let alg = HashAlg::from_alg_id(self.name_alg)?;
-        let digest = alg.digest(&[&self.to_bytes()?])?;
+        if self.name_alg != ALG_SHA256 {
+            return Err(Error::Unsupported {
+                what: "NV index name algorithm",
+                value: u32::from(self.name_alg),
+            });
+        }
+        let digest = Sha256::digest(self.to_bytes()?);
         let mut name = Vec::with_capacity(2 + digest.len());
         name.extend_from_slice(&self.name_alg.to_be_bytes());
         name.extend_from_slice(&digest);
@@ -76,6 +83,7 @@ impl NvPublic {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::consts::HashAlg;
 
     // TPMS_NV_PUBLIC field by field (Part 2 §13.5).
     #[test]

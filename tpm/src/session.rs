@@ -2,10 +2,10 @@
 //! host-side exactly as a SHA-256 session extends them (Part 3 §23), so a
 //! key can be sealed to a policy without a trial session.
 
-use crate::consts::HashAlg;
 use crate::error::Result;
 use crate::pcr::PcrSelection;
 use alloc::vec::Vec;
+use sha2::{Digest, Sha256};
 
 /// Whether a session enforces its policy or only computes the digest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,14 +56,14 @@ impl PolicyDigest {
         PolicyDigest([0; 32])
     }
 
+    // SHA-256 named directly, not through [`HashAlg::digest`]: a hash
+    // chosen at run time would link SHA-384/512 into PID 1.
     fn extend(self, parts: &[&[u8]]) -> Result<Self> {
-        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
-        all.push(&self.0);
-        all.extend_from_slice(parts);
-        let d = HashAlg::Sha256.digest(&all)?;
-        let mut out = [0; 32];
-        out.copy_from_slice(&d);
-        Ok(PolicyDigest(out))
+        let mut h = Sha256::new().chain_update(self.0);
+        for p in parts {
+            h.update(p);
+        }
+        Ok(PolicyDigest(h.finalize().into()))
     }
 
     /// PolicyPCR (§23.7): H(old || TPM_CC_PolicyPCR || pcrs || pcrDigest).
@@ -86,11 +86,11 @@ impl PolicyDigest {
     /// PolicyNV (§23.9): H(old || TPM_CC_PolicyNV || args || nvIndex.Name)
     /// with args = H(operandB || offset || operation).
     pub fn nv(self, nv_name: &[u8], operand_b: &[u8], offset: u16, op: NvCompare) -> Result<Self> {
-        let args = HashAlg::Sha256.digest(&[
-            operand_b,
-            &offset.to_be_bytes(),
-            &(op as u16).to_be_bytes(),
-        ])?;
+        let args = Sha256::new()
+            .chain_update(operand_b)
+            .chain_update(offset.to_be_bytes())
+            .chain_update((op as u16).to_be_bytes())
+            .finalize();
         self.extend(&[&TPM_CC_POLICY_NV.to_be_bytes(), &args, nv_name])
     }
 
@@ -112,7 +112,7 @@ pub fn policy_pcr_digest(selection: &PcrSelection, pcr_digest: &[u8]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consts::CC_NV_INCREMENT;
+    use crate::consts::{HashAlg, CC_NV_INCREMENT};
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())

@@ -638,10 +638,24 @@ impl<T: Transport> Tpm<T> {
     /// A counter index's value (8 bytes, big-endian), read with its own
     /// empty authValue (TPMA_NV_AUTHREAD).
     pub fn nv_read_counter(&mut self, index: u32) -> Result<u64> {
-        let b = self.nv_read(index, 8)?;
-        let mut v = [0u8; 8];
-        v.copy_from_slice(&b);
-        Ok(u64::from_be_bytes(v))
+        // One NV_Read of 8 bytes: below any TPM's NV buffer, so without
+        // the chunking (and capability query) of [`Tpm::nv_read`].
+        let reply = self.execute(
+            TpmCc::NvRead,
+            &[index, index],
+            &[Auth::Password(&[])],
+            0,
+            |w| {
+                w.u16(8);
+                w.u16(0);
+                Ok(())
+            },
+        )?;
+        let mut r = self.params(&reply);
+        let mut data = Reader::new(r.tpm2b("NV data")?);
+        let v = data.u64("counter")?;
+        data.finish("counter longer than 8 bytes")?;
+        Ok(v)
     }
 
     /// TPM2_PolicyNV: the session's later command succeeds only if NV

@@ -178,6 +178,22 @@ impl<T: Transport> Tpm<T> {
         resp_handles: usize,
         params: impl FnOnce(&mut Writer<'_>) -> Result<()>,
     ) -> Result<Reply> {
+        let mut params = Some(params);
+        self.execute_dyn(cc, handles, auths, resp_handles, &mut |w| {
+            params.take().map_or(Ok(()), |p| p(w))
+        })
+    }
+
+    /// [`Tpm::execute`]'s body behind a `dyn` parameter writer: one copy
+    /// in PID 1 instead of one per command (each ~1 KB).
+    fn execute_dyn(
+        &mut self,
+        cc: TpmCc,
+        handles: &[u32],
+        auths: &[Auth<'_>],
+        resp_handles: usize,
+        params: &mut dyn FnMut(&mut Writer<'_>) -> Result<()>,
+    ) -> Result<Reply> {
         let mut w = Writer::new(&mut self.cmd, COMMAND_BUFFER);
         w.u16(if auths.is_empty() {
             ST_NO_SESSIONS

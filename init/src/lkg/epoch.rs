@@ -75,19 +75,23 @@ pub fn settle(tpm: Option<&mut Measured>) -> Result<(), Error> {
         .map(|r| r.key.sealed_for)
         .max();
     let tpm = &mut m.tpm;
-    let mut value = match tpm.rollback_counter().map_err(foreign)? {
+    let found = tpm.rollback_counter().map_err(foreign)?;
+    if found == Found::Absent {
+        define(tpm)?;
+    }
+    let mut value = match found {
         Found::Counter(v) => v,
-        Found::Absent | Found::Unwritten => {
-            define(tpm)?;
+        // Defined (now, or by an operator) but never written: start it.
+        _ => {
             increment(tpm)?;
             counter_value(tpm)?
         }
     };
     // A written slot is one above the counter; an edited record claiming
     // more costs at most this one step (a denial, never a rollback).
-    if newest == Some(value + 1) {
+    if newest == Some(value.saturating_add(1)) {
         increment(tpm)?;
-        value += 1;
+        value = value.saturating_add(1);
     }
     log::info!("lkg: rollback counter = {value}");
     Ok(())
@@ -122,8 +126,10 @@ fn define(tpm: &mut NodeTpm) -> Result<(), Error> {
 }
 
 fn increment(tpm: &mut NodeTpm) -> Result<(), Error> {
-    tpm.increment_rollback_counter().inspect_err(|_| {
-        log::error!("lkg: the TPM refused to move the rollback counter: PCR 15 is not zero (Ember reserves it for the boot phase)");
+    tpm.increment_rollback_counter().inspect_err(|e| {
+        if e.is_tpm(TpmRcBase::PolicyFail) {
+            log::error!("lkg: PCR 15 is not zero at boot (Ember reserves it for the boot phase), so the rollback counter cannot move");
+        }
     })?;
     Ok(())
 }

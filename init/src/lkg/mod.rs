@@ -157,7 +157,7 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
     }
     // Sealed for the next blessing: the first boot phase after this write
     // moves the counter there, and the older slot stops unsealing.
-    let sealed_for = epoch::counter_value(&mut tpm.tpm)? + 1;
+    let sealed_for = epoch::counter_value(&mut tpm.tpm)?.saturating_add(1);
     let sealed = seal::seal_key(
         &mut tpm.tpm,
         fetched.envelope.data_key(),

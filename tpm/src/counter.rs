@@ -203,4 +203,144 @@ mod tests {
             "000ba9f493fd4864aaf797d2e270d88683245c967a3ab240fbec9d62773f388fba21"
         );
     }
+
+    use crate::transport::FakeTransport;
+
+    fn frame(tag: u16, body: &[u8]) -> Vec<u8> {
+        let mut f = tag.to_be_bytes().to_vec();
+        f.extend_from_slice(&((10 + body.len()) as u32).to_be_bytes());
+        f.extend_from_slice(&[0; 4]); // TPM_RC_SUCCESS
+        f.extend_from_slice(body);
+        f
+    }
+
+    const OK: [u8; 10] = [0x80, 0x01, 0, 0, 0, 10, 0, 0, 0, 0];
+    /// An empty response auth area: nonce, continueSession, hmac.
+    const AUTH_OK: [u8; 5] = [0, 0, 1, 0, 0];
+
+    fn with_session(params: &[u8]) -> Vec<u8> {
+        let mut b = (params.len() as u32).to_be_bytes().to_vec();
+        b.extend_from_slice(params);
+        b.extend_from_slice(&AUTH_OK);
+        frame(0x8002, &b)
+    }
+
+    fn nv_read_public_reply(attributes: u32, policy: &[u8]) -> Vec<u8> {
+        let mut public = INDEX.to_be_bytes().to_vec();
+        public.extend_from_slice(&ALG_SHA256.to_be_bytes());
+        public.extend_from_slice(&attributes.to_be_bytes());
+        public.extend_from_slice(&(policy.len() as u16).to_be_bytes());
+        public.extend_from_slice(policy);
+        public.extend_from_slice(&8u16.to_be_bytes());
+        let mut body = (public.len() as u16).to_be_bytes().to_vec();
+        body.extend_from_slice(&public);
+        body.extend_from_slice(&34u16.to_be_bytes());
+        body.extend_from_slice(&NAME);
+        frame(0x8001, &body)
+    }
+
+    // Part 3 §31.8 NV_Increment, §23.11 PolicyCommandCode, §23.9 PolicyNV,
+    // byte by byte, with the session handle the fake TPM hands out.
+    #[test]
+    fn increment_and_policy_nv_marshal_as_part_3_lays_them_out() {
+        let mut t = FakeTransport::new();
+        t.push(&frame(0x8001, &[&[0, 16][..], &[7; 16]].concat())) // GetRandom
+            .push(&frame(
+                0x8001,
+                &[&[3, 0, 0, 0, 0, 16][..], &[9; 16]].concat(),
+            )) // StartAuthSession
+            .push(&OK) // PolicyCommandCode
+            .push(&OK) // PolicyPCR
+            .push(&with_session(&[])) // NV_Increment
+            .push(&OK); // FlushContext
+        let mut tpm = Tpm::new(t);
+        tpm.increment_rollback_counter().unwrap();
+        let sent = &tpm.transport_mut().commands;
+        assert_eq!(
+            sent[2],
+            [0x80, 0x01, 0, 0, 0, 18, 0, 0, 0x01, 0x6c, 3, 0, 0, 0, 0, 0, 0x01, 0x34]
+        );
+        assert_eq!(
+            sent[4],
+            [
+                0x80, 0x02, 0, 0, 0, 31, 0, 0, 0x01, 0x34, 0x01, 0x80, 0x0e, 0x70, 0x01, 0x80,
+                0x0e, 0x70, 0, 0, 0, 9, 3, 0, 0, 0, 0, 0, 1, 0, 0
+            ]
+        );
+
+        let mut t = FakeTransport::new();
+        t.push(&with_session(&[]));
+        let mut tpm = Tpm::new(t);
+        let session = PolicySession {
+            handle: 0x0300_0000,
+            kind: SessionKind::Policy,
+        };
+        tpm.policy_rollback_not_past(&session, 5).unwrap();
+        assert_eq!(
+            tpm.transport_mut().commands[0],
+            [
+                0x80, 0x02, 0, 0, 0, 49, 0, 0, 0x01, 0x49, 0x01, 0x80, 0x0e, 0x70, 0x01, 0x80,
+                0x0e, 0x70, 3, 0, 0, 0, 0, 0, 0, 9, 0x40, 0, 0, 9, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0,
+                0, 0, 0, 5, 0, 0, 0, 9
+            ]
+        );
+    }
+
+    #[test]
+    fn a_written_counter_reads_back_and_a_look_alike_is_named() {
+        let mut t = FakeTransport::new();
+        t.push(&nv_read_public_reply(
+            ATTRIBUTES | a::WRITTEN,
+            &WRITE_POLICY,
+        ))
+        .push(&with_session(&[0, 8, 0, 0, 0, 0, 0, 0, 1, 2]));
+        assert_eq!(
+            Tpm::new(t).rollback_counter().unwrap(),
+            Found::Counter(0x102)
+        );
+
+        let mut t = FakeTransport::new();
+        t.push(&nv_read_public_reply(ATTRIBUTES, &WRITE_POLICY));
+        assert_eq!(Tpm::new(t).rollback_counter().unwrap(), Found::Unwritten);
+
+        for (attributes, policy, what) in [
+            (
+                ATTRIBUTES | a::AUTHWRITE,
+                &WRITE_POLICY[..],
+                "its attributes differ",
+            ),
+            (
+                ATTRIBUTES | a::ORDERLY,
+                &WRITE_POLICY[..],
+                "its attributes differ",
+            ),
+            (ATTRIBUTES, &[0u8; 32][..], "its authPolicy differs"),
+            (ATTRIBUTES, &[][..], "its authPolicy differs"),
+        ] {
+            let mut t = FakeTransport::new();
+            t.push(&nv_read_public_reply(attributes, policy));
+            assert_eq!(
+                Tpm::new(t).rollback_counter(),
+                Err(Error::ForeignNvIndex {
+                    index: INDEX,
+                    attributes,
+                    what
+                })
+            );
+        }
+
+        // No index there: TPM_RC_HANDLE (format one, handle 1).
+        let mut t = FakeTransport::new();
+        t.push(&[0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x01, 0x8b]);
+        assert_eq!(Tpm::new(t).rollback_counter().unwrap(), Found::Absent);
+
+        // A counter answer of the wrong length is an error, not a value.
+        let mut t = FakeTransport::new();
+        t.push(&nv_read_public_reply(
+            ATTRIBUTES | a::WRITTEN,
+            &WRITE_POLICY,
+        ))
+        .push(&with_session(&[0, 4, 0, 0, 0, 1]));
+        assert!(Tpm::new(t).rollback_counter().is_err());
+    }
 }

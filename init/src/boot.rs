@@ -79,6 +79,9 @@ fn boot(sup: &mut Supervisor, cfg: &mut Config) -> Result<Running, Failure> {
     testhook::after_inventory(sup, cfg);
 
     let mut tpm = measure(&root);
+    if let Err((_, e)) = phase("lkg-floor", || lkg::epoch::settle(tpm.as_mut())) {
+        log::error!("lkg: {e}; last-known-good cannot be restored or written on this boot");
+    }
     let mut net = dhcp(cfg)?;
     testhook::after_dhcp(sup, cfg, net.as_ref())?;
     let source = overlay_source(cfg, tpm.as_mut(), net.as_ref())?;

@@ -12,8 +12,9 @@
 //! policy made by `ember policy predict --uki` refuses it.
 //!
 //! Either way, before the runtime starts the init extends a fixed "leave
-//! initrd" event (`seal-boot-phase`, as systemd-pcrphase does), so nothing
-//! the runtime runs can quote or unseal as a node in its boot phase.
+//! initrd" event (`seal-boot-phase`, as systemd-pcrphase does) into PCR 11
+//! and PCR 15, so nothing the runtime runs can quote or unseal as a node in
+//! its boot phase, nor move the rollback counter (PCR 15 must be zero).
 
 use alloc::vec::Vec;
 
@@ -103,11 +104,14 @@ pub fn initrd(snapshot_sha256: &[u8; 32]) -> Result<Measured, Error> {
     })
 }
 
-/// Ends the boot phase in PCR 11 (nothing to do without a TPM).
+/// Ends the boot phase in PCR 11 and in PCR 15, which the rollback
+/// counter's write policy requires at zero (nothing to do without a TPM).
 pub fn leave_initrd(tpm: Option<&mut Measured>) -> Result<(), Error> {
     let Some(m) = tpm else { return Ok(()) };
     let event = Sha256::digest(LEAVE_EVENT);
-    m.tpm.pcr_extend(BOOT_PCR, &[(HashAlg::Sha256, &event)])?;
+    for pcr in [BOOT_PCR, ember_tpm::counter::BOOT_PHASE_PCR] {
+        m.tpm.pcr_extend(pcr, &[(HashAlg::Sha256, &event)])?;
+    }
     Ok(())
 }
 

@@ -293,6 +293,38 @@ fn older_slot_brought_back_on_cold_start_is_refused_as_a_rollback() {
         lines.contains("epoch 1 is older than the blessed epoch 2"),
         "{lines}"
     );
+    // This boot phase blessed slot b in the TPM: the counter moved to it.
+    assert!(lines.contains("lkg: rollback counter = "), "{lines}");
+    assert!(!lines.contains("phase=nodeconf"), "{lines}");
+
+    // The attacker also deletes the ESP's epoch record and edits slot a's
+    // generation (postcard: the byte after the record version) so that it
+    // looks newest: the TPM counter still refuses it, and its key would
+    // not unseal (tests/tests/tpm_rollback.rs proves that at the TPM).
+    esp_tool(&lab.disk, "mdel", &["::/ember/epoch"]);
+    let rec = lab.dir.path().join("slot-a.rec");
+    esp_tool(
+        &lab.disk,
+        "mcopy",
+        &["-o", "::/ember/a/slot.rec", rec.to_str().unwrap()],
+    );
+    let mut bytes = std::fs::read(&rec).unwrap();
+    assert_eq!(&bytes[..2], &[3, 1], "slot.rec version 3, generation 1");
+    bytes[1] = 9;
+    std::fs::write(&rec, &bytes).unwrap();
+    esp_tool(
+        &lab.disk,
+        "mcopy",
+        &["-o", rec.to_str().unwrap(), "::/ember/a/slot.rec"],
+    );
+    let log = boot_until(&lab, "rb-edited", true, "boot failed in phase lkg-restore");
+    let lines = ember_lines(&log);
+    assert!(lines.contains("slot a generation 9"), "{lines}");
+    assert!(lines.contains("a newer slot was blessed since"), "{lines}");
+    assert!(
+        lines.contains("rollback refused by the TPM counter"),
+        "{lines}"
+    );
     assert!(!lines.contains("phase=nodeconf"), "{lines}");
 }
 

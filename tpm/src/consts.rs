@@ -32,6 +32,9 @@ pub const ST_SESSIONS: u16 = 0x8002;
 pub const ST_ATTEST_QUOTE: u16 = 0x8018;
 pub const GENERATED_VALUE: u32 = 0xff54_4347;
 
+/// TPM_CC_NV_Increment, the command a counter's PolicyCommandCode names.
+pub const CC_NV_INCREMENT: u32 = 0x0000_0134;
+
 pub const RH_OWNER: u32 = 0x4000_0001;
 pub const RH_NULL: u32 = 0x4000_0007;
 pub const RS_PW: u32 = 0x4000_0009;

@@ -68,7 +68,7 @@ pub struct CommandCode(pub u32);
 /// The TCG names of the commands this crate sends: a `CommandCode` is only
 /// ever made from one of them. Kept here rather than using tpm2-protocol's
 /// Display for all ~120 commands, which costs PID 1 about 5.5 KB.
-const COMMAND_NAMES: [(TpmCc, &str); 19] = [
+const COMMAND_NAMES: [(TpmCc, &str); 24] = [
     (TpmCc::ActivateCredential, "TPM_CC_ActivateCredential"),
     (TpmCc::Create, "TPM_CC_Create"),
     (TpmCc::CreatePrimary, "TPM_CC_CreatePrimary"),
@@ -76,11 +76,16 @@ const COMMAND_NAMES: [(TpmCc, &str); 19] = [
     (TpmCc::GetCapability, "TPM_CC_GetCapability"),
     (TpmCc::GetRandom, "TPM_CC_GetRandom"),
     (TpmCc::Load, "TPM_CC_Load"),
+    (TpmCc::NvDefineSpace, "TPM_CC_NV_DefineSpace"),
+    (TpmCc::NvIncrement, "TPM_CC_NV_Increment"),
     (TpmCc::NvRead, "TPM_CC_NV_Read"),
     (TpmCc::NvReadPublic, "TPM_CC_NV_ReadPublic"),
+    (TpmCc::NvUndefineSpace, "TPM_CC_NV_UndefineSpace"),
     (TpmCc::PcrExtend, "TPM_CC_PCR_Extend"),
     (TpmCc::PcrRead, "TPM_CC_PCR_Read"),
+    (TpmCc::PolicyCommandCode, "TPM_CC_PolicyCommandCode"),
     (TpmCc::PolicyGetDigest, "TPM_CC_PolicyGetDigest"),
+    (TpmCc::PolicyNv, "TPM_CC_PolicyNV"),
     (TpmCc::PolicyPcr, "TPM_CC_PolicyPCR"),
     (TpmCc::PolicySecret, "TPM_CC_PolicySecret"),
     (TpmCc::Quote, "TPM_CC_Quote"),
@@ -141,6 +146,13 @@ pub enum Error {
     Unsupported { what: &'static str, value: u32 },
     /// An NV index holds no data or is larger than an EK certificate can be.
     NvSize { index: u32, size: usize },
+    /// An NV index Ember owns holds something it did not define (another
+    /// attributes value, authPolicy or size): someone defined it first.
+    ForeignNvIndex {
+        index: u32,
+        attributes: u32,
+        what: &'static str,
+    },
     /// Quote: the attestation structure is not a TPM-generated quote.
     NotAQuote { magic: u32, kind: u16 },
     /// Quote: the nonce in the quote is not the one the verifier sent.
@@ -224,6 +236,14 @@ impl fmt::Display for Error {
             Error::NvSize { index, size } => {
                 write!(f, "NV index 0x{index:08x} has unusable size {size}")
             }
+            Error::ForeignNvIndex {
+                index,
+                attributes,
+                what,
+            } => write!(
+                f,
+                "NV index 0x{index:08x} (attributes 0x{attributes:08x}) is not Ember's rollback counter: {what}"
+            ),
             Error::NotAQuote { magic, kind } => {
                 write!(
                     f,

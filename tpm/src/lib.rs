@@ -42,9 +42,11 @@ extern crate alloc;
 
 mod attest;
 pub mod consts;
+pub mod counter;
 mod device;
 mod error;
 pub mod eventlog;
+mod nv;
 mod pcr;
 mod public;
 mod session;
@@ -66,12 +68,13 @@ pub use attest::{Attest, ClockInfo, QuoteAttest, Signature};
 pub use consts::HashAlg;
 pub use device::DeviceTransport;
 pub use error::{Error, ResponseCode, Result};
+pub use nv::attributes as nv_attributes;
 pub use pcr::{pcr_composite_digest, PcrSelection, PcrValue, PcrValues};
 pub use public::{
     ak_template, attributes, ek_template, name_of, sealed_object_template, srk_template, AkKind,
     EccPoint, EkTemplate, PublicArea, PublicParams, Scheme, SymDef, Unique,
 };
-pub use session::{policy_pcr_digest, PolicySession, SessionKind};
+pub use session::{policy_pcr_digest, NvCompare, PolicyDigest, PolicySession, SessionKind};
 #[cfg(feature = "std")]
 pub use socket::{open_transport, SocketTransport};
 pub use tpm::{

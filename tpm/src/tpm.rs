@@ -8,7 +8,7 @@ use crate::pcr::{PcrSelection, PcrValue, PcrValues};
 use crate::public::{
     ak_template, ek_template, sealed_object_template, srk_template, AkKind, EkTemplate, PublicArea,
 };
-use crate::session::{PolicySession, SessionKind};
+use crate::session::{NvCompare, PolicySession, SessionKind};
 use crate::transport::{Transport, MAX_RESPONSE_SIZE};
 use crate::wire::{Reader, Writer};
 use alloc::vec::Vec;
@@ -226,6 +226,22 @@ impl<T: Transport> Tpm<T> {
         auths: &[Auth<'_>],
         resp_handles: usize,
         params: impl FnOnce(&mut Writer<'_>) -> Result<()>,
+    ) -> Result<Reply> {
+        let mut params = Some(params);
+        self.execute_dyn(cc, handles, auths, resp_handles, &mut |w| {
+            params.take().map_or(Ok(()), |p| p(w))
+        })
+    }
+
+    /// [`Tpm::execute`]'s body behind a `dyn` parameter writer: one copy
+    /// in PID 1 instead of one per command (each ~1 KB).
+    fn execute_dyn(
+        &mut self,
+        cc: TpmCc,
+        handles: &[u32],
+        auths: &[Auth<'_>],
+        resp_handles: usize,
+        params: &mut dyn FnMut(&mut Writer<'_>) -> Result<()>,
     ) -> Result<Reply> {
         let mut w = Writer::new(&mut self.cmd, COMMAND_BUFFER);
         let size_at = write_header(&mut w, cc, handles, auths)?;
@@ -618,6 +634,106 @@ impl<T: Transport> Tpm<T> {
         Ok(nv)
     }
 
+    /// TPM2_NV_DefineSpace in the owner hierarchy (`owner_auth` is its
+    /// authValue, empty on most machines) with `auth_value` for the index.
+    pub fn nv_define_space(
+        &mut self,
+        owner_auth: &[u8],
+        auth_value: &[u8],
+        public: &NvPublic,
+    ) -> Result<()> {
+        self.execute(
+            TpmCc::NvDefineSpace,
+            &[RH_OWNER],
+            &[Auth::Password(owner_auth)],
+            0,
+            |w| {
+                w.tpm2b(auth_value)?;
+                let at = w.begin_size16();
+                public.write(w)?;
+                w.end_size16(at)
+            },
+        )?;
+        Ok(())
+    }
+
+    /// TPM2_NV_UndefineSpace of an owner index (not one with POLICY_DELETE).
+    pub fn nv_undefine_space(&mut self, owner_auth: &[u8], index: u32) -> Result<()> {
+        self.execute(
+            TpmCc::NvUndefineSpace,
+            &[RH_OWNER, index],
+            &[Auth::Password(owner_auth)],
+            0,
+            |_| Ok(()),
+        )?;
+        Ok(())
+    }
+
+    /// TPM2_NV_Increment of a counter index, authorized by `auth` (a policy
+    /// session for a POLICYWRITE index).
+    pub fn nv_increment(&mut self, index: u32, auth: Auth<'_>) -> Result<()> {
+        self.execute(TpmCc::NvIncrement, &[index, index], &[auth], 0, |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// A counter index's value (8 bytes, big-endian), read with its own
+    /// empty authValue (TPMA_NV_AUTHREAD).
+    pub fn nv_read_counter(&mut self, index: u32) -> Result<u64> {
+        // One NV_Read of 8 bytes: below any TPM's NV buffer, so without
+        // the chunking (and capability query) of [`Tpm::nv_read`].
+        let reply = self.execute(
+            TpmCc::NvRead,
+            &[index, index],
+            &[Auth::Password(&[])],
+            0,
+            |w| {
+                w.u16(8);
+                w.u16(0);
+                Ok(())
+            },
+        )?;
+        let mut r = self.params(&reply);
+        let mut data = Reader::new(r.tpm2b("NV data")?);
+        let v = data.u64("counter")?;
+        data.finish("counter longer than 8 bytes")?;
+        Ok(v)
+    }
+
+    /// TPM2_PolicyNV: the session's later command succeeds only if NV
+    /// index `index` (read with its empty authValue) compares to
+    /// `operand_b` as `op` says. A failed comparison is TPM_RC_POLICY.
+    pub fn policy_nv(
+        &mut self,
+        session: &PolicySession,
+        index: u32,
+        operand_b: &[u8],
+        offset: u16,
+        op: NvCompare,
+    ) -> Result<()> {
+        self.execute(
+            TpmCc::PolicyNv,
+            &[index, index, session.handle],
+            &[Auth::Password(&[])],
+            0,
+            |w| {
+                w.tpm2b(operand_b)?;
+                w.u16(offset);
+                w.u16(op as u16);
+                Ok(())
+            },
+        )?;
+        Ok(())
+    }
+
+    /// TPM2_PolicyCommandCode: the session authorizes only `code`.
+    pub fn policy_command_code(&mut self, session: &PolicySession, code: u32) -> Result<()> {
+        self.execute(TpmCc::PolicyCommandCode, &[session.handle], &[], 0, |w| {
+            w.u32(code);
+            Ok(())
+        })?;
+        Ok(())
+    }
+
     fn nv_buffer_max(&mut self) -> Result<u16> {
         if let Some(m) = self.nv_buffer_max {
             return Ok(m);
@@ -988,6 +1104,18 @@ impl<T: Transport> Tpm<T> {
         sealed: &SealedObject,
         selection: &PcrSelection,
     ) -> Result<Vec<u8>> {
+        self.unseal_with_policy(parent, sealed, |tpm, s| tpm.policy_pcr(s, selection, &[]))
+    }
+
+    /// Loads `sealed` under `parent`, runs `policy` (the policy commands,
+    /// in the order the sealed policy digest was built) in a fresh policy
+    /// session and unseals. Flushes the session and object either way.
+    pub fn unseal_with_policy(
+        &mut self,
+        parent: u32,
+        sealed: &SealedObject,
+        policy: impl FnOnce(&mut Self, &PolicySession) -> Result<()>,
+    ) -> Result<Vec<u8>> {
         let obj = self.load(parent, &[], sealed)?;
         let session = match self.start_policy_session(SessionKind::Policy) {
             Ok(s) => s,
@@ -996,9 +1124,8 @@ impl<T: Transport> Tpm<T> {
                 return Err(e);
             }
         };
-        let result = self
-            .policy_pcr(&session, selection, &[])
-            .and_then(|_| self.unseal(obj.handle, Auth::Policy(session)));
+        let result =
+            policy(self, &session).and_then(|_| self.unseal(obj.handle, Auth::Policy(session)));
         let f1 = self.flush_context(session.handle);
         let f2 = self.flush_context(obj.handle);
         let data = result?;

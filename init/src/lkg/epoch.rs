@@ -1,16 +1,32 @@
-//! The highest manifest epoch this node has booted to Ready, kept on the
-//! ESP (`ember/epoch`): a cold start refuses a slot whose signed manifest
-//! is older, so an attacker with the disk cannot bring back a revoked
-//! overlay by pointing the loader at an older slot.
+//! The rollback floor, in two layers.
 //!
-//! The file is on the ESP, so an attacker who can write the disk can also
-//! delete it: this stops replays of old slots by entry edits, not a full
-//! disk rewrite. A TPM NV counter would (README, "Overlay format").
+//! **The TPM counter** ([`ember_tpm::counter`]) is what an attacker with
+//! the disk cannot lower. It counts blessings: every slot is sealed with
+//! PolicyNV(counter ≤ n) for the `n` in its record (`SealedKey::sealed_for`,
+//! one more than the counter when the slot was written), and the first
+//! boot phase after a slot was written moves the counter to its `n`
+//! ([`settle`]), so from then on the older slot's key does not unseal, in
+//! the TPM itself. Only the boot phase can move it (PCR 15 is zero until
+//! "leave initrd"); the runtime never can. Someone who boots other code
+//! can increment it too: that revokes the slots (a denial of
+//! last-known-good), never brings an older one back.
+//!
+//! **The ESP record** `ember/epoch` keeps the highest signed manifest epoch
+//! booted to Ready: a cold start refuses an older manifest by name ("epoch
+//! 1 is older than the blessed epoch 2"). An attacker with the disk can
+//! lower it, so it is only the explanation an operator reads; the counter
+//! is the protection.
 
 use alloc::format;
 
-use super::esp::Mounted;
+use ember_tpm::counter::Found;
+use ember_tpm::tpm2_rc::TpmRcBase;
+
+use super::esp::{self, Mounted};
+use super::record;
 use super::write::write_atomic;
+use crate::measure::Measured;
+use crate::tpm::NodeTpm;
 use crate::{fsutil, Error};
 
 const FILE: &str = "ember/epoch";
@@ -42,6 +58,87 @@ pub fn check(epoch: u64, blessed: u64) -> Result<(), ember_proto::Error> {
         return Err(ember_proto::Error::ManifestRollback { epoch, blessed });
     }
     Ok(())
+}
+
+/// The boot-phase step (before "leave initrd", before a slot is chosen):
+/// makes sure the counter exists and has a value, and blesses the newest
+/// slot on the ESP by moving the counter to the value it was sealed for.
+/// Diskless nodes (no ESP) have nothing to protect and define nothing.
+pub fn settle(tpm: Option<&mut Measured>) -> Result<(), Error> {
+    let Some(m) = tpm else { return Ok(()) };
+    let Some(dev) = esp::find()? else {
+        return Ok(());
+    };
+    let newest = record::read_both(&Mounted::mount(&dev, false)?)
+        .iter()
+        .flatten()
+        .map(|r| r.key.sealed_for)
+        .max();
+    let tpm = &mut m.tpm;
+    let found = tpm.rollback_counter().map_err(foreign)?;
+    if found == Found::Absent {
+        define(tpm)?;
+    }
+    let mut value = match found {
+        Found::Counter(v) => v,
+        // Defined (now, or by an operator) but never written: start it.
+        _ => {
+            increment(tpm)?;
+            counter_value(tpm)?
+        }
+    };
+    // A written slot is one above the counter; an edited record claiming
+    // more costs at most this one step (a denial, never a rollback).
+    if newest == Some(value.saturating_add(1)) {
+        increment(tpm)?;
+        value = value.saturating_add(1);
+    }
+    log::info!("lkg: rollback counter = {value}");
+    Ok(())
+}
+
+/// The counter's value (any time: reading needs no boot phase).
+pub fn counter_value(tpm: &mut NodeTpm) -> Result<u64, Error> {
+    match tpm.rollback_counter().map_err(foreign)? {
+        Found::Counter(v) => Ok(v),
+        _ => Err(Error::Lkg("the TPM rollback counter is not set up")),
+    }
+}
+
+/// Refuses a slot sealed for a counter value the counter has passed
+/// (the TPM would refuse to unseal it anyway; this says why).
+pub fn check_counter(tpm: &mut NodeTpm, sealed_for: u64) -> Result<(), Error> {
+    let now = counter_value(tpm)?;
+    if sealed_for < now {
+        log::error!("lkg: the slot is sealed for rollback counter <= {sealed_for}, the TPM counter is at {now}: a newer slot was blessed since");
+        return Err(Error::Lkg("rollback refused by the TPM counter"));
+    }
+    Ok(())
+}
+
+fn define(tpm: &mut NodeTpm) -> Result<(), Error> {
+    match tpm.define_rollback_counter(&[]) {
+        Err(e) if e.is_tpm(TpmRcBase::BadAuth) || e.is_tpm(TpmRcBase::AuthFail) => Err(Error::Lkg(
+            "the TPM owner hierarchy has a password, so the rollback counter cannot be defined: clear it (tpm2_changeauth -c o -p OLD) or define 0x01800e70 as README \"Last-known-good on the ESP\" shows",
+        )),
+        r => Ok(r?),
+    }
+}
+
+fn increment(tpm: &mut NodeTpm) -> Result<(), Error> {
+    tpm.increment_rollback_counter().inspect_err(|e| {
+        if e.is_tpm(TpmRcBase::PolicyFail) {
+            log::error!("lkg: PCR 15 is not zero at boot (Ember reserves it for the boot phase), so the rollback counter cannot move");
+        }
+    })?;
+    Ok(())
+}
+
+fn foreign(e: ember_tpm::Error) -> Error {
+    if let ember_tpm::Error::ForeignNvIndex { .. } = e {
+        log::error!("lkg: {e}; someone defined it before Ember: remove it (tpm2_nvundefine 0x01800e70 -C o) to re-enable last-known-good");
+    }
+    Error::Tpm(e)
 }
 
 fn parse(bytes: &[u8]) -> Option<u64> {

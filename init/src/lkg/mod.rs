@@ -12,12 +12,14 @@
 //! ember/a/overlay.sealed          the sealed overlay blob exactly as downloaded
 //! ember/a/slot.rec                postcard SlotRecord: generation, signed manifest, TPM-sealed data key
 //! ember/epoch                     the highest manifest epoch booted to Ready
+//! (TPM NV 0x01800e70)             the rollback counter each slot's key is sealed against
 //! ```
 //!
 //! A cold start trusts nothing on the ESP: the slot's manifest must verify
 //! with the initrd's key, its epoch must not be below `ember/epoch`, the
-//! unsealed data key must match the manifest's commitment, and the blob
-//! must open under it.
+//! TPM rollback counter must not have passed it (the TPM enforces this in
+//! the key's policy), the unsealed data key must match the manifest's
+//! commitment, and the blob must open under it.
 //!
 //! The rooms: [`slots`] decides (pure functions), [`record`] is the slot's
 //! record, [`write`] puts a slot on the ESP power-cut safely, [`seal`] is
@@ -86,8 +88,10 @@ pub fn restore(tpm: Option<&mut Measured>, booted_from: Option<Slot>) -> Result<
     epoch::check(manifest.epoch, blessed)
         .inspect_err(|e| log::error!("lkg: slot {}: {e}", slot.name()))?;
     let tpm = tpm.ok_or(Error::Missing("TPM to unseal the last-known-good key"))?;
+    epoch::check_counter(&mut tpm.tpm, record.key.sealed_for)
+        .inspect_err(|e| log::error!("lkg: slot {}: {e}", slot.name()))?;
     let key = seal::unseal_key(&mut tpm.tpm, &record.key).inspect_err(|_| {
-        log::error!("lkg: the TPM refused to unseal the overlay key: the boot chain (PCR 11) changed since it was sealed");
+        log::error!("lkg: the TPM refused to unseal the overlay key: the boot chain (PCR 11) changed since it was sealed, or the rollback counter moved past it");
     })?;
     let envelope = Envelope::new(manifest, key)?;
     let path = esp.path(&format!("{}/overlay.sealed", slot.dir()));
@@ -151,7 +155,15 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
     if tpm.root == Root::Stub {
         log::warn!("lkg: the slot is kernel + initrd: its key is sealed to the self-measured PCR 11 of this initrd, not to the UKI's firmware-rooted measurements");
     }
-    let sealed = seal::seal_key(&mut tpm.tpm, fetched.envelope.data_key(), &tpm.slot_pcr)?;
+    // Sealed for the next blessing: the first boot phase after this write
+    // moves the counter there, and the older slot stops unsealing.
+    let sealed_for = epoch::counter_value(&mut tpm.tpm)?.saturating_add(1);
+    let sealed = seal::seal_key(
+        &mut tpm.tpm,
+        fetched.envelope.data_key(),
+        &tpm.slot_pcr,
+        sealed_for,
+    )?;
     let m = &fetched.envelope.manifest;
     let art = write::Artifacts {
         kernel: KERNEL_IN_INITRD,

@@ -13,8 +13,9 @@ use super::slots::{Slot, SLOTS};
 use crate::fsutil;
 
 /// 2: the overlay is the server's signed manifest and its data key (1 held
-/// an unauthenticated description and a per-boot stream key).
-pub const RECORD_VERSION: u32 = 2;
+/// an unauthenticated description and a per-boot stream key). 3: the key's
+/// policy includes the TPM rollback counter (`sealed_for`).
+pub const RECORD_VERSION: u32 = 3;
 
 /// The overlay's data key sealed by the TPM to the boot-phase PCR value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +26,9 @@ pub struct SealedKey {
     /// The PCR (sha256 bank) and value the policy requires.
     pub pcr_index: u8,
     pub pcr_value: Vec<u8>,
+    /// The key unseals only while the TPM rollback counter is at most
+    /// this (PolicyNV; see [`super::epoch`]).
+    pub sealed_for: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

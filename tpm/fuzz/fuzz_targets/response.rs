@@ -29,7 +29,7 @@ fuzz_target!(|input: &[u8]| {
         private: vec![1; 16],
         public: ak_template(AkKind::EccP256),
     };
-    match op % 16 {
+    match op % 18 {
         0 => drop(tpm(data, 4).get_random(48)),
         1 => drop(tpm(data, 4).get_handles(consts::HR_NV_INDEX)),
         2 => drop(tpm(data, 4).pcr_read(&sel)),
@@ -49,6 +49,8 @@ fuzz_target!(|input: &[u8]| {
         12 => drop(tpm(data, 4).capabilities()),
         13 => drop(PublicArea::from_bytes(data)),
         14 => drop(Attest::parse(data)),
+        15 => drop(tpm(data, 2).rollback_counter()),
+        16 => drop(tpm(data, 6).increment_rollback_counter()),
         _ => {
             drop(Signature::from_bytes(data));
             drop(PublicArea::from_tpm2b(data));

@@ -74,6 +74,11 @@ pub struct ServeArgs {
     /// Open sessions one client address may hold (a rack behind NAT shares one).
     #[arg(long, default_value_t = 256)]
     pub max_sessions_per_peer: u64,
+    /// The boot loader on the nodes' ESPs (`EFI/BOOT/BOOTX64.EFI`): the
+    /// PCR 4 a node's last-known-good slot reaches, which its key is
+    /// sealed to, includes its Authenticode digest.
+    #[arg(long, default_value = ember_server::uki::DEBIAN_ESP_LOADER)]
+    pub esp_loader: PathBuf,
     /// LAB MODE, never in production: a node with no PCR policy (its own,
     /// its group's or the default) has its first boot's PCRs 0-7 recorded
     /// as its policy instead of being refused. Trusts whatever boots first.
@@ -147,5 +152,6 @@ pub fn run(a: ServeArgs) -> Result<()> {
         },
         body_timeout: a.body_timeout,
         threads: a.threads,
+        esp_loader: a.esp_loader,
     })
 }

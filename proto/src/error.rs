@@ -40,6 +40,8 @@ pub enum Error {
     BootImageFormat { got: u16 },
     /// The boot image record was signed with another overlay manifest.
     BootImageOtherManifest,
+    /// A last-known-good slot record in a format this init does not read.
+    SlotRecordVersion { got: u32 },
     /// The wrapped data key does not open with this session's secret.
     KeyUnwrap,
     /// The manifest's epoch is older than one this node already blessed.
@@ -105,6 +107,9 @@ impl fmt::Display for Error {
             Error::BootImageFormat { got } => write!(f, "boot image format {got} unsupported"),
             Error::BootImageOtherManifest => {
                 write!(f, "boot image record belongs to another manifest")
+            }
+            Error::SlotRecordVersion { got } => {
+                write!(f, "slot record version {got} unsupported")
             }
             Error::KeyUnwrap => write!(f, "data key does not unwrap for this session"),
             Error::ManifestRollback { epoch, blessed } => write!(

@@ -143,3 +143,78 @@ pub fn pcr4_extends(log: &ember_tpm::eventlog::EventLog<'_>) -> Vec<Vec<u8>> {
         .filter_map(|e| e.digest(HashAlg::Sha256).map(<[u8]>::to_vec))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use measure::predict_pcr4;
+
+    /// A UKI whose kernel is itself a (tiny) PE image, as the stub needs.
+    fn tiny_uki(initrd: &[u8]) -> Vec<u8> {
+        let kernel = pe::tests::tiny_stub();
+        pe::append_sections(
+            &pe::tests::tiny_stub(),
+            &[(".initrd", initrd), (".linux", &kernel)],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_uki_a_node_booted_is_found_by_its_pcr11_and_its_pcr4_extend() {
+        let dir = std::env::temp_dir().join(format!("ember-uki-known-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let loader = pe::tests::tiny_stub();
+        let loader_path = dir.join("loader.efi");
+        std::fs::write(&loader_path, &loader).unwrap();
+        let artifacts = dir.join("boot");
+        std::fs::create_dir_all(&artifacts).unwrap();
+        let uki = tiny_uki(b"initrd-0");
+        let name = |b: &[u8]| ember_fs::hex::hex(&sha2::Sha256::digest(b));
+        std::fs::write(artifacts.join(name(&uki)), &uki).unwrap();
+        // Not UKIs: a script, a file being stored.
+        std::fs::write(artifacts.join(name(b"#!ipxe\n")), b"#!ipxe\n").unwrap();
+        std::fs::write(artifacts.join("tmp.123"), &uki).unwrap();
+
+        let known = Known::new(&loader_path);
+        let pcr11 = predict_pcr11(&uki, HashAlg::Sha256, &[]).unwrap().value;
+        let found = known.find(&artifacts, &pcr11, None).unwrap().unwrap();
+        assert_eq!(found.sha256[..], sha2::Sha256::digest(&uki)[..]);
+        assert_eq!(found.size, uki.len() as u64);
+        let direct = predict_pcr4(&[&loader], &uki, HashAlg::Sha256).unwrap();
+        let after = predict_pcr4_after(1, &[&loader], &uki, HashAlg::Sha256).unwrap();
+        assert_eq!(found.pcr4_from_esp.len(), 2);
+        assert_eq!(found.pcr4_from_esp[0][..], direct.value[..]);
+        assert_eq!(found.pcr4_from_esp[1][..], after.value[..]);
+        assert_ne!(direct.value, after.value);
+        // The failed attempt adds "Returning…" and "Calling…" after the separator.
+        assert_eq!(after.events.len(), direct.events.len() + 2);
+        assert!(after.events[2].label.contains("Returning from EFI Application"));
+
+        // With the firmware's log: only if it measured this UKI into PCR 4.
+        let authenticode = found.authenticode.to_vec();
+        assert!(known
+            .find(&artifacts, &pcr11, Some(&[vec![1; 32], authenticode]))
+            .unwrap()
+            .is_some());
+        assert!(known
+            .find(&artifacts, &pcr11, Some(&[vec![1; 32]]))
+            .unwrap()
+            .is_none());
+        // Another UKI's PCR 11 (one initrd byte differs) is no UKI known.
+        let other = predict_pcr11(&tiny_uki(b"initrd-1"), HashAlg::Sha256, &[])
+            .unwrap()
+            .value;
+        assert!(known.find(&artifacts, &other, None).unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn without_a_loader_no_boot_image_is_offered() {
+        let known = Known::new(Path::new("/nonexistent/systemd-bootx64.efi"));
+        assert!(known
+            .find(Path::new("/nonexistent"), &[0; 32], None)
+            .unwrap()
+            .is_none());
+    }
+}

@@ -166,8 +166,8 @@ pub struct BootImage {
     /// same on every path that boots it.
     pub pcr11: [u8; 32],
     /// PCR 4 (sha256) values the firmware reaches booting the ESP's loader,
-    /// the UKI and its kernel, one per boot path allowed (straight from the
-    /// disk; after a failed network boot attempt).
+    /// the UKI and its kernel: straight from the disk, then after 1, 2, …
+    /// failed boot options (a network boot whose server is down).
     pub pcr4: Vec<[u8; 32]>,
 }
 

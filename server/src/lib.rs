@@ -48,6 +48,8 @@ pub struct Options {
     pub threads: usize,
     /// The ESP's boot loader, for the PCR 4 a last-known-good slot reaches.
     pub esp_loader: PathBuf,
+    /// Failed boot options before the ESP a slot's seal allows.
+    pub esp_failed_boot_options: usize,
 }
 
 /// Descriptors kept back from the connection cap for the database, overlay
@@ -125,7 +127,7 @@ pub fn run(opts: Options) -> Result<()> {
         body_timeout: opts.body_timeout,
         http_port: std::sync::OnceLock::new(),
         signing_key,
-        ukis: uki::Known::new(&opts.esp_loader),
+        ukis: uki::Known::new(&opts.esp_loader, opts.esp_failed_boot_options),
     });
     let mut limits = opts.limits.clone();
     limits.max_connections = connection_budget(limits.max_connections);

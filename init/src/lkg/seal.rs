@@ -27,7 +27,7 @@ pub struct PcrPolicy {
 
 /// What a slot's key is sealed to: PCR 4 and 11 as booting the signed boot
 /// image from the ESP leaves them, one policy per PCR 4 the server allows
-/// (straight from the disk, after a failed network boot attempt).
+/// (straight from the disk, after 1, 2, … failed boot options).
 pub fn slot_pcrs(image: &BootImage) -> Vec<PcrPolicy> {
     image
         .pcr4

@@ -64,6 +64,8 @@ pub fn slot(
 ) -> Result<(), Error> {
     ensure_dirs(esp, slot)?;
     ensure_loader_conf(esp)?;
+    // The slot's folder is on the disk before anything is written into it.
+    fsync_dir(&esp.path("ember"))?;
     let dir = slot.dir();
     let uki = esp.path(&format!("{dir}/ember.efi"));
     // Progress for the console (the download takes seconds); the power-cut

@@ -24,10 +24,14 @@ use pe::PeImage;
 /// ESP carries as `EFI/BOOT/BOOTX64.EFI` (`qemu/make-disk`).
 pub const DEBIAN_ESP_LOADER: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 
-/// Failed boot attempts (e.g. a network boot whose server is down) the
-/// firmware may make before it boots the ESP: a slot is sealed to the PCR 4
-/// of each (see [`measure::predict_pcr4_after`]).
-const FAILED_ATTEMPTS_ALLOWED: usize = 1;
+/// Boot options the firmware may try and fail before it boots the ESP
+/// (`ember serve --esp-failed-boot-options`): OVMF with QEMU's iPXE ROM
+/// and a boot server down fails 5 (PXE and HTTP over IPv4 and IPv6, and
+/// iPXE), each extending "Returning from…" and "Calling…" into PCR 4
+/// ([`measure::predict_pcr4_after`]). A slot is sealed to the PCR 4 of
+/// each count: those events are no code, so this widens nothing an
+/// attacker could run.
+pub const DEFAULT_FAILED_BOOT_OPTIONS: u8 = 8;
 
 /// One UKI among the boot artifacts, measured once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +45,7 @@ pub struct Uki {
     /// when it loads it.
     pub authenticode: [u8; 32],
     /// PCR 4 (sha256) when the firmware boots the ESP's loader, then this
-    /// UKI and its kernel: straight, then after each allowed failed attempt.
+    /// UKI and its kernel: straight, then after 1, 2, … failed boot options.
     pub pcr4_from_esp: Vec<[u8; 32]>,
 }
 
@@ -50,6 +54,8 @@ pub struct Uki {
 pub struct Known {
     /// The ESP's boot loader (`ember serve --esp-loader`), for PCR 4.
     loader: Option<Vec<u8>>,
+    /// The most failed boot options before the ESP a slot must survive.
+    failed_options: usize,
     /// File name → the UKI it holds (`None`: not a UKI, or unreadable).
     seen: Mutex<HashMap<String, Option<Arc<Uki>>>>,
 }
@@ -57,7 +63,7 @@ pub struct Known {
 impl Known {
     /// Reads the ESP loader; without it no slot PCR 4 can be predicted, so
     /// no boot image is offered (said once here).
-    pub fn new(esp_loader: &Path) -> Known {
+    pub fn new(esp_loader: &Path, failed_options: usize) -> Known {
         let loader = match std::fs::read(esp_loader) {
             Ok(b) if PeImage::parse(&b).is_ok() => Some(b),
             Ok(_) => {
@@ -71,6 +77,7 @@ impl Known {
         };
         Known {
             loader,
+            failed_options,
             seen: Mutex::new(HashMap::new()),
         }
     }
@@ -97,7 +104,7 @@ impl Known {
             if name.len() != 64 || seen.contains_key(&name) {
                 continue;
             }
-            let uki = measure_file(&entry.path(), loader).map(Arc::new);
+            let uki = measure_file(&entry.path(), loader, self.failed_options).map(Arc::new);
             seen.insert(name, uki);
         }
         let matches = seen.values().flatten().find(|u| {
@@ -109,7 +116,7 @@ impl Known {
 }
 
 /// Measures `path` if it is a UKI (a PE file with a `.linux` section).
-fn measure_file(path: &Path, loader: &[u8]) -> Option<Uki> {
+fn measure_file(path: &Path, loader: &[u8], failed_options: usize) -> Option<Uki> {
     let file = std::fs::read(path).ok()?;
     if !file.starts_with(b"MZ") {
         return None;
@@ -119,7 +126,7 @@ fn measure_file(path: &Path, loader: &[u8]) -> Option<Uki> {
     let sha = |d: Vec<u8>| <[u8; 32]>::try_from(d).ok();
     let pcr11 = sha(predict_pcr11(&file, HashAlg::Sha256, &[]).ok()?.value)?;
     let authenticode = sha(img.authenticode(&file, HashAlg::Sha256).ok()?)?;
-    let pcr4_from_esp = (0..=FAILED_ATTEMPTS_ALLOWED)
+    let pcr4_from_esp = (0..=failed_options)
         .map(|failed| {
             let p = predict_pcr4_after(failed, &[loader], &file, HashAlg::Sha256).ok()?;
             debug_assert_eq!(p.pcr, PCR_BOOT_LOADER_CODE);
@@ -176,7 +183,7 @@ mod tests {
         std::fs::write(artifacts.join(name(b"#!ipxe\n")), b"#!ipxe\n").unwrap();
         std::fs::write(artifacts.join("tmp.123"), &uki).unwrap();
 
-        let known = Known::new(&loader_path);
+        let known = Known::new(&loader_path, 1);
         let pcr11 = predict_pcr11(&uki, HashAlg::Sha256, &[]).unwrap().value;
         let found = known.find(&artifacts, &pcr11, None).unwrap().unwrap();
         assert_eq!(found.sha256[..], sha2::Sha256::digest(&uki)[..]);
@@ -211,7 +218,7 @@ mod tests {
 
     #[test]
     fn without_a_loader_no_boot_image_is_offered() {
-        let known = Known::new(Path::new("/nonexistent/systemd-bootx64.efi"));
+        let known = Known::new(Path::new("/nonexistent/systemd-bootx64.efi"), 1);
         assert!(known
             .find(Path::new("/nonexistent"), &[0; 32], None)
             .unwrap()

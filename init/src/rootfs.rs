@@ -38,9 +38,7 @@ impl Report {
     /// The boot log's line for the `rootfs` phase.
     pub fn log(&self) {
         match self.moved {
-            true => log::info!(
-                "rootfs: / is a bind mount of the initial rootfs (nothing copied)"
-            ),
+            true => log::info!("rootfs: / is a bind mount of the initial rootfs (nothing copied)"),
             false => log::info!("rootfs: / is already a root runc can pivot_root from"),
         }
     }

@@ -57,11 +57,17 @@ impl SlotRecord {
         match postcard::take_from_bytes::<u32>(bytes) {
             Ok((RECORD_VERSION, _)) => {}
             Ok((got, _)) => return Err(Error::SlotRecordVersion { got }),
-            Err(_) => return Err(Error::Decode { what: "slot record" }),
+            Err(_) => {
+                return Err(Error::Decode {
+                    what: "slot record",
+                })
+            }
         }
         match postcard::take_from_bytes::<SlotRecord>(bytes) {
             Ok((r, [])) => Ok(r),
-            _ => Err(Error::Decode { what: "slot record" }),
+            _ => Err(Error::Decode {
+                what: "slot record",
+            }),
         }
     }
 }

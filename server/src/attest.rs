@@ -553,7 +553,11 @@ impl Server {
     /// PCR 11 it quoted (and, with an event log, which the firmware
     /// measured into PCR 4). `None`, logged, when the server knows none:
     /// the node then writes no last-known-good slot.
-    fn booted_uki(&self, s: &Session, req: &FinishRequest) -> Option<std::sync::Arc<crate::uki::Uki>> {
+    fn booted_uki(
+        &self,
+        s: &Session,
+        req: &FinishRequest,
+    ) -> Option<std::sync::Arc<crate::uki::Uki>> {
         let pcr11 = s
             .pcrs
             .indices()

@@ -7,12 +7,12 @@
 
 use std::time::Duration;
 
+use ember_proto::manifest::{key_commitment, PublicKey, SigningSecret};
+use ember_proto::slot::{SealedKey, SlotRecord};
 use ember_tests::lab::{
     boot_until, ember_lines, esp_entries, run_until, save_timeline, tail, trust_files, Lab, NODE,
 };
 use ember_tests::qemu::{build_initrd_with, esp_tool, wait_for_log, Boot};
-use ember_proto::manifest::{key_commitment, PublicKey, SigningSecret};
-use ember_proto::slot::{SealedKey, SlotRecord};
 use ember_tests::server::EmberServer;
 use ember_tests::swtpm::Swtpm;
 use ember_tpm::{policy_pcr_digest, HashAlg, PcrSelection, SocketTransport, Tpm};
@@ -91,7 +91,8 @@ fn network_boot_reaches_ready_writes_last_known_good_then_cold_start_boots_it() 
         &["-o", "::/ember/a/ember.efi", copied.to_str().unwrap()],
     );
     assert!(
-        std::fs::read(&copied).unwrap() == std::fs::read(lab.dir.path().join("net-boot.efi")).unwrap(),
+        std::fs::read(&copied).unwrap()
+            == std::fs::read(lab.dir.path().join("net-boot.efi")).unwrap(),
         "the slot's UKI differs from the one booted"
     );
 
@@ -232,7 +233,12 @@ fn tampered_cached_overlay_or_changed_initrd_yields_no_plaintext_and_a_clear_err
     let mut lab = Lab::new("e2e-tamper");
     lab.publish("ready", &[]);
     boot_until(&lab, "tamper-net", false, "lkg: wrote slot a generation 1");
-    let net_cmdline = Boot::new(&lab.initrd, &Lab::append(&lab.attest_url()), &lab.log_path("x")).append;
+    let net_cmdline = Boot::new(
+        &lab.initrd,
+        &Lab::append(&lab.attest_url()),
+        &lab.log_path("x"),
+    )
+    .append;
     lab.server = None;
     lab.api.remove_node(NODE);
 
@@ -541,7 +547,9 @@ fn seal_outside_the_init(
                 composite.update(v);
             }
             let policy = policy_pcr_digest(&selection, &composite.finalize()).unwrap();
-            let sealed = tpm.seal(srk.handle, key, &policy).expect("Create sealed object");
+            let sealed = tpm
+                .seal(srk.handle, key, &policy)
+                .expect("Create sealed object");
             SealedKey {
                 public: sealed.public.to_bytes().unwrap(),
                 private: sealed.private,
@@ -613,16 +621,23 @@ fn planted_slot_sealed_outside_the_init_is_refused_on_cold_start() {
     assert!(!lines.contains("phase=nodeconf"), "{lines}");
 
     // 2. A manifest committing to the planted key, signed by the attacker.
-    let trust = PublicKey::from_pem(&std::fs::read(lab.dir.path().join("manifest.pub")).unwrap())
-        .unwrap();
-    let mut forged = trust.verify(&genuine.manifest).expect("the genuine manifest");
+    let trust =
+        PublicKey::from_pem(&std::fs::read(lab.dir.path().join("manifest.pub")).unwrap()).unwrap();
+    let mut forged = trust
+        .verify(&genuine.manifest)
+        .expect("the genuine manifest");
     forged.key_commitment = key_commitment(&attacker_key);
     forged.epoch += 1;
     planted.manifest = SigningSecret::from_bytes(&[0x42; 32])
         .unwrap()
         .sign(&forged);
     put_record(&lab, &planted);
-    let log = boot_until(&lab, "plant-forged", true, "boot failed in phase lkg-restore");
+    let log = boot_until(
+        &lab,
+        "plant-forged",
+        true,
+        "boot failed in phase lkg-restore",
+    );
     let lines = ember_lines(&log);
     assert!(
         lines.contains("manifest signature does not verify (forged)"),
@@ -630,4 +645,3 @@ fn planted_slot_sealed_outside_the_init_is_refused_on_cold_start() {
     );
     assert!(!lines.contains("phase=nodeconf"), "{lines}");
 }
-

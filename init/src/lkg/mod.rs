@@ -160,7 +160,9 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
         return Ok(());
     }
     let Some(signed_image) = &fetched.boot_image else {
-        log::warn!("lkg: the boot server knows no UKI for this boot (its log says why); no slot written");
+        log::warn!(
+            "lkg: the boot server knows no UKI for this boot (its log says why); no slot written"
+        );
         return Ok(());
     };
     let image = overlay::trusted_key()?

@@ -7,9 +7,9 @@
 
 use alloc::string::String;
 
+use ember_net::https::Client;
 use ember_proto::client;
 use ember_proto::manifest::{Envelope, SignedBootImage, SignedManifest};
-use ember_net::https::Client;
 use ember_proto::net::NetTransport;
 use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags};

@@ -14,8 +14,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use sha2::Digest;
 use ember_tpm::HashAlg;
+use sha2::Digest;
 
 use measure::{predict_pcr11, predict_pcr4_after, PCR_BOOT_LOADER_CODE};
 use pe::PeImage;
@@ -109,7 +109,7 @@ impl Known {
         }
         let matches = seen.values().flatten().find(|u| {
             u.pcr11[..] == *pcr11
-                && pcr4_extends.map_or(true, |ds| ds.iter().any(|d| d[..] == u.authenticode[..]))
+                && pcr4_extends.is_none_or(|ds| ds.iter().any(|d| d[..] == u.authenticode[..]))
         });
         Ok(matches.cloned())
     }
@@ -196,7 +196,9 @@ mod tests {
         assert_ne!(direct.value, after.value);
         // The failed attempt adds "Returning…" and "Calling…" after the separator.
         assert_eq!(after.events.len(), direct.events.len() + 2);
-        assert!(after.events[2].label.contains("Returning from EFI Application"));
+        assert!(after.events[2]
+            .label
+            .contains("Returning from EFI Application"));
 
         // With the firmware's log: only if it measured this UKI into PCR 4.
         let authenticode = found.authenticode.to_vec();

@@ -54,7 +54,8 @@ pub struct TreeArgs {
     /// An extra file as SRC:DEST (DEST absolute inside the initrd).
     #[arg(long = "file", value_parser = parse_extra_file)]
     files: Vec<ExtraFile>,
-    /// Carry a kernel image at /boot/vmlinuz (for last-known-good copies).
+    /// Carry a kernel image at /boot/vmlinuz (last-known-good no longer
+    /// reads it: a slot is the UKI the node booted).
     #[arg(long)]
     kernel: Option<PathBuf>,
 }

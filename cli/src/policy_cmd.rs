@@ -240,6 +240,11 @@ fn set(a: SetArgs) -> Result<()> {
         }
     }
     let mut db = a.state.open()?;
+    // Stored among the boot artifacts: the server finds there which UKI a
+    // node booted, and serves it to the node's last-known-good.
+    for uki in &a.uki {
+        ember_server::overlay::store_boot_artifact(&a.state.dir(), uki)?;
+    }
     let scope = match (&a.node, &a.group) {
         (Some(n), None) => {
             if store::node_by_name(&mut db, n)?.is_none() {

@@ -74,6 +74,16 @@ pub struct ServeArgs {
     /// Open sessions one client address may hold (a rack behind NAT shares one).
     #[arg(long, default_value_t = 256)]
     pub max_sessions_per_peer: u64,
+    /// The boot loader on the nodes' ESPs (`EFI/BOOT/BOOTX64.EFI`): the
+    /// PCR 4 a node's last-known-good slot reaches, which its key is
+    /// sealed to, includes its Authenticode digest.
+    #[arg(long, default_value = ember_server::uki::DEBIAN_ESP_LOADER)]
+    pub esp_loader: PathBuf,
+    /// Boot options the nodes' firmware may try and fail (a network boot
+    /// whose server is down) before it boots the ESP: each changes PCR 4,
+    /// so a slot's key is sealed once per count, 0 to this.
+    #[arg(long, default_value_t = ember_server::uki::DEFAULT_FAILED_BOOT_OPTIONS, value_parser = clap::value_parser!(u8).range(0..=16))]
+    pub esp_failed_boot_options: u8,
     /// LAB MODE, never in production: a node with no PCR policy (its own,
     /// its group's or the default) has its first boot's PCRs 0-7 recorded
     /// as its policy instead of being refused. Trusts whatever boots first.
@@ -147,5 +157,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         },
         body_timeout: a.body_timeout,
         threads: a.threads,
+        esp_loader: a.esp_loader,
+        esp_failed_boot_options: a.esp_failed_boot_options.into(),
     })
 }

@@ -78,7 +78,7 @@ fn boot(sup: &mut Supervisor, cfg: &mut Config) -> Result<Running, Failure> {
     phase("inventory", inventory::survey)?;
     testhook::after_inventory(sup, cfg);
 
-    let mut tpm = measure(&root);
+    let mut tpm = measure();
     if let Err((_, e)) = phase("lkg-floor", || lkg::epoch::settle(tpm.as_mut())) {
         log::error!("lkg: {e}; last-known-good cannot be restored or written on this boot");
     }
@@ -106,7 +106,7 @@ fn boot(sup: &mut Supervisor, cfg: &mut Config) -> Result<Running, Failure> {
 
     inventory::log_peak_rss();
     let persist = match &source {
-        Source::Network { fetched, .. } => Persist::Write(fetched),
+        Source::Network { session, fetched } => Persist::Write(session, fetched),
         Source::LastKnownGood { restored } => Persist::Bless(*restored),
     };
     // A failure to persist does not undo a good boot: it is logged and the
@@ -121,14 +121,8 @@ fn boot(sup: &mut Supervisor, cfg: &mut Config) -> Result<Running, Failure> {
 /// The `measure` phase. Without a TPM the node cannot attest or use
 /// last-known-good; that is reported where it matters, and the network
 /// still comes up.
-fn measure(root: &rootfs::Report) -> Option<Measured> {
-    if !root.moved {
-        log::warn!(
-            "measure: / was not the initial rootfs, so there is no initrd snapshot to measure"
-        );
-        return None;
-    }
-    match phase("measure", || measure::initrd(&root.snapshot_sha256)) {
+fn measure() -> Option<Measured> {
+    match phase("measure", measure::boot) {
         Ok(m) => Some(m),
         Err((_, e)) => {
             log::error!("measure: {e}; attestation and last-known-good need a working TPM");

@@ -4,12 +4,14 @@
 //! sections (kernel, os-release, command line, initrd) into PCR 11 before
 //! the kernel ran, and the firmware measured the UKI itself into PCR 4:
 //! that chain starts in firmware, and the init adds nothing to it before
-//! it quotes. Booted any other way (QEMU -kernel/-initrd, a Type #1 loader
-//! entry), PCR 11 is still zero when the init starts: the init then says
-//! so, and extends PCR 11 with its own initrd's hash only so that a
-//! last-known-good slot (kernel + initrd on the ESP) finds the value it was
-//! sealed to. That value is self-measured, never firmware-rooted; a server
-//! policy made by `ember policy predict --uki` refuses it.
+//! it quotes. Booted any other way (QEMU -kernel/-initrd, iPXE loading a
+//! kernel and an initrd), PCR 11 is still zero when the init starts: the
+//! init then says so and extends PCR 11 with a fixed event,
+//! [`NOT_MEASURED_EVENT`] (it does not hash its initrd: the kernel keeps no
+//! copy of it, and a self-measurement proves nothing a patched init could
+//! not replay). That value is never firmware-rooted; a server policy made
+//! by `ember policy set --uki` refuses it, and such a boot writes no
+//! last-known-good slot.
 //!
 //! Either way, before the runtime starts the init extends a fixed "leave
 //! initrd" event (`seal-boot-phase`, as systemd-pcrphase does) into PCR 11
@@ -26,6 +28,10 @@ use crate::Error;
 
 pub const BOOT_PCR: u8 = 11;
 const LEAVE_EVENT: &[u8] = b"ember: leaving initrd boot phase";
+/// Extended into PCR 11 (its SHA-256) when nothing measured this boot
+/// before the kernel: PCR 11 then differs from zero and from every value
+/// systemd-stub produces.
+pub const NOT_MEASURED_EVENT: &[u8] = b"ember: initrd not measured by systemd-stub";
 /// The firmware's TCG event log, as the kernel exposes it (securityfs).
 const EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
 
@@ -34,7 +40,8 @@ const EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
 pub enum Root {
     /// systemd-stub measured the UKI's sections (firmware-rooted).
     Stub,
-    /// PCR 11 was zero: the init measured its own initrd (not rooted).
+    /// PCR 11 was zero: nothing measured this boot (not rooted); the init
+    /// extended [`NOT_MEASURED_EVENT`].
     SelfMeasured,
 }
 
@@ -42,9 +49,9 @@ pub enum Root {
 pub struct Measured {
     pub tpm: NodeTpm,
     pub root: Root,
-    /// The self-measured PCR 11 value of this initrd (what a boot of a
-    /// last-known-good slot, kernel + initrd, reaches).
-    pub slot_pcr: Vec<u8>,
+    /// PCR 11 (sha256) as the init found it: systemd-stub's measurement of
+    /// the UKI when `root` is [`Root::Stub`].
+    pub boot_pcr: Vec<u8>,
 }
 
 pub fn boot_pcr_selection() -> Result<PcrSelection, Error> {
@@ -59,25 +66,11 @@ fn read_boot_pcr(tpm: &mut NodeTpm) -> Result<Vec<u8>, Error> {
         .ok_or(Error::TpmAnswer("the TPM has no sha256 bank for PCR 11"))
 }
 
-/// The event the init extends for its own initrd when no stub measured it.
-fn initrd_event(snapshot_sha256: &[u8; 32]) -> [u8; 32] {
-    Sha256::new()
-        .chain_update(b"ember: initrd ")
-        .chain_update(snapshot_sha256)
-        .finalize()
-        .into()
-}
-
 /// Opens the TPM and reads PCR 11: non-zero means systemd-stub measured
-/// this boot; zero means nothing did, and the init measures its initrd.
-pub fn initrd(snapshot_sha256: &[u8; 32]) -> Result<Measured, Error> {
+/// this boot; zero means nothing did, and the init extends
+/// [`NOT_MEASURED_EVENT`].
+pub fn boot() -> Result<Measured, Error> {
     let mut tpm = crate::tpm::open()?;
-    let event = initrd_event(snapshot_sha256);
-    let slot_pcr = Sha256::new()
-        .chain_update([0u8; 32])
-        .chain_update(event)
-        .finalize()
-        .to_vec();
     let at_start = read_boot_pcr(&mut tpm)?;
     if at_start.iter().any(|&b| b != 0) {
         log::info!(
@@ -87,20 +80,20 @@ pub fn initrd(snapshot_sha256: &[u8; 32]) -> Result<Measured, Error> {
         return Ok(Measured {
             tpm,
             root: Root::Stub,
-            slot_pcr,
+            boot_pcr: at_start,
         });
     }
+    let event = Sha256::digest(NOT_MEASURED_EVENT);
     tpm.pcr_extend(BOOT_PCR, &[(HashAlg::Sha256, &event)])?;
     let boot_pcr = read_boot_pcr(&mut tpm)?;
     log::warn!(
-        "measure: PCR 11 was zero: not booted from a unified kernel image, so nothing before the kernel measured this initrd; NOT firmware-rooted (a UKI policy refuses it). Self-measured initrd sha256 {} into PCR 11 = {}",
-        ember_fs::hex::hex(snapshot_sha256),
+        "measure: PCR 11 was zero: not booted from a unified kernel image, so nothing before the kernel measured this initrd; NOT firmware-rooted (a UKI policy refuses it, no last-known-good slot is written). Extended the fixed not-measured event: PCR 11 = {}",
         ember_fs::hex::hex(&boot_pcr)
     );
     Ok(Measured {
         tpm,
         root: Root::SelfMeasured,
-        slot_pcr,
+        boot_pcr,
     })
 }
 

@@ -9,19 +9,14 @@
 //! every file into a fresh tmpfs, as switch_root does; that was the
 //! `rootfs` phase's largest cost on a production-sized initrd.)
 //!
-//! On the way the init writes `/boot/initrd.cpio`: an uncompressed newc
-//! image of exactly what the initrd held, hashed as it is written (the
-//! initrd's measurement), which is what last-known-good copies to the ESP
-//! (the kernel does not keep the initrd it booted on x86). It is a second
-//! copy of the initrd in RAM for the node's life: removing it needs
-//! last-known-good to produce the image when it writes the ESP.
+//! Nothing of the initrd is copied or kept: a last-known-good slot is
+//! the UKI the node booted, fetched from the boot server by its signed
+//! digest when the slot is written (`lkg`), not a snapshot of the initrd.
 
 use alloc::borrow::ToOwned;
 use alloc::ffi::CString;
-use alloc::string::String;
 use alloc::vec::Vec;
 
-use ember_fs::cpio::{self, Header, Output};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -31,42 +26,27 @@ use crate::fsutil::{self, Stop};
 use crate::Error;
 
 /// Where the bind mount of the initial rootfs is made before it is moved
-/// onto `/`. Not initrd content: left out of the snapshot.
+/// onto `/`.
 const STAGING: &str = "/.ember-root";
-/// The snapshot while it is written: at the top, where the walk skips it,
-/// and renamed to [`INITRD_SNAPSHOT`] once complete.
-const SNAPSHOT_PARTIAL: &str = "/.ember-initrd.cpio";
-/// The snapshot of the initrd.
-pub const INITRD_SNAPSHOT: &str = "/boot/initrd.cpio";
 
 #[derive(Debug, Default)]
 pub struct Report {
     pub moved: bool,
-    pub files: u32,
-    pub bytes: u64,
-    pub snapshot_bytes: u64,
-    /// SHA-256 of the snapshot: the initrd's measurement.
-    pub snapshot_sha256: [u8; 32],
 }
 
 impl Report {
     /// The boot log's line for the `rootfs` phase.
     pub fn log(&self) {
         match self.moved {
-            true => log::info!(
-                "rootfs: / is a bind mount of the initial rootfs ({} files, {} bytes, none copied); initrd snapshot {} bytes",
-                self.files,
-                self.bytes,
-                self.snapshot_bytes
-            ),
+            true => log::info!("rootfs: / is a bind mount of the initial rootfs (nothing copied)"),
             false => log::info!("rootfs: / is already a root runc can pivot_root from"),
         }
     }
 }
 
-/// Writes the initrd's snapshot and moves a bind mount of the initial
-/// rootfs onto `/`. A no-op (moved=false) when `/` is already something
-/// other than the initial rootfs.
+/// Moves a bind mount of the initial rootfs onto `/`. A no-op
+/// (moved=false) when `/` is already something other than the initial
+/// rootfs.
 pub fn ensure_tmpfs_root() -> Result<Report, Error> {
     if !on_initial_rootfs()? {
         return Ok(Report::default());
@@ -74,39 +54,6 @@ pub fn ensure_tmpfs_root() -> Result<Report, Error> {
     rfs::mkdir(STAGING, Mode::from_raw_mode(0o755))
         .or_else(|e| if e == Errno::EXIST { Ok(()) } else { Err(e) })
         .map_err(step("mkdir staging root"))?;
-    let root = rfs::open(
-        "/",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(step("open /"))?;
-    let snap_fd = rfs::open(
-        SNAPSHOT_PARTIAL,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o400),
-    )
-    .map_err(step("create initrd snapshot"))?;
-    let mut snapshot = Snapshot {
-        cpio: cpio::Writer::new(FdOutput {
-            fd: snap_fd,
-            bytes: 0,
-            sha256: sha2::Digest::new(),
-        }),
-        next_ino: 1,
-        report: Report::default(),
-        path: String::new(),
-    };
-    snapshot.walk_dir(root.as_fd(), 0)?;
-    let mut report = snapshot.report;
-    let out = snapshot.cpio.finish().map_err(|_| snapshot_failed())?;
-    report.snapshot_bytes = out.bytes;
-    report.snapshot_sha256 = sha2::Digest::finalize(out.sha256).into();
-    let _ = rfs::fsync(&out.fd);
-    rfs::mkdir("/boot", Mode::from_raw_mode(0o755))
-        .or_else(|e| if e == Errno::EXIST { Ok(()) } else { Err(e) })
-        .map_err(step("mkdir /boot"))?;
-    rfs::rename(SNAPSHOT_PARTIAL, INITRD_SNAPSHOT).map_err(step("rename initrd snapshot"))?;
-
     // The switch itself: /proc was only needed to look at the mount table.
     let _ = unmount("/proc", UnmountFlags::DETACH);
     mount_bind("/", STAGING).map_err(step("bind-mount the initial rootfs"))?;
@@ -114,8 +61,7 @@ pub fn ensure_tmpfs_root() -> Result<Report, Error> {
     mount_move(".", "/").map_err(step("move new root onto /"))?;
     rustix::process::chroot(".").map_err(step("chroot new root"))?;
     rustix::process::chdir("/").map_err(step("chdir /"))?;
-    report.moved = true;
-    Ok(report)
+    Ok(Report { moved: true })
 }
 
 /// True when `/` is the kernel's initial rootfs (fstype `rootfs` in the
@@ -141,129 +87,6 @@ fn on_initial_rootfs() -> Result<bool, Error> {
         let (_, target, fstype) = (f.next(), f.next(), f.next());
         target == Some("/") && fstype == Some("rootfs")
     }))
-}
-
-struct FdOutput {
-    fd: OwnedFd,
-    bytes: u64,
-    sha256: sha2::Sha256,
-}
-
-impl Output for FdOutput {
-    fn put(&mut self, bytes: &[u8]) -> Result<(), ember_fs::Error> {
-        fsutil::write_all(&self.fd, bytes)
-            .map_err(|e| ember_fs::Error::Output(e.raw_os_error()))?;
-        self.bytes += bytes.len() as u64;
-        sha2::Digest::update(&mut self.sha256, bytes);
-        Ok(())
-    }
-}
-
-fn snapshot_failed() -> Error {
-    step("write initrd snapshot")(Errno::IO)
-}
-
-/// Writes the initrd's tree, as the kernel unpacked it, into a newc cpio:
-/// directories in name order, inode numbers in walk order, mtime 0, so the
-/// same initrd gives the same bytes on every boot (PCR 11 measures them).
-struct Snapshot {
-    cpio: cpio::Writer<FdOutput>,
-    next_ino: u32,
-    report: Report,
-    /// Path of the directory being walked, relative.
-    path: String,
-}
-
-impl Snapshot {
-    fn walk_dir(&mut self, dir: BorrowedFd<'_>, depth: u32) -> Result<(), Error> {
-        for name in sorted_names(dir, depth)? {
-            let bytes = name.to_bytes();
-            // The staging mount point, the partial snapshot and the API
-            // mount point are not initrd content.
-            if depth == 0
-                && (bytes == &STAGING.as_bytes()[1..]
-                    || bytes == &SNAPSHOT_PARTIAL.as_bytes()[1..]
-                    || bytes == b"proc")
-            {
-                continue;
-            }
-            let parent_len = self.path.len();
-            if !self.path.is_empty() {
-                self.path.push('/');
-            }
-            self.path.push_str(&String::from_utf8_lossy(bytes));
-            let result = self.entry(dir, &name, depth);
-            self.path.truncate(parent_len);
-            result?;
-        }
-        Ok(())
-    }
-
-    /// Adds one entry of `dir` to the snapshot (recursing into directories).
-    fn entry(&mut self, dir: BorrowedFd<'_>, name: &CString, depth: u32) -> Result<(), Error> {
-        let st = rfs::statat(dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(step("stat initrd entry"))?;
-        let kind = FileType::from_raw_mode(st.st_mode);
-        let ino = self.next_ino;
-        self.next_ino += 1;
-        let path = self.path.clone();
-        let mut header = Header::new(&path, ino, st.st_mode, 0);
-        header.uid = st.st_uid;
-        header.gid = st.st_gid;
-        let entry = |cpio: &mut cpio::Writer<FdOutput>, header: &Header<'_>, data: &[u8]| {
-            cpio.entry(header, data).map_err(|_| snapshot_failed())
-        };
-        match kind {
-            FileType::Directory => {
-                entry(&mut self.cpio, &header, &[])?;
-                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                let sub = rfs::openat(dir, name.as_c_str(), flags, Mode::empty())
-                    .map_err(step("open initrd directory"))?;
-                self.walk_dir(sub.as_fd(), depth + 1)
-            }
-            FileType::RegularFile => self.file(dir, name, &header, st.st_size as u64),
-            FileType::Symlink => {
-                let target = rfs::readlinkat(dir, name.as_c_str(), Vec::new())
-                    .map_err(step("read initrd symlink"))?;
-                entry(&mut self.cpio, &header, target.to_bytes())
-            }
-            FileType::CharacterDevice
-            | FileType::BlockDevice
-            | FileType::Fifo
-            | FileType::Socket => {
-                header.rdev_major = rustix::fs::major(st.st_rdev);
-                header.rdev_minor = rustix::fs::minor(st.st_rdev);
-                entry(&mut self.cpio, &header, &[])
-            }
-            FileType::Unknown => Ok(()),
-        }
-    }
-
-    fn file(
-        &mut self,
-        dir: BorrowedFd<'_>,
-        name: &CString,
-        header: &Header<'_>,
-        size: u64,
-    ) -> Result<(), Error> {
-        let src = rfs::openat(
-            dir,
-            name.as_c_str(),
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(step("open initrd file"))?;
-        self.cpio
-            .begin(header, size)
-            .map_err(|_| snapshot_failed())?;
-        read_exactly(&src, size, |piece| {
-            self.cpio.data(piece).map_err(|_| snapshot_failed())
-        })?;
-        self.cpio.end().map_err(|_| snapshot_failed())?;
-        self.report.files += 1;
-        self.report.bytes += size;
-        Ok(())
-    }
 }
 
 /// Reads `src`, which stat said holds `size` bytes, handing each piece to
@@ -294,7 +117,7 @@ fn read_exactly(
     }
 }
 
-/// The names in `dir` but `.` and `..`, sorted (the snapshot's order).
+/// The names in `dir` but `.` and `..`, sorted.
 fn sorted_names(dir: BorrowedFd<'_>, depth: u32) -> Result<Vec<CString>, Error> {
     if depth > 64 {
         return Err(Error::Step {

@@ -350,6 +350,12 @@ pub fn blob_path(server: &Url, blob_sha256: &[u8; 32]) -> String {
     format!("{}{}/{}", server.base_path, path::BLOB, hex(blob_sha256))
 }
 
+/// Where a boot artifact (the UKI last-known-good keeps) is served:
+/// `<base>/v1/boot/<sha256 hex>`.
+pub fn boot_path(server: &Url, sha256: &[u8; 32]) -> String {
+    format!("{}{}/{}", server.base_path, path::BOOT, hex(sha256))
+}
+
 /// Step 3, raw: streams the sealed blob the manifest names, as served,
 /// into `each` (no credential: the blob is ciphertext). The caller opens
 /// it (a [`crate::sealed::Opener`]) and may keep the ciphertext too (the
@@ -360,15 +366,26 @@ pub fn fetch_blob<H: Transport>(
     envelope: &Envelope,
     each: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let step = "overlay";
+    let url = blob_path(server, &envelope.manifest.blob_sha256);
+    fetch_static(http, "overlay", &url, each)
+}
+
+/// Streams the content-addressed file at `url` (a sealed blob, a boot
+/// artifact) into `each`; the caller checks what it received against the
+/// digest it asked for. A refusal is read from the error body.
+pub fn fetch_static<H: Transport>(
+    http: &mut H,
+    step: &'static str,
+    url: &str,
+    each: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
+) -> Result<(), Error> {
     let mut body = SealedBody {
         each,
         status: 0,
         error_body: Vec::new(),
         error: None,
     };
-    let url = blob_path(server, &envelope.manifest.blob_sha256);
-    let transport = http.get(&url, None, &mut body);
+    let transport = http.get(url, None, &mut body);
     if let Some(e) = body.error.take() {
         return Err(e);
     }

@@ -33,6 +33,15 @@ pub enum Error {
     ManifestFormat { got: u16 },
     /// The data key is not the one the signed manifest commits to.
     KeyCommitmentMismatch,
+    /// The boot image record's signature does not verify with the initrd's
+    /// key (forged or edited).
+    BootImageSignature,
+    /// The boot image record is signed but in a format this init does not read.
+    BootImageFormat { got: u16 },
+    /// The boot image record was signed with another overlay manifest.
+    BootImageOtherManifest,
+    /// A last-known-good slot record in a format this init does not read.
+    SlotRecordVersion { got: u32 },
     /// The wrapped data key does not open with this session's secret.
     KeyUnwrap,
     /// The manifest's epoch is older than one this node already blessed.
@@ -91,6 +100,16 @@ impl fmt::Display for Error {
             Error::ManifestFormat { got } => write!(f, "manifest format {got} unsupported"),
             Error::KeyCommitmentMismatch => {
                 write!(f, "data key differs from the manifest's commitment")
+            }
+            Error::BootImageSignature => {
+                write!(f, "boot image record signature does not verify (forged)")
+            }
+            Error::BootImageFormat { got } => write!(f, "boot image format {got} unsupported"),
+            Error::BootImageOtherManifest => {
+                write!(f, "boot image record belongs to another manifest")
+            }
+            Error::SlotRecordVersion { got } => {
+                write!(f, "slot record version {got} unsupported")
             }
             Error::KeyUnwrap => write!(f, "data key does not unwrap for this session"),
             Error::ManifestRollback { epoch, blessed } => write!(

@@ -37,6 +37,7 @@ pub mod keys;
 pub mod manifest;
 pub mod msg;
 pub mod sealed;
+pub mod slot;
 
 pub use error::Error;
 pub use msg::PROTOCOL_VERSION;

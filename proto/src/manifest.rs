@@ -10,6 +10,12 @@
 //!
 //! The signature covers the body's exact bytes, so the body is decoded only
 //! after it verified: a forged manifest never reaches the postcard decoder.
+//!
+//! Beside the manifest, per boot, the server signs a [`BootImage`] record
+//! with the same key under its own label: the unified kernel image the node
+//! booted (its SHA-256, which last-known-good fetches and checks) and the
+//! PCR values a boot of that image from the ESP reaches (what the slot's
+//! data key is sealed to).
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -27,6 +33,10 @@ pub const MANIFEST_FORMAT: u16 = 1;
 /// anything else the key might sign, and vice versa.
 const SIGNING_LABEL: &[u8] = b"ember/overlay-manifest/v1\0";
 const COMMITMENT_LABEL: &[u8] = b"ember/overlay-data-key/v1\0";
+/// Domain separation of [`BootImage`] signatures from manifest signatures.
+const BOOT_IMAGE_LABEL: &[u8] = b"ember/boot-image/v1\0";
+/// The boot image record format this crate writes and reads.
+pub const BOOT_IMAGE_FORMAT: u16 = 1;
 /// Longest signed manifest accepted (a body is about 150 bytes).
 pub const MAX_SIGNED: usize = 4096;
 /// Where the initrd carries the public half of the signing key.
@@ -132,11 +142,49 @@ pub fn key_commitment(data_key: &[u8; 32]) -> [u8; 32] {
     h.finalize().into()
 }
 
-fn signed_message(body: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(SIGNING_LABEL.len() + body.len());
-    m.extend_from_slice(SIGNING_LABEL);
+fn signed_message(label: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(label.len() + body.len());
+    m.extend_from_slice(label);
     m.extend_from_slice(body);
     m
+}
+
+/// What the server promises about the unified kernel image (UKI) a node
+/// booted, signed per boot: last-known-good writes exactly these bytes to
+/// the ESP and seals the overlay's data key to these PCR values.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct BootImage {
+    /// [`BOOT_IMAGE_FORMAT`].
+    pub format: u16,
+    /// SHA-256 of the signed manifest body granted with it: a record is
+    /// good only beside its own manifest.
+    pub manifest_sha256: [u8; 32],
+    /// SHA-256 of the UKI's bytes: its name (`/v1/boot/<hex>`).
+    pub sha256: [u8; 32],
+    pub size: u64,
+    /// PCR 11 (sha256) after systemd-stub measured the UKI's sections: the
+    /// same on every path that boots it.
+    pub pcr11: [u8; 32],
+    /// PCR 4 (sha256) values the firmware reaches booting the ESP's loader,
+    /// the UKI and its kernel: straight from the disk, then after 1, 2, …
+    /// failed boot options (a network boot whose server is down).
+    pub pcr4: Vec<[u8; 32]>,
+}
+
+/// A [`BootImage`] body and the server's signature over it, as carried.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SignedBootImage {
+    /// The postcard-encoded [`BootImage`], exactly as signed.
+    pub body: Vec<u8>,
+    /// ECDSA P-256 r || s.
+    pub signature: Vec<u8>,
+}
+
+impl SignedManifest {
+    /// SHA-256 of the body: what a [`BootImage`] names.
+    pub fn body_sha256(&self) -> [u8; 32] {
+        Sha256::digest(&self.body).into()
+    }
 }
 
 /// The verifying half, from the initrd's `manifest.pub`.
@@ -180,9 +228,7 @@ impl PublicKey {
     /// is checked after the signature: an unknown format from the genuine
     /// server is a version problem, not a forgery.
     pub fn verify(&self, signed: &SignedManifest) -> Result<Manifest, Error> {
-        let sig = Signature::from_slice(&signed.signature).map_err(|_| Error::ManifestSignature)?;
-        self.0
-            .verify(&signed_message(&signed.body), &sig)
+        self.check(SIGNING_LABEL, &signed.body, &signed.signature)
             .map_err(|_| Error::ManifestSignature)?;
         let format = postcard::take_from_bytes::<u16>(&signed.body)
             .map(|(v, _)| v)
@@ -194,6 +240,38 @@ impl PublicKey {
             Ok((m, [])) => Ok(m),
             _ => Err(Error::Decode { what: "manifest" }),
         }
+    }
+
+    /// Checks a boot image record's signature, decodes it, and refuses a
+    /// record signed beside another manifest than `manifest`.
+    pub fn verify_boot_image(
+        &self,
+        signed: &SignedBootImage,
+        manifest: &SignedManifest,
+    ) -> Result<BootImage, Error> {
+        self.check(BOOT_IMAGE_LABEL, &signed.body, &signed.signature)
+            .map_err(|_| Error::BootImageSignature)?;
+        let format = postcard::take_from_bytes::<u16>(&signed.body)
+            .map(|(v, _)| v)
+            .map_err(|_| Error::Decode { what: "boot image" })?;
+        if format != BOOT_IMAGE_FORMAT {
+            return Err(Error::BootImageFormat { got: format });
+        }
+        let image = match postcard::take_from_bytes::<BootImage>(&signed.body) {
+            Ok((b, [])) => b,
+            _ => return Err(Error::Decode { what: "boot image" }),
+        };
+        if !ct_eq(&image.manifest_sha256, &manifest.body_sha256()) {
+            return Err(Error::BootImageOtherManifest);
+        }
+        Ok(image)
+    }
+
+    fn check(&self, label: &[u8], body: &[u8], signature: &[u8]) -> Result<(), ()> {
+        let sig = Signature::from_slice(signature).map_err(|_| ())?;
+        self.0
+            .verify(&signed_message(label, body), &sig)
+            .map_err(|_| ())
     }
 }
 
@@ -214,11 +292,19 @@ impl SigningSecret {
 
     pub fn sign(&self, manifest: &Manifest) -> SignedManifest {
         let body = postcard::to_allocvec(manifest).unwrap_or_default();
-        let sig: Signature = self.0.sign(&signed_message(&body));
-        SignedManifest {
-            body,
-            signature: sig.to_bytes().to_vec(),
-        }
+        let signature = self.sign_body(SIGNING_LABEL, &body);
+        SignedManifest { body, signature }
+    }
+
+    pub fn sign_boot_image(&self, image: &BootImage) -> SignedBootImage {
+        let body = postcard::to_allocvec(image).unwrap_or_default();
+        let signature = self.sign_body(BOOT_IMAGE_LABEL, &body);
+        SignedBootImage { body, signature }
+    }
+
+    fn sign_body(&self, label: &[u8], body: &[u8]) -> Vec<u8> {
+        let sig: Signature = self.0.sign(&signed_message(label, body));
+        sig.to_bytes().to_vec()
     }
 }
 
@@ -336,6 +422,64 @@ pub(crate) mod tests {
             server_key().public().verify(&signed),
             Err(Error::ManifestFormat { got: 2 })
         );
+    }
+
+    fn boot_image(manifest: &SignedManifest) -> BootImage {
+        BootImage {
+            format: BOOT_IMAGE_FORMAT,
+            manifest_sha256: manifest.body_sha256(),
+            sha256: [0xAB; 32],
+            size: 11_000_000,
+            pcr11: [0x11; 32],
+            pcr4: alloc::vec![[0x04; 32], [0x44; 32]],
+        }
+    }
+
+    #[test]
+    fn boot_image_record_verifies_only_beside_its_manifest_and_with_its_label() {
+        let signed = server_key().sign(&manifest(&[5; 32]));
+        let image = boot_image(&signed);
+        let record = server_key().sign_boot_image(&image);
+        let public = server_key().public();
+        assert_eq!(public.verify_boot_image(&record, &signed).unwrap(), image);
+        // Another manifest (another grant, an older slot's) is refused.
+        let mut other_manifest = manifest(&[5; 32]);
+        other_manifest.epoch += 1;
+        let other = server_key().sign(&other_manifest);
+        assert_eq!(
+            public.verify_boot_image(&record, &other),
+            Err(Error::BootImageOtherManifest)
+        );
+        // An edited record, or one signed by another key, is forged.
+        let mut edited = record.clone();
+        let last = edited.body.len() - 1;
+        edited.body[last] ^= 1;
+        assert_eq!(
+            public.verify_boot_image(&edited, &signed),
+            Err(Error::BootImageSignature)
+        );
+        let foreign = SigningSecret::from_bytes(&[0x22; 32])
+            .unwrap()
+            .sign_boot_image(&image);
+        assert_eq!(
+            public.verify_boot_image(&foreign, &signed),
+            Err(Error::BootImageSignature)
+        );
+        // A manifest signature never verifies as a boot image record and
+        // vice versa (distinct labels).
+        let as_record = SignedBootImage {
+            body: signed.body.clone(),
+            signature: signed.signature.clone(),
+        };
+        assert_eq!(
+            public.verify_boot_image(&as_record, &signed),
+            Err(Error::BootImageSignature)
+        );
+        let as_manifest = SignedManifest {
+            body: record.body.clone(),
+            signature: record.signature.clone(),
+        };
+        assert_eq!(public.verify(&as_manifest), Err(Error::ManifestSignature));
     }
 
     #[test]

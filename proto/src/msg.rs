@@ -12,7 +12,8 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::Error;
 
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// 2: the overlay grant carries the signed boot image record.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// HTTP paths, relative to the server's base URL.
 pub mod path {
@@ -127,6 +128,9 @@ pub struct OverlayGrant {
     /// The server's plain-HTTP port (`ember serve --http-listen`), if any:
     /// the blob is ciphertext bound to the manifest, so it needs no TLS.
     pub http_port: Option<u16>,
+    /// The unified kernel image this boot came from, for last-known-good:
+    /// `None` when the server does not know one (no slot is written).
+    pub boot_image: Option<crate::manifest::SignedBootImage>,
 }
 
 /// Step 2, server → node.
@@ -356,17 +360,17 @@ mod tests {
             overlay_version: Some(3),
             reason: "ok".into(),
         });
-        bytes[0] = 2;
+        bytes[0] = 1;
         assert_eq!(
             decode::<ReportRequest>("report", &bytes),
-            Err(Error::UnsupportedVersion { got: 2 })
+            Err(Error::UnsupportedVersion { got: 1 })
         );
     }
 
     #[test]
     fn trailing_bytes_are_malformed() {
         let mut bytes = encode(&ReportResponse {
-            version: 1,
+            version: PROTOCOL_VERSION,
             attempts: 0,
             last_known_good: None,
         });

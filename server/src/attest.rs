@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 
 use ember_proto::keys;
-use ember_proto::manifest::SignedManifest;
+use ember_proto::manifest::{BootImage, SignedManifest, BOOT_IMAGE_FORMAT};
 use ember_proto::msg::{
     decode, encode, ErrorCode, FinishRequest, FinishResponse, Outcome, OverlayGrant, PcrSelection,
     ReportRequest, ReportResponse, StartRequest, StartResponse, PROTOCOL_VERSION,
@@ -128,6 +128,10 @@ pub struct Server {
     /// The plain-HTTP listener's port, told to nodes in Finish so they
     /// fetch the sealed blob without TLS (set once it is bound).
     pub http_port: std::sync::OnceLock<u16>,
+    /// The manifest key, which also signs each boot's boot image record.
+    pub signing_key: ember_proto::manifest::SigningSecret,
+    /// The UKIs among the boot artifacts, for last-known-good.
+    pub ukis: crate::uki::Known,
 }
 
 fn random<const N: usize>() -> Result<[u8; N], Refusal> {
@@ -430,6 +434,7 @@ impl Server {
             ));
         }
         self.check_policy(&s, req)?;
+        let booted = self.booted_uki(&s, req);
 
         let credential: [u8; 32] = random()?;
         let mut db = self.db()?;
@@ -461,7 +466,10 @@ impl Server {
         let overlay = store::assigned_overlay(&mut tx, &node)?;
         // Before anything is committed: a grant that cannot be made leaves
         // no credential behind.
-        let grant = overlay.clone().map(|o| self.grant(&s, o)).transpose()?;
+        let grant = overlay
+            .clone()
+            .map(|o| self.grant(&s, o, booted.as_deref()))
+            .transpose()?;
         let expires_at = now_ms() + self.settings.credential_ttl_ms;
         tx.exec(
             "INSERT INTO credentials(hash, session_id, node_id, version_id, expires_at) VALUES ($1, $2, $3, $4, $5)",
@@ -491,7 +499,12 @@ impl Server {
     /// The assigned overlay for this session: its stored signed manifest
     /// and its data key wrapped under a key only this session's secret
     /// derives. Nothing is sealed here.
-    fn grant(&self, s: &Session, o: store::Assigned) -> Result<OverlayGrant, Refusal> {
+    fn grant(
+        &self,
+        s: &Session,
+        o: store::Assigned,
+        booted: Option<&crate::uki::Uki>,
+    ) -> Result<OverlayGrant, Refusal> {
         let (Some(manifest), Some(data_key)) = (o.manifest, o.data_key) else {
             return Err(Refusal::new(
                 ErrorCode::Internal,
@@ -518,11 +531,76 @@ impl Server {
             )
         })?;
         let wrapped_key = keys::wrap_data_key(&s.secret, &s.id, &manifest.body, &data_key).to_vec();
+        let boot_image = booted.map(|u| {
+            self.signing_key.sign_boot_image(&BootImage {
+                format: BOOT_IMAGE_FORMAT,
+                manifest_sha256: manifest.body_sha256(),
+                sha256: u.sha256,
+                size: u.size,
+                pcr11: u.pcr11,
+                pcr4: u.pcr4_from_esp.clone(),
+            })
+        });
         Ok(OverlayGrant {
             manifest,
             wrapped_key,
             http_port: self.http_port.get().copied(),
+            boot_image,
         })
+    }
+
+    /// The UKI this node booted, among the boot artifacts: the one whose
+    /// PCR 11 it quoted (and, with an event log, which the firmware
+    /// measured into PCR 4). `None`, logged, when the server knows none:
+    /// the node then writes no last-known-good slot.
+    fn booted_uki(
+        &self,
+        s: &Session,
+        req: &FinishRequest,
+    ) -> Option<std::sync::Arc<crate::uki::Uki>> {
+        let pcr11 = s
+            .pcrs
+            .indices()
+            .zip(&req.pcr_values)
+            .find(|(i, _)| *i == crate::uki::measure::PCR_KERNEL_IMAGE)
+            .map(|(_, v)| v.as_slice());
+        let said = |why: String| {
+            eprintln!(
+                "ember-serve: step=finish node={} boot-image=none: {why}; the node writes no last-known-good slot",
+                s.who.name()
+            );
+            None
+        };
+        if s.pcrs.hash_alg != ember_proto::msg::ALG_SHA256 {
+            return said("the quote is not in the sha256 bank".into());
+        }
+        let Some(pcr11) = pcr11 else {
+            return said("its policy does not quote PCR 11, which names the UKI booted (`ember policy set --uki`)".into());
+        };
+        let log = ember_tpm::eventlog::EventLog::parse(&req.event_log).ok();
+        let extends = log
+            .as_ref()
+            .filter(|_| !req.event_log.is_empty())
+            .map(crate::uki::pcr4_extends);
+        match self
+            .ukis
+            .find(&self.state.boot_dir(), pcr11, extends.as_deref())
+        {
+            Ok(Some(u)) => {
+                eprintln!(
+                    "ember-serve: step=finish node={} boot-image={} (PCR 11 {})",
+                    s.who.name(),
+                    hex(&u.sha256),
+                    hex(pcr11)
+                );
+                Some(u)
+            }
+            Ok(None) => said(format!(
+                "PCR 11 {} is no UKI's among the boot artifacts (`ember policy set --uki` and `ember artifact ipxe --uki` store them), or no --esp-loader",
+                hex(pcr11)
+            )),
+            Err(e) => said(format!("reading the boot artifacts: {e:#}")),
+        }
     }
 
     /// The policy that applies to `who`: its own, its group's, the

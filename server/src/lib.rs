@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod overlay;
 pub mod store;
 pub mod tls;
+pub mod uki;
 pub mod verify;
 
 use std::net::SocketAddr;
@@ -45,6 +46,10 @@ pub struct Options {
     pub limits: ConnLimits,
     pub body_timeout: Duration,
     pub threads: usize,
+    /// The ESP's boot loader, for the PCR 4 a last-known-good slot reaches.
+    pub esp_loader: PathBuf,
+    /// Failed boot options before the ESP a slot's seal allows.
+    pub esp_failed_boot_options: usize,
 }
 
 /// Descriptors kept back from the connection cap for the database, overlay
@@ -85,7 +90,7 @@ pub fn run(opts: Options) -> Result<()> {
     let pool = store::open_pool(&state, opts.database.as_deref())?;
     std::fs::create_dir_all(state.boot_dir())?;
     std::fs::create_dir_all(state.sealed_dir())?;
-    let (_, created) = manifest::ensure_signing_key(&state)?;
+    let (signing_key, created) = manifest::ensure_signing_key(&state)?;
     if created {
         eprintln!("ember-serve: created the overlay manifest signing key");
     }
@@ -121,6 +126,8 @@ pub fn run(opts: Options) -> Result<()> {
         metrics: metrics.clone(),
         body_timeout: opts.body_timeout,
         http_port: std::sync::OnceLock::new(),
+        signing_key,
+        ukis: uki::Known::new(&opts.esp_loader, opts.esp_failed_boot_options),
     });
     let mut limits = opts.limits.clone();
     limits.max_connections = connection_budget(limits.max_connections);

@@ -11,7 +11,8 @@
 //! the lab group is `ember policy set --pcrs 4 --uki` of every UKI the
 //! lab built. (The FAT disk has no partition table, so the init never
 //! takes it for the node's ESP.) A cold start boots the node's disk:
-//! systemd-boot and a last-known-good slot (kernel + initrd).
+//! systemd-boot and a last-known-good slot (the UKI the network boot came
+//! from, fetched from the server by its signed digest).
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -86,7 +87,7 @@ impl Lab {
         std::fs::copy(server.ca_path(), dir.path().join("ca.pem")).expect("copy the server CA");
         std::fs::copy(server.manifest_pub_path(), dir.path().join("manifest.pub"))
             .expect("copy the manifest public key");
-        build_initrd_with(&initrd, &trust_files(dir.path()), true);
+        build_initrd_with(&initrd, &trust_files(dir.path()), false);
         let disk = dir.path().join("disk.img");
         make_disk(&disk, 128);
         let vars = dir.path().join("OVMF_VARS.fd");
@@ -130,13 +131,9 @@ impl Lab {
     /// from the node's disk, or (`from_disk` false) the lab's UKI of
     /// `self.initrd` with that command line, which the policy then allows.
     pub fn boot_with(&self, name: &str, from_disk: bool, attest_urls: &str) -> Boot {
-        // EMBER_LAB_APPEND adds keys for a measurement (e.g.
-        // ember.overlay_transport=https), as EMBER_BENCH_APPEND does for qemu/bench.
-        let extra = std::env::var("EMBER_LAB_APPEND").unwrap_or_default();
-        let append = format!("ember.attest_url={attest_urls} ember.error_delay=2 {extra}");
         let mut boot = Boot::new(
             &self.initrd,
-            &append,
+            &Self::append(attest_urls),
             &self.dir.path().join(format!("{name}.log")),
         );
         boot.tpm_state = Some(self.tpm_state.clone());
@@ -150,6 +147,14 @@ impl Lab {
         }
         boot.timeout = Duration::from_secs(600);
         boot
+    }
+
+    /// The lab's command line (after `console=ttyS0 panic=-1`).
+    pub fn append(attest_urls: &str) -> String {
+        // EMBER_LAB_APPEND adds keys for a measurement (e.g.
+        // ember.overlay_transport=https), as EMBER_BENCH_APPEND does for qemu/bench.
+        let extra = std::env::var("EMBER_LAB_APPEND").unwrap_or_default();
+        format!("ember.attest_url={attest_urls} ember.error_delay=2 {extra}")
     }
 
     /// Builds `<name>.efi`: the UKI of `initrd` with `cmdline`.

@@ -7,11 +7,16 @@
 
 use std::time::Duration;
 
+use ember_proto::manifest::{key_commitment, PublicKey, SigningSecret};
+use ember_proto::slot::{SealedKey, SlotRecord};
 use ember_tests::lab::{
     boot_until, ember_lines, esp_entries, run_until, save_timeline, tail, trust_files, Lab, NODE,
 };
-use ember_tests::qemu::{build_initrd_with, esp_tool, wait_for_log};
+use ember_tests::qemu::{build_initrd_with, esp_tool, wait_for_log, Boot};
 use ember_tests::server::EmberServer;
+use ember_tests::swtpm::Swtpm;
+use ember_tpm::{counter, HashAlg, PcrSelection, PolicyDigest, SocketTransport, Tpm};
+use sha2::{Digest, Sha256};
 
 #[test]
 fn network_boot_reaches_ready_writes_last_known_good_then_cold_start_boots_it() {
@@ -60,18 +65,48 @@ fn network_boot_reaches_ready_writes_last_known_good_then_cold_start_boots_it() 
         nodes.contains(NODE) && nodes.to_lowercase().contains("joined"),
         "server records: {nodes}"
     );
+    assert!(
+        lines.contains("lkg: slot a: fetching the boot image"),
+        "{lines}"
+    );
     let entries = esp_entries(&lab.disk);
     assert!(entries.contains("ember-a+3.conf"), "ESP entries: {entries}");
+    let entry = esp_tool(&lab.disk, "mtype", &["::/loader/entries/ember-a+3.conf"]);
+    assert!(
+        entry.contains("\nefi /ember/a/ember.efi\n") && entry.contains(" ember.slot=a"),
+        "the loader entry does not boot the slot's UKI: {entry}"
+    );
     let slot = esp_tool(&lab.disk, "mdir", &["-b", "::/ember/a"]);
-    for f in ["vmlinuz", "initrd.cpio", "overlay.sealed", "slot.rec"] {
+    for f in ["ember.efi", "overlay.sealed", "slot.rec"] {
         assert!(slot.contains(f), "ESP slot a lacks {f}: {slot}");
     }
+    for f in ["vmlinuz", "initrd.cpio", ".tmp"] {
+        assert!(!slot.contains(f), "ESP slot a holds {f}: {slot}");
+    }
+    // The slot is byte for byte the UKI the node booted.
+    let copied = lab.dir.path().join("slot-a.efi");
+    esp_tool(
+        &lab.disk,
+        "mcopy",
+        &["-o", "::/ember/a/ember.efi", copied.to_str().unwrap()],
+    );
+    assert!(
+        std::fs::read(&copied).unwrap()
+            == std::fs::read(lab.dir.path().join("net-boot.efi")).unwrap(),
+        "the slot's UKI differs from the one booted"
+    );
 
     // 3. Cold start with the boot server gone: firmware → systemd-boot → slot a.
     lab.api.remove_node(NODE);
     lab.server = None;
     let log = boot_until(&lab, "cold-start", true, "lkg: slot a blessed");
     let lines = ember_lines(&log);
+    // systemd-boot → the slot's UKI: the stub measured it, and the key
+    // sealed to PCR 4 + 11 unsealed.
+    assert!(
+        lines.contains("set by systemd-stub (unified kernel image)"),
+        "{lines}"
+    );
     assert!(lines.contains("boot server unreachable"), "{lines}");
     assert!(
         lines.contains("lkg: overlay 1 restored from slot a"),
@@ -198,6 +233,12 @@ fn tampered_cached_overlay_or_changed_initrd_yields_no_plaintext_and_a_clear_err
     let mut lab = Lab::new("e2e-tamper");
     lab.publish("ready", &[]);
     boot_until(&lab, "tamper-net", false, "lkg: wrote slot a generation 1");
+    let net_cmdline = Boot::new(
+        &lab.initrd,
+        &Lab::append(&lab.attest_url()),
+        &lab.log_path("x"),
+    )
+    .append;
     lab.server = None;
     lab.api.remove_node(NODE);
 
@@ -234,7 +275,8 @@ fn tampered_cached_overlay_or_changed_initrd_yields_no_plaintext_and_a_clear_err
         "the boot went on after a tampered overlay:\n{lines}"
     );
 
-    // The original overlay, but another initrd: PCR 11 differs, the TPM refuses.
+    // The original overlay, but a UKI with another initrd: PCR 4 and 11
+    // differ, the TPM refuses.
     std::fs::write(&sealed, &original).unwrap();
     esp_tool(
         &lab.disk,
@@ -246,11 +288,12 @@ fn tampered_cached_overlay_or_changed_initrd_yields_no_plaintext_and_a_clear_err
     std::fs::write(&marker, "a different initrd\n").unwrap();
     let mut files = trust_files(lab.dir.path());
     files.push((marker.clone(), "/etc/ember/marker"));
-    build_initrd_with(&other, &files, true);
+    build_initrd_with(&other, &files, false);
+    let other_uki = lab.uki("other", &other, &net_cmdline);
     esp_tool(
         &lab.disk,
         "mcopy",
-        &["-o", other.to_str().unwrap(), "::/ember/a/initrd.cpio"],
+        &["-o", other_uki.to_str().unwrap(), "::/ember/a/ember.efi"],
     );
     let log = boot_until(
         &lab,
@@ -260,7 +303,11 @@ fn tampered_cached_overlay_or_changed_initrd_yields_no_plaintext_and_a_clear_err
     );
     let lines = ember_lines(&log);
     assert!(
-        lines.contains("the boot chain (PCR 11) changed since it was sealed"),
+        lines.contains("set by systemd-stub (unified kernel image)"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("lkg: the TPM refused to unseal the overlay key"),
         "{lines}"
     );
     assert!(lines.contains("TPM_RC_POLICY_FAIL"), "{lines}");
@@ -309,7 +356,7 @@ fn older_slot_brought_back_on_cold_start_is_refused_as_a_rollback() {
         &["-o", "::/ember/a/slot.rec", rec.to_str().unwrap()],
     );
     let mut bytes = std::fs::read(&rec).unwrap();
-    assert_eq!(&bytes[..2], &[3, 1], "slot.rec version 3, generation 1");
+    assert_eq!(&bytes[..2], &[4, 1], "slot.rec version 4, generation 1");
     bytes[1] = 9;
     std::fs::write(&rec, &bytes).unwrap();
     esp_tool(
@@ -334,14 +381,14 @@ fn power_cut_during_the_esp_write_leaves_the_previous_slot_bootable() {
     lab.publish("ready", &[]);
     boot_until(&lab, "first", false, "lkg: wrote slot a generation 1");
 
-    // The second good boot writes slot b; the power goes as soon as its
-    // kernel is on the ESP, while the initrd (16 MB) is being copied.
+    // The second good boot writes slot b; the power goes as soon as it
+    // starts fetching the slot's UKI onto the ESP.
     let boot = lab.boot("second", false);
     let mut guard = boot.start();
     let (started, log) = wait_for_log(
         &lab.log_path("second"),
         &mut guard,
-        "lkg: slot b: kernel written",
+        "lkg: slot b: fetching the boot image",
         Duration::from_secs(600),
     );
     drop(guard);
@@ -463,4 +510,175 @@ fn firmware_network_boot_from_the_boot_server_falls_back_to_the_disk() {
     );
     assert!(lines.contains("phase=ready status=ok"), "{lines}");
     assert_eq!(lab.api.node_ready(NODE), Some(true));
+}
+
+/// The boot server serves a UKI whose bytes differ from the digest it
+/// signed (its artifact store tampered with after it measured the image,
+/// or a man in the middle on plain HTTP): the node never renames it into
+/// place, says why, and the older slot stays as it was.
+#[test]
+fn boot_image_differing_from_its_signed_digest_is_never_written() {
+    let lab = Lab::new("e2e-image");
+    lab.publish("ready", &[]);
+    boot_until(&lab, "image-first", false, "lkg: wrote slot a generation 1");
+
+    // The same UKI again (same initrd and command line, same bytes); the
+    // server already measured it and signs its digest, but serves other bytes.
+    let boot = lab.boot("image-second", false);
+    let uki = std::fs::read(lab.dir.path().join("image-second.efi")).unwrap();
+    let stored = lab
+        .server()
+        .state()
+        .join("boot")
+        .join(ember_fs::hex::hex(&Sha256::digest(&uki)));
+    let mut bad = std::fs::read(&stored).expect("the stored UKI");
+    let middle = bad.len() / 2;
+    bad[middle] ^= 0x01;
+    std::fs::write(&stored, &bad).unwrap();
+
+    let log = run_until(&lab, "image-second", boot, "phase=lkg status=failed");
+    let lines = ember_lines(&log);
+    assert!(
+        lines.contains("lkg: the boot image served has sha256"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("the previous last-known-good stays"),
+        "{lines}"
+    );
+    assert!(!lines.contains("lkg: wrote slot b"), "{lines}");
+    let entries = esp_entries(&lab.disk);
+    assert!(
+        entries.contains("ember-a+3.conf") && !entries.contains("ember-b"),
+        "ESP entries: {entries}"
+    );
+    let slot_b = esp_tool(&lab.disk, "mdir", &["-b", "::/ember"]);
+    assert!(
+        !slot_b.contains("ember.efi") && !slot_b.contains(".tmp"),
+        "the wrong image reached the ESP: {slot_b}"
+    );
+}
+
+/// The data key `key` sealed as an attacker with the TPM would seal it,
+/// outside the init: under the SRK template every Ember node uses, with
+/// exactly the policy of `genuine` (PolicyPCR on its PCRs and values ∧
+/// PolicyNV on the rollback counter: the counter's Name is public).
+fn seal_outside_the_init(
+    tpm_state: &std::path::Path,
+    key: &[u8; 32],
+    genuine: &[SealedKey],
+) -> Vec<SealedKey> {
+    let swtpm = Swtpm::start_tcp(tpm_state).expect("start swtpm");
+    let mut tpm = Tpm::new(SocketTransport::connect_tcp(&swtpm.addr()).expect("connect swtpm"));
+    let srk = tpm.create_srk().expect("CreatePrimary SRK");
+    let keys = genuine
+        .iter()
+        .map(|g| {
+            let selection = PcrSelection::new(HashAlg::Sha256, &g.pcrs).unwrap();
+            let mut composite = Sha256::new();
+            for v in &g.values {
+                composite.update(v);
+            }
+            let pcr = PolicyDigest::new()
+                .pcr(&selection, &composite.finalize())
+                .unwrap();
+            let policy = counter::not_past(pcr, g.sealed_for).unwrap();
+            let sealed = tpm
+                .seal(srk.handle, key, policy.as_bytes())
+                .expect("Create sealed object");
+            SealedKey {
+                public: sealed.public.to_bytes().unwrap(),
+                private: sealed.private,
+                pcrs: g.pcrs.clone(),
+                values: g.values.clone(),
+                sealed_for: g.sealed_for,
+            }
+        })
+        .collect();
+    tpm.flush_context(srk.handle).expect("flush SRK");
+    keys
+}
+
+fn put_record(lab: &Lab, record: &SlotRecord) {
+    let path = lab.dir.path().join("planted-slot.rec");
+    std::fs::write(&path, record.to_bytes()).unwrap();
+    esp_tool(
+        &lab.disk,
+        "mcopy",
+        &["-o", path.to_str().unwrap(), "::/ember/a/slot.rec"],
+    );
+}
+
+/// An attacker with the disk and the TPM, not the server, plants a slot: a
+/// data key of their own, sealed outside the init under the same SRK
+/// template with a PolicyPCR matching the PCRs the cold start reaches
+/// (the TPM does unseal it), beside the slot's genuinely signed, older
+/// manifest, then beside a manifest they signed themselves. Both are
+/// refused before one byte is extracted, with the reason logged.
+#[test]
+fn planted_slot_sealed_outside_the_init_is_refused_on_cold_start() {
+    let mut lab = Lab::new("e2e-plant");
+    lab.publish("ready", &[]);
+    boot_until(&lab, "plant-net", false, "lkg: wrote slot a generation 1");
+    lab.server = None;
+    lab.api.remove_node(NODE);
+    let rec = lab.dir.path().join("slot.rec");
+    esp_tool(
+        &lab.disk,
+        "mcopy",
+        &["-o", "::/ember/a/slot.rec", rec.to_str().unwrap()],
+    );
+    let genuine = SlotRecord::from_bytes(&std::fs::read(&rec).unwrap()).expect("slot.rec");
+    assert!(
+        genuine
+            .keys
+            .iter()
+            .all(|k| k.pcrs == [4, 11] && k.values.len() == 2),
+        "the slot's key is not sealed to PCR 4 + 11: {:?}",
+        genuine.keys.iter().map(|k| &k.pcrs).collect::<Vec<_>>()
+    );
+    let attacker_key = [0x66u8; 32];
+    let planted_keys = seal_outside_the_init(&lab.tpm_state, &attacker_key, &genuine.keys);
+
+    // 1. The genuine (older) manifest: it commits to a key the attacker
+    //    does not know.
+    let mut planted = genuine.clone();
+    planted.keys = planted_keys;
+    put_record(&lab, &planted);
+    let log = boot_until(&lab, "plant-old", true, "boot failed in phase lkg-restore");
+    let lines = ember_lines(&log);
+    assert!(
+        lines.contains("set by systemd-stub (unified kernel image)"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("data key differs from the manifest's commitment"),
+        "{lines}"
+    );
+    assert!(!lines.contains("phase=nodeconf"), "{lines}");
+
+    // 2. A manifest committing to the planted key, signed by the attacker.
+    let trust =
+        PublicKey::from_pem(&std::fs::read(lab.dir.path().join("manifest.pub")).unwrap()).unwrap();
+    let mut forged = trust
+        .verify(&genuine.manifest)
+        .expect("the genuine manifest");
+    forged.key_commitment = key_commitment(&attacker_key);
+    forged.epoch += 1;
+    planted.manifest = SigningSecret::from_bytes(&[0x42; 32])
+        .unwrap()
+        .sign(&forged);
+    put_record(&lab, &planted);
+    let log = boot_until(
+        &lab,
+        "plant-forged",
+        true,
+        "boot failed in phase lkg-restore",
+    );
+    let lines = ember_lines(&log);
+    assert!(
+        lines.contains("manifest signature does not verify (forged)"),
+        "{lines}"
+    );
+    assert!(!lines.contains("phase=nodeconf"), "{lines}");
 }

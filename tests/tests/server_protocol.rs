@@ -656,7 +656,7 @@ fn replayed_report_is_refused() {
 fn other_protocol_version_is_refused_with_its_own_status() {
     let p = peer(&[], true);
     let mut start = encode(&StartRequest {
-        version: 2,
+        version: msg::PROTOCOL_VERSION + 1,
         ek_public: vec![],
         ek_cert: None,
         ak_public: vec![],
@@ -664,7 +664,7 @@ fn other_protocol_version_is_refused_with_its_own_status() {
     let r = p.http().post(msg::path::START, None, &start).unwrap();
     let e: ErrorResponse = decode("error", &r.body).unwrap();
     assert_eq!((r.status, e.code), (426, ErrorCode::UnsupportedVersion));
-    start[0] = 1;
+    start[0] = msg::PROTOCOL_VERSION as u8;
     start.push(0xFF);
     let r = p.http().post(msg::path::START, None, &start).unwrap();
     let e: ErrorResponse = decode("error", &r.body).unwrap();

@@ -6,8 +6,7 @@
 //! PCR 11 value the stub produces. `ember uki build` and `ember policy
 //! predict` are the commands on top.
 
-pub mod measure;
-pub mod pe;
+pub use ember_server::uki::{measure, pe};
 
 use std::path::Path;
 

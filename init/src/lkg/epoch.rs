@@ -72,7 +72,7 @@ pub fn settle(tpm: Option<&mut Measured>) -> Result<(), Error> {
     let newest = record::read_both(&Mounted::mount(&dev, false)?)
         .iter()
         .flatten()
-        .map(|r| r.key.sealed_for)
+        .flat_map(|r| r.keys.iter().map(|k| k.sealed_for))
         .max();
     let tpm = &mut m.tpm;
     let found = tpm.rollback_counter().map_err(foreign)?;

@@ -1,24 +1,30 @@
-//! Last-known-good on the ESP: two slots (A/B), each a complete bootable
-//! set, chosen by systemd-boot from Type #1 loader entries with boot
-//! counting.
+//! Last-known-good on the ESP: two slots (A/B), each the unified kernel
+//! image (UKI) a network boot came from and its overlay, chosen by
+//! systemd-boot from Type #1 loader entries (`efi`) with boot counting.
 //!
 //! ```text
 //! EFI/BOOT/BOOTX64.EFI            systemd-boot (installed with the disk)
 //! loader/loader.conf              timeout 0
 //! loader/entries/ember-a+3.conf   new slot, 3 tries left (systemd-boot counts down)
 //! loader/entries/ember-b.conf     blessed: booted to Ready at least once
-//! ember/a/vmlinuz                 the running kernel (carried in the initrd at /boot/vmlinuz)
-//! ember/a/initrd.cpio             the running initrd (the init's snapshot of it)
+//! ember/a/ember.efi               the UKI this node booted, fetched by its signed SHA-256
 //! ember/a/overlay.sealed          the sealed overlay blob exactly as downloaded
-//! ember/a/slot.rec                postcard SlotRecord: generation, signed manifest, TPM-sealed data key
+//! ember/a/slot.rec                postcard SlotRecord: generation, signed manifest,
+//!                                 signed boot image record, data key sealed to PCR 4 + 11
 //! ember/epoch                     the highest manifest epoch booted to Ready
 //! (TPM NV 0x01800e70)             the rollback counter each slot's key is sealed against
 //! ```
 //!
+//! Only a boot measured by systemd-stub writes a slot: its key is sealed
+//! to the PCR 4 and PCR 11 the boot server predicted and signed for a boot
+//! of that UKI from the ESP (firmware → systemd-boot → the UKI → its
+//! kernel), values that no code after the firmware can set.
+//!
 //! A cold start trusts nothing on the ESP: the slot's manifest must verify
 //! with the initrd's key, its epoch must not be below `ember/epoch`, the
 //! TPM rollback counter must not have passed it (the TPM enforces this in
-//! the key's policy), the unsealed data key must match the manifest's
+//! the key's policy), the TPM must unseal the data key (the PCRs hold what
+//! the firmware and the stub measured), the key must match the manifest's
 //! commitment, and the blob must open under it.
 //!
 //! The rooms: [`slots`] decides (pure functions), [`record`] is the slot's
@@ -39,17 +45,16 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use ember_fs::hex::hex;
 use ember_proto::manifest::Envelope;
+use ember_tpm::{HashAlg, PcrSelection};
 use rustix::fs::{Mode, OFlags};
 
 use crate::fsutil::{self, Stop};
 use crate::measure::{Measured, Root};
-use crate::session::{Fetched, SEALED_COPY};
-use crate::{overlay, rootfs, Error};
+use crate::session::{Fetched, Session, SEALED_COPY};
+use crate::{overlay, Error};
 use slots::Slot;
-
-/// The kernel carried in the initrd (`ember initrd build --kernel`).
-const KERNEL_IN_INITRD: &str = "/boot/vmlinuz";
 
 /// What a cold start restored.
 #[derive(Debug, Clone, Copy)]
@@ -88,10 +93,16 @@ pub fn restore(tpm: Option<&mut Measured>, booted_from: Option<Slot>) -> Result<
     epoch::check(manifest.epoch, blessed)
         .inspect_err(|e| log::error!("lkg: slot {}: {e}", slot.name()))?;
     let tpm = tpm.ok_or(Error::Missing("TPM to unseal the last-known-good key"))?;
-    epoch::check_counter(&mut tpm.tpm, record.key.sealed_for)
-        .inspect_err(|e| log::error!("lkg: slot {}: {e}", slot.name()))?;
-    let key = seal::unseal_key(&mut tpm.tpm, &record.key).inspect_err(|_| {
-        log::error!("lkg: the TPM refused to unseal the overlay key: the boot chain (PCR 11) changed since it was sealed, or the rollback counter moved past it");
+    if let Some(k) = record.keys.first() {
+        epoch::check_counter(&mut tpm.tpm, k.sealed_for)
+            .inspect_err(|e| log::error!("lkg: slot {}: {e}", slot.name()))?;
+    }
+    let key = seal::unseal_key(&mut tpm.tpm, &record.keys).inspect_err(|e| {
+        log::error!(
+            "lkg: the TPM refused to unseal the overlay key ({e}): the boot chain (PCR 4, 11) differs from what slot {} was sealed to, or the rollback counter moved past it",
+            slot.name()
+        );
+        log_pcrs(tpm);
     })?;
     let envelope = Envelope::new(manifest, key)?;
     let path = esp.path(&format!("{}/overlay.sealed", slot.dir()));
@@ -136,7 +147,7 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
     };
     // The ESP is unmounted (and so flushed) before a result is logged.
     let esp = esp::Mounted::mount(&dev, true)?;
-    let fetched = match from {
+    let (session, fetched) = match from {
         Persist::Bless(restored) => {
             let slot = restored.slot;
             let blessed = write::bless(&esp, slot)?;
@@ -147,36 +158,69 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
             }
             return Ok(());
         }
-        Persist::Write(fetched) => fetched,
+        Persist::Write(session, fetched) => (session, fetched),
     };
     let tpm = tpm.ok_or(Error::Missing("TPM to seal the overlay key"))?;
-    // The slot boots kernel + initrd (no stub), so its PCR 11 is the
-    // initrd's self-measured value, whatever this boot's root was.
-    if tpm.root == Root::Stub {
-        log::warn!("lkg: the slot is kernel + initrd: its key is sealed to the self-measured PCR 11 of this initrd, not to the UKI's firmware-rooted measurements");
+    if tpm.root != Root::Stub {
+        log::warn!("lkg: not booted from a UKI measured by systemd-stub: nothing firmware-rooted to seal to; no slot written");
+        return Ok(());
+    }
+    let Some(signed_image) = &fetched.boot_image else {
+        log::warn!(
+            "lkg: the boot server knows no UKI for this boot (its log says why); no slot written"
+        );
+        return Ok(());
+    };
+    let image = overlay::trusted_key()?
+        .verify_boot_image(signed_image, &fetched.signed)
+        .inspect_err(|e| log::error!("lkg: boot image record: {e}"))?;
+    if image.pcr11[..] != tpm.boot_pcr[..] {
+        log::error!(
+            "lkg: the boot image record's PCR 11 {} is not this boot's {}",
+            hex(&image.pcr11),
+            hex(&tpm.boot_pcr)
+        );
+        return Err(Error::Lkg("the boot image record is for another UKI"));
     }
     // Sealed for the next blessing: the first boot phase after this write
     // moves the counter there, and the older slot stops unsealing.
     let sealed_for = epoch::counter_value(&mut tpm.tpm)?.saturating_add(1);
-    let sealed = seal::seal_key(
+    let keys = seal::seal_key(
         &mut tpm.tpm,
         fetched.envelope.data_key(),
-        &tpm.slot_pcr,
+        &seal::slot_pcrs(&image),
         sealed_for,
     )?;
     let m = &fetched.envelope.manifest;
     let art = write::Artifacts {
-        kernel: KERNEL_IN_INITRD,
-        initrd: rootfs::INITRD_SNAPSHOT,
         sealed_overlay: SEALED_COPY,
         manifest: fetched.signed.clone(),
+        boot_image: signed_image.clone(),
         version_id: m.version_id,
-        key: sealed,
+        keys,
         cmdline: slot_cmdline()?,
+    };
+    let mut fetch = |each: &mut dyn FnMut(&[u8]) -> Result<(), Error>| {
+        let mut failed = None;
+        let got = session.fetch_boot_image(&image.sha256, &mut |piece| {
+            each(piece).map_err(|e| {
+                failed = Some(e);
+                ember_proto::Error::SealedUnusable
+            })
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => got,
+        }
+    };
+    let uki = write::Image {
+        sha256: &image.sha256,
+        size: image.size,
+        fetch: &mut fetch,
     };
     let (slot, generation) = slots::for_write(record::generations(&record::read_both(&esp)));
     log::info!("lkg: writing slot {} generation {generation}", slot.name());
-    write::slot(&esp, slot, generation, &art)?;
+    write::slot(&esp, slot, generation, uki, &art)?;
     // Only once the slot is complete: a cut write leaves the older slot
     // bootable, and its epoch must still be accepted.
     epoch::raise(&esp, m.epoch)?;
@@ -194,10 +238,27 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
 
 /// What [`persist`] does with this boot's overlay.
 pub enum Persist<'a> {
-    /// This boot came from the network: write it as a new slot.
-    Write(&'a Fetched),
+    /// This boot came from the network: write it as a new slot, its UKI
+    /// fetched from the session's server.
+    Write(&'a Session, &'a Fetched),
     /// This boot came from a slot and reached Ready: bless it.
     Bless(Restored),
+}
+
+/// After a refused unseal: PCR 4 and 11 now, for the operator to hold
+/// against the values in `slot.rec` (which moved: the loader, the UKI,
+/// the boot path).
+fn log_pcrs(tpm: &mut Measured) {
+    let Ok(sel) = PcrSelection::new(HashAlg::Sha256, &[4, 11]) else {
+        return;
+    };
+    if let Ok(now) = tpm.tpm.pcr_read(&sel) {
+        for pcr in [4u8, 11] {
+            if let Some(v) = now.get(HashAlg::Sha256, pcr) {
+                log::error!("lkg: PCR {pcr} is {}", hex(v));
+            }
+        }
+    }
 }
 
 /// This boot's command line, minus what the loader adds, for the slot's

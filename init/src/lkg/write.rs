@@ -1,10 +1,13 @@
 //! Writing a slot onto the ESP so that a power cut at any point leaves the
-//! other slot bootable: the slot's loader entry is removed first (a
-//! half-written slot is never bootable), its files are written to
-//! temporary names, fsynced and renamed, and only then is a new entry
-//! created. Entries carry `version <generation>`, so systemd-boot prefers
-//! the newest; a new entry that fails to reach Ready three times is marked
-//! bad by systemd-boot's counting and the older slot boots again.
+//! other slot bootable. The slot's UKI is fetched to a temporary name and
+//! checked against its signed SHA-256 first (a wrong image is never
+//! renamed into place, and nothing else changes); then the slot's loader
+//! entry is removed (a half-written slot is never bootable), its files
+//! are renamed or written through temporary names and fsynced, and only
+//! then is a new entry created. Entries carry `version <generation>`, so
+//! systemd-boot prefers the newest; a new entry that fails to reach Ready
+//! three times is marked bad by systemd-boot's counting and the older slot
+//! boots again.
 
 use alloc::format;
 use alloc::string::String;
@@ -17,20 +20,30 @@ use super::record::{SealedKey, SlotRecord, RECORD_VERSION};
 use super::slots::Slot;
 use crate::fsutil::{self, Stop};
 use crate::Error;
-use ember_proto::manifest::SignedManifest;
+use alloc::vec::Vec;
+use ember_fs::hex::hex;
+use ember_proto::manifest::{SignedBootImage, SignedManifest};
+use sha2::{Digest, Sha256};
 
 /// Tries systemd-boot gives a new slot before falling back.
 pub const TRIES: u32 = 3;
 
+/// The slot's UKI, as the boot server signed it.
+pub struct Image<'a> {
+    pub sha256: &'a [u8; 32],
+    pub size: u64,
+    /// Streams the image's bytes into the callback it is given.
+    pub fetch: &'a mut dyn FnMut(&mut dyn FnMut(&[u8]) -> Result<(), Error>) -> Result<(), Error>,
+}
+
 /// Everything a slot is written from.
 pub struct Artifacts<'a> {
-    pub kernel: &'a str,
-    pub initrd: &'a str,
     pub sealed_overlay: &'a str,
     pub manifest: SignedManifest,
+    pub boot_image: SignedBootImage,
     /// The manifest's overlay version, for the loader entry's title.
     pub version_id: u64,
-    pub key: SealedKey,
+    pub keys: Vec<SealedKey>,
     pub cmdline: String,
 }
 
@@ -42,19 +55,37 @@ fn io(path: &str) -> impl Fn(Errno) -> Error + '_ {
 }
 
 /// Writes a complete slot and switches the boot entry to it.
-pub fn slot(esp: &Mounted, slot: Slot, generation: u64, art: &Artifacts<'_>) -> Result<(), Error> {
+pub fn slot(
+    esp: &Mounted,
+    slot: Slot,
+    generation: u64,
+    image: Image<'_>,
+    art: &Artifacts<'_>,
+) -> Result<(), Error> {
     ensure_dirs(esp, slot)?;
     ensure_loader_conf(esp)?;
+    // The slot's folder is on the disk before anything is written into it.
+    fsync_dir(&esp.path("ember"))?;
+    let dir = slot.dir();
+    let uki = esp.path(&format!("{dir}/ember.efi"));
+    // Progress for the console (the download takes seconds); the power-cut
+    // test cuts here, with the slot's files half written.
+    log::info!(
+        "lkg: slot {}: fetching the boot image {} ({} bytes)",
+        slot.name(),
+        hex(image.sha256),
+        image.size
+    );
+    fetch_checked(&uki, image)?;
     // Never leave an entry pointing at files that are being replaced.
     remove_entries(esp, slot)?;
     fsync_dir(&esp.path("loader/entries"))?;
-
-    let dir = slot.dir();
-    copy_file(art.kernel, &esp.path(&format!("{dir}/vmlinuz")))?;
-    // Progress for the console (the copies take seconds); the power-cut
-    // test cuts here, with the slot half written and its entry absent.
-    log::info!("lkg: slot {}: kernel written", slot.name());
-    copy_file(art.initrd, &esp.path(&format!("{dir}/initrd.cpio")))?;
+    let tmp = format!("{uki}.tmp");
+    rfs::rename(tmp.as_str(), uki.as_str()).map_err(io(&uki))?;
+    // A slot of the older format kept a kernel and an initrd snapshot.
+    for old in ["vmlinuz", "initrd.cpio"] {
+        let _ = rfs::unlink(esp.path(&format!("{dir}/{old}")).as_str());
+    }
     copy_file(
         art.sealed_overlay,
         &esp.path(&format!("{dir}/overlay.sealed")),
@@ -63,18 +94,18 @@ pub fn slot(esp: &Mounted, slot: Slot, generation: u64, art: &Artifacts<'_>) -> 
         version: RECORD_VERSION,
         generation,
         manifest: art.manifest.clone(),
-        key: art.key.clone(),
+        boot_image: art.boot_image.clone(),
+        keys: art.keys.clone(),
         cmdline: art.cmdline.clone(),
     };
-    let bytes = postcard::to_allocvec(&record).map_err(|_| Error::Write {
-        path: String::from("slot.rec"),
-        errno: Errno::INVAL,
-    })?;
-    write_atomic(&esp.path(&format!("{dir}/slot.rec")), &bytes)?;
+    write_atomic(&esp.path(&format!("{dir}/slot.rec")), &record.to_bytes())?;
     fsync_dir(&esp.path(dir))?;
 
+    // systemd-boot passes `options` to the UKI as its load options
+    // (systemd-stub, without Secure Boot, boots with them and measures them
+    // into PCR 12; PCR 11 measures the UKI's own sections either way).
     let entry = format!(
-        "title Ember (slot {s}, generation {generation}, overlay {id})\nversion {generation}\nsort-key ember\nlinux /{dir}/vmlinuz\ninitrd /{dir}/initrd.cpio\noptions {cmdline} ember.slot={s}\n",
+        "title Ember (slot {s}, generation {generation}, overlay {id})\nversion {generation}\nsort-key ember\nefi /{dir}/ember.efi\noptions {cmdline} ember.slot={s}\n",
         s = slot.name(),
         id = art.version_id,
         cmdline = art.cmdline,
@@ -87,6 +118,47 @@ pub fn slot(esp: &Mounted, slot: Slot, generation: u64, art: &Artifacts<'_>) -> 
         entry.as_bytes(),
     )?;
     fsync_dir(&esp.path("loader/entries"))
+}
+
+/// Streams the image into `<to>.tmp`, hashing it, and keeps the file only
+/// when its SHA-256 and size are the signed ones (fsynced, for the rename).
+fn fetch_checked(to: &str, image: Image<'_>) -> Result<(), Error> {
+    let tmp = format!("{to}.tmp");
+    let dst = rfs::open(
+        tmp.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(io(to))?;
+    let mut sha = Sha256::new();
+    let mut len = 0u64;
+    let fetched = (image.fetch)(&mut |piece| {
+        len += piece.len() as u64;
+        if len > image.size {
+            return Err(Error::Lkg("the boot image is longer than signed"));
+        }
+        sha.update(piece);
+        fsutil::write_all(&dst, piece).map_err(io(to))
+    })
+    .and_then(|()| rfs::fsync(&dst).map_err(io(to)));
+    drop(dst);
+    let got: [u8; 32] = sha.finalize().into();
+    let checked = fetched.and_then(|()| {
+        if len == image.size && got == *image.sha256 {
+            return Ok(());
+        }
+        log::error!(
+            "lkg: the boot image served has sha256 {} ({len} bytes), the server signed {} ({} bytes): not written",
+            hex(&got),
+            hex(image.sha256),
+            image.size
+        );
+        Err(Error::Lkg("the boot image differs from its signed digest"))
+    });
+    if checked.is_err() {
+        let _ = rfs::unlink(tmp.as_str());
+    }
+    checked
 }
 
 /// Marks a slot good after it booted to Ready: its counting entry

@@ -7,8 +7,9 @@
 
 use alloc::string::String;
 
+use ember_net::https::Client;
 use ember_proto::client;
-use ember_proto::manifest::{Envelope, SignedManifest, Target};
+use ember_proto::manifest::{Envelope, SignedBootImage, SignedManifest, Target};
 use ember_proto::net::NetTransport;
 use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags};
@@ -23,11 +24,13 @@ use ember_fs::quoted::Quoted;
 /// Where the sealed overlay is kept, as downloaded, until it goes to the ESP.
 pub const SEALED_COPY: &str = "/run/ember/overlay.sealed";
 
-/// What the network gave this boot: the verified envelope and the signed
-/// manifest as the server sent it (last-known-good keeps both).
+/// What the network gave this boot: the verified envelope, the signed
+/// manifest as the server sent it, and the signed record of the UKI this
+/// boot came from (last-known-good keeps all three).
 pub struct Fetched {
     pub envelope: Envelope,
     pub signed: SignedManifest,
+    pub boot_image: Option<SignedBootImage>,
 }
 
 impl Session {
@@ -40,6 +43,7 @@ impl Session {
             .as_ref()
             .ok_or(Error::Missing("overlay grant"))?;
         let signed = grant.manifest.clone();
+        let boot_image = grant.boot_image.clone();
         let m = &envelope.manifest;
         self.overlay_version.set(Some(m.version_id));
         let (kind, name) = match &m.target {
@@ -56,17 +60,7 @@ impl Session {
             m.compression.name()
         );
         let client = self.client();
-        let mut http = match (transport, grant.http_port) {
-            (OverlayTransport::Http, Some(port)) => {
-                log::info!("overlay: fetching the blob over plain HTTP, port {port}");
-                NetTransport::plain(&client, &self.server, port)
-            }
-            (OverlayTransport::Http, None) => {
-                log::info!("overlay: the server has no plain-HTTP listener; fetching over HTTPS");
-                NetTransport::new(&client, &self.server)
-            }
-            (OverlayTransport::Https, _) => NetTransport::new(&client, &self.server),
-        };
+        let mut http = self.static_transport(&client, transport, "overlay");
         let mut copy = KeptCopy::create()?;
         let mut stages = Stages::default();
         let mut keep_ns = 0;
@@ -86,7 +80,49 @@ impl Session {
             m.version_id,
             m.plain_size
         );
-        Ok(Fetched { envelope, signed })
+        Ok(Fetched {
+            envelope,
+            signed,
+            boot_image,
+        })
+    }
+}
+
+impl Session {
+    /// The transport for content-addressed files (the sealed blob, the
+    /// boot image), whose integrity comes from a signed digest: plain HTTP
+    /// when the server has a listener for it and `transport` allows.
+    fn static_transport<'c, 'a>(
+        &'c self,
+        client: &'c Client<'a>,
+        transport: OverlayTransport,
+        what: &str,
+    ) -> NetTransport<'c, 'a> {
+        let port = self.cred.overlay.as_ref().and_then(|g| g.http_port);
+        match (transport, port) {
+            (OverlayTransport::Http, Some(port)) => {
+                log::info!("{what}: fetching over plain HTTP, port {port}");
+                NetTransport::plain(client, &self.server, port)
+            }
+            (OverlayTransport::Http, None) => {
+                log::info!("{what}: the server has no plain-HTTP listener; fetching over HTTPS");
+                NetTransport::new(client, &self.server)
+            }
+            (OverlayTransport::Https, _) => NetTransport::new(client, &self.server),
+        }
+    }
+
+    /// Streams the boot artifact named `sha256` from the server that
+    /// booted this node into `each` (the caller checks the digest).
+    pub fn fetch_boot_image(
+        &self,
+        sha256: &[u8; 32],
+        each: &mut dyn FnMut(&[u8]) -> Result<(), ember_proto::Error>,
+    ) -> Result<(), Error> {
+        let client = self.client();
+        let mut http = self.static_transport(&client, OverlayTransport::Http, "lkg");
+        let url = client::boot_path(&self.server, sha256);
+        client::fetch_static(&mut http, "boot image", &url, each).map_err(Error::Attest)
     }
 }
 

@@ -34,6 +34,9 @@ pub const PCR_KERNEL_IMAGE: u8 = 11;
 pub const PCR_BOOT_LOADER_CODE: u8 = 4;
 /// OVMF's EV_EFI_ACTION before it starts a Boot#### option.
 const CALLING_EFI_APPLICATION: &[u8] = b"Calling EFI Application from Boot Option";
+/// OVMF's EV_EFI_ACTION when a boot option returned (failed) and the next
+/// one is tried (then "Calling ..." again).
+const RETURNING_FROM_EFI_APPLICATION: &[u8] = b"Returning from EFI Application from Boot Option";
 
 /// One extend of PCR 11, in the order the stub makes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,16 +153,38 @@ pub fn predict_from_sections(
 /// Predicts PCR 4 for firmware booting `loaders` (PE images, in order,
 /// e.g. a boot manager) and then the UKI `uki` from a boot option.
 pub fn predict_pcr4(loaders: &[&[u8]], uki: &[u8], bank: HashAlg) -> Result<Prediction> {
-    let mut events = vec![
-        Event {
+    predict_pcr4_after(0, loaders, uki, bank)
+}
+
+/// Like [`predict_pcr4`], when `failed` boot options (a network boot whose
+/// server is down) returned before this one: OVMF extends "Returning
+/// from ..." and "Calling ..." again for each.
+pub fn predict_pcr4_after(
+    failed: usize,
+    loaders: &[&[u8]],
+    uki: &[u8],
+    bank: HashAlg,
+) -> Result<Prediction> {
+    let calling = || -> Result<Event> {
+        Ok(Event {
             label: "EV_EFI_ACTION Calling EFI Application from Boot Option".into(),
             digest: digest(bank, CALLING_EFI_APPLICATION)?,
-        },
+        })
+    };
+    let mut events = vec![
+        calling()?,
         Event {
             label: "EV_SEPARATOR".into(),
             digest: digest(bank, &[0u8; 4])?,
         },
     ];
+    for _ in 0..failed {
+        events.push(Event {
+            label: "EV_EFI_ACTION Returning from EFI Application from Boot Option".into(),
+            digest: digest(bank, RETURNING_FROM_EFI_APPLICATION)?,
+        });
+        events.push(calling()?);
+    }
     for (i, l) in loaders.iter().enumerate() {
         let img = PeImage::parse(l).map_err(|e| anyhow!("loader {}: {e}", i + 1))?;
         events.push(Event {

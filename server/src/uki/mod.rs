@@ -1,0 +1,229 @@
+//! Unified kernel images (UKIs): [`pe`] reads a PE file's headers and
+//! Authenticode digest, [`measure`] predicts the PCR 11 systemd-stub and
+//! the PCR 4 UEFI firmware produce booting one. [`Known`] is what the boot
+//! server knows of the UKIs among its boot artifacts (`ember policy set
+//! --uki` and `ember artifact ipxe --uki` store them there): which one a
+//! node booted, for the boot image record its last-known-good slot is
+//! written and sealed from.
+
+pub mod measure;
+pub mod pe;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use ember_tpm::HashAlg;
+use sha2::Digest;
+
+use measure::{predict_pcr11, predict_pcr4_after, PCR_BOOT_LOADER_CODE};
+use pe::PeImage;
+
+/// Debian's systemd-boot (package systemd-boot-efi), the loader an Ember
+/// ESP carries as `EFI/BOOT/BOOTX64.EFI` (`qemu/make-disk`).
+pub const DEBIAN_ESP_LOADER: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+
+/// Boot options the firmware may try and fail before it boots the ESP
+/// (`ember serve --esp-failed-boot-options`): OVMF with QEMU's iPXE ROM
+/// and a boot server down fails 5 (PXE and HTTP over IPv4 and IPv6, and
+/// iPXE), each extending "Returning from…" and "Calling…" into PCR 4
+/// ([`measure::predict_pcr4_after`]). A slot is sealed to the PCR 4 of
+/// each count: those events are no code, so this widens nothing an
+/// attacker could run.
+pub const DEFAULT_FAILED_BOOT_OPTIONS: u8 = 8;
+
+/// One UKI among the boot artifacts, measured once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uki {
+    /// SHA-256 of the file: its name under `/v1/boot/`.
+    pub sha256: [u8; 32],
+    pub size: u64,
+    /// PCR 11 (sha256) after systemd-stub booted it (no boot phases).
+    pub pcr11: [u8; 32],
+    /// Its Authenticode digest (sha256): what firmware extends PCR 4 with
+    /// when it loads it.
+    pub authenticode: [u8; 32],
+    /// PCR 4 (sha256) when the firmware boots the ESP's loader, then this
+    /// UKI and its kernel: straight, then after 1, 2, … failed boot options.
+    pub pcr4_from_esp: Vec<[u8; 32]>,
+}
+
+/// The UKIs among the boot artifacts, each measured the first time it is
+/// looked for (artifacts are content-addressed, so never remeasured).
+pub struct Known {
+    /// The ESP's boot loader (`ember serve --esp-loader`), for PCR 4.
+    loader: Option<Vec<u8>>,
+    /// The most failed boot options before the ESP a slot must survive.
+    failed_options: usize,
+    /// File name → the UKI it holds (`None`: not a UKI, or unreadable).
+    seen: Mutex<HashMap<String, Option<Arc<Uki>>>>,
+}
+
+impl Known {
+    /// Reads the ESP loader; without it no slot PCR 4 can be predicted, so
+    /// no boot image is offered (said once here).
+    pub fn new(esp_loader: &Path, failed_options: usize) -> Known {
+        let loader = match std::fs::read(esp_loader) {
+            Ok(b) if PeImage::parse(&b).is_ok() => Some(b),
+            Ok(_) => {
+                eprintln!("ember-serve: --esp-loader {} is not a PE image: nodes get no boot image and write no last-known-good slot", esp_loader.display());
+                None
+            }
+            Err(e) => {
+                eprintln!("ember-serve: --esp-loader {}: {e}: nodes get no boot image and write no last-known-good slot (install systemd-boot-efi or give --esp-loader)", esp_loader.display());
+                None
+            }
+        };
+        Known {
+            loader,
+            failed_options,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The UKI among the artifacts in `dir` whose PCR 11 is `pcr11` and,
+    /// when the firmware's log is given, whose Authenticode digest is one
+    /// of the PCR 4 extends it records (two UKIs may share sections).
+    pub fn find(
+        &self,
+        dir: &Path,
+        pcr11: &[u8],
+        pcr4_extends: Option<&[Vec<u8>]>,
+    ) -> Result<Option<Arc<Uki>>> {
+        let Some(loader) = &self.loader else {
+            return Ok(None);
+        };
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let names = std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))?;
+        for entry in names {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Artifacts are named by their SHA-256; anything else is a
+            // file being stored.
+            if name.len() != 64 || seen.contains_key(&name) {
+                continue;
+            }
+            let uki = measure_file(&entry.path(), loader, self.failed_options).map(Arc::new);
+            seen.insert(name, uki);
+        }
+        let matches = seen.values().flatten().find(|u| {
+            u.pcr11[..] == *pcr11
+                && pcr4_extends.is_none_or(|ds| ds.iter().any(|d| d[..] == u.authenticode[..]))
+        });
+        Ok(matches.cloned())
+    }
+}
+
+/// Measures `path` if it is a UKI (a PE file with a `.linux` section).
+fn measure_file(path: &Path, loader: &[u8], failed_options: usize) -> Option<Uki> {
+    let file = std::fs::read(path).ok()?;
+    if !file.starts_with(b"MZ") {
+        return None;
+    }
+    let img = PeImage::parse(&file).ok()?;
+    img.section(".linux")?;
+    let sha = |d: Vec<u8>| <[u8; 32]>::try_from(d).ok();
+    let pcr11 = sha(predict_pcr11(&file, HashAlg::Sha256, &[]).ok()?.value)?;
+    let authenticode = sha(img.authenticode(&file, HashAlg::Sha256).ok()?)?;
+    let pcr4_from_esp = (0..=failed_options)
+        .map(|failed| {
+            let p = predict_pcr4_after(failed, &[loader], &file, HashAlg::Sha256).ok()?;
+            debug_assert_eq!(p.pcr, PCR_BOOT_LOADER_CODE);
+            sha(p.value)
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Uki {
+        sha256: sha2::Sha256::digest(&file).into(),
+        size: file.len() as u64,
+        pcr11,
+        authenticode,
+        pcr4_from_esp,
+    })
+}
+
+/// The sha256 digests the firmware extended PCR 4 with, per its log.
+pub fn pcr4_extends(log: &ember_tpm::eventlog::EventLog<'_>) -> Vec<Vec<u8>> {
+    log.events()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.pcr == u32::from(PCR_BOOT_LOADER_CODE))
+        .filter_map(|e| e.digest(HashAlg::Sha256).map(<[u8]>::to_vec))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use measure::predict_pcr4;
+
+    /// A UKI whose kernel is itself a (tiny) PE image, as the stub needs.
+    fn tiny_uki(initrd: &[u8]) -> Vec<u8> {
+        let kernel = pe::tests::tiny_stub();
+        pe::append_sections(
+            &pe::tests::tiny_stub(),
+            &[(".initrd", initrd), (".linux", &kernel)],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_uki_a_node_booted_is_found_by_its_pcr11_and_its_pcr4_extend() {
+        let dir = std::env::temp_dir().join(format!("ember-uki-known-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let loader = pe::tests::tiny_stub();
+        let loader_path = dir.join("loader.efi");
+        std::fs::write(&loader_path, &loader).unwrap();
+        let artifacts = dir.join("boot");
+        std::fs::create_dir_all(&artifacts).unwrap();
+        let uki = tiny_uki(b"initrd-0");
+        let name = |b: &[u8]| ember_fs::hex::hex(&sha2::Sha256::digest(b));
+        std::fs::write(artifacts.join(name(&uki)), &uki).unwrap();
+        // Not UKIs: a script, a file being stored.
+        std::fs::write(artifacts.join(name(b"#!ipxe\n")), b"#!ipxe\n").unwrap();
+        std::fs::write(artifacts.join("tmp.123"), &uki).unwrap();
+
+        let known = Known::new(&loader_path, 1);
+        let pcr11 = predict_pcr11(&uki, HashAlg::Sha256, &[]).unwrap().value;
+        let found = known.find(&artifacts, &pcr11, None).unwrap().unwrap();
+        assert_eq!(found.sha256[..], sha2::Sha256::digest(&uki)[..]);
+        assert_eq!(found.size, uki.len() as u64);
+        let direct = predict_pcr4(&[&loader], &uki, HashAlg::Sha256).unwrap();
+        let after = predict_pcr4_after(1, &[&loader], &uki, HashAlg::Sha256).unwrap();
+        assert_eq!(found.pcr4_from_esp.len(), 2);
+        assert_eq!(found.pcr4_from_esp[0][..], direct.value[..]);
+        assert_eq!(found.pcr4_from_esp[1][..], after.value[..]);
+        assert_ne!(direct.value, after.value);
+        // The failed attempt adds "Returning…" and "Calling…" after the separator.
+        assert_eq!(after.events.len(), direct.events.len() + 2);
+        assert!(after.events[2]
+            .label
+            .contains("Returning from EFI Application"));
+
+        // With the firmware's log: only if it measured this UKI into PCR 4.
+        let authenticode = found.authenticode.to_vec();
+        assert!(known
+            .find(&artifacts, &pcr11, Some(&[vec![1; 32], authenticode]))
+            .unwrap()
+            .is_some());
+        assert!(known
+            .find(&artifacts, &pcr11, Some(&[vec![1; 32]]))
+            .unwrap()
+            .is_none());
+        // Another UKI's PCR 11 (one initrd byte differs) is no UKI known.
+        let other = predict_pcr11(&tiny_uki(b"initrd-1"), HashAlg::Sha256, &[])
+            .unwrap()
+            .value;
+        assert!(known.find(&artifacts, &other, None).unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn without_a_loader_no_boot_image_is_offered() {
+        let known = Known::new(Path::new("/nonexistent/systemd-bootx64.efi"), 1);
+        assert!(known
+            .find(Path::new("/nonexistent"), &[0; 32], None)
+            .unwrap()
+            .is_none());
+    }
+}

@@ -14,7 +14,7 @@
 //! | `receive` | everything before a piece reaches the opener: socket reads and TLS (network), or file reads (LKG) |
 //! | `keep` | the ciphertext copy kept for last-known-good (network only) |
 //! | `open` | ChaCha20-Poly1305 of the sealed chunks |
-//! | `unpack` | gzip inflate, tar parsing |
+//! | `unpack` | decompression (gzip inflate or LZ4 blocks, as the manifest says), tar parsing |
 //! | `write` | creating the files and writing their data |
 
 use core::cell::Cell;
@@ -96,8 +96,13 @@ pub fn open_into_root(
         inner: sink,
         spent: &write_ns,
     };
-    // Every byte the extractor sees was authenticated by the AEAD.
-    let mut extractor = Extractor::authenticated(timed, Limits::default());
+    // Every byte the extractor sees was authenticated by the AEAD, and the
+    // signed manifest says how it is compressed.
+    let mut extractor = Extractor::authenticated(
+        timed,
+        Limits::default(),
+        envelope.manifest.compression.into(),
+    );
     let mut opener = Opener::for_manifest(envelope);
     let mut open_and_unpack_ns = 0u64;
     let mut extractor_ns = 0u64;

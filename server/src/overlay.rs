@@ -306,4 +306,46 @@ mod tests {
             let _ = std::fs::remove_dir_all(&d);
         }
     }
+
+    #[test]
+    fn a_given_file_is_kept_in_its_compression_or_re_encoded_into_another() {
+        let d = std::env::temp_dir().join(format!("ember-overlay-conv-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("tree/etc")).unwrap();
+        std::fs::write(d.join("tree/etc/hostname"), b"node1\n").unwrap();
+        let state = StateDir::new(&d.join("state"));
+        let mut tar = Vec::new();
+        write_tar(&d.join("tree"), Compression::None, &mut tar).unwrap();
+        for given in Compression::ALL {
+            let file = d.join(format!("given.{}", given.name()));
+            let mut bytes = Vec::new();
+            write_tar(&d.join("tree"), given, &mut bytes).unwrap();
+            std::fs::write(&file, &bytes).unwrap();
+            for wanted in Compression::ALL {
+                let blob = store_overlay(&state, &file, wanted).unwrap();
+                let stored = std::fs::read(state.blob(&hex(&blob.sha256))).unwrap();
+                assert_eq!(Compression::sniff(&stored), wanted);
+                if given == wanted {
+                    assert_eq!(stored, bytes, "{} kept byte for byte", given.name());
+                }
+                let mut plain = Vec::new();
+                let mut r: Box<dyn Read> = match wanted {
+                    Compression::None => Box::new(&stored[..]),
+                    Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&stored[..])),
+                    Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(&stored[..])),
+                };
+                r.read_to_end(&mut plain).unwrap();
+                assert_eq!(plain, tar, "{} -> {}", given.name(), wanted.name());
+            }
+        }
+        std::fs::write(d.join("junk"), [7u8; 600]).unwrap();
+        let err = store_overlay(&state, &d.join("junk"), Compression::Lz4)
+            .err()
+            .expect("junk is refused");
+        assert!(
+            err.to_string().contains("neither a directory, a tar"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -111,22 +111,23 @@ pub fn open_into_root(
         let entered = cpu_ns();
         stages.receive_ns += entered.saturating_sub(last);
         stages.sealed_bytes += piece.len() as u64;
-        let before = opener.written();
         let mut sink = Counted {
             inner: &mut extractor,
             spent: &mut extractor_ns,
         };
         let r = opener.write(piece, &mut sink);
-        stages.plain_bytes += opener.written() - before;
         last = cpu_ns();
         open_and_unpack_ns += last.saturating_sub(entered);
         r
     });
+    stages.plain_bytes = opener.written();
     result?;
     opener.finish(&mut Counted {
         inner: &mut extractor,
         spent: &mut extractor_ns,
     })?;
+    // The last chunk is handed on only here, once the stream has ended.
+    stages.plain_bytes = opener.written();
     stages.open_ns = open_and_unpack_ns.saturating_sub(extractor_ns);
     stages.unpack_ns = extractor_ns.saturating_sub(write_ns.get());
     stages.write_ns = write_ns;

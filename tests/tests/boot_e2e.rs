@@ -161,7 +161,8 @@ fn overlay_sealed_as_lz4_or_as_a_plain_tar_starts_its_runtime() {
             added.stdout
         );
         let plain_size = words[2];
-        let stored = std::fs::read(lab.server().state().join("blobs").join(words[5]))
+        let sha256 = words[5].trim_end_matches(',');
+        let stored = std::fs::read(lab.server().state().join("blobs").join(sha256))
             .expect("the stored plaintext blob");
         assert_eq!(plain_size, stored.len().to_string());
         assert_eq!(

@@ -195,7 +195,11 @@ fn sample() -> Vec<u8> {
 }
 
 fn run(chunks: &[&[u8]], limits: Limits) -> (Result<Summary, Error>, Record) {
-    let mut x = Extractor::new(Record::default(), limits);
+    drive(Extractor::new(Record::default(), limits), chunks)
+}
+
+/// Feeds `chunks` in order (stopping at the first error), then finishes.
+fn drive(mut x: Extractor<Record>, chunks: &[&[u8]]) -> (Result<Summary, Error>, Record) {
     let mut r = Ok(());
     for c in chunks {
         r = x.write(c);
@@ -684,16 +688,8 @@ fn run_authenticated(
     chunks: &[&[u8]],
     compression: Compression,
 ) -> (Result<Summary, Error>, Record) {
-    let mut x = Extractor::authenticated(Record::default(), Limits::default(), compression);
-    let mut r = Ok(());
-    for c in chunks {
-        r = x.write(c);
-        if r.is_err() {
-            break;
-        }
-    }
-    let r = r.and_then(|()| x.finish());
-    (r, x.into_sink())
+    let x = Extractor::authenticated(Record::default(), Limits::default(), compression);
+    drive(x, chunks)
 }
 
 #[test]

@@ -277,7 +277,7 @@ def markdown(report):
                        ("baseline_initrd", "Baseline initrd (busybox, script, same modules)")):
         r = s.get(key)
         if r:
-            w(f"| {label}, gzip | {r['gzip_bytes']:,} | {r['entries']} entries |")
+            w(f"| {label}, compressed | {r['gzip_bytes']:,} | {r['entries']} entries (`ember initrd build`'s default) |")
             w(f"| {label}, uncompressed | {r['uncompressed_bytes']:,} | |")
     a = s["anchors"]
     w(f"| busybox-static (anchor) | {fmt(a['busybox_static_bytes'])} | this machine's /bin/busybox |")

@@ -588,8 +588,8 @@ def main():
     }
     notes = [
         "Ember boot: the whole sequence against `ember serve` on the host (`" + a.ember_append.strip() + "`): "
-        "TPM attestation with swtpm, the sealed overlay over verified TLS 1.3 decrypted and extracted "
-        "into / in one stream, the stand-in runtime started and its healthz Ready, the boot reported. "
+        "TPM attestation with swtpm, the sealed overlay fetched over plain HTTP (its key inside the "
+        "attested TLS 1.3 session), opened and extracted into / in one stream, the stand-in runtime started and its healthz Ready, the boot reported. "
         "Baseline: bench/baseline/init (busybox sh: mount, insmod in modules.dep order, udhcpc, "
         "wget | tar -xz over plain HTTP, exec the stand-in runtime).",
         "Rows with the same name did the same job (Ember's overlay also decrypts and verifies); "

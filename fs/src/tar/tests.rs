@@ -698,7 +698,8 @@ fn lz4_frames_of_every_shape_extract_like_the_plain_tar() {
     let a = big_sample();
     let (plain, rec_plain) = run(&[&a], Limits::default());
     let plain = plain.unwrap();
-    let shapes: [(&str, fn(&mut lz4_flex::frame::FrameInfo)); 5] = [
+    type Shape = (&'static str, fn(&mut lz4_flex::frame::FrameInfo));
+    let shapes: [Shape; 5] = [
         ("linked 64 KiB (what `ember overlay add` writes)", |i| {
             i.block_size = BlockSize::Max64KB;
             i.block_mode = BlockMode::Linked;

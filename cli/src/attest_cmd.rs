@@ -328,7 +328,11 @@ fn extract_staged(
     let result = (|| {
         let sink = FsSink::open(staging.as_path(), Confinement::Beneath)
             .map_err(|e| anyhow!("open staging: {e}"))?;
-        let mut extractor = Extractor::authenticated(sink, Limits::default());
+        let mut extractor = Extractor::authenticated(
+            sink,
+            Limits::default(),
+            envelope.manifest.compression.into(),
+        );
         client::fetch_overlay(http, cfg, envelope, &mut extractor)
             .map_err(|e| classify("overlay refused", e))?;
         drop(extractor);

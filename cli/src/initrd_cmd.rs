@@ -17,9 +17,10 @@ pub enum InitrdCmd {
     Build {
         #[command(flatten)]
         tree: TreeArgs,
-        /// Output compression: gzip (in-process), xz, zstd, lz4 (Debian's
-        /// CLIs, settings the kernel decompresses) or none.
-        #[arg(long = "compress", alias = "compression", value_enum, default_value_t = Compression::Gzip)]
+        /// Output compression: lz4 (the default: the kernel unpacks it
+        /// fastest, README "Sizes"), xz, zstd (Debian's CLIs, settings the
+        /// kernel decompresses), gzip (in-process) or none.
+        #[arg(long = "compress", alias = "compression", value_enum, default_value_t = Compression::Lz4)]
         compression: Compression,
         /// Where to write the initrd (written atomically).
         #[arg(long, short)]

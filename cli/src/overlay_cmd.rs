@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
+use ember_proto::manifest::Compression;
 use ember_server::manifest;
 use ember_server::store::{self, hex, Sql, StateDir};
 
@@ -13,8 +14,9 @@ use crate::state_args::StateArgs;
 
 #[derive(Subcommand)]
 pub enum OverlayCmd {
-    /// Adds an overlay from a directory (built into a deterministic tar.gz)
-    /// or a tar/tar.gz file; with --group or --node also assigns it.
+    /// Adds an overlay from a directory (built into a deterministic tar) or
+    /// a tar, tar.gz or tar.lz4 file, stored in --compress; with --group or
+    /// --node also assigns it.
     Add(AddArgs),
     /// Assigns an overlay version to a group or a node.
     Assign(AssignArgs),
@@ -46,6 +48,30 @@ pub struct AddArgs {
     /// Plaintext bytes per sealed chunk.
     #[arg(long, default_value_t = ember_proto::sealed::DEFAULT_CHUNK)]
     pub chunk_size: u32,
+    /// The sealed tar's compression, which the node decodes: lz4 (LZ4
+    /// frames; the fastest boot under TCG, README "Overlay format"), gzip
+    /// or none. A file already in it is kept byte for byte; another is
+    /// re-encoded.
+    #[arg(long = "compress", value_enum, default_value_t = OverlayCompression::Lz4)]
+    pub compress: OverlayCompression,
+}
+
+/// `--compress` of `overlay add`: the manifest's compression field.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum OverlayCompression {
+    Lz4,
+    Gzip,
+    None,
+}
+
+impl From<OverlayCompression> for Compression {
+    fn from(c: OverlayCompression) -> Self {
+        match c {
+            OverlayCompression::Gzip => Compression::Gzip,
+            OverlayCompression::Lz4 => Compression::Lz4,
+            OverlayCompression::None => Compression::None,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -100,7 +126,7 @@ pub fn run(cmd: OverlayCmd) -> Result<()> {
                     ember_proto::sealed::MAX_CHUNK
                 );
             }
-            let blob = ember_server::overlay::store_overlay(&state, &source)?;
+            let blob = ember_server::overlay::store_overlay(&state, &source, a.compress.into())?;
             let sealed =
                 manifest::seal_overlay(&state, &state.blob(&hex(&blob.sha256)), a.chunk_size)?;
             let mut tx = db.transaction()?;

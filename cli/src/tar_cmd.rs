@@ -123,7 +123,11 @@ fn report(s: &Summary) {
         s.skipped,
         s.tar_bytes,
         s.stream_bytes,
-        if s.gzip { "gzip" } else { "plain" }
+        match s.compression {
+            ember_fs::tar::Compression::None => "plain",
+            ember_fs::tar::Compression::Gzip => "gzip",
+            ember_fs::tar::Compression::Lz4 => "lz4",
+        }
     );
 }
 

@@ -14,7 +14,7 @@
 //! | `receive` | everything before a piece reaches the opener: socket reads and TLS (network), or file reads (LKG) |
 //! | `keep` | the ciphertext copy kept for last-known-good (network only) |
 //! | `open` | ChaCha20-Poly1305 of the sealed chunks |
-//! | `unpack` | gzip inflate, tar parsing |
+//! | `unpack` | decompression (gzip inflate or LZ4 blocks, as the manifest says), tar parsing |
 //! | `write` | creating the files and writing their data |
 
 use core::cell::Cell;
@@ -114,8 +114,13 @@ fn open_into_root_dyn(
         inner: sink,
         spent: &write_ns,
     };
-    // Every byte the extractor sees was authenticated by the AEAD.
-    let mut extractor = Extractor::authenticated(timed, Limits::default());
+    // Every byte the extractor sees was authenticated by the AEAD, and the
+    // signed manifest says how it is compressed.
+    let mut extractor = Extractor::authenticated(
+        timed,
+        Limits::default(),
+        envelope.manifest.compression.into(),
+    );
     let mut opener = Opener::for_manifest(envelope);
     let mut open_and_unpack_ns = 0u64;
     let mut extractor_ns = 0u64;
@@ -124,22 +129,23 @@ fn open_into_root_dyn(
         let entered = cpu_ns();
         stages.receive_ns += entered.saturating_sub(last);
         stages.sealed_bytes += piece.len() as u64;
-        let before = opener.written();
         let mut sink = Counted {
             inner: &mut extractor,
             spent: &mut extractor_ns,
         };
         let r = opener.write(piece, &mut sink);
-        stages.plain_bytes += opener.written() - before;
         last = cpu_ns();
         open_and_unpack_ns += last.saturating_sub(entered);
         r
     });
+    stages.plain_bytes = opener.written();
     result?;
     opener.finish(&mut Counted {
         inner: &mut extractor,
         spent: &mut extractor_ns,
     })?;
+    // The last chunk is handed on only here, once the stream has ended.
+    stages.plain_bytes = opener.written();
     stages.open_ns = open_and_unpack_ns.saturating_sub(extractor_ns);
     stages.unpack_ns = extractor_ns.saturating_sub(write_ns.get());
     stages.write_ns = write_ns;

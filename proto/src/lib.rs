@@ -23,7 +23,8 @@
 //! dev.close()?;                                                    // flush EK/AK
 //! let trust = manifest::PublicKey::from_pem(&manifest_pub)?;        // /etc/ember/manifest.pub
 //! let envelope = cred.open_grant(&trust)?;                         // signature, key, commitment
-//! let mut x = ember_fs::tar::Extractor::authenticated(sink, Limits::default());
+//! let compression = envelope.manifest.compression.into();          // gzip, lz4 or none
+//! let mut x = ember_fs::tar::Extractor::authenticated(sink, Limits::default(), compression);
 //! client::fetch_overlay(&mut http, &url, &envelope, &mut x)?;     // step 3
 //! // ... start rke2, wait for the node ...
 //! client::report(&mut http, &url, &cred, msg::Outcome::Joined, Some(envelope.manifest.version_id), "")?; // step 4

@@ -44,20 +44,28 @@ pub const PUBLIC_KEY_PATH: &str = "/etc/ember/manifest.pub";
 /// The PEM label of that file (SubjectPublicKeyInfo, as `openssl pkey -pubout`).
 pub const PEM_LABEL: &str = "PUBLIC KEY";
 
-/// How the sealed plaintext is compressed.
+/// How the sealed plaintext is compressed: the node decodes what this
+/// says, and nothing else. Variants are only ever appended (postcard
+/// encodes the index).
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     /// A plain tar.
     None,
     /// A tar.gz (one or more gzip members).
     Gzip,
+    /// A tar in LZ4 frames.
+    Lz4,
 }
 
 impl Compression {
-    /// What a tar(.gz) stream starting with `head` is.
+    pub const ALL: [Compression; 3] = [Compression::None, Compression::Gzip, Compression::Lz4];
+
+    /// What a tar, tar.gz or tar.lz4 stream starting with `head` is.
     pub fn sniff(head: &[u8]) -> Compression {
         if head.starts_with(&[0x1f, 0x8b]) {
             Compression::Gzip
+        } else if head.starts_with(&ember_fs::tar::LZ4_MAGIC) {
+            Compression::Lz4
         } else {
             Compression::None
         }
@@ -67,6 +75,22 @@ impl Compression {
         match self {
             Compression::None => "none",
             Compression::Gzip => "gzip",
+            Compression::Lz4 => "lz4",
+        }
+    }
+
+    /// The inverse of [`Compression::name`] (the server's stored column).
+    pub fn from_name(name: &str) -> Option<Compression> {
+        Compression::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+impl From<Compression> for ember_fs::tar::Compression {
+    fn from(c: Compression) -> Self {
+        match c {
+            Compression::None => ember_fs::tar::Compression::None,
+            Compression::Gzip => ember_fs::tar::Compression::Gzip,
+            Compression::Lz4 => ember_fs::tar::Compression::Lz4,
         }
     }
 }

@@ -248,10 +248,8 @@ pub fn assign(tx: &mut dyn Sql, key: &SigningSecret, target: &str, version: i64)
     ) else {
         bail!("overlay {version}: stored blob digest or data key has the wrong length");
     };
-    let compression = match compression.as_str() {
-        "gzip" => Compression::Gzip,
-        "none" => Compression::None,
-        other => bail!("overlay {version}: unknown compression {other:?}"),
+    let Some(compression) = Compression::from_name(&compression) else {
+        bail!("overlay {version}: unknown compression {compression:?}");
     };
     // The row lock orders replicas' and admin commands' assignments: each
     // gets its own epoch, on SQLite and PostgreSQL alike.

@@ -87,7 +87,9 @@ fn module_arg() -> String {
 fn cargo_path_initrd(out: &Path, extra: &[&str]) {
     let status = Command::new(ember_bin())
         .env("SOURCE_DATE_EPOCH", "0")
-        .args(["initrd", "build", "--init"])
+        // Bazel's rule is hermetic: gzip (in-process) or none, never the
+        // lz4 tool the Cargo path's default (lz4) runs.
+        .args(["initrd", "build", "--compress", "gzip", "--init"])
         .arg(profile_dir().join("ember-init"))
         .arg("--modules-dir")
         .arg(kernel_modules_dir())

@@ -166,6 +166,59 @@ fn boot_server_with_a_wrong_certificate_fails_the_boot_without_lkg_fallback() {
     assert!(!lines.contains("phase=overlay"), "{lines}");
 }
 
+/// The overlay sealed as LZ4 frames, or as a plain tar, reaches the node
+/// like the gzip default: the signed manifest names the compression, the
+/// node decodes that one, and the runtime the overlay carries starts.
+#[test]
+fn overlay_sealed_as_lz4_or_as_a_plain_tar_starts_its_runtime() {
+    let lab = Lab::new("e2e-compress");
+    let overlay = ember_tests::lab::overlay(&lab.api, "ready", &[]);
+    let src = overlay.path().display().to_string();
+    for compression in ["lz4", "none"] {
+        let args = [
+            "overlay",
+            "add",
+            &src,
+            "--group",
+            "lab",
+            "--compress",
+            compression,
+        ];
+        let added = lab
+            .server()
+            .ember(&args)
+            .expect_ok("overlay add --compress");
+        // "overlay V: SIZE bytes, sha256 HEX, sealed blob HEX (N bytes, COMPRESSION)"
+        let words: Vec<&str> = added.stdout.split_whitespace().collect();
+        assert!(
+            added.stdout.contains(&format!(" bytes, {compression})")),
+            "{}",
+            added.stdout
+        );
+        let plain_size = words[2];
+        let sha256 = words[5].trim_end_matches(',');
+        let stored = std::fs::read(lab.server().state().join("blobs").join(sha256))
+            .expect("the stored plaintext blob");
+        assert_eq!(plain_size, stored.len().to_string());
+        assert_eq!(
+            ember_proto::manifest::Compression::sniff(&stored).name(),
+            compression
+        );
+        let name = format!("compress-{compression}");
+        let log = boot_until(&lab, &name, false, "phase=runtime status=ok");
+        let lines = ember_lines(&log);
+        // The node opened exactly that plaintext, then ran what it carries.
+        assert!(
+            lines.contains(&format!("overlay_plain_bytes={plain_size} ")),
+            "{compression}: the node did not open the {plain_size} stored bytes:\n{lines}"
+        );
+        assert!(
+            lines.contains("phase=overlay status=ok"),
+            "{compression}: {lines}"
+        );
+    }
+}
+
 fn count(log: &str, needle: &str) -> usize {
     log.matches(needle).count()
 }

@@ -704,6 +704,7 @@ fn node_stack_over_ember_net_extracts_the_overlay() {
         let mut extractor = Extractor::authenticated(
             FsSink::open(into.as_path(), Confinement::Beneath).unwrap(),
             Limits::default(),
+            envelope.manifest.compression.into(),
         );
         client::fetch_overlay(&mut blob_http, &url, &envelope, &mut extractor)
             .unwrap_or_else(|e| panic!("overlay over ember-net {name}: {e}"));

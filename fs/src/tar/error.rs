@@ -31,6 +31,8 @@ pub enum Part {
     EndMarker,
     /// Inside the gzip header, deflate stream or trailer.
     Gzip,
+    /// Inside an LZ4 frame.
+    Lz4,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +63,10 @@ pub enum ErrorKind {
     GzipSize { stored: u32, computed: u32 },
     /// Bytes follow the gzip stream that are not another gzip member.
     TrailingGarbage,
+    /// The LZ4 frame header is not one we can read.
+    Lz4Header { reason: &'static str },
+    /// An LZ4 block is corrupt or larger than its frame allows.
+    Lz4Block { reason: &'static str },
     /// The name has a `..` component.
     PathEscapes,
     /// The name is absolute.
@@ -179,6 +185,8 @@ impl fmt::Display for ErrorKind {
                 )
             }
             TrailingGarbage => write!(f, "bytes after the gzip stream are not gzip"),
+            Lz4Header { reason } => write!(f, "bad lz4 frame header: {reason}"),
+            Lz4Block { reason } => write!(f, "bad lz4 block: {reason}"),
             PathEscapes => write!(f, "refused: name has a `..` component"),
             AbsolutePath => write!(f, "refused: absolute name"),
             LinkOutsideRoot => write!(f, "refused: hard link target outside the root"),

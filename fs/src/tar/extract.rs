@@ -1,16 +1,19 @@
 //! The one-pass pipeline: hash the stream as it arrives, inflate it if it is
 //! gzip (detected by magic), and feed the tar state machine. An
-//! [`Extractor::authenticated`] one hashes nothing and skips gzip's CRC:
-//! its caller authenticated every byte already (the sealed overlay's AEAD).
+//! [`Extractor::authenticated`] one is told the compression (gzip, LZ4
+//! frame or none: the signed manifest says which), hashes nothing and skips
+//! gzip's CRC: its caller authenticated every byte already (the sealed
+//! overlay's AEAD).
 
 use alloc::boxed::Box;
 use sha2::{Digest, Sha256};
 
 use super::error::{Error, ErrorKind, Part};
 use super::gzip::Gunzip;
+use super::lz4::Lz4;
 use super::machine::Machine;
 use super::sink::Sink;
-use super::Limits;
+use super::{Compression, Limits};
 
 /// What an extraction saw, for the caller to check and log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,8 +25,8 @@ pub struct Summary {
     pub stream_bytes: u64,
     /// Bytes of the tar stream (after inflating).
     pub tar_bytes: u64,
-    /// Whether the stream was gzip.
-    pub gzip: bool,
+    /// How the stream was compressed.
+    pub compression: Compression,
     /// Members created.
     pub entries: u64,
     /// Members skipped with a warning (unsupported types).
@@ -53,6 +56,7 @@ enum Format {
     },
     Plain,
     Gzip(Box<Gunzip>),
+    Lz4(Box<Lz4>),
 }
 
 /// Push-style extractor: `write` chunks as they arrive (any boundaries),
@@ -87,12 +91,18 @@ impl<S: Sink> Extractor<S> {
     }
 
     /// An extractor for a stream whose every byte the caller authenticated
-    /// (an AEAD, chunk by chunk, in order, to its final chunk): no SHA-256
-    /// of the stream and no gzip CRC-32, which could only repeat the AEAD's
-    /// verdict. The tar and gzip structure are still checked.
-    pub fn authenticated(sink: S, limits: Limits) -> Self {
+    /// (an AEAD, chunk by chunk, in order, to its final chunk) and whose
+    /// compression it knows: no SHA-256 of the stream and no gzip CRC-32 or
+    /// LZ4 checksums, which could only repeat the AEAD's verdict. The tar,
+    /// gzip and LZ4 frame structure are still checked.
+    pub fn authenticated(sink: S, limits: Limits, compression: Compression) -> Self {
         Extractor {
             sha: None,
+            format: match compression {
+                Compression::None => Format::Plain,
+                Compression::Gzip => Format::Gzip(Box::new(Gunzip::authenticated())),
+                Compression::Lz4 => Format::Lz4(Box::new(Lz4::new())),
+            },
             ..Self::new(sink, limits)
         }
     }
@@ -153,16 +163,20 @@ impl<S: Sink> Extractor<S> {
             self.format = Format::Plain;
             self.route(&first[..n])?;
         }
-        let gzip = match &self.format {
-            Format::Gzip(g) if !g.at_member_end() => {
-                return Err(Error {
-                    offset: self.tar_bytes,
-                    ..ErrorKind::Truncated { part: Part::Gzip }.into()
-                })
-            }
-            Format::Gzip(_) => true,
-            _ => false,
+        let (compression, part) = match &self.format {
+            Format::Gzip(g) => (
+                Compression::Gzip,
+                (!g.at_member_end()).then_some(Part::Gzip),
+            ),
+            Format::Lz4(l) => (Compression::Lz4, (!l.at_frame_end()).then_some(Part::Lz4)),
+            _ => (Compression::None, None),
         };
+        if let Some(part) = part {
+            return Err(Error {
+                offset: self.tar_bytes,
+                ..ErrorKind::Truncated { part }.into()
+            });
+        }
         self.failed = true; // a second finish is an error
         let counts = self.tar.finish(&mut self.sink)?;
         let sha = self.sha.take().map(|h| h.finalize().into());
@@ -170,7 +184,7 @@ impl<S: Sink> Extractor<S> {
             sha256: sha.unwrap_or([0; 32]),
             stream_bytes: self.stream_bytes,
             tar_bytes: self.tar_bytes,
-            gzip,
+            compression,
             entries: counts.entries,
             skipped: counts.skipped,
         })
@@ -205,6 +219,7 @@ impl<S: Sink> Extractor<S> {
         match format {
             Format::Plain => feed(chunk),
             Format::Gzip(g) => g.write(chunk, &mut feed),
+            Format::Lz4(l) => l.write(chunk, &mut feed),
             Format::Undecided { first, n } => {
                 let take = (2 - *n).min(chunk.len());
                 first[*n..*n + take].copy_from_slice(&chunk[..take]);

@@ -35,6 +35,7 @@ mod extract;
 pub mod fs_sink;
 mod gzip;
 pub mod header;
+mod lz4;
 mod machine;
 pub mod pax;
 pub mod protect;
@@ -46,8 +47,21 @@ pub use entry::{Entry, Kind, Meta, Time};
 pub use error::{Error, ErrorKind, Field, Part};
 pub use extract::{Extractor, Summary};
 pub use fs_sink::{Confinement, FsSink};
+pub use lz4::MAGIC as LZ4_MAGIC;
 pub use protect::Protection;
 pub use sink::Sink;
+
+/// How the tar stream is compressed: what [`Extractor::authenticated`] is
+/// told (from the signed manifest); [`Extractor::new`] detects gzip by magic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// A plain tar.
+    None,
+    /// gzip members (RFC 1952).
+    Gzip,
+    /// LZ4 frames (lz4 frame format 1.6).
+    Lz4,
+}
 
 /// Caps that keep hostile archives from exhausting memory or the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

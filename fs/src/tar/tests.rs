@@ -195,7 +195,11 @@ fn sample() -> Vec<u8> {
 }
 
 fn run(chunks: &[&[u8]], limits: Limits) -> (Result<Summary, Error>, Record) {
-    let mut x = Extractor::new(Record::default(), limits);
+    drive(Extractor::new(Record::default(), limits), chunks)
+}
+
+/// Feeds `chunks` in order (stopping at the first error), then finishes.
+fn drive(mut x: Extractor<Record>, chunks: &[&[u8]]) -> (Result<Summary, Error>, Record) {
     let mut r = Ok(());
     for c in chunks {
         r = x.write(c);
@@ -222,7 +226,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 fn every_member_type_reaches_the_sink_in_order() {
     let (res, rec) = run(&[&sample()], Limits::default());
     let s = res.unwrap();
-    assert!(!s.gzip);
+    assert_eq!(s.compression, Compression::None);
     assert_eq!(s.entries, 9);
     assert_eq!(s.skipped, 1);
     assert!(rec.finished);
@@ -279,7 +283,7 @@ fn gzip_stream_at_any_split_matches_plain_and_hashes_compressed_bytes() {
     for cut in (0..gz.len()).step_by(3) {
         let (r, rec) = run(&[&gz[..cut], &gz[cut..]], Limits::default());
         let s = r.unwrap();
-        assert!(s.gzip);
+        assert_eq!(s.compression, Compression::Gzip);
         assert_eq!(s.tar_bytes, plain.tar_bytes);
         assert_eq!(s.stream_bytes, gz.len() as u64);
         assert_eq!(rec.log, rec_plain.log);
@@ -326,7 +330,7 @@ fn authenticated_stream_skips_the_crc_and_the_digest_but_not_the_size() {
     let mut gz = gzip(&sample());
     let n = gz.len();
     gz[n - 8] ^= 1;
-    let mut x = Extractor::authenticated(Record::default(), Limits::default());
+    let mut x = Extractor::authenticated(Record::default(), Limits::default(), Compression::Gzip);
     x.write(&gz).unwrap();
     let summary = x.finish().unwrap();
     assert_eq!(summary.sha256, [0; 32]);
@@ -334,7 +338,7 @@ fn authenticated_stream_skips_the_crc_and_the_digest_but_not_the_size() {
     // ISIZE is still checked (it costs nothing).
     let mut gz = gzip(&sample());
     gz[n - 4] ^= 1;
-    let mut x = Extractor::authenticated(Record::default(), Limits::default());
+    let mut x = Extractor::authenticated(Record::default(), Limits::default(), Compression::Gzip);
     let r = x.write(&gz).and_then(|()| x.finish().map(|_| ()));
     assert!(matches!(r.unwrap_err().kind, ErrorKind::GzipSize { .. }));
 }
@@ -646,4 +650,198 @@ fn protection_lets_ordinary_entries_through() {
         std::fs::read(root.0.join("etc/hostname")).unwrap(),
         b"node1"
     );
+}
+
+/// A tar with a 300 KB file that spans several 64 KiB blocks and repeats
+/// itself at distances a linked block reaches into its predecessor for,
+/// then 70 KB of incompressible bytes (stored as raw blocks).
+fn big_sample() -> Vec<u8> {
+    let mut a = Vec::new();
+    let text: Vec<u8> = (0..300_000u32)
+        .map(|i| b"ember overlay "[(i % 14) as usize] ^ ((i / 40_000) as u8))
+        .collect();
+    member(&mut a, h("big", b'0', text.len() as u64), &text);
+    let mut x = 0x1234_5678u32;
+    let noise: Vec<u8> = (0..70_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    member(&mut a, h("noise", b'0', noise.len() as u64), &noise);
+    end(&mut a);
+    a
+}
+
+fn lz4_frame(data: &[u8], configure: impl FnOnce(&mut lz4_flex::frame::FrameInfo)) -> Vec<u8> {
+    use std::io::Write;
+    let mut info = lz4_flex::frame::FrameInfo::new();
+    configure(&mut info);
+    let mut e = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn run_authenticated(
+    chunks: &[&[u8]],
+    compression: Compression,
+) -> (Result<Summary, Error>, Record) {
+    let x = Extractor::authenticated(Record::default(), Limits::default(), compression);
+    drive(x, chunks)
+}
+
+#[test]
+fn lz4_frames_of_every_shape_extract_like_the_plain_tar() {
+    use lz4_flex::frame::{BlockMode, BlockSize};
+    let a = big_sample();
+    let (plain, rec_plain) = run(&[&a], Limits::default());
+    let plain = plain.unwrap();
+    type Shape = (&'static str, fn(&mut lz4_flex::frame::FrameInfo));
+    let shapes: [Shape; 5] = [
+        ("linked 64 KiB (what `ember overlay add` writes)", |i| {
+            i.block_size = BlockSize::Max64KB;
+            i.block_mode = BlockMode::Linked;
+        }),
+        ("independent 64 KiB", |i| i.block_size = BlockSize::Max64KB),
+        ("independent 4 MiB (the lz4 tool's default)", |i| {
+            i.block_size = BlockSize::Max4MB;
+        }),
+        (
+            "linked 256 KiB with every checksum and the content size",
+            |i| {
+                i.block_size = BlockSize::Max256KB;
+                i.block_mode = BlockMode::Linked;
+                i.block_checksums = true;
+                i.content_checksum = true;
+                i.content_size = Some(372_224); // big_sample's length
+            },
+        ),
+        ("1 MiB with block checksums", |i| {
+            i.block_size = BlockSize::Max1MB;
+            i.block_checksums = true;
+        }),
+    ];
+    for (what, configure) in shapes {
+        let lz = lz4_frame(&a, configure);
+        for cut in [0, 3, 7, 11, 16, 1000, lz.len() / 2, lz.len() - 5, lz.len()] {
+            let (r, rec) = run_authenticated(&[&lz[..cut], &lz[cut..]], Compression::Lz4);
+            let s = r.unwrap_or_else(|e| panic!("{what}, cut at {cut}: {e}"));
+            assert_eq!(s.compression, Compression::Lz4);
+            assert_eq!(s.tar_bytes, plain.tar_bytes, "{what}");
+            assert_eq!(rec.log, rec_plain.log, "{what}");
+            assert_eq!(rec.data, rec_plain.data, "{what}");
+        }
+        // Byte by byte through the header and the first block size.
+        let mut pieces: Vec<&[u8]> = lz[..24].chunks(1).collect();
+        pieces.push(&lz[24..]);
+        let (r, rec) = run_authenticated(&pieces, Compression::Lz4);
+        r.unwrap();
+        assert_eq!(rec.data, rec_plain.data, "{what}");
+    }
+}
+
+#[test]
+fn concatenated_lz4_frames_are_one_stream() {
+    let a = sample();
+    let (first, second) = a.split_at(1000);
+    let mut lz = lz4_frame(first, |_| {});
+    lz.extend(lz4_frame(second, |_| {}));
+    let (r, rec) = run_authenticated(&[&lz], Compression::Lz4);
+    r.unwrap();
+    assert_eq!(rec.data, b"helloabcz");
+}
+
+#[test]
+fn plain_tar_extracts_when_the_manifest_says_none() {
+    let (r, rec) = run_authenticated(&[&sample()], Compression::None);
+    assert_eq!(r.unwrap().compression, Compression::None);
+    assert_eq!(rec.data, b"helloabcz");
+}
+
+#[test]
+fn a_stream_in_another_compression_than_declared_is_refused() {
+    let a = sample();
+    let (r, rec) = run_authenticated(&[&gzip(&a)], Compression::Lz4);
+    assert_eq!(
+        r.unwrap_err().kind,
+        ErrorKind::Lz4Header {
+            reason: "bad magic"
+        }
+    );
+    assert!(rec.aborted);
+    let (r, _) = run_authenticated(&[&lz4_frame(&a, |_| {})], Compression::Gzip);
+    assert!(matches!(r.unwrap_err().kind, ErrorKind::GzipHeader { .. }));
+    let (r, _) = run_authenticated(&[&lz4_frame(&a, |_| {})], Compression::None);
+    assert!(r.is_err());
+}
+
+#[test]
+fn truncated_lz4_frame_is_an_error_wherever_it_stops() {
+    let lz = lz4_frame(&big_sample(), |i| {
+        i.block_mode = lz4_flex::frame::BlockMode::Linked;
+    });
+    // In the header, in a block size, inside a block, before the end mark.
+    for keep in [5, 9, 12, 5000, lz.len() - 4] {
+        let (r, rec) = run_authenticated(&[&lz[..keep]], Compression::Lz4);
+        let kind = r.unwrap_err().kind;
+        assert_eq!(
+            kind,
+            ErrorKind::Truncated { part: Part::Lz4 },
+            "keep {keep}"
+        );
+        assert!(rec.aborted);
+    }
+}
+
+#[test]
+fn malformed_lz4_frames_each_get_their_own_error() {
+    let good = lz4_frame(&sample(), |_| {});
+    let refused = |edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut lz = good.clone();
+        edit(&mut lz);
+        run_authenticated(&[&lz], Compression::Lz4)
+            .0
+            .unwrap_err()
+            .kind
+    };
+    let header = |reason| ErrorKind::Lz4Header { reason };
+    assert_eq!(refused(&|lz| lz[0] ^= 1), header("bad magic"));
+    assert_eq!(
+        refused(&|lz| lz[4] ^= 0x80),
+        header("unknown frame version")
+    );
+    assert_eq!(refused(&|lz| lz[4] |= 0x02), header("reserved bits set"));
+    assert_eq!(refused(&|lz| lz[5] |= 0x01), header("reserved bits set"));
+    assert_eq!(refused(&|lz| lz[4] |= 0x01), header("needs a dictionary"));
+    assert_eq!(refused(&|lz| lz[5] = 0x30), header("unknown block size"));
+    // The first block's size word (after the 7-byte header) claims more
+    // than the frame's 64 KiB maximum.
+    assert_eq!(
+        refused(&|lz| lz[7..11].copy_from_slice(&(70_000u32).to_le_bytes())),
+        ErrorKind::Lz4Block {
+            reason: "block larger than the frame's block size"
+        }
+    );
+    // A match offset pointing before the block's start (no history in an
+    // independent frame): the first sequence's token asks for a match,
+    // and its offset is out of range.
+    let mut bad = good[..7].to_vec();
+    let block = [0x1fu8, b'x', 0xff, 0xff];
+    bad.extend_from_slice(&(block.len() as u32).to_le_bytes());
+    bad.extend_from_slice(&block);
+    bad.extend_from_slice(&[0; 4]);
+    let (r, _) = run_authenticated(&[&bad], Compression::Lz4);
+    assert_eq!(
+        r.unwrap_err().kind,
+        ErrorKind::Lz4Block {
+            reason: "corrupt block"
+        }
+    );
+    // Garbage after a complete frame is not another frame.
+    let mut trailing = good.clone();
+    trailing.extend_from_slice(b"junk, not a frame");
+    let (r, _) = run_authenticated(&[&trailing], Compression::Lz4);
+    assert_eq!(r.unwrap_err().kind, header("bad magic"));
 }

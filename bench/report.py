@@ -79,7 +79,7 @@ def initrd_report(path):
 def serial_facts(path):
     """What the timeline does not carry, read from one serial log: the
     kernel's initramfs unpacking (from "Trying to unpack" to "Freeing
-    initrd memory") and the size of Ember's in-RAM initrd snapshot."""
+    initrd memory")."""
     facts = {}
     try:
         text = open(path, errors="replace").read()
@@ -89,9 +89,6 @@ def serial_facts(path):
     end = re.search(r"\[\s*(\d+\.\d+)\] Freeing initrd memory", text)
     if start and end:
         facts["kernel_initrd_unpack_ms"] = round((float(end[1]) - float(start[1])) * 1000)
-    snap = re.search(r"initrd snapshot (\d+) bytes", text)
-    if snap:
-        facts["initrd_snapshot_bytes"] = int(snap[1])
     return facts
 
 
@@ -458,7 +455,7 @@ def production_markdown(w, prod):
         w(f"| {label} | {fmt(e.get(key))} | {fmt(b.get(key))} | |")
     rows = [("kernel_initrd_unpack_ms", "kernel's initramfs unpacking (ms)"),
             ("kernel → /init", "kernel start → /init (ms)"),
-            ("rootfs_took_ms", "`rootfs` phase (ms): Ember snapshot + SHA-256 + bind mount; baseline cp -a to tmpfs + switch_root"),
+            ("rootfs_took_ms", "`rootfs` phase (ms): Ember bind mount of the initial rootfs (no snapshot since the UKI slot); baseline cp -a to tmpfs + switch_root"),
             ("rootfs_cpu_ms", "`rootfs` phase, PID 1 CPU (ms)")]
     rows += [(m, f"kernel start → {m} (ms)") for m in PROD_MARKS]
     rows += [("mem_used_kb", "RAM in use after boot, MemTotal − MemAvailable (KiB)")]
@@ -467,8 +464,6 @@ def production_markdown(w, prod):
         w(f"| {label} | {cell(em)} | {cell(bm)} | {ratio(em, bm)} |")
     w(f"| RAM in use after boot ÷ initrd unpacked | {e.get('ram_per_initrd') or '—'} | "
       f"{b.get('ram_per_initrd') or '—'} | |")
-    w(f"| Ember's in-RAM initrd snapshot (/boot/initrd.cpio, bytes) | "
-      f"{cell(e['figures'].get('initrd_snapshot_bytes'))} | n/a | |")
     w("")
 
 
@@ -484,7 +479,7 @@ def production(agg, sz, a):
         rootfs = g["phases"].get("rootfs") or {}
         figures["rootfs_took_ms"] = rootfs if rootfs.get("n") else None
         figures["rootfs_cpu_ms"] = rootfs.get("cpu_ms")
-        for k in ("mem_used_kb", "kernel_initrd_unpack_ms", "initrd_snapshot_bytes"):
+        for k in ("mem_used_kb", "kernel_initrd_unpack_ms"):
             figures[k] = g["metrics"].get(k)
         initrd = sz.get(kind.replace("-", "_") + "_initrd") or {}
         entry = {

@@ -247,3 +247,59 @@ fn unix_socket_listening(path: &Path) -> bool {
             && u32::from_str_radix(fields[3], 16).is_ok_and(|f| f & ACCEPTCON != 0)
     })
 }
+
+/// A manufactured swtpm on TCP in its own scratch directory, for tests that
+/// drive the TPM with both Ember's client and tpm2-tools. Field order is
+/// drop order: swtpm (stopped by PID), then its state.
+pub struct TpmFixture {
+    pub swtpm: Swtpm,
+    pub dir: crate::ScratchDir,
+}
+
+impl TpmFixture {
+    pub fn new(tag: &str) -> Self {
+        let dir = crate::ScratchDir::new(tag);
+        let state = dir.path().join("state");
+        Swtpm::setup_cached(&state).expect("manufacture swtpm state");
+        let swtpm = Swtpm::start_tcp(&state).expect("start swtpm");
+        TpmFixture { swtpm, dir }
+    }
+
+    pub fn connect(&self) -> ember_tpm::Tpm<ember_tpm::SocketTransport> {
+        ember_tpm::Tpm::new(
+            ember_tpm::SocketTransport::connect_tcp(&self.swtpm.addr()).expect("connect to swtpm"),
+        )
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// [`TpmFixture::path`] as a tool argument.
+    pub fn p(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    /// Runs a tpm2-tools command against this swtpm; panics with its
+    /// output when it fails.
+    pub fn tool(&self, tool: &str, args: &[&str]) -> Vec<u8> {
+        self.swtpm
+            .tpm2_run(tool, args)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Whether a tpm2-tools command succeeds (for commands expected to fail).
+    pub fn tool_ok(&self, tool: &str, args: &[&str]) -> bool {
+        self.swtpm
+            .tpm2(tool)
+            .args(args)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    /// Flushes the transient objects tpm2-tools left loaded.
+    pub fn flush_tool_objects(&self) {
+        self.tool("tpm2_flushcontext", &["-t"]);
+    }
+}

@@ -5,52 +5,21 @@
 //! with. swtpm serves one connection at a time, so ours is dropped before
 //! a tool runs.
 
-use ember_tests::swtpm::Swtpm;
-use ember_tests::ScratchDir;
+use ember_tests::swtpm::TpmFixture;
 use ember_tpm::counter::{self, Found, INDEX};
 use ember_tpm::tpm2_rc::TpmRcBase;
 use ember_tpm::*;
 
-/// Field order is drop order: swtpm, then its state.
-struct Fixture {
-    swtpm: Swtpm,
-    dir: ScratchDir,
-}
-
-impl Fixture {
-    fn new(tag: &str) -> Self {
-        let dir = ScratchDir::new(tag);
-        let state = dir.path().join("state");
-        Swtpm::setup_cached(&state).expect("manufacture swtpm state");
-        let swtpm = Swtpm::start_tcp(&state).expect("start swtpm");
-        Fixture { swtpm, dir }
-    }
-
-    fn connect(&self) -> Tpm<SocketTransport> {
-        Tpm::new(SocketTransport::connect_tcp(&self.swtpm.addr()).expect("connect to swtpm"))
-    }
-
-    fn p(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
-    fn tool(&self, tool: &str, args: &[&str]) -> Vec<u8> {
-        self.swtpm
-            .tpm2_run(tool, args)
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// What the init's lkg-floor phase does on a fresh TPM.
-    fn define_and_start(&self) -> u64 {
-        let mut tpm = self.connect();
-        assert_eq!(tpm.rollback_counter().unwrap(), Found::Absent);
-        tpm.define_rollback_counter(&[]).unwrap();
-        assert_eq!(tpm.rollback_counter().unwrap(), Found::Unwritten);
-        tpm.increment_rollback_counter().unwrap();
-        match tpm.rollback_counter().unwrap() {
-            Found::Counter(v) => v,
-            other => panic!("counter not written: {other:?}"),
-        }
+/// What the init's lkg-floor phase does on a fresh TPM.
+fn define_and_start(f: &TpmFixture) -> u64 {
+    let mut tpm = f.connect();
+    assert_eq!(tpm.rollback_counter().unwrap(), Found::Absent);
+    tpm.define_rollback_counter(&[]).unwrap();
+    assert_eq!(tpm.rollback_counter().unwrap(), Found::Unwritten);
+    tpm.increment_rollback_counter().unwrap();
+    match tpm.rollback_counter().unwrap() {
+        Found::Counter(v) => v,
+        other => panic!("counter not written: {other:?}"),
     }
 }
 
@@ -90,7 +59,7 @@ fn unseal_slot(
 
 #[test]
 fn counter_name_and_policies_equal_what_tpm2_tools_compute() {
-    let f = Fixture::new("nv-tools");
+    let f = TpmFixture::new("nv-tools");
     // tpm2-tools builds the write policy in a trial session...
     let session = f.p("trial.ctx");
     let write_policy = f.p("write.pol");
@@ -165,8 +134,8 @@ fn counter_name_and_policies_equal_what_tpm2_tools_compute() {
 
 #[test]
 fn older_slot_key_stops_unsealing_in_the_tpm_once_a_newer_slot_is_blessed() {
-    let f = Fixture::new("nv-rollback");
-    let start = f.define_and_start();
+    let f = TpmFixture::new("nv-rollback");
+    let start = define_and_start(&f);
     let mut tpm = f.connect();
     let srk = tpm.create_srk().unwrap().handle;
     // Slot a was blessed at `start`; slot b was written after it.
@@ -210,8 +179,8 @@ fn older_slot_key_stops_unsealing_in_the_tpm_once_a_newer_slot_is_blessed() {
 
 #[test]
 fn after_leave_initrd_nothing_can_move_the_counter() {
-    let f = Fixture::new("nv-runtime");
-    let start = f.define_and_start();
+    let f = TpmFixture::new("nv-runtime");
+    let start = define_and_start(&f);
     let mut tpm = f.connect();
     // What the init's leave-initrd step does to PCR 15.
     let event = HashAlg::Sha256
@@ -252,7 +221,7 @@ fn an_index_planted_with_other_attributes_or_policy_is_refused_by_name() {
             "its authPolicy differs",
         ),
     ] {
-        let f = Fixture::new("nv-planted");
+        let f = TpmFixture::new("nv-planted");
         let mut args = vec![
             format!("0x{INDEX:08x}"),
             "-C".into(),
@@ -288,8 +257,8 @@ fn an_index_planted_with_other_attributes_or_policy_is_refused_by_name() {
 
 #[test]
 fn deleting_and_redefining_the_counter_does_not_lower_it() {
-    let f = Fixture::new("nv-redefine");
-    let start = f.define_and_start();
+    let f = TpmFixture::new("nv-redefine");
+    let start = define_and_start(&f);
     let mut tpm = f.connect();
     for _ in 0..3 {
         tpm.increment_rollback_counter().unwrap();
@@ -309,7 +278,7 @@ fn deleting_and_redefining_the_counter_does_not_lower_it() {
 
 #[test]
 fn a_set_owner_password_is_a_named_refusal() {
-    let f = Fixture::new("nv-owner");
+    let f = TpmFixture::new("nv-owner");
     f.tool("tpm2_changeauth", &["-c", "o", "owner-secret"]);
     let mut tpm = f.connect();
     let err = tpm.define_rollback_counter(&[]).unwrap_err();

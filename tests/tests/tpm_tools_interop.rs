@@ -4,56 +4,8 @@
 //! before each tool runs; tpm2-tools leave transient objects behind
 //! without a resource manager, so they are flushed with `tpm2_flushcontext -t`.
 
-use ember_tests::swtpm::Swtpm;
-use ember_tests::ScratchDir;
+use ember_tests::swtpm::TpmFixture;
 use ember_tpm::*;
-use std::path::PathBuf;
-
-struct Fixture {
-    swtpm: Swtpm,
-    dir: ScratchDir,
-}
-
-impl Fixture {
-    fn new(tag: &str) -> Self {
-        let dir = ScratchDir::new(tag);
-        let state = dir.path().join("state");
-        Swtpm::setup_cached(&state).expect("manufacture swtpm state");
-        let swtpm = Swtpm::start_tcp(&state).expect("start swtpm");
-        Fixture { swtpm, dir }
-    }
-
-    fn connect(&self) -> Tpm<SocketTransport> {
-        Tpm::new(SocketTransport::connect_tcp(&self.swtpm.addr()).expect("connect to swtpm"))
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn p(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-
-    fn tool(&self, tool: &str, args: &[&str]) -> Vec<u8> {
-        self.swtpm
-            .tpm2_run(tool, args)
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn tool_ok(&self, tool: &str, args: &[&str]) -> bool {
-        self.swtpm
-            .tpm2(tool)
-            .args(args)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    }
-
-    fn flush_tool_objects(&self) {
-        self.tool("tpm2_flushcontext", &["-t"]);
-    }
-}
 
 fn tpm2b(bytes: &[u8]) -> Vec<u8> {
     let mut v = (bytes.len() as u16).to_be_bytes().to_vec();
@@ -84,7 +36,7 @@ fn read_tools_credential(b: &[u8]) -> (Vec<u8>, Vec<u8>) {
 
 #[test]
 fn ek_from_our_create_primary_equals_tpm2_createek() {
-    let f = Fixture::new("tpm-tools-ek");
+    let f = TpmFixture::new("tpm-tools-ek");
     for (alg, template) in [("rsa", EkTemplate::Rsa2048), ("ecc", EkTemplate::EccP256)] {
         let ours = {
             let mut tpm = f.connect();
@@ -117,7 +69,7 @@ fn ek_from_our_create_primary_equals_tpm2_createek() {
 
 #[test]
 fn our_quote_verifies_with_tpm2_checkquote() {
-    let f = Fixture::new("tpm-tools-quote");
+    let f = TpmFixture::new("tpm-tools-quote");
     for kind in [AkKind::EccP256, AkKind::Rsa2048] {
         let sel_spec = "sha256:0,1,2,7,16";
         let sel = PcrSelection::parse(sel_spec).unwrap();
@@ -185,7 +137,7 @@ fn our_quote_verifies_with_tpm2_checkquote() {
 
 #[test]
 fn our_make_credential_is_activated_by_tpm2_activatecredential() {
-    let f = Fixture::new("tpm-tools-activate");
+    let f = TpmFixture::new("tpm-tools-activate");
     let (ek_ctx, ak_ctx, session) = (f.p("ek.ctx"), f.p("ak.ctx"), f.p("session.ctx"));
     f.tool(
         "tpm2_createek",
@@ -253,7 +205,7 @@ fn our_make_credential_is_activated_by_tpm2_activatecredential() {
 
 #[test]
 fn tpm2_makecredential_is_activated_by_our_activate_credential() {
-    let f = Fixture::new("tpm-tools-makecred");
+    let f = TpmFixture::new("tpm-tools-makecred");
     let mut tpm = f.connect();
     let ek = tpm.create_ek(EkTemplate::Rsa2048).unwrap();
     let srk = tpm.create_srk().unwrap();
@@ -294,7 +246,7 @@ fn tpm2_makecredential_is_activated_by_our_activate_credential() {
 
 #[test]
 fn our_pcr_read_equals_tpm2_pcrread_after_extends() {
-    let f = Fixture::new("tpm-tools-pcr");
+    let f = TpmFixture::new("tpm-tools-pcr");
     {
         let mut tpm = f.connect();
         tpm.pcr_extend(16, &[(HashAlg::Sha256, &[0x11; 32])])

@@ -108,10 +108,15 @@ pub fn public_pem(key: &PublicKey) -> String {
     pem
 }
 
+/// Writes the public half through a temporary name of this writer's own:
+/// replicas (or a replica that found the key without its public half) may
+/// write it at the same moment; each renames the same text into place.
 fn write_public(state: &StateDir, key: &PublicKey) -> Result<()> {
     let path = public_path(state);
-    let tmp = path.with_extension("pub.tmp");
-    std::fs::write(&tmp, public_pem(key))?;
+    let mut nonce = [0u8; 8];
+    getrandom::getrandom(&mut nonce)?;
+    let tmp = path.with_extension(format!("pub.tmp.{}", crate::store::hex(&nonce)));
+    std::fs::write(&tmp, public_pem(key)).with_context(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("write {}", path.display()))
 }
 

@@ -56,6 +56,17 @@ mod tpm;
 mod transport;
 mod wire;
 
+/// Hex test vectors (golden bytes from tpm2-tools) for the unit tests.
+#[cfg(test)]
+mod test_hex {
+    pub fn unhex(s: &str) -> alloc::vec::Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+}
+
 #[cfg(feature = "host")]
 pub mod host;
 

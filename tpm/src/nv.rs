@@ -84,6 +84,7 @@ impl NvPublic {
 mod tests {
     use super::*;
     use crate::consts::HashAlg;
+    use crate::test_hex::unhex as hex;
 
     // TPMS_NV_PUBLIC field by field (Part 2 §13.5).
     #[test]
@@ -106,13 +107,6 @@ mod tests {
         let name = p.compute_name().unwrap();
         assert_eq!(&name[..2], &[0x00, 0x0b]);
         assert_eq!(&name[2..], &HashAlg::Sha256.digest(&[&want]).unwrap()[..]);
-    }
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
     }
 
     // tpm2_nvreadpublic's Names for that definition with the authPolicy

@@ -113,13 +113,7 @@ pub fn policy_pcr_digest(selection: &PcrSelection, pcr_digest: &[u8]) -> Result<
 mod tests {
     use super::*;
     use crate::consts::{HashAlg, CC_NV_INCREMENT};
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::test_hex::unhex as hex;
 
     // Golden digests from tpm2-tools 5.4 on swtpm (trial sessions):
     // tpm2_policycommandcode TPM2_CC_NV_Increment; tpm2_policypcr -l sha256:15

@@ -585,6 +585,20 @@ pub fn node_by_name(db: &mut dyn Sql, name: &str) -> Result<Option<Node>> {
     .transpose()
 }
 
+/// The nodes of `group` (every node with `None`), by name.
+pub fn nodes_of_group(db: &mut dyn Sql, group: Option<&str>) -> Result<Vec<Node>> {
+    match group {
+        Some(g) => db.rows(
+            "SELECT id, name, group_name FROM nodes WHERE group_name = $1 ORDER BY name",
+            params![g],
+        )?,
+        None => db.rows("SELECT id, name, group_name FROM nodes ORDER BY name", &[])?,
+    }
+    .iter()
+    .map(|r| Node::from_row(r, 0))
+    .collect()
+}
+
 pub fn ensure_group(tx: &mut dyn Sql, group: &str) -> Result<()> {
     tx.exec(
         "INSERT INTO groups(name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",

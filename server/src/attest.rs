@@ -466,7 +466,10 @@ impl Server {
         // Before any key or overlay: a node that blessed a newer UKI is
         // refused with an older one (its refusal kept for `ember nodes`).
         if let Err(r) = crate::rollback::check(&mut tx, &node, booted.as_deref()) {
+            // Rolled back, and the connection given back before the
+            // report takes one (SQLite has only one).
             drop(tx);
+            drop(db);
             self.record_refusal(&node, &r)?;
             return Err(r);
         }

@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use ember_tpm::HashAlg;
 use sha2::Digest;
 
-use measure::{predict_pcr11, predict_pcr4_after, PCR_BOOT_LOADER_CODE};
+use measure::{predict_pcr11, predict_pcr4_each, PCR_BOOT_LOADER_CODE};
 use pe::PeImage;
 
 /// Debian's systemd-boot (package systemd-boot-efi), the loader an Ember
@@ -127,15 +127,17 @@ fn measure_file(path: &Path, loader: Option<&[u8]>, failed_options: usize) -> Op
     let sha = |d: Vec<u8>| <[u8; 32]>::try_from(d).ok();
     let pcr11 = sha(predict_pcr11(&file, HashAlg::Sha256, &[]).ok()?.value)?;
     let authenticode = sha(img.authenticode(&file, HashAlg::Sha256).ok()?)?;
-    let failed_options = if loader.is_some() { failed_options + 1 } else { 0 };
-    let loader = loader.unwrap_or_default();
-    let pcr4_from_esp = (0..failed_options)
-        .map(|failed| {
-            let p = predict_pcr4_after(failed, &[loader], &file, HashAlg::Sha256).ok()?;
-            debug_assert_eq!(p.pcr, PCR_BOOT_LOADER_CODE);
-            sha(p.value)
-        })
-        .collect::<Option<Vec<_>>>()?;
+    let pcr4_from_esp = match loader {
+        Some(loader) => predict_pcr4_each(failed_options, &[loader], &file, HashAlg::Sha256)
+            .ok()?
+            .into_iter()
+            .map(|p| {
+                debug_assert_eq!(p.pcr, PCR_BOOT_LOADER_CODE);
+                sha(p.value)
+            })
+            .collect::<Option<Vec<_>>>()?,
+        None => Vec::new(),
+    };
     Some(Uki {
         sha256: sha2::Sha256::digest(&file).into(),
         size: file.len() as u64,
@@ -157,7 +159,7 @@ pub fn pcr4_extends(log: &ember_tpm::eventlog::EventLog<'_>) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use measure::predict_pcr4;
+    use measure::{predict_pcr4, predict_pcr4_after};
 
     /// A UKI whose kernel is itself a (tiny) PE image, as the stub needs.
     fn tiny_uki(initrd: &[u8]) -> Vec<u8> {

@@ -101,7 +101,9 @@ pub fn run(args: NodesArgs) -> Result<()> {
 fn operator() -> String {
     use std::os::unix::fs::MetadataExt;
     let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
-    let user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).ok();
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .ok();
     match (uid, user) {
         (Some(uid), Some(user)) => format!("uid {uid} ({user})"),
         (Some(uid), None) => format!("uid {uid}"),
@@ -130,11 +132,10 @@ fn image_by_prefix(db: &mut dyn store::Sql, prefix: &str) -> Result<images::Boot
 
 fn allow_rollback(a: AllowRollbackArgs) -> Result<()> {
     let mut db = a.state.open()?;
-    let to = a
-        .to
-        .as_deref()
-        .map(|p| image_by_prefix(&mut db, p))
-        .transpose()?;
+    let to =
+        a.to.as_deref()
+            .map(|p| image_by_prefix(&mut db, p))
+            .transpose()?;
     let who = operator();
     let mut tx = db.transaction()?;
     let nodes: Vec<store::Node> = match (&a.node, &a.group) {

@@ -121,19 +121,31 @@ mod tests {
         tx.commit().unwrap();
 
         // No floor yet: anything the policy allowed passes, with its order.
-        assert_eq!(check(&mut db, &node, Some(&uki(0xaa))).unwrap(), Some(a.clone()));
+        assert_eq!(
+            check(&mut db, &node, Some(&uki(0xaa))).unwrap(),
+            Some(a.clone())
+        );
         assert_eq!(check(&mut db, &node, Some(&uki(0xcc))).unwrap(), None);
         assert_eq!(check(&mut db, &node, None).unwrap(), None);
 
         let mut tx = db.transaction().unwrap();
         images::raise_floor(&mut tx, node.id, b.epoch).unwrap();
         tx.commit().unwrap();
-        assert_eq!(check(&mut db, &node, Some(&uki(0xbb))).unwrap(), Some(b.clone()));
+        assert_eq!(
+            check(&mut db, &node, Some(&uki(0xbb))).unwrap(),
+            Some(b.clone())
+        );
         let older = check(&mut db, &node, Some(&uki(0xaa))).unwrap_err();
         assert_eq!(older.code, ErrorCode::BootImageRollback);
         for said in [&older.detail, &older.reason.to_string()] {
-            assert!(said.contains("this boot's UKI aaaaaaaaaaaaaaaa (image epoch 1)"), "{said}");
-            assert!(said.contains("rollback floor, image epoch 2 (bbbbbbbbbbbbbbbb)"), "{said}");
+            assert!(
+                said.contains("this boot's UKI aaaaaaaaaaaaaaaa (image epoch 1)"),
+                "{said}"
+            );
+            assert!(
+                said.contains("rollback floor, image epoch 2 (bbbbbbbbbbbbbbbb)"),
+                "{said}"
+            );
             assert!(
                 said.contains("`ember nodes allow-rollback --node node-a --to aaaaaaaaaaaaaaaa`"),
                 "{said}"
@@ -143,10 +155,18 @@ mod tests {
         // cannot be shown to be newer: refused as well.
         let unordered = check(&mut db, &node, Some(&uki(0xcc))).unwrap_err();
         assert_eq!(unordered.code, ErrorCode::BootImageRollback);
-        assert!(unordered.detail.contains("has no image epoch"), "{}", unordered.detail);
+        assert!(
+            unordered.detail.contains("has no image epoch"),
+            "{}",
+            unordered.detail
+        );
         let unknown = check(&mut db, &node, None).unwrap_err();
         assert_eq!(unknown.code, ErrorCode::BootImageRollback);
-        assert!(unknown.detail.contains("none the server knows"), "{}", unknown.detail);
+        assert!(
+            unknown.detail.contains("none the server knows"),
+            "{}",
+            unknown.detail
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1061,7 +1061,10 @@ mod tests {
         let n = insert_node(&mut tx, &[1; 32], None, "a", "default", "test").unwrap();
         let (a, _) = images::register(&mut tx, &[0xa; 32], 10, "a.efi").unwrap();
         let (b, _) = images::register(&mut tx, &[0xb; 32], 20, "b.efi").unwrap();
-        assert_eq!(images::raise_floor(&mut tx, n.id, a.epoch).unwrap(), Some(None));
+        assert_eq!(
+            images::raise_floor(&mut tx, n.id, a.epoch).unwrap(),
+            Some(None)
+        );
         assert_eq!(
             images::raise_floor(&mut tx, n.id, b.epoch).unwrap(),
             Some(Some(a.epoch))
@@ -1087,7 +1090,10 @@ mod tests {
             images::lower_floor(&mut tx, n.id, None, "uid 0").unwrap(),
             Some(Some(a.epoch))
         );
-        assert_eq!(images::lower_floor(&mut tx, n.id, None, "uid 0").unwrap(), None);
+        assert_eq!(
+            images::lower_floor(&mut tx, n.id, None, "uid 0").unwrap(),
+            None
+        );
         tx.commit().unwrap();
         assert_eq!(images::floor_of(&mut db, n.id).unwrap(), None);
         let changes: Vec<_> = images::floor_changes(&mut db, n.id)
@@ -1100,7 +1106,11 @@ mod tests {
             [
                 (None, Some(a.epoch), "blessed".to_string()),
                 (Some(a.epoch), Some(b.epoch), "blessed".to_string()),
-                (Some(b.epoch), Some(a.epoch), "allow-rollback by uid 0".to_string()),
+                (
+                    Some(b.epoch),
+                    Some(a.epoch),
+                    "allow-rollback by uid 0".to_string()
+                ),
                 (Some(a.epoch), None, "allow-rollback by uid 0".to_string()),
             ]
         );

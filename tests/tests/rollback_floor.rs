@@ -37,7 +37,12 @@ struct Release {
 impl Release {
     fn build(dir: &Path, initrd: &Path, name: &str) -> Release {
         let path = dir.join(format!("{name}.efi"));
-        build_uki(&path, initrd, &format!("{CMDLINE} ember.release={name}"), &[]);
+        build_uki(
+            &path,
+            initrd,
+            &format!("{CMDLINE} ember.release={name}"),
+            &[],
+        );
         let sha256 = Sha256::digest(std::fs::read(&path).unwrap())
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -100,7 +105,9 @@ fn bench_on(server: EmberServer) -> Bench {
         run.stdout.contains(&format!(
             "image epoch 1 ({}), newest in the rollback order",
             older.short()
-        )) && run.stdout.contains(&format!("image epoch 2 ({})", newer.short())),
+        )) && run
+            .stdout
+            .contains(&format!("image epoch 2 ({})", newer.short())),
         "{}",
         run.stdout
     );
@@ -451,7 +458,11 @@ fn the_operator_lowers_the_floor_on_purpose_and_the_older_uki_attests_again() {
         "--to",
         "0123456789abcdef",
     ]);
-    assert!(!run.ok && run.stderr.contains("has an image epoch"), "{}", run.stderr);
+    assert!(
+        !run.ok && run.stderr.contains("has an image epoch"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -42,19 +42,8 @@ fn bench() -> Bench {
     let evil = dir.path().join("evil.efi");
     build_uki(&evil, &patched, CMDLINE, &[]);
 
-    let tpm_dir = ScratchDir::new("measured-tpm");
-    Swtpm::setup_cached(tpm_dir.path()).expect("manufacture swtpm");
     let server = EmberServer::start_strict(&[]);
-    {
-        let tpm = Swtpm::start_tcp(tpm_dir.path()).expect("start swtpm");
-        server
-            .enroll_swtpm("node-a", "rack1", &tpm)
-            .expect_ok("enroll");
-    }
-    let src = dir.path().join("overlay-src/etc");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("token"), "cluster-secret\n").unwrap();
-    server.add_overlay(&dir.path().join("overlay-src"), Some("group:rack1"));
+    let tpm_dir = server.enroll_node_with_token("node-a", "rack1", dir.path());
     let uki = genuine.to_str().unwrap();
     server
         .set_policy(&["--group", "rack1", "--pcrs", "4", "--uki", uki])

@@ -77,18 +77,7 @@ fn bench_on(server: EmberServer) -> Bench {
     build_initrd(&initrd, &[]);
     let older = Release::build(dir.path(), &initrd, "older");
     let newer = Release::build(dir.path(), &initrd, "newer");
-    let tpm_dir = ScratchDir::new("floor-tpm");
-    Swtpm::setup_cached(tpm_dir.path()).expect("manufacture swtpm");
-    {
-        let tpm = Swtpm::start_tcp(tpm_dir.path()).expect("start swtpm");
-        server
-            .enroll_swtpm("node-a", "rack1", &tpm)
-            .expect_ok("enroll");
-    }
-    let src = dir.path().join("overlay-src/etc");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("token"), "cluster-secret\n").unwrap();
-    server.add_overlay(&dir.path().join("overlay-src"), Some("group:rack1"));
+    let tpm_dir = server.enroll_node_with_token("node-a", "rack1", dir.path());
     let run = server
         .set_policy(&[
             "--group",
@@ -131,6 +120,30 @@ fn https(server: &EmberServer) -> HttpsClient {
 
 fn cfg() -> Url {
     Url::parse("https://boot.test").unwrap()
+}
+
+/// The node's Joined report with `cred`, sent to `server`.
+fn report_joined(
+    server: &EmberServer,
+    cred: &Credential,
+) -> Result<ember_proto::msg::ReportResponse, ember_proto::Error> {
+    client::report(
+        &mut https(server),
+        &cfg(),
+        cred,
+        Outcome::Joined,
+        None,
+        "node is Ready",
+    )
+}
+
+/// Asserts `r` failed with the server's refusal `code`.
+fn assert_refused_with<T>(r: Result<T, ember_proto::Error>, code: ErrorCode) {
+    match r {
+        Err(ember_proto::Error::Server { code: got, .. }) if got == code => {}
+        Err(e) => panic!("expected {}, got {e}", code.name()),
+        Ok(_) => panic!("expected {}, it succeeded", code.name()),
+    }
 }
 
 /// Ends a boot as the OS does (TPM2_Shutdown), before the swtpm stops: a
@@ -222,6 +235,15 @@ impl Bench {
         );
     }
 
+    /// Asserts `ember nodes` shows the node's floor at `uki`, epoch `epoch`.
+    fn assert_floor(&self, uki: &Release, epoch: u32) {
+        let nodes = self.server.nodes();
+        assert!(
+            nodes.contains(&format!("{epoch} ({})", uki.short())),
+            "ember nodes shows no floor at {epoch}:\n{nodes}"
+        );
+    }
+
     /// Asserts booting the older UKI is refused as a rollback below the
     /// newer one's floor: the code, no overlay, and the server's log and
     /// `ember nodes` naming the image, the floor and the command.
@@ -251,10 +273,7 @@ impl Bench {
         assert!(log.contains(&said) && log.contains(&command), "{log}");
         let nodes = server.nodes();
         assert!(nodes.contains(&said) && nodes.contains(&command), "{nodes}");
-        assert!(
-            nodes.contains(&format!("2 ({})", self.newer.short())),
-            "ember nodes shows no floor:\n{nodes}"
-        );
+        self.assert_floor(&self.newer, 2);
     }
 }
 
@@ -268,17 +287,9 @@ fn an_older_genuine_uki_is_refused_once_the_node_blessed_a_newer_one() {
     b.assert_older_refused(&b.server, "older-3");
     b.assert_attests(&b.newer, "newer-2");
     // The refusal released nothing: no credential, so no report either.
-    let e = b.attest_raw(&b.server, &b.older).err().expect("refused");
-    assert!(
-        matches!(
-            e,
-            ember_proto::Error::Server {
-                code: ErrorCode::BootImageRollback,
-                status: 403,
-                ..
-            }
-        ),
-        "{e}"
+    assert_refused_with(
+        b.attest_raw(&b.server, &b.older),
+        ErrorCode::BootImageRollback,
     );
 }
 
@@ -287,11 +298,7 @@ fn a_node_that_blessed_only_the_older_uki_upgrades_to_the_newer_one() {
     let b = bench();
     b.bless(&b.older, "older");
     b.assert_attests(&b.newer, "newer");
-    let nodes = b.server.nodes();
-    assert!(
-        nodes.contains(&format!("1 ({})", b.older.short())),
-        "{nodes}"
-    );
+    b.assert_floor(&b.older, 1);
 }
 
 #[test]
@@ -306,11 +313,7 @@ fn a_newer_uki_that_never_reported_joined_leaves_the_older_one_bootable() {
     assert!(run.ok, "{}", run.stderr);
     assert!(run.stdout.contains("reported Failed"), "{}", run.stdout);
     b.assert_attests(&b.older, "older-2");
-    let nodes = b.server.nodes();
-    assert!(
-        nodes.contains(&format!("1 ({})", b.older.short())),
-        "{nodes}"
-    );
+    b.assert_floor(&b.older, 1);
 }
 
 #[test]
@@ -331,33 +334,13 @@ fn forged_or_expired_reports_do_not_raise_the_floor() {
     // The newer UKI attests; its Joined arrives after the credential expired.
     let cred = b.attest_raw(&b.server, &b.newer).expect("newer attests");
     std::thread::sleep(std::time::Duration::from_secs(5));
-    let late = client::report(
-        &mut https(&b.server),
-        &cfg(),
-        &cred,
-        Outcome::Joined,
-        None,
-        "node is Ready",
-    )
-    .err()
-    .expect("an expired credential reports");
-    assert!(
-        matches!(
-            late,
-            ember_proto::Error::Server {
-                code: ErrorCode::CredentialExpired,
-                ..
-            }
-        ),
-        "{late}"
+    assert_refused_with(
+        report_joined(&b.server, &cred),
+        ErrorCode::CredentialExpired,
     );
     // Neither moved the floor: the older UKI still attests.
     b.assert_attests(&b.older, "older-2");
-    let nodes = b.server.nodes();
-    assert!(
-        nodes.contains(&format!("1 ({})", b.older.short())),
-        "{nodes}"
-    );
+    b.assert_floor(&b.older, 1);
 }
 
 #[test]
@@ -369,36 +352,9 @@ fn a_late_joined_for_an_older_boot_does_not_lower_the_floor() {
     b.bless(&b.newer, "newer");
     // ...then the older boot's Joined arrives: accepted as a report, but
     // a floor only rises.
-    client::report(
-        &mut https(&b.server),
-        &cfg(),
-        &old,
-        Outcome::Joined,
-        None,
-        "node is Ready",
-    )
-    .expect("a valid credential reports");
+    report_joined(&b.server, &old).expect("a valid credential reports");
     // And the same report again is refused (one report per credential).
-    let again = client::report(
-        &mut https(&b.server),
-        &cfg(),
-        &old,
-        Outcome::Joined,
-        None,
-        "node is Ready",
-    )
-    .err()
-    .expect("a replayed report");
-    assert!(
-        matches!(
-            again,
-            ember_proto::Error::Server {
-                code: ErrorCode::SessionReused,
-                ..
-            }
-        ),
-        "{again}"
-    );
+    assert_refused_with(report_joined(&b.server, &old), ErrorCode::SessionReused);
     b.assert_older_refused(&b.server, "older-after");
 }
 
@@ -430,11 +386,7 @@ fn the_operator_lowers_the_floor_on_purpose_and_the_older_uki_attests_again() {
     assert!(run.stdout.contains("changed by uid "), "{}", run.stdout);
     // The rolled-back fleet boots the older release, blessing it again.
     b.bless(&b.older, "older-3");
-    let nodes = b.server.nodes();
-    assert!(
-        nodes.contains(&format!("1 ({})", b.older.short())),
-        "{nodes}"
-    );
+    b.assert_floor(&b.older, 1);
     // The newer release is still an upgrade; once blessed, the floor holds again.
     b.bless(&b.newer, "newer-2");
     b.assert_older_refused(&b.server, "older-4");
@@ -479,17 +431,7 @@ fn replicas_on_one_postgresql_agree_on_the_floor() {
     let newer = b.attest_raw(&second, &b.newer).expect("newer attests");
     std::thread::scope(|s| {
         for (server, cred) in [(&b.server, &older), (&second, &newer)] {
-            s.spawn(move || {
-                client::report(
-                    &mut https(server),
-                    &cfg(),
-                    cred,
-                    Outcome::Joined,
-                    None,
-                    "node is Ready",
-                )
-                .expect("report")
-            });
+            s.spawn(move || report_joined(server, cred).expect("report"));
         }
     });
     assert_eq!(

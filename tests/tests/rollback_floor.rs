@@ -442,3 +442,35 @@ fn replicas_on_one_postgresql_agree_on_the_floor() {
     b.assert_older_refused(&second, "older-at-second");
     b.assert_older_refused(&b.server, "older-at-first");
 }
+
+#[test]
+fn postgres_migration_5_keeps_the_nodes_of_a_version_4_database() {
+    let pg = Postgres::start();
+    let shared = ScratchDir::new("floor-migrate");
+    let server = EmberServer::start_replica(&pg.url(), &shared.path().join("state"), false, &[]);
+    // The database as the previous release left it: schema version 4 (no
+    // floors, no image order), with an enrolled node and a finished session.
+    pg.psql(
+        "DROP TABLE floor_changes; DROP TABLE boot_images; DROP TABLE image_epoch;
+         ALTER TABLE sessions DROP COLUMN boot_image; ALTER TABLE nodes DROP COLUMN rollback_floor;
+         UPDATE ember_schema SET version = 4;
+         INSERT INTO nodes(id, ek_hash, name, group_name, enrolled_at, enrolled_by)
+             VALUES (7, '\\xaa', 'old-node', 'default', 0, 'test');
+         INSERT INTO sessions(id, node_id, ek_hash, peer, secret, nonce, ak_public, transcript,
+                              hash_alg, mask, created_at, expires_at, state)
+             VALUES ('\\x01', 7, '\\xaa', '', '\\x00', '\\x00', '\\x00', '\\x00', 11, 1, 0, 99, 'finished')",
+    );
+    // The next admin command migrates it.
+    let nodes = server.nodes();
+    assert!(nodes.contains("old-node"), "{nodes}");
+    assert_eq!(pg.psql("SELECT version FROM ember_schema"), "5");
+    assert_eq!(
+        pg.psql("SELECT rollback_floor IS NULL FROM nodes WHERE name = 'old-node'"),
+        "t"
+    );
+    assert_eq!(
+        pg.psql("SELECT boot_image IS NULL FROM sessions WHERE node_id = 7"),
+        "t"
+    );
+    assert_eq!(pg.psql("SELECT epoch FROM image_epoch"), "0");
+}

@@ -746,9 +746,12 @@ fn planted_slot_sealed_outside_the_init_is_refused_on_cold_start() {
 fn older_uki_booted_after_a_newer_one_was_blessed_is_refused_by_the_server() {
     let lab = Lab::new("e2e-floor");
     lab.publish("ready", &[]);
+    // The lab's command line (with the console Boot::new puts first) and
+    // a word that makes each release's UKI its own.
     let release = |tag: &str| {
-        let cmdline = format!("{} ember.release={tag}", Lab::append(&lab.attest_url()));
-        let uki = lab.uki(tag, &lab.initrd, &cmdline);
+        let mut boot = lab.boot_with(tag, true, &lab.attest_url());
+        boot.append.push_str(&format!(" ember.release={tag}"));
+        let uki = lab.uki(tag, &lab.initrd, &boot.append);
         lab.allow(&uki);
         uki
     };

@@ -1,16 +1,49 @@
-//! `ember nodes`: the enrolled nodes and how their last boots went.
+//! `ember nodes`: the enrolled nodes and how their last boots went;
+//! `ember nodes allow-rollback` lowers rollback floors on purpose.
 
-use anyhow::Result;
-use clap::Args;
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
 
-use ember_server::store::{self, hex};
+use ember_server::rollback::short;
+use ember_server::store::{self, hex, images};
 
 use crate::state_args::StateArgs;
 
 #[derive(Args)]
 pub struct NodesArgs {
+    #[command(subcommand)]
+    pub cmd: Option<NodesCmd>,
     #[command(flatten)]
     pub state: StateArgs,
+}
+
+#[derive(Subcommand)]
+pub enum NodesCmd {
+    /// Lowers the rollback floor of nodes on purpose (rolling back a bad
+    /// release): they may attest with an older UKI their policy allows
+    /// again. Their TPM still refuses older last-known-good slots.
+    AllowRollback(AllowRollbackArgs),
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["node", "group", "all"])))]
+pub struct AllowRollbackArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// This node.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Every node of this group.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Every node.
+    #[arg(long)]
+    pub all: bool,
+    /// Lower the floor to this UKI's image epoch (its SHA-256, or the first
+    /// 8+ hex digits of it, as `ember nodes` and refusals print it); nodes
+    /// already at or below it keep theirs. Without it the floor is cleared.
+    #[arg(long, value_name = "SHA256")]
+    pub to: Option<String>,
 }
 
 fn age(ms: Option<i64>) -> String {
@@ -25,14 +58,29 @@ fn age(ms: Option<i64>) -> String {
 }
 
 pub fn run(args: NodesArgs) -> Result<()> {
+    if let Some(NodesCmd::AllowRollback(a)) = args.cmd {
+        return allow_rollback(a);
+    }
     let nodes = store::list_nodes(&mut args.state.open()?)?;
     println!(
-        "{:<20} {:<12} {:<16} {:<10} {:<9} {:>8} {:>15}  REASON",
-        "NODE", "GROUP", "EK", "LAST-BOOT", "OUTCOME", "ATTEMPTS", "LAST-KNOWN-GOOD"
+        "{:<20} {:<12} {:<16} {:<10} {:<9} {:>8} {:>15} {:<21}  REASON",
+        "NODE",
+        "GROUP",
+        "EK",
+        "LAST-BOOT",
+        "OUTCOME",
+        "ATTEMPTS",
+        "LAST-KNOWN-GOOD",
+        "ROLLBACK-FLOOR"
     );
     for n in nodes {
+        let floor = match &n.rollback_floor {
+            None => "-".to_string(),
+            Some((epoch, Some(sha))) => format!("{epoch} ({})", short(sha)),
+            Some((epoch, None)) => format!("{epoch} (unknown)"),
+        };
         println!(
-            "{:<20} {:<12} {:<16} {:<10} {:<9} {:>8} {:>15}  {}",
+            "{:<20} {:<12} {:<16} {:<10} {:<9} {:>8} {:>15} {:<21}  {}",
             n.name,
             n.group,
             hex(&n.ek_hash[..8.min(n.ek_hash.len())]),
@@ -42,9 +90,91 @@ pub fn run(args: NodesArgs) -> Result<()> {
             n.last_known_good
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "-".into()),
+            floor,
             for_terminal(&n.last_reason.unwrap_or_default())
         );
     }
+    Ok(())
+}
+
+/// Who ran this command, for the floor's change log.
+fn operator() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .ok();
+    match (uid, user) {
+        (Some(uid), Some(user)) => format!("uid {uid} ({user})"),
+        (Some(uid), None) => format!("uid {uid}"),
+        (None, Some(user)) => user,
+        (None, None) => "an operator".into(),
+    }
+}
+
+/// The ordered image `prefix` names: at least 8 hex digits, one image.
+fn image_by_prefix(db: &mut dyn store::Sql, prefix: &str) -> Result<images::BootImage> {
+    let prefix = prefix.to_ascii_lowercase();
+    if prefix.len() < 8 || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("--to {prefix:?}: give the UKI's SHA-256 (at least its first 8 hex digits)");
+    }
+    let all = images::list(db)?;
+    let found: Vec<_> = all
+        .into_iter()
+        .filter(|i| hex(&i.sha256).starts_with(&prefix))
+        .collect();
+    match found.len() {
+        1 => Ok(found.into_iter().next().expect("one")),
+        0 => bail!("--to {prefix}: no UKI with that SHA-256 has an image epoch (`ember policy set --uki` orders them; `ember policy show` lists them)"),
+        n => bail!("--to {prefix}: {n} images start so; give more digits"),
+    }
+}
+
+fn allow_rollback(a: AllowRollbackArgs) -> Result<()> {
+    let mut db = a.state.open()?;
+    let to =
+        a.to.as_deref()
+            .map(|p| image_by_prefix(&mut db, p))
+            .transpose()?;
+    let who = operator();
+    let mut tx = db.transaction()?;
+    let nodes: Vec<store::Node> = match (&a.node, &a.group) {
+        (Some(name), _) => match store::node_by_name(&mut tx, name)? {
+            Some(n) => vec![n],
+            None => bail!("no node named {name:?}"),
+        },
+        (None, Some(group)) => store::nodes_of_group(&mut tx, Some(group))?,
+        (None, None) => store::nodes_of_group(&mut tx, None)?,
+    };
+    if nodes.is_empty() {
+        bail!("no nodes to change");
+    }
+    let target = match &to {
+        Some(i) => format!("image epoch {} ({})", i.epoch, short(&i.sha256)),
+        None => "none".to_string(),
+    };
+    let mut lines = Vec::new();
+    for n in &nodes {
+        let line = match images::lower_floor(&mut tx, n.id, to.as_ref().map(|i| i.epoch), &who)? {
+            Some(old) => format!(
+                "{}: rollback floor lowered from {} to {target}",
+                n.name,
+                old.map_or("none".to_string(), |e| format!("image epoch {e}"))
+            ),
+            None => format!(
+                "{}: rollback floor {} unchanged (already at or below {target})",
+                n.name,
+                images::floor_of(&mut tx, n.id)?
+                    .map_or("none".to_string(), |f| format!("image epoch {}", f.epoch))
+            ),
+        };
+        lines.push(line);
+    }
+    tx.commit()?;
+    for l in lines {
+        println!("{l}");
+    }
+    println!("changed by {who}; older UKIs the policy allows attest again, once each node boots one (its TPM still refuses older last-known-good slots)");
     Ok(())
 }
 

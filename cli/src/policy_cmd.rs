@@ -242,8 +242,12 @@ fn set(a: SetArgs) -> Result<()> {
     let mut db = a.state.open()?;
     // Stored among the boot artifacts: the server finds there which UKI a
     // node booted, and serves it to the node's last-known-good.
+    let mut stored = Vec::new();
     for uki in &a.uki {
-        ember_server::overlay::store_boot_artifact(&a.state.dir(), uki)?;
+        stored.push(ember_server::overlay::store_boot_artifact(
+            &a.state.dir(),
+            uki,
+        )?);
     }
     let scope = match (&a.node, &a.group) {
         (Some(n), None) => {
@@ -263,6 +267,16 @@ fn set(a: SetArgs) -> Result<()> {
     if let Some(g) = &a.group {
         store::ensure_group(&mut tx, g)?;
     }
+    // Each UKI's place in the rollback order: new ones after every image
+    // allowed before, in the order given; one named again keeps its place.
+    let mut ordered = Vec::new();
+    for (uki, blob) in a.uki.iter().zip(&stored) {
+        let source = uki.display().to_string();
+        ordered.push((
+            source.clone(),
+            store::images::register(&mut tx, &blob.sha256, blob.size, &source)?,
+        ));
+    }
     store::put_policy(
         &mut tx,
         &Policy {
@@ -276,6 +290,18 @@ fn set(a: SetArgs) -> Result<()> {
         },
     )?;
     tx.commit()?;
+    for (source, (image, new)) in ordered {
+        println!(
+            "UKI {source}: image epoch {} ({}){}",
+            image.epoch,
+            ember_server::rollback::short(&image.sha256),
+            if new {
+                ", newest in the rollback order"
+            } else {
+                ", ordered before"
+            }
+        );
+    }
     println!(
         "policy {scope}: {} PCRs {:?} {}",
         a.bank,
@@ -293,6 +319,19 @@ fn set(a: SetArgs) -> Result<()> {
 
 fn show(a: ShowArgs) -> Result<()> {
     let mut db = a.state.open()?;
+    let images = store::images::list(&mut db)?;
+    if !images.is_empty() {
+        println!("UKIs in rollback order (a node is refused below the newest it blessed):");
+        for i in images {
+            println!(
+                "  image epoch {:>3} {} {} bytes, from {}",
+                i.epoch,
+                hex(&i.sha256),
+                i.size,
+                i.source
+            );
+        }
+    }
     let scopes = store::policy_scopes(&mut db)?;
     if scopes.is_empty() {
         println!("no policy set: nodes are refused (unless `ember serve --lab-record-first-boot`)");

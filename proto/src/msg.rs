@@ -201,10 +201,14 @@ pub enum ErrorCode {
     /// The event log sent with the quote does not replay to the quoted
     /// PCR values (or is malformed, or missing where the policy needs it).
     EventLogMismatch = 22,
+    /// The UKI this boot came from is older than one the node already
+    /// blessed (its rollback floor on the server), or cannot be ordered
+    /// against it: no overlay, no key.
+    BootImageRollback = 23,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownEk,
@@ -227,6 +231,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::TooManySessions,
         ErrorCode::EventLogMismatch,
+        ErrorCode::BootImageRollback,
     ];
 
     /// The stable, log-friendly name (also sent in [`ERROR_HEADER`]).
@@ -254,6 +259,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::TooManySessions => "too-many-sessions",
             ErrorCode::EventLogMismatch => "event-log-mismatch",
+            ErrorCode::BootImageRollback => "boot-image-rollback",
         }
     }
 
@@ -274,7 +280,8 @@ impl ErrorCode {
             ErrorCode::BadProof | ErrorCode::BadSignature => 401,
             ErrorCode::PcrDigestMismatch
             | ErrorCode::PcrPolicyMismatch
-            | ErrorCode::EventLogMismatch => 403,
+            | ErrorCode::EventLogMismatch
+            | ErrorCode::BootImageRollback => 403,
             ErrorCode::MissingCredential | ErrorCode::UnknownCredential => 401,
             ErrorCode::Internal => 500,
             ErrorCode::TooManySessions => 429,

@@ -463,6 +463,16 @@ impl Server {
                 }
             }
         };
+        // Before any key or overlay: a node that blessed a newer UKI is
+        // refused with an older one (its refusal kept for `ember nodes`).
+        if let Err(r) = crate::rollback::check(&mut tx, &node, booted.as_deref()) {
+            // Rolled back, and the connection given back before the
+            // report takes one (SQLite has only one).
+            drop(tx);
+            drop(db);
+            self.record_refusal(&node, &r)?;
+            return Err(r);
+        }
         let overlay = store::assigned_overlay(&mut tx, &node)?;
         // Before anything is committed: a grant that cannot be made leaves
         // no credential behind.
@@ -476,8 +486,8 @@ impl Server {
             params![&keys::credential_hash(&credential)[..], &s.id[..], node.id, overlay.as_ref().map(|o| o.version_id), expires_at],
         )?;
         tx.exec(
-            "UPDATE sessions SET state = 'finished', node_id = $2 WHERE id = $1",
-            params![&s.id[..], node.id],
+            "UPDATE sessions SET state = 'finished', node_id = $2, boot_image = $3 WHERE id = $1",
+            params![&s.id[..], node.id, booted.as_ref().map(|u| &u.sha256[..])],
         )?;
         tx.exec(
             "INSERT INTO boot_reports(node_id, at, outcome, version_id, reason) VALUES ($1, $2, 'attested', $3, '')",
@@ -531,7 +541,8 @@ impl Server {
             )
         })?;
         let wrapped_key = keys::wrap_data_key(&s.secret, &s.id, &manifest.body, &data_key).to_vec();
-        let boot_image = booted.map(|u| {
+        // Without the ESP's loader no slot PCR 4 is known: no record.
+        let boot_image = booted.filter(|u| !u.pcr4_from_esp.is_empty()).map(|u| {
             self.signing_key.sign_boot_image(&BootImage {
                 format: BOOT_IMAGE_FORMAT,
                 manifest_sha256: manifest.body_sha256(),
@@ -588,15 +599,20 @@ impl Server {
         {
             Ok(Some(u)) => {
                 eprintln!(
-                    "ember-serve: step=finish node={} boot-image={} (PCR 11 {})",
+                    "ember-serve: step=finish node={} boot-image={} (PCR 11 {}){}",
                     s.who.name(),
                     hex(&u.sha256),
-                    hex(pcr11)
+                    hex(pcr11),
+                    if u.pcr4_from_esp.is_empty() {
+                        "; no --esp-loader, so no boot image record: the node writes no last-known-good slot"
+                    } else {
+                        ""
+                    }
                 );
                 Some(u)
             }
             Ok(None) => said(format!(
-                "PCR 11 {} is no UKI's among the boot artifacts (`ember policy set --uki` and `ember artifact ipxe --uki` store them), or no --esp-loader",
+                "PCR 11 {} is no UKI's among the boot artifacts (`ember policy set --uki` and `ember artifact ipxe --uki` store them)",
                 hex(pcr11)
             )),
             Err(e) => said(format!("reading the boot artifacts: {e:#}")),
@@ -628,16 +644,23 @@ impl Server {
     fn check_policy(&self, s: &Session, req: &FinishRequest) -> Result<(), Refusal> {
         let judged = self.judge(s, req);
         if let (Err(r), Who::Enrolled(node)) = (&judged, &s.who) {
-            let reason: String = format!("attestation refused: {}", r.detail)
-                .chars()
-                .take(500)
-                .collect();
-            self.db()?.exec(
-                "INSERT INTO boot_reports(node_id, at, outcome, version_id, reason) VALUES ($1, $2, 'failed', NULL, $3)",
-                params![node.id, now_ms(), &reason],
-            )?;
+            self.record_refusal(node, r)?;
         }
         judged
+    }
+
+    /// Keeps a Finish refusal in the node's boot reports: `ember nodes`
+    /// shows why.
+    fn record_refusal(&self, node: &Node, r: &Refusal) -> Result<(), Refusal> {
+        let reason: String = format!("attestation refused: {}", r.detail)
+            .chars()
+            .take(500)
+            .collect();
+        self.db()?.exec(
+            "INSERT INTO boot_reports(node_id, at, outcome, version_id, reason) VALUES ($1, $2, 'failed', NULL, $3)",
+            params![node.id, now_ms(), &reason],
+        )?;
+        Ok(())
     }
 
     fn judge(&self, s: &Session, req: &FinishRequest) -> Result<(), Refusal> {
@@ -769,6 +792,7 @@ impl Server {
         };
         let reason: String = req.reason.chars().take(500).collect();
         let version = req.overlay_version.map(|v| v as i64);
+        let mut raised = None;
         tx.exec(
             "INSERT INTO boot_reports(node_id, at, outcome, version_id, reason) VALUES ($1, $2, $3, $4, $5)",
             params![auth.node.id, now_ms(), outcome, version, &reason],
@@ -779,7 +803,11 @@ impl Server {
                     Some(v) => store::overlay(&mut tx, v)?.map(|o| o.version_id),
                     None => None,
                 };
-                tx.exec("UPDATE nodes SET attempts = 0, last_known_good = COALESCE($2, last_known_good) WHERE id = $1", params![auth.node.id, known])?
+                let n = tx.exec("UPDATE nodes SET attempts = 0, last_known_good = COALESCE($2, last_known_good) WHERE id = $1", params![auth.node.id, known])?;
+                // The UKI Finish identified for this credential's session
+                // is blessed: the node is refused below it from now on.
+                raised = crate::rollback::bless(&mut tx, &auth.node, &auth.session)?;
+                n
             }
             Outcome::Failed => tx.exec(
                 "UPDATE nodes SET attempts = attempts + 1 WHERE id = $1",
@@ -792,6 +820,9 @@ impl Server {
         )?;
         let (attempts, lkg): (i64, Option<i64>) = (r.get(0)?, r.get(1)?);
         tx.commit()?;
+        if let Some(raised) = raised {
+            eprintln!("ember-serve: step=report node={} {raised}", auth.node.name);
+        }
         Ok(encode(&ReportResponse {
             version: PROTOCOL_VERSION,
             attempts: attempts as u32,

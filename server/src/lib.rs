@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod measured;
 pub mod metrics;
 pub mod overlay;
+pub mod rollback;
 pub mod store;
 pub mod tls;
 pub mod uki;

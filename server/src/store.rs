@@ -8,6 +8,7 @@
 //! nothing half-written.
 
 mod db;
+pub mod images;
 mod pool;
 
 use std::path::{Path, PathBuf};
@@ -158,6 +159,32 @@ const MIGRATIONS: &[&str] = &[
         digest BLOB NOT NULL,
         PRIMARY KEY (scope, pcr, value, seq)
     );
+    "#,
+    // 5: rollback floors. Each UKI an operator allows gets an image epoch
+    // (server-wide, monotonic, kept when named again); a session keeps the
+    // UKI Finish identified; a node keeps the highest epoch it blessed
+    // (reported Joined), below which it is refused, and every change of it.
+    r#"
+    CREATE TABLE boot_images (
+        sha256 BLOB PRIMARY KEY,
+        epoch INTEGER NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        added_at INTEGER NOT NULL
+    );
+    CREATE TABLE image_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL);
+    INSERT INTO image_epoch(id, epoch) VALUES (1, 0);
+    ALTER TABLE sessions ADD COLUMN boot_image BLOB;
+    ALTER TABLE nodes ADD COLUMN rollback_floor INTEGER;
+    CREATE TABLE floor_changes (
+        id INTEGER PRIMARY KEY,
+        node_id INTEGER NOT NULL REFERENCES nodes(id),
+        at INTEGER NOT NULL,
+        old_floor INTEGER,
+        new_floor INTEGER,
+        cause TEXT NOT NULL
+    );
+    CREATE INDEX floor_changes_node ON floor_changes(node_id, at);
     "#,
 ];
 
@@ -558,6 +585,20 @@ pub fn node_by_name(db: &mut dyn Sql, name: &str) -> Result<Option<Node>> {
     .transpose()
 }
 
+/// The nodes of `group` (every node with `None`), by name.
+pub fn nodes_of_group(db: &mut dyn Sql, group: Option<&str>) -> Result<Vec<Node>> {
+    match group {
+        Some(g) => db.rows(
+            "SELECT id, name, group_name FROM nodes WHERE group_name = $1 ORDER BY name",
+            params![g],
+        )?,
+        None => db.rows("SELECT id, name, group_name FROM nodes ORDER BY name", &[])?,
+    }
+    .iter()
+    .map(|r| Node::from_row(r, 0))
+    .collect()
+}
+
 pub fn ensure_group(tx: &mut dyn Sql, group: &str) -> Result<()> {
     tx.exec(
         "INSERT INTO groups(name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -613,6 +654,9 @@ pub struct NodeStatus {
     pub last_outcome: Option<String>,
     /// The latest reason a node gave (its own text: escape before printing).
     pub last_reason: Option<String>,
+    /// Its rollback floor: the image epoch it blessed last and that
+    /// image's SHA-256 ([`images`]).
+    pub rollback_floor: Option<(i64, Option<Vec<u8>>)>,
 }
 
 pub fn list_nodes(db: &mut dyn Sql) -> Result<Vec<NodeStatus>> {
@@ -620,8 +664,9 @@ pub fn list_nodes(db: &mut dyn Sql) -> Result<Vec<NodeStatus>> {
         "SELECT n.name, n.group_name, n.ek_hash, n.attempts, n.last_known_good,
                 (SELECT at FROM boot_reports b WHERE b.node_id = n.id ORDER BY at DESC, id DESC LIMIT 1),
                 (SELECT outcome FROM boot_reports b WHERE b.node_id = n.id ORDER BY at DESC, id DESC LIMIT 1),
-                (SELECT reason FROM boot_reports b WHERE b.node_id = n.id AND outcome != 'attested' ORDER BY at DESC, id DESC LIMIT 1)
-         FROM nodes n ORDER BY n.name",
+                (SELECT reason FROM boot_reports b WHERE b.node_id = n.id AND outcome != 'attested' ORDER BY at DESC, id DESC LIMIT 1),
+                n.rollback_floor, i.sha256
+         FROM nodes n LEFT JOIN boot_images i ON i.epoch = n.rollback_floor ORDER BY n.name",
         &[],
     )?
     .iter()
@@ -635,6 +680,10 @@ pub fn list_nodes(db: &mut dyn Sql) -> Result<Vec<NodeStatus>> {
             last_report_at: r.get(5)?,
             last_outcome: r.get(6)?,
             last_reason: r.get(7)?,
+            rollback_floor: r
+                .get::<Option<i64>>(8)?
+                .map(|e| Ok::<_, Error>((e, r.get(9)?)))
+                .transpose()?,
         })
     })
     .collect()
@@ -948,6 +997,123 @@ mod tests {
             "credentials still reference their sessions"
         );
         assert_eq!(open_sessions_of_ek(&mut db, &[0; 32], 0).unwrap(), 0);
+    }
+
+    #[test]
+    fn migration_5_keeps_a_version_4_database_and_starts_every_node_without_a_floor() {
+        let (_d, s) = scratch();
+        std::fs::create_dir_all(s.root()).unwrap();
+        {
+            let mut conn = rusqlite::Connection::open(s.db()).unwrap();
+            let tx = conn.transaction().unwrap();
+            for m in &MIGRATIONS[..4] {
+                tx.execute_batch(m).unwrap();
+            }
+            tx.execute_batch(
+                "INSERT INTO nodes(id, ek_hash, name, group_name, enrolled_at, enrolled_by) VALUES (7, x'aa', 'a', 'default', 0, 't');
+                 INSERT INTO sessions(id, node_id, ek_hash, peer, secret, nonce, ak_public, transcript, hash_alg, mask, created_at, expires_at, state)
+                     VALUES (x'01', 7, x'aa', '', x'00', x'00', x'00', x'00', 11, 1, 0, 99, 'finished');",
+            )
+            .unwrap();
+            tx.pragma_update(None, "user_version", 4).unwrap();
+            tx.commit().unwrap();
+        }
+        let mut db = open(&s, None).unwrap();
+        let r = db
+            .one("SELECT boot_image FROM sessions WHERE id = x'01'", &[])
+            .unwrap();
+        assert_eq!(r.get::<Option<Vec<u8>>>(0).unwrap(), None);
+        assert_eq!(images::floor_of(&mut db, 7).unwrap(), None);
+        assert!(images::list(&mut db).unwrap().is_empty());
+        let listed = list_nodes(&mut db).unwrap();
+        assert_eq!(listed[0].rollback_floor, None);
+        // The first image ordered after the upgrade is epoch 1.
+        let mut tx = db.transaction().unwrap();
+        let (img, new) = images::register(&mut tx, &[1; 32], 10, "a.efi").unwrap();
+        tx.commit().unwrap();
+        assert!(new);
+        assert_eq!(img.epoch, 1);
+    }
+
+    #[test]
+    fn images_keep_the_epoch_they_were_first_allowed_with() {
+        let (_d, s) = scratch();
+        let mut db = open(&s, None).unwrap();
+        let mut tx = db.transaction().unwrap();
+        let (a, new_a) = images::register(&mut tx, &[0xa; 32], 10, "a.efi").unwrap();
+        let (b, new_b) = images::register(&mut tx, &[0xb; 32], 20, "b.efi").unwrap();
+        // Named again (as every `policy set --uki old --uki new` does), an
+        // old image stays old.
+        let (a2, again) = images::register(&mut tx, &[0xa; 32], 10, "elsewhere/a.efi").unwrap();
+        tx.commit().unwrap();
+        assert!(new_a && new_b && !again);
+        assert!(a.epoch < b.epoch);
+        assert_eq!(a2, a);
+        assert_eq!(images::list(&mut db).unwrap(), [a.clone(), b.clone()]);
+        assert_eq!(images::by_epoch(&mut db, b.epoch).unwrap(), Some(b));
+    }
+
+    #[test]
+    fn a_floor_only_rises_by_blessing_and_only_the_operator_lowers_it() {
+        let (_d, s) = scratch();
+        let mut db = open(&s, None).unwrap();
+        let mut tx = db.transaction().unwrap();
+        let n = insert_node(&mut tx, &[1; 32], None, "a", "default", "test").unwrap();
+        let (a, _) = images::register(&mut tx, &[0xa; 32], 10, "a.efi").unwrap();
+        let (b, _) = images::register(&mut tx, &[0xb; 32], 20, "b.efi").unwrap();
+        assert_eq!(
+            images::raise_floor(&mut tx, n.id, a.epoch).unwrap(),
+            Some(None)
+        );
+        assert_eq!(
+            images::raise_floor(&mut tx, n.id, b.epoch).unwrap(),
+            Some(Some(a.epoch))
+        );
+        // Blessing the older one again changes nothing.
+        assert_eq!(images::raise_floor(&mut tx, n.id, a.epoch).unwrap(), None);
+        assert_eq!(images::raise_floor(&mut tx, n.id, b.epoch).unwrap(), None);
+        tx.commit().unwrap();
+        let floor = images::floor_of(&mut db, n.id).unwrap().unwrap();
+        assert_eq!((floor.epoch, floor.image), (b.epoch, Some(b.clone())));
+
+        let mut tx = db.transaction().unwrap();
+        // "Lowering" to a newer image raises nothing.
+        assert_eq!(
+            images::lower_floor(&mut tx, n.id, Some(b.epoch + 5), "t").unwrap(),
+            None
+        );
+        assert_eq!(
+            images::lower_floor(&mut tx, n.id, Some(a.epoch), "uid 0").unwrap(),
+            Some(Some(b.epoch))
+        );
+        assert_eq!(
+            images::lower_floor(&mut tx, n.id, None, "uid 0").unwrap(),
+            Some(Some(a.epoch))
+        );
+        assert_eq!(
+            images::lower_floor(&mut tx, n.id, None, "uid 0").unwrap(),
+            None
+        );
+        tx.commit().unwrap();
+        assert_eq!(images::floor_of(&mut db, n.id).unwrap(), None);
+        let changes: Vec<_> = images::floor_changes(&mut db, n.id)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.old_floor, c.new_floor, c.cause))
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                (None, Some(a.epoch), "blessed".to_string()),
+                (Some(a.epoch), Some(b.epoch), "blessed".to_string()),
+                (
+                    Some(b.epoch),
+                    Some(a.epoch),
+                    "allow-rollback by uid 0".to_string()
+                ),
+                (Some(a.epoch), None, "allow-rollback by uid 0".to_string()),
+            ]
+        );
     }
 
     #[test]

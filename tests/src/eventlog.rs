@@ -4,6 +4,10 @@
 //! systemd-stub would. The reader is ember-tpm's (one parser); this only
 //! writes the layout it reads.
 
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
 use crate::swtpm::Swtpm;
 
 /// EV_IPL: systemd-stub's PCR 11 events.
@@ -14,6 +18,9 @@ pub const EV_SEPARATOR: u32 = 0x4;
 pub const EV_EFI_ACTION: u32 = 0x8000_0007;
 pub const EV_EFI_BOOT_SERVICES_APPLICATION: u32 = 0x8000_0003;
 const TPM_ALG_SHA256: u16 = 0x000b;
+/// The init's boot-phase end (init/src/measure.rs), as systemd-pcrphase's
+/// leave-initrd.
+pub const LEAVE_INITRD: &[u8] = b"ember: leaving initrd boot phase";
 
 /// One extend and how the log records it.
 #[derive(Clone, Debug)]
@@ -91,4 +98,68 @@ pub fn pcr_value(tpm: &Swtpm, pcr: u32) -> String {
                 .map(|(_, v)| v.to_ascii_lowercase())
         })
         .unwrap_or_else(|| panic!("no PCR {pcr} in {text}"))
+}
+
+/// What the firmware (PCR 4) and systemd-stub (PCR 11) extend booting
+/// `uki`, from `ember policy predict --events`, typed as they log them.
+pub fn measurements(uki: &Path) -> Vec<LogEvent> {
+    let out = std::process::Command::new(crate::ember_bin())
+        .args([
+            "policy",
+            "predict",
+            "--uki",
+            uki.to_str().unwrap(),
+            "--events",
+        ])
+        .output()
+        .expect("run ember policy predict");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut pcr = 0;
+    let mut events = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(rest) = line.strip_prefix("PCR ") {
+            pcr = rest.split_whitespace().next().unwrap().parse().unwrap();
+            continue;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.first() != Some(&"event") {
+            continue;
+        }
+        let digest: Vec<u8> = (0..32)
+            .map(|i| u8::from_str_radix(&f[2][2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        let label = f[3..].join(" ");
+        let event_type = match (pcr, label.as_str()) {
+            (11, _) => EV_IPL,
+            (_, l) if l.starts_with("EV_EFI_ACTION") => EV_EFI_ACTION,
+            (_, "EV_SEPARATOR") => EV_SEPARATOR,
+            _ => EV_EFI_BOOT_SERVICES_APPLICATION,
+        };
+        let description = match pcr {
+            11 => label.trim_end_matches(" (name)").to_string(),
+            _ => label.clone(),
+        };
+        events.push(LogEvent {
+            pcr,
+            event_type,
+            digest: digest.try_into().unwrap(),
+            description,
+        });
+    }
+    // The firmware measures PCR 4 before the stub runs.
+    events.sort_by_key(|e| e.pcr != 4);
+    events
+}
+
+pub fn leave_initrd() -> LogEvent {
+    LogEvent {
+        pcr: 11,
+        event_type: EV_IPL,
+        digest: Sha256::digest(LEAVE_INITRD).into(),
+        description: "leave-initrd".into(),
+    }
 }

@@ -390,6 +390,27 @@ impl EmberServer {
         self.enroll_cert(name, group, &cert)
     }
 
+    /// A node `name` in `group` on a freshly manufactured swtpm, whose
+    /// state folder is returned (start a swtpm on it per boot), and an
+    /// overlay for `group` holding etc/token ("cluster-secret\n"), made
+    /// under `scratch`.
+    pub fn enroll_node_with_token(&self, name: &str, group: &str, scratch: &Path) -> ScratchDir {
+        let tpm_dir = ScratchDir::new("node-tpm");
+        Swtpm::setup_cached(tpm_dir.path()).expect("manufacture swtpm");
+        {
+            let tpm = Swtpm::start_tcp(tpm_dir.path()).expect("start swtpm");
+            self.enroll_swtpm(name, group, &tpm).expect_ok("enroll");
+        }
+        let src = scratch.join("overlay-src/etc");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("token"), "cluster-secret\n").unwrap();
+        self.add_overlay(
+            &scratch.join("overlay-src"),
+            Some(&format!("group:{group}")),
+        );
+        tpm_dir
+    }
+
     /// Adds an overlay (directory, tar or tar.gz), assigned to `target`
     /// (`group:G`, `node:N` or none); returns its version id.
     pub fn add_overlay(&self, src: &Path, target: Option<&str>) -> u64 {

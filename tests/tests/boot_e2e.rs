@@ -735,3 +735,56 @@ fn planted_slot_sealed_outside_the_init_is_refused_on_cold_start() {
     );
     assert!(!lines.contains("phase=nodeconf"), "{lines}");
 }
+
+/// Two releases of the node's UKI, both genuine and both allowed by the
+/// lab's policy (older first). Once the node booted the newer one to Ready
+/// and reported Joined, booting the older one again (an attacker's
+/// rollback, or a stale boot medium) gets nothing: the server refuses its
+/// attestation as a rollback below the node's floor, and the boot fails
+/// with that reason, without falling back to last-known-good.
+#[test]
+fn older_uki_booted_after_a_newer_one_was_blessed_is_refused_by_the_server() {
+    let lab = Lab::new("e2e-floor");
+    lab.publish("ready", &[]);
+    // The lab's command line (with the console Boot::new puts first) and
+    // a word that makes each release's UKI its own.
+    let release = |tag: &str| {
+        let mut boot = lab.boot_with(tag, true, &lab.attest_url());
+        boot.append.push_str(&format!(" ember.release={tag}"));
+        let uki = lab.uki(tag, &lab.initrd, &boot.append);
+        lab.allow(&uki);
+        uki
+    };
+    let (older, newer) = (release("1"), release("2"));
+    let boot_of = |name: &str, uki: &std::path::Path| {
+        let mut boot = lab.boot_with(name, true, &lab.attest_url());
+        boot.disks.insert(0, lab.uki_disk(name, uki));
+        run_until(&lab, name, boot, "report: told the boot server Joined")
+    };
+    boot_of("floor-older", &older);
+    boot_of("floor-newer", &newer);
+    let mut boot = lab.boot_with("floor-back", true, &lab.attest_url());
+    boot.disks.insert(0, lab.uki_disk("floor-back", &older));
+    let log = run_until(&lab, "floor-back", boot, "boot failed in phase attest");
+    let lines = ember_lines(&log);
+    assert!(lines.contains("boot-image-rollback"), "{lines}");
+    assert!(
+        lines.contains(
+            "(image epoch 1) is older than node node-e2e's rollback floor, image epoch 2"
+        ),
+        "{lines}"
+    );
+    assert!(!lines.contains("lkg-restore"), "fell back to LKG:\n{lines}");
+    assert!(!lines.contains("phase=overlay"), "{lines}");
+    let server = lab.server();
+    assert!(
+        server.wait_log("step=finish node=node-e2e outcome=boot-image-rollback status=403"),
+        "{}",
+        server.log()
+    );
+    let nodes = server.nodes();
+    assert!(
+        nodes.contains("ember nodes allow-rollback --node node-e2e"),
+        "{nodes}"
+    );
+}

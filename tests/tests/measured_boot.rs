@@ -6,22 +6,15 @@
 //! Only the genuine chain gets the overlay; every refusal names its cause
 //! in the server's log and `ember nodes`, and nothing is extracted.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use ember_tests::eventlog::{
-    self, LogEvent, EV_EFI_ACTION, EV_EFI_BOOT_SERVICES_APPLICATION, EV_IPL, EV_NO_ACTION,
-    EV_SEPARATOR,
-};
+use ember_tests::eventlog::{self, leave_initrd, measurements, LogEvent, EV_NO_ACTION};
 use ember_tests::qemu::{build_initrd, build_uki};
 use ember_tests::server::{EmberServer, Run};
 use ember_tests::swtpm::Swtpm;
 use ember_tests::ScratchDir;
-use sha2::{Digest, Sha256};
 
 const CMDLINE: &str = "console=ttyS0 panic=-1 ember.iface=eth0";
-/// The init's boot-phase end (init/src/measure.rs), as systemd-pcrphase's
-/// leave-initrd.
-const LEAVE_INITRD: &[u8] = b"ember: leaving initrd boot phase";
 
 struct Bench {
     server: EmberServer,
@@ -49,19 +42,8 @@ fn bench() -> Bench {
     let evil = dir.path().join("evil.efi");
     build_uki(&evil, &patched, CMDLINE, &[]);
 
-    let tpm_dir = ScratchDir::new("measured-tpm");
-    Swtpm::setup_cached(tpm_dir.path()).expect("manufacture swtpm");
     let server = EmberServer::start_strict(&[]);
-    {
-        let tpm = Swtpm::start_tcp(tpm_dir.path()).expect("start swtpm");
-        server
-            .enroll_swtpm("node-a", "rack1", &tpm)
-            .expect_ok("enroll");
-    }
-    let src = dir.path().join("overlay-src/etc");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("token"), "cluster-secret\n").unwrap();
-    server.add_overlay(&dir.path().join("overlay-src"), Some("group:rack1"));
+    let tpm_dir = server.enroll_node_with_token("node-a", "rack1", dir.path());
     let uki = genuine.to_str().unwrap();
     server
         .set_policy(&["--group", "rack1", "--pcrs", "4", "--uki", uki])
@@ -72,70 +54,6 @@ fn bench() -> Bench {
         dir,
         genuine,
         evil,
-    }
-}
-
-/// What the firmware (PCR 4) and systemd-stub (PCR 11) extend booting
-/// `uki`, from `ember policy predict --events`, typed as they log them.
-fn measurements(uki: &Path) -> Vec<LogEvent> {
-    let out = std::process::Command::new(ember_tests::ember_bin())
-        .args([
-            "policy",
-            "predict",
-            "--uki",
-            uki.to_str().unwrap(),
-            "--events",
-        ])
-        .output()
-        .expect("run ember policy predict");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut pcr = 0;
-    let mut events = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if let Some(rest) = line.strip_prefix("PCR ") {
-            pcr = rest.split_whitespace().next().unwrap().parse().unwrap();
-            continue;
-        }
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.first() != Some(&"event") {
-            continue;
-        }
-        let digest: Vec<u8> = (0..32)
-            .map(|i| u8::from_str_radix(&f[2][2 * i..2 * i + 2], 16).unwrap())
-            .collect();
-        let label = f[3..].join(" ");
-        let event_type = match (pcr, label.as_str()) {
-            (11, _) => EV_IPL,
-            (_, l) if l.starts_with("EV_EFI_ACTION") => EV_EFI_ACTION,
-            (_, "EV_SEPARATOR") => EV_SEPARATOR,
-            _ => EV_EFI_BOOT_SERVICES_APPLICATION,
-        };
-        let description = match pcr {
-            11 => label.trim_end_matches(" (name)").to_string(),
-            _ => label.clone(),
-        };
-        events.push(LogEvent {
-            pcr,
-            event_type,
-            digest: digest.try_into().unwrap(),
-            description,
-        });
-    }
-    // The firmware measures PCR 4 before the stub runs.
-    events.sort_by_key(|e| e.pcr != 4);
-    events
-}
-
-fn leave_initrd() -> LogEvent {
-    LogEvent {
-        pcr: 11,
-        event_type: EV_IPL,
-        digest: Sha256::digest(LEAVE_INITRD).into(),
-        description: "leave-initrd".into(),
     }
 }
 

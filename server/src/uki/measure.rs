@@ -165,6 +165,26 @@ pub fn predict_pcr4_after(
     uki: &[u8],
     bank: HashAlg,
 ) -> Result<Prediction> {
+    pcr4_with(failed, bank, image_events(loaders, uki, bank)?)
+}
+
+/// [`predict_pcr4_after`] for 0, 1, … `max_failed` failed boot options,
+/// the images hashed once (a UKI's Authenticode digest is most of the cost).
+pub fn predict_pcr4_each(
+    max_failed: usize,
+    loaders: &[&[u8]],
+    uki: &[u8],
+    bank: HashAlg,
+) -> Result<Vec<Prediction>> {
+    let images = image_events(loaders, uki, bank)?;
+    (0..=max_failed)
+        .map(|failed| pcr4_with(failed, bank, images.clone()))
+        .collect()
+}
+
+/// The firmware's fixed events, `failed` returned boot options, then the
+/// images' events.
+fn pcr4_with(failed: usize, bank: HashAlg, images: Vec<Event>) -> Result<Prediction> {
     let calling = || -> Result<Event> {
         Ok(Event {
             label: "EV_EFI_ACTION Calling EFI Application from Boot Option".into(),
@@ -185,6 +205,14 @@ pub fn predict_pcr4_after(
         });
         events.push(calling()?);
     }
+    events.extend(images);
+    Prediction::replay(bank, PCR_BOOT_LOADER_CODE, events)
+}
+
+/// What the firmware extends loading `loaders`, the UKI, then the kernel
+/// the stub loads: each one's Authenticode digest.
+fn image_events(loaders: &[&[u8]], uki: &[u8], bank: HashAlg) -> Result<Vec<Event>> {
+    let mut events = Vec::new();
     for (i, l) in loaders.iter().enumerate() {
         let img = PeImage::parse(l).map_err(|e| anyhow!("loader {}: {e}", i + 1))?;
         events.push(Event {
@@ -206,7 +234,7 @@ pub fn predict_pcr4_after(
         label: "EV_EFI_BOOT_SERVICES_APPLICATION .linux".into(),
         digest: kernel.authenticode(&linux, bank)?,
     });
-    Prediction::replay(bank, PCR_BOOT_LOADER_CODE, events)
+    Ok(events)
 }
 
 /// Compares the events `log` records for the prediction's PCR with the

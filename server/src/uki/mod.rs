@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use ember_tpm::HashAlg;
 use sha2::Digest;
 
-use measure::{predict_pcr11, predict_pcr4_after, PCR_BOOT_LOADER_CODE};
+use measure::{predict_pcr11, predict_pcr4_each, PCR_BOOT_LOADER_CODE};
 use pe::PeImage;
 
 /// Debian's systemd-boot (package systemd-boot-efi), the loader an Ember
@@ -46,6 +46,8 @@ pub struct Uki {
     pub authenticode: [u8; 32],
     /// PCR 4 (sha256) when the firmware boots the ESP's loader, then this
     /// UKI and its kernel: straight, then after 1, 2, … failed boot options.
+    /// Empty without an ESP loader (`ember serve --esp-loader`): the UKI is
+    /// still identified (for the rollback floor), but no slot can be sealed.
     pub pcr4_from_esp: Vec<[u8; 32]>,
 }
 
@@ -62,7 +64,7 @@ pub struct Known {
 
 impl Known {
     /// Reads the ESP loader; without it no slot PCR 4 can be predicted, so
-    /// no boot image is offered (said once here).
+    /// no boot image record is offered (said once here).
     pub fn new(esp_loader: &Path, failed_options: usize) -> Known {
         let loader = match std::fs::read(esp_loader) {
             Ok(b) if PeImage::parse(&b).is_ok() => Some(b),
@@ -91,9 +93,7 @@ impl Known {
         pcr11: &[u8],
         pcr4_extends: Option<&[Vec<u8>]>,
     ) -> Result<Option<Arc<Uki>>> {
-        let Some(loader) = &self.loader else {
-            return Ok(None);
-        };
+        let loader = self.loader.as_deref();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let names = std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))?;
         for entry in names {
@@ -115,8 +115,9 @@ impl Known {
     }
 }
 
-/// Measures `path` if it is a UKI (a PE file with a `.linux` section).
-fn measure_file(path: &Path, loader: &[u8], failed_options: usize) -> Option<Uki> {
+/// Measures `path` if it is a UKI (a PE file with a `.linux` section);
+/// its PCR 4 from the ESP only with the ESP's `loader`.
+fn measure_file(path: &Path, loader: Option<&[u8]>, failed_options: usize) -> Option<Uki> {
     let file = std::fs::read(path).ok()?;
     if !file.starts_with(b"MZ") {
         return None;
@@ -126,13 +127,17 @@ fn measure_file(path: &Path, loader: &[u8], failed_options: usize) -> Option<Uki
     let sha = |d: Vec<u8>| <[u8; 32]>::try_from(d).ok();
     let pcr11 = sha(predict_pcr11(&file, HashAlg::Sha256, &[]).ok()?.value)?;
     let authenticode = sha(img.authenticode(&file, HashAlg::Sha256).ok()?)?;
-    let pcr4_from_esp = (0..=failed_options)
-        .map(|failed| {
-            let p = predict_pcr4_after(failed, &[loader], &file, HashAlg::Sha256).ok()?;
-            debug_assert_eq!(p.pcr, PCR_BOOT_LOADER_CODE);
-            sha(p.value)
-        })
-        .collect::<Option<Vec<_>>>()?;
+    let pcr4_from_esp = match loader {
+        Some(loader) => predict_pcr4_each(failed_options, &[loader], &file, HashAlg::Sha256)
+            .ok()?
+            .into_iter()
+            .map(|p| {
+                debug_assert_eq!(p.pcr, PCR_BOOT_LOADER_CODE);
+                sha(p.value)
+            })
+            .collect::<Option<Vec<_>>>()?,
+        None => Vec::new(),
+    };
     Some(Uki {
         sha256: sha2::Sha256::digest(&file).into(),
         size: file.len() as u64,
@@ -154,7 +159,7 @@ pub fn pcr4_extends(log: &ember_tpm::eventlog::EventLog<'_>) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use measure::predict_pcr4;
+    use measure::{predict_pcr4, predict_pcr4_after};
 
     /// A UKI whose kernel is itself a (tiny) PE image, as the stub needs.
     fn tiny_uki(initrd: &[u8]) -> Vec<u8> {
@@ -219,11 +224,21 @@ mod tests {
     }
 
     #[test]
-    fn without_a_loader_no_boot_image_is_offered() {
+    fn without_a_loader_the_uki_is_identified_but_has_no_esp_pcr4() {
+        let dir = std::env::temp_dir().join(format!("ember-uki-noloader-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let uki = tiny_uki(b"initrd-0");
+        std::fs::write(
+            dir.join(ember_fs::hex::hex(&sha2::Sha256::digest(&uki))),
+            &uki,
+        )
+        .unwrap();
         let known = Known::new(Path::new("/nonexistent/systemd-bootx64.efi"), 1);
-        assert!(known
-            .find(Path::new("/nonexistent"), &[0; 32], None)
-            .unwrap()
-            .is_none());
+        let pcr11 = predict_pcr11(&uki, HashAlg::Sha256, &[]).unwrap().value;
+        let found = known.find(&dir, &pcr11, None).unwrap().unwrap();
+        assert_eq!(found.sha256[..], sha2::Sha256::digest(&uki)[..]);
+        assert!(found.pcr4_from_esp.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,0 +1,172 @@
+//! Rollback floors, as the protocol applies them. A node that blessed a
+//! UKI (reported Joined after a boot the server identified as that UKI)
+//! is refused at Finish, before any overlay or key is released, when it
+//! boots one older in the image order ([`crate::store::images`]), even
+//! one its PCR policy still allows: a genuine, signed, older image is
+//! exactly what an attacker with the node's disk or its network boot
+//! brings back. The TPM's rollback counter does the same for the node's
+//! own last-known-good slots; this is the server's half.
+//!
+//! The floor only moves on what the server itself saw: the UKI it
+//! identified at Finish from the quote (PCR 11 and the firmware's PCR 4
+//! extend), kept in the session; a Report authenticated by that
+//! session's credential raises it. Nothing the node claims moves it.
+
+use ember_proto::msg::ErrorCode;
+
+use crate::attest::Refusal;
+use crate::store::images::{self, BootImage, Floor};
+use crate::store::{self, hex, Node, Sql};
+use crate::uki::Uki;
+
+/// The first 16 hex digits of an image's SHA-256: what messages show and
+/// `ember nodes allow-rollback --to` takes.
+pub fn short(sha256: &[u8]) -> String {
+    hex(&sha256[..8.min(sha256.len())])
+}
+
+fn floor_text(f: &Floor) -> String {
+    match &f.image {
+        Some(i) => format!("image epoch {} ({})", f.epoch, short(&i.sha256)),
+        None => format!("image epoch {} (an image no longer known)", f.epoch),
+    }
+}
+
+/// Judges this boot's UKI (`booted`, as Finish identified it) against the
+/// node's floor. Returns the UKI's place in the image order (`None` when
+/// it has none) when the node may proceed.
+pub fn check(
+    db: &mut dyn Sql,
+    node: &Node,
+    booted: Option<&Uki>,
+) -> Result<Option<BootImage>, Refusal> {
+    let ordered = match booted {
+        Some(u) => images::by_sha256(db, &u.sha256)?,
+        None => None,
+    };
+    let Some(floor) = images::floor_of(db, node.id)? else {
+        return Ok(ordered);
+    };
+    let name = &node.name;
+    let detail = match (booted, ordered) {
+        (Some(_), Some(image)) if image.epoch >= floor.epoch => return Ok(Some(image)),
+        (Some(u), Some(image)) => format!(
+                "this boot's UKI {} (image epoch {}) is older than node {name}'s rollback floor, {}, which it blessed: refused as a rollback; `ember nodes allow-rollback --node {name} --to {}` lowers the floor on purpose",
+                short(&u.sha256),
+                image.epoch,
+                floor_text(&floor),
+            short(&u.sha256),
+        ),
+        (Some(u), None) => format!(
+                "this boot's UKI {} has no image epoch (it was not allowed by `ember policy set --uki` since rollback floors), so it cannot be ordered against node {name}'s rollback floor, {}: refused; `ember policy set --uki` orders it (as the newest), `ember nodes allow-rollback --node {name}` clears the floor",
+                short(&u.sha256),
+            floor_text(&floor),
+        ),
+        (None, _) => format!(
+                "this boot's UKI is none the server knows (no stored UKI has its PCR 11, or the policy quotes no PCR 11), so it cannot be ordered against node {name}'s rollback floor, {}: refused; `ember nodes allow-rollback --node {name}` clears the floor",
+            floor_text(&floor),
+        ),
+    };
+    // The node's log says the same as the server's: image hashes and
+    // epochs are no secret, and its operator needs the command.
+    let reason = detail.clone();
+    Err(Refusal::new(ErrorCode::BootImageRollback, detail).because(reason))
+}
+
+/// After a Joined report on `session`'s credential: raises the node's
+/// floor to the image epoch of the UKI Finish identified for that session
+/// (never lowers it). Returns the new floor when it rose, for the log.
+pub fn bless(tx: &mut dyn Sql, node: &Node, session: &[u8; 16]) -> store::Result<Option<String>> {
+    let Some(row) = tx.row(
+        "SELECT b.epoch, b.sha256 FROM sessions s JOIN boot_images b ON b.sha256 = s.boot_image WHERE s.id = $1",
+        crate::params![&session[..]],
+    )?
+    else {
+        return Ok(None);
+    };
+    let (epoch, sha256): (i64, Vec<u8>) = (row.get(0)?, row.get(1)?);
+    Ok(images::raise_floor(tx, node.id, epoch)?.map(|old| {
+        format!(
+            "rollback-floor=image epoch {epoch} ({}) was {}",
+            short(&sha256),
+            old.map_or("none".to_string(), |o| format!("image epoch {o}"))
+        )
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{images, insert_node, open, StateDir};
+
+    fn uki(sha: u8) -> Uki {
+        Uki {
+            sha256: [sha; 32],
+            size: 1,
+            pcr11: [0; 32],
+            authenticode: [0; 32],
+            pcr4_from_esp: vec![],
+        }
+    }
+
+    #[test]
+    fn a_node_is_refused_below_its_floor_and_passes_at_or_above_it() {
+        let dir = std::env::temp_dir().join(format!("ember-rollback-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut db = open(&StateDir::new(&dir), None).unwrap();
+        let mut tx = db.transaction().unwrap();
+        let node = insert_node(&mut tx, &[1; 32], None, "node-a", "default", "t").unwrap();
+        let (a, _) = images::register(&mut tx, &[0xaa; 32], 1, "a.efi").unwrap();
+        let (b, _) = images::register(&mut tx, &[0xbb; 32], 1, "b.efi").unwrap();
+        tx.commit().unwrap();
+
+        // No floor yet: anything the policy allowed passes, with its order.
+        assert_eq!(
+            check(&mut db, &node, Some(&uki(0xaa))).unwrap(),
+            Some(a.clone())
+        );
+        assert_eq!(check(&mut db, &node, Some(&uki(0xcc))).unwrap(), None);
+        assert_eq!(check(&mut db, &node, None).unwrap(), None);
+
+        let mut tx = db.transaction().unwrap();
+        images::raise_floor(&mut tx, node.id, b.epoch).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(
+            check(&mut db, &node, Some(&uki(0xbb))).unwrap(),
+            Some(b.clone())
+        );
+        let older = check(&mut db, &node, Some(&uki(0xaa))).unwrap_err();
+        assert_eq!(older.code, ErrorCode::BootImageRollback);
+        for said in [&older.detail, &older.reason.to_string()] {
+            assert!(
+                said.contains("this boot's UKI aaaaaaaaaaaaaaaa (image epoch 1)"),
+                "{said}"
+            );
+            assert!(
+                said.contains("rollback floor, image epoch 2 (bbbbbbbbbbbbbbbb)"),
+                "{said}"
+            );
+            assert!(
+                said.contains("`ember nodes allow-rollback --node node-a --to aaaaaaaaaaaaaaaa`"),
+                "{said}"
+            );
+        }
+        // An image with no place in the order, or none the server knows,
+        // cannot be shown to be newer: refused as well.
+        let unordered = check(&mut db, &node, Some(&uki(0xcc))).unwrap_err();
+        assert_eq!(unordered.code, ErrorCode::BootImageRollback);
+        assert!(
+            unordered.detail.contains("has no image epoch"),
+            "{}",
+            unordered.detail
+        );
+        let unknown = check(&mut db, &node, None).unwrap_err();
+        assert_eq!(unknown.code, ErrorCode::BootImageRollback);
+        assert!(
+            unknown.detail.contains("none the server knows"),
+            "{}",
+            unknown.detail
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

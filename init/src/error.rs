@@ -1,10 +1,14 @@
 //! The init's one error type: each variant names what failed and where.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use core::fmt;
 
 use rustix::io::Errno;
 
+/// The library errors are boxed: they are 24-56 bytes, and every `?`,
+/// `map_err` and `Result` of the init moves the whole enum (boxed, `Error`
+/// is 32 bytes instead of 56, and /init 3.2 KB smaller).
 #[derive(Debug)]
 pub enum Error {
     /// mount(2) of `target` failed.
@@ -14,15 +18,15 @@ pub enum Error {
     /// A file could not be written.
     Write { path: String, errno: Errno },
     /// modules.dep or the module list is unusable.
-    Modules(ember_fs::Error),
+    Modules(Box<ember_fs::Error>),
     /// fork/exec of a child failed.
     Spawn { program: String, errno: Errno },
     /// A phase needs a cmdline key that is missing or malformed.
     Cmdline(String),
     /// Network bring-up, DHCP, DNS or HTTPS.
-    Net(ember_net::Error),
+    Net(Box<ember_net::Error>),
     /// A TPM command failed.
-    Tpm(ember_tpm::Error),
+    Tpm(Box<ember_tpm::Error>),
     /// The TPM answered, but not what the boot needs.
     TpmAnswer(&'static str),
     /// A phase needs something an earlier one did not provide (a TPM, the
@@ -31,11 +35,11 @@ pub enum Error {
     /// Last-known-good exists but cannot be used (no slot, a bad key).
     Lkg(&'static str),
     /// The boot server conversation failed.
-    Attest(ember_proto::Error),
+    Attest(Box<ember_proto::Error>),
     /// The overlay could not be extracted.
-    Extract(ember_fs::tar::Error),
+    Extract(Box<ember_fs::tar::Error>),
     /// The node configuration in the overlay is unusable.
-    NodeConf(crate::nodeconf::ConfError),
+    NodeConf(Box<crate::nodeconf::ConfError>),
     /// The runtime exited or did not become Ready.
     Runtime(String),
     /// Read-only root, writable paths, scratch disk or sysctls.
@@ -70,30 +74,36 @@ impl fmt::Display for Error {
 
 impl From<ember_fs::Error> for Error {
     fn from(e: ember_fs::Error) -> Self {
-        Error::Modules(e)
+        Error::Modules(Box::new(e))
     }
 }
 
 impl From<ember_net::Error> for Error {
     fn from(e: ember_net::Error) -> Self {
-        Error::Net(e)
+        Error::Net(Box::new(e))
     }
 }
 
 impl From<ember_tpm::Error> for Error {
     fn from(e: ember_tpm::Error) -> Self {
-        Error::Tpm(e)
+        Error::Tpm(Box::new(e))
     }
 }
 
 impl From<ember_proto::Error> for Error {
     fn from(e: ember_proto::Error) -> Self {
-        Error::Attest(e)
+        Error::Attest(Box::new(e))
     }
 }
 
 impl From<ember_fs::tar::Error> for Error {
     fn from(e: ember_fs::tar::Error) -> Self {
-        Error::Extract(e)
+        Error::Extract(Box::new(e))
+    }
+}
+
+impl From<crate::nodeconf::ConfError> for Error {
+    fn from(e: crate::nodeconf::ConfError) -> Self {
+        Error::NodeConf(Box::new(e))
     }
 }

@@ -83,7 +83,7 @@ impl ConfError {
 /// The `nodeconf` phase: reads and checks /etc/ember/node.conf.
 pub fn read() -> Result<NodeConf, crate::Error> {
     let text = crate::fsutil::read_text(PATH)?;
-    NodeConf::parse(&text).map_err(crate::Error::NodeConf)
+    NodeConf::parse(&text).map_err(crate::Error::from)
 }
 
 impl NodeConf {

@@ -33,7 +33,7 @@ pub fn trusted_key() -> Result<PublicKey, Error> {
         log::error!("overlay: {PUBLIC_KEY_PATH}: {e}; build the initrd with --file STATE/manifest.pub:{PUBLIC_KEY_PATH}");
         Error::Missing("manifest public key (/etc/ember/manifest.pub) in the initrd")
     })?;
-    PublicKey::from_pem(&pem).map_err(Error::Attest)
+    PublicKey::from_pem(&pem).map_err(Error::from)
 }
 
 /// CPU nanoseconds and bytes of each stage of one overlay's opening.
@@ -108,7 +108,7 @@ fn open_into_root_dyn(
     // no crossing into another mount (every API filesystem is one by now).
     let sink = FsSink::open("/", Confinement::InRoot)
         .and_then(|s| s.protect(Protection::SYSTEM))
-        .map_err(|kind| Error::Extract(tar::Error::from(kind)))?;
+        .map_err(|kind| Error::from(tar::Error::from(kind)))?;
     let write_ns = Cell::new(0);
     let timed = TimedSink {
         inner: sink,

@@ -138,7 +138,7 @@ fn foreign(e: ember_tpm::Error) -> Error {
     if let ember_tpm::Error::ForeignNvIndex { .. } = e {
         log::error!("lkg: {e}; someone defined it before Ember: remove it (tpm2_nvundefine 0x01800e70 -C o) to re-enable last-known-good");
     }
-    Error::Tpm(e)
+    Error::from(e)
 }
 
 fn parse(bytes: &[u8]) -> Option<u64> {

@@ -121,7 +121,7 @@ pub fn restore(tpm: Option<&mut Measured>, booted_from: Option<Slot>) -> Result<
         let mut buf = alloc::vec![0u8; 64 * 1024];
         fsutil::read_each(&fd, &mut buf, open).map_err(|e| match e {
             Stop::Read(errno) => read_err(errno),
-            Stop::Each(e) => Error::Attest(e),
+            Stop::Each(e) => Error::from(e),
         })
     })?;
     stages.log();

@@ -71,7 +71,7 @@ impl Session {
                 keep_ns += overlay::cpu_ns().saturating_sub(start);
                 open(piece)
             })
-            .map_err(Error::Attest)
+            .map_err(Error::from)
         })?;
         stages.keep(keep_ns);
         stages.log();
@@ -122,7 +122,7 @@ impl Session {
         let client = self.client();
         let mut http = self.static_transport(&client, OverlayTransport::Http, "lkg");
         let url = client::boot_path(&self.server, sha256);
-        client::fetch_static(&mut http, "boot image", &url, each).map_err(Error::Attest)
+        client::fetch_static(&mut http, "boot image", &url, each).map_err(Error::from)
     }
 }
 

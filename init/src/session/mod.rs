@@ -98,7 +98,7 @@ pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result
                     log::warn!("attest: {server} round {round}/{ROUNDS}: {e}");
                     last = Some(e);
                 }
-                Err(e) => return Err(Error::Attest(e)),
+                Err(e) => return Err(Error::from(e)),
             }
         }
         if round < ROUNDS {
@@ -107,7 +107,7 @@ pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result
             clock::sleep_ms(delay);
         }
     }
-    Err(Error::Attest(last.unwrap_or(
+    Err(Error::from(last.unwrap_or(
         ember_proto::Error::Transport {
             step: "start",
             detail: String::new(),
@@ -120,11 +120,14 @@ pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result
 /// the one case in which last-known-good may be used instead. A TLS or
 /// certificate failure is not: it fails the boot with its reason.
 pub fn unreachable(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Attest(ember_proto::Error::Transport {
-            unreachable: true,
-            ..
-        })
-    )
+    match e {
+        Error::Attest(e) => matches!(
+            **e,
+            ember_proto::Error::Transport {
+                unreachable: true,
+                ..
+            }
+        ),
+        _ => false,
+    }
 }

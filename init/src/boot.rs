@@ -197,7 +197,7 @@ fn supervise(sup: &mut Supervisor, cfg: &Config, mut node: Running) -> ! {
                     supervisor::describe(status)
                 );
                 node.source.report(Outcome::Failed, "runtime exited");
-                let err = Error::Runtime(format!("{name} exited"));
+                let err = Error::Runtime(format!("{name} exited").into());
                 fail(sup, cfg, "runtime", &err);
             }
             Event::Readable | Event::Timeout => {

@@ -1,28 +1,27 @@
 //! The init's one error type: each variant names what failed and where.
 
 use alloc::boxed::Box;
-use alloc::string::String;
 use core::fmt;
 
 use rustix::io::Errno;
 
-/// The library errors are boxed: they are 24-56 bytes, and every `?`,
-/// `map_err` and `Result` of the init moves the whole enum (boxed, `Error`
-/// is 32 bytes instead of 56, and /init 3.2 KB smaller).
+/// Every `?`, `map_err` and `Result` of the init moves the whole enum, so
+/// it is kept at 24 bytes: the library errors (24-56 bytes) are boxed and
+/// texts are `Box<str>` (56 bytes before: /init was 5.5 KB larger).
 #[derive(Debug)]
 pub enum Error {
     /// mount(2) of `target` failed.
     Mount { target: &'static str, errno: Errno },
     /// A file the boot needs could not be read.
-    Read { path: String, errno: Errno },
+    Read { path: Box<str>, errno: Errno },
     /// A file could not be written.
-    Write { path: String, errno: Errno },
+    Write { path: Box<str>, errno: Errno },
     /// modules.dep or the module list is unusable.
     Modules(Box<ember_fs::Error>),
     /// fork/exec of a child failed.
-    Spawn { program: String, errno: Errno },
+    Spawn { program: Box<str>, errno: Errno },
     /// A phase needs a cmdline key that is missing or malformed.
-    Cmdline(String),
+    Cmdline(Box<str>),
     /// Network bring-up, DHCP, DNS or HTTPS.
     Net(Box<ember_net::Error>),
     /// A TPM command failed.
@@ -41,9 +40,9 @@ pub enum Error {
     /// The node configuration in the overlay is unusable.
     NodeConf(Box<crate::nodeconf::ConfError>),
     /// The runtime exited or did not become Ready.
-    Runtime(String),
+    Runtime(Box<str>),
     /// Read-only root, writable paths, scratch disk or sysctls.
-    Storage(String),
+    Storage(Box<str>),
     /// Something else failed in a named step.
     Step { step: &'static str, errno: Errno },
 }

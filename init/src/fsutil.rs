@@ -11,7 +11,7 @@ use crate::Error;
 /// Reads a whole (small) file: /proc, /sys and configuration files.
 pub fn read_file(path: &str) -> Result<Vec<u8>, Error> {
     read_file_raw(path).map_err(|errno| Error::Read {
-        path: String::from(path),
+        path: path.into(),
         errno,
     })
 }
@@ -65,7 +65,7 @@ pub fn read_text(path: &str) -> Result<String, Error> {
 /// Writes a whole file, replacing it.
 pub fn write_file(path: &str, data: &[u8], mode: u32) -> Result<(), Error> {
     let err = |errno| Error::Write {
-        path: String::from(path),
+        path: path.into(),
         errno,
     };
     let fd = open(
@@ -102,7 +102,7 @@ pub fn mkdir_all(path: &str, mode: u32) -> Result<(), Error> {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(errno) => {
                 return Err(Error::Write {
-                    path: String::from(&path[..end]),
+                    path: path[..end].into(),
                     errno,
                 })
             }
@@ -126,7 +126,7 @@ pub fn exists(path: &str) -> bool {
 /// Names in a directory, without `.` and `..`.
 pub fn list_dir(path: &str) -> Result<Vec<String>, Error> {
     let err = |errno| Error::Read {
-        path: String::from(path),
+        path: path.into(),
         errno,
     };
     let fd = open(

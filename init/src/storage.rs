@@ -302,7 +302,8 @@ fn limit_mib(path: &str) -> u64 {
 
 /// Mounts a fresh tmpfs (or `device`) at `w.path`, keeping what was there.
 fn make_writable(table: &str, w: &Writable, device: Option<&str>) -> Result<(), Error> {
-    let fail = |what: &str, errno: Errno| Error::Storage(format!("{}: {what}: {errno}", w.path));
+    let fail =
+        |what: &str, errno: Errno| Error::Storage(format!("{}: {what}: {errno}", w.path).into());
     if device.is_none() && mounts::is_mount_point(table, &w.path) {
         // An API filesystem of the first phase (/run, /tmp): only the limit.
         let data = format!("size={}", w.size);
@@ -371,15 +372,21 @@ fn prepare_scratch(selector: &Selector, mkfs: &str, sup: &mut Supervisor) -> Res
         }),
     };
     let Some(device) = device else {
-        return Err(Error::Storage(format!(
-            "scratch disk {selector}: no such disk or partition (no silent fallback to RAM)"
-        )));
+        return Err(Error::Storage(
+            format!(
+                "scratch disk {selector}: no such disk or partition (no silent fallback to RAM)"
+            )
+            .into(),
+        ));
     };
     if device.type_guid == ESP_TYPE {
-        return Err(Error::Storage(format!(
-            "scratch disk {selector} is the ESP {}: refused",
-            device.partition
-        )));
+        return Err(Error::Storage(
+            format!(
+                "scratch disk {selector} is the ESP {}: refused",
+                device.partition
+            )
+            .into(),
+        ));
     }
     let dev = device.partition;
     // Carried in the initrd but loaded only now (modules.list `ext4?`):
@@ -387,9 +394,12 @@ fn prepare_scratch(selector: &Selector, mkfs: &str, sup: &mut Supervisor) -> Res
     let fs_modules = [String::from("crc32c_generic"), String::from("ext4")];
     let report = kmod::load_names(&fs_modules)?;
     if !report.missing.is_empty() || !report.failed.is_empty() {
-        return Err(Error::Storage(format!(
+        return Err(Error::Storage(
+            format!(
             "scratch disk {dev}: the ext4 modules are not in the initrd or the kernel refused them"
-        )));
+        )
+            .into(),
+        ));
     }
     // No journal: the disk is wiped on every boot, so crash recovery buys
     // nothing; lazy init keeps mkfs to seconds on large disks.
@@ -408,9 +418,9 @@ fn prepare_scratch(selector: &Selector, mkfs: &str, sup: &mut Supervisor) -> Res
     let start = clock::now_ms();
     let status = run(sup, &argv)?;
     if status != 0 {
-        return Err(Error::Storage(format!(
-            "scratch disk {dev}: {mkfs} exited with status {status}"
-        )));
+        return Err(Error::Storage(
+            format!("scratch disk {dev}: {mkfs} exited with status {status}").into(),
+        ));
     }
     log::info!(
         "storage: scratch disk {dev} wiped and formatted in {} ms",
@@ -438,11 +448,9 @@ fn run(sup: &mut Supervisor, argv: &[&str]) -> Result<i32, Error> {
         }
     }
     let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-    Err(Error::Storage(format!(
-        "{} did not finish in {} s",
-        argv[0],
-        MKFS_TIMEOUT_MS / 1000
-    )))
+    Err(Error::Storage(
+        format!("{} did not finish in {} s", argv[0], MKFS_TIMEOUT_MS / 1000).into(),
+    ))
 }
 
 /// The first whole disk that has no partitions and whose first 256 KiB are
@@ -512,13 +520,13 @@ fn move_resolv_conf() -> Result<&'static str, Error> {
         Ok(()) | Err(Errno::NOENT) => {}
         Err(errno) => {
             return Err(Error::Write {
-                path: String::from(etc),
+                path: etc.into(),
                 errno,
             })
         }
     }
     rfs::symlink(RESOLV_CONF, etc).map_err(|errno| Error::Write {
-        path: String::from(etc),
+        path: etc.into(),
         errno,
     })?;
     Ok(RESOLV_CONF)
@@ -534,9 +542,9 @@ fn set_sysctls(configured: &[(String, String)]) -> Result<(), Error> {
         match fsutil::write_file(&path, value.as_bytes(), 0o644) {
             Ok(()) => {}
             Err(e) if required => {
-                return Err(Error::Storage(format!(
-                    "node.conf sysctl.{key} = {value}: {e}"
-                )))
+                return Err(Error::Storage(
+                    format!("node.conf sysctl.{key} = {value}: {e}").into(),
+                ))
             }
             Err(e) => log::warn!("storage: default sysctl {key}={value} not set: {e}"),
         }

@@ -37,10 +37,9 @@ pub fn after_dhcp(
 
 fn fetch(cfg: &Config, net: &Network) -> Result<(), Error> {
     use sha2::Digest;
-    let url = cfg
-        .test_url
-        .as_deref()
-        .ok_or_else(|| Error::Cmdline(String::from("ember.test=fetch needs ember.test_url")))?;
+    let url = cfg.test_url.as_deref().ok_or_else(|| {
+        Error::Cmdline(String::from("ember.test=fetch needs ember.test_url").into())
+    })?;
     let cas = network::https_cas()?;
     let client = ember_net::https::Client::new(&cas, &net.lease.dns);
     let mut hasher = sha2::Sha256::new();

@@ -38,7 +38,7 @@ pub fn read(esp: &Mounted) -> Result<u64, Error> {
         Ok(bytes) => parse(&bytes).ok_or(Error::Lkg("the blessed-epoch record is unreadable")),
         Err(rustix::io::Errno::NOENT) => Ok(0),
         Err(errno) => Err(Error::Read {
-            path: esp.path(FILE),
+            path: esp.path(FILE).into(),
             errno,
         }),
     }

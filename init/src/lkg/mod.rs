@@ -107,7 +107,7 @@ pub fn restore(tpm: Option<&mut Measured>, booted_from: Option<Slot>) -> Result<
     let envelope = Envelope::new(manifest, key)?;
     let path = esp.path(&format!("{}/overlay.sealed", slot.dir()));
     let read_err = |errno| Error::Read {
-        path: path.clone(),
+        path: path.as_str().into(),
         errno,
     };
     let fd = rustix::fs::open(

@@ -49,7 +49,7 @@ pub struct Artifacts<'a> {
 
 fn io(path: &str) -> impl Fn(Errno) -> Error + '_ {
     move |errno| Error::Write {
-        path: String::from(path),
+        path: path.into(),
         errno,
     }
 }
@@ -231,7 +231,7 @@ fn copy_file(from: &str, to: &str) -> Result<(), Error> {
     let src =
         rfs::open(from, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(|errno| {
             Error::Read {
-                path: String::from(from),
+                path: from.into(),
                 errno,
             }
         })?;
@@ -246,7 +246,7 @@ fn copy_file(from: &str, to: &str) -> Result<(), Error> {
     fsutil::read_each(&src, &mut buf, |piece| fsutil::write_all(&dst, piece)).map_err(
         |e| match e {
             Stop::Read(errno) => Error::Read {
-                path: String::from(from),
+                path: from.into(),
                 errno,
             },
             Stop::Each(errno) => io(to)(errno),

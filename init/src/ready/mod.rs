@@ -47,10 +47,9 @@ pub fn wait(
                 "ready: not Ready after {} s (last probe: {last_reason})",
                 w.timeout_s
             );
-            return Err(Error::Runtime(format!(
-                "not Ready within {} s",
-                w.timeout_s
-            )));
+            return Err(Error::Runtime(
+                format!("not Ready within {} s", w.timeout_s).into(),
+            ));
         }
         if now >= next_probe {
             let dns: &[[u8; 4]] = net.as_ref().map(|n| n.lease.dns.as_slice()).unwrap_or(&[]);
@@ -75,10 +74,9 @@ pub fn wait(
         };
         match event {
             Event::Exited { pid, name, status } if pid == w.runtime => {
-                return Err(Error::Runtime(format!(
-                    "{name} {}",
-                    supervisor::describe(status)
-                )));
+                return Err(Error::Runtime(
+                    format!("{name} {}", supervisor::describe(status)).into(),
+                ));
             }
             Event::Exited { name, status, .. } => {
                 log::info!("{name} {}", supervisor::describe(status))

@@ -5,8 +5,6 @@
 //! for TLS) through [`crate::overlay::open_into_root`] into `/`, its
 //! ciphertext kept, as downloaded, for last-known-good.
 
-use alloc::string::String;
-
 use ember_net::https::Client;
 use ember_proto::client;
 use ember_proto::manifest::{Envelope, SignedBootImage, SignedManifest, Target};
@@ -139,7 +137,7 @@ impl KeptCopy {
         let fd =
             rustix::fs::open(SEALED_COPY, flags, Mode::from_raw_mode(0o600)).map_err(|errno| {
                 Error::Write {
-                    path: String::from(SEALED_COPY),
+                    path: SEALED_COPY.into(),
                     errno,
                 }
             })?;

@@ -58,9 +58,9 @@ impl Session {
 /// and a man in the middle must not be able to pick the outcome.
 pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result<Session, Error> {
     if servers.is_empty() {
-        return Err(Error::Cmdline(String::from(
-            "ember.attest_url=https://… is required to boot",
-        )));
+        return Err(Error::Cmdline(
+            String::from("ember.attest_url=https://… is required to boot").into(),
+        ));
     }
     let cas = network::https_cas()?;
     let client = Client::new(&cas, &net.lease.dns);
@@ -107,13 +107,11 @@ pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result
             clock::sleep_ms(delay);
         }
     }
-    Err(Error::from(last.unwrap_or(
-        ember_proto::Error::Transport {
-            step: "start",
-            detail: String::new(),
-            unreachable: true,
-        },
-    )))
+    Err(Error::from(last.unwrap_or(ember_proto::Error::Transport {
+        step: "start",
+        detail: String::new(),
+        unreachable: true,
+    })))
 }
 
 /// Whether an attest failure means "no boot server could be reached",

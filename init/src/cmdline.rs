@@ -268,9 +268,9 @@ pub fn read() -> Result<Config, Error> {
     let text = fsutil::read_text("/proc/cmdline")?;
     let (cfg, errors) = Config::parse(&text);
     for e in &errors {
-        log::error!("cmdline: ignoring {e}");
+        crate::error!("cmdline: ignoring {e}");
     }
-    log::info!("cmdline: ember keys [{}]", cfg.keys.join(" "));
+    crate::info!("cmdline: ember keys [{}]", cfg.keys.join(" "));
     log::set_max_level(cfg.log_level);
     Ok(cfg)
 }

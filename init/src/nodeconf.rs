@@ -155,7 +155,7 @@ impl NodeConf {
                 k if k.starts_with("standin_") => {}
                 _ => {
                     if !conf.storage.set(key, value).map_err(err)? {
-                        log::warn!("{PATH} line {line}: unknown key {key}, ignored")
+                        crate::warn!("{PATH} line {line}: unknown key {key}, ignored")
                     }
                 }
             }

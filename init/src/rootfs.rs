@@ -38,8 +38,10 @@ impl Report {
     /// The boot log's line for the `rootfs` phase.
     pub fn log(&self) {
         match self.moved {
-            true => log::info!("rootfs: / is a bind mount of the initial rootfs (nothing copied)"),
-            false => log::info!("rootfs: / is already a root runc can pivot_root from"),
+            true => {
+                crate::info!("rootfs: / is a bind mount of the initial rootfs (nothing copied)")
+            }
+            false => crate::info!("rootfs: / is already a root runc can pivot_root from"),
         }
     }
 }

@@ -271,7 +271,7 @@ pub fn apply(conf: &StorageConf, sup: &mut Supervisor) -> Result<&'static str, E
     }
     if scratch.is_none() {
         let ram = limit_mib(&conf.scratch_mount);
-        log::info!(
+        crate::info!(
             "storage: no scratch disk; {} is RAM (tmpfs, up to {ram} MiB): container images and writable layers count against the node's memory",
             conf.scratch_mount
         );
@@ -289,7 +289,7 @@ pub fn apply(conf: &StorageConf, sup: &mut Supervisor) -> Result<&'static str, E
     for w in &list {
         let _ = write!(summary, " {} ({} MiB)", w.path, limit_mib(&w.path));
     }
-    log::info!("storage: / is read-only; writable:{summary}");
+    crate::info!("storage: / is read-only; writable:{summary}");
     Ok(resolv)
 }
 
@@ -422,7 +422,7 @@ fn prepare_scratch(selector: &Selector, mkfs: &str, sup: &mut Supervisor) -> Res
             format!("scratch disk {dev}: {mkfs} exited with status {status}").into(),
         ));
     }
-    log::info!(
+    crate::info!(
         "storage: scratch disk {dev} wiped and formatted in {} ms",
         clock::now_ms().saturating_sub(start)
     );
@@ -442,7 +442,7 @@ fn run(sup: &mut Supervisor, argv: &[&str]) -> Result<i32, Error> {
                     .unwrap_or(1));
             }
             Event::Exited { name, status, .. } => {
-                log::info!("{name} {}", supervisor::describe(status))
+                crate::info!("{name} {}", supervisor::describe(status))
             }
             _ => {}
         }
@@ -494,7 +494,7 @@ fn first_empty_disk() -> Result<Option<String>, Error> {
         if done == head.len() && (head.iter().all(|&b| b == 0) || is_ember_scratch(&head)) {
             return Ok(Some(dev));
         }
-        log::info!("storage: {dev} is not empty; not taken as scratch");
+        crate::info!("storage: {dev} is not empty; not taken as scratch");
     }
     Ok(None)
 }
@@ -546,7 +546,7 @@ fn set_sysctls(configured: &[(String, String)]) -> Result<(), Error> {
                     format!("node.conf sysctl.{key} = {value}: {e}").into(),
                 ))
             }
-            Err(e) => log::warn!("storage: default sysctl {key}={value} not set: {e}"),
+            Err(e) => crate::warn!("storage: default sysctl {key}={value} not set: {e}"),
         }
     }
     Ok(())

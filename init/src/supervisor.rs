@@ -144,7 +144,7 @@ impl Supervisor {
                         if ours.is_none() {
                             ours = Some(Event::Exited { pid, name, status });
                         } else {
-                            log::info!(
+                            crate::info!(
                                 "{name} (pid {}) {}",
                                 pid.as_raw_nonzero(),
                                 describe(status)

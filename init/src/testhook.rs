@@ -16,7 +16,7 @@ use crate::{power, Error};
 
 pub fn after_inventory(sup: &mut Supervisor, cfg: &Config) {
     if cfg.test == Some(TestAction::Poweroff) {
-        log::info!("ember.test=poweroff: skeleton checks done");
+        crate::info!("ember.test=poweroff: skeleton checks done");
         power::shutdown(sup, Request::Poweroff);
     }
 }
@@ -47,7 +47,7 @@ fn fetch(cfg: &Config, net: &Network) -> Result<(), Error> {
         hasher.update(chunk);
         Ok(())
     })?;
-    log::info!(
+    crate::info!(
         "test-fetch: {url} status {} body {} bytes sha256 {}",
         response.status,
         response.body_len,

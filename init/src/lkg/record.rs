@@ -12,7 +12,7 @@ use crate::fsutil;
 pub fn read(esp: &Mounted, slot: Slot) -> Option<SlotRecord> {
     let bytes = fsutil::read_file_raw(&esp.path(&format!("{}/slot.rec", slot.dir()))).ok()?;
     SlotRecord::from_bytes(&bytes)
-        .inspect_err(|e| log::warn!("lkg: slot {}: {e}: ignored", slot.name()))
+        .inspect_err(|e| crate::warn!("lkg: slot {}: {e}: ignored", slot.name()))
         .ok()
 }
 

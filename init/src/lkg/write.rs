@@ -70,7 +70,7 @@ pub fn slot(
     let uki = esp.path(&format!("{dir}/ember.efi"));
     // Progress for the console (the download takes seconds); the power-cut
     // test cuts here, with the slot's files half written.
-    log::info!(
+    crate::info!(
         "lkg: slot {}: fetching the boot image {} ({} bytes)",
         slot.name(),
         hex(image.sha256),
@@ -147,7 +147,7 @@ fn fetch_checked(to: &str, image: Image<'_>) -> Result<(), Error> {
         if len == image.size && got == *image.sha256 {
             return Ok(());
         }
-        log::error!(
+        crate::error!(
             "lkg: the boot image served has sha256 {} ({len} bytes), the server signed {} ({} bytes): not written",
             hex(&got),
             hex(image.sha256),

@@ -48,7 +48,7 @@ impl Session {
             Target::Node(name) => ("node", name),
             Target::Group(name) => ("group", name),
         };
-        log::info!(
+        crate::info!(
             "overlay: manifest verified: version {} epoch {} for {kind} {}, blob {} ({} bytes, {})",
             m.version_id,
             m.epoch,
@@ -73,7 +73,7 @@ impl Session {
         })?;
         stages.keep(keep_ns);
         stages.log();
-        log::info!(
+        crate::info!(
             "overlay: version {} ({} bytes) extracted into /",
             m.version_id,
             m.plain_size
@@ -99,11 +99,11 @@ impl Session {
         let port = self.cred.overlay.as_ref().and_then(|g| g.http_port);
         match (transport, port) {
             (OverlayTransport::Http, Some(port)) => {
-                log::info!("{what}: fetching over plain HTTP, port {port}");
+                crate::info!("{what}: fetching over plain HTTP, port {port}");
                 NetTransport::plain(client, &self.server, port)
             }
             (OverlayTransport::Http, None) => {
-                log::info!("{what}: the server has no plain-HTTP listener; fetching over HTTPS");
+                crate::info!("{what}: the server has no plain-HTTP listener; fetching over HTTPS");
                 NetTransport::new(client, &self.server)
             }
             (OverlayTransport::Https, _) => NetTransport::new(client, &self.server),
@@ -147,7 +147,7 @@ impl KeptCopy {
     fn write(&mut self, piece: &[u8]) {
         let Some(fd) = &self.fd else { return };
         if let Err(e) = fsutil::write_all(fd, piece) {
-            log::warn!("overlay: keeping a copy for last-known-good failed: {e}");
+            crate::warn!("overlay: keeping a copy for last-known-good failed: {e}");
             self.fd = None;
         }
     }

@@ -73,11 +73,11 @@ pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result
             let mut attestor = TpmAttestor::new(tpm);
             let result = client::attest(&mut attestor, &mut http, server, &event_log);
             if let Err(e) = attestor.close() {
-                log::warn!("attest: flushing transient TPM objects: {e}");
+                crate::warn!("attest: flushing transient TPM objects: {e}");
             }
             match result {
                 Ok(cred) => {
-                    log::info!(
+                    crate::info!(
                         "attest: credential valid for {} s from {server}",
                         cred.expires_in_s
                     );
@@ -95,7 +95,7 @@ pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result
                         unreachable: true, ..
                     },
                 ) => {
-                    log::warn!("attest: {server} round {round}/{ROUNDS}: {e}");
+                    crate::warn!("attest: {server} round {round}/{ROUNDS}: {e}");
                     last = Some(e);
                 }
                 Err(e) => return Err(Error::from(e)),
@@ -103,7 +103,7 @@ pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result
         }
         if round < ROUNDS {
             let delay = 2_000u64 << (round - 1);
-            log::warn!("attest: no boot server answered; retrying in {delay} ms");
+            crate::warn!("attest: no boot server answered; retrying in {delay} ms");
             clock::sleep_ms(delay);
         }
     }

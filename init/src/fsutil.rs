@@ -93,16 +93,21 @@ pub fn write_all(fd: impl rustix::fd::AsFd, mut bytes: &[u8]) -> Result<(), Errn
 
 /// Creates `path` and its missing parents (like `mkdir -p`).
 pub fn mkdir_all(path: &str, mode: u32) -> Result<(), Error> {
-    let mut end = 0;
-    while end < path.len() {
-        end = path[end + 1..]
-            .find('/')
-            .map_or(path.len(), |i| end + 1 + i);
-        match rustix::fs::mkdir(&path[..end], Mode::from_raw_mode(mode)) {
+    // Every prefix that ends before a '/' (past the first byte), then the
+    // whole path. A '/' is a char boundary, so `get` always succeeds; it is
+    // used rather than `[..]`, whose panic path drags char formatting and
+    // Unicode tables into /init.
+    let slashes = path.bytes().enumerate().skip(1).filter(|&(_, b)| b == b'/');
+    let ends = slashes.map(|(i, _)| i).chain(core::iter::once(path.len()));
+    for dir in ends
+        .filter_map(|end| path.get(..end))
+        .filter(|d| !d.is_empty())
+    {
+        match rustix::fs::mkdir(dir, Mode::from_raw_mode(mode)) {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(errno) => {
                 return Err(Error::Write {
-                    path: path[..end].into(),
+                    path: dir.into(),
                     errno,
                 })
             }

@@ -51,8 +51,9 @@ fn literal_or_localhost(host: &str) -> Option<[u8; 4]> {
     let host = host.strip_suffix('.').unwrap_or(host);
     let is_localhost = host.eq_ignore_ascii_case("localhost")
         || (host.len() > 10
-            && host.is_char_boundary(host.len() - 10)
-            && host[host.len() - 10..].eq_ignore_ascii_case(".localhost"));
+            && host
+                .get(host.len() - 10..)
+                .is_some_and(|tail| tail.eq_ignore_ascii_case(".localhost")));
     is_localhost.then_some([127, 0, 0, 1])
 }
 

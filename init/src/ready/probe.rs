@@ -58,8 +58,10 @@ pub fn https_get(
 /// GET `http://A.B.C.D:PORT/PATH` (a local endpoint: IPv4 literals only).
 pub fn http_get(url: &str) -> Result<(u16, Vec<u8>), String> {
     let rest = url.strip_prefix("http://").ok_or("not an http:// URL")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
+    // `split_at_checked`, not `[..]`: str slicing's panic path drags char
+    // formatting and Unicode tables into /init.
+    let (authority, path) = match rest.find('/').and_then(|i| rest.split_at_checked(i)) {
+        Some(parts) => parts,
         None => (rest, "/"),
     };
     let (host, port) = match authority.rsplit_once(':') {

@@ -62,7 +62,7 @@ fn system(host: &str) -> Result<Vec<[u8; 4]>> {
     use std::net::{SocketAddr, ToSocketAddrs};
     let found = (host, 0u16)
         .to_socket_addrs()
-        .map_err(|e| Error::HostLookup(alloc::format!("{host}: {e}")))?;
+        .map_err(|e| Error::HostLookup(alloc::format!("{host}: {e}").into()))?;
     let mut addrs: Vec<[u8; 4]> = Vec::new();
     for a in found {
         if let SocketAddr::V4(v4) = a {

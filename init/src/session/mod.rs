@@ -109,7 +109,7 @@ pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result
     }
     Err(Error::from(last.unwrap_or(ember_proto::Error::Transport {
         step: "start",
-        detail: String::new(),
+        detail: Default::default(),
         unreachable: true,
     })))
 }

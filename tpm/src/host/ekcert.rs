@@ -299,7 +299,8 @@ fn check_critical(cert: &Certificate) -> Result<()> {
                 "{}: unknown critical extension {}",
                 subject(cert),
                 e.extn_id
-            ).into(),
+            )
+            .into(),
         }),
         None => Ok(()),
     }
@@ -319,7 +320,8 @@ fn check_key_size(cert: &Certificate) -> Result<()> {
                 detail: alloc::format!(
                     "{}: RSA key of {bits} bits (at least {MIN_RSA_BITS})",
                     subject(cert)
-                ).into(),
+                )
+                .into(),
             });
         }
     }
@@ -340,7 +342,8 @@ fn check_ek_usage(cert: &Certificate) -> Result<()> {
             detail: alloc::format!(
                 "{}: extended key usage lacks tcg-kp-EKCertificate (2.23.133.8.1)",
                 subject(cert)
-            ).into(),
+            )
+            .into(),
         })
     }
 }
@@ -369,7 +372,8 @@ fn check_issuer(ca: &Certificate, below: usize) -> Result<()> {
                 detail: alloc::format!(
                     "{}: pathLenConstraint {max}, {below} CA certificates below it",
                     subject(ca)
-                ).into(),
+                )
+                .into(),
             });
         }
     }

@@ -196,9 +196,9 @@ impl Mover {
                 AtFlags::empty()
             }
             FileType::Symlink => {
-                let target = rfs::readlinkat(from, name.as_c_str(), Vec::new())
+                let target = ember_fs::link::read_link(from, name.as_c_str())
                     .map_err(step("read source symlink"))?;
-                rfs::symlinkat(target.as_c_str(), to, name.as_c_str())
+                rfs::symlinkat(target.as_slice(), to, name.as_c_str())
                     .map_err(step("create symlink in target"))?;
                 AtFlags::empty()
             }

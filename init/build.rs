@@ -10,6 +10,13 @@ fn main() {
     // No dynamic loader ever applies RELRO to this binary, and its page
     // padding is 2 KiB of the 512 KiB budget.
     println!("cargo:rustc-link-arg-bins=-Wl,-z,norelro");
+    // Nothing reads a build ID from PID 1 (160 bytes with its note).
+    println!("cargo:rustc-link-arg-bins=-Wl,--build-id=none");
+    // The unwind tables go at link time (see the script for why).
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let script = PathBuf::from(manifest).join("no-unwind-tables.ld");
+    println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
+    println!("cargo:rerun-if-changed=no-unwind-tables.ld");
     // Identical code folding: generic code instantiated for types with the
     // same layout is emitted once (about 15 KiB of /init). Rust does not
     // promise distinct addresses for distinct functions, so folding is

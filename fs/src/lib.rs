@@ -10,6 +10,7 @@ mod error;
 pub mod gpt;
 pub mod gzip_writer;
 pub mod hex;
+pub mod link;
 pub mod modules_dep;
 pub mod quoted;
 pub mod tar;

@@ -104,10 +104,10 @@ impl<'a> ModulesDep<'a> {
 /// The module name of a path: `kernel/fs/fat/vfat.ko.xz` → `vfat`.
 pub fn module_name(path: &str) -> &str {
     let file = path.rsplit('/').next().unwrap_or(path);
-    match file.find(".ko") {
-        Some(i) => &file[..i],
-        None => file,
-    }
+    // Bytes and `get`, not `find(&str)` and `[..]`: str slicing's panic
+    // path drags char formatting and Unicode tables into /init.
+    let end = file.as_bytes().windows(3).position(|w| w == b".ko");
+    end.and_then(|i| file.get(..i)).unwrap_or(file)
 }
 
 /// Whether two module names are the same to the kernel (`-` equals `_`).

@@ -54,7 +54,7 @@ struct Running {
 pub fn run() -> ! {
     let mut sup = Supervisor::new();
     console::init(log::LevelFilter::Info);
-    log::info!(
+    crate::info!(
         "Ember init {} starting as pid {}",
         env!("CARGO_PKG_VERSION"),
         rustix::process::getpid().as_raw_nonzero()
@@ -80,7 +80,7 @@ fn boot(sup: &mut Supervisor, cfg: &mut Config) -> Result<Running, Failure> {
 
     let mut tpm = measure();
     if let Err((_, e)) = phase("lkg-floor", || lkg::epoch::settle(tpm.as_mut())) {
-        log::error!("lkg: {e}; last-known-good cannot be restored or written on this boot");
+        crate::error!("lkg: {e}; last-known-good cannot be restored or written on this boot");
     }
     let mut net = dhcp(cfg)?;
     testhook::after_dhcp(sup, cfg, net.as_ref())?;
@@ -112,7 +112,7 @@ fn boot(sup: &mut Supervisor, cfg: &mut Config) -> Result<Running, Failure> {
     // A failure to persist does not undo a good boot: it is logged and the
     // node keeps running; the previous last-known-good stays.
     if let Err((_, e)) = phase("lkg", || lkg::persist(tpm.as_mut(), persist)) {
-        log::warn!("lkg: {e}; the previous last-known-good stays");
+        crate::warn!("lkg: {e}; the previous last-known-good stays");
     }
     source.report(Outcome::Joined, "node is Ready");
     Ok(Running { net, source })
@@ -125,7 +125,7 @@ fn measure() -> Option<Measured> {
     match phase("measure", measure::boot) {
         Ok(m) => Some(m),
         Err((_, e)) => {
-            log::error!("measure: {e}; attestation and last-known-good need a working TPM");
+            crate::error!("measure: {e}; attestation and last-known-good need a working TPM");
             None
         }
     }
@@ -137,7 +137,7 @@ fn dhcp(cfg: &Config) -> Result<Option<Network>, Failure> {
     match phase("dhcp", || network::bring_up(cfg)) {
         Ok(net) => Ok(Some(net)),
         Err((_, e)) if cfg.test.is_none() => {
-            log::warn!("dhcp: no lease ({e}); trying last-known-good");
+            crate::warn!("dhcp: no lease ({e}); trying last-known-good");
             Ok(None)
         }
         Err(f) => Err(f),
@@ -169,7 +169,7 @@ fn overlay_source(
         }
         Err((_, e)) if net.is_none() || session::unreachable(&e) => {
             if net.is_some() {
-                log::warn!("attest: boot server unreachable ({e}); trying last-known-good");
+                crate::warn!("attest: boot server unreachable ({e}); trying last-known-good");
             }
             let booted_from = cfg.slot.as_deref().and_then(Slot::parse);
             let restored = phase("lkg-restore", || lkg::restore(tpm, booted_from))?;
@@ -192,12 +192,12 @@ fn supervise(sup: &mut Supervisor, cfg: &Config, mut node: Running) -> ! {
         match event {
             Event::Shutdown(req) => power::shutdown(sup, req),
             Event::Exited { name, status, .. } => {
-                log::error!(
+                crate::error!(
                     "{name} {} after the node was Ready",
                     supervisor::describe(status)
                 );
                 node.source.report(Outcome::Failed, "runtime exited");
-                let err = Error::Runtime(format!("{name} exited"));
+                let err = Error::Runtime(format!("{name} exited").into());
                 fail(sup, cfg, "runtime", &err);
             }
             Event::Readable | Event::Timeout => {
@@ -216,7 +216,7 @@ fn fail(sup: &mut Supervisor, cfg: &Config, name: &str, err: &Error) -> ! {
         cmdline::OnError::Reboot => (Request::Reboot, "rebooting"),
         cmdline::OnError::Poweroff => (Request::Poweroff, "powering off"),
     };
-    log::error!(
+    crate::error!(
         "boot failed in phase {name}: {err}; {verb} in {} s (ember.on_error)",
         cfg.error_delay_s
     );

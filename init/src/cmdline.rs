@@ -53,10 +53,12 @@ pub fn split(cmdline: &str) -> Vec<Param> {
         if word == "--" && eq_at.is_none() {
             break;
         }
-        let param = match eq_at {
-            Some(i) => Param {
-                key: String::from(&word[..i]),
-                value: Some(String::from(&word[i + 1..])),
+        // `split_at_checked` and `get`, not `[..]`: str slicing's panic
+        // path drags char formatting and Unicode tables into /init.
+        let param = match eq_at.and_then(|i| word.split_at_checked(i)) {
+            Some((key, eq_value)) => Param {
+                key: String::from(key),
+                value: Some(String::from(eq_value.get(1..).unwrap_or(""))),
             },
             None => Param {
                 key: word,
@@ -268,9 +270,9 @@ pub fn read() -> Result<Config, Error> {
     let text = fsutil::read_text("/proc/cmdline")?;
     let (cfg, errors) = Config::parse(&text);
     for e in &errors {
-        log::error!("cmdline: ignoring {e}");
+        crate::error!("cmdline: ignoring {e}");
     }
-    log::info!("cmdline: ember keys [{}]", cfg.keys.join(" "));
+    crate::info!("cmdline: ember keys [{}]", cfg.keys.join(" "));
     log::set_max_level(cfg.log_level);
     Ok(cfg)
 }

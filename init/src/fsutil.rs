@@ -11,7 +11,7 @@ use crate::Error;
 /// Reads a whole (small) file: /proc, /sys and configuration files.
 pub fn read_file(path: &str) -> Result<Vec<u8>, Error> {
     read_file_raw(path).map_err(|errno| Error::Read {
-        path: String::from(path),
+        path: path.into(),
         errno,
     })
 }
@@ -65,7 +65,7 @@ pub fn read_text(path: &str) -> Result<String, Error> {
 /// Writes a whole file, replacing it.
 pub fn write_file(path: &str, data: &[u8], mode: u32) -> Result<(), Error> {
     let err = |errno| Error::Write {
-        path: String::from(path),
+        path: path.into(),
         errno,
     };
     let fd = open(
@@ -93,16 +93,21 @@ pub fn write_all(fd: impl rustix::fd::AsFd, mut bytes: &[u8]) -> Result<(), Errn
 
 /// Creates `path` and its missing parents (like `mkdir -p`).
 pub fn mkdir_all(path: &str, mode: u32) -> Result<(), Error> {
-    let mut end = 0;
-    while end < path.len() {
-        end = path[end + 1..]
-            .find('/')
-            .map_or(path.len(), |i| end + 1 + i);
-        match rustix::fs::mkdir(&path[..end], Mode::from_raw_mode(mode)) {
+    // Every prefix that ends before a '/' (past the first byte), then the
+    // whole path. A '/' is a char boundary, so `get` always succeeds; it is
+    // used rather than `[..]`, whose panic path drags char formatting and
+    // Unicode tables into /init.
+    let slashes = path.bytes().enumerate().skip(1).filter(|&(_, b)| b == b'/');
+    let ends = slashes.map(|(i, _)| i).chain(core::iter::once(path.len()));
+    for dir in ends
+        .filter_map(|end| path.get(..end))
+        .filter(|d| !d.is_empty())
+    {
+        match rustix::fs::mkdir(dir, Mode::from_raw_mode(mode)) {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(errno) => {
                 return Err(Error::Write {
-                    path: String::from(&path[..end]),
+                    path: dir.into(),
                     errno,
                 })
             }
@@ -126,7 +131,7 @@ pub fn exists(path: &str) -> bool {
 /// Names in a directory, without `.` and `..`.
 pub fn list_dir(path: &str) -> Result<Vec<String>, Error> {
     let err = |errno| Error::Read {
-        path: String::from(path),
+        path: path.into(),
         errno,
     };
     let fd = open(

@@ -23,8 +23,8 @@ pub fn survey() -> Result<(), Error> {
         clock::sleep_ms(20);
     };
     match tpm {
-        Some(dev) => log::info!("tpm: {dev} present"),
-        None => log::warn!("tpm: no /dev/tpmrm0 or /dev/tpm0; attestation will fail"),
+        Some(dev) => crate::info!("tpm: {dev} present"),
+        None => crate::warn!("tpm: no /dev/tpmrm0 or /dev/tpm0; attestation will fail"),
     }
     let mut ifaces = Vec::new();
     for name in fsutil::list_dir("/sys/class/net")? {
@@ -39,7 +39,7 @@ pub fn survey() -> Result<(), Error> {
             read("operstate")
         ));
     }
-    log::info!("network interfaces: [{}]", ifaces.join(" "));
+    crate::info!("network interfaces: [{}]", ifaces.join(" "));
     Ok(())
 }
 
@@ -54,6 +54,6 @@ pub fn log_peak_rss() {
         .find(|l| l.starts_with("VmHWM:"))
         .and_then(|l| l.split_whitespace().nth(1));
     if let Some(kb) = hwm {
-        log::info!("metrics: pid1_vmhwm_kb={kb}");
+        crate::info!("metrics: pid1_vmhwm_kb={kb}");
     }
 }

@@ -28,7 +28,7 @@ pub struct Report {
 impl Report {
     /// The boot log's line for the `modules` phase.
     pub fn log(&self) {
-        log::info!(
+        crate::info!(
             "modules: loaded [{}]; already loaded [{}]; built in [{}]; missing [{}]; refused [{}]",
             self.loaded.join(" "),
             self.already_loaded.join(" "),
@@ -81,7 +81,7 @@ pub fn load_names(names: &[String]) -> Result<Report, Error> {
         let order = match deps.closure(&[name.as_str()]) {
             Ok(order) => order,
             Err(e) => {
-                log::warn!("module {name}: {e} (initrd built for kernel {release}?)");
+                crate::warn!("module {name}: {e} (initrd built for kernel {release}?)");
                 report.missing.push(name.clone());
                 continue;
             }
@@ -96,11 +96,11 @@ pub fn load_names(names: &[String]) -> Result<Report, Error> {
                 Ok(()) => report.loaded.push(short),
                 Err(Errno::EXIST) => report.already_loaded.push(short),
                 Err(Errno::NOENT) => {
-                    log::warn!("module {short}: {base}/{path} is not in the initrd");
+                    crate::warn!("module {short}: {base}/{path} is not in the initrd");
                     report.missing.push(short);
                 }
                 Err(errno) => {
-                    log::warn!("module {short}: the kernel refused it: {errno}");
+                    crate::warn!("module {short}: the kernel refused it: {errno}");
                     report.failed.push((short, errno));
                 }
             }

@@ -13,7 +13,7 @@ static GLOBAL: rustix_dlmalloc::GlobalDlmalloc = rustix_dlmalloc::GlobalDlmalloc
 /// the operator time to read it, flush filesystems and reboot.
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    log::error!("internal error (bug): {info}; rebooting in 10 s");
+    ember_init::error!("internal error (bug): {info}; rebooting in 10 s");
     ember_init::clock::sleep_ms(10_000);
     rustix::fs::sync();
     let _ = rustix::system::reboot(rustix::system::RebootCommand::Restart);

@@ -73,7 +73,7 @@ pub fn boot() -> Result<Measured, Error> {
     let mut tpm = crate::tpm::open()?;
     let at_start = read_boot_pcr(&mut tpm)?;
     if at_start.iter().any(|&b| b != 0) {
-        log::info!(
+        crate::info!(
             "measure: PCR 11 = {} set by systemd-stub (unified kernel image): boot measured from firmware",
             ember_fs::hex::hex(&at_start)
         );
@@ -86,7 +86,7 @@ pub fn boot() -> Result<Measured, Error> {
     let event = Sha256::digest(NOT_MEASURED_EVENT);
     tpm.pcr_extend(BOOT_PCR, &[(HashAlg::Sha256, &event)])?;
     let boot_pcr = read_boot_pcr(&mut tpm)?;
-    log::warn!(
+    crate::warn!(
         "measure: PCR 11 was zero: not booted from a unified kernel image, so nothing before the kernel measured this initrd; NOT firmware-rooted (a UKI policy refuses it, no last-known-good slot is written). Extended the fixed not-measured event: PCR 11 = {}",
         ember_fs::hex::hex(&boot_pcr)
     );
@@ -115,11 +115,11 @@ pub fn leave_initrd(tpm: Option<&mut Measured>) -> Result<(), Error> {
 pub fn event_log() -> Vec<u8> {
     match crate::fsutil::read_file_raw(EVENT_LOG) {
         Ok(log) if log.len() <= ember_proto::msg::MAX_EVENT_LOG => {
-            log::info!("measure: firmware event log {} bytes", log.len());
+            crate::info!("measure: firmware event log {} bytes", log.len());
             log
         }
         Ok(log) => {
-            log::warn!(
+            crate::warn!(
                 "measure: firmware event log of {} bytes exceeds {}; not sent",
                 log.len(),
                 ember_proto::msg::MAX_EVENT_LOG
@@ -127,7 +127,7 @@ pub fn event_log() -> Vec<u8> {
             Vec::new()
         }
         Err(errno) => {
-            log::warn!("measure: no firmware event log at {EVENT_LOG} ({errno}); not sent");
+            crate::warn!("measure: no firmware event log at {EVENT_LOG} ({errno}); not sent");
             Vec::new()
         }
     }

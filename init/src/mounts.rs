@@ -113,7 +113,7 @@ pub struct Report {
 impl Report {
     /// The boot log's line for the `mounts` phase.
     pub fn log(&self) {
-        log::info!(
+        crate::info!(
             "mounts: mounted [{}]; already mounted [{}]; not available [{}]",
             self.mounted.join(" "),
             self.already.join(" "),
@@ -154,7 +154,7 @@ pub fn mount_early() -> Result<Report, Error> {
             Ok(()) => report.mounted.push(s.target),
             Err(Errno::BUSY) => report.already.push(s.target),
             Err(errno) if s.optional => {
-                log::warn!(
+                crate::warn!(
                     "mount {} ({}) failed: {errno}; continuing without it",
                     s.target,
                     s.fstype

@@ -29,7 +29,7 @@ pub fn bring_up(cfg: &Config) -> Result<Network, Error> {
     };
     let (dhcp, lease) = ember_net::bring_up(&net)?;
     let [a, b, c, d] = lease.address;
-    log::info!(
+    crate::info!(
         "dhcp: {} got {a}.{b}.{c}.{d}/{} router {} dns {} lease {} s from {}",
         dhcp.link().name,
         lease.prefix_len,
@@ -56,11 +56,11 @@ impl Network {
     pub fn poll(&mut self) {
         match self.dhcp.poll() {
             Ok(Some(LeaseEvent::Acquired(lease))) => {
-                log::info!("dhcp: acquired {}/{}", ip(lease.address), lease.prefix_len);
+                crate::info!("dhcp: acquired {}/{}", ip(lease.address), lease.prefix_len);
                 self.lease = lease;
             }
             Ok(Some(LeaseEvent::Renewed(lease))) => {
-                log::info!(
+                crate::info!(
                     "dhcp: renewed {} for {} s",
                     ip(lease.address),
                     lease.lease_time.unwrap_or(0)
@@ -68,10 +68,10 @@ impl Network {
                 self.lease = lease;
             }
             Ok(Some(LeaseEvent::Lost { address })) => {
-                log::warn!("dhcp: lost lease on {}; address removed", ip(address))
+                crate::warn!("dhcp: lost lease on {}; address removed", ip(address))
             }
             Ok(None) => {}
-            Err(e) => log::warn!("dhcp: {e}"),
+            Err(e) => crate::warn!("dhcp: {e}"),
         }
     }
 

@@ -83,7 +83,7 @@ impl ConfError {
 /// The `nodeconf` phase: reads and checks /etc/ember/node.conf.
 pub fn read() -> Result<NodeConf, crate::Error> {
     let text = crate::fsutil::read_text(PATH)?;
-    NodeConf::parse(&text).map_err(crate::Error::NodeConf)
+    NodeConf::parse(&text).map_err(crate::Error::from)
 }
 
 impl NodeConf {
@@ -155,7 +155,7 @@ impl NodeConf {
                 k if k.starts_with("standin_") => {}
                 _ => {
                     if !conf.storage.set(key, value).map_err(err)? {
-                        log::warn!("{PATH} line {line}: unknown key {key}, ignored")
+                        crate::warn!("{PATH} line {line}: unknown key {key}, ignored")
                     }
                 }
             }

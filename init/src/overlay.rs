@@ -30,10 +30,10 @@ use crate::{fsutil, Error};
 /// from last-known-good, must have a manifest it signed.
 pub fn trusted_key() -> Result<PublicKey, Error> {
     let pem = fsutil::read_file_raw(PUBLIC_KEY_PATH).map_err(|e| {
-        log::error!("overlay: {PUBLIC_KEY_PATH}: {e}; build the initrd with --file STATE/manifest.pub:{PUBLIC_KEY_PATH}");
+        crate::error!("overlay: {PUBLIC_KEY_PATH}: {e}; build the initrd with --file STATE/manifest.pub:{PUBLIC_KEY_PATH}");
         Error::Missing("manifest public key (/etc/ember/manifest.pub) in the initrd")
     })?;
-    PublicKey::from_pem(&pem).map_err(Error::Attest)
+    PublicKey::from_pem(&pem).map_err(Error::from)
 }
 
 /// CPU nanoseconds and bytes of each stage of one overlay's opening.
@@ -64,7 +64,7 @@ impl Stages {
     /// One metrics line an operator (and `qemu/bench`) can read.
     pub fn log(&self) {
         let ms = |ns: u64| ns / 1_000_000;
-        log::info!(
+        crate::info!(
             "metrics: overlay_sealed_bytes={} overlay_plain_bytes={} overlay_receive_ms={} overlay_keep_ms={} overlay_open_ms={} overlay_unpack_ms={} overlay_write_ms={}",
             self.sealed_bytes,
             self.plain_bytes,
@@ -108,7 +108,7 @@ fn open_into_root_dyn(
     // no crossing into another mount (every API filesystem is one by now).
     let sink = FsSink::open("/", Confinement::InRoot)
         .and_then(|s| s.protect(Protection::SYSTEM))
-        .map_err(|kind| Error::Extract(tar::Error::from(kind)))?;
+        .map_err(|kind| Error::from(tar::Error::from(kind)))?;
     let write_ns = Cell::new(0);
     let timed = TimedSink {
         inner: sink,

@@ -26,7 +26,7 @@ struct PhaseClock {
 impl PhaseClock {
     #[inline(never)]
     fn start(name: &'static str) -> PhaseClock {
-        log::info!("phase={name} status=start");
+        crate::info!("phase={name} status=start");
         PhaseClock {
             name,
             start_ms: clock::now_ms(),
@@ -40,9 +40,9 @@ impl PhaseClock {
         let took = clock::now_ms().saturating_sub(self.start_ms);
         let cpu = clock::cpu_ms().saturating_sub(self.cpu_start_ms);
         match failure {
-            None => log::info!("phase={name} status=ok took={took}ms cpu={cpu}ms"),
+            None => crate::info!("phase={name} status=ok took={took}ms cpu={cpu}ms"),
             Some(e) => {
-                log::error!("phase={name} status=failed took={took}ms cpu={cpu}ms reason={e}")
+                crate::error!("phase={name} status=failed took={took}ms cpu={cpu}ms reason={e}")
             }
         }
     }

@@ -15,7 +15,7 @@ use crate::{clock, fsutil};
 const GRACE_MS: u64 = 5_000;
 
 pub fn shutdown(sup: &mut Supervisor, request: Request) -> ! {
-    log::info!(
+    crate::info!(
         "shutdown: {} requested; stopping all processes",
         name(request)
     );
@@ -26,7 +26,7 @@ pub fn shutdown(sup: &mut Supervisor, request: Request) -> ! {
     }
     let left = other_pids();
     if !left.is_empty() {
-        log::warn!(
+        crate::warn!(
             "shutdown: {} processes ignored SIGTERM; sending SIGKILL",
             left.len()
         );
@@ -44,10 +44,10 @@ pub fn shutdown(sup: &mut Supervisor, request: Request) -> ! {
         Request::Poweroff => RebootCommand::PowerOff,
         Request::Reboot => RebootCommand::Restart,
     };
-    log::info!("shutdown: {}", name(request));
+    crate::info!("shutdown: {}", name(request));
     // Only returns if the kernel refused; PID 1 must not exit.
     if let Err(err) = rustix::system::reboot(cmd) {
-        log::error!("reboot(2) failed: {err}; halting here");
+        crate::error!("reboot(2) failed: {err}; halting here");
     }
     loop {
         clock::sleep_ms(60_000);

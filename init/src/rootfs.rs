@@ -38,8 +38,10 @@ impl Report {
     /// The boot log's line for the `rootfs` phase.
     pub fn log(&self) {
         match self.moved {
-            true => log::info!("rootfs: / is a bind mount of the initial rootfs (nothing copied)"),
-            false => log::info!("rootfs: / is already a root runc can pivot_root from"),
+            true => {
+                crate::info!("rootfs: / is a bind mount of the initial rootfs (nothing copied)")
+            }
+            false => crate::info!("rootfs: / is already a root runc can pivot_root from"),
         }
     }
 }
@@ -194,9 +196,9 @@ impl Mover {
                 AtFlags::empty()
             }
             FileType::Symlink => {
-                let target = rfs::readlinkat(from, name.as_c_str(), Vec::new())
+                let target = ember_fs::link::read_link(from, name.as_c_str())
                     .map_err(step("read source symlink"))?;
-                rfs::symlinkat(target.as_c_str(), to, name.as_c_str())
+                rfs::symlinkat(target.as_slice(), to, name.as_c_str())
                     .map_err(step("create symlink in target"))?;
                 AtFlags::empty()
             }

@@ -271,7 +271,7 @@ pub fn apply(conf: &StorageConf, sup: &mut Supervisor) -> Result<&'static str, E
     }
     if scratch.is_none() {
         let ram = limit_mib(&conf.scratch_mount);
-        log::info!(
+        crate::info!(
             "storage: no scratch disk; {} is RAM (tmpfs, up to {ram} MiB): container images and writable layers count against the node's memory",
             conf.scratch_mount
         );
@@ -289,7 +289,7 @@ pub fn apply(conf: &StorageConf, sup: &mut Supervisor) -> Result<&'static str, E
     for w in &list {
         let _ = write!(summary, " {} ({} MiB)", w.path, limit_mib(&w.path));
     }
-    log::info!("storage: / is read-only; writable:{summary}");
+    crate::info!("storage: / is read-only; writable:{summary}");
     Ok(resolv)
 }
 
@@ -302,7 +302,8 @@ fn limit_mib(path: &str) -> u64 {
 
 /// Mounts a fresh tmpfs (or `device`) at `w.path`, keeping what was there.
 fn make_writable(table: &str, w: &Writable, device: Option<&str>) -> Result<(), Error> {
-    let fail = |what: &str, errno: Errno| Error::Storage(format!("{}: {what}: {errno}", w.path));
+    let fail =
+        |what: &str, errno: Errno| Error::Storage(format!("{}: {what}: {errno}", w.path).into());
     if device.is_none() && mounts::is_mount_point(table, &w.path) {
         // An API filesystem of the first phase (/run, /tmp): only the limit.
         let data = format!("size={}", w.size);
@@ -371,15 +372,21 @@ fn prepare_scratch(selector: &Selector, mkfs: &str, sup: &mut Supervisor) -> Res
         }),
     };
     let Some(device) = device else {
-        return Err(Error::Storage(format!(
-            "scratch disk {selector}: no such disk or partition (no silent fallback to RAM)"
-        )));
+        return Err(Error::Storage(
+            format!(
+                "scratch disk {selector}: no such disk or partition (no silent fallback to RAM)"
+            )
+            .into(),
+        ));
     };
     if device.type_guid == ESP_TYPE {
-        return Err(Error::Storage(format!(
-            "scratch disk {selector} is the ESP {}: refused",
-            device.partition
-        )));
+        return Err(Error::Storage(
+            format!(
+                "scratch disk {selector} is the ESP {}: refused",
+                device.partition
+            )
+            .into(),
+        ));
     }
     let dev = device.partition;
     // Carried in the initrd but loaded only now (modules.list `ext4?`):
@@ -387,9 +394,12 @@ fn prepare_scratch(selector: &Selector, mkfs: &str, sup: &mut Supervisor) -> Res
     let fs_modules = [String::from("crc32c_generic"), String::from("ext4")];
     let report = kmod::load_names(&fs_modules)?;
     if !report.missing.is_empty() || !report.failed.is_empty() {
-        return Err(Error::Storage(format!(
+        return Err(Error::Storage(
+            format!(
             "scratch disk {dev}: the ext4 modules are not in the initrd or the kernel refused them"
-        )));
+        )
+            .into(),
+        ));
     }
     // No journal: the disk is wiped on every boot, so crash recovery buys
     // nothing; lazy init keeps mkfs to seconds on large disks.
@@ -408,11 +418,11 @@ fn prepare_scratch(selector: &Selector, mkfs: &str, sup: &mut Supervisor) -> Res
     let start = clock::now_ms();
     let status = run(sup, &argv)?;
     if status != 0 {
-        return Err(Error::Storage(format!(
-            "scratch disk {dev}: {mkfs} exited with status {status}"
-        )));
+        return Err(Error::Storage(
+            format!("scratch disk {dev}: {mkfs} exited with status {status}").into(),
+        ));
     }
-    log::info!(
+    crate::info!(
         "storage: scratch disk {dev} wiped and formatted in {} ms",
         clock::now_ms().saturating_sub(start)
     );
@@ -432,17 +442,15 @@ fn run(sup: &mut Supervisor, argv: &[&str]) -> Result<i32, Error> {
                     .unwrap_or(1));
             }
             Event::Exited { name, status, .. } => {
-                log::info!("{name} {}", supervisor::describe(status))
+                crate::info!("{name} {}", supervisor::describe(status))
             }
             _ => {}
         }
     }
     let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-    Err(Error::Storage(format!(
-        "{} did not finish in {} s",
-        argv[0],
-        MKFS_TIMEOUT_MS / 1000
-    )))
+    Err(Error::Storage(
+        format!("{} did not finish in {} s", argv[0], MKFS_TIMEOUT_MS / 1000).into(),
+    ))
 }
 
 /// The first whole disk that has no partitions and whose first 256 KiB are
@@ -486,7 +494,7 @@ fn first_empty_disk() -> Result<Option<String>, Error> {
         if done == head.len() && (head.iter().all(|&b| b == 0) || is_ember_scratch(&head)) {
             return Ok(Some(dev));
         }
-        log::info!("storage: {dev} is not empty; not taken as scratch");
+        crate::info!("storage: {dev} is not empty; not taken as scratch");
     }
     Ok(None)
 }
@@ -512,13 +520,13 @@ fn move_resolv_conf() -> Result<&'static str, Error> {
         Ok(()) | Err(Errno::NOENT) => {}
         Err(errno) => {
             return Err(Error::Write {
-                path: String::from(etc),
+                path: etc.into(),
                 errno,
             })
         }
     }
     rfs::symlink(RESOLV_CONF, etc).map_err(|errno| Error::Write {
-        path: String::from(etc),
+        path: etc.into(),
         errno,
     })?;
     Ok(RESOLV_CONF)
@@ -534,11 +542,11 @@ fn set_sysctls(configured: &[(String, String)]) -> Result<(), Error> {
         match fsutil::write_file(&path, value.as_bytes(), 0o644) {
             Ok(()) => {}
             Err(e) if required => {
-                return Err(Error::Storage(format!(
-                    "node.conf sysctl.{key} = {value}: {e}"
-                )))
+                return Err(Error::Storage(
+                    format!("node.conf sysctl.{key} = {value}: {e}").into(),
+                ))
             }
-            Err(e) => log::warn!("storage: default sysctl {key}={value} not set: {e}"),
+            Err(e) => crate::warn!("storage: default sysctl {key}={value} not set: {e}"),
         }
     }
     Ok(())

@@ -144,7 +144,7 @@ impl Supervisor {
                         if ours.is_none() {
                             ours = Some(Event::Exited { pid, name, status });
                         } else {
-                            log::info!(
+                            crate::info!(
                                 "{name} (pid {}) {}",
                                 pid.as_raw_nonzero(),
                                 describe(status)
@@ -166,7 +166,7 @@ impl Supervisor {
     pub fn spawn(&mut self, argv: &[&str], env: &[&str]) -> Result<Pid, Error> {
         let program = argv.first().copied().unwrap_or("");
         let spawn_err = |errno| Error::Spawn {
-            program: String::from(program),
+            program: program.into(),
             errno,
         };
         let to_c = |s: &&str| CString::new(*s).map_err(|_| spawn_err(Errno::INVAL));

@@ -16,7 +16,7 @@ use crate::{power, Error};
 
 pub fn after_inventory(sup: &mut Supervisor, cfg: &Config) {
     if cfg.test == Some(TestAction::Poweroff) {
-        log::info!("ember.test=poweroff: skeleton checks done");
+        crate::info!("ember.test=poweroff: skeleton checks done");
         power::shutdown(sup, Request::Poweroff);
     }
 }
@@ -37,10 +37,9 @@ pub fn after_dhcp(
 
 fn fetch(cfg: &Config, net: &Network) -> Result<(), Error> {
     use sha2::Digest;
-    let url = cfg
-        .test_url
-        .as_deref()
-        .ok_or_else(|| Error::Cmdline(String::from("ember.test=fetch needs ember.test_url")))?;
+    let url = cfg.test_url.as_deref().ok_or_else(|| {
+        Error::Cmdline(String::from("ember.test=fetch needs ember.test_url").into())
+    })?;
     let cas = network::https_cas()?;
     let client = ember_net::https::Client::new(&cas, &net.lease.dns);
     let mut hasher = sha2::Sha256::new();
@@ -48,7 +47,7 @@ fn fetch(cfg: &Config, net: &Network) -> Result<(), Error> {
         hasher.update(chunk);
         Ok(())
     })?;
-    log::info!(
+    crate::info!(
         "test-fetch: {url} status {} body {} bytes sha256 {}",
         response.status,
         response.body_len,

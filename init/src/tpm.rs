@@ -59,7 +59,7 @@ impl Meter {
 
     pub fn log(self, tpm: &mut NodeTpm) {
         let m = tpm.transport_mut();
-        log::info!(
+        crate::info!(
             "metrics: tpm_commands={} tpm_ms={}",
             m.commands - self.commands,
             m.busy_ms - self.busy_ms

@@ -128,7 +128,7 @@ impl DhcpClient {
     pub fn new(link: &Link, config: &DhcpConfig) -> Result<Self> {
         let mac = link
             .mac
-            .ok_or_else(|| Error::NotEthernet(link.name.clone()))?;
+            .ok_or_else(|| Error::NotEthernet(link.name.as_str().into()))?;
         let mtu = if link.mtu == 0 {
             1500
         } else {

@@ -51,8 +51,9 @@ fn literal_or_localhost(host: &str) -> Option<[u8; 4]> {
     let host = host.strip_suffix('.').unwrap_or(host);
     let is_localhost = host.eq_ignore_ascii_case("localhost")
         || (host.len() > 10
-            && host.is_char_boundary(host.len() - 10)
-            && host[host.len() - 10..].eq_ignore_ascii_case(".localhost"));
+            && host
+                .get(host.len() - 10..)
+                .is_some_and(|tail| tail.eq_ignore_ascii_case(".localhost")));
     is_localhost.then_some([127, 0, 0, 1])
 }
 
@@ -61,7 +62,7 @@ fn system(host: &str) -> Result<Vec<[u8; 4]>> {
     use std::net::{SocketAddr, ToSocketAddrs};
     let found = (host, 0u16)
         .to_socket_addrs()
-        .map_err(|e| Error::HostLookup(alloc::format!("{host}: {e}")))?;
+        .map_err(|e| Error::HostLookup(alloc::format!("{host}: {e}").into()))?;
     let mut addrs: Vec<[u8; 4]> = Vec::new();
     for a in found {
         if let SocketAddr::V4(v4) = a {

@@ -389,7 +389,7 @@ fn tls_error(e: TlsError) -> Error {
             Error::TlsHandshakeRefused
         }
         TlsError::Io(embedded_io::ErrorKind::TimedOut) => Error::ReadTimeout,
-        other => Error::Tls(tls_failure(&other)),
+        other => Error::Tls(tls_failure(&other).into()),
     }
 }
 

@@ -4,7 +4,6 @@
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::netlink::{Link, Netlink};
-use alloc::string::String;
 use core::time::Duration;
 
 /// Sets every link up (including `lo`, which the node needs too) and waits
@@ -17,7 +16,7 @@ pub fn bring_up_and_choose(
     let links = nl.links()?;
     if let Some(name) = wanted {
         if !links.iter().any(|l| l.name == name) {
-            return Err(Error::InterfaceNotFound(String::from(name)));
+            return Err(Error::InterfaceNotFound(name.into()));
         }
     } else if links.iter().all(Link::is_loopback) {
         return Err(Error::NoInterface);

@@ -46,31 +46,32 @@ pub fn base64_decode(text: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Where `needle` first occurs in `hay`. On bytes rather than with
+/// `str::find(&str)` and str slicing, whose panic path drags char
+/// formatting and Unicode tables into /init.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
 /// Every block whose label is `label` (e.g. "CERTIFICATE"), decoded.
 pub fn decode_all(pem: &[u8], label: &str) -> Result<Vec<Vec<u8>>> {
-    let text = core::str::from_utf8(pem).map_err(|_| Error::Pem("not UTF-8"))?;
+    core::str::from_utf8(pem).map_err(|_| Error::Pem("not UTF-8"))?;
     let mut blocks = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("-----BEGIN ") {
+    let mut rest = pem;
+    while let Some(start) = find(rest, b"-----BEGIN ") {
         let after = &rest[start + 11..];
-        let label_end = after
-            .find("-----")
-            .ok_or(Error::Pem("unterminated BEGIN line"))?;
+        let label_end = find(after, b"-----").ok_or(Error::Pem("unterminated BEGIN line"))?;
         let this_label = &after[..label_end];
         let body_start = &after[label_end + 5..];
-        let end_marker = body_start
-            .find("-----END ")
-            .ok_or(Error::Pem("missing END line"))?;
+        let end_marker = find(body_start, b"-----END ").ok_or(Error::Pem("missing END line"))?;
         let body = &body_start[..end_marker];
         let tail = &body_start[end_marker + 9..];
-        let tail_end = tail
-            .find("-----")
-            .ok_or(Error::Pem("unterminated END line"))?;
-        if &tail[..tail_end] != this_label {
+        let tail_end = find(tail, b"-----").ok_or(Error::Pem("unterminated END line"))?;
+        if tail[..tail_end] != *this_label {
             return Err(Error::Pem("END label differs from BEGIN"));
         }
-        if this_label == label {
-            blocks.push(base64_decode(body.as_bytes())?);
+        if this_label == label.as_bytes() {
+            blocks.push(base64_decode(body)?);
         }
         rest = &tail[tail_end + 5..];
     }

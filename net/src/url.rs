@@ -20,8 +20,13 @@ pub fn parse(url: &str) -> Result<Url<'_>> {
     let rest = url
         .strip_prefix("https://")
         .ok_or(Error::BadUrl("must start with https://"))?;
-    let (authority, path) = match rest.find(['/', '?', '#']) {
-        Some(i) => (&rest[..i], &rest[i..]),
+    // `split_at_checked`, not `[..]`: str slicing's panic path drags char
+    // formatting and Unicode tables into /init.
+    let (authority, path) = match rest
+        .find(['/', '?', '#'])
+        .and_then(|i| rest.split_at_checked(i))
+    {
+        Some(parts) => parts,
         None => (rest, "/"),
     };
     let path = path.split('#').next().unwrap_or("/");

@@ -154,7 +154,7 @@ impl Credential {
             step: "overlay",
             status: 404,
             code: ErrorCode::NoOverlay,
-            detail: String::new(),
+            detail: Default::default(),
         })?;
         let manifest = trust.verify(&grant.manifest)?;
         let key = keys::unwrap_data_key(
@@ -186,14 +186,14 @@ impl fmt::Debug for Credential {
 fn tpm<T, E: fmt::Display>(op: &'static str, r: Result<T, E>) -> Result<T, Error> {
     r.map_err(|e| Error::Tpm {
         op,
-        detail: format!("{e}"),
+        detail: format!("{e}").into(),
     })
 }
 
 fn transport_failure(step: &'static str, e: &impl TransportError) -> Error {
     Error::Transport {
         step,
-        detail: format!("{e}"),
+        detail: format!("{e}").into(),
         unreachable: e.unreachable(),
     }
 }
@@ -204,7 +204,7 @@ fn refusal(step: &'static str, status: u16, body: &[u8]) -> Error {
             step,
             status,
             code: e.code,
-            detail: e.detail,
+            detail: e.detail.into(),
         },
         Err(_) => Error::UnexpectedResponse { step, status },
     }

@@ -1,6 +1,6 @@
 //! The crate's one error type: a distinct variant per cause.
 
-use alloc::string::String;
+use alloc::boxed::Box;
 use core::fmt;
 
 use crate::msg::ErrorCode;
@@ -53,7 +53,7 @@ pub enum Error {
         step: &'static str,
         status: u16,
         code: ErrorCode,
-        detail: String,
+        detail: Box<str>,
     },
     /// The server answered with a status and body that are not a protocol error.
     UnexpectedResponse { step: &'static str, status: u16 },
@@ -63,13 +63,13 @@ pub enum Error {
     /// and which must not send a node to its cached overlay.
     Transport {
         step: &'static str,
-        detail: String,
+        detail: Box<str>,
         unreachable: bool,
     },
     /// A TPM operation failed.
-    Tpm { op: &'static str, detail: String },
+    Tpm { op: &'static str, detail: Box<str> },
     /// The extractor refused the overlay.
-    Sink { detail: String },
+    Sink { detail: Box<str> },
     /// The node's activated secret does not have the expected length.
     BadSecretLength { len: usize },
 }

@@ -287,7 +287,7 @@ impl Opener {
         .and_then(|()| self.check_expected())
         .and_then(|()| {
             sink.finish().map_err(|e| Error::Sink {
-                detail: format!("{e}"),
+                detail: format!("{e}").into(),
             })
         });
         match r {
@@ -348,7 +348,7 @@ impl Opener {
             });
         }
         sink.write(body).map_err(|e| Error::Sink {
-            detail: format!("{e}"),
+            detail: format!("{e}").into(),
         })?;
         self.buf.clear();
         Ok(())

@@ -637,7 +637,7 @@ fn sha1_in_a_quote_or_an_ak_name_is_refused_with_its_own_reason() {
         match client::attest(&mut dev, &mut http(&server), &cfg(), &[]) {
             Err(Error::Server { code, detail, .. }) => {
                 assert_eq!(
-                    (code, detail.as_str()),
+                    (code, &*detail),
                     (ErrorCode::BadSignature, "quote-signed-with-sha1")
                 )
             }

@@ -2,7 +2,7 @@
 //! decoded TPM response codes, and (with `host`) verification failures.
 
 use core::fmt;
-use tpm2_protocol::data::{TpmCc, TpmRc, TpmRcBase, TpmRcIndex};
+use tpm2_protocol::data::{TpmCc, TpmRc, TpmRcBase, TpmRcFmt1, TpmRcIndex};
 
 pub type Result<T> = core::result::Result<T, Error>;
 
@@ -52,11 +52,70 @@ impl ResponseCode {
     }
 }
 
-impl fmt::Display for ResponseCode {
+/// The base values of the response codes tpm2-protocol decodes, and their
+/// TCG names without the `TPM_RC_` prefix (space-separated, same order).
+/// tpm2-protocol's own Display spells each name out in a `match` (about
+/// 3 KB of PID 1); a value table and one string hold the same names in
+/// about 1.2 KB.
+const RC_BASES: [u16; 102] = [
+    0x000, 0x01e, 0x100, 0x101, 0x103, 0x10b, 0x119, 0x120, 0x121, 0x124, 0x125, 0x126, 0x127,
+    0x128, 0x12d, 0x12e, 0x12f, 0x130, 0x131, 0x142, 0x143, 0x144, 0x145, 0x146, 0x147, 0x148,
+    0x149, 0x14a, 0x14b, 0x14c, 0x150, 0x151, 0x152, 0x153, 0x154, 0x155, 0x156, 0x081, 0x082,
+    0x083, 0x084, 0x085, 0x087, 0x088, 0x089, 0x08a, 0x08b, 0x08c, 0x08d, 0x08e, 0x08f, 0x090,
+    0x092, 0x095, 0x096, 0x097, 0x098, 0x09a, 0x09b, 0x09c, 0x09d, 0x09f, 0x0a0, 0x0a1, 0x0a2,
+    0x0a3, 0x0a4, 0x0a5, 0x0a6, 0x0a7, 0x0a8, 0x0a9, 0x0b0, 0x0b1, 0x901, 0x902, 0x903, 0x904,
+    0x905, 0x906, 0x907, 0x908, 0x909, 0x90a, 0x910, 0x911, 0x912, 0x913, 0x914, 0x915, 0x916,
+    0x918, 0x919, 0x91a, 0x91b, 0x91c, 0x91d, 0x91e, 0x920, 0x921, 0x922, 0x923,
+];
+const RC_NAMES: &str = concat!(
+    "SUCCESS BAD_TAG INITIALIZE FAILURE SEQUENCE PRIVATE HMAC DISABLED ",
+    "EXCLUSIVE AUTH_TYPE AUTH_MISSING POLICY PCR PCR_CHANGED UPGRADE ",
+    "TOO_MANY_CONTEXTS AUTH_UNAVAILABLE REBOOT UNBALANCED COMMAND_SIZE ",
+    "COMMAND_CODE AUTHSIZE AUTH_CONTEXT NV_RANGE NV_SIZE NV_LOCKED ",
+    "NV_AUTHORIZATION NV_UNINITIALIZED NV_SPACE NV_DEFINED BAD_CONTEXT ",
+    "CPHASH PARENT NEEDS_TEST NO_RESULT SENSITIVE READ_ONLY ASYMMETRIC ",
+    "ATTRIBUTES HASH VALUE HIERARCHY KEY_SIZE MGF MODE TYPE HANDLE KDF ",
+    "RANGE AUTH_FAIL NONCE PP SCHEME SIZE SYMMETRIC TAG SELECTOR ",
+    "INSUFFICIENT SIGNATURE KEY POLICY_FAIL INTEGRITY TICKET ",
+    "RESERVED_BITS BAD_AUTH EXPIRED POLICY_CC BINDING CURVE ECC_POINT ",
+    "FW_LIMITED SVN_LIMITED CHANNEL CHANNEL_KEY CONTEXT_GAP ",
+    "OBJECT_MEMORY SESSION_MEMORY MEMORY SESSION_HANDLES ",
+    "OBJECT_HANDLES LOCALITY YIELDED CANCELED TESTING REFERENCE_H0 ",
+    "REFERENCE_H1 REFERENCE_H2 REFERENCE_H3 REFERENCE_H4 REFERENCE_H5 ",
+    "REFERENCE_H6 REFERENCE_S0 REFERENCE_S1 REFERENCE_S2 REFERENCE_S3 ",
+    "REFERENCE_S4 REFERENCE_S5 REFERENCE_S6 NV_RATE LOCKOUT RETRY ",
+    "NV_UNAVAILABLE",
+);
+
+/// A response code's base by its TCG name (`TPM_RC_POLICY_FAIL`).
+struct BaseName(TpmRcBase);
+
+impl fmt::Display for BaseName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = self.0 as u32;
+        let name = RC_BASES
+            .iter()
+            .position(|&v| u32::from(v) == value)
+            .and_then(|i| RC_NAMES.split(' ').nth(i));
+        match name {
+            Some(name) => write!(f, "TPM_RC_{name}"),
+            None => write!(f, "TPM_RC 0x{value:03x}"),
+        }
+    }
+}
+
+impl fmt::Display for ResponseCode {
+    /// As tpm2-protocol formats a `TpmRc` (`TPM_RC_NV_DEFINED`,
+    /// `[TPM_RC_VALUE, parameter[1]]`), then the raw code.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let code = self.0;
         match self.decode() {
-            Some(rc) => write!(f, "{rc} (0x{:08x})", self.0),
-            None => write!(f, "unknown response code 0x{:08x}", self.0),
+            Some(TpmRc::Fmt1(TpmRcFmt1 {
+                base,
+                index: Some(index),
+            })) => write!(f, "[{}, {index}] (0x{code:08x})", BaseName(base)),
+            Some(rc) => write!(f, "{} (0x{code:08x})", BaseName(rc.base())),
+            None => write!(f, "unknown response code 0x{code:08x}"),
         }
     }
 }
@@ -104,6 +163,11 @@ impl fmt::Display for CommandCode {
     }
 }
 
+/// Every `?` in the crate moves the whole enum, so it is kept small: texts
+/// are `Box<str>`, not `String` (48 bytes before, /init 1.4 KB larger), and
+/// the variants that pair a `&'static str` with a text exist only with the
+/// features that produce them (`std`'s socket transport, `host`'s EK
+/// certificate checks), so /init's is 32 bytes (another 2.4 KB).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Error {
     /// Neither /dev/tpmrm0 nor /dev/tpm0 could be opened.
@@ -111,9 +175,10 @@ pub enum Error {
     /// A read or write on the TPM device failed.
     DeviceIo { op: &'static str, errno: i32 },
     /// A socket transport failed (connect, write, read).
+    #[cfg(feature = "std")]
     Socket {
         op: &'static str,
-        detail: alloc::string::String,
+        detail: alloc::boxed::Box<str>,
     },
     /// The peer closed or the read ended before the whole response arrived.
     ShortRead { received: usize, expected: usize },
@@ -129,7 +194,7 @@ pub enum Error {
     /// The response frame failed `tpm2-protocol`'s structural validation.
     BadFrame {
         cc: CommandCode,
-        detail: alloc::string::String,
+        detail: alloc::boxed::Box<str>,
     },
     /// A response parameter ran past the end of the response or held an
     /// impossible value.
@@ -164,14 +229,17 @@ pub enum Error {
     /// Quote or certificate: the signature does not verify.
     BadSignature { what: &'static str },
     /// EK certificate: DER or X.509 structure is invalid.
+    #[cfg(feature = "host")]
     Certificate {
         what: &'static str,
-        detail: alloc::string::String,
+        detail: alloc::boxed::Box<str>,
     },
     /// EK certificate: no configured CA issued a certificate in the chain.
-    UntrustedChain { subject: alloc::string::String },
+    #[cfg(feature = "host")]
+    UntrustedChain { subject: alloc::boxed::Box<str> },
     /// EK certificate: a certificate in the chain is outside its validity period.
-    CertificateExpired { subject: alloc::string::String },
+    #[cfg(feature = "host")]
+    CertificateExpired { subject: alloc::boxed::Box<str> },
     /// EK certificate: its key is not the TPM's EK public key.
     EkKeyMismatch,
     /// Host crypto failure (RSA encryption, ECDH with an invalid point).
@@ -198,6 +266,7 @@ impl fmt::Display for Error {
         match self {
             Error::DeviceOpen { path, errno } => write!(f, "cannot open {path}: errno {errno}"),
             Error::DeviceIo { op, errno } => write!(f, "TPM device {op} failed: errno {errno}"),
+            #[cfg(feature = "std")]
             Error::Socket { op, detail } => write!(f, "TPM socket {op} failed: {detail}"),
             Error::ShortRead { received, expected } => {
                 write!(f, "TPM response cut short: {received} of {expected} bytes")
@@ -258,10 +327,13 @@ impl fmt::Display for Error {
                 write!(f, "no value supplied for PCR {index} of bank 0x{bank:04x}")
             }
             Error::BadSignature { what } => write!(f, "{what} signature does not verify"),
+            #[cfg(feature = "host")]
             Error::Certificate { what, detail } => write!(f, "certificate {what}: {detail}"),
+            #[cfg(feature = "host")]
             Error::UntrustedChain { subject } => {
                 write!(f, "no configured CA vouches for certificate '{subject}'")
             }
+            #[cfg(feature = "host")]
             Error::CertificateExpired { subject } => {
                 write!(f, "certificate '{subject}' is outside its validity period")
             }
@@ -280,6 +352,28 @@ impl std::error::Error for Error {}
 mod tests {
     use super::*;
     use alloc::format;
+
+    #[test]
+    fn response_codes_read_as_tpm2_protocol_formats_them() {
+        // Every format-zero, warning and format-one code (all indices).
+        let mut decoded = 0;
+        for code in 0..0x1000u32 {
+            let Ok(rc) = TpmRc::try_from(code) else {
+                continue;
+            };
+            decoded += 1;
+            assert_eq!(
+                format!("{}", ResponseCode(code)),
+                format!("{rc} (0x{code:08x})"),
+                "code 0x{code:x}"
+            );
+        }
+        assert!(decoded > 1000, "only {decoded} codes decoded");
+        assert_eq!(
+            format!("{}", ResponseCode(0x98e)),
+            "[TPM_RC_AUTH_FAIL, session[1]] (0x0000098e)"
+        );
+    }
 
     #[test]
     fn command_names_are_the_tcg_names() {

@@ -22,7 +22,7 @@ pub struct SocketTransport {
 fn sock_err(op: &'static str) -> impl Fn(std::io::Error) -> Error {
     move |e| Error::Socket {
         op,
-        detail: e.to_string(),
+        detail: e.to_string().into(),
     }
 }
 
@@ -79,7 +79,7 @@ fn read_full(r: &mut dyn ReadWrite, buf: &mut [u8]) -> Result<usize> {
             Err(e) => {
                 return Err(Error::Socket {
                     op: "read",
-                    detail: e.to_string(),
+                    detail: e.to_string().into(),
                 })
             }
         }

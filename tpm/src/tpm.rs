@@ -281,7 +281,7 @@ impl<T: Transport> Tpm<T> {
             .and_then(|r| r.validate(cc))
             .map_err(|e| Error::BadFrame {
                 cc: CommandCode(cc.value()),
-                detail: alloc::format!("{e}"),
+                detail: alloc::format!("{e}").into(),
             })?;
         let tag = u16::from_be_bytes([frame[0], frame[1]]);
         if (tag == ST_SESSIONS) != sessions {

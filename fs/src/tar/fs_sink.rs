@@ -226,9 +226,8 @@ fn fd_path(fd: BorrowedFd<'_>, out: &mut Vec<u8>) -> Result<(), ErrorKind> {
         "/proc/self/fd/{}",
         rustix::fd::AsRawFd::as_raw_fd(&fd)
     );
-    let target = fs::readlink(link.as_bytes(), core::mem::take(out))
+    *out = crate::link::read_link(fs::CWD, link.as_bytes())
         .map_err(io("readlink /proc/self/fd (is /proc mounted?)"))?;
-    *out = target.into_bytes();
     Ok(())
 }
 

@@ -38,7 +38,7 @@ pub fn read(esp: &Mounted) -> Result<u64, Error> {
         Ok(bytes) => parse(&bytes).ok_or(Error::Lkg("the blessed-epoch record is unreadable")),
         Err(rustix::io::Errno::NOENT) => Ok(0),
         Err(errno) => Err(Error::Read {
-            path: esp.path(FILE),
+            path: esp.path(FILE).into(),
             errno,
         }),
     }
@@ -93,7 +93,7 @@ pub fn settle(tpm: Option<&mut Measured>) -> Result<(), Error> {
         increment(tpm)?;
         value = value.saturating_add(1);
     }
-    log::info!("lkg: rollback counter = {value}");
+    crate::info!("lkg: rollback counter = {value}");
     Ok(())
 }
 
@@ -110,7 +110,7 @@ pub fn counter_value(tpm: &mut NodeTpm) -> Result<u64, Error> {
 pub fn check_counter(tpm: &mut NodeTpm, sealed_for: u64) -> Result<(), Error> {
     let now = counter_value(tpm)?;
     if sealed_for < now {
-        log::error!("lkg: the slot is sealed for rollback counter <= {sealed_for}, the TPM counter is at {now}: a newer slot was blessed since");
+        crate::error!("lkg: the slot is sealed for rollback counter <= {sealed_for}, the TPM counter is at {now}: a newer slot was blessed since");
         return Err(Error::Lkg("rollback refused by the TPM counter"));
     }
     Ok(())
@@ -128,7 +128,7 @@ fn define(tpm: &mut NodeTpm) -> Result<(), Error> {
 fn increment(tpm: &mut NodeTpm) -> Result<(), Error> {
     tpm.increment_rollback_counter().inspect_err(|e| {
         if e.is_tpm(TpmRcBase::PolicyFail) {
-            log::error!("lkg: PCR 15 is not zero at boot (Ember reserves it for the boot phase), so the rollback counter cannot move");
+            crate::error!("lkg: PCR 15 is not zero at boot (Ember reserves it for the boot phase), so the rollback counter cannot move");
         }
     })?;
     Ok(())
@@ -136,9 +136,9 @@ fn increment(tpm: &mut NodeTpm) -> Result<(), Error> {
 
 fn foreign(e: ember_tpm::Error) -> Error {
     if let ember_tpm::Error::ForeignNvIndex { .. } = e {
-        log::error!("lkg: {e}; someone defined it before Ember: remove it (tpm2_nvundefine 0x01800e70 -C o) to re-enable last-known-good");
+        crate::error!("lkg: {e}; someone defined it before Ember: remove it (tpm2_nvundefine 0x01800e70 -C o) to re-enable last-known-good");
     }
-    Error::Tpm(e)
+    Error::from(e)
 }
 
 fn parse(bytes: &[u8]) -> Option<u64> {

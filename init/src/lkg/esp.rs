@@ -72,7 +72,7 @@ impl Drop for Mounted {
     fn drop(&mut self) {
         rustix::fs::sync();
         if let Err(e) = unmount(MOUNT_POINT, UnmountFlags::empty()) {
-            log::warn!("esp: unmount {MOUNT_POINT}: {e}; detaching");
+            crate::warn!("esp: unmount {MOUNT_POINT}: {e}; detaching");
             let _ = unmount(MOUNT_POINT, UnmountFlags::DETACH);
         }
     }

@@ -80,8 +80,8 @@ pub fn restore(tpm: Option<&mut Measured>, booted_from: Option<Slot>) -> Result<
     };
     let manifest = overlay::trusted_key()?
         .verify(&record.manifest)
-        .inspect_err(|e| log::error!("lkg: slot {}: {e}", slot.name()))?;
-    log::info!(
+        .inspect_err(|e| crate::error!("lkg: slot {}: {e}", slot.name()))?;
+    crate::info!(
         "lkg: slot {} generation {} overlay {} epoch {} on {}",
         slot.name(),
         record.generation,
@@ -91,14 +91,14 @@ pub fn restore(tpm: Option<&mut Measured>, booted_from: Option<Slot>) -> Result<
     );
     let blessed = epoch::read(&esp)?;
     epoch::check(manifest.epoch, blessed)
-        .inspect_err(|e| log::error!("lkg: slot {}: {e}", slot.name()))?;
+        .inspect_err(|e| crate::error!("lkg: slot {}: {e}", slot.name()))?;
     let tpm = tpm.ok_or(Error::Missing("TPM to unseal the last-known-good key"))?;
     if let Some(k) = record.keys.first() {
         epoch::check_counter(&mut tpm.tpm, k.sealed_for)
-            .inspect_err(|e| log::error!("lkg: slot {}: {e}", slot.name()))?;
+            .inspect_err(|e| crate::error!("lkg: slot {}: {e}", slot.name()))?;
     }
     let key = seal::unseal_key(&mut tpm.tpm, &record.keys).inspect_err(|e| {
-        log::error!(
+        crate::error!(
             "lkg: the TPM refused to unseal the overlay key ({e}): the boot chain (PCR 4, 11) differs from what slot {} was sealed to, or the rollback counter moved past it",
             slot.name()
         );
@@ -107,7 +107,7 @@ pub fn restore(tpm: Option<&mut Measured>, booted_from: Option<Slot>) -> Result<
     let envelope = Envelope::new(manifest, key)?;
     let path = esp.path(&format!("{}/overlay.sealed", slot.dir()));
     let read_err = |errno| Error::Read {
-        path: path.clone(),
+        path: path.as_str().into(),
         errno,
     };
     let fd = rustix::fs::open(
@@ -121,12 +121,12 @@ pub fn restore(tpm: Option<&mut Measured>, booted_from: Option<Slot>) -> Result<
         let mut buf = alloc::vec![0u8; 64 * 1024];
         fsutil::read_each(&fd, &mut buf, open).map_err(|e| match e {
             Stop::Read(errno) => read_err(errno),
-            Stop::Each(e) => Error::Attest(e),
+            Stop::Each(e) => Error::from(e),
         })
     })?;
     stages.log();
     let m = &envelope.manifest;
-    log::info!(
+    crate::info!(
         "lkg: overlay {} restored from slot {}",
         m.version_id,
         slot.name()
@@ -142,7 +142,7 @@ pub fn restore(tpm: Option<&mut Measured>, booted_from: Option<Slot>) -> Result<
 /// slot. Without an ESP (diskless) nothing is persisted.
 pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Error> {
     let Some(dev) = esp::find()? else {
-        log::info!("lkg: no EFI System Partition: diskless mode, nothing persisted");
+        crate::info!("lkg: no EFI System Partition: diskless mode, nothing persisted");
         return Ok(());
     };
     // The ESP is unmounted (and so flushed) before a result is logged.
@@ -154,7 +154,7 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
             epoch::raise(&esp, restored.epoch)?;
             drop(esp);
             if blessed {
-                log::info!("lkg: slot {} blessed (booted to Ready)", slot.name());
+                crate::info!("lkg: slot {} blessed (booted to Ready)", slot.name());
             }
             return Ok(());
         }
@@ -162,20 +162,20 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
     };
     let tpm = tpm.ok_or(Error::Missing("TPM to seal the overlay key"))?;
     if tpm.root != Root::Stub {
-        log::warn!("lkg: not booted from a UKI measured by systemd-stub: nothing firmware-rooted to seal to; no slot written");
+        crate::warn!("lkg: not booted from a UKI measured by systemd-stub: nothing firmware-rooted to seal to; no slot written");
         return Ok(());
     }
     let Some(signed_image) = &fetched.boot_image else {
-        log::warn!(
+        crate::warn!(
             "lkg: the boot server knows no UKI for this boot (its log says why); no slot written"
         );
         return Ok(());
     };
     let image = overlay::trusted_key()?
         .verify_boot_image(signed_image, &fetched.signed)
-        .inspect_err(|e| log::error!("lkg: boot image record: {e}"))?;
+        .inspect_err(|e| crate::error!("lkg: boot image record: {e}"))?;
     if image.pcr11[..] != tpm.boot_pcr[..] {
-        log::error!(
+        crate::error!(
             "lkg: the boot image record's PCR 11 {} is not this boot's {}",
             hex(&image.pcr11),
             hex(&tpm.boot_pcr)
@@ -219,13 +219,13 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
         fetch: &mut fetch,
     };
     let (slot, generation) = slots::for_write(record::generations(&record::read_both(&esp)));
-    log::info!("lkg: writing slot {} generation {generation}", slot.name());
+    crate::info!("lkg: writing slot {} generation {generation}", slot.name());
     write::slot(&esp, slot, generation, uki, &art)?;
     // Only once the slot is complete: a cut write leaves the older slot
     // bootable, and its epoch must still be accepted.
     epoch::raise(&esp, m.epoch)?;
     drop(esp);
-    log::info!(
+    crate::info!(
         "lkg: wrote slot {} generation {} (overlay {} epoch {}) to {}",
         slot.name(),
         generation,
@@ -255,7 +255,7 @@ fn log_pcrs(tpm: &mut Measured) {
     if let Ok(now) = tpm.tpm.pcr_read(&sel) {
         for pcr in [4u8, 11] {
             if let Some(v) = now.get(HashAlg::Sha256, pcr) {
-                log::error!("lkg: PCR {pcr} is {}", hex(v));
+                crate::error!("lkg: PCR {pcr} is {}", hex(v));
             }
         }
     }

@@ -9,10 +9,13 @@ use super::slots::{Slot, SLOTS};
 use crate::fsutil;
 
 /// Reads a slot's record; `None` when it is missing or unreadable (logged).
+/// Not inlined: [`read_both`]'s `map` would emit it (and the record's
+/// decoder) once per slot.
+#[inline(never)]
 pub fn read(esp: &Mounted, slot: Slot) -> Option<SlotRecord> {
     let bytes = fsutil::read_file_raw(&esp.path(&format!("{}/slot.rec", slot.dir()))).ok()?;
     SlotRecord::from_bytes(&bytes)
-        .inspect_err(|e| log::warn!("lkg: slot {}: {e}: ignored", slot.name()))
+        .inspect_err(|e| crate::warn!("lkg: slot {}: {e}: ignored", slot.name()))
         .ok()
 }
 

@@ -49,7 +49,7 @@ pub struct Artifacts<'a> {
 
 fn io(path: &str) -> impl Fn(Errno) -> Error + '_ {
     move |errno| Error::Write {
-        path: String::from(path),
+        path: path.into(),
         errno,
     }
 }
@@ -70,7 +70,7 @@ pub fn slot(
     let uki = esp.path(&format!("{dir}/ember.efi"));
     // Progress for the console (the download takes seconds); the power-cut
     // test cuts here, with the slot's files half written.
-    log::info!(
+    crate::info!(
         "lkg: slot {}: fetching the boot image {} ({} bytes)",
         slot.name(),
         hex(image.sha256),
@@ -147,7 +147,7 @@ fn fetch_checked(to: &str, image: Image<'_>) -> Result<(), Error> {
         if len == image.size && got == *image.sha256 {
             return Ok(());
         }
-        log::error!(
+        crate::error!(
             "lkg: the boot image served has sha256 {} ({len} bytes), the server signed {} ({} bytes): not written",
             hex(&got),
             hex(image.sha256),
@@ -231,7 +231,7 @@ fn copy_file(from: &str, to: &str) -> Result<(), Error> {
     let src =
         rfs::open(from, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(|errno| {
             Error::Read {
-                path: String::from(from),
+                path: from.into(),
                 errno,
             }
         })?;
@@ -246,7 +246,7 @@ fn copy_file(from: &str, to: &str) -> Result<(), Error> {
     fsutil::read_each(&src, &mut buf, |piece| fsutil::write_all(&dst, piece)).map_err(
         |e| match e {
             Stop::Read(errno) => Error::Read {
-                path: String::from(from),
+                path: from.into(),
                 errno,
             },
             Stop::Each(errno) => io(to)(errno),

@@ -43,14 +43,13 @@ pub fn wait(
     loop {
         let now = clock::now_ms();
         if now >= deadline {
-            log::warn!(
+            crate::warn!(
                 "ready: not Ready after {} s (last probe: {last_reason})",
                 w.timeout_s
             );
-            return Err(Error::Runtime(format!(
-                "not Ready within {} s",
-                w.timeout_s
-            )));
+            return Err(Error::Runtime(
+                format!("not Ready within {} s", w.timeout_s).into(),
+            ));
         }
         if now >= next_probe {
             let dns: &[[u8; 4]] = net.as_ref().map(|n| n.lease.dns.as_slice()).unwrap_or(&[]);
@@ -58,7 +57,7 @@ pub fn wait(
                 Ok(()) => return Ok(()),
                 Err(reason) => {
                     if reason != last_reason {
-                        log::info!("ready: not yet: {reason}");
+                        crate::info!("ready: not yet: {reason}");
                     }
                     last_reason = reason;
                 }
@@ -75,13 +74,12 @@ pub fn wait(
         };
         match event {
             Event::Exited { pid, name, status } if pid == w.runtime => {
-                return Err(Error::Runtime(format!(
-                    "{name} {}",
-                    supervisor::describe(status)
-                )));
+                return Err(Error::Runtime(
+                    format!("{name} {}", supervisor::describe(status)).into(),
+                ));
             }
             Event::Exited { name, status, .. } => {
-                log::info!("{name} {}", supervisor::describe(status))
+                crate::info!("{name} {}", supervisor::describe(status))
             }
             Event::Shutdown(req) => power::shutdown(sup, req),
             Event::Readable | Event::Timeout => {
@@ -121,7 +119,7 @@ fn check(dns: &[[u8; 4]], conf: &NodeConf, node_name: &str) -> Result<(), String
             match status {
                 200 => match node_status(&body).map_err(|e| format!("{url}: {e}"))?.ready {
                     Ready::True => {
-                        log::info!("ready: node {node_name} is Ready on {server}");
+                        crate::info!("ready: node {node_name} is Ready on {server}");
                         Ok(())
                     }
                     _ => Err(format!("node {node_name} exists but is not Ready")),

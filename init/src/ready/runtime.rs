@@ -26,7 +26,7 @@ pub fn start(sup: &mut Supervisor, conf: &NodeConf, node_name: &str) -> Result<P
     let mut env: Vec<&str> = ENV.to_vec();
     env.push(&node_env);
     let pid = sup.spawn(&argv, &env)?;
-    log::info!(
+    crate::info!(
         "runtime: started {} (pid {})",
         conf.runtime.join(" "),
         pid.as_raw_nonzero()
@@ -63,10 +63,10 @@ pub fn start_debug_console(sup: &mut Supervisor, conf: &NodeConf) {
         "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
     ];
     match sup.spawn(&argv, &env) {
-        Ok(_) => log::warn!(
+        Ok(_) => crate::warn!(
             "debug console: {} runs on the console (node.conf debug_console)",
             argv.join(" ")
         ),
-        Err(e) => log::warn!("debug console: {e}"),
+        Err(e) => crate::warn!("debug console: {e}"),
     }
 }

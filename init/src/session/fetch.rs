@@ -5,8 +5,6 @@
 //! for TLS) through [`crate::overlay::open_into_root`] into `/`, its
 //! ciphertext kept, as downloaded, for last-known-good.
 
-use alloc::string::String;
-
 use ember_net::https::Client;
 use ember_proto::client;
 use ember_proto::manifest::{Envelope, SignedBootImage, SignedManifest, Target};
@@ -50,7 +48,7 @@ impl Session {
             Target::Node(name) => ("node", name),
             Target::Group(name) => ("group", name),
         };
-        log::info!(
+        crate::info!(
             "overlay: manifest verified: version {} epoch {} for {kind} {}, blob {} ({} bytes, {})",
             m.version_id,
             m.epoch,
@@ -71,11 +69,11 @@ impl Session {
                 keep_ns += overlay::cpu_ns().saturating_sub(start);
                 open(piece)
             })
-            .map_err(Error::Attest)
+            .map_err(Error::from)
         })?;
         stages.keep(keep_ns);
         stages.log();
-        log::info!(
+        crate::info!(
             "overlay: version {} ({} bytes) extracted into /",
             m.version_id,
             m.plain_size
@@ -101,11 +99,11 @@ impl Session {
         let port = self.cred.overlay.as_ref().and_then(|g| g.http_port);
         match (transport, port) {
             (OverlayTransport::Http, Some(port)) => {
-                log::info!("{what}: fetching over plain HTTP, port {port}");
+                crate::info!("{what}: fetching over plain HTTP, port {port}");
                 NetTransport::plain(client, &self.server, port)
             }
             (OverlayTransport::Http, None) => {
-                log::info!("{what}: the server has no plain-HTTP listener; fetching over HTTPS");
+                crate::info!("{what}: the server has no plain-HTTP listener; fetching over HTTPS");
                 NetTransport::new(client, &self.server)
             }
             (OverlayTransport::Https, _) => NetTransport::new(client, &self.server),
@@ -122,7 +120,7 @@ impl Session {
         let client = self.client();
         let mut http = self.static_transport(&client, OverlayTransport::Http, "lkg");
         let url = client::boot_path(&self.server, sha256);
-        client::fetch_static(&mut http, "boot image", &url, each).map_err(Error::Attest)
+        client::fetch_static(&mut http, "boot image", &url, each).map_err(Error::from)
     }
 }
 
@@ -139,7 +137,7 @@ impl KeptCopy {
         let fd =
             rustix::fs::open(SEALED_COPY, flags, Mode::from_raw_mode(0o600)).map_err(|errno| {
                 Error::Write {
-                    path: String::from(SEALED_COPY),
+                    path: SEALED_COPY.into(),
                     errno,
                 }
             })?;
@@ -149,7 +147,7 @@ impl KeptCopy {
     fn write(&mut self, piece: &[u8]) {
         let Some(fd) = &self.fd else { return };
         if let Err(e) = fsutil::write_all(fd, piece) {
-            log::warn!("overlay: keeping a copy for last-known-good failed: {e}");
+            crate::warn!("overlay: keeping a copy for last-known-good failed: {e}");
             self.fd = None;
         }
     }

@@ -58,9 +58,9 @@ impl Session {
 /// and a man in the middle must not be able to pick the outcome.
 pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result<Session, Error> {
     if servers.is_empty() {
-        return Err(Error::Cmdline(String::from(
-            "ember.attest_url=https://… is required to boot",
-        )));
+        return Err(Error::Cmdline(
+            String::from("ember.attest_url=https://… is required to boot").into(),
+        ));
     }
     let cas = network::https_cas()?;
     let client = Client::new(&cas, &net.lease.dns);
@@ -73,11 +73,11 @@ pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result
             let mut attestor = TpmAttestor::new(tpm);
             let result = client::attest(&mut attestor, &mut http, server, &event_log);
             if let Err(e) = attestor.close() {
-                log::warn!("attest: flushing transient TPM objects: {e}");
+                crate::warn!("attest: flushing transient TPM objects: {e}");
             }
             match result {
                 Ok(cred) => {
-                    log::info!(
+                    crate::info!(
                         "attest: credential valid for {} s from {server}",
                         cred.expires_in_s
                     );
@@ -95,36 +95,37 @@ pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result
                         unreachable: true, ..
                     },
                 ) => {
-                    log::warn!("attest: {server} round {round}/{ROUNDS}: {e}");
+                    crate::warn!("attest: {server} round {round}/{ROUNDS}: {e}");
                     last = Some(e);
                 }
-                Err(e) => return Err(Error::Attest(e)),
+                Err(e) => return Err(Error::from(e)),
             }
         }
         if round < ROUNDS {
             let delay = 2_000u64 << (round - 1);
-            log::warn!("attest: no boot server answered; retrying in {delay} ms");
+            crate::warn!("attest: no boot server answered; retrying in {delay} ms");
             clock::sleep_ms(delay);
         }
     }
-    Err(Error::Attest(last.unwrap_or(
-        ember_proto::Error::Transport {
-            step: "start",
-            detail: String::new(),
-            unreachable: true,
-        },
-    )))
+    Err(Error::from(last.unwrap_or(ember_proto::Error::Transport {
+        step: "start",
+        detail: Default::default(),
+        unreachable: true,
+    })))
 }
 
 /// Whether an attest failure means "no boot server could be reached",
 /// the one case in which last-known-good may be used instead. A TLS or
 /// certificate failure is not: it fails the boot with its reason.
 pub fn unreachable(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Attest(ember_proto::Error::Transport {
-            unreachable: true,
-            ..
-        })
-    )
+    match e {
+        Error::Attest(e) => matches!(
+            **e,
+            ember_proto::Error::Transport {
+                unreachable: true,
+                ..
+            }
+        ),
+        _ => false,
+    }
 }

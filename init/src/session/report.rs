@@ -24,8 +24,8 @@ impl Session {
             self.overlay_version(),
             reason,
         ) {
-            Ok(_) => log::info!("report: told the boot server {said}"),
-            Err(e) => log::warn!("report: {e}"),
+            Ok(_) => crate::info!("report: told the boot server {said}"),
+            Err(e) => crate::warn!("report: {e}"),
         }
     }
 }

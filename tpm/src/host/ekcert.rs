@@ -65,7 +65,7 @@ pub struct EkCertificate {
 fn cert_err(what: &'static str) -> impl Fn(der::Error) -> Error {
     move |e| Error::Certificate {
         what,
-        detail: e.to_string(),
+        detail: e.to_string().into(),
     }
 }
 
@@ -112,7 +112,7 @@ fn key_of(cert: &Certificate) -> Result<EkCertKey> {
         use rsa::traits::PublicKeyParts;
         let k = rsa::RsaPublicKey::from_pkcs1_der(raw).map_err(|e| Error::Certificate {
             what: "RSA key",
-            detail: e.to_string(),
+            detail: e.to_string().into(),
         })?;
         let e = k.e().to_bytes_be();
         if e.len() > 4 {
@@ -145,7 +145,7 @@ fn key_of(cert: &Certificate) -> Result<EkCertKey> {
         } else {
             return Err(Error::Certificate {
                 what: "EC curve",
-                detail: curve_oid.to_string(),
+                detail: curve_oid.to_string().into(),
             });
         };
         if raw.len() != 1 + 2 * len || raw[0] != 4 {
@@ -162,7 +162,7 @@ fn key_of(cert: &Certificate) -> Result<EkCertKey> {
     }
     Err(Error::Certificate {
         what: "key algorithm",
-        detail: spki.algorithm.oid.to_string(),
+        detail: spki.algorithm.oid.to_string().into(),
     })
 }
 
@@ -210,7 +210,7 @@ fn signed_by(cert: &Certificate, issuer: &Certificate) -> Result<()> {
             } else {
                 return Err(Error::Certificate {
                     what: "signature algorithm",
-                    detail: alg.to_string(),
+                    detail: alg.to_string().into(),
                 });
             };
             key.verify(scheme, &digest, sig).map_err(|_| bad)
@@ -224,7 +224,7 @@ fn signed_by(cert: &Certificate, issuer: &Certificate) -> Result<()> {
             } else {
                 return Err(Error::Certificate {
                     what: "signature algorithm",
-                    detail: alg.to_string(),
+                    detail: alg.to_string().into(),
                 });
             };
             let mut sec1 = alloc::vec![4u8];
@@ -299,7 +299,8 @@ fn check_critical(cert: &Certificate) -> Result<()> {
                 "{}: unknown critical extension {}",
                 subject(cert),
                 e.extn_id
-            ),
+            )
+            .into(),
         }),
         None => Ok(()),
     }
@@ -319,7 +320,8 @@ fn check_key_size(cert: &Certificate) -> Result<()> {
                 detail: alloc::format!(
                     "{}: RSA key of {bits} bits (at least {MIN_RSA_BITS})",
                     subject(cert)
-                ),
+                )
+                .into(),
             });
         }
     }
@@ -340,7 +342,8 @@ fn check_ek_usage(cert: &Certificate) -> Result<()> {
             detail: alloc::format!(
                 "{}: extended key usage lacks tcg-kp-EKCertificate (2.23.133.8.1)",
                 subject(cert)
-            ),
+            )
+            .into(),
         })
     }
 }
@@ -356,7 +359,7 @@ fn check_issuer(ca: &Certificate, below: usize) -> Result<()> {
     if !sign {
         return Err(Error::Certificate {
             what: CA_KEY_USAGE_CHECK,
-            detail: alloc::format!("{}: CA without keyUsage keyCertSign", subject(ca)),
+            detail: alloc::format!("{}: CA without keyUsage keyCertSign", subject(ca)).into(),
         });
     }
     let path_len = extension(ca, BASIC_CONSTRAINTS)
@@ -369,7 +372,8 @@ fn check_issuer(ca: &Certificate, below: usize) -> Result<()> {
                 detail: alloc::format!(
                     "{}: pathLenConstraint {max}, {below} CA certificates below it",
                     subject(ca)
-                ),
+                )
+                .into(),
             });
         }
     }
@@ -380,7 +384,7 @@ fn check_validity(cert: &Certificate, now: core::time::Duration) -> Result<()> {
     let v = &cert.tbs_certificate.validity;
     if now < v.not_before.to_unix_duration() || now > v.not_after.to_unix_duration() {
         return Err(Error::CertificateExpired {
-            subject: cert.tbs_certificate.subject.to_string(),
+            subject: cert.tbs_certificate.subject.to_string().into(),
         });
     }
     Ok(())
@@ -423,7 +427,7 @@ pub fn verify_ek_certificate(cert_der: &[u8], ca_ders: &[Vec<u8>]) -> Result<EkC
         });
         let Some(issuer) = issuer else {
             return Err(Error::UntrustedChain {
-                subject: current.tbs_certificate.subject.to_string(),
+                subject: current.tbs_certificate.subject.to_string().into(),
             });
         };
         check_validity(issuer, now)?;
@@ -437,7 +441,7 @@ pub fn verify_ek_certificate(cert_der: &[u8], ca_ders: &[Vec<u8>]) -> Result<EkC
         current = issuer.clone();
     }
     Err(Error::UntrustedChain {
-        subject: leaf.tbs_certificate.subject.to_string(),
+        subject: leaf.tbs_certificate.subject.to_string().into(),
     })
 }
 

@@ -105,6 +105,20 @@ pub enum TpmCmd {
     /// protection in the TPM").
     #[command(subcommand)]
     Counter(CounterCmd),
+    /// The firmware's TCG event log, decoded as the boot server reads it
+    /// (ember_tpm::eventlog): each event, then each PCR's replayed value.
+    Eventlog {
+        #[arg(
+            long,
+            default_value = "/sys/kernel/security/tpm0/binary_bios_measurements"
+        )]
+        log: PathBuf,
+        /// Only these PCRs (repeat or comma-separate); by default all.
+        #[arg(long, value_delimiter = ',')]
+        pcr: Vec<u32>,
+        #[arg(long, default_value = "sha256")]
+        bank: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -164,6 +178,7 @@ pub fn run(cmd: TpmCmd) -> anyhow::Result<()> {
             out_dir,
         } => quote(&target, &nonce, &pcrs, ak, out_dir),
         TpmCmd::Unseal { target, slot, key } => unseal(&target, &slot, key),
+        TpmCmd::Eventlog { log, pcr, bank } => eventlog(&log, &pcr, &bank),
         TpmCmd::Counter(CounterCmd::Read(target)) => print_counter(&mut open(&target)?),
         TpmCmd::Counter(CounterCmd::Increment(target)) => {
             let mut tpm = open(&target)?;
@@ -172,6 +187,35 @@ pub fn run(cmd: TpmCmd) -> anyhow::Result<()> {
             print_counter(&mut tpm)
         }
     }
+}
+
+fn eventlog(path: &Path, only: &[u32], bank: &str) -> anyhow::Result<()> {
+    use ember_tpm::eventlog::{replay, type_name, EventLog};
+    let bank = HashAlg::from_name(bank).ok_or_else(|| anyhow::anyhow!("unknown bank {bank:?}"))?;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let log = EventLog::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let shown = |pcr: u32| only.is_empty() || only.contains(&pcr);
+    for event in log.events() {
+        let e = event.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if shown(e.pcr) {
+            println!(
+                "event {}: PCR {} {} {} {} {}",
+                e.number,
+                e.pcr,
+                type_name(e.event_type),
+                bank.name(),
+                e.digest(bank).map(hex).unwrap_or_else(|| "-".into()),
+                e.describe()
+            );
+        }
+    }
+    let pcrs = replay(&log, bank).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    for (pcr, value) in pcrs.iter().enumerate() {
+        if let Some(v) = value.as_deref().filter(|_| shown(pcr as u32)) {
+            println!("PCR {pcr} {} {}", bank.name(), hex(v));
+        }
+    }
+    Ok(())
 }
 
 fn print_counter(tpm: &mut Tpm<Box<dyn Transport>>) -> anyhow::Result<()> {

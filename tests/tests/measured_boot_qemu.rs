@@ -4,9 +4,11 @@
 //! --uki` of the genuine UKI (the e2e [`Lab`]). Assertions read the serial
 //! log, the server's log and `ember nodes`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use ember_tests::ember_bin;
 use ember_tests::lab::{ember_lines, overlay, run_until, Lab, NODE};
+use sha2::{Digest, Sha256};
 
 /// Copies `bin` and the libraries it links (ldd, same paths) under `root`.
 fn carry(root: &Path, bin: &Path, at: &str) {
@@ -31,6 +33,37 @@ fn carry(root: &Path, bin: &Path, at: &str) {
     }
 }
 
+/// The runtime's `standin: exec output:` lines, without the prefix.
+fn exec_output(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter_map(|l| l.split_once("standin: exec output: ").map(|(_, r)| r))
+        .collect()
+}
+
+/// `lab.initrd` with one byte more: a NUL after the archive, which the
+/// kernel skips, so it boots exactly as the genuine one does.
+fn one_byte_more(lab: &Lab) -> PathBuf {
+    let patched = lab.dir.path().join("patched.cpio.gz");
+    let mut bytes = std::fs::read(&lab.initrd).unwrap();
+    bytes.push(0);
+    std::fs::write(&patched, &bytes).unwrap();
+    patched
+}
+
+/// Publishes `extra` as the lab group's overlay, with `ember` (and
+/// `also`, host path → path in the overlay) carried into it.
+fn publish_with_ember(lab: &Lab, extra: &[(&str, &str)], also: &[(&Path, &str)]) {
+    let o = overlay(&lab.api, "ready", extra);
+    carry(o.path(), &ember_bin(), "/usr/bin/ember");
+    for (from, to) in also {
+        carry(o.path(), from, to);
+    }
+    let version = lab.server().add_overlay(o.path(), None);
+    lab.server()
+        .assign(version, "group:lab")
+        .expect_ok("assign");
+}
+
 #[test]
 fn a_uki_whose_initrd_differs_by_one_byte_is_refused_naming_the_initrd_event() {
     let lab = Lab::new("mb-initrd");
@@ -39,13 +72,7 @@ fn a_uki_whose_initrd_differs_by_one_byte_is_refused_naming_the_initrd_event() {
     let mut boot = lab.boot_with("evil", true, &lab.attest_url());
     let genuine = lab.uki("genuine", &lab.initrd, &boot.append);
     lab.allow(&genuine);
-    // One byte more: a NUL after the archive, which the kernel skips, so
-    // this initrd boots exactly as the genuine one does.
-    let patched = lab.dir.path().join("patched.cpio.gz");
-    let mut bytes = std::fs::read(&lab.initrd).unwrap();
-    bytes.push(0);
-    std::fs::write(&patched, &bytes).unwrap();
-    let evil = lab.uki("evil-uki", &patched, &boot.append);
+    let evil = lab.uki("evil-uki", &one_byte_more(&lab), &boot.append);
     boot.disks.insert(0, lab.uki_disk("evil", &evil));
 
     let log = run_until(&lab, "evil", boot, "boot failed in phase attest");
@@ -85,12 +112,7 @@ fn the_runtime_cannot_attest_as_the_booting_node_after_leave_initrd() {
         "/usr/bin/ember attest --tpm /dev/tpmrm0 --url {} --ca /etc/ember/ca.pem --no-overlay",
         lab.attest_url()
     );
-    let o = overlay(&lab.api, "ready", &[("standin_exec", &cmd)]);
-    carry(o.path(), &ember_tests::ember_bin(), "/usr/bin/ember");
-    let version = lab.server().add_overlay(o.path(), None);
-    lab.server()
-        .assign(version, "group:lab")
-        .expect_ok("assign");
+    publish_with_ember(&lab, &[("standin_exec", &cmd)], &[]);
 
     let boot = lab.boot("runtime", false);
     let log = run_until(&lab, "runtime", boot, "standin: exec exited");
@@ -120,5 +142,245 @@ fn the_runtime_cannot_attest_as_the_booting_node_after_leave_initrd() {
     assert!(
         served.contains("PCR 11 sha256: the event log replays to"),
         "{served}"
+    );
+}
+
+/// The one-byte attack over the network: OVMF runs QEMU's iPXE ROM, which
+/// chains the UKI `ember artifact ipxe --uki` published from `ember serve
+/// --http-listen`. On that path PCR 4 holds iPXE's image and the UKI it
+/// loaded, not the boot-option chain `ember policy predict` models, so the
+/// policy pins PCR 11 alone (`--uki` without `--pcrs 4`, event log
+/// required). Under it the genuine UKI chained so attests (its runtime
+/// decodes the event log the init sent, for PCR 4 and 12), and the UKI
+/// whose initrd differs by one byte is refused naming its `.initrd` event;
+/// it gets no overlay and does not fall back to the slot the genuine boot
+/// left on the disk.
+#[test]
+fn over_ipxe_the_genuine_uki_attests_and_one_whose_initrd_differs_by_one_byte_is_refused() {
+    let lab = Lab::new("mb-ipxe");
+    let dump = "/usr/bin/ember tpm eventlog --pcr 4,12";
+    publish_with_ember(&lab, &[("standin_exec", dump)], &[]);
+    let server = lab.server();
+    let mut boot = lab.boot_with("genuine", true, &lab.attest_url());
+    let cmdline = boot.append.clone();
+    let genuine = lab.uki("genuine", &lab.initrd, &cmdline);
+    let evil = lab.uki("evil", &one_byte_more(&lab), &cmdline);
+    server
+        .set_policy(&["--group", "lab", "--uki", genuine.to_str().unwrap()])
+        .expect_ok("policy set --uki (PCR 11)");
+    let http = server.http_port().expect("--http-listen port");
+    let script = |uki: &Path| {
+        let out = server
+            .ember(&["artifact", "ipxe", "--uki", uki.to_str().unwrap()])
+            .expect_ok("ember artifact ipxe --uki");
+        format!("http://10.0.2.2:{http}{}", out.stdout.trim())
+    };
+
+    // 1. The genuine UKI over iPXE: attests, gets its overlay, writes a slot.
+    boot.netboot = Some(script(&genuine));
+    let log = run_until(&lab, "genuine", boot, "lkg: wrote slot a generation 1");
+    assert!(
+        log.contains("ember: iPXE chaining the UKI from the boot server"),
+        "iPXE did not chain the UKI:\n{log}"
+    );
+    let lines = ember_lines(&log);
+    assert!(
+        lines.contains("set by systemd-stub (unified kernel image)"),
+        "{lines}"
+    );
+    for phase in ["attest", "overlay", "ready"] {
+        assert!(
+            lines.contains(&format!("phase={phase} status=ok")),
+            "phase {phase} missing:\n{lines}"
+        );
+    }
+    // What the firmware and the stub measured on this path, from the log
+    // the init sent (decoded by ember_tpm::eventlog in the runtime).
+    let events = exec_output(&log);
+    let replayed = |pcr: u32| {
+        let prefix = format!("PCR {pcr} sha256 ");
+        events
+            .iter()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no replayed PCR {pcr}: {events:#?}"))
+            .to_string()
+    };
+    // PCR 12: systemd-stub measures the load options iPXE passes (the
+    // image name, then the script's arguments), as UTF-16 with its NUL.
+    let options = format!("uki.efi {}", cmdline.trim_end());
+    let mut utf16: Vec<u8> = options.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    utf16.extend_from_slice(&[0, 0]);
+    let measured = hex(&Sha256::digest(&utf16));
+    let pcr12: Vec<&&str> = events.iter().filter(|l| l.contains(": PCR 12 ")).collect();
+    assert_eq!(pcr12.len(), 1, "PCR 12 events: {events:#?}");
+    assert!(
+        pcr12[0].contains(&format!("EV_IPL sha256 {measured}")),
+        "PCR 12 is not the load options {options:?}: {events:#?}"
+    );
+    let extended = hex(&Sha256::digest(
+        [[0u8; 32], Sha256::digest(&utf16).into()].concat(),
+    ));
+    assert_eq!(replayed(12), extended);
+    // PCR 4: not the direct boot `ember policy predict` gives, so a `--pcrs
+    // 4` policy would refuse the genuine UKI on this path.
+    let predict = std::process::Command::new(ember_bin())
+        .args(["policy", "predict", "--uki", genuine.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let predicted = String::from_utf8_lossy(&predict.stdout);
+    let pcr4 = replayed(4);
+    assert!(
+        predicted.contains("PCR 4 sha256 ") && !predicted.contains(&pcr4),
+        "iPXE's PCR 4 {pcr4} equals the prediction for a direct boot:\n{predicted}"
+    );
+    eprintln!("over iPXE the init sent:\n{}", events.join("\n"));
+
+    // 2. One byte more in the initrd, same chain, same policy: refused.
+    let seen = server.log().len();
+    let mut boot = lab.boot_with("evil", true, &lab.attest_url());
+    boot.netboot = Some(script(&evil));
+    let log = run_until(&lab, "evil", boot, "boot failed in phase attest");
+    assert!(
+        log.contains("ember: iPXE chaining the UKI from the boot server"),
+        "iPXE did not chain the UKI:\n{log}"
+    );
+    let lines = ember_lines(&log);
+    assert!(
+        lines.contains("set by systemd-stub (unified kernel image)"),
+        "{lines}"
+    );
+    assert!(lines.contains("pcr-policy-mismatch"), "{lines}");
+    assert!(
+        lines.contains("PCR 11 event ") && lines.contains("(.initrd) differs"),
+        "the node's refusal does not name the initrd:\n{lines}"
+    );
+    assert!(!lines.contains("phase=overlay"), "{lines}");
+    assert!(
+        !lines.contains("restored from slot") && !lines.contains("lkg-restore"),
+        "the refused node fell back to the cached slot:\n{lines}"
+    );
+    assert!(exec_output(&log).is_empty(), "a runtime ran:\n{log}");
+    let served = server.log()[seen..].to_string();
+    assert!(
+        served.contains("PCR 11 sha256 event ") && served.contains(" (.initrd) differs: expected "),
+        "the server log does not name PCR 11's .initrd event:\n{served}"
+    );
+    assert!(
+        !served.contains("step=overlay"),
+        "the server served an overlay:\n{served}"
+    );
+    let nodes = server.nodes();
+    assert!(
+        nodes.contains("(.initrd) differs"),
+        "ember nodes does not say why: {nodes}"
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a hostile root workload runs: on a cold start from a slot, it
+/// mounts the ESP, takes the slot record, asks the TPM for the overlay key
+/// with the slot's own policy, and tries to move the rollback counter.
+const HOSTILE: &str = r#"B=/bin/busybox
+case "$($B cat /proc/cmdline)" in
+  *ember.slot=*) ;;
+  *) echo "hostile: not booted from a slot"; exit 0 ;;
+esac
+$B mkdir -p /tmp/esp
+for d in /dev/vda1 /dev/vdb1; do $B mount -t vfat "$d" /tmp/esp && break; done
+$B cp /tmp/esp/ember/a/slot.rec /tmp/slot.rec
+$B umount /tmp/esp
+/usr/bin/ember tpm counter read
+/usr/bin/ember tpm unseal --slot /tmp/slot.rec
+echo "hostile: unseal exit $?"
+/usr/bin/ember tpm counter increment
+echo "hostile: increment exit $?"
+/usr/bin/ember tpm counter read
+"#;
+
+/// A workload on the node (the stand-in's `standin_exec`, root) goes for
+/// last-known-good on the cold start that booted the slot, where PCR 4 and
+/// 11 were exactly as sealed until leave-initrd and the init itself
+/// unsealed the key: after leave-initrd the TPM refuses it the key (PCR 11)
+/// and the counter increment (PCR 15), and the next cold start still
+/// unseals the slot, so the counter did not move.
+#[test]
+fn the_runtime_cannot_unseal_the_slot_key_nor_move_the_rollback_counter() {
+    let mut lab = Lab::new("mb-unseal");
+    let script = lab.dir.path().join("hostile.sh");
+    std::fs::write(&script, HOSTILE).unwrap();
+    let exec = "/bin/busybox sh /usr/lib/ember-hostile.sh";
+    publish_with_ember(
+        &lab,
+        &[("standin_exec", exec)],
+        &[
+            (Path::new("/bin/busybox"), "/bin/busybox"),
+            (&script, "/usr/lib/ember-hostile.sh"),
+        ],
+    );
+
+    // 1. Network boot (the lab's UKI): Ready, then slot a.
+    let boot = lab.boot("net", false);
+    let log = run_until(&lab, "net", boot, "lkg: wrote slot a generation 1");
+    assert!(
+        exec_output(&log).contains(&"hostile: not booted from a slot"),
+        "{log}"
+    );
+
+    // 2. Cold start from slot a, the server gone: the init unseals the
+    // key, then the runtime tries.
+    lab.api.remove_node(NODE);
+    lab.server = None;
+    let log = run_until(&lab, "cold", lab.boot("cold", true), "standin: exec exited");
+    let lines = ember_lines(&log);
+    assert!(
+        lines.contains("lkg: overlay 1 restored from slot a")
+            && lines.contains("phase=seal-boot-phase status=ok"),
+        "the init did not restore slot a and leave the initrd:\n{lines}"
+    );
+    let out = exec_output(&log);
+    let text = out.join("\n");
+    let counters: Vec<&str> = out
+        .iter()
+        .filter_map(|l| l.strip_prefix("rollback counter 0x01800e70: "))
+        .collect();
+    assert_eq!(counters.len(), 2, "{text}");
+    assert_eq!(counters[0], counters[1], "the counter moved:\n{text}");
+    let keys: Vec<&&str> = out.iter().filter(|l| l.starts_with("key ")).collect();
+    assert!(!keys.is_empty(), "no sealed key tried:\n{text}");
+    assert!(
+        keys.iter().all(|k| k.contains("refused by the TPM: ")),
+        "the TPM released a slot key to the runtime:\n{text}"
+    );
+    // The key the init unsealed: PCR 4 and the counter as sealed; only
+    // the leave-initrd extend of PCR 11 differs, and the TPM refuses.
+    let sealed_for = format!("counter <= {}", counters[0]);
+    assert!(
+        keys.iter()
+            .any(|k| k.contains("PCR 4 as sealed, PCR 11 differs: ")
+                && k.contains(&sealed_for)
+                && k.contains("TPM_CC_Unseal failed: [TPM_RC_POLICY_FAIL")),
+        "no key refused for PCR 11 alone:\n{text}"
+    );
+    assert!(text.contains("hostile: unseal exit 1"), "{text}");
+    assert!(
+        text.contains("TPM_CC_NV_Increment failed: [TPM_RC_POLICY_FAIL")
+            && text.contains("hostile: increment exit 1"),
+        "the counter increment was not refused by the TPM:\n{text}"
+    );
+
+    // 3. The next cold start still unseals slot a.
+    let log = run_until(
+        &lab,
+        "cold-again",
+        lab.boot("cold-again", true),
+        "lkg: overlay 1 restored from slot a",
+    );
+    assert!(
+        !ember_lines(&log).contains("a newer slot was blessed since"),
+        "{}",
+        ember_lines(&log)
     );
 }

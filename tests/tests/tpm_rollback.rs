@@ -380,5 +380,8 @@ fn ember_tpm_unseal_and_counter_increment_are_refused_once_the_pcrs_move() {
     );
     assert!(out.contains("the TPM released no key of"), "{out}");
     let (ok, out) = ember_tpm(&f, &["unseal", "--slot", &slot, "--key", "1"]);
-    assert!(!ok && out.contains("holds 1 sealed keys: no key 1"), "{out}");
+    assert!(
+        !ok && out.contains("holds 1 sealed keys: no key 1"),
+        "{out}"
+    );
 }

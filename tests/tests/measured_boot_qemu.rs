@@ -147,13 +147,15 @@ fn the_runtime_cannot_attest_as_the_booting_node_after_leave_initrd() {
 
 /// The one-byte attack over the network: OVMF runs QEMU's iPXE ROM, which
 /// chains the UKI `ember artifact ipxe --uki` published from `ember serve
-/// --http-listen`. On that path PCR 4 holds iPXE's image and the UKI it
-/// loaded, not the boot-option chain `ember policy predict` models, so the
-/// policy pins PCR 11 alone (`--uki` without `--pcrs 4`, event log
-/// required). Under it the genuine UKI chained so attests (its runtime
-/// decodes the event log the init sent, for PCR 4 and 12), and the UKI
-/// whose initrd differs by one byte is refused naming its `.initrd` event;
-/// it gets no overlay and does not fall back to the slot the genuine boot
+/// --http-listen`. On that path the firmware measures the UKI into PCR 4
+/// twice (iPXE's LoadImage probe, then the real load) and no boot manager,
+/// so the policy pins PCR 4 as `ember policy predict --loader UKI --uki
+/// UKI` gives it (the UKI as its own loader) and PCR 11, event log
+/// required. Under it the genuine UKI chained so attests (its runtime
+/// decodes the event log the init sent: PCR 4 is that prediction, not the
+/// direct boot's, and PCR 12 holds iPXE's load options), and the UKI whose
+/// initrd differs by one byte is refused naming its `.initrd` event; it
+/// gets no overlay and does not fall back to the slot the genuine boot
 /// left on the disk.
 #[test]
 fn over_ipxe_the_genuine_uki_attests_and_one_whose_initrd_differs_by_one_byte_is_refused() {
@@ -165,9 +167,12 @@ fn over_ipxe_the_genuine_uki_attests_and_one_whose_initrd_differs_by_one_byte_is
     let cmdline = boot.append.clone();
     let genuine = lab.uki("genuine", &lab.initrd, &cmdline);
     let evil = lab.uki("evil", &one_byte_more(&lab), &cmdline);
+    let uki = genuine.to_str().unwrap();
     server
-        .set_policy(&["--group", "lab", "--uki", genuine.to_str().unwrap()])
-        .expect_ok("policy set --uki (PCR 11)");
+        .set_policy(&[
+            "--group", "lab", "--pcrs", "4", "--loader", uki, "--uki", uki,
+        ])
+        .expect_ok("policy set --pcrs 4 --loader UKI --uki UKI");
     let http = server.http_port().expect("--http-listen port");
     let script = |uki: &Path| {
         let out = server
@@ -221,18 +226,22 @@ fn over_ipxe_the_genuine_uki_attests_and_one_whose_initrd_differs_by_one_byte_is
         [[0u8; 32], Sha256::digest(&utf16).into()].concat(),
     ));
     assert_eq!(replayed(12), extended);
-    // PCR 4: not the direct boot `ember policy predict` gives, so a `--pcrs
-    // 4` policy would refuse the genuine UKI on this path.
-    let predict = std::process::Command::new(ember_bin())
-        .args(["policy", "predict", "--uki", genuine.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let predicted = String::from_utf8_lossy(&predict.stdout);
-    let pcr4 = replayed(4);
-    assert!(
-        predicted.contains("PCR 4 sha256 ") && !predicted.contains(&pcr4),
-        "iPXE's PCR 4 {pcr4} equals the prediction for a direct boot:\n{predicted}"
-    );
+    // PCR 4: what `ember policy predict` gives with the UKI as its own
+    // loader, not the direct boot it predicts without one.
+    let predicted_pcr4 = |extra: &[&str]| {
+        let out = std::process::Command::new(ember_bin())
+            .args(["policy", "predict", "--uki", uki])
+            .args(extra)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&out.stdout).into_owned();
+        out.lines()
+            .find_map(|l| l.strip_prefix("PCR 4 sha256 "))
+            .unwrap_or_else(|| panic!("no PCR 4 in {out}"))
+            .to_string()
+    };
+    assert_eq!(replayed(4), predicted_pcr4(&["--loader", uki]));
+    assert_ne!(replayed(4), predicted_pcr4(&[]));
     eprintln!("over iPXE the init sent:\n{}", events.join("\n"));
 
     // 2. One byte more in the initrd, same chain, same policy: refused.

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use ember_tests::ember_bin;
 use ember_tests::lab::{ember_lines, overlay, run_until, Lab, NODE};
-use sha2::{Digest, Sha256};
 
 /// Copies `bin` and the libraries it links (ldd, same paths) under `root`.
 fn carry(root: &Path, bin: &Path, at: &str) {
@@ -149,14 +148,15 @@ fn the_runtime_cannot_attest_as_the_booting_node_after_leave_initrd() {
 /// chains the UKI `ember artifact ipxe --uki` published from `ember serve
 /// --http-listen`. On that path the firmware measures the UKI into PCR 4
 /// twice (iPXE's LoadImage probe, then the real load) and no boot manager,
-/// so the policy pins PCR 4 as `ember policy predict --loader UKI --uki
-/// UKI` gives it (the UKI as its own loader) and PCR 11, event log
-/// required. Under it the genuine UKI chained so attests (its runtime
-/// decodes the event log the init sent: PCR 4 is that prediction, not the
-/// direct boot's, and PCR 12 holds iPXE's load options), and the UKI whose
-/// initrd differs by one byte is refused naming its `.initrd` event; it
-/// gets no overlay and does not fall back to the slot the genuine boot
-/// left on the disk.
+/// and systemd-stub boots with iPXE's load options, measured into PCR 12.
+/// The policy pins all three as `ember policy set --pcrs 4 --loader UKI
+/// --uki UKI --load-options "uki.efi ARGS"` predicts them (the UKI as its
+/// own loader), event log required. Under it the genuine UKI chained so
+/// attests (its runtime decodes the event log the init sent: PCR 4 and 12
+/// are those predictions, PCR 4 is not the direct boot's), and the UKI
+/// whose initrd differs by one byte is refused naming its `.initrd` event
+/// (and its image digest in PCR 4); it gets no overlay and does not fall
+/// back to the slot the genuine boot left on the disk.
 #[test]
 fn over_ipxe_the_genuine_uki_attests_and_one_whose_initrd_differs_by_one_byte_is_refused() {
     let lab = Lab::new("mb-ipxe");
@@ -168,11 +168,21 @@ fn over_ipxe_the_genuine_uki_attests_and_one_whose_initrd_differs_by_one_byte_is
     let genuine = lab.uki("genuine", &lab.initrd, &cmdline);
     let evil = lab.uki("evil", &one_byte_more(&lab), &cmdline);
     let uki = genuine.to_str().unwrap();
+    let options = format!("uki.efi {}", cmdline.trim_end());
     server
         .set_policy(&[
-            "--group", "lab", "--pcrs", "4", "--loader", uki, "--uki", uki,
+            "--group",
+            "lab",
+            "--pcrs",
+            "4",
+            "--loader",
+            uki,
+            "--uki",
+            uki,
+            "--load-options",
+            &options,
         ])
-        .expect_ok("policy set --pcrs 4 --loader UKI --uki UKI");
+        .expect_ok("policy set --pcrs 4 --loader UKI --uki UKI --load-options");
     let http = server.http_port().expect("--http-listen port");
     let script = |uki: &Path| {
         let out = server
@@ -210,38 +220,35 @@ fn over_ipxe_the_genuine_uki_attests_and_one_whose_initrd_differs_by_one_byte_is
             .unwrap_or_else(|| panic!("no replayed PCR {pcr}: {events:#?}"))
             .to_string()
     };
-    // PCR 12: systemd-stub measures the load options iPXE passes (the
-    // image name, then the script's arguments), as UTF-16 with its NUL.
-    let options = format!("uki.efi {}", cmdline.trim_end());
-    let mut utf16: Vec<u8> = options.encode_utf16().flat_map(u16::to_le_bytes).collect();
-    utf16.extend_from_slice(&[0, 0]);
-    let measured = hex(&Sha256::digest(&utf16));
-    let pcr12: Vec<&&str> = events.iter().filter(|l| l.contains(": PCR 12 ")).collect();
-    assert_eq!(pcr12.len(), 1, "PCR 12 events: {events:#?}");
-    assert!(
-        pcr12[0].contains(&format!("EV_IPL sha256 {measured}")),
-        "PCR 12 is not the load options {options:?}: {events:#?}"
-    );
-    let extended = hex(&Sha256::digest(
-        [[0u8; 32], Sha256::digest(&utf16).into()].concat(),
-    ));
-    assert_eq!(replayed(12), extended);
-    // PCR 4: what `ember policy predict` gives with the UKI as its own
-    // loader, not the direct boot it predicts without one.
-    let predicted_pcr4 = |extra: &[&str]| {
+    // What `ember policy predict` gives: PCR 4 with the UKI as its own
+    // loader (not the direct boot it predicts without one), and PCR 12 from
+    // the load options iPXE passes (the image name, then the script's
+    // arguments), which systemd-stub measures in one EV_IPL event.
+    let predicted = |extra: &[&str], pcr: u32| {
         let out = std::process::Command::new(ember_bin())
             .args(["policy", "predict", "--uki", uki])
             .args(extra)
             .output()
             .unwrap();
         let out = String::from_utf8_lossy(&out.stdout).into_owned();
+        let prefix = format!("PCR {pcr} sha256 ");
         out.lines()
-            .find_map(|l| l.strip_prefix("PCR 4 sha256 "))
-            .unwrap_or_else(|| panic!("no PCR 4 in {out}"))
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no PCR {pcr} in {out}"))
             .to_string()
     };
-    assert_eq!(replayed(4), predicted_pcr4(&["--loader", uki]));
-    assert_ne!(replayed(4), predicted_pcr4(&[]));
+    assert_eq!(replayed(4), predicted(&["--loader", uki], 4));
+    assert_ne!(replayed(4), predicted(&[], 4));
+    assert_eq!(
+        events.iter().filter(|l| l.contains(": PCR 12 ")).count(),
+        1,
+        "PCR 12 events: {events:#?}"
+    );
+    assert_eq!(
+        replayed(12),
+        predicted(&["--load-options", &options], 12),
+        "PCR 12 is not the load options {options:?}: {events:#?}"
+    );
     eprintln!("over iPXE the init sent:\n{}", events.join("\n"));
 
     // 2. One byte more in the initrd, same chain, same policy: refused.
@@ -263,6 +270,10 @@ fn over_ipxe_the_genuine_uki_attests_and_one_whose_initrd_differs_by_one_byte_is
         lines.contains("PCR 11 event ") && lines.contains("(.initrd) differs"),
         "the node's refusal does not name the initrd:\n{lines}"
     );
+    assert!(
+        lines.contains("(EV_EFI_BOOT_SERVICES_APPLICATION loader 1) differs"),
+        "the node's refusal does not name the UKI's image digest in PCR 4:\n{lines}"
+    );
     assert!(!lines.contains("phase=overlay"), "{lines}");
     assert!(
         !lines.contains("restored from slot") && !lines.contains("lkg-restore"),
@@ -283,10 +294,6 @@ fn over_ipxe_the_genuine_uki_attests_and_one_whose_initrd_differs_by_one_byte_is
         nodes.contains("(.initrd) differs"),
         "ember nodes does not say why: {nodes}"
     );
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What a hostile root workload runs: on a cold start from a slot, it

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ember_tests::ember_bin;
 use ember_tests::lab::{ember_lines, overlay, run_until, Lab, NODE};
+use sha2::{Digest, Sha256};
 
 /// Copies `bin` and the libraries it links (ldd, same paths) under `root`.
 fn carry(root: &Path, bin: &Path, at: &str) {
@@ -156,15 +157,16 @@ fn the_runtime_cannot_attest_as_the_booting_node_after_leave_initrd() {
 /// are those predictions, PCR 4 is not the direct boot's), and the UKI
 /// whose initrd differs by one byte is refused naming its `.initrd` event
 /// (and its image digest in PCR 4); it gets no overlay and does not fall
-/// back to the slot the genuine boot left on the disk.
+/// back to the slot the genuine boot left on the disk. The genuine UKI
+/// chained by someone else's script with one argument more is refused on
+/// PCR 12.
 #[test]
 fn over_ipxe_the_genuine_uki_attests_and_one_whose_initrd_differs_by_one_byte_is_refused() {
     let lab = Lab::new("mb-ipxe");
     let dump = "/usr/bin/ember tpm eventlog --pcr 4,12";
     publish_with_ember(&lab, &[("standin_exec", dump)], &[]);
     let server = lab.server();
-    let mut boot = lab.boot_with("genuine", true, &lab.attest_url());
-    let cmdline = boot.append.clone();
+    let cmdline = lab.boot_with("genuine", true, &lab.attest_url()).append;
     let genuine = lab.uki("genuine", &lab.initrd, &cmdline);
     let evil = lab.uki("evil", &one_byte_more(&lab), &cmdline);
     let uki = genuine.to_str().unwrap();
@@ -192,16 +194,11 @@ fn over_ipxe_the_genuine_uki_attests_and_one_whose_initrd_differs_by_one_byte_is
     };
 
     // 1. The genuine UKI over iPXE: attests, gets its overlay, writes a slot.
-    boot.netboot = Some(script(&genuine));
-    let log = run_until(&lab, "genuine", boot, "lkg: wrote slot a generation 1");
-    assert!(
-        log.contains("ember: iPXE chaining the UKI from the boot server"),
-        "iPXE did not chain the UKI:\n{log}"
-    );
-    let lines = ember_lines(&log);
-    assert!(
-        lines.contains("set by systemd-stub (unified kernel image)"),
-        "{lines}"
+    let (log, lines) = ipxe_boot(
+        &lab,
+        "genuine",
+        script(&genuine),
+        "lkg: wrote slot a generation 1",
     );
     for phase in ["attest", "overlay", "ready"] {
         assert!(
@@ -213,12 +210,8 @@ fn over_ipxe_the_genuine_uki_attests_and_one_whose_initrd_differs_by_one_byte_is
     // the init sent (decoded by ember_tpm::eventlog in the runtime).
     let events = exec_output(&log);
     let replayed = |pcr: u32| {
-        let prefix = format!("PCR {pcr} sha256 ");
-        events
-            .iter()
-            .find_map(|l| l.strip_prefix(&prefix))
+        pcr_value(events.iter().copied(), pcr)
             .unwrap_or_else(|| panic!("no replayed PCR {pcr}: {events:#?}"))
-            .to_string()
     };
     // What `ember policy predict` gives: PCR 4 with the UKI as its own
     // loader (not the direct boot it predicts without one), and PCR 12 from
@@ -231,11 +224,7 @@ fn over_ipxe_the_genuine_uki_attests_and_one_whose_initrd_differs_by_one_byte_is
             .output()
             .unwrap();
         let out = String::from_utf8_lossy(&out.stdout).into_owned();
-        let prefix = format!("PCR {pcr} sha256 ");
-        out.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no PCR {pcr} in {out}"))
-            .to_string()
+        pcr_value(out.lines(), pcr).unwrap_or_else(|| panic!("no PCR {pcr} in {out}"))
     };
     assert_eq!(replayed(4), predicted(&["--loader", uki], 4));
     assert_ne!(replayed(4), predicted(&[], 4));
@@ -253,18 +242,7 @@ fn over_ipxe_the_genuine_uki_attests_and_one_whose_initrd_differs_by_one_byte_is
 
     // 2. One byte more in the initrd, same chain, same policy: refused.
     let seen = server.log().len();
-    let mut boot = lab.boot_with("evil", true, &lab.attest_url());
-    boot.netboot = Some(script(&evil));
-    let log = run_until(&lab, "evil", boot, "boot failed in phase attest");
-    assert!(
-        log.contains("ember: iPXE chaining the UKI from the boot server"),
-        "iPXE did not chain the UKI:\n{log}"
-    );
-    let lines = ember_lines(&log);
-    assert!(
-        lines.contains("set by systemd-stub (unified kernel image)"),
-        "{lines}"
-    );
+    let (log, lines) = ipxe_boot(&lab, "evil", script(&evil), "boot failed in phase attest");
     assert!(lines.contains("pcr-policy-mismatch"), "{lines}");
     assert!(
         lines.contains("PCR 11 event ") && lines.contains("(.initrd) differs"),
@@ -294,6 +272,94 @@ fn over_ipxe_the_genuine_uki_attests_and_one_whose_initrd_differs_by_one_byte_is
         nodes.contains("(.initrd) differs"),
         "ember nodes does not say why: {nodes}"
     );
+
+    // 3. Someone on the network serves their own script: the genuine UKI,
+    // with one argument more. The stub boots with it; PCR 12 refuses it.
+    let sha = ember_fs::hex::hex(&Sha256::digest(std::fs::read(&genuine).unwrap()));
+    let evil_script = format!(
+        "#!ipxe\necho ember: iPXE chaining the UKI from the boot server\n\
+         chain --name uki.efi http://10.0.2.2:{http}/v1/boot/{sha} {} ipxe.attacker=1\n",
+        cmdline.trim_end()
+    );
+    let port = serve_once(evil_script);
+    let seen = server.log().len();
+    let (log, lines) = ipxe_boot(
+        &lab,
+        "args",
+        format!("http://10.0.2.2:{port}/boot.ipxe"),
+        "boot failed in phase attest",
+    );
+    assert!(
+        log.contains("ipxe.attacker=1"),
+        "the kernel did not get the script's arguments:\n{log}"
+    );
+    assert!(
+        lines.contains("PCR 12 event ") && lines.contains("(EV_IPL load options) differs"),
+        "the node's refusal does not name PCR 12's load options:\n{lines}"
+    );
+    assert!(!lines.contains(".initrd"), "{lines}");
+    assert!(!lines.contains("phase=overlay"), "{lines}");
+    let served = server.log()[seen..].to_string();
+    assert!(
+        served.contains("PCR 12 sha256 event ")
+            && served.contains(" (EV_IPL load options) differs: expected "),
+        "the server log does not name PCR 12's event:\n{served}"
+    );
+    assert!(
+        !served.contains("step=overlay"),
+        "the server served an overlay:\n{served}"
+    );
+}
+
+/// Boots the lab node by firmware network boot from `script` (an iPXE
+/// script URL) until `needle`; checks iPXE ran the script and the stub
+/// measured the UKI; returns the serial log and the init's lines.
+fn ipxe_boot(lab: &Lab, name: &str, script: String, needle: &str) -> (String, String) {
+    let mut boot = lab.boot_with(name, true, &lab.attest_url());
+    boot.netboot = Some(script);
+    let log = run_until(lab, name, boot, needle);
+    assert!(
+        log.contains("ember: iPXE chaining the UKI from the boot server"),
+        "iPXE did not chain the UKI:\n{log}"
+    );
+    let lines = ember_lines(&log);
+    assert!(
+        lines.contains("set by systemd-stub (unified kernel image)"),
+        "{lines}"
+    );
+    (log, lines)
+}
+
+/// The value of `PCR <pcr> sha256 <hex>` among `lines` (`ember tpm
+/// eventlog`'s and `ember policy predict`'s form).
+fn pcr_value<'a>(lines: impl IntoIterator<Item = &'a str>, pcr: u32) -> Option<String> {
+    let prefix = format!("PCR {pcr} sha256 ");
+    lines
+        .into_iter()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(String::from)
+}
+
+/// Serves `body` as the answer to the next HTTP request on 127.0.0.1 (the
+/// guest's 10.0.2.2): a boot script from someone on the network. Returns
+/// the port; the thread ends after that one answer.
+fn serve_once(body: String) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let mut request = [0u8; 4096];
+        let _ = s.read(&mut request);
+        let _ = write!(
+            s,
+            "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    });
+    port
 }
 
 /// What a hostile root workload runs: on a cold start from a slot, it

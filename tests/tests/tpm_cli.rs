@@ -4,21 +4,6 @@ use ember_tests::swtpm::{Swtpm, LOCALCA_ISSUER, LOCALCA_ROOT};
 use ember_tests::{ember_bin, ScratchDir};
 use std::process::Command;
 
-fn ember_tpm(sw: &Swtpm, args: &[&str]) -> (bool, String) {
-    let out = Command::new(ember_bin())
-        .arg("tpm")
-        .args(args)
-        .args(["--tpm", &sw.spec()])
-        .output()
-        .expect("run ember");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[test]
 fn ember_tpm_info_pcrs_ek_and_quote_work_against_swtpm() {
     let dir = ScratchDir::new("tpm-cli");
@@ -26,48 +11,45 @@ fn ember_tpm_info_pcrs_ek_and_quote_work_against_swtpm() {
     Swtpm::setup_cached(&state).unwrap();
     let sw = Swtpm::start_tcp(&state).unwrap();
 
-    let (ok, out) = ember_tpm(&sw, &["info"]);
+    let (ok, out) = sw.ember_tpm(&["info"]);
     assert!(ok, "{out}");
     assert!(out.contains("family:            2.0"), "{out}");
     assert!(out.contains("pcr bank:          sha256 (24 PCRs)"), "{out}");
     assert!(out.contains("0x01c00002"), "{out}");
 
-    let (ok, out) = ember_tpm(&sw, &["pcrs", "--pcrs", "sha256:0,16"]);
+    let (ok, out) = sw.ember_tpm(&["pcrs", "--pcrs", "sha256:0,16"]);
     assert!(ok, "{out}");
     assert!(
         out.contains(&format!("sha256:16 {}", "00".repeat(32))),
         "{out}"
     );
 
-    let (ok, out) = ember_tpm(&sw, &["ek", "--ca", LOCALCA_ISSUER, "--ca", LOCALCA_ROOT]);
+    let (ok, out) = sw.ember_tpm(&["ek", "--ca", LOCALCA_ISSUER, "--ca", LOCALCA_ROOT]);
     assert!(ok, "{out}");
     assert!(
         out.contains("key:       matches the EK") && out.contains("chain:     valid"),
         "{out}"
     );
-    let (ok, out) = ember_tpm(&sw, &["ek", "--alg", "ecc384"]);
+    let (ok, out) = sw.ember_tpm(&["ek", "--alg", "ecc384"]);
     assert!(
         ok && out.contains("ECC NIST P-384") && out.contains("matches the EK"),
         "{out}"
     );
     // Only the issuer, not the root: the chain is refused.
-    let (ok, out) = ember_tpm(&sw, &["ek", "--ca", LOCALCA_ISSUER]);
+    let (ok, out) = sw.ember_tpm(&["ek", "--ca", LOCALCA_ISSUER]);
     assert!(!ok && out.contains("EK certificate chain"), "{out}");
 
     let qdir = dir.path().join("quote");
     let qd = qdir.display().to_string();
-    let (ok, out) = ember_tpm(
-        &sw,
-        &[
-            "quote",
-            "--nonce",
-            "0badcafe",
-            "--pcrs",
-            "sha256:0,1,2",
-            "--out-dir",
-            &qd,
-        ],
-    );
+    let (ok, out) = sw.ember_tpm(&[
+        "quote",
+        "--nonce",
+        "0badcafe",
+        "--pcrs",
+        "sha256:0,1,2",
+        "--out-dir",
+        &qd,
+    ]);
     assert!(ok, "{out}");
     assert!(
         out.contains("nonce:       0badcafe") && out.contains("verified:"),
@@ -96,7 +78,7 @@ fn ember_tpm_info_pcrs_ek_and_quote_work_against_swtpm() {
     )
     .unwrap();
 
-    let (ok, out) = ember_tpm(&sw, &["quote", "--nonce", "xyz"]);
+    let (ok, out) = sw.ember_tpm(&["quote", "--nonce", "xyz"]);
     assert!(!ok && out.contains("hex"), "{out}");
     drop(sw);
     // No TPM at all: a clear error, not a panic.

@@ -287,23 +287,6 @@ fn a_set_owner_password_is_a_named_refusal() {
     assert_eq!(tpm.rollback_counter().unwrap(), Found::Unwritten);
 }
 
-/// `ember tpm` against this fixture's swtpm (our own connection must be
-/// closed: swtpm serves one at a time); (success, stdout + stderr).
-fn ember_tpm(f: &TpmFixture, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(ember_tests::ember_bin())
-        .arg("tpm")
-        .args(args)
-        .args(["--tpm", &f.swtpm.spec()])
-        .output()
-        .expect("run ember");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 /// `ember tpm unseal` and `ember tpm counter`, the commands a workload on a
 /// node would run against last-known-good (`measured_boot_qemu` runs them
 /// inside a booted VM): while the slot's PCR and PCR 15 are as sealed, the
@@ -346,16 +329,18 @@ fn ember_tpm_unseal_and_counter_increment_are_refused_once_the_pcrs_move() {
     let slot = f.p("slot.rec");
     drop(tpm);
 
-    let (ok, out) = ember_tpm(&f, &["unseal", "--slot", &slot]);
+    let (ok, out) = f.swtpm.ember_tpm(&["unseal", "--slot", &slot]);
     let released = format!(
         "key 0 (PCR 16 as sealed; counter <= {}): the TPM released 32 bytes",
         start + 1
     );
     assert!(ok && out.contains(&released), "{out}");
-    let (ok, out) = ember_tpm(&f, &["counter", "increment"]);
+    let (ok, out) = f.swtpm.ember_tpm(&["counter", "increment"]);
     let moved = format!("rollback counter 0x01800e70: {}", start + 1);
     assert!(ok && out.contains(&moved), "{out}");
-    let (ok, out) = ember_tpm(&f, &["unseal", "--slot", &slot, "--key", "0"]);
+    let (ok, out) = f
+        .swtpm
+        .ember_tpm(&["unseal", "--slot", &slot, "--key", "0"]);
     assert!(ok && out.contains(&released), "{out}");
 
     // Leave-initrd, and something else extending the slot's PCR.
@@ -367,11 +352,11 @@ fn ember_tpm_unseal_and_counter_increment_are_refused_once_the_pcrs_move() {
         tpm.pcr_extend(pcr, &[(HashAlg::Sha256, &event)]).unwrap();
     }
     drop(tpm);
-    let (ok, out) = ember_tpm(&f, &["counter", "increment"]);
+    let (ok, out) = f.swtpm.ember_tpm(&["counter", "increment"]);
     assert!(!ok && out.contains("TPM_RC_POLICY_FAIL"), "{out}");
-    let (ok, out) = ember_tpm(&f, &["counter", "read"]);
+    let (ok, out) = f.swtpm.ember_tpm(&["counter", "read"]);
     assert!(ok && out.contains(&moved), "the counter moved: {out}");
-    let (ok, out) = ember_tpm(&f, &["unseal", "--slot", &slot]);
+    let (ok, out) = f.swtpm.ember_tpm(&["unseal", "--slot", &slot]);
     assert!(!ok, "{out}");
     assert!(out.contains("key 0 (PCR 16 differs: now "), "{out}");
     assert!(
@@ -379,7 +364,9 @@ fn ember_tpm_unseal_and_counter_increment_are_refused_once_the_pcrs_move() {
         "{out}"
     );
     assert!(out.contains("the TPM released no key of"), "{out}");
-    let (ok, out) = ember_tpm(&f, &["unseal", "--slot", &slot, "--key", "1"]);
+    let (ok, out) = f
+        .swtpm
+        .ember_tpm(&["unseal", "--slot", &slot, "--key", "1"]);
     assert!(
         !ok && out.contains("holds 1 sealed keys: no key 1"),
         "{out}"

@@ -89,3 +89,41 @@ fn ember_tpm_info_pcrs_ek_and_quote_work_against_swtpm() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("opening TPM"));
 }
+
+/// `ember tpm eventlog` on a log OVMF and systemd-stub wrote (the one
+/// ember_tpm's unit tests replay): each event of the selected PCRs with
+/// what it says it measured, then their replayed values.
+#[test]
+fn ember_tpm_eventlog_decodes_a_real_ovmf_log() {
+    let log = ember_tests::workspace_root().join("tpm/src/testdata/ovmf-uki-eventlog.bin");
+    let out = Command::new(ember_bin())
+        .args(["tpm", "eventlog", "--pcr", "4,11", "--log"])
+        .arg(&log)
+        .output()
+        .expect("run ember");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(": PCR 4 EV_EFI_ACTION sha256 3d6772b4f84ed47595d72a2c4c5ffd15f5bb72c7507fe26f2aaee2c69d5633ba Calling EFI Application from Boot Option"),
+        "{text}"
+    );
+    assert!(
+        text.contains(": PCR 11 EV_IPL sha256 15ee37e75f1e8d42080e91fdbbd2560780918c81fe3687ae6d15c472bbdaac75 .initrd"),
+        "{text}"
+    );
+    assert!(!text.contains(": PCR 7 "), "{text}");
+    assert!(
+        text.contains(
+            "\nPCR 4 sha256 4724c90d11ada3e995962c0fecf6f1ecf7f5ceec68b8777791e8356d3e046eac\n"
+        ) && text.ends_with(
+            "\nPCR 11 sha256 352e51d0178af3e4090ef36a9075ee9c5af678e009b83289d22215e908d962f8\n"
+        ),
+        "{text}"
+    );
+    let bad = Command::new(ember_bin())
+        .args(["tpm", "eventlog", "--log"])
+        .arg(ember_tests::workspace_root().join("README.md"))
+        .output()
+        .expect("run ember");
+    assert!(!bad.status.success());
+}

@@ -87,15 +87,7 @@ fn a_uki_whose_initrd_differs_by_one_byte_is_refused_naming_the_initrd_event() {
         "the node's refusal does not name the initrd:\n{lines}"
     );
     assert!(!lines.contains("phase=overlay"), "{lines}");
-    let served = lab.server().log();
-    assert!(
-        served.contains("PCR 11 sha256 event ") && served.contains(" (.initrd) differs: expected "),
-        "the server log does not name PCR 11's .initrd event:\n{served}"
-    );
-    assert!(
-        !served.contains("step=overlay"),
-        "the server served an overlay:\n{served}"
-    );
+    server_refused(&lab.server().log(), 11, ".initrd");
     let nodes = lab.server().nodes();
     assert!(
         nodes.contains("(.initrd) differs"),
@@ -258,15 +250,7 @@ fn over_ipxe_the_genuine_uki_attests_and_one_whose_initrd_differs_by_one_byte_is
         "the refused node fell back to the cached slot:\n{lines}"
     );
     assert!(exec_output(&log).is_empty(), "a runtime ran:\n{log}");
-    let served = server.log()[seen..].to_string();
-    assert!(
-        served.contains("PCR 11 sha256 event ") && served.contains(" (.initrd) differs: expected "),
-        "the server log does not name PCR 11's .initrd event:\n{served}"
-    );
-    assert!(
-        !served.contains("step=overlay"),
-        "the server served an overlay:\n{served}"
-    );
+    server_refused(&server.log()[seen..], 11, ".initrd");
     let nodes = server.nodes();
     assert!(
         nodes.contains("(.initrd) differs"),
@@ -299,11 +283,16 @@ fn over_ipxe_the_genuine_uki_attests_and_one_whose_initrd_differs_by_one_byte_is
     );
     assert!(!lines.contains(".initrd"), "{lines}");
     assert!(!lines.contains("phase=overlay"), "{lines}");
-    let served = server.log()[seen..].to_string();
+    server_refused(&server.log()[seen..], 12, "EV_IPL load options");
+}
+
+/// Checks the server's log of a refused boot: it names the `label` event
+/// of PCR `pcr` as what differs, and it served no overlay.
+fn server_refused(served: &str, pcr: u32, label: &str) {
     assert!(
-        served.contains("PCR 12 sha256 event ")
-            && served.contains(" (EV_IPL load options) differs: expected "),
-        "the server log does not name PCR 12's event:\n{served}"
+        served.contains(&format!("PCR {pcr} sha256 event "))
+            && served.contains(&format!(" ({label}) differs: expected ")),
+        "the server log does not name PCR {pcr}'s {label} event:\n{served}"
     );
     assert!(
         !served.contains("step=overlay"),

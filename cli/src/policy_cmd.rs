@@ -7,7 +7,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
 use crate::uki::measure::{
-    check_log, predict_pcr11, predict_pcr4, PCR_BOOT_LOADER_CODE, PCR_KERNEL_IMAGE,
+    check_log, predict_pcr11, predict_pcr12, predict_pcr4, PCR_BOOT_LOADER_CODE, PCR_KERNEL_IMAGE,
+    PCR_KERNEL_PARAMETERS,
 };
 use ember_server::store::{self, hex, unhex, Policy};
 
@@ -20,7 +21,8 @@ pub enum PolicyCmd {
     /// Shows the policies.
     Show(ShowArgs),
     /// Prints the PCR 11 value systemd-stub (252) produces booting a UKI,
-    /// and the PCR 4 value UEFI firmware produces loading it.
+    /// the PCR 4 value UEFI firmware produces loading it, and with
+    /// --load-options PCR 12.
     Predict(PredictArgs),
 }
 
@@ -43,6 +45,11 @@ pub struct PredictArgs {
     /// order, for PCR 4.
     #[arg(long)]
     pub loader: Vec<PathBuf>,
+    /// The load options a loader passes to the UKI (iPXE's `chain --name
+    /// uki.efi <sha256> ARGS` passes "uki.efi ARGS"): also predicts PCR 12,
+    /// where systemd-stub measures them.
+    #[arg(long)]
+    pub load_options: Option<String>,
     /// A TCG event log (a node's binary_bios_measurements) to hold the
     /// predictions against: fails naming the first event that differs.
     #[arg(long, value_name = "LOG")]
@@ -80,6 +87,11 @@ pub struct SetArgs {
     /// Boot loaders before the UKI, for the PCR 4 prediction (see predict).
     #[arg(long, requires = "uki")]
     pub loader: Vec<PathBuf>,
+    /// The load options the UKI boots with (iPXE: "uki.efi ARGS"): pins
+    /// PCR 12, the command line systemd-stub boots with, to them (see
+    /// predict); adds PCR 12 to --pcrs.
+    #[arg(long, requires = "uki")]
+    pub load_options: Option<String>,
     /// Policy for this node.
     #[arg(long, conflicts_with = "group")]
     pub node: Option<String>,
@@ -138,7 +150,11 @@ fn predict(a: PredictArgs) -> Result<()> {
             .with_context(|| format!("predicting PCR 11 for {}", a.uki.display()))?;
         let p4 = predict_pcr4(&loaders, &file, bank)
             .with_context(|| format!("predicting PCR 4 for {}", a.uki.display()))?;
-        for p in [p11, p4] {
+        let p12 = match &a.load_options {
+            Some(o) => Some(predict_pcr12(o, bank)?),
+            None => None,
+        };
+        for p in [Some(p11), Some(p4), p12].into_iter().flatten() {
             println!("PCR {} {} {}", p.pcr, bank.name(), hex(&p.value));
             if a.events {
                 for (i, e) in p.events.iter().enumerate() {
@@ -169,6 +185,9 @@ fn set(a: SetArgs) -> Result<()> {
     let mut pcrs = a.pcrs.clone();
     if !a.uki.is_empty() && !pcrs.contains(&PCR_KERNEL_IMAGE) {
         pcrs.push(PCR_KERNEL_IMAGE);
+    }
+    if a.load_options.is_some() && !pcrs.contains(&PCR_KERNEL_PARAMETERS) {
+        pcrs.push(PCR_KERNEL_PARAMETERS);
     }
     let mut mask = 0u32;
     for &p in &pcrs {
@@ -220,6 +239,9 @@ fn set(a: SetArgs) -> Result<()> {
                 predict_pcr4(&loaders, &file, bank)
                     .with_context(|| format!("predicting PCR 4 for {}", uki.display()))?,
             );
+        }
+        if let Some(options) = &a.load_options {
+            predictions.push(predict_pcr12(options, bank)?);
         }
         for p in predictions {
             events.push(store::AllowedEvents {

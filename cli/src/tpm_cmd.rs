@@ -1,13 +1,16 @@
 //! `ember tpm` subcommands: look at a node's TPM (or a swtpm) the way the
-//! init and the boot server do, through ember-tpm.
+//! init and the boot server do, through ember-tpm; `unseal` and `counter`
+//! are also what a workload on a node would try against last-known-good.
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
+use ember_proto::slot::{SealedKey, SlotRecord};
+use ember_tpm::counter::{self, Found};
 use ember_tpm::{
-    consts, host, open_transport, AkKind, EkTemplate, PcrSelection, PublicParams, Tpm, Transport,
-    Unique,
+    consts, host, open_transport, AkKind, CreatedKey, EkTemplate, HashAlg, PcrSelection,
+    PublicArea, PublicParams, Tpm, Transport, Unique,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct Target {
@@ -81,6 +84,51 @@ pub enum TpmCmd {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Tries to unseal a last-known-good slot's overlay key (`slot.rec`
+    /// from the ESP's ember/a or ember/b) as the init does on a cold start:
+    /// PolicyPCR over the PCRs it was sealed to, as they are now, then
+    /// PolicyNV on the rollback counter. Prints the TPM's answer for each
+    /// sealed key and which of its PCRs differ now, never the key; fails
+    /// when the TPM releases none (as it does for anything that runs after
+    /// the init's leave-initrd extend).
+    Unseal {
+        #[command(flatten)]
+        target: Target,
+        /// The slot record (`ember/a/slot.rec` on the ESP).
+        #[arg(long)]
+        slot: PathBuf,
+        /// Only this sealed key (counting from 0); by default each in turn.
+        #[arg(long)]
+        key: Option<usize>,
+    },
+    /// Ember's rollback counter (NV index 0x01800e70, see README "Rollback
+    /// protection in the TPM").
+    #[command(subcommand)]
+    Counter(CounterCmd),
+    /// The firmware's TCG event log, decoded as the boot server reads it
+    /// (ember_tpm::eventlog): each event, then each PCR's replayed value.
+    Eventlog {
+        #[arg(
+            long,
+            default_value = "/sys/kernel/security/tpm0/binary_bios_measurements"
+        )]
+        log: PathBuf,
+        /// Only these PCRs (repeat or comma-separate); by default all.
+        #[arg(long, value_delimiter = ',')]
+        pcr: Vec<u32>,
+        #[arg(long, default_value = "sha256")]
+        bank: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CounterCmd {
+    /// Prints its value (anyone may read it).
+    Read(Target),
+    /// NV_Increment under the counter's own policy, as the init's lkg-floor
+    /// phase does; the TPM allows it only while PCR 15 is zero, i.e. before
+    /// leave-initrd.
+    Increment(Target),
 }
 
 fn open(target: &Target) -> anyhow::Result<Tpm<Box<dyn Transport>>> {
@@ -129,7 +177,132 @@ pub fn run(cmd: TpmCmd) -> anyhow::Result<()> {
             ak,
             out_dir,
         } => quote(&target, &nonce, &pcrs, ak, out_dir),
+        TpmCmd::Unseal { target, slot, key } => unseal(&target, &slot, key),
+        TpmCmd::Eventlog { log, pcr, bank } => eventlog(&log, &pcr, &bank),
+        TpmCmd::Counter(CounterCmd::Read(target)) => print_counter(&mut open(&target)?),
+        TpmCmd::Counter(CounterCmd::Increment(target)) => {
+            let mut tpm = open(&target)?;
+            tpm.increment_rollback_counter()
+                .context("NV_Increment of the rollback counter under its boot-phase policy")?;
+            print_counter(&mut tpm)
+        }
     }
+}
+
+fn eventlog(path: &Path, only: &[u32], bank: &str) -> anyhow::Result<()> {
+    use ember_tpm::eventlog::{replay, type_name, EventLog};
+    let bank = HashAlg::from_name(bank).ok_or_else(|| anyhow::anyhow!("unknown bank {bank:?}"))?;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let log = EventLog::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let shown = |pcr: u32| only.is_empty() || only.contains(&pcr);
+    for event in log.events() {
+        let e = event.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if shown(e.pcr) {
+            println!(
+                "event {}: PCR {} {} {} {} {}",
+                e.number,
+                e.pcr,
+                type_name(e.event_type),
+                bank.name(),
+                e.digest(bank).map(hex).unwrap_or_else(|| "-".into()),
+                e.describe()
+            );
+        }
+    }
+    let pcrs = replay(&log, bank).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    for (pcr, value) in pcrs.iter().enumerate() {
+        if let Some(v) = value.as_deref().filter(|_| shown(pcr as u32)) {
+            println!("PCR {pcr} {} {}", bank.name(), hex(v));
+        }
+    }
+    Ok(())
+}
+
+fn print_counter(tpm: &mut Tpm<Box<dyn Transport>>) -> anyhow::Result<()> {
+    let index = counter::INDEX;
+    match tpm.rollback_counter()? {
+        Found::Counter(v) => println!("rollback counter 0x{index:08x}: {v}"),
+        Found::Unwritten => println!("rollback counter 0x{index:08x}: defined, never incremented"),
+        Found::Absent => println!("rollback counter 0x{index:08x}: not defined"),
+    }
+    Ok(())
+}
+
+fn unseal(target: &Target, slot: &Path, only: Option<usize>) -> anyhow::Result<()> {
+    let bytes = std::fs::read(slot).with_context(|| format!("reading {}", slot.display()))?;
+    let record =
+        SlotRecord::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", slot.display()))?;
+    let keys: Vec<(usize, &SealedKey)> = record
+        .keys
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| only.is_none_or(|k| k == *i))
+        .collect();
+    if keys.is_empty() {
+        bail!(
+            "{} holds {} sealed keys: no key {}",
+            slot.display(),
+            record.keys.len(),
+            only.unwrap_or(0)
+        );
+    }
+    println!(
+        "slot generation {}: {} sealed keys",
+        record.generation,
+        record.keys.len()
+    );
+    let mut tpm = open(target)?;
+    let srk = tpm.create_srk().context("creating the SRK")?;
+    let mut released = 0;
+    for (i, key) in keys {
+        match try_key(&mut tpm, srk.handle, key) {
+            Ok((pcrs, Ok(data))) => {
+                released += 1;
+                println!(
+                    "key {i} ({pcrs}; counter <= {}): the TPM released {} bytes",
+                    key.sealed_for,
+                    data.len()
+                );
+            }
+            Ok((pcrs, Err(e))) => println!(
+                "key {i} ({pcrs}; counter <= {}): refused by the TPM: {e}",
+                key.sealed_for
+            ),
+            Err(e) => println!("key {i}: {e:#}"),
+        }
+    }
+    let _ = tpm.flush_context(srk.handle);
+    if released == 0 {
+        bail!("the TPM released no key of {}", slot.display());
+    }
+    Ok(())
+}
+
+/// One sealed key: how its PCRs compare with now, and the TPM's answer to
+/// unsealing it under the slot policy.
+fn try_key(
+    tpm: &mut Tpm<Box<dyn Transport>>,
+    srk: u32,
+    key: &SealedKey,
+) -> anyhow::Result<(String, ember_tpm::Result<Vec<u8>>)> {
+    let selection = PcrSelection::new(HashAlg::Sha256, &key.pcrs)?;
+    let now = tpm.pcr_read(&selection)?;
+    let pcrs: Vec<String> = key
+        .pcrs
+        .iter()
+        .zip(&key.values)
+        .map(|(pcr, sealed)| match now.get(HashAlg::Sha256, *pcr) {
+            Some(v) if v == sealed.as_slice() => format!("PCR {pcr} as sealed"),
+            Some(v) => format!("PCR {pcr} differs: now {}, sealed {}", hex(v), hex(sealed)),
+            None => format!("PCR {pcr} unreadable"),
+        })
+        .collect();
+    let object = CreatedKey {
+        private: key.private.clone(),
+        public: PublicArea::from_bytes(&key.public)?,
+    };
+    let answer = tpm.unseal_not_past(srk, &object, &selection, key.sealed_for);
+    Ok((pcrs.join(", "), answer))
 }
 
 fn info(target: &Target) -> anyhow::Result<()> {

@@ -189,6 +189,23 @@ impl Swtpm {
         &self.state_dir
     }
 
+    /// `ember tpm ARGS --tpm <this swtpm>` (no other connection may be
+    /// open: swtpm serves one at a time); (success, stdout + stderr).
+    pub fn ember_tpm(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(crate::ember_bin())
+            .arg("tpm")
+            .args(args)
+            .args(["--tpm", &self.spec()])
+            .output()
+            .expect("run ember");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
     /// A tpm2-tools command pointed at this swtpm.
     pub fn tpm2(&self, tool: &str) -> Command {
         let mut c = Command::new(tool);

@@ -4,21 +4,6 @@ use ember_tests::swtpm::{Swtpm, LOCALCA_ISSUER, LOCALCA_ROOT};
 use ember_tests::{ember_bin, ScratchDir};
 use std::process::Command;
 
-fn ember_tpm(sw: &Swtpm, args: &[&str]) -> (bool, String) {
-    let out = Command::new(ember_bin())
-        .arg("tpm")
-        .args(args)
-        .args(["--tpm", &sw.spec()])
-        .output()
-        .expect("run ember");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[test]
 fn ember_tpm_info_pcrs_ek_and_quote_work_against_swtpm() {
     let dir = ScratchDir::new("tpm-cli");
@@ -26,48 +11,45 @@ fn ember_tpm_info_pcrs_ek_and_quote_work_against_swtpm() {
     Swtpm::setup_cached(&state).unwrap();
     let sw = Swtpm::start_tcp(&state).unwrap();
 
-    let (ok, out) = ember_tpm(&sw, &["info"]);
+    let (ok, out) = sw.ember_tpm(&["info"]);
     assert!(ok, "{out}");
     assert!(out.contains("family:            2.0"), "{out}");
     assert!(out.contains("pcr bank:          sha256 (24 PCRs)"), "{out}");
     assert!(out.contains("0x01c00002"), "{out}");
 
-    let (ok, out) = ember_tpm(&sw, &["pcrs", "--pcrs", "sha256:0,16"]);
+    let (ok, out) = sw.ember_tpm(&["pcrs", "--pcrs", "sha256:0,16"]);
     assert!(ok, "{out}");
     assert!(
         out.contains(&format!("sha256:16 {}", "00".repeat(32))),
         "{out}"
     );
 
-    let (ok, out) = ember_tpm(&sw, &["ek", "--ca", LOCALCA_ISSUER, "--ca", LOCALCA_ROOT]);
+    let (ok, out) = sw.ember_tpm(&["ek", "--ca", LOCALCA_ISSUER, "--ca", LOCALCA_ROOT]);
     assert!(ok, "{out}");
     assert!(
         out.contains("key:       matches the EK") && out.contains("chain:     valid"),
         "{out}"
     );
-    let (ok, out) = ember_tpm(&sw, &["ek", "--alg", "ecc384"]);
+    let (ok, out) = sw.ember_tpm(&["ek", "--alg", "ecc384"]);
     assert!(
         ok && out.contains("ECC NIST P-384") && out.contains("matches the EK"),
         "{out}"
     );
     // Only the issuer, not the root: the chain is refused.
-    let (ok, out) = ember_tpm(&sw, &["ek", "--ca", LOCALCA_ISSUER]);
+    let (ok, out) = sw.ember_tpm(&["ek", "--ca", LOCALCA_ISSUER]);
     assert!(!ok && out.contains("EK certificate chain"), "{out}");
 
     let qdir = dir.path().join("quote");
     let qd = qdir.display().to_string();
-    let (ok, out) = ember_tpm(
-        &sw,
-        &[
-            "quote",
-            "--nonce",
-            "0badcafe",
-            "--pcrs",
-            "sha256:0,1,2",
-            "--out-dir",
-            &qd,
-        ],
-    );
+    let (ok, out) = sw.ember_tpm(&[
+        "quote",
+        "--nonce",
+        "0badcafe",
+        "--pcrs",
+        "sha256:0,1,2",
+        "--out-dir",
+        &qd,
+    ]);
     assert!(ok, "{out}");
     assert!(
         out.contains("nonce:       0badcafe") && out.contains("verified:"),
@@ -96,7 +78,7 @@ fn ember_tpm_info_pcrs_ek_and_quote_work_against_swtpm() {
     )
     .unwrap();
 
-    let (ok, out) = ember_tpm(&sw, &["quote", "--nonce", "xyz"]);
+    let (ok, out) = sw.ember_tpm(&["quote", "--nonce", "xyz"]);
     assert!(!ok && out.contains("hex"), "{out}");
     drop(sw);
     // No TPM at all: a clear error, not a panic.
@@ -106,4 +88,42 @@ fn ember_tpm_info_pcrs_ek_and_quote_work_against_swtpm() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("opening TPM"));
+}
+
+/// `ember tpm eventlog` on a log OVMF and systemd-stub wrote (the one
+/// ember_tpm's unit tests replay): each event of the selected PCRs with
+/// what it says it measured, then their replayed values.
+#[test]
+fn ember_tpm_eventlog_decodes_a_real_ovmf_log() {
+    let log = ember_tests::workspace_root().join("tpm/src/testdata/ovmf-uki-eventlog.bin");
+    let out = Command::new(ember_bin())
+        .args(["tpm", "eventlog", "--pcr", "4,11", "--log"])
+        .arg(&log)
+        .output()
+        .expect("run ember");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(": PCR 4 EV_EFI_ACTION sha256 3d6772b4f84ed47595d72a2c4c5ffd15f5bb72c7507fe26f2aaee2c69d5633ba Calling EFI Application from Boot Option"),
+        "{text}"
+    );
+    assert!(
+        text.contains(": PCR 11 EV_IPL sha256 15ee37e75f1e8d42080e91fdbbd2560780918c81fe3687ae6d15c472bbdaac75 .initrd"),
+        "{text}"
+    );
+    assert!(!text.contains(": PCR 7 "), "{text}");
+    assert!(
+        text.contains(
+            "\nPCR 4 sha256 4724c90d11ada3e995962c0fecf6f1ecf7f5ceec68b8777791e8356d3e046eac\n"
+        ) && text.ends_with(
+            "\nPCR 11 sha256 352e51d0178af3e4090ef36a9075ee9c5af678e009b83289d22215e908d962f8\n"
+        ),
+        "{text}"
+    );
+    let bad = Command::new(ember_bin())
+        .args(["tpm", "eventlog", "--log"])
+        .arg(ember_tests::workspace_root().join("README.md"))
+        .output()
+        .expect("run ember");
+    assert!(!bad.status.success());
 }

@@ -50,11 +50,7 @@ fn unseal_slot(
     sealed: &SealedObject,
     n: u64,
 ) -> Result<Vec<u8>> {
-    let sel = slot_pcrs();
-    tpm.unseal_with_policy(srk, sealed, |t, s| {
-        t.policy_pcr(s, &sel, &[])?;
-        t.policy_rollback_not_past(s, n)
-    })
+    tpm.unseal_not_past(srk, sealed, &slot_pcrs(), n)
 }
 
 #[test]
@@ -289,4 +285,90 @@ fn a_set_owner_password_is_a_named_refusal() {
     // With the owner password the same definition works.
     tpm.define_rollback_counter(b"owner-secret").unwrap();
     assert_eq!(tpm.rollback_counter().unwrap(), Found::Unwritten);
+}
+
+/// `ember tpm unseal` and `ember tpm counter`, the commands a workload on a
+/// node would run against last-known-good (`measured_boot_qemu` runs them
+/// inside a booted VM): while the slot's PCR and PCR 15 are as sealed, the
+/// key unseals and the counter moves; after the boot-phase extends the TPM
+/// refuses both and the counter stays where it was.
+#[test]
+fn ember_tpm_unseal_and_counter_increment_are_refused_once_the_pcrs_move() {
+    use ember_proto::manifest::{SignedBootImage, SignedManifest};
+    use ember_proto::slot::{SealedKey, SlotRecord, RECORD_VERSION};
+
+    let f = TpmFixture::new("nv-cli");
+    let start = define_and_start(&f);
+    let mut tpm = f.connect();
+    let srk = tpm.create_srk().unwrap();
+    // Sealed as the init seals a slot: for the counter's next blessing.
+    let sealed = seal_slot(&mut tpm, srk.handle, &[7; 32], start + 1);
+    tpm.flush_context(srk.handle).unwrap();
+    let pcr16 = tpm.pcr_read(&slot_pcrs()).unwrap();
+    let record = SlotRecord {
+        version: RECORD_VERSION,
+        generation: 1,
+        manifest: SignedManifest {
+            body: vec![],
+            signature: vec![],
+        },
+        boot_image: SignedBootImage {
+            body: vec![],
+            signature: vec![],
+        },
+        keys: vec![SealedKey {
+            public: sealed.public.to_bytes().unwrap(),
+            private: sealed.private.clone(),
+            pcrs: vec![16],
+            values: vec![pcr16.get(HashAlg::Sha256, 16).unwrap().to_vec()],
+            sealed_for: start + 1,
+        }],
+        cmdline: String::new(),
+    };
+    std::fs::write(f.path("slot.rec"), record.to_bytes()).unwrap();
+    let slot = f.p("slot.rec");
+    drop(tpm);
+
+    let (ok, out) = f.swtpm.ember_tpm(&["unseal", "--slot", &slot]);
+    let released = format!(
+        "key 0 (PCR 16 as sealed; counter <= {}): the TPM released 32 bytes",
+        start + 1
+    );
+    assert!(ok && out.contains(&released), "{out}");
+    let (ok, out) = f.swtpm.ember_tpm(&["counter", "increment"]);
+    let moved = format!("rollback counter 0x01800e70: {}", start + 1);
+    assert!(ok && out.contains(&moved), "{out}");
+    let (ok, out) = f
+        .swtpm
+        .ember_tpm(&["unseal", "--slot", &slot, "--key", "0"]);
+    assert!(ok && out.contains(&released), "{out}");
+
+    // Leave-initrd, and something else extending the slot's PCR.
+    let mut tpm = f.connect();
+    let event = HashAlg::Sha256
+        .digest(&[b"ember: leaving initrd boot phase"])
+        .unwrap();
+    for pcr in [counter::BOOT_PHASE_PCR, 16] {
+        tpm.pcr_extend(pcr, &[(HashAlg::Sha256, &event)]).unwrap();
+    }
+    drop(tpm);
+    let (ok, out) = f.swtpm.ember_tpm(&["counter", "increment"]);
+    assert!(!ok && out.contains("TPM_RC_POLICY_FAIL"), "{out}");
+    let (ok, out) = f.swtpm.ember_tpm(&["counter", "read"]);
+    assert!(ok && out.contains(&moved), "the counter moved: {out}");
+    let (ok, out) = f.swtpm.ember_tpm(&["unseal", "--slot", &slot]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("key 0 (PCR 16 differs: now "), "{out}");
+    assert!(
+        out.contains("refused by the TPM: TPM_CC_Unseal failed: [TPM_RC_POLICY_FAIL"),
+        "{out}"
+    );
+    assert!(out.contains("the TPM released no key of"), "{out}");
+    let (ok, out) = f
+        .swtpm
+        .ember_tpm(&["unseal", "--slot", &slot, "--key", "1"]);
+    assert!(
+        !ok && out.contains("holds 1 sealed keys: no key 1"),
+        "{out}"
+    );
 }

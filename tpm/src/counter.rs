@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::nv::attributes as a;
 use crate::pcr::PcrSelection;
 use crate::session::{NvCompare, PolicyDigest, PolicySession, SessionKind};
-use crate::tpm::{Auth, NvPublic, Tpm};
+use crate::tpm::{Auth, NvPublic, SealedObject, Tpm};
 use crate::transport::Transport;
 use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
@@ -171,6 +171,25 @@ impl<T: Transport> Tpm<T> {
             0,
             NvCompare::UnsignedLe,
         )
+    }
+
+    /// Unseals an object sealed to PolicyPCR(`selection`) ∧ [`not_past`]
+    /// `limit`, a last-known-good slot key: the PCRs as they are now, then
+    /// PolicyNV on the counter, in the order the digest was built. The TPM
+    /// refuses with TPM_RC_POLICY_FAIL when a PCR differs from the sealed
+    /// value (another boot chain, or after leave-initrd) and with
+    /// TPM_RC_POLICY once the counter is past `limit`.
+    pub fn unseal_not_past(
+        &mut self,
+        parent: u32,
+        sealed: &SealedObject,
+        selection: &PcrSelection,
+        limit: u64,
+    ) -> Result<Vec<u8>> {
+        self.unseal_with_policy(parent, sealed, |t, s| {
+            t.policy_pcr(s, selection, &[])?;
+            t.policy_rollback_not_past(s, limit)
+        })
     }
 }
 

@@ -237,6 +237,29 @@ fn image_events(loaders: &[&[u8]], uki: &[u8], bank: HashAlg) -> Result<Vec<Even
     Ok(events)
 }
 
+/// PCR 12, where systemd-stub 252 measures the load options a loader
+/// passed, and boots with them instead of the embedded `.cmdline` (without
+/// Secure Boot).
+pub const PCR_KERNEL_PARAMETERS: u8 = 12;
+
+/// Predicts PCR 12 for a UKI started with `load_options` (iPXE's `chain
+/// --name uki.efi <sha256> ARGS` passes "uki.efi ARGS"): one EV_IPL of the
+/// options as UTF-16LE with their terminating NUL, as systemd-stub 252
+/// measures them (checked against a real iPXE boot's event log in
+/// tests/tests/measured_boot_qemu.rs).
+pub fn predict_pcr12(load_options: &str, bank: HashAlg) -> Result<Prediction> {
+    let utf16: Vec<u8> = load_options
+        .encode_utf16()
+        .chain([0])
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    let events = vec![Event {
+        label: "EV_IPL load options".into(),
+        digest: digest(bank, &utf16)?,
+    }];
+    Prediction::replay(bank, PCR_KERNEL_PARAMETERS, events)
+}
+
 /// Compares the events `log` records for the prediction's PCR with the
 /// predicted events (digests only; see [`ember_tpm::eventlog::compare`]).
 pub fn check_log(
@@ -251,6 +274,21 @@ pub fn check_log(
 mod tests {
     use super::*;
     use ember_fs::hex::hex;
+
+    #[test]
+    fn pcr12_measures_the_load_options_as_utf16_with_their_nul() {
+        // python3: d = sha256("uki.efi a=1".encode("utf-16-le") + b"\0\0")
+        // and the value sha256(b"\0" * 32 + d.digest()).
+        let p = predict_pcr12("uki.efi a=1", HashAlg::Sha256).unwrap();
+        assert_eq!(
+            hex(&p.events[0].digest),
+            "20f7ae6c71cc7e5c5402f6c6aa3a353c0470439fbafdab98f6f7929790a5227b"
+        );
+        assert_eq!(
+            hex(&p.value),
+            "2ab6f57db8b0a0d0bed3fdc861583db6d641f8768284fa2af21004f5c86835c1"
+        );
+    }
 
     #[test]
     fn matches_systemd_measure_on_a_small_uki() {

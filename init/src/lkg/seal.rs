@@ -114,10 +114,7 @@ fn unseal_one(tpm: &mut NodeTpm, srk: u32, sealed: &SealedKey) -> Result<[u8; 32
         public: PublicArea::from_bytes(&sealed.public)?,
     };
     let selection = selection(&sealed.pcrs)?;
-    let data = tpm.unseal_with_policy(srk, &object, |t, s| {
-        t.policy_pcr(s, &selection, &[])?;
-        t.policy_rollback_not_past(s, sealed.sealed_for)
-    })?;
+    let data = tpm.unseal_not_past(srk, &object, &selection, sealed.sealed_for)?;
     data.as_slice()
         .try_into()
         .map_err(|_| Error::TpmAnswer("unsealed key has the wrong length"))

@@ -23,6 +23,18 @@ pub enum NodesCmd {
     /// release): they may attest with an older UKI their policy allows
     /// again. Their TPM still refuses older last-known-good slots.
     AllowRollback(AllowRollbackArgs),
+    /// Every change of a node's rollback floor, oldest first: the boots
+    /// that blessed a newer UKI and who lowered it with allow-rollback.
+    FloorLog(FloorLogArgs),
+}
+
+#[derive(Args)]
+pub struct FloorLogArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The node whose floor changes to list.
+    #[arg(long)]
+    pub node: String,
 }
 
 #[derive(Args)]
@@ -58,8 +70,10 @@ fn age(ms: Option<i64>) -> String {
 }
 
 pub fn run(args: NodesArgs) -> Result<()> {
-    if let Some(NodesCmd::AllowRollback(a)) = args.cmd {
-        return allow_rollback(a);
+    match args.cmd {
+        Some(NodesCmd::AllowRollback(a)) => return allow_rollback(a),
+        Some(NodesCmd::FloorLog(a)) => return floor_log(a),
+        None => {}
     }
     let nodes = store::list_nodes(&mut args.state.open()?)?;
     println!(
@@ -175,6 +189,29 @@ fn allow_rollback(a: AllowRollbackArgs) -> Result<()> {
         println!("{l}");
     }
     println!("changed by {who}; older UKIs the policy allows attest again, once each node boots one (its TPM still refuses older last-known-good slots)");
+    Ok(())
+}
+
+fn floor_log(a: FloorLogArgs) -> Result<()> {
+    let mut db = a.state.open()?;
+    let Some(node) = store::node_by_name(&mut db, &a.node)? else {
+        bail!("no node named {:?}", a.node);
+    };
+    let epoch = |e: Option<i64>| e.map_or("none".to_string(), |e| format!("image epoch {e}"));
+    let changes = images::floor_changes(&mut db, node.id)?;
+    if changes.is_empty() {
+        println!("{}: the rollback floor never moved (no boot was blessed)", node.name);
+    }
+    for c in changes {
+        println!(
+            "{:<10} {}: rollback floor {} -> {} ({})",
+            age(Some(c.at)),
+            node.name,
+            epoch(c.old_floor),
+            epoch(c.new_floor),
+            for_terminal(&c.cause)
+        );
+    }
     Ok(())
 }
 

@@ -402,6 +402,24 @@ fn the_operator_lowers_the_floor_on_purpose_and_the_older_uki_attests_again() {
         run.stdout
     );
     b.assert_attests(&b.older, "older-5");
+    // Every move is kept: the blessings and who lowered the floor.
+    let log = b
+        .server
+        .ember(&["nodes", "floor-log", "--node", "node-a"])
+        .expect_ok("floor-log")
+        .stdout;
+    let moves: Vec<&str> = log.lines().collect();
+    let expected = [
+        "rollback floor none -> image epoch 1 (blessed)",
+        "rollback floor image epoch 1 -> image epoch 2 (blessed)",
+        "rollback floor image epoch 2 -> image epoch 1 (allow-rollback by uid ",
+        "rollback floor image epoch 1 -> image epoch 2 (blessed)",
+        "rollback floor image epoch 2 -> none (allow-rollback by uid ",
+    ];
+    assert_eq!(moves.len(), expected.len(), "{log}");
+    for (line, want) in moves.iter().zip(expected) {
+        assert!(line.contains(&format!("node-a: {want}")), "{line:?} lacks {want:?}:\n{log}");
+    }
     // A prefix naming no ordered UKI is refused by name.
     let run = b.server.ember(&[
         "nodes",

@@ -200,7 +200,10 @@ fn floor_log(a: FloorLogArgs) -> Result<()> {
     let epoch = |e: Option<i64>| e.map_or("none".to_string(), |e| format!("image epoch {e}"));
     let changes = images::floor_changes(&mut db, node.id)?;
     if changes.is_empty() {
-        println!("{}: the rollback floor never moved (no boot was blessed)", node.name);
+        println!(
+            "{}: the rollback floor never moved (no boot was blessed)",
+            node.name
+        );
     }
     for c in changes {
         println!(

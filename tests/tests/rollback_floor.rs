@@ -418,7 +418,10 @@ fn the_operator_lowers_the_floor_on_purpose_and_the_older_uki_attests_again() {
     ];
     assert_eq!(moves.len(), expected.len(), "{log}");
     for (line, want) in moves.iter().zip(expected) {
-        assert!(line.contains(&format!("node-a: {want}")), "{line:?} lacks {want:?}:\n{log}");
+        assert!(
+            line.contains(&format!("node-a: {want}")),
+            "{line:?} lacks {want:?}:\n{log}"
+        );
     }
     // A prefix naming no ordered UKI is refused by name.
     let run = b.server.ember(&[

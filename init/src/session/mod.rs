@@ -20,7 +20,7 @@ pub use fetch::{Fetched, SEALED_COPY};
 
 use crate::network::{self, Network};
 use crate::tpm::{Meter, NodeTpm};
-use crate::{clock, Error};
+use crate::{clock, Error, ErrorKind};
 
 /// Rounds over every listed server; between rounds the wait doubles
 /// (2 s, 4 s), so an unreachable fleet costs a bounded ~6 s plus timeouts
@@ -58,9 +58,9 @@ impl Session {
 /// and a man in the middle must not be able to pick the outcome.
 pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result<Session, Error> {
     if servers.is_empty() {
-        return Err(Error::Cmdline(
+        return Err(Error::new(ErrorKind::Cmdline(
             String::from("ember.attest_url=https://… is required to boot").into(),
-        ));
+        )));
     }
     let cas = network::https_cas()?;
     let client = Client::new(&cas, &net.lease.dns);
@@ -118,9 +118,9 @@ pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result
 /// the one case in which last-known-good may be used instead. A TLS or
 /// certificate failure is not: it fails the boot with its reason.
 pub fn unreachable(e: &Error) -> bool {
-    match e {
-        Error::Attest(e) => matches!(
-            **e,
+    match e.kind() {
+        ErrorKind::Attest(e) => matches!(
+            *e,
             ember_proto::Error::Transport {
                 unreachable: true,
                 ..

@@ -141,7 +141,7 @@ fn increment(tpm: &mut NodeTpm) -> Result<(), Error> {
 }
 
 fn foreign(e: ember_tpm::Error) -> Error {
-    if let ember_tpm::Error::ForeignNvIndex { .. } = e {
+    if let ember_tpm::ErrorKind::ForeignNvIndex { .. } = e.kind() {
         crate::error!("lkg: {e}; someone defined it before Ember: remove it (tpm2_nvundefine 0x01800e70 -C o) to re-enable last-known-good");
     }
     Error::from(e)

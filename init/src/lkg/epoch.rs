@@ -57,7 +57,9 @@ pub fn raise(esp: &Mounted, epoch: u64) -> Result<(), Error> {
 /// Refuses a manifest older than the blessed epoch.
 pub fn check(epoch: u64, blessed: u64) -> Result<(), ember_proto::Error> {
     if epoch < blessed {
-        return Err(ember_proto::Error::ManifestRollback { epoch, blessed });
+        return Err(ember_proto::Error::new(
+            ember_proto::ErrorKind::ManifestRollback { epoch, blessed },
+        ));
     }
     Ok(())
 }
@@ -160,10 +162,12 @@ mod tests {
     fn an_older_epoch_is_refused_an_equal_or_newer_one_is_not() {
         assert_eq!(
             check(4, 5),
-            Err(ember_proto::Error::ManifestRollback {
-                epoch: 4,
-                blessed: 5
-            })
+            Err(ember_proto::Error::new(
+                ember_proto::ErrorKind::ManifestRollback {
+                    epoch: 4,
+                    blessed: 5
+                }
+            ))
         );
         assert_eq!(check(5, 5), Ok(()));
         assert_eq!(check(6, 5), Ok(()));

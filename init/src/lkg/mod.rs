@@ -213,7 +213,7 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
         let got = session.fetch_boot_image(&image.sha256, &mut |piece| {
             each(piece).map_err(|e| {
                 failed = Some(e);
-                ember_proto::Error::SealedUnusable
+                ember_proto::Error::new(ember_proto::ErrorKind::SealedUnusable)
             })
         });
         match failed {

@@ -90,11 +90,15 @@ pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result
                         overlay_version: Cell::new(None),
                     });
                 }
-                Err(
-                    e @ ember_proto::Error::Transport {
-                        unreachable: true, ..
-                    },
-                ) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ember_proto::ErrorKind::Transport {
+                            unreachable: true,
+                            ..
+                        }
+                    ) =>
+                {
                     crate::warn!("attest: {server} round {round}/{ROUNDS}: {e}");
                     last = Some(e);
                 }
@@ -107,11 +111,13 @@ pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result
             clock::sleep_ms(delay);
         }
     }
-    Err(Error::from(last.unwrap_or(ember_proto::Error::Transport {
-        step: "start",
-        detail: Default::default(),
-        unreachable: true,
-    })))
+    Err(Error::from(last.unwrap_or(ember_proto::Error::new(
+        ember_proto::ErrorKind::Transport {
+            step: "start",
+            detail: Default::default(),
+            unreachable: true,
+        },
+    ))))
 }
 
 /// Whether an attest failure means "no boot server could be reached",
@@ -120,8 +126,8 @@ pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result
 pub fn unreachable(e: &Error) -> bool {
     match e.kind() {
         ErrorKind::Attest(e) => matches!(
-            *e,
-            ember_proto::Error::Transport {
+            e.kind(),
+            ember_proto::ErrorKind::Transport {
                 unreachable: true,
                 ..
             }

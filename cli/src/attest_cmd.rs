@@ -113,8 +113,8 @@ impl std::error::Error for ServerUnavailable {}
 
 /// Wraps a protocol error, marking those another server may not have.
 fn classify(what: &str, e: ember_proto::Error) -> anyhow::Error {
-    use ember_proto::Error as E;
-    let unavailable = match &e {
+    use ember_proto::ErrorKind as E;
+    let unavailable = match e.kind() {
         E::Transport { .. } => true,
         E::UnexpectedResponse { status, .. } => *status >= 500,
         E::Server { code, .. } => *code == msg::ErrorCode::Internal,

@@ -195,7 +195,8 @@ fn get(
     client.read_timeout = Duration::from_secs(timeout_secs);
     let mut out = std::io::stdout().lock();
     client.get(&url, &mut |chunk| {
-        out.write_all(chunk).map_err(|_| ember_net::Error::Sink)
+        out.write_all(chunk)
+            .map_err(|_| ember_net::ErrorKind::Sink.into())
     })?;
     out.flush()?;
     Ok(())

@@ -133,9 +133,9 @@ fn one(
             .open_grant(trust)
             .map_err(|e| anyhow!("overlay: {e}"))?;
         let mut sink = Discard(0);
-        client::fetch_overlay(http, url, &envelope, &mut sink).map_err(|e| match e {
-            ember_proto::Error::Transport { .. } => unavailable(format!("overlay: {e}")),
-            e => anyhow!("overlay: {e}"),
+        client::fetch_overlay(http, url, &envelope, &mut sink).map_err(|e| match e.kind() {
+            ember_proto::ErrorKind::Transport { .. } => unavailable(format!("overlay: {e}")),
+            _ => anyhow!("overlay: {e}"),
         })?;
         let m = &envelope.manifest;
         if sink.0 != m.plain_size {
@@ -149,12 +149,12 @@ fn one(
     }
     t.overlay = t2.elapsed();
     let t3 = Instant::now();
-    client::report(http, url, &cred, Outcome::Joined, version, "load test").map_err(
-        |e| match e {
-            ember_proto::Error::Transport { .. } => unavailable(format!("report: {e}")),
-            e => anyhow!("report: {e}"),
-        },
-    )?;
+    client::report(http, url, &cred, Outcome::Joined, version, "load test").map_err(|e| match e
+        .kind()
+    {
+        ember_proto::ErrorKind::Transport { .. } => unavailable(format!("report: {e}")),
+        _ => anyhow!("report: {e}"),
+    })?;
     t.report = t3.elapsed();
     t.total = t0.elapsed();
     Ok(t)

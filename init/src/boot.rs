@@ -19,6 +19,7 @@ use crate::session::{self, Fetched, Session};
 use crate::supervisor::{self, Event, Request, Supervisor};
 use crate::{
     cmdline, console, inventory, kmod, mounts, nodeconf, power, rootfs, storage, testhook, Error,
+    ErrorKind,
 };
 
 /// Where this boot's overlay came from.
@@ -153,10 +154,12 @@ fn overlay_source(
 ) -> Result<Source, Failure> {
     let attested = match net {
         Some(net) => phase("attest", || {
-            let tpm = tpm.as_deref_mut().ok_or(Error::Missing("working TPM"))?;
+            let tpm = tpm
+                .as_deref_mut()
+                .ok_or(Error::new(ErrorKind::Missing("working TPM")))?;
             session::attest(&mut tpm.tpm, net, &cfg.attest_urls)
         }),
-        None => Err(("attest", Error::Missing("network"))),
+        None => Err(("attest", Error::new(ErrorKind::Missing("network")))),
     };
     match attested {
         Ok(session) => {
@@ -197,7 +200,7 @@ fn supervise(sup: &mut Supervisor, cfg: &Config, mut node: Running) -> ! {
                     supervisor::describe(status)
                 );
                 node.source.report(Outcome::Failed, "runtime exited");
-                let err = Error::Runtime(format!("{name} exited").into());
+                let err = Error::new(ErrorKind::Runtime(format!("{name} exited").into()));
                 fail(sup, cfg, "runtime", &err);
             }
             Event::Readable | Event::Timeout => {

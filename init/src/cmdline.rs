@@ -295,8 +295,8 @@ fn parse_servers(value: &str) -> Result<Vec<ServerUrl>, &'static str> {
 }
 
 fn url_reason(e: ember_net::Error) -> &'static str {
-    match e {
-        ember_net::Error::BadUrl(why) => why,
+    match *e.kind() {
+        ember_net::ErrorKind::BadUrl(why) => why,
         _ => "is not a usable https:// URL",
     }
 }

@@ -6,13 +6,15 @@ use alloc::vec::Vec;
 use rustix::fs::{open, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::Error;
+use crate::{Error, ErrorKind};
 
 /// Reads a whole (small) file: /proc, /sys and configuration files.
 pub fn read_file(path: &str) -> Result<Vec<u8>, Error> {
-    read_file_raw(path).map_err(|errno| Error::Read {
-        path: path.into(),
-        errno,
+    read_file_raw(path).map_err(|errno| {
+        Error::new(ErrorKind::Read {
+            path: path.into(),
+            errno,
+        })
     })
 }
 
@@ -64,9 +66,11 @@ pub fn read_text(path: &str) -> Result<String, Error> {
 
 /// Writes a whole file, replacing it.
 pub fn write_file(path: &str, data: &[u8], mode: u32) -> Result<(), Error> {
-    let err = |errno| Error::Write {
-        path: path.into(),
-        errno,
+    let err = |errno| {
+        Error::new(ErrorKind::Write {
+            path: path.into(),
+            errno,
+        })
     };
     let fd = open(
         path,
@@ -106,10 +110,10 @@ pub fn mkdir_all(path: &str, mode: u32) -> Result<(), Error> {
         match rustix::fs::mkdir(dir, Mode::from_raw_mode(mode)) {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(errno) => {
-                return Err(Error::Write {
+                return Err(Error::new(ErrorKind::Write {
                     path: dir.into(),
                     errno,
-                })
+                }))
             }
         }
     }
@@ -130,9 +134,11 @@ pub fn exists(path: &str) -> bool {
 
 /// Names in a directory, without `.` and `..`.
 pub fn list_dir(path: &str) -> Result<Vec<String>, Error> {
-    let err = |errno| Error::Read {
-        path: path.into(),
-        errno,
+    let err = |errno| {
+        Error::new(ErrorKind::Read {
+            path: path.into(),
+            errno,
+        })
     };
     let fd = open(
         path,

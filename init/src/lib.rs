@@ -46,4 +46,4 @@ pub mod supervisor;
 pub mod testhook;
 pub mod tpm;
 
-pub use error::Error;
+pub use error::{Error, ErrorKind};

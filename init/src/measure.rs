@@ -24,7 +24,7 @@ use ember_tpm::{HashAlg, PcrSelection};
 use sha2::{Digest, Sha256};
 
 use crate::tpm::NodeTpm;
-use crate::Error;
+use crate::{Error, ErrorKind};
 
 pub const BOOT_PCR: u8 = 11;
 const LEAVE_EVENT: &[u8] = b"ember: leaving initrd boot phase";
@@ -63,7 +63,9 @@ fn read_boot_pcr(tpm: &mut NodeTpm) -> Result<Vec<u8>, Error> {
     values
         .get(HashAlg::Sha256, BOOT_PCR)
         .map(<[u8]>::to_vec)
-        .ok_or(Error::TpmAnswer("the TPM has no sha256 bank for PCR 11"))
+        .ok_or(Error::new(ErrorKind::TpmAnswer(
+            "the TPM has no sha256 bank for PCR 11",
+        )))
 }
 
 /// Opens the TPM and reads PCR 11: non-zero means systemd-stub measured

@@ -10,7 +10,7 @@ use rustix::io::Errno;
 use rustix::mount::{mount, MountFlags};
 
 use crate::fsutil;
-use crate::Error;
+use crate::{Error, ErrorKind};
 
 struct Spec {
     source: &'static str,
@@ -144,10 +144,10 @@ pub fn mount_early() -> Result<Report, Error> {
         match mkdir(s.target, Mode::from_raw_mode(0o755)) {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(errno) => {
-                return Err(Error::Mount {
+                return Err(Error::new(ErrorKind::Mount {
                     target: s.target,
                     errno,
-                })
+                }))
             }
         }
         match mount(s.source, s.target, s.fstype, s.flags, Some(s.data)) {
@@ -162,10 +162,10 @@ pub fn mount_early() -> Result<Report, Error> {
                 report.skipped.push(s.target);
             }
             Err(errno) => {
-                return Err(Error::Mount {
+                return Err(Error::new(ErrorKind::Mount {
                     target: s.target,
                     errno,
-                })
+                }))
             }
         }
     }

@@ -31,7 +31,7 @@ use crate::{fsutil, Error};
 pub fn trusted_key() -> Result<PublicKey, Error> {
     let pem = fsutil::read_file_raw(PUBLIC_KEY_PATH).map_err(|e| {
         crate::error!("overlay: {PUBLIC_KEY_PATH}: {e}; build the initrd with --file STATE/manifest.pub:{PUBLIC_KEY_PATH}");
-        Error::Missing("manifest public key (/etc/ember/manifest.pub) in the initrd")
+        Error::new(crate::ErrorKind::Missing("manifest public key (/etc/ember/manifest.pub) in the initrd"))
     })?;
     PublicKey::from_pem(&pem).map_err(Error::from)
 }

@@ -23,7 +23,7 @@ use rustix::io::Errno;
 use rustix::mount::{mount, mount_bind, mount_move, unmount, MountFlags, UnmountFlags};
 
 use crate::fsutil::{self, Stop};
-use crate::Error;
+use crate::{Error, ErrorKind};
 
 /// Where the bind mount of the initial rootfs is made before it is moved
 /// onto `/`.
@@ -78,9 +78,11 @@ fn on_initial_rootfs() -> Result<bool, Error> {
             MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
             None,
         )
-        .map_err(|errno| Error::Mount {
-            target: "/proc",
-            errno,
+        .map_err(|errno| {
+            Error::new(ErrorKind::Mount {
+                target: "/proc",
+                errno,
+            })
         })?;
     }
     let table = fsutil::read_text("/proc/self/mounts")?;
@@ -122,10 +124,10 @@ fn read_exactly(
 /// The names in `dir` but `.` and `..`, sorted.
 fn sorted_names(dir: BorrowedFd<'_>, depth: u32) -> Result<Vec<CString>, Error> {
     if depth > 64 {
-        return Err(Error::Step {
+        return Err(Error::new(ErrorKind::Step {
             step: "walk tree: directories nested too deep",
             errno: Errno::LOOP,
-        });
+        }));
     }
     let mut names: Vec<CString> = Vec::new();
     let mut entries = rfs::Dir::read_from(dir).map_err(step("read directory"))?;
@@ -272,7 +274,7 @@ struct At<'a> {
 
 /// An errno from the named step of the move.
 fn step(step: &'static str) -> impl Fn(Errno) -> Error {
-    move |errno| Error::Step { step, errno }
+    move |errno| Error::new(ErrorKind::Step { step, errno })
 }
 
 fn uid(raw: u32) -> rustix::process::Uid {

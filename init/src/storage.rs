@@ -27,7 +27,7 @@ use rustix::io::Errno;
 use rustix::mount::{mount, mount_remount, MountFlags};
 
 use crate::supervisor::{self, Event, Supervisor};
-use crate::{clock, disks, fsutil, kmod, mounts, rootfs, Error};
+use crate::{clock, disks, fsutil, kmod, mounts, rootfs, Error, ErrorKind};
 
 /// What rke2 writes to on a node, with tmpfs size limits (`25%` is of RAM).
 /// The paths are rke2's data-dir (/var/lib/rancher/rke2), its config
@@ -281,9 +281,11 @@ pub fn apply(conf: &StorageConf, sup: &mut Supervisor) -> Result<&'static str, E
         false => move_resolv_conf()?,
     };
     set_sysctls(&conf.sysctls)?;
-    mount_remount("/", MountFlags::RDONLY, "").map_err(|errno| Error::Mount {
-        target: "/ (read-only)",
-        errno,
+    mount_remount("/", MountFlags::RDONLY, "").map_err(|errno| {
+        Error::new(ErrorKind::Mount {
+            target: "/ (read-only)",
+            errno,
+        })
     })?;
     let mut summary = String::new();
     for w in &list {
@@ -302,8 +304,11 @@ fn limit_mib(path: &str) -> u64 {
 
 /// Mounts a fresh tmpfs (or `device`) at `w.path`, keeping what was there.
 fn make_writable(table: &str, w: &Writable, device: Option<&str>) -> Result<(), Error> {
-    let fail =
-        |what: &str, errno: Errno| Error::Storage(format!("{}: {what}: {errno}", w.path).into());
+    let fail = |what: &str, errno: Errno| {
+        Error::new(ErrorKind::Storage(
+            format!("{}: {what}: {errno}", w.path).into(),
+        ))
+    };
     if device.is_none() && mounts::is_mount_point(table, &w.path) {
         // An API filesystem of the first phase (/run, /tmp): only the limit.
         let data = format!("size={}", w.size);
@@ -372,21 +377,21 @@ fn prepare_scratch(selector: &Selector, mkfs: &str, sup: &mut Supervisor) -> Res
         }),
     };
     let Some(device) = device else {
-        return Err(Error::Storage(
+        return Err(Error::new(ErrorKind::Storage(
             format!(
                 "scratch disk {selector}: no such disk or partition (no silent fallback to RAM)"
             )
             .into(),
-        ));
+        )));
     };
     if device.type_guid == ESP_TYPE {
-        return Err(Error::Storage(
+        return Err(Error::new(ErrorKind::Storage(
             format!(
                 "scratch disk {selector} is the ESP {}: refused",
                 device.partition
             )
             .into(),
-        ));
+        )));
     }
     let dev = device.partition;
     // Carried in the initrd but loaded only now (modules.list `ext4?`):
@@ -394,12 +399,12 @@ fn prepare_scratch(selector: &Selector, mkfs: &str, sup: &mut Supervisor) -> Res
     let fs_modules = [String::from("crc32c_generic"), String::from("ext4")];
     let report = kmod::load_names(&fs_modules)?;
     if !report.missing.is_empty() || !report.failed.is_empty() {
-        return Err(Error::Storage(
+        return Err(Error::new(ErrorKind::Storage(
             format!(
             "scratch disk {dev}: the ext4 modules are not in the initrd or the kernel refused them"
         )
             .into(),
-        ));
+        )));
     }
     // No journal: the disk is wiped on every boot, so crash recovery buys
     // nothing; lazy init keeps mkfs to seconds on large disks.
@@ -418,9 +423,9 @@ fn prepare_scratch(selector: &Selector, mkfs: &str, sup: &mut Supervisor) -> Res
     let start = clock::now_ms();
     let status = run(sup, &argv)?;
     if status != 0 {
-        return Err(Error::Storage(
+        return Err(Error::new(ErrorKind::Storage(
             format!("scratch disk {dev}: {mkfs} exited with status {status}").into(),
-        ));
+        )));
     }
     crate::info!(
         "storage: scratch disk {dev} wiped and formatted in {} ms",
@@ -448,9 +453,9 @@ fn run(sup: &mut Supervisor, argv: &[&str]) -> Result<i32, Error> {
         }
     }
     let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-    Err(Error::Storage(
+    Err(Error::new(ErrorKind::Storage(
         format!("{} did not finish in {} s", argv[0], MKFS_TIMEOUT_MS / 1000).into(),
-    ))
+    )))
 }
 
 /// The first whole disk that has no partitions and whose first 256 KiB are
@@ -519,15 +524,17 @@ fn move_resolv_conf() -> Result<&'static str, Error> {
     match rfs::unlink(etc) {
         Ok(()) | Err(Errno::NOENT) => {}
         Err(errno) => {
-            return Err(Error::Write {
+            return Err(Error::new(ErrorKind::Write {
                 path: etc.into(),
                 errno,
-            })
+            }))
         }
     }
-    rfs::symlink(RESOLV_CONF, etc).map_err(|errno| Error::Write {
-        path: etc.into(),
-        errno,
+    rfs::symlink(RESOLV_CONF, etc).map_err(|errno| {
+        Error::new(ErrorKind::Write {
+            path: etc.into(),
+            errno,
+        })
     })?;
     Ok(RESOLV_CONF)
 }
@@ -542,9 +549,9 @@ fn set_sysctls(configured: &[(String, String)]) -> Result<(), Error> {
         match fsutil::write_file(&path, value.as_bytes(), 0o644) {
             Ok(()) => {}
             Err(e) if required => {
-                return Err(Error::Storage(
+                return Err(Error::new(ErrorKind::Storage(
                     format!("node.conf sysctl.{key} = {value}: {e}").into(),
-                ))
+                )))
             }
             Err(e) => crate::warn!("storage: default sysctl {key}={value} not set: {e}"),
         }

@@ -12,7 +12,7 @@ use rustix::io::Errno;
 use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
 use rustix::runtime::{How, KernelSigSet};
 
-use crate::Error;
+use crate::{Error, ErrorKind};
 
 /// Longest a signal waits while PID 1 polls an fd.
 const SIGNAL_SLICE_MS: u64 = 200;
@@ -165,9 +165,11 @@ impl Supervisor {
     /// console, the signal mask cleared.
     pub fn spawn(&mut self, argv: &[&str], env: &[&str]) -> Result<Pid, Error> {
         let program = argv.first().copied().unwrap_or("");
-        let spawn_err = |errno| Error::Spawn {
-            program: program.into(),
-            errno,
+        let spawn_err = |errno| {
+            Error::new(ErrorKind::Spawn {
+                program: program.into(),
+                errno,
+            })
         };
         let to_c = |s: &&str| CString::new(*s).map_err(|_| spawn_err(Errno::INVAL));
         let c_argv: Vec<CString> = argv.iter().map(to_c).collect::<Result<_, _>>()?;

@@ -12,7 +12,7 @@ use crate::cmdline::{Config, TestAction};
 use crate::network::{self, Network};
 use crate::phase::{phase, Failure};
 use crate::supervisor::{Request, Supervisor};
-use crate::{power, Error};
+use crate::{power, Error, ErrorKind};
 
 pub fn after_inventory(sup: &mut Supervisor, cfg: &Config) {
     if cfg.test == Some(TestAction::Poweroff) {
@@ -30,7 +30,7 @@ pub fn after_dhcp(
         return Ok(());
     }
     phase("test-fetch", || {
-        fetch(cfg, net.ok_or(Error::Missing("network"))?)
+        fetch(cfg, net.ok_or(Error::new(ErrorKind::Missing("network")))?)
     })?;
     power::shutdown(sup, Request::Poweroff)
 }
@@ -38,7 +38,9 @@ pub fn after_dhcp(
 fn fetch(cfg: &Config, net: &Network) -> Result<(), Error> {
     use sha2::Digest;
     let url = cfg.test_url.as_deref().ok_or_else(|| {
-        Error::Cmdline(String::from("ember.test=fetch needs ember.test_url").into())
+        Error::new(ErrorKind::Cmdline(
+            String::from("ember.test=fetch needs ember.test_url").into(),
+        ))
     })?;
     let cas = network::https_cas()?;
     let client = ember_net::https::Client::new(&cas, &net.lease.dns);

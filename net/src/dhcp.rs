@@ -16,6 +16,7 @@ use crate::netlink::{Link, Netlink};
 use crate::phy::PacketSocket;
 use crate::resolv;
 use crate::wire::dhcp as wire;
+use crate::ErrorKind;
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec;
@@ -99,10 +100,10 @@ pub(crate) fn insecure_random_u64() -> Result<u64> {
                 .map_err(Error::sys("getrandom"))?;
         }
         Err(e) => {
-            return Err(Error::Sys {
+            return Err(Error::new(ErrorKind::Sys {
                 op: "getrandom",
                 errno: e,
-            })
+            }))
         }
     }
     Ok(u64::from_ne_bytes(b))
@@ -128,7 +129,7 @@ impl DhcpClient {
     pub fn new(link: &Link, config: &DhcpConfig) -> Result<Self> {
         let mac = link
             .mac
-            .ok_or_else(|| Error::NotEthernet(link.name.as_str().into()))?;
+            .ok_or_else(|| Error::new(ErrorKind::NotEthernet(link.name.as_str().into())))?;
         let mtu = if link.mtu == 0 {
             1500
         } else {
@@ -314,7 +315,7 @@ impl DhcpClient {
             }
             let waited = clock::monotonic_ms() - start;
             if waited >= limit {
-                return Err(Error::DhcpTimeout { waited_ms: waited });
+                return Err(Error::new(ErrorKind::DhcpTimeout { waited_ms: waited }));
             }
             let wait = self
                 .next_wakeup()

@@ -7,6 +7,7 @@
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::wire::dns;
+use crate::ErrorKind;
 use alloc::vec::Vec;
 use core::net::{Ipv4Addr, SocketAddrV4};
 use core::time::Duration;
@@ -62,7 +63,7 @@ fn system(host: &str) -> Result<Vec<[u8; 4]>> {
     use std::net::{SocketAddr, ToSocketAddrs};
     let found = (host, 0u16)
         .to_socket_addrs()
-        .map_err(|e| Error::HostLookup(alloc::format!("{host}: {e}").into()))?;
+        .map_err(|e| Error::new(ErrorKind::HostLookup(alloc::format!("{host}: {e}").into())))?;
     let mut addrs: Vec<[u8; 4]> = Vec::new();
     for a in found {
         if let SocketAddr::V4(v4) = a {
@@ -72,7 +73,7 @@ fn system(host: &str) -> Result<Vec<[u8; 4]>> {
         }
     }
     if addrs.is_empty() {
-        return Err(Error::DnsNoAddress);
+        return Err(Error::new(ErrorKind::DnsNoAddress));
     }
     Ok(addrs)
 }
@@ -83,15 +84,17 @@ pub fn resolve(host: &str, servers: &[[u8; 4]]) -> Result<Vec<[u8; 4]>> {
         return Ok(alloc::vec![ip]);
     }
     if servers.is_empty() {
-        return Err(Error::NoDnsServer);
+        return Err(Error::new(ErrorKind::NoDnsServer));
     }
-    let mut last = Error::DnsTimeout;
+    let mut last = Error::new(ErrorKind::DnsTimeout);
     for _ in 0..TRIES {
         for server in servers {
             match query(host, *server, TIMEOUT) {
                 Ok(addrs) => return Ok(addrs),
                 // An authoritative "no such name" will not change on retry.
-                Err(e @ (Error::DnsRcode(3) | Error::BadHostName)) => return Err(e),
+                Err(e) if matches!(e.kind(), ErrorKind::DnsRcode(3) | ErrorKind::BadHostName) => {
+                    return Err(e)
+                }
                 Err(e) => last = e,
             }
         }
@@ -126,7 +129,7 @@ pub fn query(host: &str, server: [u8; 4], timeout: Duration) -> Result<Vec<[u8; 
     loop {
         let now = clock::monotonic_ms();
         if now >= deadline {
-            return Err(Error::DnsTimeout);
+            return Err(Error::new(ErrorKind::DnsTimeout));
         }
         if !clock::wait_fd(
             rustix::fd::AsFd::as_fd(&fd),
@@ -135,17 +138,17 @@ pub fn query(host: &str, server: [u8; 4], timeout: Duration) -> Result<Vec<[u8; 
         )
         .map_err(Error::sys("dns poll"))?
         {
-            return Err(Error::DnsTimeout);
+            return Err(Error::new(ErrorKind::DnsTimeout));
         }
         let n = match net::recv(&fd, &mut buf[..], RecvFlags::DONTWAIT) {
             Ok((n, _)) => n,
             Err(rustix::io::Errno::AGAIN) => continue,
             // ICMP port unreachable: this server is not answering.
-            Err(_) => return Err(Error::DnsTimeout),
+            Err(_) => return Err(Error::new(ErrorKind::DnsTimeout)),
         };
         match dns::parse_answer(&buf[..n], id) {
             // A stray datagram with another ID: keep waiting for ours.
-            Err(Error::DnsMalformed("answer for another query")) => continue,
+            Err(e) if *e.kind() == ErrorKind::DnsMalformed("answer for another query") => continue,
             other => return other,
         }
     }
@@ -163,7 +166,10 @@ mod resolver_tests {
         assert_eq!(r.resolve("LocalHost.").unwrap(), [[127, 0, 0, 1]]);
         assert_eq!(r.resolve("boot.localhost").unwrap(), [[127, 0, 0, 1]]);
         assert_eq!(r.resolve("10.0.2.2").unwrap(), [[10, 0, 2, 2]]);
-        assert_eq!(r.resolve("notlocalhost"), Err(Error::NoDnsServer));
+        assert_eq!(
+            r.resolve("notlocalhost"),
+            Err(Error::new(ErrorKind::NoDnsServer))
+        );
     }
 
     #[cfg(feature = "std")]

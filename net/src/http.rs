@@ -3,6 +3,7 @@
 //! the caller's sink without buffering the body.
 
 use crate::error::{Error, Result};
+use crate::ErrorKind;
 use alloc::vec::Vec;
 
 /// The whole response head (status line + headers) must fit in this.
@@ -103,10 +104,10 @@ fn itoa(mut n: u64) -> Vec<u8> {
 
 pub fn parse_head(head: &[u8]) -> Result<Head> {
     if head.len() > MAX_HEAD {
-        return Err(Error::HttpHeadTooLarge);
+        return Err(Error::new(ErrorKind::HttpHeadTooLarge));
     }
     if !head.ends_with(b"\r\n\r\n") {
-        return Err(Error::HttpMalformed("head not terminated"));
+        return Err(Error::new(ErrorKind::HttpMalformed("head not terminated")));
     }
     // Keep each line's "\r" so that a bare LF anywhere shows up below.
     let head = &head[..head.len() - 3];
@@ -114,25 +115,25 @@ pub fn parse_head(head: &[u8]) -> Result<Head> {
     let status_line = lines.next().unwrap_or(&[]);
     let status_line = status_line
         .strip_suffix(b"\r")
-        .ok_or(Error::HttpMalformed("bare LF"))?;
+        .ok_or(Error::new(ErrorKind::HttpMalformed("bare LF")))?;
     let rest = status_line
         .strip_prefix(b"HTTP/1.1 ")
         .or_else(|| status_line.strip_prefix(b"HTTP/1.0 "))
-        .ok_or(Error::HttpMalformed("status line"))?;
+        .ok_or(Error::new(ErrorKind::HttpMalformed("status line")))?;
     if rest.len() < 3
         || !rest[..3].iter().all(u8::is_ascii_digit)
         || (rest.len() > 3 && rest[3] != b' ')
     {
-        return Err(Error::HttpMalformed("status code"));
+        return Err(Error::new(ErrorKind::HttpMalformed("status code")));
     }
     if !rest[3..].iter().all(|&b| is_field_byte(b)) {
-        return Err(Error::HttpMalformed("reason phrase"));
+        return Err(Error::new(ErrorKind::HttpMalformed("reason phrase")));
     }
     let status = rest[..3]
         .iter()
         .fold(0u16, |acc, &d| acc * 10 + u16::from(d - b'0'));
     if !(100..=599).contains(&status) {
-        return Err(Error::HttpMalformed("status code"));
+        return Err(Error::new(ErrorKind::HttpMalformed("status code")));
     }
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
@@ -141,48 +142,58 @@ pub fn parse_head(head: &[u8]) -> Result<Head> {
         // Every line but the last ends in "\r" here; a bare LF is refused.
         let line = line
             .strip_suffix(b"\r")
-            .ok_or(Error::HttpMalformed("bare LF"))?;
+            .ok_or(Error::new(ErrorKind::HttpMalformed("bare LF")))?;
         count += 1;
         if count > MAX_HEADERS {
-            return Err(Error::HttpHeadTooLarge);
+            return Err(Error::new(ErrorKind::HttpHeadTooLarge));
         }
         if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
-            return Err(Error::HttpMalformed("obsolete line folding"));
+            return Err(Error::new(ErrorKind::HttpMalformed(
+                "obsolete line folding",
+            )));
         }
         let colon = line
             .iter()
             .position(|&b| b == b':')
-            .ok_or(Error::HttpMalformed("header without colon"))?;
+            .ok_or(Error::new(ErrorKind::HttpMalformed("header without colon")))?;
         let (name, value) = (&line[..colon], &line[colon + 1..]);
         if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
-            return Err(Error::HttpMalformed("header name"));
+            return Err(Error::new(ErrorKind::HttpMalformed("header name")));
         }
         if !value.iter().all(|&b| is_field_byte(b)) {
-            return Err(Error::HttpMalformed("header value"));
+            return Err(Error::new(ErrorKind::HttpMalformed("header value")));
         }
         let value = value.trim_ascii();
         if name.eq_ignore_ascii_case(b"content-length") {
             if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-                return Err(Error::HttpMalformed("Content-Length"));
+                return Err(Error::new(ErrorKind::HttpMalformed("Content-Length")));
             }
             let n = value
                 .iter()
                 .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
             if content_length.is_some_and(|old| old != n) {
-                return Err(Error::HttpMalformed("conflicting Content-Length"));
+                return Err(Error::new(ErrorKind::HttpMalformed(
+                    "conflicting Content-Length",
+                )));
             }
             content_length = Some(n);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             if !value.eq_ignore_ascii_case(b"chunked") || chunked {
-                return Err(Error::HttpMalformed("unsupported Transfer-Encoding"));
+                return Err(Error::new(ErrorKind::HttpMalformed(
+                    "unsupported Transfer-Encoding",
+                )));
             }
             chunked = true;
         }
     }
     let body = match (status, chunked, content_length) {
-        (100..=199, _, _) => return Err(Error::HttpMalformed("unexpected 1xx")),
+        (100..=199, _, _) => return Err(Error::new(ErrorKind::HttpMalformed("unexpected 1xx"))),
         (204 | 304, _, _) => BodyKind::Length(0),
-        (_, true, Some(_)) => return Err(Error::HttpMalformed("both Content-Length and chunked")),
+        (_, true, Some(_)) => {
+            return Err(Error::new(ErrorKind::HttpMalformed(
+                "both Content-Length and chunked",
+            )))
+        }
         (_, true, None) => BodyKind::Chunked,
         (_, false, Some(n)) => BodyKind::Length(n),
         (_, false, None) => BodyKind::UntilClose,
@@ -249,7 +260,7 @@ impl BodyDecoder {
     pub fn finish(&self) -> Result<()> {
         match self.state {
             State::Done | State::UntilClose => Ok(()),
-            _ => Err(Error::HttpTruncated),
+            _ => Err(Error::new(ErrorKind::HttpTruncated)),
         }
     }
 
@@ -287,7 +298,9 @@ impl BodyDecoder {
                         b'\n'
                     };
                     if input[0] != want {
-                        return Err(Error::HttpMalformed("chunk not followed by CRLF"));
+                        return Err(Error::new(ErrorKind::HttpMalformed(
+                            "chunk not followed by CRLF",
+                        )));
                     }
                     input = &input[1..];
                     self.state = if want == b'\r' {
@@ -307,11 +320,13 @@ impl BodyDecoder {
                     input = &input[1..];
                     *line += 1;
                     if *line > MAX_LINE {
-                        return Err(Error::HttpMalformed("chunk-size line too long"));
+                        return Err(Error::new(ErrorKind::HttpMalformed(
+                            "chunk-size line too long",
+                        )));
                     }
                     if *cr {
                         if b != b'\n' {
-                            return Err(Error::HttpMalformed("chunk-size line"));
+                            return Err(Error::new(ErrorKind::HttpMalformed("chunk-size line")));
                         }
                         self.state = if *size == 0 {
                             State::Trailer { line: 0, cr: false }
@@ -324,17 +339,21 @@ impl BodyDecoder {
                         b'\r' if *digits > 0 => *cr = true,
                         _ if *in_ext => {
                             if !is_field_byte(b) {
-                                return Err(Error::HttpMalformed("chunk extension"));
+                                return Err(Error::new(ErrorKind::HttpMalformed(
+                                    "chunk extension",
+                                )));
                             }
                         }
                         b';' if *digits > 0 => *in_ext = true,
                         _ => {
                             let d = (b as char)
                                 .to_digit(16)
-                                .ok_or(Error::HttpMalformed("chunk size"))?;
+                                .ok_or(Error::new(ErrorKind::HttpMalformed("chunk size")))?;
                             *digits += 1;
                             if *digits > 15 {
-                                return Err(Error::HttpMalformed("chunk size too large"));
+                                return Err(Error::new(ErrorKind::HttpMalformed(
+                                    "chunk size too large",
+                                )));
                             }
                             *size = (*size << 4) | u64::from(d);
                         }
@@ -345,7 +364,7 @@ impl BodyDecoder {
                     input = &input[1..];
                     if *cr {
                         if b != b'\n' {
-                            return Err(Error::HttpMalformed("trailer line"));
+                            return Err(Error::new(ErrorKind::HttpMalformed("trailer line")));
                         }
                         if *line == 0 {
                             self.state = State::Done;
@@ -358,7 +377,7 @@ impl BodyDecoder {
                     } else {
                         *line += 1;
                         if *line > MAX_LINE || !is_field_byte(b) {
-                            return Err(Error::HttpMalformed("trailer line"));
+                            return Err(Error::new(ErrorKind::HttpMalformed("trailer line")));
                         }
                     }
                 }
@@ -445,10 +464,10 @@ mod tests {
     fn short_bodies_are_truncation_errors() {
         let mut dec = BodyDecoder::new(BodyKind::Length(10));
         dec.feed(b"12345", &mut |_| Ok(())).unwrap();
-        assert_eq!(dec.finish(), Err(Error::HttpTruncated));
+        assert_eq!(dec.finish(), Err(Error::new(ErrorKind::HttpTruncated)));
         let mut dec = BodyDecoder::new(BodyKind::Chunked);
         dec.feed(b"5\r\nhel", &mut |_| Ok(())).unwrap();
-        assert_eq!(dec.finish(), Err(Error::HttpTruncated));
+        assert_eq!(dec.finish(), Err(Error::new(ErrorKind::HttpTruncated)));
     }
 
     #[test]

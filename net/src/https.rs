@@ -6,6 +6,7 @@ use crate::dns::Resolver;
 use crate::error::{Error, Result};
 use crate::http::{self, BodyDecoder};
 use crate::tls::{Chacha20Poly1305Sha256, ClientIdentity, Provider, TcpStream, Verifier};
+use crate::ErrorKind;
 use crate::{clock, url};
 use alloc::format;
 use alloc::rc::Rc;
@@ -99,7 +100,7 @@ impl<'a> Client<'a> {
     pub fn get(&self, url: &str, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<Response> {
         let mut only_2xx = |status: u16| match status {
             200..=299 => Ok(()),
-            status => Err(Error::HttpStatus { status }),
+            status => Err(Error::new(ErrorKind::HttpStatus { status })),
         };
         self.send(&Request::get(url::parse(url)?), &mut only_2xx, sink)
     }
@@ -115,9 +116,9 @@ impl<'a> Client<'a> {
     ) -> Result<Response> {
         let url = req.url;
         if self.cas.is_empty() {
-            return Err(Error::NoCa);
+            return Err(Error::new(ErrorKind::NoCa));
         }
-        let now = clock::unix_seconds().ok_or(Error::ClockUnset)?;
+        let now = clock::unix_seconds().ok_or(Error::new(ErrorKind::ClockUnset))?;
         let (stream, io_failure) = self.connect(&url)?;
         let mut rx = vec![0u8; RECORD_BUF];
         let mut tx = vec![0u8; RECORD_BUF];
@@ -159,7 +160,7 @@ impl<'a> Client<'a> {
 
     /// TCP to the first of the host's addresses that accepts.
     fn connect(&self, url: &url::Url<'_>) -> Result<(TcpStream, Rc<Cell<Option<Error>>>)> {
-        let mut last = Error::ConnectTimeout;
+        let mut last = Error::new(ErrorKind::ConnectTimeout);
         for addr in self.resolver.resolve(url.host)? {
             match TcpStream::connect(addr, url.port, self.connect_timeout, self.read_timeout) {
                 Ok(c) => return Ok(c),
@@ -239,8 +240,8 @@ impl PlainConn {
     fn why(&self, e: embedded_io::ErrorKind) -> Error {
         match self.io_failure.take() {
             Some(io) => io,
-            None if e == embedded_io::ErrorKind::TimedOut => Error::ReadTimeout,
-            None => Error::ConnectionClosed,
+            None if e == embedded_io::ErrorKind::TimedOut => Error::new(ErrorKind::ReadTimeout),
+            None => Error::new(ErrorKind::ConnectionClosed),
         }
     }
 }
@@ -280,16 +281,16 @@ fn read_head(
     loop {
         let n = match conn.read()? {
             Read::Data(n) => n,
-            Read::Closed { .. } => return Err(Error::ConnectionClosed),
+            Read::Closed { .. } => return Err(Error::new(ErrorKind::ConnectionClosed)),
         };
         head.extend_from_slice(&conn.buf()[..n]);
         if let Some(len) = http::head_len(&head) {
             let parsed = http::parse_head(&head[..len])?;
             match parsed.status {
                 300..=399 => {
-                    return Err(Error::HttpRedirect {
+                    return Err(Error::new(ErrorKind::HttpRedirect {
                         status: parsed.status,
-                    })
+                    }))
                 }
                 status => on_status(status)?,
             }
@@ -298,7 +299,7 @@ fn read_head(
             return Ok((parsed.status, decoder, head));
         }
         if head.len() > http::MAX_HEAD {
-            return Err(Error::HttpHeadTooLarge);
+            return Err(Error::new(ErrorKind::HttpHeadTooLarge));
         }
     }
 }
@@ -318,13 +319,13 @@ fn read_body(
     };
     decoder.feed(already, &mut counting)?;
     while !decoder.is_done() {
-        let got = conn.read().map_err(|e| match e {
+        let got = conn.read().map_err(|e| match e.kind() {
             // A reset in the middle of a body is, to the caller, a body cut short.
-            Error::Sys {
+            ErrorKind::Sys {
                 op: "recv",
                 errno: rustix::io::Errno::CONNRESET,
-            } => Error::HttpTruncated,
-            other => other,
+            } => Error::new(ErrorKind::HttpTruncated),
+            _ => e,
         })?;
         match got {
             Read::Data(n) => {
@@ -333,7 +334,7 @@ fn read_body(
             Read::Closed { clean } => {
                 decoder.finish()?;
                 if !clean && decoder.until_close() {
-                    return Err(Error::HttpTruncated);
+                    return Err(Error::new(ErrorKind::HttpTruncated));
                 }
                 break;
             }
@@ -384,12 +385,12 @@ fn tls_error(e: TlsError) -> Error {
         // A server without TLS 1.3 answers our 1.3-only hello with
         // protocol_version; one without our suite or group, handshake_failure.
         TlsError::HandshakeAborted(_, AlertDescription::ProtocolVersion)
-        | TlsError::InvalidSupportedVersions => Error::TlsVersion,
+        | TlsError::InvalidSupportedVersions => Error::new(ErrorKind::TlsVersion),
         TlsError::HandshakeAborted(_, AlertDescription::HandshakeFailure) => {
-            Error::TlsHandshakeRefused
+            Error::new(ErrorKind::TlsHandshakeRefused)
         }
-        TlsError::Io(embedded_io::ErrorKind::TimedOut) => Error::ReadTimeout,
-        other => Error::Tls(tls_failure(&other).into()),
+        TlsError::Io(embedded_io::ErrorKind::TimedOut) => Error::new(ErrorKind::ReadTimeout),
+        other => Error::new(ErrorKind::Tls(tls_failure(&other).into())),
     }
 }
 

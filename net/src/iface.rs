@@ -4,6 +4,7 @@
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::netlink::{Link, Netlink};
+use crate::ErrorKind;
 use core::time::Duration;
 
 /// Sets every link up (including `lo`, which the node needs too) and waits
@@ -16,10 +17,10 @@ pub fn bring_up_and_choose(
     let links = nl.links()?;
     if let Some(name) = wanted {
         if !links.iter().any(|l| l.name == name) {
-            return Err(Error::InterfaceNotFound(name.into()));
+            return Err(Error::new(ErrorKind::InterfaceNotFound(name.into())));
         }
     } else if links.iter().all(Link::is_loopback) {
-        return Err(Error::NoInterface);
+        return Err(Error::new(ErrorKind::NoInterface));
     }
     for link in links.iter().filter(|l| !l.is_up()) {
         nl.set_up(link.index)?;
@@ -32,7 +33,7 @@ pub fn bring_up_and_choose(
         }
         let waited = clock::monotonic_ms() - start;
         if waited >= carrier_timeout.as_millis() as u64 {
-            return Err(Error::NoCarrier { waited_ms: waited });
+            return Err(Error::new(ErrorKind::NoCarrier { waited_ms: waited }));
         }
         clock::sleep(Duration::from_millis(10));
     }

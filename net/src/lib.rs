@@ -41,7 +41,7 @@ pub mod x509;
 
 pub use config::NetConfig;
 pub use dhcp::{DhcpClient, DhcpConfig, Lease, LeaseEvent};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 
 /// Boot-time bring-up: every link up, the interface chosen (`ember.iface=`
 /// or the first with carrier), the first lease acquired and applied, DNS

@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::wire::netlink::*;
+use crate::ErrorKind;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -67,8 +68,8 @@ impl Netlink {
                 }
                 return match m.error_code() {
                     Some(0) => Ok(()),
-                    Some(e) => Err(Error::Netlink { op, errno: -e }),
-                    None => Err(Error::NetlinkMalformed),
+                    Some(e) => Err(Error::new(ErrorKind::Netlink { op, errno: -e })),
+                    None => Err(Error::new(ErrorKind::NetlinkMalformed)),
                 };
             }
         }
@@ -92,10 +93,10 @@ impl Netlink {
                 match m.msg_type() {
                     NLMSG_DONE => return Ok(links),
                     NLMSG_ERROR => {
-                        return Err(Error::Netlink {
+                        return Err(Error::new(ErrorKind::Netlink {
                             op: "getlink",
                             errno: -m.error_code().unwrap_or(0),
-                        })
+                        }))
                     }
                     RTM_NEWLINK => {
                         if let Some(link) = parse_link(m.payload()) {

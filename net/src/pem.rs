@@ -2,6 +2,7 @@
 //! files are PEM.
 
 use crate::error::{Error, Result};
+use crate::ErrorKind;
 use alloc::vec::Vec;
 
 fn b64_value(c: u8) -> Option<u8> {
@@ -29,9 +30,9 @@ pub fn base64_decode(text: &[u8]) -> Result<Vec<u8>> {
             continue;
         }
         if padding > 0 {
-            return Err(Error::Pem("data after padding"));
+            return Err(Error::new(ErrorKind::Pem("data after padding")));
         }
-        let v = b64_value(c).ok_or(Error::Pem("invalid base64 character"))?;
+        let v = b64_value(c).ok_or(Error::new(ErrorKind::Pem("invalid base64 character")))?;
         acc = (acc << 6) | u32::from(v);
         bits += 6;
         if bits >= 8 {
@@ -41,7 +42,7 @@ pub fn base64_decode(text: &[u8]) -> Result<Vec<u8>> {
         }
     }
     if padding > 2 {
-        return Err(Error::Pem("too much padding"));
+        return Err(Error::new(ErrorKind::Pem("too much padding")));
     }
     Ok(out)
 }
@@ -55,20 +56,23 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Every block whose label is `label` (e.g. "CERTIFICATE"), decoded.
 pub fn decode_all(pem: &[u8], label: &str) -> Result<Vec<Vec<u8>>> {
-    core::str::from_utf8(pem).map_err(|_| Error::Pem("not UTF-8"))?;
+    core::str::from_utf8(pem).map_err(|_| Error::new(ErrorKind::Pem("not UTF-8")))?;
     let mut blocks = Vec::new();
     let mut rest = pem;
     while let Some(start) = find(rest, b"-----BEGIN ") {
         let after = &rest[start + 11..];
-        let label_end = find(after, b"-----").ok_or(Error::Pem("unterminated BEGIN line"))?;
+        let label_end =
+            find(after, b"-----").ok_or(Error::new(ErrorKind::Pem("unterminated BEGIN line")))?;
         let this_label = &after[..label_end];
         let body_start = &after[label_end + 5..];
-        let end_marker = find(body_start, b"-----END ").ok_or(Error::Pem("missing END line"))?;
+        let end_marker =
+            find(body_start, b"-----END ").ok_or(Error::new(ErrorKind::Pem("missing END line")))?;
         let body = &body_start[..end_marker];
         let tail = &body_start[end_marker + 9..];
-        let tail_end = find(tail, b"-----").ok_or(Error::Pem("unterminated END line"))?;
+        let tail_end =
+            find(tail, b"-----").ok_or(Error::new(ErrorKind::Pem("unterminated END line")))?;
         if tail[..tail_end] != *this_label {
-            return Err(Error::Pem("END label differs from BEGIN"));
+            return Err(Error::new(ErrorKind::Pem("END label differs from BEGIN")));
         }
         if this_label == label.as_bytes() {
             blocks.push(base64_decode(body)?);
@@ -85,7 +89,9 @@ pub fn decode_first<'l>(pem: &[u8], labels: &[&'l str]) -> Result<(&'l str, Vec<
             return Ok((label, block));
         }
     }
-    Err(Error::Pem("no block with the expected label"))
+    Err(Error::new(ErrorKind::Pem(
+        "no block with the expected label",
+    )))
 }
 
 #[cfg(test)]

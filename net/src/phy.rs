@@ -4,6 +4,7 @@
 //! the containers exchange.
 
 use crate::error::{Error, Result};
+use crate::ErrorKind;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::mem::size_of;
@@ -100,10 +101,10 @@ fn attach_filter(fd: BorrowedFd<'_>) -> Result<()> {
         size_of::<SockFprog>(),
     );
     match ret {
-        Some(r) if r < 0 => Err(Error::Sys {
+        Some(r) if r < 0 => Err(Error::new(ErrorKind::Sys {
             op: "SO_ATTACH_FILTER",
             errno: rustix::io::Errno::from_raw_os_error(-r as i32),
-        }),
+        })),
         // Architectures without the raw call: every frame reaches smoltcp,
         // which ignores what is not DHCP or ARP.
         _ => Ok(()),
@@ -150,7 +151,8 @@ pub struct PacketSocket {
 impl PacketSocket {
     pub fn open(ifindex: u32, mac: [u8; 6], mtu: usize) -> Result<Self> {
         let proto = rustix::net::Protocol::from_raw(
-            rustix::net::RawProtocol::new(ETH_P_ALL.to_be() as u32).ok_or(Error::NoInterface)?,
+            rustix::net::RawProtocol::new(ETH_P_ALL.to_be() as u32)
+                .ok_or(Error::new(ErrorKind::NoInterface))?,
         );
         let fd = net::socket_with(
             AddressFamily::PACKET,

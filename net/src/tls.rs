@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 #[cfg(feature = "client-cert")]
 use crate::x509::Der;
 use crate::x509::{self, Certificate};
+use crate::ErrorKind;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use chacha20poly1305::consts::{U12, U32, U54};
@@ -64,9 +65,9 @@ pub fn verify_chain<'c>(
         .iter()
         .map(|d| Certificate::parse(d))
         .collect::<Result<Vec<_>>>()?;
-    let leaf = certs
-        .first()
-        .ok_or(Error::CertMalformed("empty certificate chain"))?;
+    let leaf = certs.first().ok_or(Error::new(ErrorKind::CertMalformed(
+        "empty certificate chain",
+    )))?;
     let mut cur = leaf;
     for _ in 0..MAX_CHAIN {
         let mut named_by_anchor = None;
@@ -82,19 +83,19 @@ pub fn verify_chain<'c>(
         let next = certs[1..]
             .iter()
             .find(|c| c.subject == cur.issuer && c.is_ca && cur.verify_signed_by(c).is_ok());
-        match (next, named_by_anchor) {
+        match (next, named_by_anchor.as_ref().map(Error::kind)) {
             (Some(next), _) => {
                 next.check_validity(now)?;
                 cur = next;
             }
-            (None, Some(Error::CertUnsupportedAlgorithm)) => {
-                return Err(Error::CertUnsupportedAlgorithm)
+            (None, Some(ErrorKind::CertUnsupportedAlgorithm)) => {
+                return Err(Error::new(ErrorKind::CertUnsupportedAlgorithm))
             }
             // A CA with our anchor's name but another key is still not ours.
-            (None, _) => return Err(Error::CertUnknownIssuer),
+            (None, _) => return Err(Error::new(ErrorKind::CertUnknownIssuer)),
         }
     }
-    Err(Error::CertUnknownIssuer)
+    Err(Error::new(ErrorKind::CertUnknownIssuer))
 }
 
 fn finish<'c>(
@@ -105,7 +106,7 @@ fn finish<'c>(
 ) -> Result<&'c [u8]> {
     leaf.check_validity(now)?;
     if !leaf.matches_host(host) {
-        return Err(Error::CertHostMismatch);
+        return Err(Error::new(ErrorKind::CertHostMismatch));
     }
     Ok(leaf_der)
 }
@@ -157,7 +158,7 @@ impl TlsVerifier<Chacha20Poly1305Sha256> for Verifier<'_> {
             match entry {
                 CertificateEntryRef::X509(d) => ders.push(*d),
                 CertificateEntryRef::RawPublicKey(_) => {
-                    return Err(self.fail(Error::CertMalformed("raw public key")))
+                    return Err(self.fail(Error::new(ErrorKind::CertMalformed("raw public key"))))
                 }
             }
         }
@@ -176,10 +177,12 @@ impl TlsVerifier<Chacha20Poly1305Sha256> for Verifier<'_> {
         verify: CertificateVerifyRef,
     ) -> core::result::Result<(), TlsError> {
         let (Some(leaf), Some(hash)) = (self.leaf.take(), self.transcript.take()) else {
-            return Err(self.fail(Error::CertMalformed("CertificateVerify before Certificate")));
+            return Err(self.fail(Error::new(ErrorKind::CertMalformed(
+                "CertificateVerify before Certificate",
+            ))));
         };
         if verify.signature_scheme != SignatureScheme::EcdsaSecp256r1Sha256 {
-            return Err(self.fail(Error::CertUnsupportedAlgorithm));
+            return Err(self.fail(Error::new(ErrorKind::CertUnsupportedAlgorithm)));
         }
         // RFC 8446 §4.4.3: 64 spaces, context string, NUL, transcript hash.
         let mut msg = Vec::with_capacity(64 + 34 + 32);
@@ -270,7 +273,7 @@ impl ClientIdentity {
     /// `key_der` is SEC1 (`EC PRIVATE KEY`) or PKCS#8 (`PRIVATE KEY`).
     pub fn from_der(cert_der: Vec<u8>, key_der: &[u8]) -> Result<Self> {
         let sec1 = pkcs8_inner(key_der).unwrap_or(key_der);
-        let secret = sec1_private_key(sec1).ok_or(Error::BadClientKey)?;
+        let secret = sec1_private_key(sec1).ok_or(Error::new(ErrorKind::BadClientKey))?;
         Certificate::parse(&cert_der)?;
         Ok(ClientIdentity {
             cert_der,
@@ -436,14 +439,14 @@ impl TcpStream {
                 if !clock::wait_fd(fd.as_fd(), PollFlags::OUT, connect_timeout)
                     .map_err(Error::sys("poll"))?
                 {
-                    return Err(Error::ConnectTimeout);
+                    return Err(Error::new(ErrorKind::ConnectTimeout));
                 }
                 match net::sockopt::socket_error(&fd).map_err(Error::sys("SO_ERROR"))? {
                     Ok(()) => {}
-                    Err(e) => return Err(Error::Connect(e)),
+                    Err(e) => return Err(Error::new(ErrorKind::Connect(e))),
                 }
             }
-            Err(e) => return Err(Error::Connect(e)),
+            Err(e) => return Err(Error::new(ErrorKind::Connect(e))),
         }
         let _ = net::sockopt::set_tcp_nodelay(&fd, true);
         let failure = Rc::new(Cell::new(None));
@@ -461,14 +464,14 @@ impl TcpStream {
         match clock::wait_fd(self.fd.as_fd(), events, self.timeout) {
             Ok(true) => Ok(()),
             Ok(false) => {
-                self.failure.set(Some(Error::ReadTimeout));
+                self.failure.set(Some(Error::new(ErrorKind::ReadTimeout)));
                 Err(embedded_io::ErrorKind::TimedOut)
             }
             Err(e) => {
-                self.failure.set(Some(Error::Sys {
+                self.failure.set(Some(Error::new(ErrorKind::Sys {
                     op: "poll",
                     errno: e,
-                }));
+                })));
                 Err(embedded_io::ErrorKind::Other)
             }
         }
@@ -487,10 +490,10 @@ impl embedded_io::Read for TcpStream {
                 Err(rustix::io::Errno::AGAIN) => self.wait(PollFlags::IN)?,
                 Err(rustix::io::Errno::INTR) => {}
                 Err(e) => {
-                    self.failure.set(Some(Error::Sys {
+                    self.failure.set(Some(Error::new(ErrorKind::Sys {
                         op: "recv",
                         errno: e,
-                    }));
+                    })));
                     return Err(embedded_io::ErrorKind::Other);
                 }
             }
@@ -506,10 +509,10 @@ impl embedded_io::Write for TcpStream {
                 Err(rustix::io::Errno::AGAIN) => self.wait(PollFlags::OUT)?,
                 Err(rustix::io::Errno::INTR) => {}
                 Err(e) => {
-                    self.failure.set(Some(Error::Sys {
+                    self.failure.set(Some(Error::new(ErrorKind::Sys {
                         op: "send",
                         errno: e,
-                    }));
+                    })));
                     return Err(embedded_io::ErrorKind::Other);
                 }
             }
@@ -549,27 +552,29 @@ mod tests {
         let now = issued_at() + 3600;
         assert_eq!(
             verify_chain(&[LEAF], &cas, "boot.example.org", now),
-            Err(Error::CertHostMismatch)
+            Err(Error::new(ErrorKind::CertHostMismatch))
         );
         assert_eq!(
             verify_chain(&[LEAF], &cas, "127.0.0.2", now),
-            Err(Error::CertHostMismatch)
+            Err(Error::new(ErrorKind::CertHostMismatch))
         );
         assert_eq!(
             verify_chain(&[LEAF], &cas, "localhost", now + 10 * 86400),
-            Err(Error::CertExpired)
+            Err(Error::new(ErrorKind::CertExpired))
         );
         assert_eq!(
             verify_chain(&[LEAF], &cas, "localhost", issued_at() - 86400),
-            Err(Error::CertNotYetValid)
+            Err(Error::new(ErrorKind::CertNotYetValid))
         );
         assert_eq!(
             verify_chain(&[LEAF], &[LEAF.to_vec()], "localhost", now),
-            Err(Error::CertUnknownIssuer)
+            Err(Error::new(ErrorKind::CertUnknownIssuer))
         );
         assert_eq!(
             verify_chain(&[], &cas, "localhost", now),
-            Err(Error::CertMalformed("empty certificate chain"))
+            Err(Error::new(ErrorKind::CertMalformed(
+                "empty certificate chain"
+            )))
         );
     }
 

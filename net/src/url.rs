@@ -3,6 +3,7 @@
 //! (the init's `ember.attest_url=`, `ember attest --url`, the protocol
 //! client all take the typed value).
 
+use crate::ErrorKind;
 use alloc::format;
 use alloc::string::String;
 
@@ -19,7 +20,7 @@ pub struct Url<'a> {
 pub fn parse(url: &str) -> Result<Url<'_>> {
     let rest = url
         .strip_prefix("https://")
-        .ok_or(Error::BadUrl("must start with https://"))?;
+        .ok_or(Error::new(ErrorKind::BadUrl("must start with https://")))?;
     // `split_at_checked`, not `[..]`: str slicing's panic path drags char
     // formatting and Unicode tables into /init.
     let (authority, path) = match rest
@@ -35,13 +36,15 @@ pub fn parse(url: &str) -> Result<Url<'_>> {
     } else if path.is_empty() {
         "/"
     } else {
-        return Err(Error::BadUrl("query without path"));
+        return Err(Error::new(ErrorKind::BadUrl("query without path")));
     };
     if authority.contains('@') {
-        return Err(Error::BadUrl("user info is not supported"));
+        return Err(Error::new(ErrorKind::BadUrl("user info is not supported")));
     }
     if authority.starts_with('[') {
-        return Err(Error::BadUrl("IPv6 literals are not supported"));
+        return Err(Error::new(ErrorKind::BadUrl(
+            "IPv6 literals are not supported",
+        )));
     }
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) => (
@@ -49,18 +52,20 @@ pub fn parse(url: &str) -> Result<Url<'_>> {
             p.parse::<u16>()
                 .ok()
                 .filter(|&p| p != 0)
-                .ok_or(Error::BadUrl("bad port"))?,
+                .ok_or(Error::new(ErrorKind::BadUrl("bad port")))?,
         ),
         None => (authority, 443),
     };
     if host.is_empty() || host.len() > 253 {
-        return Err(Error::BadUrl("bad host"));
+        return Err(Error::new(ErrorKind::BadUrl("bad host")));
     }
     if parse_ipv4(host).is_none() && !valid_dns_name(host) {
-        return Err(Error::BadUrl("bad host"));
+        return Err(Error::new(ErrorKind::BadUrl("bad host")));
     }
     if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return Err(Error::BadUrl("path has spaces or control characters"));
+        return Err(Error::new(ErrorKind::BadUrl(
+            "path has spaces or control characters",
+        )));
     }
     Ok(Url { host, port, path })
 }
@@ -93,7 +98,9 @@ impl ServerUrl {
     pub fn parse(text: &str) -> Result<ServerUrl> {
         let url = parse(text)?;
         if url.path.contains(['?', '#']) {
-            return Err(Error::BadUrl("a boot server URL has no query"));
+            return Err(Error::new(ErrorKind::BadUrl(
+                "a boot server URL has no query",
+            )));
         }
         Ok(ServerUrl {
             host: String::from(url.host),
@@ -186,7 +193,9 @@ mod tests {
     fn ipv6_literals_are_refused_with_a_reason() {
         assert_eq!(
             ServerUrl::parse("https://[fd00::1]:8443/"),
-            Err(Error::BadUrl("IPv6 literals are not supported"))
+            Err(Error::new(ErrorKind::BadUrl(
+                "IPv6 literals are not supported"
+            )))
         );
     }
 

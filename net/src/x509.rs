@@ -3,6 +3,7 @@
 //! and IPv4 SANs) and P-256 ECDSA signatures.
 
 use crate::error::{Error, Result};
+use crate::ErrorKind;
 use alloc::vec::Vec;
 
 pub const TAG_BOOLEAN: u8 = 0x01;
@@ -49,19 +50,19 @@ impl<'a> Der<'a> {
         let buf = self.rest;
         let (&tag, after) = buf
             .split_first()
-            .ok_or(Error::CertMalformed("truncated element"))?;
+            .ok_or(Error::new(ErrorKind::CertMalformed("truncated element")))?;
         if tag & 0x1f == 0x1f {
-            return Err(Error::CertMalformed("multi-byte tag"));
+            return Err(Error::new(ErrorKind::CertMalformed("multi-byte tag")));
         }
         let (&first, after) = after
             .split_first()
-            .ok_or(Error::CertMalformed("truncated length"))?;
+            .ok_or(Error::new(ErrorKind::CertMalformed("truncated length")))?;
         let (len, after) = if first < 0x80 {
             (first as usize, after)
         } else {
             let n = (first & 0x7f) as usize;
             if n == 0 || n > 3 || after.len() < n {
-                return Err(Error::CertMalformed("bad length"));
+                return Err(Error::new(ErrorKind::CertMalformed("bad length")));
             }
             let len = after[..n]
                 .iter()
@@ -69,7 +70,9 @@ impl<'a> Der<'a> {
             (len, &after[n..])
         };
         if len > after.len() {
-            return Err(Error::CertMalformed("element runs past its container"));
+            return Err(Error::new(ErrorKind::CertMalformed(
+                "element runs past its container",
+            )));
         }
         let header = buf.len() - after.len();
         let tlv = Tlv {
@@ -84,7 +87,7 @@ impl<'a> Der<'a> {
     pub fn expect(&mut self, tag: u8, what: &'static str) -> Result<Tlv<'a>> {
         let tlv = self.read()?;
         if tlv.tag != tag {
-            return Err(Error::CertMalformed(what));
+            return Err(Error::new(ErrorKind::CertMalformed(what)));
         }
         Ok(tlv)
     }
@@ -93,7 +96,7 @@ impl<'a> Der<'a> {
 fn bit_string<'a>(tlv: &Tlv<'a>, what: &'static str) -> Result<&'a [u8]> {
     match tlv.content.split_first() {
         Some((0, bits)) => Ok(bits),
-        _ => Err(Error::CertMalformed(what)),
+        _ => Err(Error::new(ErrorKind::CertMalformed(what))),
     }
 }
 
@@ -216,7 +219,7 @@ impl<'a> Certificate<'a> {
     /// Checks that `self` was signed by the key in `issuer`.
     pub fn verify_signed_by(&self, issuer: &Certificate<'_>) -> Result<()> {
         if self.signature_algorithm != OID_ECDSA_SHA256 {
-            return Err(Error::CertUnsupportedAlgorithm);
+            return Err(Error::new(ErrorKind::CertUnsupportedAlgorithm));
         }
         verify_p256(issuer, self.tbs, self.signature)
     }
@@ -234,10 +237,10 @@ impl<'a> Certificate<'a> {
 
     pub fn check_validity(&self, now: u64) -> Result<()> {
         if now < self.not_before {
-            return Err(Error::CertNotYetValid);
+            return Err(Error::new(ErrorKind::CertNotYetValid));
         }
         if now > self.not_after {
-            return Err(Error::CertExpired);
+            return Err(Error::new(ErrorKind::CertExpired));
         }
         Ok(())
     }
@@ -247,12 +250,13 @@ impl<'a> Certificate<'a> {
 pub fn verify_p256(key_holder: &Certificate<'_>, msg: &[u8], der_signature: &[u8]) -> Result<()> {
     use p256::ecdsa::signature::Verifier;
     if key_holder.key_algorithm != OID_EC_PUBLIC_KEY || key_holder.key_curve != Some(OID_P256) {
-        return Err(Error::CertUnsupportedAlgorithm);
+        return Err(Error::new(ErrorKind::CertUnsupportedAlgorithm));
     }
     let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(key_holder.public_key)
-        .map_err(|_| Error::CertMalformed("public key"))?;
+        .map_err(|_| Error::new(ErrorKind::CertMalformed("public key")))?;
     let sig = ecdsa_signature_from_der(der_signature)?;
-    key.verify(msg, &sig).map_err(|_| Error::CertBadSignature)
+    key.verify(msg, &sig)
+        .map_err(|_| Error::new(ErrorKind::CertBadSignature))
 }
 
 /// ECDSA-Sig-Value (RFC 3279 2.2.3): `SEQUENCE { r INTEGER, s INTEGER }` in
@@ -260,16 +264,16 @@ pub fn verify_p256(key_holder: &Certificate<'_>, msg: &[u8], der_signature: &[u8
 /// `der` crate would parse it; r and s must be in 1..n. Done with this
 /// module's reader so that /init carries one DER parser, not two.
 pub fn ecdsa_signature_from_der(der: &[u8]) -> Result<p256::ecdsa::Signature> {
-    const BAD: Error = Error::CertMalformed("signature");
+    let bad = || Error::new(ErrorKind::CertMalformed("signature"));
     let mut outer = Der::new(der);
     let seq = outer.expect(TAG_SEQUENCE, "signature")?;
     let mut inner = Der::new(seq.content);
-    let r = scalar_bytes(inner.expect(TAG_INTEGER, "signature r")?.content).ok_or(BAD)?;
-    let s = scalar_bytes(inner.expect(TAG_INTEGER, "signature s")?.content).ok_or(BAD)?;
+    let r = scalar_bytes(inner.expect(TAG_INTEGER, "signature r")?.content).ok_or_else(bad)?;
+    let s = scalar_bytes(inner.expect(TAG_INTEGER, "signature s")?.content).ok_or_else(bad)?;
     if !outer.is_empty() || !inner.is_empty() || seq.raw.len() != der.len() {
-        return Err(BAD);
+        return Err(bad());
     }
-    p256::ecdsa::Signature::from_scalars(r, s).map_err(|_| BAD)
+    p256::ecdsa::Signature::from_scalars(r, s).map_err(|_| bad())
 }
 
 /// A positive, minimally encoded DER INTEGER of at most 32 bytes, left-padded.
@@ -326,7 +330,7 @@ fn digits(s: &[u8]) -> Result<u64> {
         if c.is_ascii_digit() {
             Ok(acc * 10 + u64::from(c - b'0'))
         } else {
-            Err(Error::CertMalformed("time digits"))
+            Err(Error::new(ErrorKind::CertMalformed("time digits")))
         }
     })
 }
@@ -342,10 +346,10 @@ pub fn parse_time(tlv: &Tlv<'_>) -> Result<u64> {
             )
         }
         (TAG_GENERALIZED_TIME, 15) => (digits(&tlv.content[..4])?, &tlv.content[4..]),
-        _ => return Err(Error::CertMalformed("time format")),
+        _ => return Err(Error::new(ErrorKind::CertMalformed("time format"))),
     };
     if rest[10] != b'Z' {
-        return Err(Error::CertMalformed("time not in UTC"));
+        return Err(Error::new(ErrorKind::CertMalformed("time not in UTC")));
     }
     let month = digits(&rest[0..2])?;
     let day = digits(&rest[2..4])?;
@@ -359,7 +363,7 @@ pub fn parse_time(tlv: &Tlv<'_>) -> Result<u64> {
         || sec > 60
         || year < 1970
     {
-        return Err(Error::CertMalformed("time out of range"));
+        return Err(Error::new(ErrorKind::CertMalformed("time out of range")));
     }
     Ok(days_from_civil(year, month, day) * 86400 + hour * 3600 + min * 60 + sec)
 }

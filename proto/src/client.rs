@@ -5,6 +5,7 @@
 //! `ember-tpm`, `ember-net` and `ember-fs`, and `ember attest` plugs in a
 //! swtpm socket and a host TLS client.
 
+use crate::ErrorKind;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -150,12 +151,12 @@ impl Credential {
     /// against the manifest's commitment. Fails with
     /// [`ErrorCode::NoOverlay`] when none was granted.
     pub fn open_grant(&self, trust: &PublicKey) -> Result<Envelope, Error> {
-        let grant = self.overlay.as_ref().ok_or(Error::Server {
+        let grant = self.overlay.as_ref().ok_or(Error::new(ErrorKind::Server {
             step: "overlay",
             status: 404,
             code: ErrorCode::NoOverlay,
             detail: Default::default(),
-        })?;
+        }))?;
         let manifest = trust.verify(&grant.manifest)?;
         let key = keys::unwrap_data_key(
             &self.secret,
@@ -163,7 +164,7 @@ impl Credential {
             &grant.manifest.body,
             &grant.wrapped_key,
         )
-        .ok_or(Error::KeyUnwrap)?;
+        .ok_or(Error::new(ErrorKind::KeyUnwrap))?;
         Envelope::new(manifest, key)
     }
 }
@@ -184,29 +185,31 @@ impl fmt::Debug for Credential {
 }
 
 fn tpm<T, E: fmt::Display>(op: &'static str, r: Result<T, E>) -> Result<T, Error> {
-    r.map_err(|e| Error::Tpm {
-        op,
-        detail: format!("{e}").into(),
+    r.map_err(|e| {
+        Error::new(ErrorKind::Tpm {
+            op,
+            detail: format!("{e}").into(),
+        })
     })
 }
 
 fn transport_failure(step: &'static str, e: &impl TransportError) -> Error {
-    Error::Transport {
+    Error::new(ErrorKind::Transport {
         step,
         detail: format!("{e}").into(),
         unreachable: e.unreachable(),
-    }
+    })
 }
 
 fn refusal(step: &'static str, status: u16, body: &[u8]) -> Error {
     match decode::<ErrorResponse>("error", body) {
-        Ok(e) => Error::Server {
+        Ok(e) => Error::new(ErrorKind::Server {
             step,
             status,
             code: e.code,
             detail: e.detail.into(),
-        },
-        Err(_) => Error::UnexpectedResponse { step, status },
+        }),
+        Err(_) => Error::new(ErrorKind::UnexpectedResponse { step, status }),
     }
 }
 
@@ -263,7 +266,7 @@ pub fn attest<T: AttestTpm, H: Transport>(
     let secret: [u8; 32] = secret
         .as_slice()
         .try_into()
-        .map_err(|_| Error::BadSecretLength { len: secret.len() })?;
+        .map_err(|_| Error::new(ErrorKind::BadSecretLength { len: secret.len() }))?;
     let quote = tpm("Quote", tpm_dev.quote(&started.nonce, &started.pcrs))?;
     let mut finish = FinishRequest {
         version: PROTOCOL_VERSION,

@@ -5,8 +5,31 @@ use core::fmt;
 
 use crate::msg::ErrorCode;
 
+/// Every `?` moves the error, so it is one pointer: `Result<(), Error>`
+/// comes back in a register (the kind inline is 40 bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Error {
+pub struct Error(Box<ErrorKind>);
+
+impl Error {
+    pub fn new(kind: ErrorKind) -> Self {
+        Error(Box::new(kind))
+    }
+
+    /// What failed.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.0
+    }
+}
+
+impl From<ErrorKind> for Error {
+    fn from(kind: ErrorKind) -> Self {
+        Error::new(kind)
+    }
+}
+
+/// What an [`Error`] is: one variant per cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
     /// A message did not decode as the expected postcard type.
     Decode { what: &'static str },
     /// The peer speaks a protocol version we do not.
@@ -76,53 +99,57 @@ pub enum Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Decode { what } => write!(f, "malformed {what} message"),
-            Error::UnsupportedVersion { got } => write!(f, "unsupported protocol version {got}"),
-            Error::SealedBadHeader => write!(f, "sealed overlay: bad header"),
-            Error::SealedBadChunkSize { size } => {
+        match self.kind() {
+            ErrorKind::Decode { what } => write!(f, "malformed {what} message"),
+            ErrorKind::UnsupportedVersion { got } => {
+                write!(f, "unsupported protocol version {got}")
+            }
+            ErrorKind::SealedBadHeader => write!(f, "sealed overlay: bad header"),
+            ErrorKind::SealedBadChunkSize { size } => {
                 write!(f, "sealed overlay: chunk size {size} out of range")
             }
-            Error::SealedChunkAuth { index } => {
+            ErrorKind::SealedChunkAuth { index } => {
                 write!(f, "sealed overlay: chunk {index} failed authentication (tampered, swapped or reordered)")
             }
-            Error::SealedTruncated { index } => {
+            ErrorKind::SealedTruncated { index } => {
                 write!(f, "sealed overlay: stream truncated at chunk {index}")
             }
-            Error::SealedUnusable => write!(f, "sealed overlay: stream already failed or finished"),
-            Error::BlobOtherOverlay => {
+            ErrorKind::SealedUnusable => {
+                write!(f, "sealed overlay: stream already failed or finished")
+            }
+            ErrorKind::BlobOtherOverlay => {
                 write!(f, "sealed overlay: another overlay's blob (key differs)")
             }
-            Error::ManifestKey => write!(f, "manifest.pub is not a P-256 public key"),
-            Error::ManifestSignature => {
+            ErrorKind::ManifestKey => write!(f, "manifest.pub is not a P-256 public key"),
+            ErrorKind::ManifestSignature => {
                 write!(f, "manifest signature does not verify (forged)")
             }
-            Error::ManifestFormat { got } => write!(f, "manifest format {got} unsupported"),
-            Error::KeyCommitmentMismatch => {
+            ErrorKind::ManifestFormat { got } => write!(f, "manifest format {got} unsupported"),
+            ErrorKind::KeyCommitmentMismatch => {
                 write!(f, "data key differs from the manifest's commitment")
             }
-            Error::BootImageSignature => {
+            ErrorKind::BootImageSignature => {
                 write!(f, "boot image record signature does not verify (forged)")
             }
-            Error::BootImageFormat { got } => write!(f, "boot image format {got} unsupported"),
-            Error::BootImageOtherManifest => {
+            ErrorKind::BootImageFormat { got } => write!(f, "boot image format {got} unsupported"),
+            ErrorKind::BootImageOtherManifest => {
                 write!(f, "boot image record belongs to another manifest")
             }
-            Error::SlotRecordVersion { got } => {
+            ErrorKind::SlotRecordVersion { got } => {
                 write!(f, "slot record version {got} unsupported")
             }
-            Error::KeyUnwrap => write!(f, "data key does not unwrap for this session"),
-            Error::ManifestRollback { epoch, blessed } => write!(
+            ErrorKind::KeyUnwrap => write!(f, "data key does not unwrap for this session"),
+            ErrorKind::ManifestRollback { epoch, blessed } => write!(
                 f,
                 "manifest epoch {epoch} is older than the blessed epoch {blessed} (rollback)"
             ),
-            Error::OverlaySizeMismatch { expected, got } => {
+            ErrorKind::OverlaySizeMismatch { expected, got } => {
                 write!(
                     f,
                     "overlay size {got} differs from the announced {expected}"
                 )
             }
-            Error::Server {
+            ErrorKind::Server {
                 step,
                 status,
                 code,
@@ -134,13 +161,13 @@ impl fmt::Display for Error {
                     code.name()
                 )
             }
-            Error::UnexpectedResponse { step, status } => {
+            ErrorKind::UnexpectedResponse { step, status } => {
                 write!(f, "{step}: unexpected HTTP status {status}")
             }
-            Error::Transport { step, detail, .. } => write!(f, "{step}: transport: {detail}"),
-            Error::Tpm { op, detail } => write!(f, "TPM {op}: {detail}"),
-            Error::Sink { detail } => write!(f, "extractor: {detail}"),
-            Error::BadSecretLength { len } => {
+            ErrorKind::Transport { step, detail, .. } => write!(f, "{step}: transport: {detail}"),
+            ErrorKind::Tpm { op, detail } => write!(f, "TPM {op}: {detail}"),
+            ErrorKind::Sink { detail } => write!(f, "extractor: {detail}"),
+            ErrorKind::BadSecretLength { len } => {
                 write!(f, "activated secret has {len} bytes, expected 32")
             }
         }

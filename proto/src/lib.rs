@@ -40,7 +40,7 @@ pub mod msg;
 pub mod sealed;
 pub mod slot;
 
-pub use error::Error;
+pub use error::{Error, ErrorKind};
 pub use msg::PROTOCOL_VERSION;
 #[cfg(feature = "fs")]
 pub mod fs;

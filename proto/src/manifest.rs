@@ -17,6 +17,7 @@
 //! PCR values a boot of that image from the ESP reaches (what the slot's
 //! data key is sealed to).
 
+use crate::ErrorKind;
 use alloc::string::String;
 use alloc::vec::Vec;
 use p256::ecdsa::signature::{Signer, Verifier};
@@ -145,15 +146,15 @@ impl SignedManifest {
     /// [`PublicKey::verify`], never here.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         if bytes.len() > MAX_SIGNED {
-            return Err(Error::Decode {
+            return Err(Error::new(ErrorKind::Decode {
                 what: "signed manifest",
-            });
+            }));
         }
         match postcard::take_from_bytes::<SignedManifest>(bytes) {
             Ok((m, [])) => Ok(m),
-            _ => Err(Error::Decode {
+            _ => Err(Error::new(ErrorKind::Decode {
                 what: "signed manifest",
-            }),
+            })),
         }
     }
 }
@@ -225,19 +226,20 @@ impl PublicKey {
     /// From a DER SubjectPublicKeyInfo (P-256 only).
     pub fn from_spki_der(der: &[u8]) -> Result<Self, Error> {
         if der.len() != SPKI_P256_PREFIX.len() + 65 || der[..26] != SPKI_P256_PREFIX {
-            return Err(Error::ManifestKey);
+            return Err(Error::new(ErrorKind::ManifestKey));
         }
         VerifyingKey::from_sec1_bytes(&der[26..])
             .map(PublicKey)
-            .map_err(|_| Error::ManifestKey)
+            .map_err(|_| Error::new(ErrorKind::ManifestKey))
     }
 
     /// From the PEM text of `manifest.pub`.
     pub fn from_pem(pem: &[u8]) -> Result<Self, Error> {
-        let ders = ember_net::pem::decode_all(pem, PEM_LABEL).map_err(|_| Error::ManifestKey)?;
+        let ders = ember_net::pem::decode_all(pem, PEM_LABEL)
+            .map_err(|_| Error::new(ErrorKind::ManifestKey))?;
         match ders.as_slice() {
             [der] => Self::from_spki_der(der),
-            _ => Err(Error::ManifestKey),
+            _ => Err(Error::new(ErrorKind::ManifestKey)),
         }
     }
 
@@ -253,16 +255,16 @@ impl PublicKey {
     /// server is a version problem, not a forgery.
     pub fn verify(&self, signed: &SignedManifest) -> Result<Manifest, Error> {
         self.check(SIGNING_LABEL, &signed.body, &signed.signature)
-            .map_err(|_| Error::ManifestSignature)?;
+            .map_err(|_| Error::new(ErrorKind::ManifestSignature))?;
         let format = postcard::take_from_bytes::<u16>(&signed.body)
             .map(|(v, _)| v)
-            .map_err(|_| Error::Decode { what: "manifest" })?;
+            .map_err(|_| Error::new(ErrorKind::Decode { what: "manifest" }))?;
         if format != MANIFEST_FORMAT {
-            return Err(Error::ManifestFormat { got: format });
+            return Err(Error::new(ErrorKind::ManifestFormat { got: format }));
         }
         match postcard::take_from_bytes::<Manifest>(&signed.body) {
             Ok((m, [])) => Ok(m),
-            _ => Err(Error::Decode { what: "manifest" }),
+            _ => Err(Error::new(ErrorKind::Decode { what: "manifest" })),
         }
     }
 
@@ -274,19 +276,19 @@ impl PublicKey {
         manifest: &SignedManifest,
     ) -> Result<BootImage, Error> {
         self.check(BOOT_IMAGE_LABEL, &signed.body, &signed.signature)
-            .map_err(|_| Error::BootImageSignature)?;
+            .map_err(|_| Error::new(ErrorKind::BootImageSignature))?;
         let format = postcard::take_from_bytes::<u16>(&signed.body)
             .map(|(v, _)| v)
-            .map_err(|_| Error::Decode { what: "boot image" })?;
+            .map_err(|_| Error::new(ErrorKind::Decode { what: "boot image" }))?;
         if format != BOOT_IMAGE_FORMAT {
-            return Err(Error::BootImageFormat { got: format });
+            return Err(Error::new(ErrorKind::BootImageFormat { got: format }));
         }
         let image = match postcard::take_from_bytes::<BootImage>(&signed.body) {
             Ok((b, [])) => b,
-            _ => return Err(Error::Decode { what: "boot image" }),
+            _ => return Err(Error::new(ErrorKind::Decode { what: "boot image" })),
         };
         if !ct_eq(&image.manifest_sha256, &manifest.body_sha256()) {
-            return Err(Error::BootImageOtherManifest);
+            return Err(Error::new(ErrorKind::BootImageOtherManifest));
         }
         Ok(image)
     }
@@ -307,7 +309,7 @@ impl SigningSecret {
     pub fn from_bytes(secret: &[u8]) -> Result<Self, Error> {
         SigningKey::from_slice(secret)
             .map(SigningSecret)
-            .map_err(|_| Error::ManifestKey)
+            .map_err(|_| Error::new(ErrorKind::ManifestKey))
     }
 
     pub fn public(&self) -> PublicKey {
@@ -344,7 +346,7 @@ impl Envelope {
     /// manifest does not commit to.
     pub fn new(manifest: Manifest, data_key: [u8; 32]) -> Result<Self, Error> {
         if !ct_eq(&key_commitment(&data_key), &manifest.key_commitment) {
-            return Err(Error::KeyCommitmentMismatch);
+            return Err(Error::new(ErrorKind::KeyCommitmentMismatch));
         }
         Ok(Envelope { manifest, data_key })
     }
@@ -397,7 +399,7 @@ pub(crate) mod tests {
             .sign(&manifest(&[5; 32]));
         assert_eq!(
             server_key().public().verify(&signed),
-            Err(Error::ManifestSignature)
+            Err(Error::new(ErrorKind::ManifestSignature))
         );
     }
 
@@ -409,7 +411,7 @@ pub(crate) mod tests {
             s.body[i] ^= 1;
             assert_eq!(
                 server_key().public().verify(&s),
-                Err(Error::ManifestSignature),
+                Err(Error::new(ErrorKind::ManifestSignature)),
                 "body byte {i}"
             );
         }
@@ -417,13 +419,13 @@ pub(crate) mod tests {
         s.signature[40] ^= 1;
         assert_eq!(
             server_key().public().verify(&s),
-            Err(Error::ManifestSignature)
+            Err(Error::new(ErrorKind::ManifestSignature))
         );
         let mut s = signed;
         s.signature.truncate(63);
         assert_eq!(
             server_key().public().verify(&s),
-            Err(Error::ManifestSignature)
+            Err(Error::new(ErrorKind::ManifestSignature))
         );
     }
 
@@ -433,7 +435,7 @@ pub(crate) mod tests {
         assert!(Envelope::new(m.clone(), [5; 32]).is_ok());
         assert_eq!(
             Envelope::new(m, [6; 32]).err(),
-            Some(Error::KeyCommitmentMismatch)
+            Some(Error::new(ErrorKind::KeyCommitmentMismatch))
         );
     }
 
@@ -444,7 +446,7 @@ pub(crate) mod tests {
         let signed = server_key().sign(&m);
         assert_eq!(
             server_key().public().verify(&signed),
-            Err(Error::ManifestFormat { got: 2 })
+            Err(Error::new(ErrorKind::ManifestFormat { got: 2 }))
         );
     }
 
@@ -472,7 +474,7 @@ pub(crate) mod tests {
         let other = server_key().sign(&other_manifest);
         assert_eq!(
             public.verify_boot_image(&record, &other),
-            Err(Error::BootImageOtherManifest)
+            Err(Error::new(ErrorKind::BootImageOtherManifest))
         );
         // An edited record, or one signed by another key, is forged.
         let mut edited = record.clone();
@@ -480,14 +482,14 @@ pub(crate) mod tests {
         edited.body[last] ^= 1;
         assert_eq!(
             public.verify_boot_image(&edited, &signed),
-            Err(Error::BootImageSignature)
+            Err(Error::new(ErrorKind::BootImageSignature))
         );
         let foreign = SigningSecret::from_bytes(&[0x22; 32])
             .unwrap()
             .sign_boot_image(&image);
         assert_eq!(
             public.verify_boot_image(&foreign, &signed),
-            Err(Error::BootImageSignature)
+            Err(Error::new(ErrorKind::BootImageSignature))
         );
         // A manifest signature never verifies as a boot image record and
         // vice versa (distinct labels).
@@ -497,13 +499,16 @@ pub(crate) mod tests {
         };
         assert_eq!(
             public.verify_boot_image(&as_record, &signed),
-            Err(Error::BootImageSignature)
+            Err(Error::new(ErrorKind::BootImageSignature))
         );
         let as_manifest = SignedManifest {
             body: record.body.clone(),
             signature: record.signature.clone(),
         };
-        assert_eq!(public.verify(&as_manifest), Err(Error::ManifestSignature));
+        assert_eq!(
+            public.verify(&as_manifest),
+            Err(Error::new(ErrorKind::ManifestSignature))
+        );
     }
 
     #[test]
@@ -518,15 +523,15 @@ pub(crate) mod tests {
         other[20] ^= 1; // another curve OID
         assert_eq!(
             PublicKey::from_spki_der(&other).err(),
-            Some(Error::ManifestKey)
+            Some(Error::new(ErrorKind::ManifestKey))
         );
         assert_eq!(
             PublicKey::from_spki_der(&der[..90]).err(),
-            Some(Error::ManifestKey)
+            Some(Error::new(ErrorKind::ManifestKey))
         );
         assert_eq!(
             PublicKey::from_pem(b"not pem").err(),
-            Some(Error::ManifestKey)
+            Some(Error::new(ErrorKind::ManifestKey))
         );
     }
 }

@@ -5,6 +5,7 @@
 //! TPM structures travel as the TPM's own marshalled bytes (no TPM2B size
 //! prefix): the server parses them with `ember-tpm`.
 
+use crate::ErrorKind;
 use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -307,7 +308,7 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
 pub fn peek_version(bytes: &[u8]) -> Result<u16, Error> {
     postcard::take_from_bytes::<u16>(bytes)
         .map(|(v, _)| v)
-        .map_err(|_| Error::Decode { what: "version" })
+        .map_err(|_| Error::new(ErrorKind::Decode { what: "version" }))
 }
 
 /// Decodes a whole message of type `T`, refusing other versions and
@@ -315,11 +316,11 @@ pub fn peek_version(bytes: &[u8]) -> Result<u16, Error> {
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, Error> {
     let version = peek_version(bytes)?;
     if version != PROTOCOL_VERSION {
-        return Err(Error::UnsupportedVersion { got: version });
+        return Err(Error::new(ErrorKind::UnsupportedVersion { got: version }));
     }
     match postcard::take_from_bytes::<T>(bytes) {
         Ok((msg, [])) => Ok(msg),
-        _ => Err(Error::Decode { what }),
+        _ => Err(Error::new(ErrorKind::Decode { what })),
     }
 }
 
@@ -370,7 +371,7 @@ mod tests {
         bytes[0] = 1;
         assert_eq!(
             decode::<ReportRequest>("report", &bytes),
-            Err(Error::UnsupportedVersion { got: 1 })
+            Err(Error::new(ErrorKind::UnsupportedVersion { got: 1 }))
         );
     }
 
@@ -384,7 +385,7 @@ mod tests {
         bytes.push(0);
         assert_eq!(
             decode::<ReportResponse>("report", &bytes),
-            Err(Error::Decode { what: "report" })
+            Err(Error::new(ErrorKind::Decode { what: "report" }))
         );
     }
 

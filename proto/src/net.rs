@@ -85,7 +85,7 @@ impl Transport for NetTransport<'_, '_> {
             },
             &mut |d| {
                 if buf.len() + d.len() > MAX_MESSAGE {
-                    return Err(ember_net::Error::Sink);
+                    return Err(ember_net::ErrorKind::Sink.into());
                 }
                 buf.extend_from_slice(d);
                 Ok(())
@@ -122,18 +122,18 @@ impl Transport for NetTransport<'_, '_> {
             &mut |d| {
                 if !delivered.replace(true) && !sink.status(status.get()) {
                     stopped.set(true);
-                    return Err(ember_net::Error::Sink);
+                    return Err(ember_net::ErrorKind::Sink.into());
                 }
                 if !sink.data(d) {
                     stopped.set(true);
-                    return Err(ember_net::Error::Sink);
+                    return Err(ember_net::ErrorKind::Sink.into());
                 }
                 Ok(())
             },
         );
         match result {
             // The sink stopped the download; it holds the reason.
-            Err(ember_net::Error::Sink) if stopped.get() => Ok(()),
+            Err(e) if *e.kind() == ember_net::ErrorKind::Sink && stopped.get() => Ok(()),
             Err(e) => Err(e),
             Ok(_) => {
                 if !delivered.get() {
@@ -147,9 +147,9 @@ impl Transport for NetTransport<'_, '_> {
 
 impl TransportError for ember_net::Error {
     fn unreachable(&self) -> bool {
-        use ember_net::Error as E;
+        use ember_net::ErrorKind as E;
         matches!(
-            self,
+            self.kind(),
             E::NoDnsServer
                 | E::DnsTimeout
                 | E::DnsRcode(_)

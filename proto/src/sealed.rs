@@ -21,6 +21,7 @@
 //! the key, in order, up to the final flag, is that plaintext: the opener
 //! needs no digest of its own (README, "Overlay format").
 
+use crate::ErrorKind;
 use alloc::format;
 use alloc::vec::Vec;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
@@ -61,12 +62,12 @@ impl<T: AsRef<[u8]>> Header<T> {
     pub fn new_checked(buf: T) -> Result<Self, Error> {
         let b = buf.as_ref();
         if b.len() < HEADER_LEN || b[field::MAGIC] != MAGIC || b[field::RESERVED] != [0; 4] {
-            return Err(Error::SealedBadHeader);
+            return Err(Error::new(ErrorKind::SealedBadHeader));
         }
         let h = Header(buf);
         let size = h.chunk_size();
         if !(MIN_CHUNK..=MAX_CHUNK).contains(&size) {
-            return Err(Error::SealedBadChunkSize { size });
+            return Err(Error::new(ErrorKind::SealedBadChunkSize { size }));
         }
         Ok(h)
     }
@@ -127,7 +128,9 @@ pub struct Sealer {
 impl Sealer {
     pub fn new(key: &[u8; 32], chunk_size: u32) -> Result<Self, Error> {
         if !(MIN_CHUNK..=MAX_CHUNK).contains(&chunk_size) {
-            return Err(Error::SealedBadChunkSize { size: chunk_size });
+            return Err(Error::new(ErrorKind::SealedBadChunkSize {
+                size: chunk_size,
+            }));
         }
         Ok(Sealer {
             cipher: ChaCha20Poly1305::new(Key::from_slice(key)),
@@ -149,12 +152,12 @@ impl Sealer {
             || buf.len() > self.chunk_size as usize
             || (!last && buf.len() != self.chunk_size as usize)
         {
-            return Err(Error::SealedUnusable);
+            return Err(Error::new(ErrorKind::SealedUnusable));
         }
         let tag = self
             .cipher
             .encrypt_in_place_detached(&nonce(self.index, last), &self.header, buf)
-            .map_err(|_| Error::SealedUnusable)?;
+            .map_err(|_| Error::new(ErrorKind::SealedUnusable))?;
         buf.extend_from_slice(&tag);
         self.index += 1;
         self.finished = last;
@@ -254,7 +257,9 @@ impl Opener {
                         self.buf.extend_from_slice(&data[..take]);
                         data = &data[take..];
                     }
-                    State::Done | State::Failed => return Err(Error::SealedUnusable),
+                    State::Done | State::Failed => {
+                        return Err(Error::new(ErrorKind::SealedUnusable))
+                    }
                 }
             }
             Ok(())
@@ -268,26 +273,30 @@ impl Opener {
     /// Ends the stream: the buffered rest must be the final chunk.
     pub fn finish<S: Sink>(&mut self, sink: &mut S) -> Result<(), Error> {
         let r = match &self.state {
-            State::Header => Err(Error::SealedTruncated { index: 0 }),
+            State::Header => Err(Error::new(ErrorKind::SealedTruncated { index: 0 })),
             State::Chunks { index, .. } => {
                 let index = *index;
                 if self.buf.len() < TAG_LEN {
-                    Err(Error::SealedTruncated { index })
+                    Err(Error::new(ErrorKind::SealedTruncated { index }))
                 } else {
-                    self.open_chunk(true, sink).map_err(|e| match e {
+                    self.open_chunk(true, sink).map_err(|e| match *e.kind() {
                         // A middle chunk opened as final fails its tag: the
                         // stream was cut at a chunk boundary.
-                        Error::SealedChunkAuth { index } => Error::SealedTruncated { index },
-                        e => e,
+                        ErrorKind::SealedChunkAuth { index } => {
+                            Error::new(ErrorKind::SealedTruncated { index })
+                        }
+                        _ => e,
                     })
                 }
             }
-            State::Done | State::Failed => Err(Error::SealedUnusable),
+            State::Done | State::Failed => Err(Error::new(ErrorKind::SealedUnusable)),
         }
         .and_then(|()| self.check_expected())
         .and_then(|()| {
-            sink.finish().map_err(|e| Error::Sink {
-                detail: format!("{e}").into(),
+            sink.finish().map_err(|e| {
+                Error::new(ErrorKind::Sink {
+                    detail: format!("{e}").into(),
+                })
             })
         });
         match r {
@@ -310,12 +319,12 @@ impl Opener {
         // Another overlay's blob (or one for a key this node was not
         // given): named before any chunk is tried.
         if !ct_eq(&header.key_commitment(), &self.expected.key_commitment) {
-            return Err(Error::BlobOtherOverlay);
+            return Err(Error::new(ErrorKind::BlobOtherOverlay));
         }
         if header.chunk_size() != self.expected.chunk_size {
-            return Err(Error::SealedBadChunkSize {
+            return Err(Error::new(ErrorKind::SealedBadChunkSize {
                 size: header.chunk_size(),
-            });
+            }));
         }
         let chunk_size = header.chunk_size() as usize;
         self.header.copy_from_slice(&self.buf);
@@ -331,24 +340,26 @@ impl Opener {
 
     fn open_chunk<S: Sink>(&mut self, last: bool, sink: &mut S) -> Result<(), Error> {
         let State::Chunks { cipher, index, .. } = &mut self.state else {
-            return Err(Error::SealedUnusable);
+            return Err(Error::new(ErrorKind::SealedUnusable));
         };
         let split = self.buf.len() - TAG_LEN;
         let (body, tag) = self.buf.split_at_mut(split);
         let tag = Tag::clone_from_slice(tag);
         cipher
             .decrypt_in_place_detached(&nonce(*index, last), &self.header, body, &tag)
-            .map_err(|_| Error::SealedChunkAuth { index: *index })?;
+            .map_err(|_| Error::new(ErrorKind::SealedChunkAuth { index: *index }))?;
         *index += 1;
         self.written += body.len() as u64;
         if self.written > self.expected.plain_size {
-            return Err(Error::OverlaySizeMismatch {
+            return Err(Error::new(ErrorKind::OverlaySizeMismatch {
                 expected: self.expected.plain_size,
                 got: self.written,
-            });
+            }));
         }
-        sink.write(body).map_err(|e| Error::Sink {
-            detail: format!("{e}").into(),
+        sink.write(body).map_err(|e| {
+            Error::new(ErrorKind::Sink {
+                detail: format!("{e}").into(),
+            })
         })?;
         self.buf.clear();
         Ok(())
@@ -358,10 +369,10 @@ impl Opener {
     /// manifest says (the only check the AEAD does not already make).
     fn check_expected(&mut self) -> Result<(), Error> {
         if self.written != self.expected.plain_size {
-            return Err(Error::OverlaySizeMismatch {
+            return Err(Error::new(ErrorKind::OverlaySizeMismatch {
                 expected: self.expected.plain_size,
                 got: self.written,
-            });
+            }));
         }
         Ok(())
     }
@@ -440,7 +451,7 @@ mod tests {
         let second_chunk = HEADER_LEN + (CHUNK as usize + TAG_LEN) + 5;
         s[second_chunk] ^= 1;
         let (r, sink) = open(&s, expected(&p), 1000);
-        assert_eq!(r, Err(Error::SealedChunkAuth { index: 1 }));
+        assert_eq!(r, Err(Error::new(ErrorKind::SealedChunkAuth { index: 1 })));
         assert_eq!(
             sink.data,
             &p[..CHUNK as usize],
@@ -455,7 +466,7 @@ mod tests {
         let s = Sealer::seal_all(&KEY, CHUNK, &p).unwrap();
         let cut = HEADER_LEN + 2 * (CHUNK as usize + TAG_LEN);
         let (r, sink) = open(&s[..cut], expected(&p), 1000);
-        assert_eq!(r, Err(Error::SealedTruncated { index: 1 }));
+        assert_eq!(r, Err(Error::new(ErrorKind::SealedTruncated { index: 1 })));
         assert!(!sink.finished);
     }
 
@@ -480,7 +491,7 @@ mod tests {
         s.copy_within(b..b + c, a);
         s[b..b + c].copy_from_slice(&first);
         let (r, sink) = open(&s, expected(&p), 1000);
-        assert_eq!(r, Err(Error::SealedChunkAuth { index: 0 }));
+        assert_eq!(r, Err(Error::new(ErrorKind::SealedChunkAuth { index: 0 })));
         assert!(sink.data.is_empty());
     }
 
@@ -489,7 +500,7 @@ mod tests {
         let p = plaintext(100);
         let s = Sealer::seal_all(&[1; 32], CHUNK, &p).unwrap();
         let (r, sink) = open(&s, expected(&p), 1000);
-        assert_eq!(r, Err(Error::BlobOtherOverlay));
+        assert_eq!(r, Err(Error::new(ErrorKind::BlobOtherOverlay)));
         assert!(sink.data.is_empty());
     }
 
@@ -500,18 +511,21 @@ mod tests {
         let mut s = Sealer::seal_all(&[1; 32], CHUNK, &p).unwrap();
         s[16..48].copy_from_slice(&key_commitment(&KEY));
         let (r, sink) = open(&s, expected(&p), 1000);
-        assert_eq!(r, Err(Error::SealedChunkAuth { index: 0 }));
+        assert_eq!(r, Err(Error::new(ErrorKind::SealedChunkAuth { index: 0 })));
         assert!(sink.data.is_empty());
 
         let mut s = Sealer::seal_all(&KEY, CHUNK, &p).unwrap();
         s[12] = 1; // reserved bits
         let (r, sink) = open(&s, expected(&p), 1000);
-        assert_eq!(r, Err(Error::SealedBadHeader));
+        assert_eq!(r, Err(Error::new(ErrorKind::SealedBadHeader)));
         assert!(sink.data.is_empty());
         let mut s = Sealer::seal_all(&KEY, CHUNK, &p).unwrap();
         s[11] = 32; // chunk size 64 -> 32: not the manifest's
         let (r, sink) = open(&s, expected(&p), 1000);
-        assert_eq!(r, Err(Error::SealedBadChunkSize { size: 32 }));
+        assert_eq!(
+            r,
+            Err(Error::new(ErrorKind::SealedBadChunkSize { size: 32 }))
+        );
         assert!(sink.data.is_empty());
     }
 
@@ -522,19 +536,19 @@ mod tests {
         let (r, sink) = open(&s, expected(&p[..99]), 1000);
         assert_eq!(
             r,
-            Err(Error::OverlaySizeMismatch {
+            Err(Error::new(ErrorKind::OverlaySizeMismatch {
                 expected: 99,
                 got: 100
-            })
+            }))
         );
         assert!(!sink.finished);
         let (r, sink) = open(&s, expected(&plaintext(101)), 1000);
         assert_eq!(
             r,
-            Err(Error::OverlaySizeMismatch {
+            Err(Error::new(ErrorKind::OverlaySizeMismatch {
                 expected: 101,
                 got: 100
-            })
+            }))
         );
         assert!(!sink.finished);
     }
@@ -547,20 +561,26 @@ mod tests {
         let mut sink = Collect::default();
         let mut o = Opener::for_manifest(&expected(&p));
         assert!(o.write(&s, &mut sink).is_err());
-        assert_eq!(o.write(&s, &mut sink), Err(Error::SealedUnusable));
-        assert_eq!(o.finish(&mut sink), Err(Error::SealedUnusable));
+        assert_eq!(
+            o.write(&s, &mut sink),
+            Err(Error::new(ErrorKind::SealedUnusable))
+        );
+        assert_eq!(
+            o.finish(&mut sink),
+            Err(Error::new(ErrorKind::SealedUnusable))
+        );
     }
 
     #[test]
     fn header_view_checks_bounds() {
         assert_eq!(
             Header::new_checked(&[0u8; 10][..]).err(),
-            Some(Error::SealedBadHeader)
+            Some(Error::new(ErrorKind::SealedBadHeader))
         );
         let h = emit_header(8, &[0; 32]);
         assert_eq!(
             Header::new_checked(&h[..]).err(),
-            Some(Error::SealedBadChunkSize { size: 8 })
+            Some(Error::new(ErrorKind::SealedBadChunkSize { size: 8 }))
         );
         let h = emit_header(65536, &[5; 32]);
         let v = Header::new_checked(&h[..]).unwrap();

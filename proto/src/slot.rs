@@ -4,6 +4,7 @@
 //! format lives here, once. Versioned so a newer init refuses an older
 //! format clearly instead of misreading it.
 
+use crate::ErrorKind;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -61,18 +62,18 @@ impl SlotRecord {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         match postcard::take_from_bytes::<u32>(bytes) {
             Ok((RECORD_VERSION, _)) => {}
-            Ok((got, _)) => return Err(Error::SlotRecordVersion { got }),
+            Ok((got, _)) => return Err(Error::new(ErrorKind::SlotRecordVersion { got })),
             Err(_) => {
-                return Err(Error::Decode {
+                return Err(Error::new(ErrorKind::Decode {
                     what: "slot record",
-                })
+                }))
             }
         }
         match postcard::take_from_bytes::<SlotRecord>(bytes) {
             Ok((r, [])) => Ok(r),
-            _ => Err(Error::Decode {
+            _ => Err(Error::new(ErrorKind::Decode {
                 what: "slot record",
-            }),
+            })),
         }
     }
 }
@@ -109,7 +110,7 @@ mod tests {
         old[0] = 2;
         assert_eq!(
             SlotRecord::from_bytes(&old),
-            Err(Error::SlotRecordVersion { got: 2 })
+            Err(Error::new(ErrorKind::SlotRecordVersion { got: 2 }))
         );
         for n in 0..bytes.len() {
             assert!(SlotRecord::from_bytes(&bytes[..n]).is_err());

@@ -78,9 +78,9 @@ impl<'a, T: Transport> TpmAttestor<'a, T> {
             self.ek = Some(self.tpm.create_ek(template)?);
         }
         // Just set above when it was empty.
-        self.ek
-            .as_ref()
-            .ok_or(ember_tpm::Error::InvalidArgument { what: "EK" })
+        self.ek.as_ref().ok_or(ember_tpm::Error::new(
+            ember_tpm::ErrorKind::InvalidArgument { what: "EK" },
+        ))
     }
 
     /// Flushes the EK and AK from the TPM.
@@ -138,9 +138,11 @@ impl<T: Transport> AttestTpm for TpmAttestor<'_, T> {
     ) -> Result<Vec<u8>, Self::Error> {
         self.ek()?;
         let (Some(ak), Some(ek)) = (self.ak.clone(), self.ek.clone()) else {
-            return Err(ember_tpm::Error::InvalidArgument {
-                what: "ActivateCredential before the AK exists",
-            });
+            return Err(ember_tpm::Error::new(
+                ember_tpm::ErrorKind::InvalidArgument {
+                    what: "ActivateCredential before the AK exists",
+                },
+            ));
         };
         self.tpm
             .activate_credential(&ak, &ek, credential_blob, encrypted_secret)
@@ -148,9 +150,11 @@ impl<T: Transport> AttestTpm for TpmAttestor<'_, T> {
 
     fn quote(&mut self, qualifying: &[u8], pcrs: &PcrSelection) -> Result<Quote, Self::Error> {
         let Some(ak) = self.ak.as_ref().map(|a| a.handle) else {
-            return Err(ember_tpm::Error::InvalidArgument {
-                what: "Quote before the AK exists",
-            });
+            return Err(ember_tpm::Error::new(
+                ember_tpm::ErrorKind::InvalidArgument {
+                    what: "Quote before the AK exists",
+                },
+            ));
         };
         let selection = tpm_selection(pcrs)?;
         // Values first: if a PCR moves before the quote, the server sees a
@@ -158,12 +162,12 @@ impl<T: Transport> AttestTpm for TpmAttestor<'_, T> {
         let values = self.tpm.pcr_read(&selection)?;
         let mut pcr_values = Vec::new();
         for (bank, index) in selection.iter() {
-            let v = values
-                .get(bank, index)
-                .ok_or(ember_tpm::Error::PcrValueMissing {
+            let v = values.get(bank, index).ok_or(ember_tpm::Error::new(
+                ember_tpm::ErrorKind::PcrValueMissing {
                     bank: bank.alg_id(),
                     index,
-                })?;
+                },
+            ))?;
             pcr_values.push(v.to_vec());
         }
         let q = self.tpm.quote(ak, qualifying, &selection)?;

@@ -86,12 +86,12 @@ fn decode_msg<T: serde::de::DeserializeOwned>(
     what: &'static str,
     body: &[u8],
 ) -> Result<T, Refusal> {
-    decode(what, body).map_err(|e| match e {
-        ember_proto::Error::UnsupportedVersion { got } => Refusal::new(
+    decode(what, body).map_err(|e| match *e.kind() {
+        ember_proto::ErrorKind::UnsupportedVersion { got } => Refusal::new(
             ErrorCode::UnsupportedVersion,
             format!("protocol version {got} not supported (this server speaks {PROTOCOL_VERSION})"),
         ),
-        e => Refusal::new(ErrorCode::Malformed, e.to_string()),
+        _ => Refusal::new(ErrorCode::Malformed, e.to_string()),
     })
 }
 

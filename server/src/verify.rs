@@ -143,8 +143,8 @@ fn signature_hash(sig: &[u8]) -> Option<u16> {
 
 /// Maps the TPM library's certificate error onto the check that failed.
 fn ek_cert_error(e: ember_tpm::Error) -> VerifyError {
-    let reason = match &e {
-        ember_tpm::Error::Certificate { what, .. } => match *what {
+    let reason = match e.kind() {
+        ember_tpm::ErrorKind::Certificate { what, .. } => match *what {
             host::EKU_CHECK => "ek-cert-eku",
             host::CA_KEY_USAGE_CHECK => "ek-cert-ca-key-usage",
             host::PATH_LEN_CHECK => "ek-cert-path-len",
@@ -153,9 +153,9 @@ fn ek_cert_error(e: ember_tpm::Error) -> VerifyError {
             "signature algorithm" => "ek-cert-signature-algorithm",
             _ => "ek-cert-malformed",
         },
-        ember_tpm::Error::CertificateExpired { .. } => "ek-cert-expired",
-        ember_tpm::Error::UntrustedChain { .. } => "ek-cert-untrusted",
-        ember_tpm::Error::BadSignature { .. } => "ek-cert-signature",
+        ember_tpm::ErrorKind::CertificateExpired { .. } => "ek-cert-expired",
+        ember_tpm::ErrorKind::UntrustedChain { .. } => "ek-cert-untrusted",
+        ember_tpm::ErrorKind::BadSignature { .. } => "ek-cert-signature",
         _ => "ek-cert-malformed",
     };
     VerifyError::BadEkCertificate {
@@ -232,13 +232,13 @@ impl Verifier {
                 "EK is not a restricted decryption key".into(),
             ));
         }
-        let c = host::make_credential(&ek, ak_name, secret).map_err(|e| match e {
-            ember_tpm::Error::InvalidArgument { .. }
-            | ember_tpm::Error::Unsupported { .. }
-            | ember_tpm::Error::Crypto { .. } => {
+        let c = host::make_credential(&ek, ak_name, secret).map_err(|e| match e.kind() {
+            ember_tpm::ErrorKind::InvalidArgument { .. }
+            | ember_tpm::ErrorKind::Unsupported { .. }
+            | ember_tpm::ErrorKind::Crypto { .. } => {
                 VerifyError::Malformed(format!("MakeCredential: {e}"))
             }
-            e => VerifyError::Internal(format!("MakeCredential: {e}")),
+            _ => VerifyError::Internal(format!("MakeCredential: {e}")),
         })?;
         Ok((c.credential_blob, c.encrypted_secret))
     }
@@ -278,16 +278,19 @@ impl Verifier {
                 .collect(),
         };
         let info = host::verify_quote(ak_public, attest, signature, nonce, &supplied).map_err(
-            |e| match e {
-                ember_tpm::Error::BadSignature { .. } => VerifyError::BadSignature(e.to_string()),
-                ember_tpm::Error::InvalidArgument { .. } => {
+            |e| match e.kind() {
+                ember_tpm::ErrorKind::BadSignature { .. } => {
                     VerifyError::BadSignature(e.to_string())
                 }
-                ember_tpm::Error::NonceMismatch => VerifyError::StaleNonce,
-                ember_tpm::Error::PcrDigestMismatch | ember_tpm::Error::PcrValueMissing { .. } => {
+                ember_tpm::ErrorKind::InvalidArgument { .. } => {
+                    VerifyError::BadSignature(e.to_string())
+                }
+                ember_tpm::ErrorKind::NonceMismatch => VerifyError::StaleNonce,
+                ember_tpm::ErrorKind::PcrDigestMismatch
+                | ember_tpm::ErrorKind::PcrValueMissing { .. } => {
                     VerifyError::PcrDigestMismatch(e.to_string())
                 }
-                e => VerifyError::Malformed(format!("quote: {e}")),
+                _ => VerifyError::Malformed(format!("quote: {e}")),
             },
         )?;
         let quoted = match info.quote.pcr_select.banks.as_slice() {

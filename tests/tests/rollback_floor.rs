@@ -140,7 +140,8 @@ fn report_joined(
 /// Asserts `r` failed with the server's refusal `code`.
 fn assert_refused_with<T>(r: Result<T, ember_proto::Error>, code: ErrorCode) {
     match r {
-        Err(ember_proto::Error::Server { code: got, .. }) if got == code => {}
+        Err(e) if matches!(e.kind(), ember_proto::ErrorKind::Server { code: got, .. } if *got == code) =>
+            {}
         Err(e) => panic!("expected {}, got {e}", code.name()),
         Ok(_) => panic!("expected {}, it succeeded", code.name()),
     }

@@ -9,7 +9,7 @@ use ember_proto::msg::{
     self, decode, encode, ErrorCode, ErrorResponse, PcrSelection, StartRequest,
 };
 use ember_proto::tpm::TpmAttestor;
-use ember_proto::Error;
+use ember_proto::{Error, ErrorKind};
 use ember_tests::server::EmberServer;
 use ember_tests::swtpm::{Swtpm, LOCALCA_ISSUER, LOCALCA_ROOT};
 use ember_tests::{ember_bin, ScratchDir};
@@ -634,10 +634,13 @@ fn sha1_in_a_quote_or_an_ak_name_is_refused_with_its_own_reason() {
     {
         let mut tpm = n.tpm();
         let mut dev = Sha1Quote(TpmAttestor::new(&mut tpm));
-        match client::attest(&mut dev, &mut http(&server), &cfg(), &[]) {
-            Err(Error::Server { code, detail, .. }) => {
+        match client::attest(&mut dev, &mut http(&server), &cfg(), &[])
+            .as_ref()
+            .map_err(Error::kind)
+        {
+            Err(ErrorKind::Server { code, detail, .. }) => {
                 assert_eq!(
-                    (code, &*detail),
+                    (*code, &**detail),
                     (ErrorCode::BadSignature, "quote-signed-with-sha1")
                 )
             }

@@ -103,20 +103,20 @@ fn attestation_round_trip_ek_ak_credential_quote_verify() {
             &pcrs
         )
         .unwrap_err(),
-        Error::NonceMismatch
+        Error::new(ErrorKind::NonceMismatch)
     );
     let mut other = pcrs.clone();
     other.values[8].digest[0] ^= 1;
     assert_eq!(
         host::verify_quote(&ak_wire, &quote.attest, &quote.signature, &nonce, &other).unwrap_err(),
-        Error::PcrDigestMismatch
+        Error::new(ErrorKind::PcrDigestMismatch)
     );
     let mut forged = quote.attest.clone();
     let last = forged.len() - 1;
     forged[last] ^= 1;
     assert_eq!(
         host::verify_quote(&ak_wire, &forged, &quote.signature, &nonce, &pcrs).unwrap_err(),
-        Error::BadSignature { what: "quote" }
+        Error::new(ErrorKind::BadSignature { what: "quote" })
     );
 
     for h in [ak.handle, srk.handle, ek.handle] {
@@ -216,7 +216,7 @@ fn ek_certificates_match_their_templates_and_chain_to_swtpm_local_ca() {
     let ecc = tpm.create_ek(EkTemplate::EccP384).unwrap();
     assert_eq!(
         host::ek_certificate_matches(&rsa_cert, &ecc.public),
-        Err(Error::EkKeyMismatch)
+        Err(Error::new(ErrorKind::EkKeyMismatch))
     );
     tpm.flush_context(ecc.handle).unwrap();
     // Without the root, or with an unrelated CA, the chain is untrusted.
@@ -224,12 +224,16 @@ fn ek_certificates_match_their_templates_and_chain_to_swtpm_local_ca() {
     let issuer_only =
         host::certificates_from_pem_or_der(&std::fs::read(LOCALCA_ISSUER).unwrap()).unwrap();
     assert!(matches!(
-        host::verify_ek_certificate(&der, &issuer_only),
-        Err(Error::UntrustedChain { .. })
+        host::verify_ek_certificate(&der, &issuer_only)
+            .as_ref()
+            .map_err(Error::kind),
+        Err(ErrorKind::UntrustedChain { .. })
     ));
     assert!(matches!(
-        host::verify_ek_certificate(&der, &[]),
-        Err(Error::UntrustedChain { .. })
+        host::verify_ek_certificate(&der, &[])
+            .as_ref()
+            .map_err(Error::kind),
+        Err(ErrorKind::UntrustedChain { .. })
     ));
     // A flipped bit in the signed part breaks the signature.
     let mut tampered = der.clone();

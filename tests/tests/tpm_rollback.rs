@@ -238,7 +238,7 @@ fn an_index_planted_with_other_attributes_or_policy_is_refused_by_name() {
         let mut tpm = f.connect();
         let err = tpm.rollback_counter().unwrap_err();
         assert!(
-            matches!(err, Error::ForeignNvIndex { index: INDEX, what: w, .. } if w == what),
+            matches!(err.kind(), ErrorKind::ForeignNvIndex { index: INDEX, what: w, .. } if *w == what),
             "{err}"
         );
         let shown = err.to_string();

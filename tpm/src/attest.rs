@@ -4,6 +4,7 @@ use crate::consts::*;
 use crate::error::{Error, Result};
 use crate::pcr::PcrSelection;
 use crate::wire::{Reader, Writer};
+use crate::ErrorKind;
 use alloc::vec::Vec;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,7 +40,7 @@ impl Attest {
         let magic = r.u32("attest magic")?;
         let kind = r.u16("attest type")?;
         if magic != GENERATED_VALUE || kind != ST_ATTEST_QUOTE {
-            return Err(Error::NotAQuote { magic, kind });
+            return Err(Error::new(ErrorKind::NotAQuote { magic, kind }));
         }
         let qualified_signer = r.tpm2b("qualifiedSigner")?.to_vec();
         let extra_data = r.tpm2b("extraData")?.to_vec();
@@ -105,10 +106,10 @@ impl Signature {
                 let s = r.tpm2b("ECDSA s")?.to_vec();
                 Ok(Signature::Ecdsa { hash, r: rr, s })
             }
-            other => Err(Error::Unsupported {
+            other => Err(Error::new(ErrorKind::Unsupported {
                 what: "signature algorithm",
                 value: other as u32,
-            }),
+            })),
         }
     }
 
@@ -181,10 +182,10 @@ mod tests {
         s[5] = 0x17; // TPM_ST_ATTEST_CERTIFY
         assert_eq!(
             Attest::parse(&s),
-            Err(Error::NotAQuote {
+            Err(Error::new(ErrorKind::NotAQuote {
                 magic: GENERATED_VALUE,
                 kind: 0x8017
-            })
+            }))
         );
     }
 }

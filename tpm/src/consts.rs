@@ -1,6 +1,7 @@
 //! TCG constants Ember uses (TPM 2.0 Part 2), by name.
 
 use crate::error::{Error, Result};
+use crate::ErrorKind;
 
 pub const ALG_RSA: u16 = 0x0001;
 pub const ALG_SHA1: u16 = 0x0004;
@@ -84,10 +85,10 @@ impl HashAlg {
             ALG_SHA256 => Ok(HashAlg::Sha256),
             ALG_SHA384 => Ok(HashAlg::Sha384),
             ALG_SHA512 => Ok(HashAlg::Sha512),
-            other => Err(Error::Unsupported {
+            other => Err(Error::new(ErrorKind::Unsupported {
                 what: "hash algorithm",
                 value: other as u32,
-            }),
+            })),
         }
     }
 
@@ -144,10 +145,10 @@ impl HashAlg {
             HashAlg::Sha256 => Ok(run::<sha2::Sha256>(parts)),
             HashAlg::Sha384 => Ok(run::<sha2::Sha384>(parts)),
             HashAlg::Sha512 => Ok(run::<sha2::Sha512>(parts)),
-            HashAlg::Sha1 => Err(Error::Unsupported {
+            HashAlg::Sha1 => Err(Error::new(ErrorKind::Unsupported {
                 what: "hash for digest",
                 value: ALG_SHA1 as u32,
-            }),
+            })),
         }
     }
 }

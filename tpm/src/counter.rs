@@ -24,6 +24,7 @@ use crate::pcr::PcrSelection;
 use crate::session::{NvCompare, PolicyDigest, PolicySession, SessionKind};
 use crate::tpm::{Auth, NvPublic, SealedObject, Tpm};
 use crate::transport::Transport;
+use crate::ErrorKind;
 use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
 
@@ -110,17 +111,19 @@ pub enum Found {
 impl<T: Transport> Tpm<T> {
     /// Reads [`INDEX`] and checks it is Ember's counter: the same nameAlg,
     /// attributes (TPMA_NV_WRITTEN aside), authPolicy and size. Anything
-    /// else there is [`Error::ForeignNvIndex`], naming what differs.
+    /// else there is [`ErrorKind::ForeignNvIndex`], naming what differs.
     pub fn rollback_counter(&mut self) -> Result<Found> {
         let public = match self.nv_read_public(INDEX) {
             Ok(p) => p,
             Err(e) if e.is_tpm(tpm2_protocol::data::TpmRcBase::Handle) => return Ok(Found::Absent),
             Err(e) => return Err(e),
         };
-        let foreign = |what| Error::ForeignNvIndex {
-            index: INDEX,
-            attributes: public.attributes,
-            what,
+        let foreign = |what| {
+            Error::new(ErrorKind::ForeignNvIndex {
+                index: INDEX,
+                attributes: public.attributes,
+                what,
+            })
         };
         if public.attributes & !a::WRITTEN != ATTRIBUTES {
             return Err(foreign("its attributes differ"));
@@ -340,11 +343,11 @@ mod tests {
             t.push(&nv_read_public_reply(attributes, policy));
             assert_eq!(
                 Tpm::new(t).rollback_counter(),
-                Err(Error::ForeignNvIndex {
+                Err(Error::new(ErrorKind::ForeignNvIndex {
                     index: INDEX,
                     attributes,
                     what
-                })
+                }))
             );
         }
 

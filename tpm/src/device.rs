@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::transport::Transport;
+use crate::ErrorKind;
 use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags};
 
@@ -26,10 +27,10 @@ impl DeviceTransport {
     pub fn open(path: &'static str) -> Result<Self> {
         let fd =
             rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(|e| {
-                Error::DeviceOpen {
+                Error::new(ErrorKind::DeviceOpen {
                     path,
                     errno: e.raw_os_error(),
-                }
+                })
             })?;
         Ok(DeviceTransport { fd, path })
     }
@@ -41,38 +42,39 @@ impl DeviceTransport {
 
 impl Transport for DeviceTransport {
     fn transact(&mut self, command: &[u8], response: &mut [u8]) -> Result<usize> {
-        let written =
-            retry_eintr(|| rustix::io::write(&self.fd, command)).map_err(|e| Error::DeviceIo {
+        let written = retry_eintr(|| rustix::io::write(&self.fd, command)).map_err(|e| {
+            Error::new(ErrorKind::DeviceIo {
                 op: "write",
                 errno: e.raw_os_error(),
-            })?;
+            })
+        })?;
         if written != command.len() {
-            return Err(Error::DeviceIo {
+            return Err(Error::new(ErrorKind::DeviceIo {
                 op: "short write",
                 errno: 0,
-            });
+            }));
         }
         let n = retry_eintr(|| rustix::io::read(&self.fd, &mut *response)).map_err(|e| {
-            Error::DeviceIo {
+            Error::new(ErrorKind::DeviceIo {
                 op: "read",
                 errno: e.raw_os_error(),
-            }
+            })
         })?;
         if n >= 10 {
             let declared = crate::transport::declared_size(&response[..10]);
             // The kernel truncates to our buffer; a full buffer with a larger
             // declared size means the rest was lost.
             if declared > response.len() {
-                return Err(Error::ResponseTooLarge {
+                return Err(Error::new(ErrorKind::ResponseTooLarge {
                     declared,
                     limit: response.len(),
-                });
+                }));
             }
             if declared > n {
-                return Err(Error::ShortRead {
+                return Err(Error::new(ErrorKind::ShortRead {
                     received: n,
                     expected: declared,
-                });
+                }));
             }
         }
         Ok(n)

@@ -1,6 +1,7 @@
 //! One error type for the crate: transport failures, malformed responses,
 //! decoded TPM response codes, and (with `host`) verification failures.
 
+use alloc::boxed::Box;
 use core::fmt;
 use tpm2_protocol::data::{TpmCc, TpmRc, TpmRcBase, TpmRcFmt1, TpmRcIndex};
 
@@ -163,13 +164,35 @@ impl fmt::Display for CommandCode {
     }
 }
 
-/// Every `?` in the crate moves the whole enum, so it is kept small: texts
-/// are `Box<str>`, not `String` (48 bytes before, /init 1.4 KB larger), and
+/// Every `?` in the crate moves the error, so it is one pointer:
+/// `Result<(), Error>` comes back in a register (the kind inline was 32
+/// bytes in /init).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Error(Box<ErrorKind>);
+
+impl Error {
+    pub fn new(kind: ErrorKind) -> Self {
+        Error(Box::new(kind))
+    }
+
+    /// What failed.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.0
+    }
+}
+
+impl From<ErrorKind> for Error {
+    fn from(kind: ErrorKind) -> Self {
+        Error::new(kind)
+    }
+}
+
+/// What an [`Error`] is: one variant per cause. Texts are `Box<str>`, and
 /// the variants that pair a `&'static str` with a text exist only with the
 /// features that produce them (`std`'s socket transport, `host`'s EK
-/// certificate checks), so /init's is 32 bytes (another 2.4 KB).
+/// certificate checks).
 #[derive(Debug, PartialEq, Eq)]
-pub enum Error {
+pub enum ErrorKind {
     /// Neither /dev/tpmrm0 nor /dev/tpm0 could be opened.
     DeviceOpen { path: &'static str, errno: i32 },
     /// A read or write on the TPM device failed.
@@ -249,8 +272,8 @@ pub enum Error {
 impl Error {
     /// The TPM response code when the TPM refused the command.
     pub fn response_code(&self) -> Option<ResponseCode> {
-        match self {
-            Error::Tpm { rc, .. } | Error::RetriesExhausted { rc, .. } => Some(*rc),
+        match self.kind() {
+            ErrorKind::Tpm { rc, .. } | ErrorKind::RetriesExhausted { rc, .. } => Some(*rc),
             _ => None,
         }
     }
@@ -263,49 +286,49 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::DeviceOpen { path, errno } => write!(f, "cannot open {path}: errno {errno}"),
-            Error::DeviceIo { op, errno } => write!(f, "TPM device {op} failed: errno {errno}"),
+        match self.kind() {
+            ErrorKind::DeviceOpen { path, errno } => write!(f, "cannot open {path}: errno {errno}"),
+            ErrorKind::DeviceIo { op, errno } => write!(f, "TPM device {op} failed: errno {errno}"),
             #[cfg(feature = "std")]
-            Error::Socket { op, detail } => write!(f, "TPM socket {op} failed: {detail}"),
-            Error::ShortRead { received, expected } => {
+            ErrorKind::Socket { op, detail } => write!(f, "TPM socket {op} failed: {detail}"),
+            ErrorKind::ShortRead { received, expected } => {
                 write!(f, "TPM response cut short: {received} of {expected} bytes")
             }
-            Error::ResponseTooLarge { declared, limit } => {
+            ErrorKind::ResponseTooLarge { declared, limit } => {
                 write!(
                     f,
                     "TPM response of {declared} bytes exceeds the {limit}-byte buffer"
                 )
             }
-            Error::ResponseTooShort { len } => {
+            ErrorKind::ResponseTooShort { len } => {
                 write!(f, "TPM response of {len} bytes is shorter than a header")
             }
-            Error::ResponseSizeMismatch { declared, received } => write!(
+            ErrorKind::ResponseSizeMismatch { declared, received } => write!(
                 f,
                 "TPM response header says {declared} bytes but {received} arrived"
             ),
-            Error::BadResponseTag { tag } => write!(f, "TPM response has bad tag 0x{tag:04x}"),
-            Error::BadFrame { cc, detail } => write!(f, "malformed response to {cc}: {detail}"),
-            Error::Malformed { what, offset } => {
+            ErrorKind::BadResponseTag { tag } => write!(f, "TPM response has bad tag 0x{tag:04x}"),
+            ErrorKind::BadFrame { cc, detail } => write!(f, "malformed response to {cc}: {detail}"),
+            ErrorKind::Malformed { what, offset } => {
                 write!(f, "malformed TPM data: {what} at offset {offset}")
             }
-            Error::CommandTooLarge { needed, limit } => {
+            ErrorKind::CommandTooLarge { needed, limit } => {
                 write!(f, "command needs {needed} bytes, buffer holds {limit}")
             }
-            Error::Tpm { cc, rc } => write!(f, "{cc} failed: {rc}"),
-            Error::RetriesExhausted { cc, rc } => {
+            ErrorKind::Tpm { cc, rc } => write!(f, "{cc} failed: {rc}"),
+            ErrorKind::RetriesExhausted { cc, rc } => {
                 write!(
                     f,
                     "{cc} still answered {rc} after {} retries",
                     crate::MAX_RETRIES
                 )
             }
-            Error::InvalidArgument { what } => write!(f, "invalid argument: {what}"),
-            Error::Unsupported { what, value } => write!(f, "unsupported {what} 0x{value:x}"),
-            Error::NvSize { index, size } => {
+            ErrorKind::InvalidArgument { what } => write!(f, "invalid argument: {what}"),
+            ErrorKind::Unsupported { what, value } => write!(f, "unsupported {what} 0x{value:x}"),
+            ErrorKind::NvSize { index, size } => {
                 write!(f, "NV index 0x{index:08x} has unusable size {size}")
             }
-            Error::ForeignNvIndex {
+            ErrorKind::ForeignNvIndex {
                 index,
                 attributes,
                 what,
@@ -313,34 +336,34 @@ impl fmt::Display for Error {
                 f,
                 "NV index 0x{index:08x} (attributes 0x{attributes:08x}) is not Ember's rollback counter: {what}"
             ),
-            Error::NotAQuote { magic, kind } => {
+            ErrorKind::NotAQuote { magic, kind } => {
                 write!(
                     f,
                     "attestation is not a TPM quote (magic 0x{magic:08x}, type 0x{kind:04x})"
                 )
             }
-            Error::NonceMismatch => write!(f, "quote nonce differs from the expected nonce"),
-            Error::PcrDigestMismatch => {
+            ErrorKind::NonceMismatch => write!(f, "quote nonce differs from the expected nonce"),
+            ErrorKind::PcrDigestMismatch => {
                 write!(f, "quote PCR digest does not match the supplied PCR values")
             }
-            Error::PcrValueMissing { bank, index } => {
+            ErrorKind::PcrValueMissing { bank, index } => {
                 write!(f, "no value supplied for PCR {index} of bank 0x{bank:04x}")
             }
-            Error::BadSignature { what } => write!(f, "{what} signature does not verify"),
+            ErrorKind::BadSignature { what } => write!(f, "{what} signature does not verify"),
             #[cfg(feature = "host")]
-            Error::Certificate { what, detail } => write!(f, "certificate {what}: {detail}"),
+            ErrorKind::Certificate { what, detail } => write!(f, "certificate {what}: {detail}"),
             #[cfg(feature = "host")]
-            Error::UntrustedChain { subject } => {
+            ErrorKind::UntrustedChain { subject } => {
                 write!(f, "no configured CA vouches for certificate '{subject}'")
             }
             #[cfg(feature = "host")]
-            Error::CertificateExpired { subject } => {
+            ErrorKind::CertificateExpired { subject } => {
                 write!(f, "certificate '{subject}' is outside its validity period")
             }
-            Error::EkKeyMismatch => {
+            ErrorKind::EkKeyMismatch => {
                 write!(f, "EK certificate key differs from the TPM's EK public key")
             }
-            Error::Crypto { what } => write!(f, "crypto failure: {what}"),
+            ErrorKind::Crypto { what } => write!(f, "crypto failure: {what}"),
         }
     }
 }

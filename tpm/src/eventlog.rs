@@ -19,6 +19,7 @@
 //! what the TPM extended. The only type that matters is EV_NO_ACTION, which
 //! by definition extended nothing.
 
+use crate::ErrorKind;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -47,7 +48,7 @@ const MAX_ALGS: usize = 8;
 pub const NUM_PCRS: usize = 24;
 
 fn malformed(what: &'static str, offset: usize) -> Error {
-    Error::Malformed { what, offset }
+    Error::new(ErrorKind::Malformed { what, offset })
 }
 
 /// A little-endian cursor that reports where the input ran out.
@@ -266,12 +267,12 @@ impl<'a> Events<'a, '_> {
 
 /// A cursor error's offset made relative to the whole log.
 fn rebase(e: Error, base: usize) -> Error {
-    match e {
-        Error::Malformed { what, offset } => Error::Malformed {
+    match *e.kind() {
+        ErrorKind::Malformed { what, offset } => Error::new(ErrorKind::Malformed {
             what,
             offset: offset + base,
-        },
-        e => e,
+        }),
+        _ => e,
     }
 }
 
@@ -307,10 +308,12 @@ pub fn replay(log: &EventLog<'_>, bank: HashAlg) -> Result<[Option<Vec<u8>>; NUM
             }
             continue;
         }
-        let digest = e.digest(bank).ok_or(Error::PcrValueMissing {
-            bank: bank.alg_id(),
-            index: e.pcr as u8,
-        })?;
+        let digest = e
+            .digest(bank)
+            .ok_or(Error::new(ErrorKind::PcrValueMissing {
+                bank: bank.alg_id(),
+                index: e.pcr as u8,
+            }))?;
         let old = slot
             .take()
             .unwrap_or_else(|| alloc::vec![0u8; bank.digest_len()]);
@@ -388,10 +391,12 @@ pub fn compare(
     for e in log.events() {
         let e = e?;
         if e.pcr == u32::from(pcr) && e.event_type != EV_NO_ACTION {
-            let d = e.digest(bank).ok_or(Error::PcrValueMissing {
-                bank: bank.alg_id(),
-                index: pcr,
-            })?;
+            let d = e
+                .digest(bank)
+                .ok_or(Error::new(ErrorKind::PcrValueMissing {
+                    bank: bank.alg_id(),
+                    index: pcr,
+                }))?;
             logged.push((e.number, d.to_vec(), e.describe()));
         }
     }
@@ -495,9 +500,10 @@ mod tests {
         let mut bad = OVMF_UKI_LOG.to_vec();
         bad[first_event..first_event + 4].copy_from_slice(&99u32.to_le_bytes());
         let log = EventLog::parse(&bad).unwrap();
+        let first = log.events().next();
         assert!(matches!(
-            log.events().next(),
-            Some(Err(Error::Malformed { offset, .. })) if offset == first_event
+            first.as_ref().map(|r| r.as_ref().map_err(Error::kind)),
+            Some(Err(ErrorKind::Malformed { offset, .. })) if *offset == first_event
         ));
         // A digest count that would overrun the algorithm table.
         let mut bad = OVMF_UKI_LOG.to_vec();

@@ -78,7 +78,7 @@ pub mod tpm2_rc {
 pub use attest::{Attest, ClockInfo, QuoteAttest, Signature};
 pub use consts::HashAlg;
 pub use device::DeviceTransport;
-pub use error::{Error, ResponseCode, Result};
+pub use error::{Error, ErrorKind, ResponseCode, Result};
 pub use nv::attributes as nv_attributes;
 pub use pcr::{pcr_composite_digest, PcrSelection, PcrValue, PcrValues};
 pub use public::{

@@ -7,6 +7,7 @@ use crate::consts::ALG_SHA256;
 use crate::error::{Error, Result};
 use crate::tpm::NvPublic;
 use crate::wire::Writer;
+use crate::ErrorKind;
 use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
 
@@ -67,10 +68,10 @@ impl NvPublic {
     /// at run time would link SHA-384/512 into PID 1 (~25 KB).
     pub fn compute_name(&self) -> Result<Vec<u8>> {
         if self.name_alg != ALG_SHA256 {
-            return Err(Error::Unsupported {
+            return Err(Error::new(ErrorKind::Unsupported {
                 what: "NV index name algorithm",
                 value: u32::from(self.name_alg),
-            });
+            }));
         }
         let digest = Sha256::digest(self.to_bytes()?);
         let mut name = Vec::with_capacity(2 + digest.len());

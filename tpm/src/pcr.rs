@@ -3,6 +3,7 @@
 use crate::consts::HashAlg;
 use crate::error::{Error, Result};
 use crate::wire::{Reader, Writer};
+use crate::ErrorKind;
 use alloc::vec::Vec;
 
 /// Which PCRs of which banks, in TPM order (banks in the order given,
@@ -30,9 +31,9 @@ impl PcrSelection {
         let mut mask = 0u32;
         for &i in indices {
             if i >= MAX_PCR {
-                return Err(Error::InvalidArgument {
+                return Err(Error::new(ErrorKind::InvalidArgument {
                     what: "PCR index above 23",
-                });
+                }));
             }
             mask |= 1 << i;
         }
@@ -47,16 +48,20 @@ impl PcrSelection {
     pub fn parse(spec: &str) -> Result<Self> {
         let mut s = PcrSelection::default();
         for part in spec.split('+').filter(|p| !p.is_empty()) {
-            let (bank, list) = part.split_once(':').ok_or(Error::InvalidArgument {
-                what: "PCR spec needs BANK:LIST",
-            })?;
-            let bank = HashAlg::from_name(bank).ok_or(Error::InvalidArgument {
+            let (bank, list) =
+                part.split_once(':')
+                    .ok_or(Error::new(ErrorKind::InvalidArgument {
+                        what: "PCR spec needs BANK:LIST",
+                    }))?;
+            let bank = HashAlg::from_name(bank).ok_or(Error::new(ErrorKind::InvalidArgument {
                 what: "unknown PCR bank",
-            })?;
+            }))?;
             let mut idx = Vec::new();
             for n in list.split(',').filter(|n| !n.is_empty()) {
-                idx.push(n.trim().parse::<u8>().map_err(|_| Error::InvalidArgument {
-                    what: "PCR index is not a number",
+                idx.push(n.trim().parse::<u8>().map_err(|_| {
+                    Error::new(ErrorKind::InvalidArgument {
+                        what: "PCR index is not a number",
+                    })
                 })?);
             }
             s.add(bank, &idx)?;
@@ -97,10 +102,10 @@ impl PcrSelection {
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
         let count = r.u32("PCR selection count")?;
         if count > MAX_BANKS {
-            return Err(Error::Malformed {
+            return Err(Error::new(ErrorKind::Malformed {
                 what: "PCR selection count",
                 offset: r.position(),
-            });
+            }));
         }
         let mut banks = Vec::new();
         for _ in 0..count {
@@ -111,10 +116,10 @@ impl PcrSelection {
             for (i, b) in bits.iter().enumerate() {
                 if i >= 3 {
                     if *b != 0 {
-                        return Err(Error::Malformed {
+                        return Err(Error::new(ErrorKind::Malformed {
                             what: "PCR above 23 selected",
                             offset: r.position(),
-                        });
+                        }));
                     }
                     continue;
                 }
@@ -158,10 +163,12 @@ pub fn pcr_composite_digest(
 ) -> Result<Vec<u8>> {
     let mut parts: Vec<&[u8]> = Vec::new();
     for (bank, index) in selection.iter() {
-        let v = values.get(bank, index).ok_or(Error::PcrValueMissing {
-            bank: bank.alg_id(),
-            index,
-        })?;
+        let v = values
+            .get(bank, index)
+            .ok_or(Error::new(ErrorKind::PcrValueMissing {
+                bank: bank.alg_id(),
+                index,
+            }))?;
         parts.push(v);
     }
     hash.digest(&parts)
@@ -202,10 +209,10 @@ mod tests {
         let missing = PcrSelection::parse("sha256:0,5").unwrap();
         assert_eq!(
             pcr_composite_digest(HashAlg::Sha256, &missing, &values),
-            Err(Error::PcrValueMissing {
+            Err(Error::new(ErrorKind::PcrValueMissing {
                 bank: 0x0b,
                 index: 5
-            })
+            }))
         );
     }
 }

@@ -7,6 +7,7 @@
 use crate::consts::*;
 use crate::error::{Error, Result};
 use crate::wire::{Reader, Writer};
+use crate::ErrorKind;
 use alloc::vec::Vec;
 
 /// TPMA_OBJECT bits (Part 2 §8.3).
@@ -215,18 +216,18 @@ impl PublicArea {
                 (PublicParams::KeyedHash { scheme }, Unique::Digest(d))
             }
             ALG_SYMCIPHER => {
-                let symmetric = read_sym(r)?.ok_or(Error::Malformed {
+                let symmetric = read_sym(r)?.ok_or(Error::new(ErrorKind::Malformed {
                     what: "symcipher without cipher",
                     offset: r.position(),
-                })?;
+                }))?;
                 let d = r.tpm2b("symcipher unique")?.to_vec();
                 (PublicParams::SymCipher { symmetric }, Unique::Digest(d))
             }
             other => {
-                return Err(Error::Unsupported {
+                return Err(Error::new(ErrorKind::Unsupported {
                     what: "public area type",
                     value: other as u32,
-                })
+                }))
             }
         };
         Ok(PublicArea {
@@ -286,9 +287,9 @@ impl PublicArea {
                 Unique::Digest(d),
             ) => w.tpm2b(d)?,
             _ => {
-                return Err(Error::InvalidArgument {
+                return Err(Error::new(ErrorKind::InvalidArgument {
                     what: "unique field does not match the key type",
-                })
+                }))
             }
         }
         Ok(())

@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::transport::{declared_size, Transport};
+use crate::ErrorKind;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -20,9 +21,11 @@ pub struct SocketTransport {
 }
 
 fn sock_err(op: &'static str) -> impl Fn(std::io::Error) -> Error {
-    move |e| Error::Socket {
-        op,
-        detail: e.to_string().into(),
+    move |e| {
+        Error::new(ErrorKind::Socket {
+            op,
+            detail: e.to_string().into(),
+        })
     }
 }
 
@@ -77,10 +80,10 @@ fn read_full(r: &mut dyn ReadWrite, buf: &mut [u8]) -> Result<usize> {
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                return Err(Error::Socket {
+                return Err(Error::new(ErrorKind::Socket {
                     op: "read",
                     detail: e.to_string().into(),
-                })
+                }))
             }
         }
     }
@@ -93,37 +96,37 @@ impl Transport for SocketTransport {
         io.write_all(command).map_err(sock_err("write"))?;
         io.flush().map_err(sock_err("flush"))?;
         if response.len() < 10 {
-            return Err(Error::ResponseTooLarge {
+            return Err(Error::new(ErrorKind::ResponseTooLarge {
                 declared: 10,
                 limit: response.len(),
-            });
+            }));
         }
         let got = read_full(io, &mut response[..10])?;
         if got < 10 {
-            return Err(Error::ShortRead {
+            return Err(Error::new(ErrorKind::ShortRead {
                 received: got,
                 expected: 10,
-            });
+            }));
         }
         let declared = declared_size(&response[..10]);
         if declared < 10 {
-            return Err(Error::ResponseSizeMismatch {
+            return Err(Error::new(ErrorKind::ResponseSizeMismatch {
                 declared,
                 received: 10,
-            });
+            }));
         }
         if declared > response.len() {
-            return Err(Error::ResponseTooLarge {
+            return Err(Error::new(ErrorKind::ResponseTooLarge {
                 declared,
                 limit: response.len(),
-            });
+            }));
         }
         let got = read_full(io, &mut response[10..declared])?;
         if got < declared - 10 {
-            return Err(Error::ShortRead {
+            return Err(Error::new(ErrorKind::ShortRead {
                 received: 10 + got,
                 expected: declared,
-            });
+            }));
         }
         Ok(declared)
     }

@@ -11,12 +11,13 @@ use crate::public::{
 use crate::session::{NvCompare, PolicySession, SessionKind};
 use crate::transport::{Transport, MAX_RESPONSE_SIZE};
 use crate::wire::{Reader, Writer};
+use crate::ErrorKind;
 use alloc::vec::Vec;
 use tpm2_protocol::data::{TpmCc, TpmRcBase};
 use tpm2_protocol::frame::TpmResponse;
 
 /// How many times a command is resent after TPM_RC_RETRY, TPM_RC_YIELDED or
-/// TPM_RC_TESTING before giving up with [`Error::RetriesExhausted`].
+/// TPM_RC_TESTING before giving up with [`ErrorKind::RetriesExhausted`].
 pub const MAX_RETRIES: u32 = 8;
 
 /// TCG EK Credential Profile NV indices of the EK certificates.
@@ -140,10 +141,10 @@ pub struct Tpm<T: Transport> {
 }
 
 fn tpm_err(cc: TpmCc, raw: u32) -> Error {
-    Error::Tpm {
+    Error::new(ErrorKind::Tpm {
         cc: CommandCode(cc.value()),
         rc: ResponseCode(raw),
-    }
+    })
 }
 
 /// A command's header and authorization area, up to its parameters; returns
@@ -266,10 +267,10 @@ impl<T: Transport> Tpm<T> {
             if code.is_retryable() {
                 attempt += 1;
                 if attempt > MAX_RETRIES {
-                    return Err(Error::RetriesExhausted {
+                    return Err(Error::new(ErrorKind::RetriesExhausted {
                         cc: CommandCode(cc.value()),
                         rc: code,
-                    });
+                    }));
                 }
                 self.transport.before_retry(attempt);
                 continue;
@@ -279,13 +280,15 @@ impl<T: Transport> Tpm<T> {
         let frame = &self.resp[..n];
         TpmResponse::cast(frame)
             .and_then(|r| r.validate(cc))
-            .map_err(|e| Error::BadFrame {
-                cc: CommandCode(cc.value()),
-                detail: alloc::format!("{e}").into(),
+            .map_err(|e| {
+                Error::new(ErrorKind::BadFrame {
+                    cc: CommandCode(cc.value()),
+                    detail: alloc::format!("{e}").into(),
+                })
             })?;
         let tag = u16::from_be_bytes([frame[0], frame[1]]);
         if (tag == ST_SESSIONS) != sessions {
-            return Err(Error::BadResponseTag { tag });
+            return Err(Error::new(ErrorKind::BadResponseTag { tag }));
         }
         let mut r = Reader::new(&frame[10..]);
         let mut handle = 0;
@@ -296,10 +299,10 @@ impl<T: Transport> Tpm<T> {
         let params = if tag == ST_SESSIONS {
             let len = r.u32("parameterSize")? as usize;
             if len > r.remaining() {
-                return Err(Error::Malformed {
+                return Err(Error::new(ErrorKind::Malformed {
                     what: "parameterSize beyond response",
                     offset: start,
-                });
+                }));
             }
             start + 4..start + 4 + len
         } else {
@@ -344,10 +347,10 @@ impl<T: Transport> Tpm<T> {
         let more = r.u8("moreData")? != 0;
         let got = r.u32("capability")?;
         if got != cap {
-            return Err(Error::Malformed {
+            return Err(Error::new(ErrorKind::Malformed {
                 what: "capability differs from the one asked for",
                 offset: 1,
-            });
+            }));
         }
         Ok((more, reply.params.start + r.position()..reply.params.end))
     }
@@ -507,10 +510,10 @@ impl<T: Transport> Tpm<T> {
             let mut r = self.params(&reply);
             let got = r.tpm2b("randomBytes")?;
             if got.is_empty() || got.len() > want as usize {
-                return Err(Error::Malformed {
+                return Err(Error::new(ErrorKind::Malformed {
                     what: "GetRandom returned no or too many bytes",
                     offset: 0,
-                });
+                }));
             }
             out.extend_from_slice(got);
         }
@@ -540,10 +543,10 @@ impl<T: Transport> Tpm<T> {
                 returned.push((bank, index));
             }
             if count as usize != returned.len() {
-                return Err(Error::Malformed {
+                return Err(Error::new(ErrorKind::Malformed {
                     what: "PCR digest count differs from selection",
                     offset: r.position(),
-                });
+                }));
             }
             if returned.is_empty() {
                 break;
@@ -551,19 +554,19 @@ impl<T: Transport> Tpm<T> {
             for (bank, index) in returned {
                 let d = r.tpm2b("PCR digest")?;
                 if d.len() != bank.digest_len() {
-                    return Err(Error::Malformed {
+                    return Err(Error::new(ErrorKind::Malformed {
                         what: "PCR digest length",
                         offset: r.position(),
-                    });
+                    }));
                 }
                 let asked = pending.banks.iter_mut().find(|(b, _)| *b == bank);
                 match asked {
                     Some((_, m)) if *m & (1 << index) != 0 => *m &= !(1 << index),
                     _ => {
-                        return Err(Error::Malformed {
+                        return Err(Error::new(ErrorKind::Malformed {
                             what: "PCR returned that was not asked for",
                             offset: r.position(),
-                        })
+                        }))
                     }
                 }
                 out.values.push(PcrValue {
@@ -581,9 +584,9 @@ impl<T: Transport> Tpm<T> {
     pub fn pcr_extend(&mut self, index: u8, digests: &[(HashAlg, &[u8])]) -> Result<()> {
         for (bank, d) in digests {
             if d.len() != bank.digest_len() {
-                return Err(Error::InvalidArgument {
+                return Err(Error::new(ErrorKind::InvalidArgument {
                     what: "digest length does not match its bank",
-                });
+                }));
             }
         }
         self.execute(
@@ -754,8 +757,10 @@ impl<T: Transport> Tpm<T> {
         let mut out = Vec::with_capacity(size);
         while out.len() < size {
             let want = (size - out.len()).min(chunk) as u16;
-            let offset = u16::try_from(out.len()).map_err(|_| Error::InvalidArgument {
-                what: "NV offset above 65535",
+            let offset = u16::try_from(out.len()).map_err(|_| {
+                Error::new(ErrorKind::InvalidArgument {
+                    what: "NV offset above 65535",
+                })
             })?;
             let reply = self.execute(
                 TpmCc::NvRead,
@@ -771,10 +776,10 @@ impl<T: Transport> Tpm<T> {
             let mut r = self.params(&reply);
             let data = r.tpm2b("NV data")?;
             if data.len() != want as usize {
-                return Err(Error::Malformed {
+                return Err(Error::new(ErrorKind::Malformed {
                     what: "NV_Read returned a different size",
                     offset: 0,
-                });
+                }));
             }
             out.extend_from_slice(data);
         }
@@ -787,7 +792,7 @@ impl<T: Transport> Tpm<T> {
         let public = self.nv_read_public(index)?;
         let size = public.data_size as usize;
         if size == 0 || size > MAX_NV_CERT {
-            return Err(Error::NvSize { index, size });
+            return Err(Error::new(ErrorKind::NvSize { index, size }));
         }
         self.nv_read(index, size)
     }
@@ -1080,9 +1085,9 @@ impl<T: Transport> Tpm<T> {
     /// `policy` (e.g. [`crate::policy_pcr_digest`]) can unseal it.
     pub fn seal(&mut self, parent: u32, data: &[u8], policy: &[u8]) -> Result<SealedObject> {
         if data.is_empty() || data.len() > 128 {
-            return Err(Error::InvalidArgument {
+            return Err(Error::new(ErrorKind::InvalidArgument {
                 what: "sealed data must be 1..=128 bytes",
-            });
+            }));
         }
         self.create(parent, &[], &sealed_object_template(policy), data)
     }
@@ -1147,22 +1152,22 @@ impl<T: Transport> Tpm<T> {
 /// Checks the 10-byte header and returns the response code.
 fn check_header(frame: &[u8]) -> Result<u32> {
     if frame.len() < 10 {
-        return Err(Error::ResponseTooShort { len: frame.len() });
+        return Err(Error::new(ErrorKind::ResponseTooShort { len: frame.len() }));
     }
     let tag = u16::from_be_bytes([frame[0], frame[1]]);
     let declared = crate::transport::declared_size(frame);
     if declared != frame.len() {
-        return Err(Error::ResponseSizeMismatch {
+        return Err(Error::new(ErrorKind::ResponseSizeMismatch {
             declared,
             received: frame.len(),
-        });
+        }));
     }
     if tag != ST_NO_SESSIONS && tag != ST_SESSIONS {
-        return Err(Error::BadResponseTag { tag });
+        return Err(Error::new(ErrorKind::BadResponseTag { tag }));
     }
     let rc = u32::from_be_bytes([frame[6], frame[7], frame[8], frame[9]]);
     if rc != 0 && (tag != ST_NO_SESSIONS || frame.len() != 10) {
-        return Err(Error::BadResponseTag { tag });
+        return Err(Error::new(ErrorKind::BadResponseTag { tag }));
     }
     Ok(rc)
 }

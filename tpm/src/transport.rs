@@ -3,6 +3,8 @@
 
 use crate::error::Result;
 #[cfg(any(test, feature = "test-hooks"))]
+use crate::ErrorKind;
+#[cfg(any(test, feature = "test-hooks"))]
 use {crate::error::Error, alloc::collections::VecDeque, alloc::vec::Vec};
 
 /// The largest response Ember accepts. The TCG PC Client profile caps
@@ -13,8 +15,8 @@ pub const MAX_RESPONSE_SIZE: usize = 4096;
 pub trait Transport {
     /// Sends `command` (a complete frame) and reads one complete response into
     /// `response`, returning its length. Implementations return
-    /// [`Error::ResponseTooLarge`] when the header announces more than
-    /// `response.len()` bytes and [`Error::ShortRead`] when fewer arrive.
+    /// [`crate::ErrorKind::ResponseTooLarge`] when the header announces more than
+    /// `response.len()` bytes and [`crate::ErrorKind::ShortRead`] when fewer arrive.
     fn transact(&mut self, command: &[u8], response: &mut [u8]) -> Result<usize>;
 
     /// Called before a command is resent after TPM_RC_RETRY, TPM_RC_YIELDED
@@ -39,7 +41,7 @@ pub(crate) fn declared_size(header: &[u8]) -> usize {
 
 /// A transport that replays canned responses and records the commands it was
 /// sent: for tests of response handling and for fuzzing. A response longer
-/// than the caller's buffer is reported as [`Error::ResponseTooLarge`], as a
+/// than the caller's buffer is reported as [`crate::ErrorKind::ResponseTooLarge`], as a
 /// real device would.
 #[cfg(any(test, feature = "test-hooks"))]
 #[derive(Default)]
@@ -64,15 +66,18 @@ impl FakeTransport {
 impl Transport for FakeTransport {
     fn transact(&mut self, command: &[u8], response: &mut [u8]) -> Result<usize> {
         self.commands.push(command.to_vec());
-        let next = self.responses.pop_front().ok_or(Error::ShortRead {
-            received: 0,
-            expected: 10,
-        })?;
+        let next = self
+            .responses
+            .pop_front()
+            .ok_or(Error::new(ErrorKind::ShortRead {
+                received: 0,
+                expected: 10,
+            }))?;
         if next.len() > response.len() {
-            return Err(Error::ResponseTooLarge {
+            return Err(Error::new(ErrorKind::ResponseTooLarge {
                 declared: next.len(),
                 limit: response.len(),
-            });
+            }));
         }
         response[..next.len()].copy_from_slice(&next);
         Ok(next.len())

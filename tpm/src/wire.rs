@@ -5,6 +5,7 @@
 //! oversized argument never grows the heap.
 
 use crate::error::{Error, Result};
+use crate::ErrorKind;
 use alloc::vec::Vec;
 
 pub(crate) struct Writer<'a> {
@@ -53,8 +54,10 @@ impl<'a> Writer<'a> {
 
     /// A TPM2B: u16 size then the bytes.
     pub(crate) fn tpm2b(&mut self, b: &[u8]) -> Result<()> {
-        let len = u16::try_from(b.len()).map_err(|_| Error::InvalidArgument {
-            what: "TPM2B longer than 65535 bytes",
+        let len = u16::try_from(b.len()).map_err(|_| {
+            Error::new(ErrorKind::InvalidArgument {
+                what: "TPM2B longer than 65535 bytes",
+            })
         })?;
         self.u16(len);
         self.bytes(b);
@@ -73,8 +76,10 @@ impl<'a> Writer<'a> {
             return Ok(()); // finish() reports the overflow
         }
         let len = self.buf.len() - at - 2;
-        let len = u16::try_from(len).map_err(|_| Error::InvalidArgument {
-            what: "nested structure too long",
+        let len = u16::try_from(len).map_err(|_| {
+            Error::new(ErrorKind::InvalidArgument {
+                what: "nested structure too long",
+            })
         })?;
         self.buf[at..at + 2].copy_from_slice(&len.to_be_bytes());
         Ok(())
@@ -102,10 +107,10 @@ impl<'a> Writer<'a> {
 
     pub(crate) fn finish(self) -> Result<()> {
         if self.needed > self.limit {
-            return Err(Error::CommandTooLarge {
+            return Err(Error::new(ErrorKind::CommandTooLarge {
                 needed: self.needed,
                 limit: self.limit,
-            });
+            }));
         }
         Ok(())
     }
@@ -138,10 +143,10 @@ impl<'a> Reader<'a> {
     /// The next `n` bytes; `what` names the field in the error.
     pub fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8]> {
         if self.remaining() < n {
-            return Err(Error::Malformed {
+            return Err(Error::new(ErrorKind::Malformed {
                 what,
                 offset: self.pos,
-            });
+            }));
         }
         let out = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -182,10 +187,10 @@ impl<'a> Reader<'a> {
     /// Fails unless every byte was consumed.
     pub fn finish(&self, what: &'static str) -> Result<()> {
         if self.remaining() != 0 {
-            return Err(Error::Malformed {
+            return Err(Error::new(ErrorKind::Malformed {
                 what,
                 offset: self.pos,
-            });
+            }));
         }
         Ok(())
     }

@@ -46,19 +46,19 @@ fn peer_closing_mid_response_is_a_short_read() {
     let mut tpm = Tpm::new(SocketTransport::connect_tcp(&addr).unwrap());
     assert_eq!(
         tpm.get_random(4).unwrap_err(),
-        Error::ShortRead {
+        Error::new(ErrorKind::ShortRead {
             received: 13,
             expected: 16
-        }
+        })
     );
     let addr = peer(vec![0x80, 0x01, 0]);
     let mut tpm = Tpm::new(SocketTransport::connect_tcp(&addr).unwrap());
     assert_eq!(
         tpm.get_random(4).unwrap_err(),
-        Error::ShortRead {
+        Error::new(ErrorKind::ShortRead {
             received: 3,
             expected: 10
-        }
+        })
     );
 }
 
@@ -68,19 +68,19 @@ fn size_field_beyond_the_buffer_is_refused_without_reading_it() {
     let mut tpm = Tpm::new(SocketTransport::connect_tcp(&addr).unwrap());
     assert_eq!(
         tpm.get_random(4).unwrap_err(),
-        Error::ResponseTooLarge {
+        Error::new(ErrorKind::ResponseTooLarge {
             declared: 1 << 20,
             limit: MAX_RESPONSE_SIZE
-        }
+        })
     );
     let addr = peer(get_random_reply(4, &[]));
     let mut tpm = Tpm::new(SocketTransport::connect_tcp(&addr).unwrap());
     assert_eq!(
         tpm.get_random(4).unwrap_err(),
-        Error::ResponseSizeMismatch {
+        Error::new(ErrorKind::ResponseSizeMismatch {
             declared: 4,
             received: 10
-        }
+        })
     );
 }
 

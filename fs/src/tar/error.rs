@@ -98,8 +98,15 @@ pub enum ErrorKind {
 }
 
 /// An [`ErrorKind`] with the entry it happened at, when there is one.
+/// Boxed: inline it was 56 bytes, moved by every `?` of the extractor and
+/// returned through memory; one pointer fits in a register (the fields read
+/// through `Deref`, `e.kind`, `e.entry`, `e.offset`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error {
+pub struct Error(Box<Located>);
+
+/// What [`Error`] holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
     pub kind: ErrorKind,
     /// The entry's name (lossy UTF-8), if the failure belongs to an entry.
     pub entry: Option<String>,
@@ -109,19 +116,33 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: ErrorKind) -> Self {
-        Error {
+        Error(Box::new(Located {
             kind,
             entry: None,
             offset: 0,
-        }
+        }))
+    }
+
+    /// The failure at `offset` in the tar stream, outside any entry.
+    pub(crate) fn at_byte(kind: ErrorKind, offset: u64) -> Self {
+        let mut e = Error::new(kind);
+        e.0.offset = offset;
+        e
     }
 
     pub(crate) fn at(mut self, entry: &[u8], offset: u64) -> Self {
-        if self.entry.is_none() {
-            self.entry = Some(String::from_utf8_lossy(entry).into_owned());
-            self.offset = offset;
+        if self.0.entry.is_none() {
+            self.0.entry = Some(String::from_utf8_lossy(entry).into_owned());
+            self.0.offset = offset;
         }
         self
+    }
+}
+
+impl core::ops::Deref for Error {
+    type Target = Located;
+    fn deref(&self) -> &Located {
+        &self.0
     }
 }
 

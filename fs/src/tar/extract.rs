@@ -172,10 +172,10 @@ impl<S: Sink> Extractor<S> {
             _ => (Compression::None, None),
         };
         if let Some(part) = part {
-            return Err(Error {
-                offset: self.tar_bytes,
-                ..ErrorKind::Truncated { part }.into()
-            });
+            return Err(Error::at_byte(
+                ErrorKind::Truncated { part },
+                self.tar_bytes,
+            ));
         }
         self.failed = true; // a second finish is an error
         let counts = self.tar.finish(&mut self.sink)?;
@@ -206,13 +206,12 @@ impl<S: Sink> Extractor<S> {
         let mut feed = |bytes: &[u8]| -> Result<(), Error> {
             *tar_bytes += bytes.len() as u64;
             if *tar_bytes > limits.max_tar_bytes {
-                return Err(Error {
-                    offset: *tar_bytes,
-                    ..ErrorKind::TooLarge {
+                return Err(Error::at_byte(
+                    ErrorKind::TooLarge {
                         limit: limits.max_tar_bytes,
-                    }
-                    .into()
-                });
+                    },
+                    *tar_bytes,
+                ));
             }
             tar.write(bytes, sink)
         };

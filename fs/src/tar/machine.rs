@@ -124,13 +124,10 @@ impl Machine {
         };
         self.state = State::Failed;
         sink.abort();
-        let err = Error::from(ErrorKind::Truncated { part });
+        let kind = ErrorKind::Truncated { part };
         Err(match (self.meta.is_some(), self.entry_offset) {
-            (true, Some(off)) => err.at(&self.path, off),
-            _ => Error {
-                offset: self.offset,
-                ..err
-            },
+            (true, Some(off)) => Error::from(kind).at(&self.path, off),
+            _ => Error::at_byte(kind, self.offset),
         })
     }
 
@@ -265,10 +262,10 @@ impl Machine {
         if h.is_zero() {
             if self.entry_offset.is_some() {
                 // pax or long-name headers with no member after them
-                return Err(Error {
-                    offset: header_offset,
-                    ..Error::from(ErrorKind::Truncated { part: Part::Header })
-                });
+                return Err(Error::at_byte(
+                    ErrorKind::Truncated { part: Part::Header },
+                    header_offset,
+                ));
             }
             self.state = State::End;
             return Ok(());

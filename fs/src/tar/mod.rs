@@ -44,7 +44,7 @@ mod sink;
 mod tests;
 
 pub use entry::{Entry, Kind, Meta, Time};
-pub use error::{Error, ErrorKind, Field, Part};
+pub use error::{Error, ErrorKind, Field, Located, Part};
 pub use extract::{Extractor, Summary};
 pub use fs_sink::{Confinement, FsSink};
 pub use lz4::MAGIC as LZ4_MAGIC;

@@ -293,11 +293,8 @@ fn gzip_stream_at_any_split_matches_plain_and_hashes_compressed_bytes() {
         assert_eq!(s.sha256, d);
         s.check_sha256(&d).unwrap();
         assert!(matches!(
-            s.check_sha256(&[0; 32]),
-            Err(Error {
-                kind: ErrorKind::DigestMismatch { .. },
-                ..
-            })
+            s.check_sha256(&[0; 32]).map_err(|e| e.kind.clone()),
+            Err(ErrorKind::DigestMismatch { .. })
         ));
     }
 }
@@ -785,7 +782,7 @@ fn truncated_lz4_frame_is_an_error_wherever_it_stops() {
     // In the header, in a block size, inside a block, before the end mark.
     for keep in [5, 9, 12, 5000, lz.len() - 4] {
         let (r, rec) = run_authenticated(&[&lz[..keep]], Compression::Lz4);
-        let kind = r.unwrap_err().kind;
+        let kind = r.unwrap_err().kind.clone();
         assert_eq!(
             kind,
             ErrorKind::Truncated { part: Part::Lz4 },
@@ -805,6 +802,7 @@ fn malformed_lz4_frames_each_get_their_own_error() {
             .0
             .unwrap_err()
             .kind
+            .clone()
     };
     let header = |reason| ErrorKind::Lz4Header { reason };
     assert_eq!(refused(&|lz| lz[0] ^= 1), header("bad magic"));

@@ -27,7 +27,7 @@ use super::record;
 use super::write::write_atomic;
 use crate::measure::Measured;
 use crate::tpm::NodeTpm;
-use crate::{fsutil, Error};
+use crate::{fsutil, Error, ErrorKind};
 
 const FILE: &str = "ember/epoch";
 
@@ -35,12 +35,14 @@ const FILE: &str = "ember/epoch";
 /// fails closed.
 pub fn read(esp: &Mounted) -> Result<u64, Error> {
     match fsutil::read_file_raw(&esp.path(FILE)) {
-        Ok(bytes) => parse(&bytes).ok_or(Error::Lkg("the blessed-epoch record is unreadable")),
+        Ok(bytes) => parse(&bytes).ok_or(Error::new(ErrorKind::Lkg(
+            "the blessed-epoch record is unreadable",
+        ))),
         Err(rustix::io::Errno::NOENT) => Ok(0),
-        Err(errno) => Err(Error::Read {
+        Err(errno) => Err(Error::new(ErrorKind::Read {
             path: esp.path(FILE).into(),
             errno,
-        }),
+        })),
     }
 }
 
@@ -55,7 +57,9 @@ pub fn raise(esp: &Mounted, epoch: u64) -> Result<(), Error> {
 /// Refuses a manifest older than the blessed epoch.
 pub fn check(epoch: u64, blessed: u64) -> Result<(), ember_proto::Error> {
     if epoch < blessed {
-        return Err(ember_proto::Error::ManifestRollback { epoch, blessed });
+        return Err(ember_proto::Error::new(
+            ember_proto::ErrorKind::ManifestRollback { epoch, blessed },
+        ));
     }
     Ok(())
 }
@@ -101,7 +105,9 @@ pub fn settle(tpm: Option<&mut Measured>) -> Result<(), Error> {
 pub fn counter_value(tpm: &mut NodeTpm) -> Result<u64, Error> {
     match tpm.rollback_counter().map_err(foreign)? {
         Found::Counter(v) => Ok(v),
-        _ => Err(Error::Lkg("the TPM rollback counter is not set up")),
+        _ => Err(Error::new(ErrorKind::Lkg(
+            "the TPM rollback counter is not set up",
+        ))),
     }
 }
 
@@ -111,16 +117,18 @@ pub fn check_counter(tpm: &mut NodeTpm, sealed_for: u64) -> Result<(), Error> {
     let now = counter_value(tpm)?;
     if sealed_for < now {
         crate::error!("lkg: the slot is sealed for rollback counter <= {sealed_for}, the TPM counter is at {now}: a newer slot was blessed since");
-        return Err(Error::Lkg("rollback refused by the TPM counter"));
+        return Err(Error::new(ErrorKind::Lkg(
+            "rollback refused by the TPM counter",
+        )));
     }
     Ok(())
 }
 
 fn define(tpm: &mut NodeTpm) -> Result<(), Error> {
     match tpm.define_rollback_counter(&[]) {
-        Err(e) if e.is_tpm(TpmRcBase::BadAuth) || e.is_tpm(TpmRcBase::AuthFail) => Err(Error::Lkg(
+        Err(e) if e.is_tpm(TpmRcBase::BadAuth) || e.is_tpm(TpmRcBase::AuthFail) => Err(Error::new(ErrorKind::Lkg(
             "the TPM owner hierarchy has a password, so the rollback counter cannot be defined: clear it (tpm2_changeauth -c o -p OLD) or define 0x01800e70 as README \"Last-known-good on the ESP\" shows",
-        )),
+        ))),
         r => Ok(r?),
     }
 }
@@ -135,7 +143,7 @@ fn increment(tpm: &mut NodeTpm) -> Result<(), Error> {
 }
 
 fn foreign(e: ember_tpm::Error) -> Error {
-    if let ember_tpm::Error::ForeignNvIndex { .. } = e {
+    if let ember_tpm::ErrorKind::ForeignNvIndex { .. } = e.kind() {
         crate::error!("lkg: {e}; someone defined it before Ember: remove it (tpm2_nvundefine 0x01800e70 -C o) to re-enable last-known-good");
     }
     Error::from(e)
@@ -154,10 +162,12 @@ mod tests {
     fn an_older_epoch_is_refused_an_equal_or_newer_one_is_not() {
         assert_eq!(
             check(4, 5),
-            Err(ember_proto::Error::ManifestRollback {
-                epoch: 4,
-                blessed: 5
-            })
+            Err(ember_proto::Error::new(
+                ember_proto::ErrorKind::ManifestRollback {
+                    epoch: 4,
+                    blessed: 5
+                }
+            ))
         );
         assert_eq!(check(5, 5), Ok(()));
         assert_eq!(check(6, 5), Ok(()));

@@ -11,7 +11,7 @@ use rustix::io::Errno;
 use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
 
 use crate::disks::{self, PartitionDevice};
-use crate::Error;
+use crate::{Error, ErrorKind};
 
 /// Where the init mounts the ESP while it reads or writes last-known-good.
 pub const MOUNT_POINT: &str = "/run/ember/esp";
@@ -32,10 +32,10 @@ impl Mounted {
         match rustix::fs::mkdir(MOUNT_POINT, Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(errno) => {
-                return Err(Error::Mount {
+                return Err(Error::new(ErrorKind::Mount {
                     target: MOUNT_POINT,
                     errno,
-                })
+                }))
             }
         }
         let mut flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
@@ -56,9 +56,11 @@ impl Mounted {
             flags,
             Some(data),
         )
-        .map_err(|errno| Error::Mount {
-            target: MOUNT_POINT,
-            errno,
+        .map_err(|errno| {
+            Error::new(ErrorKind::Mount {
+                target: MOUNT_POINT,
+                errno,
+            })
         })?;
         Ok(Mounted { _private: () })
     }

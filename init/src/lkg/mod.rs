@@ -53,7 +53,7 @@ use rustix::fs::{Mode, OFlags};
 use crate::fsutil::{self, Stop};
 use crate::measure::{Measured, Root};
 use crate::session::{Fetched, Session, SEALED_COPY};
-use crate::{overlay, Error};
+use crate::{overlay, Error, ErrorKind};
 use slots::Slot;
 
 /// What a cold start restored.
@@ -68,15 +68,15 @@ pub struct Restored {
 /// its manifest verified and checked against the blessed epoch, its data
 /// key unsealed by the TPM and checked against the manifest, opened into `/`.
 pub fn restore(tpm: Option<&mut Measured>, booted_from: Option<Slot>) -> Result<Restored, Error> {
-    let dev = esp::find()?.ok_or(Error::Missing(
+    let dev = esp::find()?.ok_or(Error::new(ErrorKind::Missing(
         "boot server and no EFI System Partition with a last-known-good",
-    ))?;
+    )))?;
     let esp = esp::Mounted::mount(&dev, false)?;
     let records = record::read_both(&esp);
     let slot = slots::for_restore(record::generations(&records), booted_from)
-        .ok_or(Error::Lkg("the ESP holds no slot"))?;
+        .ok_or(Error::new(ErrorKind::Lkg("the ESP holds no slot")))?;
     let Some(record) = &records[slot as usize] else {
-        return Err(Error::Lkg("the ESP holds no slot"));
+        return Err(Error::new(ErrorKind::Lkg("the ESP holds no slot")));
     };
     let manifest = overlay::trusted_key()?
         .verify(&record.manifest)
@@ -92,7 +92,9 @@ pub fn restore(tpm: Option<&mut Measured>, booted_from: Option<Slot>) -> Result<
     let blessed = epoch::read(&esp)?;
     epoch::check(manifest.epoch, blessed)
         .inspect_err(|e| crate::error!("lkg: slot {}: {e}", slot.name()))?;
-    let tpm = tpm.ok_or(Error::Missing("TPM to unseal the last-known-good key"))?;
+    let tpm = tpm.ok_or(Error::new(ErrorKind::Missing(
+        "TPM to unseal the last-known-good key",
+    )))?;
     if let Some(k) = record.keys.first() {
         epoch::check_counter(&mut tpm.tpm, k.sealed_for)
             .inspect_err(|e| crate::error!("lkg: slot {}: {e}", slot.name()))?;
@@ -106,9 +108,11 @@ pub fn restore(tpm: Option<&mut Measured>, booted_from: Option<Slot>) -> Result<
     })?;
     let envelope = Envelope::new(manifest, key)?;
     let path = esp.path(&format!("{}/overlay.sealed", slot.dir()));
-    let read_err = |errno| Error::Read {
-        path: path.as_str().into(),
-        errno,
+    let read_err = |errno| {
+        Error::new(ErrorKind::Read {
+            path: path.as_str().into(),
+            errno,
+        })
     };
     let fd = rustix::fs::open(
         path.as_str(),
@@ -160,7 +164,9 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
         }
         Persist::Write(session, fetched) => (session, fetched),
     };
-    let tpm = tpm.ok_or(Error::Missing("TPM to seal the overlay key"))?;
+    let tpm = tpm.ok_or(Error::new(ErrorKind::Missing(
+        "TPM to seal the overlay key",
+    )))?;
     if tpm.root != Root::Stub {
         crate::warn!("lkg: not booted from a UKI measured by systemd-stub: nothing firmware-rooted to seal to; no slot written");
         return Ok(());
@@ -180,7 +186,9 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
             hex(&image.pcr11),
             hex(&tpm.boot_pcr)
         );
-        return Err(Error::Lkg("the boot image record is for another UKI"));
+        return Err(Error::new(ErrorKind::Lkg(
+            "the boot image record is for another UKI",
+        )));
     }
     // Sealed for the next blessing: the first boot phase after this write
     // moves the counter there, and the older slot stops unsealing.
@@ -205,7 +213,7 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
         let got = session.fetch_boot_image(&image.sha256, &mut |piece| {
             each(piece).map_err(|e| {
                 failed = Some(e);
-                ember_proto::Error::SealedUnusable
+                ember_proto::Error::new(ember_proto::ErrorKind::SealedUnusable)
             })
         });
         match failed {

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::record::SealedKey;
 use crate::tpm::NodeTpm;
-use crate::Error;
+use crate::{Error, ErrorKind};
 
 /// PCR 4 (UEFI boot manager code: the loader, the UKI, its kernel).
 const PCR_BOOT_LOADER_CODE: u8 = 4;
@@ -95,7 +95,7 @@ fn seal_each(
 /// the slot (a newer slot was blessed).
 pub fn unseal_key(tpm: &mut NodeTpm, sealed: &[SealedKey]) -> Result<[u8; 32], Error> {
     let srk = tpm.create_srk()?;
-    let mut result = Err(Error::Lkg("the slot holds no sealed key"));
+    let mut result = Err(Error::new(ErrorKind::Lkg("the slot holds no sealed key")));
     for s in sealed {
         result = unseal_one(tpm, srk.handle, s);
         if result.is_ok() {
@@ -117,5 +117,5 @@ fn unseal_one(tpm: &mut NodeTpm, srk: u32, sealed: &SealedKey) -> Result<[u8; 32
     let data = tpm.unseal_not_past(srk, &object, &selection, sealed.sealed_for)?;
     data.as_slice()
         .try_into()
-        .map_err(|_| Error::TpmAnswer("unsealed key has the wrong length"))
+        .map_err(|_| Error::new(ErrorKind::TpmAnswer("unsealed key has the wrong length")))
 }

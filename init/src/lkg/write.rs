@@ -19,7 +19,7 @@ use super::esp::Mounted;
 use super::record::{SealedKey, SlotRecord, RECORD_VERSION};
 use super::slots::Slot;
 use crate::fsutil::{self, Stop};
-use crate::Error;
+use crate::{Error, ErrorKind};
 use alloc::vec::Vec;
 use ember_fs::hex::hex;
 use ember_proto::manifest::{SignedBootImage, SignedManifest};
@@ -48,9 +48,11 @@ pub struct Artifacts<'a> {
 }
 
 fn io(path: &str) -> impl Fn(Errno) -> Error + '_ {
-    move |errno| Error::Write {
-        path: path.into(),
-        errno,
+    move |errno| {
+        Error::new(ErrorKind::Write {
+            path: path.into(),
+            errno,
+        })
     }
 }
 
@@ -135,7 +137,9 @@ fn fetch_checked(to: &str, image: Image<'_>) -> Result<(), Error> {
     let fetched = (image.fetch)(&mut |piece| {
         len += piece.len() as u64;
         if len > image.size {
-            return Err(Error::Lkg("the boot image is longer than signed"));
+            return Err(Error::new(ErrorKind::Lkg(
+                "the boot image is longer than signed",
+            )));
         }
         sha.update(piece);
         fsutil::write_all(&dst, piece).map_err(io(to))
@@ -153,7 +157,7 @@ fn fetch_checked(to: &str, image: Image<'_>) -> Result<(), Error> {
             hex(image.sha256),
             image.size
         );
-        Err(Error::Lkg("the boot image differs from its signed digest"))
+        Err(Error::new(ErrorKind::Lkg("the boot image differs from its signed digest")))
     });
     if checked.is_err() {
         let _ = rfs::unlink(tmp.as_str());
@@ -230,10 +234,10 @@ pub fn write_atomic(path: &str, data: &[u8]) -> Result<(), Error> {
 fn copy_file(from: &str, to: &str) -> Result<(), Error> {
     let src =
         rfs::open(from, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(|errno| {
-            Error::Read {
+            Error::new(ErrorKind::Read {
                 path: from.into(),
                 errno,
-            }
+            })
         })?;
     let tmp = format!("{to}.tmp");
     let dst = rfs::open(
@@ -245,10 +249,10 @@ fn copy_file(from: &str, to: &str) -> Result<(), Error> {
     let mut buf = alloc::vec![0u8; 64 * 1024];
     fsutil::read_each(&src, &mut buf, |piece| fsutil::write_all(&dst, piece)).map_err(
         |e| match e {
-            Stop::Read(errno) => Error::Read {
+            Stop::Read(errno) => Error::new(ErrorKind::Read {
                 path: from.into(),
                 errno,
-            },
+            }),
             Stop::Each(errno) => io(to)(errno),
         },
     )?;

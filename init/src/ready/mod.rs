@@ -16,7 +16,7 @@ use rustix::process::Pid;
 use crate::network::Network;
 use crate::nodeconf::{NodeConf, Probe};
 use crate::supervisor::{self, Event, Supervisor};
-use crate::{clock, fsutil, power, Error};
+use crate::{clock, fsutil, power, Error, ErrorKind};
 
 /// Milliseconds between readiness probes.
 const PROBE_INTERVAL_MS: u64 = 2_000;
@@ -47,9 +47,9 @@ pub fn wait(
                 "ready: not Ready after {} s (last probe: {last_reason})",
                 w.timeout_s
             );
-            return Err(Error::Runtime(
+            return Err(Error::new(ErrorKind::Runtime(
                 format!("not Ready within {} s", w.timeout_s).into(),
-            ));
+            )));
         }
         if now >= next_probe {
             let dns: &[[u8; 4]] = net.as_ref().map(|n| n.lease.dns.as_slice()).unwrap_or(&[]);
@@ -74,9 +74,9 @@ pub fn wait(
         };
         match event {
             Event::Exited { pid, name, status } if pid == w.runtime => {
-                return Err(Error::Runtime(
+                return Err(Error::new(ErrorKind::Runtime(
                     format!("{name} {}", supervisor::describe(status)).into(),
-                ));
+                )));
             }
             Event::Exited { name, status, .. } => {
                 crate::info!("{name} {}", supervisor::describe(status))

@@ -15,9 +15,9 @@ pub const MAX_ANSWER: usize = 1 << 20;
 
 fn capped(body: &mut Vec<u8>, d: &[u8]) -> ember_net::Result<()> {
     if body.len() + d.len() > MAX_ANSWER {
-        return Err(ember_net::Error::HttpMalformed(
-            "body larger than a probe answer may be",
-        ));
+        return Err(
+            ember_net::ErrorKind::HttpMalformed("body larger than a probe answer may be").into(),
+        );
     }
     body.extend_from_slice(d);
     Ok(())

@@ -15,7 +15,7 @@ use rustix::fs::{Mode, OFlags};
 use super::Session;
 use crate::cmdline::OverlayTransport;
 use crate::overlay::{self, Stages};
-use crate::{fsutil, Error};
+use crate::{fsutil, Error, ErrorKind};
 use ember_fs::hex::Hex;
 use ember_fs::quoted::Quoted;
 
@@ -39,7 +39,7 @@ impl Session {
             .cred
             .overlay
             .as_ref()
-            .ok_or(Error::Missing("overlay grant"))?;
+            .ok_or(Error::new(ErrorKind::Missing("overlay grant")))?;
         let signed = grant.manifest.clone();
         let boot_image = grant.boot_image.clone();
         let m = &envelope.manifest;
@@ -136,10 +136,10 @@ impl KeptCopy {
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC;
         let fd =
             rustix::fs::open(SEALED_COPY, flags, Mode::from_raw_mode(0o600)).map_err(|errno| {
-                Error::Write {
+                Error::new(ErrorKind::Write {
                     path: SEALED_COPY.into(),
                     errno,
-                }
+                })
             })?;
         Ok(KeptCopy { fd: Some(fd) })
     }

@@ -20,7 +20,7 @@ pub use fetch::{Fetched, SEALED_COPY};
 
 use crate::network::{self, Network};
 use crate::tpm::{Meter, NodeTpm};
-use crate::{clock, Error};
+use crate::{clock, Error, ErrorKind};
 
 /// Rounds over every listed server; between rounds the wait doubles
 /// (2 s, 4 s), so an unreachable fleet costs a bounded ~6 s plus timeouts
@@ -58,9 +58,9 @@ impl Session {
 /// and a man in the middle must not be able to pick the outcome.
 pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result<Session, Error> {
     if servers.is_empty() {
-        return Err(Error::Cmdline(
+        return Err(Error::new(ErrorKind::Cmdline(
             String::from("ember.attest_url=https://… is required to boot").into(),
-        ));
+        )));
     }
     let cas = network::https_cas()?;
     let client = Client::new(&cas, &net.lease.dns);
@@ -90,11 +90,15 @@ pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result
                         overlay_version: Cell::new(None),
                     });
                 }
-                Err(
-                    e @ ember_proto::Error::Transport {
-                        unreachable: true, ..
-                    },
-                ) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ember_proto::ErrorKind::Transport {
+                            unreachable: true,
+                            ..
+                        }
+                    ) =>
+                {
                     crate::warn!("attest: {server} round {round}/{ROUNDS}: {e}");
                     last = Some(e);
                 }
@@ -107,21 +111,23 @@ pub fn attest(tpm: &mut NodeTpm, net: &Network, servers: &[ServerUrl]) -> Result
             clock::sleep_ms(delay);
         }
     }
-    Err(Error::from(last.unwrap_or(ember_proto::Error::Transport {
-        step: "start",
-        detail: Default::default(),
-        unreachable: true,
-    })))
+    Err(Error::from(last.unwrap_or(ember_proto::Error::new(
+        ember_proto::ErrorKind::Transport {
+            step: "start",
+            detail: Default::default(),
+            unreachable: true,
+        },
+    ))))
 }
 
 /// Whether an attest failure means "no boot server could be reached",
 /// the one case in which last-known-good may be used instead. A TLS or
 /// certificate failure is not: it fails the boot with its reason.
 pub fn unreachable(e: &Error) -> bool {
-    match e {
-        Error::Attest(e) => matches!(
-            **e,
-            ember_proto::Error::Transport {
+    match e.kind() {
+        ErrorKind::Attest(e) => matches!(
+            e.kind(),
+            ember_proto::ErrorKind::Transport {
                 unreachable: true,
                 ..
             }

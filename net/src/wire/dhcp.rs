@@ -4,6 +4,7 @@
 //! target of the `dhcp_options` fuzzer.
 
 use crate::error::{Error, Result};
+use crate::ErrorKind;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -52,10 +53,12 @@ pub struct Packet<'a> {
 impl<'a> Packet<'a> {
     pub fn new_checked(buf: &'a [u8]) -> Result<Self> {
         if buf.len() < field::OPTIONS {
-            return Err(Error::DhcpMalformed("shorter than the BOOTP header"));
+            return Err(Error::new(ErrorKind::DhcpMalformed(
+                "shorter than the BOOTP header",
+            )));
         }
         if buf[field::MAGIC] != MAGIC_COOKIE {
-            return Err(Error::DhcpMalformed("no DHCP magic cookie"));
+            return Err(Error::new(ErrorKind::DhcpMalformed("no DHCP magic cookie")));
         }
         Ok(Packet { buf })
     }
@@ -106,12 +109,16 @@ impl<'a> Iterator for Options<'a> {
                 _ => {
                     let Some((&len, tail)) = tail.split_first() else {
                         self.rest = &[];
-                        return Some(Err(Error::DhcpMalformed("option without length")));
+                        return Some(Err(Error::new(ErrorKind::DhcpMalformed(
+                            "option without length",
+                        ))));
                     };
                     let len = len as usize;
                     if len > tail.len() {
                         self.rest = &[];
-                        return Some(Err(Error::DhcpMalformed("option runs past the packet")));
+                        return Some(Err(Error::new(ErrorKind::DhcpMalformed(
+                            "option runs past the packet",
+                        ))));
                     }
                     let (data, tail) = tail.split_at(len);
                     self.rest = tail;
@@ -142,7 +149,7 @@ pub struct Repr {
 }
 
 fn ipv4(data: &[u8], what: &'static str) -> Result<[u8; 4]> {
-    <[u8; 4]>::try_from(data).map_err(|_| Error::DhcpMalformed(what))
+    <[u8; 4]>::try_from(data).map_err(|_| Error::new(ErrorKind::DhcpMalformed(what)))
 }
 
 fn be_u32(data: &[u8], what: &'static str) -> Result<u32> {
@@ -158,7 +165,7 @@ fn name(data: &[u8], what: &'static str) -> Result<String> {
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
     {
-        return Err(Error::DhcpMalformed(what));
+        return Err(Error::new(ErrorKind::DhcpMalformed(what)));
     }
     // Checked ASCII above.
     Ok(String::from_utf8_lossy(data).into_owned())
@@ -168,7 +175,9 @@ fn mask_to_prefix(mask: [u8; 4]) -> Result<u8> {
     let m = u32::from_be_bytes(mask);
     let ones = m.leading_ones();
     if m.checked_shl(ones).unwrap_or(0) != 0 {
-        return Err(Error::DhcpMalformed("subnet mask not contiguous"));
+        return Err(Error::new(ErrorKind::DhcpMalformed(
+            "subnet mask not contiguous",
+        )));
     }
     Ok(ones as u8)
 }
@@ -176,10 +185,12 @@ fn mask_to_prefix(mask: [u8; 4]) -> Result<u8> {
 impl Repr {
     pub fn parse(packet: &Packet<'_>) -> Result<Repr> {
         if packet.op() != OP_BOOTREPLY {
-            return Err(Error::DhcpMalformed("not a BOOTREPLY"));
+            return Err(Error::new(ErrorKind::DhcpMalformed("not a BOOTREPLY")));
         }
         if packet.htype() != 1 || packet.hlen() != 6 {
-            return Err(Error::DhcpMalformed("not an Ethernet client"));
+            return Err(Error::new(ErrorKind::DhcpMalformed(
+                "not an Ethernet client",
+            )));
         }
         let mut repr = Repr {
             xid: packet.xid(),
@@ -192,7 +203,7 @@ impl Repr {
             match code {
                 OPT_MESSAGE_TYPE => {
                     let [t] = data else {
-                        return Err(Error::DhcpMalformed("message type length"));
+                        return Err(Error::new(ErrorKind::DhcpMalformed("message type length")));
                     };
                     repr.message_type = *t;
                 }
@@ -202,13 +213,13 @@ impl Repr {
                 }
                 OPT_ROUTER => {
                     if data.is_empty() || data.len() % 4 != 0 {
-                        return Err(Error::DhcpMalformed("router length"));
+                        return Err(Error::new(ErrorKind::DhcpMalformed("router length")));
                     }
                     repr.router = Some(ipv4(&data[..4], "router length")?);
                 }
                 OPT_DNS => {
                     if data.is_empty() || data.len() % 4 != 0 {
-                        return Err(Error::DhcpMalformed("DNS server length"));
+                        return Err(Error::new(ErrorKind::DhcpMalformed("DNS server length")));
                     }
                     repr.dns = data
                         .chunks_exact(4)
@@ -221,11 +232,11 @@ impl Repr {
                 OPT_MTU => {
                     let b: [u8; 2] = data
                         .try_into()
-                        .map_err(|_| Error::DhcpMalformed("MTU length"))?;
+                        .map_err(|_| Error::new(ErrorKind::DhcpMalformed("MTU length")))?;
                     let mtu = u16::from_be_bytes(b);
                     // RFC 2132: the minimum legal value is 68.
                     if mtu < 68 {
-                        return Err(Error::DhcpMalformed("MTU below 68"));
+                        return Err(Error::new(ErrorKind::DhcpMalformed("MTU below 68")));
                     }
                     repr.mtu = Some(mtu);
                 }
@@ -236,7 +247,7 @@ impl Repr {
             }
         }
         if repr.message_type == 0 {
-            return Err(Error::DhcpMalformed("no message type"));
+            return Err(Error::new(ErrorKind::DhcpMalformed("no message type")));
         }
         Ok(repr)
     }
@@ -311,7 +322,7 @@ pub(crate) mod tests {
         buf[pos + 1] = 3;
         assert_eq!(
             Repr::parse(&Packet::new_checked(&buf).unwrap()),
-            Err(Error::DhcpMalformed("server id length"))
+            Err(Error::new(ErrorKind::DhcpMalformed("server id length")))
         );
     }
 
@@ -325,7 +336,7 @@ pub(crate) mod tests {
         buf[pos + 3] = 10;
         assert_eq!(
             Repr::parse(&Packet::new_checked(&buf).unwrap()),
-            Err(Error::DhcpMalformed("MTU below 68"))
+            Err(Error::new(ErrorKind::DhcpMalformed("MTU below 68")))
         );
     }
 

@@ -1,6 +1,7 @@
 //! DNS messages (RFC 1035): an A query, and the A records of its answer.
 
 use crate::error::{Error, Result};
+use crate::ErrorKind;
 use alloc::vec::Vec;
 
 mod field {
@@ -20,7 +21,7 @@ const FLAG_RD: u16 = 0x0100;
 /// A recursive query for `name`'s A records.
 pub fn emit_query(id: u16, name: &str) -> Result<Vec<u8>> {
     if !crate::url::valid_dns_name(name) {
-        return Err(Error::BadHostName);
+        return Err(Error::new(ErrorKind::BadHostName));
     }
     let mut q = Vec::with_capacity(HEADER_LEN + name.len() + 6);
     q.extend_from_slice(&id.to_be_bytes());
@@ -39,25 +40,27 @@ pub fn emit_query(id: u16, name: &str) -> Result<Vec<u8>> {
 fn be16(b: &[u8], at: usize) -> Result<u16> {
     b.get(at..at + 2)
         .map(|s| u16::from_be_bytes([s[0], s[1]]))
-        .ok_or(Error::DnsMalformed("truncated"))
+        .ok_or(Error::new(ErrorKind::DnsMalformed("truncated")))
 }
 
 /// Skips a (possibly compressed) name starting at `at`; returns the offset after it.
 fn skip_name(msg: &[u8], mut at: usize) -> Result<usize> {
     for _ in 0..128 {
-        let len = *msg.get(at).ok_or(Error::DnsMalformed("truncated name"))?;
+        let len = *msg
+            .get(at)
+            .ok_or(Error::new(ErrorKind::DnsMalformed("truncated name")))?;
         match len {
             0 => return Ok(at + 1),
             l if l & 0xc0 == 0xc0 => {
                 msg.get(at + 1)
-                    .ok_or(Error::DnsMalformed("truncated pointer"))?;
+                    .ok_or(Error::new(ErrorKind::DnsMalformed("truncated pointer")))?;
                 return Ok(at + 2);
             }
             l if l & 0xc0 == 0 => at += 1 + l as usize,
-            _ => return Err(Error::DnsMalformed("label type")),
+            _ => return Err(Error::new(ErrorKind::DnsMalformed("label type"))),
         }
     }
-    Err(Error::DnsMalformed("name too long"))
+    Err(Error::new(ErrorKind::DnsMalformed("name too long")))
 }
 
 /// The A records of the answer to query `id`. The records' owner names are
@@ -65,26 +68,28 @@ fn skip_name(msg: &[u8], mut at: usize) -> Result<usize> {
 /// and checks the ID and the echoed question count.
 pub fn parse_answer(msg: &[u8], id: u16) -> Result<Vec<[u8; 4]>> {
     if msg.len() < HEADER_LEN {
-        return Err(Error::DnsMalformed("shorter than a header"));
+        return Err(Error::new(ErrorKind::DnsMalformed("shorter than a header")));
     }
     if u16::from_be_bytes([msg[field::ID.start], msg[field::ID.start + 1]]) != id {
-        return Err(Error::DnsMalformed("answer for another query"));
+        return Err(Error::new(ErrorKind::DnsMalformed(
+            "answer for another query",
+        )));
     }
     let flags = be16(msg, field::FLAGS.start)?;
     if flags & FLAG_QR == 0 {
-        return Err(Error::DnsMalformed("not a response"));
+        return Err(Error::new(ErrorKind::DnsMalformed("not a response")));
     }
     if flags & FLAG_TC != 0 {
-        return Err(Error::DnsMalformed("truncated response"));
+        return Err(Error::new(ErrorKind::DnsMalformed("truncated response")));
     }
     let rcode = (flags & 0xf) as u8;
     if rcode != 0 {
-        return Err(Error::DnsRcode(rcode));
+        return Err(Error::new(ErrorKind::DnsRcode(rcode)));
     }
     let qd = be16(msg, field::QDCOUNT.start)?;
     let an = be16(msg, field::ANCOUNT.start)?;
     if qd != 1 {
-        return Err(Error::DnsMalformed("question count"));
+        return Err(Error::new(ErrorKind::DnsMalformed("question count")));
     }
     let mut at = skip_name(msg, HEADER_LEN)? + 4;
     let mut out = Vec::new();
@@ -93,19 +98,21 @@ pub fn parse_answer(msg: &[u8], id: u16) -> Result<Vec<[u8; 4]>> {
         let rtype = be16(msg, at)?;
         let class = be16(msg, at + 2)?;
         let rdlen = be16(msg, at + 8)? as usize;
-        let rdata = msg
-            .get(at + 10..at + 10 + rdlen)
-            .ok_or(Error::DnsMalformed("record runs past the message"))?;
+        let rdata =
+            msg.get(at + 10..at + 10 + rdlen)
+                .ok_or(Error::new(ErrorKind::DnsMalformed(
+                    "record runs past the message",
+                )))?;
         if rtype == TYPE_A && class == CLASS_IN {
             let a: [u8; 4] = rdata
                 .try_into()
-                .map_err(|_| Error::DnsMalformed("A record length"))?;
+                .map_err(|_| Error::new(ErrorKind::DnsMalformed("A record length")))?;
             out.push(a);
         }
         at += 10 + rdlen;
     }
     if out.is_empty() {
-        return Err(Error::DnsNoAddress);
+        return Err(Error::new(ErrorKind::DnsNoAddress));
     }
     Ok(out)
 }
@@ -138,13 +145,18 @@ mod tests {
         assert_eq!(parse_answer(&answer(), 0xabcd).unwrap(), [[10, 0, 0, 7]]);
         assert_eq!(
             parse_answer(&answer(), 1),
-            Err(Error::DnsMalformed("answer for another query"))
+            Err(Error::new(ErrorKind::DnsMalformed(
+                "answer for another query"
+            )))
         );
         for cut in 0..answer().len() {
             assert!(parse_answer(&answer()[..cut], 0xabcd).is_err());
         }
         let mut nx = answer();
         nx[3] = 0x83;
-        assert_eq!(parse_answer(&nx, 0xabcd), Err(Error::DnsRcode(3)));
+        assert_eq!(
+            parse_answer(&nx, 0xabcd),
+            Err(Error::new(ErrorKind::DnsRcode(3)))
+        );
     }
 }

@@ -6,6 +6,7 @@ use super::kdf::{hmac, kdf_a, kdf_e};
 use crate::consts::{HashAlg, ECC_NIST_P256, ECC_NIST_P384};
 use crate::error::{Error, Result};
 use crate::public::{PublicArea, PublicParams, Unique};
+use crate::ErrorKind;
 use alloc::vec::Vec;
 use cfb_mode::cipher::{AsyncStreamCipher, KeyIvInit};
 use rand_core::{OsRng, RngCore};
@@ -42,9 +43,9 @@ pub fn make_credential_with_seed(
 ) -> Result<Credential> {
     let alg = ek.name_alg;
     if secret.is_empty() || secret.len() > alg.digest_len() {
-        return Err(Error::InvalidArgument {
+        return Err(Error::new(ErrorKind::InvalidArgument {
             what: "credential secret must be 1..=digest-size bytes",
-        });
+        }));
     }
     let sym = match &ek.params {
         PublicParams::Rsa {
@@ -54,16 +55,16 @@ pub fn make_credential_with_seed(
             symmetric: Some(s), ..
         } => *s,
         _ => {
-            return Err(Error::InvalidArgument {
+            return Err(Error::new(ErrorKind::InvalidArgument {
                 what: "EK is not a storage key with a symmetric cipher",
-            })
+            }))
         }
     };
     if sym.alg != crate::consts::ALG_AES || sym.mode != crate::consts::ALG_CFB {
-        return Err(Error::Unsupported {
+        return Err(Error::new(ErrorKind::Unsupported {
             what: "EK symmetric cipher",
             value: u32::from(sym.alg),
-        });
+        }));
     }
     let sym_key = kdf_a(alg, seed, "STORAGE", ak_name, &[], u32::from(sym.key_bits))?;
     let mut enc_identity = Vec::with_capacity(2 + secret.len());
@@ -72,20 +73,24 @@ pub fn make_credential_with_seed(
     let iv = [0u8; 16];
     match sym.key_bits {
         128 => cfb_mode::Encryptor::<aes::Aes128>::new_from_slices(&sym_key, &iv)
-            .map_err(|_| Error::Crypto {
-                what: "AES-128 key",
+            .map_err(|_| {
+                Error::new(ErrorKind::Crypto {
+                    what: "AES-128 key",
+                })
             })?
             .encrypt(&mut enc_identity),
         256 => cfb_mode::Encryptor::<aes::Aes256>::new_from_slices(&sym_key, &iv)
-            .map_err(|_| Error::Crypto {
-                what: "AES-256 key",
+            .map_err(|_| {
+                Error::new(ErrorKind::Crypto {
+                    what: "AES-256 key",
+                })
             })?
             .encrypt(&mut enc_identity),
         other => {
-            return Err(Error::Unsupported {
+            return Err(Error::new(ErrorKind::Unsupported {
                 what: "AES key size",
                 value: u32::from(other),
-            })
+            }))
         }
     }
     let hmac_key = kdf_a(
@@ -116,8 +121,10 @@ fn make_seed(ek: &PublicArea) -> Result<(Vec<u8>, Vec<u8>)> {
             OsRng.fill_bytes(&mut seed);
             let e = ek.rsa_exponent().unwrap_or(65537);
             let key = rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(n), rsa::BigUint::from(e))
-                .map_err(|_| Error::Crypto {
-                    what: "EK RSA public key",
+                .map_err(|_| {
+                    Error::new(ErrorKind::Crypto {
+                        what: "EK RSA public key",
+                    })
                 })?;
             let label = "IDENTITY\0";
             let padding = match alg {
@@ -125,17 +132,17 @@ fn make_seed(ek: &PublicArea) -> Result<(Vec<u8>, Vec<u8>)> {
                 HashAlg::Sha384 => rsa::Oaep::new_with_label::<sha2::Sha384, _>(label),
                 HashAlg::Sha512 => rsa::Oaep::new_with_label::<sha2::Sha512, _>(label),
                 HashAlg::Sha1 => {
-                    return Err(Error::Unsupported {
+                    return Err(Error::new(ErrorKind::Unsupported {
                         what: "EK nameAlg",
                         value: 4,
-                    })
+                    }))
                 }
             };
-            let ct = key
-                .encrypt(&mut OsRng, padding, &seed)
-                .map_err(|_| Error::Crypto {
+            let ct = key.encrypt(&mut OsRng, padding, &seed).map_err(|_| {
+                Error::new(ErrorKind::Crypto {
                     what: "RSA-OAEP encryption",
-                })?;
+                })
+            })?;
             Ok((seed, ct))
         }
         (PublicParams::Ecc { curve, .. }, Unique::Ecc(p)) => {
@@ -143,10 +150,10 @@ fn make_seed(ek: &PublicArea) -> Result<(Vec<u8>, Vec<u8>)> {
                 ECC_NIST_P256 => ecdh_p256(&p.x, &p.y)?,
                 ECC_NIST_P384 => ecdh_p384(&p.x, &p.y)?,
                 other => {
-                    return Err(Error::Unsupported {
+                    return Err(Error::new(ErrorKind::Unsupported {
                         what: "EK curve",
                         value: u32::from(other),
-                    })
+                    }))
                 }
             };
             let seed = kdf_e(
@@ -164,9 +171,9 @@ fn make_seed(ek: &PublicArea) -> Result<(Vec<u8>, Vec<u8>)> {
             point.extend_from_slice(&ey);
             Ok((seed, point))
         }
-        _ => Err(Error::InvalidArgument {
+        _ => Err(Error::new(ErrorKind::InvalidArgument {
             what: "EK public area is neither RSA nor ECC",
-        }),
+        })),
     }
 }
 
@@ -181,9 +188,9 @@ pub(crate) fn pad(v: &[u8], len: usize) -> Result<Vec<u8>> {
         &v[skip..]
     };
     if v.len() > len {
-        return Err(Error::Crypto {
+        return Err(Error::new(ErrorKind::Crypto {
             what: "ECC coordinate longer than the field",
-        });
+        }));
     }
     let mut out = alloc::vec![0u8; len - v.len()];
     out.extend_from_slice(v);
@@ -200,23 +207,25 @@ macro_rules! ecdh_fn {
             let mut sec1 = alloc::vec![4u8];
             sec1.extend_from_slice(&x);
             sec1.extend_from_slice(&y);
-            let ek = $curve::PublicKey::from_sec1_bytes(&sec1).map_err(|_| Error::Crypto {
-                what: "EK point is not on the curve",
+            let ek = $curve::PublicKey::from_sec1_bytes(&sec1).map_err(|_| {
+                Error::new(ErrorKind::Crypto {
+                    what: "EK point is not on the curve",
+                })
             })?;
             let eph = $curve::ecdh::EphemeralSecret::random(&mut OsRng);
             let z = eph.diffie_hellman(&ek);
             let ep = eph.public_key().to_encoded_point(false);
             let ex = ep
                 .x()
-                .ok_or(Error::Crypto {
+                .ok_or(Error::new(ErrorKind::Crypto {
                     what: "ephemeral point",
-                })?
+                }))?
                 .to_vec();
             let ey = ep
                 .y()
-                .ok_or(Error::Crypto {
+                .ok_or(Error::new(ErrorKind::Crypto {
                     what: "ephemeral point",
-                })?
+                }))?
                 .to_vec();
             Ok((z.raw_secret_bytes().to_vec(), ex, ey, x))
         }

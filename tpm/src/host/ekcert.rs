@@ -4,6 +4,7 @@
 use crate::consts::{ECC_NIST_P256, ECC_NIST_P384};
 use crate::error::{Error, Result};
 use crate::public::{PublicArea, PublicParams, Unique};
+use crate::ErrorKind;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use der::{Decode, Encode};
@@ -37,7 +38,7 @@ const UNDERSTOOD_CRITICAL: [ObjectIdentifier; 6] = [
 const MIN_RSA_BITS: usize = 2048;
 const MAX_CHAIN: usize = 8;
 
-/// `what` of the [`Error::Certificate`] each chain check returns, so a
+/// `what` of the [`ErrorKind::Certificate`] each chain check returns, so a
 /// verifier can tell the client which check failed.
 pub const EKU_CHECK: &str = "extended key usage";
 pub const CA_KEY_USAGE_CHECK: &str = "CA key usage";
@@ -63,9 +64,11 @@ pub struct EkCertificate {
 }
 
 fn cert_err(what: &'static str) -> impl Fn(der::Error) -> Error {
-    move |e| Error::Certificate {
-        what,
-        detail: e.to_string().into(),
+    move |e| {
+        Error::new(ErrorKind::Certificate {
+            what,
+            detail: e.to_string().into(),
+        })
     }
 }
 
@@ -110,16 +113,18 @@ fn key_of(cert: &Certificate) -> Result<EkCertKey> {
     if spki.algorithm.oid == RSA_ENCRYPTION {
         use rsa::pkcs1::DecodeRsaPublicKey;
         use rsa::traits::PublicKeyParts;
-        let k = rsa::RsaPublicKey::from_pkcs1_der(raw).map_err(|e| Error::Certificate {
-            what: "RSA key",
-            detail: e.to_string().into(),
+        let k = rsa::RsaPublicKey::from_pkcs1_der(raw).map_err(|e| {
+            Error::new(ErrorKind::Certificate {
+                what: "RSA key",
+                detail: e.to_string().into(),
+            })
         })?;
         let e = k.e().to_bytes_be();
         if e.len() > 4 {
-            return Err(Error::Unsupported {
+            return Err(Error::new(ErrorKind::Unsupported {
                 what: "RSA exponent length",
                 value: e.len() as u32,
-            });
+            }));
         }
         let exponent = e.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
         return Ok(EkCertKey::Rsa {
@@ -132,10 +137,10 @@ fn key_of(cert: &Certificate) -> Result<EkCertKey> {
             .algorithm
             .parameters
             .as_ref()
-            .ok_or(Error::Certificate {
+            .ok_or(Error::new(ErrorKind::Certificate {
                 what: "EC key",
                 detail: "no curve parameter".into(),
-            })?
+            }))?
             .decode_as()
             .map_err(cert_err("EC curve"))?;
         let (curve, len) = if curve_oid == SECP256R1 {
@@ -143,16 +148,16 @@ fn key_of(cert: &Certificate) -> Result<EkCertKey> {
         } else if curve_oid == SECP384R1 {
             (ECC_NIST_P384, 48)
         } else {
-            return Err(Error::Certificate {
+            return Err(Error::new(ErrorKind::Certificate {
                 what: "EC curve",
                 detail: curve_oid.to_string().into(),
-            });
+            }));
         };
         if raw.len() != 1 + 2 * len || raw[0] != 4 {
-            return Err(Error::Certificate {
+            return Err(Error::new(ErrorKind::Certificate {
                 what: "EC point",
                 detail: "not an uncompressed point".into(),
-            });
+            }));
         }
         return Ok(EkCertKey::Ecc {
             curve,
@@ -160,10 +165,10 @@ fn key_of(cert: &Certificate) -> Result<EkCertKey> {
             y: raw[1 + len..].to_vec(),
         });
     }
-    Err(Error::Certificate {
+    Err(Error::new(ErrorKind::Certificate {
         what: "key algorithm",
         detail: spki.algorithm.oid.to_string().into(),
-    })
+    }))
 }
 
 /// Parses an EK certificate (no chain validation).
@@ -185,17 +190,19 @@ fn signed_by(cert: &Certificate, issuer: &Certificate) -> Result<()> {
         .map_err(cert_err("TBS encode"))?;
     let sig = cert.signature.raw_bytes();
     let alg = cert.signature_algorithm.oid;
-    let bad = Error::BadSignature {
+    let bad = Error::new(ErrorKind::BadSignature {
         what: "certificate",
-    };
+    });
     match key_of(issuer)? {
         EkCertKey::Rsa { modulus, exponent } => {
             let key = rsa::RsaPublicKey::new(
                 rsa::BigUint::from_bytes_be(&modulus),
                 rsa::BigUint::from(exponent),
             )
-            .map_err(|_| Error::Crypto {
-                what: "issuer RSA key",
+            .map_err(|_| {
+                Error::new(ErrorKind::Crypto {
+                    what: "issuer RSA key",
+                })
             })?;
             let (scheme, digest) = if alg == SHA256_WITH_RSA {
                 (
@@ -208,10 +215,10 @@ fn signed_by(cert: &Certificate, issuer: &Certificate) -> Result<()> {
                     crate::HashAlg::Sha384.digest(&[&tbs])?,
                 )
             } else {
-                return Err(Error::Certificate {
+                return Err(Error::new(ErrorKind::Certificate {
                     what: "signature algorithm",
                     detail: alg.to_string().into(),
-                });
+                }));
             };
             key.verify(scheme, &digest, sig).map_err(|_| bad)
         }
@@ -222,10 +229,10 @@ fn signed_by(cert: &Certificate, issuer: &Certificate) -> Result<()> {
             } else if alg == ECDSA_SHA384 {
                 crate::HashAlg::Sha384.digest(&[&tbs])?
             } else {
-                return Err(Error::Certificate {
+                return Err(Error::new(ErrorKind::Certificate {
                     what: "signature algorithm",
                     detail: alg.to_string().into(),
-                });
+                }));
             };
             let mut sec1 = alloc::vec![4u8];
             sec1.extend_from_slice(&x);
@@ -233,18 +240,18 @@ fn signed_by(cert: &Certificate, issuer: &Certificate) -> Result<()> {
             match curve {
                 ECC_NIST_P256 => {
                     let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| {
-                        Error::Crypto {
+                        Error::new(ErrorKind::Crypto {
                             what: "issuer EC key",
-                        }
+                        })
                     })?;
                     let s = p256::ecdsa::Signature::from_der(sig).map_err(|_| bad.clone_sig())?;
                     vk.verify_prehash(&digest, &s).map_err(|_| bad)
                 }
                 _ => {
                     let vk = p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| {
-                        Error::Crypto {
+                        Error::new(ErrorKind::Crypto {
                             what: "issuer EC key",
-                        }
+                        })
                     })?;
                     let s = p384::ecdsa::Signature::from_der(sig).map_err(|_| bad.clone_sig())?;
                     vk.verify_prehash(&digest, &s).map_err(|_| bad)
@@ -256,9 +263,9 @@ fn signed_by(cert: &Certificate, issuer: &Certificate) -> Result<()> {
 
 impl Error {
     fn clone_sig(&self) -> Error {
-        Error::BadSignature {
+        Error::new(ErrorKind::BadSignature {
             what: "certificate",
-        }
+        })
     }
 }
 
@@ -293,7 +300,7 @@ fn check_critical(cert: &Certificate) -> Result<()> {
         .flatten()
         .find(|e| e.critical && !UNDERSTOOD_CRITICAL.contains(&e.extn_id))
     {
-        Some(e) => Err(Error::Certificate {
+        Some(e) => Err(Error::new(ErrorKind::Certificate {
             what: CRITICAL_EXTENSION_CHECK,
             detail: alloc::format!(
                 "{}: unknown critical extension {}",
@@ -301,7 +308,7 @@ fn check_critical(cert: &Certificate) -> Result<()> {
                 e.extn_id
             )
             .into(),
-        }),
+        })),
         None => Ok(()),
     }
 }
@@ -315,14 +322,14 @@ fn check_key_size(cert: &Certificate) -> Result<()> {
             .map(|i| (modulus.len() - i) * 8 - modulus[i].leading_zeros() as usize)
             .unwrap_or(0);
         if bits < MIN_RSA_BITS {
-            return Err(Error::Certificate {
+            return Err(Error::new(ErrorKind::Certificate {
                 what: RSA_SIZE_CHECK,
                 detail: alloc::format!(
                     "{}: RSA key of {bits} bits (at least {MIN_RSA_BITS})",
                     subject(cert)
                 )
                 .into(),
-            });
+            }));
         }
     }
     Ok(())
@@ -337,14 +344,14 @@ fn check_ek_usage(cert: &Certificate) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Certificate {
+        Err(Error::new(ErrorKind::Certificate {
             what: EKU_CHECK,
             detail: alloc::format!(
                 "{}: extended key usage lacks tcg-kp-EKCertificate (2.23.133.8.1)",
                 subject(cert)
             )
             .into(),
-        })
+        }))
     }
 }
 
@@ -357,24 +364,24 @@ fn check_issuer(ca: &Certificate, below: usize) -> Result<()> {
         .and_then(|e| KeyUsage::from_der(e.extn_value.as_bytes()).ok())
         .is_some_and(|ku| ku.0.contains(KeyUsages::KeyCertSign));
     if !sign {
-        return Err(Error::Certificate {
+        return Err(Error::new(ErrorKind::Certificate {
             what: CA_KEY_USAGE_CHECK,
             detail: alloc::format!("{}: CA without keyUsage keyCertSign", subject(ca)).into(),
-        });
+        }));
     }
     let path_len = extension(ca, BASIC_CONSTRAINTS)
         .and_then(|e| BasicConstraints::from_der(e.extn_value.as_bytes()).ok())
         .and_then(|b| b.path_len_constraint);
     if let Some(max) = path_len {
         if below > max as usize {
-            return Err(Error::Certificate {
+            return Err(Error::new(ErrorKind::Certificate {
                 what: PATH_LEN_CHECK,
                 detail: alloc::format!(
                     "{}: pathLenConstraint {max}, {below} CA certificates below it",
                     subject(ca)
                 )
                 .into(),
-            });
+            }));
         }
     }
     Ok(())
@@ -383,9 +390,9 @@ fn check_issuer(ca: &Certificate, below: usize) -> Result<()> {
 fn check_validity(cert: &Certificate, now: core::time::Duration) -> Result<()> {
     let v = &cert.tbs_certificate.validity;
     if now < v.not_before.to_unix_duration() || now > v.not_after.to_unix_duration() {
-        return Err(Error::CertificateExpired {
+        return Err(Error::new(ErrorKind::CertificateExpired {
             subject: cert.tbs_certificate.subject.to_string().into(),
-        });
+        }));
     }
     Ok(())
 }
@@ -426,9 +433,9 @@ pub fn verify_ek_certificate(cert_der: &[u8], ca_ders: &[Vec<u8>]) -> Result<EkC
                 && signed_by(&current, c).is_ok()
         });
         let Some(issuer) = issuer else {
-            return Err(Error::UntrustedChain {
+            return Err(Error::new(ErrorKind::UntrustedChain {
                 subject: current.tbs_certificate.subject.to_string().into(),
-            });
+            }));
         };
         check_validity(issuer, now)?;
         check_critical(issuer)?;
@@ -440,9 +447,9 @@ pub fn verify_ek_certificate(cert_der: &[u8], ca_ders: &[Vec<u8>]) -> Result<EkC
         }
         current = issuer.clone();
     }
-    Err(Error::UntrustedChain {
+    Err(Error::new(ErrorKind::UntrustedChain {
         subject: leaf.tbs_certificate.subject.to_string().into(),
-    })
+    }))
 }
 
 /// Checks that the certificate certifies exactly the TPM's EK `ek`.
@@ -460,6 +467,6 @@ pub fn ek_certificate_matches(cert: &EkCertificate, ek: &PublicArea) -> Result<(
     if same {
         Ok(())
     } else {
-        Err(Error::EkKeyMismatch)
+        Err(ErrorKind::EkKeyMismatch.into())
     }
 }

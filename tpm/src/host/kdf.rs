@@ -2,6 +2,7 @@
 
 use crate::consts::HashAlg;
 use crate::error::{Error, Result};
+use crate::ErrorKind;
 use alloc::vec::Vec;
 use hmac::{Hmac, Mac};
 
@@ -18,10 +19,10 @@ pub(crate) fn hmac(alg: HashAlg, key: &[u8], parts: &[&[u8]]) -> Result<Vec<u8>>
         HashAlg::Sha256 => Ok(run::<Hmac<sha2::Sha256>>(key, parts)),
         HashAlg::Sha384 => Ok(run::<Hmac<sha2::Sha384>>(key, parts)),
         HashAlg::Sha512 => Ok(run::<Hmac<sha2::Sha512>>(key, parts)),
-        HashAlg::Sha1 => Err(Error::Unsupported {
+        HashAlg::Sha1 => Err(Error::new(ErrorKind::Unsupported {
             what: "HMAC hash",
             value: 4,
-        }),
+        })),
     }
 }
 

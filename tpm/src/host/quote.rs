@@ -5,6 +5,7 @@ use crate::consts::{HashAlg, ALG_RSAPSS, ALG_RSASSA, ECC_NIST_P256, ECC_NIST_P38
 use crate::error::{Error, Result};
 use crate::pcr::{pcr_composite_digest, PcrValues};
 use crate::public::{attributes as a, PublicArea, PublicParams, Unique};
+use crate::ErrorKind;
 use alloc::vec::Vec;
 
 /// A verified quote's content.
@@ -30,9 +31,9 @@ pub fn verify_quote(
     let ak = PublicArea::from_bytes(ak_public)?;
     let need = a::RESTRICTED | a::SIGN | a::FIXED_TPM;
     if ak.attributes & need != need {
-        return Err(Error::InvalidArgument {
+        return Err(Error::new(ErrorKind::InvalidArgument {
             what: "AK is not a fixedTPM restricted signing key",
-        });
+        }));
     }
     let sig = Signature::from_bytes(signature)?;
     let hash = match &sig {
@@ -42,25 +43,27 @@ pub fn verify_quote(
     verify_signature(&ak, &sig, hash, &digest)?;
     let info = Attest::parse(attest)?;
     if info.extra_data != expected_nonce {
-        return Err(Error::NonceMismatch);
+        return Err(ErrorKind::NonceMismatch.into());
     }
     let expected = pcr_composite_digest(hash, &info.quote.pcr_select, pcr_values)?;
     if expected != info.quote.pcr_digest {
-        return Err(Error::PcrDigestMismatch);
+        return Err(ErrorKind::PcrDigestMismatch.into());
     }
     Ok(info)
 }
 
 fn verify_signature(ak: &PublicArea, sig: &Signature, hash: HashAlg, digest: &[u8]) -> Result<()> {
-    let bad = Error::BadSignature { what: "quote" };
+    let bad = Error::new(ErrorKind::BadSignature { what: "quote" });
     match (&ak.params, &ak.unique, sig) {
         (PublicParams::Rsa { .. }, Unique::Rsa(n), Signature::Rsa { alg, sig, .. }) => {
             let key = rsa::RsaPublicKey::new(
                 rsa::BigUint::from_bytes_be(n),
                 rsa::BigUint::from(ak.rsa_exponent().unwrap_or(65537)),
             )
-            .map_err(|_| Error::Crypto {
-                what: "AK RSA public key",
+            .map_err(|_| {
+                Error::new(ErrorKind::Crypto {
+                    what: "AK RSA public key",
+                })
             })?;
             let ok = match (*alg, hash) {
                 (ALG_RSASSA, HashAlg::Sha256) => {
@@ -76,10 +79,10 @@ fn verify_signature(ak: &PublicArea, sig: &Signature, hash: HashAlg, digest: &[u
                     key.verify(rsa::Pss::new::<sha2::Sha384>(), digest, sig)
                 }
                 _ => {
-                    return Err(Error::Unsupported {
+                    return Err(Error::new(ErrorKind::Unsupported {
                         what: "RSA signature scheme",
                         value: u32::from(*alg),
-                    })
+                    }))
                 }
             };
             ok.map_err(|_| bad)
@@ -93,31 +96,32 @@ fn verify_signature(ak: &PublicArea, sig: &Signature, hash: HashAlg, digest: &[u
                     sec1.extend_from_slice(&pad(&p.x)?);
                     sec1.extend_from_slice(&pad(&p.y)?);
                     let vk = $c::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| {
-                        Error::Crypto {
+                        Error::new(ErrorKind::Crypto {
                             what: "AK point is not on the curve",
-                        }
+                        })
                     })?;
-                    let mut rs: Vec<u8> =
-                        pad(r).map_err(|_| Error::BadSignature { what: "quote" })?;
+                    let mut rs: Vec<u8> = pad(r)
+                        .map_err(|_| Error::new(ErrorKind::BadSignature { what: "quote" }))?;
                     rs.extend_from_slice(
-                        &pad(s).map_err(|_| Error::BadSignature { what: "quote" })?,
+                        &pad(s)
+                            .map_err(|_| Error::new(ErrorKind::BadSignature { what: "quote" }))?,
                     );
                     let sig = $c::ecdsa::Signature::from_slice(&rs)
-                        .map_err(|_| Error::BadSignature { what: "quote" })?;
+                        .map_err(|_| Error::new(ErrorKind::BadSignature { what: "quote" }))?;
                     vk.verify_prehash(digest, &sig).map_err(|_| bad)
                 }};
             }
             match *curve {
                 ECC_NIST_P256 => check!(p256, 32),
                 ECC_NIST_P384 => check!(p384, 48),
-                other => Err(Error::Unsupported {
+                other => Err(Error::new(ErrorKind::Unsupported {
                     what: "AK curve",
                     value: u32::from(other),
-                }),
+                })),
             }
         }
-        _ => Err(Error::InvalidArgument {
+        _ => Err(Error::new(ErrorKind::InvalidArgument {
             what: "signature type does not match the AK",
-        }),
+        })),
     }
 }

@@ -2,98 +2,20 @@
 //! as synchronous functions over the store (the HTTP layer runs them on the
 //! blocking pool). Every refusal is a [`Refusal`] with its own code.
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 
 use ember_proto::keys;
 use ember_proto::manifest::{BootImage, SignedManifest, BOOT_IMAGE_FORMAT};
 use ember_proto::msg::{
-    decode, encode, ErrorCode, FinishRequest, FinishResponse, Outcome, OverlayGrant, PcrSelection,
+    encode, ErrorCode, FinishRequest, FinishResponse, Outcome, OverlayGrant, PcrSelection,
     ReportRequest, ReportResponse, StartRequest, StartResponse, PROTOCOL_VERSION,
 };
 
 use crate::params;
+use crate::refusal::decode_msg;
+pub use crate::refusal::Refusal;
 use crate::store::{self, hex, now_ms, Node, Policy, Sql, StateDir};
-use crate::verify::{Verifier, VerifyError};
-
-/// Why a request was refused: the code and a short reason the client sees
-/// (fixed words, never secrets, PCR values or database errors), and the
-/// detail that only the server log gets.
-#[derive(Debug)]
-pub struct Refusal {
-    pub code: ErrorCode,
-    pub reason: Cow<'static, str>,
-    pub detail: String,
-}
-
-impl Refusal {
-    /// A refusal whose reason is the code's name.
-    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
-        Refusal {
-            code,
-            reason: Cow::Borrowed(code.name()),
-            detail: detail.into(),
-        }
-    }
-
-    /// Names the cause more precisely than the code (e.g. which EK
-    /// certificate check failed).
-    pub fn because(mut self, reason: impl Into<Cow<'static, str>>) -> Self {
-        self.reason = reason.into();
-        self
-    }
-}
-
-impl From<anyhow::Error> for Refusal {
-    fn from(e: anyhow::Error) -> Self {
-        Refusal::new(ErrorCode::Internal, format!("{e:#}"))
-    }
-}
-
-impl From<store::Error> for Refusal {
-    fn from(e: store::Error) -> Self {
-        // `internal` makes a node try its next server: a replica whose
-        // database is down sends nodes on to one whose database answers.
-        let reason = match e {
-            store::Error::Unavailable(_) => "database-unavailable",
-            _ => "database",
-        };
-        Refusal::new(ErrorCode::Internal, format!("{e}")).because(reason)
-    }
-}
-
-impl From<VerifyError> for Refusal {
-    fn from(e: VerifyError) -> Self {
-        let (code, reason) = match &e {
-            VerifyError::Malformed(_) => (ErrorCode::Malformed, "malformed-tpm-structure"),
-            VerifyError::BadEkCertificate { reason, .. } => (ErrorCode::BadEkCertificate, *reason),
-            VerifyError::EkMismatch => (ErrorCode::EkMismatch, "ek-certificate-mismatch"),
-            VerifyError::BadAkAttributes { reason, .. } => (ErrorCode::BadAkAttributes, *reason),
-            VerifyError::BadSignature(_) => (ErrorCode::BadSignature, "quote-signature"),
-            VerifyError::Sha1AkName => (ErrorCode::BadAkAttributes, "ak-name-sha1"),
-            VerifyError::Sha1Quote => (ErrorCode::BadSignature, "quote-signed-with-sha1"),
-            VerifyError::StaleNonce => (ErrorCode::StaleNonce, "stale-nonce"),
-            VerifyError::PcrDigestMismatch(_) => {
-                (ErrorCode::PcrDigestMismatch, "pcr-digest-mismatch")
-            }
-            VerifyError::Internal(_) => (ErrorCode::Internal, "internal"),
-        };
-        Refusal::new(code, e.to_string()).because(reason)
-    }
-}
-
-fn decode_msg<T: serde::de::DeserializeOwned>(
-    what: &'static str,
-    body: &[u8],
-) -> Result<T, Refusal> {
-    decode(what, body).map_err(|e| match *e.kind() {
-        ember_proto::ErrorKind::UnsupportedVersion { got } => Refusal::new(
-            ErrorCode::UnsupportedVersion,
-            format!("protocol version {got} not supported (this server speaks {PROTOCOL_VERSION})"),
-        ),
-        _ => Refusal::new(ErrorCode::Malformed, e.to_string()),
-    })
-}
+use crate::verify::Verifier;
 
 /// Server settings that shape the protocol.
 #[derive(Clone, Debug)]

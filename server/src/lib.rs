@@ -1,5 +1,6 @@
 //! The Ember boot server behind `ember serve`: HTTPS (hyper + rustls on
-//! tokio) in front of the attestation protocol ([`attest`]), the state
+//! tokio) in front of the attestation protocol ([`attest`], refusing with
+//! [`refusal::Refusal`]), the state
 //! ([`store`]) its admin commands edit, and the envelope-sealed overlay
 //! blobs and signed manifests ([`manifest`]). The
 //! `ember` host tool owns the command line and calls [`run`].
@@ -11,6 +12,7 @@ pub mod manifest;
 pub mod measured;
 pub mod metrics;
 pub mod overlay;
+pub mod refusal;
 pub mod rollback;
 pub mod store;
 pub mod tls;

@@ -15,7 +15,7 @@ use ember_proto::msg::ErrorCode;
 use ember_tpm::eventlog::{self, EventLog, Mismatch};
 use ember_tpm::HashAlg;
 
-use crate::attest::Refusal;
+use crate::refusal::Refusal;
 use crate::store::{hex, Policy};
 
 /// Refuses unless every PCR `policy` selects is quoted with an allowed

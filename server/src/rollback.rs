@@ -14,7 +14,7 @@
 
 use ember_proto::msg::ErrorCode;
 
-use crate::attest::Refusal;
+use crate::refusal::Refusal;
 use crate::store::images::{self, BootImage, Floor};
 use crate::store::{self, hex, Node, Sql};
 use crate::uki::Uki;

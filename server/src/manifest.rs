@@ -16,8 +16,7 @@ use ember_proto::manifest::{
 use ember_proto::sealed::{self, Sealer};
 
 use crate::overlay::{store_blob, Blob};
-use crate::params;
-use crate::store::{Sql, StateDir};
+use crate::store::{overlays, Sql, StateDir};
 
 /// The signing key's file in the state folder (32-byte scalar, 0600).
 const KEY_FILE: &str = "manifest.key";
@@ -196,12 +195,12 @@ pub fn insert_overlay(
     source: &str,
     sealed: &SealedOverlay,
 ) -> Result<i64> {
-    Ok(crate::store::insert_overlay(
+    Ok(overlays::insert(
         tx,
         &plain.sha256,
         plain.size,
         source,
-        &crate::store::SealedBlob {
+        &overlays::SealedBlob {
             sha256: sealed.blob.sha256,
             size: sealed.blob.size,
             chunk_size: sealed.chunk_size,
@@ -220,64 +219,35 @@ pub fn assign(tx: &mut dyn Sql, key: &SigningSecret, target: &str, version: i64)
         Some(("group", g)) => Target::Group(g.into()),
         _ => bail!("assignment target {target:?} is neither node:<name> nor group:<name>"),
     };
-    let row = tx
-        .row(
-            "SELECT size, blob_sha256, blob_size, chunk_size, compression, data_key FROM overlays WHERE version_id = $1",
-            params![version],
-        )?
-        .map(|r| -> crate::store::Result<_> {
-            Ok((
-                r.get::<i64>(0)?,
-                r.get::<Option<Vec<u8>>>(1)?,
-                r.get::<Option<i64>>(2)?,
-                r.get::<Option<i64>>(3)?,
-                r.get::<Option<String>>(4)?,
-                r.get::<Option<Vec<u8>>>(5)?,
-            ))
-        })
-        .transpose()?;
-    let Some((
-        size,
-        Some(blob_sha),
-        Some(blob_size),
-        Some(chunk),
-        Some(compression),
-        Some(data_key),
-    )) = row
+    let Some(overlays::Sealed {
+        plain_size,
+        blob_sha256: Some(blob_sha256),
+        blob_size: Some(blob_size),
+        chunk_size: Some(chunk_size),
+        compression: Some(compression),
+        data_key: Some(data_key),
+    }) = overlays::sealed(tx, version)?
     else {
         bail!("overlay {version} does not exist or predates sealed blobs: add it again with `ember overlay add`");
-    };
-    let (Ok(blob_sha256), Ok(data_key)) = (
-        <[u8; 32]>::try_from(blob_sha),
-        <[u8; 32]>::try_from(data_key),
-    ) else {
-        bail!("overlay {version}: stored blob digest or data key has the wrong length");
     };
     let Some(compression) = Compression::from_name(&compression) else {
         bail!("overlay {version}: unknown compression {compression:?}");
     };
-    // The row lock orders replicas' and admin commands' assignments: each
-    // gets its own epoch, on SQLite and PostgreSQL alike.
-    let epoch: i64 = tx
-        .one(
-            "UPDATE manifest_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch",
-            &[],
-        )?
-        .get(0)?;
+    let epoch = overlays::next_manifest_epoch(tx)?;
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         version_id: version as u64,
         epoch: epoch as u64,
         target: manifest_target,
         blob_sha256,
-        blob_size: blob_size as u64,
-        plain_size: size as u64,
-        chunk_size: chunk as u32,
+        blob_size,
+        plain_size,
+        chunk_size,
         compression,
         key_commitment: key_commitment(&data_key),
     };
     let signed = key.sign(&manifest);
-    crate::store::assign(tx, target, version, epoch, &signed.to_bytes())?;
+    overlays::assign(tx, target, version, epoch, &signed.to_bytes())?;
     Ok(epoch as u64)
 }
 
@@ -320,22 +290,24 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A sink that keeps what an opener writes, and whether it finished.
+    struct Collect(Vec<u8>, bool);
+    impl ember_proto::sealed::Sink for Collect {
+        type Error = &'static str;
+        fn write(&mut self, p: &[u8]) -> Result<(), Self::Error> {
+            self.0.extend_from_slice(p);
+            Ok(())
+        }
+        fn finish(&mut self) -> Result<(), Self::Error> {
+            self.1 = true;
+            Ok(())
+        }
+    }
+
     #[test]
     fn sealed_once_then_signed_per_assignment_under_rising_epochs() {
         use ember_proto::manifest::Envelope;
-        use ember_proto::sealed::{Opener, Sink};
-        struct Collect(Vec<u8>, bool);
-        impl Sink for Collect {
-            type Error = &'static str;
-            fn write(&mut self, p: &[u8]) -> Result<(), Self::Error> {
-                self.0.extend_from_slice(p);
-                Ok(())
-            }
-            fn finish(&mut self) -> Result<(), Self::Error> {
-                self.1 = true;
-                Ok(())
-            }
-        }
+        use ember_proto::sealed::Opener;
         let dir = std::env::temp_dir().join(format!("ember-manifest-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let state = StateDir::new(&dir);
@@ -361,12 +333,8 @@ mod tests {
         let e2 = assign(&mut tx, &key, "node:n1", v).unwrap();
         let e3 = assign(&mut tx, &key, "group:lab", v).unwrap();
         assert_eq!((e2, e3), (e1 + 1, e1 + 2), "one epoch per signed manifest");
-        let stored: Vec<u8> = tx
-            .one(
-                "SELECT manifest FROM assignments WHERE target = 'group:lab'",
-                &[],
-            )
-            .and_then(|r| r.get(0))
+        let stored = overlays::manifest_of(&mut tx, "group:lab")
+            .unwrap()
             .unwrap();
         tx.commit().unwrap();
         let signed = ember_proto::manifest::SignedManifest::from_bytes(&stored).unwrap();

@@ -77,18 +77,14 @@ pub fn check(
 /// floor to the image epoch of the UKI Finish identified for that session
 /// (never lowers it). Returns the new floor when it rose, for the log.
 pub fn bless(tx: &mut dyn Sql, node: &Node, session: &[u8; 16]) -> store::Result<Option<String>> {
-    let Some(row) = tx.row(
-        "SELECT b.epoch, b.sha256 FROM sessions s JOIN boot_images b ON b.sha256 = s.boot_image WHERE s.id = $1",
-        crate::params![&session[..]],
-    )?
-    else {
+    let Some(image) = images::of_session(tx, session)? else {
         return Ok(None);
     };
-    let (epoch, sha256): (i64, Vec<u8>) = (row.get(0)?, row.get(1)?);
-    Ok(images::raise_floor(tx, node.id, epoch)?.map(|old| {
+    Ok(images::raise_floor(tx, node.id, image.epoch)?.map(|old| {
         format!(
-            "rollback-floor=image epoch {epoch} ({}) was {}",
-            short(&sha256),
+            "rollback-floor=image epoch {} ({}) was {}",
+            image.epoch,
+            short(&image.sha256),
             old.map_or("none".to_string(), |o| format!("image epoch {o}"))
         )
     }))

@@ -10,88 +10,14 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use postgres::types::{IsNull, ToSql as PgToSql, Type};
+use postgres::types::ToSql as PgToSql;
 
-/// The store's one error type; each variant one cause.
-#[derive(Debug)]
-pub enum Error {
-    /// `--database` is neither empty (SQLite in the state folder) nor a
-    /// `postgres://` URL, or the URL does not parse.
-    BadUrl(String),
-    /// The state folder could not be created or locked down.
-    StateFolder(String),
-    Sqlite(rusqlite::Error),
-    /// PostgreSQL refused or failed a statement.
-    Postgres(postgres::Error),
-    /// PostgreSQL does not answer (down, unreachable, connection lost):
-    /// the server refuses with `internal`/`database-unavailable` and
-    /// reconnects on the next request.
-    Unavailable(String),
-    /// The database was migrated by a newer ember.
-    SchemaTooNew {
-        found: i64,
-        known: usize,
-    },
-    /// A migration failed (the transaction rolled back).
-    Migration {
-        number: usize,
-        source: Box<Error>,
-    },
-    /// A column held a type or shape this code does not expect.
-    Shape(String),
-    /// An admin command's precondition (a duplicate name or EK).
-    Conflict(String),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::BadUrl(s) => write!(f, "--database: {s}"),
-            Error::StateFolder(e) => write!(f, "state folder: {e}"),
-            Error::Sqlite(e) => write!(f, "sqlite: {e}"),
-            Error::Postgres(e) => match e.as_db_error() {
-                Some(d) => write!(f, "postgres: {} ({})", d.message(), d.code().code()),
-                None => write!(f, "postgres: {e}"),
-            },
-            Error::Unavailable(s) => write!(f, "database unavailable: {s}"),
-            Error::SchemaTooNew { found, known } => write!(
-                f,
-                "state database has schema version {found}, newer than this ember ({known})"
-            ),
-            Error::Migration { number, source } => {
-                write!(f, "schema migration {number}: {source}")
-            }
-            Error::Shape(s) => write!(f, "unexpected stored value: {s}"),
-            Error::Conflict(s) => f.write_str(s),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        Error::Sqlite(e)
-    }
-}
-
-impl From<postgres::Error> for Error {
-    fn from(e: postgres::Error) -> Self {
-        // A statement error carries the server's answer, unless it says
-        // the server is going away (SQLSTATE class 57: shutdown, crash
-        // recovery) or the connection broke (class 08); anything else
-        // (closed socket, I/O, timeout) means PostgreSQL is not there.
-        match e.as_db_error().map(|d| d.code().code()) {
-            Some(code) if !code.starts_with("57") && !code.starts_with("08") => Error::Postgres(e),
-            Some(_) => Error::Unavailable(Error::Postgres(e).to_string()),
-            None => Error::Unavailable(e.to_string()),
-        }
-    }
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use super::error::{Error, Result};
+use super::value::{postgres_row, sqlite_row};
+pub use super::value::{Row, Val};
 
 /// Where the state lives, from `--database`.
 #[derive(Clone)]
@@ -180,200 +106,6 @@ pub enum Dialect {
     Postgres,
 }
 
-/// A parameter.
-#[derive(Clone, Copy, Debug)]
-pub enum Val<'a> {
-    Null,
-    Int(i64),
-    Text(&'a str),
-    Bytes(&'a [u8]),
-}
-
-impl From<i64> for Val<'_> {
-    fn from(v: i64) -> Self {
-        Val::Int(v)
-    }
-}
-impl<'a> From<&'a str> for Val<'a> {
-    fn from(v: &'a str) -> Self {
-        Val::Text(v)
-    }
-}
-impl<'a> From<&'a String> for Val<'a> {
-    fn from(v: &'a String) -> Self {
-        Val::Text(v)
-    }
-}
-impl<'a> From<&'a [u8]> for Val<'a> {
-    fn from(v: &'a [u8]) -> Self {
-        Val::Bytes(v)
-    }
-}
-impl<'a> From<&'a Vec<u8>> for Val<'a> {
-    fn from(v: &'a Vec<u8>) -> Self {
-        Val::Bytes(v)
-    }
-}
-impl<'a, T: Into<Val<'a>>> From<Option<T>> for Val<'a> {
-    fn from(v: Option<T>) -> Self {
-        v.map(Into::into).unwrap_or(Val::Null)
-    }
-}
-
-/// `params![a, b]`: a slice of [`Val`].
-#[macro_export]
-macro_rules! params {
-    ($($v:expr),* $(,)?) => { &[$($crate::store::Val::from($v)),*][..] };
-}
-
-impl rusqlite::ToSql for Val<'_> {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        use rusqlite::types::{ToSqlOutput::Borrowed, ValueRef};
-        Ok(Borrowed(match *self {
-            Val::Null => ValueRef::Null,
-            Val::Int(i) => ValueRef::Integer(i),
-            Val::Text(s) => ValueRef::Text(s.as_bytes()),
-            Val::Bytes(b) => ValueRef::Blob(b),
-        }))
-    }
-}
-
-impl PgToSql for Val<'_> {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut postgres::types::private::BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        match *self {
-            Val::Null => Ok(IsNull::Yes),
-            Val::Int(i) if *ty == Type::INT4 => i32::try_from(i)?.to_sql(ty, out),
-            Val::Int(i) => i.to_sql(ty, out),
-            Val::Text(s) => s.to_sql(ty, out),
-            Val::Bytes(b) => b.to_sql(ty, out),
-        }
-    }
-    fn accepts(ty: &Type) -> bool {
-        [
-            Type::INT8,
-            Type::INT4,
-            Type::TEXT,
-            Type::VARCHAR,
-            Type::BYTEA,
-        ]
-        .contains(ty)
-    }
-    postgres::types::to_sql_checked!();
-}
-
-/// A column value.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Value {
-    Null,
-    Int(i64),
-    Text(String),
-    Bytes(Vec<u8>),
-}
-
-/// One result row.
-#[derive(Debug)]
-pub struct Row(Vec<Value>);
-
-impl Row {
-    pub fn get<T: FromValue>(&self, i: usize) -> Result<T> {
-        let v = self
-            .0
-            .get(i)
-            .ok_or_else(|| Error::Shape(format!("no column {i}")))?;
-        T::from_value(v).ok_or_else(|| {
-            Error::Shape(format!(
-                "column {i} holds {v:?}, not {}",
-                std::any::type_name::<T>()
-            ))
-        })
-    }
-}
-
-pub trait FromValue: Sized {
-    fn from_value(v: &Value) -> Option<Self>;
-}
-impl FromValue for i64 {
-    fn from_value(v: &Value) -> Option<Self> {
-        match v {
-            Value::Int(i) => Some(*i),
-            _ => None,
-        }
-    }
-}
-impl FromValue for String {
-    fn from_value(v: &Value) -> Option<Self> {
-        match v {
-            Value::Text(s) => Some(s.clone()),
-            _ => None,
-        }
-    }
-}
-impl FromValue for Vec<u8> {
-    fn from_value(v: &Value) -> Option<Self> {
-        match v {
-            Value::Bytes(b) => Some(b.clone()),
-            _ => None,
-        }
-    }
-}
-impl<T: FromValue> FromValue for Option<T> {
-    fn from_value(v: &Value) -> Option<Self> {
-        match v {
-            Value::Null => Some(None),
-            v => T::from_value(v).map(Some),
-        }
-    }
-}
-
-fn sqlite_row(r: &rusqlite::Row<'_>, n: usize) -> rusqlite::Result<Row> {
-    use rusqlite::types::ValueRef;
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        out.push(match r.get_ref(i)? {
-            ValueRef::Null => Value::Null,
-            ValueRef::Integer(i) => Value::Int(i),
-            ValueRef::Real(f) => Value::Int(f as i64),
-            ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-            ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
-        });
-    }
-    Ok(Row(out))
-}
-
-fn postgres_row(r: &postgres::Row) -> Result<Row> {
-    let mut out = Vec::with_capacity(r.len());
-    for (i, col) in r.columns().iter().enumerate() {
-        let ty = col.type_();
-        let v = if *ty == Type::INT8 {
-            r.try_get::<_, Option<i64>>(i)?.map(Value::Int)
-        } else if *ty == Type::INT4 {
-            r.try_get::<_, Option<i32>>(i)?
-                .map(|v| Value::Int(v.into()))
-        } else if *ty == Type::INT2 {
-            r.try_get::<_, Option<i16>>(i)?
-                .map(|v| Value::Int(v.into()))
-        } else if *ty == Type::BOOL {
-            r.try_get::<_, Option<bool>>(i)?
-                .map(|v| Value::Int(v.into()))
-        } else if *ty == Type::BYTEA {
-            r.try_get::<_, Option<Vec<u8>>>(i)?.map(Value::Bytes)
-        } else if [Type::TEXT, Type::VARCHAR, Type::NAME].contains(ty) {
-            r.try_get::<_, Option<String>>(i)?.map(Value::Text)
-        } else {
-            return Err(Error::Shape(format!(
-                "column {} has PostgreSQL type {ty}",
-                col.name()
-            )));
-        };
-        out.push(v.unwrap_or(Value::Null));
-    }
-    Ok(Row(out))
-}
-
 /// `$N` placeholders as SQLite's `?N` (same numbering, so a parameter
 /// used twice or out of order binds the same way on both).
 fn sqlite_sql(sql: &str) -> Cow<'_, str> {
@@ -415,9 +147,9 @@ fn sqlite_exec(c: &rusqlite::Connection, sql: &str, params: &[Val<'_>]) -> Resul
 
 fn sqlite_rows(c: &rusqlite::Connection, sql: &str, params: &[Val<'_>]) -> Result<Vec<Row>> {
     let mut stmt = c.prepare_cached(&sqlite_sql(sql))?;
-    let n = stmt.column_count();
+    let names: Arc<[String]> = stmt.column_names().into_iter().map(String::from).collect();
     let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| {
-        sqlite_row(r, n)
+        sqlite_row(r, &names)
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -450,9 +182,14 @@ fn pg_rows(
     params: &[Val<'_>],
 ) -> Result<Vec<Row>> {
     let stmt = pg_prepared(c, statements, sql)?;
+    let names: Arc<[String]> = stmt
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
     c.query(&stmt, &pg_params(params))?
         .iter()
-        .map(postgres_row)
+        .map(|r| postgres_row(r, &names))
         .collect()
 }
 
@@ -602,10 +339,10 @@ mod tests {
         )
         .unwrap();
         let r = db.one("SELECT a, b, c FROM t", &[]).unwrap();
-        assert_eq!(r.get::<i64>(0).unwrap(), 7);
-        assert_eq!(r.get::<String>(1).unwrap(), "x");
-        assert_eq!(r.get::<Option<Vec<u8>>>(2).unwrap(), None);
-        assert!(r.get::<String>(0).is_err(), "an integer is not text");
+        assert_eq!(r.get::<i64>("a").unwrap(), 7);
+        assert_eq!(r.get::<String>("b").unwrap(), "x");
+        assert_eq!(r.get::<Option<Vec<u8>>>("c").unwrap(), None);
+        assert!(r.get::<String>("a").is_err(), "an integer is not text");
     }
 
     #[test]

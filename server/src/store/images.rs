@@ -26,15 +26,12 @@ pub struct BootImage {
 const COLUMNS: &str = "sha256, epoch, size, source, added_at";
 
 fn image_row(r: &super::Row) -> Result<BootImage> {
-    let sha: Vec<u8> = r.get(0)?;
     Ok(BootImage {
-        sha256: sha
-            .try_into()
-            .map_err(|_| super::Error::Shape("a boot image's sha256 is not 32 bytes".into()))?,
-        epoch: r.get(1)?,
-        size: r.get::<i64>(2)? as u64,
-        source: r.get(3)?,
-        added_at: r.get(4)?,
+        sha256: r.get("sha256")?,
+        epoch: r.get("epoch")?,
+        size: r.get("size")?,
+        source: r.get("source")?,
+        added_at: r.get("added_at")?,
     })
 }
 
@@ -53,6 +50,18 @@ pub fn by_epoch(db: &mut dyn Sql, epoch: i64) -> Result<Option<BootImage>> {
     db.row(
         &format!("SELECT {COLUMNS} FROM boot_images WHERE epoch = $1"),
         params![epoch],
+    )?
+    .map(|r| image_row(&r))
+    .transpose()
+}
+
+/// The image Finish identified for session `session` (kept in the
+/// session), if it has an epoch.
+pub fn of_session(db: &mut dyn Sql, session: &[u8; 16]) -> Result<Option<BootImage>> {
+    db.row(
+        "SELECT b.sha256, b.epoch, b.size, b.source, b.added_at
+         FROM sessions s JOIN boot_images b ON b.sha256 = s.boot_image WHERE s.id = $1",
+        params![&session[..]],
     )?
     .map(|r| image_row(&r))
     .transpose()
@@ -87,7 +96,7 @@ pub fn register(
             "UPDATE image_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch",
             &[],
         )?
-        .get(0)?;
+        .get("epoch")?;
     let inserted = tx.exec(
         "INSERT INTO boot_images(sha256, epoch, size, source, added_at) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT(sha256) DO NOTHING",
@@ -112,7 +121,7 @@ pub fn floor_of(db: &mut dyn Sql, node_id: i64) -> Result<Option<Floor>> {
         "SELECT rollback_floor FROM nodes WHERE id = $1",
         params![node_id],
     )? {
-        Some(r) => r.get(0)?,
+        Some(r) => r.get("rollback_floor")?,
         None => None,
     };
     let Some(epoch) = epoch else { return Ok(None) };
@@ -151,7 +160,7 @@ fn set_floor(
         "SELECT rollback_floor FROM nodes WHERE id = $1",
         params![node_id],
     )? {
-        Some(r) => r.get(0)?,
+        Some(r) => r.get("rollback_floor")?,
         None => return Ok(None),
     };
     if old == to || !allowed(old) {
@@ -215,11 +224,94 @@ pub fn floor_changes(db: &mut dyn Sql, node_id: i64) -> Result<Vec<FloorChange>>
     .iter()
     .map(|r| {
         Ok(FloorChange {
-            at: r.get(0)?,
-            old_floor: r.get(1)?,
-            new_floor: r.get(2)?,
-            cause: r.get(3)?,
+            at: r.get("at")?,
+            old_floor: r.get("old_floor")?,
+            new_floor: r.get("new_floor")?,
+            cause: r.get("cause")?,
         })
     })
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::open;
+    use crate::store::tests::scratch;
+
+    #[test]
+    fn images_keep_the_epoch_they_were_first_allowed_with() {
+        let (_d, s) = scratch();
+        let mut db = open(&s, None).unwrap();
+        let mut tx = db.transaction().unwrap();
+        let (a, new_a) = register(&mut tx, &[0xa; 32], 10, "a.efi").unwrap();
+        let (b, new_b) = register(&mut tx, &[0xb; 32], 20, "b.efi").unwrap();
+        // Named again (as every `policy set --uki old --uki new` does), an
+        // old image stays old.
+        let (a2, again) = register(&mut tx, &[0xa; 32], 10, "elsewhere/a.efi").unwrap();
+        tx.commit().unwrap();
+        assert!(new_a && new_b && !again);
+        assert!(a.epoch < b.epoch);
+        assert_eq!(a2, a);
+        assert_eq!(list(&mut db).unwrap(), [a.clone(), b.clone()]);
+        assert_eq!(by_epoch(&mut db, b.epoch).unwrap(), Some(b));
+    }
+
+    #[test]
+    fn a_floor_only_rises_by_blessing_and_only_the_operator_lowers_it() {
+        let (_d, s) = scratch();
+        let mut db = open(&s, None).unwrap();
+        let mut tx = db.transaction().unwrap();
+        let n =
+            crate::store::nodes::insert(&mut tx, &[1; 32], None, "a", "default", "test").unwrap();
+        let (a, _) = register(&mut tx, &[0xa; 32], 10, "a.efi").unwrap();
+        let (b, _) = register(&mut tx, &[0xb; 32], 20, "b.efi").unwrap();
+        assert_eq!(raise_floor(&mut tx, n.id, a.epoch).unwrap(), Some(None));
+        assert_eq!(
+            raise_floor(&mut tx, n.id, b.epoch).unwrap(),
+            Some(Some(a.epoch))
+        );
+        // Blessing the older one again changes nothing.
+        assert_eq!(raise_floor(&mut tx, n.id, a.epoch).unwrap(), None);
+        assert_eq!(raise_floor(&mut tx, n.id, b.epoch).unwrap(), None);
+        tx.commit().unwrap();
+        let floor = floor_of(&mut db, n.id).unwrap().unwrap();
+        assert_eq!((floor.epoch, floor.image), (b.epoch, Some(b.clone())));
+
+        let mut tx = db.transaction().unwrap();
+        // "Lowering" to a newer image raises nothing.
+        assert_eq!(
+            lower_floor(&mut tx, n.id, Some(b.epoch + 5), "t").unwrap(),
+            None
+        );
+        assert_eq!(
+            lower_floor(&mut tx, n.id, Some(a.epoch), "uid 0").unwrap(),
+            Some(Some(b.epoch))
+        );
+        assert_eq!(
+            lower_floor(&mut tx, n.id, None, "uid 0").unwrap(),
+            Some(Some(a.epoch))
+        );
+        assert_eq!(lower_floor(&mut tx, n.id, None, "uid 0").unwrap(), None);
+        tx.commit().unwrap();
+        assert_eq!(floor_of(&mut db, n.id).unwrap(), None);
+        let changes: Vec<_> = floor_changes(&mut db, n.id)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.old_floor, c.new_floor, c.cause))
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                (None, Some(a.epoch), "blessed".to_string()),
+                (Some(a.epoch), Some(b.epoch), "blessed".to_string()),
+                (
+                    Some(b.epoch),
+                    Some(a.epoch),
+                    "allow-rollback by uid 0".to_string()
+                ),
+                (Some(a.epoch), None, "allow-rollback by uid 0".to_string()),
+            ]
+        );
+    }
 }

@@ -2,11 +2,12 @@
 //! serialisation the old global mutex gave), a few for PostgreSQL (each
 //! protocol step holds one for a statement or a transaction). A connection
 //! PostgreSQL dropped is discarded and the next request connects again, so
-//! a replica recovers by itself when the database is back.
+//! a replica recovers by itself when the database is back. [`Store`] is
+//! the async face over the pool.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
-use super::db::{Database, Db, Result};
+use super::db::{Database, Db, Error, Result, Tx};
 
 pub struct Pool {
     database: Database,
@@ -120,5 +121,71 @@ impl super::db::Sql for Pooled<'_> {
     }
     fn batch(&mut self, sql: &str) -> Result<()> {
         (**self).batch(sql)
+    }
+}
+
+/// The store as the async side holds it: a cheap handle on the pool whose
+/// calls run on tokio's blocking pool (rusqlite and the blocking
+/// PostgreSQL client must never run on an async worker). A call gets one
+/// connection, or one transaction committed when its closure succeeds
+/// (rolled back when it fails), so transaction boundaries stay where
+/// the caller draws them. It derefs to the [`Pool`] for code that
+/// already runs on a blocking thread.
+#[derive(Clone)]
+pub struct Store(Arc<Pool>);
+
+impl std::ops::Deref for Store {
+    type Target = Pool;
+    fn deref(&self) -> &Pool {
+        &self.0
+    }
+}
+
+impl Store {
+    pub fn new(pool: Pool) -> Store {
+        Store(Arc::new(pool))
+    }
+
+    /// Runs `f` with one connection on the blocking pool.
+    pub async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Db) -> Result<T> + Send + 'static,
+    {
+        let pool = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut db = pool.get()?;
+            f(&mut db)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+    }
+
+    /// Runs `f` in one transaction on the blocking pool: committed when
+    /// `f` returns `Ok`, rolled back otherwise.
+    pub async fn transaction<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
+    {
+        self.run(move |db| {
+            let mut tx = db.transaction()?;
+            let out = f(&mut tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Open sessions over all replicas (the metrics gauge).
+    pub async fn open_sessions(&self, now: i64) -> Result<u64> {
+        self.run(move |db| super::sessions::open(db, now)).await
+    }
+
+    /// Drops expired credentials and the sessions no credential needs;
+    /// returns (credentials, sessions) removed.
+    pub async fn purge_expired(&self, now: i64) -> Result<(u64, u64)> {
+        self.run(move |db| super::sessions::purge_expired(db, now))
+            .await
     }
 }

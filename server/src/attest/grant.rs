@@ -1,0 +1,175 @@
+//! What Finish hands a node besides its credential: the UKI it booted
+//! (identified from its quote, for last-known-good and rollback floors)
+//! and its overlay grant (the stored signed manifest, the data key
+//! wrapped for this session, and the signed boot image record).
+
+use std::sync::Arc;
+
+use ember_proto::keys;
+use ember_proto::manifest::{BootImage, SignedManifest, BOOT_IMAGE_FORMAT};
+use ember_proto::msg::{ErrorCode, FinishRequest, OverlayGrant, ALG_SHA256};
+
+use super::{Refusal, Server, Session};
+use crate::store::{hex, overlays::Assigned};
+use crate::uki::measure::PCR_KERNEL_IMAGE;
+use crate::uki::Uki;
+
+/// The PCR 11 this session quoted, which names the UKI booted; why none
+/// otherwise.
+fn quoted_pcr11<'a>(s: &Session, req: &'a FinishRequest) -> Result<&'a [u8], &'static str> {
+    if s.pcrs.hash_alg != ALG_SHA256 {
+        return Err("the quote is not in the sha256 bank");
+    }
+    s.pcrs
+        .indices()
+        .zip(&req.pcr_values)
+        .find(|(i, _)| *i == PCR_KERNEL_IMAGE)
+        .map(|(_, v)| v.as_slice())
+        .ok_or("its policy does not quote PCR 11, which names the UKI booted (`ember policy set --uki`)")
+}
+
+impl Server {
+    /// The assigned overlay for this session: its stored signed manifest
+    /// and its data key wrapped under a key only this session's secret
+    /// derives. Nothing is sealed here.
+    pub(super) fn grant(
+        &self,
+        s: &Session,
+        o: Assigned,
+        booted: Option<&Uki>,
+    ) -> Result<OverlayGrant, Refusal> {
+        let (Some(manifest), Some(data_key)) = (o.manifest, o.data_key) else {
+            return Err(Refusal::new(
+                ErrorCode::Internal,
+                format!(
+                    "overlay {} predates sealed blobs: add it again with `ember overlay add` and assign it",
+                    o.version_id
+                ),
+            )
+            .because("overlay-unavailable"));
+        };
+        let manifest = SignedManifest::from_bytes(&manifest).map_err(|e| {
+            Refusal::new(
+                ErrorCode::Internal,
+                format!("stored manifest of overlay {}: {e}", o.version_id),
+            )
+        })?;
+        let wrapped_key = keys::wrap_data_key(&s.secret, &s.id, &manifest.body, &data_key).to_vec();
+        // Without the ESP's loader no slot PCR 4 is known: no record.
+        let boot_image = booted.filter(|u| !u.pcr4_from_esp.is_empty()).map(|u| {
+            self.signing_key.sign_boot_image(&BootImage {
+                format: BOOT_IMAGE_FORMAT,
+                manifest_sha256: manifest.body_sha256(),
+                sha256: u.sha256,
+                size: u.size,
+                pcr11: u.pcr11,
+                pcr4: u.pcr4_from_esp.clone(),
+            })
+        });
+        Ok(OverlayGrant {
+            manifest,
+            wrapped_key,
+            http_port: self.http_port.get().copied(),
+            boot_image,
+        })
+    }
+
+    /// The UKI this node booted, among the boot artifacts: the one whose
+    /// PCR 11 it quoted (and, with an event log, which the firmware
+    /// measured into PCR 4). `None`, logged, when the server knows none:
+    /// the node then writes no last-known-good slot.
+    pub(super) fn booted_uki(&self, s: &Session, req: &FinishRequest) -> Option<Arc<Uki>> {
+        let said = |why: String| {
+            eprintln!(
+                "ember-serve: step=finish node={} boot-image=none: {why}; the node writes no last-known-good slot",
+                s.who.name()
+            );
+            None
+        };
+        let pcr11 = match quoted_pcr11(s, req) {
+            Ok(v) => v,
+            Err(why) => return said(why.into()),
+        };
+        let log = ember_tpm::eventlog::EventLog::parse(&req.event_log).ok();
+        let extends = log
+            .as_ref()
+            .filter(|_| !req.event_log.is_empty())
+            .map(crate::uki::pcr4_extends);
+        match self
+            .ukis
+            .find(&self.state.boot_dir(), pcr11, extends.as_deref())
+        {
+            Ok(Some(u)) => {
+                eprintln!(
+                    "ember-serve: step=finish node={} boot-image={} (PCR 11 {}){}",
+                    s.who.name(),
+                    hex(&u.sha256),
+                    hex(pcr11),
+                    if u.pcr4_from_esp.is_empty() {
+                        "; no --esp-loader, so no boot image record: the node writes no last-known-good slot"
+                    } else {
+                        ""
+                    }
+                );
+                Some(u)
+            }
+            Ok(None) => said(format!(
+                "PCR 11 {} is no UKI's among the boot artifacts (`ember policy set --uki` and `ember artifact ipxe --uki` store them)",
+                hex(pcr11)
+            )),
+            Err(e) => said(format!("reading the boot artifacts: {e:#}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attest::Who;
+    use crate::store::Node;
+    use ember_proto::msg::PcrSelection;
+
+    fn session(hash_alg: u16, mask: u32) -> Session {
+        Session {
+            id: [0; 16],
+            who: Who::Enrolled(Node {
+                id: 1,
+                name: "n".into(),
+                group: "g".into(),
+            }),
+            ek_hash: [0; 32],
+            secret: [0; 32],
+            nonce: [0; 32],
+            ak_public: vec![],
+            transcript: [0; 32],
+            pcrs: PcrSelection { hash_alg, mask },
+        }
+    }
+
+    fn finish(pcr_values: Vec<Vec<u8>>) -> FinishRequest {
+        FinishRequest {
+            version: ember_proto::msg::PROTOCOL_VERSION,
+            session: [0; 16],
+            attest: vec![],
+            signature: vec![],
+            pcr_values,
+            proof: [0; 32],
+            event_log: vec![],
+        }
+    }
+
+    #[test]
+    fn the_booted_uki_is_named_by_the_quoted_pcr_11_of_the_sha256_bank() {
+        // PCRs 0, 4 and 11 quoted: the third value is PCR 11's.
+        let req = finish(vec![vec![0], vec![4], vec![11]]);
+        let s = session(ALG_SHA256, 1 | 1 << 4 | 1 << 11);
+        assert_eq!(quoted_pcr11(&s, &req), Ok(&[11u8][..]));
+        let without = session(ALG_SHA256, 1 | 1 << 4);
+        assert!(quoted_pcr11(&without, &req).unwrap_err().contains("PCR 11"));
+        let sha1 = session(4, 1 << 11);
+        assert_eq!(
+            quoted_pcr11(&sha1, &req),
+            Err("the quote is not in the sha256 bank")
+        );
+    }
+}

@@ -1,0 +1,285 @@
+//! The schema: one ordered list of migrations for both backends, written
+//! once in the SQL both dialects read, and the code that brings a
+//! database up to date in one transaction.
+
+use super::db::{Db, Dialect, Error, Result, Sql, Tx};
+use crate::params;
+
+/// Ordered schema migrations, written once in the SQL both dialects read
+/// (SQLite's type names; [`postgres_ddl`] maps them). A migration that
+/// cannot be shared has its PostgreSQL text in [`POSTGRES_MIGRATIONS`].
+/// SQLite records how many ran in `user_version`, PostgreSQL in
+/// `ember_schema`.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    r#"
+    CREATE TABLE groups (
+        name TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE overlays (
+        version_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sha256 BLOB NOT NULL,
+        size INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE nodes (
+        id INTEGER PRIMARY KEY,
+        ek_hash BLOB NOT NULL UNIQUE,
+        ek_cert BLOB,
+        name TEXT NOT NULL UNIQUE,
+        group_name TEXT NOT NULL REFERENCES groups(name),
+        enrolled_at INTEGER NOT NULL,
+        enrolled_by TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_known_good INTEGER REFERENCES overlays(version_id)
+    );
+    CREATE TABLE assignments (
+        target TEXT PRIMARY KEY,            -- 'node:<name>' or 'group:<name>'
+        version_id INTEGER NOT NULL REFERENCES overlays(version_id),
+        assigned_at INTEGER NOT NULL
+    );
+    CREATE TABLE pcr_policies (
+        scope TEXT PRIMARY KEY,             -- 'default', 'group:<name>', 'node:<name>'
+        hash_alg INTEGER NOT NULL,
+        mask INTEGER NOT NULL,
+        mode TEXT NOT NULL CHECK (mode IN ('values', 'record')),
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE pcr_allowed (
+        scope TEXT NOT NULL REFERENCES pcr_policies(scope) ON DELETE CASCADE,
+        pcr INTEGER NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (scope, pcr, value)
+    );
+    CREATE TABLE sessions (
+        id BLOB PRIMARY KEY,
+        node_id INTEGER NOT NULL REFERENCES nodes(id),
+        secret BLOB NOT NULL,
+        nonce BLOB NOT NULL,
+        ak_public BLOB NOT NULL,
+        transcript BLOB NOT NULL,
+        hash_alg INTEGER NOT NULL,
+        mask INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('started', 'finished', 'refused'))
+    );
+    CREATE TABLE credentials (
+        hash BLOB PRIMARY KEY,
+        session_id BLOB NOT NULL REFERENCES sessions(id),
+        node_id INTEGER NOT NULL REFERENCES nodes(id),
+        version_id INTEGER REFERENCES overlays(version_id),
+        expires_at INTEGER NOT NULL,
+        reported_at INTEGER
+    );
+    CREATE TABLE boot_reports (
+        id INTEGER PRIMARY KEY,
+        node_id INTEGER NOT NULL REFERENCES nodes(id),
+        at INTEGER NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('joined', 'failed', 'attested')),
+        version_id INTEGER,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX boot_reports_node ON boot_reports(node_id, at);
+    INSERT INTO groups(name, created_at) VALUES ('default', 0);
+    "#,
+    // 2: sessions name their EK and peer (caps per EK and per peer are
+    // counted before any expensive work) and may have no node yet: a node
+    // admitted by its EK certificate chain gets its row only at Finish,
+    // after ActivateCredential proved the TPM holds that EK.
+    r#"
+    CREATE TABLE sessions_v2 (
+        id BLOB PRIMARY KEY,
+        node_id INTEGER REFERENCES nodes(id),
+        ek_hash BLOB NOT NULL,
+        ek_cert BLOB,
+        peer TEXT NOT NULL,
+        secret BLOB NOT NULL,
+        nonce BLOB NOT NULL,
+        ak_public BLOB NOT NULL,
+        transcript BLOB NOT NULL,
+        hash_alg INTEGER NOT NULL,
+        mask INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('started', 'finished', 'refused'))
+    );
+    INSERT INTO sessions_v2
+        SELECT s.id, s.node_id, n.ek_hash, NULL, '', s.secret, s.nonce, s.ak_public, s.transcript,
+               s.hash_alg, s.mask, s.created_at, s.expires_at, s.state
+        FROM sessions s JOIN nodes n ON n.id = s.node_id;
+    DROP TABLE sessions;
+    ALTER TABLE sessions_v2 RENAME TO sessions;
+    CREATE INDEX sessions_open_by_ek ON sessions(ek_hash, state, expires_at);
+    CREATE INDEX sessions_open_by_peer ON sessions(peer, state, expires_at);
+    "#,
+    // 3: envelope-sealed overlays. Each version is sealed once under its
+    // own data key into a blob named by the sealed bytes' SHA-256; each
+    // assignment carries its signed manifest and a server-wide, monotonic
+    // epoch. Overlays added before this have no blob: add them again.
+    r#"
+    ALTER TABLE overlays ADD COLUMN blob_sha256 BLOB;
+    ALTER TABLE overlays ADD COLUMN blob_size INTEGER;
+    ALTER TABLE overlays ADD COLUMN chunk_size INTEGER;
+    ALTER TABLE overlays ADD COLUMN compression TEXT;
+    ALTER TABLE overlays ADD COLUMN data_key BLOB;
+    ALTER TABLE assignments ADD COLUMN epoch INTEGER;
+    ALTER TABLE assignments ADD COLUMN manifest BLOB;
+    CREATE TABLE manifest_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL);
+    INSERT INTO manifest_epoch(id, epoch) VALUES (1, 0);
+    "#,
+    // 4: measured-boot policies keep the extends each allowed value is
+    // made of (`ember policy set --uki`), so a refusal names the event
+    // that differs, and say whether a node must send its event log.
+    r#"
+    ALTER TABLE pcr_policies ADD COLUMN event_log TEXT NOT NULL DEFAULT 'optional'
+        CHECK (event_log IN ('optional', 'required'));
+    CREATE TABLE pcr_events (
+        scope TEXT NOT NULL REFERENCES pcr_policies(scope) ON DELETE CASCADE,
+        pcr INTEGER NOT NULL,
+        value BLOB NOT NULL,                -- the allowed value these extends make
+        seq INTEGER NOT NULL,
+        label TEXT NOT NULL,
+        digest BLOB NOT NULL,
+        PRIMARY KEY (scope, pcr, value, seq)
+    );
+    "#,
+    // 5: rollback floors. Each UKI an operator allows gets an image epoch
+    // (server-wide, monotonic, kept when named again); a session keeps the
+    // UKI Finish identified; a node keeps the highest epoch it blessed
+    // (reported Joined), below which it is refused, and every change of it.
+    r#"
+    CREATE TABLE boot_images (
+        sha256 BLOB PRIMARY KEY,
+        epoch INTEGER NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        added_at INTEGER NOT NULL
+    );
+    CREATE TABLE image_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL);
+    INSERT INTO image_epoch(id, epoch) VALUES (1, 0);
+    ALTER TABLE sessions ADD COLUMN boot_image BLOB;
+    ALTER TABLE nodes ADD COLUMN rollback_floor INTEGER;
+    CREATE TABLE floor_changes (
+        id INTEGER PRIMARY KEY,
+        node_id INTEGER NOT NULL REFERENCES nodes(id),
+        at INTEGER NOT NULL,
+        old_floor INTEGER,
+        new_floor INTEGER,
+        cause TEXT NOT NULL
+    );
+    CREATE INDEX floor_changes_node ON floor_changes(node_id, at);
+    "#,
+];
+
+/// PostgreSQL's text for the migrations SQLite's cannot share, by number.
+pub(super) const POSTGRES_MIGRATIONS: &[(usize, &str)] = &[
+    // 2: SQLite rebuilds the table (it cannot drop NOT NULL); PostgreSQL
+    // alters it in place, keeping the credentials' foreign key.
+    (
+        2,
+        r#"
+    ALTER TABLE sessions ALTER COLUMN node_id DROP NOT NULL;
+    ALTER TABLE sessions ADD COLUMN ek_hash BYTEA;
+    UPDATE sessions s SET ek_hash = n.ek_hash FROM nodes n WHERE n.id = s.node_id;
+    ALTER TABLE sessions ALTER COLUMN ek_hash SET NOT NULL;
+    ALTER TABLE sessions ADD COLUMN ek_cert BYTEA;
+    ALTER TABLE sessions ADD COLUMN peer TEXT NOT NULL DEFAULT '';
+    CREATE INDEX sessions_open_by_ek ON sessions(ek_hash, state, expires_at);
+    CREATE INDEX sessions_open_by_peer ON sessions(peer, state, expires_at);
+    "#,
+    ),
+];
+
+/// A shared migration in PostgreSQL's type names: 64-bit integers, BYTEA,
+/// identity columns for SQLite's rowid keys.
+fn postgres_ddl(sql: &str) -> String {
+    const IDENTITY: &str = "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY";
+    sql.replace("INTEGER PRIMARY KEY AUTOINCREMENT", IDENTITY)
+        .replace("INTEGER PRIMARY KEY", IDENTITY)
+        .replace("INTEGER", "BIGINT")
+        .replace("BLOB", "BYTEA")
+}
+
+/// Migration `number` (1-based) in `dialect`.
+pub(super) fn migration(dialect: Dialect, number: usize) -> std::borrow::Cow<'static, str> {
+    let shared = MIGRATIONS[number - 1];
+    match dialect {
+        Dialect::Sqlite => shared.into(),
+        Dialect::Postgres => match POSTGRES_MIGRATIONS.iter().find(|(n, _)| *n == number) {
+            Some((_, sql)) => (*sql).into(),
+            None => postgres_ddl(shared).into(),
+        },
+    }
+}
+
+/// The advisory lock replicas starting at once migrate under ("EMBR" "MIGR").
+const MIGRATE_LOCK: i64 = 0x454d_4252_4d49_4752;
+
+fn schema_version(tx: &mut Tx<'_>) -> Result<i64> {
+    match tx {
+        Tx::Sqlite(t) => Ok(t.pragma_query_value(None, "user_version", |r| r.get(0))?),
+        Tx::Postgres(..) => {
+            tx.exec("SELECT pg_advisory_xact_lock($1)", params![MIGRATE_LOCK])?;
+            tx.batch("CREATE TABLE IF NOT EXISTS ember_schema (version BIGINT NOT NULL)")?;
+            match tx.row("SELECT version FROM ember_schema", &[])? {
+                Some(r) => r.get("version"),
+                None => {
+                    tx.exec("INSERT INTO ember_schema(version) VALUES (0)", &[])?;
+                    Ok(0)
+                }
+            }
+        }
+    }
+}
+
+fn set_schema_version(tx: &mut Tx<'_>, v: i64) -> Result<()> {
+    match tx {
+        Tx::Sqlite(t) => Ok(t.pragma_update(None, "user_version", v)?),
+        Tx::Postgres(..) => {
+            tx.exec("UPDATE ember_schema SET version = $1", params![v])?;
+            Ok(())
+        }
+    }
+}
+
+/// Brings the schema up to date in one transaction.
+pub(super) fn migrate(db: &mut Db) -> Result<()> {
+    // SQLite's table rebuilds (migration 2) need foreign keys off.
+    if let Db::Sqlite(c) = db {
+        c.pragma_update(None, "foreign_keys", "OFF")?;
+    }
+    let result = migrate_all(db);
+    if let Db::Sqlite(c) = db {
+        c.pragma_update(None, "foreign_keys", "ON")?;
+    }
+    result
+}
+
+fn migrate_all(db: &mut Db) -> Result<()> {
+    let dialect = db.dialect();
+    let mut tx = match db {
+        Db::Sqlite(c) => {
+            Tx::Sqlite(c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
+        }
+        Db::Postgres(_) => db.transaction()?,
+    };
+    let applied = schema_version(&mut tx)?;
+    if applied as usize > MIGRATIONS.len() {
+        return Err(Error::SchemaTooNew {
+            found: applied,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for number in applied as usize + 1..=MIGRATIONS.len() {
+        tx.batch(&migration(dialect, number))
+            .map_err(|e| Error::Migration {
+                number,
+                source: Box::new(e),
+            })?;
+        set_schema_version(&mut tx, number as i64)?;
+    }
+    tx.commit()
+}

@@ -33,6 +33,7 @@
 extern crate alloc;
 
 pub mod client;
+pub mod ct;
 pub mod error;
 pub mod keys;
 pub mod manifest;

@@ -38,6 +38,7 @@
 //! # }
 //! ```
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![forbid(unsafe_code)]
 extern crate alloc;
 
 mod attest;

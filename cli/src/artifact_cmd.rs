@@ -106,7 +106,7 @@ fn ipxe_script(kernel: &str, initrd: &str, append: &str) -> Result<String> {
 /// The command line a UKI carries in its .cmdline section ("" if none).
 fn uki_cmdline(path: &std::path::Path) -> Result<String> {
     let file = crate::uki::read_input("UKI", path)?;
-    let img = crate::uki::pe::PeImage::parse(&file)
+    let img = ember_build::pe::PeImage::parse(&file)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     if img.section(".linux").is_none() {
         bail!("{}: not a UKI (no .linux section)", path.display());

@@ -1,14 +1,14 @@
 //! `ember image` subcommands: the OS root filesystem as an OCI image layout
 //! (what Bazel's `//image` is), from the same inputs as `ember initrd build`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
 
-use crate::initrd::{self, Compression, Tree};
+use crate::initrd::{self, Compression};
 use crate::initrd_cmd::TreeArgs;
-use crate::oci::{self, ImageSpec, Layout};
+use crate::oci::{self, ImageSpec};
 
 #[derive(Subcommand)]
 pub enum ImageCmd {
@@ -34,37 +34,6 @@ pub enum ImageCmd {
         #[arg(long, short)]
         output: PathBuf,
     },
-}
-
-/// Flattens a layout's image into a tree for `ember initrd build --from-oci`.
-pub fn flatten_layout(path: &Path, reference: Option<&str>) -> anyhow::Result<Tree> {
-    let layout = Layout::open(path)?;
-    let image = layout
-        .resolve(reference)
-        .with_context(|| format!("reading {}", path.display()))?;
-    let (tree, report) = oci::flatten(&layout, &image)?;
-    eprintln!(
-        "{} ({}): {} layers, {} members, {} whiteouts, {} opaque dirs",
-        path.display(),
-        image.manifest_digest,
-        report.layers,
-        report.members,
-        report.whiteouts,
-        report.opaque_dirs
-    );
-    if report.non_root_owned > 0 {
-        eprintln!(
-            "warning: {} members were not owned by root; the initrd makes them root-owned",
-            report.non_root_owned
-        );
-    }
-    if report.skipped > 0 {
-        eprintln!(
-            "warning: {} members of unsupported types were skipped",
-            report.skipped
-        );
-    }
-    Ok(tree)
 }
 
 pub fn run(cmd: ImageCmd) -> anyhow::Result<()> {

@@ -104,7 +104,7 @@ pub fn run(cmd: InitrdCmd) -> anyhow::Result<()> {
             let report = match from_oci {
                 None => initrd::build_to_file(&spec, &output),
                 Some(layout) => {
-                    let base = crate::image_cmd::flatten_layout(&layout, oci_ref.as_deref())?;
+                    let base = crate::oci::flatten_layout(&layout, oci_ref.as_deref())?;
                     initrd::assemble_onto(base, &spec).and_then(|tree| {
                         initrd::write_tree(&tree, spec.compression, spec.mtime, &output)
                     })

@@ -1,8 +1,10 @@
 //! `ember`: the host-side tool. Builds initrds, runs the boot server, and
 //! exposes each node subsystem (TPM, network, tar) for debugging.
 
+#![forbid(unsafe_code)]
+
 mod artifact_cmd;
-mod attest_cmd;
+mod attest;
 mod enroll_cmd;
 mod image_cmd;
 mod initrd;
@@ -12,7 +14,6 @@ mod nodes_cmd;
 mod oci;
 mod overlay_cmd;
 mod policy_cmd;
-mod replay;
 mod serve_cmd;
 mod state_args;
 mod tar_cmd;
@@ -63,7 +64,7 @@ enum Command {
     /// List enrolled nodes and their boots.
     Nodes(nodes_cmd::NodesArgs),
     /// Run the node's attestation flow against a server from this machine.
-    Attest(attest_cmd::AttestArgs),
+    Attest(attest::AttestArgs),
     /// Publish a static boot artifact (kernel, initrd) by content hash.
     Artifact(artifact_cmd::ArtifactArgs),
     /// Build unified kernel images (kernel + initrd + command line on systemd-stub).
@@ -85,7 +86,7 @@ fn main() -> std::process::ExitCode {
         Command::Overlay(cmd) => overlay_cmd::run(cmd),
         Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Nodes(a) => nodes_cmd::run(a),
-        Command::Attest(a) => attest_cmd::run(a),
+        Command::Attest(a) => attest::run(a),
         Command::Artifact(a) => artifact_cmd::run(a),
         Command::Uki(cmd) => uki_cmd::run(cmd),
     };

@@ -126,7 +126,10 @@ pub fn run(cmd: OverlayCmd) -> Result<()> {
                     ember_proto::sealed::MAX_CHUNK
                 );
             }
-            let blob = ember_server::overlay::store_overlay(&state, &source, a.compress.into())?;
+            let blobs = state.blobs();
+            let blob = ember_server::overlay::store_blob(&blobs, |w| {
+                ember_build::overlay::write_overlay(&source, a.compress.into(), &blobs, w)
+            })?;
             let sealed =
                 manifest::seal_overlay(&state, &state.blob(&hex(&blob.sha256)), a.chunk_size)?;
             let mut tx = db.transaction()?;

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use crate::uki::measure::{
+use ember_server::store::{self, hex, unhex, Policy};
+use ember_server::uki::measure::{
     check_log, predict_pcr11, predict_pcr12, predict_pcr4, PCR_BOOT_LOADER_CODE, PCR_KERNEL_IMAGE,
     PCR_KERNEL_PARAMETERS,
 };
-use ember_server::store::{self, hex, unhex, Policy};
 
 use crate::state_args::StateArgs;
 

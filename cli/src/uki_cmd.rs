@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use sha2::{Digest, Sha256};
 
-use crate::uki::{self, Parts};
+use ember_build::uki::{assemble, default_os_release, Parts};
+
+use crate::uki;
 
 #[derive(Subcommand)]
 pub enum UkiCmd {
@@ -57,13 +59,13 @@ fn build(a: BuildArgs) -> Result<()> {
     let initrd = uki::read_input("initrd", &a.initrd)?;
     let osrel = match &a.os_release {
         Some(p) => uki::read_input("os-release", p)?,
-        None => uki::default_os_release().into_bytes(),
+        None => default_os_release().into_bytes(),
     };
     let pcrpkey = match &a.pcrpkey {
         Some(p) => uki::read_input("PCR public key", p)?,
         None => Vec::new(),
     };
-    let image = uki::assemble(
+    let image = assemble(
         &stub,
         &Parts {
             linux: &linux,

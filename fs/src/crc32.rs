@@ -66,6 +66,12 @@ pub struct Crc32 {
     clmul: bool,
 }
 
+impl Default for Crc32 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Crc32 {
     pub fn new() -> Self {
         Crc32 {
@@ -77,7 +83,9 @@ impl Crc32 {
     pub fn update(&mut self, bytes: &[u8]) {
         #[cfg(target_arch = "x86_64")]
         if self.clmul && bytes.len() >= 128 {
-            // SAFETY: `available()` checked PCLMULQDQ and SSE4.1 with cpuid.
+            // SAFETY: `available()` checked PCLMULQDQ and SSE4.1 with
+            // cpuid, and `bytes` holds more than the 64 bytes `fold` loads
+            // before its length checks (at least 128, checked just above).
             let (state, rest) = unsafe { clmul::fold(self.state, bytes) };
             self.state = state;
             self.update_table(rest);
@@ -137,6 +145,11 @@ mod clmul {
         ecx & (1 << 1) != 0 && ecx & (1 << 19) != 0
     }
 
+    /// The next 16 bytes of `data`, unaligned.
+    ///
+    /// # Safety
+    /// `data` holds at least 16 bytes (the load reads them before the
+    /// slice is advanced).
     #[inline(always)]
     unsafe fn load(data: &mut &[u8]) -> __m128i {
         let v = _mm_loadu_si128(data.as_ptr() as *const __m128i);
@@ -152,10 +165,16 @@ mod clmul {
         )
     }
 
-    /// Folds whole 16-byte blocks of `data` (at least 128 bytes) into the
-    /// running (pre-inverted) `state`; returns it and the unfolded tail.
+    /// Folds whole 16-byte blocks of `data` into the running
+    /// (pre-inverted) `state`; returns it and the unfolded tail.
+    ///
+    /// # Safety
+    /// The CPU has PCLMULQDQ and SSE4.1 ([`available`]), and `data` holds
+    /// at least 64 bytes: the first four blocks are loaded unchecked; every
+    /// later load follows a length check.
     #[target_feature(enable = "pclmulqdq,sse2,sse4.1")]
     pub unsafe fn fold(state: u32, mut data: &[u8]) -> (u32, &[u8]) {
+        debug_assert!(data.len() >= 64, "fold needs 64 bytes, got {}", data.len());
         let mut x3 = load(&mut data);
         let mut x2 = load(&mut data);
         let mut x1 = load(&mut data);

@@ -137,7 +137,7 @@ impl Header {
             entries_crc: le32(&sector[field::ENTRIES_CRC]),
         };
         if (header.entry_size as usize) < field::MIN_ENTRY
-            || header.entry_size % 8 != 0
+            || !header.entry_size.is_multiple_of(8)
             || header.entry_count > 1024
         {
             return Err(Error::GptBadHeader(

@@ -39,7 +39,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// length or a non-hex character.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
     let s = s.strip_prefix("0x").unwrap_or(s).as_bytes();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     s.chunks_exact(2)

@@ -23,6 +23,9 @@ use crate::{
 };
 
 /// Where this boot's overlay came from.
+// One per boot, moved from phase to phase by value: boxing the larger
+// variant would cost PID 1 a heap allocation and code for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Source {
     /// The boot server, through an attested session (kept for reports).
     Network { session: Session, fetched: Fetched },
@@ -164,9 +167,8 @@ fn overlay_source(
     match attested {
         Ok(session) => {
             let fetched = phase("overlay", || session.fetch_overlay(cfg.overlay_transport))
-                .map_err(|f| {
+                .inspect_err(|f| {
                     session.report(Outcome::Failed, &format!("phase {}: {}", f.0, f.1));
-                    f
                 })?;
             Ok(Source::Network { session, fetched })
         }

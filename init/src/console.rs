@@ -123,7 +123,7 @@ impl Log for Console {
         }
         let body_len = line.len;
         let _ = line.write_str("\n");
-        // Safety: fd 1 is the console the kernel opened for PID 1 and is
+        // SAFETY: fd 1 is the console the kernel opened for PID 1 and is
         // never closed by the init.
         // (rustix makes this call safe when a std build unifies its `std`
         // feature in, as in host unit tests.)
@@ -143,6 +143,9 @@ impl Log for Console {
             };
             let _ = write!(k, "<15>ember: {}{}", tag, record.args());
             let _ = body_len;
+            // SAFETY: a non-negative KMSG_FD is the /dev/kmsg descriptor
+            // `attach_kmsg` opened and leaked into the static; nothing
+            // closes it, so it stays open for the rest of PID 1's life.
             let fd = unsafe { BorrowedFd::borrow_raw(kmsg) };
             let _ = rustix::io::write(fd, &k.buf[..k.len]);
         }

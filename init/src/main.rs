@@ -28,7 +28,8 @@ unsafe fn origin_main(_argc: usize, _argv: *mut *mut u8, _envp: *mut *mut u8) ->
     // and /run and reconfigure the network: only the kernel may start it.
     if !rustix::process::getpid().is_init() {
         let msg = b"ember-init: this is a node's PID 1 and must be started by the kernel; refusing to run\n";
-        // Safety: fd 2 is whatever stderr the caller gave us; a failed write is fine.
+        // SAFETY: fd 2 is whatever stderr the caller gave us (at worst not
+        // open, which the write reports as EBADF); nothing here closes it.
         let _ = rustix::io::write(unsafe { rustix::stdio::stderr() }, msg);
         return 2;
     }

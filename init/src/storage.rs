@@ -298,7 +298,7 @@ pub fn apply(conf: &StorageConf, sup: &mut Supervisor) -> Result<&'static str, E
 /// The size of the filesystem at `path`, in MiB (a tmpfs's limit).
 fn limit_mib(path: &str) -> u64 {
     rfs::statfs(path)
-        .map(|s| (s.f_blocks as u64).saturating_mul(s.f_bsize as u64) >> 20)
+        .map(|s| s.f_blocks.saturating_mul(s.f_bsize as u64) >> 20)
         .unwrap_or(0)
 }
 
@@ -409,7 +409,7 @@ fn prepare_scratch(selector: &Selector, mkfs: &str, sup: &mut Supervisor) -> Res
     // No journal: the disk is wiped on every boot, so crash recovery buys
     // nothing; lazy init keeps mkfs to seconds on large disks.
     let argv = [
-        mkfs.as_ref(),
+        mkfs,
         "-F",
         "-q",
         "-L",

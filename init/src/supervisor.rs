@@ -77,7 +77,7 @@ impl Supervisor {
     /// and turns ctrl-alt-del into SIGINT instead of an immediate reboot.
     pub fn new() -> Self {
         let set = handled_set();
-        // Safety: PID 1 is single-threaded here and installs no handlers
+        // SAFETY: PID 1 is single-threaded here and installs no handlers
         // that could rely on these signals being deliverable.
         let _ = unsafe { rustix::runtime::kernel_sigprocmask(How::BLOCK, Some(&set)) };
         let _ = rustix::system::reboot(rustix::system::RebootCommand::CadOff);
@@ -112,12 +112,15 @@ impl Supervisor {
 
     fn take_signal(&mut self, timeout_ms: u64) -> Option<Event> {
         let ts = timespec(timeout_ms);
-        // Safety: the set only holds signals we blocked above.
+        // SAFETY: the set only holds signals blocked in `new`, so waiting
+        // for them cannot race a handler (PID 1 installs none).
         let info = unsafe { rustix::runtime::kernel_sigtimedwait(&self.set, Some(&ts)) };
         let signal = match info {
-            // Safety: the kernel always fills si_signo, the first field.
             Ok(info) => {
-                Signal::from_named_raw(unsafe { info.__bindgen_anon_1.__bindgen_anon_1.si_signo })
+                // SAFETY: the kernel always fills si_signo, the first field
+                // of every variant of the siginfo union.
+                let signo = unsafe { info.__bindgen_anon_1.__bindgen_anon_1.si_signo };
+                Signal::from_named_raw(signo)
             }
             // Timeout or EINTR: still reap, a SIGCHLD may have been merged.
             Err(_) => return self.reap(),
@@ -180,9 +183,13 @@ impl Supervisor {
         env_ptrs.push(core::ptr::null());
         let path = c_argv.first().ok_or(spawn_err(Errno::INVAL))?;
 
-        // Safety: PID 1 is single-threaded; the child only makes syscalls
+        // SAFETY: PID 1 is single-threaded; the child only makes syscalls
         // on memory prepared before the fork, then execs or exits.
         match unsafe { rustix::runtime::kernel_fork() }.map_err(spawn_err)? {
+            // SAFETY: in the forked child, before exec: only raw syscalls
+            // (no allocation, no locks another thread could hold), and
+            // `path`, `argv_ptrs` and `env_ptrs` point to NUL-terminated
+            // strings and NULL-terminated pointer arrays built above.
             rustix::runtime::Fork::Child(_) => unsafe {
                 let _ =
                     rustix::runtime::kernel_sigprocmask(How::SETMASK, Some(&KernelSigSet::empty()));

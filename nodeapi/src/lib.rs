@@ -4,6 +4,7 @@
 //! Kubernetes API returns it. The init (`init/`) and the test runtime
 //! (`standin/`) both depend on it; each gives the keys its own meaning.
 #![no_std]
+#![forbid(unsafe_code)]
 
 #[cfg(test)]
 extern crate std;

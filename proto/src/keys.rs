@@ -6,9 +6,12 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::msg::{encode, FinishRequest};
+
+/// Where [`ct_eq`] always was: the server compares its proofs and
+/// credential hashes through this path.
+pub use crate::ct::ct_eq;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -124,11 +127,6 @@ pub fn unwrap_data_key(
 /// SHA-256 of a bearer credential: what the server stores and looks up.
 pub fn credential_hash(credential: &[u8; 32]) -> [u8; 32] {
     Sha256::digest(credential).into()
-}
-
-/// Constant-time equality of secrets, proofs and MACs.
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
 #[cfg(test)]

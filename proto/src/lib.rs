@@ -30,9 +30,11 @@
 //! client::report(&mut http, &url, &cred, msg::Outcome::Joined, Some(envelope.manifest.version_id), "")?; // step 4
 //! ```
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![forbid(unsafe_code)]
 extern crate alloc;
 
 pub mod client;
+pub mod ct;
 pub mod error;
 pub mod keys;
 pub mod manifest;

@@ -25,7 +25,7 @@ use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::keys::ct_eq;
+use crate::ct::ct_eq;
 use crate::Error;
 
 /// The manifest format this crate writes and reads.

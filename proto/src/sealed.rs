@@ -28,7 +28,7 @@ use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
 use core::fmt;
 
-use crate::keys::ct_eq;
+use crate::ct::ct_eq;
 use crate::manifest::{key_commitment, Envelope};
 use crate::Error;
 

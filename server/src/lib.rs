@@ -5,6 +5,8 @@
 //! blobs and signed manifests ([`manifest`]). The
 //! `ember` host tool owns the command line and calls [`run`].
 
+#![forbid(unsafe_code)]
+
 pub mod attest;
 pub mod conn;
 pub mod http;

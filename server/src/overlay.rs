@@ -1,15 +1,12 @@
-//! Overlays in the store: a deterministic tar built from a directory, or a
-//! given tar, tar.gz or tar.lz4, in the compression asked for (gzip, LZ4
-//! frames or none; a file already in it is kept byte for byte), kept as a
-//! blob named by its SHA-256.
+//! Content-addressed blobs in the state folder: overlays (built by
+//! `ember_build::overlay`), sealed streams and boot artifacts, each written
+//! to a temporary name, synced, and renamed to its SHA-256.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use ember_proto::manifest::Compression;
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::store::{hex, StateDir};
@@ -46,10 +43,7 @@ fn temp_in(dir: &Path) -> PathBuf {
 }
 
 /// Stores what `fill` writes as a content-addressed blob in `dir`.
-pub(crate) fn store_blob(
-    dir: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
-) -> Result<Blob> {
+pub fn store_blob(dir: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<Blob> {
     {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -91,152 +85,6 @@ pub(crate) fn store_blob(
     result
 }
 
-/// Stores an overlay from a directory (a deterministic tar) or a tar,
-/// tar.gz or tar.lz4 file, in `compression`. Returns the blob and the
-/// compression it is in.
-pub fn store_overlay(state: &StateDir, src: &Path, compression: Compression) -> Result<Blob> {
-    let meta =
-        std::fs::metadata(src).with_context(|| format!("overlay source {}", src.display()))?;
-    if meta.is_dir() {
-        return store_blob(&state.blobs(), |w| {
-            write_tar(src, compression, &state.blobs(), w)
-        });
-    }
-    if !meta.is_file() {
-        bail!("{} is neither a directory nor a file", src.display())
-    }
-    let mut f = File::open(src)?;
-    let mut magic = [0u8; 512];
-    let n = read_up_to(&mut f, &mut magic)?;
-    let given = Compression::sniff(&magic[..n]);
-    let ustar = n >= 262 && &magic[257..262] == b"ustar";
-    if given == Compression::None && !ustar {
-        bail!(
-            "{} is neither a directory, a tar, a tar.gz nor a tar.lz4",
-            src.display()
-        );
-    }
-    store_blob(&state.blobs(), |w| {
-        let mut file = File::open(src)?;
-        if given == compression {
-            io::copy(&mut file, w)?;
-            return Ok(());
-        }
-        let mut tar: Box<dyn Read> = match given {
-            Compression::None => Box::new(file),
-            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
-            Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(file)),
-        };
-        let mut out = Encoder::new(compression, &state.blobs(), w)?;
-        io::copy(&mut tar, &mut out)
-            .with_context(|| format!("{}: decoding {}", src.display(), given.name()))?;
-        out.finish()
-    })
-}
-
-/// Debian's `lz4` (package lz4) at its high-compression level 9, linked
-/// 64 KiB blocks, no checksums: lz4_flex has no high-compression mode, and
-/// HC is what makes LZ4 the fastest overlay to boot (README "Overlay
-/// format": the bench overlay is 20.6 MB at -9, as small as gzip's 20.1,
-/// against 24.7 MB from lz4_flex, and opens + decodes 17% faster than
-/// gzip under TCG). The node decodes linked 64 KiB blocks in 192 KiB.
-const LZ4_HC: (&str, &[&str]) = ("lz4", &["-9", "-B4", "-BD", "--no-frame-crc", "-q", "-c"]);
-
-/// The stored overlay's compressor: what `--compress` chose.
-enum Encoder<'a> {
-    None(&'a mut dyn Write),
-    /// gzip at level 6, header without time or name (deterministic).
-    Gzip(flate2::write::GzEncoder<&'a mut dyn Write>),
-    /// The tar gathered in a temporary file, then compressed by [`LZ4_HC`].
-    Lz4 {
-        tar: File,
-        path: PathBuf,
-        out: &'a mut dyn Write,
-    },
-}
-
-impl<'a> Encoder<'a> {
-    /// `scratch`: where LZ4's temporary tar goes (beside the blobs: it is
-    /// plaintext, kept owner-only and removed when done).
-    fn new(compression: Compression, scratch: &Path, out: &'a mut dyn Write) -> Result<Self> {
-        Ok(match compression {
-            Compression::None => Encoder::None(out),
-            Compression::Gzip => Encoder::Gzip(
-                flate2::GzBuilder::new()
-                    .mtime(0)
-                    .operating_system(255)
-                    .write(out, flate2::Compression::default()),
-            ),
-            Compression::Lz4 => {
-                let path = temp_in(scratch);
-                let tar = {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    std::fs::OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(&path)
-                        .with_context(|| format!("create {}", path.display()))?
-                };
-                Encoder::Lz4 { tar, path, out }
-            }
-        })
-    }
-
-    fn finish(self) -> Result<()> {
-        match self {
-            Encoder::None(w) => w.flush()?,
-            Encoder::Gzip(g) => g.finish()?.flush()?,
-            Encoder::Lz4 { tar, path, out } => {
-                let result = lz4_hc(tar, out);
-                let _ = std::fs::remove_file(&path);
-                result?
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Runs [`LZ4_HC`] over the tar in `tar`, its output into `out`.
-fn lz4_hc(mut tar: File, out: &mut dyn Write) -> Result<()> {
-    use std::io::Seek;
-    tar.flush()?;
-    tar.rewind()?;
-    let (program, args) = LZ4_HC;
-    let mut child = std::process::Command::new(program)
-        .args(args)
-        .stdin(tar)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("run {program} (Debian package lz4) for --compress lz4"))?;
-    let copied = io::copy(child.stdout.as_mut().expect("piped stdout"), out);
-    let status = child.wait()?;
-    copied.with_context(|| format!("read {program}'s output"))?;
-    if !status.success() {
-        bail!("{program} {} failed: {status}", args.join(" "));
-    }
-    out.flush()?;
-    Ok(())
-}
-
-impl Write for Encoder<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Encoder::None(w) => w.write(buf),
-            Encoder::Gzip(g) => g.write(buf),
-            Encoder::Lz4 { tar, .. } => tar.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Encoder::None(w) => w.flush(),
-            Encoder::Gzip(g) => g.flush(),
-            Encoder::Lz4 { tar, .. } => tar.flush(),
-        }
-    }
-}
-
 /// Stores a static boot artifact (kernel, initrd) under its SHA-256.
 pub fn store_boot_artifact(state: &StateDir, src: &Path) -> Result<Blob> {
     store_blob(&state.boot_dir(), |w| {
@@ -256,145 +104,37 @@ pub fn store_boot_bytes(state: &StateDir, bytes: &[u8]) -> Result<Blob> {
     })
 }
 
-fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
-/// A tar of `dir` in `compression` that depends only on the tree: entries
-/// sorted by name, owner 0:0 without names, permissions and mtimes kept,
-/// gzip header without time or name.
-pub fn write_tar(
-    dir: &Path,
-    compression: Compression,
-    scratch: &Path,
-    out: &mut dyn Write,
-) -> Result<()> {
-    let mut tar = tar::Builder::new(Encoder::new(compression, scratch, out)?);
-    tar.follow_symlinks(false);
-    let mut entries = Vec::new();
-    walk(dir, Path::new(""), &mut entries)?;
-    for rel in entries {
-        let full = dir.join(&rel);
-        let md = std::fs::symlink_metadata(&full)?;
-        let mut h = tar::Header::new_gnu();
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(md.mtime().max(0) as u64);
-        h.set_mode(md.permissions().mode() & 0o7777);
-        let ft = md.file_type();
-        if ft.is_dir() {
-            h.set_entry_type(tar::EntryType::Directory);
-            h.set_size(0);
-            tar.append_data(&mut h, &rel, io::empty())?;
-        } else if ft.is_file() {
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_size(md.len());
-            tar.append_data(&mut h, &rel, File::open(&full)?)?;
-        } else if ft.is_symlink() {
-            h.set_entry_type(tar::EntryType::Symlink);
-            h.set_size(0);
-            let target = std::fs::read_link(&full)?;
-            tar.append_link(&mut h, &rel, &target)?;
-        } else {
-            bail!(
-                "{}: only directories, regular files and symlinks can go into an overlay",
-                full.display()
-            );
-        }
-    }
-    tar.into_inner()?.finish()
-}
-
-fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let mut names: Vec<_> = std::fs::read_dir(root.join(rel))
-        .with_context(|| format!("read {}", root.join(rel).display()))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<io::Result<_>>()?;
-    names.sort();
-    for name in names {
-        let p = rel.join(&name);
-        let md = std::fs::symlink_metadata(root.join(&p))?;
-        out.push(p.clone());
-        if md.is_dir() {
-            walk(root, &p, out)?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn same_tree_gives_the_same_bytes_in_every_compression() {
-        for compression in Compression::ALL {
-            let d = std::env::temp_dir().join(format!("ember-overlay-det-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&d);
-            std::fs::create_dir_all(d.join("etc/rancher")).unwrap();
-            std::fs::write(d.join("etc/rancher/config.yaml"), b"token: x\n").unwrap();
-            std::fs::write(d.join("etc/hostname"), b"node1\n").unwrap();
-            std::os::unix::fs::symlink("hostname", d.join("etc/name")).unwrap();
-            let mut a = Vec::new();
-            write_tar(&d, compression, &std::env::temp_dir(), &mut a).unwrap();
-            assert_eq!(Compression::sniff(&a), compression);
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            let mut b = Vec::new();
-            write_tar(&d, compression, &std::env::temp_dir(), &mut b).unwrap();
-            assert_eq!(a, b);
-            std::fs::write(d.join("etc/hostname"), b"node2\n").unwrap();
-            let mut c = Vec::new();
-            write_tar(&d, compression, &std::env::temp_dir(), &mut c).unwrap();
-            assert_ne!(a, c);
-            let _ = std::fs::remove_dir_all(&d);
-        }
-    }
-
-    #[test]
-    fn a_given_file_is_kept_in_its_compression_or_re_encoded_into_another() {
-        let d = std::env::temp_dir().join(format!("ember-overlay-conv-{}", std::process::id()));
+    fn a_blob_is_named_by_its_sha256_and_a_failed_fill_leaves_nothing() {
+        let d = std::env::temp_dir().join(format!("ember-blob-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(d.join("tree/etc")).unwrap();
-        std::fs::write(d.join("tree/etc/hostname"), b"node1\n").unwrap();
-        let state = StateDir::new(&d.join("state"));
-        let mut tar = Vec::new();
-        write_tar(&d.join("tree"), Compression::None, &d, &mut tar).unwrap();
-        for given in Compression::ALL {
-            let file = d.join(format!("given.{}", given.name()));
-            let mut bytes = Vec::new();
-            write_tar(&d.join("tree"), given, &d, &mut bytes).unwrap();
-            std::fs::write(&file, &bytes).unwrap();
-            for wanted in Compression::ALL {
-                let blob = store_overlay(&state, &file, wanted).unwrap();
-                let stored = std::fs::read(state.blob(&hex(&blob.sha256))).unwrap();
-                assert_eq!(Compression::sniff(&stored), wanted);
-                if given == wanted {
-                    assert_eq!(stored, bytes, "{} kept byte for byte", given.name());
-                }
-                let mut plain = Vec::new();
-                let mut r: Box<dyn Read> = match wanted {
-                    Compression::None => Box::new(&stored[..]),
-                    Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&stored[..])),
-                    Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(&stored[..])),
-                };
-                r.read_to_end(&mut plain).unwrap();
-                assert_eq!(plain, tar, "{} -> {}", given.name(), wanted.name());
-            }
-        }
-        std::fs::write(d.join("junk"), [7u8; 600]).unwrap();
-        let err = store_overlay(&state, &d.join("junk"), Compression::Lz4)
-            .err()
-            .expect("junk is refused");
-        assert!(
-            err.to_string().contains("neither a directory, a tar"),
-            "{err}"
+        let blob = store_blob(&d, |w| Ok(w.write_all(b"overlay bytes")?)).unwrap();
+        assert_eq!(
+            blob.sha256,
+            <[u8; 32]>::from(Sha256::digest(b"overlay bytes"))
+        );
+        assert_eq!(blob.size, 13);
+        assert_eq!(
+            std::fs::read(d.join(hex(&blob.sha256))).unwrap(),
+            b"overlay bytes"
+        );
+        let err = store_blob(&d, |w| {
+            w.write_all(b"half")?;
+            anyhow::bail!("the source went away")
+        });
+        assert!(err.is_err());
+        let names: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            [std::ffi::OsString::from(hex(&blob.sha256))],
+            "no temporary file left"
         );
         let _ = std::fs::remove_dir_all(&d);
     }

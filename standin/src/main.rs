@@ -5,6 +5,8 @@
 //! serves kubelet's healthz endpoint. Every line it prints starts with
 //! `standin:` so the serial console log can be searched.
 
+#![forbid(unsafe_code)]
+
 mod api;
 mod conf;
 mod container;

@@ -2,6 +2,8 @@
 //! `ember serve`, QEMU) is started by a fixture that picks free ports, waits
 //! for readiness and stops its own process by PID when dropped.
 
+#![forbid(unsafe_code)]
+
 pub mod dnsmasq;
 // A TCG event log writer: host tests that play the firmware on swtpm.
 pub mod eventlog;

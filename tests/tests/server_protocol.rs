@@ -467,8 +467,11 @@ fn blobs_are_static_ciphertext_served_by_digest_only() {
     p.expect_logged(ErrorCode::NotFound);
 }
 
+/// What the attacker does to a blob's bytes in flight.
+type Rewrite = Box<dyn FnMut(&mut Vec<u8>)>;
+
 /// A transport whose GET bodies an attacker on the path rewrites.
-struct BlobTap(Box<dyn FnMut(&mut Vec<u8>)>);
+struct BlobTap(Rewrite);
 impl Tap for BlobTap {
     fn wants_get_body(&self, path: &str) -> bool {
         path.contains(msg::path::BLOB)

@@ -64,6 +64,12 @@ pub const PT_MAX_COMMAND_SIZE: u32 = PT_FIXED + 30;
 pub const PT_MAX_RESPONSE_SIZE: u32 = PT_FIXED + 31;
 pub const PT_NV_BUFFER_MAX: u32 = PT_FIXED + 44;
 
+/// TCG EK Credential Profile NV indices of the EK certificates.
+pub const EK_CERT_RSA_NV_INDEX: u32 = 0x01c0_0002;
+pub const EK_CERT_ECC_NV_INDEX: u32 = 0x01c0_000a;
+/// High range, ECC NIST P-384 (template H-3), written by swtpm_setup.
+pub const EK_CERT_ECC_P384_NV_INDEX: u32 = 0x01c0_0016;
+
 /// Handle ranges (the top byte of a handle) for GetCapability(HANDLES).
 pub const HR_TRANSIENT: u32 = 0x8000_0000;
 pub const HR_PERSISTENT: u32 = 0x8100_0000;

@@ -38,6 +38,7 @@
 //! # }
 //! ```
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![forbid(unsafe_code)]
 extern crate alloc;
 
 mod attest;
@@ -77,6 +78,7 @@ pub mod tpm2_rc {
 
 pub use attest::{Attest, ClockInfo, QuoteAttest, Signature};
 pub use consts::HashAlg;
+pub use consts::{EK_CERT_ECC_NV_INDEX, EK_CERT_ECC_P384_NV_INDEX, EK_CERT_RSA_NV_INDEX};
 pub use device::DeviceTransport;
 pub use error::{Error, ErrorKind, ResponseCode, Result};
 pub use nv::attributes as nv_attributes;
@@ -90,8 +92,7 @@ pub use session::{policy_pcr_digest, NvCompare, PolicyDigest, PolicySession, Ses
 pub use socket::{open_transport, SocketTransport};
 pub use tpm::{
     AlgProperty, Auth, Capabilities, CreatedKey, Hierarchy, LoadedObject, NvPublic, QuoteResult,
-    SealedObject, Tpm, TpmProperty, EK_CERT_ECC_NV_INDEX, EK_CERT_ECC_P384_NV_INDEX,
-    EK_CERT_RSA_NV_INDEX, MAX_RETRIES,
+    SealedObject, Tpm, TpmProperty, MAX_RETRIES,
 };
 #[cfg(any(test, feature = "test-hooks"))]
 pub use transport::FakeTransport;

@@ -309,10 +309,6 @@ impl PublicArea {
         name_of(&self.to_bytes()?)
     }
 
-    pub fn is_rsa(&self) -> bool {
-        matches!(self.params, PublicParams::Rsa { .. })
-    }
-
     /// The RSA public exponent with 0 meaning the default 65537.
     pub fn rsa_exponent(&self) -> Option<u32> {
         match self.params {
@@ -366,16 +362,10 @@ impl EkTemplate {
     /// NV index of the manufacturer's certificate for this template's key.
     pub fn certificate_nv_index(self) -> u32 {
         match self {
-            EkTemplate::Rsa2048 => crate::tpm::EK_CERT_RSA_NV_INDEX,
-            EkTemplate::EccP256 => crate::tpm::EK_CERT_ECC_NV_INDEX,
-            EkTemplate::EccP384 => crate::tpm::EK_CERT_ECC_P384_NV_INDEX,
+            EkTemplate::Rsa2048 => EK_CERT_RSA_NV_INDEX,
+            EkTemplate::EccP256 => EK_CERT_ECC_NV_INDEX,
+            EkTemplate::EccP384 => EK_CERT_ECC_P384_NV_INDEX,
         }
-    }
-
-    /// True when the EK needs a PolicySecret(endorsement) session to be used
-    /// (low-range templates have userWithAuth clear).
-    pub fn needs_policy_session(self) -> bool {
-        !matches!(self, EkTemplate::EccP384)
     }
 }
 

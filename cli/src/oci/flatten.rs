@@ -10,7 +10,9 @@
 //! while here it only means "the root directory".
 
 use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
 
+use anyhow::Context;
 use sha2::{Digest as _, Sha256};
 
 use super::layout::{Layout, ResolvedImage};
@@ -63,6 +65,39 @@ struct Member {
     data: Vec<u8>,
     dev: (u32, u32),
     owned_by_root: bool,
+}
+
+/// Flattens the image `reference` names (the only one when `None`) of the
+/// layout at `path` into a tree, for `ember initrd build --from-oci`, and
+/// says on stderr what flattening did.
+pub fn flatten_layout(path: &Path, reference: Option<&str>) -> anyhow::Result<Tree> {
+    let layout = Layout::open(path)?;
+    let image = layout
+        .resolve(reference)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let (tree, report) = flatten(&layout, &image)?;
+    eprintln!(
+        "{} ({}): {} layers, {} members, {} whiteouts, {} opaque dirs",
+        path.display(),
+        image.manifest_digest,
+        report.layers,
+        report.members,
+        report.whiteouts,
+        report.opaque_dirs
+    );
+    if report.non_root_owned > 0 {
+        eprintln!(
+            "warning: {} members were not owned by root; the initrd makes them root-owned",
+            report.non_root_owned
+        );
+    }
+    if report.skipped > 0 {
+        eprintln!(
+            "warning: {} members of unsupported types were skipped",
+            report.skipped
+        );
+    }
+    Ok(tree)
 }
 
 /// Layers apply bottom first onto an empty tree.

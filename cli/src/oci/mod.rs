@@ -20,6 +20,5 @@ mod tar_writer;
 mod write;
 
 pub use error::Error;
-pub use flatten::flatten;
-pub use layout::Layout;
+pub use flatten::flatten_layout;
 pub use write::{write_layout, ImageSpec};

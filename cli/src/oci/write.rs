@@ -363,7 +363,7 @@ mod tests {
         let image = layout.resolve(Some("latest")).unwrap();
         assert_eq!(image.manifest_digest, report.manifest);
         assert_eq!(image.config.rootfs.diff_ids, [report.diff_id.to_string()]);
-        let (tree, flat) = super::super::flatten(&layout, &image).unwrap();
+        let (tree, flat) = super::super::flatten::flatten(&layout, &image).unwrap();
         assert_eq!(flat.layers, 1);
         let a: Vec<_> = tree.iter().collect();
         let b = sample();
@@ -404,7 +404,7 @@ mod tests {
         assert_eq!(r.layers, 2);
         let layout = Layout::open(&dir.join("b")).unwrap();
         let image = layout.resolve(None).unwrap();
-        let (tree, flat) = super::super::flatten(&layout, &image).unwrap();
+        let (tree, flat) = super::super::flatten::flatten(&layout, &image).unwrap();
         assert_eq!(flat.whiteouts, 1);
         assert!(tree.get("etc/ssl/certs/ca.crt").is_none());
         assert!(tree.get("etc/motd").is_some());
@@ -435,7 +435,7 @@ mod tests {
         std::fs::write(&blob, bytes).unwrap();
         let layout = Layout::open(&out).unwrap();
         let image = layout.resolve(None).unwrap();
-        assert!(super::super::flatten(&layout, &image).is_err());
+        assert!(super::super::flatten::flatten(&layout, &image).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -111,10 +111,6 @@ impl<S: Sink> Extractor<S> {
         &self.sink
     }
 
-    pub fn sink_mut(&mut self) -> &mut S {
-        &mut self.sink
-    }
-
     pub fn into_sink(self) -> S {
         self.sink
     }

@@ -28,12 +28,16 @@ use sha2::{Digest, Sha256};
 /// Tries systemd-boot gives a new slot before falling back.
 pub const TRIES: u32 = 3;
 
+/// Streams bytes, a piece at a time, into the callback it is given.
+pub type Fetch<'a> =
+    dyn FnMut(&mut dyn FnMut(&[u8]) -> Result<(), Error>) -> Result<(), Error> + 'a;
+
 /// The slot's UKI, as the boot server signed it.
 pub struct Image<'a> {
     pub sha256: &'a [u8; 32],
     pub size: u64,
     /// Streams the image's bytes into the callback it is given.
-    pub fetch: &'a mut dyn FnMut(&mut dyn FnMut(&[u8]) -> Result<(), Error>) -> Result<(), Error>,
+    pub fetch: &'a mut Fetch<'a>,
 }
 
 /// Everything a slot is written from.

@@ -21,7 +21,7 @@
 use anyhow::{anyhow, Result};
 use ember_tpm::HashAlg;
 
-use super::pe::PeImage;
+use ember_build::pe::PeImage;
 
 /// The sections systemd-stub 252 measures into PCR 11, in its order.
 pub const MEASURED_SECTIONS: [&str; 7] = [
@@ -346,7 +346,7 @@ mod tests {
 
     #[test]
     fn a_file_without_linux_is_not_a_uki() {
-        let stub = crate::uki::pe::tests::tiny_stub();
+        let stub = ember_build::pe::test_stub();
         let err = predict_pcr11(&stub, HashAlg::Sha256, &[]).unwrap_err();
         assert!(err.to_string().contains("no .linux"), "{err}");
     }

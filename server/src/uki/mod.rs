@@ -1,5 +1,5 @@
-//! Unified kernel images (UKIs): [`pe`] reads a PE file's headers and
-//! Authenticode digest, [`measure`] predicts the PCR 11 systemd-stub and
+//! Unified kernel images (UKIs): `ember_build::pe` reads a PE file's
+//! headers and Authenticode digest, [`measure`] predicts the PCR 11 systemd-stub and
 //! the PCR 4 UEFI firmware produce booting one. [`Known`] is what the boot
 //! server knows of the UKIs among its boot artifacts (`ember policy set
 //! --uki` and `ember artifact ipxe --uki` store them there): which one a
@@ -7,7 +7,6 @@
 //! written and sealed from.
 
 pub mod measure;
-pub mod pe;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,8 +16,8 @@ use anyhow::{Context, Result};
 use ember_tpm::HashAlg;
 use sha2::Digest;
 
+use ember_build::pe::PeImage;
 use measure::{predict_pcr11, predict_pcr4_each, PCR_BOOT_LOADER_CODE};
-use pe::PeImage;
 
 /// Debian's systemd-boot (package systemd-boot-efi), the loader an Ember
 /// ESP carries as `EFI/BOOT/BOOTX64.EFI` (`qemu/make-disk`).
@@ -159,13 +158,14 @@ pub fn pcr4_extends(log: &ember_tpm::eventlog::EventLog<'_>) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ember_build::pe;
     use measure::{predict_pcr4, predict_pcr4_after};
 
     /// A UKI whose kernel is itself a (tiny) PE image, as the stub needs.
     fn tiny_uki(initrd: &[u8]) -> Vec<u8> {
-        let kernel = pe::tests::tiny_stub();
+        let kernel = pe::test_stub();
         pe::append_sections(
-            &pe::tests::tiny_stub(),
+            &pe::test_stub(),
             &[(".initrd", initrd), (".linux", &kernel)],
         )
         .unwrap()
@@ -176,7 +176,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ember-uki-known-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let loader = pe::tests::tiny_stub();
+        let loader = pe::test_stub();
         let loader_path = dir.join("loader.efi");
         std::fs::write(&loader_path, &loader).unwrap();
         let artifacts = dir.join("boot");

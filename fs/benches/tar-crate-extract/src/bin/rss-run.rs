@@ -12,6 +12,7 @@ fn main() {
     };
     let mut child = std::process::Command::new(cmd).args(rest).process_group(0).spawn().expect("spawn");
     let status = child.wait().expect("wait");
+    // SAFETY: rusage is plain integers and timevals: all-zero is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage writes into the struct we own.
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };

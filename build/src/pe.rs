@@ -465,45 +465,46 @@ pub fn checksum(file: &[u8], checksum_at: usize) -> u32 {
     (sum as u32).wrapping_add(file.len() as u32)
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
+/// A minimal PE32+ image: headers in 0x400 bytes, one .text section of
+/// 0x10 bytes at RVA 0x1000, SectionAlignment 0x200 like Debian's stub.
+#[cfg(any(test, feature = "test-support"))]
+pub fn test_stub() -> Vec<u8> {
+    let mut b = vec![0u8; 0x600];
+    b[..2].copy_from_slice(b"MZ");
+    put_u32(&mut b, 0x3c, 0x80);
+    b[0x80..0x84].copy_from_slice(b"PE\0\0");
+    let coff = 0x84;
+    put_u16(&mut b, coff, MACHINE_AMD64);
+    put_u16(&mut b, coff + 2, 1);
+    put_u32(&mut b, coff + 8, 0x500); // a symbol table to drop
+    put_u32(&mut b, coff + 12, 1);
+    put_u16(&mut b, coff + 16, 240);
+    let o = coff + 20;
+    put_u16(&mut b, o, 0x20b);
+    put_u32(&mut b, o + 32, 0x200);
+    put_u32(&mut b, o + 36, 0x200);
+    put_u32(&mut b, o + 56, 0x1200);
+    put_u32(&mut b, o + 60, 0x400);
+    put_u32(&mut b, o + 108, 16);
+    let t = o + 240;
+    b[t..t + 5].copy_from_slice(b".text");
+    put_u32(&mut b, t + 8, 0x10);
+    put_u32(&mut b, t + 12, 0x1000);
+    put_u32(&mut b, t + 16, 0x200);
+    put_u32(&mut b, t + 20, 0x400);
+    put_u32(&mut b, t + 36, 0x6000_0020);
+    b[0x400..0x410].fill(0xcc);
+    b[0x500..0x512].copy_from_slice(b"symbols+stringtab!");
+    b
+}
 
-    /// A minimal PE32+ image: headers in 0x400 bytes, one .text section of
-    /// 0x10 bytes at RVA 0x1000, SectionAlignment 0x200 like Debian's stub.
-    pub(crate) fn tiny_stub() -> Vec<u8> {
-        let mut b = vec![0u8; 0x600];
-        b[..2].copy_from_slice(b"MZ");
-        put_u32(&mut b, 0x3c, 0x80);
-        b[0x80..0x84].copy_from_slice(b"PE\0\0");
-        let coff = 0x84;
-        put_u16(&mut b, coff, MACHINE_AMD64);
-        put_u16(&mut b, coff + 2, 1);
-        put_u32(&mut b, coff + 8, 0x500); // a symbol table to drop
-        put_u32(&mut b, coff + 12, 1);
-        put_u16(&mut b, coff + 16, 240);
-        let o = coff + 20;
-        put_u16(&mut b, o, 0x20b);
-        put_u32(&mut b, o + 32, 0x200);
-        put_u32(&mut b, o + 36, 0x200);
-        put_u32(&mut b, o + 56, 0x1200);
-        put_u32(&mut b, o + 60, 0x400);
-        put_u32(&mut b, o + 108, 16);
-        let t = o + 240;
-        b[t..t + 5].copy_from_slice(b".text");
-        put_u32(&mut b, t + 8, 0x10);
-        put_u32(&mut b, t + 12, 0x1000);
-        put_u32(&mut b, t + 16, 0x200);
-        put_u32(&mut b, t + 20, 0x400);
-        put_u32(&mut b, t + 36, 0x6000_0020);
-        b[0x400..0x410].fill(0xcc);
-        b[0x500..0x512].copy_from_slice(b"symbols+stringtab!");
-        b
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn appended_sections_are_aligned_and_the_headers_follow() {
-        let stub = tiny_stub();
+        let stub = test_stub();
         let out = append_sections(
             &stub,
             &[(".osrel", b"ID=ember\n"), (".linux", &[7u8; 0x1234])],
@@ -560,7 +561,7 @@ pub(crate) mod tests {
 
     #[test]
     fn authenticode_skips_the_checksum_and_certificate_entry_only() {
-        let uki = append_sections(&tiny_stub(), &[(".linux", b"kernel")]).unwrap();
+        let uki = append_sections(&test_stub(), &[(".linux", b"kernel")]).unwrap();
         let img = PeImage::parse(&uki).unwrap();
         let digest = |b: &[u8]| img.authenticode(b, HashAlg::Sha256).unwrap();
         let genuine = digest(&uki);
@@ -579,7 +580,7 @@ pub(crate) mod tests {
 
     #[test]
     fn hostile_headers_are_refused_not_panicked_on() {
-        let stub = tiny_stub();
+        let stub = test_stub();
         for cut in [0, 0x3f, 0x85, 0x100, 0x3a0, 0x500] {
             assert!(
                 matches!(PeImage::parse(&stub[..cut]), Err(PeError::Truncated { .. })),

@@ -6,6 +6,17 @@
 //!
 //! Hidden test switches: `--fault` corrupts the received sealed stream,
 //! `--record`/`--replay` drive the load test.
+//!
+//! - `mod.rs`: the command, its flow against one server after another, and
+//!   the test switches' taps;
+//! - `transcript.rs`: what `--record` writes and `--replay` reads (a node's
+//!   Start and Finish and its secret), the Finish codec a replay re-proves
+//!   with, and [`ServerUnavailable`], the failure that moves on to the next
+//!   server;
+//! - `replay.rs`: the load test's client, many recorded nodes at once.
+
+mod replay;
+mod transcript;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,12 +27,12 @@ use ember_fs::tar::{Confinement, Extractor, FsSink, Limits};
 use ember_proto::client::{self, Credential, Transport, Url};
 use ember_proto::host::HttpsClient;
 use ember_proto::manifest::{Envelope, PublicKey};
-use ember_proto::msg::{
-    self, decode, encode, FinishRequest, FinishResponse, Outcome, StartResponse,
-};
+use ember_proto::msg::{self, Outcome};
+use ember_proto::sealed;
 use ember_proto::tap::{Tap, Tapped};
-use ember_proto::{keys, sealed};
 use ember_tpm::Tpm;
+
+use transcript::ServerUnavailable;
 
 #[derive(Args)]
 pub struct AttestArgs {
@@ -97,20 +108,6 @@ pub fn parse_urls(list: &str) -> Result<Vec<Url>> {
     Ok(urls)
 }
 
-/// A failure another server may not have: this one could not be reached,
-/// or failed internally (its database is down, it is restarting). The next
-/// server is tried; any other refusal is the fleet's answer.
-#[derive(Debug)]
-pub struct ServerUnavailable(pub String);
-
-impl std::fmt::Display for ServerUnavailable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ServerUnavailable {}
-
 /// Wraps a protocol error, marking those another server may not have.
 fn classify(what: &str, e: ember_proto::Error) -> anyhow::Error {
     use ember_proto::ErrorKind as E;
@@ -147,7 +144,7 @@ pub fn run(a: AttestArgs) -> Result<()> {
         })
         .transpose()?;
     if let Some(dir) = &a.replay {
-        return crate::replay::run(dir, &urls, clients, a.concurrency, trust);
+        return replay::run(dir, &urls, clients, a.concurrency, trust);
     }
     let fault = a.fault.as_deref().map(Fault::parse).transpose()?;
     let outcome = match a.report.as_deref() {
@@ -502,7 +499,7 @@ impl Recorder {
             bail!("nothing recorded")
         };
         std::fs::create_dir_all(dir)?;
-        let rec = crate::replay::Recording {
+        let rec = transcript::Recording {
             secret: *cred.secret(),
             start: start.clone(),
             finish: finish.clone(),
@@ -512,32 +509,4 @@ impl Recorder {
             .with_context(|| format!("write {}", path.display()))?;
         Ok(())
     }
-}
-
-// Used by the replay module.
-pub(crate) fn finish_for_replay(
-    rec_finish: &[u8],
-    start_req: &[u8],
-    start_resp: &[u8],
-    secret: &[u8; 32],
-) -> Result<(FinishRequest, StartResponse)> {
-    let started: StartResponse =
-        decode("start response", start_resp).map_err(|e| anyhow!("{e}"))?;
-    let mut finish: FinishRequest =
-        decode("finish", rec_finish).map_err(|e| anyhow!("recorded finish: {e}"))?;
-    finish.session = started.session;
-    finish.proof = keys::finish_proof(
-        secret,
-        &keys::start_transcript(start_req, start_resp),
-        &finish,
-    );
-    Ok((finish, started))
-}
-
-pub(crate) fn decode_finish(body: &[u8]) -> Result<FinishResponse> {
-    decode("finish response", body).map_err(|e| anyhow!("{e}"))
-}
-
-pub(crate) fn encode_finish(f: &FinishRequest) -> Vec<u8> {
-    encode(f)
 }

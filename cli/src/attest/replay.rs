@@ -14,46 +14,9 @@ use ember_proto::manifest::PublicKey;
 use ember_proto::msg::{decode, ErrorResponse, Outcome};
 use ember_proto::sealed::Sink;
 
-use crate::attest_cmd::ServerUnavailable;
-
-/// One recorded node: the activated secret and the Start and Finish bodies.
-pub struct Recording {
-    pub secret: [u8; 32],
-    pub start: Vec<u8>,
-    pub finish: Vec<u8>,
-}
-
-impl Recording {
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = b"EMBREC01".to_vec();
-        out.extend_from_slice(&self.secret);
-        for part in [&self.start, &self.finish] {
-            out.extend_from_slice(&(part.len() as u32).to_be_bytes());
-            out.extend_from_slice(part);
-        }
-        out
-    }
-
-    pub fn parse(b: &[u8]) -> Result<Recording> {
-        let bad = || anyhow!("not an ember recording");
-        let rest = b.strip_prefix(b"EMBREC01").ok_or_else(bad)?;
-        let secret: [u8; 32] = rest.get(..32).ok_or_else(bad)?.try_into()?;
-        let mut rest = &rest[32..];
-        let mut take = || -> Result<Vec<u8>> {
-            let len = u32::from_be_bytes(rest.get(..4).ok_or_else(bad)?.try_into()?) as usize;
-            let part = rest.get(4..4 + len).ok_or_else(bad)?.to_vec();
-            rest = &rest[4 + len..];
-            Ok(part)
-        };
-        let start = take()?;
-        let finish = take()?;
-        Ok(Recording {
-            secret,
-            start,
-            finish,
-        })
-    }
-}
+use super::transcript::{
+    decode_finish, encode_finish, finish_for_replay, Recording, ServerUnavailable,
+};
 
 struct Discard(u64);
 
@@ -108,14 +71,13 @@ fn one(
     let t0 = Instant::now();
     let start_resp = post(http, &base, ember_proto::msg::path::START, &rec.start)?;
     t.start = t0.elapsed();
-    let (finish, started) =
-        crate::attest_cmd::finish_for_replay(&rec.finish, &rec.start, &start_resp, &rec.secret)?;
+    let (finish, started) = finish_for_replay(&rec.finish, &rec.start, &start_resp, &rec.secret)?;
     let t1 = Instant::now();
-    let fin = crate::attest_cmd::decode_finish(&post(
+    let fin = decode_finish(&post(
         http,
         &base,
         ember_proto::msg::path::FINISH,
-        &crate::attest_cmd::encode_finish(&finish),
+        &encode_finish(&finish),
     )?)?;
     t.finish = t1.elapsed();
     let cred = Credential::from_parts(

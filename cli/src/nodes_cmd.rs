@@ -4,6 +4,7 @@
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 
+use ember_proto::untrusted::Untrusted;
 use ember_server::rollback::short;
 use ember_server::store::{self, hex, images};
 
@@ -105,7 +106,7 @@ pub fn run(args: NodesArgs) -> Result<()> {
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "-".into()),
             floor,
-            for_terminal(&n.last_reason.unwrap_or_default())
+            Untrusted(&n.last_reason.unwrap_or_default())
         );
     }
     Ok(())
@@ -212,38 +213,8 @@ fn floor_log(a: FloorLogArgs) -> Result<()> {
             node.name,
             epoch(c.old_floor),
             epoch(c.new_floor),
-            for_terminal(&c.cause)
+            Untrusted(&c.cause)
         );
     }
     Ok(())
-}
-
-/// A node's report reason is the node's own text: control characters
-/// (terminal escapes, newlines that forge rows) are shown as `\u{..}`.
-fn for_terminal(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_unicode().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::for_terminal;
-
-    #[test]
-    fn escapes_and_newlines_cannot_reach_the_terminal() {
-        assert_eq!(for_terminal("rke2 did not start"), "rke2 did not start");
-        let shown = for_terminal("x\x1b]0;pwned\x07\nnode-b  default");
-        assert!(!shown.chars().any(|c| c.is_control()), "{shown}");
-        assert!(
-            shown.contains("\\u{1b}") && shown.contains("\\u{a}"),
-            "{shown}"
-        );
-    }
 }

@@ -7,6 +7,8 @@
 //! - [`manifest`]: the signed overlay manifest (one format for the network
 //!   path and last-known-good).
 //! - [`sealed`]: the streaming AEAD format of a sealed overlay blob.
+//! - [`untrusted`]: a node's text (reasons, console lines) shown to an
+//!   operator with control and bidi characters escaped.
 //! - [`client`]: the node's side of the protocol, over small traits for the
 //!   TPM, the HTTPS transport and the extractor; features `tpm`, `net` and
 //!   `fs` implement them over `ember-tpm`, `ember-net` and `ember-fs`.
@@ -41,6 +43,7 @@ pub mod manifest;
 pub mod msg;
 pub mod sealed;
 pub mod slot;
+pub mod untrusted;
 
 pub use error::{Error, ErrorKind};
 pub use msg::PROTOCOL_VERSION;

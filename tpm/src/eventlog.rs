@@ -106,6 +106,8 @@ pub struct EventLog<'a> {
 pub struct Event<'a> {
     /// Position in the log, the header event being 0.
     pub number: usize,
+    /// Byte offset of the event in the whole log (for error messages).
+    pub at: usize,
     pub pcr: u32,
     pub event_type: u32,
     /// (algorithm id, digest) pairs, as logged.
@@ -257,6 +259,7 @@ impl<'a> Events<'a, '_> {
         let data = c.take(size, "event data").map_err(|e| rebase(e, base))?;
         Ok(Event {
             number: self.number,
+            at: base + start,
             pcr,
             event_type,
             digests,
@@ -300,6 +303,16 @@ pub fn replay(log: &EventLog<'_>, bank: HashAlg) -> Result<[Option<Vec<u8>>; NUM
         if e.event_type == EV_NO_ACTION {
             // StartupLocality sets PCR 0's starting value; others extend nothing.
             if e.pcr == 0 && e.data.len() >= 17 && &e.data[..16] == STARTUP_LOCALITY_SIGNATURE {
+                // Only before anything touched PCR 0 (TCG PC Client spec:
+                // it precedes the first PCR 0 measurement). A later one
+                // would reset PCR 0's replay and let a forged log hide
+                // every measurement before it.
+                if slot.is_some() {
+                    return Err(Error::new(ErrorKind::Malformed {
+                        what: "event log: StartupLocality after PCR 0 was extended or set",
+                        offset: e.at,
+                    }));
+                }
                 let mut v = alloc::vec![0u8; bank.digest_len()];
                 if let Some(last) = v.last_mut() {
                     *last = e.data[16];
@@ -523,5 +536,47 @@ mod tests {
         retyped[first_event + 4..first_event + 8].copy_from_slice(&EV_SEPARATOR.to_le_bytes());
         let log = EventLog::parse(&retyped).unwrap();
         assert_eq!(replay(&log, HashAlg::Sha256).unwrap(), genuine);
+    }
+
+    /// One TCG_PCR_EVENT2 with a single SHA-256 digest.
+    fn event2(pcr: u32, event_type: u32, digest: &[u8; 32], data: &[u8]) -> Vec<u8> {
+        let mut e = Vec::new();
+        e.extend_from_slice(&pcr.to_le_bytes());
+        e.extend_from_slice(&event_type.to_le_bytes());
+        e.extend_from_slice(&1u32.to_le_bytes());
+        e.extend_from_slice(&0x000bu16.to_le_bytes());
+        e.extend_from_slice(digest);
+        e.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        e.extend_from_slice(data);
+        e
+    }
+
+    #[test]
+    fn startup_locality_counts_only_before_pcr_0_is_extended() {
+        let log = EventLog::parse(OVMF_UKI_LOG).unwrap();
+        let header = &OVMF_UKI_LOG[..OVMF_UKI_LOG.len() - log.events.len()];
+        let mut locality = STARTUP_LOCALITY_SIGNATURE.to_vec();
+        locality.push(3);
+        let no_action = event2(0, EV_NO_ACTION, &[0; 32], &locality);
+        let extend = event2(0, EV_SEPARATOR, &[7; 32], b"");
+
+        // First: PCR 0 starts at the locality, then is extended.
+        let first = [header, &no_action, &extend].concat();
+        let pcrs = replay(&EventLog::parse(&first).unwrap(), HashAlg::Sha256).unwrap();
+        let mut start = [0u8; 32];
+        start[31] = 3;
+        let want = HashAlg::Sha256.digest(&[&start, &[7; 32]]).unwrap();
+        assert_eq!(pcrs[0].as_deref(), Some(&want[..]));
+
+        // After an extend it would erase that extend from the replay: refused.
+        let late = [header, &extend, &no_action].concat();
+        let err = replay(&EventLog::parse(&late).unwrap(), HashAlg::Sha256).unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::Malformed { offset, .. } if *offset == header.len() + extend.len()),
+            "{err:?}"
+        );
+        // Twice is refused too.
+        let twice = [header, &no_action, &no_action].concat();
+        assert!(replay(&EventLog::parse(&twice).unwrap(), HashAlg::Sha256).is_err());
     }
 }

@@ -328,7 +328,8 @@ fn esc(s: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
-            c if c.is_control() => out.push(' '),
+            // A node's text: no control or bidi character reaches the picture.
+            c if !ember_proto::untrusted::is_inert(c) => out.push(' '),
             c => out.push(c),
         }
     }

@@ -94,6 +94,14 @@ impl Metrics {
             "ember_replica_info{{replica=\"{r}\",version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         );
+        self.render_requests(&mut out, &r);
+        self.render_latency(&mut out, &r);
+        self.render_gauges(&mut out, &r, sessions_open);
+        out
+    }
+
+    /// Requests by step and outcome, and the Finish ones as attestations.
+    fn render_requests(&self, out: &mut String, r: &str) {
         let _ = writeln!(out, "# HELP ember_requests_total Protocol requests by step and outcome (ok or the refusal code).");
         let _ = writeln!(out, "# TYPE ember_requests_total counter");
         let mut outcomes = self
@@ -121,78 +129,80 @@ impl Metrics {
                 );
             }
         }
-        {
-            let h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+    }
+
+    /// The Finish latency histogram.
+    fn render_latency(&self, out: &mut String, r: &str) {
+        let h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(
+            out,
+            "# HELP ember_attestation_seconds Server-side time of Finish requests."
+        );
+        let _ = writeln!(out, "# TYPE ember_attestation_seconds histogram");
+        for (le, n) in LATENCY_BUCKETS.iter().zip(h.counts) {
             let _ = writeln!(
                 out,
-                "# HELP ember_attestation_seconds Server-side time of Finish requests."
-            );
-            let _ = writeln!(out, "# TYPE ember_attestation_seconds histogram");
-            for (le, n) in LATENCY_BUCKETS.iter().zip(h.counts) {
-                let _ = writeln!(
-                    out,
-                    "ember_attestation_seconds_bucket{{replica=\"{r}\",le=\"{le}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "ember_attestation_seconds_bucket{{replica=\"{r}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "ember_attestation_seconds_sum{{replica=\"{r}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "ember_attestation_seconds_count{{replica=\"{r}\"}} {}",
-                h.count
+                "ember_attestation_seconds_bucket{{replica=\"{r}\",le=\"{le}\"}} {n}"
             );
         }
-        let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "ember_attestation_seconds_bucket{{replica=\"{r}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(
+            out,
+            "ember_attestation_seconds_sum{{replica=\"{r}\"}} {}",
+            h.sum
+        );
+        let _ = writeln!(
+            out,
+            "ember_attestation_seconds_count{{replica=\"{r}\"}} {}",
+            h.count
+        );
+    }
+
+    /// Connections, overlay bytes and (when the database answered) open
+    /// sessions.
+    fn render_gauges(&self, out: &mut String, r: &str, sessions_open: Option<u64>) {
+        let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
             let _ = writeln!(out, "{name}{{replica=\"{r}\"}} {v}");
         };
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         gauge(
-            &mut out,
             "ember_connections_open",
             "Open client connections (both listeners).",
             "gauge",
-            self.connections_open.load(Ordering::Relaxed),
+            load(&self.connections_open),
         );
         gauge(
-            &mut out,
             "ember_connections_total",
             "Accepted client connections.",
             "counter",
-            self.connections_total.load(Ordering::Relaxed),
+            load(&self.connections_total),
         );
         gauge(
-            &mut out,
             "ember_connections_evicted_total",
             "Silent connections closed to make room for new ones.",
             "counter",
-            self.connections_evicted.load(Ordering::Relaxed),
+            load(&self.connections_evicted),
         );
         gauge(
-            &mut out,
             "ember_overlay_bytes_total",
             "Sealed overlay bytes sent.",
             "counter",
-            self.overlay_bytes.load(Ordering::Relaxed),
+            load(&self.overlay_bytes),
         );
         if let Some(s) = sessions_open {
             gauge(
-                &mut out,
                 "ember_sessions_open",
                 "Started, unfinished, unexpired sessions (all replicas).",
                 "gauge",
                 s,
             );
         }
-        out
     }
 }
 

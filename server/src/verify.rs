@@ -277,22 +277,8 @@ impl Verifier {
                 })
                 .collect(),
         };
-        let info = host::verify_quote(ak_public, attest, signature, nonce, &supplied).map_err(
-            |e| match e.kind() {
-                ember_tpm::ErrorKind::BadSignature { .. } => {
-                    VerifyError::BadSignature(e.to_string())
-                }
-                ember_tpm::ErrorKind::InvalidArgument { .. } => {
-                    VerifyError::BadSignature(e.to_string())
-                }
-                ember_tpm::ErrorKind::NonceMismatch => VerifyError::StaleNonce,
-                ember_tpm::ErrorKind::PcrDigestMismatch
-                | ember_tpm::ErrorKind::PcrValueMissing { .. } => {
-                    VerifyError::PcrDigestMismatch(e.to_string())
-                }
-                _ => VerifyError::Malformed(format!("quote: {e}")),
-            },
-        )?;
+        let info = host::verify_quote(ak_public, attest, signature, nonce, &supplied)
+            .map_err(quote_refusal)?;
         let quoted = match info.quote.pcr_select.banks.as_slice() {
             [(b, mask)] => PcrSelection {
                 hash_alg: b.alg_id(),
@@ -305,5 +291,18 @@ impl Verifier {
             }
         };
         Ok(QuoteInfo { pcrs: quoted })
+    }
+}
+
+/// What a quote that does not verify means for the protocol.
+fn quote_refusal(e: ember_tpm::Error) -> VerifyError {
+    match e.kind() {
+        ember_tpm::ErrorKind::BadSignature { .. }
+        | ember_tpm::ErrorKind::InvalidArgument { .. } => VerifyError::BadSignature(e.to_string()),
+        ember_tpm::ErrorKind::NonceMismatch => VerifyError::StaleNonce,
+        ember_tpm::ErrorKind::PcrDigestMismatch | ember_tpm::ErrorKind::PcrValueMissing { .. } => {
+            VerifyError::PcrDigestMismatch(e.to_string())
+        }
+        _ => VerifyError::Malformed(format!("quote: {e}")),
     }
 }

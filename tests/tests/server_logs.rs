@@ -207,7 +207,7 @@ fn printed_forms(secret: &[u8]) -> Vec<Vec<u8>> {
     vec![
         hex.clone().into_bytes(),
         hex.to_uppercase().into_bytes(),
-        hex[..hex.len() / 2].as_bytes().to_vec(),
+        hex.as_bytes()[..hex.len() / 2].to_vec(),
         base64(secret).into_bytes(),
         debug.into_bytes(),
         secret.to_vec(),

@@ -9,6 +9,7 @@ mod enroll_cmd;
 mod image_cmd;
 mod initrd;
 mod initrd_cmd;
+mod logging;
 mod net_cmd;
 mod nodes_cmd;
 mod oci;
@@ -74,6 +75,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    logging::init(match &cli.command {
+        Command::Serve(a) => a.log_format,
+        _ => logging::LogFormat::Text,
+    });
     let result = match cli.command {
         Command::Initrd(cmd) => initrd_cmd::run(cmd),
         Command::Image(cmd) => image_cmd::run(cmd),
@@ -93,7 +98,9 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("ember: error: {err:#}");
+            // Through the subscriber: `ember serve --log-format json`
+            // reports why it stopped as a JSON line too.
+            tracing::error!("error: {err:#}");
             std::process::ExitCode::FAILURE
         }
     }

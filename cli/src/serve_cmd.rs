@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// as its policy instead of being refused. Trusts whatever boots first.
     #[arg(long)]
     pub lab_record_first_boot: bool,
+    /// Log lines as text (`ember-serve: step=... outcome=...`) or as one
+    /// JSON object per line (timestamp, level, target, message, fields).
+    #[arg(long, value_enum, default_value_t)]
+    pub log_format: crate::logging::LogFormat,
     /// TEST ONLY: derive nonces and secrets from the AK so recorded
     /// transcripts replay (load tests). Only in binaries built with the
     /// `test-hooks` feature, which release builds never enable.
@@ -126,7 +130,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     }
     crate::enroll_cmd::check_group(&a.auto_enroll_group)?;
     if a.lab_record_first_boot {
-        eprintln!("ember serve: LAB MODE (--lab-record-first-boot): a node without a PCR policy is trusted on its first boot and its PCRs recorded; never run this in production");
+        tracing::warn!("LAB MODE (--lab-record-first-boot): a node without a PCR policy is trusted on its first boot and its PCRs recorded; never run this in production");
     }
     let auto = !a.manufacturer_ca.is_empty();
     serve::run(serve::Options {

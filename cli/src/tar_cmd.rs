@@ -153,8 +153,8 @@ impl Sink for Warn {
         self.0.end(e)
     }
     fn skipped(&mut self, name: &[u8], typeflag: u8) {
-        eprintln!(
-            "ember: warning: skipped {:?}: unsupported member type {:?}",
+        tracing::warn!(
+            "warning: skipped {:?}: unsupported member type {:?}",
             String::from_utf8_lossy(name),
             typeflag as char
         );

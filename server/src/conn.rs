@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 use tower_service::Service;
+use tracing::{info, warn};
 
 use crate::metrics::Metrics;
 
@@ -211,7 +212,7 @@ pub async fn serve(
                 // per streak so an attack cannot flood the log.
                 failures += 1;
                 if failures == 1 {
-                    eprintln!("ember-serve: step=accept outcome=error detail={e} action=back-off");
+                    warn!(step = %"accept", outcome = %"error", detail = %e, action = %"back-off");
                 }
                 conns.evict_most_silent(Duration::ZERO);
                 tokio::time::sleep(backoff).await;
@@ -220,27 +221,12 @@ pub async fn serve(
             }
         };
         if failures > 0 {
-            eprintln!("ember-serve: step=accept outcome=recovered failed_accepts={failures}");
+            info!(step = %"accept", outcome = %"recovered", failed_accepts = failures);
             failures = 0;
         }
         backoff = ACCEPT_BACKOFF.0;
-        let permit = match conns.slots.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                // Full: make room by closing the most silent connection (or,
-                // while none has been silent long enough, wait and look
-                // again); the rest queue in the kernel's backlog meanwhile.
-                loop {
-                    conns.evict_most_silent(EVICT_MIN_SILENCE);
-                    tokio::select! {
-                        p = conns.slots.clone().acquire_owned() => match p {
-                            Ok(p) => break p,
-                            Err(_) => return,
-                        },
-                        _ = tokio::time::sleep(EVICT_RETRY) => {}
-                    }
-                }
-            }
+        let Some(permit) = slot(&conns).await else {
+            return;
         };
         let _ = tcp.set_nodelay(true);
         let router = router.clone();
@@ -257,6 +243,23 @@ pub async fn serve(
             conns.unregister(id);
             drop(permit);
         });
+    }
+}
+
+/// A connection slot: a free one, or one made by closing the most silent
+/// connection (while none has been silent long enough, it waits and looks
+/// again; new connections queue in the kernel's backlog meanwhile). None
+/// once the slots are closed.
+async fn slot(conns: &Connections) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if let Ok(p) = conns.slots.clone().try_acquire_owned() {
+        return Some(p);
+    }
+    loop {
+        conns.evict_most_silent(EVICT_MIN_SILENCE);
+        tokio::select! {
+            p = conns.slots.clone().acquire_owned() => return p.ok(),
+            _ = tokio::time::sleep(EVICT_RETRY) => {}
+        }
     }
 }
 
@@ -278,11 +281,9 @@ async fn serve_connection(
             match handshake {
                 Ok(Ok(stream)) => http(stream, peer, router, conns, activity).await,
                 Ok(Err(e)) => {
-                    eprintln!(
-                        "ember-serve: step=tls outcome=handshake-failed peer={peer} detail={e:?}"
-                    )
+                    info!(step = %"tls", outcome = %"handshake-failed", peer = %peer, detail = ?e)
                 }
-                Err(_) => eprintln!("ember-serve: step=tls outcome=handshake-timeout peer={peer}"),
+                Err(_) => info!(step = %"tls", outcome = %"handshake-timeout", peer = %peer),
             }
         }
         None => http(io, peer, router, conns, activity).await,
@@ -319,7 +320,7 @@ async fn http<S>(
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     if !e.is_incomplete_message() {
-                        eprintln!("ember-serve: step=http outcome=connection-error peer={peer} detail={e}");
+                        info!(step = %"http", outcome = %"connection-error", peer = %peer, detail = %e);
                     }
                 }
                 return;
@@ -338,7 +339,7 @@ async fn http<S>(
                     if since.elapsed() >= CLOSE_GRACE {
                         // A response still pending to a client that does not
                         // read: drop the connection.
-                        eprintln!("ember-serve: step=http outcome={why} peer={peer} silent_ms={silent}");
+                        info!(step = %"http", outcome = %why, peer = %peer, silent_ms = silent);
                         return;
                     }
                 }

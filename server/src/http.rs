@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use ember_proto::msg::{self, encode, path, ErrorCode, ErrorResponse, PROTOCOL_VERSION};
 use futures_util::StreamExt;
+use tracing::info;
 
 use crate::attest::{Refusal, Server};
 use crate::conn::Peer;
@@ -41,14 +42,28 @@ fn log_request(
         outcome.map(|_| "ok").unwrap_or_else(|r| r.code.name()),
         secs,
     );
+    // {:.1} as a number: JSON lines keep it numeric, text lines print 12.3.
+    let ms = (ms * 10.0).round() / 10.0;
     match outcome {
-        Ok(()) => eprintln!("ember-serve: step={step} node={node} outcome=ok status=200 ms={ms:.1} peer={peer}"),
-        Err(r) => eprintln!(
-            "ember-serve: step={step} node={node} outcome={} status={} ms={ms:.1} peer={peer} reason={:?} detail={:?}",
-            r.code.name(),
-            r.code.http_status(),
-            r.reason,
-            r.detail
+        Ok(()) => info!(
+            step = %step,
+            node = %node,
+            outcome = %"ok",
+            status = 200u16,
+            ms,
+            peer = %peer
+        ),
+        // Reason and detail are free text (quoted in text lines). Neither
+        // carries a secret: refusals name ids, hashes and measurements.
+        Err(r) => info!(
+            step = %step,
+            node = %node,
+            outcome = %r.code.name(),
+            status = r.code.http_status(),
+            ms,
+            peer = %peer,
+            reason = r.reason.as_ref(),
+            detail = r.detail.as_str()
         ),
     }
 }

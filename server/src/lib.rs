@@ -4,6 +4,15 @@
 //! ([`store`]) its admin commands edit, and the envelope-sealed overlay
 //! blobs and signed manifests ([`manifest`]). The
 //! `ember` host tool owns the command line and calls [`run`].
+//!
+//! Logging: the library emits `tracing` events and installs no subscriber;
+//! the binary decides the line format (`ember serve --log-format`). Events
+//! are `step=... outcome=...` fields or a sentence; a field that holds free
+//! text is recorded as a string (`detail = d.as_str()`), a token with `%`.
+//! Announcements (where the server listens, what to bundle into initrds)
+//! use the target [`ANNOUNCE`], which the binary writes to stdout. Nothing
+//! logged may carry a secret: session secrets, credentials, data keys,
+//! private keys or a database password.
 
 #![forbid(unsafe_code)]
 
@@ -27,11 +36,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
 
 use attest::{Server, Settings};
 use conn::{ConnLimits, Connections};
 use metrics::Metrics;
 use store::StateDir;
+
+/// The `tracing` target of announcements: lines scripts and operators read
+/// to reach the server (`listening on https://ADDR`), written to stdout.
+pub const ANNOUNCE: &str = "ember_server::announce";
 
 pub struct Options {
     pub state: PathBuf,
@@ -76,9 +92,7 @@ fn connection_budget(requested: usize) -> usize {
     let files = getrlimit(Resource::Nofile).current.unwrap_or(1 << 20);
     let budget = (files.saturating_sub(RESERVED_FDS) / 2).max(8) as usize;
     if requested > budget {
-        eprintln!(
-            "ember-serve: --max-connections {requested} lowered to {budget}: the open-files limit is {files}"
-        );
+        warn!("--max-connections {requested} lowered to {budget}: the open-files limit is {files}");
     }
     requested.min(budget)
 }
@@ -90,165 +104,194 @@ fn replica_name(given: Option<String>) -> String {
     })
 }
 
+/// Runs the server until SIGINT or SIGTERM: the state, the TLS identity,
+/// the protocol's server and the connection slots, then the listeners on a
+/// tokio runtime of `opts.threads` workers.
 pub fn run(opts: Options) -> Result<()> {
     let state = StateDir::new(&opts.state);
-    let pool = store::open_pool(&state, opts.database.as_deref())?;
-    std::fs::create_dir_all(state.boot_dir())?;
-    std::fs::create_dir_all(state.sealed_dir())?;
-    let (signing_key, created) = manifest::ensure_signing_key(&state)?;
-    if created {
-        eprintln!("ember-serve: created the overlay manifest signing key");
-    }
-    let identity = match &opts.cert {
-        Some((cert, key)) => tls::Identity {
-            cert_chain: cert.clone(),
-            key: key.clone(),
-            ca: None,
-        },
-        None => {
-            let (id, created) = tls::ensure_identity(&state, &opts.names)?;
-            if created {
-                eprintln!(
-                    "ember-serve: created CA and server certificate for {:?}",
-                    opts.names
-                );
-            }
-            id
-        }
-    };
+    let server = Arc::new(open_server(&opts, &state)?);
+    let identity = tls_identity(&opts, &state)?;
     let tls_config = tls::server_config(&identity)?;
-    let cas = verify::load_cas(&opts.manufacturer_cas)?;
-    #[cfg(feature = "test-hooks")]
-    if opts.settings.replayable_sessions {
-        eprintln!("ember-serve: WARNING: test mode: nonces and secrets are derived from the AK and replayable. Never use this in production.");
-    }
-    let metrics = Arc::new(Metrics::new(replica_name(opts.replica_id.clone())));
-    let server = Arc::new(Server {
-        state: state.clone(),
-        db: pool,
-        verifier: verify::Verifier::new(cas),
-        settings: opts.settings.clone(),
-        metrics: metrics.clone(),
-        body_timeout: opts.body_timeout,
-        http_port: std::sync::OnceLock::new(),
-        signing_key,
-        ukis: uki::Known::new(&opts.esp_loader, opts.esp_failed_boot_options),
-    });
-    let mut limits = opts.limits.clone();
-    limits.max_connections = connection_budget(limits.max_connections);
-    eprintln!(
-        "ember-serve: replica={} database={:?} max_connections={} header_timeout={:?} idle_timeout={:?} body_timeout={:?}",
-        metrics.replica(),
-        server.db.database(),
-        limits.max_connections,
-        limits.header_timeout,
-        limits.idle_timeout,
-        opts.body_timeout
-    );
-    let conns = Connections::new(limits, metrics.clone());
-
+    let conns = connection_slots(&opts, &server);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.threads.max(1))
         .enable_all()
         .build()
         .context("start the tokio runtime")?;
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(opts.listen)
-            .await
-            .with_context(|| format!("listen on {}", opts.listen))?;
+    rt.block_on(async {
+        let listener = bind(opts.listen).await?;
         let addr = listener.local_addr()?;
         let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
-        let mut tasks = vec![tokio::spawn(conn::serve(
-            listener,
-            Some(acceptor),
-            http::router(server.clone()),
-            conns.clone(),
-        ))];
-        let purger = server.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-            loop {
-                tick.tick().await;
-                let s = purger.clone();
-                let purged = tokio::task::spawn_blocking(move || {
-                    store::purge_expired(&mut s.db.get()?, store::now_ms())
-                })
-                .await;
-                match purged {
-                    Ok(Ok((0, 0))) | Err(_) => {}
-                    Ok(Ok((c, n))) => {
-                        eprintln!("ember-serve: step=purge credentials={c} sessions={n}")
-                    }
-                    Ok(Err(e)) => eprintln!("ember-serve: step=purge outcome=error detail={e:#}"),
-                }
-            }
-        }));
-        if let Some(a) = opts.http_listen {
-            let l = tokio::net::TcpListener::bind(a)
-                .await
-                .with_context(|| format!("listen on {a}"))?;
-            let bound = l.local_addr()?;
-            let _ = server.http_port.set(bound.port());
-            // Tests and scripts read the address from this line.
-            println!("ember-serve: boot artifacts on http://{bound}");
-            println!(
-                "ember-serve: sealed overlay blobs on http://{bound}{}",
-                ember_proto::msg::path::BLOB
-            );
-            tasks.push(tokio::spawn(conn::serve(
-                l,
-                None,
-                http::boot_router(server.clone()),
+        let mut tasks = vec![
+            tokio::spawn(conn::serve(
+                listener,
+                Some(acceptor),
+                http::router(server.clone()),
                 conns.clone(),
-            )));
-        }
-        if let Some(a) = opts.metrics_listen {
-            let l = tokio::net::TcpListener::bind(a)
-                .await
-                .with_context(|| format!("listen on {a}"))?;
-            println!("ember-serve: metrics on http://{}/metrics", l.local_addr()?);
-            // Its own slots: a flood of node connections cannot hide the
-            // server's state from the operator.
-            let admin = Connections::new(
-                ConnLimits {
-                    max_connections: 16,
-                    ..ConnLimits::default()
-                },
-                Arc::new(Metrics::default()),
-            );
-            tasks.push(tokio::spawn(conn::serve(
-                l,
-                None,
-                http::admin_router(server.clone()),
-                admin,
-            )));
-        }
-        if let Some(ca) = &identity.ca {
-            println!(
-                "ember-serve: CA certificate (bundle into initrds): {}",
-                ca.display()
-            );
-        }
-        println!(
-            "ember-serve: manifest public key (bundle into initrds as {}): {}",
-            ember_proto::manifest::PUBLIC_KEY_PATH,
-            manifest::public_path(&state).display()
-        );
-        // Tests and scripts wait for this line.
-        println!("ember-serve: listening on https://{addr}");
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        eprintln!("ember-serve: shutting down");
+            )),
+            spawn_purger(server.clone()),
+        ];
+        tasks.extend(serve_plain_listeners(&opts, &server, &conns).await?);
+        announce(&identity, &state, addr);
+        let stopped = until_shutdown().await;
+        info!("shutting down");
         for t in tasks {
             t.abort();
         }
-        Ok::<_, anyhow::Error>(())
+        stopped
     })?;
-    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    rt.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
+
+/// The state folder's database and folders, the manifest signing key, the
+/// manufacturer CAs and metrics: the protocol's [`Server`].
+fn open_server(opts: &Options, state: &StateDir) -> Result<Server> {
+    let pool = store::open_pool(state, opts.database.as_deref())?;
+    std::fs::create_dir_all(state.boot_dir())?;
+    std::fs::create_dir_all(state.sealed_dir())?;
+    let (signing_key, created) = manifest::ensure_signing_key(state)?;
+    if created {
+        info!("created the overlay manifest signing key");
+    }
+    let cas = verify::load_cas(&opts.manufacturer_cas)?;
+    #[cfg(feature = "test-hooks")]
+    if opts.settings.replayable_sessions {
+        warn!("WARNING: test mode: nonces and secrets are derived from the AK and replayable. Never use this in production.");
+    }
+    Ok(Server {
+        state: state.clone(),
+        db: pool,
+        verifier: verify::Verifier::new(cas),
+        settings: opts.settings.clone(),
+        metrics: Arc::new(Metrics::new(replica_name(opts.replica_id.clone()))),
+        body_timeout: opts.body_timeout,
+        http_port: std::sync::OnceLock::new(),
+        signing_key,
+        ukis: uki::Known::new(&opts.esp_loader, opts.esp_failed_boot_options),
+    })
+}
+
+/// The operator's certificate (`--cert`/`--key`), or the state folder's
+/// own CA and server certificate, made on first start.
+fn tls_identity(opts: &Options, state: &StateDir) -> Result<tls::Identity> {
+    if let Some((cert, key)) = &opts.cert {
+        return Ok(tls::Identity {
+            cert_chain: cert.clone(),
+            key: key.clone(),
+            ca: None,
+        });
+    }
+    let (id, created) = tls::ensure_identity(state, &opts.names)?;
+    if created {
+        info!("created CA and server certificate for {:?}", opts.names);
+    }
+    Ok(id)
+}
+
+/// The connection slots both node listeners share, within what the
+/// open-files limit allows; logs the settings the server runs with.
+fn connection_slots(opts: &Options, server: &Server) -> Arc<Connections> {
+    let mut limits = opts.limits.clone();
+    limits.max_connections = connection_budget(limits.max_connections);
+    info!(
+        replica = %server.metrics.replica(),
+        // Database's Debug names host, database and user, never a password.
+        database = ?server.db.database(),
+        max_connections = limits.max_connections,
+        header_timeout = ?limits.header_timeout,
+        idle_timeout = ?limits.idle_timeout,
+        body_timeout = ?opts.body_timeout,
+    );
+    Connections::new(limits, server.metrics.clone())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen on {addr}"))
+}
+
+/// Deletes expired credentials and sessions once a minute.
+fn spawn_purger(server: Arc<Server>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let s = server.clone();
+            let purged = tokio::task::spawn_blocking(move || {
+                store::purge_expired(&mut s.db.get()?, store::now_ms())
+            })
+            .await;
+            match purged {
+                Ok(Ok((0, 0))) | Err(_) => {}
+                Ok(Ok((c, n))) => info!(step = %"purge", credentials = c, sessions = n),
+                Ok(Err(e)) => {
+                    let detail = format!("{e:#}");
+                    warn!(step = %"purge", outcome = %"error", detail = %detail);
+                }
+            }
+        }
+    })
+}
+
+/// The plain-HTTP listeners: boot artifacts and sealed blobs for nodes
+/// (`--http-listen`), metrics for operators (`--metrics-listen`).
+async fn serve_plain_listeners(
+    opts: &Options,
+    server: &Arc<Server>,
+    conns: &Arc<Connections>,
+) -> Result<Vec<JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    if let Some(a) = opts.http_listen {
+        let l = bind(a).await?;
+        let bound = l.local_addr()?;
+        let _ = server.http_port.set(bound.port());
+        // Tests and scripts read the address from this line.
+        info!(target: ANNOUNCE, "boot artifacts on http://{bound}");
+        let blobs = ember_proto::msg::path::BLOB;
+        info!(target: ANNOUNCE, "sealed overlay blobs on http://{bound}{blobs}");
+        let router = http::boot_router(server.clone());
+        tasks.push(tokio::spawn(conn::serve(l, None, router, conns.clone())));
+    }
+    if let Some(a) = opts.metrics_listen {
+        let l = bind(a).await?;
+        info!(target: ANNOUNCE, "metrics on http://{}/metrics", l.local_addr()?);
+        // Its own slots: a flood of node connections cannot hide the
+        // server's state from the operator.
+        let admin = Connections::new(
+            ConnLimits {
+                max_connections: 16,
+                ..ConnLimits::default()
+            },
+            Arc::new(Metrics::default()),
+        );
+        let router = http::admin_router(server.clone());
+        tasks.push(tokio::spawn(conn::serve(l, None, router, admin)));
+    }
+    Ok(tasks)
+}
+
+/// What to bundle into initrds, and last the line that says the server is
+/// up: tests and scripts wait for `listening on https://ADDR`.
+fn announce(identity: &tls::Identity, state: &StateDir, addr: SocketAddr) {
+    if let Some(ca) = &identity.ca {
+        info!(target: ANNOUNCE, "CA certificate (bundle into initrds): {}", ca.display());
+    }
+    info!(
+        target: ANNOUNCE,
+        "manifest public key (bundle into initrds as {}): {}",
+        ember_proto::manifest::PUBLIC_KEY_PATH,
+        manifest::public_path(state).display()
+    );
+    info!(target: ANNOUNCE, "listening on https://{addr}");
+}
+
+async fn until_shutdown() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
     Ok(())
 }

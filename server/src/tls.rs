@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair,
+    KeyUsagePurpose,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -64,7 +65,25 @@ pub fn ensure_identity(state: &StateDir, names: &[String]) -> Result<(Identity, 
         ));
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let (ca_cert, ca_key) = new_ca()?;
+    let (server_cert, server_key) = new_server_cert(names, &ca_cert, &ca_key)?;
+    // The CA key is kept so an operator can re-issue the server certificate.
+    write_private(&dir.join("ca.key"), &ca_key.serialize_pem())?;
+    write_public(&ca, &ca_cert.pem())?;
+    write_private(&key, &server_key.serialize_pem())?;
+    write_public(&cert, &format!("{}{}", server_cert.pem(), ca_cert.pem()))?;
+    Ok((
+        Identity {
+            cert_chain: cert,
+            key,
+            ca: Some(ca),
+        },
+        true,
+    ))
+}
 
+/// A self-signed CA that may sign server certificates only (path length 0).
+fn new_ca() -> Result<(Certificate, KeyPair)> {
     let ca_key = KeyPair::generate().context("generate CA key")?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
@@ -80,7 +99,16 @@ pub fn ensure_identity(state: &StateDir, names: &[String]) -> Result<(Identity, 
     ca_params.not_before = rcgen::date_time_ymd(2024, 1, 1);
     ca_params.not_after = rcgen::date_time_ymd(2074, 1, 1);
     let ca_cert = ca_params.self_signed(&ca_key).context("self-sign CA")?;
+    Ok((ca_cert, ca_key))
+}
 
+/// A server certificate for `names` (localhost and 127.0.0.1 when none)
+/// signed by the CA.
+fn new_server_cert(
+    names: &[String],
+    ca_cert: &Certificate,
+    ca_key: &KeyPair,
+) -> Result<(Certificate, KeyPair)> {
     let mut names = names.to_vec();
     if names.is_empty() {
         names = vec!["localhost".into(), "127.0.0.1".into()];
@@ -96,22 +124,9 @@ pub fn ensure_identity(state: &StateDir, names: &[String]) -> Result<(Identity, 
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
     params.not_after = rcgen::date_time_ymd(2074, 1, 1);
     let server_cert = params
-        .signed_by(&server_key, &ca_cert, &ca_key)
+        .signed_by(&server_key, ca_cert, ca_key)
         .context("sign server certificate")?;
-
-    // The CA key is kept so an operator can re-issue the server certificate.
-    write_private(&dir.join("ca.key"), &ca_key.serialize_pem())?;
-    write_public(&ca, &ca_cert.pem())?;
-    write_private(&key, &server_key.serialize_pem())?;
-    write_public(&cert, &format!("{}{}", server_cert.pem(), ca_cert.pem()))?;
-    Ok((
-        Identity {
-            cert_chain: cert,
-            key,
-            ca: Some(ca),
-        },
-        true,
-    ))
+    Ok((server_cert, server_key))
 }
 
 /// rustls configuration for the HTTPS listener.

@@ -162,8 +162,8 @@ impl EmberServer {
             let text = std::fs::read_to_string(&out).unwrap_or_default();
             let line = |prefix: &str| {
                 text.lines()
-                    .find_map(|l| l.strip_prefix(prefix))
-                    .map(str::to_string)
+                    .map(as_text_line)
+                    .find_map(|l| l.strip_prefix(prefix).map(str::to_string))
             };
             addr = line("ember-serve: listening on https://");
             http_addr = line("ember-serve: boot artifacts on http://");
@@ -343,6 +343,12 @@ impl EmberServer {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 
+    /// Everything the server announced on stdout so far (where it listens,
+    /// what to bundle into initrds).
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.out")).unwrap_or_default()
+    }
+
     /// Waits until the log has a line containing `needle` (requests are
     /// logged as they finish, so a client may see the answer first).
     pub fn wait_log(&self, needle: &str) -> bool {
@@ -466,5 +472,22 @@ impl EmberServer {
             .output()
             .expect("run ember attest");
         Run::from(out)
+    }
+}
+
+/// A line of `ember serve`'s output as its text format writes it: a JSON
+/// line (`--log-format json`) of the server library becomes
+/// `ember-serve: MESSAGE`; any other line is returned as it is.
+fn as_text_line(line: &str) -> String {
+    let Ok(serde_json::Value::Object(o)) = serde_json::from_str(line) else {
+        return line.to_string();
+    };
+    match (o.get("target"), o.get("message")) {
+        (Some(serde_json::Value::String(t)), Some(serde_json::Value::String(m)))
+            if t.starts_with("ember_server") =>
+        {
+            format!("ember-serve: {m}")
+        }
+        _ => line.to_string(),
     }
 }

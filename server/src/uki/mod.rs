@@ -68,11 +68,11 @@ impl Known {
         let loader = match std::fs::read(esp_loader) {
             Ok(b) if PeImage::parse(&b).is_ok() => Some(b),
             Ok(_) => {
-                eprintln!("ember-serve: --esp-loader {} is not a PE image: nodes get no boot image and write no last-known-good slot", esp_loader.display());
+                tracing::warn!("--esp-loader {} is not a PE image: nodes get no boot image and write no last-known-good slot", esp_loader.display());
                 None
             }
             Err(e) => {
-                eprintln!("ember-serve: --esp-loader {}: {e}: nodes get no boot image and write no last-known-good slot (install systemd-boot-efi or give --esp-loader)", esp_loader.display());
+                tracing::warn!("--esp-loader {}: {e}: nodes get no boot image and write no last-known-good slot (install systemd-boot-efi or give --esp-loader)", esp_loader.display());
                 None
             }
         };

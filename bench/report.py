@@ -363,7 +363,6 @@ def markdown(report):
     w("")
     # The overlay phase by stage, from /init's `metrics: overlay_*` line.
     stages = (("overlay_receive_ms", "receive: socket + TLS"),
-              ("overlay_keep_ms", "keep: ciphertext copy for LKG"),
               ("overlay_open_ms", "open: ChaCha20-Poly1305 (one pass, no SHA-256)"),
               ("overlay_unpack_ms", "unpack: decompress (as the manifest says) + tar"),
               ("overlay_write_ms", "write: files into tmpfs"))

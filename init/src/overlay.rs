@@ -12,7 +12,6 @@
 //! | stage | what |
 //! |---|---|
 //! | `receive` | everything before a piece reaches the opener: socket reads and TLS (network), or file reads (LKG) |
-//! | `keep` | the ciphertext copy kept for last-known-good (network only) |
 //! | `open` | ChaCha20-Poly1305 of the sealed chunks |
 //! | `unpack` | decompression (gzip inflate or LZ4 blocks, as the manifest says), tar parsing |
 //! | `write` | creating the files and writing their data |
@@ -40,7 +39,6 @@ pub fn trusted_key() -> Result<PublicKey, Error> {
 #[derive(Default)]
 pub struct Stages {
     receive_ns: u64,
-    keep_ns: u64,
     open_ns: u64,
     unpack_ns: u64,
     write_ns: Cell<u64>,
@@ -55,21 +53,14 @@ pub fn cpu_ns() -> u64 {
 }
 
 impl Stages {
-    /// Moves `ns` of what was counted as `receive` to `keep`.
-    pub fn keep(&mut self, ns: u64) {
-        self.receive_ns = self.receive_ns.saturating_sub(ns);
-        self.keep_ns += ns;
-    }
-
     /// One metrics line an operator (and `qemu/bench`) can read.
     pub fn log(&self) {
         let ms = |ns: u64| ns / 1_000_000;
         crate::info!(
-            "metrics: overlay_sealed_bytes={} overlay_plain_bytes={} overlay_receive_ms={} overlay_keep_ms={} overlay_open_ms={} overlay_unpack_ms={} overlay_write_ms={}",
+            "metrics: overlay_sealed_bytes={} overlay_plain_bytes={} overlay_receive_ms={} overlay_open_ms={} overlay_unpack_ms={} overlay_write_ms={}",
             self.sealed_bytes,
             self.plain_bytes,
             ms(self.receive_ns),
-            ms(self.keep_ns),
             ms(self.open_ns),
             ms(self.unpack_ns),
             ms(self.write_ns.get())
@@ -80,7 +71,7 @@ impl Stages {
 /// Opens the sealed stream that `feed` produces into `/`. `feed` gets the
 /// writer to hand each piece of ciphertext to, in order, and returns once
 /// the stream ended (or failed). Time outside the writer counts as
-/// `receive`; a caller that does more there books it with [`Stages::keep`].
+/// `receive`.
 pub fn open_into_root(
     envelope: &Envelope,
     stages: &mut Stages,

@@ -15,13 +15,13 @@ use crate::x509::{self, Certificate};
 use crate::ErrorKind;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
-use chacha20poly1305::consts::{U12, U32, U54};
 use core::cell::Cell;
 use core::time::Duration;
 use embedded_tls::{
     CertificateEntryRef, CertificateRef, CertificateVerifyRef, CryptoProvider, SignatureScheme,
     TlsCipherSuite, TlsError, TlsVerifier,
 };
+use ember_aead::aead::consts::{U12, U32, U54};
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
 use rustix::event::PollFlags;
@@ -38,7 +38,7 @@ pub struct Chacha20Poly1305Sha256;
 
 impl TlsCipherSuite for Chacha20Poly1305Sha256 {
     const CODE_POINT: u16 = 0x1303;
-    type Cipher = chacha20poly1305::ChaCha20Poly1305;
+    type Cipher = ember_aead::ChaCha20Poly1305;
     type KeyLen = U32;
     type IvLen = U12;
     type Hash = sha2::Sha256;

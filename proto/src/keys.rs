@@ -1,8 +1,7 @@
 //! Everything both sides derive from the activated secret. Keeping the
 //! derivations in one place is what makes the node and the server agree.
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+use ember_aead::{AeadInPlace, ChaCha20Poly1305, Key, KeyInit, Nonce, Tag};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};

@@ -52,7 +52,7 @@ use rustix::fs::{Mode, OFlags};
 
 use crate::fsutil::{self, Stop};
 use crate::measure::{Measured, Root};
-use crate::session::{Fetched, Session, SEALED_COPY};
+use crate::session::{Fetched, Session};
 use crate::{overlay, Error, ErrorKind};
 use slots::Slot;
 
@@ -201,7 +201,6 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
     )?;
     let m = &fetched.envelope.manifest;
     let art = write::Artifacts {
-        sealed_overlay: SEALED_COPY,
         manifest: fetched.signed.clone(),
         boot_image: signed_image.clone(),
         version_id: m.version_id,
@@ -222,13 +221,33 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
         }
     };
     let uki = write::Image {
+        what: "boot image",
         sha256: &image.sha256,
         size: image.size,
         fetch: &mut fetch,
     };
+    let mut fetch_blob = |each: &mut dyn FnMut(&[u8]) -> Result<(), Error>| {
+        let mut failed = None;
+        let got = session.fetch_sealed_blob(&fetched.envelope, &mut |piece| {
+            each(piece).map_err(|e| {
+                failed = Some(e);
+                ember_proto::Error::new(ember_proto::ErrorKind::SealedUnusable)
+            })
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => got,
+        }
+    };
+    let overlay = write::Image {
+        what: "sealed overlay",
+        sha256: &m.blob_sha256,
+        size: m.blob_size,
+        fetch: &mut fetch_blob,
+    };
     let (slot, generation) = slots::for_write(record::generations(&record::read_both(&esp)));
     crate::info!("lkg: writing slot {} generation {generation}", slot.name());
-    write::slot(&esp, slot, generation, uki, &art)?;
+    write::slot(&esp, slot, generation, uki, overlay, &art)?;
     // Only once the slot is complete: a cut write leaves the older slot
     // bootable, and its epoch must still be accepted.
     epoch::raise(&esp, m.epoch)?;

@@ -1,7 +1,8 @@
 //! Writing a slot onto the ESP so that a power cut at any point leaves the
-//! other slot bootable. The slot's UKI is fetched to a temporary name and
-//! checked against its signed SHA-256 first (a wrong image is never
-//! renamed into place, and nothing else changes); then the slot's loader
+//! other slot bootable. The slot's UKI and its sealed overlay are fetched
+//! to temporary names and checked against their signed SHA-256 and size
+//! first (a wrong file is never renamed into place, and nothing else
+//! changes); then the slot's loader
 //! entry is removed (a half-written slot is never bootable), its files
 //! are renamed or written through temporary names and fsynced, and only
 //! then is a new entry created. Entries carry `version <generation>`, so
@@ -18,7 +19,7 @@ use rustix::io::Errno;
 use super::esp::Mounted;
 use super::record::{SealedKey, SlotRecord, RECORD_VERSION};
 use super::slots::Slot;
-use crate::fsutil::{self, Stop};
+use crate::fsutil;
 use crate::{Error, ErrorKind};
 use alloc::vec::Vec;
 use ember_fs::hex::hex;
@@ -32,17 +33,20 @@ pub const TRIES: u32 = 3;
 pub type Fetch<'a> =
     dyn FnMut(&mut dyn FnMut(&[u8]) -> Result<(), Error>) -> Result<(), Error> + 'a;
 
-/// The slot's UKI, as the boot server signed it.
+/// A file of the slot as the boot server serves it by its signed digest:
+/// the UKI (its digest in the signed boot image record) or the sealed
+/// overlay blob (its digest in the signed manifest).
 pub struct Image<'a> {
+    /// What it is, for the log ("boot image", "sealed overlay").
+    pub what: &'static str,
     pub sha256: &'a [u8; 32],
     pub size: u64,
-    /// Streams the image's bytes into the callback it is given.
+    /// Streams the file's bytes into the callback it is given.
     pub fetch: &'a mut Fetch<'a>,
 }
 
 /// Everything a slot is written from.
-pub struct Artifacts<'a> {
-    pub sealed_overlay: &'a str,
+pub struct Artifacts {
     pub manifest: SignedManifest,
     pub boot_image: SignedBootImage,
     /// The manifest's overlay version, for the loader entry's title.
@@ -66,7 +70,8 @@ pub fn slot(
     slot: Slot,
     generation: u64,
     image: Image<'_>,
-    art: &Artifacts<'_>,
+    overlay: Image<'_>,
+    art: &Artifacts,
 ) -> Result<(), Error> {
     ensure_dirs(esp, slot)?;
     ensure_loader_conf(esp)?;
@@ -83,19 +88,31 @@ pub fn slot(
         image.size
     );
     fetch_checked(&uki, image)?;
+    let uki_tmp = format!("{uki}.tmp");
+    // The overlay again, by the digest its signed manifest names: the boot
+    // opened it straight from the network and kept no copy (README
+    // "Overlay pipeline").
+    let sealed = esp.path(&format!("{dir}/overlay.sealed"));
+    crate::info!(
+        "lkg: slot {}: fetching the sealed overlay {} ({} bytes)",
+        slot.name(),
+        hex(overlay.sha256),
+        overlay.size
+    );
+    if let Err(e) = fetch_checked(&sealed, overlay) {
+        let _ = rfs::unlink(uki_tmp.as_str());
+        return Err(e);
+    }
     // Never leave an entry pointing at files that are being replaced.
     remove_entries(esp, slot)?;
     fsync_dir(&esp.path("loader/entries"))?;
-    let tmp = format!("{uki}.tmp");
-    rfs::rename(tmp.as_str(), uki.as_str()).map_err(io(&uki))?;
+    rfs::rename(uki_tmp.as_str(), uki.as_str()).map_err(io(&uki))?;
     // A slot of the older format kept a kernel and an initrd snapshot.
     for old in ["vmlinuz", "initrd.cpio"] {
         let _ = rfs::unlink(esp.path(&format!("{dir}/{old}")).as_str());
     }
-    copy_file(
-        art.sealed_overlay,
-        &esp.path(&format!("{dir}/overlay.sealed")),
-    )?;
+    let sealed_tmp = format!("{sealed}.tmp");
+    rfs::rename(sealed_tmp.as_str(), sealed.as_str()).map_err(io(&sealed))?;
     let record = SlotRecord {
         version: RECORD_VERSION,
         generation,
@@ -126,8 +143,8 @@ pub fn slot(
     fsync_dir(&esp.path("loader/entries"))
 }
 
-/// Streams the image into `<to>.tmp`, hashing it, and keeps the file only
-/// when its SHA-256 and size are the signed ones (fsynced, for the rename).
+/// Streams the file into `<to>.tmp`, hashing it, and keeps it only when
+/// its SHA-256 and size are the signed ones (fsynced, for the rename).
 fn fetch_checked(to: &str, image: Image<'_>) -> Result<(), Error> {
     let tmp = format!("{to}.tmp");
     let dst = rfs::open(
@@ -142,7 +159,7 @@ fn fetch_checked(to: &str, image: Image<'_>) -> Result<(), Error> {
         len += piece.len() as u64;
         if len > image.size {
             return Err(Error::new(ErrorKind::Lkg(
-                "the boot image is longer than signed",
+                "a slot's file is longer than signed",
             )));
         }
         sha.update(piece);
@@ -156,12 +173,15 @@ fn fetch_checked(to: &str, image: Image<'_>) -> Result<(), Error> {
             return Ok(());
         }
         crate::error!(
-            "lkg: the boot image served has sha256 {} ({len} bytes), the server signed {} ({} bytes): not written",
+            "lkg: the {} served has sha256 {} ({len} bytes), the server signed {} ({} bytes): not written",
+            image.what,
             hex(&got),
             hex(image.sha256),
             image.size
         );
-        Err(Error::new(ErrorKind::Lkg("the boot image differs from its signed digest")))
+        Err(Error::new(ErrorKind::Lkg(
+            "a slot's file differs from its signed digest",
+        )))
     });
     if checked.is_err() {
         let _ = rfs::unlink(tmp.as_str());
@@ -232,37 +252,6 @@ pub fn write_atomic(path: &str, data: &[u8]) -> Result<(), Error> {
     rfs::fsync(&fd).map_err(io(path))?;
     drop(fd);
     rfs::rename(tmp.as_str(), path).map_err(io(path))
-}
-
-/// Copies a file through a temporary name, fsynced, then renamed.
-fn copy_file(from: &str, to: &str) -> Result<(), Error> {
-    let src =
-        rfs::open(from, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(|errno| {
-            Error::new(ErrorKind::Read {
-                path: from.into(),
-                errno,
-            })
-        })?;
-    let tmp = format!("{to}.tmp");
-    let dst = rfs::open(
-        tmp.as_str(),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )
-    .map_err(io(to))?;
-    let mut buf = alloc::vec![0u8; 64 * 1024];
-    fsutil::read_each(&src, &mut buf, |piece| fsutil::write_all(&dst, piece)).map_err(
-        |e| match e {
-            Stop::Read(errno) => Error::new(ErrorKind::Read {
-                path: from.into(),
-                errno,
-            }),
-            Stop::Each(errno) => io(to)(errno),
-        },
-    )?;
-    rfs::fsync(&dst).map_err(io(to))?;
-    drop(dst);
-    rfs::rename(tmp.as_str(), to).map_err(io(to))
 }
 
 fn fsync_dir(path: &str) -> Result<(), Error> {

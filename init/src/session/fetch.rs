@@ -2,25 +2,23 @@
 //! initrd's key and its data key unwrapped and checked against the
 //! manifest's commitment before one byte is fetched; the blob is then
 //! fetched by digest (plain HTTP by default, `ember.overlay_transport=https`
-//! for TLS) through [`crate::overlay::open_into_root`] into `/`, its
-//! ciphertext kept, as downloaded, for last-known-good.
+//! for TLS) through [`crate::overlay::open_into_root`] into `/`. Nothing
+//! of it is kept: the blob is content-addressed, so last-known-good
+//! fetches it again by its signed digest after Ready, when it writes the
+//! slot (as it fetches the UKI), instead of the boot copying 20 MB into
+//! tmpfs on the critical path for a slot most boots never write.
 
 use ember_net::https::Client;
 use ember_proto::client;
 use ember_proto::manifest::{Envelope, SignedBootImage, SignedManifest, Target};
 use ember_proto::net::NetTransport;
-use rustix::fd::OwnedFd;
-use rustix::fs::{Mode, OFlags};
 
 use super::Session;
 use crate::cmdline::OverlayTransport;
 use crate::overlay::{self, Stages};
-use crate::{fsutil, Error, ErrorKind};
+use crate::{Error, ErrorKind};
 use ember_fs::hex::Hex;
 use ember_fs::quoted::Quoted;
-
-/// Where the sealed overlay is kept, as downloaded, until it goes to the ESP.
-pub const SEALED_COPY: &str = "/run/ember/overlay.sealed";
 
 /// What the network gave this boot: the verified envelope, the signed
 /// manifest as the server sent it, and the signed record of the UKI this
@@ -59,19 +57,10 @@ impl Session {
         );
         let client = self.client();
         let mut http = self.static_transport(&client, transport, "overlay");
-        let mut copy = KeptCopy::create()?;
         let mut stages = Stages::default();
-        let mut keep_ns = 0;
         overlay::open_into_root(&envelope, &mut stages, |open| {
-            client::fetch_blob(&mut http, &self.server, &envelope, &mut |piece| {
-                let start = overlay::cpu_ns();
-                copy.write(piece);
-                keep_ns += overlay::cpu_ns().saturating_sub(start);
-                open(piece)
-            })
-            .map_err(Error::from)
+            client::fetch_blob(&mut http, &self.server, &envelope, open).map_err(Error::from)
         })?;
-        stages.keep(keep_ns);
         stages.log();
         crate::info!(
             "overlay: version {} ({} bytes) extracted into /",
@@ -110,6 +99,19 @@ impl Session {
         }
     }
 
+    /// Streams the sealed overlay blob `envelope` names, as the server
+    /// serves it, into `each` (last-known-good; the caller checks the
+    /// signed digest and size).
+    pub fn fetch_sealed_blob(
+        &self,
+        envelope: &Envelope,
+        each: &mut dyn FnMut(&[u8]) -> Result<(), ember_proto::Error>,
+    ) -> Result<(), Error> {
+        let client = self.client();
+        let mut http = self.static_transport(&client, OverlayTransport::Http, "lkg");
+        client::fetch_blob(&mut http, &self.server, envelope, each).map_err(Error::from)
+    }
+
     /// Streams the boot artifact named `sha256` from the server that
     /// booted this node into `each` (the caller checks the digest).
     pub fn fetch_boot_image(
@@ -121,34 +123,5 @@ impl Session {
         let mut http = self.static_transport(&client, OverlayTransport::Http, "lkg");
         let url = client::boot_path(&self.server, sha256);
         client::fetch_static(&mut http, "boot image", &url, each).map_err(Error::from)
-    }
-}
-
-/// The ciphertext copy for last-known-good. A failed write only costs
-/// last-known-good this overlay: it is logged once and the boot goes on.
-struct KeptCopy {
-    fd: Option<OwnedFd>,
-}
-
-impl KeptCopy {
-    fn create() -> Result<KeptCopy, Error> {
-        let _ = rustix::fs::mkdir("/run/ember", Mode::from_raw_mode(0o700));
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC;
-        let fd =
-            rustix::fs::open(SEALED_COPY, flags, Mode::from_raw_mode(0o600)).map_err(|errno| {
-                Error::new(ErrorKind::Write {
-                    path: SEALED_COPY.into(),
-                    errno,
-                })
-            })?;
-        Ok(KeptCopy { fd: Some(fd) })
-    }
-
-    fn write(&mut self, piece: &[u8]) {
-        let Some(fd) = &self.fd else { return };
-        if let Err(e) = fsutil::write_all(fd, piece) {
-            crate::warn!("overlay: keeping a copy for last-known-good failed: {e}");
-            self.fd = None;
-        }
     }
 }

@@ -16,7 +16,7 @@ use ember_proto::client::{self, Credential};
 use ember_proto::net::NetTransport;
 use ember_proto::tpm::TpmAttestor;
 
-pub use fetch::{Fetched, SEALED_COPY};
+pub use fetch::Fetched;
 
 use crate::network::{self, Network};
 use crate::tpm::{Meter, NodeTpm};

@@ -2,6 +2,8 @@
 //! `ember serve`, QEMU) is started by a fixture that picks free ports, waits
 //! for readiness and stops its own process by PID when dropped.
 
+// The Debian package installed with dpkg, its service unit run as systemd would.
+pub mod deb;
 pub mod dnsmasq;
 // A TCG event log writer: host tests that play the firmware on swtpm.
 pub mod eventlog;

@@ -58,3 +58,39 @@ fn write_pages(
     written.push(path);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Arg, Command};
+
+    #[test]
+    fn pages_are_named_after_the_subcommand_path_and_skip_hidden_ones() {
+        let out = std::env::temp_dir().join(format!("ember-man-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let cmd = Command::new("ember")
+            .version("9.9")
+            .subcommand(
+                Command::new("overlay").about("Overlays.").subcommand(
+                    Command::new("add")
+                        .about("Publish an overlay.")
+                        .arg(Arg::new("group").long("group").env("EMBER_TEST_GROUP")),
+                ),
+            )
+            .subcommand(Command::new("man").hide(true));
+        run(ManArgs { out: out.clone() }, cmd).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["ember-overlay-add.1", "ember-overlay.1", "ember.1"]);
+        let page = std::fs::read_to_string(out.join("ember-overlay-add.1")).unwrap();
+        let _ = std::fs::remove_dir_all(&out);
+        assert!(page.contains(".TH ember-overlay-add 1"), "{page}");
+        assert!(page.contains("ember overlay add"), "synopsis: {page}");
+        assert!(page.contains("Publish an overlay."), "{page}");
+        assert!(page.contains("EMBER_TEST_GROUP"), "env: {page}");
+        assert!(page.contains("Ember Manual"), "{page}");
+    }
+}

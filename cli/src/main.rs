@@ -10,6 +10,7 @@ mod image_cmd;
 mod initrd;
 mod initrd_cmd;
 mod logging;
+mod man_cmd;
 mod net_cmd;
 mod nodes_cmd;
 mod oci;
@@ -71,6 +72,9 @@ enum Command {
     /// Build unified kernel images (kernel + initrd + command line on systemd-stub).
     #[command(subcommand)]
     Uki(uki_cmd::UkiCmd),
+    /// Write the manual pages (one per subcommand) into a folder.
+    #[command(hide = true)]
+    Man(man_cmd::ManArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -94,6 +98,7 @@ fn main() -> std::process::ExitCode {
         Command::Attest(a) => attest::run(a),
         Command::Artifact(a) => artifact_cmd::run(a),
         Command::Uki(cmd) => uki_cmd::run(cmd),
+        Command::Man(a) => man_cmd::run(a, <Cli as clap::CommandFactory>::command()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+// The Debian package installed with dpkg, its service unit run as systemd would.
+pub mod deb;
 pub mod dnsmasq;
 // A TCG event log writer: host tests that play the firmware on swtpm.
 pub mod eventlog;

@@ -23,6 +23,7 @@ pub mod manifest;
 pub mod measured;
 pub mod metrics;
 pub mod overlay;
+pub mod peer;
 pub mod refusal;
 pub mod rollback;
 pub mod store;

@@ -64,7 +64,8 @@ impl Server {
     /// session.
     pub fn start(&self, body: &[u8], peer: IpAddr) -> Result<Started, (Option<String>, Refusal)> {
         let req: StartRequest = decode_msg("start", body).map_err(|r| (None, r))?;
-        let peer = peer.to_string();
+        // Counted per source: an IPv4 address or an IPv6 /64 (peer.rs).
+        let peer = crate::peer::Source::of(peer).to_string();
         let ek_hash = self
             .verifier
             .ek_hash_from_public(&req.ek_public)

@@ -17,7 +17,6 @@
 
 use crate::process::{wait_until, ChildGuard};
 use crate::{workspace_root, ScratchDir};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -311,14 +310,18 @@ impl Unit {
     /// `argv` as the unit would run it: its user and groups, environment,
     /// umask and open-files limit, no new privileges, no capabilities. The
     /// wrappers (`prlimit`, `setpriv`) exec, so the child's PID is the
-    /// command's.
+    /// command's (the shell in between execs too).
     pub fn command(&self, argv: &[String]) -> Command {
         let acct = self.account();
         let mut cmd = Command::new("prlimit");
         if let Some(n) = self.limit_nofile {
             cmd.arg(format!("--nofile={n}:{n}"));
         }
-        cmd.args(["--", "setpriv"])
+        // The unit's UMask= through the shell's umask builtin, which then
+        // execs setpriv (no pre_exec hook: the tests crate has no unsafe).
+        cmd.args(["--", "/bin/sh", "-c"])
+            .arg(format!("umask {:04o} && exec \"$@\"", self.umask))
+            .args(["sh", "/usr/bin/setpriv"])
             .arg(format!("--reuid={}", acct.name))
             .arg(format!(
                 "--regid={}",
@@ -336,14 +339,6 @@ impl Unit {
             .envs(self.env())
             .current_dir("/")
             .stdin(Stdio::null());
-        let umask = rustix::fs::Mode::from_raw_mode(self.umask);
-        // SAFETY: umask(2) is async-signal-safe and touches no memory.
-        unsafe {
-            cmd.pre_exec(move || {
-                rustix::process::umask(umask);
-                Ok(())
-            });
-        }
         cmd
     }
 

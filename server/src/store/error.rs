@@ -1,8 +1,7 @@
-//! The store's one error type.
+//! The store's one error type, and [`ValueError`], why a stored value does
+//! not convert to the field its row struct declares.
 
 use std::fmt;
-
-use super::value::ValueError;
 
 /// The store's one error type; each variant one cause.
 #[derive(Debug)]
@@ -92,3 +91,32 @@ impl From<postgres::Error> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a stored value does not convert to the type a row struct declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueError {
+    /// A NULL, integer, text or bytes where another kind was expected.
+    Type {
+        expected: &'static str,
+        found: &'static str,
+    },
+    /// Bytes of another length than a fixed-size field's.
+    Length { expected: usize, found: usize },
+    /// An integer outside the field type's range.
+    Range { value: i64, ty: &'static str },
+    /// Text that names none of a field's known values.
+    Unknown { value: String, ty: &'static str },
+}
+
+impl fmt::Display for ValueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ValueError::Type { expected, found } => write!(f, "holds {found}, not {expected}"),
+            ValueError::Length { expected, found } => {
+                write!(f, "holds {found} bytes, not {expected}")
+            }
+            ValueError::Range { value, ty } => write!(f, "holds {value}, outside {ty}"),
+            ValueError::Unknown { value, ty } => write!(f, "holds {value:?}, no {ty}"),
+        }
+    }
+}

@@ -38,10 +38,10 @@ mod value;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use db::{Database, Db, Dialect, Sql, Tx};
-pub use error::{Error, Result};
+pub use error::{Error, Result, ValueError};
 pub use pool::{Pool, Pooled, Store, POSTGRES_CONNECTIONS};
 pub use state_dir::{lock_down, StateDir};
-pub use value::{FromValue, Row, Val, Value, ValueError};
+pub use value::{FromValue, Row, Val, Value};
 
 // The names the host tool's admin commands call.
 pub use nodes::{

@@ -59,7 +59,7 @@ impl<T: Transport> Tpm<T> {
         let mut next = first;
         loop {
             let (more, range) = self.get_capability_raw(CAP_TPM_PROPERTIES, next, count)?;
-            let mut r = Reader::new(&self.resp[range]);
+            let mut r = Reader::new(self.response(range));
             let n = r.u32("property count")?;
             let mut last = None;
             for _ in 0..n {
@@ -94,7 +94,7 @@ impl<T: Transport> Tpm<T> {
     /// The algorithms the TPM implements (TPM_CAP_ALGS).
     pub fn get_algorithms(&mut self) -> Result<Vec<AlgProperty>> {
         let (_, range) = self.get_capability_raw(CAP_ALGS, 0, 256)?;
-        let mut r = Reader::new(&self.resp[range]);
+        let mut r = Reader::new(self.response(range));
         let n = r.u32("algorithm count")?;
         let mut out = Vec::new();
         for _ in 0..n {
@@ -114,7 +114,7 @@ impl<T: Transport> Tpm<T> {
         let mut next = range;
         loop {
             let (more, r) = self.get_capability_raw(CAP_HANDLES, next, 64)?;
-            let mut r = Reader::new(&self.resp[r]);
+            let mut r = Reader::new(self.response(r));
             let n = r.u32("handle count")?;
             let mut last = None;
             for _ in 0..n {
@@ -144,7 +144,7 @@ impl<T: Transport> Tpm<T> {
     /// The allocated PCR banks and which PCRs each has (TPM_CAP_PCRS).
     pub fn get_pcr_banks(&mut self) -> Result<PcrSelection> {
         let (_, range) = self.get_capability_raw(CAP_PCRS, 0, 16)?;
-        let resp = &self.resp[range];
+        let resp = self.response(range);
         // Banks the crate cannot name (SM3) are skipped, not fatal.
         let mut r = Reader::new(resp);
         let n = r.u32("PCR bank count")?;

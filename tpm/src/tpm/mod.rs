@@ -319,7 +319,15 @@ impl<T: Transport> Tpm<T> {
     }
 
     fn params(&self, reply: &Reply) -> Reader<'_> {
-        Reader::new(&self.resp[reply.params.clone()])
+        Reader::new(self.response(reply.params.clone()))
+    }
+
+    /// Bytes `range` of the last response: the one place the command
+    /// families slice it (their ranges come from [`Reply`] and readers over
+    /// it, so they are in bounds), which keeps /init's panic locations to
+    /// this file.
+    fn response(&self, range: core::ops::Range<usize>) -> &[u8] {
+        &self.resp[range]
     }
 
     /// TPM2_FlushContext of a transient object or session.

@@ -117,7 +117,9 @@ impl<T: Transport> Tpm<T> {
         let start = r.position();
         crate::attest::Signature::read(&mut r)?;
         let end = r.position();
-        let sig_bytes = self.resp[reply.params.start + start..reply.params.start + end].to_vec();
+        let sig_bytes = self
+            .response(reply.params.start + start..reply.params.start + end)
+            .to_vec();
         Ok(QuoteResult {
             attest,
             signature: sig_bytes,

@@ -2,7 +2,6 @@
 //! [`Row`]s of [`Value`]s out, and [`FromValue`], the checked conversion
 //! each typed row struct reads its fields with (type, length, range).
 
-use std::fmt;
 use std::sync::Arc;
 
 use postgres::types::{IsNull, ToSql as PgToSql, Type};

@@ -24,6 +24,16 @@ pub struct EmberServer {
     addr: String,
     http_addr: Option<String>,
     metrics_addr: Option<String>,
+    /// The server's own PostgreSQL when the tests run on that backend
+    /// (`EMBER_TEST_DATABASE=postgres`); dropped after the server.
+    _postgres: Option<crate::postgres::Postgres>,
+}
+
+/// Whether single-server tests run on PostgreSQL instead of SQLite:
+/// `EMBER_TEST_DATABASE=postgres` (scripts/test runs the server tests on
+/// both backends).
+fn postgres_backend() -> bool {
+    std::env::var("EMBER_TEST_DATABASE").is_ok_and(|v| v == "postgres")
 }
 
 /// The outcome of an `ember` command.
@@ -126,6 +136,12 @@ impl EmberServer {
         lab: bool,
     ) -> EmberServer {
         let dir = ScratchDir::new("serve");
+        // On the PostgreSQL backend, a server of its own gets a database of
+        // its own (replicas are given theirs).
+        let own_postgres =
+            (shared.is_none() && postgres_backend()).then(crate::postgres::Postgres::start);
+        let own_url = own_postgres.as_ref().map(|pg| pg.url());
+        let database = shared.map(|(_, db)| db.to_string()).or(own_url);
         let state = match shared {
             Some((state, _)) => state.to_path_buf(),
             None => dir.path().join("state"),
@@ -145,6 +161,13 @@ impl EmberServer {
             .arg(&state)
             .args(["--listen", "127.0.0.1:0", "--threads", "2"])
             .args(lab.then_some("--lab-record-first-boot"))
+            .args(
+                own_postgres
+                    .is_some()
+                    .then(|| ["--database", database.as_deref().unwrap_or_default()])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(extra)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).expect("create serve.out"))
@@ -182,10 +205,11 @@ impl EmberServer {
             child,
             dir,
             state,
-            database: shared.map(|(_, db)| db.to_string()),
+            database,
             addr: addr.expect("listening line"),
             http_addr,
             metrics_addr,
+            _postgres: own_postgres,
         }
     }
 

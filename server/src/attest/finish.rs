@@ -161,9 +161,7 @@ impl Server {
         }
         let node =
             store::nodes::insert(tx, &s.ek_hash, Some(cert), name, group, "manufacturer-ca")?;
-        eprintln!(
-            "ember-serve: auto-enrolled node {name} in group {group} by its EK certificate chain"
-        );
+        tracing::info!("auto-enrolled node {name} in group {group} by its EK certificate chain");
         Ok(node)
     }
 
@@ -244,8 +242,8 @@ impl Server {
         if policy.record {
             store::policies::put(&mut tx, &recorded_policy(s, &quoted))?;
             tx.commit()?;
-            eprintln!(
-                "ember-serve: recorded PCR policy for node {} (mask {:#x})",
+            tracing::info!(
+                "recorded PCR policy for node {} (mask {:#x})",
                 s.who.name(),
                 s.pcrs.mask
             );

@@ -80,8 +80,8 @@ impl Server {
     /// the node then writes no last-known-good slot.
     pub(super) fn booted_uki(&self, s: &Session, req: &FinishRequest) -> Option<Arc<Uki>> {
         let said = |why: String| {
-            eprintln!(
-                "ember-serve: step=finish node={} boot-image=none: {why}; the node writes no last-known-good slot",
+            tracing::info!(
+                "step=finish node={} boot-image=none: {why}; the node writes no last-known-good slot",
                 s.who.name()
             );
             None
@@ -100,8 +100,8 @@ impl Server {
             .find(&self.state.boot_dir(), pcr11, extends.as_deref())
         {
             Ok(Some(u)) => {
-                eprintln!(
-                    "ember-serve: step=finish node={} boot-image={} (PCR 11 {}){}",
+                tracing::info!(
+                    "step=finish node={} boot-image={} (PCR 11 {}){}",
                     s.who.name(),
                     hex(&u.sha256),
                     hex(pcr11),

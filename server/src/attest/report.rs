@@ -110,7 +110,7 @@ impl Server {
         let now = nodes::attempts(&mut tx, auth.node.id)?;
         tx.commit()?;
         if let Some(raised) = raised {
-            eprintln!("ember-serve: step=report node={} {raised}", auth.node.name);
+            tracing::info!("step=report node={} {raised}", auth.node.name);
         }
         Ok(encode(&ReportResponse {
             version: PROTOCOL_VERSION,

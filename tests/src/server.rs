@@ -213,6 +213,11 @@ impl EmberServer {
         }
     }
 
+    /// The `--database` URL the server runs on, when it is PostgreSQL.
+    pub fn database(&self) -> Option<&str> {
+        self.database.as_deref()
+    }
+
     /// The plain-HTTP boot artifact listener's port (`--http-listen`).
     pub fn http_port(&self) -> Option<u16> {
         self.http_addr
@@ -381,15 +386,17 @@ impl EmberServer {
 
     /// Runs `ember ARGS --state STATE [--database URL]`.
     pub fn ember(&self, args: &[&str]) -> Run {
+        // `ember artifact` keeps boot artifacts as files in the state
+        // folder only: it has no database to be told about.
+        let database = self
+            .database
+            .as_deref()
+            .filter(|_| args.first() != Some(&"artifact"));
         let out = Command::new(ember_bin())
             .args(args)
             .arg("--state")
             .arg(self.state())
-            .args(
-                self.database
-                    .iter()
-                    .flat_map(|d| ["--database", d.as_str()]),
-            )
+            .args(database.iter().flat_map(|d| ["--database", *d]))
             .stdin(Stdio::null())
             .output()
             .expect("run ember");

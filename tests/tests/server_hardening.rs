@@ -710,6 +710,7 @@ fn state_folder_is_owner_only_after_serve_overlay_add_and_attest_whatever_the_um
             .args(args)
             .arg("--state")
             .arg(server.state())
+            .args(server.database().iter().flat_map(|d| ["--database", *d]))
             .output()
             .unwrap();
         assert!(

@@ -8,7 +8,7 @@
 //! two. Measured in `qemu-x86_64 -cpu qemu64`, 20 MiB opened in 64 KiB
 //! chunks: SSE2 backend 633-682 ms, this scalar code's shape (chacha20's
 //! own soft backend) 266-299 ms; natively the two are within 10% of each
-//! other (README "Overlay pipeline"). Poly1305 is the poly1305 crate's,
+//! other (book, Benchmarks, "Overlay pipeline"). Poly1305 is the poly1305 crate's,
 //! which picks its AVX2 or 64-bit backend at run time itself.
 
 use poly1305::universal_hash::{KeyInit, UniversalHash};

@@ -66,8 +66,8 @@ fn temp_in(dir: &Path) -> PathBuf {
 
 /// Debian's `lz4` (package lz4) at its high-compression level 9, linked
 /// 64 KiB blocks, no checksums: lz4_flex has no high-compression mode, and
-/// HC is what makes LZ4 the fastest overlay to boot (README "Overlay
-/// format": the bench overlay is 20.6 MB at -9, as small as gzip's 20.1,
+/// HC is what makes LZ4 the fastest overlay to boot (book, "Sealed
+/// overlay and manifest formats": the bench overlay is 20.6 MB at -9, as small as gzip's 20.1,
 /// against 24.7 MB from lz4_flex, and opens + decodes 17% faster than
 /// gzip under TCG). The node decodes linked 64 KiB blocks in 192 KiB.
 const LZ4_HC: (&str, &[&str]) = ("lz4", &["-9", "-B4", "-BD", "--no-frame-crc", "-q", "-c"]);

@@ -18,7 +18,7 @@ pub enum InitrdCmd {
         #[command(flatten)]
         tree: TreeArgs,
         /// Output compression: lz4 (the default: the kernel unpacks it
-        /// fastest, README "Sizes"), xz, zstd (Debian's CLIs, settings the
+        /// fastest, book, "Sizes"), xz, zstd (Debian's CLIs, settings the
         /// kernel decompresses), gzip (in-process) or none.
         #[arg(long = "compress", alias = "compression", value_enum, default_value_t = Compression::Lz4)]
         compression: Compression,

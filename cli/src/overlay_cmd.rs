@@ -49,7 +49,7 @@ pub struct AddArgs {
     #[arg(long, default_value_t = ember_proto::sealed::DEFAULT_CHUNK)]
     pub chunk_size: u32,
     /// The sealed tar's compression, which the node decodes: lz4 (LZ4
-    /// frames; the fastest boot under TCG, README "Overlay format"), gzip
+    /// frames; the fastest boot under TCG, book, "Sealed overlay and manifest formats"), gzip
     /// or none. A file already in it is kept byte for byte; another is
     /// re-encoded.
     #[arg(long = "compress", value_enum, default_value_t = OverlayCompression::Lz4)]

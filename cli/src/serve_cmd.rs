@@ -13,7 +13,7 @@ use ember_server::{self as serve, attest::Settings, conn::ConnLimits};
 pub struct ServeArgs {
     /// State folder (created on first start with a CA and server
     /// certificate) and database; replicas on one PostgreSQL share the
-    /// folder's tls/ and blobs/ (README: "Running several boot servers").
+    /// folder's tls/ and blobs/ (book: "Replicas on PostgreSQL").
     #[command(flatten)]
     pub state: crate::state_args::StateArgs,
     /// HTTPS listen address (port 0 picks a free port; the chosen address is printed).

@@ -101,8 +101,8 @@ pub enum TpmCmd {
         #[arg(long)]
         key: Option<usize>,
     },
-    /// Ember's rollback counter (NV index 0x01800e70, see README "Rollback
-    /// protection in the TPM").
+    /// Ember's rollback counter (NV index 0x01800e70, see the book, "Last-known-good
+    /// and cold starts").
     #[command(subcommand)]
     Counter(CounterCmd),
     /// The firmware's TCG event log, decoded as the boot server reads it

@@ -33,7 +33,7 @@ use crate::{clock, disks, fsutil, kmod, mounts, rootfs, Error, ErrorKind};
 /// The paths are rke2's data-dir (/var/lib/rancher/rke2), its config
 /// (/etc/rancher), kubelet's root (/var/lib/kubelet), CNI (/etc/cni,
 /// /opt/cni/bin, /var/lib/cni) and pod/container logs (/var/log); the
-/// README cites rke2's documentation for each.
+/// book's "Node storage" page cites rke2's documentation for each.
 pub const DEFAULT_WRITABLE: &[(&str, &str)] = &[
     ("/run", "25%"),
     ("/tmp", "10%"),

@@ -19,7 +19,7 @@
 //! commitment so another overlay's blob is named as such before any chunk
 //! is tried). One key seals one plaintext, so a stream that opens under
 //! the key, in order, up to the final flag, is that plaintext: the opener
-//! needs no digest of its own (README, "Overlay format").
+//! needs no digest of its own (book, "Sealed overlay and manifest formats").
 
 use crate::ErrorKind;
 use alloc::format;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::manifest::{SignedBootImage, SignedManifest};
 use crate::Error;
 
+// ANCHOR: record
 /// 4: the slot is the UKI the node booted, named by a signed boot image
 /// record, and its key is sealed to PCR 4 + 11 and the TPM rollback
 /// counter (`sealed_for`). 2 held a kernel and an initrd snapshot, the key
@@ -50,6 +51,7 @@ pub struct SlotRecord {
     /// The kernel command line the slot's loader entry passes.
     pub cmdline: String,
 }
+// ANCHOR_END: record
 
 impl SlotRecord {
     /// The stored form (postcard).

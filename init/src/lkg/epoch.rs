@@ -127,7 +127,7 @@ pub fn check_counter(tpm: &mut NodeTpm, sealed_for: u64) -> Result<(), Error> {
 fn define(tpm: &mut NodeTpm) -> Result<(), Error> {
     match tpm.define_rollback_counter(&[]) {
         Err(e) if e.is_tpm(TpmRcBase::BadAuth) || e.is_tpm(TpmRcBase::AuthFail) => Err(Error::new(ErrorKind::Lkg(
-            "the TPM owner hierarchy has a password, so the rollback counter cannot be defined: clear it (tpm2_changeauth -c o -p OLD) or define 0x01800e70 as README \"Last-known-good on the ESP\" shows",
+            "the TPM owner hierarchy has a password, so the rollback counter cannot be defined: clear it (tpm2_changeauth -c o -p OLD) or define 0x01800e70 as the book's \"Last-known-good and cold starts\" shows",
         ))),
         r => Ok(r?),
     }

@@ -90,8 +90,8 @@ pub fn slot(
     fetch_checked(&uki, image)?;
     let uki_tmp = format!("{uki}.tmp");
     // The overlay again, by the digest its signed manifest names: the boot
-    // opened it straight from the network and kept no copy (README
-    // "Overlay pipeline").
+    // opened it straight from the network and kept no copy (the book,
+    // Measurements, "Overlay pipeline").
     let sealed = esp.path(&format!("{dir}/overlay.sealed"));
     crate::info!(
         "lkg: slot {}: fetching the sealed overlay {} ({} bytes)",

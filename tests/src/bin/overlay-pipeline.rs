@@ -1,5 +1,5 @@
 //! The node's overlay path without the network or the disk, for choosing
-//! an overlay compression by measurement (README "Overlay format"): the
+//! an overlay compression by measurement (book, "Sealed overlay and manifest formats"): the
 //! plaintext is sealed under a throwaway key, then its ciphertext goes in
 //! 16 KiB pieces through `Opener` (ChaCha20-Poly1305) alone, and through
 //! `Opener` → `Extractor::authenticated` (decode + tar) into a sink that

@@ -50,19 +50,25 @@ fn every_refusal_code_has_a_troubleshooting_entry() {
     }
 }
 
-/// The keys `Config::parse` matches (`"name" => ...` arms of its `match
-/// name`), read from the init's source: the init is a no_std binary this
+/// The keys `Config::parse` matches (the `"name" => ...` arms of its `match
+/// name`, at the arms' own indentation: nested matches on values are
+/// deeper), read from the init's source: the init is a no_std binary this
 /// crate cannot link, and the source is the one list there is.
 fn init_cmdline_keys() -> Vec<String> {
     let src = std::fs::read_to_string(repo().join("init/src/cmdline.rs")).unwrap();
     let body = &src[src.find("match name {").expect("Config::parse's match on the key")..];
     let body = &body[..body.find("\n            }\n").expect("the match's end")];
-    body.lines()
-        .filter_map(|l| {
-            let l = l.trim_start();
-            let key = l.strip_prefix('"')?.split('"').next()?;
-            l[key.len() + 2..].trim_start().starts_with("=>").then(|| key.to_string())
-        })
+    let arm = |l: &str| -> Option<(usize, String)> {
+        let text = l.trim_start();
+        let key = text.strip_prefix('"')?.split('"').next()?;
+        let rest = text[key.len() + 2..].trim_start();
+        rest.starts_with("=>").then(|| (l.len() - text.len(), key.to_string()))
+    };
+    let arms: Vec<(usize, String)> = body.lines().filter_map(arm).collect();
+    let indent = arms.first().expect("at least one key").0;
+    arms.into_iter()
+        .filter(|(i, _)| *i == indent)
+        .map(|(_, k)| k)
         .collect()
 }
 

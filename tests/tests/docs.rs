@@ -22,8 +22,12 @@ fn page(rel: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Names (as `what` prints them) that `page` does not mention in `form`.
-fn missing<'a>(names: impl IntoIterator<Item = &'a str>, text: &str, form: impl Fn(&str) -> String) -> Vec<String> {
+/// The names that `text` does not mention in the form `form` gives them.
+fn missing<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    text: &str,
+    form: impl Fn(&str) -> String,
+) -> Vec<String> {
     names
         .into_iter()
         .filter(|n| !text.contains(&form(n)))
@@ -36,7 +40,10 @@ fn every_refusal_code_has_a_troubleshooting_entry() {
     let text = page("operator/troubleshooting.md");
     let names: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.name()).collect();
     let gaps = missing(names.iter().copied(), &text, |n| format!("\n## `{n}`\n"));
-    assert!(gaps.is_empty(), "codes without a `## `name`` section in operator/troubleshooting.md: {gaps:?}");
+    assert!(
+        gaps.is_empty(),
+        "codes without a `## `name`` section in operator/troubleshooting.md: {gaps:?}"
+    );
     // Each entry says what the code means and how to fix it.
     for name in names {
         let start = text.find(&format!("\n## `{name}`\n")).unwrap();
@@ -56,13 +63,16 @@ fn every_refusal_code_has_a_troubleshooting_entry() {
 /// crate cannot link, and the source is the one list there is.
 fn init_cmdline_keys() -> Vec<String> {
     let src = std::fs::read_to_string(repo().join("init/src/cmdline.rs")).unwrap();
-    let body = &src[src.find("match name {").expect("Config::parse's match on the key")..];
+    let body = &src[src
+        .find("match name {")
+        .expect("Config::parse's match on the key")..];
     let body = &body[..body.find("\n            }\n").expect("the match's end")];
     let arm = |l: &str| -> Option<(usize, String)> {
         let text = l.trim_start();
         let key = text.strip_prefix('"')?.split('"').next()?;
         let rest = text[key.len() + 2..].trim_start();
-        rest.starts_with("=>").then(|| (l.len() - text.len(), key.to_string()))
+        rest.starts_with("=>")
+            .then(|| (l.len() - text.len(), key.to_string()))
     };
     let arms: Vec<(usize, String)> = body.lines().filter_map(arm).collect();
     let indent = arms.first().expect("at least one key").0;
@@ -76,10 +86,18 @@ fn init_cmdline_keys() -> Vec<String> {
 fn every_kernel_argument_is_in_the_reference() {
     let keys = init_cmdline_keys();
     // Guards the scan itself: the init reads more than a dozen keys.
-    assert!(keys.len() >= 12 && keys.iter().any(|k| k == "attest_url"), "{keys:?}");
+    assert!(
+        keys.len() >= 12 && keys.iter().any(|k| k == "attest_url"),
+        "{keys:?}"
+    );
     let text = page("reference/kernel-cmdline.md");
-    let gaps = missing(keys.iter().map(String::as_str), &text, |k| format!("`ember.{k}="));
-    assert!(gaps.is_empty(), "ember.* keys the init reads but reference/kernel-cmdline.md does not list: {gaps:?}");
+    let gaps = missing(keys.iter().map(String::as_str), &text, |k| {
+        format!("`ember.{k}=")
+    });
+    assert!(
+        gaps.is_empty(),
+        "ember.* keys the init reads but reference/kernel-cmdline.md does not list: {gaps:?}"
+    );
 }
 
 #[test]
@@ -90,7 +108,11 @@ fn every_subcommand_is_in_the_reference() {
         .arg(dir.path())
         .output()
         .expect("run ember man");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // ember-nodes-allow-rollback.1 is `ember nodes allow-rollback`.
     let mut commands: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -105,8 +127,13 @@ fn every_subcommand_is_in_the_reference() {
     // Subcommand names with a dash (allow-rollback, floor-log) were split
     // above: match them against the page with dashes or spaces alike.
     let text = page("reference/cli.md").replace('-', " ");
-    let gaps = missing(commands.iter().map(String::as_str), &text, |c| format!("`{c}`"));
-    assert!(gaps.is_empty(), "subcommands without a `ember ...` entry in reference/cli.md: {gaps:?}");
+    let gaps = missing(commands.iter().map(String::as_str), &text, |c| {
+        format!("`{c}`")
+    });
+    assert!(
+        gaps.is_empty(),
+        "subcommands without a `ember ...` entry in reference/cli.md: {gaps:?}"
+    );
 }
 
 #[test]
@@ -120,7 +147,10 @@ fn every_metric_is_in_the_reference() {
     assert!(names.contains(&"ember_requests_total"), "{scrape}");
     let text = page("reference/metrics.md");
     let gaps = missing(names, &text, |m| format!("| `{m}` |"));
-    assert!(gaps.is_empty(), "metrics without a row in reference/metrics.md: {gaps:?}");
+    assert!(
+        gaps.is_empty(),
+        "metrics without a row in reference/metrics.md: {gaps:?}"
+    );
 }
 
 #[test]
@@ -133,6 +163,11 @@ fn every_test_file_is_in_the_feature_map() {
         .collect();
     files.sort();
     assert!(files.len() >= 30, "{files:?}");
-    let gaps = missing(files.iter().map(String::as_str), &text, |f| format!("| `{f}` |"));
-    assert!(gaps.is_empty(), "test files missing from the map in contributors/testing.md: {gaps:?}");
+    let gaps = missing(files.iter().map(String::as_str), &text, |f| {
+        format!("| `{f}` |")
+    });
+    assert!(
+        gaps.is_empty(),
+        "test files missing from the map in contributors/testing.md: {gaps:?}"
+    );
 }

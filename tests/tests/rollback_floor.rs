@@ -18,6 +18,7 @@ use ember_proto::msg::{self, encode, ErrorCode, Outcome, ReportRequest, PROTOCOL
 use ember_proto::tpm::TpmAttestor;
 use ember_tests::eventlog::{self, measurements, LogEvent};
 use ember_tests::postgres::Postgres;
+use ember_tests::proxy::DropProxy;
 use ember_tests::qemu::{build_initrd, build_uki};
 use ember_tests::server::{EmberServer, Run};
 use ember_tests::swtpm::Swtpm;
@@ -342,6 +343,93 @@ fn forged_or_expired_reports_do_not_raise_the_floor() {
     // Neither moved the floor: the older UKI still attests.
     b.assert_attests(&b.older, "older-2");
     b.assert_floor(&b.older, 1);
+}
+
+#[test]
+fn a_dropped_joined_report_is_retried_and_the_floor_still_rises() {
+    let b = bench();
+    b.bless(&b.older, "older-1");
+    // An attacker on the path lets Start (1) and Finish (2) through and
+    // drops the Joined report (3) of the newer UKI's boot: the request
+    // reaches no server and no answer comes back.
+    let proxy = DropProxy::start(b.server.addr(), &[3]);
+    let tpm = b.boot(&b.newer);
+    let log = b.dir.path().join("newer-dropped.log");
+    std::fs::write(&log, eventlog::write(&b.newer.boot)).unwrap();
+    let run = b.server.attest_via(
+        &proxy.url(),
+        &tpm.spec(),
+        &[
+            "--no-overlay",
+            "--event-log",
+            log.to_str().unwrap(),
+            "--report",
+            "joined",
+        ],
+    );
+    shut_down(tpm);
+    assert!(run.ok, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("report attempt 1 of 5 failed"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("reported Joined"), "{}", run.stdout);
+    assert_eq!(
+        proxy.connections(),
+        4,
+        "start, finish, the dropped report, its retry"
+    );
+    // The retry arrived: the floor rose, and the older UKI is refused.
+    b.assert_floor(&b.newer, 2);
+    b.assert_older_refused(&b.server, "older-2");
+}
+
+#[test]
+fn a_report_claiming_another_overlay_version_is_refused_and_records_nothing() {
+    let b = bench();
+    b.bless(&b.older, "older-1");
+    let cred = b.attest_raw(&b.server, &b.newer).expect("newer attests");
+    let granted = cred
+        .open_grant(&b.server.manifest_key())
+        .expect("grant")
+        .manifest
+        .version_id;
+    for claimed in [granted + 1, 0] {
+        let r = client::report(
+            &mut https(&b.server),
+            &cfg(),
+            &cred,
+            Outcome::Joined,
+            Some(claimed),
+            "node is Ready",
+        );
+        match &r {
+            Err(e) => assert!(
+                e.to_string().contains(&format!(
+                    "the report claims overlay {claimed}, but this credential's session was granted overlay {granted}"
+                )),
+                "{e}"
+            ),
+            Ok(_) => panic!("a report claiming overlay {claimed} was accepted"),
+        }
+        assert_refused_with(r, ErrorCode::ReportMismatch);
+    }
+    // Nothing moved: the older UKI still attests, the floor is the older's.
+    b.assert_attests(&b.older, "older-2");
+    b.assert_floor(&b.older, 1);
+    // The refused reports left the credential unused: the true one counts.
+    let r = client::report(
+        &mut https(&b.server),
+        &cfg(),
+        &cred,
+        Outcome::Joined,
+        Some(granted),
+        "node is Ready",
+    )
+    .expect("the genuine report");
+    assert_eq!(r.last_known_good, Some(granted));
+    b.assert_floor(&b.newer, 2);
 }
 
 #[test]

@@ -90,6 +90,7 @@ impl Server {
                 size: u.size,
                 pcr11: u.pcr11,
                 pcr4: u.pcr4_from_esp.clone(),
+                ek: s.ek_hash,
             })
         });
         Ok(OverlayGrant {

@@ -37,13 +37,19 @@ struct Release {
 
 impl Release {
     fn build(dir: &Path, initrd: &Path, name: &str) -> Release {
-        let path = dir.join(format!("{name}.efi"));
-        build_uki(
-            &path,
+        Release::build_with(
+            dir,
             initrd,
+            name,
             &format!("{CMDLINE} ember.release={name}"),
             &[],
-        );
+        )
+    }
+
+    /// A release of `ember uki build` with `cmdline` and `extra` options.
+    fn build_with(dir: &Path, initrd: &Path, name: &str, cmdline: &str, extra: &[&str]) -> Release {
+        let path = dir.join(format!("{name}.efi"));
+        build_uki(&path, initrd, cmdline, extra);
         let sha256 = Sha256::digest(std::fs::read(&path).unwrap())
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -430,6 +436,100 @@ fn a_report_claiming_another_overlay_version_is_refused_and_records_nothing() {
     .expect("the genuine report");
     assert_eq!(r.last_known_good, Some(granted));
     b.assert_floor(&b.newer, 2);
+}
+
+/// Two UKIs with the same sections on two builds of the stub: PCR 11
+/// (the sections) is the same, the Authenticode digest the firmware
+/// extends into PCR 4 is not. Without a quoted PCR 4 the server cannot
+/// tell which one booted and assumes neither (the floor does not move on
+/// a guess); with PCR 4 quoted each is named by its own extend, and the
+/// older one is refused once the newer one was blessed.
+#[test]
+fn two_ukis_differing_only_in_the_stub_are_never_confused_for_the_floor() {
+    let server = EmberServer::start_strict(&[]);
+    let dir = ScratchDir::new("stub-floor");
+    let initrd = dir.path().join("initrd.cpio.gz");
+    build_initrd(&initrd, &[]);
+    // Another build of the stub: its COFF TimeDateStamp differs.
+    let mut stub = std::fs::read("/usr/lib/systemd/boot/efi/linuxx64.efi.stub").expect("stub");
+    let pe = u32::from_le_bytes(stub[0x3c..0x40].try_into().unwrap()) as usize;
+    assert_eq!(&stub[pe..pe + 4], b"PE\0\0");
+    stub[pe + 8] ^= 0xff;
+    let other_stub = dir.path().join("other.stub");
+    std::fs::write(&other_stub, &stub).unwrap();
+    let cmdline = format!("{CMDLINE} ember.release=same");
+    let older = Release::build_with(dir.path(), &initrd, "older", &cmdline, &[]);
+    let newer = Release::build_with(
+        dir.path(),
+        &initrd,
+        "newer",
+        &cmdline,
+        &["--stub", other_stub.to_str().unwrap()],
+    );
+    let pcr = |r: &Release, n: u32| -> Vec<Vec<u8>> {
+        r.boot
+            .iter()
+            .filter(|e| e.pcr == n)
+            .map(|e| e.digest.to_vec())
+            .collect()
+    };
+    assert_ne!(older.sha256, newer.sha256);
+    assert_eq!(
+        pcr(&older, 11),
+        pcr(&newer, 11),
+        "the stub is outside PCR 11"
+    );
+    assert_ne!(pcr(&older, 4), pcr(&newer, 4));
+    let tpm_dir = server.enroll_node_with_token("node-a", "rack1", dir.path());
+    let b = Bench {
+        server,
+        tpm_dir,
+        dir,
+        older,
+        newer,
+    };
+    let policy = |pcr4: bool| {
+        let mut args = vec!["--group", "rack1"];
+        if pcr4 {
+            args.extend(["--pcrs", "4"]);
+        }
+        args.extend(["--uki", b.older.path.to_str().unwrap()]);
+        args.extend(["--uki", b.newer.path.to_str().unwrap()]);
+        b.server
+            .set_policy(&args)
+            .expect_ok("policy set --uki older --uki newer");
+    };
+
+    // PCR 11 alone: both fit, neither is assumed, the floor stays unset.
+    policy(false);
+    b.bless(&b.newer, "newer-pcr11");
+    assert!(
+        b.server.wait_log("is that of 2 stored UKIs"),
+        "{}",
+        b.server.log()
+    );
+    let nodes = b.server.nodes();
+    assert!(
+        !nodes.contains(b.newer.short()) && !nodes.contains(b.older.short()),
+        "a floor was raised on a guess:\n{nodes}"
+    );
+
+    // PCR 4 quoted: each is named by its own extend.
+    policy(true);
+    b.bless(&b.newer, "newer-pcr4");
+    b.assert_floor(&b.newer, 2);
+    let (run, _) = b.attest(&b.older, "older-pcr4", Some("joined"));
+    assert!(!run.ok, "the older UKI attested:\n{}", run.stdout);
+    assert!(run.stderr.contains("boot-image-rollback"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "this boot's UKI {} (image epoch 1) is older than node node-a's rollback floor, image epoch 2 ({})",
+            b.older.short(),
+            b.newer.short()
+        )),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -15,7 +15,7 @@ use crate::measure::{self, Measured};
 use crate::network::{self, Network};
 use crate::phase::{phase, Failure};
 use crate::ready::{self, runtime, Watch};
-use crate::session::{self, Fetched, Session};
+use crate::session::{self, Fetched, Pending, Session};
 use crate::supervisor::{self, Event, Request, Supervisor};
 use crate::{
     cmdline, console, inventory, kmod, mounts, nodeconf, power, rootfs, storage, testhook, Error,
@@ -34,16 +34,18 @@ pub enum Source {
 }
 
 impl Source {
-    /// Tells the boot server (when there is a session) how the boot ended.
-    fn report(&self, outcome: Outcome, reason: &str) {
-        if let Source::Network { session, .. } = self {
-            session.report(outcome, reason);
+    /// Tells the boot server (when there is a session) how the boot ended;
+    /// a Joined report without an answer is returned to try again.
+    fn report(&self, outcome: Outcome, reason: &str) -> Option<Pending> {
+        match self {
+            Source::Network { session, .. } => session.report(outcome, reason),
+            Source::LastKnownGood { .. } => None,
         }
     }
 
     /// Reports a failed phase, then passes the failure on.
     fn failed(&self, f: Failure) -> Failure {
-        self.report(Outcome::Failed, &format!("phase {}: {}", f.0, f.1));
+        let _ = self.report(Outcome::Failed, &format!("phase {}: {}", f.0, f.1));
         f
     }
 }
@@ -52,6 +54,8 @@ impl Source {
 struct Running {
     net: Option<Network>,
     source: Source,
+    /// The Joined report, while the boot server has not acknowledged it.
+    report: Option<Pending>,
 }
 
 /// PID 1's entry: never returns.
@@ -118,8 +122,12 @@ fn boot(sup: &mut Supervisor, cfg: &mut Config) -> Result<Running, Failure> {
     if let Err((_, e)) = phase("lkg", || lkg::persist(tpm.as_mut(), persist)) {
         crate::warn!("lkg: {e}; the previous last-known-good stays");
     }
-    source.report(Outcome::Joined, "node is Ready");
-    Ok(Running { net, source })
+    let report = source.report(Outcome::Joined, "node is Ready");
+    Ok(Running {
+        net,
+        source,
+        report,
+    })
 }
 
 /// The `measure` phase. Without a TPM the node cannot attest or use
@@ -171,7 +179,7 @@ fn overlay_source(
             #[allow(clippy::manual_inspect)]
             let fetched = phase("overlay", || session.fetch_overlay(cfg.overlay_transport))
                 .map_err(|f| {
-                    session.report(Outcome::Failed, &format!("phase {}: {}", f.0, f.1));
+                    let _ = session.report(Outcome::Failed, &format!("phase {}: {}", f.0, f.1));
                     f
                 })?;
             Ok(Source::Network { session, fetched })
@@ -191,13 +199,18 @@ fn overlay_source(
 /// After Ready: keep supervising (zombies, the lease, shutdown requests).
 fn supervise(sup: &mut Supervisor, cfg: &Config, mut node: Running) -> ! {
     loop {
+        // A Joined report still owed wakes the loop when it is due.
+        let report_in = node
+            .report
+            .map(|p| p.due_ms.saturating_sub(crate::clock::now_ms()));
         let event = match node.net.as_mut() {
             Some(net) => {
-                let wait = net.next_wakeup_ms().clamp(1, 60_000);
-                sup.wait_fd(net.dhcp.fd(), wait)
+                let wait = net.next_wakeup_ms().min(report_in.unwrap_or(u64::MAX));
+                sup.wait_fd(net.dhcp.fd(), wait.clamp(1, 60_000))
             }
-            None => sup.wait(60_000),
+            None => sup.wait(report_in.unwrap_or(60_000).clamp(1, 60_000)),
         };
+
         match event {
             Event::Shutdown(req) => power::shutdown(sup, req),
             Event::Exited { name, status, .. } => {
@@ -205,13 +218,18 @@ fn supervise(sup: &mut Supervisor, cfg: &Config, mut node: Running) -> ! {
                     "{name} {} after the node was Ready",
                     supervisor::describe(status)
                 );
-                node.source.report(Outcome::Failed, "runtime exited");
+                let _ = node.source.report(Outcome::Failed, "runtime exited");
                 let err = Error::new(ErrorKind::Runtime(format!("{name} exited").into()));
                 fail(sup, cfg, "runtime", &err);
             }
             Event::Readable | Event::Timeout => {
                 if let Some(net) = node.net.as_mut() {
                     net.poll();
+                }
+                if let (Some(p), Source::Network { session, .. }) = (node.report, &node.source) {
+                    if crate::clock::now_ms() >= p.due_ms {
+                        node.report = session.retry(p);
+                    }
                 }
             }
         }

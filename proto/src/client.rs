@@ -447,6 +447,118 @@ pub fn report<H: Transport>(
     decode("report response", &body)
 }
 
+/// Tries a report gets before the node gives up on it: the first, then
+/// after 1, 2, 4 and 8 s (15 s of waiting, plus each try's timeouts).
+/// A Joined report raises the node's rollback floor on the server, so one
+/// dropped connection must not be enough to keep the floor down.
+pub const REPORT_ATTEMPTS: u32 = 5;
+
+/// What to do after report attempt `attempt` (1-based) failed with `e`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterReport {
+    /// Try again after this many milliseconds.
+    RetryIn(u64),
+    /// An earlier attempt reached the server and only its answer was lost:
+    /// the server refuses a second report on one credential
+    /// (`session-reused`), so it has the first.
+    Delivered,
+    /// A refusal another try cannot change, or the tries are used up.
+    GiveUp,
+}
+
+/// The report retry policy, shared by the node and `ember attest`:
+/// bounded by [`REPORT_ATTEMPTS`], doubling waits, and only for failures
+/// another try may fix (no answer, a cut connection, a server error).
+pub fn after_report_failure(attempt: u32, e: &Error) -> AfterReport {
+    let retryable = match e.kind() {
+        ErrorKind::Transport { .. } => true,
+        ErrorKind::UnexpectedResponse { status, .. } => *status >= 500,
+        ErrorKind::Server { code, .. } => match code {
+            ErrorCode::SessionReused if attempt > 1 => return AfterReport::Delivered,
+            ErrorCode::Internal => true,
+            _ => false,
+        },
+        _ => false,
+    };
+    if !retryable || attempt >= REPORT_ATTEMPTS {
+        return AfterReport::GiveUp;
+    }
+    AfterReport::RetryIn(1_000u64 << (attempt.saturating_sub(1)).min(16))
+}
+
+#[cfg(test)]
+mod report_retry_tests {
+    use super::*;
+
+    fn transport() -> Error {
+        Error::new(ErrorKind::Transport {
+            step: "report",
+            detail: Default::default(),
+            unreachable: false,
+        })
+    }
+
+    fn refused(code: ErrorCode) -> Error {
+        Error::new(ErrorKind::Server {
+            step: "report",
+            status: code.http_status(),
+            code,
+            detail: "".into(),
+        })
+    }
+
+    #[test]
+    fn a_lost_report_is_retried_with_doubling_waits_then_given_up() {
+        let waits: Vec<AfterReport> = (1..=REPORT_ATTEMPTS)
+            .map(|n| after_report_failure(n, &transport()))
+            .collect();
+        assert_eq!(
+            waits,
+            [
+                AfterReport::RetryIn(1_000),
+                AfterReport::RetryIn(2_000),
+                AfterReport::RetryIn(4_000),
+                AfterReport::RetryIn(8_000),
+                AfterReport::GiveUp
+            ]
+        );
+        let internal = refused(ErrorCode::Internal);
+        assert_eq!(
+            after_report_failure(1, &internal),
+            AfterReport::RetryIn(1_000)
+        );
+        let gateway = Error::new(ErrorKind::UnexpectedResponse {
+            step: "report",
+            status: 502,
+        });
+        assert_eq!(
+            after_report_failure(2, &gateway),
+            AfterReport::RetryIn(2_000)
+        );
+    }
+
+    #[test]
+    fn a_refusal_is_final_and_session_reused_after_a_lost_answer_is_delivered() {
+        for code in [
+            ErrorCode::ReportMismatch,
+            ErrorCode::CredentialExpired,
+            ErrorCode::UnknownCredential,
+        ] {
+            assert_eq!(after_report_failure(1, &refused(code)), AfterReport::GiveUp);
+        }
+        let not_found = Error::new(ErrorKind::UnexpectedResponse {
+            step: "report",
+            status: 404,
+        });
+        assert_eq!(after_report_failure(1, &not_found), AfterReport::GiveUp);
+        // On the first try it means someone else reported on this
+        // credential; on a retry, that the first try arrived.
+        let reused = refused(ErrorCode::SessionReused);
+        assert_eq!(after_report_failure(1, &reused), AfterReport::GiveUp);
+        assert_eq!(after_report_failure(2, &reused), AfterReport::Delivered);
+    }
+}
+
 #[cfg(test)]
 mod event_log_tests {
     use super::*;

@@ -18,6 +18,36 @@ const START_LABEL: &[u8] = b"ember/attest/v1/start";
 const FINISH_LABEL: &[u8] = b"ember/attest/v1/finish";
 const WRAP_LABEL: &[u8] = b"ember/overlay-key-wrap/v1";
 
+/// An RSA EK's identity (`ek_hash`): SHA-256 over its public key, not its
+/// template, so an EK enrolled from its certificate matches the public
+/// area the node sends. The server names nodes by it; a last-known-good
+/// slot's signed boot image record names the node it was made for by it.
+pub fn ek_hash_rsa(modulus: &[u8], exponent: u32) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"ember/ek/rsa");
+    h.update(exponent.to_be_bytes());
+    h.update(strip_zeros(modulus));
+    h.finalize().into()
+}
+
+/// An ECC EK's identity (see [`ek_hash_rsa`]).
+pub fn ek_hash_ecc(curve: u16, x: &[u8], y: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"ember/ek/ecc");
+    h.update(curve.to_be_bytes());
+    let (x, y) = (strip_zeros(x), strip_zeros(y));
+    h.update((x.len() as u16).to_be_bytes());
+    h.update(x);
+    h.update(y);
+    h.finalize().into()
+}
+
+/// `v` without its leading zero bytes.
+pub fn strip_zeros(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|b| *b != 0).unwrap_or(v.len());
+    &v[start..]
+}
+
 /// Hash of the Start exchange exactly as sent: binds the proof to the EK,
 /// AK, nonce and session the node saw.
 pub fn start_transcript(start_request: &[u8], start_response: &[u8]) -> [u8; 32] {

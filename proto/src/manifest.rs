@@ -36,8 +36,10 @@ const SIGNING_LABEL: &[u8] = b"ember/overlay-manifest/v1\0";
 const COMMITMENT_LABEL: &[u8] = b"ember/overlay-data-key/v1\0";
 /// Domain separation of [`BootImage`] signatures from manifest signatures.
 const BOOT_IMAGE_LABEL: &[u8] = b"ember/boot-image/v1\0";
-/// The boot image record format this crate writes and reads.
-pub const BOOT_IMAGE_FORMAT: u16 = 1;
+/// The boot image record format this crate writes and reads: 2 names the
+/// node it was signed for ([`BootImage::ek`]); 1 did not, and a cold start
+/// refuses it by its format (the next network boot writes a format 2 slot).
+pub const BOOT_IMAGE_FORMAT: u16 = 2;
 /// Longest signed manifest accepted (a body is about 150 bytes).
 pub const MAX_SIGNED: usize = 4096;
 /// Where the initrd carries the public half of the signing key.
@@ -194,6 +196,12 @@ pub struct BootImage {
     /// the UKI and its kernel: straight from the disk, then after 1, 2, …
     /// failed boot options (a network boot whose server is down).
     pub pcr4: Vec<[u8; 32]>,
+    /// The EK identity ([`crate::keys::ek_hash_ecc`], `ek_hash_rsa`) of
+    /// the node the server made this record for, in an attested session:
+    /// a cold start restores a slot only when it names this TPM's EK, so
+    /// a slot built around another node's (or group's) record and a data
+    /// key its maker knows is refused.
+    pub ek: [u8; 32],
 }
 
 /// A [`BootImage`] body and the server's signature over it, as carried.
@@ -458,6 +466,7 @@ pub(crate) mod tests {
             size: 11_000_000,
             pcr11: [0x11; 32],
             pcr4: alloc::vec![[0x04; 32], [0x44; 32]],
+            ek: [0xEE; 32],
         }
     }
 

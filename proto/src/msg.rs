@@ -206,10 +206,13 @@ pub enum ErrorCode {
     /// blessed (its rollback floor on the server), or cannot be ordered
     /// against it: no overlay, no key.
     BootImageRollback = 23,
+    /// A report claims another overlay version than the one its
+    /// credential's session was granted: refused, nothing recorded.
+    ReportMismatch = 24,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownEk,
@@ -233,6 +236,7 @@ impl ErrorCode {
         ErrorCode::TooManySessions,
         ErrorCode::EventLogMismatch,
         ErrorCode::BootImageRollback,
+        ErrorCode::ReportMismatch,
     ];
 
     /// The stable, log-friendly name (also sent in [`ERROR_HEADER`]).
@@ -261,6 +265,7 @@ impl ErrorCode {
             ErrorCode::TooManySessions => "too-many-sessions",
             ErrorCode::EventLogMismatch => "event-log-mismatch",
             ErrorCode::BootImageRollback => "boot-image-rollback",
+            ErrorCode::ReportMismatch => "report-mismatch",
         }
     }
 
@@ -282,7 +287,8 @@ impl ErrorCode {
             ErrorCode::PcrDigestMismatch
             | ErrorCode::PcrPolicyMismatch
             | ErrorCode::EventLogMismatch
-            | ErrorCode::BootImageRollback => 403,
+            | ErrorCode::BootImageRollback
+            | ErrorCode::ReportMismatch => 403,
             ErrorCode::MissingCredential | ErrorCode::UnknownCredential => 401,
             ErrorCode::Internal => 500,
             ErrorCode::TooManySessions => 429,

@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 
 use ember_tpm::{
     ak_template, attributes, AkKind, EkTemplate, HashAlg, LoadedObject,
-    PcrSelection as TpmPcrSelection, Tpm, Transport,
+    PcrSelection as TpmPcrSelection, PublicParams, Tpm, Transport, Unique,
 };
 
 use crate::client::{AttestTpm, Quote};
@@ -81,6 +81,26 @@ impl<'a, T: Transport> TpmAttestor<'a, T> {
         self.ek.as_ref().ok_or(ember_tpm::Error::new(
             ember_tpm::ErrorKind::InvalidArgument { what: "EK" },
         ))
+    }
+
+    /// This TPM's EK identity ([`crate::keys::ek_hash_rsa`] /
+    /// [`crate::keys::ek_hash_ecc`]), as the server computes it from the
+    /// EK the node sends: what a boot image record names its node by.
+    pub fn ek_hash(&mut self) -> Result<[u8; 32], ember_tpm::Error> {
+        let ek = &self.ek()?.public;
+        match (&ek.params, &ek.unique) {
+            (PublicParams::Rsa { .. }, Unique::Rsa(n)) => Ok(crate::keys::ek_hash_rsa(
+                n,
+                ek.rsa_exponent().unwrap_or(65537),
+            )),
+            (PublicParams::Ecc { curve, .. }, Unique::Ecc(p)) => {
+                Ok(crate::keys::ek_hash_ecc(*curve, &p.x, &p.y))
+            }
+            _ => Err(ember_tpm::Error::new(ember_tpm::ErrorKind::Unsupported {
+                what: "EK key type",
+                value: 0,
+            })),
+        }
     }
 
     /// Flushes the EK and AK from the TPM.

@@ -63,7 +63,7 @@ pub fn check(
             floor_text(&floor),
         ),
         (None, _) => format!(
-                "this boot's UKI is none the server knows (no stored UKI has its PCR 11, or the policy quotes no PCR 11), so it cannot be ordered against node {name}'s rollback floor, {}: refused; `ember nodes allow-rollback --node {name}` clears the floor",
+                "this boot's UKI is none the server knows (no stored UKI has its PCR 11, several do and no quoted PCR 4 tells them apart, or the policy quotes no PCR 11), so it cannot be ordered against node {name}'s rollback floor, {}: refused; `ember nodes allow-rollback --node {name}` clears the floor",
             floor_text(&floor),
         ),
     };

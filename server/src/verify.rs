@@ -9,7 +9,6 @@ use anyhow::{Context, Result};
 use ember_proto::msg::PcrSelection;
 use ember_tpm::host;
 use ember_tpm::{attributes as a, HashAlg, PcrValue, PcrValues, PublicArea, PublicParams, Unique};
-use sha2::{Digest, Sha256};
 
 #[derive(Debug)]
 pub enum VerifyError {
@@ -70,29 +69,9 @@ pub struct Verifier {
     manufacturer_cas: Vec<Vec<u8>>,
 }
 
-fn key_hash_rsa(modulus: &[u8], exponent: u32) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"ember/ek/rsa");
-    h.update(exponent.to_be_bytes());
-    h.update(strip(modulus));
-    h.finalize().into()
-}
-
-fn key_hash_ecc(curve: u16, x: &[u8], y: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"ember/ek/ecc");
-    h.update(curve.to_be_bytes());
-    let (x, y) = (strip(x), strip(y));
-    h.update((x.len() as u16).to_be_bytes());
-    h.update(x);
-    h.update(y);
-    h.finalize().into()
-}
-
-fn strip(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| *b != 0).unwrap_or(v.len());
-    &v[start..]
-}
+use ember_proto::keys::{
+    ek_hash_ecc as key_hash_ecc, ek_hash_rsa as key_hash_rsa, strip_zeros as strip,
+};
 
 /// The EK's identity: SHA-256 over its public key (not its template), so an
 /// EK enrolled from its certificate matches the public area the node sends.

@@ -13,6 +13,8 @@ pub mod load;
 pub mod netns;
 pub mod postgres;
 pub mod process;
+// A TCP proxy that drops chosen connections (an on-path attacker).
+pub mod proxy;
 // `ember serve` with a fresh state folder (attestation and overlay tests).
 pub mod server;
 pub mod swtpm;

@@ -489,9 +489,15 @@ impl EmberServer {
     /// Runs `ember attest` against this server with `tpm` (`swtpm:HOST:PORT`),
     /// trusting this server's manifest key unless `extra` names another.
     pub fn attest(&self, tpm: &str, extra: &[&str]) -> Run {
+        self.attest_via(&self.url(), tpm, extra)
+    }
+
+    /// [`EmberServer::attest`] through `url` (a proxy in front of this
+    /// server), trusting this server's CA.
+    pub fn attest_via(&self, url: &str, tpm: &str, extra: &[&str]) -> Run {
         let mut cmd = Command::new(ember_bin());
         cmd.arg("attest")
-            .args(["--tpm", tpm, "--url", &self.url()])
+            .args(["--tpm", tpm, "--url", url])
             .arg("--ca")
             .arg(self.ca_path());
         if !extra.contains(&"--manifest-key") {

@@ -736,6 +736,109 @@ fn planted_slot_sealed_outside_the_init_is_refused_on_cold_start() {
     assert!(!lines.contains("phase=nodeconf"), "{lines}");
 }
 
+/// An attacker with the disk and the TPM who also runs a node of their
+/// own, in another group, on the same server: their node attests (here a
+/// host swtpm extended as booting the victim's UKI) and so knows its
+/// overlay's data key and holds a genuinely signed manifest and boot image
+/// record for it. They seal that key on the victim's TPM with the PCRs the
+/// victim's cold start reaches, put their node's signed pair beside it in
+/// the victim's slot, choose `sealed_for` far above the TPM counter and
+/// lower `ember/epoch` to 0. Every signature verifies, the key matches its
+/// commitment and the TPM unseals it: only the record's target, the EK of
+/// the node it was made for, is not the victim's. The cold start refuses
+/// it by that check, before one byte is extracted.
+#[test]
+fn a_slot_made_for_another_group_s_node_is_refused_on_cold_start() {
+    use ember_proto::client::{self, Url};
+    use ember_proto::host::HttpsClient;
+    use ember_proto::tpm::TpmAttestor;
+    use ember_tests::eventlog;
+
+    let mut lab = Lab::new("e2e-other");
+    lab.publish("ready", &[]);
+    boot_until(&lab, "other-net", false, "lkg: wrote slot a generation 1");
+    let rec = lab.dir.path().join("slot.rec");
+    esp_tool(
+        &lab.disk,
+        "mcopy",
+        &["-o", "::/ember/a/slot.rec", rec.to_str().unwrap()],
+    );
+    let genuine = SlotRecord::from_bytes(&std::fs::read(&rec).unwrap()).expect("slot.rec");
+
+    // The attacker's own node, in group rack-b, booting the same UKI.
+    let server = lab.server();
+    let uki = lab.dir.path().join("other-net.efi");
+    let tpm_b = server.enroll_node_with_token("node-b", "rack-b", lab.dir.path());
+    server
+        .set_policy(&[
+            "--group",
+            "rack-b",
+            "--pcrs",
+            "4",
+            "--uki",
+            uki.to_str().unwrap(),
+        ])
+        .expect_ok("policy for rack-b");
+    let boot = eventlog::measurements(&uki);
+    let swtpm = Swtpm::start_tcp(tpm_b.path()).expect("start node-b's swtpm");
+    eventlog::extend(&swtpm, &boot);
+    let mut t = Tpm::new(SocketTransport::connect_tcp(&swtpm.addr()).unwrap());
+    let mut dev = TpmAttestor::new(&mut t);
+    let url = Url::parse(&server.url()).unwrap();
+    let mut https = HttpsClient::new(&url, &std::fs::read(server.ca_path()).unwrap()).unwrap();
+    let cred = client::attest(&mut dev, &mut https, &url, &eventlog::write(&boot))
+        .expect("node-b attests");
+    dev.close().unwrap();
+    drop(t);
+    drop(swtpm);
+    let trust =
+        PublicKey::from_pem(&std::fs::read(lab.dir.path().join("manifest.pub")).unwrap()).unwrap();
+    let envelope = cred.open_grant(&trust).expect("node-b's grant");
+    let grant = cred.overlay.as_ref().expect("node-b's grant");
+    let record_b = grant
+        .boot_image
+        .clone()
+        .expect("node-b was given a boot image record");
+    assert_ne!(
+        trust.verify(&grant.manifest).unwrap().target,
+        trust.verify(&genuine.manifest).unwrap().target,
+        "rack-b's overlay is another assignment than the victim's"
+    );
+
+    // The planted slot: node-b's signed pair, node-b's known data key
+    // sealed on the victim's TPM, sealed_for and the epoch the attacker's.
+    let mut chosen = genuine.keys.clone();
+    for k in &mut chosen {
+        k.sealed_for = 1_000_000;
+    }
+    let mut planted = genuine.clone();
+    planted.manifest = grant.manifest.clone();
+    planted.boot_image = record_b;
+    planted.keys = seal_outside_the_init(&lab.tpm_state, envelope.data_key(), &chosen);
+    put_record(&lab, &planted);
+    let epoch = lab.dir.path().join("epoch");
+    std::fs::write(&epoch, b"0\n").unwrap();
+    esp_tool(
+        &lab.disk,
+        "mcopy",
+        &["-o", epoch.to_str().unwrap(), "::/ember/epoch"],
+    );
+    lab.server = None;
+    lab.api.remove_node(NODE);
+    let log = boot_until(&lab, "other-plant", true, "boot failed in phase lkg-restore");
+    let lines = ember_lines(&log);
+    assert!(
+        lines.contains("the slot was made for another node (its boot image record names another EK)"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("lkg: the slot's signed boot image record was made for the node with EK"),
+        "{lines}"
+    );
+    assert!(!lines.contains("phase=nodeconf"), "{lines}");
+    assert!(!lines.contains("restored from slot"), "{lines}");
+}
+
 /// Two releases of the node's UKI, both genuine and both allowed by the
 /// lab's policy (older first). Once the node booted the newer one to Ready
 /// and reported Joined, booting the older one again (an attacker's

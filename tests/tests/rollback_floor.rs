@@ -18,6 +18,7 @@ use ember_proto::msg::{self, encode, ErrorCode, Outcome, ReportRequest, PROTOCOL
 use ember_proto::tpm::TpmAttestor;
 use ember_tests::eventlog::{self, measurements, LogEvent};
 use ember_tests::postgres::Postgres;
+use ember_tests::proxy::DropProxy;
 use ember_tests::qemu::{build_initrd, build_uki};
 use ember_tests::server::{EmberServer, Run};
 use ember_tests::swtpm::Swtpm;
@@ -36,13 +37,19 @@ struct Release {
 
 impl Release {
     fn build(dir: &Path, initrd: &Path, name: &str) -> Release {
-        let path = dir.join(format!("{name}.efi"));
-        build_uki(
-            &path,
+        Release::build_with(
+            dir,
             initrd,
+            name,
             &format!("{CMDLINE} ember.release={name}"),
             &[],
-        );
+        )
+    }
+
+    /// A release of `ember uki build` with `cmdline` and `extra` options.
+    fn build_with(dir: &Path, initrd: &Path, name: &str, cmdline: &str, extra: &[&str]) -> Release {
+        let path = dir.join(format!("{name}.efi"));
+        build_uki(&path, initrd, cmdline, extra);
         let sha256 = Sha256::digest(std::fs::read(&path).unwrap())
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -342,6 +349,187 @@ fn forged_or_expired_reports_do_not_raise_the_floor() {
     // Neither moved the floor: the older UKI still attests.
     b.assert_attests(&b.older, "older-2");
     b.assert_floor(&b.older, 1);
+}
+
+#[test]
+fn a_dropped_joined_report_is_retried_and_the_floor_still_rises() {
+    let b = bench();
+    b.bless(&b.older, "older-1");
+    // An attacker on the path lets Start (1) and Finish (2) through and
+    // drops the Joined report (3) of the newer UKI's boot: the request
+    // reaches no server and no answer comes back.
+    let proxy = DropProxy::start(b.server.addr(), &[3]);
+    let tpm = b.boot(&b.newer);
+    let log = b.dir.path().join("newer-dropped.log");
+    std::fs::write(&log, eventlog::write(&b.newer.boot)).unwrap();
+    let run = b.server.attest_via(
+        &proxy.url(),
+        &tpm.spec(),
+        &[
+            "--no-overlay",
+            "--event-log",
+            log.to_str().unwrap(),
+            "--report",
+            "joined",
+        ],
+    );
+    shut_down(tpm);
+    assert!(run.ok, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("report attempt 1 of 5 failed"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("reported Joined"), "{}", run.stdout);
+    assert_eq!(
+        proxy.connections(),
+        4,
+        "start, finish, the dropped report, its retry"
+    );
+    // The retry arrived: the floor rose, and the older UKI is refused.
+    b.assert_floor(&b.newer, 2);
+    b.assert_older_refused(&b.server, "older-2");
+}
+
+#[test]
+fn a_report_claiming_another_overlay_version_is_refused_and_records_nothing() {
+    let b = bench();
+    b.bless(&b.older, "older-1");
+    let cred = b.attest_raw(&b.server, &b.newer).expect("newer attests");
+    let granted = cred
+        .open_grant(&b.server.manifest_key())
+        .expect("grant")
+        .manifest
+        .version_id;
+    for claimed in [granted + 1, 0] {
+        let r = client::report(
+            &mut https(&b.server),
+            &cfg(),
+            &cred,
+            Outcome::Joined,
+            Some(claimed),
+            "node is Ready",
+        );
+        match &r {
+            Err(e) => assert!(
+                e.to_string().contains(&format!(
+                    "the report claims overlay {claimed}, but this credential's session was granted overlay {granted}"
+                )),
+                "{e}"
+            ),
+            Ok(_) => panic!("a report claiming overlay {claimed} was accepted"),
+        }
+        assert_refused_with(r, ErrorCode::ReportMismatch);
+    }
+    // Nothing moved: the older UKI still attests, the floor is the older's.
+    b.assert_attests(&b.older, "older-2");
+    b.assert_floor(&b.older, 1);
+    // The refused reports left the credential unused: the true one counts.
+    let r = client::report(
+        &mut https(&b.server),
+        &cfg(),
+        &cred,
+        Outcome::Joined,
+        Some(granted),
+        "node is Ready",
+    )
+    .expect("the genuine report");
+    assert_eq!(r.last_known_good, Some(granted));
+    b.assert_floor(&b.newer, 2);
+}
+
+/// Two UKIs with the same sections on two builds of the stub: PCR 11
+/// (the sections) is the same, the Authenticode digest the firmware
+/// extends into PCR 4 is not. Without a quoted PCR 4 the server cannot
+/// tell which one booted and assumes neither (the floor does not move on
+/// a guess); with PCR 4 quoted each is named by its own extend, and the
+/// older one is refused once the newer one was blessed.
+#[test]
+fn two_ukis_differing_only_in_the_stub_are_never_confused_for_the_floor() {
+    let server = EmberServer::start_strict(&[]);
+    let dir = ScratchDir::new("stub-floor");
+    let initrd = dir.path().join("initrd.cpio.gz");
+    build_initrd(&initrd, &[]);
+    // Another build of the stub: its COFF TimeDateStamp differs.
+    let mut stub = std::fs::read("/usr/lib/systemd/boot/efi/linuxx64.efi.stub").expect("stub");
+    let pe = u32::from_le_bytes(stub[0x3c..0x40].try_into().unwrap()) as usize;
+    assert_eq!(&stub[pe..pe + 4], b"PE\0\0");
+    stub[pe + 8] ^= 0xff;
+    let other_stub = dir.path().join("other.stub");
+    std::fs::write(&other_stub, &stub).unwrap();
+    let cmdline = format!("{CMDLINE} ember.release=same");
+    let older = Release::build_with(dir.path(), &initrd, "older", &cmdline, &[]);
+    let newer = Release::build_with(
+        dir.path(),
+        &initrd,
+        "newer",
+        &cmdline,
+        &["--stub", other_stub.to_str().unwrap()],
+    );
+    let pcr = |r: &Release, n: u32| -> Vec<Vec<u8>> {
+        r.boot
+            .iter()
+            .filter(|e| e.pcr == n)
+            .map(|e| e.digest.to_vec())
+            .collect()
+    };
+    assert_ne!(older.sha256, newer.sha256);
+    assert_eq!(
+        pcr(&older, 11),
+        pcr(&newer, 11),
+        "the stub is outside PCR 11"
+    );
+    assert_ne!(pcr(&older, 4), pcr(&newer, 4));
+    let tpm_dir = server.enroll_node_with_token("node-a", "rack1", dir.path());
+    let b = Bench {
+        server,
+        tpm_dir,
+        dir,
+        older,
+        newer,
+    };
+    let policy = |pcr4: bool| {
+        let mut args = vec!["--group", "rack1"];
+        if pcr4 {
+            args.extend(["--pcrs", "4"]);
+        }
+        args.extend(["--uki", b.older.path.to_str().unwrap()]);
+        args.extend(["--uki", b.newer.path.to_str().unwrap()]);
+        b.server
+            .set_policy(&args)
+            .expect_ok("policy set --uki older --uki newer");
+    };
+
+    // PCR 11 alone: both fit, neither is assumed, the floor stays unset.
+    policy(false);
+    b.bless(&b.newer, "newer-pcr11");
+    assert!(
+        b.server.wait_log("is that of 2 stored UKIs"),
+        "{}",
+        b.server.log()
+    );
+    let nodes = b.server.nodes();
+    assert!(
+        !nodes.contains(b.newer.short()) && !nodes.contains(b.older.short()),
+        "a floor was raised on a guess:\n{nodes}"
+    );
+
+    // PCR 4 quoted: each is named by its own extend.
+    policy(true);
+    b.bless(&b.newer, "newer-pcr4");
+    b.assert_floor(&b.newer, 2);
+    let (run, _) = b.attest(&b.older, "older-pcr4", Some("joined"));
+    assert!(!run.ok, "the older UKI attested:\n{}", run.stdout);
+    assert!(run.stderr.contains("boot-image-rollback"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "this boot's UKI {} (image epoch 1) is older than node node-a's rollback floor, image epoch 2 ({})",
+            b.older.short(),
+            b.newer.short()
+        )),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

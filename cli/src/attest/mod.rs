@@ -290,14 +290,51 @@ fn flow<T: ember_tpm::Transport>(
         version = Some(m.version_id);
     }
     if let Some(o) = outcome {
-        let r = client::report(http, cfg, &cred, o, version, &a.reason)
-            .map_err(|e| classify("report", e))?;
-        println!(
-            "reported {o:?}: attempts {}, last known good {:?}",
-            r.attempts, r.last_known_good
-        );
+        report(http, cfg, &cred, o, version, &a.reason)?;
     }
     Ok(cred)
+}
+
+/// Step 4, retried as the node retries it ([`client::after_report_failure`])
+/// until the server acknowledged it.
+fn report(
+    http: &mut impl Transport,
+    cfg: &Url,
+    cred: &Credential,
+    o: Outcome,
+    version: Option<u64>,
+    reason: &str,
+) -> Result<()> {
+    let mut attempt = 1;
+    loop {
+        let e = match client::report(http, cfg, cred, o, version, reason) {
+            Ok(r) => {
+                println!(
+                    "reported {o:?}: attempts {}, last known good {:?}",
+                    r.attempts, r.last_known_good
+                );
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        match client::after_report_failure(attempt, &e) {
+            client::AfterReport::RetryIn(ms) => {
+                eprintln!(
+                    "ember attest: report attempt {attempt} of {} failed ({e}); retrying in {ms} ms",
+                    client::REPORT_ATTEMPTS
+                );
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                attempt += 1;
+            }
+            client::AfterReport::Delivered => {
+                println!(
+                    "reported {o:?}: an earlier attempt reached the server (its answer was lost)"
+                );
+                return Ok(());
+            }
+            client::AfterReport::GiveUp => return Err(classify("report", e)),
+        }
+    }
 }
 
 /// Downloads and opens the overlay into a staging folder beside `into`,

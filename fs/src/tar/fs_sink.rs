@@ -330,6 +330,11 @@ impl FsSink {
         if let Some(area) = guard.policy.covering(entry.path) {
             return Err(ErrorKind::Protected { area });
         }
+        if entry.meta.kind != Kind::Directory {
+            if let Some(area) = guard.policy.shadowing(entry.path) {
+                return Err(ErrorKind::Protected { area });
+            }
+        }
         let link_dest = match entry.meta.kind {
             Kind::Hardlink => entry.link,
             Kind::Symlink => {

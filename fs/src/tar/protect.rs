@@ -26,8 +26,21 @@ pub struct Protection {
 impl Protection {
     /// The node's system areas: what the init passes when extracting the
     /// overlay into `/`.
+    /// The initrd's trust files are among them (the manifest key and the
+    /// boot server's CA): the overlay is what they judge, so it must not
+    /// replace them, nor the folders that lead to them ([`Self::shadowing`]).
+    /// The rest of /etc/ember (node.conf and what it names) is the
+    /// overlay's to write.
     pub const SYSTEM: Protection = Protection {
-        paths: &["proc", "sys", "dev", "boot", "run/ember"],
+        paths: &[
+            "proc",
+            "sys",
+            "dev",
+            "boot",
+            "run/ember",
+            "etc/ember/manifest.pub",
+            "etc/ember/ca.pem",
+        ],
         same_mount: true,
     };
 
@@ -37,6 +50,21 @@ impl Protection {
         self.paths.iter().copied().find(|p| {
             let p = p.as_bytes();
             path.starts_with(p) && (path.len() == p.len() || path[p.len()] == b'/')
+        })
+    }
+}
+
+impl Protection {
+    /// The protected path that `path` (normalized, relative) leads to: one
+    /// strictly under it. Only a directory may stand there; a file or a
+    /// symlink in its place would replace the protected path by another.
+    pub fn shadowing(&self, path: &[u8]) -> Option<&'static str> {
+        if path.is_empty() {
+            return None;
+        }
+        self.paths.iter().copied().find(|p| {
+            let p = p.as_bytes();
+            p.len() > path.len() && p.starts_with(path) && p[path.len()] == b'/'
         })
     }
 }
@@ -85,6 +113,26 @@ mod tests {
         assert_eq!(p.covering(b"bootstrap/x"), None);
         assert_eq!(p.covering(b"etc/boot"), None);
         assert_eq!(p.covering(b""), None);
+        assert_eq!(
+            p.covering(b"etc/ember/manifest.pub"),
+            Some("etc/ember/manifest.pub")
+        );
+        assert_eq!(p.covering(b"etc/ember/ca.pem"), Some("etc/ember/ca.pem"));
+        // The overlay's own files under /etc/ember stay writable.
+        assert_eq!(p.covering(b"etc/ember/node.conf"), None);
+        assert_eq!(p.covering(b"etc/ember"), None);
+    }
+
+    #[test]
+    fn the_folders_leading_to_a_trust_file_are_shadowing_it() {
+        let p = Protection::SYSTEM;
+        assert_eq!(p.shadowing(b"etc"), Some("etc/ember/manifest.pub"));
+        assert_eq!(p.shadowing(b"etc/ember"), Some("etc/ember/manifest.pub"));
+        assert_eq!(p.shadowing(b"run"), Some("run/ember"));
+        assert_eq!(p.shadowing(b"etc/ember/manifest.pub"), None);
+        assert_eq!(p.shadowing(b"etc/embers"), None);
+        assert_eq!(p.shadowing(b"et"), None);
+        assert_eq!(p.shadowing(b""), None);
     }
 
     #[test]

@@ -614,6 +614,80 @@ fn protection_refuses_system_paths_by_name_and_writes_nothing() {
 }
 
 #[test]
+fn the_overlay_cannot_replace_the_initrds_trust_files_but_writes_its_own_etc_ember() {
+    let root = TmpRoot::new("protect-trust");
+    std::fs::create_dir_all(root.0.join("etc/ember")).unwrap();
+    std::fs::write(root.0.join("etc/ember/manifest.pub"), b"genuine key").unwrap();
+    let cases: [(H, &str, ErrorKind); 5] = [
+        (
+            h("etc/ember/manifest.pub", b'0', 4),
+            "etc/ember/manifest.pub",
+            ErrorKind::Protected {
+                area: "etc/ember/manifest.pub",
+            },
+        ),
+        (
+            h("etc/ember/ca.pem", b'0', 4),
+            "etc/ember/ca.pem",
+            ErrorKind::Protected {
+                area: "etc/ember/ca.pem",
+            },
+        ),
+        // The folder swapped for a link to one the overlay fills.
+        (
+            link("etc/ember", b'2', "/var/lib/evil"),
+            "etc/ember",
+            ErrorKind::Protected {
+                area: "etc/ember/manifest.pub",
+            },
+        ),
+        (
+            link("etc/key", b'2', "ember/manifest.pub"),
+            "etc/key",
+            ErrorKind::LinkIntoProtected {
+                area: "etc/ember/manifest.pub",
+            },
+        ),
+        (
+            h("etc", b'0', 4),
+            "etc",
+            ErrorKind::Protected {
+                area: "etc/ember/manifest.pub",
+            },
+        ),
+    ];
+    for (hd, name, kind) in cases {
+        let data: &[u8] = if hd.size > 0 { b"evil" } else { b"" };
+        let mut a = Vec::new();
+        member(&mut a, hd, data);
+        end(&mut a);
+        let err = root.extract(&a).unwrap_err();
+        assert_eq!(err.kind, kind, "{name}");
+        assert_eq!(err.entry.as_deref(), Some(name));
+        assert!(alloc::format!("{err}").contains("protected"), "{err}");
+    }
+    assert_eq!(
+        std::fs::read(root.0.join("etc/ember/manifest.pub")).unwrap(),
+        b"genuine key"
+    );
+    assert!(!root.0.join("etc/ember/ca.pem").exists());
+    assert!(std::fs::symlink_metadata(root.0.join("etc/ember"))
+        .unwrap()
+        .is_dir());
+    // node.conf and the folder itself are the overlay's.
+    let mut a = Vec::new();
+    member(&mut a, h("etc/", b'5', 0), &[]);
+    member(&mut a, h("etc/ember/", b'5', 0), &[]);
+    member(&mut a, h("etc/ember/node.conf", b'0', 4), b"conf");
+    end(&mut a);
+    root.extract(&a).unwrap();
+    assert_eq!(
+        std::fs::read(root.0.join("etc/ember/node.conf")).unwrap(),
+        b"conf"
+    );
+}
+
+#[test]
 fn protection_follows_symlinks_already_in_the_root() {
     let root = TmpRoot::new("protect-real");
     // Put there by the system, not the archive: the lexical check cannot

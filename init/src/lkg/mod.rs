@@ -21,7 +21,8 @@
 //! kernel), values that no code after the firmware can set.
 //!
 //! A cold start trusts nothing on the ESP: the slot's manifest must verify
-//! with the initrd's key, its epoch must not be below `ember/epoch`, the
+//! with the initrd's key, its boot image record too and name this TPM's EK
+//! ([`target`]: made for this node), its epoch must not be below `ember/epoch`, the
 //! TPM rollback counter must not have passed it (the TPM enforces this in
 //! the key's policy), the TPM must unseal the data key (the PCRs hold what
 //! the firmware and the stub measured), the key must match the manifest's
@@ -39,6 +40,7 @@ pub mod esp;
 pub mod record;
 pub mod seal;
 pub mod slots;
+pub mod target;
 pub mod write;
 
 use alloc::format;
@@ -78,9 +80,14 @@ pub fn restore(tpm: Option<&mut Measured>, booted_from: Option<Slot>) -> Result<
     let Some(record) = &records[slot as usize] else {
         return Err(Error::new(ErrorKind::Lkg("the ESP holds no slot")));
     };
-    let manifest = overlay::trusted_key()?
+    let trusted = overlay::trusted_key()?;
+    let manifest = trusted
         .verify(&record.manifest)
         .inspect_err(|e| crate::error!("lkg: slot {}: {e}", slot.name()))?;
+    // The record the server signed beside this manifest for one node.
+    let image = trusted
+        .verify_boot_image(&record.boot_image, &record.manifest)
+        .inspect_err(|e| crate::error!("lkg: slot {}: boot image record: {e}", slot.name()))?;
     crate::info!(
         "lkg: slot {} generation {} overlay {} epoch {} on {}",
         slot.name(),
@@ -95,6 +102,8 @@ pub fn restore(tpm: Option<&mut Measured>, booted_from: Option<Slot>) -> Result<
     let tpm = tpm.ok_or(Error::new(ErrorKind::Missing(
         "TPM to unseal the last-known-good key",
     )))?;
+    target::check(&image, &target::this_ek(&mut tpm.tpm)?)
+        .inspect_err(|_| crate::error!("lkg: slot {}: refused", slot.name()))?;
     if let Some(k) = record.keys.first() {
         epoch::check_counter(&mut tpm.tpm, k.sealed_for)
             .inspect_err(|e| crate::error!("lkg: slot {}: {e}", slot.name()))?;
@@ -171,15 +180,19 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
         crate::warn!("lkg: not booted from a UKI measured by systemd-stub: nothing firmware-rooted to seal to; no slot written");
         return Ok(());
     }
-    let Some(signed_image) = &fetched.boot_image else {
+    let Some(record) = &fetched.boot_image else {
         crate::warn!(
             "lkg: the boot server knows no UKI for this boot (its log says why); no slot written"
         );
         return Ok(());
     };
-    let image = overlay::trusted_key()?
-        .verify_boot_image(signed_image, &fetched.signed)
-        .inspect_err(|e| crate::error!("lkg: boot image record: {e}"))?;
+    let signed_image = &record.signed;
+    // Verified before the overlay was extracted: nothing the runtime or
+    // the overlay wrote since is read as a trust file.
+    let image = record.verified.as_ref().map_err(|e| {
+        crate::error!("lkg: boot image record: {e}");
+        Error::from(e.clone())
+    })?;
     if image.pcr11[..] != tpm.boot_pcr[..] {
         crate::error!(
             "lkg: the boot image record's PCR 11 {} is not this boot's {}",
@@ -196,7 +209,7 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
     let keys = seal::seal_key(
         &mut tpm.tpm,
         fetched.envelope.data_key(),
-        &seal::slot_pcrs(&image),
+        &seal::slot_pcrs(image),
         sealed_for,
     )?;
     let m = &fetched.envelope.manifest;

@@ -10,7 +10,7 @@
 
 use ember_net::https::Client;
 use ember_proto::client;
-use ember_proto::manifest::{Envelope, SignedBootImage, SignedManifest, Target};
+use ember_proto::manifest::{BootImage, Envelope, SignedBootImage, SignedManifest, Target};
 use ember_proto::net::NetTransport;
 
 use super::Session;
@@ -26,7 +26,16 @@ use ember_fs::quoted::Quoted;
 pub struct Fetched {
     pub envelope: Envelope,
     pub signed: SignedManifest,
-    pub boot_image: Option<SignedBootImage>,
+    pub boot_image: Option<BootRecord>,
+}
+
+/// The boot image record as the server sent it, and its verification with
+/// the initrd's key, done before the overlay was extracted: trust files
+/// are read once, before anything the overlay brings could replace them,
+/// so last-known-good (after the runtime ran) reads none again.
+pub struct BootRecord {
+    pub signed: SignedBootImage,
+    pub verified: Result<BootImage, ember_proto::Error>,
 }
 
 impl Session {
@@ -39,7 +48,10 @@ impl Session {
             .as_ref()
             .ok_or(Error::new(ErrorKind::Missing("overlay grant")))?;
         let signed = grant.manifest.clone();
-        let boot_image = grant.boot_image.clone();
+        let boot_image = grant.boot_image.clone().map(|signed| BootRecord {
+            verified: trust.verify_boot_image(&signed, &grant.manifest),
+            signed,
+        });
         let m = &envelope.manifest;
         self.overlay_version.set(Some(m.version_id));
         let (kind, name) = match &m.target {

@@ -17,6 +17,7 @@ use ember_proto::net::NetTransport;
 use ember_proto::tpm::TpmAttestor;
 
 pub use fetch::Fetched;
+pub use report::Pending;
 
 use crate::network::{self, Network};
 use crate::tpm::{Meter, NodeTpm};

@@ -11,8 +11,19 @@ use ember_proto::msg::{ErrorCode, FinishRequest, OverlayGrant, ALG_SHA256};
 
 use super::{Refusal, Server, Session};
 use crate::store::{hex, overlays::Assigned};
-use crate::uki::measure::PCR_KERNEL_IMAGE;
-use crate::uki::Uki;
+use crate::uki::measure::{PCR_BOOT_LOADER_CODE, PCR_KERNEL_IMAGE};
+use crate::uki::{Found, Uki};
+use ember_tpm::eventlog::{self, EventLog};
+use ember_tpm::HashAlg;
+
+/// The value this session quoted for `pcr` (the quote verified before).
+fn quoted<'a>(s: &Session, req: &'a FinishRequest, pcr: u8) -> Option<&'a [u8]> {
+    s.pcrs
+        .indices()
+        .zip(&req.pcr_values)
+        .find(|(i, _)| *i == pcr)
+        .map(|(_, v)| v.as_slice())
+}
 
 /// The PCR 11 this session quoted, which names the UKI booted; why none
 /// otherwise.
@@ -20,12 +31,27 @@ fn quoted_pcr11<'a>(s: &Session, req: &'a FinishRequest) -> Result<&'a [u8], &'s
     if s.pcrs.hash_alg != ALG_SHA256 {
         return Err("the quote is not in the sha256 bank");
     }
-    s.pcrs
-        .indices()
-        .zip(&req.pcr_values)
-        .find(|(i, _)| *i == PCR_KERNEL_IMAGE)
-        .map(|(_, v)| v.as_slice())
-        .ok_or("its policy does not quote PCR 11, which names the UKI booted (`ember policy set --uki`)")
+    quoted(s, req, PCR_KERNEL_IMAGE).ok_or(
+        "its policy does not quote PCR 11, which names the UKI booted (`ember policy set --uki`)",
+    )
+}
+
+/// The digests the firmware extended PCR 4 with, from the node's event
+/// log, only when that log replays to the PCR 4 the quote signed: an
+/// unquoted PCR 4, or a log that does not replay to it, is the node's word
+/// and names no UKI. Why none otherwise (for the log).
+fn quoted_pcr4_extends(s: &Session, req: &FinishRequest) -> Result<Vec<Vec<u8>>, &'static str> {
+    if req.event_log.is_empty() {
+        return Err("no event log");
+    }
+    let pcr4 = quoted(s, req, PCR_BOOT_LOADER_CODE).ok_or("PCR 4 is not quoted")?;
+    let log = EventLog::parse(&req.event_log).map_err(|_| "the event log is malformed")?;
+    let replayed =
+        eventlog::replay(&log, HashAlg::Sha256).map_err(|_| "the event log is malformed")?;
+    match &replayed[usize::from(PCR_BOOT_LOADER_CODE)] {
+        Some(v) if keys::ct_eq(v, pcr4) => Ok(crate::uki::pcr4_extends(&log)),
+        _ => Err("the event log does not replay to the quoted PCR 4"),
+    }
 }
 
 impl Server {
@@ -64,6 +90,7 @@ impl Server {
                 size: u.size,
                 pcr11: u.pcr11,
                 pcr4: u.pcr4_from_esp.clone(),
+                ek: s.ek_hash,
             })
         });
         Ok(OverlayGrant {
@@ -90,16 +117,13 @@ impl Server {
             Ok(v) => v,
             Err(why) => return said(why.into()),
         };
-        let log = ember_tpm::eventlog::EventLog::parse(&req.event_log).ok();
-        let extends = log
-            .as_ref()
-            .filter(|_| !req.event_log.is_empty())
-            .map(crate::uki::pcr4_extends);
+        // Only measurements the quote vouches for narrow the choice.
+        let extends = quoted_pcr4_extends(s, req);
         match self
             .ukis
-            .find(&self.state.boot_dir(), pcr11, extends.as_deref())
+            .find(&self.state.boot_dir(), pcr11, extends.as_deref().ok())
         {
-            Ok(Some(u)) => {
+            Ok(Found::One(u)) => {
                 tracing::info!(
                     "step=finish node={} boot-image={} (PCR 11 {}){}",
                     s.who.name(),
@@ -113,9 +137,19 @@ impl Server {
                 );
                 Some(u)
             }
-            Ok(None) => said(format!(
+            Ok(Found::None) => said(format!(
                 "PCR 11 {} is no UKI's among the boot artifacts (`ember policy set --uki` and `ember artifact ipxe --uki` store them)",
                 hex(pcr11)
+            )),
+            Ok(Found::Ambiguous(shas)) => said(format!(
+                "PCR 11 {} is that of {} stored UKIs ({}), which differ only outside it (the stub), and PCR 4 cannot tell them apart ({}): none is assumed; quote PCR 4 (`ember policy set --pcrs 4 --uki`) or keep one of them",
+                hex(pcr11),
+                shas.len(),
+                shas.iter()
+                    .map(|s| crate::rollback::short(s))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                extends.err().unwrap_or("its extends name several")
             )),
             Err(e) => said(format!("reading the boot artifacts: {e:#}")),
         }
@@ -170,6 +204,43 @@ mod tests {
         assert_eq!(
             quoted_pcr11(&sha1, &req),
             Err("the quote is not in the sha256 bank")
+        );
+    }
+
+    /// OVMF + swtpm booting a UKI, captured from the guest (the tpm
+    /// crate's test data).
+    const LOG: &[u8] = include_bytes!("../../../tpm/src/testdata/ovmf-uki-eventlog.bin");
+
+    #[test]
+    fn pcr_4_extends_name_the_uki_only_when_the_log_replays_to_the_quoted_pcr_4() {
+        let log = EventLog::parse(LOG).unwrap();
+        let pcrs = eventlog::replay(&log, HashAlg::Sha256).unwrap();
+        let pcr4 = pcrs[4].clone().unwrap();
+        let pcr11 = pcrs[11].clone().unwrap();
+        let s = session(ALG_SHA256, 1 << 4 | 1 << 11);
+        let mut req = finish(vec![pcr4.clone(), pcr11.clone()]);
+        req.event_log = LOG.to_vec();
+        let extends = quoted_pcr4_extends(&s, &req).unwrap();
+        assert_eq!(extends, crate::uki::pcr4_extends(&log));
+        assert!(!extends.is_empty());
+        // PCR 4 not in the quote: the log is the node's word.
+        let unquoted = session(ALG_SHA256, 1 << 11);
+        let mut only11 = finish(vec![pcr11.clone()]);
+        only11.event_log = LOG.to_vec();
+        assert_eq!(
+            quoted_pcr4_extends(&unquoted, &only11),
+            Err("PCR 4 is not quoted")
+        );
+        // A quoted PCR 4 the log does not replay to (an edited log).
+        let mut other = finish(vec![vec![0x44; 32], pcr11]);
+        other.event_log = LOG.to_vec();
+        assert_eq!(
+            quoted_pcr4_extends(&s, &other),
+            Err("the event log does not replay to the quoted PCR 4")
+        );
+        assert_eq!(
+            quoted_pcr4_extends(&s, &finish(vec![pcr4, vec![0; 32]])),
+            Err("no event log")
         );
     }
 }

@@ -48,6 +48,24 @@ fn still_valid(c: &Credential, hash: &[u8; 32], now: i64) -> Result<(), Refusal>
     Ok(())
 }
 
+/// The overlay version a report may claim: the one its credential's
+/// session was granted (so the node cannot name another overlay as its
+/// last-known-good), or none (it booted no overlay from this session).
+fn claimed_version(claimed: Option<u64>, granted: Option<i64>) -> Result<Option<i64>, Refusal> {
+    let Some(v) = claimed else { return Ok(None) };
+    if let Some(g) = granted.filter(|g| i64::try_from(v) == Ok(*g)) {
+        return Ok(Some(g));
+    }
+    let detail = format!(
+        "the report claims overlay {v}, but this credential's session was granted {}: refused, nothing recorded",
+        granted.map_or("no overlay".to_string(), |g| format!("overlay {g}"))
+    );
+    // The node is told too: it knows what it was granted, so this names
+    // nothing it may not know.
+    let reason = detail.clone();
+    Err(Refusal::new(ErrorCode::ReportMismatch, detail).because(reason))
+}
+
 /// The outcome as a boot report keeps it.
 fn report_outcome(o: Outcome) -> reports::Outcome {
     match o {
@@ -83,6 +101,9 @@ impl Server {
 
     pub fn report(&self, auth: &Authorized, body: &[u8]) -> Result<Vec<u8>, Refusal> {
         let req: ReportRequest = decode_msg("report", body)?;
+        // Before anything is written: a refused report leaves the
+        // credential unused, so the node's genuine report still counts.
+        let version = claimed_version(req.overlay_version, auth.version_id)?;
         let mut db = self.db()?;
         let mut tx = db.transaction()?;
         // One report per credential: a replayed report must not count twice.
@@ -92,7 +113,6 @@ impl Server {
                 "this credential already reported",
             ));
         }
-        let version = req.overlay_version.and_then(|v| i64::try_from(v).ok());
         reports::add(
             &mut tx,
             auth.node.id,
@@ -189,6 +209,31 @@ mod tests {
         assert_eq!(
             still_valid(&c, &[4; 32], 0).unwrap_err().code,
             ErrorCode::UnknownCredential
+        );
+    }
+
+    #[test]
+    fn a_report_may_claim_only_the_overlay_its_session_was_granted() {
+        assert_eq!(claimed_version(None, Some(3)).unwrap(), None);
+        assert_eq!(claimed_version(None, None).unwrap(), None);
+        assert_eq!(claimed_version(Some(3), Some(3)).unwrap(), Some(3));
+        let other = claimed_version(Some(2), Some(3)).unwrap_err();
+        assert_eq!(other.code, ErrorCode::ReportMismatch);
+        assert_eq!(
+            other.detail,
+            "the report claims overlay 2, but this credential's session was granted overlay 3: refused, nothing recorded"
+        );
+        assert_eq!(other.reason, other.detail);
+        let none = claimed_version(Some(3), None).unwrap_err();
+        assert_eq!(none.code, ErrorCode::ReportMismatch);
+        assert!(
+            none.detail.contains("granted no overlay"),
+            "{}",
+            none.detail
+        );
+        assert_eq!(
+            claimed_version(Some(u64::MAX), Some(-1)).unwrap_err().code,
+            ErrorCode::ReportMismatch
         );
     }
 

@@ -84,14 +84,17 @@ impl Known {
     }
 
     /// The UKI among the artifacts in `dir` whose PCR 11 is `pcr11` and,
-    /// when the firmware's log is given, whose Authenticode digest is one
-    /// of the PCR 4 extends it records (two UKIs may share sections).
+    /// when PCR 4's extends are given (only ones the caller checked against
+    /// the quote), whose Authenticode digest is one of them. PCR 11 covers
+    /// the UKI's sections, not its stub: two UKIs that differ only there
+    /// share it, and without PCR 4 they are [`Found::Ambiguous`], never one
+    /// picked by the order a map keeps them in.
     pub fn find(
         &self,
         dir: &Path,
         pcr11: &[u8],
         pcr4_extends: Option<&[Vec<u8>]>,
-    ) -> Result<Option<Arc<Uki>>> {
+    ) -> Result<Found> {
         let loader = self.loader.as_deref();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let names = std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))?;
@@ -106,12 +109,35 @@ impl Known {
             let uki = measure_file(&entry.path(), loader, self.failed_options).map(Arc::new);
             seen.insert(name, uki);
         }
-        let matches = seen.values().flatten().find(|u| {
-            u.pcr11[..] == *pcr11
-                && pcr4_extends.is_none_or(|ds| ds.iter().any(|d| d[..] == u.authenticode[..]))
-        });
-        Ok(matches.cloned())
+        let mut matches: Vec<&Arc<Uki>> = seen
+            .values()
+            .flatten()
+            .filter(|u| {
+                u.pcr11[..] == *pcr11
+                    && pcr4_extends.is_none_or(|ds| ds.iter().any(|d| d[..] == u.authenticode[..]))
+            })
+            .collect();
+        matches.sort_by_key(|u| u.sha256);
+        matches.dedup_by_key(|u| u.sha256);
+        Ok(match matches.as_slice() {
+            [] => Found::None,
+            [one] => Found::One(Arc::clone(one)),
+            many => Found::Ambiguous(many.iter().map(|u| u.sha256).collect()),
+        })
     }
+}
+
+/// What [`Known::find`] found for one boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// No stored UKI has this PCR 11 (and PCR 4 extend).
+    None,
+    /// Exactly one: the UKI this boot came from.
+    One(Arc<Uki>),
+    /// Several stored UKIs (their SHA-256, ascending) fit what was
+    /// measured: they differ only outside PCR 11 (the stub), and the
+    /// quote holds no PCR 4 to tell them apart.
+    Ambiguous(Vec<[u8; 32]>),
 }
 
 /// Measures `path` if it is a UKI (a PE file with a `.linux` section);
@@ -190,7 +216,9 @@ mod tests {
 
         let known = Known::new(&loader_path, 1);
         let pcr11 = predict_pcr11(&uki, HashAlg::Sha256, &[]).unwrap().value;
-        let found = known.find(&artifacts, &pcr11, None).unwrap().unwrap();
+        let Found::One(found) = known.find(&artifacts, &pcr11, None).unwrap() else {
+            panic!("the UKI is not found");
+        };
         assert_eq!(found.sha256[..], sha2::Sha256::digest(&uki)[..]);
         assert_eq!(found.size, uki.len() as u64);
         let direct = predict_pcr4(&[&loader], &uki, HashAlg::Sha256).unwrap();
@@ -207,19 +235,23 @@ mod tests {
 
         // With the firmware's log: only if it measured this UKI into PCR 4.
         let authenticode = found.authenticode.to_vec();
-        assert!(known
-            .find(&artifacts, &pcr11, Some(&[vec![1; 32], authenticode]))
-            .unwrap()
-            .is_some());
-        assert!(known
-            .find(&artifacts, &pcr11, Some(&[vec![1; 32]]))
-            .unwrap()
-            .is_none());
+        assert_eq!(
+            known
+                .find(&artifacts, &pcr11, Some(&[vec![1; 32], authenticode]))
+                .unwrap(),
+            Found::One(found.clone())
+        );
+        assert_eq!(
+            known
+                .find(&artifacts, &pcr11, Some(&[vec![1; 32]]))
+                .unwrap(),
+            Found::None
+        );
         // Another UKI's PCR 11 (one initrd byte differs) is no UKI known.
         let other = predict_pcr11(&tiny_uki(b"initrd-1"), HashAlg::Sha256, &[])
             .unwrap()
             .value;
-        assert!(known.find(&artifacts, &other, None).unwrap().is_none());
+        assert_eq!(known.find(&artifacts, &other, None).unwrap(), Found::None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -236,9 +268,67 @@ mod tests {
         .unwrap();
         let known = Known::new(Path::new("/nonexistent/systemd-bootx64.efi"), 1);
         let pcr11 = predict_pcr11(&uki, HashAlg::Sha256, &[]).unwrap().value;
-        let found = known.find(&dir, &pcr11, None).unwrap().unwrap();
+        let Found::One(found) = known.find(&dir, &pcr11, None).unwrap() else {
+            panic!("the UKI is not found");
+        };
         assert_eq!(found.sha256[..], sha2::Sha256::digest(&uki)[..]);
         assert!(found.pcr4_from_esp.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// [`tiny_uki`] on a stub whose code differs in one byte: the same
+    /// sections, so the same PCR 11; another Authenticode digest.
+    fn tiny_uki_other_stub(initrd: &[u8]) -> Vec<u8> {
+        let kernel = pe::test_stub();
+        let mut stub = pe::test_stub();
+        stub[0x400] = 0x90;
+        pe::append_sections(&stub, &[(".initrd", initrd), (".linux", &kernel)]).unwrap()
+    }
+
+    #[test]
+    fn two_ukis_differing_only_in_the_stub_are_told_apart_by_pcr_4_or_not_at_all() {
+        let dir = std::env::temp_dir().join(format!("ember-uki-stub-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = tiny_uki(b"initrd-0");
+        let b = tiny_uki_other_stub(b"initrd-0");
+        let sha = |f: &[u8]| <[u8; 32]>::from(sha2::Sha256::digest(f));
+        for f in [&a, &b] {
+            std::fs::write(dir.join(ember_fs::hex::hex(&sha(f))), f).unwrap();
+        }
+        let pcr11 = predict_pcr11(&a, HashAlg::Sha256, &[]).unwrap().value;
+        assert_eq!(
+            pcr11,
+            predict_pcr11(&b, HashAlg::Sha256, &[]).unwrap().value,
+            "the stub is outside PCR 11"
+        );
+        let known = Known::new(Path::new("/nonexistent/systemd-bootx64.efi"), 1);
+        // PCR 11 alone cannot say which: neither is picked, every time.
+        let mut both = [sha(&a), sha(&b)];
+        both.sort();
+        for _ in 0..3 {
+            assert_eq!(
+                known.find(&dir, &pcr11, None).unwrap(),
+                Found::Ambiguous(both.to_vec())
+            );
+        }
+        // The firmware's (quote-checked) PCR 4 extend names each one.
+        for (file, other) in [(&a, &b), (&b, &a)] {
+            let img = PeImage::parse(file).unwrap();
+            let authenticode = img.authenticode(file, HashAlg::Sha256).unwrap();
+            let other_img = PeImage::parse(other).unwrap();
+            assert_ne!(
+                authenticode,
+                other_img.authenticode(other, HashAlg::Sha256).unwrap()
+            );
+            let Found::One(u) = known
+                .find(&dir, &pcr11, Some(&[vec![7; 32], authenticode]))
+                .unwrap()
+            else {
+                panic!("not identified by its PCR 4 extend");
+            };
+            assert_eq!(u.sha256, sha(file));
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -163,7 +163,7 @@ pub fn pcr4_extends(log: &ember_tpm::eventlog::EventLog<'_>) -> Vec<Vec<u8>> {
 mod tests {
     use super::*;
     use ember_build::pe;
-    use measure::{predict_pcr4, predict_pcr4_after};
+    use measure::{predict_pcr4, predict_pcr4_after, predict_pcr4_secure_boot};
 
     /// A UKI whose kernel is itself a (tiny) PE image, as the stub needs.
     fn tiny_uki(initrd: &[u8]) -> Vec<u8> {
@@ -199,10 +199,17 @@ mod tests {
         assert_eq!(found.size, uki.len() as u64);
         let direct = predict_pcr4(&[&loader], &uki, HashAlg::Sha256).unwrap();
         let after = predict_pcr4_after(1, &[&loader], &uki, HashAlg::Sha256).unwrap();
-        assert_eq!(found.pcr4_from_esp.len(), 2);
+        // Secure Boot off (0 and 1 failed options), then on.
+        assert_eq!(found.pcr4_from_esp.len(), 4);
         assert_eq!(found.pcr4_from_esp[0][..], direct.value[..]);
         assert_eq!(found.pcr4_from_esp[1][..], after.value[..]);
         assert_ne!(direct.value, after.value);
+        let secure = predict_pcr4_secure_boot(&[&loader], &uki, HashAlg::Sha256).unwrap();
+        assert_eq!(found.pcr4_from_esp[2][..], secure.value[..]);
+        // Under Secure Boot the firmware does not measure the kernel.
+        assert_eq!(secure.events.len(), direct.events.len() - 1);
+        assert!(direct.events.last().unwrap().label.ends_with(".linux"));
+        assert!(secure.events.last().unwrap().label.ends_with(" UKI"));
         // The failed attempt adds "Returning…" and "Calling…" after the separator.
         assert_eq!(after.events.len(), direct.events.len() + 2);
         assert!(after.events[2]

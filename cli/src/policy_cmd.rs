@@ -8,8 +8,11 @@ use clap::{Args, Subcommand};
 
 use ember_server::store::{self, hex, unhex, Policy};
 use ember_server::uki::measure::{
-    check_log, predict_pcr11, predict_pcr12, predict_pcr4, PCR_BOOT_LOADER_CODE, PCR_KERNEL_IMAGE,
-    PCR_KERNEL_PARAMETERS,
+    check_log, predict_pcr11, predict_pcr12, predict_pcr4, predict_pcr4_secure_boot, Prediction,
+    PCR_BOOT_LOADER_CODE, PCR_KERNEL_IMAGE, PCR_KERNEL_PARAMETERS,
+};
+use ember_server::uki::secureboot::{
+    certificate_der, predict_pcr7, KeyDatabases, PCR_SECURE_BOOT_POLICY,
 };
 
 use crate::state_args::StateArgs;
@@ -54,6 +57,52 @@ pub struct PredictArgs {
     /// predictions against: fails naming the first event that differs.
     #[arg(long, value_name = "LOG")]
     pub check_log: Option<PathBuf>,
+    #[command(flatten)]
+    pub secure_boot: SecureBootArgs,
+}
+
+/// PCR 7 of a machine enforcing Secure Boot.
+#[derive(Args)]
+pub struct SecureBootArgs {
+    /// Also predict PCR 7 for a firmware enforcing Secure Boot with the
+    /// key databases in DIR: PK.esl, KEK.esl, db.esl and (if any) dbx.esl,
+    /// each the variable's EFI_SIGNATURE_LISTs (`efi-readvar -v db -o
+    /// db.esl`, or qemu/secure-boot-vars --esl-dir). Needs --signed-by.
+    #[arg(long, value_name = "DIR", requires = "signed_by")]
+    pub secure_boot: Option<PathBuf>,
+    /// The db certificate (PEM or DER) the boot's images are signed with
+    /// (`ember uki build --sign-cert`): measured into PCR 7 as the
+    /// authority that verified them. Repeat when the loader and the UKI
+    /// are signed by different db entries, loader first.
+    #[arg(long, value_name = "CERT", requires = "secure_boot")]
+    pub signed_by: Vec<PathBuf>,
+}
+
+impl SecureBootArgs {
+    /// PCR 4 booting `uki` after `loaders`: with Secure Boot on, the
+    /// firmware does not measure the kernel systemd-stub loads.
+    fn pcr4(&self, loaders: &[&[u8]], uki: &[u8], bank: ember_tpm::HashAlg) -> Result<Prediction> {
+        match self.secure_boot {
+            Some(_) => predict_pcr4_secure_boot(loaders, uki, bank),
+            None => predict_pcr4(loaders, uki, bank),
+        }
+    }
+
+    /// The PCR 7 prediction, when --secure-boot is given.
+    fn predict(&self, bank: ember_tpm::HashAlg) -> Result<Option<Prediction>> {
+        let Some(dir) = &self.secure_boot else {
+            return Ok(None);
+        };
+        let dbs = KeyDatabases::read_dir(dir)?;
+        let mut certs = Vec::new();
+        for c in &self.signed_by {
+            let bytes = crate::uki::read_input("signing certificate", c)?;
+            certs.push(certificate_der(&bytes).with_context(|| c.display().to_string())?);
+        }
+        let p = predict_pcr7(&dbs, &certs, bank)
+            .with_context(|| format!("predicting PCR 7 from {}", dir.display()))?;
+        Ok(Some(p))
+    }
 }
 
 #[derive(Args)]
@@ -92,6 +141,12 @@ pub struct SetArgs {
     /// predict); adds PCR 12 to --pcrs.
     #[arg(long, requires = "uki")]
     pub load_options: Option<String>,
+    /// With --uki: PCR 7 as a firmware enforcing Secure Boot with these
+    /// keys leaves it (see predict); adds PCR 7 to --pcrs, so a node
+    /// booted with Secure Boot off, other keys, or images signed by another
+    /// db entry is refused naming the PCR 7 event that differs.
+    #[command(flatten)]
+    pub secure_boot: SecureBootArgs,
     /// Policy for this node.
     #[arg(long, conflicts_with = "group")]
     pub node: Option<String>,
@@ -148,13 +203,16 @@ fn predict(a: PredictArgs) -> Result<()> {
         let bank = bank_by_name(name)?;
         let p11 = predict_pcr11(&file, bank, &a.phase)
             .with_context(|| format!("predicting PCR 11 for {}", a.uki.display()))?;
-        let p4 = predict_pcr4(&loaders, &file, bank)
+        let p4 = a
+            .secure_boot
+            .pcr4(&loaders, &file, bank)
             .with_context(|| format!("predicting PCR 4 for {}", a.uki.display()))?;
         let p12 = match &a.load_options {
             Some(o) => Some(predict_pcr12(o, bank)?),
             None => None,
         };
-        for p in [Some(p11), Some(p4), p12].into_iter().flatten() {
+        let p7 = a.secure_boot.predict(bank)?;
+        for p in [Some(p11), Some(p4), p12, p7].into_iter().flatten() {
             println!("PCR {} {} {}", p.pcr, bank.name(), hex(&p.value));
             if a.events {
                 for (i, e) in p.events.iter().enumerate() {
@@ -188,6 +246,14 @@ fn set(a: SetArgs) -> Result<()> {
     }
     if a.load_options.is_some() && !pcrs.contains(&PCR_KERNEL_PARAMETERS) {
         pcrs.push(PCR_KERNEL_PARAMETERS);
+    }
+    if a.secure_boot.secure_boot.is_some() {
+        if a.uki.is_empty() {
+            bail!("--secure-boot predicts PCR 7 for the boot of a --uki: give one");
+        }
+        if !pcrs.contains(&PCR_SECURE_BOOT_POLICY) {
+            pcrs.push(PCR_SECURE_BOOT_POLICY);
+        }
     }
     let mut mask = 0u32;
     for &p in &pcrs {
@@ -227,6 +293,19 @@ fn set(a: SetArgs) -> Result<()> {
         && !allowed.iter().any(|(p, _)| *p == PCR_BOOT_LOADER_CODE);
     let loaders = read_loaders(&a.loader)?;
     let loaders: Vec<&[u8]> = loaders.iter().map(Vec::as_slice).collect();
+    // PCR 7 depends on the firmware's keys and the signer, not on the UKI:
+    // one value for all of them.
+    if bank == ember_tpm::HashAlg::Sha1 && a.secure_boot.secure_boot.is_some() {
+        bail!("--secure-boot: the sha1 bank cannot be predicted");
+    }
+    if let Some(p) = a.secure_boot.predict(bank)? {
+        events.push(store::AllowedEvents {
+            pcr: p.pcr,
+            value: p.value.clone(),
+            events: p.expected(),
+        });
+        allowed.push((p.pcr, p.value));
+    }
     for uki in &a.uki {
         if bank == ember_tpm::HashAlg::Sha1 {
             bail!("--uki: the sha1 bank cannot be predicted");
@@ -236,7 +315,8 @@ fn set(a: SetArgs) -> Result<()> {
             .with_context(|| format!("predicting PCR 11 for {}", uki.display()))?];
         if predict_4 {
             predictions.push(
-                predict_pcr4(&loaders, &file, bank)
+                a.secure_boot
+                    .pcr4(&loaders, &file, bank)
                     .with_context(|| format!("predicting PCR 4 for {}", uki.display()))?,
             );
         }

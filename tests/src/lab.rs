@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use crate::kubeapi::KubeApi;
 use crate::overlay::{Overlay, OverlayBuilder};
-use crate::qemu::{build_initrd_with, build_uki, esp_tool, make_disk, wait_for_log, Boot};
+use crate::qemu::{build_initrd_with, build_uki, esp_tool, make_disk_signed, wait_for_log, Boot};
+use crate::secureboot::SecureBoot;
 use crate::server::EmberServer;
 use crate::swtpm::Swtpm;
 use crate::ScratchDir;
@@ -38,6 +39,10 @@ pub struct Lab {
     pub vars: PathBuf,
     /// Every UKI this lab built, in order: the lab group's policy allows each.
     pub ukis: RefCell<Vec<PathBuf>>,
+    /// A Secure Boot lab ([`Lab::secure_boot`]): the firmware enforces
+    /// Secure Boot with these keys, systemd-boot and every UKI the lab
+    /// builds are signed with its db key, and the policy binds PCR 7.
+    pub secure_boot: Option<SecureBoot>,
 }
 
 pub fn overlay(api: &KubeApi, behavior: &'static str, extra: &[(&str, &str)]) -> Overlay {
@@ -65,16 +70,35 @@ pub fn trust_files(dir: &Path) -> Vec<(PathBuf, &'static str)> {
 
 impl Lab {
     pub fn new(tag: &str) -> Lab {
+        Lab::make(tag, false)
+    }
+
+    /// A lab whose firmware enforces Secure Boot with keys the lab made.
+    pub fn secure_boot(tag: &str) -> Lab {
+        Lab::make(tag, true)
+    }
+
+    fn make(tag: &str, secure_boot: bool) -> Lab {
         let dir = ScratchDir::new(tag);
+        let secure_boot = secure_boot.then(|| SecureBoot::new(dir.path()));
         let api = KubeApi::start().expect("start the Kubernetes API double");
-        let server = EmberServer::start_with(&[
+        // Secure Boot: the ESP's systemd-boot is the signed one, and PCR 4
+        // (and so the slots' seal) follows its Authenticode digest.
+        let loader = secure_boot
+            .as_ref()
+            .map(|sb| sb.signed_loader(dir.path()).display().to_string());
+        let mut args = vec![
             "--name",
             "10.0.2.2",
             "--name",
             "127.0.0.1",
             "--http-listen",
             "127.0.0.1:0",
-        ]);
+        ];
+        if let Some(l) = &loader {
+            args.extend(["--esp-loader", l.as_str()]);
+        }
+        let server = EmberServer::start_with(&args);
 
         let tpm_state = dir.path().join("tpm");
         Swtpm::setup(&tpm_state).expect("manufacture swtpm");
@@ -89,8 +113,11 @@ impl Lab {
             .expect("copy the manifest public key");
         build_initrd_with(&initrd, &trust_files(dir.path()), false);
         let disk = dir.path().join("disk.img");
-        make_disk(&disk, 128);
+        make_disk_signed(&disk, 128, secure_boot.as_ref().map(|s| &s.db));
         let vars = dir.path().join("OVMF_VARS.fd");
+        if let Some(sb) = &secure_boot {
+            sb.vars_copy(&vars);
+        }
         Lab {
             api,
             server: Some(server),
@@ -100,6 +127,7 @@ impl Lab {
             vars,
             dir,
             ukis: RefCell::new(Vec::new()),
+            secure_boot,
         }
     }
 
@@ -138,6 +166,7 @@ impl Lab {
         );
         boot.tpm_state = Some(self.tpm_state.clone());
         boot.uefi_vars = Some(self.vars.clone());
+        boot.secure_boot = self.secure_boot.is_some();
         boot.disks = vec![self.disk.clone()];
         boot.from_disk = true;
         if !from_disk {
@@ -157,15 +186,28 @@ impl Lab {
         format!("ember.attest_url={attest_urls} ember.error_delay=2 {extra}")
     }
 
-    /// Builds `<name>.efi`: the UKI of `initrd` with `cmdline`.
+    /// Builds `<name>.efi`: the UKI of `initrd` with `cmdline` (signed
+    /// with the db key in a Secure Boot lab).
     pub fn uki(&self, name: &str, initrd: &Path, cmdline: &str) -> PathBuf {
+        let sign = match &self.secure_boot {
+            Some(sb) => sb.db.uki_args(),
+            None => Vec::new(),
+        };
+        self.uki_with(name, initrd, cmdline, &sign)
+    }
+
+    /// Builds `<name>.efi` with further `ember uki build` arguments
+    /// (e.g. another key's --sign-key/--sign-cert).
+    pub fn uki_with(&self, name: &str, initrd: &Path, cmdline: &str, extra: &[String]) -> PathBuf {
         let uki = self.dir.path().join(format!("{name}.efi"));
-        build_uki(&uki, initrd, cmdline, &[]);
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        build_uki(&uki, initrd, cmdline, &extra);
         uki
     }
 
     /// Adds `uki` to the UKIs the lab group's policy allows (PCR 4 and 11
-    /// as `ember policy predict --uki` gives them, event log required).
+    /// as `ember policy predict --uki` gives them, and PCR 7 in a Secure
+    /// Boot lab; event log required).
     pub fn allow(&self, uki: &Path) {
         let mut ukis = self.ukis.borrow_mut();
         ukis.push(uki.to_path_buf());
@@ -173,6 +215,9 @@ impl Lab {
         for u in ukis.iter() {
             args.extend(["--uki", u.to_str().expect("UTF-8 path")]);
         }
+        // Secure Boot: PCR 7 as this lab's firmware leaves it.
+        let sb = self.secure_boot.as_ref().map(SecureBoot::policy_args);
+        args.extend(sb.iter().flatten().map(String::as_str));
         self.server()
             .set_policy(&args)
             .expect_ok("policy set --uki");

@@ -116,6 +116,9 @@ pub mod qemu;
 // A whole node lab: API double, boot server, TPM, initrd, disk.
 pub mod lab;
 
+// Secure Boot: test-made keys, an enrolled OVMF variable store, signing.
+pub mod secureboot;
+
 // Test certificates and a static HTTPS server (openssl).
 pub mod pki;
 

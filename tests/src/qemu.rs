@@ -125,6 +125,10 @@ pub struct Boot {
     pub allow_reboot: bool,
     /// Firmware network boot from this URL (an iPXE script), the disks after.
     pub netboot: Option<String>,
+    /// The Secure Boot build of OVMF (qemu/boot --secure-boot); enforced
+    /// when `uefi_vars` enrolls a PK (crate::secureboot), off with a
+    /// fresh OVMF_VARS_4M.fd (copied when `uefi_vars` does not exist).
+    pub secure_boot: bool,
 }
 
 /// How a boot ended.
@@ -167,6 +171,7 @@ impl Boot {
             from_disk: false,
             allow_reboot: false,
             netboot: None,
+            secure_boot: false,
         }
     }
 
@@ -187,9 +192,17 @@ impl Boot {
         }
         if let Some(vars) = &self.uefi_vars {
             if !vars.exists() {
-                std::fs::copy("/usr/share/OVMF/OVMF_VARS.fd", vars).expect("copy OVMF_VARS.fd");
+                let fresh = if self.secure_boot {
+                    "/usr/share/OVMF/OVMF_VARS_4M.fd"
+                } else {
+                    "/usr/share/OVMF/OVMF_VARS.fd"
+                };
+                std::fs::copy(fresh, vars).expect("copy a fresh OVMF variable store");
             }
             cmd.arg("--uefi").arg(vars);
+            if self.secure_boot {
+                cmd.arg("--secure-boot");
+            }
         }
         for d in &self.disks {
             cmd.arg("--disk").arg(d);
@@ -221,8 +234,20 @@ impl Boot {
 
 /// Makes a node disk (GPT + FAT ESP with systemd-boot) with qemu/make-disk.
 pub fn make_disk(out: &Path, size_mib: u32) {
-    let status = Command::new("bash")
-        .arg(workspace_root().join("qemu/make-disk"))
+    make_disk_signed(out, size_mib, None)
+}
+
+/// [`make_disk`] whose systemd-boot is signed with `key` for Secure Boot.
+pub fn make_disk_signed(out: &Path, size_mib: u32, key: Option<&crate::secureboot::KeyPair>) {
+    let mut cmd = Command::new("bash");
+    cmd.arg(workspace_root().join("qemu/make-disk"));
+    if let Some(k) = key {
+        cmd.arg("--sign-key")
+            .arg(&k.key)
+            .arg("--sign-cert")
+            .arg(&k.cert);
+    }
+    let status = cmd
         .arg(out)
         .arg(size_mib.to_string())
         .output()
@@ -320,4 +345,52 @@ pub fn boot_uki_from_esp(uki: &Path, dir: &Path) -> Outcome {
     boot.from_disk = true;
     boot.tpm_state = Some(dir.join("tpm"));
     boot.run()
+}
+
+/// A UKI whose initrd is busybox and a script that prints the firmware's
+/// event log (hex) to the console and powers off: what a real OVMF + swtpm
+/// boot measured, to hold the predictions against. `extra` are further
+/// `ember uki build` arguments (e.g. --sign-key/--sign-cert).
+pub fn event_log_uki(dir: &Path, extra: &[&str]) -> PathBuf {
+    let init = dir.join("init");
+    std::fs::write(
+        &init,
+        "#!/bin/busybox sh\n\
+         /bin/busybox mkdir -p /proc /sys\n\
+         /bin/busybox mount -t sysfs sysfs /sys\n\
+         /bin/busybox mount -t securityfs securityfs /sys/kernel/security\n\
+         echo EVENTLOG-BEGIN\n\
+         /bin/busybox od -An -v -tx1 /sys/kernel/security/tpm0/binary_bios_measurements\n\
+         echo EVENTLOG-END\n\
+         /bin/busybox poweroff -f\n",
+    )
+    .expect("write the event log init");
+    let initrd = dir.join("eventlog.cpio.gz");
+    let out = Command::new(ember_bin())
+        .args(["initrd", "build", "--init"])
+        .arg(&init)
+        .args(["--file", "/bin/busybox:/bin/busybox", "--output"])
+        .arg(&initrd)
+        .output()
+        .expect("run ember initrd build");
+    assert!(
+        out.status.success(),
+        "ember initrd build failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let uki = dir.join("eventlog.efi");
+    build_uki(&uki, &initrd, "console=ttyS0 panic=-1 quiet", extra);
+    uki
+}
+
+/// The bytes between the EVENTLOG markers (od's hex) of a serial log.
+pub fn event_log_from_console(log: &str) -> Vec<u8> {
+    let body = log
+        .split("EVENTLOG-BEGIN")
+        .nth(1)
+        .and_then(|rest| rest.split("EVENTLOG-END").next())
+        .unwrap_or_else(|| panic!("no event log on the console:\n{log}"));
+    body.split_whitespace()
+        .map(|h| u8::from_str_radix(h, 16).unwrap_or_else(|_| panic!("bad hex {h:?}")))
+        .collect()
 }

@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ember_tests::qemu::{boot_uki_from_esp, build_initrd, build_uki, Boot};
+use ember_tests::qemu::{
+    boot_uki_from_esp, build_initrd, build_uki, event_log_from_console, event_log_uki, Boot,
+};
 use ember_tests::server::EmberServer;
 use ember_tests::{ember_bin, ScratchDir};
 
@@ -281,53 +283,13 @@ fn policy_set_takes_the_predicted_pcr11_and_refuses_a_non_uki() {
     assert!(err.contains("not a PE image"), "{err}");
 }
 
-/// A UKI whose initrd is busybox and a script that prints the firmware's
-/// event log (hex) to the console and powers off: what a real OVMF + swtpm
-/// boot measured, to hold the predictions against.
-fn event_log_uki(dir: &Path) -> PathBuf {
-    let init = dir.join("init");
-    std::fs::write(
-        &init,
-        "#!/bin/busybox sh\n\
-         /bin/busybox mkdir -p /proc /sys\n\
-         /bin/busybox mount -t sysfs sysfs /sys\n\
-         /bin/busybox mount -t securityfs securityfs /sys/kernel/security\n\
-         echo EVENTLOG-BEGIN\n\
-         /bin/busybox od -An -v -tx1 /sys/kernel/security/tpm0/binary_bios_measurements\n\
-         echo EVENTLOG-END\n\
-         /bin/busybox poweroff -f\n",
-    )
-    .unwrap();
-    let initrd = dir.join("eventlog.cpio.gz");
-    let (init, out) = (init.to_str().unwrap(), initrd.to_str().unwrap());
-    let busybox = "/bin/busybox:/bin/busybox";
-    ember(&[
-        "initrd", "build", "--init", init, "--file", busybox, "--output", out,
-    ]);
-    let uki = dir.join("eventlog.efi");
-    build_uki(&uki, &initrd, "console=ttyS0 panic=-1 quiet", &[]);
-    uki
-}
-
-/// The bytes between the EVENTLOG markers (od's hex) of a serial log.
-fn event_log_from_console(log: &str) -> Vec<u8> {
-    let body = log
-        .split("EVENTLOG-BEGIN")
-        .nth(1)
-        .and_then(|rest| rest.split("EVENTLOG-END").next())
-        .unwrap_or_else(|| panic!("no event log on the console:\n{log}"));
-    body.split_whitespace()
-        .map(|h| u8::from_str_radix(h, 16).unwrap_or_else(|_| panic!("bad hex {h:?}")))
-        .collect()
-}
-
 #[test]
 fn a_real_ovmf_boot_measures_the_predicted_pcr11_and_pcr4() {
     use ember_tpm::eventlog::{replay, EventLog};
     use ember_tpm::HashAlg;
 
     let dir = ScratchDir::new("uki-eventlog");
-    let uki = event_log_uki(dir.path());
+    let uki = event_log_uki(dir.path(), &[]);
     let out = boot_uki_from_esp(&uki, dir.path());
     assert!(out.powered_off(), "exit {:?}:\n{}", out.exit_code, out.log);
 

@@ -10,7 +10,8 @@
 //! ember/a/ember.efi               the UKI this node booted, fetched by its signed SHA-256
 //! ember/a/overlay.sealed          the sealed overlay blob exactly as downloaded
 //! ember/a/slot.rec                postcard SlotRecord: generation, signed manifest,
-//!                                 signed boot image record, data key sealed to PCR 4 + 11
+//!                                 signed boot image record, data key sealed to PCR 4, 11,
+//!                                 12 (the entry's options) and 7 under Secure Boot
 //! ember/epoch                     the highest manifest epoch booted to Ready
 //! (TPM NV 0x01800e70)             the rollback counter each slot's key is sealed against
 //! ```
@@ -18,7 +19,11 @@
 //! Only a boot measured by systemd-stub writes a slot: its key is sealed
 //! to the PCR 4 and PCR 11 the boot server predicted and signed for a boot
 //! of that UKI from the ESP (firmware → systemd-boot → the UKI → its
-//! kernel), values that no code after the firmware can set.
+//! kernel), values that no code after the firmware can set, to the PCR 12
+//! systemd-boot (and without Secure Boot systemd-stub) measures from the
+//! slot's loader entry options, so editing them on the disk makes the key
+//! unusable, and under Secure Boot to this boot's PCR 7 (the firmware's
+//! keys, Secure Boot on).
 //!
 //! A cold start trusts nothing on the ESP: the slot's manifest must verify
 //! with the initrd's key, its boot image record too and name this TPM's EK
@@ -56,6 +61,7 @@ use crate::fsutil::{self, Stop};
 use crate::measure::{Measured, Root};
 use crate::session::{Fetched, Session};
 use crate::{overlay, Error, ErrorKind};
+use record::SealedKey;
 use slots::Slot;
 
 /// What a cold start restored.
@@ -110,10 +116,10 @@ pub fn restore(tpm: Option<&mut Measured>, booted_from: Option<Slot>) -> Result<
     }
     let key = seal::unseal_key(&mut tpm.tpm, &record.keys).inspect_err(|e| {
         crate::error!(
-            "lkg: the TPM refused to unseal the overlay key ({e}): the boot chain (PCR 4, 11) differs from what slot {} was sealed to, or the rollback counter moved past it",
+            "lkg: the TPM refused to unseal the overlay key ({e}): the boot chain (PCR 4, 7, 11, 12) differs from what slot {} was sealed to, or the rollback counter moved past it",
             slot.name()
         );
-        log_pcrs(tpm);
+        log_pcrs(tpm, &record.keys);
     })?;
     let envelope = Envelope::new(manifest, key)?;
     let path = esp.path(&format!("{}/overlay.sealed", slot.dir()));
@@ -203,13 +209,17 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
             "the boot image record is for another UKI",
         )));
     }
+    // The slot first: its loader entry's options (PCR 12) are sealed to.
+    let (slot, generation) = slots::for_write(record::generations(&record::read_both(&esp)));
+    let cmdline = slot_cmdline()?;
+    let cold = cold_start(tpm, &write::entry_options(&cmdline, slot))?;
     // Sealed for the next blessing: the first boot phase after this write
     // moves the counter there, and the older slot stops unsealing.
     let sealed_for = epoch::counter_value(&mut tpm.tpm)?.saturating_add(1);
     let keys = seal::seal_key(
         &mut tpm.tpm,
         fetched.envelope.data_key(),
-        &seal::slot_pcrs(image),
+        &seal::slot_pcrs(image, &cold),
         sealed_for,
     )?;
     let m = &fetched.envelope.manifest;
@@ -218,7 +228,7 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
         boot_image: signed_image.clone(),
         version_id: m.version_id,
         keys,
-        cmdline: slot_cmdline()?,
+        cmdline,
     };
     let mut fetch = |each: &mut dyn FnMut(&[u8]) -> Result<(), Error>| {
         let mut failed = None;
@@ -258,7 +268,6 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
         size: m.blob_size,
         fetch: &mut fetch_blob,
     };
-    let (slot, generation) = slots::for_write(record::generations(&record::read_both(&esp)));
     crate::info!("lkg: writing slot {} generation {generation}", slot.name());
     write::slot(&esp, slot, generation, uki, overlay, &art)?;
     // Only once the slot is complete: a cut write leaves the older slot
@@ -285,20 +294,57 @@ pub enum Persist<'a> {
     Bless(Restored),
 }
 
-/// After a refused unseal: PCR 4 and 11 now, for the operator to hold
-/// against the values in `slot.rec` (which moved: the loader, the UKI,
-/// the boot path).
-fn log_pcrs(tpm: &mut Measured) {
-    let Ok(sel) = PcrSelection::new(HashAlg::Sha256, &[4, 11]) else {
+/// After a refused unseal: each PCR the slot's keys are sealed to, now,
+/// and whether any key was sealed to that value, for the operator to see
+/// what moved (the loader, the UKI, the boot path, the Secure Boot keys,
+/// the loader entry's options).
+fn log_pcrs(tpm: &mut Measured, keys: &[SealedKey]) {
+    let Some(first) = keys.first() else { return };
+    let Ok(sel) = PcrSelection::new(HashAlg::Sha256, &first.pcrs) else {
         return;
     };
-    if let Ok(now) = tpm.tpm.pcr_read(&sel) {
-        for pcr in [4u8, 11] {
-            if let Some(v) = now.get(HashAlg::Sha256, pcr) {
-                crate::error!("lkg: PCR {pcr} is {}", hex(v));
-            }
+    let Ok(now) = tpm.tpm.pcr_read(&sel) else {
+        return;
+    };
+    for (i, &pcr) in first.pcrs.iter().enumerate() {
+        let Some(v) = now.get(HashAlg::Sha256, pcr) else {
+            continue;
+        };
+        if !keys
+            .iter()
+            .any(|k| k.values.get(i).is_some_and(|s| s[..] == v[..]))
+        {
+            crate::error!(
+                "lkg: PCR {pcr} is {}: not what the slot was sealed to",
+                hex(v)
+            );
         }
     }
+}
+
+/// What a cold start from a slot whose entry has `options` measures
+/// besides PCR 4 and 11: PCR 12 of those options, and under Secure Boot
+/// this boot's PCR 7. Secure Boot is told from the kernel's lockdown
+/// (Debian's kernel locks itself down, integrity, when the firmware
+/// enforces Secure Boot, and nothing lifts it): a lockdown forced from a
+/// measured command line without Secure Boot only makes the slot never
+/// unseal.
+fn cold_start(tpm: &mut Measured, options: &str) -> Result<seal::ColdStart, Error> {
+    let lockdown = fsutil::read_text("/sys/kernel/security/lockdown").unwrap_or_default();
+    let secure_boot = !lockdown.is_empty() && !lockdown.starts_with("[none]");
+    let pcr7 = match secure_boot {
+        true => {
+            let now = tpm
+                .tpm
+                .pcr_read(&PcrSelection::new(HashAlg::Sha256, &[7])?)?;
+            now.get(HashAlg::Sha256, 7).map(<[u8]>::to_vec)
+        }
+        false => None,
+    };
+    Ok(seal::ColdStart {
+        pcr7,
+        pcr12: seal::entry_pcr12(options, secure_boot),
+    })
 }
 
 /// This boot's command line, minus what the loader adds, for the slot's

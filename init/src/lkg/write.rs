@@ -127,11 +127,12 @@ pub fn slot(
     // systemd-boot passes `options` to the UKI as its load options
     // (systemd-stub, without Secure Boot, boots with them and measures them
     // into PCR 12; PCR 11 measures the UKI's own sections either way).
+    // The key is sealed to PCR 12 of exactly these options (seal::entry_pcr12).
     let entry = format!(
-        "title Ember (slot {s}, generation {generation}, overlay {id})\nversion {generation}\nsort-key ember\nefi /{dir}/ember.efi\noptions {cmdline} ember.slot={s}\n",
+        "title Ember (slot {s}, generation {generation}, overlay {id})\nversion {generation}\nsort-key ember\nefi /{dir}/ember.efi\noptions {options}\n",
         s = slot.name(),
         id = art.version_id,
-        cmdline = art.cmdline,
+        options = entry_options(&art.cmdline, slot),
     );
     write_atomic(
         &esp.path(&format!(
@@ -262,4 +263,17 @@ fn fsync_dir(path: &str) -> Result<(), Error> {
     )
     .map_err(io(path))?;
     rfs::fsync(&fd).map_err(io(path))
+}
+
+/// The options of `slot`'s loader entry, as systemd-boot reads (and
+/// measures into PCR 12) the `options` line: the boot's command line, then
+/// `ember.slot=`.
+pub fn entry_options(cmdline: &str, slot: Slot) -> String {
+    let mut o = String::from(cmdline.trim());
+    if !o.is_empty() {
+        o.push(' ');
+    }
+    o.push_str("ember.slot=");
+    o.push_str(slot.name());
+    o
 }

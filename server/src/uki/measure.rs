@@ -70,7 +70,7 @@ impl Prediction {
     }
 
     /// The value `events` leave in a reset (all-zero) `pcr`.
-    fn replay(bank: HashAlg, pcr: u8, events: Vec<Event>) -> Result<Prediction> {
+    pub(crate) fn replay(bank: HashAlg, pcr: u8, events: Vec<Event>) -> Result<Prediction> {
         let mut value = vec![0u8; bank.digest_len()];
         for e in &events {
             value = extend(bank, &value, &e.digest)?;
@@ -165,7 +165,20 @@ pub fn predict_pcr4_after(
     uki: &[u8],
     bank: HashAlg,
 ) -> Result<Prediction> {
-    pcr4_with(failed, bank, image_events(loaders, uki, bank)?)
+    pcr4_with(failed, bank, image_events(loaders, uki, bank, true)?)
+}
+
+/// Like [`predict_pcr4`] on a firmware enforcing Secure Boot: systemd-stub
+/// (252) then loads the kernel through its own security override (the
+/// kernel is part of the UKI the firmware verified), which also bypasses
+/// the firmware's measuring hook, so PCR 4 has no `.linux` event. Seen in
+/// a real OVMF Secure Boot boot (tests/tests/secure_boot_qemu.rs).
+pub fn predict_pcr4_secure_boot(
+    loaders: &[&[u8]],
+    uki: &[u8],
+    bank: HashAlg,
+) -> Result<Prediction> {
+    pcr4_with(0, bank, image_events(loaders, uki, bank, false)?)
 }
 
 /// [`predict_pcr4_after`] for 0, 1, … `max_failed` failed boot options,
@@ -176,10 +189,29 @@ pub fn predict_pcr4_each(
     uki: &[u8],
     bank: HashAlg,
 ) -> Result<Vec<Prediction>> {
-    let images = image_events(loaders, uki, bank)?;
+    let images = image_events(loaders, uki, bank, true)?;
     (0..=max_failed)
         .map(|failed| pcr4_with(failed, bank, images.clone()))
         .collect()
+}
+
+/// [`predict_pcr4_each`] for both firmware modes: Secure Boot off (the
+/// firmware measures the kernel the stub loads), then on (it does not; see
+/// [`predict_pcr4_secure_boot`]).
+pub fn predict_pcr4_each_mode(
+    max_failed: usize,
+    loaders: &[&[u8]],
+    uki: &[u8],
+    bank: HashAlg,
+) -> Result<Vec<Prediction>> {
+    let mut out = Vec::with_capacity(2 * (max_failed + 1));
+    for kernel_measured in [true, false] {
+        let images = image_events(loaders, uki, bank, kernel_measured)?;
+        for failed in 0..=max_failed {
+            out.push(pcr4_with(failed, bank, images.clone())?);
+        }
+    }
+    Ok(out)
 }
 
 /// The firmware's fixed events, `failed` returned boot options, then the
@@ -209,9 +241,15 @@ fn pcr4_with(failed: usize, bank: HashAlg, images: Vec<Event>) -> Result<Predict
     Prediction::replay(bank, PCR_BOOT_LOADER_CODE, events)
 }
 
-/// What the firmware extends loading `loaders`, the UKI, then the kernel
-/// the stub loads: each one's Authenticode digest.
-fn image_events(loaders: &[&[u8]], uki: &[u8], bank: HashAlg) -> Result<Vec<Event>> {
+/// What the firmware extends loading `loaders`, the UKI, then (when
+/// `kernel_measured`: Secure Boot off) the kernel the stub loads: each
+/// one's Authenticode digest.
+fn image_events(
+    loaders: &[&[u8]],
+    uki: &[u8],
+    bank: HashAlg,
+    kernel_measured: bool,
+) -> Result<Vec<Event>> {
     let mut events = Vec::new();
     for (i, l) in loaders.iter().enumerate() {
         let img = PeImage::parse(l).map_err(|e| anyhow!("loader {}: {e}", i + 1))?;
@@ -230,6 +268,9 @@ fn image_events(loaders: &[&[u8]], uki: &[u8], bank: HashAlg) -> Result<Vec<Even
         .map(|s| img.section_bytes(uki, s))
         .ok_or_else(|| anyhow!("not a UKI: no .linux section"))?;
     let kernel = PeImage::parse(&linux).map_err(|e| anyhow!(".linux: {e}"))?;
+    if !kernel_measured {
+        return Ok(events);
+    }
     events.push(Event {
         label: "EV_EFI_BOOT_SERVICES_APPLICATION .linux".into(),
         digest: kernel.authenticode(&linux, bank)?,

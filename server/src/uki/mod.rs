@@ -1,12 +1,14 @@
 //! Unified kernel images (UKIs): `ember_build::pe` reads a PE file's
 //! headers and Authenticode digest, [`measure`] predicts the PCR 11 systemd-stub and
-//! the PCR 4 UEFI firmware produce booting one. [`Known`] is what the boot
+//! the PCR 4 UEFI firmware produce booting one, [`secureboot`] the PCR 7 a
+//! firmware enforcing Secure Boot produces. [`Known`] is what the boot
 //! server knows of the UKIs among its boot artifacts (`ember policy set
 //! --uki` and `ember artifact ipxe --uki` store them there): which one a
 //! node booted, for the boot image record its last-known-good slot is
 //! written and sealed from.
 
 pub mod measure;
+pub mod secureboot;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,7 +19,7 @@ use ember_tpm::HashAlg;
 use sha2::Digest;
 
 use ember_build::pe::PeImage;
-use measure::{predict_pcr11, predict_pcr4_each, PCR_BOOT_LOADER_CODE};
+use measure::{predict_pcr11, predict_pcr4_each_mode, PCR_BOOT_LOADER_CODE};
 
 /// Debian's systemd-boot (package systemd-boot-efi), the loader an Ember
 /// ESP carries as `EFI/BOOT/BOOTX64.EFI` (`qemu/make-disk`).
@@ -44,7 +46,9 @@ pub struct Uki {
     /// when it loads it.
     pub authenticode: [u8; 32],
     /// PCR 4 (sha256) when the firmware boots the ESP's loader, then this
-    /// UKI and its kernel: straight, then after 1, 2, … failed boot options.
+    /// UKI and its kernel: straight, then after 1, 2, … failed boot options;
+    /// then the same with Secure Boot on, where the firmware does not
+    /// measure the kernel ([`measure::predict_pcr4_each_mode`]).
     /// Empty without an ESP loader (`ember serve --esp-loader`): the UKI is
     /// still identified (for the rollback floor), but no slot can be sealed.
     pub pcr4_from_esp: Vec<[u8; 32]>,
@@ -153,7 +157,7 @@ fn measure_file(path: &Path, loader: Option<&[u8]>, failed_options: usize) -> Op
     let pcr11 = sha(predict_pcr11(&file, HashAlg::Sha256, &[]).ok()?.value)?;
     let authenticode = sha(img.authenticode(&file, HashAlg::Sha256).ok()?)?;
     let pcr4_from_esp = match loader {
-        Some(loader) => predict_pcr4_each(failed_options, &[loader], &file, HashAlg::Sha256)
+        Some(loader) => predict_pcr4_each_mode(failed_options, &[loader], &file, HashAlg::Sha256)
             .ok()?
             .into_iter()
             .map(|p| {
@@ -185,7 +189,7 @@ pub fn pcr4_extends(log: &ember_tpm::eventlog::EventLog<'_>) -> Vec<Vec<u8>> {
 mod tests {
     use super::*;
     use ember_build::pe;
-    use measure::{predict_pcr4, predict_pcr4_after};
+    use measure::{predict_pcr4, predict_pcr4_after, predict_pcr4_secure_boot};
 
     /// A UKI whose kernel is itself a (tiny) PE image, as the stub needs.
     fn tiny_uki(initrd: &[u8]) -> Vec<u8> {
@@ -223,10 +227,17 @@ mod tests {
         assert_eq!(found.size, uki.len() as u64);
         let direct = predict_pcr4(&[&loader], &uki, HashAlg::Sha256).unwrap();
         let after = predict_pcr4_after(1, &[&loader], &uki, HashAlg::Sha256).unwrap();
-        assert_eq!(found.pcr4_from_esp.len(), 2);
+        // Secure Boot off (0 and 1 failed options), then on.
+        assert_eq!(found.pcr4_from_esp.len(), 4);
         assert_eq!(found.pcr4_from_esp[0][..], direct.value[..]);
         assert_eq!(found.pcr4_from_esp[1][..], after.value[..]);
         assert_ne!(direct.value, after.value);
+        let secure = predict_pcr4_secure_boot(&[&loader], &uki, HashAlg::Sha256).unwrap();
+        assert_eq!(found.pcr4_from_esp[2][..], secure.value[..]);
+        // Under Secure Boot the firmware does not measure the kernel.
+        assert_eq!(secure.events.len(), direct.events.len() - 1);
+        assert!(direct.events.last().unwrap().label.ends_with(".linux"));
+        assert!(secure.events.last().unwrap().label.ends_with(" UKI"));
         // The failed attempt adds "Returning…" and "Calling…" after the separator.
         assert_eq!(after.events.len(), direct.events.len() + 2);
         assert!(after.events[2]

@@ -206,10 +206,14 @@ pub enum ErrorCode {
     /// blessed (its rollback floor on the server), or cannot be ordered
     /// against it: no overlay, no key.
     BootImageRollback = 23,
+    /// The server cannot decide now (its database does not answer): an
+    /// outage, not a verdict. Retry after the `Retry-After` the response
+    /// carries, or ask the next server; nothing about the node was judged.
+    Unavailable = 24,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownEk,
@@ -233,6 +237,7 @@ impl ErrorCode {
         ErrorCode::TooManySessions,
         ErrorCode::EventLogMismatch,
         ErrorCode::BootImageRollback,
+        ErrorCode::Unavailable,
     ];
 
     /// The stable, log-friendly name (also sent in [`ERROR_HEADER`]).
@@ -261,6 +266,7 @@ impl ErrorCode {
             ErrorCode::TooManySessions => "too-many-sessions",
             ErrorCode::EventLogMismatch => "event-log-mismatch",
             ErrorCode::BootImageRollback => "boot-image-rollback",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 
@@ -286,7 +292,20 @@ impl ErrorCode {
             ErrorCode::MissingCredential | ErrorCode::UnknownCredential => 401,
             ErrorCode::Internal => 500,
             ErrorCode::TooManySessions => 429,
+            ErrorCode::Unavailable => 503,
         }
+    }
+
+    /// Whether the refusal says "not now" rather than "not you": the
+    /// server is overloaded or cannot reach its database. A client waits
+    /// (honouring `Retry-After`), tries its next server, and may fall back
+    /// to what it booted before; every other code judged the request or
+    /// the node and stays final.
+    pub const fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Unavailable | ErrorCode::TooManySessions | ErrorCode::Internal
+        )
     }
 }
 

@@ -108,6 +108,30 @@ impl Connections {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Open connections now.
+    pub fn open_count(&self) -> usize {
+        self.table().len()
+    }
+
+    /// Shutdown: asks every open connection to finish the response it is
+    /// sending and close, then waits until none is left or `bound` passed
+    /// (a connection asked to close is dropped after [`CLOSE_GRACE`]
+    /// anyway, so a bound above that drains all but the stuck). Returns
+    /// how many were left. The accept loops must be stopped first.
+    pub async fn drain(&self, bound: Duration) -> usize {
+        let deadline = Instant::now() + bound;
+        for a in self.table().values() {
+            a.close.notify_one();
+        }
+        loop {
+            let left = self.open_count();
+            if left == 0 || Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Asks the connection silent longest (at least `min_silence`) to close;
     /// returns whether one was asked.
     fn evict_most_silent(&self, min_silence: Duration) -> bool {

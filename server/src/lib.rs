@@ -136,14 +136,29 @@ pub fn run(opts: Options) -> Result<()> {
         announce(&identity, &state, addr);
         let stopped = until_shutdown().await;
         info!("shutting down");
+        // Stop accepting, then let the requests in flight finish.
         for t in tasks {
             t.abort();
         }
+        let started = std::time::Instant::now();
+        let left = conns.drain(DRAIN_TIMEOUT).await;
+        info!(
+            step = %"shutdown",
+            drained_ms = started.elapsed().as_millis() as u64,
+            connections_left = left
+        );
         stopped
     })?;
+    // Blocking jobs still running (a statement waiting on a silent
+    // database) are abandoned after this; the process exits either way.
     rt.shutdown_timeout(Duration::from_secs(2));
     Ok(())
 }
+
+/// How long SIGTERM waits for open connections to finish their responses.
+/// Above the close grace (2 s) a connection gets after being asked to
+/// close, and well below systemd's default stop timeout (90 s).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The state folder's database and folders, the manifest signing key, the
 /// manufacturer CAs and metrics: the protocol's [`Server`].

@@ -54,11 +54,18 @@ pub struct ServeArgs {
     /// This replica's name in metrics and logs (default: the host name).
     #[arg(long)]
     pub replica_id: Option<String>,
-    /// Open client connections at once over both listeners (lowered to what
-    /// the open-files limit allows). When full, the connection silent
-    /// longest is closed for a new one.
+    /// Open client connections at once over both node listeners (lowered
+    /// to what the open-files limit allows): HTTPS gets three quarters,
+    /// plain HTTP a quarter, each its own budget. When a listener is full,
+    /// its connection silent longest is closed for a new one.
     #[arg(long, default_value_t = 4096)]
     pub max_connections: usize,
+    /// Open connections one source (an IPv4 address, an IPv6 /64) may hold
+    /// on one listener (at most half the listener's slots): one host
+    /// cannot take the slots other hosts need. A rack behind NAT is one
+    /// source.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections_per_source: usize,
     /// Time a client has to send a request's header.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub header_timeout: Duration,
@@ -125,7 +132,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
     {
         bail!("timeouts must be positive");
     }
-    if a.max_connections == 0 || a.max_sessions_per_ek == 0 || a.max_sessions_per_peer == 0 {
+    if a.max_connections == 0
+        || a.max_connections_per_source == 0
+        || a.max_sessions_per_ek == 0
+        || a.max_sessions_per_peer == 0
+    {
         bail!("--max-connections and the session caps must be at least 1");
     }
     crate::enroll_cmd::check_group(&a.auto_enroll_group)?;
@@ -158,6 +169,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             header_timeout: a.header_timeout,
             idle_timeout: a.idle_timeout,
             max_connections: a.max_connections,
+            max_per_source: a.max_connections_per_source,
         },
         body_timeout: a.body_timeout,
         threads: a.threads,

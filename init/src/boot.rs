@@ -184,9 +184,11 @@ fn overlay_source(
                 })?;
             Ok(Source::Network { session, fetched })
         }
-        Err((_, e)) if net.is_none() || session::unreachable(&e) => {
+        Err((_, e)) if net.is_none() || session::undecided(&e) => {
             if net.is_some() {
-                crate::warn!("attest: boot server unreachable ({e}); trying last-known-good");
+                crate::warn!(
+                    "attest: boot server unreachable or unavailable ({e}); trying last-known-good"
+                );
             }
             let booted_from = cfg.slot.as_deref().and_then(Slot::parse);
             let restored = phase("lkg-restore", || lkg::restore(tpm, booted_from))?;

@@ -24,6 +24,21 @@ pub enum BodyKind {
 pub struct Head {
     pub status: u16,
     pub body: BodyKind,
+    /// `Retry-After` in its delta-seconds form (a 429 or 503 says when to
+    /// ask again); the HTTP-date form and anything malformed are ignored.
+    pub retry_after_s: Option<u32>,
+}
+
+/// `Retry-After: SECONDS` (at most 9 digits, so it fits a u32).
+fn retry_after(value: &[u8]) -> Option<u32> {
+    if value.is_empty() || value.len() > 9 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        value
+            .iter()
+            .fold(0u32, |acc, &d| acc * 10 + u32::from(d - b'0')),
+    )
 }
 
 /// The length of the head (through the empty line) once `buf` holds it all.
@@ -137,6 +152,7 @@ pub fn parse_head(head: &[u8]) -> Result<Head> {
     }
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
+    let mut retry_after_s = None;
     let mut count = 0;
     for line in lines {
         // Every line but the last ends in "\r" here; a bare LF is refused.
@@ -184,6 +200,8 @@ pub fn parse_head(head: &[u8]) -> Result<Head> {
                 )));
             }
             chunked = true;
+        } else if name.eq_ignore_ascii_case(b"retry-after") {
+            retry_after_s = retry_after(value);
         }
     }
     let body = match (status, chunked, content_length) {
@@ -198,7 +216,11 @@ pub fn parse_head(head: &[u8]) -> Result<Head> {
         (_, false, Some(n)) => BodyKind::Length(n),
         (_, false, None) => BodyKind::UntilClose,
     };
-    Ok(Head { status, body })
+    Ok(Head {
+        status,
+        body,
+        retry_after_s,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -410,9 +432,19 @@ mod tests {
             h,
             Head {
                 status: 200,
-                body: BodyKind::Length(5)
+                body: BodyKind::Length(5),
+                retry_after_s: None,
             }
         );
+        let h =
+            parse_head(b"HTTP/1.1 503 x\r\nRetry-After: 5\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert_eq!((h.status, h.retry_after_s), (503, Some(5)));
+        // The HTTP-date form and junk are ignored, not refused.
+        for value in ["Wed, 21 Oct 2015 07:28:00 GMT", "-1", "1234567890", ""] {
+            let head = alloc::format!("HTTP/1.1 429 x\r\nRetry-After: {value}\r\n\r\n");
+            let h = parse_head(head.as_bytes()).unwrap();
+            assert_eq!(h.retry_after_s, None, "{value:?}");
+        }
         let h = parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
         assert_eq!(h.body, BodyKind::Chunked);
     }

@@ -77,6 +77,8 @@ pub struct Response {
     pub status: u16,
     /// Body bytes handed to the sink.
     pub body_len: u64,
+    /// The response's `Retry-After` in seconds, when it had one.
+    pub retry_after_s: Option<u32>,
 }
 
 impl<'a> Client<'a> {
@@ -130,10 +132,14 @@ impl<'a> Client<'a> {
         };
         conn.handshake(url.host)?;
         conn.write_request(req)?;
-        let (status, decoder, rest) = read_head(&mut conn, on_status)?;
+        let (head, decoder, rest) = read_head(&mut conn, on_status)?;
         let body_len = read_body(&mut conn, decoder, &rest, sink)?;
         let _ = conn.tls.close();
-        Ok(Response { status, body_len })
+        Ok(Response {
+            status: head.status,
+            body_len,
+            retry_after_s: head.retry_after_s,
+        })
     }
 
     /// Sends `req` over plain TCP, without TLS: only for content the caller
@@ -153,9 +159,13 @@ impl<'a> Client<'a> {
         };
         let request = req.encode();
         embedded_io::Write::write_all(&mut conn.stream, &request).map_err(|e| conn.why(e))?;
-        let (status, decoder, rest) = read_head(&mut conn, on_status)?;
+        let (head, decoder, rest) = read_head(&mut conn, on_status)?;
         let body_len = read_body(&mut conn, decoder, &rest, sink)?;
-        Ok(Response { status, body_len })
+        Ok(Response {
+            status: head.status,
+            body_len,
+            retry_after_s: head.retry_after_s,
+        })
     }
 
     /// TCP to the first of the host's addresses that accepts.
@@ -276,7 +286,7 @@ trait Exchange {
 fn read_head(
     conn: &mut dyn Exchange,
     on_status: &mut dyn FnMut(u16) -> Result<()>,
-) -> Result<(u16, BodyDecoder, Vec<u8>)> {
+) -> Result<(http::Head, BodyDecoder, Vec<u8>)> {
     let mut head: Vec<u8> = Vec::new();
     loop {
         let n = match conn.read()? {
@@ -296,7 +306,7 @@ fn read_head(
             }
             let decoder = BodyDecoder::new(parsed.body);
             head.drain(..len);
-            return Ok((parsed.status, decoder, head));
+            return Ok((parsed, decoder, head));
         }
         if head.len() > http::MAX_HEAD {
             return Err(Error::new(ErrorKind::HttpHeadTooLarge));

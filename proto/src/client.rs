@@ -57,6 +57,8 @@ pub trait AttestTpm {
 pub struct Response {
     pub status: u16,
     pub body: Vec<u8>,
+    /// `Retry-After` in seconds, when the response had one (429, 503).
+    pub retry_after_s: Option<u32>,
 }
 
 /// Receives a streamed GET response.
@@ -65,6 +67,9 @@ pub trait BodySink {
     fn status(&mut self, status: u16) -> bool;
     /// Called for each piece of the body; return false to stop reading.
     fn data(&mut self, piece: &[u8]) -> bool;
+    /// Called before [`BodySink::status`] when the response carried
+    /// `Retry-After: SECONDS`.
+    fn retry_after(&mut self, _seconds: u32) {}
 }
 
 /// The HTTPS client (the node's `ember-net`, or a host TLS client). Paths are
@@ -156,6 +161,7 @@ impl Credential {
             status: 404,
             code: ErrorCode::NoOverlay,
             detail: Default::default(),
+            retry_after_s: None,
         }))?;
         let manifest = trust.verify(&grant.manifest)?;
         let key = keys::unwrap_data_key(
@@ -201,13 +207,14 @@ fn transport_failure(step: &'static str, e: &impl TransportError) -> Error {
     })
 }
 
-fn refusal(step: &'static str, status: u16, body: &[u8]) -> Error {
+fn refusal(step: &'static str, status: u16, body: &[u8], retry_after_s: Option<u32>) -> Error {
     match decode::<ErrorResponse>("error", body) {
         Ok(e) => Error::new(ErrorKind::Server {
             step,
             status,
             code: e.code,
             detail: e.detail.into(),
+            retry_after_s,
         }),
         Err(_) => Error::new(ErrorKind::UnexpectedResponse { step, status }),
     }
@@ -226,7 +233,7 @@ fn post<H: Transport>(
         .post(&url, bearer, body)
         .map_err(|e| transport_failure(step, &e))?;
     if resp.status != 200 {
-        let err = refusal(step, resp.status, &resp.body);
+        let err = refusal(step, resp.status, &resp.body, resp.retry_after_s);
         log::warn!("attest: {step} refused: {err}");
         return Err(err);
     }
@@ -394,7 +401,7 @@ pub fn fetch_static<H: Transport>(
     }
     transport.map_err(|e| transport_failure(step, &e))?;
     if body.status != 200 {
-        return Err(refusal(step, body.status, &body.error_body));
+        return Err(refusal(step, body.status, &body.error_body, None));
     }
     Ok(())
 }

@@ -77,6 +77,8 @@ pub enum ErrorKind {
         status: u16,
         code: ErrorCode,
         detail: Box<str>,
+        /// The response's `Retry-After` (seconds), for a transient code.
+        retry_after_s: Option<u32>,
     },
     /// The server answered with a status and body that are not a protocol error.
     UnexpectedResponse { step: &'static str, status: u16 },
@@ -154,6 +156,7 @@ impl fmt::Display for Error {
                 status,
                 code,
                 detail,
+                ..
             } => {
                 write!(
                     f,

@@ -176,6 +176,7 @@ fn read_response<R: BufRead>(mut r: R, sink: &mut dyn BodySink) -> Result<(), Ho
         .ok_or(HostError::BadResponse("status line"))?;
     let mut length: Option<u64> = None;
     let mut chunked = false;
+    let mut retry_after = None;
     for _ in 0..100 {
         read_line(&mut r, &mut line)?;
         let l = line.trim_end();
@@ -193,7 +194,13 @@ fn read_response<R: BufRead>(mut r: R, sink: &mut dyn BodySink) -> Result<(), Ho
             );
         } else if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
             chunked = true;
+        } else if k == "retry-after" {
+            // Delta-seconds only; the HTTP-date form is ignored.
+            retry_after = v.parse::<u32>().ok();
         }
+    }
+    if let Some(s) = retry_after {
+        sink.retry_after(s);
     }
     if !sink.status(status) {
         return Ok(());
@@ -245,9 +252,13 @@ struct Collect {
     status: u16,
     body: Vec<u8>,
     too_large: bool,
+    retry_after_s: Option<u32>,
 }
 
 impl BodySink for Collect {
+    fn retry_after(&mut self, seconds: u32) {
+        self.retry_after_s = Some(seconds);
+    }
     fn status(&mut self, status: u16) -> bool {
         self.status = status;
         true
@@ -281,6 +292,7 @@ impl Transport for HttpsClient {
             status: 0,
             body: Vec::new(),
             too_large: false,
+            retry_after_s: None,
         };
         self.request("POST", path, bearer, body, &mut c)?;
         if c.too_large {
@@ -289,6 +301,7 @@ impl Transport for HttpsClient {
         Ok(Response {
             status: c.status,
             body: c.body,
+            retry_after_s: c.retry_after_s,
         })
     }
 

@@ -209,10 +209,14 @@ pub enum ErrorCode {
     /// A report claims another overlay version than the one its
     /// credential's session was granted: refused, nothing recorded.
     ReportMismatch = 24,
+    /// The server cannot decide now (its database does not answer): an
+    /// outage, not a verdict. Retry after the `Retry-After` the response
+    /// carries, or ask the next server; nothing about the node was judged.
+    Unavailable = 25,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownEk,
@@ -237,6 +241,7 @@ impl ErrorCode {
         ErrorCode::EventLogMismatch,
         ErrorCode::BootImageRollback,
         ErrorCode::ReportMismatch,
+        ErrorCode::Unavailable,
     ];
 
     /// The stable, log-friendly name (also sent in [`ERROR_HEADER`]).
@@ -266,6 +271,7 @@ impl ErrorCode {
             ErrorCode::EventLogMismatch => "event-log-mismatch",
             ErrorCode::BootImageRollback => "boot-image-rollback",
             ErrorCode::ReportMismatch => "report-mismatch",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 
@@ -292,7 +298,20 @@ impl ErrorCode {
             ErrorCode::MissingCredential | ErrorCode::UnknownCredential => 401,
             ErrorCode::Internal => 500,
             ErrorCode::TooManySessions => 429,
+            ErrorCode::Unavailable => 503,
         }
+    }
+
+    /// Whether the refusal says "not now" rather than "not you": the
+    /// server is overloaded or cannot reach its database. A client waits
+    /// (honouring `Retry-After`), tries its next server, and may fall back
+    /// to what it booted before; every other code judged the request or
+    /// the node and stays final.
+    pub const fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Unavailable | ErrorCode::TooManySessions | ErrorCode::Internal
+        )
     }
 }
 

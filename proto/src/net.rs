@@ -77,7 +77,7 @@ impl Transport for NetTransport<'_, '_> {
         };
         let status = Cell::new(0u16);
         let mut buf = Vec::new();
-        self.send(
+        let sent = self.send(
             &req,
             &mut |s| {
                 status.set(s);
@@ -94,6 +94,7 @@ impl Transport for NetTransport<'_, '_> {
         Ok(Response {
             status: status.get(),
             body: buf,
+            retry_after_s: sent.retry_after_s,
         })
     }
 

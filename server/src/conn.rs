@@ -2,10 +2,15 @@
 //! accepting fairly, header/idle timeouts on every connection, and an
 //! accept loop that backs off instead of spinning when out of descriptors.
 //!
-//! Fairness: when every slot is taken, a new connection evicts the
-//! connection that has been silent longest (no byte read or written), so
-//! idle sockets cannot lock real nodes out; when no connection is silent,
-//! the new one waits in the kernel's backlog for a slot (back-pressure).
+//! Fairness: one source (an IPv4 address, an IPv6 /64: [`Source`]) holds
+//! at most [`ConnLimits::max_per_source`] connections on a listener, so
+//! one host trickling bytes cannot take the slots other hosts need; a
+//! connection over that is closed at accept and counted. When every slot
+//! is taken, a new connection evicts the connection that has been silent
+//! longest (no byte read or written), so idle sockets cannot lock real
+//! nodes out; when no connection is silent, the new one waits in the
+//! kernel's backlog for a slot (back-pressure). Each listener has its own
+//! [`Connections`]: a flood of one cannot starve the other.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,6 +30,7 @@ use tower_service::Service;
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
+use crate::peer::Source;
 
 /// Timeouts and the connection cap of one listener.
 #[derive(Clone, Debug)]
@@ -35,8 +41,22 @@ pub struct ConnLimits {
     pub header_timeout: Duration,
     /// No byte read or written for this long: the connection is closed.
     pub idle_timeout: Duration,
-    /// Open connections at once, over both listeners.
+    /// Open connections at once on one listener.
     pub max_connections: usize,
+    /// Open connections one source (IPv4 address, IPv6 /64) may hold on
+    /// one listener; kept below `max_connections` (see
+    /// [`ConnLimits::per_source`]).
+    pub max_per_source: usize,
+}
+
+impl ConnLimits {
+    /// The per-source share in effect: at most a quarter of the
+    /// listener's slots, so one host (which may briefly hold twice its
+    /// share while its evicted connections close) never holds more than
+    /// half.
+    pub fn per_source(&self) -> usize {
+        self.max_per_source.min(self.max_connections / 4).max(1)
+    }
 }
 
 impl Default for ConnLimits {
@@ -46,6 +66,7 @@ impl Default for ConnLimits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(15),
             max_connections: 1024,
+            max_per_source: 256,
         }
     }
 }
@@ -57,7 +78,11 @@ pub struct Peer(pub SocketAddr);
 /// What the accept loops and connection tasks share: the slots and, per
 /// open connection, when it last moved a byte and how to ask it to close.
 pub struct Connections {
+    /// The listener's name in metrics and logs (`https`, `http`, `admin`).
+    name: &'static str,
     limits: ConnLimits,
+    /// Open connections per source.
+    sources: Mutex<HashMap<Source, usize>>,
     slots: Arc<Semaphore>,
     open: Mutex<HashMap<u64, Arc<Activity>>>,
     next_id: AtomicU64,
@@ -67,16 +92,19 @@ pub struct Connections {
 
 /// One connection's liveness.
 struct Activity {
+    source: Source,
     /// Milliseconds since [`Connections::epoch`] of the last byte moved.
     last: AtomicU64,
     close: Notify,
 }
 
 impl Connections {
-    pub fn new(limits: ConnLimits, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(name: &'static str, limits: ConnLimits, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Connections {
+            name,
             slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             limits,
+            sources: Mutex::new(HashMap::new()),
             open: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -88,9 +116,10 @@ impl Connections {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    fn register(self: &Arc<Self>) -> (u64, Arc<Activity>) {
+    fn register(self: &Arc<Self>, source: Source) -> (u64, Arc<Activity>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let a = Arc::new(Activity {
+            source,
             last: AtomicU64::new(self.now_ms()),
             close: Notify::new(),
         });
@@ -108,13 +137,84 @@ impl Connections {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn source_table(&self) -> std::sync::MutexGuard<'_, HashMap<Source, usize>> {
+        self.sources.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a new connection against its source. A source at its share
+    /// pays with its own connections: the most silent of them is asked to
+    /// close for the new one (a host's idle sockets never lock out its
+    /// next request, and a host trickling bytes churns only its own
+    /// sockets), counted as `per-source`. Connections asked to close may
+    /// take their grace to go, so a source is refused outright (false,
+    /// counted) at twice its share.
+    fn claim_source(&self, src: Source) -> bool {
+        let cap = self.limits.per_source();
+        let mut t = self.source_table();
+        let n = t.entry(src).or_insert(0);
+        if *n >= 2 * cap {
+            drop(t);
+            self.metrics.connection_refused(self.name, "per-source");
+            return false;
+        }
+        let over = *n >= cap;
+        *n += 1;
+        drop(t);
+        if over {
+            self.evict_most_silent_of(Some(src), Duration::ZERO);
+            self.metrics.connection_refused(self.name, "per-source");
+        }
+        true
+    }
+
+    fn release_source(&self, src: Source) {
+        let mut t = self.source_table();
+        if let Some(n) = t.get_mut(&src) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                t.remove(&src);
+            }
+        }
+    }
+
+    /// Open connections now.
+    pub fn open_count(&self) -> usize {
+        self.table().len()
+    }
+
+    /// Shutdown: asks every open connection to finish the response it is
+    /// sending and close, then waits until none is left or `bound` passed
+    /// (a connection asked to close is dropped after [`CLOSE_GRACE`]
+    /// anyway, so a bound above that drains all but the stuck). Returns
+    /// how many were left. The accept loops must be stopped first.
+    pub async fn drain(&self, bound: Duration) -> usize {
+        let deadline = Instant::now() + bound;
+        for a in self.table().values() {
+            a.close.notify_one();
+        }
+        loop {
+            let left = self.open_count();
+            if left == 0 || Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Asks the connection silent longest (at least `min_silence`) to close;
     /// returns whether one was asked.
     fn evict_most_silent(&self, min_silence: Duration) -> bool {
+        self.evict_most_silent_of(None, min_silence)
+    }
+
+    /// [`Connections::evict_most_silent`] among one source's connections
+    /// (or all, for None).
+    fn evict_most_silent_of(&self, source: Option<Source>, min_silence: Duration) -> bool {
         let now = self.now_ms();
         let victim = self
             .table()
             .values()
+            .filter(|a| source.is_none_or(|s| a.source == s))
             .map(|a| {
                 (
                     now.saturating_sub(a.last.load(Ordering::Relaxed)),
@@ -225,7 +325,14 @@ pub async fn serve(
             failures = 0;
         }
         backoff = ACCEPT_BACKOFF.0;
+        let src = Source::of(peer.ip());
+        if !conns.claim_source(src) {
+            // Closed at once: the host already holds its share here.
+            drop(tcp);
+            continue;
+        }
         let Some(permit) = slot(&conns).await else {
+            conns.release_source(src);
             return;
         };
         let _ = tcp.set_nodelay(true);
@@ -233,7 +340,7 @@ pub async fn serve(
         let tls = tls.clone();
         let conns = conns.clone();
         tokio::spawn(async move {
-            let (id, activity) = conns.register();
+            let (id, activity) = conns.register(src);
             let io = Tracked {
                 inner: tcp,
                 activity: activity.clone(),
@@ -241,6 +348,7 @@ pub async fn serve(
             };
             serve_connection(io, peer, tls, router, &conns, &activity).await;
             conns.unregister(id);
+            conns.release_source(src);
             drop(permit);
         });
     }
@@ -281,9 +389,17 @@ async fn serve_connection(
             match handshake {
                 Ok(Ok(stream)) => http(stream, peer, router, conns, activity).await,
                 Ok(Err(e)) => {
+                    conns
+                        .metrics
+                        .connection_refused(conns.name, "handshake-failed");
                     info!(step = %"tls", outcome = %"handshake-failed", peer = %peer, detail = ?e)
                 }
-                Err(_) => info!(step = %"tls", outcome = %"handshake-timeout", peer = %peer),
+                Err(_) => {
+                    conns
+                        .metrics
+                        .connection_refused(conns.name, "handshake-timeout");
+                    info!(step = %"tls", outcome = %"handshake-timeout", peer = %peer)
+                }
             }
         }
         None => http(io, peer, router, conns, activity).await,
@@ -339,6 +455,7 @@ async fn http<S>(
                     if since.elapsed() >= CLOSE_GRACE {
                         // A response still pending to a client that does not
                         // read: drop the connection.
+                        conns.metrics.connection_refused(conns.name, why);
                         info!(step = %"http", outcome = %why, peer = %peer, silent_ms = silent);
                         return;
                     }

@@ -76,14 +76,16 @@ fn refusal_response(r: &Refusal) -> Response<Body> {
         code: r.code,
         detail: r.reason.to_string(),
     });
-    Response::builder()
+    let mut resp = Response::builder()
         .status(
             StatusCode::from_u16(r.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         )
         .header(header::CONTENT_TYPE, msg::CONTENT_TYPE)
-        .header(msg::ERROR_HEADER, r.code.name())
-        .body(Body::from(body))
-        .unwrap_or_default()
+        .header(msg::ERROR_HEADER, r.code.name());
+    if let Some(s) = r.retry_after_s() {
+        resp = resp.header(header::RETRY_AFTER, s);
+    }
+    resp.body(Body::from(body)).unwrap_or_default()
 }
 
 fn ok_response(body: Vec<u8>) -> Response<Body> {
@@ -328,11 +330,18 @@ pub fn admin_router(app: App) -> Router {
         .with_state(app)
 }
 
+/// How long /metrics waits for the open-sessions gauge (a database
+/// query) before it answers without it: the operator needs the counters
+/// most when the database is the problem.
+const METRICS_DB_WAIT: Duration = Duration::from_secs(1);
+
 async fn metrics(State(app): State<App>) -> Response<Body> {
     let app2 = app.clone();
-    let sessions = tokio::task::spawn_blocking(move || app2.open_sessions())
+    let query = tokio::task::spawn_blocking(move || app2.open_sessions());
+    let sessions = tokio::time::timeout(METRICS_DB_WAIT, query)
         .await
         .ok()
+        .and_then(Result::ok)
         .flatten();
     Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")

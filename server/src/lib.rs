@@ -128,22 +128,41 @@ pub fn run(opts: Options) -> Result<()> {
                 listener,
                 Some(acceptor),
                 http::router(server.clone()),
-                conns.clone(),
+                conns.https.clone(),
             )),
             spawn_purger(server.clone()),
         ];
-        tasks.extend(serve_plain_listeners(&opts, &server, &conns).await?);
+        tasks.extend(serve_plain_listeners(&opts, &server, &conns.http).await?);
         announce(&identity, &state, addr);
         let stopped = until_shutdown().await;
         info!("shutting down");
+        // Stop accepting, then let the requests in flight finish.
         for t in tasks {
             t.abort();
         }
+        let started = std::time::Instant::now();
+        let (a, b) = tokio::join!(
+            conns.https.drain(DRAIN_TIMEOUT),
+            conns.http.drain(DRAIN_TIMEOUT)
+        );
+        let left = a + b;
+        info!(
+            step = %"shutdown",
+            drained_ms = started.elapsed().as_millis() as u64,
+            connections_left = left
+        );
         stopped
     })?;
+    // Blocking jobs still running (a statement waiting on a silent
+    // database) are abandoned after this; the process exits either way.
     rt.shutdown_timeout(Duration::from_secs(2));
     Ok(())
 }
+
+/// How long SIGTERM waits for open connections to finish their responses.
+/// Above the close grace (2 s) a connection gets after being asked to
+/// close, and well below systemd's default stop timeout (90 s).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The state folder's database and folders, the manifest signing key, the
 /// manufacturer CAs and metrics: the protocol's [`Server`].
@@ -190,21 +209,39 @@ fn tls_identity(opts: &Options, state: &StateDir) -> Result<tls::Identity> {
     Ok(id)
 }
 
-/// The connection slots both node listeners share, within what the
-/// open-files limit allows; logs the settings the server runs with.
-fn connection_slots(opts: &Options, server: &Server) -> Arc<Connections> {
-    let mut limits = opts.limits.clone();
-    limits.max_connections = connection_budget(limits.max_connections);
+/// The node listeners' connection slots, each its own budget so a flood
+/// of one cannot starve the other.
+struct Slots {
+    https: Arc<Connections>,
+    http: Arc<Connections>,
+}
+
+/// Splits what the open-files limit allows between the two node
+/// listeners (HTTPS three quarters: attestation needs it; plain HTTP a
+/// quarter, at least 8); logs the settings the server runs with.
+fn connection_slots(opts: &Options, server: &Server) -> Slots {
+    let total = connection_budget(opts.limits.max_connections);
+    let mut https = opts.limits.clone();
+    let mut plain = opts.limits.clone();
+    plain.max_connections = (total / 4).max(8);
+    https.max_connections = total.saturating_sub(total / 4).max(8);
     info!(
         replica = %server.metrics.replica(),
         // Database's Debug names host, database and user, never a password.
         database = ?server.db.database(),
-        max_connections = limits.max_connections,
-        header_timeout = ?limits.header_timeout,
-        idle_timeout = ?limits.idle_timeout,
+        max_connections = total,
+        https_connections = https.max_connections,
+        http_connections = plain.max_connections,
+        per_source_https = https.per_source(),
+        per_source_http = plain.per_source(),
+        header_timeout = ?https.header_timeout,
+        idle_timeout = ?https.idle_timeout,
         body_timeout = ?opts.body_timeout,
     );
-    Connections::new(limits, server.metrics.clone())
+    Slots {
+        https: Connections::new("https", https, server.metrics.clone()),
+        http: Connections::new("http", plain, server.metrics.clone()),
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener> {
@@ -261,6 +298,7 @@ async fn serve_plain_listeners(
         // Its own slots: a flood of node connections cannot hide the
         // server's state from the operator.
         let admin = Connections::new(
+            "admin",
             ConnLimits {
                 max_connections: 16,
                 ..ConnLimits::default()

@@ -20,6 +20,8 @@ pub struct Metrics {
     connections_total: AtomicU64,
     connections_evicted: AtomicU64,
     overlay_bytes: AtomicU64,
+    /// Connections closed by a limit, by listener and reason.
+    refused: Mutex<Vec<((&'static str, &'static str), u64)>>,
     /// Requests by protocol step and outcome code name.
     outcomes: Mutex<Vec<((&'static str, &'static str), u64)>>,
     /// Finish latency (a whole attestation's server side ends there).
@@ -56,6 +58,17 @@ impl Metrics {
 
     pub fn connection_evicted(&self) {
         self.connections_evicted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection closed by a limit: `per-source` (at accept),
+    /// `handshake-timeout`, `handshake-failed`, or a connection cut after
+    /// its close grace (`idle-timeout`, `evicted`, `shutdown`).
+    pub fn connection_refused(&self, listener: &'static str, reason: &'static str) {
+        let mut r = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        match r.iter_mut().find(|(k, _)| *k == (listener, reason)) {
+            Some((_, n)) => *n += 1,
+            None => r.push(((listener, reason), 1)),
+        }
     }
 
     pub fn overlay_bytes(&self, n: u64) {
@@ -97,7 +110,28 @@ impl Metrics {
         self.render_requests(&mut out, &r);
         self.render_latency(&mut out, &r);
         self.render_gauges(&mut out, &r, sessions_open);
+        self.render_refused(&mut out, &r);
         out
+    }
+
+    /// Connections closed by a limit.
+    fn render_refused(&self, out: &mut String, r: &str) {
+        let refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let _ = writeln!(
+            out,
+            "# HELP ember_connections_refused_total Connections closed by a limit, by listener and reason."
+        );
+        let _ = writeln!(out, "# TYPE ember_connections_refused_total counter");
+        for ((listener, reason), n) in refused {
+            let _ = writeln!(
+                out,
+                "ember_connections_refused_total{{replica=\"{r}\",listener=\"{listener}\",reason=\"{reason}\"}} {n}"
+            );
+        }
     }
 
     /// Requests by step and outcome, and the Finish ones as attestations.

@@ -36,6 +36,37 @@ impl Refusal {
         self.reason = reason.into();
         self
     }
+
+    /// The `Retry-After` (seconds) sent with a refusal that says "not
+    /// now": an unavailable database is usually back, or its connections
+    /// reconnected, within one statement timeout; a full session cap frees
+    /// as sessions finish.
+    pub fn retry_after_s(&self) -> Option<u32> {
+        match self.code {
+            ErrorCode::Unavailable => Some(RETRY_UNAVAILABLE_S),
+            ErrorCode::TooManySessions => Some(RETRY_TOO_MANY_S),
+            _ => None,
+        }
+    }
+}
+
+/// `Retry-After` on 503: about one PostgreSQL statement timeout.
+pub const RETRY_UNAVAILABLE_S: u32 = 5;
+/// `Retry-After` on 429.
+pub const RETRY_TOO_MANY_S: u32 = 10;
+
+/// Whether a store error means the database cannot answer now (down,
+/// silent, out of connections, SQLite busy past its timeout) rather than
+/// that it answered with a failure.
+fn outage(e: &store::Error) -> bool {
+    match e {
+        store::Error::Unavailable(_) => true,
+        store::Error::Sqlite(e) => matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        ),
+        _ => false,
+    }
 }
 
 impl From<anyhow::Error> for Refusal {
@@ -46,13 +77,15 @@ impl From<anyhow::Error> for Refusal {
 
 impl From<store::Error> for Refusal {
     fn from(e: store::Error) -> Self {
-        // `internal` makes a node try its next server: a replica whose
-        // database is down sends nodes on to one whose database answers.
-        let reason = match e {
-            store::Error::Unavailable(_) => "database-unavailable",
-            _ => "database",
-        };
-        Refusal::new(ErrorCode::Internal, format!("{e}")).because(reason)
+        // A database that does not answer is an outage, not a verdict:
+        // 503 `unavailable` sends a node on to its next server, then to
+        // its last-known-good. A database that answered with an error is
+        // `internal`.
+        if outage(&e) {
+            Refusal::new(ErrorCode::Unavailable, format!("{e}")).because("database-unavailable")
+        } else {
+            Refusal::new(ErrorCode::Internal, format!("{e}")).because("database")
+        }
     }
 }
 
@@ -99,13 +132,21 @@ mod tests {
     #[test]
     fn a_database_that_does_not_answer_is_named_apart_from_one_that_fails() {
         let down = Refusal::from(store::Error::Unavailable("connection refused".into()));
-        assert_eq!(down.code, ErrorCode::Internal);
+        assert_eq!(down.code, ErrorCode::Unavailable);
+        assert_eq!(down.code.http_status(), 503);
         assert_eq!(down.reason, "database-unavailable");
+        assert_eq!(down.retry_after_s(), Some(RETRY_UNAVAILABLE_S));
+        let busy = Refusal::from(store::Error::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        )));
+        assert_eq!(busy.code, ErrorCode::Unavailable);
         let failed = Refusal::from(store::Error::Shape("no row".into()));
         assert_eq!(
             (failed.code, &*failed.reason),
             (ErrorCode::Internal, "database")
         );
+        assert_eq!(failed.retry_after_s(), None);
         // The client never sees the detail; the log does.
         assert!(failed.detail.contains("no row"));
     }

@@ -147,6 +147,8 @@ impl Postgres {
     /// Stops the server (fast shutdown: clients are disconnected) and waits
     /// for it to exit; the cluster stays for [`Postgres::start_server`].
     pub fn stop_server(&mut self) {
+        // A paused server (and its backends) must run to shut down.
+        self.resume();
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -155,6 +157,32 @@ impl Postgres {
         }
         child.wait_timeout(Duration::from_secs(20));
         // Dropping the guard kills it if the fast shutdown did not finish.
+    }
+
+    /// Black-holes the server: SIGSTOP to the postmaster this fixture
+    /// started and to its backends (its children, found by their parent
+    /// PID), so connections stay open and connects are queued by the
+    /// kernel but nothing answers. [`Postgres::resume`] undoes it.
+    pub fn pause(&self) {
+        self.signal_all(rustix::process::Signal::STOP);
+    }
+
+    /// SIGCONT to what [`Postgres::pause`] stopped.
+    pub fn resume(&self) {
+        self.signal_all(rustix::process::Signal::CONT);
+    }
+
+    fn signal_all(&self, sig: rustix::process::Signal) {
+        let Some(main) = self.pid() else {
+            return;
+        };
+        let mut pids = vec![main];
+        pids.extend(children_of(main));
+        for pid in pids {
+            if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(p, sig);
+            }
+        }
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -188,4 +216,24 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         self.stop_server();
     }
+}
+
+/// The PIDs whose parent is `parent` (from /proc/PID/stat: the field after
+/// the parenthesised command name is the state, then the parent PID).
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|st| {
+                    let rest = &st[st.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
 }

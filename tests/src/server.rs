@@ -367,6 +367,18 @@ impl EmberServer {
         self.child.pid()
     }
 
+    /// Stops the server as systemd does (SIGTERM, by PID) and waits up to
+    /// `timeout` for it to exit; returns its exit status and how long the
+    /// stop took, or None if it was still running (the guard then kills it
+    /// on drop).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+        let started = std::time::Instant::now();
+        let pid = rustix::process::Pid::from_raw(self.child.pid() as i32)?;
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).ok()?;
+        let status = self.child.wait_timeout(timeout)?;
+        Some((status, started.elapsed()))
+    }
+
     /// Everything the server logged so far (one line per request).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()

@@ -792,3 +792,161 @@ fn the_release_binary_has_no_test_switch() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A TCP connection to `to` from the loopback address `from`: on Linux
+/// every 127.x.y.z is this host, and to the server another source (its
+/// per-source caps count IPv4 addresses).
+fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    use rustix::net::{AddressFamily, SocketType};
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None)?;
+    let local = std::net::SocketAddr::from((from, 0));
+    rustix::net::bind(&fd, &local)?;
+    rustix::net::connect(&fd, &to)?;
+    let s = std::net::TcpStream::from(fd);
+    s.set_write_timeout(Some(Duration::from_millis(200)))?;
+    Ok(s)
+}
+
+/// The first bytes of a TLS ClientHello record (handshake, TLS 1.0 record
+/// version, 512-byte record, ClientHello of 508 bytes, TLS 1.2): a server
+/// waits for the rest of the record.
+const CLIENT_HELLO_PREFIX: &[u8] = &[
+    0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+];
+
+/// One attacking host: `n` sockets to `to`, each sending `prefix` then a
+/// byte every 300 ms, reconnecting whenever the server closes one, until
+/// `stop`. Returns how many connections it opened.
+fn trickling_host(
+    from: [u8; 4],
+    to: std::net::SocketAddr,
+    n: usize,
+    prefix: &[u8],
+    stop: &std::sync::atomic::AtomicBool,
+) -> usize {
+    use std::sync::atomic::Ordering;
+    let mut socks: Vec<Option<(std::net::TcpStream, usize)>> = (0..n).map(|_| None).collect();
+    let mut opened = 0;
+    while !stop.load(Ordering::Relaxed) {
+        for slot in socks.iter_mut() {
+            if slot.is_none() {
+                if let Ok(s) = connect_from(from, to) {
+                    opened += 1;
+                    *slot = Some((s, 0));
+                }
+            }
+            let Some((s, sent)) = slot.as_mut() else {
+                continue;
+            };
+            let byte = prefix.get(*sent).copied().unwrap_or(b'a');
+            if s.write_all(&[byte]).is_err() {
+                *slot = None;
+            } else {
+                *sent += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    opened
+}
+
+/// GET /healthz on the plain-HTTP listener; true on `200 ... ok`.
+fn healthy(addr: std::net::SocketAddr) -> bool {
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    if s.write_all(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    // hyper answers an HTTP/1.0 request as HTTP/1.0.
+    text.starts_with("HTTP/1.0 200") && text.ends_with("ok\n")
+}
+
+/// The trickle: one host holds 80 sockets to the HTTPS port
+/// sending a ClientHello a byte every 300 ms, and 40 to the plain-HTTP
+/// port sending a request head the same way, reconnecting whenever one is
+/// closed. With the server's cap at 40, these used to leave /healthz
+/// answering 0 of 9 and time out every `ember attest`. Per-source caps and
+/// a budget per listener keep the other hosts served; the refusals are
+/// counted in /metrics.
+#[test]
+fn a_host_trickling_on_both_listeners_does_not_lock_out_other_hosts() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let n = node();
+    let server = EmberServer::start_with(&[
+        "--http-listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--max-connections",
+        "40",
+        "--max-connections-per-source",
+        "10",
+    ]);
+    server
+        .enroll_swtpm("node-a", "default", &n.tpm)
+        .expect_ok("enroll");
+    let https: std::net::SocketAddr = server.addr().parse().unwrap();
+    let http = std::net::SocketAddr::from(([127, 0, 0, 1], server.http_port().unwrap()));
+    let stop = AtomicBool::new(false);
+    let attacker = [127, 0, 0, 2];
+    let (opened, healthy_n, attests) = std::thread::scope(|s| {
+        let a = s.spawn(|| trickling_host(attacker, https, 80, CLIENT_HELLO_PREFIX, &stop));
+        let b = s.spawn(|| {
+            trickling_host(
+                attacker,
+                http,
+                40,
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\n",
+                &stop,
+            )
+        });
+        // Let the flood fill its share and meet the caps.
+        std::thread::sleep(Duration::from_secs(3));
+        let mut healthy_n = 0;
+        for _ in 0..9 {
+            healthy_n += usize::from(healthy(http));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let mut attests = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            let run = server.attest(&n.tpm.spec(), &["--no-overlay", "--timeout", "20s"]);
+            attests.push((run.ok, t.elapsed(), run.stderr));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let opened = a.join().unwrap() + b.join().unwrap();
+        (opened, healthy_n, attests)
+    });
+    assert_eq!(healthy_n, 9, "/healthz answered {healthy_n} of 9");
+    for (ok, took, stderr) in &attests {
+        assert!(
+            *ok,
+            "attest under the trickle failed after {took:?}: {stderr}"
+        );
+    }
+    let slowest = attests.iter().map(|a| a.1).max().unwrap();
+    eprintln!(
+        "trickle from one host ({opened} connections opened): healthz 9/9, 3 attests ok, slowest {} ms",
+        slowest.as_millis()
+    );
+    let m = server.metrics();
+    for listener in ["https", "http"] {
+        let line = m
+            .lines()
+            .find(|l| {
+                l.starts_with("ember_connections_refused_total")
+                    && l.contains(&format!("listener=\"{listener}\""))
+                    && l.contains("reason=\"per-source\"")
+            })
+            .unwrap_or_else(|| panic!("no per-source refusals on {listener}:\n{m}"));
+        let count: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(count > 0, "{line}");
+        eprintln!("{line}");
+    }
+}

@@ -4,9 +4,10 @@
 //! credentials live in the database; a Finish replayed at the other replica
 //! is refused, and one sent to two replicas at once is accepted once; the
 //! admin commands edit the same state through --database.
-//! When PostgreSQL is down a replica refuses with `internal` (reason
-//! `database-unavailable`, which sends a node on to its next server) and
-//! serves again once PostgreSQL is back, without a restart.
+//! When PostgreSQL is down a replica refuses with 503 `unavailable`
+//! (reason `database-unavailable`, which sends a node on to its next
+//! server) and serves again once PostgreSQL is back, without a restart
+//! (server_outage.rs has the silent database and the retry hint).
 
 use ember_proto::client::{self, BodySink, Response, Transport, Url};
 use ember_proto::host::HttpsClient;
@@ -209,14 +210,14 @@ fn postgres_down_is_refused_with_a_code_and_the_replica_recovers() {
     let run = attest();
     assert!(!run.ok, "attested with PostgreSQL down:\n{}", run.stdout);
     assert!(
-        server.wait_log("outcome=internal status=500"),
+        server.wait_log("outcome=unavailable status=503"),
         "{}",
         server.log()
     );
     let log = server.log();
     assert!(log.contains("reason=\"database-unavailable\""), "{log}");
     // The client learns the code and the reason, never the detail.
-    assert!(run.stderr.contains("internal"), "{}", run.stderr);
+    assert!(run.stderr.contains("unavailable"), "{}", run.stderr);
     assert!(!run.stderr.contains("sock"), "{}", run.stderr);
     let admin = server.ember(&["nodes"]);
     assert!(

@@ -114,7 +114,8 @@ fn classify(what: &str, e: ember_proto::Error) -> anyhow::Error {
     let unavailable = match e.kind() {
         E::Transport { .. } => true,
         E::UnexpectedResponse { status, .. } => *status >= 500,
-        E::Server { code, .. } => *code == msg::ErrorCode::Internal,
+        // 503 `unavailable`, 429 and 500 say "not now", not "not you".
+        E::Server { code, .. } => code.is_transient(),
         _ => false,
     };
     if unavailable {

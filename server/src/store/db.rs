@@ -9,11 +9,12 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use postgres::types::ToSql as PgToSql;
+use tokio_postgres::types::ToSql as PgToSql;
 
 pub use super::error::{Error, Result};
 use super::value::{postgres_row, sqlite_row};
@@ -25,7 +26,7 @@ pub enum Database {
     /// `ember.db` in the state folder (the default; nothing to set up).
     Sqlite(PathBuf),
     /// A PostgreSQL server several replicas share.
-    Postgres(Box<postgres::Config>),
+    Postgres(Box<tokio_postgres::Config>),
 }
 
 impl fmt::Debug for Database {
@@ -44,8 +45,56 @@ impl fmt::Debug for Database {
     }
 }
 
-/// How long a PostgreSQL connect may take before the request is refused.
-const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a PostgreSQL connect (socket and startup handshake) may take
+/// before the request is refused as unavailable.
+pub const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long one statement (or BEGIN/COMMIT) may wait for PostgreSQL's
+/// answer. A stopped or black-holed server never answers and never closes
+/// the socket, so without this a request (and /metrics) would hang. The
+/// store's statements take milliseconds; the slack is for a busy machine
+/// and for a session-cap lock held by another replica's transaction.
+pub const PG_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The runtime PostgreSQL connections run on: one worker thread of its
+/// own, made on first use and never dropped (dropping a runtime inside
+/// another one panics). The store's callers are blocking threads (tokio's
+/// blocking pool, the admin commands' main thread); they wait on it with
+/// [`pg_wait`]. Dropping a client or a transaction only sends on a
+/// channel, so it is safe anywhere, also on the server's async workers.
+fn pg_runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
+        OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("ember-postgres")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| Error::Unavailable(format!("PostgreSQL runtime: {e}")))
+}
+
+/// Runs `fut` on the PostgreSQL runtime, waiting at most `limit`: no answer
+/// in time is [`Error::Unavailable`], the same as a refused connection.
+/// Must not be called on an async worker (tokio panics there, as it should:
+/// it would stall the worker).
+fn pg_wait<T>(
+    what: &str,
+    limit: Duration,
+    fut: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+) -> Result<T> {
+    // The timer is made inside the runtime (it needs its time driver).
+    match pg_runtime()?.block_on(async move { tokio::time::timeout(limit, fut).await }) {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(Error::Unavailable(format!(
+            "PostgreSQL did not answer {what} within {limit:?}"
+        ))),
+    }
+}
 
 impl Database {
     /// `url` empty or absent: SQLite in the state folder. `postgres://` or
@@ -54,9 +103,9 @@ impl Database {
         match url.map(str::trim) {
             None | Some("") => Ok(Database::Sqlite(state_db.to_path_buf())),
             Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-                let mut c: postgres::Config = u
+                let mut c: tokio_postgres::Config = u
                     .parse()
-                    .map_err(|e: postgres::Error| Error::BadUrl(e.to_string()))?;
+                    .map_err(|e: tokio_postgres::Error| Error::BadUrl(e.to_string()))?;
                 if c.get_connect_timeout().is_none() {
                     c.connect_timeout(PG_CONNECT_TIMEOUT);
                 }
@@ -90,12 +139,31 @@ impl Database {
                 conn.pragma_update(None, "foreign_keys", "ON")?;
                 Ok(Db::Sqlite(conn))
             }
-            Database::Postgres(c) => Ok(Db::Postgres(Box::new(PgConn {
-                client: c
-                    .connect(postgres::NoTls)
-                    .map_err(|e| Error::Unavailable(e.to_string()))?,
-                statements: Statements::new(),
-            }))),
+            Database::Postgres(c) => {
+                let rt = pg_runtime()?;
+                let (client, connection) = pg_wait(
+                    "a connect",
+                    PG_CONNECT_TIMEOUT,
+                    c.connect(tokio_postgres::NoTls),
+                )
+                .map_err(|e| match e {
+                    Error::Postgres(e) => Error::Unavailable(e.to_string()),
+                    e => e,
+                })?;
+                // The connection's I/O runs as a task; it ends when the
+                // client is dropped or PostgreSQL closes the socket, and is
+                // aborted with the PgConn so a connection stuck on a
+                // silent server does not outlive it.
+                let io = rt.spawn(async move {
+                    let _ = connection.await;
+                });
+                Ok(Db::Postgres(Box::new(PgConn {
+                    client,
+                    statements: Statements::new(),
+                    broken: false,
+                    io,
+                })))
+            }
         }
     }
 }
@@ -157,51 +225,94 @@ fn sqlite_rows(c: &rusqlite::Connection, sql: &str, params: &[Val<'_>]) -> Resul
 /// A connection's prepared statements by SQL text (the store's SQL is a
 /// fixed set of constants, so this stays small). Without it every
 /// statement costs PostgreSQL a parse and a round trip more.
-type Statements = std::collections::HashMap<String, postgres::Statement>;
+type Statements = std::collections::HashMap<String, tokio_postgres::Statement>;
 
 /// One PostgreSQL connection and the statements prepared on it.
 pub struct PgConn {
-    client: postgres::Client,
+    client: tokio_postgres::Client,
     statements: Statements,
+    /// A statement timed out: an answer may still be on its way, so the
+    /// connection's state is unknown and the pool discards it.
+    broken: bool,
+    io: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        self.io.abort();
+    }
+}
+
+/// Marks the connection broken when PostgreSQL did not answer.
+fn pg_mark<T>(broken: &mut bool, r: Result<T>) -> Result<T> {
+    if matches!(r, Err(Error::Unavailable(_))) {
+        *broken = true;
+    }
+    r
 }
 
 fn pg_exec(
-    c: &mut impl postgres::GenericClient,
+    c: &impl tokio_postgres::GenericClient,
     statements: &mut Statements,
+    broken: &mut bool,
     sql: &str,
     params: &[Val<'_>],
 ) -> Result<u64> {
-    let stmt = pg_prepared(c, statements, sql)?;
-    Ok(c.execute(&stmt, &pg_params(params))?)
+    let stmt = pg_prepared(c, statements, broken, sql)?;
+    let params = pg_params(params);
+    pg_mark(
+        broken,
+        pg_wait(
+            "a statement",
+            PG_STATEMENT_TIMEOUT,
+            c.execute(&stmt, &params),
+        ),
+    )
 }
 
 fn pg_rows(
-    c: &mut impl postgres::GenericClient,
+    c: &impl tokio_postgres::GenericClient,
     statements: &mut Statements,
+    broken: &mut bool,
     sql: &str,
     params: &[Val<'_>],
 ) -> Result<Vec<Row>> {
-    let stmt = pg_prepared(c, statements, sql)?;
+    let stmt = pg_prepared(c, statements, broken, sql)?;
     let names: Arc<[String]> = stmt
         .columns()
         .iter()
         .map(|c| c.name().to_string())
         .collect();
-    c.query(&stmt, &pg_params(params))?
-        .iter()
-        .map(|r| postgres_row(r, &names))
-        .collect()
+    let params = pg_params(params);
+    pg_mark(
+        broken,
+        pg_wait("a query", PG_STATEMENT_TIMEOUT, c.query(&stmt, &params)),
+    )?
+    .iter()
+    .map(|r| postgres_row(r, &names))
+    .collect()
+}
+
+fn pg_batch(c: &impl tokio_postgres::GenericClient, broken: &mut bool, sql: &str) -> Result<()> {
+    pg_mark(
+        broken,
+        pg_wait("a batch", PG_STATEMENT_TIMEOUT, c.batch_execute(sql)),
+    )
 }
 
 fn pg_prepared(
-    c: &mut impl postgres::GenericClient,
+    c: &impl tokio_postgres::GenericClient,
     statements: &mut Statements,
+    broken: &mut bool,
     sql: &str,
-) -> Result<postgres::Statement> {
+) -> Result<tokio_postgres::Statement> {
     if let Some(s) = statements.get(sql) {
         return Ok(s.clone());
     }
-    let s = c.prepare(sql)?;
+    let s = pg_mark(
+        broken,
+        pg_wait("a prepare", PG_STATEMENT_TIMEOUT, c.prepare(sql)),
+    )?;
     statements.insert(sql.to_string(), s.clone());
     Ok(s)
 }
@@ -217,8 +328,17 @@ impl Db {
         Ok(match self {
             Db::Sqlite(c) => Tx::Sqlite(c.transaction()?),
             Db::Postgres(c) => {
-                let PgConn { client, statements } = &mut **c;
-                Tx::Postgres(client.transaction()?, statements)
+                let PgConn {
+                    client,
+                    statements,
+                    broken,
+                    ..
+                } = &mut **c;
+                let tx = pg_mark(
+                    broken,
+                    pg_wait("BEGIN", PG_STATEMENT_TIMEOUT, client.transaction()),
+                )?;
+                Tx::Postgres(tx, statements, broken)
             }
         })
     }
@@ -227,7 +347,7 @@ impl Db {
     pub fn is_usable(&self) -> bool {
         match self {
             Db::Sqlite(_) => true,
-            Db::Postgres(c) => !c.client.is_closed(),
+            Db::Postgres(c) => !c.broken && !c.client.is_closed(),
         }
     }
 }
@@ -242,19 +362,28 @@ impl Sql for Db {
     fn exec(&mut self, sql: &str, params: &[Val<'_>]) -> Result<u64> {
         match self {
             Db::Sqlite(c) => sqlite_exec(c, sql, params),
-            Db::Postgres(c) => pg_exec(&mut c.client, &mut c.statements, sql, params),
+            Db::Postgres(c) => {
+                let c = &mut **c;
+                pg_exec(&c.client, &mut c.statements, &mut c.broken, sql, params)
+            }
         }
     }
     fn rows(&mut self, sql: &str, params: &[Val<'_>]) -> Result<Vec<Row>> {
         match self {
             Db::Sqlite(c) => sqlite_rows(c, sql, params),
-            Db::Postgres(c) => pg_rows(&mut c.client, &mut c.statements, sql, params),
+            Db::Postgres(c) => {
+                let c = &mut **c;
+                pg_rows(&c.client, &mut c.statements, &mut c.broken, sql, params)
+            }
         }
     }
     fn batch(&mut self, sql: &str) -> Result<()> {
         match self {
             Db::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Db::Postgres(c) => Ok(c.client.batch_execute(sql)?),
+            Db::Postgres(c) => {
+                let c = &mut **c;
+                pg_batch(&c.client, &mut c.broken, sql)
+            }
         }
     }
 }
@@ -262,14 +391,20 @@ impl Sql for Db {
 /// One transaction: rolls back when dropped without [`Tx::commit`].
 pub enum Tx<'a> {
     Sqlite(rusqlite::Transaction<'a>),
-    Postgres(postgres::Transaction<'a>, &'a mut Statements),
+    Postgres(
+        tokio_postgres::Transaction<'a>,
+        &'a mut Statements,
+        &'a mut bool,
+    ),
 }
 
 impl Tx<'_> {
     pub fn commit(self) -> Result<()> {
         match self {
             Tx::Sqlite(t) => Ok(t.commit()?),
-            Tx::Postgres(t, _) => Ok(t.commit()?),
+            Tx::Postgres(t, _, broken) => {
+                pg_mark(broken, pg_wait("COMMIT", PG_STATEMENT_TIMEOUT, t.commit()))
+            }
         }
     }
 
@@ -303,19 +438,19 @@ impl Sql for Tx<'_> {
     fn exec(&mut self, sql: &str, params: &[Val<'_>]) -> Result<u64> {
         match self {
             Tx::Sqlite(t) => sqlite_exec(t, sql, params),
-            Tx::Postgres(t, statements) => pg_exec(t, statements, sql, params),
+            Tx::Postgres(t, statements, broken) => pg_exec(t, statements, broken, sql, params),
         }
     }
     fn rows(&mut self, sql: &str, params: &[Val<'_>]) -> Result<Vec<Row>> {
         match self {
             Tx::Sqlite(t) => sqlite_rows(t, sql, params),
-            Tx::Postgres(t, statements) => pg_rows(t, statements, sql, params),
+            Tx::Postgres(t, statements, broken) => pg_rows(t, statements, broken, sql, params),
         }
     }
     fn batch(&mut self, sql: &str) -> Result<()> {
         match self {
             Tx::Sqlite(t) => Ok(t.execute_batch(sql)?),
-            Tx::Postgres(t, _) => Ok(t.batch_execute(sql)?),
+            Tx::Postgres(t, _, broken) => pg_batch(t, broken, sql),
         }
     }
 }
@@ -360,7 +495,7 @@ mod tests {
         };
         assert_eq!(
             c.get_hosts(),
-            &[postgres::config::Host::Unix("/tmp/pg".into())]
+            &[tokio_postgres::config::Host::Unix("/tmp/pg".into())]
         );
         assert_eq!(c.get_dbname(), Some("ember"));
         let Ok(Database::Postgres(c)) =
@@ -370,7 +505,7 @@ mod tests {
         };
         assert_eq!(
             c.get_hosts(),
-            &[postgres::config::Host::Unix("/run/pg".into())]
+            &[tokio_postgres::config::Host::Unix("/run/pg".into())]
         );
         assert!(matches!(
             Database::parse(Some("mysql://x:secret@h/db"), db),

@@ -13,7 +13,7 @@ pub enum Error {
     StateFolder(String),
     Sqlite(rusqlite::Error),
     /// PostgreSQL refused or failed a statement.
-    Postgres(postgres::Error),
+    Postgres(tokio_postgres::Error),
     /// PostgreSQL does not answer (down, unreachable, connection lost):
     /// the server refuses with `internal`/`database-unavailable` and
     /// reconnects on the next request.
@@ -76,8 +76,8 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
-impl From<postgres::Error> for Error {
-    fn from(e: postgres::Error) -> Self {
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
         // A statement error carries the server's answer, unless it says
         // the server is going away (SQLSTATE class 57: shutdown, crash
         // recovery) or the connection broke (class 08); anything else

@@ -6,6 +6,7 @@
 //! the async face over the pool.
 
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use super::db::{Database, Db, Error, Result, Tx};
 
@@ -23,6 +24,17 @@ struct Slots {
 
 /// PostgreSQL connections one replica holds at most.
 pub const POSTGRES_CONNECTIONS: usize = 8;
+
+/// How long a request waits for a free PostgreSQL connection before it is
+/// refused as unavailable: with PostgreSQL silent, every connection is
+/// held by a statement waiting out its own timeout, and requests must not
+/// queue behind them without bound.
+pub const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The same for SQLite's one connection: SQLite cannot be black-holed, but
+/// a stuck disk can stall it; the wait is longer because every request
+/// shares the one writer (a storm of 200 clients queues here).
+pub const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Pool {
     /// A pool holding `first`, an open, migrated connection.
@@ -51,12 +63,33 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A connection, waiting while all are in use (blocking threads only).
+    /// How long [`Pool::get`] waits for a connection.
+    pub fn acquire_timeout(&self) -> Duration {
+        match self.database {
+            Database::Sqlite(_) => SQLITE_ACQUIRE_TIMEOUT,
+            Database::Postgres(_) => POSTGRES_ACQUIRE_TIMEOUT,
+        }
+    }
+
+    /// A connection, waiting while all are in use (blocking threads only),
+    /// at most [`Pool::acquire_timeout`]: then [`Error::Unavailable`].
     pub fn get(&self) -> Result<Pooled<'_>> {
+        let limit = self.acquire_timeout();
+        let deadline = Instant::now() + limit;
         let reused = {
             let mut s = self.slots();
             while s.free == 0 {
-                s = self.freed.wait(s).unwrap_or_else(|p| p.into_inner());
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::Unavailable(format!(
+                        "no database connection free within {limit:?}"
+                    )));
+                }
+                s = self
+                    .freed
+                    .wait_timeout(s, left)
+                    .map(|(s, _)| s)
+                    .unwrap_or_else(|p| p.into_inner().0);
             }
             s.free -= 1;
             s.idle.pop()

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use postgres::types::{IsNull, ToSql as PgToSql, Type};
+use tokio_postgres::types::{IsNull, ToSql as PgToSql, Type};
 
 use super::error::{Error, Result, ValueError};
 
@@ -70,7 +70,7 @@ impl PgToSql for Val<'_> {
     fn to_sql(
         &self,
         ty: &Type,
-        out: &mut postgres::types::private::BytesMut,
+        out: &mut tokio_postgres::types::private::BytesMut,
     ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         match *self {
             Val::Null => Ok(IsNull::Yes),
@@ -90,7 +90,7 @@ impl PgToSql for Val<'_> {
         ]
         .contains(ty)
     }
-    postgres::types::to_sql_checked!();
+    tokio_postgres::types::to_sql_checked!();
 }
 
 /// A column value.
@@ -231,7 +231,7 @@ pub(super) fn sqlite_row(r: &rusqlite::Row<'_>, names: &Arc<[String]>) -> rusqli
     })
 }
 
-pub(super) fn postgres_row(r: &postgres::Row, names: &Arc<[String]>) -> Result<Row> {
+pub(super) fn postgres_row(r: &tokio_postgres::Row, names: &Arc<[String]>) -> Result<Row> {
     let mut out = Vec::with_capacity(r.len());
     for (i, col) in r.columns().iter().enumerate() {
         let ty = col.type_();

@@ -825,10 +825,17 @@ fn a_slot_made_for_another_group_s_node_is_refused_on_cold_start() {
     );
     lab.server = None;
     lab.api.remove_node(NODE);
-    let log = boot_until(&lab, "other-plant", true, "boot failed in phase lkg-restore");
+    let log = boot_until(
+        &lab,
+        "other-plant",
+        true,
+        "boot failed in phase lkg-restore",
+    );
     let lines = ember_lines(&log);
     assert!(
-        lines.contains("the slot was made for another node (its boot image record names another EK)"),
+        lines.contains(
+            "the slot was made for another node (its boot image record names another EK)"
+        ),
         "{lines}"
     );
     assert!(
@@ -837,6 +844,45 @@ fn a_slot_made_for_another_group_s_node_is_refused_on_cold_start() {
     );
     assert!(!lines.contains("phase=nodeconf"), "{lines}");
     assert!(!lines.contains("restored from slot"), "{lines}");
+}
+
+/// An attacker on the path drops the node's Joined report (the third
+/// connection to the boot server's TLS port: Start, Finish, Report; the
+/// overlay and the UKI come over plain HTTP). The init keeps the report
+/// and tries it again from its supervisor loop a second later: the server
+/// gets it, so the node's rollback floor still rises.
+#[test]
+fn a_dropped_joined_report_is_tried_again_by_the_node() {
+    use ember_tests::proxy::DropProxy;
+
+    let lab = Lab::new("e2e-report");
+    lab.publish("ready", &[]);
+    let proxy = DropProxy::start(lab.server().addr(), &[3]);
+    let port = proxy.url().rsplit(':').next().unwrap().to_string();
+    let boot = lab.boot_with("report-drop", false, &format!("https://10.0.2.2:{port}"));
+    let log = run_until(
+        &lab,
+        "report-drop",
+        boot,
+        "report: told the boot server Joined",
+    );
+    let lines = ember_lines(&log);
+    assert!(
+        lines.contains("attempt 1 of 5, trying again in 1000 ms"),
+        "{lines}"
+    );
+    assert!(lines.contains("phase=ready status=ok"), "{lines}");
+    assert_eq!(
+        proxy.connections(),
+        4,
+        "start, finish, the dropped report, its retry"
+    );
+    let server = lab.server();
+    assert!(
+        server.wait_log(&format!("step=report node={NODE} outcome=ok")),
+        "{}",
+        server.log()
+    );
 }
 
 /// Two releases of the node's UKI, both genuine and both allowed by the

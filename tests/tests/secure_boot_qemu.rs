@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ember_tests::lab::{ember_lines, run_until, tail, Lab};
+use ember_tests::lab::{ember_lines, esp_entries, run_until, tail, Lab};
 use ember_tests::qemu::{
-    event_log_from_console, event_log_uki, make_uki_disk, wait_for_log, Boot, Outcome,
+    esp_tool, event_log_from_console, event_log_uki, make_uki_disk, wait_for_log, Boot, Outcome,
 };
 use ember_tests::secureboot::{SecureBoot, FIRMWARE_REFUSED};
 use ember_tests::{ember_bin, ScratchDir};
@@ -169,7 +169,9 @@ fn secure_boot_runs_the_signed_uki_as_predicted_and_refuses_unsigned_and_foreign
 /// that binds PCR 7 and writes its last-known-good slot; the same UKI
 /// booted by the same firmware with Secure Boot turned off (no keys
 /// enrolled) is refused by the server naming PCR 7's SecureBoot variable;
-/// with the server gone, the signed systemd-boot cold-starts the slot.
+/// with the server gone, the signed systemd-boot cold-starts the slot, and
+/// once one argument is added to the slot's loader entry the cold start
+/// cannot unseal and names PCR 12.
 #[test]
 fn with_secure_boot_the_node_attests_and_cold_starts_and_secure_boot_off_is_refused_naming_pcr7() {
     let mut lab = Lab::secure_boot("sb-node");
@@ -235,6 +237,63 @@ fn with_secure_boot_the_node_attests_and_cold_starts_and_secure_boot_off_is_refu
         "lkg: overlay 1 restored from slot a",
     );
     assert!(log.contains("Secure boot enabled"), "{}", tail(&log, 60));
+
+    // 4. Someone with the disk adds one argument to the loader entry's
+    // options (an ACPI table of their own): systemd-boot measures the
+    // options into PCR 12, the slot key is sealed to PCR 12, and the TPM
+    // refuses it; the node says which PCR moved.
+    let entries = esp_entries(&lab.disk);
+    let entry = entries
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains("ember-a"))
+        .unwrap_or_else(|| panic!("no entry for slot a: {entries}"))
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let local = lab.dir.path().join("entry.conf");
+    let on_esp = format!("::/loader/entries/{entry}");
+    esp_tool(
+        &lab.disk,
+        "mcopy",
+        &["-o", &on_esp, local.to_str().unwrap()],
+    );
+    let text = std::fs::read_to_string(&local).unwrap();
+    assert!(text.contains("\noptions "), "{text}");
+    std::fs::write(
+        &local,
+        text.replace("\noptions ", "\noptions efivar_ssdt=evil "),
+    )
+    .unwrap();
+    esp_tool(
+        &lab.disk,
+        "mcopy",
+        &["-o", local.to_str().unwrap(), &on_esp],
+    );
+    let log = run_until(
+        &lab,
+        "edited",
+        lab.boot("edited", true),
+        "boot failed in phase lkg-restore",
+    );
+    let lines = ember_lines(&log);
+    assert!(
+        lines.contains("lkg: the TPM refused to unseal the overlay key"),
+        "{lines}"
+    );
+    let moved: Vec<&str> = lines
+        .lines()
+        .filter(|l| l.contains("not what the slot was sealed to"))
+        .collect();
+    assert!(
+        moved.iter().any(|l| l.contains("lkg: PCR 12 is "))
+            && !moved
+                .iter()
+                .any(|l| l.contains("PCR 11 ") || l.contains("PCR 7 ")),
+        "the node does not name PCR 12 alone: {moved:?}\n{lines}"
+    );
+    assert!(!lines.contains("restored from slot"), "{lines}");
 }
 
 /// A path for a variable store that does not exist yet: Boot then starts

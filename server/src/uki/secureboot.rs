@@ -113,9 +113,12 @@ impl KeyDatabases {
     }
 }
 
-/// One EFI_SIGNATURE_LIST's entries: (signature type, each entry's bytes
-/// (owner GUID + data)).
-fn signature_lists<'a>(name: &str, mut b: &'a [u8]) -> Result<Vec<([u8; 16], Vec<&'a [u8]>)>> {
+/// One EFI_SIGNATURE_LIST: its signature type and each entry's bytes
+/// (owner GUID + data).
+type SignatureList<'a> = ([u8; 16], Vec<&'a [u8]>);
+
+/// The EFI_SIGNATURE_LISTs of a variable's data.
+fn signature_lists<'a>(name: &str, mut b: &'a [u8]) -> Result<Vec<SignatureList<'a>>> {
     let mut out = Vec::new();
     while !b.is_empty() {
         if b.len() < 28 {
@@ -132,7 +135,7 @@ fn signature_lists<'a>(name: &str, mut b: &'a [u8]) -> Result<Vec<([u8; 16], Vec
             bail!("{name}: EFI_SIGNATURE_LIST of {list_size} bytes (header {header_size}, entries {sig_size}) does not fit the {} bytes left", b.len());
         }
         let body = &b[28 + header_size..list_size];
-        if body.len() % sig_size != 0 {
+        if !body.len().is_multiple_of(sig_size) {
             bail!(
                 "{name}: EFI_SIGNATURE_LIST entries of {sig_size} bytes do not divide its {} bytes",
                 body.len()

@@ -15,8 +15,9 @@ use crate::Error;
 
 // ANCHOR: record
 /// 4: the slot is the UKI the node booted, named by a signed boot image
-/// record, and its key is sealed to PCR 4 + 11 and the TPM rollback
-/// counter (`sealed_for`). 2 held a kernel and an initrd snapshot, the key
+/// record, and its key is sealed to PCR 4 + 11 (+ 12, the loader entry's
+/// options, and under Secure Boot 7: `keys[].pcrs` lists them) and the TPM
+/// rollback counter (`sealed_for`). 2 held a kernel and an initrd snapshot, the key
 /// sealed to the init's own PCR 11; 3 had no counter term.
 pub const RECORD_VERSION: u32 = 4;
 

@@ -19,7 +19,6 @@ mod policy_cmd;
 mod serve_cmd;
 mod state_args;
 mod tar_cmd;
-mod timeline;
 mod timeline_cmd;
 mod tpm_cmd;
 mod uki;

@@ -134,6 +134,7 @@ fn report_joined(
         Outcome::Joined,
         None,
         "node is Ready",
+        None,
     )
 }
 

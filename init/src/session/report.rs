@@ -1,5 +1,5 @@
 //! Step 4: telling the boot server how the boot ended (Joined after Ready,
-//! Failed with the phase and reason). A report that cannot be delivered is
+//! Failed with the phase and reason), with the phases run so far. A report that cannot be delivered is
 //! logged; it never changes the node's course.
 
 use ember_proto::client;
@@ -23,6 +23,7 @@ impl Session {
             outcome,
             self.overlay_version(),
             reason,
+            Some(&crate::phase::timeline()),
         ) {
             Ok(_) => crate::info!("report: told the boot server {said}"),
             Err(e) => crate::warn!("report: {e}"),

@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// network only: it is not authenticated).
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the operators' web console on https://ADDR (off by default).
+    /// Operators need a client certificate: `ember admin operator issue`.
+    #[arg(long, value_name = "ADDR")]
+    pub console_listen: Option<SocketAddr>,
     /// This replica's name in metrics and logs (default: the host name).
     #[arg(long)]
     pub replica_id: Option<String>,
@@ -143,6 +147,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         listen: a.listen,
         http_listen: a.http_listen,
         metrics_listen: a.metrics_listen,
+        console_listen: a.console_listen,
         replica_id: a.replica_id,
         names: a.names,
         cert: a.cert.zip(a.key),

@@ -18,6 +18,7 @@ pub mod process;
 pub mod server;
 pub mod swtpm;
 pub mod tree;
+pub mod webdriver;
 
 use std::path::PathBuf;
 

@@ -11,6 +11,7 @@ use std::path::Path;
 use ember_tests::console::Client;
 use ember_tests::server::EmberServer;
 use ember_tests::swtpm::Swtpm;
+use ember_tests::webdriver::{nss_db, Browser};
 use ember_tests::ScratchDir;
 
 /// A boot's serial log as the init writes it (the lines `ember timeline`
@@ -73,8 +74,19 @@ fn first_timeline(html: &str) -> String {
     html[at..].split('"').next().unwrap().to_string()
 }
 
-#[test]
-fn operators_see_fleet_timelines_and_refusals_and_nothing_opens_without_a_certificate() {
+/// The fixture: a server with its console, three host-swtpm nodes that
+/// attested and reported, and operator alice's certificate.
+struct Fleet {
+    server: EmberServer,
+    addr: String,
+    a: Node,
+    c: Node,
+    _b: Node,
+    ok_log: std::path::PathBuf,
+    certs: ScratchDir,
+}
+
+fn fleet() -> Fleet {
     let server = EmberServer::start_with(&["--console-listen", "127.0.0.1:0"]);
     let addr = server.console_addr().expect("console address").to_string();
     let logs = server.scratch().to_path_buf();
@@ -126,7 +138,6 @@ fn operators_see_fleet_timelines_and_refusals_and_nothing_opens_without_a_certif
 
     // node-c's boot failed, and its reason is hostile markup.
     let c = node(&server, "node-c", "rack2");
-    let hostile = "<script>alert(1)</script>\u{202e}gnp.exe\u{7}";
     let failed_log = serial_log(&logs, Some("overlay"));
     server
         .attest(
@@ -136,7 +147,7 @@ fn operators_see_fleet_timelines_and_refusals_and_nothing_opens_without_a_certif
                 "--report",
                 "failed",
                 "--reason",
-                hostile,
+                HOSTILE,
                 "--timeline-from",
                 failed_log.to_str().unwrap(),
             ],
@@ -148,8 +159,25 @@ fn operators_see_fleet_timelines_and_refusals_and_nothing_opens_without_a_certif
     server
         .ember(&["admin", "operator", "issue", "alice", "--out", out])
         .expect_ok("issue alice");
+    Fleet {
+        server,
+        addr,
+        a,
+        c,
+        _b: b,
+        ok_log,
+        certs,
+    }
+}
+
+const HOSTILE: &str = "<script>alert(1)</script>\u{202e}gnp.exe\u{7}";
+
+#[test]
+fn operators_see_fleet_timelines_and_refusals_and_nothing_opens_without_a_certificate() {
+    let f = fleet();
+    let (server, addr, a, certs, ok_log) = (&f.server, &f.addr, &f.a, &f.certs, &f.ok_log);
     let alice = Client::new(
-        &addr,
+        addr,
         &server.ca_path(),
         Some((
             &certs.path().join("alice.pem"),
@@ -280,7 +308,7 @@ fn operators_see_fleet_timelines_and_refusals_and_nothing_opens_without_a_certif
 
     // Without a client certificate: refused, pages and assets alike, and a
     // node's bearer credential does not help.
-    let anonymous = Client::new(&addr, &server.ca_path(), None);
+    let anonymous = Client::new(addr, &server.ca_path(), None);
     for path in ["/fleet", "/node/node-a", "/assets/live.js", "/live"] {
         assert_eq!(anonymous.get(path).status, 401, "{path}");
     }
@@ -297,4 +325,123 @@ fn operators_see_fleet_timelines_and_refusals_and_nothing_opens_without_a_certif
         .ember(&["admin", "operator", "revoke", "alice"])
         .expect_ok("revoke");
     assert_eq!(alice.get("/fleet").status, 403);
+}
+
+/// Waits until the page's source satisfies `ok`, up to `secs`.
+fn wait_source(b: &Browser, secs: u64, ok: impl Fn(&str) -> bool) -> bool {
+    ember_tests::process::wait_until(std::time::Duration::from_secs(secs), || ok(&b.source()))
+}
+
+#[test]
+fn the_console_in_a_real_browser_filters_shows_timelines_and_refusals_and_updates_live() {
+    let f = fleet();
+    let out = ember_tests::workspace_root().join("out/console");
+    let home = ScratchDir::new("console-browser");
+    nss_db(
+        home.path(),
+        &f.server.ca_path(),
+        &f.certs.path().join("alice.pem"),
+        &f.certs.path().join("alice.key"),
+    );
+    let port = f.addr.rsplit(':').next().unwrap();
+    let origin = format!("https://localhost:{port}");
+    let b = Browser::start(home.path(), &origin, "console");
+
+    // Fleet, then filtered by group through the form.
+    b.goto(&format!("{origin}/fleet"));
+    assert!(
+        wait_source(&b, 10, |s| s.contains("node-c")),
+        "{}",
+        b.source()
+    );
+    assert!(b.source().contains("operator alice"));
+    b.screenshot(&out.join("fleet.png"));
+    b.eval("document.getElementById('group').value = 'rack2'; return null;");
+    b.click("form.filters button");
+    assert!(
+        wait_source(&b, 10, |s| s.contains("1 nodes")),
+        "{}",
+        b.source()
+    );
+    assert!(b.url().contains("group=rack2"), "{}", b.url());
+    assert!(!b.source().contains(r#"href="/node/node-a""#));
+    b.screenshot(&out.join("fleet-filtered.png"));
+
+    // Into node-a: its timeline picture is drawn.
+    b.goto(&format!("{origin}/fleet"));
+    b.click(r#"a[href="/node/node-a"]"#);
+    assert!(wait_source(&b, 10, |s| s.contains("Node node-a")));
+    let drawn = ember_tests::process::wait_until(std::time::Duration::from_secs(10), || {
+        b.eval("const i = document.querySelector('img.timeline'); return i && i.complete ? i.naturalWidth : 0;")
+            .as_u64()
+            .unwrap_or(0)
+            > 1000
+    });
+    assert!(drawn, "the timeline SVG did not load");
+    b.screenshot(&out.join("node.png"));
+
+    // The refused node's explanation.
+    b.goto(&format!("{origin}/node/node-b"));
+    let why = b.eval("const e = document.querySelector('.explain'); return e ? e.innerText : '';");
+    let why = why.as_str().unwrap_or("");
+    assert!(
+        why.contains("attestation refused") && why.contains("PCR 7"),
+        "{why}"
+    );
+    b.screenshot(&out.join("refused.png"));
+
+    // The hostile reason is text: no script of its own ran or exists.
+    b.goto(&format!("{origin}/node/node-c"));
+    let scripts = b.eval("return document.scripts.length;");
+    assert_eq!(scripts.as_u64(), Some(1), "only /assets/live.js");
+    let shown = b.eval("return document.querySelector('.reason').innerText;");
+    let shown = shown.as_str().unwrap_or("");
+    assert!(
+        shown.contains("<script>alert(1)</script>") && shown.contains("\\u{202e}"),
+        "{shown}"
+    );
+    assert!(!shown.contains('\u{202e}'));
+    b.screenshot(&out.join("hostile.png"));
+
+    // Live: a boot reported while the fleet page is open appears without
+    // a reload (the marker set in the page survives).
+    b.goto(&format!("{origin}/fleet?group=rack2"));
+    b.eval("window.emberMarker = 42; return null;");
+    let c_spec = f.c.tpm.spec();
+    f.server
+        .attest(
+            &c_spec,
+            &[
+                "--no-overlay",
+                "--report",
+                "joined",
+                "--reason",
+                "fixed",
+                "--timeline-from",
+                f.ok_log.to_str().unwrap(),
+            ],
+        )
+        .expect_ok("node-c boots again");
+    let started = std::time::Instant::now();
+    let live = ember_tests::process::wait_until(std::time::Duration::from_secs(5), || {
+        b.eval("const r = document.querySelector('table.fleet tbody tr'); return r ? r.innerText : '';")
+            .as_str()
+            .is_some_and(|t| t.contains("joined"))
+    });
+    assert!(live, "the new boot did not appear: {}", b.source());
+    assert_eq!(
+        b.eval("return window.emberMarker || 0;").as_u64(),
+        Some(42),
+        "the page reloaded"
+    );
+    eprintln!("new boot shown after {:?}", started.elapsed());
+    b.screenshot(&out.join("fleet-live.png"));
+
+    // Boot time, and the fleet on a 390 px phone.
+    b.goto(&format!("{origin}/boot-time"));
+    assert!(wait_source(&b, 10, |s| s.contains("p50")));
+    b.screenshot(&out.join("boot-time.png"));
+    b.set_window(390, 844);
+    b.goto(&format!("{origin}/fleet"));
+    b.screenshot(&out.join("fleet-phone.png"));
 }

@@ -463,9 +463,9 @@ mod tests {
                 },
             ),
             (
-                "group rack-7, failed",
+                "group rack-10, failed",
                 FleetQuery {
-                    group: Some("rack-7".into()),
+                    group: Some("rack-10".into()),
                     outcome: Some(FleetOutcome::Failed),
                     limit: PAGE_SIZE,
                     ..Default::default()

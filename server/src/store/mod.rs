@@ -35,7 +35,7 @@ mod schema;
 pub mod sessions;
 mod state_dir;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod value;
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -359,7 +359,7 @@ fn the_console_in_a_real_browser_filters_shows_timelines_and_refusals_and_update
     b.eval("document.getElementById('group').value = 'rack2'; return null;");
     b.click("form.filters button");
     assert!(
-        wait_source(&b, 10, |s| s.contains("1 nodes")),
+        wait_source(&b, 10, |s| s.contains("1 node;")),
         "{}",
         b.source()
     );

@@ -241,7 +241,7 @@ pub fn fleet(
                 input type="hidden" name="dir" value=(if q.descending { "desc" } else { "asc" });
                 button type="submit" { "Filter" }
             }
-            p.count { (page.total) " nodes; page " (page_no) " of " (pages) }
+            p.count { (page.total) (if page.total == 1 { " node" } else { " nodes" }) "; page " (page_no) " of " (pages) }
             div.scroll {
                 table.fleet {
                     thead { tr {
@@ -433,7 +433,8 @@ pub fn boot_time(
     let max = stats.iter().map(|s| s.p90_ms).max().unwrap_or(1).max(1);
     let row_h = 26i64;
     let height = 30 + row_h * stats.len() as i64;
-    let scale = |ms: u64| (ms as f64 / max as f64 * 560.0).round() as i64;
+    // Bars up to 480 px, so the longest bar's label fits in the 800 px box.
+    let scale = |ms: u64| (ms as f64 / max as f64 * 480.0).round() as i64;
     layout(
         op,
         "Boot time",

@@ -231,10 +231,12 @@ mod tests {
             ErrorKind::TimelineVersion { got: 2 }
         );
 
-        let mut long = Timeline::default();
-        long.phases = (0..MAX_PHASES + 1)
-            .map(|i| phase("dhcp", i as u64))
-            .collect();
+        let long = Timeline {
+            phases: (0..MAX_PHASES + 1)
+                .map(|i| phase("dhcp", i as u64))
+                .collect(),
+            ..Timeline::default()
+        };
         assert_eq!(
             *Timeline::decode(&long.encode()).unwrap_err().kind(),
             ErrorKind::TimelineTooLong {

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admin_cmd;
 mod artifact_cmd;
 mod attest;
 mod enroll_cmd;
@@ -19,7 +20,6 @@ mod policy_cmd;
 mod serve_cmd;
 mod state_args;
 mod tar_cmd;
-mod timeline;
 mod timeline_cmd;
 mod tpm_cmd;
 mod uki;
@@ -72,6 +72,9 @@ enum Command {
     /// Build unified kernel images (kernel + initrd + command line on systemd-stub).
     #[command(subcommand)]
     Uki(uki_cmd::UkiCmd),
+    /// Administration: console operators' certificates.
+    #[command(subcommand)]
+    Admin(admin_cmd::AdminCmd),
     /// Write the manual pages (one per subcommand) into a folder.
     #[command(hide = true)]
     Man(man_cmd::ManArgs),
@@ -98,6 +101,7 @@ fn main() -> std::process::ExitCode {
         Command::Attest(a) => attest::run(a),
         Command::Artifact(a) => artifact_cmd::run(a),
         Command::Uki(cmd) => uki_cmd::run(cmd),
+        Command::Admin(cmd) => admin_cmd::run(cmd),
         Command::Man(a) => man_cmd::run(a, <Cli as clap::CommandFactory>::command()),
     };
     match result {

@@ -164,27 +164,7 @@ fn allow_rollback(a: AllowRollbackArgs) -> Result<()> {
     if nodes.is_empty() {
         bail!("no nodes to change");
     }
-    let target = match &to {
-        Some(i) => format!("image epoch {} ({})", i.epoch, short(&i.sha256)),
-        None => "none".to_string(),
-    };
-    let mut lines = Vec::new();
-    for n in &nodes {
-        let line = match images::lower_floor(&mut tx, n.id, to.as_ref().map(|i| i.epoch), &who)? {
-            Some(old) => format!(
-                "{}: rollback floor lowered from {} to {target}",
-                n.name,
-                old.map_or("none".to_string(), |e| format!("image epoch {e}"))
-            ),
-            None => format!(
-                "{}: rollback floor {} unchanged (already at or below {target})",
-                n.name,
-                images::floor_of(&mut tx, n.id)?
-                    .map_or("none".to_string(), |f| format!("image epoch {}", f.epoch))
-            ),
-        };
-        lines.push(line);
-    }
+    let lines = ember_server::rollback::allow(&mut tx, &nodes, to.as_ref(), &who)?;
     tx.commit()?;
     for l in lines {
         println!("{l}");

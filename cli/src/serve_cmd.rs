@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// network only: it is not authenticated).
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the operators' web console on https://ADDR (off by default).
+    /// Operators need a client certificate: `ember admin operator issue`.
+    #[arg(long, value_name = "ADDR")]
+    pub console_listen: Option<SocketAddr>,
     /// This replica's name in metrics and logs (default: the host name).
     #[arg(long)]
     pub replica_id: Option<String>,
@@ -96,6 +100,10 @@ pub struct ServeArgs {
     /// as its policy instead of being refused. Trusts whatever boots first.
     #[arg(long)]
     pub lab_record_first_boot: bool,
+    /// Boot reports (with their phase tables) kept per node: the newest N
+    /// boots; older ones are dropped as new reports arrive.
+    #[arg(long, default_value_t = ember_server::store::reports::DEFAULT_KEEP_BOOTS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_boots: u32,
     /// Log lines as text (`ember-serve: step=... outcome=...`) or as one
     /// JSON object per line (timestamp, level, target, message, fields).
     #[arg(long, value_enum, default_value_t)]
@@ -150,6 +158,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         listen: a.listen,
         http_listen: a.http_listen,
         metrics_listen: a.metrics_listen,
+        console_listen: a.console_listen,
         replica_id: a.replica_id,
         names: a.names,
         cert: a.cert.zip(a.key),
@@ -161,6 +170,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             max_sessions_per_ek: a.max_sessions_per_ek,
             max_sessions_per_peer: a.max_sessions_per_peer,
             lab_record_first_boot: a.lab_record_first_boot,
+            keep_boots: a.keep_boots,
             #[cfg(feature = "test-hooks")]
             replayable_sessions: a.test_replayable_sessions,
         },

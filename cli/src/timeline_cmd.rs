@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use crate::timeline::{json, svg, Timeline, Which};
+use ember_timeline::{json, svg, Timeline, Which};
 
 #[derive(Args)]
 pub struct TimelineCmd {

@@ -53,9 +53,18 @@ pub fn cpu_ns() -> u64 {
 }
 
 impl Stages {
-    /// One metrics line an operator (and `qemu/bench`) can read.
+    /// One metrics line an operator (and `qemu/bench`) can read; the same
+    /// counters go into this boot's phase table for the report.
     pub fn log(&self) {
         let ms = |ns: u64| ns / 1_000_000;
+        crate::phase::record_overlay(&ember_proto::timeline::OverlayStages {
+            sealed_bytes: self.sealed_bytes,
+            plain_bytes: self.plain_bytes,
+            receive_ms: ms(self.receive_ns),
+            open_ms: ms(self.open_ns),
+            unpack_ms: ms(self.unpack_ns),
+            write_ms: ms(self.write_ns.get()),
+        });
         crate::info!(
             "metrics: overlay_sealed_bytes={} overlay_plain_bytes={} overlay_receive_ms={} overlay_open_ms={} overlay_unpack_ms={} overlay_write_ms={}",
             self.sealed_bytes,

@@ -436,6 +436,7 @@ pub fn report<H: Transport>(
     outcome: Outcome,
     overlay_version: Option<u64>,
     reason: &str,
+    timeline: Option<&crate::timeline::Timeline>,
 ) -> Result<ReportResponse, Error> {
     let req = ReportRequest {
         version: PROTOCOL_VERSION,
@@ -449,7 +450,7 @@ pub fn report<H: Transport>(
         "report",
         path::REPORT,
         Some(cred.bearer()),
-        &encode(&req),
+        &msg::encode_report(&req, timeline),
     )?;
     decode("report response", &body)
 }

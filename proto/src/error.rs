@@ -34,6 +34,12 @@ pub enum ErrorKind {
     Decode { what: &'static str },
     /// The peer speaks a protocol version we do not.
     UnsupportedVersion { got: u16 },
+    /// A boot's phase table is in a format version we do not read.
+    TimelineVersion { got: u16 },
+    /// A boot's phase table has more phases than the format allows.
+    TimelineTooLong { phases: usize },
+    /// A phase name is empty, too long, or not `[a-z0-9-]`.
+    TimelinePhaseName,
     /// A sealed stream does not start with Ember's header.
     SealedBadHeader,
     /// A sealed stream's chunk size is outside the allowed range.
@@ -106,6 +112,19 @@ impl fmt::Display for Error {
             ErrorKind::UnsupportedVersion { got } => {
                 write!(f, "unsupported protocol version {got}")
             }
+            ErrorKind::TimelineVersion { got } => {
+                write!(f, "boot timeline: unsupported format version {got}")
+            }
+            ErrorKind::TimelineTooLong { phases } => write!(
+                f,
+                "boot timeline: {phases} phases (at most {})",
+                crate::timeline::MAX_PHASES
+            ),
+            ErrorKind::TimelinePhaseName => write!(
+                f,
+                "boot timeline: a phase name is empty, longer than {} or not [a-z0-9-]",
+                crate::timeline::MAX_PHASE_NAME
+            ),
             ErrorKind::SealedBadHeader => write!(f, "sealed overlay: bad header"),
             ErrorKind::SealedBadChunkSize { size } => {
                 write!(f, "sealed overlay: chunk size {size} out of range")

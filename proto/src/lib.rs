@@ -7,6 +7,8 @@
 //! - [`manifest`]: the signed overlay manifest (one format for the network
 //!   path and last-known-good).
 //! - [`sealed`]: the streaming AEAD format of a sealed overlay blob.
+//! - [`timeline`]: a boot's phase table, bounded and versioned, sent after
+//!   the Report.
 //! - [`untrusted`]: a node's text (reasons, console lines) shown to an
 //!   operator with control and bidi characters escaped.
 //! - [`client`]: the node's side of the protocol, over small traits for the
@@ -43,6 +45,7 @@ pub mod manifest;
 pub mod msg;
 pub mod sealed;
 pub mod slot;
+pub mod timeline;
 pub mod untrusted;
 
 pub use error::{Error, ErrorKind};

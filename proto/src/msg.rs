@@ -349,6 +349,29 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
     }
 }
 
+/// A Report's body: the [`ReportRequest`], then (from nodes that send
+/// one) the boot's phase table. A node without a table sends the request
+/// alone, as every node did before the table existed.
+pub fn encode_report(req: &ReportRequest, timeline: Option<&crate::timeline::Timeline>) -> Vec<u8> {
+    let mut body = encode(req);
+    if let Some(t) = timeline {
+        body.extend_from_slice(&t.encode());
+    }
+    body
+}
+
+/// Splits a Report's body into its request and the bytes after it (empty
+/// from a node that sends no phase table; read them with
+/// [`Timeline::decode`](crate::timeline::Timeline::decode)).
+pub fn decode_report(bytes: &[u8]) -> Result<(ReportRequest, &[u8]), Error> {
+    let version = peek_version(bytes)?;
+    if version != PROTOCOL_VERSION {
+        return Err(Error::new(ErrorKind::UnsupportedVersion { got: version }));
+    }
+    postcard::take_from_bytes::<ReportRequest>(bytes)
+        .map_err(|_| Error::new(ErrorKind::Decode { what: "report" }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,6 +420,44 @@ mod tests {
         assert_eq!(
             decode::<ReportRequest>("report", &bytes),
             Err(Error::new(ErrorKind::UnsupportedVersion { got: 1 }))
+        );
+    }
+
+    #[test]
+    fn a_report_carries_its_timeline_after_the_request_and_old_ones_have_none() {
+        use crate::timeline::{Phase, PhaseStatus, Timeline};
+        let req = ReportRequest {
+            version: PROTOCOL_VERSION,
+            outcome: Outcome::Failed,
+            overlay_version: None,
+            reason: "phase dhcp: no lease".into(),
+        };
+        let old = encode_report(&req, None);
+        assert_eq!(old, encode(&req));
+        assert_eq!(decode_report(&old).unwrap(), (req.clone(), &[][..]));
+
+        let mut t = Timeline::default();
+        t.push(Phase {
+            name: "dhcp".into(),
+            start_ms: 2500,
+            took_ms: 3000,
+            cpu_ms: 2,
+            status: PhaseStatus::Failed,
+        });
+        let new = encode_report(&req, Some(&t));
+        let (back, tail) = decode_report(&new).unwrap();
+        assert_eq!(back, req);
+        assert_eq!(Timeline::decode(tail).unwrap(), t);
+
+        let mut other = new.clone();
+        other[0] = 1;
+        assert_eq!(
+            decode_report(&other).unwrap_err(),
+            Error::new(ErrorKind::UnsupportedVersion { got: 1 })
+        );
+        assert_eq!(
+            decode_report(&old[..old.len() - 1]).unwrap_err(),
+            Error::new(ErrorKind::Decode { what: "report" })
         );
     }
 

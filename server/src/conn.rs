@@ -71,6 +71,12 @@ impl Default for ConnLimits {
     }
 }
 
+/// The SHA-256 of the client certificate a TLS peer presented (its leaf's
+/// DER), put into each request's extensions; absent when it sent none.
+/// Only the console's listener asks for one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientCert(pub [u8; 32]);
+
 /// The peer's address, put into each request's extensions.
 #[derive(Clone, Copy)]
 pub struct Peer(pub SocketAddr);
@@ -387,7 +393,18 @@ async fn serve_connection(
                 _ = activity.close.notified() => return,
             };
             match handshake {
-                Ok(Ok(stream)) => http(stream, peer, router, conns, activity).await,
+                Ok(Ok(stream)) => {
+                    let client = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|leaf| {
+                            use sha2::Digest;
+                            ClientCert(sha2::Sha256::digest(leaf.as_ref()).into())
+                        });
+                    http(stream, peer, client, router, conns, activity).await
+                }
                 Ok(Err(e)) => {
                     conns
                         .metrics
@@ -402,7 +419,7 @@ async fn serve_connection(
                 }
             }
         }
-        None => http(io, peer, router, conns, activity).await,
+        None => http(io, peer, None, router, conns, activity).await,
     }
 }
 
@@ -411,6 +428,7 @@ async fn serve_connection(
 async fn http<S>(
     stream: S,
     peer: SocketAddr,
+    client: Option<ClientCert>,
     router: Router,
     conns: &Arc<Connections>,
     activity: &Activity,
@@ -420,6 +438,9 @@ async fn http<S>(
     let limits = &conns.limits;
     let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(Peer(peer));
+        if let Some(c) = client {
+            req.extensions_mut().insert(c);
+        }
         let mut router = router.clone();
         async move { router.call(req.map(Body::new)).await }
     });

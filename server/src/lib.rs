@@ -18,6 +18,7 @@
 
 pub mod attest;
 pub mod conn;
+pub mod console;
 pub mod http;
 pub mod manifest;
 pub mod measured;
@@ -59,6 +60,8 @@ pub struct Options {
     pub http_listen: Option<SocketAddr>,
     /// Prometheus metrics (and health) for operators, never for nodes.
     pub metrics_listen: Option<SocketAddr>,
+    /// The operators' web console (HTTPS, operator client certificates).
+    pub console_listen: Option<SocketAddr>,
     /// This replica's name in metrics and logs.
     pub replica_id: Option<String>,
     pub names: Vec<String>,
@@ -133,6 +136,9 @@ pub fn run(opts: Options) -> Result<()> {
             spawn_purger(server.clone()),
         ];
         tasks.extend(serve_plain_listeners(&opts, &server, &conns.http).await?);
+        if let Some(a) = opts.console_listen {
+            tasks.push(serve_console(a, &identity, &state, &server).await?);
+        }
         announce(&identity, &state, addr);
         let stopped = until_shutdown().await;
         info!("shutting down");
@@ -309,6 +315,37 @@ async fn serve_plain_listeners(
         tasks.push(tokio::spawn(conn::serve(l, None, router, admin)));
     }
     Ok(tasks)
+}
+
+/// The console's listener: HTTPS with the server's certificate, asking
+/// for operator client certificates, on connection slots of its own.
+async fn serve_console(
+    addr: SocketAddr,
+    identity: &tls::Identity,
+    state: &StateDir,
+    server: &Arc<Server>,
+) -> Result<JoinHandle<()>> {
+    let ca = console::auth::operator_ca(state)?;
+    let config = console::auth::server_config(identity, &ca)?;
+    let app = Arc::new(console::Console {
+        server: server.clone(),
+        csrf_key: console::auth::csrf_key(state)?,
+    });
+    let l = bind(addr).await?;
+    info!(target: ANNOUNCE, "console on https://{} (operators: `ember admin operator issue NAME --out DIR`)", l.local_addr()?);
+    let slots = Connections::new(
+        ConnLimits {
+            max_connections: 256,
+            ..ConnLimits::default()
+        },
+        Arc::new(Metrics::default()),
+    );
+    Ok(tokio::spawn(conn::serve(
+        l,
+        Some(tokio_rustls::TlsAcceptor::from(config)),
+        console::router(app),
+        slots,
+    )))
 }
 
 /// What to bundle into initrds, and last the line that says the server is

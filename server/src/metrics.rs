@@ -1,15 +1,25 @@
 //! The server's counters, rendered in Prometheus' text exposition format on
 //! the admin listener (`--metrics-listen`): attestations by outcome, their
-//! latency, open connections and sessions, overlay bytes served, and which
-//! replica answered.
+//! latency, open connections and sessions, overlay bytes served, which
+//! replica answered, and how long each boot phase took on the nodes that
+//! reported here (one histogram per phase of the fixed set the init runs,
+//! so a node's names never add labels).
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use ember_proto::timeline::{Phase, PHASES};
+
 /// Upper bounds (seconds) of the attestation latency histogram's buckets.
 const LATENCY_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Upper bounds (seconds) of the boot phase histograms' buckets: a phase
+/// takes from a millisecond (cmdline) to minutes (ready, under TCG).
+const PHASE_BUCKETS: [f64; 12] = [
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
 #[derive(Default)]
@@ -25,14 +35,49 @@ pub struct Metrics {
     /// Requests by protocol step and outcome code name.
     outcomes: Mutex<Vec<((&'static str, &'static str), u64)>>,
     /// Finish latency (a whole attestation's server side ends there).
-    latency: Mutex<Histogram>,
+    latency: Mutex<Histogram<{ LATENCY_BUCKETS.len() }>>,
+    /// Reported boot phase durations, one per [`PHASES`] entry.
+    phases: Mutex<Vec<Histogram<{ PHASE_BUCKETS.len() }>>>,
 }
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; LATENCY_BUCKETS.len()],
+struct Histogram<const N: usize> {
+    counts: [u64; N],
     count: u64,
     sum: f64,
+}
+
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Histogram {
+            counts: [0; N],
+            count: 0,
+            sum: 0.0,
+        }
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    fn observe(&mut self, buckets: &[f64; N], seconds: f64) {
+        for (count, le) in self.counts.iter_mut().zip(buckets) {
+            if seconds <= *le {
+                *count += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+
+    /// The `_bucket`, `_sum` and `_count` lines; `labels` ends with a comma
+    /// when not empty.
+    fn render(&self, out: &mut String, name: &str, labels: &str, buckets: &[f64; N]) {
+        for (le, n) in buckets.iter().zip(self.counts) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", self.count);
+        let labels = labels.trim_end_matches(',');
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
 }
 
 impl Metrics {
@@ -86,13 +131,21 @@ impl Metrics {
         }
         if step == "finish" {
             let mut h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-            for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
-                if seconds <= *le {
-                    h.counts[i] += 1;
-                }
+            h.observe(&LATENCY_BUCKETS, seconds);
+        }
+    }
+
+    /// A reported boot's phases: each of the fixed set counts in its own
+    /// histogram; other names (a newer init's) are not counted.
+    pub fn boot_phases(&self, phases: &[Phase]) {
+        let mut h = self.phases.lock().unwrap_or_else(|p| p.into_inner());
+        if h.is_empty() {
+            h.resize_with(PHASES.len(), Default::default);
+        }
+        for p in phases {
+            if let Some(i) = PHASES.iter().position(|n| *n == p.name) {
+                h[i].observe(&PHASE_BUCKETS, p.took_ms as f64 / 1000.0);
             }
-            h.count += 1;
-            h.sum += seconds;
         }
     }
 
@@ -165,7 +218,7 @@ impl Metrics {
         }
     }
 
-    /// The Finish latency histogram.
+    /// The Finish latency histogram and the boot phase histograms.
     fn render_latency(&self, out: &mut String, r: &str) {
         let h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(
@@ -173,27 +226,27 @@ impl Metrics {
             "# HELP ember_attestation_seconds Server-side time of Finish requests."
         );
         let _ = writeln!(out, "# TYPE ember_attestation_seconds histogram");
-        for (le, n) in LATENCY_BUCKETS.iter().zip(h.counts) {
-            let _ = writeln!(
+        h.render(
+            out,
+            "ember_attestation_seconds",
+            &format!("replica=\"{r}\","),
+            &LATENCY_BUCKETS,
+        );
+        drop(h);
+        let _ = writeln!(
+            out,
+            "# HELP ember_boot_phase_seconds Boot phase durations the nodes reported here, by phase."
+        );
+        let _ = writeln!(out, "# TYPE ember_boot_phase_seconds histogram");
+        let phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
+        let empty = Histogram::default();
+        for (i, name) in PHASES.iter().enumerate() {
+            h_render(
+                phases.get(i).unwrap_or(&empty),
                 out,
-                "ember_attestation_seconds_bucket{{replica=\"{r}\",le=\"{le}\"}} {n}"
+                &format!("replica=\"{r}\",phase=\"{name}\","),
             );
         }
-        let _ = writeln!(
-            out,
-            "ember_attestation_seconds_bucket{{replica=\"{r}\",le=\"+Inf\"}} {}",
-            h.count
-        );
-        let _ = writeln!(
-            out,
-            "ember_attestation_seconds_sum{{replica=\"{r}\"}} {}",
-            h.sum
-        );
-        let _ = writeln!(
-            out,
-            "ember_attestation_seconds_count{{replica=\"{r}\"}} {}",
-            h.count
-        );
     }
 
     /// Connections, overlay bytes and (when the database answered) open
@@ -242,6 +295,10 @@ impl Metrics {
     }
 }
 
+fn h_render(h: &Histogram<{ PHASE_BUCKETS.len() }>, out: &mut String, labels: &str) {
+    h.render(out, "ember_boot_phase_seconds", labels, &PHASE_BUCKETS);
+}
+
 /// Escapes a label value (backslash, quote, newline).
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -270,5 +327,45 @@ mod tests {
         assert!(s.contains("ember_overlay_bytes_total{replica=\"r\\\"1\"} 10"));
         assert!(s.contains("ember_connections_open{replica=\"r\\\"1\"} 1"));
         assert!(s.contains("ember_sessions_open{replica=\"r\\\"1\"} 2"));
+    }
+
+    #[test]
+    fn boot_phases_count_in_their_own_histogram_and_only_known_names_do() {
+        use ember_proto::timeline::PhaseStatus;
+        let m = Metrics::new("r".into());
+        let p = |name: &str, took_ms| Phase {
+            name: name.into(),
+            start_ms: 0,
+            took_ms,
+            cpu_ms: 0,
+            status: PhaseStatus::Ok,
+        };
+        m.boot_phases(&[p("dhcp", 120), p("overlay", 3200), p("brand-new", 5)]);
+        m.boot_phases(&[p("dhcp", 40)]);
+        let s = m.render(None);
+        assert!(
+            s.contains(
+                "ember_boot_phase_seconds_bucket{replica=\"r\",phase=\"dhcp\",le=\"0.05\"} 1"
+            ),
+            "{s}"
+        );
+        assert!(s.contains(
+            "ember_boot_phase_seconds_bucket{replica=\"r\",phase=\"dhcp\",le=\"0.25\"} 2"
+        ));
+        assert!(s.contains("ember_boot_phase_seconds_count{replica=\"r\",phase=\"dhcp\"} 2"));
+        assert!(s.contains(
+            "ember_boot_phase_seconds_bucket{replica=\"r\",phase=\"overlay\",le=\"2.5\"} 0"
+        ));
+        assert!(s.contains(
+            "ember_boot_phase_seconds_bucket{replica=\"r\",phase=\"overlay\",le=\"5\"} 1"
+        ));
+        // Every phase of the fixed set is there from the start, and no other.
+        assert!(s.contains("ember_boot_phase_seconds_count{replica=\"r\",phase=\"lkg-restore\"} 0"));
+        assert!(!s.contains("brand-new"));
+        let series = s
+            .lines()
+            .filter(|l| l.starts_with("ember_boot_phase_seconds_count"))
+            .count();
+        assert_eq!(series, PHASES.len());
     }
 }

@@ -115,13 +115,24 @@ pub fn decode_msg<T: serde::de::DeserializeOwned>(
     what: &'static str,
     body: &[u8],
 ) -> Result<T, Refusal> {
-    decode(what, body).map_err(|e| match *e.kind() {
+    decode(what, body).map_err(refusal_of)
+}
+
+/// A message that did not decode, as the node is told.
+fn refusal_of(e: ember_proto::Error) -> Refusal {
+    match *e.kind() {
         ember_proto::ErrorKind::UnsupportedVersion { got } => Refusal::new(
             ErrorCode::UnsupportedVersion,
             format!("protocol version {got} not supported (this server speaks {PROTOCOL_VERSION})"),
         ),
         _ => Refusal::new(ErrorCode::Malformed, e.to_string()),
-    })
+    }
+}
+
+/// Splits a Report's body ([`ember_proto::msg::decode_report`]) into its
+/// request and the phase-table bytes after it, refusing as [`decode_msg`].
+pub fn decode_report(body: &[u8]) -> Result<(ember_proto::msg::ReportRequest, &[u8]), Refusal> {
+    ember_proto::msg::decode_report(body).map_err(refusal_of)
 }
 
 #[cfg(test)]

@@ -90,6 +90,40 @@ pub fn bless(tx: &mut dyn Sql, node: &Node, session: &[u8; 16]) -> store::Result
     }))
 }
 
+/// Lowers (or, with `to` None, clears) the floors of `nodes` on an
+/// operator's word: what `ember nodes allow-rollback` and the console's
+/// "allow rollback" button both run, in the caller's transaction. `who`
+/// goes into the floor log. Returns one line per node saying what changed.
+pub fn allow(
+    tx: &mut dyn Sql,
+    nodes: &[Node],
+    to: Option<&BootImage>,
+    who: &str,
+) -> Result<Vec<String>, store::Error> {
+    let target = match to {
+        Some(i) => format!("image epoch {} ({})", i.epoch, short(&i.sha256)),
+        None => "none".to_string(),
+    };
+    let mut lines = Vec::new();
+    for n in nodes {
+        let line = match images::lower_floor(tx, n.id, to.map(|i| i.epoch), who)? {
+            Some(old) => format!(
+                "{}: rollback floor lowered from {} to {target}",
+                n.name,
+                old.map_or("none".to_string(), |e| format!("image epoch {e}"))
+            ),
+            None => format!(
+                "{}: rollback floor {} unchanged (already at or below {target})",
+                n.name,
+                images::floor_of(tx, n.id)?
+                    .map_or("none".to_string(), |f| format!("image epoch {}", f.epoch))
+            ),
+        };
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

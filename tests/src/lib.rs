@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 // The Debian package installed with dpkg, its service unit run as systemd would.
+pub mod console;
 pub mod deb;
 pub mod dnsmasq;
 // A TCG event log writer: host tests that play the firmware on swtpm.
@@ -19,6 +20,7 @@ pub mod proxy;
 pub mod server;
 pub mod swtpm;
 pub mod tree;
+pub mod webdriver;
 
 use std::path::PathBuf;
 

@@ -24,6 +24,8 @@ pub struct EmberServer {
     addr: String,
     http_addr: Option<String>,
     metrics_addr: Option<String>,
+    /// The console's address (`--console-listen`).
+    console_addr: Option<String>,
     /// The server's own PostgreSQL when the tests run on that backend
     /// (`EMBER_TEST_DATABASE=postgres`); dropped after the server.
     _postgres: Option<crate::postgres::Postgres>,
@@ -176,6 +178,8 @@ impl EmberServer {
         let mut addr = None;
         let mut http_addr = None;
         let mut metrics_addr = None;
+        let mut console_addr = None;
+        let wants_console = extra.contains(&"--console-listen");
         let wants_http = extra.contains(&"--http-listen");
         let wants_metrics = extra.contains(&"--metrics-listen");
         let up = wait_until(Duration::from_secs(30), || {
@@ -192,7 +196,10 @@ impl EmberServer {
             http_addr = line("ember-serve: boot artifacts on http://");
             metrics_addr = line("ember-serve: metrics on http://")
                 .map(|a| a.trim_end_matches("/metrics").to_string());
+            console_addr = line("ember-serve: console on https://")
+                .and_then(|l| l.split_whitespace().next().map(str::to_string));
             addr.is_some()
+                && (console_addr.is_some() || !wants_console)
                 && (http_addr.is_some() || !wants_http)
                 && (metrics_addr.is_some() || !wants_metrics)
         });
@@ -209,6 +216,7 @@ impl EmberServer {
             addr: addr.expect("listening line"),
             http_addr,
             metrics_addr,
+            console_addr,
             _postgres: own_postgres,
         }
     }
@@ -227,6 +235,11 @@ impl EmberServer {
     }
 
     /// The metrics listener's `127.0.0.1:PORT` (`--metrics-listen`).
+    /// The console's `HOST:PORT`, when started with `--console-listen`.
+    pub fn console_addr(&self) -> Option<&str> {
+        self.console_addr.as_deref()
+    }
+
     pub fn metrics_addr(&self) -> Option<&str> {
         self.metrics_addr.as_deref()
     }

@@ -141,6 +141,7 @@ fn report_joined(
         Outcome::Joined,
         None,
         "node is Ready",
+        None,
     )
 }
 
@@ -659,9 +660,14 @@ fn postgres_migration_5_keeps_the_nodes_of_a_version_4_database() {
     let shared = ScratchDir::new("floor-migrate");
     let server = EmberServer::start_replica(&pg.url(), &shared.path().join("state"), false, &[]);
     // The database as the previous release left it: schema version 4 (no
-    // floors, no image order), with an enrolled node and a finished session.
+    // floors, no image order, nor what migration 6 added: boot phases,
+    // operators), with an enrolled node and a finished session.
     pg.psql(
-        "DROP TABLE floor_changes; DROP TABLE boot_images; DROP TABLE image_epoch;
+        "DROP TABLE boot_phases; DROP TABLE operators;
+         ALTER TABLE boot_reports DROP COLUMN boot_image, DROP COLUMN timeline_version,
+             DROP COLUMN overlay_sealed_bytes, DROP COLUMN overlay_plain_bytes, DROP COLUMN overlay_receive_ms,
+             DROP COLUMN overlay_open_ms, DROP COLUMN overlay_unpack_ms, DROP COLUMN overlay_write_ms;
+         DROP TABLE floor_changes; DROP TABLE boot_images; DROP TABLE image_epoch;
          ALTER TABLE sessions DROP COLUMN boot_image; ALTER TABLE nodes DROP COLUMN rollback_floor;
          UPDATE ember_schema SET version = 4;
          INSERT INTO nodes(id, ek_hash, name, group_name, enrolled_at, enrolled_by)
@@ -673,7 +679,8 @@ fn postgres_migration_5_keeps_the_nodes_of_a_version_4_database() {
     // The next admin command migrates it.
     let nodes = server.nodes();
     assert!(nodes.contains("old-node"), "{nodes}");
-    assert_eq!(pg.psql("SELECT version FROM ember_schema"), "5");
+    // Migrations 5 and 6 both ran.
+    assert_eq!(pg.psql("SELECT version FROM ember_schema"), "6");
     assert_eq!(
         pg.psql("SELECT rollback_floor IS NULL FROM nodes WHERE name = 'old-node'"),
         "t"

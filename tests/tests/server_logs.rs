@@ -309,7 +309,16 @@ fn attest_and_check_the_log(format: &str) {
     client::fetch_overlay(&mut http, &cfg(), &envelope, &mut sink).expect("overlay");
     assert!(sink.0);
     let version = Some(envelope.manifest.version_id);
-    client::report(&mut http, &cfg(), &cred, Outcome::Joined, version, "ok").expect("report");
+    client::report(
+        &mut http,
+        &cfg(),
+        &cred,
+        Outcome::Joined,
+        version,
+        "ok",
+        None,
+    )
+    .expect("report");
     // A credential the server never issued: refused, and not logged either.
     let forged = [0x5au8, 0x17, 0xc3, 0x08].repeat(8);
     let refused = http

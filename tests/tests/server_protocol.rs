@@ -198,6 +198,7 @@ fn full_flow_through_the_client_library_opens_the_overlay_and_reports() {
         Outcome::Joined,
         Some(meta.version_id),
         "ok",
+        None,
     )
     .expect("report");
     assert_eq!((r.attempts, r.last_known_good), (0, Some(meta.version_id)));
@@ -402,7 +403,15 @@ fn expired_credential_cannot_report() {
     let cred = client::attest(&mut dev, &mut p.http(), &cfg(), &[]).expect("attest");
     std::thread::sleep(Duration::from_millis(1600));
     assert_refused(
-        client::report(&mut p.http(), &cfg(), &cred, Outcome::Joined, None, "late"),
+        client::report(
+            &mut p.http(),
+            &cfg(),
+            &cred,
+            Outcome::Joined,
+            None,
+            "late",
+            None,
+        ),
         ErrorCode::CredentialExpired,
     );
     p.expect_logged(ErrorCode::CredentialExpired);
@@ -648,9 +657,26 @@ fn replayed_report_is_refused() {
         inner: p.http(),
         tap: &mut tap,
     };
-    client::report(&mut http, &cfg(), &cred, Outcome::Failed, None, "once").expect("first report");
+    client::report(
+        &mut http,
+        &cfg(),
+        &cred,
+        Outcome::Failed,
+        None,
+        "once",
+        None,
+    )
+    .expect("first report");
     assert_refused(
-        client::report(&mut p.http(), &cfg(), &cred, Outcome::Failed, None, "twice"),
+        client::report(
+            &mut p.http(),
+            &cfg(),
+            &cred,
+            Outcome::Failed,
+            None,
+            "twice",
+            None,
+        ),
         ErrorCode::SessionReused,
     );
     let nodes = p.server.nodes();
@@ -729,6 +755,7 @@ fn node_stack_over_ember_net_extracts_the_overlay() {
         Outcome::Joined,
         Some(envelope.manifest.version_id),
         "node stack",
+        None,
     )
     .expect("report over ember-net");
 }

@@ -144,6 +144,7 @@ fn start_on_one_replica_finish_on_another() {
         Outcome::Joined,
         Some(version),
         "ok",
+        None,
     )
     .expect("report on a");
     assert_eq!(r.last_known_good, Some(version));

@@ -66,6 +66,10 @@ pub struct AttestArgs {
     /// Reason sent with --report.
     #[arg(long, default_value = "")]
     pub reason: String,
+    /// Send this boot's phase table with --report, read from a serial log
+    /// of a boot (the phases the init logged, as `ember timeline` reads them).
+    #[arg(long, value_name = "LOG", requires = "report")]
+    pub timeline_from: Option<PathBuf>,
     /// EK template: ecc-p384, rsa2048, ecc-p256 (default: the first with a certificate).
     #[arg(long)]
     pub ek: Option<String>,
@@ -291,7 +295,8 @@ fn flow<T: ember_tpm::Transport>(
         version = Some(m.version_id);
     }
     if let Some(o) = outcome {
-        report(http, cfg, &cred, o, version, &a.reason)?;
+        let timeline = a.timeline_from.as_deref().map(read_timeline).transpose()?;
+        report(http, cfg, &cred, o, version, &a.reason, timeline.as_ref())?;
     }
     Ok(cred)
 }
@@ -305,10 +310,11 @@ fn report(
     o: Outcome,
     version: Option<u64>,
     reason: &str,
+    timeline: Option<&ember_proto::timeline::Timeline>,
 ) -> Result<()> {
     let mut attempt = 1;
     loop {
-        let e = match client::report(http, cfg, cred, o, version, reason) {
+        let e = match client::report(http, cfg, cred, o, version, reason, timeline) {
             Ok(r) => {
                 println!(
                     "reported {o:?}: attempts {}, last known good {:?}",
@@ -547,4 +553,15 @@ impl Recorder {
             .with_context(|| format!("write {}", path.display()))?;
         Ok(())
     }
+}
+
+/// The last boot's phase table in a serial log, as a report sends it.
+fn read_timeline(log: &std::path::Path) -> anyhow::Result<ember_proto::timeline::Timeline> {
+    let bytes = std::fs::read(log).with_context(|| format!("reading {}", log.display()))?;
+    let t = ember_timeline::Timeline::from_log(
+        &String::from_utf8_lossy(&bytes),
+        ember_timeline::Which::Last,
+    )
+    .with_context(|| format!("reading a timeline from {}", log.display()))?;
+    Ok(t.to_report())
 }

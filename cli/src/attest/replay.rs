@@ -111,9 +111,16 @@ fn one(
     }
     t.overlay = t2.elapsed();
     let t3 = Instant::now();
-    client::report(http, url, &cred, Outcome::Joined, version, "load test").map_err(|e| match e
-        .kind()
-    {
+    client::report(
+        http,
+        url,
+        &cred,
+        Outcome::Joined,
+        version,
+        "load test",
+        None,
+    )
+    .map_err(|e| match e.kind() {
         ember_proto::ErrorKind::Transport { .. } => unavailable(format!("report: {e}")),
         _ => anyhow!("report: {e}"),
     })?;

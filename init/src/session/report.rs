@@ -1,9 +1,9 @@
 //! Step 4: telling the boot server how the boot ended (Joined after Ready,
-//! Failed with the phase and reason). A report that cannot be delivered is
-//! logged; it never changes the node's course. A Joined report raises the
-//! node's rollback floor on the server, so one that got no answer is tried
-//! again ([`Pending`], from the supervisor's loop, never blocking it) under
-//! the policy `ember attest` follows too
+//! Failed with the phase and reason), with the phases run so far. A report
+//! that cannot be delivered is logged; it never changes the node's course.
+//! A Joined report raises the node's rollback floor on the server, so one
+//! that got no answer is tried again ([`Pending`], from the supervisor's
+//! loop, never blocking it) under the policy `ember attest` follows too
 //! ([`client::after_report_failure`]): bounded, doubling waits, and only
 //! for failures another try may fix.
 
@@ -65,6 +65,7 @@ impl Session {
             outcome,
             self.overlay_version(),
             reason,
+            Some(&crate::phase::timeline()),
         ) {
             Ok(_) => {
                 crate::info!("report: told the boot server {said}");

@@ -20,6 +20,15 @@ fuzz_target!(|data: &[u8]| {
     check::<ReportRequest>(data);
     check::<ReportResponse>(data);
     check::<ErrorResponse>(data);
+    // A Report's body with a phase table after it: the split never panics,
+    // and a table that decodes is within its bounds and re-encodes equal.
+    if let Ok((_, tail)) = decode_report(data) {
+        if let Ok(t) = ember_proto::timeline::Timeline::decode(tail) {
+            assert!(t.phases.len() <= ember_proto::timeline::MAX_PHASES);
+            assert!(t.phases.iter().all(|p| ember_proto::timeline::valid_name(&p.name)));
+            assert_eq!(ember_proto::timeline::Timeline::decode(&t.encode()).expect("re-encoded"), t);
+        }
+    }
     // The signed manifest's carried form, and verification of whatever it
     // holds under a fixed key: never a panic, never accepted unsigned.
     if let Ok(signed) = ember_proto::manifest::SignedManifest::from_bytes(data) {

@@ -190,7 +190,10 @@ impl Server {
         let hash = keys::credential_hash(&credential);
         credentials::insert(&mut tx, &hash, &s.id, node.id, version_id, expires_at)?;
         sessions::finish(&mut tx, &s.id, node.id, booted.map(|u| &u.sha256))?;
-        reports::add(&mut tx, node.id, reports::Outcome::Attested, version_id, "")?;
+        let report = reports::add(&mut tx, node.id, reports::Outcome::Attested, version_id, "")?;
+        if let Some(u) = booted {
+            reports::set_boot_image(&mut tx, report, &u.sha256)?;
+        }
         tx.commit()?;
         let resp = FinishResponse {
             version: ember_proto::msg::PROTOCOL_VERSION,
@@ -220,13 +223,12 @@ impl Server {
     /// shows why.
     fn record_refusal(&self, node: &Node, r: &Refusal) -> Result<(), Refusal> {
         let reason = format!("attestation refused: {}", r.detail);
-        reports::add(
-            &mut self.db()?,
-            node.id,
-            reports::Outcome::Failed,
-            None,
-            &reason,
-        )?;
+        let mut db = self.db()?;
+        let mut tx = db.transaction()?;
+        reports::add(&mut tx, node.id, reports::Outcome::Failed, None, &reason)?;
+        // A node refused over and over keeps only its last boots too.
+        reports::prune(&mut tx, node.id, self.settings.keep_boots)?;
+        tx.commit()?;
         Ok(())
     }
 

@@ -32,6 +32,9 @@ pub struct Settings {
     /// PCR policy gets its first boot's PCRs 0-7 recorded as its policy.
     /// Off, such a node is refused.
     pub lab_record_first_boot: bool,
+    /// Boots kept per node (`--keep-boots`): older reports and their phase
+    /// tables are dropped as new ones arrive.
+    pub keep_boots: u32,
     /// Test mode: nonce and secret derived from the AK, so recorded
     /// transcripts replay (load tests only; never in production builds).
     #[cfg(feature = "test-hooks")]

@@ -1,15 +1,16 @@
 //! Report: a node says whether its boot joined, authenticated by the
 //! credential Finish released (once per credential). A Joined report
 //! resets the attempt counter, moves last-known-good and blesses the UKI
-//! Finish identified, raising the node's rollback floor.
+//! Finish identified, raising the node's rollback floor. The boot's phase
+//! table, when the node sent one, is kept with the report and counted in
+//! the per-phase metrics; each node keeps its last `--keep-boots` boots.
 
 use ember_proto::keys;
-use ember_proto::msg::{
-    encode, ErrorCode, Outcome, ReportRequest, ReportResponse, PROTOCOL_VERSION,
-};
+use ember_proto::msg::{encode, ErrorCode, Outcome, ReportResponse, PROTOCOL_VERSION};
+use ember_proto::timeline::Timeline;
 
 use super::{Refusal, Server};
-use crate::refusal::decode_msg;
+use crate::refusal::decode_report;
 use crate::store::credentials::{self, Credential};
 use crate::store::{self, nodes, now_ms, overlays, reports, Node, Sql};
 
@@ -100,10 +101,22 @@ impl Server {
     }
 
     pub fn report(&self, auth: &Authorized, body: &[u8]) -> Result<Vec<u8>, Refusal> {
-        let req: ReportRequest = decode_msg("report", body)?;
+        let (req, table) = decode_report(body)?;
         // Before anything is written: a refused report leaves the
         // credential unused, so the node's genuine report still counts.
         let version = claimed_version(req.overlay_version, auth.version_id)?;
+        // A table the server cannot read costs the boot its picture, not
+        // its report: the outcome still counts.
+        let timeline = match table {
+            [] => None,
+            bytes => match Timeline::decode(bytes) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!("step=report node={} timeline dropped: {e}", auth.node.name);
+                    None
+                }
+            },
+        };
         let mut db = self.db()?;
         let mut tx = db.transaction()?;
         // One report per credential: a replayed report must not count twice.
@@ -113,13 +126,17 @@ impl Server {
                 "this credential already reported",
             ));
         }
-        reports::add(
+        let id = reports::add(
             &mut tx,
             auth.node.id,
             report_outcome(req.outcome),
             version,
             &req.reason,
         )?;
+        if let Some(t) = &timeline {
+            reports::add_timeline(&mut tx, id, t)?;
+        }
+        reports::prune(&mut tx, auth.node.id, self.settings.keep_boots)?;
         let raised = match req.outcome {
             Outcome::Joined => self.joined(&mut tx, auth, version)?,
             Outcome::Failed => {
@@ -129,6 +146,9 @@ impl Server {
         };
         let now = nodes::attempts(&mut tx, auth.node.id)?;
         tx.commit()?;
+        if let Some(t) = &timeline {
+            self.metrics.boot_phases(&t.phases);
+        }
         if let Some(raised) = raised {
             tracing::info!("step=report node={} {raised}", auth.node.name);
         }

@@ -12,8 +12,9 @@
 //! - `schema.rs`: the migrations; `state_dir.rs`: the state folder;
 //! - one file per table, each with its typed row structs and columns:
 //!   [`nodes`], [`policies`], [`overlays`] (assignments, manifest
-//!   epochs), [`sessions`], [`credentials`], [`reports`], [`images`]
-//!   (boot images and rollback floors).
+//!   epochs), [`sessions`], [`credentials`], [`reports`] and [`phases`]
+//!   (boot reports and their phase tables), [`images`]
+//!   (boot images and rollback floors), [`operators`] (console operators).
 //!
 //! Transactions are the caller's: a function taking `&mut dyn Sql` runs
 //! in whatever connection or transaction it is given. Every admin command
@@ -24,7 +25,9 @@ mod db;
 mod error;
 pub mod images;
 pub mod nodes;
+pub mod operators;
 pub mod overlays;
+pub mod phases;
 pub mod policies;
 mod pool;
 pub mod reports;
@@ -32,7 +35,7 @@ mod schema;
 pub mod sessions;
 mod state_dir;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod value;
 
 use std::time::{SystemTime, UNIX_EPOCH};

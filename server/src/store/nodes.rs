@@ -211,6 +211,203 @@ pub fn list(db: &mut dyn Sql) -> Result<Vec<NodeStatus>> {
     .collect()
 }
 
+/// A node's EK hash and counters (the console's node page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    pub ek_hash: [u8; 32],
+    pub attempts: u32,
+    pub last_known_good: Option<i64>,
+}
+
+pub fn facts(db: &mut dyn Sql, node_id: i64) -> Result<Facts> {
+    let r = db.one(
+        "SELECT ek_hash, attempts, last_known_good FROM nodes WHERE id = $1",
+        params![node_id],
+    )?;
+    Ok(Facts {
+        ek_hash: r.get("ek_hash")?,
+        attempts: r.get("attempts")?,
+        last_known_good: r.get("last_known_good")?,
+    })
+}
+
+/// What the console's fleet page asks for: a filter, an order, a page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetQuery {
+    /// Only this group (None: all).
+    pub group: Option<String>,
+    /// Only nodes whose last boot report has this outcome (None: all).
+    pub outcome: Option<FleetOutcome>,
+    pub sort: FleetSort,
+    pub descending: bool,
+    pub offset: u32,
+    pub limit: u32,
+}
+
+/// A last boot's outcome, as the fleet page filters on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetOutcome {
+    Joined,
+    Failed,
+    Attested,
+    /// No report yet.
+    Never,
+}
+
+impl FleetOutcome {
+    pub const ALL: [FleetOutcome; 4] = [
+        FleetOutcome::Joined,
+        FleetOutcome::Failed,
+        FleetOutcome::Attested,
+        FleetOutcome::Never,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FleetOutcome::Joined => "joined",
+            FleetOutcome::Failed => "failed",
+            FleetOutcome::Attested => "attested",
+            FleetOutcome::Never => "never",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FleetOutcome> {
+        Self::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}
+
+/// The fleet page's sortable columns. Each maps to fixed SQL text, so no
+/// request text ever reaches a query.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FleetSort {
+    #[default]
+    Name,
+    Group,
+    LastBoot,
+    Attempts,
+    Floor,
+}
+
+impl FleetSort {
+    pub const ALL: [FleetSort; 5] = [
+        FleetSort::Name,
+        FleetSort::Group,
+        FleetSort::LastBoot,
+        FleetSort::Attempts,
+        FleetSort::Floor,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FleetSort::Name => "name",
+            FleetSort::Group => "group",
+            FleetSort::LastBoot => "last-boot",
+            FleetSort::Attempts => "attempts",
+            FleetSort::Floor => "floor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FleetSort> {
+        Self::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            FleetSort::Name => "n.name",
+            FleetSort::Group => "n.group_name",
+            FleetSort::LastBoot => "COALESCE(r.at, 0)",
+            FleetSort::Attempts => "n.attempts",
+            FleetSort::Floor => "COALESCE(n.rollback_floor, 0)",
+        }
+    }
+}
+
+/// One row of the fleet page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetRow {
+    pub name: String,
+    pub group: String,
+    pub ek_hash: [u8; 32],
+    pub attempts: u32,
+    pub last_known_good: Option<i64>,
+    pub rollback_floor: Option<i64>,
+    /// The newest boot report: when, its outcome, the overlay it named.
+    pub last_at: Option<i64>,
+    pub last_outcome: Option<String>,
+    pub last_version: Option<i64>,
+    /// The UKI the newest attestation identified.
+    pub booted_uki: Option<[u8; 32]>,
+}
+
+/// A page of the fleet and how many nodes match the filter in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetPage {
+    pub rows: Vec<FleetRow>,
+    pub total: u64,
+}
+
+/// The fleet page's nodes: filtered, ordered and cut to one page in the
+/// database, so the server's work stays one page's at 10,000 nodes.
+pub fn fleet(db: &mut dyn Sql, q: &FleetQuery) -> Result<FleetPage> {
+    let group = q.group.as_deref().unwrap_or("");
+    let outcome = q.outcome.map(FleetOutcome::as_str).unwrap_or("");
+    // The newest report of each node, joined once.
+    const FROM: &str = "FROM nodes n LEFT JOIN boot_reports r
+            ON r.id = (SELECT MAX(b.id) FROM boot_reports b WHERE b.node_id = n.id)
+        WHERE ($1 = '' OR n.group_name = $1)
+          AND ($2 = '' OR COALESCE(r.outcome, 'never') = $2)";
+    let total: i64 = db
+        .one(
+            &format!("SELECT COUNT(*) AS n {FROM}"),
+            params![group, outcome],
+        )?
+        .get("n")?;
+    let order = format!(
+        "{} {dir}, n.name {dir}",
+        q.sort.column(),
+        dir = if q.descending { "DESC" } else { "ASC" }
+    );
+    let rows = db.rows(
+        &format!(
+            "SELECT n.name, n.group_name, n.ek_hash, n.attempts, n.last_known_good, n.rollback_floor,
+                    r.at AS last_at, r.outcome AS last_outcome, r.version_id AS last_version,
+                    (SELECT a.boot_image FROM boot_reports a
+                      WHERE a.node_id = n.id AND a.outcome = 'attested' ORDER BY a.id DESC LIMIT 1) AS booted_uki
+             {FROM} ORDER BY {order} LIMIT $3 OFFSET $4"
+        ),
+        params![group, outcome, i64::from(q.limit), i64::from(q.offset)],
+    )?;
+    let rows = rows
+        .iter()
+        .map(|r| {
+            Ok(FleetRow {
+                name: r.get("name")?,
+                group: r.get("group_name")?,
+                ek_hash: r.get("ek_hash")?,
+                attempts: r.get("attempts")?,
+                last_known_good: r.get("last_known_good")?,
+                rollback_floor: r.get("rollback_floor")?,
+                last_at: r.get("last_at")?,
+                last_outcome: r.get("last_outcome")?,
+                last_version: r.get("last_version")?,
+                booted_uki: r.get("booted_uki")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(FleetPage {
+        rows,
+        total: u64::try_from(total).unwrap_or(0),
+    })
+}
+
+/// Every group's name (the fleet page's filter).
+pub fn groups(db: &mut dyn Sql) -> Result<Vec<String>> {
+    db.rows("SELECT name FROM groups ORDER BY name", &[])?
+        .iter()
+        .map(|r| r.get("name"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +459,62 @@ mod tests {
         assert_eq!(listed[0].last_reason.as_deref(), Some("no disk"));
         assert_eq!(of_group(&mut db, Some("g")).unwrap()[0].name, "a");
         assert!(of_group(&mut db, Some("h")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_fleet_is_filtered_sorted_and_paged_in_the_database() {
+        let (_d, s) = scratch();
+        let mut db = open(&s, None).unwrap();
+        let mut tx = db.transaction().unwrap();
+        for i in 0..30u8 {
+            let group = if i % 3 == 0 { "rack-a" } else { "rack-b" };
+            let n = insert(&mut tx, &[i; 32], None, &format!("node-{i:02}"), group, "t").unwrap();
+            if i % 2 == 0 {
+                let id = reports::add(&mut tx, n.id, reports::Outcome::Attested, None, "").unwrap();
+                reports::set_boot_image(&mut tx, id, &[9; 32]).unwrap();
+                let last = if i % 4 == 0 {
+                    reports::Outcome::Joined
+                } else {
+                    reports::Outcome::Failed
+                };
+                reports::add(&mut tx, n.id, last, Some(7), "").unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        let all = fleet(
+            &mut db,
+            &FleetQuery {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(all.total, 30);
+        assert_eq!(all.rows.len(), 10);
+        assert_eq!(all.rows[0].name, "node-00");
+        assert_eq!(all.rows[0].last_outcome.as_deref(), Some("joined"));
+        assert_eq!(all.rows[0].booted_uki, Some([9; 32]));
+        assert_eq!(all.rows[0].last_version, Some(7));
+        assert_eq!(all.rows[1].last_outcome, None);
+        let q = FleetQuery {
+            group: Some("rack-a".into()),
+            outcome: Some(FleetOutcome::Joined),
+            sort: FleetSort::Name,
+            descending: true,
+            offset: 1,
+            limit: 10,
+        };
+        let page = fleet(&mut db, &q).unwrap();
+        // rack-a: 0, 3, ..., 27; joined: i % 4 == 0 too: 0, 12, 24.
+        assert_eq!(page.total, 3);
+        let names: Vec<_> = page.rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["node-12", "node-00"]);
+        let never = FleetQuery {
+            outcome: Some(FleetOutcome::Never),
+            limit: 100,
+            ..Default::default()
+        };
+        assert_eq!(fleet(&mut db, &never).unwrap().total, 15);
+        assert_eq!(groups(&mut db).unwrap(), ["default", "rack-a", "rack-b"]);
     }
 }

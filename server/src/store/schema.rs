@@ -172,6 +172,41 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX floor_changes_node ON floor_changes(node_id, at);
     "#,
+    // 6: every boot's phase table (issue 26). A node's Report carries the
+    // phases its init ran; each is a row, so the console's per-phase
+    // percentiles are one query. The overlay stage counters ride on the
+    // report itself (NULL for a report without a table: an old node, an
+    // attestation, a refusal). An attestation keeps the UKI Finish
+    // identified (the console's "booted UKI"; sessions are purged), and
+    // operators get client certificates for the console.
+    r#"
+    ALTER TABLE boot_reports ADD COLUMN boot_image BLOB;
+    ALTER TABLE boot_reports ADD COLUMN timeline_version INTEGER;
+    ALTER TABLE boot_reports ADD COLUMN overlay_sealed_bytes INTEGER;
+    ALTER TABLE boot_reports ADD COLUMN overlay_plain_bytes INTEGER;
+    ALTER TABLE boot_reports ADD COLUMN overlay_receive_ms INTEGER;
+    ALTER TABLE boot_reports ADD COLUMN overlay_open_ms INTEGER;
+    ALTER TABLE boot_reports ADD COLUMN overlay_unpack_ms INTEGER;
+    ALTER TABLE boot_reports ADD COLUMN overlay_write_ms INTEGER;
+    CREATE TABLE boot_phases (
+        report_id INTEGER NOT NULL REFERENCES boot_reports(id),
+        seq INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        start_ms INTEGER NOT NULL,
+        took_ms INTEGER NOT NULL,
+        cpu_ms INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+        PRIMARY KEY (report_id, seq)
+    );
+    CREATE INDEX boot_phases_name ON boot_phases(name);
+    CREATE TABLE operators (
+        name TEXT PRIMARY KEY,
+        cert_sha256 BLOB NOT NULL UNIQUE,
+        issued_at INTEGER NOT NULL,
+        issued_by TEXT NOT NULL,
+        revoked_at INTEGER
+    );
+    "#,
 ];
 
 /// PostgreSQL's text for the migrations SQLite's cannot share, by number.

@@ -4,13 +4,13 @@
 use super::schema::{migration, MIGRATIONS, POSTGRES_MIGRATIONS};
 use super::*;
 
-pub(super) fn scratch() -> (tempdir::Dir, StateDir) {
+pub(crate) fn scratch() -> (tempdir::Dir, StateDir) {
     let d = tempdir::Dir::new();
     let s = StateDir::new(&d.0);
     (d, s)
 }
 
-pub(super) mod tempdir {
+pub(crate) mod tempdir {
     pub struct Dir(pub std::path::PathBuf);
     impl Dir {
         pub fn new() -> Self {

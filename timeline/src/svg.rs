@@ -339,7 +339,7 @@ fn esc(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timeline::model::Which;
+    use crate::model::Which;
 
     #[test]
     fn every_phase_gets_a_bar_in_its_status_colour() {

@@ -95,7 +95,7 @@ fn string(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timeline::model::Which;
+    use crate::model::Which;
 
     #[test]
     fn running_phases_have_null_ends_and_reasons_are_escaped() {

@@ -1,0 +1,447 @@
+//! The operators' console (`ember serve --console-listen`) over HTTPS as
+//! an operator's browser meets it, minus the browser: host-swtpm nodes
+//! attest and report (one with its boot's phase table, one refused for a
+//! PCR mismatch, one whose reason is markup and bidi/control characters),
+//! then an operator's client certificate opens the fleet and node pages,
+//! and requests without one (or with a revoked one, or a node's bearer
+//! credential) are refused.
+
+use std::path::Path;
+
+use ember_tests::console::Client;
+use ember_tests::server::EmberServer;
+use ember_tests::swtpm::Swtpm;
+use ember_tests::webdriver::{nss_db, Browser};
+use ember_tests::ScratchDir;
+
+/// A boot's serial log as the init writes it (the lines `ember timeline`
+/// and `ember attest --timeline-from` read).
+fn serial_log(dir: &Path, failed_phase: Option<&str>) -> std::path::PathBuf {
+    let mut log = String::from("[    2.214000] Run /init as init process\n");
+    let mut at = 2230;
+    for (name, took) in [
+        ("rootfs", 11),
+        ("mounts", 3),
+        ("cmdline", 1),
+        ("modules", 180),
+        ("measure", 95),
+        ("dhcp", 140),
+        ("attest", 420),
+        ("overlay", 3100),
+        ("runtime", 60),
+        ("ready", 2400),
+    ] {
+        log.push_str(&format!("[ {at}] ember: phase={name} status=start\n"));
+        at += took;
+        if failed_phase == Some(name) {
+            log.push_str(&format!(
+                "[ {at}] ember: phase={name} status=failed took={took}ms cpu=2ms reason=boom\n"
+            ));
+            break;
+        }
+        if name == "overlay" {
+            log.push_str(&format!("[ {at}] ember: metrics: overlay_sealed_bytes=20000 overlay_plain_bytes=55000 overlay_receive_ms=107 overlay_open_ms=1214 overlay_unpack_ms=679 overlay_write_ms=668\n"));
+        }
+        log.push_str(&format!(
+            "[ {at}] ember: phase={name} status=ok took={took}ms cpu={}ms\n",
+            took / 3
+        ));
+    }
+    let path = dir.join(format!("serial-{}.log", failed_phase.unwrap_or("ok")));
+    std::fs::write(&path, log).unwrap();
+    path
+}
+
+struct Node {
+    tpm: Swtpm,
+    _dir: ScratchDir,
+}
+
+fn node(server: &EmberServer, name: &str, group: &str) -> Node {
+    let dir = ScratchDir::new("console-tpm");
+    Swtpm::setup(dir.path()).expect("manufacture swtpm");
+    let tpm = Swtpm::start_tcp(dir.path()).expect("start swtpm");
+    server.enroll_swtpm(name, group, &tpm).expect_ok("enroll");
+    Node { tpm, _dir: dir }
+}
+
+/// The `src` of the first timeline picture on a node page.
+fn first_timeline(html: &str) -> String {
+    let at = html
+        .find(r#"class="timeline" src=""#)
+        .expect("a timeline picture")
+        + 22;
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+/// The fixture: a server with its console, three host-swtpm nodes that
+/// attested and reported, and operator alice's certificate.
+struct Fleet {
+    server: EmberServer,
+    addr: String,
+    a: Node,
+    c: Node,
+    _b: Node,
+    ok_log: std::path::PathBuf,
+    certs: ScratchDir,
+}
+
+fn fleet() -> Fleet {
+    let server = EmberServer::start_with(&["--console-listen", "127.0.0.1:0"]);
+    let addr = server.console_addr().expect("console address").to_string();
+    let logs = server.scratch().to_path_buf();
+
+    // node-a joins and sends its phase table.
+    let a = node(&server, "node-a", "rack1");
+    let ok_log = serial_log(&logs, None);
+    server
+        .attest(
+            &a.tpm.spec(),
+            &[
+                "--no-overlay",
+                "--report",
+                "joined",
+                "--reason",
+                "node is Ready",
+                "--timeline-from",
+                ok_log.to_str().unwrap(),
+            ],
+        )
+        .expect_ok("node-a attests and reports");
+
+    // node-b is refused: PCR 7 moved after its first boot was recorded.
+    let b = node(&server, "node-b", "rack1");
+    server
+        .set_policy(&[
+            "--pcrs",
+            "0,1,2,3,4,5,6,7",
+            "--lab-record-first-boot",
+            "--node",
+            "node-b",
+        ])
+        .expect_ok("policy");
+    server
+        .attest(&b.tpm.spec(), &["--no-overlay"])
+        .expect_ok("first boot records the PCRs");
+    b.tpm
+        .tpm2_run(
+            "tpm2_pcrextend",
+            &["7:sha256=0101010101010101010101010101010101010101010101010101010101010101"],
+        )
+        .expect("extend PCR 7");
+    let refused = server.attest(&b.tpm.spec(), &["--no-overlay"]);
+    assert!(
+        !refused.ok && refused.stderr.contains("pcr-policy-mismatch"),
+        "{}",
+        refused.stderr
+    );
+
+    // node-c's boot failed, and its reason is hostile markup.
+    let c = node(&server, "node-c", "rack2");
+    let failed_log = serial_log(&logs, Some("overlay"));
+    server
+        .attest(
+            &c.tpm.spec(),
+            &[
+                "--no-overlay",
+                "--report",
+                "failed",
+                "--reason",
+                HOSTILE,
+                "--timeline-from",
+                failed_log.to_str().unwrap(),
+            ],
+        )
+        .expect_ok("node-c reports");
+
+    let certs = ScratchDir::new("console-operator");
+    let out = certs.path().to_str().unwrap();
+    server
+        .ember(&["admin", "operator", "issue", "alice", "--out", out])
+        .expect_ok("issue alice");
+    Fleet {
+        server,
+        addr,
+        a,
+        c,
+        _b: b,
+        ok_log,
+        certs,
+    }
+}
+
+const HOSTILE: &str = "<script>alert(1)</script>\u{202e}gnp.exe\u{7}";
+
+#[test]
+fn operators_see_fleet_timelines_and_refusals_and_nothing_opens_without_a_certificate() {
+    let f = fleet();
+    let (server, addr, a, certs, ok_log) = (&f.server, &f.addr, &f.a, &f.certs, &f.ok_log);
+    let alice = Client::new(
+        addr,
+        &server.ca_path(),
+        Some((
+            &certs.path().join("alice.pem"),
+            &certs.path().join("alice.key"),
+        )),
+    );
+
+    // Fleet: every node, filters, the CSP.
+    let fleet = alice.get("/fleet");
+    assert_eq!(fleet.status, 200, "{}", fleet.body);
+    let csp = fleet.header("content-security-policy").expect("a CSP");
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    for n in ["node-a", "node-b", "node-c"] {
+        assert!(
+            fleet.body.contains(&format!(r#"href="/node/{n}""#)),
+            "{n} missing:\n{}",
+            fleet.body
+        );
+    }
+    let rack2 = alice.get("/fleet?group=rack2");
+    assert!(
+        rack2.body.contains("node-c") && !rack2.body.contains("node-a"),
+        "{}",
+        rack2.body
+    );
+    let failed = alice.get("/fleet?outcome=failed&sort=name&dir=desc");
+    assert!(failed.body.contains("node-b") && failed.body.contains("node-c"));
+    assert!(
+        !failed.body.contains(r#"href="/node/node-a""#),
+        "{}",
+        failed.body
+    );
+    assert!(
+        failed.body.find("node-c") < failed.body.find("node-b"),
+        "descending by name"
+    );
+
+    // Node: its timeline, drawn by ember-timeline from the reported table.
+    let page = alice.get("/node/node-a");
+    assert_eq!(page.status, 200);
+    let svg = alice.get(&first_timeline(&page.body));
+    assert_eq!(svg.status, 200);
+    assert_eq!(svg.header("content-type"), Some("image/svg+xml"));
+    for phase in ["rootfs", "dhcp", "attest", "overlay", "ready"] {
+        assert!(
+            svg.body.contains(&format!(">{phase}<")),
+            "{phase} missing:\n{}",
+            svg.body
+        );
+    }
+    assert!(
+        svg.body.contains("overlay_open_ms") || page.body.contains("open 1214 ms"),
+        "{}",
+        page.body
+    );
+
+    // The refused node's explanation names the PCR.
+    let b_page = alice.get("/node/node-b");
+    assert!(
+        b_page.body.contains("attestation refused") && b_page.body.contains("PCR 7"),
+        "{}",
+        b_page.body
+    );
+
+    // The hostile reason is inert, and the failed boot's table ends at the
+    // phase that failed.
+    let c_page = alice.get("/node/node-c");
+    assert!(!c_page.body.contains("<script>alert"), "{}", c_page.body);
+    assert!(c_page
+        .body
+        .contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(!c_page.body.contains('\u{202e}') && c_page.body.contains("\\u{202e}"));
+    assert!(!c_page.body.contains('\u{7}') && c_page.body.contains("\\u{7}"));
+    let c_svg = alice.get(&first_timeline(&c_page.body));
+    assert!(
+        c_svg.body.contains(">overlay<") && !c_svg.body.contains(">runtime<"),
+        "{}",
+        c_svg.body
+    );
+    assert!(!c_svg.body.contains("<script>"));
+
+    // Live updates: /live moves when a boot is reported, on any replica
+    // (it reads the database).
+    let before: i64 = alice.get("/live").body.trim().parse().unwrap();
+    server
+        .attest(
+            &a.tpm.spec(),
+            &[
+                "--no-overlay",
+                "--report",
+                "joined",
+                "--timeline-from",
+                ok_log.to_str().unwrap(),
+            ],
+        )
+        .expect_ok("node-a boots again");
+    let after: i64 = alice.get("/live").body.trim().parse().unwrap();
+    assert!(after > before, "{before} -> {after}");
+
+    // The other pages answer.
+    let time = alice.get("/boot-time?group=rack1");
+    assert!(
+        time.status == 200 && time.body.contains("overlay"),
+        "{}",
+        time.body
+    );
+    assert_eq!(alice.get("/policies").status, 200);
+
+    // Allow rollback: a POST without the operator's token, or from another
+    // site, changes nothing.
+    let no_token = alice.request(
+        "POST",
+        "/node/node-a/allow-rollback",
+        &["Content-Type: application/x-www-form-urlencoded"],
+        "to=none",
+    );
+    assert_eq!(no_token.status, 403);
+    let cross = alice.request(
+        "POST",
+        "/node/node-a/allow-rollback",
+        &["Sec-Fetch-Site: cross-site"],
+        "csrf=x&to=none",
+    );
+    assert_eq!(cross.status, 403);
+
+    // Without a client certificate: refused, pages and assets alike, and a
+    // node's bearer credential does not help.
+    let anonymous = Client::new(addr, &server.ca_path(), None);
+    for path in ["/fleet", "/node/node-a", "/assets/live.js", "/live"] {
+        assert_eq!(anonymous.get(path).status, 401, "{path}");
+    }
+    let bearer = anonymous.request(
+        "GET",
+        "/fleet",
+        &[&format!("Authorization: Bearer {}", "ab".repeat(32))],
+        "",
+    );
+    assert_eq!(bearer.status, 401);
+
+    // Revoked: refused at once.
+    server
+        .ember(&["admin", "operator", "revoke", "alice"])
+        .expect_ok("revoke");
+    assert_eq!(alice.get("/fleet").status, 403);
+}
+
+/// Waits until the page's source satisfies `ok`, up to `secs`.
+fn wait_source(b: &Browser, secs: u64, ok: impl Fn(&str) -> bool) -> bool {
+    ember_tests::process::wait_until(std::time::Duration::from_secs(secs), || ok(&b.source()))
+}
+
+#[test]
+fn the_console_in_a_real_browser_filters_shows_timelines_and_refusals_and_updates_live() {
+    let f = fleet();
+    let out = ember_tests::workspace_root().join("out/console");
+    let home = ScratchDir::new("console-browser");
+    nss_db(
+        home.path(),
+        &f.server.ca_path(),
+        &f.certs.path().join("alice.pem"),
+        &f.certs.path().join("alice.key"),
+    );
+    let port = f.addr.rsplit(':').next().unwrap();
+    let origin = format!("https://localhost:{port}");
+    let b = Browser::start(home.path(), &origin, "console");
+
+    // Fleet, then filtered by group through the form.
+    b.goto(&format!("{origin}/fleet"));
+    assert!(
+        wait_source(&b, 10, |s| s.contains("node-c")),
+        "{}",
+        b.source()
+    );
+    assert!(b.source().contains("operator alice"));
+    b.screenshot(&out.join("fleet.png"));
+    b.eval("document.getElementById('group').value = 'rack2'; return null;");
+    b.click("form.filters button");
+    assert!(
+        wait_source(&b, 10, |s| s.contains("1 node;")),
+        "{}",
+        b.source()
+    );
+    assert!(b.url().contains("group=rack2"), "{}", b.url());
+    assert!(!b.source().contains(r#"href="/node/node-a""#));
+    b.screenshot(&out.join("fleet-filtered.png"));
+
+    // Into node-a: its timeline picture is drawn.
+    b.goto(&format!("{origin}/fleet"));
+    b.click(r#"a[href="/node/node-a"]"#);
+    assert!(wait_source(&b, 10, |s| s.contains("Node node-a")));
+    let drawn = ember_tests::process::wait_until(std::time::Duration::from_secs(10), || {
+        b.eval("const i = document.querySelector('img.timeline'); return i && i.complete ? i.naturalWidth : 0;")
+            .as_u64()
+            .unwrap_or(0)
+            > 1000
+    });
+    assert!(drawn, "the timeline SVG did not load");
+    b.screenshot(&out.join("node.png"));
+
+    // The refused node's explanation.
+    b.goto(&format!("{origin}/node/node-b"));
+    let why = b.eval("const e = document.querySelector('.explain'); return e ? e.innerText : '';");
+    let why = why.as_str().unwrap_or("");
+    assert!(
+        why.contains("attestation refused") && why.contains("PCR 7"),
+        "{why}"
+    );
+    b.screenshot(&out.join("refused.png"));
+
+    // The hostile reason is text: no script of its own ran or exists.
+    b.goto(&format!("{origin}/node/node-c"));
+    let scripts = b.eval("return document.scripts.length;");
+    assert_eq!(scripts.as_u64(), Some(1), "only /assets/live.js");
+    let shown = b.eval("return document.querySelector('.reason').innerText;");
+    let shown = shown.as_str().unwrap_or("");
+    assert!(
+        shown.contains("<script>alert(1)</script>") && shown.contains("\\u{202e}"),
+        "{shown}"
+    );
+    assert!(!shown.contains('\u{202e}'));
+    b.screenshot(&out.join("hostile.png"));
+
+    // Live: a boot reported while the fleet page is open appears without
+    // a reload (the marker set in the page survives).
+    b.goto(&format!("{origin}/fleet?group=rack2"));
+    b.eval("window.emberMarker = 42; return null;");
+    let c_spec = f.c.tpm.spec();
+    f.server
+        .attest(
+            &c_spec,
+            &[
+                "--no-overlay",
+                "--report",
+                "joined",
+                "--reason",
+                "fixed",
+                "--timeline-from",
+                f.ok_log.to_str().unwrap(),
+            ],
+        )
+        .expect_ok("node-c boots again");
+    let started = std::time::Instant::now();
+    let live = ember_tests::process::wait_until(std::time::Duration::from_secs(5), || {
+        b.eval("const r = document.querySelector('table.fleet tbody tr'); return r ? r.innerText : '';")
+            .as_str()
+            .is_some_and(|t| t.contains("joined"))
+    });
+    assert!(live, "the new boot did not appear: {}", b.source());
+    assert_eq!(
+        b.eval("return window.emberMarker || 0;").as_u64(),
+        Some(42),
+        "the page reloaded"
+    );
+    eprintln!("new boot shown after {:?}", started.elapsed());
+    b.screenshot(&out.join("fleet-live.png"));
+
+    // Boot time, and the fleet on a 390 px phone.
+    b.goto(&format!("{origin}/boot-time"));
+    assert!(wait_source(&b, 10, |s| s.contains("p50")));
+    b.screenshot(&out.join("boot-time.png"));
+    b.set_window(390, 844);
+    b.goto(&format!("{origin}/fleet"));
+    b.screenshot(&out.join("fleet-phone.png"));
+}

@@ -70,15 +70,21 @@ pub fn trust_files(dir: &Path) -> Vec<(PathBuf, &'static str)> {
 
 impl Lab {
     pub fn new(tag: &str) -> Lab {
-        Lab::make(tag, false)
+        Lab::make(tag, false, &[])
     }
 
     /// A lab whose firmware enforces Secure Boot with keys the lab made.
     pub fn secure_boot(tag: &str) -> Lab {
-        Lab::make(tag, true)
+        Lab::make(tag, true, &[])
     }
 
-    fn make(tag: &str, secure_boot: bool) -> Lab {
+    /// A lab whose server also runs the operators' console, on a loopback
+    /// port of its own (`EmberServer::console_addr`).
+    pub fn with_console(tag: &str) -> Lab {
+        Lab::make(tag, false, &["--console-listen", "127.0.0.1:0"])
+    }
+
+    fn make(tag: &str, secure_boot: bool, extra: &[&str]) -> Lab {
         let dir = ScratchDir::new(tag);
         let secure_boot = secure_boot.then(|| SecureBoot::new(dir.path()));
         let api = KubeApi::start().expect("start the Kubernetes API double");
@@ -98,6 +104,7 @@ impl Lab {
         if let Some(l) = &loader {
             args.extend(["--esp-loader", l.as_str()]);
         }
+        args.extend_from_slice(extra);
         let server = EmberServer::start_with(&args);
 
         let tpm_state = dir.path().join("tpm");

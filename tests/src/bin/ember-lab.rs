@@ -1,7 +1,9 @@
 //! `ember-lab`: the README's main job. Boots one Ember node in QEMU (TCG,
 //! OVMF, swtpm) against a local `ember serve` and a Kubernetes API double,
 //! through the whole sequence to Ready, and prints the phase timeline.
-//! Artifacts (serial log, timeline SVG) go to `out/lab/`.
+//! Artifacts (serial log, timeline SVG, an operator certificate for the
+//! console) go to `out/lab/`. `--hold` keeps the server and its console up
+//! after the boot, until Enter is pressed.
 
 use std::process::Command;
 use std::time::Duration;
@@ -15,7 +17,18 @@ fn main() {
     println!(
         "ember-lab: starting the Kubernetes API double and ember serve, enrolling the node's swtpm"
     );
-    let lab = Lab::new("lab");
+    let hold = std::env::args().skip(1).any(|a| a == "--hold");
+    let lab = Lab::with_console("lab");
+    let console = lab.server().console_addr().expect("the lab's console").to_string();
+    // The operator's certificate, so the console can be opened while the
+    // node boots: the browser imports the PKCS#12 file openssl makes.
+    let operator = out.join("operator");
+    let _ = std::fs::remove_dir_all(&operator);
+    let operator_dir = operator.to_str().expect("a UTF-8 workspace path");
+    lab.server()
+        .ember(&["admin", "operator", "issue", "lab-operator", "--out", operator_dir])
+        .expect_ok("issue the lab's operator certificate");
+    println!("ember-lab: console on https://{console}/ (operator certificate: out/lab/operator/lab-operator.pem and .key, issued with `ember admin operator issue NAME --out DIR`; import into a browser with `openssl pkcs12 -export -in out/lab/operator/lab-operator.pem -inkey out/lab/operator/lab-operator.key -out lab-operator.p12`; the server's CA is its tls/ca.pem; `bash scripts/run --hold` keeps it up after the boot)");
     let version = lab.publish("ready", &[]);
     println!("ember-lab: overlay version {version} assigned to node {NODE}; booting (serial console: out/lab/serial.log)");
 
@@ -65,6 +78,11 @@ fn main() {
         "ember-lab: Kubernetes API double: node {NODE} Ready = {:?}",
         lab.api.node_ready(NODE)
     );
+    if hold {
+        println!("ember-lab: the server and its console stay up at https://{console}/; press Enter to stop them");
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    }
     // The lab (its `ember serve`, API double and swtpm) is stopped before
     // the exit status is set: process::exit would skip its cleanup.
     drop(lab);

@@ -19,14 +19,25 @@ fn main() {
     );
     let hold = std::env::args().skip(1).any(|a| a == "--hold");
     let lab = Lab::with_console("lab");
-    let console = lab.server().console_addr().expect("the lab's console").to_string();
+    let console = lab
+        .server()
+        .console_addr()
+        .expect("the lab's console")
+        .to_string();
     // The operator's certificate, so the console can be opened while the
     // node boots: the browser imports the PKCS#12 file openssl makes.
     let operator = out.join("operator");
     let _ = std::fs::remove_dir_all(&operator);
     let operator_dir = operator.to_str().expect("a UTF-8 workspace path");
     lab.server()
-        .ember(&["admin", "operator", "issue", "lab-operator", "--out", operator_dir])
+        .ember(&[
+            "admin",
+            "operator",
+            "issue",
+            "lab-operator",
+            "--out",
+            operator_dir,
+        ])
         .expect_ok("issue the lab's operator certificate");
     println!("ember-lab: console on https://{console}/ (operator certificate: out/lab/operator/lab-operator.pem and .key, issued with `ember admin operator issue NAME --out DIR`; import into a browser with `openssl pkcs12 -export -in out/lab/operator/lab-operator.pem -inkey out/lab/operator/lab-operator.key -out lab-operator.p12`; the server's CA is its tls/ca.pem; `bash scripts/run --hold` keeps it up after the boot)");
     let version = lab.publish("ready", &[]);

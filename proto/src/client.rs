@@ -483,8 +483,9 @@ pub fn after_report_failure(attempt: u32, e: &Error) -> AfterReport {
         ErrorKind::UnexpectedResponse { status, .. } => *status >= 500,
         ErrorKind::Server { code, .. } => match code {
             ErrorCode::SessionReused if attempt > 1 => return AfterReport::Delivered,
-            ErrorCode::Internal => true,
-            _ => false,
+            // "Not now" (a database outage, a full server): the report may
+            // still be delivered once the server can decide.
+            c => c.is_transient(),
         },
         _ => false,
     };
@@ -512,6 +513,7 @@ mod report_retry_tests {
             status: code.http_status(),
             code,
             detail: "".into(),
+            retry_after_s: None,
         })
     }
 
@@ -530,11 +532,13 @@ mod report_retry_tests {
                 AfterReport::GiveUp
             ]
         );
-        let internal = refused(ErrorCode::Internal);
-        assert_eq!(
-            after_report_failure(1, &internal),
-            AfterReport::RetryIn(1_000)
-        );
+        for code in [ErrorCode::Internal, ErrorCode::Unavailable] {
+            assert_eq!(
+                after_report_failure(1, &refused(code)),
+                AfterReport::RetryIn(1_000),
+                "{code:?}"
+            );
+        }
         let gateway = Error::new(ErrorKind::UnexpectedResponse {
             step: "report",
             status: 502,

@@ -333,7 +333,10 @@ async fn serve_console(
     });
     let l = bind(addr).await?;
     info!(target: ANNOUNCE, "console on https://{} (operators: `ember admin operator issue NAME --out DIR`)", l.local_addr()?);
+    // Its own metrics: the console's operators are not nodes, and the
+    // node-facing gauges and refusal counters stay about nodes.
     let slots = Connections::new(
+        "console",
         ConnLimits {
             max_connections: 256,
             ..ConnLimits::default()

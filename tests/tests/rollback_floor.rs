@@ -410,6 +410,7 @@ fn a_report_claiming_another_overlay_version_is_refused_and_records_nothing() {
             Outcome::Joined,
             Some(claimed),
             "node is Ready",
+            None,
         );
         match &r {
             Err(e) => assert!(
@@ -433,6 +434,7 @@ fn a_report_claiming_another_overlay_version_is_refused_and_records_nothing() {
         Outcome::Joined,
         Some(granted),
         "node is Ready",
+        None,
     )
     .expect("the genuine report");
     assert_eq!(r.last_known_good, Some(granted));

@@ -125,7 +125,9 @@ impl Timeline {
 
     /// The table's bytes (what follows a ReportRequest).
     pub fn encode(&self) -> Vec<u8> {
-        crate::msg::encode(self)
+        // Postcard, as `msg::encode` writes every message; not through it:
+        // msg carries the table, so the table does not reach back into msg.
+        postcard::to_allocvec(self).unwrap_or_default()
     }
 
     /// Reads a table a node sent, refusing another version, trailing

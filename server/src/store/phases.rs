@@ -5,7 +5,7 @@
 
 use ember_proto::timeline::{Phase, PhaseStatus};
 
-use super::reports::clamp;
+use super::value::clamp;
 use super::{Error, Result, Row, Sql};
 use crate::params;
 
@@ -127,10 +127,6 @@ pub(super) fn remove_upto(db: &mut dyn Sql, node_id: i64, cut: i64) -> Result<u6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::reports::{self, Outcome};
-    use crate::store::tests::scratch;
-    use crate::store::{insert_node, open};
-    use ember_proto::timeline::Timeline;
 
     #[test]
     fn percentiles_are_nearest_rank() {
@@ -139,42 +135,5 @@ mod tests {
         assert_eq!(percentile(&v, 90), 9);
         assert_eq!(percentile(&[7], 90), 7);
         assert_eq!(percentile(&[], 50), 0);
-    }
-
-    #[test]
-    fn boot_time_is_per_phase_over_a_groups_recent_boots() {
-        let (_d, s) = scratch();
-        let mut db = open(&s, None).unwrap();
-        let mut tx = db.transaction().unwrap();
-        let a = insert_node(&mut tx, &[1; 32], None, "a", "rack-a", "t").unwrap();
-        let b = insert_node(&mut tx, &[2; 32], None, "b", "rack-b", "t").unwrap();
-        for (node, took) in [(a.id, 100), (a.id, 300), (a.id, 200), (b.id, 5000)] {
-            let id = reports::add(&mut tx, node, Outcome::Joined, None, "").unwrap();
-            let mut t = Timeline::default();
-            for name in ["overlay", "dhcp"] {
-                t.push(Phase {
-                    name: name.into(),
-                    start_ms: 0,
-                    took_ms: took,
-                    cpu_ms: 0,
-                    status: PhaseStatus::Ok,
-                });
-            }
-            reports::add_timeline(&mut tx, id, &t).unwrap();
-        }
-        // A report without a table counts in no boot.
-        reports::add(&mut tx, a.id, Outcome::Failed, None, "").unwrap();
-        tx.commit().unwrap();
-        let got = durations(&mut db, Some("rack-a"), 100).unwrap();
-        assert_eq!(got.len(), 2);
-        // Boot order, not the order they were stored in.
-        assert_eq!(got[0].name, "dhcp");
-        assert_eq!((got[0].boots, got[0].p50_ms, got[0].p90_ms), (3, 200, 300));
-        // The newest two boots of all: b's 5000 and a's 200.
-        let recent = durations(&mut db, None, 2).unwrap();
-        assert_eq!(
-            (recent[1].boots, recent[1].p50_ms, recent[1].p90_ms),
-            (2, 200, 5000)
-        );
     }
 }

@@ -6,6 +6,7 @@
 
 use ember_proto::timeline::{OverlayStages, Timeline};
 
+use super::value::clamp;
 use super::{now_ms, phases, Result, Row, Sql};
 use crate::params;
 
@@ -93,11 +94,6 @@ pub fn add_timeline(db: &mut dyn Sql, report_id: i64, t: &Timeline) -> Result<()
         ],
     )?;
     phases::add(db, report_id, &t.phases)
-}
-
-/// A node's u64 counter as a column value (a node could send 2^64 - 1).
-pub(super) fn clamp(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// Drops the node's reports older than its last `keep` boots (a boot ends
@@ -284,5 +280,44 @@ mod tests {
             .get::<i64>("n")
             .unwrap();
         assert_eq!(phases, 6);
+    }
+
+    /// Stored through this file, read back through `phases::durations`
+    /// (kept here: phases.rs does not reach back into reports.rs).
+    #[test]
+    fn boot_time_is_per_phase_over_a_groups_recent_boots() {
+        let (_d, s) = scratch();
+        let mut db = open(&s, None).unwrap();
+        let mut tx = db.transaction().unwrap();
+        let a = insert_node(&mut tx, &[1; 32], None, "a", "rack-a", "t").unwrap();
+        let b = insert_node(&mut tx, &[2; 32], None, "b", "rack-b", "t").unwrap();
+        for (node, took) in [(a.id, 100), (a.id, 300), (a.id, 200), (b.id, 5000)] {
+            let id = add(&mut tx, node, Outcome::Joined, None, "").unwrap();
+            let mut t = Timeline::default();
+            for name in ["overlay", "dhcp"] {
+                t.push(Phase {
+                    name: name.into(),
+                    start_ms: 0,
+                    took_ms: took,
+                    cpu_ms: 0,
+                    status: PhaseStatus::Ok,
+                });
+            }
+            add_timeline(&mut tx, id, &t).unwrap();
+        }
+        // A report without a table counts in no boot.
+        add(&mut tx, a.id, Outcome::Failed, None, "").unwrap();
+        tx.commit().unwrap();
+        let got = phases::durations(&mut db, Some("rack-a"), 100).unwrap();
+        assert_eq!(got.len(), 2);
+        // Boot order, not the order they were stored in.
+        assert_eq!(got[0].name, "dhcp");
+        assert_eq!((got[0].boots, got[0].p50_ms, got[0].p90_ms), (3, 200, 300));
+        // The newest two boots of all: b's 5000 and a's 200.
+        let recent = phases::durations(&mut db, None, 2).unwrap();
+        assert_eq!(
+            (recent[1].boots, recent[1].p50_ms, recent[1].p90_ms),
+            (2, 200, 5000)
+        );
     }
 }

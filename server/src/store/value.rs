@@ -264,6 +264,12 @@ pub(super) fn postgres_row(r: &tokio_postgres::Row, names: &Arc<[String]>) -> Re
     })
 }
 
+/// A node's u64 counter as a column value (a node could send 2^64 - 1):
+/// the store's columns are signed 64-bit on both backends.
+pub(super) fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -686,8 +686,8 @@ fn planted_slot_sealed_outside_the_init_is_refused_on_cold_start() {
         genuine
             .keys
             .iter()
-            .all(|k| k.pcrs == [4, 11] && k.values.len() == 2),
-        "the slot's key is not sealed to PCR 4 + 11: {:?}",
+            .all(|k| k.pcrs == [4, 11, 12] && k.values.len() == 3),
+        "the slot's key is not sealed to PCR 4 + 11 + 12: {:?}",
         genuine.keys.iter().map(|k| &k.pcrs).collect::<Vec<_>>()
     );
     let attacker_key = [0x66u8; 32];

@@ -15,11 +15,18 @@ use std::time::Instant;
 /// swtpm instances recording at once.
 pub const POOL: usize = 4;
 
-/// Session caps lifted: one EK, many AKs, all from one address.
-pub const UNCAPPED: [&str; 4] = [
+/// Session and connection caps lifted: one EK, many AKs, all from one
+/// address (127.0.0.1). A source's share of a listener is at most a
+/// quarter of its slots, so 8,192 connections (6,144 on HTTPS) leave one
+/// source 1,536: room for a 1,000-node storm from one loopback address.
+pub const UNCAPPED: [&str; 8] = [
     "--max-sessions-per-ek",
     "100000",
     "--max-sessions-per-peer",
+    "100000",
+    "--max-connections",
+    "8192",
+    "--max-connections-per-source",
     "100000",
 ];
 

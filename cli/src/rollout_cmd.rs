@@ -287,7 +287,7 @@ fn status(a: GroupArgs) -> Result<()> {
         for n in troubled {
             println!(
                 "{:<24} wave {:<3} {:<9} {}",
-                Untrusted(&n.name),
+                Untrusted(&n.name).to_string(),
                 n.wave,
                 n.state.as_str(),
                 Untrusted(&n.reason)

@@ -203,6 +203,9 @@ pub fn start(tx: &mut dyn Sql, q: &Request, now: i64) -> Result<(Rollout, Vec<u3
 
 fn names(nodes: &[&RolloutNode]) -> String {
     const SHOWN: usize = 8;
+    if nodes.is_empty() {
+        return "none".into();
+    }
     let mut s: Vec<&str> = nodes.iter().take(SHOWN).map(|n| n.name.as_str()).collect();
     let more = nodes.len().saturating_sub(SHOWN);
     let more = if more > 0 {

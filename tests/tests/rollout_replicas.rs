@@ -25,6 +25,7 @@ use ember_proto::client::{self, Credential, Transport, Url};
 use ember_proto::host::HttpsClient;
 use ember_proto::msg::{path, Outcome};
 use ember_proto::tpm::TpmAttestor;
+use ember_tests::console::Client;
 use ember_tests::eventlog::{self, measurements, LogEvent};
 use ember_tests::postgres::Postgres;
 use ember_tests::process::wait_until;
@@ -200,7 +201,21 @@ fn a_rollout_on_replicas_counts_only_attested_upgrades_halts_and_reverts() {
         )
     };
     let r1 = replica("r1");
-    let r2 = replica("r2");
+    let r2 = EmberServer::start_replica(
+        &pg.url(),
+        &state,
+        false,
+        &[
+            "--replica-id",
+            "r2",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--console-listen",
+            "127.0.0.1:0",
+        ],
+    );
 
     let dir = ScratchDir::new("rollout");
     let initrd = dir.path().join("initrd.cpio.gz");
@@ -401,6 +416,46 @@ fn a_rollout_on_replicas_counts_only_attested_upgrades_halts_and_reverts() {
             format!("ember_rollout_nodes{{replica=\"r2\",rollout=\"1\",state=\"{state}\"}} {n}");
         assert!(metrics.contains(&line), "{line} in\n{metrics}");
     }
+
+    // The console's rollouts page: progress by wave, each node's state,
+    // the halt's reason, the timeline.
+    let certs = ScratchDir::new("rollout-operator");
+    r2.ember(&[
+        "admin",
+        "operator",
+        "issue",
+        "alice",
+        "--out",
+        certs.path().to_str().unwrap(),
+    ])
+    .expect_ok("issue alice");
+    let alice = Client::new(
+        r2.console_addr().unwrap(),
+        &r2.ca_path(),
+        Some((
+            &certs.path().join("alice.pem"),
+            &certs.path().join("alice.key"),
+        )),
+    );
+    let page = alice.get("/rollouts");
+    assert_eq!(page.status, 200, "{}", page.body);
+    for want in [
+        "Rollout 1 · group fleet",
+        "<span class=\"badge bad\">halted</span>",
+        "Why: </strong>wave 1: 2 failed, over its failure budget of 1",
+        "<th scope=\"row\">canary</th><td>0</td><td>0</td><td>1</td><td>0</td><td>0</td>",
+        "<th scope=\"row\">1</th><td>0</td><td>0</td><td>0</td><td>0</td><td>2</td>",
+        "<a href=\"/node/node-c\">node-c</a>",
+        "auto-revert: handed the old UKI",
+    ] {
+        assert!(page.body.contains(want), "{want} not in\n{}", page.body);
+    }
+    assert_eq!(
+        Client::new(r2.console_addr().unwrap(), &r2.ca_path(), None)
+            .get("/rollouts")
+            .status,
+        401
+    );
 
     // A halt is not resumed; abort --revert works and says what it did.
     let resume = r2.ember(&["rollout", "resume", "--group", "fleet"]);

@@ -104,7 +104,7 @@ fn ipxe_script(kernel: &str, initrd: &str, append: &str) -> Result<String> {
 }
 
 /// The command line a UKI carries in its .cmdline section ("" if none).
-fn uki_cmdline(path: &std::path::Path) -> Result<String> {
+pub(crate) fn uki_cmdline(path: &std::path::Path) -> Result<String> {
     let file = crate::uki::read_input("UKI", path)?;
     let img = ember_build::pe::PeImage::parse(&file)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -123,7 +123,7 @@ fn uki_cmdline(path: &std::path::Path) -> Result<String> {
 /// without Secure Boot boots with load options instead of the embedded
 /// .cmdline (measuring them into PCR 12): the script repeats the embedded
 /// command line so the kernel sees the same one either way.
-fn ipxe_uki_script(uki: &str, cmdline: &str) -> Result<String> {
+pub(crate) fn ipxe_uki_script(uki: &str, cmdline: &str) -> Result<String> {
     if cmdline.contains(['\n', '\r']) {
         bail!("the UKI's command line must be one line");
     }

@@ -17,6 +17,7 @@ mod nodes_cmd;
 mod oci;
 mod overlay_cmd;
 mod policy_cmd;
+mod rollout_cmd;
 mod serve_cmd;
 mod state_args;
 mod tar_cmd;
@@ -63,6 +64,9 @@ enum Command {
     /// Set or show PCR policies.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCmd),
+    /// Roll a group out to a newer UKI in waves gated on attested success.
+    #[command(subcommand)]
+    Rollout(rollout_cmd::RolloutCmd),
     /// List enrolled nodes and their boots.
     Nodes(nodes_cmd::NodesArgs),
     /// Run the node's attestation flow against a server from this machine.
@@ -97,6 +101,7 @@ fn main() -> std::process::ExitCode {
         Command::Enroll(a) => enroll_cmd::run(a),
         Command::Overlay(cmd) => overlay_cmd::run(cmd),
         Command::Policy(cmd) => policy_cmd::run(cmd),
+        Command::Rollout(cmd) => rollout_cmd::run(cmd),
         Command::Nodes(a) => nodes_cmd::run(a),
         Command::Attest(a) => attest::run(a),
         Command::Artifact(a) => artifact_cmd::run(a),

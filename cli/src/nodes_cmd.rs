@@ -113,7 +113,7 @@ pub fn run(args: NodesArgs) -> Result<()> {
 }
 
 /// Who ran this command, for the floor's change log.
-fn operator() -> String {
+pub(crate) fn operator() -> String {
     use std::os::unix::fs::MetadataExt;
     let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
     let user = std::env::var("SUDO_USER")

@@ -23,6 +23,13 @@ pub mod path {
     /// Sealed overlay blobs by SHA-256: `/v1/blob/<hex>`, on both listeners.
     pub const BLOB: &str = "/v1/blob";
     pub const REPORT: &str = "/v1/report";
+    /// The iPXE script a node's next network boot gets, by node name
+    /// (`/v1/boot/node/<name>`): the UKI its rollout hands it.
+    pub const BOOT_NODE: &str = "/v1/boot/node";
+    /// FleetLock-style reboot locks, taken and released with the node's
+    /// credential (`Authorization: Bearer`).
+    pub const LOCK: &str = "/v1/rollout/lock";
+    pub const UNLOCK: &str = "/v1/rollout/unlock";
     /// Static boot artifacts by SHA-256: `/v1/boot/<hex>`.
     pub const BOOT: &str = "/v1/boot";
 }
@@ -213,10 +220,14 @@ pub enum ErrorCode {
     /// outage, not a verdict. Retry after the `Retry-After` the response
     /// carries, or ask the next server; nothing about the node was judged.
     Unavailable = 25,
+    /// A reboot lock (`/v1/rollout/lock`) is refused: as many of the
+    /// group's nodes as its rollout allows are rebooting. Retry after the
+    /// `Retry-After` the response carries.
+    RebootLockHeld = 26,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownEk,
@@ -242,6 +253,7 @@ impl ErrorCode {
         ErrorCode::BootImageRollback,
         ErrorCode::ReportMismatch,
         ErrorCode::Unavailable,
+        ErrorCode::RebootLockHeld,
     ];
 
     /// The stable, log-friendly name (also sent in [`ERROR_HEADER`]).
@@ -272,6 +284,7 @@ impl ErrorCode {
             ErrorCode::BootImageRollback => "boot-image-rollback",
             ErrorCode::ReportMismatch => "report-mismatch",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::RebootLockHeld => "reboot-lock-held",
         }
     }
 
@@ -299,6 +312,7 @@ impl ErrorCode {
             ErrorCode::Internal => 500,
             ErrorCode::TooManySessions => 429,
             ErrorCode::Unavailable => 503,
+            ErrorCode::RebootLockHeld => 423,
         }
     }
 

@@ -219,6 +219,85 @@ async fn report_handler(State(app): State<App>, req: Request<Body>) -> Response<
     respond(&app, step, peer, started, result)
 }
 
+/// Takes (`lock`) or releases (`unlock`) the node's reboot lock: the
+/// node named by the credential in `Authorization: Bearer`, never one the
+/// body names, so no node takes or frees another's.
+async fn lock_step(step: &'static str, app: App, req: Request<Body>) -> Response<Body> {
+    let started = Instant::now();
+    let peer = peer_of(req.extensions());
+    let (parts, _) = match read_body(req, app.body_timeout).await {
+        Ok(x) => x,
+        Err(r) => {
+            log_request(&app, step, None, peer, Err(&r), started);
+            return refusal_response(&r);
+        }
+    };
+    let auth_header = bearer(&parts.headers);
+    let app2 = app.clone();
+    let result = blocking(move || {
+        let auth = app2.authorize(auth_header.as_deref())?;
+        let node = auth.node.name.clone();
+        app2.reboot_lock(&auth.node, step == "lock")
+            .map(|b| (b, node.clone()))
+            .map_err(|r| (Some(node), r))
+    })
+    .await;
+    respond(&app, step, peer, started, result)
+}
+
+async fn reboot_lock(State(app): State<App>, req: Request<Body>) -> Response<Body> {
+    lock_step("lock", app, req).await
+}
+
+async fn reboot_unlock(State(app): State<App>, req: Request<Body>) -> Response<Body> {
+    lock_step("unlock", app, req).await
+}
+
+/// The iPXE script a node's next network boot gets (`chain` it from the
+/// node's own script with its name): the new UKI once its rollout handed
+/// it one, the old one before and after a failure or revert. Public like
+/// every boot artifact: it names content hashes, and what boots is judged
+/// by its quote.
+async fn boot_node(State(app): State<App>, Path(name): Path<String>) -> Response<Body> {
+    let started = Instant::now();
+    let app2 = app.clone();
+    let found = blocking(move || {
+        let mut db = app2.db.get().map_err(|e| (None, Refusal::from(e)))?;
+        let node = crate::store::node_by_name(&mut db, &name)
+            .map_err(|e| (None, Refusal::from(e)))?
+            .ok_or_else(|| (None, Refusal::new(ErrorCode::NotFound, "no such node")))?;
+        crate::rollout::engine::boot_script(&mut db, node.id)
+            .map_err(|e| (Some(name.clone()), Refusal::from(e)))?
+            .ok_or_else(|| {
+                (
+                    Some(name.clone()),
+                    Refusal::new(
+                        ErrorCode::NotFound,
+                        "this node is in no rollout: boot the script `ember artifact ipxe` published",
+                    ),
+                )
+            })
+    })
+    .await;
+    match found {
+        Ok((script, _why)) => {
+            let dir = app.state.boot_dir();
+            content_addressed(
+                &app,
+                "boot-node",
+                &dir,
+                &crate::store::hex(&script),
+                "text/plain",
+            )
+            .await
+        }
+        Err((node, r)) => {
+            log_request(&app, "boot-node", node.as_deref(), None, Err(&r), started);
+            refusal_response(&r)
+        }
+    }
+}
+
 /// Static boot artifacts (kernel, initrd) by SHA-256, for firmware network
 /// boot: integrity comes from the content address, so plain HTTP is enough.
 async fn boot_artifact(State(app): State<App>, Path(sha): Path<String>) -> Response<Body> {
@@ -307,6 +386,9 @@ pub fn router(app: App) -> Router {
         .route(path::REPORT, post(report_handler))
         .route(&format!("{}/{{sha256}}", path::BLOB), get(sealed_blob))
         .route(&format!("{}/{{sha256}}", path::BOOT), get(boot_artifact))
+        .route(&format!("{}/{{name}}", path::BOOT_NODE), get(boot_node))
+        .route(path::LOCK, post(reboot_lock))
+        .route(path::UNLOCK, post(reboot_unlock))
         .route("/healthz", get(healthz))
         .fallback(fallback)
         .with_state(app)
@@ -317,6 +399,7 @@ pub fn router(app: App) -> Router {
 pub fn boot_router(app: App) -> Router {
     Router::new()
         .route(&format!("{}/{{sha256}}", path::BOOT), get(boot_artifact))
+        .route(&format!("{}/{{name}}", path::BOOT_NODE), get(boot_node))
         .route(&format!("{}/{{sha256}}", path::BLOB), get(sealed_blob))
         .route("/healthz", get(healthz))
         .with_state(app)

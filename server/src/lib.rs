@@ -27,6 +27,7 @@ pub mod overlay;
 pub mod peer;
 pub mod refusal;
 pub mod rollback;
+pub mod rollout;
 pub mod store;
 pub mod tls;
 pub mod uki;
@@ -134,6 +135,7 @@ pub fn run(opts: Options) -> Result<()> {
                 conns.https.clone(),
             )),
             spawn_purger(server.clone()),
+            spawn_rollouts(server.clone()),
         ];
         tasks.extend(serve_plain_listeners(&opts, &server, &conns.http).await?);
         if let Some(a) = opts.console_listen {
@@ -273,6 +275,38 @@ fn spawn_purger(server: Arc<Server>) -> JoinHandle<()> {
                 Ok(Err(e)) => {
                     let detail = format!("{e:#}");
                     warn!(step = %"purge", outcome = %"error", detail = %detail);
+                }
+            }
+        }
+    })
+}
+
+/// Ticks the open rollouts ([`rollout::TICK`]): every replica does, each
+/// rollout under its row lock, so they agree through the database.
+fn spawn_rollouts(server: Arc<Server>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(rollout::TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let s = server.clone();
+            let done = tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
+                let mut db = s.db.get()?;
+                let lines = rollout::engine::tick_all(&mut db, store::now_ms())?;
+                s.metrics.set_rollouts(rollout::engine::counts(&mut *db)?);
+                Ok(lines)
+            })
+            .await;
+            match done {
+                Ok(Ok(lines)) => {
+                    for line in lines {
+                        info!(step = %"rollout", detail = line.as_str());
+                    }
+                }
+                Err(_) => {}
+                Ok(Err(e)) => {
+                    let detail = format!("{e:#}");
+                    warn!(step = %"rollout", outcome = %"error", detail = %detail);
                 }
             }
         }

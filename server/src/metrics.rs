@@ -38,6 +38,9 @@ pub struct Metrics {
     latency: Mutex<Histogram<{ LATENCY_BUCKETS.len() }>>,
     /// Reported boot phase durations, one per [`PHASES`] entry.
     phases: Mutex<Vec<Histogram<{ PHASE_BUCKETS.len() }>>>,
+    /// Nodes per state of each open rollout, by rollout id (at most one
+    /// open rollout per group, five states: the labels stay bounded).
+    rollouts: Mutex<Vec<(i64, [u64; 5])>>,
 }
 
 struct Histogram<const N: usize> {
@@ -164,7 +167,36 @@ impl Metrics {
         self.render_latency(&mut out, &r);
         self.render_gauges(&mut out, &r, sessions_open);
         self.render_refused(&mut out, &r);
+        self.render_rollouts(&mut out, &r);
         out
+    }
+
+    /// What the last rollout tick counted (replaces the previous counts).
+    pub fn set_rollouts(&self, counts: Vec<(i64, [u64; 5])>) {
+        *self.rollouts.lock().unwrap_or_else(|p| p.into_inner()) = counts;
+    }
+
+    /// Nodes per state of each open rollout.
+    fn render_rollouts(&self, out: &mut String, r: &str) {
+        let rollouts = self
+            .rollouts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let _ = writeln!(
+            out,
+            "# HELP ember_rollout_nodes Nodes of each open rollout by state (waiting, handed, upgraded, failed, reverted)."
+        );
+        let _ = writeln!(out, "# TYPE ember_rollout_nodes gauge");
+        for (id, counts) in rollouts {
+            for (state, n) in crate::rollout::plan::NodeState::ALL.iter().zip(counts) {
+                let _ = writeln!(
+                    out,
+                    "ember_rollout_nodes{{replica=\"{r}\",rollout=\"{id}\",state=\"{}\"}} {n}",
+                    state.as_str()
+                );
+            }
+        }
     }
 
     /// Connections closed by a limit.

@@ -45,6 +45,7 @@ impl Refusal {
         match self.code {
             ErrorCode::Unavailable => Some(RETRY_UNAVAILABLE_S),
             ErrorCode::TooManySessions => Some(RETRY_TOO_MANY_S),
+            ErrorCode::RebootLockHeld => Some(RETRY_LOCK_S),
             _ => None,
         }
     }
@@ -52,6 +53,8 @@ impl Refusal {
 
 /// `Retry-After` on 503: about one PostgreSQL statement timeout.
 pub const RETRY_UNAVAILABLE_S: u32 = 5;
+/// `Retry-After` on a reboot lock held by others (423).
+pub const RETRY_LOCK_S: u32 = 15;
 /// `Retry-After` on 429.
 pub const RETRY_TOO_MANY_S: u32 = 10;
 

@@ -80,7 +80,7 @@ fn ttl_seconds(ttl_ms: i64) -> u32 {
 
 impl Server {
     /// A connection for one step; never hold two at once (SQLite has one).
-    fn db(&self) -> Result<store::Pooled<'_>, Refusal> {
+    pub(crate) fn db(&self) -> Result<store::Pooled<'_>, Refusal> {
         Ok(self.db.get()?)
     }
 

@@ -18,6 +18,7 @@
 
 pub mod auth;
 pub mod pages;
+mod rollouts;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -67,6 +68,7 @@ pub fn router(app: App) -> Router {
         .route("/node/{name}/allow-rollback", post(allow_rollback))
         .route("/boot-time", get(boot_time))
         .route("/policies", get(policies))
+        .route("/rollouts", get(rollouts_page))
         .route("/live", get(live))
         .route(
             "/assets/console.css",
@@ -381,6 +383,14 @@ async fn policies(State(app): State<App>, req: Request) -> Response<Body> {
     let found = app.server.db.run(pages::PolicyData::load).await;
     match found {
         Ok(data) => html(pages::policies(&op, &data)),
+        Err(e) => db_error(e),
+    }
+}
+
+async fn rollouts_page(State(app): State<App>, req: Request) -> Response<Body> {
+    let op = operator(&req);
+    match app.server.db.run(rollouts::load).await {
+        Ok(data) => html(rollouts::page(&op, &data)),
         Err(e) => db_error(e),
     }
 }

@@ -96,7 +96,13 @@ fn utc(ms: i64) -> String {
     )
 }
 
-fn layout(op: &Operator, title: &str, nav: &str, live: Option<i64>, body: Markup) -> Markup {
+pub(super) fn layout(
+    op: &Operator,
+    title: &str,
+    nav: &str,
+    live: Option<i64>,
+    body: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -111,7 +117,7 @@ fn layout(op: &Operator, title: &str, nav: &str, live: Option<i64>, body: Markup
                 header {
                     a.brand href="/fleet" { "Ember" }
                     nav aria-label="Pages" {
-                        @for (href, name) in [("/fleet", "Fleet"), ("/boot-time", "Boot time"), ("/policies", "Policies, UKIs, overlays")] {
+                        @for (href, name) in [("/fleet", "Fleet"), ("/boot-time", "Boot time"), ("/policies", "Policies, UKIs, overlays"), ("/rollouts", "Rollouts")] {
                             a href=(href) aria-current=[(nav == name).then_some("page")] { (name) }
                         }
                     }

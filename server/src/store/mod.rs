@@ -14,7 +14,8 @@
 //!   [`nodes`], [`policies`], [`overlays`] (assignments, manifest
 //!   epochs), [`sessions`], [`credentials`], [`reports`] and [`phases`]
 //!   (boot reports and their phase tables), [`images`]
-//!   (boot images and rollback floors), [`operators`] (console operators).
+//!   (boot images and rollback floors), [`operators`] (console operators),
+//!   [`rollouts`] (rollouts, their nodes and timeline, reboot locks).
 //!
 //! Transactions are the caller's: a function taking `&mut dyn Sql` runs
 //! in whatever connection or transaction it is given. Every admin command
@@ -31,6 +32,7 @@ pub mod phases;
 pub mod policies;
 mod pool;
 pub mod reports;
+pub mod rollouts;
 mod schema;
 pub mod sessions;
 mod state_dir;

@@ -207,6 +207,65 @@ pub(super) const MIGRATIONS: &[&str] = &[
         revoked_at INTEGER
     );
     "#,
+    // 7: rollouts (issue 29). A rollout moves one group from one UKI to
+    // another in waves; each of the group's nodes has a row saying which
+    // wave it is in and where it stands, decided by the server's ticks
+    // (any replica: the rollout's row lock orders them). Its timeline is
+    // kept as events. Reboot locks (FleetLock-style): one row per node
+    // that holds one.
+    r#"
+    CREATE TABLE rollouts (
+        id INTEGER PRIMARY KEY,
+        group_name TEXT NOT NULL REFERENCES groups(name),
+        target BLOB NOT NULL,
+        target_script BLOB NOT NULL,
+        previous BLOB NOT NULL,
+        previous_script BLOB NOT NULL,
+        canary INTEGER NOT NULL,
+        wave_count INTEGER,
+        wave_percent INTEGER,
+        max_in_flight INTEGER NOT NULL,
+        failure_budget INTEGER NOT NULL,
+        soak_ms INTEGER NOT NULL,
+        timeout_ms INTEGER NOT NULL,
+        auto_revert INTEGER NOT NULL,
+        max_rebooting INTEGER NOT NULL,
+        windows TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('running', 'paused', 'halted', 'done', 'aborted')),
+        wave INTEGER NOT NULL,
+        soak_until INTEGER,
+        reason TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        started_by TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX rollouts_group ON rollouts(group_name, state);
+    CREATE TABLE rollout_nodes (
+        rollout_id INTEGER NOT NULL REFERENCES rollouts(id),
+        node_id INTEGER NOT NULL REFERENCES nodes(id),
+        wave INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('waiting', 'handed', 'upgraded', 'failed', 'reverted')),
+        handed_at INTEGER,
+        since_report INTEGER,               -- the node's newest report id when handed
+        settled_at INTEGER,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (rollout_id, node_id)
+    );
+    CREATE INDEX rollout_nodes_node ON rollout_nodes(node_id);
+    CREATE TABLE rollout_events (
+        id INTEGER PRIMARY KEY,
+        rollout_id INTEGER NOT NULL REFERENCES rollouts(id),
+        at INTEGER NOT NULL,
+        text TEXT NOT NULL
+    );
+    CREATE INDEX rollout_events_rollout ON rollout_events(rollout_id, id);
+    CREATE TABLE reboot_locks (
+        node_id INTEGER NOT NULL REFERENCES nodes(id),
+        group_name TEXT NOT NULL,
+        taken_at INTEGER NOT NULL,
+        PRIMARY KEY (node_id)
+    );
+    "#,
 ];
 
 /// PostgreSQL's text for the migrations SQLite's cannot share, by number.

@@ -1,15 +1,16 @@
 //! The project and its Rust crates as origins: the workspace's version and
-//! commit, and the crates a binary is built from, from `cargo metadata`
-//! (normal dependencies only, for the x86_64 Linux target: what is linked
-//! in, not dev or build tools) with each crate's declared license, and the
-//! registry checksum Cargo.lock pins for it.
+//! commit, and the crates a binary is built from, from `cargo tree -p
+//! BINARY -e normal,no-proc-macro` for the x86_64 Linux target (features
+//! resolved for that package alone, as `cargo build -p` does: what is
+//! linked in, not dev or build tools, not what other workspace members
+//! switch on) with each crate's declared license, and the registry
+//! checksum Cargo.lock pins for it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
 
 /// The project at its commit, and the crates of its /init.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,89 +43,29 @@ impl Crate {
     }
 }
 
-#[derive(Deserialize)]
-struct Metadata {
-    packages: Vec<MetaPackage>,
-    resolve: Resolve,
-    workspace_members: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct MetaPackage {
-    name: String,
-    version: String,
-    id: String,
-    license: Option<String>,
-    source: Option<String>,
-    #[serde(default)]
-    targets: Vec<Target>,
-}
-
-#[derive(Deserialize)]
-struct Target {
-    kind: Vec<String>,
-}
-
-impl MetaPackage {
-    /// A proc-macro runs in the compiler; nothing of it is linked.
-    fn is_proc_macro(&self) -> bool {
-        self.targets
-            .iter()
-            .any(|t| t.kind.iter().any(|k| k == "proc-macro"))
-    }
-}
-
-#[derive(Deserialize)]
-struct Resolve {
-    nodes: Vec<Node>,
-}
-
-#[derive(Deserialize)]
-struct Node {
-    id: String,
-    deps: Vec<NodeDep>,
-}
-
-#[derive(Deserialize)]
-struct NodeDep {
-    pkg: String,
-    dep_kinds: Vec<DepKind>,
-}
-
-#[derive(Deserialize)]
-struct DepKind {
-    /// `null` for a normal dependency, "dev" or "build" otherwise.
-    kind: Option<String>,
-}
-
-/// Reads the workspace at `dir`: `cargo metadata` (offline, locked), its
-/// Cargo.lock and its commit. `binary_crate` is the package whose
-/// dependency closure the init binary is (ember-init).
+/// Reads the workspace at `dir`: `cargo tree` (offline, locked), its
+/// Cargo.lock, its version and its commit. `binary_crate` is the package
+/// whose linked closure the init binary is (ember-init).
 pub fn read_workspace(dir: &Path, binary_crate: &str) -> Result<Project> {
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--locked",
-            "--offline",
-            "--filter-platform",
-            "x86_64-unknown-linux-gnu",
-            "--manifest-path",
-        ])
+        .args(["tree", "--offline", "--locked", "-p", binary_crate])
+        .args(["-e", "normal,no-proc-macro"])
+        .args(["--target", "x86_64-unknown-linux-gnu"])
+        .args(["--prefix", "none", "--format", "{p}|{l}"])
+        .arg("--manifest-path")
         .arg(dir.join("Cargo.toml"))
         .output()
-        .context("running cargo metadata")?;
+        .context("running cargo tree")?;
     if !out.status.success() {
         bail!(
-            "cargo metadata failed for {}: {}",
+            "cargo tree failed for {}: {}",
             dir.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
     let lock = std::fs::read_to_string(dir.join("Cargo.lock"))
         .with_context(|| format!("reading {}/Cargo.lock", dir.display()))?;
-    let mut project = from_metadata(&out.stdout, &lock, binary_crate)?;
+    let mut project = from_tree(&String::from_utf8_lossy(&out.stdout), &lock, binary_crate)?;
     project.commit = commit(dir)?;
     Ok(project)
 }
@@ -150,65 +91,50 @@ fn commit(dir: &Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// The closure of `binary_crate`'s normal dependencies, from `cargo
-/// metadata` JSON and Cargo.lock's text.
-pub fn from_metadata(metadata: &[u8], lock: &str, binary_crate: &str) -> Result<Project> {
-    let meta: Metadata = serde_json::from_slice(metadata).context("parsing cargo metadata")?;
-    let by_id: BTreeMap<&str, &MetaPackage> =
-        meta.packages.iter().map(|p| (p.id.as_str(), p)).collect();
-    let nodes: BTreeMap<&str, &Node> = meta
-        .resolve
-        .nodes
-        .iter()
-        .map(|n| (n.id.as_str(), n))
-        .collect();
-    let root = meta
-        .packages
-        .iter()
-        .find(|p| p.name == binary_crate && meta.workspace_members.contains(&p.id))
-        .with_context(|| format!("the workspace has no package {binary_crate}"))?;
+/// The crates of `cargo tree --prefix none --format '{p}|{l}'` output:
+/// `NAME vVERSION[ (PATH)]|LICENSE[ (*)]` a line, repeats marked `(*)`.
+/// A crate with a path is the workspace's own; the others come from the
+/// registry, with Cargo.lock's checksum.
+pub fn from_tree(tree: &str, lock: &str, binary_crate: &str) -> Result<Project> {
     let checksums = lock_checksums(lock);
-    let mut seen = BTreeSet::new();
-    let mut todo = vec![root.id.as_str()];
-    while let Some(id) = todo.pop() {
-        if by_id.get(id).is_some_and(|p| p.is_proc_macro()) || !seen.insert(id) {
-            continue;
+    let mut crates = BTreeSet::new();
+    let mut version = None;
+    for line in tree.lines().filter(|l| !l.trim().is_empty()) {
+        let line = line.trim_end().trim_end_matches(" (*)");
+        let (package, license) = line
+            .split_once('|')
+            .with_context(|| format!("unexpected cargo tree line {line:?}"))?;
+        let mut words = package.split_whitespace();
+        let (Some(name), Some(v)) = (words.next(), words.next()) else {
+            bail!("unexpected cargo tree line {line:?}");
+        };
+        let v = v
+            .strip_prefix('v')
+            .with_context(|| format!("no version in cargo tree line {line:?}"))?;
+        let from_registry = words.next().is_none();
+        if name == binary_crate {
+            version = Some(v.to_string());
         }
-        let node = nodes
-            .get(id)
-            .with_context(|| format!("cargo metadata resolves no node {id}"))?;
-        for dep in &node.deps {
-            if dep.dep_kinds.iter().any(|k| k.kind.is_none()) {
-                todo.push(dep.pkg.as_str());
-            }
-        }
-    }
-    let mut crates = Vec::new();
-    for id in seen {
-        let p = by_id
-            .get(id)
-            .with_context(|| format!("cargo metadata lists no package {id}"))?;
-        let from_registry = p
-            .source
-            .as_deref()
-            .is_some_and(|s| s.starts_with("registry+") || s.starts_with("sparse+"));
-        crates.push(Crate {
-            name: p.name.clone(),
-            version: p.version.clone(),
-            license: p.license.as_deref().map(normalise_license),
+        let license = license.trim();
+        crates.insert(Crate {
+            name: name.to_string(),
+            version: v.to_string(),
+            license: Some(license)
+                .filter(|l| !l.is_empty())
+                .map(normalise_license),
             checksum: checksums
-                .get(&(p.name.clone(), p.version.clone()))
+                .get(&(name.to_string(), v.to_string()))
                 .cloned()
                 .filter(|_| from_registry),
             from_registry,
         });
     }
-    crates.sort();
+    let version = version.with_context(|| format!("cargo tree lists no package {binary_crate}"))?;
     Ok(Project {
         name: "ember".into(),
-        version: root.version.clone(),
+        version,
         commit: String::new(),
-        init_crates: crates,
+        init_crates: crates.into_iter().collect(),
     })
 }
 
@@ -245,50 +171,35 @@ fn lock_checksums(lock: &str) -> BTreeMap<(String, String), String> {
 mod tests {
     use super::*;
 
-    const METADATA: &str = r#"{
-      "packages": [
-        {"name":"app","version":"0.1.0","id":"path+file:///w/app#0.1.0","license":"MIT","source":null},
-        {"name":"sha2","version":"0.10.9","id":"registry+https://github.com/rust-lang/crates.io-index#sha2@0.10.9","license":"MIT/Apache-2.0","source":"registry+https://github.com/rust-lang/crates.io-index"},
-        {"name":"proptest","version":"1.0.0","id":"registry+https://github.com/rust-lang/crates.io-index#proptest@1.0.0","license":"MIT","source":"registry+https://github.com/rust-lang/crates.io-index"},
-        {"name":"serde_derive","version":"1.0.0","id":"registry+https://github.com/rust-lang/crates.io-index#serde_derive@1.0.0","license":"MIT","source":"registry+https://github.com/rust-lang/crates.io-index","targets":[{"kind":["proc-macro"]}]},
-        {"name":"cc","version":"1.0.0","id":"registry+https://github.com/rust-lang/crates.io-index#cc@1.0.0","license":null,"source":"registry+https://github.com/rust-lang/crates.io-index"}
-      ],
-      "workspace_members": ["path+file:///w/app#0.1.0"],
-      "resolve": {"nodes": [
-        {"id":"path+file:///w/app#0.1.0","deps":[
-          {"pkg":"registry+https://github.com/rust-lang/crates.io-index#sha2@0.10.9","dep_kinds":[{"kind":null,"target":null}]},
-          {"pkg":"registry+https://github.com/rust-lang/crates.io-index#proptest@1.0.0","dep_kinds":[{"kind":"dev","target":null}]},
-          {"pkg":"registry+https://github.com/rust-lang/crates.io-index#serde_derive@1.0.0","dep_kinds":[{"kind":null,"target":null}]},
-          {"pkg":"registry+https://github.com/rust-lang/crates.io-index#cc@1.0.0","dep_kinds":[{"kind":"build","target":null}]}
-        ]},
-        {"id":"registry+https://github.com/rust-lang/crates.io-index#sha2@0.10.9","deps":[]},
-        {"id":"registry+https://github.com/rust-lang/crates.io-index#proptest@1.0.0","deps":[]},
-        {"id":"registry+https://github.com/rust-lang/crates.io-index#cc@1.0.0","deps":[]},
-        {"id":"registry+https://github.com/rust-lang/crates.io-index#serde_derive@1.0.0","deps":[]}
-      ]}
-    }"#;
+    // `cargo tree -p app -e normal,no-proc-macro --prefix none
+    // --format '{p}|{l}'`: dev, build and proc-macro crates are already
+    // left out by cargo.
+    const TREE: &str = "app v0.1.0 (/w/app)|MIT\n\
+        sha2 v0.10.9|MIT/Apache-2.0\n\
+        cfg-if v1.0.0|\n\
+        sha2 v0.10.9|MIT/Apache-2.0 (*)\n";
     const LOCK: &str = "[[package]]\nname = \"app\"\nversion = \"0.1.0\"\n\n\
         [[package]]\nname = \"sha2\"\nversion = \"0.10.9\"\nsource = \"registry+x\"\n\
         checksum = \"abcd\"\n";
 
     #[test]
-    fn only_linked_crates_are_listed_with_lock_checksums() {
-        let p = from_metadata(METADATA.as_bytes(), LOCK, "app").unwrap();
+    fn crates_come_with_versions_licenses_and_lock_checksums() {
+        let p = from_tree(TREE, LOCK, "app").unwrap();
         let names: Vec<_> = p.init_crates.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(
-            names,
-            ["app", "sha2"],
-            "dev, build and proc-macro dependencies are not linked"
-        );
-        let sha2 = &p.init_crates[1];
+        assert_eq!(names, ["app", "cfg-if", "sha2"], "sorted, repeats once");
+        let sha2 = &p.init_crates[2];
         assert_eq!(sha2.checksum.as_deref(), Some("abcd"));
         assert_eq!(sha2.license.as_deref(), Some("MIT OR Apache-2.0"));
+        assert!(sha2.from_registry);
+        assert_eq!(p.init_crates[1].license, None, "no license declared");
         assert_eq!(p.init_crates[0].checksum, None);
+        assert!(!p.init_crates[0].from_registry);
         assert_eq!(p.version, "0.1.0");
     }
 
     #[test]
-    fn a_missing_binary_crate_is_an_error() {
-        assert!(from_metadata(METADATA.as_bytes(), LOCK, "nope").is_err());
+    fn a_missing_binary_crate_or_odd_line_is_an_error() {
+        assert!(from_tree(TREE, LOCK, "nope").is_err());
+        assert!(from_tree("garbage", LOCK, "app").is_err());
     }
 }

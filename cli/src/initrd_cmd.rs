@@ -33,6 +33,13 @@ pub enum InitrdCmd {
         /// needed only when index.json lists several.
         #[arg(long, requires = "from_oci")]
         oci_ref: Option<String>,
+        #[command(flatten)]
+        sbom: crate::sbom::OriginArgs,
+        /// Sign an in-toto statement (SLSA provenance v1: builder, inputs
+        /// with digests, command) with this ECDSA P-256 PKCS#8 PEM key,
+        /// written as OUTPUT.intoto.json; `ember verify` checks it.
+        #[arg(long, value_name = "KEY")]
+        sign_provenance: Option<PathBuf>,
     },
 }
 
@@ -99,18 +106,31 @@ pub fn run(cmd: InitrdCmd) -> anyhow::Result<()> {
             output,
             from_oci,
             oci_ref,
+            sbom,
+            sign_provenance,
         } => {
-            let spec = tree.spec(compression)?;
-            let report = match from_oci {
-                None => initrd::build_to_file(&spec, &output),
-                Some(layout) => {
-                    let base = crate::oci::flatten_layout(&layout, oci_ref.as_deref())?;
-                    initrd::assemble_onto(base, &spec).and_then(|tree| {
-                        initrd::write_tree(&tree, spec.compression, spec.mtime, &output)
-                    })
-                }
+            // Read first: a missing .deb fails before anything is written.
+            let origins = sbom.read()?;
+            if let Some(key) = &sign_provenance {
+                crate::provenance::check_key(key)?;
             }
+            let spec = tree.spec(compression)?;
+            let inputs = provenance_inputs(&spec, &sbom)?;
+            let built = match from_oci {
+                None => initrd::assemble(&spec),
+                Some(layout) => crate::oci::flatten_layout(&layout, oci_ref.as_deref())
+                    .and_then(|base| initrd::assemble_onto(base, &spec)),
+            }
+            .and_then(|tree| {
+                let report = initrd::write_tree(&tree, spec.compression, spec.mtime, &output)?;
+                Ok((tree, report))
+            })
             .with_context(|| format!("building initrd {}", output.display()))?;
+            let (tree, report) = built;
+            write_sbom(&tree, &report.sha256, &output, &origins, spec.mtime)?;
+            if let Some(key) = &sign_provenance {
+                sign(&output, &report.sha256, &inputs, key)?;
+            }
             println!(
                 "{}: {} entries, {} bytes ({} uncompressed), sha256 {}",
                 output.display(),
@@ -122,4 +142,83 @@ pub fn run(cmd: InitrdCmd) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The files an initrd is built from, read for their digests.
+fn provenance_inputs(
+    spec: &initrd::Spec,
+    sbom: &crate::sbom::OriginArgs,
+) -> anyhow::Result<Vec<(&'static str, PathBuf, Vec<u8>)>> {
+    let mut paths: Vec<(&'static str, PathBuf)> = vec![("init", spec.init.clone())];
+    paths.extend(spec.kernel.iter().map(|k| ("kernel", k.clone())));
+    paths.extend(spec.files.iter().map(|f| ("file", f.source.clone())));
+    if let Some(dir) = &spec.modules_dir {
+        paths.push(("modules", dir.join("modules.dep")));
+    }
+    paths.extend(sbom.debs.iter().map(|d| ("deb", d.clone())));
+    paths
+        .into_iter()
+        .map(|(name, path)| {
+            let data =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            Ok((name, path, data))
+        })
+        .collect()
+}
+
+/// Signs the initrd's provenance with `key`, beside `output`.
+fn sign(
+    output: &std::path::Path,
+    sha256: &str,
+    inputs: &[(&'static str, PathBuf, Vec<u8>)],
+    key: &std::path::Path,
+) -> anyhow::Result<()> {
+    use crate::provenance::{self, Input};
+    let inputs: Vec<Input> = inputs
+        .iter()
+        .map(|(name, path, data)| Input { name, path, data })
+        .collect();
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let statement = provenance::statement("initrd", &name, sha256, &inputs);
+    provenance::write_signed(output, &statement, key)?;
+    Ok(())
+}
+
+/// Writes `OUTPUT.spdx.json`: every regular file of the initrd and its
+/// origin. Files no origin accounts for are named on stderr.
+fn write_sbom(
+    tree: &initrd::Tree,
+    sha256: &str,
+    output: &std::path::Path,
+    origins: &crate::sbom::Origins,
+    mtime: u32,
+) -> anyhow::Result<()> {
+    use crate::sbom::{self, spdx::Purpose, Artifact};
+    let entries = initrd::sbom_entries(tree);
+    let file_name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "initrd".into());
+    let artifact = Artifact {
+        kind: "initrd",
+        file_name: &file_name,
+        sha256,
+        purpose: Purpose::Archive,
+        created: u64::from(mtime),
+    };
+    let (doc, unidentified) = sbom::describe(&artifact, &entries, origins);
+    let path = sbom::write_beside(output, &doc)?;
+    if !unidentified.is_empty() && !origins.is_empty() {
+        eprintln!(
+            "{}: {} files with no origin (pass the .deb they came from with --sbom-deb, \
+             or --sbom-workspace for /init): {}",
+            path.display(),
+            unidentified.len(),
+            unidentified.join(" ")
+        );
+    }
+    Ok(())
 }

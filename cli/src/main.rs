@@ -17,7 +17,9 @@ mod nodes_cmd;
 mod oci;
 mod overlay_cmd;
 mod policy_cmd;
+mod provenance;
 mod rollout_cmd;
+mod sbom;
 mod serve_cmd;
 mod state_args;
 mod tar_cmd;
@@ -25,6 +27,7 @@ mod timeline_cmd;
 mod tpm_cmd;
 mod uki;
 mod uki_cmd;
+mod verify_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -76,6 +79,8 @@ enum Command {
     /// Build unified kernel images (kernel + initrd + command line on systemd-stub).
     #[command(subcommand)]
     Uki(uki_cmd::UkiCmd),
+    /// Check an initrd's or UKI's signed provenance (in-toto, SLSA v1).
+    Verify(verify_cmd::VerifyArgs),
     /// Administration: console operators' certificates.
     #[command(subcommand)]
     Admin(admin_cmd::AdminCmd),
@@ -106,6 +111,7 @@ fn main() -> std::process::ExitCode {
         Command::Attest(a) => attest::run(a),
         Command::Artifact(a) => artifact_cmd::run(a),
         Command::Uki(cmd) => uki_cmd::run(cmd),
+        Command::Verify(a) => verify_cmd::run(a),
         Command::Admin(cmd) => admin_cmd::run(cmd),
         Command::Man(a) => man_cmd::run(a, <Cli as clap::CommandFactory>::command()),
     };

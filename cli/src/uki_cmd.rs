@@ -12,6 +12,8 @@ use sha2::{Digest, Sha256};
 
 use ember_build::uki::{assemble, default_os_release, Parts};
 
+use crate::provenance;
+use crate::sbom::{self, spdx::Purpose, Artifact, Entry, Role};
 use crate::uki;
 
 #[derive(Subcommand)]
@@ -56,6 +58,16 @@ pub struct BuildArgs {
     /// entry the firmware measures into PCR 7 as the boot's authority.
     #[arg(long, requires = "sign_key", value_name = "CERT")]
     pub sign_cert: Option<PathBuf>,
+    /// Where the kernel and the stub came from (their .debs), for the SBOM
+    /// written beside the UKI; the initrd's own SBOM (INITRD.spdx.json,
+    /// as `ember initrd build` writes it) is folded in.
+    #[command(flatten)]
+    pub sbom: crate::sbom::OriginArgs,
+    /// Sign an in-toto statement (SLSA provenance v1: builder, inputs with
+    /// digests, command) with this ECDSA P-256 PKCS#8 PEM key, written as
+    /// OUTPUT.intoto.json; `ember verify` checks it.
+    #[arg(long, value_name = "KEY")]
+    pub sign_provenance: Option<PathBuf>,
 }
 
 pub fn run(cmd: UkiCmd) -> Result<()> {
@@ -65,6 +77,10 @@ pub fn run(cmd: UkiCmd) -> Result<()> {
 }
 
 fn build(a: BuildArgs) -> Result<()> {
+    let origins = a.sbom.read()?;
+    if let Some(key) = &a.sign_provenance {
+        provenance::check_key(key)?;
+    }
     let stub = uki::read_input("stub", &a.stub)?;
     let linux = uki::read_input("kernel", &a.kernel)?;
     let initrd = uki::read_input("initrd", &a.initrd)?;
@@ -91,14 +107,146 @@ fn build(a: BuildArgs) -> Result<()> {
         (Some(key), Some(cert)) => sign(&image, key, cert, &a.output)?,
         _ => image,
     };
+    let sha256 = ember_fs::hex::hex(&Sha256::digest(&image));
+    let parts = [
+        ("stub", &stub[..], Role::Input),
+        (".linux", &linux[..], Role::Input),
+        (".cmdline", a.cmdline.as_bytes(), Role::Generated),
+        (
+            ".osrel",
+            &osrel[..],
+            if a.os_release.is_some() {
+                Role::Input
+            } else {
+                Role::Generated
+            },
+        ),
+        (".pcrpkey", &pcrpkey[..], Role::Input),
+    ];
+    // The SBOM is made (and the initrd's checked) before anything is
+    // written: a refused build leaves neither file.
+    let doc = sbom_for(&a, &sha256, &parts, &initrd, &origins)?;
     write_atomically(&a.output, &image)?;
+    sbom::write_beside(&a.output, &doc)?;
+    if let Some(key) = &a.sign_provenance {
+        let mut inputs = vec![
+            provenance::Input {
+                name: "stub",
+                path: &a.stub,
+                data: &stub,
+            },
+            provenance::Input {
+                name: "kernel",
+                path: &a.kernel,
+                data: &linux,
+            },
+            provenance::Input {
+                name: "initrd",
+                path: &a.initrd,
+                data: &initrd,
+            },
+        ];
+        if let Some(p) = &a.os_release {
+            inputs.push(provenance::Input {
+                name: "os-release",
+                path: p,
+                data: &osrel,
+            });
+        }
+        if let Some(p) = &a.pcrpkey {
+            inputs.push(provenance::Input {
+                name: "pcrpkey",
+                path: p,
+                data: &pcrpkey,
+            });
+        }
+        let name = a
+            .output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let statement = provenance::statement("uki", &name, &sha256, &inputs);
+        provenance::write_signed(&a.output, &statement, key)?;
+    }
     println!(
         "{}: {} bytes, sha256 {}",
         a.output.display(),
         image.len(),
-        ember_fs::hex::hex(&Sha256::digest(&image))
+        sha256
     );
     Ok(())
+}
+
+/// The document for `OUTPUT.spdx.json`: the stub and sections the UKI is made of,
+/// traced to their packages, and the initrd's own SBOM folded in (checked
+/// to describe these initrd bytes).
+fn sbom_for(
+    a: &BuildArgs,
+    sha256: &str,
+    parts: &[(&str, &[u8], Role)],
+    initrd: &[u8],
+    origins: &sbom::Origins,
+) -> Result<sbom::spdx::Document> {
+    let mut entries: Vec<Entry> = parts
+        .iter()
+        .filter(|(name, data, _)| !data.is_empty() || *name == ".cmdline")
+        .map(|(name, data, role)| Entry {
+            path: name.to_string(),
+            data,
+            role: *role,
+        })
+        .collect();
+    let initrd_sha = ember_fs::hex::hex(&Sha256::digest(initrd));
+    let initrd_sbom = sbom::path_beside(&a.initrd);
+    let inner = if initrd_sbom.exists() {
+        let doc = sbom::read(&initrd_sbom)?;
+        let described = doc.packages.first().and_then(|p| {
+            p.checksums
+                .iter()
+                .find(|c| c.algorithm == sbom::spdx::Algorithm::Sha256)
+        });
+        if described.map(|c| c.checksum_value.as_str()) != Some(initrd_sha.as_str()) {
+            bail!(
+                "{} does not describe {} (sha256 {initrd_sha}): rebuild the initrd \
+                 with `ember initrd build` to refresh its SBOM",
+                initrd_sbom.display(),
+                a.initrd.display()
+            );
+        }
+        Some(doc)
+    } else {
+        entries.push(Entry {
+            path: ".initrd".into(),
+            data: initrd,
+            role: Role::Input,
+        });
+        None
+    };
+    let file_name = a
+        .output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "uki".into());
+    let artifact = Artifact {
+        kind: "uki",
+        file_name: &file_name,
+        sha256,
+        purpose: Purpose::OperatingSystem,
+        created: u64::from(crate::initrd::source_date_epoch()?),
+    };
+    let (mut doc, unidentified) = sbom::describe(&artifact, &entries, origins);
+    if let Some(inner) = &inner {
+        sbom::embed(&mut doc, inner);
+    }
+    if !unidentified.is_empty() && !origins.is_empty() {
+        eprintln!(
+            "{}: {} parts with no origin (pass the .deb they came from with --sbom-deb): {}",
+            sbom::path_beside(&a.output).display(),
+            unidentified.len(),
+            unidentified.join(" ")
+        );
+    }
+    Ok(doc)
 }
 
 /// Signs `image` for Secure Boot with sbsign (Debian's sbsigntool): an

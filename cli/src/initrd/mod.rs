@@ -407,7 +407,27 @@ fn write_tree_to(
     })
 }
 
-pub fn build_to_file(spec: &Spec, output: &Path) -> anyhow::Result<Report> {
-    let tree = assemble(spec)?;
-    write_tree(&tree, spec.compression, spec.mtime, output)
+/// The initrd's regular files for its SBOM, each with what the build
+/// knows of it: /init, the files this module writes itself (the module
+/// list and modules.dep), and everything copied in from an input.
+pub fn sbom_entries(tree: &Tree) -> Vec<crate::sbom::Entry<'_>> {
+    use crate::sbom::{Entry, Role};
+    tree.iter()
+        .filter_map(|(path, node)| match node {
+            Node::File { data, .. } => Some(Entry {
+                path: path.clone(),
+                data,
+                role: if path == "init" {
+                    Role::Init
+                } else if path == MODULE_LIST_PATH
+                    || (path.starts_with("lib/modules/") && path.ends_with("/modules.dep"))
+                {
+                    Role::Generated
+                } else {
+                    Role::Input
+                },
+            }),
+            _ => None,
+        })
+        .collect()
 }

@@ -226,9 +226,9 @@ mod tests {
                 "{bad:?}"
             );
         }
-        let long: String = core::iter::repeat('a').take(MAX_ENTRY_UNITS).collect();
+        let long = "a".repeat(MAX_ENTRY_UNITS);
         assert!(LoaderEntry::parse(&file(6, &long)).is_ok());
-        let longer: String = core::iter::repeat('a').take(MAX_ENTRY_UNITS + 1).collect();
+        let longer = "a".repeat(MAX_ENTRY_UNITS + 1);
         assert_eq!(
             LoaderEntry::parse(&file(6, &longer)),
             Err(Error::EfiVarBadEntryId("empty or too long"))

@@ -25,6 +25,14 @@ pub enum Error {
     GptNoSignature,
     /// A GPT header or entry array that fails its checks.
     GptBadHeader(&'static str),
+    /// An efivarfs file shorter than its 4-byte attributes word.
+    EfiVarTruncated,
+    /// An EFI variable whose attributes are not the ones its writer sets.
+    EfiVarAttributes(u32),
+    /// A UTF-16 EFI variable with an odd number of bytes.
+    EfiVarOddLength,
+    /// A loader entry identifier that is not one systemd-boot writes.
+    EfiVarBadEntryId(&'static str),
 }
 
 impl fmt::Display for Error {
@@ -49,6 +57,14 @@ impl fmt::Display for Error {
             }
             Error::GptNoSignature => write!(f, "no GPT on this disk"),
             Error::GptBadHeader(why) => write!(f, "GPT: {why}"),
+            Error::EfiVarTruncated => write!(f, "EFI variable: shorter than its attributes"),
+            Error::EfiVarAttributes(a) => write!(
+                f,
+                "EFI variable: attributes {a:#x}, expected {:#x} (volatile, boot service and runtime access)",
+                crate::efivar::BOOTSERVICE_ACCESS | crate::efivar::RUNTIME_ACCESS
+            ),
+            Error::EfiVarOddLength => write!(f, "EFI variable: UTF-16 text of odd length"),
+            Error::EfiVarBadEntryId(why) => write!(f, "EFI variable: loader entry identifier {why}"),
         }
     }
 }

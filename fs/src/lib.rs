@@ -6,6 +6,7 @@ extern crate alloc;
 
 pub mod cpio;
 pub mod crc32;
+pub mod efivar;
 mod error;
 pub mod gpt;
 pub mod gzip_writer;

@@ -95,7 +95,16 @@ fn boot(sup: &mut Supervisor, cfg: &mut Config) -> Result<Running, Failure> {
     let source = overlay_source(cfg, tpm.as_mut(), net.as_ref())?;
     let failed = |f| source.failed(f);
 
-    phase("seal-boot-phase", || measure::leave_initrd(tpm.as_mut())).map_err(failed)?;
+    // A network boot keeps the rollback counter's phase (PCR 15) open until
+    // its slot is written: the counter then revokes the older slot at once.
+    let counter = match &source {
+        Source::Network { .. } => measure::Counter::KeepOpen,
+        Source::LastKnownGood { .. } => measure::Counter::Close,
+    };
+    phase("seal-boot-phase", || {
+        measure::leave_initrd(tpm.as_mut(), counter)
+    })
+    .map_err(failed)?;
     let conf = phase("nodeconf", nodeconf::read).map_err(failed)?;
     let resolv = phase("storage", || storage::apply(&conf.storage, sup)).map_err(failed)?;
     if let Some(net) = net.as_mut() {
@@ -121,6 +130,11 @@ fn boot(sup: &mut Supervisor, cfg: &mut Config) -> Result<Running, Failure> {
     // node keeps running; the previous last-known-good stays.
     if let Err((_, e)) = phase("lkg", || lkg::persist(tpm.as_mut(), persist)) {
         crate::warn!("lkg: {e}; the previous last-known-good stays");
+    }
+    if counter == measure::Counter::KeepOpen {
+        if let Err((_, e)) = phase("seal-counter", || measure::close_counter(tpm.as_mut())) {
+            crate::error!("lkg: {e}; the rollback counter stays movable until the next boot");
+        }
     }
     let report = source.report(Outcome::Joined, "node is Ready");
     Ok(Running {
@@ -190,8 +204,10 @@ fn overlay_source(
                     "attest: boot server unreachable or unavailable ({e}); trying last-known-good"
                 );
             }
-            let booted_from = cfg.slot.as_deref().and_then(Slot::parse);
-            let restored = phase("lkg-restore", || lkg::restore(tpm, booted_from))?;
+            let cmdline_slot = cfg.slot.as_deref().and_then(Slot::parse);
+            let restored = phase("lkg-restore", || {
+                lkg::restore(tpm, lkg::loader::booted_slot(cmdline_slot)?)
+            })?;
             Ok(Source::LastKnownGood { restored })
         }
         Err(f) => Err(f),

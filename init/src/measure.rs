@@ -14,9 +14,15 @@
 //! last-known-good slot.
 //!
 //! Either way, before the runtime starts the init extends a fixed "leave
-//! initrd" event (`seal-boot-phase`, as systemd-pcrphase does) into PCR 11
-//! and PCR 15, so nothing the runtime runs can quote or unseal as a node in
-//! its boot phase, nor move the rollback counter (PCR 15 must be zero).
+//! initrd" event (`seal-boot-phase`, as systemd-pcrphase does) into PCR 11,
+//! so nothing the runtime runs can quote or unseal as a node in its boot
+//! phase, and the same event into PCR 15, after which nothing can move the
+//! rollback counter (its write policy wants PCR 15 zero). A network boot
+//! extends PCR 15 only once its new last-known-good slot is written and the
+//! counter moved to it ([`close_counter`]), so the older slot is revoked
+//! while the node runs, not at the next boot; until then the runtime could
+//! move the counter too, which only revokes slots (a denial of
+//! last-known-good), never brings one back.
 
 use alloc::vec::Vec;
 
@@ -99,14 +105,35 @@ pub fn boot() -> Result<Measured, Error> {
     })
 }
 
-/// Ends the boot phase in PCR 11 and in PCR 15, which the rollback
-/// counter's write policy requires at zero (nothing to do without a TPM).
-pub fn leave_initrd(tpm: Option<&mut Measured>) -> Result<(), Error> {
+/// Ends the boot phase in PCR 11, and in PCR 15 (which the rollback
+/// counter's write policy requires at zero) unless `counter` is
+/// [`Counter::KeepOpen`] (nothing to do without a TPM).
+pub fn leave_initrd(tpm: Option<&mut Measured>, counter: Counter) -> Result<(), Error> {
     let Some(m) = tpm else { return Ok(()) };
     let event = Sha256::digest(LEAVE_EVENT);
-    for pcr in [BOOT_PCR, ember_tpm::counter::BOOT_PHASE_PCR] {
-        m.tpm.pcr_extend(pcr, &[(HashAlg::Sha256, &event)])?;
+    m.tpm.pcr_extend(BOOT_PCR, &[(HashAlg::Sha256, &event)])?;
+    if counter == Counter::Close {
+        close_counter(Some(m))?;
     }
+    Ok(())
+}
+
+/// Whether [`leave_initrd`] also ends the rollback counter's phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    Close,
+    /// A network boot: the counter moves to the slot it writes after Ready.
+    KeepOpen,
+}
+
+/// Extends PCR 15: from now on nothing moves the rollback counter.
+pub fn close_counter(tpm: Option<&mut Measured>) -> Result<(), Error> {
+    let Some(m) = tpm else { return Ok(()) };
+    let event = Sha256::digest(LEAVE_EVENT);
+    m.tpm.pcr_extend(
+        ember_tpm::counter::BOOT_PHASE_PCR,
+        &[(HashAlg::Sha256, &event)],
+    )?;
     Ok(())
 }
 

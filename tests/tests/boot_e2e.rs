@@ -373,10 +373,20 @@ fn older_slot_brought_back_on_cold_start_is_refused_as_a_rollback() {
     lab.publish("ready", &[]); // manifest epoch 1
     boot_until(&lab, "rb-first", false, "lkg: wrote slot a generation 1");
     lab.publish("ready", &[]); // a new overlay version: manifest epoch 2
-    boot_until(&lab, "rb-second", false, "lkg: wrote slot b generation 2");
+    let log = boot_until(&lab, "rb-second", false, "lkg: wrote slot b generation 2");
+    // The network boot revoked slot a in the TPM as soon as slot b was
+    // written, before the node ran on: not at the next boot.
+    assert!(
+        ember_lines(&log).contains(": older slots no longer unseal"),
+        "{}",
+        ember_lines(&log)
+    );
 
-    // An attacker with the disk points the loader back at slot a, whose
-    // genuinely signed manifest is older than the epoch already blessed.
+    // An attacker with the disk (or root in the runtime while the node
+    // runs) deletes slot b's record and entry and so points the loader
+    // back at slot a, whose genuinely signed manifest is older than the
+    // epoch already blessed. With slot b's record gone no later boot can
+    // learn that the counter should have moved: it must have moved already.
     let entries = esp_entries(&lab.disk);
     let newer = entries
         .split_whitespace()
@@ -385,6 +395,7 @@ fn older_slot_brought_back_on_cold_start_is_refused_as_a_rollback() {
         .to_string();
     // `mdir -b` lists full paths (::/loader/entries/ember-b+3.conf).
     esp_tool(&lab.disk, "mdel", &[&newer]);
+    esp_tool(&lab.disk, "mdel", &["::/ember/b/slot.rec"]);
     lab.server = None;
     lab.api.remove_node(NODE);
     let log = boot_until(&lab, "rb-cold", true, "boot failed in phase lkg-restore");
@@ -393,7 +404,7 @@ fn older_slot_brought_back_on_cold_start_is_refused_as_a_rollback() {
         lines.contains("epoch 1 is older than the blessed epoch 2"),
         "{lines}"
     );
-    // This boot phase blessed slot b in the TPM: the counter moved to it.
+    // The counter stood at slot b's value already.
     assert!(lines.contains("lkg: rollback counter = "), "{lines}");
     assert!(!lines.contains("phase=nodeconf"), "{lines}");
 

@@ -226,7 +226,14 @@ fn with_secure_boot_the_node_attests_and_cold_starts_and_secure_boot_off_is_refu
         "ember nodes does not say why: {nodes}"
     );
 
-    // 3. Cold start, the server gone: firmware → signed systemd-boot → the
+    // 3. A/B fallback: a newer slot b whose entry ran out of tries
+    // (systemd-boot's counting marked it bad, +0-3) sits beside slot a.
+    // systemd-boot falls back to slot a's entry; under Secure Boot the
+    // stub drops the entry's `ember.slot=a`, so only what systemd-boot
+    // recorded (LoaderEntrySelected) says which slot it booted. The init
+    // restores slot a, not the newest.
+    fallen_back_slot_b(&lab);
+    // Cold start, the server gone: firmware → signed systemd-boot → the
     // slot's signed UKI; the TPM unseals the key sealed to that PCR 4.
     lab.api.remove_node(ember_tests::lab::NODE);
     lab.server = None;
@@ -237,6 +244,13 @@ fn with_secure_boot_the_node_attests_and_cold_starts_and_secure_boot_off_is_refu
         "lkg: overlay 1 restored from slot a",
     );
     assert!(log.contains("Secure boot enabled"), "{}", tail(&log, 60));
+    let lines = ember_lines(&log);
+    assert!(
+        lines.contains("lkg: systemd-boot booted loader entry ember-a")
+            && lines.contains("(LoaderEntrySelected): slot a"),
+        "the slot was not taken from LoaderEntrySelected: {lines}"
+    );
+    assert!(!lines.contains("restored from slot b"), "{lines}");
 
     // 4. Someone with the disk adds one argument to the loader entry's
     // options (an ACPI table of their own): systemd-boot measures the
@@ -294,6 +308,54 @@ fn with_secure_boot_the_node_attests_and_cold_starts_and_secure_boot_off_is_refu
         "the node does not name PCR 12 alone: {moved:?}\n{lines}"
     );
     assert!(!lines.contains("restored from slot"), "{lines}");
+}
+
+/// Puts a slot b on the ESP that is newer than slot a (generation 2, a
+/// copy of slot a's UKI, overlay and record, so it would unseal and open
+/// too) with a loader entry whose tries are used up (`+0-3`): what the
+/// disk holds after a new slot failed to boot three times and
+/// systemd-boot went back to the old one.
+fn fallen_back_slot_b(lab: &Lab) {
+    let dir = lab.dir.path().join("slot-b");
+    std::fs::create_dir_all(&dir).unwrap();
+    esp_tool(&lab.disk, "mmd", &["::/ember/b"]);
+    for f in ["ember.efi", "overlay.sealed", "slot.rec"] {
+        let local = dir.join(f);
+        esp_tool(
+            &lab.disk,
+            "mcopy",
+            &["-o", &format!("::/ember/a/{f}"), local.to_str().unwrap()],
+        );
+        if f == "slot.rec" {
+            let mut bytes = std::fs::read(&local).unwrap();
+            assert_eq!(bytes[1], 1, "slot.rec generation 1");
+            bytes[1] = 2;
+            std::fs::write(&local, &bytes).unwrap();
+        }
+        esp_tool(
+            &lab.disk,
+            "mcopy",
+            &["-o", local.to_str().unwrap(), &format!("::/ember/b/{f}")],
+        );
+    }
+    let entry = esp_tool(&lab.disk, "mtype", &["::/loader/entries/ember-a+3.conf"]);
+    let entry_b = entry
+        .replace("slot a, generation 1", "slot b, generation 2")
+        .replace("version 1\n", "version 2\n")
+        .replace("/ember/a/", "/ember/b/")
+        .replace("ember.slot=a", "ember.slot=b");
+    assert!(entry_b.contains("ember.slot=b"), "{entry_b}");
+    let local = dir.join("entry.conf");
+    std::fs::write(&local, entry_b).unwrap();
+    esp_tool(
+        &lab.disk,
+        "mcopy",
+        &[
+            "-o",
+            local.to_str().unwrap(),
+            "::/loader/entries/ember-b+0-3.conf",
+        ],
+    );
 }
 
 /// A path for a variable store that does not exist yet: Boot then starts

@@ -3,11 +3,12 @@
 //! **The TPM counter** ([`ember_tpm::counter`]) is what an attacker with
 //! the disk cannot lower. It counts blessings: every slot is sealed with
 //! PolicyNV(counter ≤ n) for the `n` in its record (`SealedKey::sealed_for`,
-//! one more than the counter when the slot was written), and the first
-//! boot phase after a slot was written moves the counter to its `n`
-//! ([`settle`]), so from then on the older slot's key does not unseal, in
+//! one more than the counter when the slot was written), and the network
+//! boot that wrote it moves the counter to its `n` right after the write
+//! ([`advance_to`]; the first boot phase after a cut write does it,
+//! [`settle`]), so from then on the older slot's key does not unseal, in
 //! the TPM itself. Only the boot phase can move it (PCR 15 is zero until
-//! "leave initrd"); the runtime never can. Someone who boots other code
+//! the slot is written or, on a cold start, "leave initrd"). Someone who boots other code
 //! can increment it too: that revokes the slots (a denial of
 //! last-known-good), never brings an older one back.
 //!
@@ -98,6 +99,20 @@ pub fn settle(tpm: Option<&mut Measured>) -> Result<(), Error> {
         value = value.saturating_add(1);
     }
     crate::info!("lkg: rollback counter = {value}");
+    Ok(())
+}
+
+/// Right after a network boot wrote its slot (still in the counter's
+/// phase, PCR 15 zero): moves the counter to the value the slot was
+/// sealed for, so the older slot stops unsealing before the node runs on.
+/// A counter already there is left (a cut before this step is finished
+/// by [`settle`] at the next boot).
+pub fn advance_to(tpm: &mut NodeTpm, sealed_for: u64) -> Result<(), Error> {
+    let now = counter_value(tpm)?;
+    if now.saturating_add(1) == sealed_for {
+        increment(tpm)?;
+        crate::info!("lkg: rollback counter = {sealed_for}: older slots no longer unseal");
+    }
     Ok(())
 }
 

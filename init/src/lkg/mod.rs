@@ -42,6 +42,7 @@
 
 pub mod epoch;
 pub mod esp;
+pub mod loader;
 pub mod record;
 pub mod seal;
 pub mod slots;
@@ -72,7 +73,8 @@ pub struct Restored {
     pub epoch: u64,
 }
 
-/// Cold start: the newest slot's overlay (or the one the boot entry named):
+/// Cold start: the overlay of the slot systemd-boot booted ([`loader`]),
+/// else of the newest slot:
 /// its manifest verified and checked against the blessed epoch, its data
 /// key unsealed by the TPM and checked against the manifest, opened into `/`.
 pub fn restore(tpm: Option<&mut Measured>, booted_from: Option<Slot>) -> Result<Restored, Error> {
@@ -274,6 +276,9 @@ pub fn persist(tpm: Option<&mut Measured>, from: Persist<'_>) -> Result<(), Erro
     // bootable, and its epoch must still be accepted.
     epoch::raise(&esp, m.epoch)?;
     drop(esp);
+    // And the TPM revokes the older slot now, while this boot runs, not at
+    // the next boot: deleting this slot's record cannot bring it back.
+    epoch::advance_to(&mut tpm.tpm, sealed_for)?;
     crate::info!(
         "lkg: wrote slot {} generation {} (overlay {} epoch {}) to {}",
         slot.name(),

@@ -22,7 +22,9 @@ pub struct Refusal {
     pub code: ErrorCode,
     pub reason: Cow<'static, str>,
     pub detail: String,
-    pub explanation: Option<Explanation>,
+    /// Boxed: every step returns a Refusal as its error, and most never
+    /// carry one.
+    pub explanation: Option<Box<Explanation>>,
 }
 
 impl Refusal {
@@ -38,7 +40,7 @@ impl Refusal {
 
     /// Attaches what the operator is shown about this refusal.
     pub fn explained(mut self, e: Explanation) -> Self {
-        self.explanation = Some(e);
+        self.explanation = Some(Box::new(e));
         self
     }
 

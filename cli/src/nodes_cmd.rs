@@ -1,12 +1,14 @@
 //! `ember nodes`: the enrolled nodes and how their last boots went;
-//! `ember nodes allow-rollback` lowers rollback floors on purpose.
+//! `ember nodes show` one node's boots, each refusal explained (expected
+//! against received, the command that allows it); `ember nodes
+//! allow-rollback` lowers rollback floors on purpose.
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 
 use ember_proto::untrusted::Untrusted;
 use ember_server::rollback::short;
-use ember_server::store::{self, hex, images};
+use ember_server::store::{self, hex, images, reports};
 
 use crate::state_args::StateArgs;
 
@@ -27,6 +29,22 @@ pub enum NodesCmd {
     /// Every change of a node's rollback floor, oldest first: the boots
     /// that blessed a newer UKI and who lowered it with allow-rollback.
     FloorLog(FloorLogArgs),
+    /// One node's facts and its last boots, newest first: each refusal
+    /// with what differed (expected against received) and the command
+    /// that would allow it.
+    Show(ShowArgs),
+}
+
+#[derive(Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The node to show.
+    #[arg(long)]
+    pub node: String,
+    /// How many of its last boot reports to list.
+    #[arg(long, default_value_t = 10)]
+    pub boots: u32,
 }
 
 #[derive(Args)]
@@ -74,6 +92,7 @@ pub fn run(args: NodesArgs) -> Result<()> {
     match args.cmd {
         Some(NodesCmd::AllowRollback(a)) => return allow_rollback(a),
         Some(NodesCmd::FloorLog(a)) => return floor_log(a),
+        Some(NodesCmd::Show(a)) => return show(a),
         None => {}
     }
     let nodes = store::list_nodes(&mut args.state.open()?)?;
@@ -195,6 +214,63 @@ fn floor_log(a: FloorLogArgs) -> Result<()> {
             epoch(c.new_floor),
             Untrusted(&c.cause)
         );
+    }
+    Ok(())
+}
+
+fn show(a: ShowArgs) -> Result<()> {
+    let mut db = a.state.open()?;
+    let Some(node) = store::node_by_name(&mut db, &a.node)? else {
+        bail!("no node named {:?}", a.node);
+    };
+    let facts = store::nodes::facts(&mut db, node.id)?;
+    let floor = images::floor_of(&mut db, node.id)?;
+    println!("node            {}", Untrusted(&node.name));
+    println!("group           {}", Untrusted(&node.group));
+    println!("EK (SHA-256)    {}", hex(&facts.ek_hash));
+    println!("failed attempts {}", facts.attempts);
+    println!(
+        "last-known-good {}",
+        facts
+            .last_known_good
+            .map_or("none".to_string(), |v| format!("overlay {v}"))
+    );
+    println!(
+        "rollback floor  {}",
+        match &floor {
+            None => "none".to_string(),
+            Some(f) => match &f.image {
+                Some(i) => format!("image epoch {} ({})", f.epoch, short(&i.sha256)),
+                None => format!("image epoch {} (unknown image)", f.epoch),
+            },
+        }
+    );
+    let boots = reports::of_node(&mut db, node.id, a.boots)?;
+    if boots.is_empty() {
+        println!("no boot reported yet");
+    }
+    for r in boots {
+        println!();
+        let overlay = r
+            .version_id
+            .map_or(String::new(), |v| format!(" overlay {v}"));
+        println!("{:<10} {}{overlay}", age(Some(r.at)), r.outcome.as_str());
+        if !r.reason.is_empty() {
+            println!("  why: {}", Untrusted(&r.reason));
+        }
+        if r.outcome != reports::Outcome::Failed {
+            continue;
+        }
+        let e = reports::explanation(&mut db, &r)?;
+        for x in &e.items {
+            // An event's label is the node's text: shown inert.
+            println!("  {}", Untrusted(&x.what));
+            println!("    expected {}", Untrusted(&x.expected));
+            println!("    received {}", Untrusted(&x.received));
+        }
+        if let Some(fix) = &e.fix {
+            println!("  fix (only for a boot you trust): {}", Untrusted(fix));
+        }
     }
     Ok(())
 }

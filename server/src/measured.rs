@@ -16,6 +16,7 @@ use ember_tpm::eventlog::{self, EventLog, Mismatch};
 use ember_tpm::HashAlg;
 
 use crate::refusal::Refusal;
+use crate::store::reports::{Explained, Explanation};
 use crate::store::{hex, Policy};
 
 /// Refuses unless every PCR `policy` selects is quoted with an allowed
@@ -63,11 +64,80 @@ pub fn judge(policy: &Policy, quoted: &[(u8, &[u8])], log: &[u8]) -> Result<(), 
         _ => {
             let reason: Vec<&str> = refusals.iter().map(|r| r.reason.as_ref()).collect();
             let detail: Vec<&str> = refusals.iter().map(|r| r.detail.as_str()).collect();
+            let items = refusals
+                .iter()
+                .filter_map(|r| r.explanation.as_ref())
+                .flat_map(|e| e.items.iter().cloned())
+                .collect();
+            let differing: Vec<(u8, &[u8])> = selected
+                .iter()
+                .copied()
+                .filter(|(pcr, value)| {
+                    !policy
+                        .allowed
+                        .iter()
+                        .any(|(p, v)| p == pcr && keys::ct_eq(v, value))
+                })
+                .collect();
             Err(
                 Refusal::new(ErrorCode::PcrPolicyMismatch, detail.join("; "))
-                    .because(reason.join("; ")),
+                    .because(reason.join("; "))
+                    .explained(Explanation {
+                        items,
+                        fix: Some(fix_command(policy, bank, &differing)),
+                    }),
             )
         }
+    }
+}
+
+/// The `ember policy set` line that allows what this node quoted: the
+/// policy's own PCRs and allowed values, plus `add`. `policy set` replaces
+/// a scope's values, so every value allowed now is on the line too. The
+/// new policy judges values alone (a `--uki` policy's extends are not
+/// kept): re-running the policy's `--uki` line with the UKI you deployed
+/// is the other way, which the server cannot write for you.
+pub fn fix_command(policy: &Policy, bank: HashAlg, add: &[(u8, &[u8])]) -> String {
+    let mut cmd = String::from("ember policy set");
+    if let Some(g) = policy.scope.strip_prefix("group:") {
+        cmd += &format!(" --group {}", shell_word(g));
+    } else if let Some(n) = policy.scope.strip_prefix("node:") {
+        cmd += &format!(" --node {}", shell_word(n));
+    }
+    let pcrs: Vec<String> = (0u8..24)
+        .filter(|i| policy.mask & (1 << i) != 0)
+        .map(|i| i.to_string())
+        .collect();
+    cmd += &format!(" --pcrs {}", pcrs.join(","));
+    if bank != HashAlg::Sha256 {
+        cmd += &format!(" --bank {}", bank.name());
+    }
+    let mut values: Vec<(u8, &[u8])> = policy
+        .allowed
+        .iter()
+        .map(|(p, v)| (*p, v.as_slice()))
+        .collect();
+    for (p, v) in add {
+        if !values.iter().any(|(q, w)| q == p && w == v) {
+            values.push((*p, v));
+        }
+    }
+    // Allowed now first, the quoted values last: what the line adds shows.
+    for (p, v) in values {
+        cmd += &format!(" --value {p}={}", hex(v));
+    }
+    cmd
+}
+
+/// `s` as one POSIX shell word: bare when it is plain, else single-quoted.
+pub fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/' | '@'));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
@@ -119,6 +189,17 @@ fn replayed_log<'a>(
         let zero = vec![0u8; bank.digest_len()];
         let replayed = pcrs[*pcr as usize].as_deref().unwrap_or(&zero);
         if !keys::ct_eq(replayed, quoted) {
+            // No policy change allows a log that does not replay: no fix.
+            let item = Explained {
+                pcr: Some(*pcr),
+                what: format!("PCR {pcr} {}: the event log's replay", bank.name()),
+                expected: hex(quoted),
+                received: hex(replayed),
+            };
+            let explanation = Explanation {
+                items: vec![item],
+                fix: None,
+            };
             return Err(refuse(
                 format!(
                     "PCR {pcr} {}: the event log replays to {}, the quote has {}: something extended PCR {pcr} that the firmware's log does not record (an init measuring itself, a runtime after leave-initrd) or the log was edited",
@@ -127,7 +208,8 @@ fn replayed_log<'a>(
                     hex(quoted)
                 ),
                 format!("event log does not replay to quoted PCR {pcr}"),
-            ));
+            )
+            .explained(explanation));
         }
     }
     Ok(Some(log))
@@ -150,8 +232,26 @@ fn not_allowed(
         policy.scope
     );
     let reason = format!("PCR {pcr} not allowed by policy");
+    let allowed: Vec<String> = policy
+        .allowed
+        .iter()
+        .filter(|(p, _)| *p == pcr)
+        .map(|(_, v)| hex(v))
+        .collect();
+    let value_item = Explained {
+        pcr: Some(pcr),
+        what: format!("PCR {pcr} {} value", bank.name()),
+        expected: match allowed.len() {
+            0 => "no value allowed".into(),
+            _ => allowed.join(" or "),
+        },
+        received: hex(value),
+    };
+    let explained = |items: Vec<Explained>| Explanation { items, fix: None };
     let Some(log) = log else {
-        return Refusal::new(ErrorCode::PcrPolicyMismatch, plain).because(reason);
+        return Refusal::new(ErrorCode::PcrPolicyMismatch, plain)
+            .because(reason)
+            .explained(explained(vec![value_item]));
     };
     // Of the allowed values this PCR may take, the one whose extends the
     // log follows longest names the difference.
@@ -167,9 +267,30 @@ fn not_allowed(
                 Some(n) => format!("PCR {pcr} event {n} ({}) differs", m.label),
                 None => format!("PCR {pcr} ({}) missing", m.label),
             };
-            Refusal::new(ErrorCode::PcrPolicyMismatch, format!("{m}; {plain}")).because(reason)
+            let digest = |d: &Option<Vec<u8>>| match d {
+                Some(d) => hex(d),
+                None => "nothing".into(),
+            };
+            let event_item = Explained {
+                pcr: Some(pcr),
+                what: match m.event {
+                    Some(n) => format!("PCR {pcr} {} event {n} ({})", bank.name(), m.label),
+                    None => format!(
+                        "PCR {pcr} {} after the last logged event ({})",
+                        bank.name(),
+                        m.label
+                    ),
+                },
+                expected: digest(&m.expected),
+                received: digest(&m.measured),
+            };
+            Refusal::new(ErrorCode::PcrPolicyMismatch, format!("{m}; {plain}"))
+                .because(reason)
+                .explained(explained(vec![event_item, value_item]))
         }
-        None => Refusal::new(ErrorCode::PcrPolicyMismatch, plain).because(reason),
+        None => Refusal::new(ErrorCode::PcrPolicyMismatch, plain)
+            .because(reason)
+            .explained(explained(vec![value_item])),
     }
 }
 
@@ -289,6 +410,49 @@ mod tests {
             "{}",
             r.detail
         );
+        // The operator's explanation: the event's extend and the PCR's
+        // value, each expected against received, and the line allowing it.
+        let e = r.explanation.expect("explained");
+        assert_eq!(e.items.len(), 2, "{e:?}");
+        assert_eq!(e.items[0].what, "PCR 11 sha256 event 31 (.initrd)");
+        assert_eq!(e.items[0].received, hex(&[0xEE; 32]));
+        assert_ne!(e.items[0].expected, e.items[0].received);
+        assert!(extends(11)
+            .iter()
+            .any(|x| hex(&x.digest) == e.items[0].expected));
+        let quoted = hex(&quote_of(&evil)[1].1);
+        assert_eq!(e.items[1].what, "PCR 11 sha256 value");
+        assert_eq!(e.items[1].received, quoted);
+        assert_eq!(e.items[1].expected, hex(&policy().allowed[1].1));
+        let fix = e.fix.expect("a fix");
+        let p = policy();
+        assert_eq!(
+            fix,
+            format!(
+                "ember policy set --group lab --pcrs 4,11 --value 4={} --value 11={} --value 11={quoted}",
+                hex(&p.allowed[0].1),
+                hex(&p.allowed[1].1)
+            )
+        );
+    }
+
+    #[test]
+    fn fix_commands_quote_what_the_shell_would_read() {
+        assert_eq!(shell_word("rack-a.1"), "rack-a.1");
+        assert_eq!(shell_word("a b;$(x)'"), "'a b;$(x)'\\'''");
+        let p = Policy {
+            scope: "node:it's".into(),
+            hash_alg: HashAlg::Sha384.alg_id(),
+            mask: 1 << 7,
+            record: false,
+            allowed: vec![],
+            events: vec![],
+            require_log: false,
+        };
+        assert_eq!(
+            fix_command(&p, HashAlg::Sha384, &[(7, &[0xab][..])]),
+            "ember policy set --node 'it'\\''s' --pcrs 7 --bank sha384 --value 7=ab"
+        );
     }
 
     #[test]
@@ -300,6 +464,14 @@ mod tests {
         let r = judge_with(&policy(), &quote, LOG).unwrap_err();
         assert_eq!(r.code, ErrorCode::EventLogMismatch);
         assert_eq!(r.reason, "event log does not replay to quoted PCR 11");
+        let e = r.explanation.expect("explained");
+        assert_eq!(e.items[0].expected, hex(&quote[1].1));
+        assert_eq!(
+            e.items[0].received,
+            hex(replayed(LOG)[11].as_ref().unwrap())
+        );
+        // No policy change allows a log that does not replay.
+        assert_eq!(e.fix, None);
     }
 
     #[test]

@@ -8,16 +8,23 @@ use std::borrow::Cow;
 use ember_proto::msg::{decode, ErrorCode, PROTOCOL_VERSION};
 
 use crate::store;
+use crate::store::reports::Explanation;
 use crate::verify::VerifyError;
 
 /// Why a request was refused: the code and a short reason the client sees
 /// (fixed words, never secrets, PCR values or database errors), and the
-/// detail that only the server log gets.
+/// detail that only the server log gets, and for a measured-boot or
+/// rollback refusal the explanation its operator sees (expected against
+/// received, the command that allows it; kept with the node's boots, never
+/// sent to the node).
 #[derive(Debug)]
 pub struct Refusal {
     pub code: ErrorCode,
     pub reason: Cow<'static, str>,
     pub detail: String,
+    /// Boxed: every step returns a Refusal as its error, and most never
+    /// carry one.
+    pub explanation: Option<Box<Explanation>>,
 }
 
 impl Refusal {
@@ -27,7 +34,14 @@ impl Refusal {
             code,
             reason: Cow::Borrowed(code.name()),
             detail: detail.into(),
+            explanation: None,
         }
+    }
+
+    /// Attaches what the operator is shown about this refusal.
+    pub fn explained(mut self, e: Explanation) -> Self {
+        self.explanation = Some(Box::new(e));
+        self
     }
 
     /// Names the cause more precisely than the code (e.g. which EK

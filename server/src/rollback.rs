@@ -16,6 +16,7 @@ use ember_proto::msg::ErrorCode;
 
 use crate::refusal::Refusal;
 use crate::store::images::{self, BootImage, Floor};
+use crate::store::reports::{Explained, Explanation};
 use crate::store::{self, hex, Node, Sql};
 use crate::uki::Uki;
 
@@ -48,6 +49,33 @@ pub fn check(
         return Ok(ordered);
     };
     let name = &node.name;
+    let who = crate::measured::shell_word(name);
+    let (received, fix) = match (booted, &ordered) {
+        (Some(u), Some(image)) => (
+            format!("image epoch {} ({})", image.epoch, short(&u.sha256)),
+            format!(
+                "ember nodes allow-rollback --node {who} --to {}",
+                short(&u.sha256)
+            ),
+        ),
+        (Some(u), None) => (
+            format!("no image epoch ({})", short(&u.sha256)),
+            format!("ember nodes allow-rollback --node {who}"),
+        ),
+        (None, _) => (
+            "a UKI the server does not know".into(),
+            format!("ember nodes allow-rollback --node {who}"),
+        ),
+    };
+    let explanation = Explanation {
+        items: vec![Explained {
+            pcr: None,
+            what: "UKI image epoch against the rollback floor".into(),
+            expected: format!("{} or newer", floor_text(&floor)),
+            received,
+        }],
+        fix: Some(fix),
+    };
     let detail = match (booted, ordered) {
         (Some(_), Some(image)) if image.epoch >= floor.epoch => return Ok(Some(image)),
         (Some(u), Some(image)) => format!(
@@ -70,7 +98,9 @@ pub fn check(
     // The node's log says the same as the server's: image hashes and
     // epochs are no secret, and its operator needs the command.
     let reason = detail.clone();
-    Err(Refusal::new(ErrorCode::BootImageRollback, detail).because(reason))
+    Err(Refusal::new(ErrorCode::BootImageRollback, detail)
+        .because(reason)
+        .explained(explanation))
 }
 
 /// After a Joined report on `session`'s credential: raises the node's
@@ -181,6 +211,18 @@ mod tests {
                 "{said}"
             );
         }
+        let e = older.explanation.as_ref().expect("explained");
+        assert_eq!(
+            (e.items[0].expected.as_str(), e.items[0].received.as_str()),
+            (
+                "image epoch 2 (bbbbbbbbbbbbbbbb) or newer",
+                "image epoch 1 (aaaaaaaaaaaaaaaa)"
+            )
+        );
+        assert_eq!(
+            e.fix.as_deref(),
+            Some("ember nodes allow-rollback --node node-a --to aaaaaaaaaaaaaaaa")
+        );
         // An image with no place in the order, or none the server knows,
         // cannot be shown to be newer: refused as well.
         let unordered = check(&mut db, &node, Some(&uki(0xcc))).unwrap_err();

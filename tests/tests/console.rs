@@ -2,13 +2,18 @@
 //! an operator's browser meets it, minus the browser: host-swtpm nodes
 //! attest and report (one with its boot's phase table, one refused for a
 //! PCR mismatch, one whose reason is markup and bidi/control characters),
+//! one that blessed the newer of two UKIs, so it has a rollback floor),
 //! then an operator's client certificate opens the fleet and node pages,
 //! and requests without one (or with a revoked one, or a node's bearer
-//! credential) are refused.
+//! credential, or a missing or forged CSRF token) are refused. The
+//! refused node's page shows expected against received and the command
+//! that fixes it, and running that command lets the node attest.
 
 use std::path::Path;
 
 use ember_tests::console::Client;
+use ember_tests::eventlog::{self, measurements, LogEvent};
+use ember_tests::qemu::build_uki;
 use ember_tests::server::EmberServer;
 use ember_tests::swtpm::Swtpm;
 use ember_tests::webdriver::{nss_db, Browser};
@@ -74,16 +79,79 @@ fn first_timeline(html: &str) -> String {
     html[at..].split('"').next().unwrap().to_string()
 }
 
-/// The fixture: a server with its console, three host-swtpm nodes that
+/// The fixture: a server with its console, four host-swtpm nodes that
 /// attested and reported, and operator alice's certificate.
 struct Fleet {
     server: EmberServer,
     addr: String,
     a: Node,
+    b: Node,
     c: Node,
-    _b: Node,
+    _d: Node,
     ok_log: std::path::PathBuf,
     certs: ScratchDir,
+}
+
+/// Two releases of a UKI (`ember uki build`, the lab's kernel and a stand-in
+/// initrd: only their measurements matter here) and what booting each
+/// extends.
+fn releases(dir: &Path) -> [(std::path::PathBuf, Vec<LogEvent>); 2] {
+    let initrd = dir.join("initrd.img");
+    std::fs::write(&initrd, b"console test initrd").unwrap();
+    ["older", "newer"].map(|name| {
+        let path = dir.join(format!("{name}.efi"));
+        build_uki(
+            &path,
+            &initrd,
+            &format!("console=ttyS0 ember.release={name}"),
+            &[],
+        );
+        let boot = measurements(&path);
+        (path, boot)
+    })
+}
+
+/// node-d: its policy allows both releases; it boots the newer one and
+/// reports Joined, which raises its rollback floor to the newer one's
+/// image epoch (2).
+fn blessed_node(server: &EmberServer, dir: &Path) -> Node {
+    let [older, newer] = releases(dir);
+    let d = node(server, "node-d", "rack1");
+    server
+        .set_policy(&[
+            "--node",
+            "node-d",
+            "--pcrs",
+            "4",
+            "--uki",
+            older.0.to_str().unwrap(),
+            "--uki",
+            newer.0.to_str().unwrap(),
+        ])
+        .expect_ok("node-d's policy allows both releases");
+    eventlog::extend(&d.tpm, &newer.1);
+    let log = dir.join("newer.log");
+    std::fs::write(&log, eventlog::write(&newer.1)).unwrap();
+    let run = server.attest(
+        &d.tpm.spec(),
+        &[
+            "--no-overlay",
+            "--event-log",
+            log.to_str().unwrap(),
+            "--report",
+            "joined",
+        ],
+    );
+    assert!(run.ok, "node-d blesses the newer UKI: {}", run.stderr);
+    let floor = server
+        .ember(&["nodes", "floor-log", "--node", "node-d"])
+        .expect_ok("floor-log");
+    assert!(
+        floor.stdout.contains("none -> image epoch 2 (blessed)"),
+        "{}",
+        floor.stdout
+    );
+    d
 }
 
 fn fleet() -> Fleet {
@@ -154,6 +222,8 @@ fn fleet() -> Fleet {
         )
         .expect_ok("node-c reports");
 
+    let d = blessed_node(&server, &logs);
+
     let certs = ScratchDir::new("console-operator");
     let out = certs.path().to_str().unwrap();
     server
@@ -163,8 +233,9 @@ fn fleet() -> Fleet {
         server,
         addr,
         a,
+        b,
         c,
-        _b: b,
+        _d: d,
         ok_log,
         certs,
     }
@@ -237,13 +308,26 @@ fn operators_see_fleet_timelines_and_refusals_and_nothing_opens_without_a_certif
         page.body
     );
 
-    // The refused node's explanation names the PCR.
+    // The refused node's explanation names the PCR, what was expected and
+    // received, and the command that allows it.
     let b_page = alice.get("/node/node-b");
     assert!(
         b_page.body.contains("attestation refused") && b_page.body.contains("PCR 7"),
         "{}",
         b_page.body
     );
+    let fix = refused_node_fix(&b_page.body);
+    let shown = server
+        .ember(&["nodes", "show", "--node", "node-b"])
+        .expect_ok("ember nodes show");
+    for want in [
+        "PCR 7 sha256 value",
+        "    expected ",
+        "    received ",
+        &format!("fix (only for a boot you trust): {fix}"),
+    ] {
+        assert!(shown.stdout.contains(want), "{want}:\n{}", shown.stdout);
+    }
 
     // The hostile reason is inert, and the failed boot's table ends at the
     // phase that failed.
@@ -289,26 +373,53 @@ fn operators_see_fleet_timelines_and_refusals_and_nothing_opens_without_a_certif
     );
     assert_eq!(alice.get("/policies").status, 200);
 
-    // Allow rollback: a POST without the operator's token, or from another
-    // site, changes nothing.
-    let no_token = alice.request(
-        "POST",
-        "/node/node-a/allow-rollback",
-        &["Content-Type: application/x-www-form-urlencoded"],
-        "to=none",
-    );
+    // Allow rollback: a POST without the operator's token, with a forged
+    // one, from another site, or without a client certificate changes
+    // nothing.
+    let form = ["Content-Type: application/x-www-form-urlencoded"];
+    let no_token = alice.request("POST", "/node/node-d/allow-rollback", &form, "to=none");
     assert_eq!(no_token.status, 403);
+    let forged = alice.request(
+        "POST",
+        "/node/node-d/allow-rollback",
+        &form,
+        &format!("csrf={}&to=none", "ab".repeat(32)),
+    );
+    assert_eq!(forged.status, 403, "{}", forged.body);
     let cross = alice.request(
         "POST",
-        "/node/node-a/allow-rollback",
+        "/node/node-d/allow-rollback",
         &["Sec-Fetch-Site: cross-site"],
         "csrf=x&to=none",
     );
     assert_eq!(cross.status, 403);
+    let anonymous = Client::new(addr, &server.ca_path(), None);
+    let token = csrf_token(&alice.get("/node/node-d").body);
+    let no_cert = anonymous.request(
+        "POST",
+        "/node/node-d/allow-rollback",
+        &form,
+        &format!("csrf={token}&to=none"),
+    );
+    assert_eq!(no_cert.status, 401);
+    let floor = server
+        .ember(&["nodes", "floor-log", "--node", "node-d"])
+        .expect_ok("floor-log");
+    assert!(
+        !floor.stdout.contains("allow-rollback"),
+        "the floor moved: {}",
+        floor.stdout
+    );
+
+    // The fix the refused node's page gives, run as printed, lets it attest.
+    let args: Vec<&str> = fix.split(' ').skip(1).collect();
+    server.ember(&args).expect_ok("the fix command");
+    server
+        .attest(&f.b.tpm.spec(), &["--no-overlay"])
+        .expect_ok("node-b attests once its new PCR 7 is allowed");
 
     // Without a client certificate: refused, pages and assets alike, and a
     // node's bearer credential does not help.
-    let anonymous = Client::new(addr, &server.ca_path(), None);
     for path in ["/fleet", "/node/node-a", "/assets/live.js", "/live"] {
         assert_eq!(anonymous.get(path).status, 401, "{path}");
     }
@@ -325,6 +436,43 @@ fn operators_see_fleet_timelines_and_refusals_and_nothing_opens_without_a_certif
         .ember(&["admin", "operator", "revoke", "alice"])
         .expect_ok("revoke");
     assert_eq!(alice.get("/fleet").status, 403);
+}
+
+/// The fix command on the refused node-b's page, after checking the page
+/// shows PCR 7's expected and received values: the received one is what
+/// the command adds.
+fn refused_node_fix(html: &str) -> String {
+    let cell = |class: &str| {
+        let at = html
+            .find(&format!(r#"<td class="{class}">"#))
+            .unwrap_or_else(|| panic!("no {class} cell:\n{html}"));
+        let rest = &html[at + class.len() + 13..];
+        rest[..rest.find('<').unwrap()].to_string()
+    };
+    let expected = cell("mono digest");
+    let received = cell("mono digest received");
+    assert!(html.contains("PCR 7 sha256 value"), "{html}");
+    assert_eq!(expected.len(), 64, "{expected}");
+    assert_eq!(received.len(), 64, "{received}");
+    assert_ne!(expected, received);
+    let at = html.find(r#"<code class="fix">"#).expect("a fix command") + 18;
+    let fix = html[at..][..html[at..].find('<').unwrap()].to_string();
+    assert!(
+        fix.starts_with("ember policy set --node node-b --pcrs 0,1,2,3,4,5,6,7 ")
+            && fix.contains(&format!("--value 7={expected}"))
+            && fix.ends_with(&format!("--value 7={received}")),
+        "{fix}"
+    );
+    fix
+}
+
+/// The CSRF token in a node page's allow-rollback form.
+fn csrf_token(html: &str) -> String {
+    let at = html
+        .find(r#"name="csrf" value=""#)
+        .expect("the allow-rollback form")
+        + 19;
+    html[at..].split('"').next().unwrap().to_string()
 }
 
 /// Waits until the page's source satisfies `ok`, up to `secs`.
@@ -380,7 +528,8 @@ fn the_console_in_a_real_browser_filters_shows_timelines_and_refusals_and_update
     assert!(drawn, "the timeline SVG did not load");
     b.screenshot(&out.join("node.png"));
 
-    // The refused node's explanation.
+    // The refused node's explanation: expected against received, and the
+    // command that allows it.
     b.goto(&format!("{origin}/node/node-b"));
     let why = b.eval("const e = document.querySelector('.explain'); return e ? e.innerText : '';");
     let why = why.as_str().unwrap_or("");
@@ -388,7 +537,66 @@ fn the_console_in_a_real_browser_filters_shows_timelines_and_refusals_and_update
         why.contains("attestation refused") && why.contains("PCR 7"),
         "{why}"
     );
+    let table =
+        b.eval("const t = document.querySelector('table.explained'); return t ? t.innerText : '';");
+    let table = table.as_str().unwrap_or("");
+    assert!(
+        table.contains("Expected")
+            && table.contains("Received")
+            && table.contains("PCR 7 sha256 value"),
+        "{table}"
+    );
+    let fix = b.eval("const c = document.querySelector('code.fix'); return c ? c.innerText : '';");
+    let fix = fix.as_str().unwrap_or("");
+    assert_eq!(
+        fix,
+        refused_node_fix(&b.source()),
+        "the fix as the browser shows it"
+    );
     b.screenshot(&out.join("refused.png"));
+    b.set_window(390, 844);
+    b.screenshot(&out.join("refused-phone.png"));
+    b.set_window(1280, 800);
+
+    // Allow rollback from the browser: the operator picks the older UKI's
+    // epoch and clicks; the token in the form is accepted and the page
+    // shows the lower floor and who lowered it.
+    b.goto(&format!("{origin}/node/node-d"));
+    assert!(wait_source(&b, 10, |s| s.contains("Allow rollback to")));
+    let floor = "return document.querySelector('.facts').innerText;";
+    let before = b.eval(floor);
+    assert!(
+        before.as_str().is_some_and(|t| t.contains("image epoch 2")),
+        "{before}"
+    );
+    b.eval("document.getElementById('to').value = '1'; return null;");
+    b.click("form.action button");
+    assert!(
+        wait_source(&b, 10, |s| s
+            .contains("allow-rollback by console operator alice")),
+        "{}",
+        b.source()
+    );
+    let after = b.eval(floor);
+    assert!(
+        after
+            .as_str()
+            .is_some_and(|t| t.contains("Rollback floor\nimage epoch 1")
+                || t.contains("Rollback floor\timage epoch 1")
+                || t.contains("image epoch 1 (")),
+        "{after}"
+    );
+    b.screenshot(&out.join("allow-rollback.png"));
+    let log = f
+        .server
+        .ember(&["nodes", "floor-log", "--node", "node-d"])
+        .expect_ok("floor-log");
+    assert!(
+        log.stdout
+            .contains("image epoch 2 -> image epoch 1 (allow-rollback by console operator alice)"),
+        "{}",
+        log.stdout
+    );
 
     // The hostile reason is text: no script of its own ran or exists.
     b.goto(&format!("{origin}/node/node-c"));

@@ -219,13 +219,17 @@ impl Server {
         judged
     }
 
-    /// Keeps a Finish refusal in the node's boot reports: `ember nodes`
-    /// shows why.
+    /// Keeps a Finish refusal in the node's boot reports, with its
+    /// explanation: `ember nodes show` and the console say why and what
+    /// command would allow it.
     fn record_refusal(&self, node: &Node, r: &Refusal) -> Result<(), Refusal> {
         let reason = format!("attestation refused: {}", r.detail);
         let mut db = self.db()?;
         let mut tx = db.transaction()?;
-        reports::add(&mut tx, node.id, reports::Outcome::Failed, None, &reason)?;
+        let id = reports::add(&mut tx, node.id, reports::Outcome::Failed, None, &reason)?;
+        if let Some(e) = &r.explanation {
+            reports::add_explanation(&mut tx, id, e)?;
+        }
         // A node refused over and over keeps only its last boots too.
         reports::prune(&mut tx, node.id, self.settings.keep_boots)?;
         tx.commit()?;

@@ -16,7 +16,7 @@ use crate::store::images::{self, BootImage, FloorChange};
 use crate::store::nodes::{FleetOutcome, FleetPage, FleetQuery, FleetSort};
 use crate::store::overlays::{self, OverlayListing};
 use crate::store::phases::PhaseStats;
-use crate::store::reports::{self, BootReport, Outcome};
+use crate::store::reports::{self, BootReport, Explanation, Outcome};
 use crate::store::{self, hex, policies, Node, Policy, Result};
 
 /// Boots the boot-time page's percentiles are taken over.
@@ -297,6 +297,8 @@ pub struct NodeData {
     pub last_known_good: Option<i64>,
     pub floor: Option<images::Floor>,
     pub reports: Vec<BootReport>,
+    /// The refusals' explanations, by report id.
+    pub explanations: HashMap<i64, Explanation>,
     pub floor_log: Vec<FloorChange>,
     pub assigned: Option<i64>,
     pub assignments: Vec<OverlayListing>,
@@ -329,12 +331,21 @@ impl NodeData {
             .into_iter()
             .filter(|o| o.targets.iter().any(|t| targets.contains(t)))
             .collect();
+        let reports = reports::of_node(db, node.id, NODE_REPORTS)?;
+        let mut explanations = HashMap::new();
+        for r in reports.iter().filter(|r| r.outcome == Outcome::Failed) {
+            let e = reports::explanation(db, r)?;
+            if e != Explanation::default() {
+                explanations.insert(r.id, e);
+            }
+        }
         Ok(Some(NodeData {
             ek_hash: facts.ek_hash,
             attempts: facts.attempts,
             last_known_good: facts.last_known_good,
             floor,
-            reports: reports::of_node(db, node.id, NODE_REPORTS)?,
+            reports,
+            explanations,
             floor_log: images::floor_changes(db, node.id)?,
             assigned: overlays::assigned(db, &node)?.map(|a| a.version_id),
             assignments,
@@ -394,6 +405,7 @@ pub fn node(op: &Operator, d: &NodeData, csrf: &str, now: i64) -> Markup {
                     @if !r.reason.is_empty() {
                         @if r.outcome == Outcome::Failed {
                             p.explain { strong { "Why: " } span.reason { (text(&r.reason)) } }
+                            @if let Some(e) = d.explanations.get(&r.id) { (explanation(e)) }
                         } @else {
                             p.reason { (text(&r.reason)) }
                         }
@@ -427,6 +439,32 @@ pub fn node(op: &Operator, d: &NodeData, csrf: &str, now: i64) -> Markup {
             }
         },
     )
+}
+
+/// A refusal's measurements, expected against received, and the command
+/// that allows the boot. Every field goes through [`text`]: an event's
+/// label comes from the node's log.
+fn explanation(e: &Explanation) -> Markup {
+    html! {
+        @if !e.items.is_empty() {
+            div.scroll { table.explained {
+                caption { "What differed" }
+                thead { tr { th scope="col" { "Measurement" } th scope="col" { "Expected" } th scope="col" { "Received" } } }
+                tbody { @for x in &e.items { tr {
+                    th scope="row" { (text(&x.what)) }
+                    td.mono.digest { (text(&x.expected)) }
+                    td.mono.digest.received { (text(&x.received)) }
+                } } }
+            } }
+        }
+        @match &e.fix {
+            Some(fix) => div.fix {
+                p { strong { "Fix" } " — only if this boot is one you trust (a UKI you deployed): run" }
+                pre { code.fix { (text(fix)) } }
+            },
+            None => p.fix { strong { "Fix: " } "no policy change allows this; the node's log or quote is not what its TPM measured." },
+        }
+    }
 }
 
 pub fn boot_time(
@@ -587,6 +625,45 @@ mod tests {
         // No inline script: the one script is a file.
         assert_eq!(html.matches("<script").count(), 1);
         assert!(html.contains(r#"<script src="/assets/live.js" defer></script>"#));
+    }
+
+    #[test]
+    fn an_explanation_shows_expected_received_and_the_fix_inert() {
+        let e = Explanation {
+            items: vec![reports::Explained {
+                pcr: Some(11),
+                // An event label is the node's text.
+                what: "PCR 11 sha256 event 31 (<script>x</script>\u{202e})".into(),
+                expected: "aa".into(),
+                received: "bb".into(),
+            }],
+            fix: Some("ember policy set --group 'a<b' --pcrs 11 --value 11=bb".into()),
+        };
+        let html = explanation(&e).into_string();
+        assert!(!html.contains("<script>x"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;x&lt;/script&gt;\\u{202e}"),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"<td class="mono digest">aa</td>"#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"<td class="mono digest received">bb</td>"#),
+            "{html}"
+        );
+        assert!(
+            html.contains("ember policy set --group &#39;a&lt;b&#39; --pcrs 11")
+                || html.contains("ember policy set --group 'a&lt;b' --pcrs 11"),
+            "{html}"
+        );
+        let none = explanation(&Explanation {
+            items: vec![],
+            fix: None,
+        })
+        .into_string();
+        assert!(none.contains("no policy change allows this"), "{none}");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Boot reports (`boot_reports`): every attestation, refusal and Report a
 //! node made, which `ember nodes` shows the latest of, with the overlay
 //! stage counters of a report that carried a phase table. The phases
-//! themselves are rows of [`super::phases`]. A node keeps its last N boots
-//! ([`prune`], `ember serve --keep-boots`).
+//! themselves are rows of [`super::phases`]. A refusal keeps its
+//! [`Explanation`] (`refusal_explanations` and the report's `fix`). A node
+//! keeps its last N boots ([`prune`], `ember serve --keep-boots`).
 
 use ember_proto::timeline::{OverlayStages, Timeline};
 
@@ -65,6 +66,89 @@ pub fn add(
     .get("id")
 }
 
+/// One measurement a refusal names: what the server expected and what
+/// the node's quote or log said instead. Hex digests and image epochs,
+/// never secrets; `what` may carry a label from the node's event log, so
+/// it is shown as a node's text is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explained {
+    /// The PCR, when the difference is in one (a rollback floor is not).
+    pub pcr: Option<u8>,
+    /// What was compared: "PCR 11 sha256 event 31 (.initrd)".
+    pub what: String,
+    pub expected: String,
+    pub received: String,
+}
+
+/// Why a refusal happened, for its operator: every measurement that
+/// differed and, when a policy or floor change would allow the boot, the
+/// command line that makes it (`ember policy set ...`,
+/// `ember nodes allow-rollback ...`). Run only for a boot you trust.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Explanation {
+    pub items: Vec<Explained>,
+    pub fix: Option<String>,
+}
+
+/// The most measurements one refusal keeps (one per PCR and its event).
+pub const MAX_EXPLAINED: usize = 48;
+/// The most characters of one explained field (a PCR's allowed values
+/// listed) and of a fix command.
+pub const MAX_EXPLAINED_TEXT: usize = 2000;
+pub const MAX_FIX: usize = 8000;
+
+/// Keeps refusal report `report_id`'s explanation, cut to the bounds above.
+pub fn add_explanation(db: &mut dyn Sql, report_id: i64, e: &Explanation) -> Result<()> {
+    let cut = |s: &str, n: usize| -> String { s.chars().take(n).collect() };
+    if let Some(fix) = &e.fix {
+        db.exec(
+            "UPDATE boot_reports SET fix = $2 WHERE id = $1",
+            params![report_id, &cut(fix, MAX_FIX)],
+        )?;
+    }
+    for (seq, x) in e.items.iter().take(MAX_EXPLAINED).enumerate() {
+        db.exec(
+            "INSERT INTO refusal_explanations(report_id, seq, pcr, what, expected, received)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            params![
+                report_id,
+                seq as i64,
+                x.pcr.map(i64::from),
+                &cut(&x.what, MAX_EXPLAINED_TEXT),
+                &cut(&x.expected, MAX_EXPLAINED_TEXT),
+                &cut(&x.received, MAX_EXPLAINED_TEXT)
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// A refusal report's explanation, as it was stored (empty for any other
+/// report, and for refusals stored before migration 8).
+pub fn explanation(db: &mut dyn Sql, report: &BootReport) -> Result<Explanation> {
+    let items = db
+        .rows(
+            "SELECT pcr, what, expected, received FROM refusal_explanations
+             WHERE report_id = $1 ORDER BY seq",
+            params![report.id],
+        )?
+        .iter()
+        .map(|r| {
+            let pcr: Option<i64> = r.get("pcr")?;
+            Ok(Explained {
+                pcr: pcr.and_then(|p| u8::try_from(p).ok()),
+                what: r.get("what")?,
+                expected: r.get("expected")?,
+                received: r.get("received")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Explanation {
+        items,
+        fix: report.fix.clone(),
+    })
+}
+
 /// Notes the UKI an attestation's Finish identified (by SHA-256).
 pub fn set_boot_image(db: &mut dyn Sql, report_id: i64, sha256: &[u8; 32]) -> Result<()> {
     db.exec(
@@ -108,6 +192,11 @@ pub fn prune(db: &mut dyn Sql, node_id: i64, keep: u32) -> Result<u64> {
     let cut: i64 = cut.get("id")?;
     phases::remove_upto(db, node_id, cut)?;
     db.exec(
+        "DELETE FROM refusal_explanations WHERE report_id IN
+            (SELECT id FROM boot_reports WHERE node_id = $1 AND id <= $2)",
+        params![node_id, cut],
+    )?;
+    db.exec(
         "DELETE FROM boot_reports WHERE node_id = $1 AND id <= $2",
         params![node_id, cut],
     )
@@ -124,10 +213,13 @@ pub struct BootReport {
     /// Whether it carried a phase table (its phases: [`phases::of_report`]).
     pub timeline_version: Option<i64>,
     pub overlay: Option<OverlayStages>,
+    /// A refusal's fix command ([`Explanation`]; its measurements:
+    /// [`explanation`]).
+    pub fix: Option<String>,
 }
 
 const COLUMNS: &str = "id, at, outcome, version_id, reason, timeline_version, overlay_sealed_bytes,
-    overlay_plain_bytes, overlay_receive_ms, overlay_open_ms, overlay_unpack_ms, overlay_write_ms";
+    overlay_plain_bytes, overlay_receive_ms, overlay_open_ms, overlay_unpack_ms, overlay_write_ms, fix";
 
 impl BootReport {
     fn from_row(r: &Row) -> Result<BootReport> {
@@ -158,6 +250,7 @@ impl BootReport {
             reason: r.get("reason")?,
             timeline_version: r.get("timeline_version")?,
             overlay,
+            fix: r.get("fix")?,
         })
     }
 }
@@ -246,6 +339,55 @@ mod tests {
         expected.phases[1].took_ms = i64::MAX as u64;
         assert_eq!(back, expected);
         assert_eq!(latest_id(&mut db).unwrap(), id);
+    }
+
+    #[test]
+    fn a_refusal_keeps_its_explanation_until_pruned() {
+        let (_d, s) = scratch();
+        let mut db = open(&s, None).unwrap();
+        let mut tx = db.transaction().unwrap();
+        let n = insert_node(&mut tx, &[1; 32], None, "a", "g", "test").unwrap();
+        let id = add(&mut tx, n.id, Outcome::Failed, None, "PCR 11").unwrap();
+        let e = Explanation {
+            items: vec![
+                Explained {
+                    pcr: Some(11),
+                    what: "PCR 11 sha256 event 31 (.initrd)".into(),
+                    expected: "aa".into(),
+                    received: "bb".into(),
+                },
+                Explained {
+                    pcr: None,
+                    what: "UKI image epoch".into(),
+                    expected: "2 or newer".repeat(1000),
+                    received: "1".into(),
+                },
+            ],
+            fix: Some("ember policy set --group g --pcrs 11 --value 11=bb".into()),
+        };
+        add_explanation(&mut tx, id, &e).unwrap();
+        let plain = add(&mut tx, n.id, Outcome::Joined, None, "").unwrap();
+        tx.commit().unwrap();
+        let got = of_node(&mut db, n.id, 10).unwrap();
+        assert_eq!(got[0].id, plain);
+        assert_eq!(
+            explanation(&mut db, &got[0]).unwrap(),
+            Explanation::default()
+        );
+        let back = explanation(&mut db, &got[1]).unwrap();
+        assert_eq!(back.fix, e.fix);
+        assert_eq!(back.items[0], e.items[0]);
+        // Bounded: a long list of allowed values is cut.
+        assert_eq!(back.items[1].expected.chars().count(), MAX_EXPLAINED_TEXT);
+        let mut tx = db.transaction().unwrap();
+        assert_eq!(prune(&mut tx, n.id, 1).unwrap(), 1);
+        tx.commit().unwrap();
+        let left = db
+            .one("SELECT COUNT(*) AS n FROM refusal_explanations", &[])
+            .unwrap()
+            .get::<i64>("n")
+            .unwrap();
+        assert_eq!(left, 0);
     }
 
     #[test]

@@ -266,6 +266,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (node_id)
     );
     "#,
+    // 8: a refusal's explanation (issue 26): per measurement that differed,
+    // what the server expected and what the node quoted, and on the report
+    // the command that would allow it. One row per PCR or event, so a
+    // refusal naming PCRs 4 and 11 shows both.
+    r#"
+    ALTER TABLE boot_reports ADD COLUMN fix TEXT;
+    CREATE TABLE refusal_explanations (
+        report_id INTEGER NOT NULL REFERENCES boot_reports(id),
+        seq INTEGER NOT NULL,
+        pcr INTEGER,
+        what TEXT NOT NULL,
+        expected TEXT NOT NULL,
+        received TEXT NOT NULL,
+        PRIMARY KEY (report_id, seq)
+    );
+    "#,
 ];
 
 /// PostgreSQL's text for the migrations SQLite's cannot share, by number.

@@ -11,6 +11,7 @@ extern crate std;
 
 pub mod nodeconf;
 pub mod nodestatus;
+pub mod utc;
 
 use core::fmt;
 

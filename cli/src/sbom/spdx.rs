@@ -179,26 +179,9 @@ pub fn id(kind: &str, text: &str) -> String {
     format!("SPDXRef-{kind}-{clean}")
 }
 
-/// `created` from a Unix time: proleptic Gregorian UTC, no time zone
-/// database (Howard Hinnant's days-to-civil).
+/// `created` from a Unix time: RFC 3339 UTC, no time zone database.
 pub fn timestamp(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    ember_nodeapi::utc::UtcTime::from_unix(i64::try_from(unix).unwrap_or(i64::MAX)).to_string()
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use ember_proto::msg::{self, encode, path, ErrorCode, ErrorResponse, PROTOCOL_VE
 use futures_util::StreamExt;
 use tracing::info;
 
-use crate::attest::{Refusal, Server};
+use crate::attest::{Authorized, Refusal, Server};
 use crate::conn::Peer;
 
 type App = Arc<Server>;
@@ -195,7 +195,22 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 async fn report_handler(State(app): State<App>, req: Request<Body>) -> Response<Body> {
-    let step = "report";
+    authorized_step("report", app, req, |app, auth, body| {
+        app.report(auth, &body)
+    })
+    .await
+}
+
+/// A step only an attested node may take: the node is the one named by
+/// the credential in `Authorization: Bearer`, never one the body names, so
+/// no node reports or locks for another. Reads the body, runs `f` on the
+/// blocking pool and logs the outcome under `step`.
+async fn authorized_step(
+    step: &'static str,
+    app: App,
+    req: Request<Body>,
+    f: impl FnOnce(&Server, &Authorized, Bytes) -> Result<Vec<u8>, Refusal> + Send + 'static,
+) -> Response<Body> {
     let started = Instant::now();
     let peer = peer_of(req.extensions());
     let (parts, body) = match read_body(req, app.body_timeout).await {
@@ -208,10 +223,9 @@ async fn report_handler(State(app): State<App>, req: Request<Body>) -> Response<
     let auth_header = bearer(&parts.headers);
     let app2 = app.clone();
     let result = blocking(move || {
-        let app = app2;
-        let auth = app.authorize(auth_header.as_deref())?;
+        let auth = app2.authorize(auth_header.as_deref())?;
         let node = auth.node.name.clone();
-        app.report(&auth, &body)
+        f(&app2, &auth, body)
             .map(|b| (b, node.clone()))
             .map_err(|r| (Some(node), r))
     })
@@ -219,30 +233,12 @@ async fn report_handler(State(app): State<App>, req: Request<Body>) -> Response<
     respond(&app, step, peer, started, result)
 }
 
-/// Takes (`lock`) or releases (`unlock`) the node's reboot lock: the
-/// node named by the credential in `Authorization: Bearer`, never one the
-/// body names, so no node takes or frees another's.
+/// Takes (`lock`) or releases (`unlock`) the node's reboot lock.
 async fn lock_step(step: &'static str, app: App, req: Request<Body>) -> Response<Body> {
-    let started = Instant::now();
-    let peer = peer_of(req.extensions());
-    let (parts, _) = match read_body(req, app.body_timeout).await {
-        Ok(x) => x,
-        Err(r) => {
-            log_request(&app, step, None, peer, Err(&r), started);
-            return refusal_response(&r);
-        }
-    };
-    let auth_header = bearer(&parts.headers);
-    let app2 = app.clone();
-    let result = blocking(move || {
-        let auth = app2.authorize(auth_header.as_deref())?;
-        let node = auth.node.name.clone();
-        app2.reboot_lock(&auth.node, step == "lock")
-            .map(|b| (b, node.clone()))
-            .map_err(|r| (Some(node), r))
+    authorized_step(step, app, req, move |app, auth, _| {
+        app.reboot_lock(&auth.node, step == "lock")
     })
-    .await;
-    respond(&app, step, peer, started, result)
+    .await
 }
 
 async fn reboot_lock(State(app): State<App>, req: Request<Body>) -> Response<Body> {

@@ -135,7 +135,12 @@ fn idle_tls_sockets_beyond_the_open_files_limit_neither_lock_out_a_node_nor_stay
         }
     }
     let opened = Instant::now();
-    assert!(tls.len() >= 100, "only {} handshakes completed", tls.len());
+    // More finished handshakes than the HTTPS listener has slots under
+    // this limit ((256 - 64) / 2 * 3/4 = 72): the flood overfills it. How
+    // many more depends on how fast the source's evicted sockets close
+    // (one source is refused outright at twice its share), so a busy CI
+    // host finishes fewer than an idle one (95 and 150 seen).
+    assert!(tls.len() > 72, "only {} handshakes completed", tls.len());
     // A real node still attests, its overlay-less flow start to finish.
     let t = Instant::now();
     let run = server.attest(&n.tpm.spec(), &["--no-overlay"]);

@@ -111,19 +111,36 @@ fn one(
     }
     t.overlay = t2.elapsed();
     let t3 = Instant::now();
-    client::report(
-        http,
-        url,
-        &cred,
-        Outcome::Joined,
-        version,
-        "load test",
-        None,
-    )
-    .map_err(|e| match e.kind() {
-        ember_proto::ErrorKind::Transport { .. } => unavailable(format!("report: {e}")),
-        _ => anyhow!("report: {e}"),
-    })?;
+    // Retried as the node retries it: a server that answers "not now"
+    // (503, a busy database) must not count as a failed node.
+    let mut attempt = 1;
+    loop {
+        let e = match client::report(
+            http,
+            url,
+            &cred,
+            Outcome::Joined,
+            version,
+            "load test",
+            None,
+        ) {
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        match client::after_report_failure(attempt, &e) {
+            client::AfterReport::RetryIn(ms) => {
+                std::thread::sleep(Duration::from_millis(ms));
+                attempt += 1;
+            }
+            client::AfterReport::Delivered => break,
+            client::AfterReport::GiveUp => {
+                return Err(match e.kind() {
+                    ember_proto::ErrorKind::Transport { .. } => unavailable(format!("report: {e}")),
+                    _ => anyhow!("report: {e}"),
+                })
+            }
+        }
+    }
     t.report = t3.elapsed();
     t.total = t0.elapsed();
     Ok(t)

@@ -198,7 +198,12 @@ fn postgres_down_is_refused_with_a_code_and_the_replica_recovers() {
     let mut pg = Postgres::start();
     let shared = ScratchDir::new("replica-state");
     let state = shared.path().join("state");
-    let server = EmberServer::start_replica(&pg.url(), &state, false, &[]);
+    let server = EmberServer::start_replica(
+        &pg.url(),
+        &state,
+        false,
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
     let (_tpm_dir, tpm) = swtpm();
     server
         .enroll_swtpm("node-a", "default", &tpm)
@@ -206,6 +211,14 @@ fn postgres_down_is_refused_with_a_code_and_the_replica_recovers() {
     let attest = || server.attest(&tpm.spec(), &["--no-overlay", "--timeout", "5s"]);
     let run = attest();
     assert!(run.ok, "{}{}", run.stdout, run.stderr);
+    // Several connections sit idle in the pool when PostgreSQL stops
+    // (concurrent /metrics scrapes each take one): after the restart none
+    // of them may be handed to a request.
+    std::thread::scope(|s| {
+        for _ in 0..6 {
+            s.spawn(|| server.metrics());
+        }
+    });
 
     pg.stop_server();
     let run = attest();

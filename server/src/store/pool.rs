@@ -92,7 +92,19 @@ impl Pool {
                     .unwrap_or_else(|p| p.into_inner().0);
             }
             s.free -= 1;
-            s.idle.pop()
+            // A connection PostgreSQL closed while it sat idle (a restart,
+            // an administrator's pg_terminate_backend) is dropped here
+            // rather than handed out to fail its first statement: after
+            // PostgreSQL comes back, the first request must not be the
+            // one that finds out.
+            let mut reused = None;
+            while let Some(db) = s.idle.pop() {
+                if db.is_usable() {
+                    reused = Some(db);
+                    break;
+                }
+            }
+            reused
         };
         let mut slot = Pooled {
             pool: self,

@@ -43,6 +43,7 @@ pub mod error;
 pub mod keys;
 pub mod manifest;
 pub mod msg;
+pub mod retry;
 pub mod sealed;
 pub mod slot;
 pub mod timeline;

@@ -27,7 +27,8 @@ use ember_fs::tar::{Confinement, Extractor, FsSink, Limits};
 use ember_proto::client::{self, Credential, Transport, Url};
 use ember_proto::host::HttpsClient;
 use ember_proto::manifest::{Envelope, PublicKey};
-use ember_proto::msg::{self, Outcome};
+use ember_proto::msg::{self, Outcome, ReportResponse};
+use ember_proto::retry::{self, AfterReport};
 use ember_proto::sealed;
 use ember_proto::tap::{Tap, Tapped};
 use ember_tpm::Tpm;
@@ -115,17 +116,47 @@ pub fn parse_urls(list: &str) -> Result<Vec<Url>> {
 /// Wraps a protocol error, marking those another server may not have.
 fn classify(what: &str, e: ember_proto::Error) -> anyhow::Error {
     use ember_proto::ErrorKind as E;
-    let unavailable = match e.kind() {
-        E::Transport { .. } => true,
-        E::UnexpectedResponse { status, .. } => *status >= 500,
+    let (unavailable, retry_after_s) = match e.kind() {
+        E::Transport { .. } => (true, None),
+        E::UnexpectedResponse { status, .. } => (*status >= 500, None),
         // 503 `unavailable`, 429 and 500 say "not now", not "not you".
-        E::Server { code, .. } => code.is_transient(),
-        _ => false,
+        E::Server {
+            code,
+            retry_after_s,
+            ..
+        } => (code.is_transient(), *retry_after_s),
+        _ => (false, None),
     };
     if unavailable {
-        anyhow::Error::new(ServerUnavailable(format!("{what}: {e}")))
+        ServerUnavailable::error(format!("{what}: {e}"), retry_after_s)
     } else {
         anyhow!("{what}: {e}")
+    }
+}
+
+/// Step 4, tried by `send` and retried as the node retries it
+/// ([`retry::after_report_failure`]): `Some` with the server's answer, or
+/// `None` when an earlier try arrived and only its answer was lost.
+/// `on_retry` hears each failed try and the wait before the next.
+pub(crate) fn report_retried(
+    mut send: impl FnMut() -> Result<ReportResponse, ember_proto::Error>,
+    mut on_retry: impl FnMut(u32, &ember_proto::Error, u64),
+) -> Result<Option<ReportResponse>, ember_proto::Error> {
+    let mut attempt = 1;
+    loop {
+        let e = match send() {
+            Ok(r) => return Ok(Some(r)),
+            Err(e) => e,
+        };
+        match retry::after_report_failure(attempt, &e) {
+            AfterReport::RetryIn(ms) => {
+                on_retry(attempt, &e, ms);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                attempt += 1;
+            }
+            AfterReport::Delivered => return Ok(None),
+            AfterReport::GiveUp => return Err(e),
+        }
     }
 }
 
@@ -301,8 +332,7 @@ fn flow<T: ember_tpm::Transport>(
     Ok(cred)
 }
 
-/// Step 4, retried as the node retries it ([`client::after_report_failure`])
-/// until the server acknowledged it.
+/// Step 4, until the server acknowledged it ([`report_retried`]).
 fn report(
     http: &mut impl Transport,
     cfg: &Url,
@@ -312,36 +342,26 @@ fn report(
     reason: &str,
     timeline: Option<&ember_proto::timeline::Timeline>,
 ) -> Result<()> {
-    let mut attempt = 1;
-    loop {
-        let e = match client::report(http, cfg, cred, o, version, reason, timeline) {
-            Ok(r) => {
-                println!(
-                    "reported {o:?}: attempts {}, last known good {:?}",
-                    r.attempts, r.last_known_good
-                );
-                return Ok(());
-            }
-            Err(e) => e,
-        };
-        match client::after_report_failure(attempt, &e) {
-            client::AfterReport::RetryIn(ms) => {
-                eprintln!(
-                    "ember attest: report attempt {attempt} of {} failed ({e}); retrying in {ms} ms",
-                    client::REPORT_ATTEMPTS
-                );
-                std::thread::sleep(std::time::Duration::from_millis(ms));
-                attempt += 1;
-            }
-            client::AfterReport::Delivered => {
-                println!(
-                    "reported {o:?}: an earlier attempt reached the server (its answer was lost)"
-                );
-                return Ok(());
-            }
-            client::AfterReport::GiveUp => return Err(classify("report", e)),
+    let answer = report_retried(
+        || client::report(http, cfg, cred, o, version, reason, timeline),
+        |attempt, e, ms| {
+            eprintln!(
+                "ember attest: report attempt {attempt} of {} failed ({e}); retrying in {ms} ms",
+                retry::REPORT_ATTEMPTS
+            )
+        },
+    )
+    .map_err(|e| classify("report", e))?;
+    match answer {
+        Some(r) => println!(
+            "reported {o:?}: attempts {}, last known good {:?}",
+            r.attempts, r.last_known_good
+        ),
+        None => {
+            println!("reported {o:?}: an earlier attempt reached the server (its answer was lost)")
         }
     }
+    Ok(())
 }
 
 /// Downloads and opens the overlay into a staging folder beside `into`,

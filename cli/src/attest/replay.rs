@@ -12,6 +12,7 @@ use ember_proto::client::{self, Credential, Transport, Url};
 use ember_proto::host::HttpsClient;
 use ember_proto::manifest::PublicKey;
 use ember_proto::msg::{decode, ErrorResponse, Outcome};
+use ember_proto::retry;
 use ember_proto::sealed::Sink;
 
 use super::transcript::{
@@ -41,7 +42,7 @@ struct Timing {
 }
 
 fn unavailable(what: String) -> anyhow::Error {
-    anyhow::Error::new(ServerUnavailable(what))
+    ServerUnavailable::error(what, None)
 }
 
 fn post(http: &mut HttpsClient, base: &str, path: &str, body: &[u8]) -> Result<Vec<u8>> {
@@ -49,7 +50,10 @@ fn post(http: &mut HttpsClient, base: &str, path: &str, body: &[u8]) -> Result<V
         .post(&format!("{base}{path}"), None, body)
         .map_err(|e| unavailable(format!("{path}: {e}")))?;
     if r.status >= 500 {
-        return Err(unavailable(format!("{path}: HTTP {}", r.status)));
+        return Err(ServerUnavailable::error(
+            format!("{path}: HTTP {}", r.status),
+            r.retry_after_s,
+        ));
     }
     if r.status != 200 {
         let why = decode::<ErrorResponse>("error", &r.body)
@@ -113,34 +117,24 @@ fn one(
     let t3 = Instant::now();
     // Retried as the node retries it: a server that answers "not now"
     // (503, a busy database) must not count as a failed node.
-    let mut attempt = 1;
-    loop {
-        let e = match client::report(
-            http,
-            url,
-            &cred,
-            Outcome::Joined,
-            version,
-            "load test",
-            None,
-        ) {
-            Ok(_) => break,
-            Err(e) => e,
-        };
-        match client::after_report_failure(attempt, &e) {
-            client::AfterReport::RetryIn(ms) => {
-                std::thread::sleep(Duration::from_millis(ms));
-                attempt += 1;
-            }
-            client::AfterReport::Delivered => break,
-            client::AfterReport::GiveUp => {
-                return Err(match e.kind() {
-                    ember_proto::ErrorKind::Transport { .. } => unavailable(format!("report: {e}")),
-                    _ => anyhow!("report: {e}"),
-                })
-            }
-        }
-    }
+    super::report_retried(
+        || {
+            client::report(
+                http,
+                url,
+                &cred,
+                Outcome::Joined,
+                version,
+                "load test",
+                None,
+            )
+        },
+        |_, _, _| {},
+    )
+    .map_err(|e| match e.kind() {
+        ember_proto::ErrorKind::Transport { .. } => unavailable(format!("report: {e}")),
+        _ => anyhow!("report: {e}"),
+    })?;
     t.report = t3.elapsed();
     t.total = t0.elapsed();
     Ok(t)
@@ -155,9 +149,11 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
     v[i.clamp(1, v.len()) - 1].as_secs_f64() * 1000.0
 }
 
-/// One simulated node with failover: it starts at server `first` (nodes
-/// are spread over the servers) and moves to the next one, each tried
-/// once, while a server is unavailable.
+/// One simulated node with failover, as the node does it
+/// ([`retry::ATTEST_ROUNDS`] rounds): it starts at server `first` (nodes
+/// are spread over the servers) and moves to the next while a server is
+/// unavailable; after a round over all of them it waits
+/// ([`retry::round_wait_ms`], raised by a server's `Retry-After`).
 fn one_with_failover(
     clients: &[HttpsClient],
     urls: &[Url],
@@ -166,18 +162,35 @@ fn one_with_failover(
     trust: Option<&PublicKey>,
 ) -> Result<(Timing, usize)> {
     let mut last = None;
-    for k in 0..urls.len() {
-        let i = (first + k) % urls.len();
-        let mut client = clients[i].clone();
-        match one(&mut client, &urls[i], rec, trust) {
-            Ok(t) => return Ok((t, k)),
-            Err(e) if e.downcast_ref::<ServerUnavailable>().is_some() => last = Some(e),
-            Err(e) => return Err(e),
+    let mut tries = 0;
+    for round in 1..=retry::ATTEST_ROUNDS {
+        let mut asked = None;
+        for k in 0..urls.len() {
+            let i = (first + k) % urls.len();
+            let mut client = clients[i].clone();
+            match one(&mut client, &urls[i], rec, trust) {
+                Ok(t) => return Ok((t, tries)),
+                Err(e) => match e.downcast_ref::<ServerUnavailable>() {
+                    Some(u) => {
+                        asked = asked.max(u.retry_after_s);
+                        tries += 1;
+                        last = Some(e);
+                    }
+                    None => return Err(e),
+                },
+            }
+        }
+        if round < retry::ATTEST_ROUNDS {
+            std::thread::sleep(Duration::from_millis(retry::round_wait_ms(round, asked)));
         }
     }
     Err(last
         .unwrap_or_else(|| anyhow!("no server"))
-        .context(format!("all {} servers unavailable", urls.len())))
+        .context(format!(
+            "all {} servers unavailable for {} rounds",
+            urls.len(),
+            retry::ATTEST_ROUNDS
+        )))
 }
 
 pub fn run(

@@ -11,11 +11,24 @@ use ember_proto::msg::{decode, encode, FinishRequest, FinishResponse, StartRespo
 /// or failed internally (its database is down, it is restarting). The next
 /// server is tried; any other refusal is the fleet's answer.
 #[derive(Debug)]
-pub struct ServerUnavailable(pub String);
+pub struct ServerUnavailable {
+    pub what: String,
+    /// The server's `Retry-After`, when it sent one (a busy database).
+    pub retry_after_s: Option<u32>,
+}
+
+impl ServerUnavailable {
+    pub fn error(what: String, retry_after_s: Option<u32>) -> anyhow::Error {
+        anyhow::Error::new(ServerUnavailable {
+            what,
+            retry_after_s,
+        })
+    }
+}
 
 impl std::fmt::Display for ServerUnavailable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.what)
     }
 }
 

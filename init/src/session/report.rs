@@ -4,12 +4,13 @@
 //! A Joined report raises the node's rollback floor on the server, so one
 //! that got no answer is tried again ([`Pending`], from the supervisor's
 //! loop, never blocking it) under the policy `ember attest` follows too
-//! ([`client::after_report_failure`]): bounded, doubling waits, and only
+//! ([`retry::after_report_failure`]): bounded, doubling waits, and only
 //! for failures another try may fix.
 
-use ember_proto::client::{self, AfterReport};
+use ember_proto::client;
 use ember_proto::msg::Outcome;
 use ember_proto::net::NetTransport;
+use ember_proto::retry::{self, AfterReport};
 
 use super::Session;
 use crate::clock;
@@ -73,13 +74,13 @@ impl Session {
             }
             Err(e) => e,
         };
-        match client::after_report_failure(attempt, &e) {
+        match retry::after_report_failure(attempt, &e) {
             // A failed boot is about to reboot: it is not held back for
             // its report.
             AfterReport::RetryIn(ms) if outcome == Outcome::Joined => {
                 crate::warn!(
                     "report: {e}; attempt {attempt} of {}, trying again in {ms} ms",
-                    client::REPORT_ATTEMPTS
+                    retry::REPORT_ATTEMPTS
                 );
                 Some((attempt, ms))
             }

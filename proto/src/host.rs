@@ -54,6 +54,8 @@ pub struct HttpsClient {
     port: u16,
     config: Arc<rustls::ClientConfig>,
     timeout: Duration,
+    /// The local address to connect from (default: the kernel's choice).
+    source: Option<std::net::IpAddr>,
 }
 
 impl HttpsClient {
@@ -80,11 +82,20 @@ impl HttpsClient {
             port: url.port,
             config: Arc::new(config),
             timeout: Duration::from_secs(60),
+            source: None,
         })
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Connects from `source` (e.g. one of 127.0.0.0/8's addresses, so a
+    /// load test's simulated nodes look like many machines to the server's
+    /// per-source limits).
+    pub fn with_source(mut self, source: std::net::IpAddr) -> Self {
+        self.source = Some(source);
         self
     }
 
@@ -108,7 +119,11 @@ impl HttpsClient {
         ))
         .map_err(HostError::Connect)?;
         for addr in addrs {
-            match TcpStream::connect_timeout(&addr, self.timeout) {
+            let connected = match self.source {
+                None => TcpStream::connect_timeout(&addr, self.timeout),
+                Some(source) => connect_from(source, &addr, self.timeout),
+            };
+            match connected {
                 Ok(t) => {
                     tcp = Some(t);
                     break;
@@ -277,6 +292,49 @@ impl TransportError for HostError {
     fn unreachable(&self) -> bool {
         matches!(self, HostError::Connect(_))
     }
+}
+
+/// `TcpStream::connect_timeout` from a chosen local address: a
+/// non-blocking connect, a bounded wait for it, then a blocking socket.
+fn connect_from(
+    source: std::net::IpAddr,
+    addr: &std::net::SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use rustix::io::Errno;
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let family = match addr {
+        std::net::SocketAddr::V4(_) => AddressFamily::INET,
+        std::net::SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let fd = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    rustix::net::bind(&fd, &std::net::SocketAddr::new(source, 0))?;
+    match rustix::net::connect(&fd, addr) {
+        Ok(()) => {}
+        Err(Errno::INPROGRESS) => {
+            let wait = Timespec {
+                tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
+                tv_nsec: timeout.subsec_nanos().into(),
+            };
+            let mut fds = [PollFd::new(&fd, PollFlags::OUT)];
+            if poll(&mut fds, Some(&wait))? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                ));
+            }
+            rustix::net::sockopt::socket_error(&fd)??;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    rustix::io::ioctl_fionbio(&fd, false)?;
+    Ok(TcpStream::from(fd))
 }
 
 impl Transport for HttpsClient {

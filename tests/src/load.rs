@@ -15,6 +15,17 @@ use std::time::Instant;
 /// swtpm instances recording at once.
 pub const POOL: usize = 4;
 
+/// The one cap a storm lifts: every recording is of one EK (the rack's
+/// swtpm identity; many AKs), which the per-EK session cap would stop. The
+/// storm's nodes connect from their own loopback addresses
+/// ([`SPREAD_SOURCES`]), so the per-source connection and session caps
+/// stay at their defaults, as a data centre's racks would meet them.
+pub const ONE_EK: [&str; 2] = ["--max-sessions-per-ek", "100000"];
+
+/// The replay flag that gives each simulated node its own source address
+/// (127.1.0.0/16).
+pub const SPREAD_SOURCES: &str = "--spread-sources";
+
 /// Session and connection caps lifted: one EK, many AKs, all from one
 /// address (127.0.0.1). A source's share of a listener is at most a
 /// quarter of its slots, so 8,192 connections (6,144 on HTTPS) leave one

@@ -94,6 +94,11 @@ pub struct AttestArgs {
     /// TEST: simulated nodes running at once with --replay.
     #[arg(long, hide = true, default_value_t = 200)]
     pub concurrency: usize,
+    /// TEST: with --replay, each simulated node connects from its own
+    /// loopback address (127.1.0.0/16), so the server's per-source limits
+    /// see a rack of machines rather than one host (servers on loopback).
+    #[arg(long, hide = true, requires = "replay")]
+    pub spread_sources: bool,
 }
 
 /// The servers of `--url`, in the order they are tried.
@@ -180,7 +185,7 @@ pub fn run(a: AttestArgs) -> Result<()> {
         })
         .transpose()?;
     if let Some(dir) = &a.replay {
-        return replay::run(dir, &urls, clients, a.concurrency, trust);
+        return replay::run(dir, &urls, clients, a.concurrency, a.spread_sources, trust);
     }
     let fault = a.fault.as_deref().map(Fault::parse).transpose()?;
     let outcome = match a.report.as_deref() {

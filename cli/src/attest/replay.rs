@@ -3,6 +3,7 @@
 //! whole protocol (Start, Finish with a fresh proof, sealed overlay opened
 //! and verified, Report), and reports latency percentiles.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -158,6 +159,7 @@ fn one_with_failover(
     clients: &[HttpsClient],
     urls: &[Url],
     first: usize,
+    source: Option<IpAddr>,
     rec: &Recording,
     trust: Option<&PublicKey>,
 ) -> Result<(Timing, usize)> {
@@ -167,7 +169,10 @@ fn one_with_failover(
         let mut asked = None;
         for k in 0..urls.len() {
             let i = (first + k) % urls.len();
-            let mut client = clients[i].clone();
+            let mut client = match source {
+                Some(ip) => clients[i].clone().with_source(ip),
+                None => clients[i].clone(),
+            };
             match one(&mut client, &urls[i], rec, trust) {
                 Ok(t) => return Ok((t, tries)),
                 Err(e) => match e.downcast_ref::<ServerUnavailable>() {
@@ -193,11 +198,18 @@ fn one_with_failover(
         )))
 }
 
+/// Simulated node `i`'s own loopback address: 127.1.0.0/16, so 65,536
+/// nodes before two share one.
+fn loopback_source(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 1, (i >> 8) as u8, i as u8))
+}
+
 pub fn run(
     dir: &Path,
     urls: &[Url],
     clients: Vec<HttpsClient>,
     concurrency: usize,
+    spread_sources: bool,
     trust: Option<PublicKey>,
 ) -> Result<()> {
     let mut recs = Vec::new();
@@ -241,6 +253,7 @@ pub fn run(
                         &clients,
                         &urls,
                         i % urls.len(),
+                        spread_sources.then(|| loopback_source(i)),
                         &recs[i % recs.len()],
                         trust.as_ref().as_ref(),
                     )

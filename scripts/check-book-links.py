@@ -9,6 +9,10 @@
 - `{{#include PATH[:ANCHOR]}}` names a file that exists, and the anchor is
   marked in it (`ANCHOR: name` ... `ANCHOR_END: name`).
 
+- A link into `api/` (the crates' rustdoc, which scripts/api-docs writes into
+  the built book) names a workspace crate; with `--api DIR` (after rustdoc
+  ran) the page it names must exist in DIR.
+
 Web links are not fetched: CI has no network beyond the package registries.
 Exits 1 and lists every broken link.
 """
@@ -18,6 +22,9 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "docs", "src")
+# Where rustdoc's pages land in the built book (docs/book/api/), as a path
+# under docs/src: the links are written relative to the source pages.
+API = os.path.join(SRC, "api")
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)|!\[[^\]]*\]\(([^)\s]+)\)")
 INCLUDE = re.compile(r"\{\{#include\s+([^}\s]+)\s*\}\}")
 FENCE = re.compile(r"^\s*(```|~~~)")
@@ -63,7 +70,29 @@ def heading_ids(path):
     return ids
 
 
-def check_file(path, errors):
+def workspace_crates():
+    """The rustdoc names (ember_server) of the workspace's crates."""
+    names = set()
+    for d in os.listdir(ROOT):
+        toml = os.path.join(ROOT, d, "Cargo.toml")
+        if os.path.isfile(toml):
+            m = re.search(r'^name\s*=\s*"([^"]+)"', open(toml, encoding="utf-8").read(), re.M)
+            if m:
+                names.add(m.group(1).replace("-", "_"))
+    names.add("ember")  # ember-cli's program
+    return names
+
+
+def check_api_link(rel, target, dest, api_dir, errors):
+    inside = os.path.relpath(dest, API)
+    crate = inside.split(os.sep)[0]
+    if crate not in workspace_crates():
+        errors.append(f"{rel}: link into api/ names no workspace crate: {target}")
+    elif api_dir and not os.path.isfile(os.path.join(api_dir, inside)):
+        errors.append(f"{rel}: link to a page rustdoc did not write: {target}")
+
+
+def check_file(path, errors, api_dir=None):
     text = open(path, encoding="utf-8").read()
     rel = os.path.relpath(path, ROOT)
     for m in LINK.finditer(prose(text)):
@@ -72,6 +101,9 @@ def check_file(path, errors):
             continue
         file_part, _, anchor = target.partition("#")
         dest = path if not file_part else os.path.normpath(os.path.join(os.path.dirname(path), file_part))
+        if dest.startswith(API + os.sep):
+            check_api_link(rel, target, dest, api_dir, errors)
+            continue
         if not os.path.exists(dest):
             errors.append(f"{rel}: link to missing {target}")
             continue
@@ -89,12 +121,17 @@ def check_file(path, errors):
 
 
 def main():
+    api_dir = None
+    if len(sys.argv) == 3 and sys.argv[1] == "--api":
+        api_dir = sys.argv[2]
+    elif len(sys.argv) != 1:
+        sys.exit("usage: check-book-links.py [--api DIR]")
     errors = []
     pages = []
     for d, _, files in os.walk(SRC):
         pages += [os.path.join(d, f) for f in files if f.endswith(".md")]
     for p in sorted(pages) + [os.path.join(ROOT, "README.md")]:
-        check_file(p, errors)
+        check_file(p, errors, api_dir)
     summary = os.path.join(SRC, "SUMMARY.md")
     listed = {
         os.path.normpath(os.path.join(SRC, t))

@@ -17,9 +17,9 @@
 //! vectorization off, so chacha20's keystream XOR (left to the vectorizer)
 //! stayed a byte loop and the opener stopped at 0.62 GB/s. ChaCha20 is now
 //! this crate's own, in two shapes chosen at run time:
-//! - [`avx2`] where the CPU has AVX2 (real nodes): eight blocks per pass,
+//! - `avx2` where the CPU has AVX2 (real nodes): eight blocks per pass,
 //!   every per-byte step an explicit intrinsic;
-//! - [`portable`] elsewhere (QEMU's qemu64 under TCG), a scalar ChaCha20,
+//! - `portable` elsewhere (QEMU's qemu64 under TCG), a scalar ChaCha20,
 //!   which TCG runs 2.3x faster than SSE2 code (see there).
 //!
 //! Poly1305 is the poly1305 crate's (its AVX2 or 64-bit backend). Both

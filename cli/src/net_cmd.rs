@@ -17,7 +17,7 @@ pub enum NetCmd {
         /// Interface to configure (default: the first with carrier).
         #[arg(long)]
         iface: Option<String>,
-        /// Host name sent as option 12 (default: ember-<mac>).
+        /// Host name sent as option 12 (default: "ember-" and the MAC address).
         #[arg(long)]
         hostname: Option<String>,
         /// Where to write DNS servers (the node writes /etc/resolv.conf).

@@ -66,7 +66,7 @@ pub struct StartArgs {
     /// How long a handed node may take to come back upgraded before it counts as failed.
     #[arg(long, default_value = "30m")]
     pub timeout: String,
-    /// A maintenance window: "DAYS HH:MM-HH:MM [ZONE]", e.g. "Mon-Fri 09:00-17:00 Europe/Berlin"
+    /// A maintenance window: "DAYS HH:MM-HH:MM ZONE" (ZONE optional, default UTC), e.g. "Mon-Fri 09:00-17:00 Europe/Berlin"
     /// (repeatable; new nodes are handed the UKI only while one is open).
     #[arg(long = "window")]
     pub windows: Vec<String>,

@@ -41,7 +41,7 @@ pub fn attach_kmsg() {
 }
 
 /// Writes one line at `level`: what the init's [`info!`](crate::info),
-/// [`warn!`](crate::warn) and [`error!`](crate::error) expand to. The
+/// [`warn!`](crate::warn) and [`error!`](macro@crate::error) expand to. The
 /// `log` crate's macros build a target, module path and source location at
 /// every call site, which this console never prints (about 50 bytes of
 /// code at each of the init's ~95 log lines); these pass only the level and

@@ -1,7 +1,7 @@
 //! One named step of the boot, logged as `phase=<name> status=ok
 //! took=<ms>ms cpu=<ms>ms` (or `status=failed ... reason=...`): the lines an
 //! operator reads on the serial console and `ember timeline` draws. Each
-//! finished phase is also kept in this boot's phase table ([`timeline`]),
+//! finished phase is also kept in this boot's phase table ([`timeline()`]),
 //! which the Report carries to the boot server.
 
 use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};

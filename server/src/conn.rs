@@ -190,7 +190,7 @@ impl Connections {
 
     /// Shutdown: asks every open connection to finish the response it is
     /// sending and close, then waits until none is left or `bound` passed
-    /// (a connection asked to close is dropped after [`CLOSE_GRACE`]
+    /// (a connection asked to close is dropped after `CLOSE_GRACE`
     /// anyway, so a bound above that drains all but the stuck). Returns
     /// how many were left. The accept loops must be stopped first.
     pub async fn drain(&self, bound: Duration) -> usize {

@@ -66,7 +66,7 @@ pub fn write(events: &[LogEvent]) -> Vec<u8> {
 }
 
 /// Byte offset of the type field of event `number` (the header is 0) in
-/// a log [`write`] made.
+/// a log [`write()`] made.
 pub fn type_offset(events: &[LogEvent], number: usize) -> usize {
     let header = 32 + 16 + 4 + 4 + 4 + 4 + 1;
     let mut at = header;

@@ -1,5 +1,5 @@
 //! The 512-byte tar header block (v7, ustar, GNU) as a zero-copy view, and
-//! its decoding into a typed [`Header`].
+//! its decoding into a typed `Header`.
 //!
 //! Numeric fields are octal ASCII (NUL/space padded), or GNU base-256 when
 //! the first byte has its high bit set (sizes ≥ 8 GiB, negative mtimes).

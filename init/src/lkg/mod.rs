@@ -34,7 +34,7 @@
 //! commitment, and the blob must open under it.
 //!
 //! The rooms: [`slots`] decides (pure functions), [`record`] is the slot's
-//! record, [`write`] puts a slot on the ESP power-cut safely, [`seal`] is
+//! record, [`write`](mod@write) puts a slot on the ESP power-cut safely, [`seal`] is
 //! the TPM-sealed key, [`epoch`] the rollback floor, [`esp`] finds and
 //! mounts the partition. This file
 //! is the two operations the boot sequence calls: [`restore`] on a cold

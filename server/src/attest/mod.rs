@@ -1,6 +1,6 @@
-//! The protocol's server side, one file per step: [`start`] (a session
-//! for an EK and AK), [`finish`] (the quote judged, the credential and the
-//! overlay grant released) and [`report`] (a node says how its boot went,
+//! The protocol's server side, one file per step: `start` (a session
+//! for an EK and AK), `finish` (the quote judged, the credential and the
+//! overlay grant released) and `report` (a node says how its boot went,
 //! authenticated by that credential). The steps are synchronous functions
 //! over the store; the HTTP layer runs each on the blocking pool. Every
 //! refusal is a [`Refusal`] with its own code.

@@ -3,7 +3,7 @@
 //!
 //! SQL is written once, in the dialect the two agree on, with `$N`
 //! placeholders (PostgreSQL's; SQLite reads them as `?N`). Values cross the
-//! boundary as [`Val`] (parameters) and [`Value`] (columns): integers are
+//! boundary as [`Val`] (parameters) and `Value` (columns): integers are
 //! 64-bit, text is UTF-8, bytes are BLOB/BYTEA. What differs per dialect
 //! is named by [`Dialect`] at the few places that need it.
 

@@ -214,7 +214,7 @@ impl<T: Transport> Tpm<T> {
         }
     }
 
-    /// The transport, e.g. to inspect a [`crate::FakeTransport`] in tests.
+    /// The transport, e.g. to inspect a `FakeTransport` (the `test-hooks` feature) in tests.
     pub fn transport_mut(&mut self) -> &mut T {
         &mut self.transport
     }

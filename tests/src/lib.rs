@@ -89,7 +89,7 @@ pub fn ember_bin() -> PathBuf {
 
 /// The `ember` host tool built with the `test-hooks` feature (the load
 /// test's `--test-replayable-sessions`), kept apart from the release binary
-/// in its own cargo profile: `bash scripts/build-test-hooks` builds it into
+/// in its own folder: `bash scripts/build-test-hooks` builds it into
 /// `target/test-hooks/ember` (scripts/test and scripts/bench-server do).
 pub fn ember_test_hooks_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("EMBER_TEST_HOOKS_BIN") {

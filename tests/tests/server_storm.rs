@@ -108,19 +108,24 @@ fn thousand_nodes_on_three_replicas_survive_losing_one() {
         "postgres, 3 replicas",
     );
 
+    // A storm in the background, for the phases that break something
+    // while it runs.
+    let spawn_storm = |n: usize| {
+        load::replay(
+            &urls,
+            &ca,
+            &manifest_key,
+            &rec,
+            n,
+            &["--timeout", "10s", SPREAD_SOURCES],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start a storm")
+    };
     let before: Vec<usize> = replicas.iter().map(finished).collect();
-    let mut storm = load::replay(
-        &urls,
-        &ca,
-        &manifest_key,
-        &rec,
-        nodes,
-        &["--timeout", "10s", SPREAD_SOURCES],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("start the PostgreSQL storm");
+    let mut storm = spawn_storm(nodes);
     // Kill the second replica once it is busy: it has finished some
     // attestations (so others are in flight there) and the storm is not over.
     let victim = &replicas[1];
@@ -164,18 +169,7 @@ fn thousand_nodes_on_three_replicas_survive_losing_one() {
     };
     let floors_before = floors(&pg);
     let before: Vec<usize> = replicas.iter().map(finished).collect();
-    let mut storm = load::replay(
-        &urls,
-        &ca,
-        &manifest_key,
-        &rec,
-        paused_nodes,
-        &["--timeout", "10s", SPREAD_SOURCES],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("start the storm PostgreSQL stops in");
+    let mut storm = spawn_storm(paused_nodes);
     let started = wait_until(Duration::from_secs(120), || {
         let done: usize = replicas
             .iter()

@@ -1,6 +1,7 @@
-//! How a client retries, shared by the node (`/init`), `ember attest` and
-//! the load test's simulated nodes, so the three behave alike under a
-//! busy or failing fleet:
+//! How a client retries, shared by the node (`/init`) and the load test's
+//! simulated nodes, so that a storm is tested as nodes behave under a busy
+//! or failing fleet (`ember attest`, an operator's one-shot, uses the
+//! report policy but tries each server once):
 //! - attestation: rounds over every listed server, a failure sorted into
 //!   "no answer", "not now" or "not you" ([`AttestFailure`]), and waits
 //!   between rounds that a server's `Retry-After` can raise but never past

@@ -8,8 +8,9 @@ use clap::{Args, Subcommand};
 
 use ember_server::store::{self, hex, unhex, Policy};
 use ember_server::uki::measure::{
-    check_log, predict_pcr11, predict_pcr12, predict_pcr4, predict_pcr4_secure_boot, Prediction,
-    PCR_BOOT_LOADER_CODE, PCR_KERNEL_IMAGE, PCR_KERNEL_PARAMETERS,
+    check_log, predict_pcr11, predict_pcr12, predict_pcr12_paths, predict_pcr4,
+    predict_pcr4_secure_boot, Prediction, PCR_BOOT_LOADER_CODE, PCR_KERNEL_IMAGE,
+    PCR_KERNEL_PARAMETERS,
 };
 use ember_server::uki::secureboot::{
     certificate_der, predict_pcr7, KeyDatabases, PCR_SECURE_BOOT_POLICY,
@@ -136,11 +137,13 @@ pub struct SetArgs {
     /// Boot loaders before the UKI, for the PCR 4 prediction (see predict).
     #[arg(long, requires = "uki")]
     pub loader: Vec<PathBuf>,
-    /// The load options the UKI boots with (iPXE: "uki.efi ARGS"): pins
-    /// PCR 12, the command line systemd-stub boots with, to them (see
-    /// predict); adds PCR 12 to --pcrs.
+    /// Load options a loader may start the UKI with (iPXE: "uki.efi
+    /// ARGS"; repeat for several). With --uki, PCR 12 (the command line
+    /// systemd-stub boots with) is always pinned: to the UKI's own
+    /// `.cmdline`, to each slot's loader entry on the ESP, and to these
+    /// (see predict). Any other command line is refused.
     #[arg(long, requires = "uki")]
-    pub load_options: Option<String>,
+    pub load_options: Vec<String>,
     /// With --uki: PCR 7 as a firmware enforcing Secure Boot with these
     /// keys leaves it (see predict); adds PCR 7 to --pcrs, so a node
     /// booted with Secure Boot off, other keys, or images signed by another
@@ -244,7 +247,9 @@ fn set(a: SetArgs) -> Result<()> {
     if !a.uki.is_empty() && !pcrs.contains(&PCR_KERNEL_IMAGE) {
         pcrs.push(PCR_KERNEL_IMAGE);
     }
-    if a.load_options.is_some() && !pcrs.contains(&PCR_KERNEL_PARAMETERS) {
+    // PCR 12 is pinned with every UKI: left open, whoever answers the
+    // network boot can chain the genuine UKI with arguments of its own.
+    if !a.uki.is_empty() && !pcrs.contains(&PCR_KERNEL_PARAMETERS) {
         pcrs.push(PCR_KERNEL_PARAMETERS);
     }
     if a.secure_boot.secure_boot.is_some() {
@@ -320,9 +325,11 @@ fn set(a: SetArgs) -> Result<()> {
                     .with_context(|| format!("predicting PCR 4 for {}", uki.display()))?,
             );
         }
-        if let Some(options) = &a.load_options {
-            predictions.push(predict_pcr12(options, bank)?);
-        }
+        let secure_boot = a.secure_boot.secure_boot.as_ref().map(|_| true);
+        predictions.extend(
+            predict_pcr12_paths(&file, &a.load_options, secure_boot, bank)
+                .with_context(|| format!("predicting PCR 12 for {}", uki.display()))?,
+        );
         for p in predictions {
             events.push(store::AllowedEvents {
                 pcr: p.pcr,

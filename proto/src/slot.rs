@@ -81,6 +81,45 @@ impl SlotRecord {
     }
 }
 
+/// The slots' names, as loader entries (`ember-a…`) and `ember.slot=` name them.
+pub const SLOT_NAMES: [&str; 2] = ["a", "b"];
+
+/// A boot's command line (`/proc/cmdline`) minus what a loader adds, as a
+/// slot's loader entry repeats it: GRUB's `BOOT_IMAGE=`, `initrd=` for the
+/// EFI stub, the slot, and the image name iPXE puts first (`ember artifact
+/// ipxe` names it `vmlinuz`, or `uki.efi` when it chains a unified kernel
+/// image). The init writes entries from it and the boot server predicts
+/// their PCR 12 from it: one function, so the two cannot disagree.
+pub fn slot_cmdline(cmdline: &str) -> String {
+    let mut kept = String::new();
+    for (i, w) in cmdline.split_ascii_whitespace().enumerate() {
+        let added = w.starts_with("BOOT_IMAGE=")
+            || w.starts_with("initrd=")
+            || w.starts_with("ember.slot=")
+            || (i == 0 && (w == "vmlinuz" || w == "uki.efi"));
+        if !added {
+            if !kept.is_empty() {
+                kept.push(' ');
+            }
+            kept.push_str(w);
+        }
+    }
+    kept
+}
+
+/// The `options` line of slot `slot`'s loader entry, which systemd-boot
+/// passes to the UKI and measures into PCR 12: the boot's command line
+/// ([`slot_cmdline`]), then `ember.slot=`.
+pub fn entry_options(cmdline: &str, slot: &str) -> String {
+    let mut o = String::from(cmdline.trim());
+    if !o.is_empty() {
+        o.push(' ');
+    }
+    o.push_str("ember.slot=");
+    o.push_str(slot);
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +157,17 @@ mod tests {
         for n in 0..bytes.len() {
             assert!(SlotRecord::from_bytes(&bytes[..n]).is_err());
         }
+    }
+
+    #[test]
+    fn the_slot_command_line_drops_what_loaders_add() {
+        assert_eq!(
+            slot_cmdline("uki.efi  console=ttyS0 initrd=\\x ember.slot=b a=1\n"),
+            "console=ttyS0 a=1"
+        );
+        assert_eq!(slot_cmdline("BOOT_IMAGE=/v vmlinuz q"), "vmlinuz q");
+        assert_eq!(slot_cmdline(""), "");
+        assert_eq!(entry_options(" a=1 ", "b"), "a=1 ember.slot=b");
+        assert_eq!(entry_options("", SLOT_NAMES[0]), "ember.slot=a");
     }
 }

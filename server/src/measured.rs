@@ -254,13 +254,30 @@ fn not_allowed(
             .explained(explained(vec![value_item]));
     };
     // Of the allowed values this PCR may take, the one whose extends the
-    // log follows longest names the difference.
-    let closest: Option<Mismatch> = policy
+    // log follows longest names the difference; of equals, the one with
+    // the fewest extends. An allowed reset value (no extend at all: PCR 12
+    // of a UKI booted with its own command line) has no stored events and
+    // is the fewest, so a command line the policy does not know is named
+    // "not in the policy; logged as …" with what the node logged.
+    let zero = vec![0u8; bank.digest_len()];
+    let reset_allowed = policy
+        .allowed
+        .iter()
+        .any(|(p, v)| *p == pcr && keys::ct_eq(v, &zero));
+    let no_events: &[eventlog::Expected] = &[];
+    let candidates = policy
         .events
         .iter()
         .filter(|a| a.pcr == pcr)
-        .filter_map(|a| eventlog::compare(log, pcr, bank, &a.events).ok()?.err())
-        .max_by_key(|m| m.event.unwrap_or(usize::MAX));
+        .map(|a| a.events.as_slice())
+        .chain(reset_allowed.then_some(no_events));
+    let closest: Option<Mismatch> = candidates
+        .filter_map(|events| {
+            let m = eventlog::compare(log, pcr, bank, events).ok()?.err()?;
+            Some((m, events.len()))
+        })
+        .max_by_key(|(m, n)| (m.event.unwrap_or(usize::MAX), core::cmp::Reverse(*n)))
+        .map(|(m, _)| m);
     match closest {
         Some(m) => {
             let reason = match m.event {
@@ -534,5 +551,59 @@ mod tests {
         assert_eq!(r.code, ErrorCode::EventLogMismatch);
         let r = judge_with(&policy(), &quote_of(LOG)[..1], LOG).unwrap_err();
         assert_eq!(r.reason, "PCR 11 required by policy, not quoted");
+    }
+
+    /// PCR 12 as `ember policy set --uki` pins it: nothing measured (the
+    /// UKI's own command line) or one of `entries`' extends.
+    fn with_pcr12(entries: &[Vec<Expected>]) -> Policy {
+        let mut p = policy();
+        p.mask |= 1 << 12;
+        p.allowed.push((12, vec![0; 32]));
+        for events in entries {
+            let mut value = vec![0u8; 32];
+            for e in events {
+                value = HashAlg::Sha256.digest(&[&value, &e.digest]).unwrap();
+            }
+            p.allowed.push((12, value.clone()));
+            p.events.push(AllowedEvents {
+                pcr: 12,
+                value,
+                events: events.clone(),
+            });
+        }
+        p
+    }
+
+    #[test]
+    fn a_command_line_the_policy_does_not_know_is_named_as_logged() {
+        let entry = |label: &str, d: u8| Expected {
+            label: label.into(),
+            digest: vec![d; 32],
+        };
+        let p = with_pcr12(&[
+            vec![entry("EV_IPL load options", 1)],
+            vec![
+                entry("EV_IPL slot a's entry", 2),
+                entry("EV_IPL slot a's entry", 2),
+            ],
+        ]);
+        // The genuine log measures nothing into PCR 12: allowed.
+        let mut quote = quote_of(LOG);
+        quote.push((12, vec![0; 32]));
+        judge_with(&p, &quote, LOG).unwrap();
+        // Event 34 moved to PCR 12: a command line none of the paths has.
+        let mut evil = LOG.to_vec();
+        let at = event_offset(LOG, 34);
+        evil[at..at + 4].copy_from_slice(&12u32.to_le_bytes());
+        let mut quote = quote_of(&evil);
+        quote.push((12, replayed(&evil)[12].clone().unwrap()));
+        let r = judge_with(&p, &quote, &evil).unwrap_err();
+        assert_eq!(r.code, ErrorCode::PcrPolicyMismatch);
+        assert!(
+            r.reason
+                .starts_with("PCR 12 event 34 (not in the policy; logged as "),
+            "{}",
+            r.reason
+        );
     }
 }

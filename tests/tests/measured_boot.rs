@@ -8,11 +8,12 @@
 
 use std::path::PathBuf;
 
-use ember_tests::eventlog::{self, leave_initrd, measurements, LogEvent, EV_NO_ACTION};
+use ember_tests::eventlog::{self, leave_initrd, measurements, LogEvent, EV_IPL, EV_NO_ACTION};
 use ember_tests::qemu::{build_initrd, build_uki};
 use ember_tests::server::{EmberServer, Run};
 use ember_tests::swtpm::Swtpm;
 use ember_tests::ScratchDir;
+use sha2::{Digest, Sha256};
 
 const CMDLINE: &str = "console=ttyS0 panic=-1 ember.iface=eth0";
 
@@ -104,6 +105,82 @@ impl Bench {
             "ember nodes lacks {detail:?}:\n{nodes}"
         );
     }
+}
+
+/// A command line as systemd-boot and systemd-stub measure it into PCR 12:
+/// EV_IPL of the UTF-16LE text with its NUL (the log's data is the same).
+fn command_line(options: &str) -> LogEvent {
+    let utf16: Vec<u8> = options
+        .encode_utf16()
+        .chain([0])
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    LogEvent {
+        pcr: 12,
+        event_type: EV_IPL,
+        digest: Sha256::digest(&utf16).into(),
+        description: options.into(),
+    }
+}
+
+/// `ember policy set --uki` pins PCR 12 without being asked (the bench's
+/// policy names only `--pcrs 4 --uki`): a slot's loader entry on the ESP,
+/// measured by systemd-boot and again by systemd-stub, attests; the
+/// genuine UKI chained by someone else's iPXE script with one argument
+/// more is refused naming the options it was given, and so is the slot's
+/// entry with one argument added on the disk. (PCR 4 stays the policy's
+/// direct boot here: this is PCR 12's test; the ESP's PCR 4 is
+/// `--loader`'s.)
+#[test]
+fn pcr12_is_pinned_by_default_and_one_argument_more_is_refused() {
+    let b = bench();
+    let show = b
+        .server
+        .ember(&["policy", "show"])
+        .expect_ok("policy show")
+        .stdout;
+    assert!(
+        show.contains("PCR 12 = "),
+        "PCR 12 is not pinned:
+{show}"
+    );
+    let genuine = measurements(&b.genuine);
+    let entry = format!("{CMDLINE} ember.slot=b");
+    // The first PCR 12 event's number (the log's header is event 0).
+    let first = genuine.len() + 1;
+
+    let mut esp = genuine.clone();
+    esp.extend([command_line(&entry), command_line(&entry)]);
+    let tpm = b.reboot(&esp);
+    let (run, into) = b.attest(&tpm, &eventlog::write(&esp), "esp");
+    assert!(
+        run.ok,
+        "the ESP entry's PCR 12 was refused:\n{}",
+        run.stderr
+    );
+    assert!(into.join("etc/token").exists());
+    drop(tpm);
+
+    let options = format!("uki.efi {CMDLINE} ipxe.attacker=1");
+    let mut chained = genuine.clone();
+    chained.push(command_line(&options));
+    let tpm = b.reboot(&chained);
+    b.assert_refused(
+        b.attest(&tpm, &eventlog::write(&chained), "chained"),
+        "pcr-policy-mismatch",
+        &format!("PCR 12 sha256 event {first} (not in the policy; logged as {options}) differs"),
+    );
+    drop(tpm);
+
+    let edited = format!("{entry} efivar_ssdt=evil");
+    let mut disk = genuine;
+    disk.extend([command_line(&edited), command_line(&edited)]);
+    let tpm = b.reboot(&disk);
+    b.assert_refused(
+        b.attest(&tpm, &eventlog::write(&disk), "edited"),
+        "pcr-policy-mismatch",
+        &format!("PCR 12 sha256 event {first} (not in the policy; logged as EV_IPL) differs"),
+    );
 }
 
 #[test]

@@ -251,7 +251,7 @@ fn policy_set_takes_the_predicted_pcr11_and_refuses_a_non_uki() {
         "--uki",
         uki.to_str().unwrap(),
     ]);
-    assert!(out.contains("PCRs [4, 11]"), "{out}");
+    assert!(out.contains("PCRs [4, 11, 12]"), "{out}");
     let show = ember(&["policy", "show", "--state", state]);
     assert!(show.contains(&format!("PCR 11 = {value}")), "{show}");
 
@@ -269,7 +269,7 @@ fn policy_set_takes_the_predicted_pcr11_and_refuses_a_non_uki() {
         "--uki",
         uki.to_str().unwrap(),
     ]);
-    assert!(out.contains("PCRs [4, 11]"), "{out}");
+    assert!(out.contains("PCRs [4, 11, 12]"), "{out}");
     let show = ember(&["policy", "show", "--state", state]);
     assert!(show.contains(&format!("PCR  4 = {pcr4}")), "{show}");
 

@@ -51,7 +51,6 @@ pub mod write;
 
 use alloc::format;
 use alloc::string::String;
-use alloc::vec::Vec;
 
 use ember_fs::hex::hex;
 use ember_proto::manifest::Envelope;
@@ -352,22 +351,9 @@ fn cold_start(tpm: &mut Measured, options: &str) -> Result<seal::ColdStart, Erro
     })
 }
 
-/// This boot's command line, minus what the loader adds, for the slot's
-/// loader entry: GRUB's `BOOT_IMAGE=`, `initrd=` for the EFI stub, our
-/// slot, and the image name iPXE puts first (`ember artifact ipxe` names
-/// it `vmlinuz`, or `uki.efi` when it chains a unified kernel image).
+/// This boot's command line minus what the loader added
+/// ([`ember_proto::slot::slot_cmdline`]), for the slot's loader entry.
 fn slot_cmdline() -> Result<String, Error> {
     let text = fsutil::read_text("/proc/cmdline")?;
-    let kept: Vec<&str> = text
-        .split_ascii_whitespace()
-        .enumerate()
-        .filter(|&(i, w)| {
-            !w.starts_with("BOOT_IMAGE=")
-                && !w.starts_with("initrd=")
-                && !w.starts_with("ember.slot=")
-                && !(i == 0 && (w == "vmlinuz" || w == "uki.efi"))
-        })
-        .map(|(_, w)| w)
-        .collect();
-    Ok(kept.join(" "))
+    Ok(ember_proto::slot::slot_cmdline(&text))
 }

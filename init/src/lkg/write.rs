@@ -266,14 +266,8 @@ fn fsync_dir(path: &str) -> Result<(), Error> {
 }
 
 /// The options of `slot`'s loader entry, as systemd-boot reads (and
-/// measures into PCR 12) the `options` line: the boot's command line, then
-/// `ember.slot=`.
+/// measures into PCR 12) the `options` line
+/// ([`ember_proto::slot::entry_options`]).
 pub fn entry_options(cmdline: &str, slot: Slot) -> String {
-    let mut o = String::from(cmdline.trim());
-    if !o.is_empty() {
-        o.push(' ');
-    }
-    o.push_str("ember.slot=");
-    o.push_str(slot.name());
-    o
+    ember_proto::slot::entry_options(cmdline, slot.name())
 }

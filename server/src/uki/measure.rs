@@ -22,6 +22,7 @@ use anyhow::{anyhow, Result};
 use ember_tpm::HashAlg;
 
 use ember_build::pe::PeImage;
+use ember_proto::slot::{entry_options, slot_cmdline, SLOT_NAMES};
 
 /// The sections systemd-stub 252 measures into PCR 11, in its order.
 pub const MEASURED_SECTIONS: [&str; 7] = [
@@ -289,16 +290,102 @@ pub const PCR_KERNEL_PARAMETERS: u8 = 12;
 /// measures them (checked against a real iPXE boot's event log in
 /// tests/tests/measured_boot_qemu.rs).
 pub fn predict_pcr12(load_options: &str, bank: HashAlg) -> Result<Prediction> {
-    let utf16: Vec<u8> = load_options
-        .encode_utf16()
-        .chain([0])
-        .flat_map(u16::to_le_bytes)
-        .collect();
     let events = vec![Event {
         label: "EV_IPL load options".into(),
-        digest: digest(bank, &utf16)?,
+        digest: digest(bank, &utf16z(load_options))?,
     }];
     Prediction::replay(bank, PCR_KERNEL_PARAMETERS, events)
+}
+
+/// Every PCR 12 value a genuine boot of `uki` may leave, one prediction
+/// per boot path, so one policy admits them all and nothing else:
+/// - each of `load_options` (iPXE's "uki.efi ARGS"), as systemd-stub
+///   measures a loader's options (without Secure Boot: under it the stub
+///   ignores them);
+/// - each slot's loader entry on the ESP (`options` = the boot's command
+///   line and `ember.slot=`, as the init writes it from an iPXE boot or one
+///   with the UKI's own `.cmdline`): systemd-boot measures the options, and
+///   without Secure Boot systemd-stub measures them again;
+/// - no event at all: the UKI booted with its embedded `.cmdline` (a
+///   firmware boot entry, as a real OVMF boot's log shows; or a loader's
+///   options under Secure Boot).
+///
+/// `secure_boot` is whether the firmware enforces it, `None` when the
+/// policy does not say (both then). The no-event prediction comes last: a
+/// refusal names the closest prediction, the last of equals, and for a
+/// command line the policy does not know that is "not in the policy;
+/// logged as …", with the logged options.
+pub fn predict_pcr12_paths(
+    uki: &[u8],
+    load_options: &[String],
+    secure_boot: Option<bool>,
+    bank: HashAlg,
+) -> Result<Vec<Prediction>> {
+    let img = PeImage::parse(uki)?;
+    let embedded = img
+        .section(".cmdline")
+        .map(|s| img.section_bytes(uki, s))
+        .unwrap_or_default();
+    let embedded = String::from_utf8_lossy(&embedded)
+        .trim_end_matches('\0')
+        .to_string();
+    let stub_takes_options = secure_boot != Some(true);
+    // The command lines a slot's entry may repeat: the boot that wrote it
+    // ran with the UKI's own, or (without Secure Boot) with a loader's.
+    let mut bases = vec![slot_cmdline(&embedded)];
+    if stub_takes_options {
+        for o in load_options {
+            let base = slot_cmdline(o);
+            if !bases.contains(&base) {
+                bases.push(base);
+            }
+        }
+    }
+    let extends: &[usize] = match secure_boot {
+        Some(true) => &[1],
+        Some(false) => &[2],
+        None => &[1, 2],
+    };
+    let mut out: Vec<Prediction> = Vec::new();
+    let mut add = |p: Prediction| {
+        if !out.iter().any(|q| q.value == p.value) {
+            out.push(p);
+        }
+    };
+    for base in &bases {
+        for slot in SLOT_NAMES {
+            let options = entry_options(base, slot);
+            let d = digest(bank, &utf16z(&options))?;
+            for &n in extends {
+                let events = (0..n)
+                    .map(|i| Event {
+                        label: format!(
+                            "EV_IPL slot {slot}'s loader entry options, by {}",
+                            ["systemd-boot", "systemd-stub"][i]
+                        ),
+                        digest: d.clone(),
+                    })
+                    .collect();
+                add(Prediction::replay(bank, PCR_KERNEL_PARAMETERS, events)?);
+            }
+        }
+    }
+    if stub_takes_options {
+        for o in load_options {
+            add(predict_pcr12(o, bank)?);
+        }
+    }
+    add(Prediction::replay(bank, PCR_KERNEL_PARAMETERS, Vec::new())?);
+    Ok(out)
+}
+
+/// `text` as UTF-16LE with its terminating NUL: how systemd-boot and
+/// systemd-stub measure a command line.
+fn utf16z(text: &str) -> Vec<u8> {
+    text.encode_utf16()
+        .chain([0])
+        .flat_map(u16::to_le_bytes)
+        .collect()
 }
 
 /// Compares the events `log` records for the prediction's PCR with the
@@ -390,5 +477,65 @@ mod tests {
         let stub = ember_build::pe::test_stub();
         let err = predict_pcr11(&stub, HashAlg::Sha256, &[]).unwrap_err();
         assert!(err.to_string().contains("no .linux"), "{err}");
+    }
+
+    /// PCR 12 of a real OVMF + swtpm boot through systemd-boot 252 with the
+    /// entry "options console=ttyS0 panic=-1 ember.slot=a"
+    /// (docs/src/operator/secure-boot.md; the init's `entry_pcr12` test
+    /// holds the same values): Secure Boot on, off.
+    const ESP_SLOT_A_SB_ON: &str =
+        "43051fb4e0ce040ac93565c9dd7a112423c3ba3133a2408b72c518d489f1f783";
+    const ESP_SLOT_A_SB_OFF: &str =
+        "28efb5d05bf47a18cec8f6bb664d563cfcbc976209329f4731f8ddc1f7bd8973";
+
+    fn uki_with_cmdline(cmdline: &str) -> Vec<u8> {
+        let stub = ember_build::pe::test_stub();
+        ember_build::pe::append_sections(&stub, &[(".cmdline", cmdline.as_bytes())]).unwrap()
+    }
+
+    fn values(p: &[Prediction]) -> Vec<String> {
+        p.iter().map(|p| hex(&p.value)).collect()
+    }
+
+    #[test]
+    fn pcr12_paths_are_the_esp_entries_the_load_options_and_the_embedded_line() {
+        let uki = uki_with_cmdline("console=ttyS0  panic=-1\0");
+        let ipxe = "uki.efi console=ttyS0 x=1".to_string();
+        let all = predict_pcr12_paths(&uki, &[ipxe.clone()], None, HashAlg::Sha256).unwrap();
+        let v = values(&all);
+        // The ESP path, from a boot with the UKI's own command line.
+        assert!(v.contains(&ESP_SLOT_A_SB_ON.to_string()), "{v:?}");
+        assert!(v.contains(&ESP_SLOT_A_SB_OFF.to_string()), "{v:?}");
+        // iPXE's options, and the ESP entries a boot with them writes.
+        let ipxe_value = hex(&predict_pcr12(&ipxe, HashAlg::Sha256).unwrap().value);
+        assert!(v.contains(&ipxe_value), "{v:?}");
+        let entry_b = entry_options("console=ttyS0 x=1", "b");
+        let once = predict_pcr12(&entry_b, HashAlg::Sha256).unwrap();
+        assert!(v.contains(&hex(&once.value)), "{v:?}");
+        // Nothing measured: the embedded line, last.
+        assert_eq!(v.last().unwrap(), &"00".repeat(32));
+        // 2 command lines x 2 slots x (1 or 2 extends), iPXE's, none.
+        assert_eq!(v.len(), 2 * 2 * 2 + 1 + 1, "{v:?}");
+        // One more argument is none of them.
+        let evil = predict_pcr12(&(ipxe + " efivar_ssdt=evil"), HashAlg::Sha256).unwrap();
+        assert!(!v.contains(&hex(&evil.value)));
+    }
+
+    #[test]
+    fn under_secure_boot_pcr12_is_one_esp_extend_of_the_embedded_line() {
+        let uki = uki_with_cmdline("console=ttyS0 panic=-1");
+        let ipxe = ["uki.efi other=1".to_string()];
+        let on = predict_pcr12_paths(&uki, &ipxe, Some(true), HashAlg::Sha256).unwrap();
+        let v = values(&on);
+        assert!(v.contains(&ESP_SLOT_A_SB_ON.to_string()), "{v:?}");
+        assert!(!v.contains(&ESP_SLOT_A_SB_OFF.to_string()), "{v:?}");
+        // The stub ignores a loader's options: neither they nor an entry
+        // written from them can be measured.
+        assert_eq!(v.len(), 2 + 1, "{v:?}");
+        let off = predict_pcr12_paths(&uki, &ipxe, Some(false), HashAlg::Sha256).unwrap();
+        let v = values(&off);
+        assert!(v.contains(&ESP_SLOT_A_SB_OFF.to_string()), "{v:?}");
+        assert!(!v.contains(&ESP_SLOT_A_SB_ON.to_string()), "{v:?}");
+        assert_eq!(v.len(), 2 * 2 + 1 + 1, "{v:?}");
     }
 }

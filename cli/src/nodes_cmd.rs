@@ -18,6 +18,12 @@ pub struct NodesArgs {
     pub cmd: Option<NodesCmd>,
     #[command(flatten)]
     pub state: StateArgs,
+    /// Only the nodes whose last attested boot ran a UKI containing this
+    /// package (NAME, or NAME=VERSION exactly as the SBOM gives it), with
+    /// since when: answered from the UKI the node's quote identified and
+    /// the SBOM `ember policy set --uki` stored, never from what a node says.
+    #[arg(long, value_name = "NAME[=VERSION]")]
+    pub package: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -95,6 +101,9 @@ pub fn run(args: NodesArgs) -> Result<()> {
         Some(NodesCmd::Show(a)) => return show(a),
         None => {}
     }
+    if let Some(p) = &args.package {
+        return package(&args.state, p);
+    }
     let nodes = store::list_nodes(&mut args.state.open()?)?;
     println!(
         "{:<20} {:<12} {:<16} {:<10} {:<9} {:>8} {:>15} {:<21}  REASON",
@@ -129,6 +138,62 @@ pub fn run(args: NodesArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `ember nodes --package NAME[=VERSION]`.
+fn package(state: &StateArgs, query: &str) -> Result<()> {
+    let (name, version) = match query.split_once('=') {
+        Some((n, v)) => (n.trim(), Some(v.trim())),
+        None => (query.trim(), None),
+    };
+    if name.is_empty() || version == Some("") {
+        bail!("--package {query:?}: give NAME or NAME=VERSION");
+    }
+    let q = store::packages::running(&mut state.open()?, name, version)?;
+    if q.running.is_empty() {
+        println!("no node's last attested boot ran a UKI containing {query}");
+    } else {
+        println!(
+            "{:<20} {:<12} {:<24} {:<21} {:<23} LAST-ATTESTED",
+            "NODE", "GROUP", "VERSION", "UKI", "SINCE"
+        );
+        for r in &q.running {
+            let uki = match r.image_epoch {
+                Some(e) => format!("{e} ({})", short(&r.image)),
+                None => short(&r.image),
+            };
+            println!(
+                "{:<20} {:<12} {:<24} {:<21} {:<23} {}",
+                Untrusted(&r.node).to_string(),
+                Untrusted(&r.group).to_string(),
+                Untrusted(&r.version).to_string(),
+                uki,
+                utc(r.since),
+                age(Some(r.last_attested))
+            );
+        }
+    }
+    if !q.unknown.is_empty() {
+        println!(
+            "unknown for {} node(s) whose last attested boot ran a UKI with no stored SBOM \
+             (or none identified: a policy without --uki): {}",
+            q.unknown.len(),
+            q.unknown
+                .iter()
+                .map(|n| Untrusted(n).to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn utc(ms: i64) -> String {
+    let t = ember_nodeapi::utc::UtcTime::from_unix(ms.div_euclid(1000));
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
+    )
 }
 
 /// Who ran this command, for the floor's change log.

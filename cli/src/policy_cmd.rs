@@ -311,11 +311,16 @@ fn set(a: SetArgs) -> Result<()> {
         });
         allowed.push((p.pcr, p.value));
     }
+    // Each UKI's SBOM (`ember uki build` writes it beside the UKI), checked
+    // to describe its bytes before anything is written: `ember nodes
+    // --package` answers from it.
+    let mut sboms = Vec::new();
     for uki in &a.uki {
         if bank == ember_tpm::HashAlg::Sha1 {
             bail!("--uki: the sha1 bank cannot be predicted");
         }
         let file = crate::uki::read_input("UKI", uki)?;
+        sboms.push(uki_sbom(uki, &file)?);
         let mut predictions = vec![predict_pcr11(&file, bank, &a.phase)
             .with_context(|| format!("predicting PCR 11 for {}", uki.display()))?];
         if predict_4 {
@@ -379,12 +384,15 @@ fn set(a: SetArgs) -> Result<()> {
     // Each UKI's place in the rollback order: new ones after every image
     // allowed before, in the order given; one named again keeps its place.
     let mut ordered = Vec::new();
-    for (uki, blob) in a.uki.iter().zip(&stored) {
+    for ((uki, blob), sbom) in a.uki.iter().zip(&stored).zip(&sboms) {
         let source = uki.display().to_string();
         ordered.push((
             source.clone(),
             store::images::register(&mut tx, &blob.sha256, blob.size, &source)?,
         ));
+        if let Some((document, packages)) = sbom {
+            store::packages::put(&mut tx, &blob.sha256, document, packages)?;
+        }
     }
     store::put_policy(
         &mut tx,
@@ -399,15 +407,19 @@ fn set(a: SetArgs) -> Result<()> {
         },
     )?;
     tx.commit()?;
-    for (source, (image, new)) in ordered {
+    for ((source, (image, new)), sbom) in ordered.into_iter().zip(&sboms) {
         println!(
-            "UKI {source}: image epoch {} ({}){}",
+            "UKI {source}: image epoch {} ({}){}; {}",
             image.epoch,
             ember_server::rollback::short(&image.sha256),
             if new {
                 ", newest in the rollback order"
             } else {
                 ", ordered before"
+            },
+            match sbom {
+                Some((_, p)) => format!("SBOM stored ({} packages)", p.len()),
+                None => "no SBOM beside it: `ember nodes --package` cannot see inside it".into(),
             }
         );
     }
@@ -470,4 +482,30 @@ fn show(a: ShowArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The SBOM beside `uki` (its bytes, as stored, and the packages it
+/// names), when there is one; one of other bytes is refused.
+fn uki_sbom(
+    uki: &std::path::Path,
+    file: &[u8],
+) -> Result<Option<(Vec<u8>, Vec<store::packages::Package>)>> {
+    use sha2::{Digest, Sha256};
+    let sha = hex(&Sha256::digest(file));
+    let Some(doc) =
+        crate::sbom::read_describing(uki, &sha, "rebuild the UKI with `ember uki build`")?
+    else {
+        return Ok(None);
+    };
+    let path = crate::sbom::path_beside(uki);
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let packages = crate::sbom::packages(&doc)
+        .into_iter()
+        .map(|(name, version, purl)| store::packages::Package {
+            name,
+            version,
+            purl,
+        })
+        .collect();
+    Ok(Some((bytes, packages)))
 }

@@ -197,31 +197,18 @@ fn sbom_for(
         })
         .collect();
     let initrd_sha = ember_fs::hex::hex(&Sha256::digest(initrd));
-    let initrd_sbom = sbom::path_beside(&a.initrd);
-    let inner = if initrd_sbom.exists() {
-        let doc = sbom::read(&initrd_sbom)?;
-        let described = doc.packages.first().and_then(|p| {
-            p.checksums
-                .iter()
-                .find(|c| c.algorithm == sbom::spdx::Algorithm::Sha256)
-        });
-        if described.map(|c| c.checksum_value.as_str()) != Some(initrd_sha.as_str()) {
-            bail!(
-                "{} does not describe {} (sha256 {initrd_sha}): rebuild the initrd \
-                 with `ember initrd build` to refresh its SBOM",
-                initrd_sbom.display(),
-                a.initrd.display()
-            );
-        }
-        Some(doc)
-    } else {
+    let inner = sbom::read_describing(
+        &a.initrd,
+        &initrd_sha,
+        "rebuild the initrd with `ember initrd build`",
+    )?;
+    if inner.is_none() {
         entries.push(Entry {
             path: ".initrd".into(),
             data: initrd,
             role: Role::Input,
         });
-        None
-    };
+    }
     let file_name = a
         .output
         .file_name()

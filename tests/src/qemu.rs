@@ -59,6 +59,20 @@ pub fn kernel_image() -> PathBuf {
 /// Like [`build_initrd`]; `with_kernel` carries the kernel at /boot/vmlinuz
 /// (what last-known-good copies to the ESP).
 pub fn build_initrd_with(out: &Path, extra: &[(PathBuf, &str)], with_kernel: bool) -> String {
+    initrd_build(out, extra, with_kernel, &[])
+}
+
+/// Like [`build_initrd`], its SBOM tracing files to `debs` (`--sbom-deb`).
+pub fn build_initrd_from_debs(out: &Path, extra: &[(PathBuf, &str)], debs: &[PathBuf]) -> String {
+    initrd_build(out, extra, false, debs)
+}
+
+fn initrd_build(
+    out: &Path,
+    extra: &[(PathBuf, &str)],
+    with_kernel: bool,
+    debs: &[PathBuf],
+) -> String {
     let release = kernel_release();
     let modules_dir = workspace_root()
         .join(".cache/kernel/root/lib/modules")
@@ -81,6 +95,9 @@ pub fn build_initrd_with(out: &Path, extra: &[(PathBuf, &str)], with_kernel: boo
     }
     for (src, dest) in extra {
         cmd.arg("--file").arg(format!("{}:{dest}", src.display()));
+    }
+    for d in debs {
+        cmd.arg("--sbom-deb").arg(d);
     }
     let output = cmd.output().expect("run ember initrd build");
     assert!(

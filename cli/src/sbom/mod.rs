@@ -412,6 +412,52 @@ pub fn read(path: &Path) -> Result<Document> {
         .with_context(|| format!("{} is not an SPDX 2.3 JSON document", path.display()))
 }
 
+/// The SBOM beside `artifact`, checked to describe exactly its bytes
+/// (`sha256`, hex): its first package is the artifact, with that SHA-256.
+/// `None` when there is none; an SBOM of other bytes (edited, or left from
+/// another build) is an error naming `rebuild`, what refreshes it.
+pub fn read_describing(artifact: &Path, sha256: &str, rebuild: &str) -> Result<Option<Document>> {
+    let path = path_beside(artifact);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let doc = read(&path)?;
+    let described = doc.packages.first().and_then(|p| {
+        p.checksums
+            .iter()
+            .find(|c| c.algorithm == spdx::Algorithm::Sha256)
+    });
+    if described.map(|c| c.checksum_value.as_str()) != Some(sha256) {
+        anyhow::bail!(
+            "{} does not describe {} (sha256 {sha256}): {rebuild} to refresh its SBOM",
+            path.display(),
+            artifact.display()
+        );
+    }
+    Ok(Some(doc))
+}
+
+/// The packages `doc` names besides the artifact it describes (its first
+/// package): name, version (empty when not given) and purl (empty when
+/// none), sorted, each once.
+pub fn packages(doc: &Document) -> Vec<(String, String, String)> {
+    let mut out: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for p in doc.packages.iter().skip(1) {
+        let purl = p
+            .external_refs
+            .iter()
+            .find(|r| r.reference_type == "purl")
+            .map(|r| r.reference_locator.clone())
+            .unwrap_or_default();
+        out.insert((
+            p.name.clone(),
+            p.version_info.clone().unwrap_or_default(),
+            purl,
+        ));
+    }
+    out.into_iter().collect()
+}
+
 /// Folds `inner` (an initrd's document) into `outer` (its UKI's): its
 /// packages, files and relationships, and `outer`'s primary package
 /// CONTAINS `inner`'s.

@@ -14,7 +14,8 @@
 //!   [`nodes`], [`policies`], [`overlays`] (assignments, manifest
 //!   epochs), [`sessions`], [`credentials`], [`reports`] and [`phases`]
 //!   (boot reports and their phase tables), [`images`]
-//!   (boot images and rollback floors), [`operators`] (console operators),
+//!   (boot images and rollback floors), [`packages`] (what each image's
+//!   SBOM names), [`operators`] (console operators),
 //!   [`rollouts`] (rollouts, their nodes and timeline, reboot locks).
 //!
 //! Transactions are the caller's: a function taking `&mut dyn Sql` runs
@@ -28,6 +29,7 @@ pub mod images;
 pub mod nodes;
 pub mod operators;
 pub mod overlays;
+pub mod packages;
 pub mod phases;
 pub mod policies;
 mod pool;

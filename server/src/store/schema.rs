@@ -282,6 +282,26 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (report_id, seq)
     );
     "#,
+    // 9: what is inside each UKI (issue 30). `ember policy set --uki`
+    // stores the UKI's SPDX SBOM and the packages it names, so "which
+    // nodes run containerd 1.6.20" is answered from the UKI each node's
+    // quote identified, never from what a node says.
+    r#"
+    CREATE TABLE image_sboms (
+        sha256 BLOB PRIMARY KEY REFERENCES boot_images(sha256),
+        document BLOB NOT NULL,
+        stored_at INTEGER NOT NULL
+    );
+    CREATE TABLE image_packages (
+        sha256 BLOB NOT NULL REFERENCES boot_images(sha256),
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        purl TEXT NOT NULL,
+        PRIMARY KEY (sha256, name, version, purl)
+    );
+    CREATE INDEX image_packages_name ON image_packages(name, version);
+    CREATE INDEX boot_reports_attested ON boot_reports(node_id, outcome, id);
+    "#,
 ];
 
 /// PostgreSQL's text for the migrations SQLite's cannot share, by number.

@@ -94,17 +94,19 @@ struct Fleet {
 
 /// Two releases of a UKI (`ember uki build`, the lab's kernel and a stand-in
 /// initrd: only their measurements matter here) and what booting each
-/// extends.
+/// extends. Their SBOMs trace `.linux` to the kernel's .deb, so the
+/// console has a package to show.
 fn releases(dir: &Path) -> [(std::path::PathBuf, Vec<LogEvent>); 2] {
     let initrd = dir.join("initrd.img");
     std::fs::write(&initrd, b"console test initrd").unwrap();
+    let kernel_deb = ember_tests::workspace_root().join(".cache/kernel/linux-image.deb");
     ["older", "newer"].map(|name| {
         let path = dir.join(format!("{name}.efi"));
         build_uki(
             &path,
             &initrd,
             &format!("console=ttyS0 ember.release={name}"),
-            &[],
+            &["--sbom-deb", kernel_deb.to_str().unwrap()],
         );
         let boot = measurements(&path);
         (path, boot)
@@ -587,6 +589,35 @@ fn the_console_in_a_real_browser_filters_shows_timelines_and_refusals_and_update
         "{after}"
     );
     b.screenshot(&out.join("allow-rollback.png"));
+
+    // What node-d runs, from the UKI its quote identified: the package
+    // list on its page, then the fleet's query for the kernel package.
+    let summary =
+        b.eval("const s = document.querySelector('details.packages summary'); return s ? s.innerText : '';");
+    let summary = summary.as_str().unwrap_or("").to_string();
+    assert!(summary.contains(" in UKI "), "{summary}");
+    b.click("details.packages summary");
+    b.eval("document.querySelector('details.packages').scrollIntoView(); return null;");
+    let kernel = b.eval(
+        "const a = [...document.querySelectorAll('details.packages a')].find(a => a.innerText.startsWith('linux-image-')); \
+         return a ? a.innerText : '';",
+    );
+    let kernel = kernel.as_str().unwrap_or("").to_string();
+    assert!(kernel.starts_with("linux-image-"), "{}", b.source());
+    b.screenshot(&out.join("node-packages.png"));
+    b.goto(&format!("{origin}/packages"));
+    b.eval(&format!(
+        "document.getElementById('name').value = '{kernel}'; return null;"
+    ));
+    b.click("form.filters button");
+    assert!(
+        wait_source(&b, 10, |s| s
+            .contains(r#"<a href="/node/node-d">node-d</a>"#)),
+        "{}",
+        b.source()
+    );
+    assert!(b.url().contains("name=linux-image-"), "{}", b.url());
+    b.screenshot(&out.join("packages.png"));
     let log = f
         .server
         .ember(&["nodes", "floor-log", "--node", "node-d"])

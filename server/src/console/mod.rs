@@ -69,6 +69,7 @@ pub fn router(app: App) -> Router {
         .route("/boot-time", get(boot_time))
         .route("/policies", get(policies))
         .route("/rollouts", get(rollouts_page))
+        .route("/packages", get(packages_page))
         .route("/live", get(live))
         .route(
             "/assets/console.css",
@@ -194,6 +195,52 @@ async fn fleet(State(app): State<App>, req: Request) -> Response<Body> {
             info!(step = %"console", page = %"fleet", operator = %op.name, rows = page.rows.len(), ms = started.elapsed().as_secs_f64() * 1000.0);
             html(body)
         }
+        Err(e) => db_error(e),
+    }
+}
+
+/// The longest package name or version the package query takes.
+const MAX_PACKAGE_QUERY: usize = 256;
+
+async fn packages_page(State(app): State<App>, req: Request) -> Response<Body> {
+    let op = operator(&req);
+    let q = query_of(&req);
+    let name = q
+        .get("name")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let version = q
+        .get("version")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    if name.len() > MAX_PACKAGE_QUERY || version.len() > MAX_PACKAGE_QUERY {
+        return page_error(StatusCode::BAD_REQUEST, "Package name or version too long.");
+    }
+    let (n, v) = (name.clone(), version.clone());
+    let found = app
+        .server
+        .db
+        .run(move |db| {
+            let found = match n.is_empty() {
+                true => None,
+                false => Some(store::packages::running(
+                    db,
+                    &n,
+                    (!v.is_empty()).then_some(v.as_str()),
+                )?),
+            };
+            Ok((found, images::list(db)?))
+        })
+        .await;
+    match found {
+        Ok((found, ukis)) => html(pages::packages_page(
+            &op,
+            &name,
+            &version,
+            found.as_ref(),
+            &ukis,
+            store::now_ms(),
+        )),
         Err(e) => db_error(e),
     }
 }

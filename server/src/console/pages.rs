@@ -15,6 +15,7 @@ use crate::rollback::short;
 use crate::store::images::{self, BootImage, FloorChange};
 use crate::store::nodes::{FleetOutcome, FleetPage, FleetQuery, FleetSort};
 use crate::store::overlays::{self, OverlayListing};
+use crate::store::packages;
 use crate::store::phases::PhaseStats;
 use crate::store::reports::{self, BootReport, Explanation, Outcome};
 use crate::store::{self, hex, policies, Node, Policy, Result};
@@ -105,7 +106,7 @@ pub(super) fn layout(
                 header {
                     a.brand href="/fleet" { "Ember" }
                     nav aria-label="Pages" {
-                        @for (href, name) in [("/fleet", "Fleet"), ("/boot-time", "Boot time"), ("/policies", "Policies, UKIs, overlays"), ("/rollouts", "Rollouts")] {
+                        @for (href, name) in [("/fleet", "Fleet"), ("/boot-time", "Boot time"), ("/policies", "Policies, UKIs, overlays"), ("/rollouts", "Rollouts"), ("/packages", "Packages")] {
                             a href=(href) aria-current=[(nav == name).then_some("page")] { (name) }
                         }
                     }
@@ -293,6 +294,9 @@ pub struct NodeData {
     pub policy: Option<Policy>,
     /// Ordered UKIs below the floor, which "allow rollback" may go to.
     pub below_floor: Vec<BootImage>,
+    /// The UKI the node's last attested boot ran (quote-identified) and
+    /// the packages its stored SBOM names.
+    pub booted: Option<([u8; 32], Vec<packages::Package>)>,
     /// The newest boot report of all (the live updates start from it).
     pub latest: i64,
 }
@@ -327,7 +331,12 @@ impl NodeData {
                 explanations.insert(r.id, e);
             }
         }
+        let booted = match packages::last_attested_image(db, node.id)? {
+            Some(sha) => Some((sha, packages::of_image(db, &sha)?)),
+            None => None,
+        };
         Ok(Some(NodeData {
+            booted,
             ek_hash: facts.ek_hash,
             attempts: facts.attempts,
             last_known_good: facts.last_known_good,
@@ -420,10 +429,106 @@ pub fn node(op: &Operator, d: &NodeData, csrf: &str, now: i64) -> Markup {
                     } } }
                 }
             }
+            h2 { "Packages" }
+            @match &d.booted {
+                None => { p { "Unknown: no attested boot identified a UKI yet." } }
+                Some((sha, pkgs)) if pkgs.is_empty() => {
+                    p { "Unknown: the last attested boot ran UKI " span.mono { (short(sha)) } ", whose SBOM the server does not have (" code { "ember policy set --uki" } " stores the one beside the UKI)." }
+                }
+                Some((sha, pkgs)) => {
+                    details.packages {
+                        summary { (pkgs.len()) @if pkgs.len() == 1 { " package" } @else { " packages" } " in UKI " span.mono { (short(sha)) } ", the one the last attested boot ran (from its quote)" }
+                        (package_table(pkgs))
+                    }
+                }
+            }
             h2 { "Overlay assignments" }
             p { "Served now: " @if let Some(v) = d.assigned { "overlay " (v) } @else { "none" } }
             @if !d.assignments.is_empty() {
                 ul { @for o in &d.assignments { li { "overlay " (o.overlay.version_id) " → " (o.targets.join(", ")) " (" (text(&o.source)) ")" } } }
+            }
+        },
+    )
+}
+
+fn package_table(pkgs: &[packages::Package]) -> Markup {
+    html! {
+        table {
+            thead { tr { th scope="col" { "Package" } th scope="col" { "Version" } th scope="col" { "purl" } } }
+            tbody { @for p in pkgs { tr {
+                td { a href={"/packages?name=" (query_value(&p.name))} { (p.name) } }
+                td.mono { (p.version) }
+                td.mono { (p.purl) }
+            } } }
+        }
+    }
+}
+
+/// `s` percent-encoded for a query string value.
+fn query_value(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The fleet's package query: which nodes' last attested boot ran a UKI
+/// containing `name` (at `version`), or only the form when no name is
+/// given.
+pub fn packages_page(
+    op: &Operator,
+    name: &str,
+    version: &str,
+    found: Option<&packages::PackageQuery>,
+    ukis: &[BootImage],
+    now: i64,
+) -> Markup {
+    layout(
+        op,
+        "Packages",
+        "Packages",
+        None,
+        html! {
+            h1 { "Which nodes run a package" }
+            form.filters method="get" action="/packages" {
+                label for="name" { "Package" }
+                input id="name" name="name" value=(name) required size="32" placeholder="containerd";
+                label for="version" { "Version (exact, optional)" }
+                input id="version" name="version" value=(version) placeholder="1.6.20~ds1-1";
+                button type="submit" { "Find" }
+            }
+            p.hint { "Answered from the UKI each node's last attested boot ran, as its quote identified it, and that UKI's SBOM (stored by " code { "ember policy set --uki" } "); never from what a node says. Same as " code { "ember nodes --package NAME[=VERSION]" } "." }
+            @if let Some(q) = found {
+                @if q.running.is_empty() {
+                    p { "No node's last attested boot ran a UKI containing " strong { (name) @if !version.is_empty() { "=" (version) } } "." }
+                } @else {
+                    table {
+                        thead { tr {
+                            th scope="col" { "Node" } th scope="col" { "Group" } th scope="col" { "Version" }
+                            th scope="col" { "UKI" } th scope="col" { "Since" } th scope="col" { "Last attested" }
+                        } }
+                        tbody { @for r in &q.running { tr {
+                            td { a href={"/node/" (path_segment(&r.node))} { (text(&r.node)) } }
+                            td { (text(&r.group)) }
+                            td.mono { (r.version) }
+                            td.mono { (uki_label(&r.image, ukis)) }
+                            td { span title=(utc(r.since)) { (utc(r.since)) } }
+                            td { span title=(utc(r.last_attested)) { (age(r.last_attested, now)) } }
+                        } } }
+                    }
+                }
+                @if !q.unknown.is_empty() {
+                    p.hint { "Unknown for " (q.unknown.len()) " node(s) whose last attested boot ran a UKI with no stored SBOM (or none identified): "
+                        @for (i, n) in q.unknown.iter().enumerate() {
+                            @if i > 0 { ", " }
+                            a href={"/node/" (path_segment(n))} { (text(n)) }
+                        }
+                    }
+                }
             }
         },
     )
@@ -580,6 +685,47 @@ mod tests {
             name: "alice".into(),
             cert: [0; 32],
         }
+    }
+
+    #[test]
+    fn the_package_query_and_its_answer_are_inert() {
+        let q = packages::PackageQuery {
+            running: vec![packages::Running {
+                node: "n\u{202e}<b>".into(),
+                group: "g".into(),
+                version: "1<i>".into(),
+                image: [2; 32],
+                image_epoch: Some(1),
+                since: 1_000,
+                last_attested: 2_000,
+            }],
+            unknown: vec!["u<script>".into()],
+        };
+        let html = packages_page(
+            &op(),
+            "\"><script>x()</script>",
+            "1&2",
+            Some(&q),
+            &[],
+            3_000,
+        )
+        .into_string();
+        assert_eq!(html.matches("<script").count(), 1, "{html}");
+        assert!(
+            html.contains("value=\"&quot;&gt;&lt;script&gt;x()&lt;/script&gt;\""),
+            "{html}"
+        );
+        assert!(html.contains("value=\"1&amp;2\""), "{html}");
+        assert!(!html.contains('\u{202e}') && !html.contains("<b>") && !html.contains("<i>"));
+        assert!(html.contains("/node/u%3Cscript%3E"), "{html}");
+        // The node page's package links carry the name as a query value.
+        let table = package_table(&[packages::Package {
+            name: "a b&c".into(),
+            version: "1".into(),
+            purl: String::new(),
+        }])
+        .into_string();
+        assert!(table.contains("/packages?name=a%20b%26c"), "{table}");
     }
 
     #[test]

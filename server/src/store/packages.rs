@@ -86,6 +86,19 @@ pub fn of_image(db: &mut dyn Sql, sha256: &[u8; 32]) -> Result<Vec<Package>> {
     .collect()
 }
 
+/// The UKI node `node_id`'s last attested boot ran, as Finish identified
+/// it (`None`: it never attested, or no UKI was identified).
+pub fn last_attested_image(db: &mut dyn Sql, node_id: i64) -> Result<Option<[u8; 32]>> {
+    match db.row(
+        "SELECT boot_image FROM boot_reports WHERE node_id = $1 AND outcome = 'attested'
+         ORDER BY id DESC LIMIT 1",
+        params![node_id],
+    )? {
+        Some(r) => r.get("boot_image"),
+        None => Ok(None),
+    }
+}
+
 /// A node whose last attested boot ran an image containing the package.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Running {
@@ -253,6 +266,8 @@ mod tests {
             .unwrap()
             .running
             .is_empty());
+        assert_eq!(last_attested_image(&mut db, b).unwrap(), Some(old));
+        assert_eq!(last_attested_image(&mut db, c).unwrap(), Some(bare));
         assert_eq!(of_image(&mut db, &old).unwrap().len(), 2);
         assert_eq!(document(&mut db, &old).unwrap().unwrap(), b"{}");
         assert_eq!(document(&mut db, &bare).unwrap(), None);

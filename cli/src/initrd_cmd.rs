@@ -188,7 +188,7 @@ fn sign(
 }
 
 /// Writes `OUTPUT.spdx.json`: every regular file of the initrd and its
-/// origin. Files no origin accounts for are named on stderr.
+/// origin.
 fn write_sbom(
     tree: &initrd::Tree,
     sha256: &str,
@@ -197,7 +197,6 @@ fn write_sbom(
     mtime: u32,
 ) -> anyhow::Result<()> {
     use crate::sbom::{self, spdx::Purpose, Artifact};
-    let entries = initrd::sbom_entries(tree);
     let file_name = output
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -209,16 +208,30 @@ fn write_sbom(
         purpose: Purpose::Archive,
         created: u64::from(mtime),
     };
-    let (doc, unidentified) = sbom::describe(&artifact, &entries, origins);
-    let path = sbom::write_beside(output, &doc)?;
+    let path = sbom::path_beside(output);
+    let doc = describe_tree(tree, &artifact, origins, &path.display().to_string());
+    sbom::write_beside(output, &doc)?;
+    Ok(())
+}
+
+/// The SPDX document of `artifact`, every regular file of `tree` traced to
+/// `origins`; files no origin accounts for are named on stderr under
+/// `what` (where the document goes).
+pub(crate) fn describe_tree(
+    tree: &initrd::Tree,
+    artifact: &crate::sbom::Artifact<'_>,
+    origins: &crate::sbom::Origins,
+    what: &str,
+) -> crate::sbom::spdx::Document {
+    let entries = initrd::sbom_entries(tree);
+    let (doc, unidentified) = crate::sbom::describe(artifact, &entries, origins);
     if !unidentified.is_empty() && !origins.is_empty() {
         eprintln!(
-            "{}: {} files with no origin (pass the .deb they came from with --sbom-deb, \
+            "{what}: {} files with no origin (pass the .deb they came from with --sbom-deb, \
              or --sbom-workspace for /init): {}",
-            path.display(),
             unidentified.len(),
             unidentified.join(" ")
         );
     }
-    Ok(())
+    doc
 }

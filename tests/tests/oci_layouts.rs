@@ -338,6 +338,60 @@ fn image_layout_is_accepted_by_umoci_and_skopeo_and_flattens_back_to_the_initrd(
         let tmp = std::fs::metadata(rootfs.join("tmp")).unwrap();
         assert_eq!(tmp.permissions().mode() & 0o7777, 0o1777);
     }
+    // The image's SPDX SBOM rides in the layout as an OCI 1.1 artifact
+    // whose subject is the image, under the tag `sha256-<image>.sbom`;
+    // skopeo reads it out, pyspdxtools accepts it, and it lists the
+    // image's files.
+    let index = json(&layout.join("index.json"));
+    let image_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sbom_entry = &index["manifests"][1];
+    assert_eq!(
+        sbom_entry["artifactType"], "application/spdx+json",
+        "{index}"
+    );
+    let tag = format!("{}.sbom", image_digest.replace(':', "-"));
+    assert_eq!(
+        sbom_entry["annotations"]["org.opencontainers.image.ref.name"],
+        tag.as_str()
+    );
+    let raw = run(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:{tag}", layout.display())));
+    let artifact: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(artifact["subject"]["digest"], image_digest.as_str());
+    let copied = dir.join("sbom-copy");
+    run(Command::new("skopeo")
+        .arg("copy")
+        .arg(format!("oci:{}:{tag}", layout.display()))
+        .arg(format!("dir:{}", copied.display())));
+    let layer = artifact["layers"][0]["digest"].as_str().unwrap();
+    let sbom = dir.join("image.spdx.json");
+    std::fs::copy(copied.join(layer.trim_start_matches("sha256:")), &sbom).unwrap();
+    let doc = json(&sbom);
+    assert!(
+        doc["documentNamespace"]
+            .as_str()
+            .unwrap()
+            .ends_with(image_digest.trim_start_matches("sha256:")),
+        "{doc}"
+    );
+    let files: Vec<&str> = doc["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["fileName"].as_str().unwrap())
+        .collect();
+    assert!(
+        files.contains(&"./init") && files.contains(&"./etc/ssl/certs/ca-certificates.crt"),
+        "{files:?}"
+    );
+    run(Command::new("bash")
+        .arg(ember_tests::workspace_root().join("scripts/spdx-validate"))
+        .arg(&sbom));
+
     // The config umoci generated names our entrypoint.
     let config = std::fs::read_to_string(bundle.join("config.json")).unwrap();
     assert!(

@@ -582,6 +582,7 @@ mod tests {
             size: 0,
             annotations: Default::default(),
             platform: None,
+            artifact_type: None,
         }
     }
 

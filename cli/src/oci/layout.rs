@@ -92,7 +92,7 @@ impl Layout {
         Ok(bytes)
     }
 
-    fn read_json<T: DeserializeOwned>(&self, desc: &Descriptor) -> Result<T, Error> {
+    pub(crate) fn read_json<T: DeserializeOwned>(&self, desc: &Descriptor) -> Result<T, Error> {
         let bytes = self.read_blob(desc)?;
         serde_json::from_slice(&bytes).map_err(|source| Error::Json {
             what: desc.digest.clone(),
@@ -119,9 +119,16 @@ impl Layout {
                     reference: r.to_string(),
                     refs: refs.clone(),
                 })?,
-            None => match index.manifests.as_slice() {
+            // Artifacts (an image's SBOM) are not images to pick from.
+            None => match index
+                .manifests
+                .iter()
+                .filter(|d| d.artifact_type.is_none())
+                .collect::<Vec<_>>()
+                .as_slice()
+            {
                 [] => return Err(Error::NoManifest),
-                [only] => only,
+                [only] => *only,
                 _ => return Err(Error::Ambiguous { refs }),
             },
         };

@@ -19,6 +19,7 @@ mod spec;
 mod tar_writer;
 mod write;
 
+pub use digest::Digest;
 pub use error::Error;
 pub use flatten::flatten_layout;
 pub use write::{write_layout, ImageSpec};

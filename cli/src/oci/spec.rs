@@ -12,6 +12,10 @@ pub mod media {
     pub const INDEX: &str = "application/vnd.oci.image.index.v1+json";
     pub const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
     pub const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    /// The empty config of an artifact manifest (`{}`, OCI 1.1).
+    pub const EMPTY: &str = "application/vnd.oci.empty.v1+json";
+    /// An SPDX JSON document (IANA), an SBOM artifact's type and layer.
+    pub const SPDX: &str = "application/spdx+json";
     pub const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
     pub const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
     pub const LAYER_ND_TAR: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar";
@@ -43,6 +47,14 @@ pub struct Descriptor {
     pub annotations: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
+    /// An artifact's type (OCI 1.1), e.g. an SBOM's `application/spdx+json`;
+    /// `None` for an image.
+    #[serde(
+        rename = "artifactType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub artifact_type: Option<String>,
 }
 
 impl Descriptor {
@@ -66,8 +78,19 @@ pub struct Manifest {
     pub schema_version: u32,
     #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// An artifact manifest's type (OCI 1.1); `None` for an image.
+    #[serde(
+        rename = "artifactType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub artifact_type: Option<String>,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
+    /// The manifest an artifact refers to (OCI 1.1 referrers): an SBOM's
+    /// image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Descriptor>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }

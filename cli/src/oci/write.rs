@@ -77,7 +77,15 @@ impl<O: Output> Output for DiffId<O> {
 
 /// Writes the layout directory `out` (replacing an earlier layout there,
 /// never anything else) through a temporary sibling renamed into place.
-pub fn write_layout(tree: &Tree, image: &ImageSpec, out: &Path) -> Result<WriteReport, Error> {
+/// The image's SBOM, made once its manifest digest is known.
+pub type DescribeImage<'a> = &'a dyn Fn(&Digest) -> Vec<u8>;
+
+pub fn write_layout(
+    tree: &Tree,
+    image: &ImageSpec,
+    out: &Path,
+    sbom: Option<DescribeImage<'_>>,
+) -> Result<WriteReport, Error> {
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -86,7 +94,7 @@ pub fn write_layout(tree: &Tree, image: &ImageSpec, out: &Path) -> Result<WriteR
     let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("layout");
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    let result = write_into(tree, image, &tmp).and_then(|report| {
+    let result = write_into(tree, image, &tmp, sbom).and_then(|report| {
         replace_dir(&tmp, out)?;
         Ok(report)
     });
@@ -112,7 +120,12 @@ fn replace_dir(tmp: &Path, out: &Path) -> Result<(), Error> {
     std::fs::rename(tmp, out).map_err(|e| Error::io(out, e))
 }
 
-fn write_into(tree: &Tree, image: &ImageSpec, dir: &Path) -> Result<WriteReport, Error> {
+fn write_into(
+    tree: &Tree,
+    image: &ImageSpec,
+    dir: &Path,
+    sbom: Option<DescribeImage<'_>>,
+) -> Result<WriteReport, Error> {
     let blobs = dir.join("blobs").join("sha256");
     std::fs::create_dir_all(&blobs).map_err(|e| Error::io(&blobs, e))?;
 
@@ -150,8 +163,10 @@ fn write_into(tree: &Tree, image: &ImageSpec, dir: &Path) -> Result<WriteReport,
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(media::MANIFEST.to_string()),
+        artifact_type: None,
         config,
         layers,
+        subject: None,
         annotations: BTreeMap::new(),
     };
     let n_layers = manifest.layers.len();
@@ -164,10 +179,14 @@ fn write_into(tree: &Tree, image: &ImageSpec, dir: &Path) -> Result<WriteReport,
         os: "linux".to_string(),
     });
     let manifest_digest = Digest::parse(&manifest.digest)?;
+    let mut manifests = vec![manifest.clone()];
+    if let Some(describe) = sbom {
+        manifests.push(attach_sbom(&blobs, &manifest, &describe(&manifest_digest))?);
+    }
     let index = Index {
         schema_version: 2,
         media_type: Some(media::INDEX.to_string()),
-        manifests: vec![manifest],
+        manifests,
     };
     write_file(&dir.join("index.json"), &to_json(&index)?)?;
     let marker = LayoutMarker {
@@ -181,6 +200,40 @@ fn write_into(tree: &Tree, image: &ImageSpec, dir: &Path) -> Result<WriteReport,
         layer_digest,
         diff_id,
     })
+}
+
+/// Writes `document` (the image's SPDX SBOM) as an OCI 1.1 artifact
+/// whose subject is the image manifest `image`: an empty config, one
+/// `application/spdx+json` layer. Its index entry is named
+/// `sha256-<image digest>.sbom` (the tag registries without the referrers
+/// API use, cosign's form), so `skopeo copy oci:LAYOUT:sha256-….sbom`
+/// and `oras` find it, and it carries `artifactType`, so readers that
+/// want the image (and `ember initrd build --from-oci`) skip it.
+fn attach_sbom(blobs: &Path, image: &Descriptor, document: &[u8]) -> Result<Descriptor, Error> {
+    let layer = put_bytes(blobs, media::SPDX, document)?;
+    let config = put_bytes(blobs, media::EMPTY, b"{}")?;
+    let subject = Descriptor {
+        media_type: image.media_type.clone(),
+        digest: image.digest.clone(),
+        size: image.size,
+        annotations: BTreeMap::new(),
+        platform: None,
+        artifact_type: None,
+    };
+    let artifact = Manifest {
+        schema_version: 2,
+        media_type: Some(media::MANIFEST.to_string()),
+        artifact_type: Some(media::SPDX.to_string()),
+        config,
+        layers: vec![layer],
+        subject: Some(subject),
+        annotations: BTreeMap::new(),
+    };
+    let mut desc = put_json(blobs, media::MANIFEST, &artifact)?;
+    desc.artifact_type = Some(media::SPDX.to_string());
+    let tag = format!("{}.sbom", image.digest.replace(':', "-"));
+    desc.annotations.insert(spec::REF_NAME.to_string(), tag);
+    Ok(desc)
 }
 
 /// Copies the base image's layer blobs (as they are: their digests stay
@@ -266,6 +319,7 @@ fn write_layer(tree: &Tree, mtime: u32, blobs: &Path) -> Result<(Descriptor, Dig
             size: bytes,
             annotations: BTreeMap::new(),
             platform: None,
+            artifact_type: None,
         },
         diff_id,
     ))
@@ -280,15 +334,19 @@ fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, Error> {
 
 /// Stores a JSON document as a blob and returns its descriptor.
 fn put_json<T: Serialize>(blobs: &Path, media_type: &str, v: &T) -> Result<Descriptor, Error> {
-    let bytes = to_json(v)?;
-    let digest = Digest::of(&bytes);
-    write_file(&blobs.join(digest.hex()), &bytes)?;
+    put_bytes(blobs, media_type, &to_json(v)?)
+}
+
+fn put_bytes(blobs: &Path, media_type: &str, bytes: &[u8]) -> Result<Descriptor, Error> {
+    let digest = Digest::of(bytes);
+    write_file(&blobs.join(digest.hex()), bytes)?;
     Ok(Descriptor {
         media_type: media_type.to_string(),
         digest: digest.to_string(),
         size: bytes.len() as u64,
         annotations: BTreeMap::new(),
         platform: None,
+        artifact_type: None,
     })
 }
 
@@ -358,7 +416,7 @@ mod tests {
     fn written_layout_reads_back_to_the_same_tree() {
         let dir = scratch("roundtrip");
         let out = dir.join("img");
-        let report = write_layout(&sample(), &spec(), &out).unwrap();
+        let report = write_layout(&sample(), &spec(), &out, None).unwrap();
         let layout = Layout::open(&out).unwrap();
         let image = layout.resolve(Some("latest")).unwrap();
         assert_eq!(image.manifest_digest, report.manifest);
@@ -373,10 +431,41 @@ mod tests {
     }
 
     #[test]
+    fn the_sbom_is_an_artifact_referring_to_the_image() {
+        let dir = scratch("sbom");
+        let out = dir.join("img");
+        let describe = |d: &Digest| format!("{{\"describes\":\"{d}\"}}").into_bytes();
+        let report = write_layout(&sample(), &spec(), &out, Some(&describe)).unwrap();
+        let layout = Layout::open(&out).unwrap();
+        // Readers that want the image still find exactly one.
+        let image = layout.resolve(None).unwrap();
+        assert_eq!(image.manifest_digest, report.manifest);
+        let index = layout.index().unwrap();
+        assert_eq!(index.manifests.len(), 2);
+        let sbom = &index.manifests[1];
+        assert_eq!(sbom.artifact_type.as_deref(), Some(media::SPDX));
+        let tag = format!("sha256-{}.sbom", report.manifest.hex());
+        assert_eq!(sbom.ref_name(), Some(tag.as_str()));
+        let artifact: Manifest = layout.read_json(sbom).unwrap();
+        assert_eq!(artifact.artifact_type.as_deref(), Some(media::SPDX));
+        assert_eq!(artifact.config.media_type, media::EMPTY);
+        let subject = artifact.subject.unwrap();
+        assert_eq!(subject.digest, report.manifest.to_string());
+        assert_eq!(artifact.layers[0].media_type, media::SPDX);
+        let (_, path) = layout.blob_path(&artifact.layers[0]).unwrap();
+        assert_eq!(
+            std::fs::read(path).unwrap(),
+            describe(&report.manifest),
+            "the SBOM names the image's manifest digest"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn equal_inputs_give_equal_manifest_digests_and_base_layers_stack() {
         let dir = scratch("stack");
-        let a = write_layout(&sample(), &spec(), &dir.join("a")).unwrap();
-        let b = write_layout(&sample(), &spec(), &dir.join("a")).unwrap();
+        let a = write_layout(&sample(), &spec(), &dir.join("a"), None).unwrap();
+        let b = write_layout(&sample(), &spec(), &dir.join("a"), None).unwrap();
         assert_eq!(a.manifest, b.manifest);
 
         let mut top = Tree::new();
@@ -400,7 +489,7 @@ mod tests {
             base: Some(dir.join("a")),
             ..spec()
         };
-        let r = write_layout(&top, &stacked, &dir.join("b")).unwrap();
+        let r = write_layout(&top, &stacked, &dir.join("b"), None).unwrap();
         assert_eq!(r.layers, 2);
         let layout = Layout::open(&dir.join("b")).unwrap();
         let image = layout.resolve(None).unwrap();
@@ -417,7 +506,7 @@ mod tests {
         let dir = scratch("inway");
         std::fs::create_dir_all(dir.join("out")).unwrap();
         std::fs::write(dir.join("out/precious"), b"x").unwrap();
-        let err = write_layout(&sample(), &spec(), &dir.join("out")).unwrap_err();
+        let err = write_layout(&sample(), &spec(), &dir.join("out"), None).unwrap_err();
         assert!(matches!(err, Error::OutputInTheWay { .. }));
         assert!(dir.join("out/precious").exists());
         std::fs::remove_dir_all(&dir).unwrap();
@@ -427,7 +516,7 @@ mod tests {
     fn tampered_layer_blob_is_refused() {
         let dir = scratch("tamper");
         let out = dir.join("img");
-        let r = write_layout(&sample(), &spec(), &out).unwrap();
+        let r = write_layout(&sample(), &spec(), &out, None).unwrap();
         let blob = r.layer_digest.blob_path(&out);
         let mut bytes = std::fs::read(&blob).unwrap();
         let last = bytes.len() - 12;

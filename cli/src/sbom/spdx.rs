@@ -76,6 +76,7 @@ pub struct VerificationCode {
 pub enum Purpose {
     Application,
     Archive,
+    Container,
     File,
     Library,
     OperatingSystem,

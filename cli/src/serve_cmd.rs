@@ -79,7 +79,9 @@ pub struct ServeArgs {
     /// A connection that moves no byte for this long is closed.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
-    /// Open (started, unfinished) sessions one EK may hold.
+    /// Open (started, unfinished) sessions one EK may hold from one client
+    /// address (IPv4, or IPv6 /64): Starts for an EK sent from elsewhere,
+    /// which need only its public key, never use up its owner's share.
     #[arg(long, default_value_t = 4)]
     pub max_sessions_per_ek: u64,
     /// Open sessions one client address may hold (a rack behind NAT shares one).

@@ -330,6 +330,61 @@ fn start_flood_for_one_ek_or_from_one_peer_is_capped() {
     );
 }
 
+/// The lockout a Start replay used to give: an attacker who has only the
+/// victim's EK public key (here a genuine Start body of the victim's,
+/// replayed) floods Starts from another address. They fill that address's
+/// share of the EK (4 sessions), never the victim's: the victim, from its
+/// own address, still attests and gets its overlay.
+#[test]
+fn starts_replayed_for_a_victims_ek_from_elsewhere_do_not_lock_it_out() {
+    let n = node();
+    let server = EmberServer::start();
+    server
+        .enroll_swtpm("node-a", "default", &n.tpm)
+        .expect_ok("enroll");
+    let src = server.scratch().join("overlay");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("token"), "victim's secret\n").unwrap();
+    server.add_overlay(&src, Some("group:default"));
+
+    let body = n.start_body(None, |_| {});
+    let attacker: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let answers: Vec<_> = (0..40)
+        .map(|_| {
+            let r = http(&server)
+                .with_source(attacker)
+                .post(msg::path::START, None, &body)
+                .expect("post start");
+            let refusal = (r.status != 200)
+                .then(|| decode::<ErrorResponse>("error", &r.body).expect("error body"));
+            (r.status, refusal)
+        })
+        .collect();
+    assert_eq!(answers.iter().filter(|(s, _)| *s == 200).count(), 4);
+    for a in answers.into_iter().filter(|(s, _)| *s != 200) {
+        assert_refused_because(
+            a,
+            ErrorCode::TooManySessions,
+            "too-many-sessions-for-this-ek",
+        );
+    }
+    assert!(
+        server.wait_log("from peer 127.0.0.2"),
+        "the refusal does not name the attacker's address:\n{}",
+        server.log()
+    );
+
+    // The victim, from its own address, while the attacker's sessions are
+    // still open.
+    let mut tpm = n.tpm();
+    let mut dev = TpmAttestor::new(&mut tpm);
+    let cred = client::attest(&mut dev, &mut http(&server), &cfg(), &[])
+        .expect("the victim attests beside the flood");
+    dev.close().unwrap();
+    cred.open_grant(&server.manifest_key())
+        .expect("the victim's overlay grant opens");
+}
+
 #[test]
 fn slow_overlay_readers_do_not_hold_up_a_fresh_start() {
     const READERS: usize = 600;

@@ -30,7 +30,8 @@ fn replayable(label: &str, ak_public: &[u8]) -> [u8; 32] {
 /// Which cap a count is held against.
 #[derive(Clone, Copy, Debug)]
 enum Cap<'a> {
-    Ek(&'a [u8; 32]),
+    /// One EK's sessions from one source.
+    Ek(&'a [u8; 32], &'a str),
     Peer(&'a str),
 }
 
@@ -40,8 +41,11 @@ fn within_cap(cap: Cap<'_>, held: u64, max: u64) -> Result<(), Refusal> {
         return Ok(());
     }
     let (detail, reason) = match cap {
-        Cap::Ek(ek_hash) => (
-            format!("EK {} holds {held} open sessions", hex(ek_hash)),
+        Cap::Ek(ek_hash, peer) => (
+            format!(
+                "EK {} holds {held} open sessions from peer {peer}",
+                hex(ek_hash)
+            ),
             "too-many-sessions-for-this-ek",
         ),
         Cap::Peer(peer) => (
@@ -114,12 +118,19 @@ impl Server {
         })
     }
 
-    /// Refuses when the EK or the peer already holds its share of open
-    /// sessions (one indexed count each, before any expensive work).
+    /// Refuses when the EK (from this source) or the source already holds
+    /// its share of open sessions (one indexed count each, before any
+    /// expensive work). The EK's share is per source: Starts replayed for
+    /// a victim's EK from elsewhere fill only their own source's share, and
+    /// the victim's own address still gets its sessions.
     fn check_caps(&self, db: &mut dyn Sql, ek_hash: &[u8; 32], peer: &str) -> Result<(), Refusal> {
         let now = now_ms();
-        let per_ek = sessions::open_of_ek(db, ek_hash, now)?;
-        within_cap(Cap::Ek(ek_hash), per_ek, self.settings.max_sessions_per_ek)?;
+        let per_ek = sessions::open_of_ek_from(db, ek_hash, peer, now)?;
+        within_cap(
+            Cap::Ek(ek_hash, peer),
+            per_ek,
+            self.settings.max_sessions_per_ek,
+        )?;
         let per_peer = sessions::open_of_peer(db, peer, now)?;
         within_cap(
             Cap::Peer(peer),
@@ -225,11 +236,12 @@ mod tests {
     #[test]
     fn a_cap_refuses_once_it_is_full_and_names_what_is_capped() {
         let ek = [0xab; 32];
-        assert!(within_cap(Cap::Ek(&ek), 0, 1).is_ok());
-        let r = within_cap(Cap::Ek(&ek), 1, 1).unwrap_err();
+        assert!(within_cap(Cap::Ek(&ek, "10.0.0.8"), 0, 1).is_ok());
+        let r = within_cap(Cap::Ek(&ek, "10.0.0.8"), 1, 1).unwrap_err();
         assert_eq!(r.code, ErrorCode::TooManySessions);
         assert_eq!(r.reason, "too-many-sessions-for-this-ek");
         assert!(r.detail.contains(&hex(&ek)), "{}", r.detail);
+        assert!(r.detail.ends_with("from peer 10.0.0.8"), "{}", r.detail);
         let r = within_cap(Cap::Peer("10.0.0.9"), 7, 4).unwrap_err();
         assert_eq!(r.reason, "too-many-sessions-for-this-peer");
         assert_eq!(r.detail, "peer 10.0.0.9 holds 7 open sessions");

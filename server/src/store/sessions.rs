@@ -139,12 +139,16 @@ fn count(db: &mut dyn Sql, sql: &str, params: &[Val<'_>]) -> Result<u64> {
     db.one(sql, params)?.get("open")
 }
 
-/// Started, unfinished, unexpired sessions of one EK.
-pub fn open_of_ek(db: &mut dyn Sql, ek_hash: &[u8; 32], now: i64) -> Result<u64> {
+/// Started, unfinished, unexpired sessions of one EK opened from one
+/// source (`peer`). Counted per source, not per EK alone: a Start needs
+/// only the EK's public key, which is no secret, so a count per EK would
+/// let anyone fill the EK's share and lock its owner out.
+pub fn open_of_ek_from(db: &mut dyn Sql, ek_hash: &[u8; 32], peer: &str, now: i64) -> Result<u64> {
     count(
         db,
-        "SELECT COUNT(*) AS open FROM sessions WHERE ek_hash = $1 AND state = 'started' AND expires_at > $2",
-        params![&ek_hash[..], now],
+        "SELECT COUNT(*) AS open FROM sessions
+         WHERE ek_hash = $1 AND state = 'started' AND expires_at > $2 AND peer = $3",
+        params![&ek_hash[..], now, peer],
     )
 }
 
@@ -226,7 +230,14 @@ mod tests {
         let mut db = open_db(&s, None).unwrap();
         insert(&mut db, &started(1, None, "10.0.0.1", 1000)).unwrap();
         insert(&mut db, &started(2, None, "10.0.0.2", 1000)).unwrap();
-        assert_eq!(open_of_ek(&mut db, &[1; 32], 10).unwrap(), 2);
+        assert_eq!(
+            open_of_ek_from(&mut db, &[1; 32], "10.0.0.1", 10).unwrap(),
+            1
+        );
+        assert_eq!(
+            open_of_ek_from(&mut db, &[1; 32], "10.0.0.3", 10).unwrap(),
+            0
+        );
         assert_eq!(open_of_peer(&mut db, "10.0.0.1", 10).unwrap(), 1);
         assert_eq!(open(&mut db, 10).unwrap(), 2);
         assert_eq!(open(&mut db, 1000).unwrap(), 0, "expired ones are not open");

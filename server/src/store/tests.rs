@@ -110,7 +110,10 @@ fn migration_2_keeps_sessions_and_credentials_of_a_version_1_database() {
         0,
         "credentials still reference their sessions"
     );
-    assert_eq!(sessions::open_of_ek(&mut db, &[0; 32], 0).unwrap(), 0);
+    assert_eq!(
+        sessions::open_of_ek_from(&mut db, &[0; 32], "127.0.0.1", 0).unwrap(),
+        0
+    );
 }
 
 #[test]

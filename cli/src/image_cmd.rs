@@ -79,7 +79,7 @@ pub fn run(cmd: ImageCmd) -> anyhow::Result<()> {
                 let artifact = Artifact {
                     kind: "image",
                     file_name: &name,
-                    sha256: &manifest.hex(),
+                    sha256: manifest.hex(),
                     purpose: Purpose::Container,
                     created: u64::from(mtime),
                 };

@@ -347,6 +347,39 @@ impl EmberServer {
         self.state.clone()
     }
 
+    /// Another process holding an exclusive transaction on the server's
+    /// SQLite database until the guard drops (stopped by PID): the
+    /// server's writes wait out their busy timeout (10 s) and it answers
+    /// 503 `database-unavailable`, as a real outage of its database would.
+    pub fn lock_database(&self) -> crate::process::ChildGuard {
+        let db = self.state().join("ember.db");
+        let mut lock = crate::process::ChildGuard::spawn(
+            "sqlite lock",
+            Command::new("python3")
+                .arg("-c")
+                .arg(
+                    "import sqlite3, sys, time\n\
+                     c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n\
+                     c.execute('BEGIN EXCLUSIVE')\n\
+                     open(sys.argv[2], 'w').close()\n\
+                     time.sleep(3600)\n",
+                )
+                .arg(&db)
+                .arg(self.state().join("locked")),
+        )
+        .expect("run python3 (sqlite3)");
+        let locked = crate::process::wait_until(std::time::Duration::from_secs(30), || {
+            self.state().join("locked").exists()
+        });
+        assert!(
+            locked || lock.try_wait().is_none(),
+            "the database lock did not start"
+        );
+        assert!(locked, "the database lock was not taken within 30 s");
+        let _ = std::fs::remove_file(self.state().join("locked"));
+        lock
+    }
+
     /// The CA certificate to bundle into initrds / pass to `ember attest --ca`.
     pub fn ca_path(&self) -> PathBuf {
         self.state().join("tls/ca.pem")

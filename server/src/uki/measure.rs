@@ -501,7 +501,8 @@ mod tests {
     fn pcr12_paths_are_the_esp_entries_the_load_options_and_the_embedded_line() {
         let uki = uki_with_cmdline("console=ttyS0  panic=-1\0");
         let ipxe = "uki.efi console=ttyS0 x=1".to_string();
-        let all = predict_pcr12_paths(&uki, &[ipxe.clone()], None, HashAlg::Sha256).unwrap();
+        let all =
+            predict_pcr12_paths(&uki, std::slice::from_ref(&ipxe), None, HashAlg::Sha256).unwrap();
         let v = values(&all);
         // The ESP path, from a boot with the UKI's own command line.
         assert!(v.contains(&ESP_SLOT_A_SB_ON.to_string()), "{v:?}");

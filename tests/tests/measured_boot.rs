@@ -123,9 +123,17 @@ fn command_line(options: &str) -> LogEvent {
     }
 }
 
+/// An orderly power-off (TPM2_Shutdown) before the next reboot: five
+/// unclean restarts in a row would count as dictionary-attack failures
+/// and lock the TPM out.
+fn power_off(tpm: Swtpm) {
+    tpm.tpm2_run("tpm2_shutdown", &[]).expect("tpm2_shutdown");
+}
+
 /// `ember policy set --uki` pins PCR 12 without being asked (the bench's
 /// policy names only `--pcrs 4 --uki`): a slot's loader entry on the ESP,
-/// measured by systemd-boot and again by systemd-stub, attests; the
+/// measured by systemd-boot and again by systemd-stub, attests, and so
+/// does the chain `ember artifact ipxe`'s script makes; the
 /// genuine UKI chained by someone else's iPXE script with one argument
 /// more is refused naming the options it was given, and so is the slot's
 /// entry with one argument added on the disk. (PCR 4 stays the policy's
@@ -159,7 +167,20 @@ fn pcr12_is_pinned_by_default_and_one_argument_more_is_refused() {
         run.stderr
     );
     assert!(into.join("etc/token").exists());
-    drop(tpm);
+    power_off(tpm);
+
+    // `ember artifact ipxe`'s own script: the UKI's command line, after
+    // the image name. Allowed without --load-options.
+    let mut scripted = genuine.clone();
+    scripted.push(command_line(&format!("uki.efi {CMDLINE}")));
+    let tpm = b.reboot(&scripted);
+    let (run, _) = b.attest(&tpm, &eventlog::write(&scripted), "scripted");
+    assert!(
+        run.ok,
+        "the script's own chain was refused:\n{}",
+        run.stderr
+    );
+    power_off(tpm);
 
     let options = format!("uki.efi {CMDLINE} ipxe.attacker=1");
     let mut chained = genuine.clone();
@@ -170,7 +191,7 @@ fn pcr12_is_pinned_by_default_and_one_argument_more_is_refused() {
         "pcr-policy-mismatch",
         &format!("PCR 12 sha256 event {first} (not in the policy; logged as {options}) differs"),
     );
-    drop(tpm);
+    power_off(tpm);
 
     let edited = format!("{entry} efivar_ssdt=evil");
     let mut disk = genuine;

@@ -299,9 +299,10 @@ pub fn predict_pcr12(load_options: &str, bank: HashAlg) -> Result<Prediction> {
 
 /// Every PCR 12 value a genuine boot of `uki` may leave, one prediction
 /// per boot path, so one policy admits them all and nothing else:
-/// - each of `load_options` (iPXE's "uki.efi ARGS"), as systemd-stub
-///   measures a loader's options (without Secure Boot: under it the stub
-///   ignores them);
+/// - each of `load_options` (iPXE's "uki.efi ARGS"), and always the
+///   options `ember artifact ipxe`'s script passes ([`ipxe_load_options`]
+///   of the UKI's own command line), as systemd-stub measures a loader's
+///   options (without Secure Boot: under it the stub ignores them);
 /// - each slot's loader entry on the ESP (`options` = the boot's command
 ///   line and `ember.slot=`, as the init writes it from an iPXE boot or one
 ///   with the UKI's own `.cmdline`): systemd-boot measures the options, and
@@ -330,6 +331,11 @@ pub fn predict_pcr12_paths(
         .trim_end_matches('\0')
         .to_string();
     let stub_takes_options = secure_boot != Some(true);
+    // The options `ember artifact ipxe`'s script passes are always
+    // allowed: they are the UKI's own command line.
+    let mut load_options = load_options.to_vec();
+    load_options.insert(0, ipxe_load_options(&embedded));
+    let load_options = &load_options[..];
     // The command lines a slot's entry may repeat: the boot that wrote it
     // ran with the UKI's own, or (without Secure Boot) with a loader's.
     let mut bases = vec![slot_cmdline(&embedded)];
@@ -377,6 +383,17 @@ pub fn predict_pcr12_paths(
     }
     add(Prediction::replay(bank, PCR_KERNEL_PARAMETERS, Vec::new())?);
     Ok(out)
+}
+
+/// The load options iPXE hands a UKI that `ember artifact ipxe`'s script
+/// chains (`chain --name uki.efi <sha256> <command line>`): the image
+/// name, then the arguments one space apart (iPXE splits them on spaces
+/// and joins them again), here the UKI's own `cmdline`.
+pub fn ipxe_load_options(cmdline: &str) -> String {
+    core::iter::once("uki.efi")
+        .chain(cmdline.split_ascii_whitespace())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `text` as UTF-16LE with its terminating NUL: how systemd-boot and
@@ -515,8 +532,14 @@ mod tests {
         assert!(v.contains(&hex(&once.value)), "{v:?}");
         // Nothing measured: the embedded line, last.
         assert_eq!(v.last().unwrap(), &"00".repeat(32));
-        // 2 command lines x 2 slots x (1 or 2 extends), iPXE's, none.
-        assert_eq!(v.len(), 2 * 2 * 2 + 1 + 1, "{v:?}");
+        // `ember artifact ipxe`'s options, always.
+        let script = ipxe_load_options("console=ttyS0  panic=-1");
+        assert_eq!(script, "uki.efi console=ttyS0 panic=-1");
+        let script_value = hex(&predict_pcr12(&script, HashAlg::Sha256).unwrap().value);
+        assert!(v.contains(&script_value), "{v:?}");
+        // 2 command lines x 2 slots x (1 or 2 extends), the script's and
+        // the given options, none.
+        assert_eq!(v.len(), 2 * 2 * 2 + 2 + 1, "{v:?}");
         // One more argument is none of them.
         let evil = predict_pcr12(&(ipxe + " efivar_ssdt=evil"), HashAlg::Sha256).unwrap();
         assert!(!v.contains(&hex(&evil.value)));
@@ -537,6 +560,6 @@ mod tests {
         let v = values(&off);
         assert!(v.contains(&ESP_SLOT_A_SB_OFF.to_string()), "{v:?}");
         assert!(!v.contains(&ESP_SLOT_A_SB_ON.to_string()), "{v:?}");
-        assert_eq!(v.len(), 2 * 2 + 1 + 1, "{v:?}");
+        assert_eq!(v.len(), 2 * 2 + 2 + 1, "{v:?}");
     }
 }

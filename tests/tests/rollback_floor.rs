@@ -662,11 +662,12 @@ fn postgres_migration_5_keeps_the_nodes_of_a_version_4_database() {
     let shared = ScratchDir::new("floor-migrate");
     let server = EmberServer::start_replica(&pg.url(), &shared.path().join("state"), false, &[]);
     // The database as the previous release left it: schema version 4 (no
-    // floors, no image order, nor what migrations 6 to 8 added: boot
-    // phases, operators, rollouts, refusal explanations), with an enrolled
-    // node and a finished session.
+    // floors, no image order, nor what migrations 6 to 9 added: boot
+    // phases, operators, rollouts, refusal explanations, image SBOMs), with
+    // an enrolled node and a finished session.
     pg.psql(
-        "DROP TABLE refusal_explanations; ALTER TABLE boot_reports DROP COLUMN fix;
+        "DROP TABLE image_packages; DROP TABLE image_sboms; DROP INDEX boot_reports_attested;
+         DROP TABLE refusal_explanations; ALTER TABLE boot_reports DROP COLUMN fix;
          DROP TABLE reboot_locks; DROP TABLE rollout_events; DROP TABLE rollout_nodes; DROP TABLE rollouts;
          DROP TABLE boot_phases; DROP TABLE operators;
          ALTER TABLE boot_reports DROP COLUMN boot_image, DROP COLUMN timeline_version,
@@ -684,8 +685,8 @@ fn postgres_migration_5_keeps_the_nodes_of_a_version_4_database() {
     // The next admin command migrates it.
     let nodes = server.nodes();
     assert!(nodes.contains("old-node"), "{nodes}");
-    // Migrations 5 to 8 all ran.
-    assert_eq!(pg.psql("SELECT version FROM ember_schema"), "8");
+    // Migrations 5 to 9 all ran.
+    assert_eq!(pg.psql("SELECT version FROM ember_schema"), "9");
     assert_eq!(
         pg.psql("SELECT rollback_floor IS NULL FROM nodes WHERE name = 'old-node'"),
         "t"

@@ -69,7 +69,21 @@ fn http(server: &EmberServer) -> HttpsClient {
 
 /// Posts a Start; returns (status, refusal) where refusal is None on 200.
 fn post_start(server: &EmberServer, body: &[u8]) -> (u16, Option<ErrorResponse>) {
-    let r = http(server)
+    post_start_from(server, body, None)
+}
+
+/// [`post_start`] from the loopback address `source` (127.0.0.1 when
+/// `None`).
+fn post_start_from(
+    server: &EmberServer,
+    body: &[u8],
+    source: Option<std::net::IpAddr>,
+) -> (u16, Option<ErrorResponse>) {
+    let mut client = http(server);
+    if let Some(s) = source {
+        client = client.with_source(s);
+    }
+    let r = client
         .post(msg::path::START, None, body)
         .expect("post start");
     let refusal =
@@ -350,15 +364,7 @@ fn starts_replayed_for_a_victims_ek_from_elsewhere_do_not_lock_it_out() {
     let body = n.start_body(None, |_| {});
     let attacker: std::net::IpAddr = "127.0.0.2".parse().unwrap();
     let answers: Vec<_> = (0..40)
-        .map(|_| {
-            let r = http(&server)
-                .with_source(attacker)
-                .post(msg::path::START, None, &body)
-                .expect("post start");
-            let refusal = (r.status != 200)
-                .then(|| decode::<ErrorResponse>("error", &r.body).expect("error body"));
-            (r.status, refusal)
-        })
+        .map(|_| post_start_from(&server, &body, Some(attacker)))
         .collect();
     assert_eq!(answers.iter().filter(|(s, _)| *s == 200).count(), 4);
     for a in answers.into_iter().filter(|(s, _)| *s != 200) {

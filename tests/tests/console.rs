@@ -618,6 +618,9 @@ fn the_console_in_a_real_browser_filters_shows_timelines_and_refusals_and_update
     );
     assert!(b.url().contains("name=linux-image-"), "{}", b.url());
     b.screenshot(&out.join("packages.png"));
+    b.set_window(390, 844);
+    b.screenshot(&out.join("packages-phone.png"));
+    b.set_window(1280, 800);
     let log = f
         .server
         .ember(&["nodes", "floor-log", "--node", "node-d"])

@@ -111,11 +111,8 @@ pub(crate) fn uki_cmdline(path: &std::path::Path) -> Result<String> {
     if img.section(".linux").is_none() {
         bail!("{}: not a UKI (no .linux section)", path.display());
     }
-    let Some(s) = img.section(".cmdline") else {
-        return Ok(String::new());
-    };
-    String::from_utf8(img.section_bytes(&file, s))
-        .map_err(|_| anyhow::anyhow!("{}: .cmdline is not UTF-8", path.display()))
+    ember_server::uki::measure::embedded_cmdline(&file)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// An iPXE script chaining the UKI `uki` (SHA-256 hex). iPXE hands the

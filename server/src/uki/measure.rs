@@ -312,24 +312,15 @@ pub fn predict_pcr12(load_options: &str, bank: HashAlg) -> Result<Prediction> {
 ///   options under Secure Boot).
 ///
 /// `secure_boot` is whether the firmware enforces it, `None` when the
-/// policy does not say (both then). The no-event prediction comes last: a
-/// refusal names the closest prediction, the last of equals, and for a
-/// command line the policy does not know that is "not in the policy;
-/// logged as …", with the logged options.
+/// policy does not say (both then). A command line none of these allows
+/// is refused naming what the node logged (`measured::judge`).
 pub fn predict_pcr12_paths(
     uki: &[u8],
     load_options: &[String],
     secure_boot: Option<bool>,
     bank: HashAlg,
 ) -> Result<Vec<Prediction>> {
-    let img = PeImage::parse(uki)?;
-    let embedded = img
-        .section(".cmdline")
-        .map(|s| img.section_bytes(uki, s))
-        .unwrap_or_default();
-    let embedded = String::from_utf8_lossy(&embedded)
-        .trim_end_matches('\0')
-        .to_string();
+    let embedded = embedded_cmdline(uki)?;
     let stub_takes_options = secure_boot != Some(true);
     // The options `ember artifact ipxe`'s script passes are always
     // allowed: they are the UKI's own command line.
@@ -383,6 +374,18 @@ pub fn predict_pcr12_paths(
     }
     add(Prediction::replay(bank, PCR_KERNEL_PARAMETERS, Vec::new())?);
     Ok(out)
+}
+
+/// The command line a UKI carries in its `.cmdline` section ("" if none),
+/// without the NUL padding of the section's virtual size.
+pub fn embedded_cmdline(uki: &[u8]) -> Result<String> {
+    let img = PeImage::parse(uki)?;
+    let Some(s) = img.section(".cmdline") else {
+        return Ok(String::new());
+    };
+    let text = String::from_utf8(img.section_bytes(uki, s))
+        .map_err(|_| anyhow!(".cmdline is not UTF-8"))?;
+    Ok(text.trim_end_matches('\0').to_string())
 }
 
 /// The load options iPXE hands a UKI that `ember artifact ipxe`'s script
